@@ -1,0 +1,967 @@
+/* Durable state in SQLite (see store.h and docs/internals/store.md). Owns one sqlite3 handle
+ * in WAL mode and every prepared statement the module runs, prepared once at open and reset
+ * after each use. The schema is a forward-only list of migrations keyed by PRAGMA user_version.
+ * Control thread only: the data plane never calls into the store. */
+#include "store/store.h"
+
+#include "core/xmalloc.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+/* Each entry moves the schema from version i to i + 1 and runs in its own transaction together
+ * with the user_version bump. Entries are never edited once released: a change to the schema is
+ * a new entry appended at the end. */
+static const char *const migrations[] = {
+    /* 1: the initial schema. */
+    "CREATE TABLE services ("
+    "  name TEXT PRIMARY KEY NOT NULL,"
+    "  live TEXT,"
+    "  previous TEXT,"
+    "  updated_ms INTEGER NOT NULL);"
+    "CREATE TABLE versions ("
+    "  service TEXT NOT NULL,"
+    "  name TEXT NOT NULL,"
+    "  created_ms INTEGER NOT NULL,"
+    "  PRIMARY KEY (service, name));"
+    "CREATE TABLE targets ("
+    "  service TEXT NOT NULL,"
+    "  version TEXT NOT NULL,"
+    "  address TEXT NOT NULL,"
+    "  position INTEGER NOT NULL,"
+    "  PRIMARY KEY (service, version, position),"
+    "  FOREIGN KEY (service, version) REFERENCES versions (service, name) ON DELETE CASCADE);"
+    "CREATE TABLE changes ("
+    "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    "  service TEXT NOT NULL,"
+    "  kind TEXT NOT NULL,"
+    "  from_version TEXT,"
+    "  to_version TEXT NOT NULL,"
+    "  plan TEXT,"
+    "  actor TEXT NOT NULL,"
+    "  reason TEXT,"
+    "  state TEXT NOT NULL,"
+    "  message TEXT,"
+    "  detail TEXT,"
+    "  created_ms INTEGER NOT NULL,"
+    "  updated_ms INTEGER NOT NULL,"
+    "  ended_ms INTEGER NOT NULL DEFAULT 0);"
+    "CREATE INDEX changes_service_id ON changes (service, id);"
+    "CREATE TABLE events ("
+    "  id INTEGER PRIMARY KEY,"
+    "  change_id INTEGER NOT NULL REFERENCES changes (id) ON DELETE CASCADE,"
+    "  ts_ms INTEGER NOT NULL,"
+    "  type TEXT NOT NULL,"
+    "  message TEXT);"
+    "CREATE INDEX events_change_id ON events (change_id, id);",
+};
+
+#define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
+
+#define BUSY_TIMEOUT_MS 5000
+#define DEFAULT_LIST_LIMIT 100
+
+/* The column order change_read expects. */
+#define CHANGE_COLUMNS                                                                             \
+    "id, service, kind, from_version, to_version, plan, actor, reason, state, message, detail, "   \
+    "created_ms, updated_ms, ended_ms"
+
+enum stmt_id {
+    ST_BEGIN,
+    ST_COMMIT,
+    ST_ROLLBACK,
+    ST_SAVEPOINT,
+    ST_RELEASE,
+    ST_ROLLBACK_TO,
+    ST_SERVICE_GET,
+    ST_SERVICE_SET,
+    ST_VERSION_ADD,
+    ST_TARGETS_CLEAR,
+    ST_TARGET_ADD,
+    ST_TARGETS_GET,
+    ST_CHANGE_INSERT,
+    ST_CHANGE_UPDATE,
+    ST_CHANGE_DETAIL,
+    ST_CHANGE_GET,
+    ST_CHANGE_LIST_ALL,
+    ST_CHANGE_LIST_SERVICE,
+    ST_CHANGE_LIST_RUNNING,
+    ST_EVENT_ADD,
+    ST_EVENT_LIST,
+    ST_COUNT
+};
+
+static const char *const stmt_sql[ST_COUNT] = {
+    /* IMMEDIATE takes the write lock up front: a deferred transaction that reads first and
+     * writes later can fail with SQLITE_BUSY_SNAPSHOT, which busy_timeout cannot wait out. */
+    [ST_BEGIN] = "BEGIN IMMEDIATE",
+    [ST_COMMIT] = "COMMIT",
+    [ST_ROLLBACK] = "ROLLBACK",
+    /* Multi-statement operations use a savepoint so they are atomic both on their own and
+     * inside a caller's store_begin. */
+    [ST_SAVEPOINT] = "SAVEPOINT store_op",
+    [ST_RELEASE] = "RELEASE store_op",
+    [ST_ROLLBACK_TO] = "ROLLBACK TO store_op",
+    [ST_SERVICE_GET] = "SELECT live, previous FROM services WHERE name = ?1",
+    [ST_SERVICE_SET] =
+        "INSERT INTO services (name, live, previous, updated_ms) VALUES (?1, ?2, ?3, ?4) "
+        "ON CONFLICT (name) DO UPDATE SET live = excluded.live, "
+        "previous = excluded.previous, updated_ms = excluded.updated_ms",
+    [ST_VERSION_ADD] = "INSERT INTO versions (service, name, created_ms) VALUES (?1, ?2, ?3) "
+                       "ON CONFLICT (service, name) DO NOTHING",
+    [ST_TARGETS_CLEAR] = "DELETE FROM targets WHERE service = ?1 AND version = ?2",
+    [ST_TARGET_ADD] = "INSERT INTO targets (service, version, address, position) "
+                      "VALUES (?1, ?2, ?3, ?4)",
+    /* One row with a NULL address means the version exists without targets; no row means the
+     * version is unknown. */
+    [ST_TARGETS_GET] = "SELECT t.address FROM versions v LEFT JOIN targets t "
+                       "ON t.service = v.service AND t.version = v.name "
+                       "WHERE v.service = ?1 AND v.name = ?2 ORDER BY t.position",
+    [ST_CHANGE_INSERT] =
+        "INSERT INTO changes (service, kind, from_version, to_version, plan, actor, "
+        "reason, state, message, detail, created_ms, updated_ms, ended_ms) "
+        "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11, ?12)",
+    /* ended_ms keeps the first time the change ended: a later note on a finished change must
+     * not move its end. */
+    [ST_CHANGE_UPDATE] = "UPDATE changes SET state = ?2, message = coalesce(?3, message), "
+                         "updated_ms = ?4, ended_ms = CASE WHEN ?5 THEN "
+                         "(CASE WHEN ended_ms = 0 THEN ?4 ELSE ended_ms END) ELSE 0 END "
+                         "WHERE id = ?1",
+    [ST_CHANGE_DETAIL] = "UPDATE changes SET detail = ?2, updated_ms = ?3 WHERE id = ?1",
+    [ST_CHANGE_GET] = "SELECT " CHANGE_COLUMNS " FROM changes WHERE id = ?1",
+    [ST_CHANGE_LIST_ALL] = "SELECT " CHANGE_COLUMNS " FROM changes ORDER BY id DESC LIMIT ?1",
+    [ST_CHANGE_LIST_SERVICE] = "SELECT " CHANGE_COLUMNS " FROM changes WHERE service = ?1 "
+                               "ORDER BY id DESC LIMIT ?2",
+    [ST_CHANGE_LIST_RUNNING] = "SELECT " CHANGE_COLUMNS
+                               " FROM changes WHERE state = '" STORE_CHANGE_RUNNING "' ORDER BY id",
+    [ST_EVENT_ADD] = "INSERT INTO events (change_id, ts_ms, type, message) VALUES (?1, ?2, ?3, ?4)",
+    [ST_EVENT_LIST] = "SELECT id, change_id, ts_ms, type, message FROM events "
+                      "WHERE change_id = ?1 ORDER BY id",
+};
+
+struct store {
+    sqlite3 *db;
+    sqlite3_stmt *stmt[ST_COUNT];
+    char errmsg[512];
+};
+
+static const char *const change_states[] = {
+    STORE_CHANGE_RUNNING,     STORE_CHANGE_COMPLETED, STORE_CHANGE_FAILED,
+    STORE_CHANGE_ROLLED_BACK, STORE_CHANGE_ABORTED,   STORE_CHANGE_INTERRUPTED,
+};
+
+/* --- helpers ------------------------------------------------------------------------------ */
+
+/* Copies the handle's SQLite message so it survives the resets on the error path. */
+static int sql_fail(struct store *st)
+{
+    snprintf(st->errmsg, sizeof(st->errmsg), "%s", sqlite3_errmsg(st->db));
+    return -EIO;
+}
+
+static int set_fail(struct store *st, int rc, const char *msg)
+{
+    snprintf(st->errmsg, sizeof(st->errmsg), "%s", msg);
+    return rc;
+}
+
+/* Returns statement id ready to bind; store_open prepared it. */
+static sqlite3_stmt *stmt_get(struct store *st, enum stmt_id id)
+{
+    return st->stmt[id];
+}
+
+/* Makes s reusable and drops its bindings so no caller's string is referenced after return. */
+static void stmt_done(sqlite3_stmt *s)
+{
+    sqlite3_reset(s);
+    sqlite3_clear_bindings(s);
+}
+
+/* Binds str as text, or NULL when str is NULL. The string must outlive the step, which it does:
+ * every statement is stepped and reset before the function that bound it returns. */
+static int bind_text(sqlite3_stmt *s, int idx, const char *str)
+{
+    if (str == NULL)
+        return sqlite3_bind_null(s, idx);
+    return sqlite3_bind_text(s, idx, str, -1, SQLITE_STATIC);
+}
+
+/* Steps a statement that returns no rows, then resets it. */
+static int step_done(struct store *st, sqlite3_stmt *s)
+{
+    int rc = 0;
+    if (sqlite3_step(s) != SQLITE_DONE)
+        rc = sql_fail(st);
+    stmt_done(s);
+    return rc;
+}
+
+static int exec_stmt(struct store *st, enum stmt_id id)
+{
+    return step_done(st, stmt_get(st, id));
+}
+
+/* Opens the savepoint that makes a multi-statement operation atomic. */
+static int op_begin(struct store *st)
+{
+    return exec_stmt(st, ST_SAVEPOINT);
+}
+
+/* Ends the operation's savepoint: keeps its writes when rc is 0, undoes them otherwise. Returns
+ * rc, or the release failure. The rollback's own errors are ignored: after some failures SQLite
+ * has already rolled the whole transaction back, and the first error is the one to report. */
+static int op_end(struct store *st, int rc)
+{
+    if (rc == 0) {
+        rc = exec_stmt(st, ST_RELEASE);
+        if (rc == 0)
+            return 0;
+    }
+    sqlite3_stmt *s = stmt_get(st, ST_ROLLBACK_TO);
+    if (sqlite3_step(s) == SQLITE_DONE) {
+        stmt_done(s);
+        s = stmt_get(st, ST_RELEASE);
+        sqlite3_step(s);
+    }
+    stmt_done(s);
+    return rc;
+}
+
+/* Runs a statement returning one integer (a PRAGMA) on a bare handle. */
+static int query_int(sqlite3 *db, const char *sql, int *val)
+{
+    sqlite3_stmt *s = NULL;
+    int rc = sqlite3_prepare_v2(db, sql, -1, &s, NULL);
+    if (rc != SQLITE_OK)
+        goto out;
+    rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW) {
+        *val = sqlite3_column_int(s, 0);
+        rc = SQLITE_OK;
+    }
+out:
+    sqlite3_finalize(s);
+    return rc == SQLITE_OK ? 0 : -EIO;
+}
+
+static int64_t clamp_limit(size_t limit)
+{
+    if (limit == 0)
+        return DEFAULT_LIST_LIMIT;
+    if (limit > (size_t)INT64_MAX)
+        return INT64_MAX;
+    return (int64_t)limit;
+}
+
+static char *column_strdup(sqlite3_stmt *s, int col)
+{
+    return xstrdup((const char *)sqlite3_column_text(s, col));
+}
+
+/* --- open, migrate, close ------------------------------------------------------------------ */
+
+/* Creates the file with mode 0600 before SQLite sees it. SQLite gives the -wal and -shm files
+ * the mode of the database file, so they stay private too. An existing file keeps its mode. */
+static int create_private(struct store *st, const char *path)
+{
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd == -1) {
+        int e = errno;
+        snprintf(st->errmsg, sizeof(st->errmsg), "cannot open: %s", strerror(e));
+        return -e;
+    }
+    close(fd);
+    return 0;
+}
+
+static int set_pragmas(struct store *st, int in_memory)
+{
+    sqlite3_stmt *s = NULL;
+    int rc = 0;
+
+    if (sqlite3_busy_timeout(st->db, BUSY_TIMEOUT_MS) != SQLITE_OK) {
+        rc = sql_fail(st);
+        goto out;
+    }
+    /* journal_mode answers with the mode actually in force, which is not WAL when the file
+     * system cannot share memory between processes. */
+    if (sqlite3_prepare_v2(st->db, "PRAGMA journal_mode = WAL", -1, &s, NULL) != SQLITE_OK ||
+        sqlite3_step(s) != SQLITE_ROW) {
+        rc = sql_fail(st);
+        goto out;
+    }
+    const char *mode = (const char *)sqlite3_column_text(s, 0);
+    if (!in_memory && (mode == NULL || strcmp(mode, "wal") != 0)) {
+        snprintf(st->errmsg, sizeof(st->errmsg), "cannot enable WAL (journal_mode is %s)",
+                 mode ? mode : "unknown");
+        rc = -EIO;
+        goto out;
+    }
+    if (sqlite3_exec(st->db, "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON", NULL, NULL,
+                     NULL) != SQLITE_OK) {
+        rc = sql_fail(st);
+        goto out;
+    }
+    /* A build without foreign keys accepts the pragma silently; cascades would not happen. */
+    int fk = 0;
+    if (query_int(st->db, "PRAGMA foreign_keys", &fk) != 0 || fk != 1) {
+        rc = set_fail(st, -EIO, "this SQLite does not enforce foreign keys");
+        goto out;
+    }
+out:
+    sqlite3_finalize(s);
+    return rc;
+}
+
+static int schema_too_new(struct store *st, int version)
+{
+    snprintf(st->errmsg, sizeof(st->errmsg),
+             "database schema version %d is newer than this cutover supports (%d); "
+             "run a newer cutover or restore a backup",
+             version, SCHEMA_VERSION);
+    return -ENOTSUP;
+}
+
+/* Brings the schema to SCHEMA_VERSION, one migration per transaction. user_version is read
+ * again under the write lock because another process may have migrated in between. */
+static int migrate(struct store *st)
+{
+    int version = 0;
+    if (query_int(st->db, "PRAGMA user_version", &version) != 0)
+        return sql_fail(st);
+    if (version > SCHEMA_VERSION)
+        return schema_too_new(st, version);
+
+    while (version < SCHEMA_VERSION) {
+        int rc = 0;
+        char sql[64];
+
+        if (sqlite3_exec(st->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
+            return sql_fail(st);
+        if (query_int(st->db, "PRAGMA user_version", &version) != 0) {
+            rc = sql_fail(st);
+            goto rollback;
+        }
+        if (version > SCHEMA_VERSION) {
+            rc = schema_too_new(st, version);
+            goto rollback;
+        }
+        if (version == SCHEMA_VERSION) {
+            rc = 0;
+            goto rollback;
+        }
+        snprintf(sql, sizeof(sql), "PRAGMA user_version = %d", version + 1);
+        if (sqlite3_exec(st->db, migrations[version], NULL, NULL, NULL) != SQLITE_OK ||
+            sqlite3_exec(st->db, sql, NULL, NULL, NULL) != SQLITE_OK ||
+            sqlite3_exec(st->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
+            snprintf(st->errmsg, sizeof(st->errmsg), "migration to schema version %d failed: %s",
+                     version + 1, sqlite3_errmsg(st->db));
+            rc = -EIO;
+            goto rollback;
+        }
+        version++;
+        continue;
+    rollback:
+        sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
+        if (rc != 0)
+            return rc;
+    }
+    return 0;
+}
+
+static int prepare_all(struct store *st)
+{
+    for (int i = 0; i < ST_COUNT; i++) {
+        if (sqlite3_prepare_v3(st->db, stmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &st->stmt[i],
+                               NULL) != SQLITE_OK)
+            return sql_fail(st);
+    }
+    return 0;
+}
+
+int store_open(const char *path, struct store **out, char *err, size_t errlen)
+{
+    struct store *st = NULL;
+    int rc = 0;
+
+    if (err != NULL && errlen > 0)
+        err[0] = '\0';
+    if (out == NULL || path == NULL) {
+        if (err != NULL && errlen > 0)
+            snprintf(err, errlen, "store: no database path");
+        return -EINVAL;
+    }
+    *out = NULL;
+
+    st = xcalloc(1, sizeof(*st));
+    int in_memory = (path[0] == '\0' || strcmp(path, ":memory:") == 0);
+    if (!in_memory) {
+        rc = create_private(st, path);
+        if (rc != 0)
+            goto fail;
+    }
+    if (sqlite3_open_v2(path, &st->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) !=
+        SQLITE_OK) {
+        /* Without a handle SQLite can only say it ran out of memory. */
+        if (st->db == NULL)
+            rc = set_fail(st, -ENOMEM, "out of memory");
+        else
+            rc = sql_fail(st);
+        goto fail;
+    }
+    sqlite3_extended_result_codes(st->db, 1);
+    rc = set_pragmas(st, in_memory);
+    if (rc != 0)
+        goto fail;
+    rc = migrate(st);
+    if (rc != 0)
+        goto fail;
+    rc = prepare_all(st);
+    if (rc != 0)
+        goto fail;
+    *out = st;
+    return 0;
+
+fail:
+    if (err != NULL && errlen > 0)
+        snprintf(err, errlen, "store: %s: %s", path, st->errmsg);
+    store_free(st);
+    return rc;
+}
+
+void store_free(struct store *st)
+{
+    if (st == NULL)
+        return;
+    for (int i = 0; i < ST_COUNT; i++) {
+        sqlite3_finalize(st->stmt[i]);
+        st->stmt[i] = NULL;
+    }
+    /* With every statement finalized close cannot be refused; an open transaction rolls back. */
+    sqlite3_close(st->db);
+    st->db = NULL;
+    free(st);
+}
+
+const char *store_errmsg(struct store *st)
+{
+    if (st == NULL)
+        return "no store";
+    return st->errmsg;
+}
+
+/* --- transactions -------------------------------------------------------------------------- */
+
+/* Starts a write transaction (waits up to the busy timeout for another writer). Returns -EINVAL
+ * when one is already open on st. */
+int store_begin(struct store *st)
+{
+    if (!sqlite3_get_autocommit(st->db))
+        return set_fail(st, -EINVAL, "a transaction is already open");
+    return exec_stmt(st, ST_BEGIN);
+}
+
+/* Commits the open transaction. On failure the transaction stays open: call store_rollback. */
+int store_commit(struct store *st)
+{
+    return exec_stmt(st, ST_COMMIT);
+}
+
+/* Undoes the open transaction. Returns 0 when none is open (SQLite may have rolled it back
+ * already after an I/O error), so a cleanup path can always call it. */
+int store_rollback(struct store *st)
+{
+    if (sqlite3_get_autocommit(st->db))
+        return 0;
+    return exec_stmt(st, ST_ROLLBACK);
+}
+
+/* --- services and versions ------------------------------------------------------------------ */
+
+/* Either output may be NULL when the caller needs only the other. On failure both are NULL. */
+int store_service_get(struct store *st, const char *service, char **live, char **previous)
+{
+    sqlite3_stmt *s = stmt_get(st, ST_SERVICE_GET);
+    int rc = 0;
+
+    if (live != NULL)
+        *live = NULL;
+    if (previous != NULL)
+        *previous = NULL;
+    if (service == NULL)
+        return set_fail(st, -EINVAL, "service name missing");
+    if (bind_text(s, 1, service) != SQLITE_OK) {
+        rc = sql_fail(st);
+        goto out;
+    }
+    switch (sqlite3_step(s)) {
+    case SQLITE_ROW:
+        if (live != NULL)
+            *live = column_strdup(s, 0);
+        if (previous != NULL)
+            *previous = column_strdup(s, 1);
+        break;
+    case SQLITE_DONE:
+        rc = -ENOENT;
+        break;
+    default:
+        rc = sql_fail(st);
+        break;
+    }
+out:
+    stmt_done(s);
+    return rc;
+}
+
+/* live may be NULL too (a service that was recorded but has nothing live). */
+int store_service_set(struct store *st, const char *service, const char *live, const char *previous)
+{
+    sqlite3_stmt *s = stmt_get(st, ST_SERVICE_SET);
+
+    if (service == NULL)
+        return set_fail(st, -EINVAL, "service name missing");
+    if (bind_text(s, 1, service) != SQLITE_OK || bind_text(s, 2, live) != SQLITE_OK ||
+        bind_text(s, 3, previous) != SQLITE_OK ||
+        sqlite3_bind_int64(s, 4, store_now_ms()) != SQLITE_OK) {
+        int rc = sql_fail(st);
+        stmt_done(s);
+        return rc;
+    }
+    return step_done(st, s);
+}
+
+/* Runs in one savepoint: the version row is kept (with its first created_ms) and its targets
+ * are replaced as a whole, in the order given. targets may be NULL when ntargets is 0. */
+int store_version_put(struct store *st, const char *service, const char *version,
+                      const char *const *targets, size_t ntargets)
+{
+    sqlite3_stmt *s = NULL;
+    int rc = 0;
+
+    if (service == NULL || version == NULL || (targets == NULL && ntargets > 0))
+        return set_fail(st, -EINVAL, "service, version or targets missing");
+    for (size_t i = 0; i < ntargets; i++) {
+        if (targets[i] == NULL)
+            return set_fail(st, -EINVAL, "target address missing");
+    }
+
+    rc = op_begin(st);
+    if (rc != 0)
+        return rc;
+
+    s = stmt_get(st, ST_VERSION_ADD);
+    if (bind_text(s, 1, service) != SQLITE_OK || bind_text(s, 2, version) != SQLITE_OK ||
+        sqlite3_bind_int64(s, 3, store_now_ms()) != SQLITE_OK) {
+        rc = sql_fail(st);
+        stmt_done(s);
+        goto out;
+    }
+    rc = step_done(st, s);
+    if (rc != 0)
+        goto out;
+
+    s = stmt_get(st, ST_TARGETS_CLEAR);
+    if (bind_text(s, 1, service) != SQLITE_OK || bind_text(s, 2, version) != SQLITE_OK) {
+        rc = sql_fail(st);
+        stmt_done(s);
+        goto out;
+    }
+    rc = step_done(st, s);
+    if (rc != 0)
+        goto out;
+
+    s = stmt_get(st, ST_TARGET_ADD);
+    for (size_t i = 0; i < ntargets; i++) {
+        if (bind_text(s, 1, service) != SQLITE_OK || bind_text(s, 2, version) != SQLITE_OK ||
+            bind_text(s, 3, targets[i]) != SQLITE_OK ||
+            sqlite3_bind_int64(s, 4, (sqlite3_int64)i) != SQLITE_OK) {
+            rc = sql_fail(st);
+            stmt_done(s);
+            goto out;
+        }
+        rc = step_done(st, s);
+        if (rc != 0)
+            goto out;
+    }
+out:
+    return op_end(st, rc);
+}
+
+int store_version_targets(struct store *st, const char *service, const char *version,
+                          char ***targets, size_t *n)
+{
+    sqlite3_stmt *s = stmt_get(st, ST_TARGETS_GET);
+    char **v = NULL;
+    size_t len = 0, cap = 0;
+    int found = 0, rc = 0, step;
+
+    *targets = NULL;
+    *n = 0;
+    if (service == NULL || version == NULL)
+        return set_fail(st, -EINVAL, "service or version missing");
+    if (bind_text(s, 1, service) != SQLITE_OK || bind_text(s, 2, version) != SQLITE_OK) {
+        rc = sql_fail(st);
+        goto out;
+    }
+    while ((step = sqlite3_step(s)) == SQLITE_ROW) {
+        found = 1;
+        if (sqlite3_column_type(s, 0) == SQLITE_NULL)
+            continue;
+        if (len + 1 >= cap) {
+            cap = cap ? cap * 2 : 8;
+            v = xrealloc(v, cap * sizeof(*v));
+        }
+        v[len++] = column_strdup(s, 0);
+    }
+    if (step != SQLITE_DONE) {
+        rc = sql_fail(st);
+        goto out;
+    }
+    if (!found) {
+        rc = -ENOENT;
+        goto out;
+    }
+    if (v == NULL)
+        v = xmalloc(sizeof(*v));
+    v[len] = NULL;
+    *targets = v;
+    *n = len;
+    v = NULL;
+out:
+    stmt_done(s);
+    if (v != NULL) {
+        v[len] = NULL;
+        store_strv_free(v);
+    }
+    return rc;
+}
+
+void store_strv_free(char **v)
+{
+    if (v == NULL)
+        return;
+    for (char **p = v; *p != NULL; p++)
+        free(*p);
+    free(v);
+}
+
+/* --- changes ---------------------------------------------------------------------------------- */
+
+int store_change_state_terminal(const char *state)
+{
+    if (state == NULL)
+        return 0;
+    return strcmp(state, STORE_CHANGE_COMPLETED) == 0 || strcmp(state, STORE_CHANGE_FAILED) == 0 ||
+           strcmp(state, STORE_CHANGE_ROLLED_BACK) == 0 ||
+           strcmp(state, STORE_CHANGE_ABORTED) == 0 || strcmp(state, STORE_CHANGE_INTERRUPTED) == 0;
+}
+
+static int state_known(const char *state)
+{
+    for (size_t i = 0; i < sizeof(change_states) / sizeof(change_states[0]); i++) {
+        if (strcmp(state, change_states[i]) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+/* Reads a row selected with CHANGE_COLUMNS. */
+static void change_read(sqlite3_stmt *s, struct store_change *c)
+{
+    c->id = sqlite3_column_int64(s, 0);
+    c->service = column_strdup(s, 1);
+    c->kind = column_strdup(s, 2);
+    c->from_version = column_strdup(s, 3);
+    c->to_version = column_strdup(s, 4);
+    c->plan = column_strdup(s, 5);
+    c->actor = column_strdup(s, 6);
+    c->reason = column_strdup(s, 7);
+    c->state = column_strdup(s, 8);
+    c->message = column_strdup(s, 9);
+    c->detail = column_strdup(s, 10);
+    c->created_ms = sqlite3_column_int64(s, 11);
+    c->updated_ms = sqlite3_column_int64(s, 12);
+    c->ended_ms = sqlite3_column_int64(s, 13);
+}
+
+/* service, kind, to_version and actor are required (-EINVAL). A NULL state means "running".
+ * The timestamps the store wrote are copied back into c along with the id. */
+int store_change_insert(struct store *st, struct store_change *c)
+{
+    sqlite3_stmt *s = stmt_get(st, ST_CHANGE_INSERT);
+    const char *state = c->state ? c->state : STORE_CHANGE_RUNNING;
+    int64_t now = store_now_ms();
+    int64_t ended = store_change_state_terminal(state) ? now : 0;
+    int rc = 0;
+
+    if (c->service == NULL || c->kind == NULL || c->to_version == NULL || c->actor == NULL)
+        return set_fail(st, -EINVAL, "change needs service, kind, to_version and actor");
+    if (!state_known(state))
+        return set_fail(st, -EINVAL, "unknown change state");
+    if (bind_text(s, 1, c->service) != SQLITE_OK || bind_text(s, 2, c->kind) != SQLITE_OK ||
+        bind_text(s, 3, c->from_version) != SQLITE_OK ||
+        bind_text(s, 4, c->to_version) != SQLITE_OK || bind_text(s, 5, c->plan) != SQLITE_OK ||
+        bind_text(s, 6, c->actor) != SQLITE_OK || bind_text(s, 7, c->reason) != SQLITE_OK ||
+        bind_text(s, 8, state) != SQLITE_OK || bind_text(s, 9, c->message) != SQLITE_OK ||
+        bind_text(s, 10, c->detail) != SQLITE_OK || sqlite3_bind_int64(s, 11, now) != SQLITE_OK ||
+        sqlite3_bind_int64(s, 12, ended) != SQLITE_OK) {
+        rc = sql_fail(st);
+        stmt_done(s);
+        return rc;
+    }
+    rc = step_done(st, s);
+    if (rc != 0)
+        return rc;
+    c->id = sqlite3_last_insert_rowid(st->db);
+    c->created_ms = now;
+    c->updated_ms = now;
+    c->ended_ms = ended;
+    return 0;
+}
+
+/* state must be one of STORE_CHANGE_* (-EINVAL otherwise). Returns -ENOENT when no change has
+ * that id. A change that ended keeps its first ended_ms. */
+int store_change_update(struct store *st, int64_t id, const char *state, const char *message)
+{
+    sqlite3_stmt *s = stmt_get(st, ST_CHANGE_UPDATE);
+    int rc = 0;
+
+    if (state == NULL || !state_known(state))
+        return set_fail(st, -EINVAL, "unknown change state");
+    if (sqlite3_bind_int64(s, 1, id) != SQLITE_OK || bind_text(s, 2, state) != SQLITE_OK ||
+        bind_text(s, 3, message) != SQLITE_OK ||
+        sqlite3_bind_int64(s, 4, store_now_ms()) != SQLITE_OK ||
+        sqlite3_bind_int(s, 5, store_change_state_terminal(state)) != SQLITE_OK) {
+        rc = sql_fail(st);
+        stmt_done(s);
+        return rc;
+    }
+    rc = step_done(st, s);
+    if (rc == 0 && sqlite3_changes(st->db) == 0)
+        rc = set_fail(st, -ENOENT, "no such change");
+    return rc;
+}
+
+/* detail_json may be NULL to clear it; it is stored as given (the engine owns its shape).
+ * Also moves updated_ms. Returns -ENOENT when no change has that id. */
+int store_change_set_detail(struct store *st, int64_t id, const char *detail_json)
+{
+    sqlite3_stmt *s = stmt_get(st, ST_CHANGE_DETAIL);
+    int rc = 0;
+
+    if (sqlite3_bind_int64(s, 1, id) != SQLITE_OK || bind_text(s, 2, detail_json) != SQLITE_OK ||
+        sqlite3_bind_int64(s, 3, store_now_ms()) != SQLITE_OK) {
+        rc = sql_fail(st);
+        stmt_done(s);
+        return rc;
+    }
+    rc = step_done(st, s);
+    if (rc == 0 && sqlite3_changes(st->db) == 0)
+        rc = set_fail(st, -ENOENT, "no such change");
+    return rc;
+}
+
+/* On failure *out is zeroed, so store_change_done on it is always safe. */
+int store_change_get(struct store *st, int64_t id, struct store_change *out)
+{
+    sqlite3_stmt *s = stmt_get(st, ST_CHANGE_GET);
+    int rc = 0;
+
+    memset(out, 0, sizeof(*out));
+    if (sqlite3_bind_int64(s, 1, id) != SQLITE_OK) {
+        rc = sql_fail(st);
+        goto out;
+    }
+    switch (sqlite3_step(s)) {
+    case SQLITE_ROW:
+        change_read(s, out);
+        break;
+    case SQLITE_DONE:
+        rc = -ENOENT;
+        break;
+    default:
+        rc = sql_fail(st);
+        break;
+    }
+out:
+    stmt_done(s);
+    return rc;
+}
+
+/* Steps s (already bound) and collects every row; resets s. */
+static int change_collect(struct store *st, sqlite3_stmt *s, struct store_change **out, size_t *n)
+{
+    struct store_change *v = NULL;
+    size_t len = 0, cap = 0;
+    int rc = 0, step;
+
+    while ((step = sqlite3_step(s)) == SQLITE_ROW) {
+        if (len == cap) {
+            cap = cap ? cap * 2 : 16;
+            v = xrealloc(v, cap * sizeof(*v));
+        }
+        memset(&v[len], 0, sizeof(v[len]));
+        change_read(s, &v[len]);
+        len++;
+    }
+    if (step != SQLITE_DONE) {
+        rc = sql_fail(st);
+        store_change_list_free(v, len);
+        v = NULL;
+        len = 0;
+    }
+    stmt_done(s);
+    *out = v;
+    *n = len;
+    return rc;
+}
+
+/* An empty result is 0 with *out NULL and *n 0. */
+int store_change_list(struct store *st, const char *service, size_t limit,
+                      struct store_change **out, size_t *n)
+{
+    sqlite3_stmt *s;
+    int bound;
+
+    *out = NULL;
+    *n = 0;
+    if (service == NULL) {
+        s = stmt_get(st, ST_CHANGE_LIST_ALL);
+        bound = sqlite3_bind_int64(s, 1, clamp_limit(limit));
+    } else {
+        s = stmt_get(st, ST_CHANGE_LIST_SERVICE);
+        bound = bind_text(s, 1, service);
+        if (bound == SQLITE_OK)
+            bound = sqlite3_bind_int64(s, 2, clamp_limit(limit));
+    }
+    if (bound != SQLITE_OK) {
+        int rc = sql_fail(st);
+        stmt_done(s);
+        return rc;
+    }
+    return change_collect(st, s, out, n);
+}
+
+/* An empty result is 0 with *out NULL and *n 0. */
+int store_change_list_running(struct store *st, struct store_change **out, size_t *n)
+{
+    *out = NULL;
+    *n = 0;
+    return change_collect(st, stmt_get(st, ST_CHANGE_LIST_RUNNING), out, n);
+}
+
+void store_change_done(struct store_change *c)
+{
+    if (c == NULL)
+        return;
+    free(c->service);
+    free(c->kind);
+    free(c->from_version);
+    free(c->to_version);
+    free(c->plan);
+    free(c->actor);
+    free(c->reason);
+    free(c->state);
+    free(c->message);
+    free(c->detail);
+    memset(c, 0, sizeof(*c));
+}
+
+void store_change_list_free(struct store_change *v, size_t n)
+{
+    if (v == NULL)
+        return;
+    for (size_t i = 0; i < n; i++)
+        store_change_done(&v[i]);
+    free(v);
+}
+
+/* --- events ------------------------------------------------------------------------------- */
+
+/* type is required (-EINVAL). Returns -ENOENT when change_id names no change. */
+int store_event_add(struct store *st, int64_t change_id, const char *type, const char *message)
+{
+    sqlite3_stmt *s = stmt_get(st, ST_EVENT_ADD);
+    int rc = 0;
+
+    if (type == NULL)
+        return set_fail(st, -EINVAL, "event type missing");
+    if (sqlite3_bind_int64(s, 1, change_id) != SQLITE_OK ||
+        sqlite3_bind_int64(s, 2, store_now_ms()) != SQLITE_OK ||
+        bind_text(s, 3, type) != SQLITE_OK || bind_text(s, 4, message) != SQLITE_OK) {
+        rc = sql_fail(st);
+        goto out;
+    }
+    if (sqlite3_step(s) != SQLITE_DONE) {
+        rc = sql_fail(st);
+        if (sqlite3_extended_errcode(st->db) == SQLITE_CONSTRAINT_FOREIGNKEY)
+            rc = set_fail(st, -ENOENT, "no such change");
+    }
+out:
+    stmt_done(s);
+    return rc;
+}
+
+/* An empty timeline is 0 with *out NULL and *n 0. */
+int store_event_list(struct store *st, int64_t change_id, struct store_event **out, size_t *n)
+{
+    sqlite3_stmt *s = stmt_get(st, ST_EVENT_LIST);
+    struct store_event *v = NULL;
+    size_t len = 0, cap = 0;
+    int rc = 0, step;
+
+    *out = NULL;
+    *n = 0;
+    if (sqlite3_bind_int64(s, 1, change_id) != SQLITE_OK) {
+        rc = sql_fail(st);
+        goto out;
+    }
+    while ((step = sqlite3_step(s)) == SQLITE_ROW) {
+        if (len == cap) {
+            cap = cap ? cap * 2 : 16;
+            v = xrealloc(v, cap * sizeof(*v));
+        }
+        v[len].id = sqlite3_column_int64(s, 0);
+        v[len].change_id = sqlite3_column_int64(s, 1);
+        v[len].ts_ms = sqlite3_column_int64(s, 2);
+        v[len].type = column_strdup(s, 3);
+        v[len].message = column_strdup(s, 4);
+        len++;
+    }
+    if (step != SQLITE_DONE) {
+        rc = sql_fail(st);
+        goto out;
+    }
+    *out = v;
+    *n = len;
+    v = NULL;
+out:
+    stmt_done(s);
+    store_event_list_free(v, len);
+    return rc;
+}
+
+void store_event_list_free(struct store_event *v, size_t n)
+{
+    if (v == NULL)
+        return;
+    for (size_t i = 0; i < n; i++) {
+        free(v[i].type);
+        free(v[i].message);
+    }
+    free(v);
+}
+
+int64_t store_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}

@@ -1,0 +1,129 @@
+/* Durable state in SQLite (WAL): each service's live and previous version, each version's
+ * targets, and every change with its timeline. The rollout engine writes each decision here
+ * before acting on it, so a restart resumes from the store. Owns the sqlite3 handle; control
+ * thread only (never called from the data plane). All strings returned are heap copies owned
+ * by the caller. Functions return 0 or a negative errno (-EIO for an SQLite failure, with the
+ * SQLite message available from store_errmsg). */
+#ifndef CUTOVER_STORE_STORE_H
+#define CUTOVER_STORE_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct store;
+
+/* Opens (creating if needed) the database at path, sets WAL mode, synchronous=NORMAL,
+ * busy_timeout, foreign keys, and migrates the schema to the current version (schema version in
+ * PRAGMA user_version; migrations are forward-only and each runs in one transaction). A file of
+ * a newer schema than this binary knows is refused. On failure writes a message into err. */
+int store_open(const char *path, struct store **out, char *err, size_t errlen);
+
+/* Closes the database. store_free(NULL) is a no-op. */
+void store_free(struct store *st);
+
+/* The last SQLite error message on st (static until the next call). */
+const char *store_errmsg(struct store *st);
+
+/* Groups several writes into one transaction (not nestable). */
+int store_begin(struct store *st);
+int store_commit(struct store *st);
+int store_rollback(struct store *st);
+
+/* --- services and versions ------------------------------------------------------------------ */
+
+/* Reads which version of service is live and which was live before it (either may come back
+ * NULL). Returns -ENOENT when the service was never recorded. */
+int store_service_get(struct store *st, const char *service, char **live, char **previous);
+
+/* Records the live and previous version of service (NULL allowed for previous). */
+int store_service_set(struct store *st, const char *service, const char *live,
+                      const char *previous);
+
+/* Records version of service with its targets ("HOST:PORT" strings), replacing any targets
+ * recorded before for that version. */
+int store_version_put(struct store *st, const char *service, const char *version,
+                      const char *const *targets, size_t ntargets);
+
+/* Reads the targets of version into a NULL-terminated array (*n set); free it with
+ * store_strv_free. Returns -ENOENT when the version is unknown. */
+int store_version_targets(struct store *st, const char *service, const char *version,
+                          char ***targets, size_t *n);
+
+/* Frees a NULL-terminated string array returned by this module. NULL is a no-op. */
+void store_strv_free(char **v);
+
+/* --- changes ---------------------------------------------------------------------------------- */
+
+/* States a change goes through; terminal ones end it. */
+#define STORE_CHANGE_RUNNING "running"
+#define STORE_CHANGE_COMPLETED "completed"     /* terminal */
+#define STORE_CHANGE_FAILED "failed"           /* terminal: never took traffic, or gave it back */
+#define STORE_CHANGE_ROLLED_BACK "rolled_back" /* terminal */
+#define STORE_CHANGE_ABORTED "aborted"         /* terminal */
+#define STORE_CHANGE_INTERRUPTED "interrupted" /* terminal: the daemon died while it ran */
+
+/* Returns 1 when state is one of the terminal states above. */
+int store_change_state_terminal(const char *state);
+
+struct store_change {
+    int64_t id;
+    char *service;
+    char *kind; /* "deploy" or "rollback" */
+    char *from_version; /* may be NULL (first deploy) */
+    char *to_version;
+    char *plan;   /* may be NULL */
+    char *actor;  /* who asked (user name) */
+    char *reason; /* may be NULL */
+    char *state;  /* STORE_CHANGE_* */
+    char *message; /* last outcome text, may be NULL */
+    char *detail;  /* JSON text owned by the rollout engine (step, split, ...), may be NULL */
+    int64_t created_ms, updated_ms, ended_ms; /* Unix ms; ended_ms 0 while not terminal */
+};
+
+struct store_event {
+    int64_t id;
+    int64_t change_id;
+    int64_t ts_ms;
+    char *type;    /* e.g. "created", "health", "switched", "failed" */
+    char *message;
+};
+
+/* Inserts c (id, created/updated/ended are set by the store; c->id is set on return). */
+int store_change_insert(struct store *st, struct store_change *c);
+
+/* Sets state, message (NULL keeps the old one) and updated_ms; ended_ms when state is
+ * terminal. */
+int store_change_update(struct store *st, int64_t id, const char *state, const char *message);
+
+/* Replaces the detail JSON of change id. */
+int store_change_set_detail(struct store *st, int64_t id, const char *detail_json);
+
+/* Reads change id into *out (free its strings with store_change_done). -ENOENT if none. */
+int store_change_get(struct store *st, int64_t id, struct store_change *out);
+
+/* Lists changes, newest first, of service (or all when NULL), at most limit (0 = 100).
+ * *out is a heap array of *n changes; free with store_change_list_free. */
+int store_change_list(struct store *st, const char *service, size_t limit,
+                      struct store_change **out, size_t *n);
+
+/* Lists the changes in state "running" (oldest first), for recovery after a restart. */
+int store_change_list_running(struct store *st, struct store_change **out, size_t *n);
+
+/* Frees the strings of one change (not the struct itself). NULL is a no-op. */
+void store_change_done(struct store_change *c);
+
+/* Frees an array from store_change_list*. */
+void store_change_list_free(struct store_change *v, size_t n);
+
+/* Appends an event to the timeline of change_id (ts_ms = now). */
+int store_event_add(struct store *st, int64_t change_id, const char *type, const char *message);
+
+/* Lists the events of change_id, oldest first; free with store_event_list_free. */
+int store_event_list(struct store *st, int64_t change_id, struct store_event **out, size_t *n);
+
+void store_event_list_free(struct store_event *v, size_t n);
+
+/* Current wall-clock time in Unix milliseconds (the timestamps the store writes). */
+int64_t store_now_ms(void);
+
+#endif

@@ -1,0 +1,797 @@
+/* Unit tests of store/: real SQLite files in a private temporary directory (removed at the end),
+ * each test on its own file. Covers the schema migration and its refusal of newer files, every
+ * record type, transactions, two handles on one file (WAL), and durability across a close and
+ * across a kill -9 of the writing process. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include "store/store.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <signal.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static char tmpdir[256];
+
+/* Returns a path for name inside the test directory (static buffer, rotated so two paths can be
+ * alive at once). */
+static const char *db_path(const char *name)
+{
+    static char bufs[2][512];
+    static int next;
+    char *buf = bufs[next];
+    next = (next + 1) % 2;
+    snprintf(buf, sizeof(bufs[0]), "%s/%s", tmpdir, name);
+    return buf;
+}
+
+static struct store *open_ok(const char *name)
+{
+    struct store *st = NULL;
+    char err[256];
+    int rc = store_open(db_path(name), &st, err, sizeof(err));
+    if (rc != 0)
+        fail_msg("store_open %s: %d %s", name, rc, err);
+    assert_non_null(st);
+    return st;
+}
+
+static int raw_int(const char *path, const char *sql)
+{
+    sqlite3 *db = NULL;
+    sqlite3_stmt *s = NULL;
+    int val = -1;
+    assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &s, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(s), SQLITE_ROW);
+    val = sqlite3_column_int(s, 0);
+    sqlite3_finalize(s);
+    sqlite3_close(db);
+    return val;
+}
+
+/* Fills a change with the required fields; the strings are literals (not owned). */
+static struct store_change change_of(const char *service, const char *from, const char *to)
+{
+    struct store_change c;
+    memset(&c, 0, sizeof(c));
+    c.service = (char *)service;
+    c.kind = (char *)"deploy";
+    c.from_version = (char *)from;
+    c.to_version = (char *)to;
+    c.actor = (char *)"alice";
+    return c;
+}
+
+static int64_t insert_change(struct store *st, const char *service, const char *to)
+{
+    struct store_change c = change_of(service, NULL, to);
+    assert_int_equal(store_change_insert(st, &c), 0);
+    assert_true(c.id > 0);
+    return c.id;
+}
+
+static int group_setup(void **state)
+{
+    (void)state;
+    const char *base = getenv("TMPDIR");
+    snprintf(tmpdir, sizeof(tmpdir), "%s/cutover-store-XXXXXX", base && *base ? base : "/tmp");
+    if (mkdtemp(tmpdir) == NULL)
+        return -1;
+    return 0;
+}
+
+static int group_teardown(void **state)
+{
+    (void)state;
+    DIR *d = opendir(tmpdir);
+    if (d == NULL)
+        return -1;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+            continue;
+        unlink(db_path(e->d_name));
+    }
+    closedir(d);
+    return rmdir(tmpdir) == 0 ? 0 : -1;
+}
+
+/* --- open and migrate ------------------------------------------------------------------------ */
+
+static void test_open_creates_private_wal_file(void **state)
+{
+    (void)state;
+    struct store *st = open_ok("open.db");
+    struct stat sb;
+
+    assert_int_equal(stat(db_path("open.db"), &sb), 0);
+    assert_int_equal(sb.st_mode & 0777, 0600);
+    /* The WAL file exists while a handle is open and inherits the database's mode. */
+    assert_int_equal(stat(db_path("open.db-wal"), &sb), 0);
+    assert_int_equal(sb.st_mode & 0777, 0600);
+    assert_int_equal(raw_int(db_path("open.db"), "PRAGMA user_version"), 1);
+    assert_int_equal(
+        raw_int(db_path("open.db"), "SELECT journal_mode = 'wal' FROM pragma_journal_mode"), 1);
+    assert_int_equal(raw_int(db_path("open.db"),
+                             "SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND "
+                             "name IN ('services','versions','targets','changes','events')"),
+                     5);
+    assert_string_equal(store_errmsg(st), "");
+    store_free(st);
+    store_free(NULL);
+}
+
+static void test_reopen_keeps_data_and_schema(void **state)
+{
+    (void)state;
+    struct store *st = open_ok("reopen.db");
+    assert_int_equal(store_service_set(st, "web", "v1", NULL), 0);
+    store_free(st);
+
+    st = open_ok("reopen.db");
+    char *live = NULL, *prev = NULL;
+    assert_int_equal(store_service_get(st, "web", &live, &prev), 0);
+    assert_string_equal(live, "v1");
+    assert_null(prev);
+    free(live);
+    store_free(st);
+    assert_int_equal(raw_int(db_path("reopen.db"), "PRAGMA user_version"), 1);
+}
+
+static void test_open_existing_empty_file(void **state)
+{
+    (void)state;
+    FILE *f = fopen(db_path("empty.db"), "w");
+    assert_non_null(f);
+    fclose(f);
+    struct store *st = open_ok("empty.db");
+    assert_int_equal(store_service_set(st, "web", "v1", "v0"), 0);
+    store_free(st);
+}
+
+static void test_refuses_newer_schema(void **state)
+{
+    (void)state;
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(db_path("newer.db"), &db), SQLITE_OK);
+    assert_int_equal(
+        sqlite3_exec(db, "CREATE TABLE future (x); PRAGMA user_version = 99", NULL, NULL, NULL),
+        SQLITE_OK);
+    sqlite3_close(db);
+
+    struct store *st = (struct store *)&db; /* must be reset to NULL on failure */
+    char err[256];
+    assert_int_equal(store_open(db_path("newer.db"), &st, err, sizeof(err)), -ENOTSUP);
+    assert_null(st);
+    assert_non_null(strstr(err, "schema version 99 is newer"));
+    /* Refusing must not touch the file. */
+    assert_int_equal(raw_int(db_path("newer.db"), "PRAGMA user_version"), 99);
+}
+
+static void test_open_failure_reports(void **state)
+{
+    (void)state;
+    struct store *st = NULL;
+    char err[256];
+    int rc = store_open(db_path("missing-dir/x.db"), &st, err, sizeof(err));
+    assert_int_equal(rc, -ENOENT);
+    assert_null(st);
+    assert_non_null(strstr(err, "x.db"));
+    assert_int_equal(store_open(NULL, &st, err, sizeof(err)), -EINVAL);
+    /* The error buffer is optional. */
+    assert_int_equal(store_open(db_path("noerr.db"), &st, NULL, 0), 0);
+    store_free(st);
+}
+
+/* --- services and versions ------------------------------------------------------------------ */
+
+static void test_service_set_get(void **state)
+{
+    (void)state;
+    struct store *st = open_ok("service.db");
+    char *live = (char *)"x", *prev = (char *)"x";
+
+    assert_int_equal(store_service_get(st, "web", &live, &prev), -ENOENT);
+    assert_null(live);
+    assert_null(prev);
+
+    assert_int_equal(store_service_set(st, "web", "v1", NULL), 0);
+    assert_int_equal(store_service_set(st, "web", "v2", "v1"), 0);
+    assert_int_equal(store_service_set(st, "api", "a1", NULL), 0);
+    assert_int_equal(store_service_get(st, "web", &live, &prev), 0);
+    assert_string_equal(live, "v2");
+    assert_string_equal(prev, "v1");
+    free(live);
+    free(prev);
+
+    /* Either output may be skipped. */
+    assert_int_equal(store_service_get(st, "api", &live, NULL), 0);
+    assert_string_equal(live, "a1");
+    free(live);
+
+    assert_int_equal(store_service_set(st, NULL, "v1", NULL), -EINVAL);
+    store_free(st);
+}
+
+static void test_version_put_replaces_targets_in_order(void **state)
+{
+    (void)state;
+    struct store *st = open_ok("version.db");
+    const char *three[] = {"10.0.0.3:80", "10.0.0.1:80", "10.0.0.2:80"};
+    const char *two[] = {"10.0.0.9:81", "10.0.0.8:81"};
+    char **t = NULL;
+    size_t n = 99;
+
+    assert_int_equal(store_version_targets(st, "web", "v1", &t, &n), -ENOENT);
+    assert_null(t);
+    assert_int_equal(n, 0);
+
+    assert_int_equal(store_version_put(st, "web", "v1", three, 3), 0);
+    assert_int_equal(store_version_targets(st, "web", "v1", &t, &n), 0);
+    assert_int_equal(n, 3);
+    for (size_t i = 0; i < 3; i++)
+        assert_string_equal(t[i], three[i]);
+    assert_null(t[3]);
+    store_strv_free(t);
+
+    assert_int_equal(store_version_put(st, "web", "v1", two, 2), 0);
+    assert_int_equal(store_version_targets(st, "web", "v1", &t, &n), 0);
+    assert_int_equal(n, 2);
+    assert_string_equal(t[0], "10.0.0.9:81");
+    assert_string_equal(t[1], "10.0.0.8:81");
+    assert_null(t[2]);
+    store_strv_free(t);
+
+    /* The same version name under another service is a different version. */
+    assert_int_equal(store_version_targets(st, "api", "v1", &t, &n), -ENOENT);
+
+    /* A known version without targets is an empty list, not -ENOENT. */
+    assert_int_equal(store_version_put(st, "web", "v2", NULL, 0), 0);
+    assert_int_equal(store_version_targets(st, "web", "v2", &t, &n), 0);
+    assert_int_equal(n, 0);
+    assert_non_null(t);
+    assert_null(t[0]);
+    store_strv_free(t);
+
+    /* Many targets: the array grows and keeps order. */
+    const char *many[40];
+    char bufs[40][32];
+    for (int i = 0; i < 40; i++) {
+        snprintf(bufs[i], sizeof(bufs[i]), "10.1.0.%d:8080", 40 - i);
+        many[i] = bufs[i];
+    }
+    assert_int_equal(store_version_put(st, "web", "v3", many, 40), 0);
+    assert_int_equal(store_version_targets(st, "web", "v3", &t, &n), 0);
+    assert_int_equal(n, 40);
+    for (int i = 0; i < 40; i++)
+        assert_string_equal(t[i], many[i]);
+    store_strv_free(t);
+
+    /* A NULL address is refused before anything is written. */
+    const char *bad[] = {"10.0.0.1:80", NULL};
+    assert_int_equal(store_version_put(st, "web", "v1", bad, 2), -EINVAL);
+    assert_int_equal(store_version_targets(st, "web", "v1", &t, &n), 0);
+    assert_int_equal(n, 2);
+    store_strv_free(t);
+    store_strv_free(NULL);
+    store_free(st);
+}
+
+/* A failure half-way through store_version_put undoes all of it, and inside a caller's
+ * transaction undoes only the failed operation. The failure is forced with a trigger. */
+static void test_version_put_is_atomic(void **state)
+{
+    (void)state;
+    struct store *st = open_ok("atomic.db");
+    const char *good[] = {"10.0.0.1:80", "10.0.0.2:80"};
+    const char *bad[] = {"10.0.0.3:80", "bad:1"};
+    char **t = NULL;
+    size_t n = 0;
+    char *live = NULL;
+    sqlite3 *db = NULL;
+
+    assert_int_equal(store_version_put(st, "web", "v1", good, 2), 0);
+    assert_int_equal(sqlite3_open(db_path("atomic.db"), &db), SQLITE_OK);
+    assert_int_equal(
+        sqlite3_exec(db,
+                     "CREATE TRIGGER boom BEFORE INSERT ON targets "
+                     "WHEN NEW.address = 'bad:1' BEGIN SELECT RAISE(ABORT, 'boom'); END",
+                     NULL, NULL, NULL),
+        SQLITE_OK);
+    sqlite3_close(db);
+
+    assert_int_equal(store_version_put(st, "web", "v1", bad, 2), -EIO);
+    assert_non_null(strstr(store_errmsg(st), "boom"));
+    assert_int_equal(store_version_targets(st, "web", "v1", &t, &n), 0);
+    assert_int_equal(n, 2);
+    assert_string_equal(t[0], "10.0.0.1:80");
+    store_strv_free(t);
+
+    assert_int_equal(store_begin(st), 0);
+    assert_int_equal(store_service_set(st, "web", "v1", NULL), 0);
+    assert_int_equal(store_version_put(st, "web", "v1", bad, 2), -EIO);
+    assert_int_equal(store_commit(st), 0);
+    assert_int_equal(store_service_get(st, "web", &live, NULL), 0);
+    assert_string_equal(live, "v1");
+    free(live);
+    assert_int_equal(store_version_targets(st, "web", "v1", &t, &n), 0);
+    assert_int_equal(n, 2);
+    assert_string_equal(t[1], "10.0.0.2:80");
+    store_strv_free(t);
+    store_free(st);
+}
+
+/* --- changes ---------------------------------------------------------------------------------- */
+
+static void test_change_insert_update_get(void **state)
+{
+    (void)state;
+    struct store *st = open_ok("change.db");
+    struct store_change c = change_of("web", "v1", "v2");
+    struct store_change got;
+    int64_t before = store_now_ms();
+
+    c.plan = (char *)"canary";
+    c.reason = (char *)"fix #12";
+    c.detail = (char *)"{\"step\":0}";
+    assert_int_equal(store_change_insert(st, &c), 0);
+    assert_true(c.id > 0);
+    assert_true(c.created_ms >= before);
+    assert_int_equal(c.ended_ms, 0);
+
+    assert_int_equal(store_change_get(st, c.id, &got), 0);
+    assert_int_equal(got.id, c.id);
+    assert_string_equal(got.service, "web");
+    assert_string_equal(got.kind, "deploy");
+    assert_string_equal(got.from_version, "v1");
+    assert_string_equal(got.to_version, "v2");
+    assert_string_equal(got.plan, "canary");
+    assert_string_equal(got.actor, "alice");
+    assert_string_equal(got.reason, "fix #12");
+    assert_string_equal(got.state, STORE_CHANGE_RUNNING);
+    assert_null(got.message);
+    assert_string_equal(got.detail, "{\"step\":0}");
+    assert_true(got.created_ms >= before);
+    assert_int_equal(got.updated_ms, got.created_ms);
+    assert_int_equal(got.ended_ms, 0);
+    store_change_done(&got);
+    assert_null(got.service);
+
+    assert_int_equal(store_change_update(st, c.id, STORE_CHANGE_RUNNING, "step 1 healthy"), 0);
+    assert_int_equal(store_change_set_detail(st, c.id, "{\"step\":1}"), 0);
+    /* A NULL message keeps the previous one. */
+    assert_int_equal(store_change_update(st, c.id, STORE_CHANGE_RUNNING, NULL), 0);
+    assert_int_equal(store_change_get(st, c.id, &got), 0);
+    assert_string_equal(got.message, "step 1 healthy");
+    assert_string_equal(got.detail, "{\"step\":1}");
+    assert_int_equal(got.ended_ms, 0);
+    store_change_done(&got);
+
+    assert_int_equal(store_change_update(st, c.id, STORE_CHANGE_COMPLETED, "done"), 0);
+    assert_int_equal(store_change_get(st, c.id, &got), 0);
+    assert_string_equal(got.state, STORE_CHANGE_COMPLETED);
+    assert_string_equal(got.message, "done");
+    assert_true(got.ended_ms >= got.created_ms);
+    assert_true(got.ended_ms > 0);
+    int64_t ended = got.ended_ms;
+    store_change_done(&got);
+
+    /* A later note on an ended change keeps its end time. */
+    usleep(3000);
+    assert_int_equal(store_change_update(st, c.id, STORE_CHANGE_COMPLETED, "noted"), 0);
+    assert_int_equal(store_change_get(st, c.id, &got), 0);
+    assert_int_equal(got.ended_ms, ended);
+    assert_true(got.updated_ms > ended);
+    store_change_done(&got);
+
+    /* Unknown ids and bad input. */
+    assert_int_equal(store_change_get(st, c.id + 100, &got), -ENOENT);
+    assert_null(got.service);
+    store_change_done(&got);
+    assert_int_equal(store_change_update(st, c.id + 100, STORE_CHANGE_FAILED, "x"), -ENOENT);
+    assert_int_equal(store_change_set_detail(st, c.id + 100, "{}"), -ENOENT);
+    assert_int_equal(store_change_update(st, c.id, "exploded", "x"), -EINVAL);
+    assert_int_equal(store_change_update(st, c.id, NULL, "x"), -EINVAL);
+    struct store_change bad = change_of("web", NULL, NULL);
+    assert_int_equal(store_change_insert(st, &bad), -EINVAL);
+    assert_true(strlen(store_errmsg(st)) > 0);
+    store_change_done(NULL);
+    store_free(st);
+}
+
+static void test_change_insert_terminal_sets_ended(void **state)
+{
+    (void)state;
+    struct store *st = open_ok("change-terminal.db");
+    const char *terminal[] = {STORE_CHANGE_COMPLETED, STORE_CHANGE_FAILED, STORE_CHANGE_ROLLED_BACK,
+                              STORE_CHANGE_ABORTED, STORE_CHANGE_INTERRUPTED};
+    for (size_t i = 0; i < 5; i++) {
+        assert_true(store_change_state_terminal(terminal[i]));
+        int64_t id = insert_change(st, "web", "v2");
+        struct store_change got;
+        assert_int_equal(store_change_update(st, id, terminal[i], NULL), 0);
+        assert_int_equal(store_change_get(st, id, &got), 0);
+        assert_string_equal(got.state, terminal[i]);
+        assert_true(got.ended_ms > 0);
+        store_change_done(&got);
+    }
+    assert_false(store_change_state_terminal(STORE_CHANGE_RUNNING));
+    assert_false(store_change_state_terminal("bogus"));
+    assert_false(store_change_state_terminal(NULL));
+
+    /* Inserted already ended (a refused request recorded for the history). */
+    struct store_change c = change_of("web", "v1", "v9");
+    c.state = (char *)STORE_CHANGE_FAILED;
+    assert_int_equal(store_change_insert(st, &c), 0);
+    assert_true(c.ended_ms > 0);
+    store_free(st);
+}
+
+static void test_change_list_newest_first(void **state)
+{
+    (void)state;
+    struct store *st = open_ok("change-list.db");
+    struct store_change *v = NULL;
+    size_t n = 0;
+    int64_t ids[6];
+
+    assert_int_equal(store_change_list(st, NULL, 0, &v, &n), 0);
+    assert_null(v);
+    assert_int_equal(n, 0);
+
+    ids[0] = insert_change(st, "web", "w1");
+    ids[1] = insert_change(st, "api", "a1");
+    ids[2] = insert_change(st, "web", "w2");
+    ids[3] = insert_change(st, "api", "a2");
+    ids[4] = insert_change(st, "web", "w3");
+    ids[5] = insert_change(st, "web", "w4");
+
+    assert_int_equal(store_change_list(st, NULL, 0, &v, &n), 0);
+    assert_int_equal(n, 6);
+    for (size_t i = 0; i < 6; i++)
+        assert_int_equal(v[i].id, ids[5 - i]);
+    store_change_list_free(v, n);
+
+    assert_int_equal(store_change_list(st, "web", 0, &v, &n), 0);
+    assert_int_equal(n, 4);
+    assert_string_equal(v[0].to_version, "w4");
+    assert_string_equal(v[1].to_version, "w3");
+    assert_string_equal(v[2].to_version, "w2");
+    assert_string_equal(v[3].to_version, "w1");
+    store_change_list_free(v, n);
+
+    assert_int_equal(store_change_list(st, "web", 2, &v, &n), 0);
+    assert_int_equal(n, 2);
+    assert_string_equal(v[0].to_version, "w4");
+    assert_string_equal(v[1].to_version, "w3");
+    store_change_list_free(v, n);
+
+    assert_int_equal(store_change_list(st, "api", 1, &v, &n), 0);
+    assert_int_equal(n, 1);
+    assert_string_equal(v[0].to_version, "a2");
+    store_change_list_free(v, n);
+
+    assert_int_equal(store_change_list(st, "nobody", 0, &v, &n), 0);
+    assert_int_equal(n, 0);
+    store_change_list_free(v, n);
+    store_free(st);
+}
+
+static void test_change_list_default_limit(void **state)
+{
+    (void)state;
+    struct store *st = open_ok("change-limit.db");
+    struct store_change *v = NULL;
+    size_t n = 0;
+
+    assert_int_equal(store_begin(st), 0);
+    for (int i = 0; i < 120; i++)
+        insert_change(st, "web", "v");
+    assert_int_equal(store_commit(st), 0);
+
+    assert_int_equal(store_change_list(st, NULL, 0, &v, &n), 0);
+    assert_int_equal(n, 100);
+    assert_int_equal(v[0].id, 120);
+    assert_int_equal(v[99].id, 21);
+    store_change_list_free(v, n);
+    assert_int_equal(store_change_list(st, "web", 500, &v, &n), 0);
+    assert_int_equal(n, 120);
+    store_change_list_free(v, n);
+    store_free(st);
+}
+
+static void test_change_list_running_oldest_first(void **state)
+{
+    (void)state;
+    struct store *st = open_ok("change-running.db");
+    struct store_change *v = NULL;
+    size_t n = 0;
+
+    int64_t a = insert_change(st, "web", "w1");
+    int64_t b = insert_change(st, "api", "a1");
+    int64_t c = insert_change(st, "db", "d1");
+    int64_t d = insert_change(st, "web", "w2");
+    assert_int_equal(store_change_update(st, a, STORE_CHANGE_COMPLETED, NULL), 0);
+    assert_int_equal(store_change_update(st, c, STORE_CHANGE_ROLLED_BACK, NULL), 0);
+
+    assert_int_equal(store_change_list_running(st, &v, &n), 0);
+    assert_int_equal(n, 2);
+    assert_int_equal(v[0].id, b);
+    assert_int_equal(v[1].id, d);
+    store_change_list_free(v, n);
+
+    assert_int_equal(store_change_update(st, b, STORE_CHANGE_INTERRUPTED, NULL), 0);
+    assert_int_equal(store_change_update(st, d, STORE_CHANGE_INTERRUPTED, NULL), 0);
+    assert_int_equal(store_change_list_running(st, &v, &n), 0);
+    assert_int_equal(n, 0);
+    assert_null(v);
+    store_change_list_free(NULL, 0);
+    store_free(st);
+}
+
+/* --- events ------------------------------------------------------------------------------- */
+
+static void test_events_ordered(void **state)
+{
+    (void)state;
+    struct store *st = open_ok("events.db");
+    struct store_event *v = NULL;
+    size_t n = 0;
+    int64_t a = insert_change(st, "web", "v2");
+    int64_t b = insert_change(st, "api", "a2");
+    int64_t before = store_now_ms();
+
+    assert_int_equal(store_event_add(st, a, "created", "deploy v2"), 0);
+    assert_int_equal(store_event_add(st, b, "created", NULL), 0);
+    assert_int_equal(store_event_add(st, a, "health", "3/3 healthy"), 0);
+    assert_int_equal(store_event_add(st, a, "switched", "10% to v2"), 0);
+
+    assert_int_equal(store_event_list(st, a, &v, &n), 0);
+    assert_int_equal(n, 3);
+    assert_string_equal(v[0].type, "created");
+    assert_string_equal(v[0].message, "deploy v2");
+    assert_string_equal(v[1].type, "health");
+    assert_string_equal(v[2].type, "switched");
+    for (size_t i = 0; i < n; i++) {
+        assert_int_equal(v[i].change_id, a);
+        assert_true(v[i].ts_ms >= before);
+        if (i > 0) {
+            assert_true(v[i].id > v[i - 1].id);
+            assert_true(v[i].ts_ms >= v[i - 1].ts_ms);
+        }
+    }
+    store_event_list_free(v, n);
+
+    assert_int_equal(store_event_list(st, b, &v, &n), 0);
+    assert_int_equal(n, 1);
+    assert_null(v[0].message);
+    store_event_list_free(v, n);
+
+    assert_int_equal(store_event_add(st, b + 100, "created", "orphan"), -ENOENT);
+    assert_int_equal(store_event_add(st, a, NULL, "x"), -EINVAL);
+    assert_int_equal(store_event_list(st, b + 100, &v, &n), 0);
+    assert_int_equal(n, 0);
+    assert_null(v);
+    store_event_list_free(NULL, 0);
+    store_free(st);
+}
+
+/* --- transactions and concurrency ------------------------------------------------------------ */
+
+static void test_rollback_discards(void **state)
+{
+    (void)state;
+    struct store *st = open_ok("tx.db");
+    const char *targets[] = {"127.0.0.1:9000"};
+    char **t = NULL;
+    size_t n = 0;
+    char *live = NULL;
+
+    assert_int_equal(store_service_set(st, "web", "v1", NULL), 0);
+    assert_int_equal(store_begin(st), 0);
+    assert_int_equal(store_begin(st), -EINVAL);
+    assert_int_equal(store_service_set(st, "web", "v2", "v1"), 0);
+    assert_int_equal(store_version_put(st, "web", "v2", targets, 1), 0);
+    int64_t id = insert_change(st, "web", "v2");
+    assert_int_equal(store_event_add(st, id, "created", NULL), 0);
+    /* Inside the transaction the writes are visible to their own handle. */
+    assert_int_equal(store_service_get(st, "web", &live, NULL), 0);
+    assert_string_equal(live, "v2");
+    free(live);
+    assert_int_equal(store_rollback(st), 0);
+
+    assert_int_equal(store_service_get(st, "web", &live, NULL), 0);
+    assert_string_equal(live, "v1");
+    free(live);
+    assert_int_equal(store_version_targets(st, "web", "v2", &t, &n), -ENOENT);
+    struct store_change got;
+    assert_int_equal(store_change_get(st, id, &got), -ENOENT);
+
+    /* Rollback with nothing open is harmless; commit with nothing open is an error. */
+    assert_int_equal(store_rollback(st), 0);
+    assert_int_equal(store_commit(st), -EIO);
+    assert_true(strlen(store_errmsg(st)) > 0);
+
+    /* A committed transaction keeps everything. */
+    assert_int_equal(store_begin(st), 0);
+    assert_int_equal(store_version_put(st, "web", "v2", targets, 1), 0);
+    assert_int_equal(store_service_set(st, "web", "v2", "v1"), 0);
+    assert_int_equal(store_commit(st), 0);
+    assert_int_equal(store_version_targets(st, "web", "v2", &t, &n), 0);
+    assert_int_equal(n, 1);
+    store_strv_free(t);
+    store_free(st);
+}
+
+static void test_two_handles_see_committed(void **state)
+{
+    (void)state;
+    struct store *a = open_ok("shared.db");
+    struct store *b = open_ok("shared.db");
+    char *live = NULL;
+    struct store_change *v = NULL;
+    size_t n = 0;
+
+    assert_int_equal(store_service_set(a, "web", "v1", NULL), 0);
+    assert_int_equal(store_service_get(b, "web", &live, NULL), 0);
+    assert_string_equal(live, "v1");
+    free(live);
+
+    /* Uncommitted writes stay invisible to the other handle, which still reads (WAL readers do
+     * not wait for the writer). */
+    assert_int_equal(store_begin(a), 0);
+    assert_int_equal(store_service_set(a, "web", "v2", "v1"), 0);
+    insert_change(a, "web", "v2");
+    assert_int_equal(store_service_get(b, "web", &live, NULL), 0);
+    assert_string_equal(live, "v1");
+    free(live);
+    assert_int_equal(store_change_list(b, NULL, 0, &v, &n), 0);
+    assert_int_equal(n, 0);
+    assert_int_equal(store_commit(a), 0);
+
+    assert_int_equal(store_service_get(b, "web", &live, NULL), 0);
+    assert_string_equal(live, "v2");
+    free(live);
+    assert_int_equal(store_change_list(b, "web", 0, &v, &n), 0);
+    assert_int_equal(n, 1);
+    assert_string_equal(v[0].actor, "alice");
+    store_change_list_free(v, n);
+
+    /* And the other way round. */
+    int64_t id = insert_change(b, "api", "a1");
+    struct store_change got;
+    assert_int_equal(store_change_get(a, id, &got), 0);
+    assert_string_equal(got.service, "api");
+    store_change_done(&got);
+    store_free(a);
+    store_free(b);
+}
+
+/* --- durability ------------------------------------------------------------------------------ */
+
+static void test_durable_across_close(void **state)
+{
+    (void)state;
+    struct store *st = open_ok("durable.db");
+    const char *targets[] = {"127.0.0.1:9001", "127.0.0.1:9002"};
+    int64_t id;
+
+    assert_int_equal(store_service_set(st, "web", "v2", "v1"), 0);
+    assert_int_equal(store_version_put(st, "web", "v2", targets, 2), 0);
+    id = insert_change(st, "web", "v2");
+    assert_int_equal(store_event_add(st, id, "created", "deploy v2"), 0);
+    assert_int_equal(store_change_set_detail(st, id, "{\"step\":2}"), 0);
+    assert_int_equal(store_change_update(st, id, STORE_CHANGE_COMPLETED, "done"), 0);
+    store_free(st);
+
+    st = open_ok("durable.db");
+    char *live = NULL, *prev = NULL, **t = NULL;
+    size_t n = 0;
+    assert_int_equal(store_service_get(st, "web", &live, &prev), 0);
+    assert_string_equal(live, "v2");
+    assert_string_equal(prev, "v1");
+    free(live);
+    free(prev);
+    assert_int_equal(store_version_targets(st, "web", "v2", &t, &n), 0);
+    assert_int_equal(n, 2);
+    assert_string_equal(t[1], "127.0.0.1:9002");
+    store_strv_free(t);
+    struct store_change got;
+    assert_int_equal(store_change_get(st, id, &got), 0);
+    assert_string_equal(got.state, STORE_CHANGE_COMPLETED);
+    assert_string_equal(got.detail, "{\"step\":2}");
+    assert_true(got.ended_ms > 0);
+    store_change_done(&got);
+    struct store_event *ev = NULL;
+    assert_int_equal(store_event_list(st, id, &ev, &n), 0);
+    assert_int_equal(n, 1);
+    store_event_list_free(ev, n);
+    store_free(st);
+}
+
+/* A writer killed with SIGKILL right after committing (no close, no checkpoint) loses nothing:
+ * the commit is in the WAL file, and the next open recovers it. */
+static void test_kill9_keeps_committed(void **state)
+{
+    (void)state;
+    const char *path = db_path("killed.db");
+    fflush(NULL);
+    pid_t pid = fork();
+    assert_true(pid != -1);
+    if (pid == 0) {
+        struct store *st = NULL;
+        char err[256];
+        if (store_open(path, &st, err, sizeof(err)) != 0)
+            _exit(2);
+        if (store_service_set(st, "web", "v7", "v6") != 0 || store_begin(st) != 0)
+            _exit(3);
+        struct store_change c = change_of("web", "v6", "v7");
+        if (store_change_insert(st, &c) != 0 || store_event_add(st, c.id, "created", NULL) != 0 ||
+            store_commit(st) != 0)
+            _exit(4);
+        /* Started and never committed: must not survive. */
+        if (store_begin(st) != 0 || store_service_set(st, "web", "v8", "v7") != 0)
+            _exit(5);
+        kill(getpid(), SIGKILL);
+        _exit(6);
+    }
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFSIGNALED(status));
+    assert_int_equal(WTERMSIG(status), SIGKILL);
+
+    struct store *st = open_ok("killed.db");
+    char *live = NULL;
+    assert_int_equal(store_service_get(st, "web", &live, NULL), 0);
+    assert_string_equal(live, "v7");
+    free(live);
+    struct store_change *v = NULL;
+    size_t n = 0;
+    assert_int_equal(store_change_list_running(st, &v, &n), 0);
+    assert_int_equal(n, 1);
+    assert_string_equal(v[0].to_version, "v7");
+    struct store_event *ev = NULL;
+    size_t nev = 0;
+    assert_int_equal(store_event_list(st, v[0].id, &ev, &nev), 0);
+    assert_int_equal(nev, 1);
+    store_event_list_free(ev, nev);
+    store_change_list_free(v, n);
+    store_free(st);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_open_creates_private_wal_file),
+        cmocka_unit_test(test_reopen_keeps_data_and_schema),
+        cmocka_unit_test(test_open_existing_empty_file),
+        cmocka_unit_test(test_refuses_newer_schema),
+        cmocka_unit_test(test_open_failure_reports),
+        cmocka_unit_test(test_service_set_get),
+        cmocka_unit_test(test_version_put_replaces_targets_in_order),
+        cmocka_unit_test(test_version_put_is_atomic),
+        cmocka_unit_test(test_change_insert_update_get),
+        cmocka_unit_test(test_change_insert_terminal_sets_ended),
+        cmocka_unit_test(test_change_list_newest_first),
+        cmocka_unit_test(test_change_list_default_limit),
+        cmocka_unit_test(test_change_list_running_oldest_first),
+        cmocka_unit_test(test_events_ordered),
+        cmocka_unit_test(test_rollback_discards),
+        cmocka_unit_test(test_two_handles_see_committed),
+        cmocka_unit_test(test_durable_across_close),
+        cmocka_unit_test(test_kill9_keeps_committed),
+    };
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
