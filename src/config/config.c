@@ -1,0 +1,1837 @@
+/* The YAML configuration read into struct config (see config.h). libfyaml builds the document
+ * tree; this file walks it carrying the dotted key path, so every error names file:line, the
+ * key, what was expected and what was found. The first error stops the walk; the partly filled
+ * config is then freed with config_free, which is why every array is allocated zeroed at its
+ * final size before it is filled. Control thread only. */
+#include "config/config.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <libfyaml.h>
+#include <math.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "core/duration.h"
+#include "core/xmalloc.h"
+#include "net/addr.h"
+
+/* A config file larger than this is a mistake (or not a config file). */
+#define CONFIG_FILE_MAX (16u << 20)
+/* Dotted key paths are built from names of at most 64 characters, a few levels deep. */
+#define KEY_PATH_MAX 320
+/* Found values are quoted in messages up to this many characters. */
+#define SHOW_MAX 60
+#define NAME_MAX_LEN 64
+
+#define WHAT_DURATION "a duration like 500ms, 1s, 5m, 1m30s"
+#define WHAT_ADDR "an address HOST:PORT like 127.0.0.1:8080"
+
+/* An address some listener binds, kept to find two listeners on the same address. */
+struct listener {
+    char host[64];
+    int family;
+    int port;
+    char path[KEY_PATH_MAX];
+    int line;
+};
+
+struct ctx {
+    const char *name;    /* the file name used in messages */
+    const char *basedir; /* directory relative paths are taken from; NULL: leave them */
+    char *err;
+    size_t errlen;
+    struct config *cfg;
+    size_t capwarnings;
+    struct listener *listeners;
+    size_t nlisteners;
+};
+
+/* A value found under a key or in a list. node is NULL when the key has no value ("key:").
+   line is the value's own line for a scalar, else the line of the key that holds it, which is
+   where a reader looks for a map or list and also the "parent line" of its missing keys. */
+struct item {
+    struct fy_node *node;
+    int line;
+};
+
+/* ---- nodes, lines and messages ---- */
+
+static int scalar_line(struct fy_node *n)
+{
+    struct fy_token *t = fy_node_get_scalar_token(n);
+    const struct fy_mark *m = t != NULL ? fy_token_start_mark(t) : NULL;
+    return m != NULL ? m->line + 1 : 0;
+}
+
+/* libfyaml 0.7 has no public start mark for maps and lists, so their line is that of the first
+   scalar inside them; an empty one takes fallback. */
+static int node_line(struct fy_node *n, int fallback)
+{
+    void *iter = NULL;
+    int line = 0;
+
+    if (n == NULL)
+        return fallback;
+    switch (fy_node_get_type(n)) {
+    case FYNT_SCALAR:
+        line = scalar_line(n);
+        break;
+    case FYNT_MAPPING: {
+        struct fy_node_pair *p = fy_node_mapping_iterate(n, &iter);
+        if (p != NULL)
+            line = node_line(fy_node_pair_key(p), node_line(fy_node_pair_value(p), 0));
+        break;
+    }
+    case FYNT_SEQUENCE:
+        line = node_line(fy_node_sequence_iterate(n, &iter), 0);
+        break;
+    }
+    return line > 0 ? line : fallback;
+}
+
+static struct item item_of_pair(struct fy_node_pair *p)
+{
+    struct fy_node *k = fy_node_pair_key(p), *v = fy_node_pair_value(p);
+    struct item it = {v, node_line(k, 1)};
+    if (v != NULL && fy_node_get_type(v) == FYNT_SCALAR && scalar_line(v) > 0)
+        it.line = scalar_line(v);
+    return it;
+}
+
+static bool is_null(struct fy_node *n)
+{
+    static const char *const nulls[] = {"", "~", "null", "Null", "NULL"};
+    size_t len;
+    const char *s;
+
+    if (n == NULL)
+        return true;
+    if (fy_node_get_type(n) != FYNT_SCALAR || fy_node_get_style(n) != FYNS_PLAIN)
+        return false;
+    s = fy_node_get_scalar(n, &len);
+    if (s == NULL)
+        return true;
+    for (size_t i = 0; i < sizeof(nulls) / sizeof(nulls[0]); i++)
+        if (strlen(nulls[i]) == len && memcmp(nulls[i], s, len) == 0)
+            return true;
+    return false;
+}
+
+static bool is_alias(struct fy_node *n)
+{
+    return n != NULL && fy_node_get_type(n) == FYNT_SCALAR && fy_node_is_alias(n);
+}
+
+/* Writes what n is, for "got ...": a quoted scalar (shortened, control bytes as '?'), or the
+   kind of node. Returns buf. */
+static const char *describe(struct fy_node *n, char *buf, size_t n_buf)
+{
+    size_t len, shown, o = 0;
+    const char *s;
+
+    if (is_null(n))
+        return "an empty value";
+    if (fy_node_get_type(n) == FYNT_MAPPING)
+        return "a map";
+    if (fy_node_get_type(n) == FYNT_SEQUENCE)
+        return "a list";
+    s = fy_node_get_scalar(n, &len);
+    if (s == NULL)
+        return "an empty value";
+    shown = len > SHOW_MAX ? SHOW_MAX : len;
+    if (n_buf < shown + 16)
+        return "a value";
+    if (is_alias(n)) {
+        memcpy(buf, "an alias '*", 11);
+        o = 11;
+    } else {
+        buf[o++] = '\'';
+    }
+    for (size_t i = 0; i < shown; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        char shown_ch = s[i];
+        if (ch < 0x20 || ch == 0x7f)
+            shown_ch = '?';
+        buf[o++] = shown_ch;
+    }
+    if (shown < len) {
+        memcpy(buf + o, "...", 3);
+        o += 3;
+    }
+    buf[o++] = '\'';
+    buf[o] = '\0';
+    return buf;
+}
+
+static void fail_msg(struct ctx *c, int line, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Writes "FILE:LINE: " and the formatted message into the caller's error buffer. */
+static void fail_msg(struct ctx *c, int line, const char *fmt, ...)
+{
+    va_list ap;
+    int n;
+
+    if (c->err == NULL || c->errlen == 0)
+        return;
+    n = snprintf(c->err, c->errlen, "%s:%d: ", c->name, line);
+    if (n >= 0 && (size_t)n < c->errlen) {
+        va_start(ap, fmt);
+        vsnprintf(c->err + n, c->errlen - (size_t)n, fmt, ap);
+        va_end(ap);
+    }
+}
+
+/* Reports an error and evaluates to -EINVAL, so callers can `return fail(...)`. A macro rather
+   than a variadic function returning the code, so that static analysers see the result is
+   never 0. */
+#define fail(c, line, ...) (fail_msg((c), (line), __VA_ARGS__), -EINVAL)
+
+/* "PATH: expected WHAT, got FOUND" at the item's line. */
+static int fail_type(struct ctx *c, const struct item *it, const char *path, const char *what)
+{
+    char buf[SHOW_MAX + 32];
+    return fail(c, it->line, "%s: expected %s, got %s", path, what,
+                describe(it->node, buf, sizeof(buf)));
+}
+
+/* "PATH.KEY: missing, expected WHAT" at the line of the map that lacks the key. */
+static int fail_missing(struct ctx *c, int line, const char *path, const char *key,
+                        const char *what)
+{
+    return fail(c, line, "%s.%s: missing, expected %s", path, key, what);
+}
+
+static void warn(struct ctx *c, int line, const char *key, size_t keylen, const char *path)
+{
+    struct config *cfg = c->cfg;
+    int shown = keylen > SHOW_MAX ? SHOW_MAX : (int)keylen;
+
+    if (cfg->nwarnings + 1 >= c->capwarnings) {
+        c->capwarnings = c->capwarnings ? c->capwarnings * 2 : 8;
+        cfg->warnings = xrealloc(cfg->warnings, c->capwarnings * sizeof(*cfg->warnings));
+    }
+    cfg->warnings[cfg->nwarnings++] =
+        xasprintf("%s:%d: unknown key '%.*s%s' in %s (ignored)", c->name, line, shown, key,
+                  (size_t)shown < keylen ? "..." : "", path);
+    cfg->warnings[cfg->nwarnings] = NULL;
+}
+
+/* Appends len bytes of s to the NUL-terminated buf of size n at offset *o, cutting at the end.
+   Key paths are built from names of at most 64 characters, so the cut only ever shortens a
+   message about an absurd input. */
+static void path_append(char *buf, size_t n, size_t *o, const char *s, size_t len)
+{
+    if (*o + 1 >= n)
+        return;
+    if (len > n - 1 - *o)
+        len = n - 1 - *o;
+    memcpy(buf + *o, s, len);
+    *o += len;
+    buf[*o] = '\0';
+}
+
+/* Writes "path.key" into buf (or "key" at the top level), key shortened to SHOW_MAX. Returns
+   buf. */
+static const char *subpath_n(char *buf, size_t n, const char *path, const char *key, size_t keylen)
+{
+    size_t o = 0;
+
+    buf[0] = '\0';
+    path_append(buf, n, &o, path, strlen(path));
+    if (*path)
+        path_append(buf, n, &o, ".", 1);
+    path_append(buf, n, &o, key, keylen > SHOW_MAX ? SHOW_MAX : keylen);
+    return buf;
+}
+
+static const char *subpath(char *buf, size_t n, const char *path, const char *key)
+{
+    return subpath_n(buf, n, path, key, strlen(key));
+}
+
+/* Writes "path[i]" into buf. Returns buf. */
+static const char *subindex(char *buf, size_t n, const char *path, size_t i)
+{
+    char num[24];
+    size_t o = 0;
+    int w = snprintf(num, sizeof(num), "[%zu]", i);
+
+    buf[0] = '\0';
+    path_append(buf, n, &o, path, strlen(path));
+    path_append(buf, n, &o, num, w > 0 ? (size_t)w : 0);
+    return buf;
+}
+
+/* ---- maps ---- */
+
+static bool key_is(struct fy_node *k, const char *key)
+{
+    size_t len;
+    const char *s;
+
+    if (k == NULL || fy_node_get_type(k) != FYNT_SCALAR || is_alias(k))
+        return false;
+    s = fy_node_get_scalar(k, &len);
+    return s != NULL && len == strlen(key) && memcmp(s, key, len) == 0;
+}
+
+/* Looks key up in map. Returns true and fills *out when present (even with an empty value). */
+static bool map_find(struct fy_node *map, const char *key, struct item *out)
+{
+    void *iter = NULL;
+    struct fy_node_pair *p;
+
+    while ((p = fy_node_mapping_iterate(map, &iter)) != NULL) {
+        if (key_is(fy_node_pair_key(p), key)) {
+            *out = item_of_pair(p);
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Checks that it holds a map whose keys are all plain strings, and records a warning for each
+   key not listed in known (NULL-terminated). */
+static int expect_map(struct ctx *c, const struct item *it, const char *path,
+                      const char *const *known)
+{
+    void *iter = NULL;
+    struct fy_node_pair *p;
+
+    if (it->node == NULL || fy_node_get_type(it->node) != FYNT_MAPPING)
+        return fail_type(c, it, path, "a map");
+    while ((p = fy_node_mapping_iterate(it->node, &iter)) != NULL) {
+        struct fy_node *k = fy_node_pair_key(p);
+        size_t len = 0;
+        const char *s = NULL;
+        bool found = false;
+
+        if (k != NULL && fy_node_get_type(k) == FYNT_SCALAR && !is_alias(k) && !is_null(k))
+            s = fy_node_get_scalar(k, &len);
+        if (s == NULL) {
+            struct item ki = {k, node_line(k, it->line)};
+            return fail_type(c, &ki, *path ? path : "top level", "keys that are plain strings");
+        }
+        for (size_t i = 0; known[i] != NULL && !found; i++)
+            found = strlen(known[i]) == len && memcmp(known[i], s, len) == 0;
+        if (!found)
+            warn(c, node_line(k, it->line), s, len, *path ? path : "the top level");
+    }
+    return 0;
+}
+
+/* ---- scalars ---- */
+
+/* Copies the text of a scalar (quoted or not; empty allowed) into *out. */
+static int get_text(struct ctx *c, const struct item *it, const char *path, const char *what,
+                    char **out)
+{
+    struct fy_node *n = it->node;
+    size_t len;
+    const char *s;
+
+    if (n == NULL || fy_node_get_type(n) != FYNT_SCALAR || is_alias(n) || is_null(n))
+        return fail_type(c, it, path, what);
+    s = fy_node_get_scalar(n, &len);
+    if (s == NULL || memchr(s, '\0', len) != NULL)
+        return fail_type(c, it, path, what);
+    *out = xstrndup(s, len);
+    return 0;
+}
+
+/* Like get_text, replacing *out (freed first), and refusing an empty string. */
+static int get_string(struct ctx *c, const struct item *it, const char *path, const char *what,
+                      char **out)
+{
+    char *s = NULL;
+    int rc = get_text(c, it, path, what, &s);
+    if (rc != 0)
+        return rc;
+    if (*s == '\0') {
+        free(s);
+        return fail_type(c, it, path, what);
+    }
+    free(*out);
+    *out = s;
+    return 0;
+}
+
+static bool all_digits(const char *s)
+{
+    if (*s == '\0')
+        return false;
+    for (; *s; s++)
+        if (*s < '0' || *s > '9')
+            return false;
+    return true;
+}
+
+/* Parses a decimal integer in lo..hi; no sign, no junk, no exponent. */
+static int get_uint(struct ctx *c, const struct item *it, const char *path, uint64_t lo,
+                    uint64_t hi, uint64_t *out)
+{
+    char what[96], *s = NULL, *end;
+    unsigned long long v;
+    int rc;
+
+    if (hi == UINT64_MAX)
+        snprintf(what, sizeof(what), "an integer >= %llu", (unsigned long long)lo);
+    else
+        snprintf(what, sizeof(what), "an integer from %llu to %llu", (unsigned long long)lo,
+                 (unsigned long long)hi);
+    rc = get_text(c, it, path, what, &s);
+    if (rc != 0)
+        return rc;
+    if (!all_digits(s))
+        goto bad;
+    errno = 0;
+    v = strtoull(s, &end, 10);
+    if (errno != 0 || *end != '\0' || v < lo || v > hi)
+        goto bad;
+    free(s);
+    *out = v;
+    return 0;
+bad:
+    free(s);
+    return fail_type(c, it, path, what);
+}
+
+static int get_int(struct ctx *c, const struct item *it, const char *path, int lo, int hi, int *out)
+{
+    uint64_t v;
+    int rc = get_uint(c, it, path, (uint64_t)lo, (uint64_t)hi, &v);
+    if (rc == 0)
+        *out = (int)v;
+    return rc;
+}
+
+/* A byte count: a decimal integer, optionally followed by KiB, MiB or GiB. */
+static int get_size(struct ctx *c, const struct item *it, const char *path, uint64_t lo,
+                    uint64_t hi, uint64_t *out)
+{
+    static const struct {
+        const char *suffix;
+        unsigned shift;
+    } units[] = {{"KiB", 10}, {"MiB", 20}, {"GiB", 30}};
+    char what[128], *s = NULL, *end;
+    unsigned long long v;
+    unsigned shift = 0;
+    int rc;
+
+    snprintf(what, sizeof(what), "a size in bytes from %llu to %llu (or with KiB, MiB, GiB)",
+             (unsigned long long)lo, (unsigned long long)hi);
+    rc = get_text(c, it, path, what, &s);
+    if (rc != 0)
+        return rc;
+    errno = 0;
+    v = (*s >= '0' && *s <= '9') ? strtoull(s, &end, 10) : 0;
+    if (!(*s >= '0' && *s <= '9') || errno != 0)
+        goto bad;
+    if (*end != '\0') {
+        size_t i;
+        for (i = 0; i < sizeof(units) / sizeof(units[0]); i++)
+            if (strcmp(end, units[i].suffix) == 0)
+                break;
+        if (i == sizeof(units) / sizeof(units[0]))
+            goto bad;
+        shift = units[i].shift;
+    }
+    if (v > (UINT64_MAX >> shift) || (v << shift) < lo || (v << shift) > hi)
+        goto bad;
+    free(s);
+    *out = v << shift;
+    return 0;
+bad:
+    free(s);
+    return fail_type(c, it, path, what);
+}
+
+/* A decimal number (no hex, no inf/nan) in the interval described by what. */
+static int get_double(struct ctx *c, const struct item *it, const char *path, double lo,
+                      bool lo_open, double hi, bool hi_open, const char *what, double *out)
+{
+    char *s = NULL, *end;
+    double v;
+    int rc = get_text(c, it, path, what, &s);
+
+    if (rc != 0)
+        return rc;
+    if (*s == '\0' || strspn(s, "0123456789.eE+-") != strlen(s) || *s == '+' || *s == '-')
+        goto bad;
+    errno = 0;
+    v = strtod(s, &end);
+    if (errno != 0 || *end != '\0' || !isfinite(v))
+        goto bad;
+    if (lo_open ? v <= lo : v < lo)
+        goto bad;
+    if (hi_open ? v >= hi : v > hi)
+        goto bad;
+    free(s);
+    *out = v;
+    return 0;
+bad:
+    free(s);
+    return fail_type(c, it, path, what);
+}
+
+/* A duration of at least min_ms milliseconds. */
+static int get_duration(struct ctx *c, const struct item *it, const char *path, uint64_t min_ms,
+                        uint64_t *out)
+{
+    char *s = NULL, what[96];
+    uint64_t ms;
+    int rc = get_text(c, it, path, WHAT_DURATION, &s);
+
+    if (rc != 0)
+        return rc;
+    rc = duration_parse(s, &ms);
+    free(s);
+    if (rc == -ERANGE)
+        return fail_type(c, it, path, "a duration of at most 100 years");
+    if (rc != 0)
+        return fail_type(c, it, path, WHAT_DURATION);
+    if (ms < min_ms) {
+        char min[32];
+        snprintf(what, sizeof(what), "a duration of at least %s",
+                 duration_format(min_ms, min, sizeof(min)));
+        return fail_type(c, it, path, what);
+    }
+    *out = ms;
+    return 0;
+}
+
+/* An address HOST:PORT accepted by addr_parse; *ss may be NULL. */
+static int get_addr(struct ctx *c, const struct item *it, const char *path, char **out,
+                    struct sockaddr_storage *ss)
+{
+    struct sockaddr_storage tmp;
+    socklen_t len;
+    char *s = NULL;
+    int rc = get_text(c, it, path, WHAT_ADDR, &s);
+
+    if (rc != 0)
+        return rc;
+    if (addr_parse(s, ss != NULL ? ss : &tmp, &len) != 0) {
+        free(s);
+        return fail_type(c, it, path, WHAT_ADDR);
+    }
+    free(*out);
+    *out = s;
+    return 0;
+}
+
+/* Returns a heap copy of p, prefixed with the config file's directory when p is relative
+   (leading "./" dropped). Without a base directory (config_load_string) p is kept as is, which
+   keeps it relative to the current directory. */
+static char *resolve_path(const struct ctx *c, const char *p)
+{
+    const char *rest = p;
+
+    if (p[0] == '/' || c->basedir == NULL)
+        return xstrdup(p);
+    while (rest[0] == '.' && rest[1] == '/') {
+        rest += 2;
+        while (*rest == '/')
+            rest++;
+    }
+    if (*rest == '\0' || strcmp(rest, ".") == 0)
+        return xstrdup(c->basedir);
+    if (strcmp(c->basedir, "/") == 0)
+        return xasprintf("/%s", rest);
+    return xasprintf("%s/%s", c->basedir, rest);
+}
+
+static void resolve_in_place(const struct ctx *c, char **p)
+{
+    if (*p != NULL) {
+        char *r = resolve_path(c, *p);
+        free(*p);
+        *p = r;
+    }
+}
+
+/* Replaces *out with the file or directory path in it, taken relative to the config file's
+   directory when it is relative. */
+static int get_file_path(struct ctx *c, const struct item *it, const char *path, const char *what,
+                         char **out)
+{
+    int rc = get_string(c, it, path, what, out);
+
+    if (rc == 0)
+        resolve_in_place(c, out);
+    return rc;
+}
+
+/* A list of strings, stored NULL-terminated in *out (replaced) with its length in *n. Items
+   may be empty strings unless nonempty_items; the list itself must not be empty when
+   nonempty_list. */
+static int get_string_list(struct ctx *c, const struct item *it, const char *path, const char *what,
+                           bool nonempty_list, bool nonempty_items, char ***out, size_t *n)
+{
+    struct fy_node *seq = it->node, *el;
+    void *iter = NULL;
+    size_t count, i = 0;
+    char **list;
+
+    if (seq == NULL || fy_node_get_type(seq) != FYNT_SEQUENCE)
+        return fail_type(c, it, path, what);
+    count = (size_t)fy_node_sequence_item_count(seq);
+    if (count == 0 && nonempty_list)
+        return fail_type(c, it, path, what);
+    list = xcalloc(count + 1, sizeof(*list));
+    *out = list;
+    *n = count;
+    while ((el = fy_node_sequence_iterate(seq, &iter)) != NULL && i < count) {
+        char ip[KEY_PATH_MAX];
+        struct item ei = {el, node_line(el, it->line)};
+        int rc;
+
+        subindex(ip, sizeof(ip), path, i);
+        if (nonempty_items)
+            rc = get_string(c, &ei, ip, "a non-empty string", &list[i]);
+        else
+            rc = get_text(c, &ei, ip, "a string", &list[i]);
+        if (rc != 0)
+            return rc;
+        i++;
+    }
+    return 0;
+}
+
+/* ---- names ---- */
+
+static bool valid_name(const char *s, size_t len)
+{
+    if (len == 0 || len > NAME_MAX_LEN)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        char ch = s[i];
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+              ch == '.' || ch == '_' || ch == '-'))
+            return false;
+    }
+    return true;
+}
+
+/* An HTTP token (RFC 9110 tchar): what header and cookie names are made of. */
+static bool valid_token(const char *s, size_t len)
+{
+    if (len == 0)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        char ch = s[i];
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+              (ch != '\0' && strchr("!#$%&'*+-.^_`|~", ch) != NULL)))
+            return false;
+    }
+    return true;
+}
+
+static bool valid_env_name(const char *s)
+{
+    if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || *s == '_'))
+        return false;
+    for (s++; *s; s++)
+        if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') ||
+              *s == '_'))
+            return false;
+    return true;
+}
+
+/* Reads the key of p as a name of [A-Za-z0-9._-]{1,64} into *out. */
+static int get_name(struct ctx *c, struct fy_node_pair *p, const char *path, char **out)
+{
+    struct fy_node *k = fy_node_pair_key(p);
+    struct item ki = {k, node_line(k, 1)};
+    size_t len = 0;
+    const char *s = NULL;
+
+    if (k != NULL && fy_node_get_type(k) == FYNT_SCALAR && !is_alias(k))
+        s = fy_node_get_scalar(k, &len);
+    if (s == NULL || !valid_name(s, len))
+        return fail_type(c, &ki, path, "names of 1 to 64 characters from A-Z a-z 0-9 . _ -");
+    *out = xstrndup(s, len);
+    return 0;
+}
+
+/* ---- listeners ---- */
+
+static bool is_wildcard(const struct listener *l)
+{
+    return strcmp(l->host, "0.0.0.0") == 0 || strcmp(l->host, "::") == 0;
+}
+
+/* Two listeners collide when they would bind the same port on overlapping addresses: the same
+   host, or a wildcard of the other's family ("::" covers IPv4 too on a dual-stack host). */
+static bool listeners_collide(const struct listener *a, const struct listener *b)
+{
+    if (a->port != b->port)
+        return false;
+    if (strcmp(a->host, b->host) == 0)
+        return true;
+    if (strcmp(a->host, "::") == 0 || strcmp(b->host, "::") == 0)
+        return true;
+    return a->family == b->family && (is_wildcard(a) || is_wildcard(b));
+}
+
+static int add_listener(struct ctx *c, const struct item *it, const char *path, const char *addr)
+{
+    struct sockaddr_storage ss;
+    socklen_t len;
+    struct listener l = {0};
+
+    if (addr_parse(addr, &ss, &len) != 0)
+        return fail_type(c, it, path, WHAT_ADDR);
+    l.family = ss.ss_family;
+    addr_format_host((struct sockaddr *)&ss, l.host, sizeof(l.host));
+    l.port = ss.ss_family == AF_INET ? ntohs(((struct sockaddr_in *)&ss)->sin_port)
+                                     : ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+    snprintf(l.path, sizeof(l.path), "%s", path);
+    l.line = it->line;
+    for (size_t i = 0; i < c->nlisteners; i++) {
+        const struct listener *o = &c->listeners[i];
+        if (listeners_collide(o, &l)) {
+            char buf[SHOW_MAX + 32];
+            return fail(c, it->line,
+                        "%s: expected an address no other listener uses, got %s (%s at line %d "
+                        "binds it too)",
+                        path, describe(it->node, buf, sizeof(buf)), o->path, o->line);
+        }
+    }
+    c->listeners = xrealloc(c->listeners, (c->nlisteners + 1) * sizeof(*c->listeners));
+    c->listeners[c->nlisteners++] = l;
+    return 0;
+}
+
+/* ---- services ---- */
+
+static int parse_health(struct ctx *c, const struct item *it, const char *path,
+                        struct config_health *h)
+{
+    static const char *const known[] = {
+        "path", "interval", "timeout", "healthy_threshold", "unhealthy_threshold", NULL,
+    };
+    char p[KEY_PATH_MAX];
+    struct item v;
+    int rc;
+
+    if ((rc = expect_map(c, it, path, known)) != 0)
+        return rc;
+    if (map_find(it->node, "path", &v)) {
+        rc = get_string(c, &v, subpath(p, sizeof(p), path, "path"), "a URL path starting with /",
+                        &h->path);
+        if (rc != 0)
+            return rc;
+        if (h->path[0] != '/')
+            return fail_type(c, &v, p, "a URL path starting with /");
+    }
+    if (map_find(it->node, "interval", &v) &&
+        (rc = get_duration(c, &v, subpath(p, sizeof(p), path, "interval"), 1, &h->interval_ms)))
+        return rc;
+    if (map_find(it->node, "timeout", &v) &&
+        (rc = get_duration(c, &v, subpath(p, sizeof(p), path, "timeout"), 1, &h->timeout_ms)))
+        return rc;
+    if (map_find(it->node, "healthy_threshold", &v) &&
+        (rc = get_int(c, &v, subpath(p, sizeof(p), path, "healthy_threshold"), 1, 1000000,
+                      &h->healthy_threshold)))
+        return rc;
+    if (map_find(it->node, "unhealthy_threshold", &v) &&
+        (rc = get_int(c, &v, subpath(p, sizeof(p), path, "unhealthy_threshold"), 1, 1000000,
+                      &h->unhealthy_threshold)))
+        return rc;
+    return 0;
+}
+
+static int parse_timeouts(struct ctx *c, const struct item *it, const char *path,
+                          struct config_timeouts *t)
+{
+    static const char *const known[] = {
+        "client_header", "client_idle", "upstream_connect", "upstream_response", NULL,
+    };
+    uint64_t *const dst[] = {&t->client_header_ms, &t->client_idle_ms, &t->upstream_connect_ms,
+                             &t->upstream_response_ms};
+    char p[KEY_PATH_MAX];
+    struct item v;
+    int rc;
+
+    if ((rc = expect_map(c, it, path, known)) != 0)
+        return rc;
+    for (size_t i = 0; i < sizeof(dst) / sizeof(dst[0]); i++)
+        if (map_find(it->node, known[i], &v) &&
+            (rc = get_duration(c, &v, subpath(p, sizeof(p), path, known[i]), 1, dst[i])))
+            return rc;
+    return 0;
+}
+
+static int parse_limits(struct ctx *c, const struct item *it, const char *path,
+                        struct config_limits *l)
+{
+    static const char *const known[] = {
+        "max_header_bytes", "max_headers", "max_uri_bytes", "max_body_bytes", NULL,
+    };
+    char p[KEY_PATH_MAX];
+    struct item v;
+    uint64_t x;
+    int rc;
+
+    if ((rc = expect_map(c, it, path, known)) != 0)
+        return rc;
+    if (map_find(it->node, "max_header_bytes", &v)) {
+        if ((rc =
+                 get_size(c, &v, subpath(p, sizeof(p), path, "max_header_bytes"), 1, SIZE_MAX, &x)))
+            return rc;
+        l->max_header_bytes = (size_t)x;
+    }
+    if (map_find(it->node, "max_headers", &v)) {
+        if ((rc = get_uint(c, &v, subpath(p, sizeof(p), path, "max_headers"), 1, 65535, &x)))
+            return rc;
+        l->max_headers = (size_t)x;
+    }
+    if (map_find(it->node, "max_uri_bytes", &v)) {
+        if ((rc = get_size(c, &v, subpath(p, sizeof(p), path, "max_uri_bytes"), 1, SIZE_MAX, &x)))
+            return rc;
+        l->max_uri = (size_t)x;
+    }
+    if (map_find(it->node, "max_body_bytes", &v) &&
+        (rc = get_size(c, &v, subpath(p, sizeof(p), path, "max_body_bytes"), 0, UINT64_MAX,
+                       &l->max_body_bytes)))
+        return rc;
+    return 0;
+}
+
+static int parse_port_range(struct ctx *c, const struct item *it, const char *path,
+                            struct config_run *r)
+{
+    static const char what[] = "a port range LO-HI with 1 <= LO <= HI <= 65535";
+    char *s = NULL, *dash;
+    long lo, hi;
+    int rc = get_text(c, it, path, what, &s);
+
+    if (rc != 0)
+        return rc;
+    dash = strchr(s, '-');
+    if (dash == NULL)
+        goto bad;
+    *dash = '\0';
+    if (!all_digits(s) || !all_digits(dash + 1) || strlen(s) > 5 || strlen(dash + 1) > 5)
+        goto bad;
+    lo = strtol(s, NULL, 10);
+    hi = strtol(dash + 1, NULL, 10);
+    if (lo < 1 || hi > 65535 || lo > hi)
+        goto bad;
+    r->port_lo = (int)lo;
+    r->port_hi = (int)hi;
+    free(s);
+    return 0;
+bad:
+    free(s);
+    return fail_type(c, it, path, what);
+}
+
+static int parse_signal(struct ctx *c, const struct item *it, const char *path, int *out)
+{
+    static const struct {
+        const char *name;
+        int sig;
+    } sigs[] = {{"TERM", SIGTERM}, {"INT", SIGINT},   {"QUIT", SIGQUIT}, {"HUP", SIGHUP},
+                {"USR1", SIGUSR1}, {"USR2", SIGUSR2}, {"KILL", SIGKILL}};
+    static const char what[] = "one of TERM, INT, QUIT, HUP, USR1, USR2, KILL";
+    char *s = NULL;
+    const char *name;
+    int rc = get_text(c, it, path, what, &s);
+
+    if (rc != 0)
+        return rc;
+    name = strncmp(s, "SIG", 3) == 0 ? s + 3 : s;
+    for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++) {
+        if (strcmp(name, sigs[i].name) == 0) {
+            *out = sigs[i].sig;
+            free(s);
+            return 0;
+        }
+    }
+    free(s);
+    return fail_type(c, it, path, what);
+}
+
+static int parse_env(struct ctx *c, const struct item *it, const char *path, struct config_run *r)
+{
+    static const char *const none[] = {NULL};
+    struct fy_node_pair *p;
+    void *iter = NULL;
+    size_t count, i = 0;
+    int rc;
+
+    /* Every key is meaningful here, so expect_map must not warn: check the map shape by hand. */
+    if (it->node == NULL || fy_node_get_type(it->node) != FYNT_MAPPING)
+        return expect_map(c, it, path, none);
+    count = (size_t)fy_node_mapping_item_count(it->node);
+    r->env = xcalloc(count + 1, sizeof(*r->env));
+    while ((p = fy_node_mapping_iterate(it->node, &iter)) != NULL && i < count) {
+        struct fy_node *k = fy_node_pair_key(p);
+        struct item ki = {k, node_line(k, it->line)}, vi = item_of_pair(p);
+        char *name = NULL, *value = NULL, ep[KEY_PATH_MAX];
+
+        rc = get_string(c, &ki, path, "environment variable names like NAME_1", &name);
+        if (rc != 0)
+            return rc;
+        if (!valid_env_name(name)) {
+            free(name);
+            return fail_type(c, &ki, path, "environment variable names like NAME_1");
+        }
+        subpath(ep, sizeof(ep), path, name);
+        rc = get_text(c, &vi, ep, "a string", &value);
+        if (rc != 0) {
+            free(name);
+            return rc;
+        }
+        r->env[i++] = xasprintf("%s=%s", name, value);
+        free(name);
+        free(value);
+    }
+    return 0;
+}
+
+static int parse_run(struct ctx *c, const struct item *it, const char *path, struct config_run *r)
+{
+    static const char *const known[] = {
+        "command", "env", "cwd", "instances", "port_range", "stop_signal", "stop_timeout", NULL,
+    };
+    char p[KEY_PATH_MAX];
+    struct item v;
+    int rc;
+
+    if ((rc = expect_map(c, it, path, known)) != 0)
+        return rc;
+    if (!map_find(it->node, "command", &v))
+        return fail_missing(c, it->line, path, "command", "a non-empty list of strings");
+    rc = get_string_list(c, &v, subpath(p, sizeof(p), path, "command"),
+                         "a non-empty list of strings", true, false, &r->command, &r->argc);
+    if (rc != 0)
+        return rc;
+    if (r->command[0][0] == '\0')
+        return fail(c, v.line, "%s[0]: expected a program to run, got ''", p);
+    if (map_find(it->node, "env", &v) &&
+        (rc = parse_env(c, &v, subpath(p, sizeof(p), path, "env"), r)))
+        return rc;
+    if (map_find(it->node, "cwd", &v)) {
+        if ((rc = get_file_path(c, &v, subpath(p, sizeof(p), path, "cwd"), "a directory path",
+                                &r->cwd)))
+            return rc;
+    }
+    if (map_find(it->node, "instances", &v) &&
+        (rc = get_int(c, &v, subpath(p, sizeof(p), path, "instances"), 1, 1024, &r->instances)))
+        return rc;
+    if (map_find(it->node, "port_range", &v) &&
+        (rc = parse_port_range(c, &v, subpath(p, sizeof(p), path, "port_range"), r)))
+        return rc;
+    if (map_find(it->node, "stop_signal", &v) &&
+        (rc = parse_signal(c, &v, subpath(p, sizeof(p), path, "stop_signal"), &r->stop_signal)))
+        return rc;
+    if (map_find(it->node, "stop_timeout", &v) &&
+        (rc = get_duration(c, &v, subpath(p, sizeof(p), path, "stop_timeout"), 0,
+                           &r->stop_timeout_ms)))
+        return rc;
+    return 0;
+}
+
+static int parse_sticky(struct ctx *c, const struct item *it, const char *path,
+                        struct config_sticky *st)
+{
+    static const char *const known[] = {"cookie", "header", NULL};
+    static const char what[] = "a cookie or header name (letters, digits, !#$%&'*+-.^_`|~)";
+    char p[KEY_PATH_MAX];
+    struct item ck, hd, *v;
+    bool has_cookie, has_header;
+    int rc;
+
+    if ((rc = expect_map(c, it, path, known)) != 0)
+        return rc;
+    has_cookie = map_find(it->node, "cookie", &ck);
+    has_header = map_find(it->node, "header", &hd);
+    if (has_cookie == has_header)
+        return fail(c, it->line, "%s: expected exactly one of cookie or header, got %s", path,
+                    has_cookie ? "both" : "neither");
+    v = has_cookie ? &ck : &hd;
+    subpath(p, sizeof(p), path, has_cookie ? "cookie" : "header");
+    if ((rc = get_string(c, v, p, what, &st->name)) != 0)
+        return rc;
+    if (!valid_token(st->name, strlen(st->name)))
+        return fail_type(c, v, p, what);
+    st->kind = has_cookie ? CONFIG_STICKY_COOKIE : CONFIG_STICKY_HEADER;
+    return 0;
+}
+
+static int parse_protocol(struct ctx *c, const struct item *it, const char *path,
+                          enum config_protocol *out)
+{
+    char *s = NULL;
+    int rc = get_text(c, it, path, "http or tcp", &s);
+
+    if (rc != 0)
+        return rc;
+    if (strcmp(s, "http") == 0)
+        *out = CONFIG_PROTO_HTTP;
+    else if (strcmp(s, "tcp") == 0)
+        *out = CONFIG_PROTO_TCP;
+    else
+        rc = fail_type(c, it, path, "http or tcp");
+    free(s);
+    return rc;
+}
+
+static void service_defaults(struct config_service *s)
+{
+    s->protocol = CONFIG_PROTO_HTTP;
+    s->health.path = xstrdup("/healthz");
+    s->health.interval_ms = 1000;
+    s->health.timeout_ms = 1000;
+    s->health.healthy_threshold = 2;
+    s->health.unhealthy_threshold = 3;
+    s->drain_timeout_ms = 30000;
+    s->deploy_timeout_ms = 60000;
+    s->run.instances = 1;
+    s->run.port_lo = 20000;
+    s->run.port_hi = 20999;
+    s->run.stop_signal = SIGTERM;
+    s->run.stop_timeout_ms = 10000;
+    s->sticky.kind = CONFIG_STICKY_ADDR;
+    s->timeouts.client_header_ms = 10000;
+    s->timeouts.client_idle_ms = 60000;
+    s->timeouts.upstream_connect_ms = 5000;
+    s->timeouts.upstream_response_ms = 60000;
+    s->limits.max_header_bytes = 65536;
+    s->limits.max_headers = 100;
+    s->limits.max_uri = 8192;
+    s->limits.max_body_bytes = 0;
+}
+
+static int parse_targets(struct ctx *c, const struct item *it, const char *path,
+                         struct config_service *s)
+{
+    struct fy_node *el;
+    void *iter = NULL;
+    int rc;
+
+    /* `targets:` with nothing after it reads as "no targets yet", like `targets: []`. */
+    if (is_null(it->node)) {
+        s->targets = xcalloc(1, sizeof(*s->targets));
+        return 0;
+    }
+    rc = get_string_list(c, it, path, "a list of addresses HOST:PORT", false, true, &s->targets,
+                         &s->ntargets);
+    if (rc != 0)
+        return rc;
+    for (size_t i = 0; i < s->ntargets && (el = fy_node_sequence_iterate(it->node, &iter)); i++) {
+        struct item ei = {el, node_line(el, it->line)};
+        struct sockaddr_storage ss;
+        socklen_t len;
+        char ip[KEY_PATH_MAX];
+
+        subindex(ip, sizeof(ip), path, i);
+        if (addr_parse(s->targets[i], &ss, &len) != 0)
+            return fail_type(c, &ei, ip, WHAT_ADDR);
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(s->targets[i], s->targets[j]) == 0)
+                return fail_type(c, &ei, ip, "each target listed once");
+    }
+    return 0;
+}
+
+static int parse_service(struct ctx *c, struct fy_node_pair *pair, struct config_service *s)
+{
+    static const char *const known[] = {
+        "listen",         "preview_listen", "protocol", "health_check", "drain_timeout",
+        "deploy_timeout", "targets",        "run",      "sticky",       "timeouts",
+        "limits",         "plan",           NULL,
+    };
+    struct item it = item_of_pair(pair), v;
+    char path[KEY_PATH_MAX], p[KEY_PATH_MAX];
+    int rc;
+
+    service_defaults(s);
+    if ((rc = get_name(c, pair, "services", &s->name)) != 0)
+        return rc;
+    snprintf(path, sizeof(path), "services.%s", s->name);
+    it.line = node_line(fy_node_pair_key(pair), 1);
+    s->line = it.line;
+    if ((rc = expect_map(c, &it, path, known)) != 0)
+        return rc;
+
+    if (!map_find(it.node, "listen", &v))
+        return fail_missing(c, it.line, path, "listen", WHAT_ADDR);
+    subpath(p, sizeof(p), path, "listen");
+    if ((rc = get_addr(c, &v, p, &s->listen, NULL)) || (rc = add_listener(c, &v, p, s->listen)))
+        return rc;
+    if (map_find(it.node, "preview_listen", &v)) {
+        subpath(p, sizeof(p), path, "preview_listen");
+        if ((rc = get_addr(c, &v, p, &s->preview_listen, NULL)) ||
+            (rc = add_listener(c, &v, p, s->preview_listen)))
+            return rc;
+    }
+    if (map_find(it.node, "protocol", &v) &&
+        (rc = parse_protocol(c, &v, subpath(p, sizeof(p), path, "protocol"), &s->protocol)))
+        return rc;
+    if (map_find(it.node, "health_check", &v) &&
+        (rc = parse_health(c, &v, subpath(p, sizeof(p), path, "health_check"), &s->health)))
+        return rc;
+    if (map_find(it.node, "drain_timeout", &v) &&
+        (rc = get_duration(c, &v, subpath(p, sizeof(p), path, "drain_timeout"), 0,
+                           &s->drain_timeout_ms)))
+        return rc;
+    if (map_find(it.node, "deploy_timeout", &v) &&
+        (rc = get_duration(c, &v, subpath(p, sizeof(p), path, "deploy_timeout"), 1,
+                           &s->deploy_timeout_ms)))
+        return rc;
+    if (map_find(it.node, "targets", &v)) {
+        if ((rc = parse_targets(c, &v, subpath(p, sizeof(p), path, "targets"), s)))
+            return rc;
+    } else {
+        s->targets = xcalloc(1, sizeof(*s->targets));
+    }
+    if (map_find(it.node, "run", &v) &&
+        (rc = parse_run(c, &v, subpath(p, sizeof(p), path, "run"), &s->run)))
+        return rc;
+    if (map_find(it.node, "sticky", &v)) {
+        if ((rc = parse_sticky(c, &v, subpath(p, sizeof(p), path, "sticky"), &s->sticky)))
+            return rc;
+        /* A TCP stream has no cookies or headers to be sticky on. */
+        if (s->protocol == CONFIG_PROTO_TCP)
+            return fail(c, v.line,
+                        "%s: expected no sticky cookie or header with protocol tcp, "
+                        "got one",
+                        p);
+    }
+    if (map_find(it.node, "timeouts", &v) &&
+        (rc = parse_timeouts(c, &v, subpath(p, sizeof(p), path, "timeouts"), &s->timeouts)))
+        return rc;
+    if (map_find(it.node, "limits", &v) &&
+        (rc = parse_limits(c, &v, subpath(p, sizeof(p), path, "limits"), &s->limits)))
+        return rc;
+    if (map_find(it.node, "plan", &v)) {
+        subpath(p, sizeof(p), path, "plan");
+        if ((rc = get_string(c, &v, p, "the name of a plan", &s->plan)))
+            return rc;
+        if (config_plan_find(c->cfg, s->plan) == NULL)
+            return fail_type(c, &v, p, "the name of a plan defined under plans");
+    }
+    return 0;
+}
+
+/* ---- plans ---- */
+
+/* Splits "NAME<sep>VALUE" (spaces around both trimmed) into two heap strings; NAME must be a
+   token and VALUE non-empty. */
+static bool split_pair(const char *s, char sep, char **name, char **value)
+{
+    const char *at = strchr(s, sep), *ne, *vs, *ve;
+
+    if (at == NULL)
+        return false;
+    ne = at;
+    while (ne > s && (ne[-1] == ' ' || ne[-1] == '\t'))
+        ne--;
+    while (*s == ' ' || *s == '\t')
+        s++;
+    vs = at + 1;
+    while (*vs == ' ' || *vs == '\t')
+        vs++;
+    ve = vs + strlen(vs);
+    while (ve > vs && (ve[-1] == ' ' || ve[-1] == '\t'))
+        ve--;
+    if (ne <= s || !valid_token(s, (size_t)(ne - s)) || ve == vs)
+        return false;
+    for (const char *q = vs; q < ve; q++)
+        if ((unsigned char)*q < 0x20 || *q == 0x7f || (sep == '=' && (*q == ';' || *q == ' ')))
+            return false;
+    *name = xstrndup(s, (size_t)(ne - s));
+    *value = xstrndup(vs, (size_t)(ve - vs));
+    return true;
+}
+
+/* "10.0.0.0/8", "2001:db8::/32" or a single address. */
+static bool valid_cidr(const char *s)
+{
+    char host[64];
+    const char *slash = strchr(s, '/');
+    size_t hl = slash != NULL ? (size_t)(slash - s) : strlen(s);
+    unsigned char bin[16];
+    int maxbits;
+
+    if (hl == 0 || hl >= sizeof(host))
+        return false;
+    memcpy(host, s, hl);
+    host[hl] = '\0';
+    if (inet_pton(AF_INET, host, bin) == 1)
+        maxbits = 32;
+    else if (inet_pton(AF_INET6, host, bin) == 1)
+        maxbits = 128;
+    else
+        return false;
+    if (slash == NULL)
+        return true;
+    if (!all_digits(slash + 1) || strlen(slash + 1) > 3)
+        return false;
+    return strtol(slash + 1, NULL, 10) <= maxbits;
+}
+
+static int parse_step_test(struct ctx *c, const struct item *it, const char *path,
+                           struct config_step *st)
+{
+    static const char *const known[] = {"command", "timeout", NULL};
+    char p[KEY_PATH_MAX];
+    struct item v;
+    size_t argc;
+    int rc;
+
+    if ((rc = expect_map(c, it, path, known)) != 0)
+        return rc;
+    if (!map_find(it->node, "command", &v))
+        return fail_missing(c, it->line, path, "command", "a non-empty list of strings");
+    rc = get_string_list(c, &v, subpath(p, sizeof(p), path, "command"),
+                         "a non-empty list of strings", true, false, &st->command, &argc);
+    if (rc != 0)
+        return rc;
+    if (st->command[0][0] == '\0')
+        return fail(c, v.line, "%s[0]: expected a program to run, got ''", p);
+    if (map_find(it->node, "timeout", &v) &&
+        (rc = get_duration(c, &v, subpath(p, sizeof(p), path, "timeout"), 1, &st->timeout_ms)))
+        return rc;
+    return 0;
+}
+
+static int parse_step_pilot(struct ctx *c, const struct item *it, const char *path,
+                            struct config_step *st)
+{
+    static const char *const known[] = {"header", "cookie", "source", "duration", NULL};
+    static const char *const whats[] = {
+        "a header like \"X-Cohort: pilot\"",
+        "a cookie like \"cohort=pilot\"",
+        "a source address or CIDR like 10.0.0.0/8",
+    };
+    static const enum config_pilot_kind kinds[] = {CONFIG_PILOT_HEADER, CONFIG_PILOT_COOKIE,
+                                                   CONFIG_PILOT_SOURCE};
+    char p[KEY_PATH_MAX], *s = NULL;
+    struct item v, sel = {0};
+    int nsel = 0, which = -1, rc;
+
+    if ((rc = expect_map(c, it, path, known)) != 0)
+        return rc;
+    for (int i = 0; i < 3; i++) {
+        if (map_find(it->node, known[i], &v)) {
+            if (nsel++ == 0) {
+                which = i;
+                sel = v;
+            }
+        }
+    }
+    if (nsel == 0)
+        return fail(c, it->line,
+                    "%s: missing the pilot group, expected one of header, cookie or source", path);
+    if (nsel > 1)
+        return fail(c, it->line, "%s: expected exactly one of header, cookie or source, got %d",
+                    path, nsel);
+    subpath(p, sizeof(p), path, known[which]);
+    if ((rc = get_string(c, &sel, p, whats[which], &s)) != 0)
+        return rc;
+    st->pilot_kind = kinds[which];
+    if (st->pilot_kind == CONFIG_PILOT_SOURCE) {
+        if (!valid_cidr(s)) {
+            free(s);
+            return fail_type(c, &sel, p, whats[which]);
+        }
+        st->pilot_name = s;
+    } else {
+        bool ok = split_pair(s, st->pilot_kind == CONFIG_PILOT_HEADER ? ':' : '=', &st->pilot_name,
+                             &st->pilot_value);
+        free(s);
+        if (!ok)
+            return fail_type(c, &sel, p, whats[which]);
+    }
+    if (!map_find(it->node, "duration", &v))
+        return fail_missing(c, it->line, path, "duration", "a duration like 60s");
+    return get_duration(c, &v, subpath(p, sizeof(p), path, "duration"), 1, &st->duration_ms);
+}
+
+static int parse_step_pause(struct ctx *c, const struct item *it, const char *path,
+                            struct config_step *st)
+{
+    static const char *const known[] = {"duration", NULL};
+    char p[KEY_PATH_MAX];
+    struct item v;
+    int rc;
+
+    st->duration_ms = 0;
+    /* `pause:` alone and `pause: {}` both mean "until promoted". */
+    if (is_null(it->node))
+        return 0;
+    if (fy_node_get_type(it->node) == FYNT_SCALAR && !is_alias(it->node))
+        return get_duration(c, it, path, 0, &st->duration_ms);
+    if ((rc = expect_map(c, it, path, known)) != 0)
+        return rc;
+    if (map_find(it->node, "duration", &v))
+        return get_duration(c, &v, subpath(p, sizeof(p), path, "duration"), 0, &st->duration_ms);
+    return 0;
+}
+
+static int parse_step_approval(struct ctx *c, const struct item *it, const char *path,
+                               struct config_step *st)
+{
+    static const char *const known[] = {"approvers", "count", NULL};
+    char p[KEY_PATH_MAX];
+    struct item v;
+    int rc;
+
+    if ((rc = expect_map(c, it, path, known)) != 0)
+        return rc;
+    if (!map_find(it->node, "approvers", &v))
+        return fail_missing(c, it->line, path, "approvers", "a non-empty list of names");
+    rc = get_string_list(c, &v, subpath(p, sizeof(p), path, "approvers"),
+                         "a non-empty list of names", true, true, &st->approvers, &st->napprovers);
+    if (rc != 0)
+        return rc;
+    for (size_t i = 1; i < st->napprovers; i++)
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(st->approvers[i], st->approvers[j]) == 0)
+                return fail(c, v.line, "%s[%zu]: expected each approver once, got '%.*s' twice", p,
+                            i, SHOW_MAX, st->approvers[i]);
+    st->count = 1;
+    if (map_find(it->node, "count", &v)) {
+        char what[96];
+        uint64_t n;
+
+        subpath(p, sizeof(p), path, "count");
+        snprintf(what, sizeof(what), "an integer from 1 to %zu (the number of approvers)",
+                 st->napprovers);
+        if (get_uint(c, &v, p, 1, st->napprovers, &n) != 0)
+            return fail_type(c, &v, p, what);
+        st->count = (int)n;
+    }
+    return 0;
+}
+
+static int parse_step(struct ctx *c, struct fy_node *node, int fallback_line, const char *path,
+                      struct config_step *st)
+{
+    static const char what[] = "a map with one key: test, pilot, weight, pause or approval";
+    struct item it = {node, node_line(node, fallback_line)}, v;
+    struct fy_node_pair *pair;
+    struct fy_node *k;
+    void *iter = NULL;
+    char p[KEY_PATH_MAX];
+    size_t len;
+    const char *kind = NULL;
+
+    st->line = it.line;
+    st->timeout_ms = 60000;
+    if (node == NULL || fy_node_get_type(node) != FYNT_MAPPING ||
+        fy_node_mapping_item_count(node) != 1)
+        return fail_type(c, &it, path, what);
+    pair = fy_node_mapping_iterate(node, &iter);
+    v = item_of_pair(pair);
+    k = fy_node_pair_key(pair);
+    if (k == NULL || fy_node_get_type(k) != FYNT_SCALAR || is_alias(k) ||
+        (kind = fy_node_get_scalar(k, &len)) == NULL)
+        return fail_type(c, &it, path, what);
+    subpath_n(p, sizeof(p), path, kind, len);
+    if (key_is(k, "test")) {
+        st->kind = CONFIG_STEP_TEST;
+        return parse_step_test(c, &v, p, st);
+    }
+    if (key_is(k, "pilot")) {
+        st->kind = CONFIG_STEP_PILOT;
+        return parse_step_pilot(c, &v, p, st);
+    }
+    if (key_is(k, "weight")) {
+        st->kind = CONFIG_STEP_WEIGHT;
+        return get_int(c, &v, p, 0, 100, &st->weight);
+    }
+    if (key_is(k, "pause")) {
+        st->kind = CONFIG_STEP_PAUSE;
+        return parse_step_pause(c, &v, p, st);
+    }
+    if (key_is(k, "approval")) {
+        st->kind = CONFIG_STEP_APPROVAL;
+        return parse_step_approval(c, &v, p, st);
+    }
+    struct item ki = {k, node_line(k, it.line)};
+    return fail_type(c, &ki, path, "a step kind: test, pilot, weight, pause or approval");
+}
+
+static int parse_analysis(struct ctx *c, const struct item *it, const char *path,
+                          struct config_analysis *a)
+{
+    static const char *const known[] = {
+        "interval",
+        "min_requests",
+        "max_error_rate",
+        "max_p99_latency_ratio",
+        "max_p99_latency_ms",
+        "confidence",
+        NULL,
+    };
+    char p[KEY_PATH_MAX];
+    struct item v;
+    int rc;
+
+    if ((rc = expect_map(c, it, path, known)) != 0)
+        return rc;
+    a->enabled = 1;
+    if (map_find(it->node, "interval", &v) &&
+        (rc = get_duration(c, &v, subpath(p, sizeof(p), path, "interval"), 1, &a->interval_ms)))
+        return rc;
+    if (map_find(it->node, "min_requests", &v) &&
+        (rc = get_uint(c, &v, subpath(p, sizeof(p), path, "min_requests"), 0, UINT64_MAX,
+                       &a->min_requests)))
+        return rc;
+    if (map_find(it->node, "max_error_rate", &v) &&
+        (rc = get_double(c, &v, subpath(p, sizeof(p), path, "max_error_rate"), 0, false, 1, false,
+                         "a number from 0 to 1", &a->max_error_rate)))
+        return rc;
+    if (map_find(it->node, "max_p99_latency_ratio", &v) &&
+        (rc = get_double(c, &v, subpath(p, sizeof(p), path, "max_p99_latency_ratio"), 0, true,
+                         HUGE_VAL, true, "a number above 0", &a->max_p99_latency_ratio)))
+        return rc;
+    if (map_find(it->node, "max_p99_latency_ms", &v) &&
+        (rc =
+             get_double(c, &v, subpath(p, sizeof(p), path, "max_p99_latency_ms"), 0, true, HUGE_VAL,
+                        true, "a number of milliseconds above 0", &a->max_p99_latency_ms)))
+        return rc;
+    if (map_find(it->node, "confidence", &v) &&
+        (rc = get_double(c, &v, subpath(p, sizeof(p), path, "confidence"), 0.5, false, 1, true,
+                         "a number from 0.5 up to (not including) 1", &a->confidence)))
+        return rc;
+    return 0;
+}
+
+static int parse_on(struct ctx *c, const struct item *it, const char *path, bool allow_proceed,
+                    enum config_on_failure *out)
+{
+    const char *what = allow_proceed ? "pause, proceed or rollback" : "rollback or pause";
+    char *s = NULL;
+    int rc = get_text(c, it, path, what, &s);
+
+    if (rc != 0)
+        return rc;
+    if (strcmp(s, "rollback") == 0)
+        *out = CONFIG_ON_ROLLBACK;
+    else if (strcmp(s, "pause") == 0)
+        *out = CONFIG_ON_PAUSE;
+    else if (allow_proceed && strcmp(s, "proceed") == 0)
+        *out = CONFIG_ON_PROCEED;
+    else
+        rc = fail_type(c, it, path, what);
+    free(s);
+    return rc;
+}
+
+static int parse_plan(struct ctx *c, struct fy_node_pair *pair, struct config_plan *pl)
+{
+    static const char *const known[] = {"steps", "analysis", "on_failure", "on_inconclusive", NULL};
+    struct item it = item_of_pair(pair), v;
+    char path[KEY_PATH_MAX], p[KEY_PATH_MAX];
+    struct fy_node *el;
+    void *iter = NULL;
+    size_t i = 0;
+    int rc;
+
+    pl->analysis.interval_ms = 10000;
+    pl->analysis.min_requests = 100;
+    pl->analysis.max_error_rate = -1;
+    pl->analysis.max_p99_latency_ratio = -1;
+    pl->analysis.max_p99_latency_ms = -1;
+    pl->analysis.confidence = 0.99;
+    pl->on_failure = CONFIG_ON_ROLLBACK;
+    pl->on_inconclusive = CONFIG_ON_PAUSE;
+    if ((rc = get_name(c, pair, "plans", &pl->name)) != 0)
+        return rc;
+    snprintf(path, sizeof(path), "plans.%s", pl->name);
+    it.line = node_line(fy_node_pair_key(pair), 1);
+    pl->line = it.line;
+    if ((rc = expect_map(c, &it, path, known)) != 0)
+        return rc;
+
+    if (!map_find(it.node, "steps", &v))
+        return fail_missing(c, it.line, path, "steps", "a non-empty list of steps");
+    subpath(p, sizeof(p), path, "steps");
+    if (v.node == NULL || fy_node_get_type(v.node) != FYNT_SEQUENCE ||
+        fy_node_sequence_item_count(v.node) == 0)
+        return fail_type(c, &v, p, "a non-empty list of steps");
+    pl->nsteps = (size_t)fy_node_sequence_item_count(v.node);
+    pl->steps = xcalloc(pl->nsteps, sizeof(*pl->steps));
+    while ((el = fy_node_sequence_iterate(v.node, &iter)) != NULL && i < pl->nsteps) {
+        char sp[KEY_PATH_MAX];
+        subindex(sp, sizeof(sp), p, i);
+        if ((rc = parse_step(c, el, v.line, sp, &pl->steps[i])) != 0)
+            return rc;
+        i++;
+    }
+    if (map_find(it.node, "analysis", &v) &&
+        (rc = parse_analysis(c, &v, subpath(p, sizeof(p), path, "analysis"), &pl->analysis)))
+        return rc;
+    if (map_find(it.node, "on_failure", &v) &&
+        (rc = parse_on(c, &v, subpath(p, sizeof(p), path, "on_failure"), false, &pl->on_failure)))
+        return rc;
+    if (map_find(it.node, "on_inconclusive", &v) &&
+        (rc = parse_on(c, &v, subpath(p, sizeof(p), path, "on_inconclusive"), true,
+                       &pl->on_inconclusive)))
+        return rc;
+    return 0;
+}
+
+/* ---- top level ---- */
+
+static int parse_admin(struct ctx *c, const struct item *it, struct config *cfg)
+{
+    static const char *const known[] = {"listen", "tokens_file", NULL};
+    struct item v;
+    int rc;
+
+    if ((rc = expect_map(c, it, "admin", known)) != 0)
+        return rc;
+    if (map_find(it->node, "listen", &v) &&
+        ((rc = get_addr(c, &v, "admin.listen", &cfg->admin_listen, NULL)) ||
+         (rc = add_listener(c, &v, "admin.listen", cfg->admin_listen))))
+        return rc;
+    if (map_find(it->node, "tokens_file", &v)) {
+        if ((rc =
+                 get_file_path(c, &v, "admin.tokens_file", "a file path", &cfg->admin_tokens_file)))
+            return rc;
+    }
+    if (cfg->admin_listen != NULL && cfg->admin_tokens_file == NULL)
+        return fail_missing(c, it->line, "admin", "tokens_file",
+                            "a file path (required when admin.listen is set)");
+    return 0;
+}
+
+static int default_workers(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    if (n < 1)
+        return 1;
+    return n > 256 ? 256 : (int)n;
+}
+
+static int parse_root(struct ctx *c, struct fy_node *root)
+{
+    static const char *const known[] = {"state_dir", "workers", "admin", "services", "plans", NULL};
+    struct config *cfg = c->cfg;
+    struct item it = {root, node_line(root, 1)}, v;
+    struct fy_node_pair *p;
+    void *iter;
+    size_t i;
+    int rc;
+
+    cfg->workers = default_workers();
+    cfg->state_dir = xstrdup("./var");
+    if (root == NULL || fy_node_get_type(root) != FYNT_MAPPING)
+        return fail_type(c, &it, "top level", "a map of settings");
+    if ((rc = expect_map(c, &it, "", known)) != 0)
+        return rc;
+    if (map_find(root, "state_dir", &v) &&
+        (rc = get_string(c, &v, "state_dir", "a directory path", &cfg->state_dir)))
+        return rc;
+    /* The default is relative too, so it is resolved whether or not the key is present. */
+    resolve_in_place(c, &cfg->state_dir);
+    if (map_find(root, "workers", &v) && (rc = get_int(c, &v, "workers", 1, 256, &cfg->workers)))
+        return rc;
+    if (map_find(root, "admin", &v) && (rc = parse_admin(c, &v, cfg)))
+        return rc;
+
+    /* Plans first, so that services can check the plan they name. */
+    if (map_find(root, "plans", &v) && !is_null(v.node)) {
+        static const char *const any[] = {NULL};
+        if (fy_node_get_type(v.node) != FYNT_MAPPING)
+            return expect_map(c, &v, "plans", any);
+        cfg->nplans = (size_t)fy_node_mapping_item_count(v.node);
+        cfg->plans = xcalloc(cfg->nplans, sizeof(*cfg->plans));
+        iter = NULL;
+        for (i = 0; (p = fy_node_mapping_iterate(v.node, &iter)) != NULL && i < cfg->nplans; i++)
+            if ((rc = parse_plan(c, p, &cfg->plans[i])) != 0)
+                return rc;
+    }
+    if (map_find(root, "services", &v) && !is_null(v.node)) {
+        static const char *const any[] = {NULL};
+        if (fy_node_get_type(v.node) != FYNT_MAPPING)
+            return expect_map(c, &v, "services", any);
+        cfg->nservices = (size_t)fy_node_mapping_item_count(v.node);
+        cfg->services = xcalloc(cfg->nservices, sizeof(*cfg->services));
+        iter = NULL;
+        for (i = 0; (p = fy_node_mapping_iterate(v.node, &iter)) != NULL && i < cfg->nservices; i++)
+            if ((rc = parse_service(c, p, &cfg->services[i])) != 0)
+                return rc;
+    }
+    return 0;
+}
+
+/* ---- loading ---- */
+
+static void diag_discard(struct fy_diag *diag, void *user, const char *buf, size_t len)
+{
+    /* Errors are collected and reported through the caller's buffer instead. */
+    (void)diag;
+    (void)user;
+    (void)buf;
+    (void)len;
+}
+
+/* Reports the first collected libfyaml error, if any. Returns -EINVAL when there was one. */
+static int syntax_error(struct ctx *c, struct fy_diag *diag)
+{
+    void *iter = NULL;
+    struct fy_diag_error *e;
+
+    while ((e = fy_diag_errors_iterate(diag, &iter)) != NULL) {
+        if (e->type >= FYET_ERROR)
+            return fail(c, e->line > 0 ? e->line : 1, "YAML syntax error: %s",
+                        e->msg != NULL ? e->msg : "unknown");
+    }
+    if (fy_diag_got_error(diag))
+        return fail(c, 1, "YAML syntax error");
+    return 0;
+}
+
+static int load_buffer(const char *buf, size_t len, const char *name, const char *basedir,
+                       struct config **out, char *err, size_t errlen)
+{
+    struct ctx c = {.name = name, .basedir = basedir, .err = err, .errlen = errlen};
+    struct fy_diag_cfg dcfg;
+    struct fy_parse_cfg pcfg = {.flags = FYPCF_QUIET | FYPCF_COLLECT_DIAG};
+    struct fy_diag *diag = NULL;
+    struct fy_parser *fyp = NULL;
+    struct fy_document *fyd = NULL, *extra = NULL;
+    int rc;
+
+    c.cfg = xcalloc(1, sizeof(*c.cfg));
+    c.cfg->path = xstrdup(name);
+    c.cfg->warnings = xcalloc(1, sizeof(*c.cfg->warnings));
+    c.capwarnings = 1;
+
+    fy_diag_cfg_default(&dcfg);
+    dcfg.fp = NULL;
+    dcfg.output_fn = diag_discard;
+    dcfg.colorize = false;
+    diag = fy_diag_create(&dcfg);
+    if (diag == NULL) {
+        rc = -ENOMEM;
+        fail_msg(&c, 1, "cannot create the YAML parser");
+        goto out;
+    }
+    fy_diag_set_collect_errors(diag, true);
+    pcfg.diag = diag;
+    fyp = fy_parser_create(&pcfg);
+    if (fyp == NULL || fy_parser_set_string(fyp, buf, len) != 0) {
+        rc = -ENOMEM;
+        fail_msg(&c, 1, "cannot create the YAML parser");
+        goto out;
+    }
+    fyd = fy_parse_load_document(fyp);
+    if (fyd == NULL) {
+        rc = syntax_error(&c, diag);
+        if (rc == 0)
+            rc = fail(&c, 1, "top level: expected a map of settings, got an empty file");
+        goto out;
+    }
+    /* A second document in the same file is almost certainly a mistake (a stray `---`). */
+    extra = fy_parse_load_document(fyp);
+    if ((rc = syntax_error(&c, diag)) != 0)
+        goto out;
+    if (extra != NULL) {
+        rc = fail(&c, node_line(fy_document_root(extra), 1),
+                  "top level: expected one YAML document, got a second one");
+        goto out;
+    }
+    if ((rc = parse_root(&c, fy_document_root(fyd))) != 0)
+        goto out;
+    *out = c.cfg;
+    c.cfg = NULL;
+out:
+    if (extra != NULL)
+        fy_parse_document_destroy(fyp, extra);
+    if (fyd != NULL)
+        fy_parse_document_destroy(fyp, fyd);
+    if (fyp != NULL)
+        fy_parser_destroy(fyp);
+    if (diag != NULL)
+        fy_diag_destroy(diag);
+    free(c.listeners);
+    config_free(c.cfg);
+    return rc;
+}
+
+/* Reads the whole file into a NUL-terminated heap buffer. Returns 0 or -errno. */
+static int read_file(const char *path, char **buf, size_t *len)
+{
+    struct stat st;
+    size_t cap, n = 0;
+    char *b = NULL;
+    int fd, rc = 0;
+
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd == -1)
+        return -errno;
+    if (fstat(fd, &st) == -1) {
+        rc = -errno;
+        goto out;
+    }
+    if (S_ISDIR(st.st_mode)) {
+        rc = -EISDIR;
+        goto out;
+    }
+    if (st.st_size > (off_t)CONFIG_FILE_MAX) {
+        rc = -EFBIG;
+        goto out;
+    }
+    cap = (size_t)st.st_size + 1;
+    b = xmalloc(cap);
+    for (;;) {
+        ssize_t r;
+        if (n + 1 == cap) {
+            /* The file grew (or is a pipe); keep within the limit. */
+            if (cap > CONFIG_FILE_MAX) {
+                rc = -EFBIG;
+                goto out;
+            }
+            cap *= 2;
+            b = xrealloc(b, cap);
+        }
+        r = read(fd, b + n, cap - 1 - n);
+        if (r == -1) {
+            if (errno == EINTR)
+                continue;
+            rc = -errno;
+            goto out;
+        }
+        if (r == 0)
+            break;
+        n += (size_t)r;
+    }
+    b[n] = '\0';
+    *buf = b;
+    *len = n;
+    b = NULL;
+out:
+    free(b);
+    close(fd);
+    return rc;
+}
+
+int config_load(const char *path, struct config **out, char *err, size_t errlen)
+{
+    char *buf = NULL, *basedir = NULL;
+    const char *slash;
+    size_t len = 0;
+    int rc;
+
+    *out = NULL;
+    if (err != NULL && errlen > 0)
+        err[0] = '\0';
+    rc = read_file(path, &buf, &len);
+    if (rc != 0) {
+        if (err != NULL && errlen > 0)
+            snprintf(err, errlen, "%s: cannot read: %s", path, strerror(-rc));
+        return rc;
+    }
+    slash = strrchr(path, '/');
+    if (slash != NULL)
+        basedir = slash == path ? xstrdup("/") : xstrndup(path, (size_t)(slash - path));
+    rc = load_buffer(buf, len, path, basedir, out, err, errlen);
+    free(basedir);
+    free(buf);
+    return rc;
+}
+
+int config_load_string(const char *yaml, const char *name, struct config **out, char *err,
+                       size_t errlen)
+{
+    *out = NULL;
+    if (err != NULL && errlen > 0)
+        err[0] = '\0';
+    return load_buffer(yaml, strlen(yaml), name != NULL ? name : "<string>", NULL, out, err,
+                       errlen);
+}
+
+/* ---- freeing and lookups ---- */
+
+static void free_strv(char **v)
+{
+    if (v == NULL)
+        return;
+    for (char **p = v; *p != NULL; p++)
+        free(*p);
+    free(v);
+}
+
+static void free_service(struct config_service *s)
+{
+    free(s->name);
+    free(s->listen);
+    free(s->preview_listen);
+    free(s->health.path);
+    free_strv(s->targets);
+    free_strv(s->run.command);
+    free_strv(s->run.env);
+    free(s->run.cwd);
+    free(s->sticky.name);
+    free(s->plan);
+}
+
+static void free_plan(struct config_plan *p)
+{
+    free(p->name);
+    for (size_t i = 0; p->steps != NULL && i < p->nsteps; i++) {
+        struct config_step *st = &p->steps[i];
+        free_strv(st->command);
+        free(st->pilot_name);
+        free(st->pilot_value);
+        free_strv(st->approvers);
+    }
+    free(p->steps);
+}
+
+void config_free(struct config *cfg)
+{
+    if (cfg == NULL)
+        return;
+    free(cfg->path);
+    free(cfg->state_dir);
+    free(cfg->admin_listen);
+    free(cfg->admin_tokens_file);
+    for (size_t i = 0; cfg->services != NULL && i < cfg->nservices; i++)
+        free_service(&cfg->services[i]);
+    free(cfg->services);
+    for (size_t i = 0; cfg->plans != NULL && i < cfg->nplans; i++)
+        free_plan(&cfg->plans[i]);
+    free(cfg->plans);
+    free_strv(cfg->warnings);
+    free(cfg);
+}
+
+const struct config_service *config_service_find(const struct config *cfg, const char *name)
+{
+    if (cfg == NULL || name == NULL)
+        return NULL;
+    for (size_t i = 0; i < cfg->nservices; i++)
+        if (cfg->services[i].name != NULL && strcmp(cfg->services[i].name, name) == 0)
+            return &cfg->services[i];
+    return NULL;
+}
+
+const struct config_plan *config_plan_find(const struct config *cfg, const char *name)
+{
+    if (cfg == NULL || name == NULL)
+        return NULL;
+    for (size_t i = 0; i < cfg->nplans; i++)
+        if (cfg->plans[i].name != NULL && strcmp(cfg->plans[i].name, name) == 0)
+            return &cfg->plans[i];
+    return NULL;
+}

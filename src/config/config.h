@@ -1,0 +1,163 @@
+/* The YAML configuration (BRIEF.md "Config") read into plain structs, validated as a whole.
+ * Errors name file:line, the key, what was expected and what was found; unknown keys are
+ * collected as warnings (the caller logs them). Owns every string it returns. Control thread
+ * only (libfyaml is not used elsewhere). */
+#ifndef CUTOVER_CONFIG_CONFIG_H
+#define CUTOVER_CONFIG_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+enum config_protocol { CONFIG_PROTO_HTTP = 0, CONFIG_PROTO_TCP };
+
+struct config_health {
+    char *path;                 /* default "/healthz"; must start with '/' */
+    uint64_t interval_ms;       /* default 1s; > 0 */
+    uint64_t timeout_ms;        /* default 1s; > 0 */
+    int healthy_threshold;      /* default 2; >= 1 */
+    int unhealthy_threshold;    /* default 3; >= 1 */
+};
+
+/* Data-plane timeouts and limits of one service (keys under `timeouts:` and `limits:`). */
+struct config_timeouts {
+    uint64_t client_header_ms;   /* `client_header`, default 10s: whole request head */
+    uint64_t client_idle_ms;     /* `client_idle`, default 60s: keep-alive between requests */
+    uint64_t upstream_connect_ms; /* `upstream_connect`, default 5s */
+    uint64_t upstream_response_ms; /* `upstream_response`, default 60s: to the response head */
+};
+
+struct config_limits {
+    size_t max_header_bytes; /* `max_header_bytes`, default 65536: request line + fields */
+    size_t max_headers;      /* `max_headers`, default 100 */
+    size_t max_uri;          /* `max_uri_bytes`, default 8192 */
+    uint64_t max_body_bytes; /* `max_body_bytes`, default 0 = unlimited */
+};
+
+enum config_sticky_kind { CONFIG_STICKY_ADDR = 0, CONFIG_STICKY_COOKIE, CONFIG_STICKY_HEADER };
+
+struct config_sticky {
+    enum config_sticky_kind kind; /* ADDR when `sticky` is absent */
+    char *name;                   /* cookie or header name; NULL for ADDR */
+};
+
+struct config_run {
+    char **command;  /* argv, NULL-terminated; NULL when `run` is absent */
+    size_t argc;
+    char **env;      /* "NAME=VALUE" strings from the `env` map, NULL-terminated */
+    char *cwd;       /* may be NULL */
+    int instances;   /* default 1; >= 1 */
+    int port_lo, port_hi; /* `port_range: LO-HI`, default 20000-20999 */
+    int stop_signal; /* `stop_signal: TERM|INT|QUIT|HUP|USR1|USR2|KILL`, default SIGTERM */
+    uint64_t stop_timeout_ms; /* default 10s */
+};
+
+struct config_service {
+    char *name;
+    int line;                 /* where the service starts in the file */
+    char *listen;             /* "HOST:PORT", validated with addr_parse */
+    char *preview_listen;     /* optional, NULL when absent */
+    enum config_protocol protocol;
+    struct config_health health;
+    uint64_t drain_timeout_ms;  /* default 30s */
+    uint64_t deploy_timeout_ms; /* default 60s */
+    char **targets;             /* "HOST:PORT" each, validated; may be empty */
+    size_t ntargets;
+    struct config_run run;
+    struct config_sticky sticky;
+    struct config_timeouts timeouts;
+    struct config_limits limits;
+    char *plan; /* default plan name (must exist in plans), or NULL */
+};
+
+enum config_step_kind {
+    CONFIG_STEP_TEST,
+    CONFIG_STEP_PILOT,
+    CONFIG_STEP_WEIGHT,
+    CONFIG_STEP_PAUSE,
+    CONFIG_STEP_APPROVAL,
+};
+
+enum config_pilot_kind { CONFIG_PILOT_HEADER, CONFIG_PILOT_COOKIE, CONFIG_PILOT_SOURCE };
+
+struct config_step {
+    enum config_step_kind kind;
+    int line;
+    /* TEST */
+    char **command; /* argv, NULL-terminated */
+    uint64_t timeout_ms; /* default 60s */
+    /* PILOT: header "NAME: VALUE", cookie "NAME=VALUE" or source CIDR; split into name/value
+       (for SOURCE, name is the CIDR text and value NULL) */
+    enum config_pilot_kind pilot_kind;
+    char *pilot_name;
+    char *pilot_value;
+    /* PILOT and PAUSE: duration; 0 for PAUSE `{}` means "until promoted"; PILOT needs > 0 */
+    uint64_t duration_ms;
+    /* WEIGHT: 0..100 */
+    int weight;
+    /* APPROVAL */
+    char **approvers; /* NULL-terminated */
+    size_t napprovers;
+    int count; /* 1..napprovers, default 1 */
+};
+
+enum config_on_failure { CONFIG_ON_ROLLBACK = 0, CONFIG_ON_PAUSE, CONFIG_ON_PROCEED };
+
+struct config_analysis {
+    int enabled;             /* 1 when `analysis:` is present */
+    uint64_t interval_ms;    /* default 10s */
+    uint64_t min_requests;   /* default 100 */
+    double max_error_rate;   /* default -1 = not checked; else 0..1 */
+    double max_p99_latency_ratio; /* default -1 = not checked; else > 0 */
+    double max_p99_latency_ms;    /* default -1 = not checked; else > 0 */
+    double confidence;       /* default 0.99; 0.5 <= c < 1 */
+};
+
+struct config_plan {
+    char *name;
+    int line;
+    struct config_step *steps;
+    size_t nsteps;
+    struct config_analysis analysis;
+    enum config_on_failure on_failure;      /* rollback (default) | pause */
+    enum config_on_failure on_inconclusive; /* pause (default) | proceed | rollback */
+};
+
+struct config {
+    char *path;      /* as given to config_load */
+    char *state_dir; /* default "./var"; relative paths are taken relative to the config file */
+    int workers;     /* default: number of online CPUs; 1..256 */
+    char *admin_listen; /* optional TCP admin listener "HOST:PORT" */
+    char *admin_tokens_file; /* required when admin_listen is set; relative to the config file */
+    struct config_service *services;
+    size_t nservices;
+    struct config_plan *plans;
+    size_t nplans;
+    char **warnings; /* "file:line: unknown key 'x' in services.web (ignored)"; NULL-terminated */
+    size_t nwarnings;
+};
+
+/* Reads and validates the YAML file at path. On success *out is a new config (free it with
+ * config_free) and 0 is returned. On failure, returns -EINVAL (bad content) or -errno (file
+ * unreadable), leaves *out NULL, and writes one message into err (size errlen) of the form
+ * "FILE:LINE: KEY: expected WHAT, got WHAT" (e.g. "c.yml:7: services.web.health_check.interval:
+ * expected a duration like 500ms, 1s, 5m, got '5 parsecs'"). Validates: required keys (every
+ * service needs `listen`), types, ranges, durations, addresses (addr_parse), duplicate listen
+ * addresses across services, plan references, step syntax (unknown step kind, weight outside
+ * 0..100, negative/invalid durations, approval count above the approvers listed). */
+int config_load(const char *path, struct config **out, char *err, size_t errlen);
+
+/* Same as config_load, from a NUL-terminated YAML string; name is used in messages and as
+ * the base for relative paths is the current directory. */
+int config_load_string(const char *yaml, const char *name, struct config **out, char *err,
+                       size_t errlen);
+
+/* Frees cfg and everything it owns. config_free(NULL) is a no-op. */
+void config_free(struct config *cfg);
+
+/* Returns the service named name, or NULL. */
+const struct config_service *config_service_find(const struct config *cfg, const char *name);
+
+/* Returns the plan named name, or NULL. */
+const struct config_plan *config_plan_find(const struct config *cfg, const char *name);
+
+#endif
