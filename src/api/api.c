@@ -1,0 +1,719 @@
+/* Admin API server (see api.h). Control loop only. One request at a time per connection; a
+ * deploy or rollback answer may be deferred until the rollout engine calls back. */
+#include "api/api.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "core/log.h"
+#include "core/xmalloc.h"
+#include "http/parse.h"
+
+#define API_MAX_HEAD (16 * 1024)
+#define API_MAX_BODY (1024 * 1024)
+#define API_VERSION "0.1.0"
+
+struct api_conn;
+
+struct api_pending {
+    struct api_conn *conn; /* NULL once the connection closed */
+    int64_t change_id;
+};
+
+struct api {
+    uv_loop_t *loop;
+    uv_pipe_t server;
+    char *path;
+    struct rollout *r;
+    api_metrics_fn metrics;
+    void *ctx;
+    struct api_conn *conns;
+    int stopping;
+};
+
+struct api_conn {
+    uv_pipe_t pipe;
+    uv_write_t wreq;
+    struct api *a;
+    struct api_conn *prev, *next;
+    char *buf;
+    size_t len, cap;
+    size_t req_len;  /* bytes of the request being answered */
+    int close_after; /* the client asked for Connection: close */
+    int busy;        /* a response is pending or being written */
+    int closing;
+    char *out;
+    struct api_pending *pending;
+};
+
+static void conn_close(struct api_conn *c);
+static void conn_process(struct api_conn *c);
+
+/* ---------------------------------------------------------------- responses ----------------- */
+
+static const char *reason_of(int status)
+{
+    switch (status) {
+    case 200:
+        return "OK";
+    case 400:
+        return "Bad Request";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 409:
+        return "Conflict";
+    case 411:
+        return "Length Required";
+    case 413:
+        return "Content Too Large";
+    case 500:
+        return "Internal Server Error";
+    case 501:
+        return "Not Implemented";
+    default:
+        return "Error";
+    }
+}
+
+static void on_written(uv_write_t *w, int status)
+{
+    struct api_conn *c = w->data;
+    free(c->out);
+    c->out = NULL;
+    c->busy = 0;
+    if (c->closing)
+        return;
+    if (status < 0 || c->close_after || c->a->stopping) {
+        conn_close(c);
+        return;
+    }
+    memmove(c->buf, c->buf + c->req_len, c->len - c->req_len);
+    c->len -= c->req_len;
+    c->req_len = 0;
+    conn_process(c);
+}
+
+static void respond_raw(struct api_conn *c, int status, const char *ctype, const char *body)
+{
+    size_t bl = strlen(body);
+    c->out = xasprintf("HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
+                       "Cache-Control: no-store\r\n%s\r\n",
+                       status, reason_of(status), ctype, bl,
+                       c->close_after ? "Connection: close\r\n" : "");
+    size_t hl = strlen(c->out);
+    c->out = xrealloc(c->out, hl + bl + 1);
+    memcpy(c->out + hl, body, bl + 1);
+    uv_buf_t b = uv_buf_init(c->out, (unsigned)(hl + bl));
+    c->busy = 1;
+    c->wreq.data = c;
+    if (uv_write(&c->wreq, (uv_stream_t *)&c->pipe, &b, 1, on_written) < 0) {
+        free(c->out);
+        c->out = NULL;
+        conn_close(c);
+    }
+}
+
+/* Sends status with the JSON o (stolen). */
+static int respond_json(struct api_conn *c, int status, json_t *o)
+{
+    char *s = json_dumps(o, JSON_COMPACT | JSON_ENSURE_ASCII);
+    json_decref(o);
+    size_t n = strlen(s);
+    s = xrealloc(s, n + 2);
+    s[n] = '\n';
+    s[n + 1] = '\0';
+    respond_raw(c, status, "application/json", s);
+    free(s);
+    return 0;
+}
+
+static int respond_error(struct api_conn *c, int status, const char *msg)
+{
+    return respond_json(c, status, json_pack("{s:s}", "error", msg));
+}
+
+/* Maps a negative errno from the rollout engine to an HTTP status. */
+static int status_of(int rc)
+{
+    switch (rc) {
+    case -ENOENT:
+        return 404;
+    case -EBUSY:
+    case -EEXIST:
+    case -ESRCH:
+        return 409;
+    case -EINVAL:
+        return 400;
+    case -ENOTSUP:
+        return 501;
+    default:
+        return 500;
+    }
+}
+
+/* ---------------------------------------------------------------- deferred answers ---------- */
+
+static void on_change_ready(void *ctx, int64_t id)
+{
+    struct api_pending *p = ctx;
+    struct api_conn *c = p->conn;
+    free(p);
+    if (c == NULL)
+        return;
+    c->pending = NULL;
+    json_t *o = rollout_change_json(c->a->r, id, 1);
+    if (o == NULL)
+        respond_error(c, 500, "the change was recorded but cannot be read back");
+    else
+        respond_json(c, 200, o);
+}
+
+static struct api_pending *pending_new(struct api_conn *c)
+{
+    struct api_pending *p = xcalloc(1, sizeof(*p));
+    p->conn = c;
+    c->pending = p;
+    return p;
+}
+
+/* ---------------------------------------------------------------- routes -------------------- */
+
+/* Reads an optional string field; returns -1 (and answers 400) when it has another type. */
+static int opt_string(struct api_conn *c, json_t *body, const char *key, const char **out)
+{
+    json_t *v = json_object_get(body, key);
+    *out = NULL;
+    if (v == NULL || json_is_null(v))
+        return 0;
+    if (!json_is_string(v)) {
+        char msg[128];
+        snprintf(msg, sizeof(msg), "%s: expected a string", key);
+        respond_error(c, 400, msg);
+        return -1;
+    }
+    *out = json_string_value(v);
+    return 0;
+}
+
+/* Parses the JSON object body, refusing unknown fields (a typo must not be silently ignored).
+ * Returns NULL after answering 400. */
+static json_t *parse_body(struct api_conn *c, const char *body, size_t n,
+                          const char *const *allowed)
+{
+    json_error_t je;
+    json_t *o;
+    if (n == 0)
+        o = json_object();
+    else
+        o = json_loadb(body, n, JSON_REJECT_DUPLICATES, &je);
+    if (o == NULL) {
+        char msg[256];
+        snprintf(msg, sizeof(msg), "invalid JSON at line %d column %d: %s", je.line, je.column,
+                 je.text);
+        respond_error(c, 400, msg);
+        return NULL;
+    }
+    if (!json_is_object(o)) {
+        json_decref(o);
+        respond_error(c, 400, "the body must be a JSON object");
+        return NULL;
+    }
+    const char *key;
+    json_t *v;
+    json_object_foreach(o, key, v)
+    {
+        int ok = 0;
+        for (size_t i = 0; allowed[i]; i++)
+            ok |= strcmp(key, allowed[i]) == 0;
+        if (!ok) {
+            char msg[160];
+            snprintf(msg, sizeof(msg), "unknown field '%.64s'", key);
+            json_decref(o);
+            respond_error(c, 400, msg);
+            return NULL;
+        }
+    }
+    return o;
+}
+
+static int route_deploy(struct api_conn *c, const char *service, const char *body, size_t n)
+{
+    static const char *const allowed[] = {"version", "targets", "plan", "reason",
+                                          "actor",   "wait",    NULL};
+    json_t *o = parse_body(c, body, n, allowed);
+    if (o == NULL)
+        return 0;
+    const char *version, *plan, *reason, *actor;
+    const char *targets[65];
+    size_t nt = 0;
+    int wait = 0;
+    if (opt_string(c, o, "version", &version) < 0 || opt_string(c, o, "plan", &plan) < 0 ||
+        opt_string(c, o, "reason", &reason) < 0 || opt_string(c, o, "actor", &actor) < 0)
+        goto out;
+    if (version == NULL) {
+        respond_error(c, 400, "version: required");
+        goto out;
+    }
+    json_t *jt = json_object_get(o, "targets");
+    if (jt != NULL && !json_is_null(jt)) {
+        if (!json_is_array(jt)) {
+            respond_error(c, 400, "targets: expected an array of \"HOST:PORT\" strings");
+            goto out;
+        }
+        if (json_array_size(jt) > 64) {
+            respond_error(c, 400, "targets: at most 64");
+            goto out;
+        }
+        size_t i;
+        json_t *e;
+        json_array_foreach(jt, i, e)
+        {
+            if (!json_is_string(e)) {
+                char msg[96];
+                snprintf(msg, sizeof(msg), "targets[%zu]: expected a \"HOST:PORT\" string", i);
+                respond_error(c, 400, msg);
+                goto out;
+            }
+            targets[nt++] = json_string_value(e);
+        }
+    }
+    json_t *jw = json_object_get(o, "wait");
+    if (jw != NULL) {
+        if (!json_is_boolean(jw)) {
+            respond_error(c, 400, "wait: expected true or false");
+            goto out;
+        }
+        wait = json_is_true(jw);
+    }
+    struct rollout_deploy_req req = {
+        .service = service,
+        .version = version,
+        .targets = targets,
+        .ntargets = nt,
+        .plan = plan,
+        .actor = actor,
+        .reason = reason,
+        .wait = wait,
+    };
+    char err[512];
+    int64_t id;
+    struct api_pending *p = pending_new(c);
+    int rc = rollout_deploy(c->a->r, &req, on_change_ready, p, &id, err, sizeof(err));
+    if (rc < 0) {
+        c->pending = NULL;
+        free(p);
+        respond_error(c, status_of(rc), err);
+    }
+out:
+    json_decref(o);
+    return 0;
+}
+
+static int route_rollback(struct api_conn *c, const char *service, const char *body, size_t n)
+{
+    static const char *const allowed[] = {"reason", "actor", NULL};
+    json_t *o = parse_body(c, body, n, allowed);
+    if (o == NULL)
+        return 0;
+    const char *reason, *actor;
+    if (opt_string(c, o, "reason", &reason) == 0 && opt_string(c, o, "actor", &actor) == 0) {
+        char err[512];
+        int64_t id;
+        struct api_pending *p = pending_new(c);
+        int rc = rollout_rollback(c->a->r, service, actor, reason, on_change_ready, p, &id, err,
+                                  sizeof(err));
+        if (rc < 0) {
+            c->pending = NULL;
+            free(p);
+            respond_error(c, status_of(rc), err);
+        }
+    }
+    json_decref(o);
+    return 0;
+}
+
+struct text {
+    char *p;
+    size_t len, cap;
+};
+
+static void text_line(void *ctx, const char *line)
+{
+    struct text *t = ctx;
+    size_t n = strlen(line);
+    if (t->len + n + 2 > t->cap) {
+        t->cap = (t->len + n + 2) * 2;
+        t->p = xrealloc(t->p, t->cap);
+    }
+    memcpy(t->p + t->len, line, n);
+    t->len += n;
+    t->p[t->len++] = '\n';
+    t->p[t->len] = '\0';
+}
+
+static int route_metrics(struct api_conn *c)
+{
+    struct text t = {xstrdup(""), 0, 1};
+    if (c->a->metrics)
+        c->a->metrics(c->a->ctx, text_line, &t);
+    rollout_metrics(c->a->r, text_line, &t);
+    respond_raw(c, 200, "text/plain; version=0.0.4", t.p);
+    free(t.p);
+    return 0;
+}
+
+/* Decodes %XX and '+' of a query value in place. */
+static void url_decode(char *s)
+{
+    char *o = s;
+    for (; *s; s++) {
+        if (*s == '%' && s[1] && s[2]) {
+            char hex[3] = {s[1], s[2], 0};
+            char *end;
+            long v = strtol(hex, &end, 16);
+            if (*end == '\0') {
+                *o++ = (char)v;
+                s += 2;
+                continue;
+            }
+        }
+        *o++ = (*s == '+') ? ' ' : *s;
+    }
+    *o = '\0';
+}
+
+/* Finds key in the query string q ("a=1&b=2"); returns a heap copy of its decoded value. */
+static char *query_get(const char *q, const char *key)
+{
+    size_t kl = strlen(key);
+    while (q && *q) {
+        const char *amp = strchr(q, '&');
+        size_t len = amp ? (size_t)(amp - q) : strlen(q);
+        if (len > kl && strncmp(q, key, kl) == 0 && q[kl] == '=') {
+            char *v = xstrndup(q + kl + 1, len - kl - 1);
+            url_decode(v);
+            return v;
+        }
+        q = amp ? amp + 1 : NULL;
+    }
+    return NULL;
+}
+
+static int parse_id(const char *s, int64_t *id)
+{
+    char *end;
+    if (*s < '1' || *s > '9')
+        return -1;
+    long long v = strtoll(s, &end, 10);
+    if (*end != '\0' || v <= 0)
+        return -1;
+    *id = v;
+    return 0;
+}
+
+static int route(struct api_conn *c, enum http_method m, char *path, char *query, const char *body,
+                 size_t blen)
+{
+    struct rollout *r = c->a->r;
+    char *parts[6];
+    size_t np = 0;
+    for (char *p = path; *p == '/' && np < 6;) {
+        *p++ = '\0';
+        parts[np++] = p;
+        char *slash = strchr(p, '/');
+        if (slash == NULL)
+            break;
+        p = slash;
+    }
+    for (size_t i = 0; i < np; i++)
+        url_decode(parts[i]);
+
+    if (np == 1 && strcmp(parts[0], "metrics") == 0) {
+        if (m != HTTP_M_GET)
+            return respond_error(c, 405, "use GET");
+        return route_metrics(c);
+    }
+    if (np < 3 || strcmp(parts[0], "api") != 0 || strcmp(parts[1], "v1") != 0)
+        return respond_error(c, 404, "no such route; see docs/api.md");
+    const char *res = parts[2];
+    if (strcmp(res, "health") == 0 && np == 3) {
+        if (m != HTTP_M_GET)
+            return respond_error(c, 405, "use GET");
+        return respond_json(c, 200,
+                            json_pack("{s:s, s:i, s:s}", "status", "ok", "pid", (int)getpid(),
+                                      "version", API_VERSION));
+    }
+    if (strcmp(res, "services") == 0) {
+        if (np == 3) {
+            if (m != HTTP_M_GET)
+                return respond_error(c, 405, "use GET");
+            return respond_json(c, 200, rollout_services_json(r));
+        }
+        if (np == 4) {
+            if (m != HTTP_M_GET)
+                return respond_error(c, 405, "use GET");
+            json_t *o = rollout_service_json(r, parts[3]);
+            if (o == NULL)
+                return respond_error(c, 404, "unknown service");
+            return respond_json(c, 200, o);
+        }
+        if (np == 5 && (strcmp(parts[4], "deploy") == 0 || strcmp(parts[4], "rollback") == 0)) {
+            if (m != HTTP_M_POST)
+                return respond_error(c, 405, "use POST");
+            if (parts[4][0] == 'd')
+                return route_deploy(c, parts[3], body, blen);
+            return route_rollback(c, parts[3], body, blen);
+        }
+        return respond_error(c, 404, "no such route; see docs/api.md");
+    }
+    if (strcmp(res, "changes") == 0) {
+        if (np == 3) {
+            if (m != HTTP_M_GET)
+                return respond_error(c, 405, "use GET");
+            char *svc = query_get(query, "service");
+            char *lim = query_get(query, "limit");
+            long limit = 100;
+            if (lim != NULL) {
+                char *end;
+                limit = strtol(lim, &end, 10);
+                if (*end != '\0' || limit < 1 || limit > 10000) {
+                    free(svc);
+                    free(lim);
+                    return respond_error(c, 400, "limit: expected an integer 1..10000");
+                }
+            }
+            json_t *o = rollout_changes_json(r, svc, (size_t)limit);
+            free(svc);
+            free(lim);
+            if (o == NULL)
+                return respond_error(c, 500, "cannot read the store");
+            return respond_json(c, 200, o);
+        }
+        int64_t id;
+        if (parse_id(parts[3], &id) < 0)
+            return respond_error(c, 404, "change id: expected a positive integer");
+        if (np == 4) {
+            if (m != HTTP_M_GET)
+                return respond_error(c, 405, "use GET");
+            json_t *o = rollout_change_json(r, id, 1);
+            if (o == NULL)
+                return respond_error(c, 404, "unknown change");
+            return respond_json(c, 200, o);
+        }
+        if (np == 5) {
+            static const char *const actions[] = {"promote", "pause",  "resume", "abort",
+                                                  "approve", "report", NULL};
+            for (size_t i = 0; actions[i]; i++)
+                if (strcmp(parts[4], actions[i]) == 0)
+                    return respond_error(c, 501,
+                                         "rollout plans (promote, pause, resume, "
+                                         "abort, approve, report) are not in this "
+                                         "build yet");
+        }
+        return respond_error(c, 404, "no such route; see docs/api.md");
+    }
+    return respond_error(c, 404, "no such route; see docs/api.md");
+}
+
+/* ---------------------------------------------------------------- connections --------------- */
+
+/* Answers the request at the start of the buffer once it is complete. */
+static void conn_process(struct api_conn *c)
+{
+    if (c->busy || c->closing || c->len == 0)
+        return;
+    struct http_header hdrs[64];
+    struct http_request req = {.headers = hdrs, .num_headers = 64};
+    struct http_limits lim = {.max_headers = 64, .max_uri = 4096};
+    int rc = http_parse_request(c->buf, c->len, &req, &lim);
+    if (rc == HTTP_PARTIAL) {
+        if (c->len >= API_MAX_HEAD) {
+            c->close_after = 1;
+            respond_error(c, 431, "request head too large");
+        }
+        return;
+    }
+    if (rc < 0) {
+        c->close_after = 1;
+        respond_error(c, http_err_status(rc), http_err_str(rc));
+        return;
+    }
+    size_t head = (size_t)rc;
+    c->close_after = (req.flags & HTTP_F_CONN_CLOSE) != 0;
+    if (req.framing == HTTP_BODY_CHUNKED) {
+        c->close_after = 1;
+        respond_error(c, 411, "send the body with Content-Length");
+        return;
+    }
+    uint64_t blen = req.framing == HTTP_BODY_LENGTH ? req.content_length : 0;
+    if (blen > API_MAX_BODY) {
+        c->close_after = 1;
+        respond_error(c, 413, "body over 1 MiB");
+        return;
+    }
+    if (c->len < head + blen)
+        return; /* the rest of the body is on its way */
+    c->req_len = head + (size_t)blen;
+    char *target = xstrndup(req.target, req.target_len);
+    char *query = strchr(target, '?');
+    if (query != NULL)
+        *query++ = '\0';
+    c->busy = 1; /* until a response is written (maybe later, for a deploy) */
+    (void)route(c, req.meth, target, query, c->buf + head, (size_t)blen);
+    free(target);
+}
+
+static void on_conn_closed(uv_handle_t *h)
+{
+    struct api_conn *c = h->data;
+    free(c->buf);
+    free(c->out);
+    free(c);
+}
+
+static void conn_close(struct api_conn *c)
+{
+    if (c->closing)
+        return;
+    c->closing = 1;
+    if (c->pending != NULL)
+        c->pending->conn = NULL;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        c->a->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    uv_close((uv_handle_t *)&c->pipe, on_conn_closed);
+}
+
+static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
+{
+    struct api_conn *c = h->data;
+    (void)hint;
+    if (c->cap - c->len < 4096 && c->cap < API_MAX_HEAD + API_MAX_BODY) {
+        c->cap =
+            c->cap * 2 > API_MAX_HEAD + API_MAX_BODY ? API_MAX_HEAD + API_MAX_BODY : c->cap * 2;
+        c->buf = xrealloc(c->buf, c->cap);
+    }
+    *buf = uv_buf_init(c->buf + c->len, (unsigned)(c->cap - c->len));
+}
+
+static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
+{
+    struct api_conn *c = s->data;
+    (void)buf;
+    if (n == 0)
+        return;
+    if (n < 0) {
+        /* A client that went away while its deploy runs: the deploy goes on, unanswered. */
+        conn_close(c);
+        return;
+    }
+    c->len += (size_t)n;
+    if (!c->busy)
+        conn_process(c);
+}
+
+static void on_connection(uv_stream_t *server, int status)
+{
+    struct api *a = server->data;
+    if (status < 0)
+        return;
+    struct api_conn *c = xcalloc(1, sizeof(*c));
+    c->a = a;
+    c->cap = 8192;
+    c->buf = xmalloc(c->cap);
+    uv_pipe_init(a->loop, &c->pipe, 0);
+    c->pipe.data = c;
+    if (uv_accept(server, (uv_stream_t *)&c->pipe) < 0) {
+        uv_close((uv_handle_t *)&c->pipe, on_conn_closed);
+        return;
+    }
+    c->next = a->conns;
+    if (c->next)
+        c->next->prev = c;
+    a->conns = c;
+    uv_read_start((uv_stream_t *)&c->pipe, on_alloc, on_read);
+}
+
+/* Returns 1 when a daemon answers on the socket at path. */
+static int socket_alive(const char *path)
+{
+    struct sockaddr_un sun = {.sun_family = AF_UNIX};
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd == -1)
+        return 0;
+    snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", path);
+    int alive = connect(fd, (struct sockaddr *)&sun, sizeof(sun)) == 0;
+    close(fd);
+    return alive;
+}
+
+int api_start(struct api **out, uv_loop_t *loop, const char *path, struct rollout *r,
+              api_metrics_fn metrics, void *ctx, char *err, size_t errlen)
+{
+    int rc;
+    struct sockaddr_un sun;
+    if (strlen(path) >= sizeof(sun.sun_path)) {
+        snprintf(err, errlen, "admin socket path too long (max %zu bytes): %s",
+                 sizeof(sun.sun_path) - 1, path);
+        return -ENAMETOOLONG;
+    }
+    if (socket_alive(path)) {
+        snprintf(err, errlen, "another cutover daemon answers on %s (same state_dir?)", path);
+        return -EADDRINUSE;
+    }
+    unlink(path);
+    struct api *a = xcalloc(1, sizeof(*a));
+    a->loop = loop;
+    a->path = xstrdup(path);
+    a->r = r;
+    a->metrics = metrics;
+    a->ctx = ctx;
+    uv_pipe_init(loop, &a->server, 0);
+    a->server.data = a;
+    /* Only the daemon's user may talk to it: the socket is created 0600. */
+    mode_t old = umask(0177);
+    rc = uv_pipe_bind(&a->server, path);
+    umask(old);
+    if (rc == 0)
+        rc = uv_listen((uv_stream_t *)&a->server, 64, on_connection);
+    if (rc < 0) {
+        snprintf(err, errlen, "admin socket %s: %s", path, uv_strerror(rc));
+        uv_close((uv_handle_t *)&a->server, NULL);
+        uv_run(loop, UV_RUN_NOWAIT);
+        free(a->path);
+        free(a);
+        return rc;
+    }
+    *out = a;
+    return 0;
+}
+
+static void on_server_closed(uv_handle_t *h)
+{
+    struct api *a = h->data;
+    free(a->path);
+    free(a);
+}
+
+void api_stop(struct api *a)
+{
+    if (a == NULL)
+        return;
+    a->stopping = 1;
+    while (a->conns)
+        conn_close(a->conns);
+    unlink(a->path);
+    uv_close((uv_handle_t *)&a->server, on_server_closed);
+}

@@ -1,0 +1,1306 @@
+/* The HTTP/1.1 reverse-proxy state machine: one client connection, the upstream connection it
+ * borrows for each request, and the bytes between them. Runs on its worker's loop only.
+ *
+ * Shape of an exchange: read the request head into the client buffer, parse it strictly
+ * (http/parse.h), write a rewritten head plus the body bytes at hand to an upstream connection
+ * from the worker's pool, stream the rest of the body with one write in flight (that is the
+ * backpressure), then read the response head, rewrite it, and stream the response body the
+ * same way. The request bytes stay in the client buffer until the response begins, so a
+ * request whose upstream fails before any response byte can be sent again. Pipelined requests
+ * wait in the buffer and are taken one at a time, so answers keep their order. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/xmalloc.h"
+#include "http/parse.h"
+#include "net/addr.h"
+#include "proxy/worker_int.h"
+
+#define HDR_CAP 256                           /* header fields parsed per message at most */
+#define RESP_HEAD_MAX (WORKER_BUF_SIZE - 512) /* upstream response head limit: 502 beyond */
+#define POOL_MAX_IDLE 512  /* idle upstream connections kept per target per worker */
+#define POOL_IDLE_MS 30000 /* an idle upstream connection is closed after this */
+
+enum client_phase { PH_HEAD, PH_PROXY, PH_CLOSING };
+enum up_phase { U_CONNECTING, U_IDLE, U_BUSY, U_CLOSING };
+enum resp_phase { R_HEAD, R_BODY, R_DONE };
+
+/* A growable input buffer: pooled WORKER_BUF_SIZE bytes, or a heap block for big heads. */
+struct ibuf {
+    char *data;
+    size_t cap, start, end;
+    int heap;
+};
+
+struct client;
+
+struct upstream {
+    uv_tcp_t tcp;
+    uv_timer_t timer;
+    uv_connect_t connreq;
+    uv_write_t wreq;
+    struct worker *w;
+    struct pool *pool;
+    struct client *client; /* while busy */
+    struct upstream *next_idle;
+    enum up_phase phase;
+    int closing_handles;
+    int reused;   /* served a request before this one */
+    int wpending; /* a write to the upstream is in flight */
+    int reading;  /* uv_read_start is in effect */
+    uint64_t got; /* response bytes received for the current request */
+    struct ibuf in;
+    enum resp_phase rphase;
+    struct http_response resp;
+    enum http_framing framing;
+    uint64_t body_left;
+    struct http_chunked chunk;
+    int reusable;
+};
+
+struct client {
+    uv_tcp_t tcp;
+    uv_timer_t timer;
+    uv_write_t wreq;
+    struct worker *w;
+    struct client *prev, *next; /* the worker's client list */
+    int service_id;
+    int closing_handles;
+    enum client_phase phase;
+    char peer[64]; /* client address, for X-Forwarded-For */
+    struct ibuf in;
+    int reading;
+    int wpending; /* a write to the client is in flight */
+    int close_after_write;
+    /* the request in progress */
+    enum http_method meth;
+    int minor;
+    int keepalive;
+    size_t head_len;
+    enum http_framing framing;
+    uint64_t req_content_length;
+    uint64_t body_left;
+    struct http_chunked chunk;
+    int body_done;
+    size_t fwd;     /* offset in in.data up to which bytes were handed to the upstream */
+    size_t req_end; /* offset where the request ends, once body_done */
+    int replayable; /* head and body still in the buffer: the request can be sent again */
+    int head_sent;
+    int fresh_retries, target_retries;
+    struct route_target *last_target;
+    struct route_limits lim; /* the service's limits, taken at each request */
+    char *uhead;             /* rewritten request head (pooled or heap) */
+    size_t uhead_len;
+    int uhead_heap;
+    char *rhead; /* rewritten response head */
+    size_t rhead_len;
+    int resp_started; /* a response head went to the client */
+    int resp_close;   /* the client connection closes after this response */
+    struct upstream *up;
+};
+
+static void client_close(struct client *c);
+static void client_continue(struct client *c);
+static void upstream_send(struct client *c);
+static void upstream_close(struct upstream *u);
+static void response_process(struct upstream *u);
+static void request_dispatch(struct client *c);
+
+/* ---------------------------------------------------------------- buffers -------------------- */
+
+static void ibuf_release(struct worker *w, struct ibuf *b)
+{
+    if (b->data == NULL)
+        return;
+    if (b->heap)
+        free(b->data);
+    else
+        worker_buf_put(w, b->data);
+    memset(b, 0, sizeof(*b));
+}
+
+static void ibuf_ensure(struct worker *w, struct ibuf *b)
+{
+    if (b->data != NULL)
+        return;
+    b->data = worker_buf_get(w);
+    b->cap = WORKER_BUF_SIZE;
+    b->heap = 0;
+    b->start = b->end = 0;
+}
+
+/* Moves the unread bytes [start, end) to the front of the buffer. */
+static void ibuf_compact(struct ibuf *b)
+{
+    if (b->start == 0)
+        return;
+    memmove(b->data, b->data + b->start, b->end - b->start);
+    b->end -= b->start;
+    b->start = 0;
+}
+
+/* Grows b to hold at least want bytes (a request head bigger than a pooled buffer). */
+static void ibuf_grow(struct worker *w, struct ibuf *b, size_t want)
+{
+    char *n = xmalloc(want);
+    memcpy(n, b->data + b->start, b->end - b->start);
+    size_t len = b->end - b->start;
+    ibuf_release(w, b);
+    b->data = n;
+    b->cap = want;
+    b->heap = 1;
+    b->start = 0;
+    b->end = len;
+}
+
+/* ---------------------------------------------------------------- canned answers ------------- */
+
+static const char *const canned_fmt =
+    "HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nContent-Length: %zu\r\n"
+    "Connection: close\r\nServer: cutover\r\n\r\n%s\n";
+
+static const char *status_reason(int status)
+{
+    switch (status) {
+    case 400:
+        return "Bad Request";
+    case 405:
+        return "Method Not Allowed";
+    case 408:
+        return "Request Timeout";
+    case 413:
+        return "Content Too Large";
+    case 414:
+        return "URI Too Long";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 502:
+        return "Bad Gateway";
+    case 503:
+        return "Service Unavailable";
+    case 504:
+        return "Gateway Timeout";
+    case 505:
+        return "HTTP Version Not Supported";
+    default:
+        return "Error";
+    }
+}
+
+static void on_client_write(uv_write_t *req, int status);
+
+/* Answers status with a short text body and closes the connection after it. Only when no
+ * response was started on this connection; otherwise the only honest thing is to close. */
+static void client_error(struct client *c, int status, const char *why)
+{
+    struct worker *w = c->w;
+    if (c->phase == PH_CLOSING)
+        return;
+    if (c->resp_started || c->wpending) {
+        client_close(c);
+        return;
+    }
+    if (status >= 500)
+        atomic_fetch_add_explicit(&w->stats.proxy_errors, 1, memory_order_relaxed);
+    else
+        atomic_fetch_add_explicit(&w->stats.bad_requests, 1, memory_order_relaxed);
+    if (c->rhead == NULL)
+        c->rhead = worker_buf_get(w);
+    int n = snprintf(c->rhead, WORKER_BUF_SIZE, canned_fmt, status, status_reason(status),
+                     strlen(why) + 1, why);
+    c->rhead_len = (size_t)n;
+    c->resp_started = 1;
+    c->close_after_write = 1;
+    if (c->up != NULL) {
+        struct upstream *u = c->up;
+        c->up = NULL;
+        u->client = NULL;
+        upstream_close(u);
+    }
+    if (c->reading) {
+        uv_read_stop((uv_stream_t *)&c->tcp);
+        c->reading = 0;
+    }
+    c->phase = PH_PROXY;
+    uv_buf_t b = uv_buf_init(c->rhead, (unsigned)c->rhead_len);
+    c->wpending = 1;
+    if (uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &b, 1, on_client_write) < 0) {
+        c->wpending = 0;
+        client_close(c);
+    }
+}
+
+/* ---------------------------------------------------------------- client lifecycle ---------- */
+
+static void client_free(struct client *c)
+{
+    struct worker *w = c->w;
+    ibuf_release(w, &c->in);
+    if (c->uhead_heap)
+        free(c->uhead);
+    else
+        worker_buf_put(w, c->uhead);
+    worker_buf_put(w, c->rhead);
+    free(c);
+}
+
+static void on_client_handle_closed(uv_handle_t *h)
+{
+    struct client *c = h->data;
+    if (--c->closing_handles == 0)
+        client_free(c);
+}
+
+static void client_close(struct client *c)
+{
+    struct worker *w = c->w;
+    if (c->phase == PH_CLOSING)
+        return;
+    c->phase = PH_CLOSING;
+    if (c->up != NULL) {
+        struct upstream *u = c->up;
+        c->up = NULL;
+        u->client = NULL;
+        upstream_close(u);
+    }
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        w->clients = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    atomic_fetch_sub_explicit(&w->stats.clients, 1, memory_order_relaxed);
+    c->closing_handles = 2;
+    uv_close((uv_handle_t *)&c->tcp, on_client_handle_closed);
+    uv_close((uv_handle_t *)&c->timer, on_client_handle_closed);
+}
+
+static void on_client_timer(uv_timer_t *t)
+{
+    struct client *c = t->data;
+    if (c->phase != PH_HEAD || c->in.end == c->in.start) {
+        /* Idle keep-alive, or a body that stopped arriving: nothing to answer. */
+        client_close(c);
+        return;
+    }
+    client_error(c, 408, "request head not received in time");
+}
+
+static void client_timer(struct client *c, uint64_t ms)
+{
+    if (ms == 0)
+        uv_timer_stop(&c->timer);
+    else
+        uv_timer_start(&c->timer, on_client_timer, ms, 0);
+}
+
+static const struct route_limits default_limits = {
+    .client_header_ms = 10000,
+    .client_idle_ms = 60000,
+    .upstream_connect_ms = 5000,
+    .upstream_response_ms = 60000,
+    .max_header_bytes = 65536,
+    .max_headers = 100,
+    .max_uri = 8192,
+    .max_body_bytes = 0,
+};
+
+/* Looks up the client's service in the worker's current table (refreshing it first). */
+static const struct route_service *client_service(struct client *c)
+{
+    worker_refresh(c->w);
+    if (c->w->table == NULL)
+        return NULL;
+    return route_table_service(c->w->table, c->service_id);
+}
+
+static void client_read_start(struct client *c);
+static void on_client_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
+
+static void client_read_stop(struct client *c)
+{
+    if (c->reading) {
+        uv_read_stop((uv_stream_t *)&c->tcp);
+        c->reading = 0;
+    }
+}
+
+/* Drops the bytes of the request in progress that were already sent upstream, so that a long
+ * body can stream through a fixed buffer. The request can no longer be replayed after this. */
+static void client_discard_sent(struct client *c)
+{
+    struct ibuf *b = &c->in;
+    if (c->fwd <= b->start)
+        return;
+    c->replayable = 0;
+    b->start = c->fwd;
+    size_t shift = b->start;
+    ibuf_compact(b);
+    c->fwd -= shift;
+}
+
+static void on_client_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
+{
+    struct client *c = h->data;
+    struct ibuf *b = &c->in;
+    (void)hint;
+    ibuf_ensure(c->w, b);
+    if (b->end == b->cap) {
+        if (c->phase == PH_HEAD) {
+            ibuf_compact(b);
+            if (b->end == b->cap && b->cap < c->lim.max_header_bytes)
+                ibuf_grow(c->w, b, c->lim.max_header_bytes);
+        } else if (c->phase == PH_PROXY) {
+            /* Reading in PH_PROXY happens only with no upstream write in flight, so every
+             * byte before fwd has been written and may go. */
+            client_discard_sent(c);
+        }
+    }
+    *buf = uv_buf_init(b->data + b->end, (unsigned)(b->cap - b->end));
+}
+
+static void client_read_start(struct client *c)
+{
+    if (c->reading || c->phase == PH_CLOSING)
+        return;
+    if (uv_read_start((uv_stream_t *)&c->tcp, on_client_alloc, on_client_read) == 0)
+        c->reading = 1;
+    else
+        client_close(c);
+}
+
+/* ---------------------------------------------------------------- body framing -------------- */
+
+/* Returns how many of the n bytes at p belong to the body being framed by f, updating *left or
+ * ch; sets *done at the body's end. Returns -1 on a chunked framing error. */
+static ssize_t body_scan(enum http_framing f, uint64_t *left, struct http_chunked *ch,
+                         const char *p, size_t n, int *done)
+{
+    switch (f) {
+    case HTTP_BODY_NONE:
+        *done = 1;
+        return 0;
+    case HTTP_BODY_LENGTH: {
+        size_t take = n < *left ? n : (size_t)*left;
+        *left -= take;
+        *done = (*left == 0);
+        return (ssize_t)take;
+    }
+    case HTTP_BODY_CHUNKED: {
+        ssize_t r = http_chunked_feed(ch, p, n, done, NULL, NULL);
+        return r < 0 ? -1 : r;
+    }
+    case HTTP_BODY_EOF:
+        *done = 0;
+        return (ssize_t)n;
+    }
+    return -1;
+}
+
+/* ---------------------------------------------------------------- head rewriting ------------ */
+
+struct out {
+    char *p;
+    size_t len, cap;
+};
+
+static void out_put(struct out *o, const char *s, size_t n)
+{
+    /* Callers size the buffer for the worst case first; this guard only keeps a bug from
+     * becoming an overflow. */
+    if (o->len + n > o->cap)
+        n = o->cap - o->len;
+    memcpy(o->p + o->len, s, n);
+    o->len += n;
+}
+
+static void out_str(struct out *o, const char *s)
+{
+    out_put(o, s, strlen(s));
+}
+
+static void out_header(struct out *o, const struct http_header *h)
+{
+    out_put(o, h->name, h->name_len);
+    out_put(o, ": ", 2);
+    out_put(o, h->value, h->value_len);
+    out_put(o, "\r\n", 2);
+}
+
+/* Writes the request head cutover sends upstream: the request line (absolute-form turned into
+ * origin-form), every end-to-end field as received, X-Forwarded-For with the client appended,
+ * and X-Forwarded-Proto. Hop-by-hop fields stay behind (RFC 9110 7.6.1). */
+static void build_request_head(struct client *c, const struct http_request *req)
+{
+    const char *xff = NULL;
+    size_t xff_len = 0;
+    size_t need = c->head_len + strlen(c->peer) + 96;
+    for (size_t i = 0; i < req->num_headers; i++) {
+        const struct http_header *h = &req->headers[i];
+        if (http_token_eq(h->name, h->name_len, "x-forwarded-for")) {
+            xff = h->value;
+            xff_len = h->value_len;
+        }
+    }
+    if (need <= WORKER_BUF_SIZE) {
+        c->uhead = worker_buf_get(c->w);
+        c->uhead_heap = 0;
+    } else {
+        c->uhead = xmalloc(need);
+        c->uhead_heap = 1;
+    }
+    struct out o = {c->uhead, 0, need <= WORKER_BUF_SIZE ? WORKER_BUF_SIZE : need};
+
+    const char *t = req->target;
+    size_t tl = req->target_len;
+    if (tl > 0 && t[0] != '/' && !(tl == 1 && t[0] == '*')) {
+        /* absolute-form: keep from the first '/' after "scheme://" */
+        const char *ss = memchr(t, '/', tl);
+        size_t skip = 0;
+        if (ss != NULL && (size_t)(ss - t) + 2 < tl && ss[1] == '/') {
+            const char *p = memchr(ss + 2, '/', tl - (size_t)(ss + 2 - t));
+            skip = p ? (size_t)(p - t) : tl;
+        }
+        t += skip;
+        tl -= skip;
+        if (tl == 0) {
+            t = "/";
+            tl = 1;
+        }
+    }
+    out_put(&o, req->method, req->method_len);
+    out_put(&o, " ", 1);
+    out_put(&o, t, tl);
+    out_str(&o, req->minor_version == 1 ? " HTTP/1.1\r\n" : " HTTP/1.0\r\n");
+    for (size_t i = 0; i < req->num_headers; i++) {
+        const struct http_header *h = &req->headers[i];
+        if (h->flags & HTTP_HF_HOP)
+            continue;
+        if (http_token_eq(h->name, h->name_len, "x-forwarded-for") ||
+            http_token_eq(h->name, h->name_len, "x-forwarded-proto"))
+            continue;
+        out_header(&o, h);
+    }
+    out_str(&o, "X-Forwarded-For: ");
+    if (xff != NULL) {
+        out_put(&o, xff, xff_len);
+        out_str(&o, ", ");
+    }
+    out_str(&o, c->peer);
+    out_str(&o, "\r\nX-Forwarded-Proto: http\r\n\r\n");
+    c->uhead_len = o.len;
+}
+
+/* Writes the response head for the client into c->rhead: status line, end-to-end fields,
+ * Connection: close when this is the connection's last answer. */
+static void build_response_head(struct client *c, const struct http_response *r, int close)
+{
+    if (c->rhead == NULL)
+        c->rhead = worker_buf_get(c->w);
+    struct out o = {c->rhead, 0, WORKER_BUF_SIZE};
+    char line[32];
+    int n = snprintf(line, sizeof(line), "HTTP/1.%d %03d ", c->minor, r->status);
+    out_put(&o, line, (size_t)n);
+    out_put(&o, r->reason, r->reason_len);
+    out_put(&o, "\r\n", 2);
+    for (size_t i = 0; i < r->num_headers; i++) {
+        const struct http_header *h = &r->headers[i];
+        if (h->flags & HTTP_HF_HOP)
+            continue;
+        if ((r->flags & HTTP_F_TE_AND_CL) && http_token_eq(h->name, h->name_len, "content-length"))
+            continue;
+        out_header(&o, h);
+    }
+    if (close)
+        out_str(&o, "Connection: close\r\n");
+    out_put(&o, "\r\n", 2);
+    c->rhead_len = o.len;
+}
+
+/* ---------------------------------------------------------------- upstream ------------------ */
+
+static void on_upstream_closed(uv_handle_t *h)
+{
+    struct upstream *u = h->data;
+    if (--u->closing_handles > 0)
+        return;
+    struct worker *w = u->w;
+    ibuf_release(w, &u->in);
+    free(u);
+}
+
+/* Closes u. The caller has unlinked it from its client and from the idle list. */
+static void upstream_close(struct upstream *u)
+{
+    if (u->phase == U_CLOSING)
+        return;
+    struct pool *p = u->pool;
+    if (u->phase != U_IDLE)
+        p->active--;
+    u->phase = U_CLOSING;
+    u->client = NULL;
+    u->closing_handles = 2;
+    uv_close((uv_handle_t *)&u->tcp, on_upstream_closed);
+    uv_close((uv_handle_t *)&u->timer, on_upstream_closed);
+    worker_pool_maybe_free(u->w, p);
+}
+
+void h1_upstream_close(struct upstream *u)
+{
+    upstream_close(u);
+}
+
+struct upstream *h1_upstream_next_idle(struct upstream *u)
+{
+    return u->next_idle;
+}
+
+static void pool_unlink_idle(struct upstream *u)
+{
+    struct pool *p = u->pool;
+    for (struct upstream **pp = &p->idle; *pp; pp = &(*pp)->next_idle) {
+        if (*pp == u) {
+            *pp = u->next_idle;
+            p->nidle--;
+            break;
+        }
+    }
+    u->next_idle = NULL;
+}
+
+enum up_fail { UF_CONNECT, UF_CONNECT_TIMEOUT, UF_IO, UF_RESPONSE_TIMEOUT, UF_BAD_RESPONSE };
+
+static int method_idempotent(enum http_method m)
+{
+    return m == HTTP_M_GET || m == HTTP_M_HEAD || m == HTTP_M_OPTIONS || m == HTTP_M_TRACE ||
+           m == HTTP_M_PUT || m == HTTP_M_DELETE;
+}
+
+static void request_retry(struct client *c, int fresh_same_target);
+
+/* The upstream of a request failed. Sends the request again when that is safe (no response
+ * byte yet, the whole request still in the buffer): on a fresh connection to the same target
+ * when a reused connection failed (the upstream may have closed it while we sent), or once on
+ * another target for an idempotent request. Otherwise answers 502, or 504 for timeouts. */
+static void upstream_failed(struct upstream *u, enum up_fail why)
+{
+    struct client *c = u->client;
+    int reused = u->reused;
+    uint64_t got = u->got;
+    if (u->phase == U_IDLE)
+        pool_unlink_idle(u);
+    u->client = NULL;
+    upstream_close(u);
+    if (c == NULL)
+        return;
+    c->up = NULL;
+    int can_replay = c->replayable && !c->resp_started && got == 0 && why != UF_RESPONSE_TIMEOUT &&
+                     why != UF_BAD_RESPONSE;
+    if (can_replay && reused && c->fresh_retries < 2) {
+        c->fresh_retries++;
+        atomic_fetch_add_explicit(&c->w->stats.retries, 1, memory_order_relaxed);
+        request_retry(c, 1);
+        return;
+    }
+    if (can_replay && !reused && method_idempotent(c->meth) && c->target_retries < 1) {
+        c->target_retries++;
+        atomic_fetch_add_explicit(&c->w->stats.retries, 1, memory_order_relaxed);
+        request_retry(c, 0);
+        return;
+    }
+    switch (why) {
+    case UF_CONNECT:
+        client_error(c, 502, "upstream connection failed");
+        break;
+    case UF_CONNECT_TIMEOUT:
+        client_error(c, 504, "upstream connect timed out");
+        break;
+    case UF_RESPONSE_TIMEOUT:
+        client_error(c, 504, "upstream response timed out");
+        break;
+    case UF_BAD_RESPONSE:
+        client_error(c, 502, "upstream sent an invalid response");
+        break;
+    case UF_IO:
+        client_error(c, 502, "upstream connection lost");
+        break;
+    }
+}
+
+static void on_upstream_timer(uv_timer_t *t)
+{
+    struct upstream *u = t->data;
+    switch (u->phase) {
+    case U_CONNECTING:
+        upstream_failed(u, UF_CONNECT_TIMEOUT);
+        break;
+    case U_BUSY:
+        upstream_failed(u, UF_RESPONSE_TIMEOUT);
+        break;
+    case U_IDLE:
+        pool_unlink_idle(u);
+        upstream_close(u);
+        break;
+    case U_CLOSING:
+        break;
+    }
+}
+
+static void on_upstream_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf);
+static void on_upstream_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
+
+/* Reads from u (idempotent). Returns 0 or a negative libuv error. */
+static int upstream_read_start(struct upstream *u)
+{
+    if (u->reading)
+        return 0;
+    int rc = uv_read_start((uv_stream_t *)&u->tcp, on_upstream_alloc, on_upstream_read);
+    if (rc == 0)
+        u->reading = 1;
+    return rc;
+}
+
+static void upstream_read_stop(struct upstream *u)
+{
+    if (!u->reading)
+        return;
+    uv_read_stop((uv_stream_t *)&u->tcp);
+    u->reading = 0;
+}
+
+/* Puts u back in its pool when the pool may keep it; closes it otherwise. */
+static void upstream_release(struct upstream *u)
+{
+    struct pool *p = u->pool;
+    u->client = NULL;
+    if (p->retired || p->nidle >= POOL_MAX_IDLE || u->w->draining) {
+        upstream_close(u);
+        return;
+    }
+    p->active--;
+    u->phase = U_IDLE;
+    u->reused = 1;
+    u->got = 0;
+    u->rphase = R_HEAD;
+    ibuf_release(u->w, &u->in);
+    /* Idle connections keep reading so that an upstream's close is seen at once. */
+    if (upstream_read_start(u) < 0) {
+        u->phase = U_BUSY;
+        p->active++;
+        upstream_close(u);
+        return;
+    }
+    u->next_idle = p->idle;
+    p->idle = u;
+    p->nidle++;
+    uv_timer_start(&u->timer, on_upstream_timer, POOL_IDLE_MS, 0);
+}
+
+static void on_upstream_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
+{
+    struct upstream *u = h->data;
+    static char idle_scratch[64]; /* bytes on an idle connection are discarded: any thread may
+                                     scribble here, nobody reads it */
+    (void)hint;
+    if (u->phase == U_IDLE) {
+        *buf = uv_buf_init(idle_scratch, sizeof(idle_scratch));
+        return;
+    }
+    struct ibuf *b = &u->in;
+    ibuf_ensure(u->w, b);
+    if (b->end == b->cap)
+        ibuf_compact(b);
+    size_t cap = b->cap;
+    if (u->rphase == R_HEAD && cap > RESP_HEAD_MAX + b->start)
+        cap = RESP_HEAD_MAX + b->start;
+    *buf = uv_buf_init(b->data + b->end, (unsigned)(cap > b->end ? cap - b->end : 0));
+}
+
+static void exchange_done(struct client *c);
+
+static void on_upstream_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    struct upstream *u = s->data;
+    (void)buf;
+    if (u->phase == U_CLOSING || nread == 0)
+        return;
+    if (u->phase == U_IDLE) {
+        /* The upstream closed an idle connection, or sent bytes nobody asked for. */
+        pool_unlink_idle(u);
+        upstream_close(u);
+        return;
+    }
+    struct client *c = u->client;
+    if (nread < 0) {
+        if (nread == UV_ENOBUFS) {
+            upstream_failed(u, UF_BAD_RESPONSE);
+            return;
+        }
+        if (c != NULL && u->rphase == R_BODY && u->framing == HTTP_BODY_EOF) {
+            u->rphase = R_DONE;
+            u->reusable = 0;
+            upstream_read_stop(u);
+            if (!c->wpending)
+                exchange_done(c);
+            return;
+        }
+        if (c != NULL && c->resp_started && u->rphase != R_DONE) {
+            /* Truncated response after its head went out: the client must see the cut. */
+            client_close(c);
+            return;
+        }
+        if (u->rphase == R_DONE) {
+            u->reusable = 0;
+            return;
+        }
+        upstream_failed(u, UF_IO);
+        return;
+    }
+    u->in.end += (size_t)nread;
+    u->got += (uint64_t)nread;
+    if (c == NULL)
+        return;
+    if (u->rphase == R_DONE) {
+        /* Bytes after a complete response: never forwarded, and the connection is not reused. */
+        u->reusable = 0;
+        u->in.start = u->in.end;
+        return;
+    }
+    uv_timer_start(&u->timer, on_upstream_timer, c->lim.upstream_response_ms, 0);
+    response_process(u);
+}
+
+static void on_upstream_write(uv_write_t *req, int status)
+{
+    struct upstream *u = req->data;
+    u->wpending = 0;
+    if (u->phase == U_CLOSING)
+        return;
+    struct client *c = u->client;
+    if (c == NULL)
+        return;
+    if (status < 0) {
+        upstream_failed(u, UF_IO);
+        return;
+    }
+    if (u->rphase == R_HEAD)
+        uv_timer_start(&u->timer, on_upstream_timer, c->lim.upstream_response_ms, 0);
+    if (!c->body_done) {
+        if (c->in.end > c->fwd)
+            upstream_send(c);
+        else
+            client_read_start(c);
+    } else if (u->rphase == R_DONE && !c->wpending) {
+        exchange_done(c);
+    }
+}
+
+/* Writes whatever of the request is ready (head first, then body bytes at hand) to the
+ * client's upstream, one write at a time. */
+static void upstream_send(struct client *c)
+{
+    struct upstream *u = c->up;
+    if (u == NULL || u->phase != U_BUSY || u->wpending)
+        return;
+    uv_buf_t bufs[2];
+    unsigned nb = 0;
+    if (!c->head_sent)
+        bufs[nb++] = uv_buf_init(c->uhead, (unsigned)c->uhead_len);
+    if (!c->body_done && c->in.end > c->fwd) {
+        int done = 0;
+        ssize_t r = body_scan(c->framing, &c->body_left, &c->chunk, c->in.data + c->fwd,
+                              c->in.end - c->fwd, &done);
+        if (r < 0) {
+            client_error(c, 400, "invalid chunked request body");
+            return;
+        }
+        if (r > 0)
+            bufs[nb++] = uv_buf_init(c->in.data + c->fwd, (unsigned)r);
+        c->fwd += (size_t)r;
+        if (done) {
+            c->body_done = 1;
+            c->req_end = c->fwd;
+            client_read_stop(c);
+        }
+    }
+    if (nb == 0)
+        return;
+    c->head_sent = 1;
+    u->wpending = 1;
+    u->wreq.data = u;
+    client_read_stop(c); /* one write in flight: the client waits until it is done */
+    if (uv_write(&u->wreq, (uv_stream_t *)&u->tcp, bufs, nb, on_upstream_write) < 0) {
+        u->wpending = 0;
+        upstream_failed(u, UF_IO);
+    }
+}
+
+static void on_upstream_connect(uv_connect_t *req, int status)
+{
+    struct upstream *u = req->data;
+    if (u->phase == U_CLOSING)
+        return;
+    if (status < 0) {
+        upstream_failed(u, UF_CONNECT);
+        return;
+    }
+    uv_tcp_nodelay(&u->tcp, 1);
+    uv_timer_stop(&u->timer);
+    u->phase = U_BUSY;
+    if (upstream_read_start(u) < 0) {
+        upstream_failed(u, UF_IO);
+        return;
+    }
+    if (u->client == NULL) {
+        upstream_release(u);
+        return;
+    }
+    upstream_send(u->client);
+}
+
+/* Gives c an upstream connection to t: an idle one from the pool unless fresh is set, else a
+ * new connection. */
+static void upstream_attach(struct client *c, struct route_target *t, int fresh)
+{
+    struct worker *w = c->w;
+    struct pool *p = worker_pool(w, t);
+    struct upstream *u = NULL;
+    if (!fresh && p->idle != NULL) {
+        u = p->idle;
+        p->idle = u->next_idle;
+        p->nidle--;
+        u->next_idle = NULL;
+        p->active++;
+        uv_timer_stop(&u->timer);
+        u->phase = U_BUSY;
+        u->client = c;
+        u->rphase = R_HEAD;
+        u->got = 0;
+        c->up = u;
+        if (upstream_read_start(u) < 0) {
+            upstream_failed(u, UF_IO);
+            return;
+        }
+        upstream_send(c);
+        return;
+    }
+    u = xcalloc(1, sizeof(*u));
+    u->w = w;
+    u->pool = p;
+    p->active++;
+    u->phase = U_CONNECTING;
+    u->client = c;
+    c->up = u;
+    uv_tcp_init(&w->loop, &u->tcp);
+    uv_timer_init(&w->loop, &u->timer);
+    u->tcp.data = u;
+    u->timer.data = u;
+    u->connreq.data = u;
+    uv_timer_start(&u->timer, on_upstream_timer, c->lim.upstream_connect_ms, 0);
+    if (uv_tcp_connect(&u->connreq, &u->tcp, (const struct sockaddr *)&t->sa, on_upstream_connect) <
+        0)
+        upstream_failed(u, UF_CONNECT);
+}
+
+/* ---------------------------------------------------------------- responses ----------------- */
+
+/* Forwards what the upstream sent: parses the head, rewrites it, and streams the body with one
+ * client write in flight. Called when bytes arrived or a client write finished. */
+static void response_process(struct upstream *u)
+{
+    struct client *c = u->client;
+    if (c == NULL || c->wpending)
+        return;
+    struct ibuf *b = &u->in;
+    uv_buf_t bufs[2];
+    unsigned nb = 0;
+
+    if (u->rphase == R_HEAD) {
+        if (b->end == b->start)
+            return;
+        struct http_header hdrs[HDR_CAP];
+        struct http_limits lim = {.max_headers = HDR_CAP, .max_uri = 0};
+        u->resp.headers = hdrs;
+        u->resp.num_headers = HDR_CAP;
+        int rc =
+            http_parse_response(b->data + b->start, b->end - b->start, &u->resp, c->meth, &lim);
+        if (rc == HTTP_PARTIAL)
+            return;
+        if (rc < 0 || u->resp.status == 101) {
+            upstream_failed(u, UF_BAD_RESPONSE);
+            return;
+        }
+        int informational = u->resp.status < 200;
+        int close = 0;
+        if (!informational) {
+            close = c->resp_close || u->resp.framing == HTTP_BODY_EOF || !c->body_done ||
+                    c->w->draining;
+            c->resp_close = close;
+        }
+        build_response_head(c, &u->resp, close);
+        b->start += (size_t)rc;
+        bufs[nb++] = uv_buf_init(c->rhead, (unsigned)c->rhead_len);
+        if (informational) {
+            /* 1xx: forwarded, then the real answer follows on the same connection. */
+            c->wpending = 1;
+            c->wreq.data = c;
+            upstream_read_stop(u);
+            if (uv_write(&c->wreq, (uv_stream_t *)&c->tcp, bufs, nb, on_client_write) < 0) {
+                c->wpending = 0;
+                client_close(c);
+            }
+            return;
+        }
+        c->resp_started = 1;
+        u->rphase = R_BODY;
+        u->framing = u->resp.framing;
+        u->body_left = u->resp.content_length;
+        u->reusable = !(u->resp.flags & (HTTP_F_CONN_CLOSE | HTTP_F_TE_AND_CL)) &&
+                      u->framing != HTTP_BODY_EOF && u->resp.minor_version == 1;
+        http_chunked_init(&u->chunk);
+        int status = u->resp.status;
+        if (status >= 500)
+            atomic_fetch_add_explicit(&c->w->stats.responses_5xx, 1, memory_order_relaxed);
+        if (u->framing == HTTP_BODY_NONE)
+            u->rphase = R_DONE;
+    }
+    if (u->rphase == R_BODY && b->end > b->start) {
+        int done = 0;
+        ssize_t r = body_scan(u->framing, &u->body_left, &u->chunk, b->data + b->start,
+                              b->end - b->start, &done);
+        if (r < 0) {
+            /* The head is out: a broken body can only end the connection. */
+            client_close(c);
+            return;
+        }
+        if (r > 0)
+            bufs[nb++] = uv_buf_init(b->data + b->start, (unsigned)r);
+        b->start += (size_t)r;
+        if (done) {
+            u->rphase = R_DONE;
+            if (b->end > b->start) {
+                u->reusable = 0;
+                b->start = b->end;
+            }
+        }
+    }
+    if (nb == 0) {
+        if (u->rphase == R_DONE && !u->wpending)
+            exchange_done(c);
+        return;
+    }
+    c->wpending = 1;
+    c->wreq.data = c;
+    /* Backpressure: no more reading from the upstream until the client took these bytes. */
+    upstream_read_stop(u);
+    if (uv_write(&c->wreq, (uv_stream_t *)&c->tcp, bufs, nb, on_client_write) < 0) {
+        c->wpending = 0;
+        client_close(c);
+    }
+}
+
+static void on_client_write(uv_write_t *req, int status)
+{
+    struct client *c = req->data;
+    c->wpending = 0;
+    if (c->phase == PH_CLOSING)
+        return;
+    if (status < 0 || c->close_after_write) {
+        client_close(c);
+        return;
+    }
+    struct upstream *u = c->up;
+    if (u == NULL)
+        return;
+    if (u->in.start == u->in.end)
+        u->in.start = u->in.end = 0;
+    if (u->rphase == R_DONE) {
+        if (!u->wpending)
+            exchange_done(c);
+        return;
+    }
+    /* More to forward: what is buffered first, then read again. */
+    response_process(u);
+    if (c->phase == PH_CLOSING || c->up != u || c->wpending)
+        return;
+    if (upstream_read_start(u) < 0)
+        upstream_failed(u, UF_IO);
+}
+
+/* The response is complete: the upstream goes back to its pool (or is closed), and the client
+ * either closes or takes its next request. */
+static void exchange_done(struct client *c)
+{
+    struct upstream *u = c->up;
+    c->up = NULL;
+    if (u != NULL) {
+        u->client = NULL;
+        if (u->reusable && c->body_done && !u->wpending && u->in.start == u->in.end)
+            upstream_release(u);
+        else
+            upstream_close(u);
+    }
+    if (c->resp_close || !c->body_done) {
+        client_close(c);
+        return;
+    }
+    if (c->uhead_heap)
+        free(c->uhead);
+    else
+        worker_buf_put(c->w, c->uhead);
+    c->uhead = NULL;
+    c->uhead_heap = 0;
+    c->in.start = c->req_end;
+    if (c->in.start == c->in.end)
+        ibuf_release(c->w, &c->in);
+    worker_buf_put(c->w, c->rhead);
+    c->rhead = NULL;
+    client_continue(c);
+}
+
+/* ---------------------------------------------------------------- requests ------------------ */
+
+/* Picks a healthy target of the service's live version, round robin, avoiding `avoid` when
+ * another healthy one exists. Returns NULL when none is healthy. */
+static struct route_target *pick_target(struct client *c, const struct route_service *svc,
+                                        const struct route_target *avoid)
+{
+    const struct route_backend *b = &svc->live;
+    struct route_target *fallback = NULL;
+    if (b->ntargets == 0)
+        return NULL;
+    unsigned start = c->w->rr++;
+    for (size_t i = 0; i < b->ntargets; i++) {
+        struct route_target *t = b->targets[(start + i) % b->ntargets];
+        if (!atomic_load_explicit(&t->healthy, memory_order_relaxed))
+            continue;
+        if (t != avoid)
+            return t;
+        fallback = t;
+    }
+    return fallback;
+}
+
+static void request_dispatch(struct client *c)
+{
+    const struct route_service *svc = client_service(c);
+    if (svc == NULL || svc->live.ntargets == 0) {
+        client_error(c, 503, "no version of this service is live");
+        return;
+    }
+    struct route_target *t = pick_target(c, svc, c->last_target);
+    if (t == NULL) {
+        client_error(c, 503, "no healthy target");
+        return;
+    }
+    c->last_target = t;
+    upstream_attach(c, t, 0);
+}
+
+static void request_retry(struct client *c, int fresh_same_target)
+{
+    /* Rewind to the first body byte: the whole request is still in the buffer. */
+    c->fwd = c->in.start + c->head_len;
+    c->head_sent = 0;
+    c->body_left = c->req_content_length;
+    c->body_done = (c->framing == HTTP_BODY_NONE);
+    http_chunked_init(&c->chunk);
+    if (fresh_same_target && c->last_target != NULL) {
+        const struct route_service *svc = client_service(c);
+        /* Only while the table still routes the service there; else pick anew. */
+        for (size_t i = 0; svc != NULL && i < svc->live.ntargets; i++) {
+            if (svc->live.targets[i] == c->last_target) {
+                upstream_attach(c, c->last_target, 1);
+                return;
+            }
+        }
+    }
+    request_dispatch(c);
+}
+
+/* A complete, valid request head of head_len bytes is at the start of the buffer: set up the
+ * exchange and send it upstream. */
+static void request_start(struct client *c, const struct http_request *req, size_t head_len)
+{
+    struct worker *w = c->w;
+    atomic_fetch_add_explicit(&w->stats.requests, 1, memory_order_relaxed);
+    c->meth = req->meth;
+    c->minor = req->minor_version;
+    c->head_len = head_len;
+    c->framing = req->framing;
+    c->req_content_length = req->framing == HTTP_BODY_LENGTH ? req->content_length : 0;
+    c->body_left = c->req_content_length;
+    http_chunked_init(&c->chunk);
+    c->body_done = (req->framing == HTTP_BODY_NONE);
+    c->fwd = c->in.start + head_len;
+    c->req_end = c->fwd;
+    c->replayable = 1;
+    c->head_sent = 0;
+    c->resp_started = 0;
+    c->fresh_retries = 0;
+    c->target_retries = 0;
+    c->last_target = NULL;
+    c->keepalive = req->minor_version == 1 && !(req->flags & HTTP_F_CONN_CLOSE) && !w->draining;
+    c->resp_close = !c->keepalive;
+    c->phase = PH_PROXY;
+    if (c->lim.max_body_bytes > 0 && req->framing == HTTP_BODY_LENGTH &&
+        req->content_length > c->lim.max_body_bytes) {
+        client_error(c, 413, "request body larger than this service accepts");
+        return;
+    }
+    build_request_head(c, req);
+    if (c->body_done)
+        client_read_stop(c);
+    request_dispatch(c);
+}
+
+/* Parses the request head in the buffer, if complete; answers the error if it is invalid. */
+static void request_try(struct client *c)
+{
+    struct http_header hdrs[HDR_CAP];
+    struct http_request req;
+    struct http_limits lim = {
+        .max_headers = c->lim.max_headers < HDR_CAP ? c->lim.max_headers : HDR_CAP,
+        .max_uri = c->lim.max_uri,
+    };
+    req.headers = hdrs;
+    req.num_headers = HDR_CAP;
+    size_t have = c->in.end - c->in.start;
+    int rc = http_parse_request(c->in.data + c->in.start, have, &req, &lim);
+    if (rc == HTTP_PARTIAL) {
+        if (have >= c->lim.max_header_bytes)
+            client_error(c, 431, "request head too large");
+        return;
+    }
+    if (rc < 0) {
+        client_error(c, http_err_status(rc), http_err_str(rc));
+        return;
+    }
+    if ((size_t)rc > c->lim.max_header_bytes) {
+        client_error(c, 431, "request head too large");
+        return;
+    }
+    uv_timer_stop(&c->timer);
+    request_start(c, &req, (size_t)rc);
+}
+
+/* Between requests: take the next pipelined one from the buffer, or wait for it. */
+static void client_continue(struct client *c)
+{
+    const struct route_service *svc = client_service(c);
+    c->lim = svc ? svc->limits : default_limits;
+    c->phase = PH_HEAD;
+    c->close_after_write = 0;
+    c->resp_started = 0;
+    if (c->w->draining && c->in.start == c->in.end) {
+        /* Stopping, and nothing was asked: this connection is idle and may wait for the drain
+         * deadline (closing it now would race with a request on its way). */
+    }
+    if (c->in.data != NULL && c->in.end > c->in.start) {
+        client_timer(c, c->lim.client_header_ms);
+        request_try(c);
+        if (c->phase == PH_HEAD)
+            client_read_start(c);
+        return;
+    }
+    client_timer(c, c->lim.client_idle_ms);
+    client_read_start(c);
+}
+
+static void on_client_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    struct client *c = s->data;
+    (void)buf;
+    if (c->phase == PH_CLOSING || nread == 0)
+        return;
+    if (nread == UV_ENOBUFS) {
+        if (c->phase == PH_HEAD)
+            client_error(c, 431, "request head too large");
+        else
+            client_read_stop(c);
+        return;
+    }
+    if (nread < 0) {
+        client_close(c);
+        return;
+    }
+    int was_empty = (c->in.end == c->in.start);
+    c->in.end += (size_t)nread;
+    if (c->phase == PH_HEAD) {
+        if (was_empty)
+            client_timer(c, c->lim.client_header_ms);
+        request_try(c);
+        return;
+    }
+    /* PH_PROXY: more of the request body. */
+    upstream_send(c);
+}
+
+void h1_accept(struct worker_listener *l)
+{
+    struct worker *w = l->w;
+    struct client *c = xcalloc(1, sizeof(*c));
+    c->w = w;
+    c->service_id = l->service_id;
+    uv_tcp_init(&w->loop, &c->tcp);
+    c->tcp.data = c;
+    if (uv_accept((uv_stream_t *)&l->tcp, (uv_stream_t *)&c->tcp) < 0) {
+        uv_close((uv_handle_t *)&c->tcp, (uv_close_cb)free);
+        return;
+    }
+    uv_timer_init(&w->loop, &c->timer);
+    c->timer.data = c;
+    uv_tcp_nodelay(&c->tcp, 1);
+    struct sockaddr_storage ss;
+    int sl = sizeof(ss);
+    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &sl) == 0)
+        addr_format_host((struct sockaddr *)&ss, c->peer, sizeof(c->peer));
+    else
+        snprintf(c->peer, sizeof(c->peer), "unknown");
+    c->next = w->clients;
+    if (c->next)
+        c->next->prev = c;
+    w->clients = c;
+    atomic_fetch_add_explicit(&w->stats.accepted, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&w->stats.clients, 1, memory_order_relaxed);
+    const struct route_service *svc = client_service(c);
+    c->lim = svc ? svc->limits : default_limits;
+    c->phase = PH_HEAD;
+    /* The first request gets the header deadline from the moment of accept. */
+    client_timer(c, c->lim.client_header_ms);
+    client_read_start(c);
+}
+
+size_t h1_drain_clients(struct worker *w, int force)
+{
+    size_t n = 0;
+    struct client *c = w->clients, *next;
+    for (; c; c = next) {
+        next = c->next;
+        if (force)
+            client_close(c);
+        else
+            n++;
+    }
+    if (force) {
+        /* Idle upstream connections go too: the worker is ending. */
+        struct pool *p = w->pools, *pnext;
+        for (; p; p = pnext) {
+            pnext = p->next;
+            p->retired = 1;
+            /* Closing the last idle connection may free the pool: stop touching it then. */
+            while (p->idle) {
+                struct upstream *u = p->idle;
+                p->idle = u->next_idle;
+                p->nidle--;
+                int last = (p->idle == NULL);
+                upstream_close(u);
+                if (last)
+                    break;
+            }
+        }
+    }
+    return n;
+}

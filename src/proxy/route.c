@@ -1,0 +1,133 @@
+/* Route table publication and reference counting (see route.h). Publish runs on the control
+ * thread; acquire/release on any thread. */
+#include "proxy/route.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/xmalloc.h"
+#include "net/addr.h"
+
+/* The mutex only orders "read the pointer, take a reference" against "swap the pointer, drop
+ * the reference": a worker takes it once per table change, never per request. */
+static pthread_mutex_t current_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct route_table *current;
+static atomic_uint_fast64_t current_gen;
+
+struct route_target *route_target_new(const char *address, const char *version)
+{
+    struct route_target *t = xcalloc(1, sizeof(*t));
+    if (addr_parse(address, &t->sa, &t->salen) != 0) {
+        free(t);
+        return NULL;
+    }
+    atomic_init(&t->refs, 1);
+    atomic_init(&t->healthy, 0);
+    atomic_init(&t->in_table, 0);
+    t->address = xstrdup(address);
+    t->version = xstrdup(version);
+    return t;
+}
+
+void route_target_ref(struct route_target *t)
+{
+    atomic_fetch_add_explicit(&t->refs, 1, memory_order_relaxed);
+}
+
+void route_target_unref(struct route_target *t)
+{
+    if (t == NULL)
+        return;
+    if (atomic_fetch_sub_explicit(&t->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    free(t->address);
+    free(t->version);
+    free(t);
+}
+
+struct route_table *route_table_new(size_t n)
+{
+    struct route_table *t = xcalloc(1, sizeof(*t));
+    atomic_init(&t->refs, 1);
+    t->services = xcalloc(n ? n : 1, sizeof(*t->services));
+    t->nservices = n;
+    return t;
+}
+
+void route_backend_set(struct route_backend *b, const char *version,
+                       struct route_target *const *targets, size_t n)
+{
+    b->version = xstrdup(version);
+    b->targets = xcalloc(n ? n : 1, sizeof(*b->targets));
+    b->ntargets = n;
+    for (size_t i = 0; i < n; i++) {
+        route_target_ref(targets[i]);
+        b->targets[i] = targets[i];
+    }
+}
+
+static void backend_done(struct route_backend *b)
+{
+    for (size_t i = 0; i < b->ntargets; i++)
+        route_target_unref(b->targets[i]);
+    free(b->targets);
+    free(b->version);
+}
+
+void route_table_release(struct route_table *t)
+{
+    if (t == NULL)
+        return;
+    if (atomic_fetch_sub_explicit(&t->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    for (size_t i = 0; i < t->nservices; i++) {
+        backend_done(&t->services[i].live);
+        free(t->services[i].name);
+    }
+    free(t->services);
+    free(t);
+}
+
+void route_table_publish(struct route_table *t)
+{
+    pthread_mutex_lock(&current_lock);
+    struct route_table *old = current;
+    t->gen = atomic_load_explicit(&current_gen, memory_order_relaxed) + 1;
+    current = t;
+    atomic_store_explicit(&current_gen, t->gen, memory_order_release);
+    pthread_mutex_unlock(&current_lock);
+    route_table_release(old);
+}
+
+uint64_t route_table_generation(void)
+{
+    return atomic_load_explicit(&current_gen, memory_order_acquire);
+}
+
+struct route_table *route_table_acquire(void)
+{
+    pthread_mutex_lock(&current_lock);
+    struct route_table *t = current;
+    if (t != NULL)
+        atomic_fetch_add_explicit(&t->refs, 1, memory_order_relaxed);
+    pthread_mutex_unlock(&current_lock);
+    return t;
+}
+
+const struct route_service *route_table_service(const struct route_table *t, int id)
+{
+    for (size_t i = 0; i < t->nservices; i++)
+        if (t->services[i].id == id)
+            return &t->services[i];
+    return NULL;
+}
+
+void route_table_shutdown(void)
+{
+    pthread_mutex_lock(&current_lock);
+    struct route_table *old = current;
+    current = NULL;
+    pthread_mutex_unlock(&current_lock);
+    route_table_release(old);
+}

@@ -1,0 +1,99 @@
+/* The route table: an immutable snapshot of where each service's requests go, built by the
+ * control thread and read by every worker without locks on the request path.
+ *
+ * Publication is RCU-like: the control thread builds a new table, publishes it with
+ * route_table_publish (one atomic pointer store + generation bump), and drops its reference.
+ * A worker compares the generation with the one it holds before routing each request
+ * (one relaxed load) and, only when it changed, takes a reference on the new table and
+ * releases its old one. The last reference frees a table. So no request is routed by an old
+ * table once publish has returned, and no table is freed while a worker still reads it.
+ *
+ * Targets are shared, refcounted objects: health state is written by the control thread
+ * (health checks, outlier detection) and read by workers with relaxed atomics. */
+#ifndef CUTOVER_PROXY_ROUTE_H
+#define CUTOVER_PROXY_ROUTE_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+/* One upstream address of one version of one service. */
+struct route_target {
+    atomic_int refs;
+    char *address; /* "HOST:PORT" as configured */
+    char *version; /* name of the version it belongs to */
+    struct sockaddr_storage sa;
+    socklen_t salen;
+    atomic_int healthy;  /* 1 = may receive new requests (set by health checks) */
+    atomic_int in_table; /* 1 while some published table routes to it (control thread) */
+};
+
+/* The targets serving one version of a service, in a fixed order. */
+struct route_backend {
+    char *version;
+    struct route_target **targets; /* each holds a reference */
+    size_t ntargets;
+};
+
+/* Per-service data-plane settings, copied from the config into each table. */
+struct route_limits {
+    uint64_t client_header_ms;
+    uint64_t client_idle_ms;
+    uint64_t upstream_connect_ms;
+    uint64_t upstream_response_ms;
+    size_t max_header_bytes;
+    size_t max_headers;
+    size_t max_uri;
+    uint64_t max_body_bytes; /* 0 = unlimited */
+};
+
+struct route_service {
+    int id; /* stable for the daemon's life: listeners find their service by it */
+    char *name;
+    struct route_backend live; /* ntargets == 0 when nothing is live (answers 503) */
+    struct route_limits limits;
+};
+
+struct route_table {
+    atomic_int refs;
+    uint64_t gen;
+    struct route_service *services;
+    size_t nservices;
+};
+
+/* Creates a target for address (validated by the caller with addr_parse) with one reference,
+ * healthy = 0. Returns NULL if address does not parse. */
+struct route_target *route_target_new(const char *address, const char *version);
+void route_target_ref(struct route_target *t);
+/* Drops a reference; frees the target with the last one. NULL is a no-op. Any thread. */
+void route_target_unref(struct route_target *t);
+
+/* Creates an empty table with room for n services (zeroed; refs = 1). Control thread. */
+struct route_table *route_table_new(size_t n);
+
+/* Fills backend b with version and a reference to each of the n targets. */
+void route_backend_set(struct route_backend *b, const char *version,
+                       struct route_target *const *targets, size_t n);
+
+/* Publishes t as the current table (takes over the caller's reference), sets its generation,
+ * and releases the previously published table. Control thread. */
+void route_table_publish(struct route_table *t);
+
+/* The generation of the current table; workers compare it with the one they hold. */
+uint64_t route_table_generation(void);
+
+/* Returns a new reference to the current table (NULL before the first publish). Any thread. */
+struct route_table *route_table_acquire(void);
+
+/* Drops a reference; frees the table (and its target references) with the last one. Any
+ * thread. NULL is a no-op. */
+void route_table_release(struct route_table *t);
+
+/* Returns the service with id, or NULL. */
+const struct route_service *route_table_service(const struct route_table *t, int id);
+
+/* Drops the published table at exit. Control thread. */
+void route_table_shutdown(void);
+
+#endif

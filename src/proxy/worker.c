@@ -1,0 +1,270 @@
+/* Data-plane worker threads (see worker.h): the loop, the listeners, the route-table cache,
+ * pooled buffers and per-target upstream pools. Everything here runs on the worker's thread
+ * except worker_start/notify/stop/join/free, which the control thread calls. */
+#include "proxy/worker.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/xmalloc.h"
+#include "proxy/worker_int.h"
+
+/* Buffers kept for reuse beyond this are freed: the pool follows the busy peak, not forever. */
+#define WORKER_MAX_FREE_BUFS 1024
+
+char *worker_buf_get(struct worker *w)
+{
+    if (w->nfree > 0)
+        return w->free_bufs[--w->nfree];
+    return xmalloc(WORKER_BUF_SIZE);
+}
+
+void worker_buf_put(struct worker *w, char *buf)
+{
+    if (buf == NULL)
+        return;
+    if (w->nfree == WORKER_MAX_FREE_BUFS) {
+        free(buf);
+        return;
+    }
+    if (w->nfree == w->capfree) {
+        w->capfree = w->capfree ? w->capfree * 2 : 64;
+        w->free_bufs = xrealloc(w->free_bufs, w->capfree * sizeof(*w->free_bufs));
+    }
+    w->free_bufs[w->nfree++] = buf;
+}
+
+struct pool *worker_pool(struct worker *w, struct route_target *t)
+{
+    for (struct pool *p = w->pools; p; p = p->next)
+        if (p->target == t)
+            return p;
+    struct pool *p = xcalloc(1, sizeof(*p));
+    route_target_ref(t);
+    p->target = t;
+    p->next = w->pools;
+    w->pools = p;
+    return p;
+}
+
+void worker_pool_maybe_free(struct worker *w, struct pool *p)
+{
+    if (!p->retired || p->active > 0 || p->nidle > 0)
+        return;
+    for (struct pool **pp = &w->pools; *pp; pp = &(*pp)->next) {
+        if (*pp == p) {
+            *pp = p->next;
+            break;
+        }
+    }
+    route_target_unref(p->target);
+    free(p);
+}
+
+static int table_routes_to(const struct route_table *t, const struct route_target *target)
+{
+    if (t == NULL)
+        return 0;
+    for (size_t i = 0; i < t->nservices; i++) {
+        const struct route_backend *b = &t->services[i].live;
+        for (size_t j = 0; j < b->ntargets; j++)
+            if (b->targets[j] == target)
+                return 1;
+    }
+    return 0;
+}
+
+/* Closes the idle connections of pools whose target the table no longer routes to, so that a
+ * retired version sees its keep-alive connections go as soon as they are not in use. */
+static void retire_pools(struct worker *w)
+{
+    struct pool *p = w->pools, *next;
+    for (; p; p = next) {
+        next = p->next;
+        p->retired = !table_routes_to(w->table, p->target);
+        if (!p->retired)
+            continue;
+        if (p->idle == NULL) {
+            worker_pool_maybe_free(w, p);
+            continue;
+        }
+        /* Closing the last idle connection may free the pool: stop touching it then. */
+        for (;;) {
+            struct upstream *u = p->idle;
+            p->idle = h1_upstream_next_idle(u);
+            p->nidle--;
+            int last = (p->idle == NULL);
+            h1_upstream_close(u);
+            if (last)
+                break;
+        }
+    }
+}
+
+void worker_refresh(struct worker *w)
+{
+    uint64_t gen = route_table_generation();
+    if (gen == w->table_gen)
+        return;
+    struct route_table *t = route_table_acquire();
+    route_table_release(w->table);
+    w->table = t;
+    w->table_gen = t ? t->gen : 0;
+    retire_pools(w);
+}
+
+static void on_notify(uv_async_t *a)
+{
+    worker_refresh(a->data);
+}
+
+static void on_connection(uv_stream_t *server, int status)
+{
+    struct worker_listener *l = server->data;
+    if (status < 0)
+        return; /* EMFILE and friends: the connection stays in the backlog for later */
+    h1_accept(l);
+}
+
+static void close_walk_cb(uv_handle_t *h, void *arg)
+{
+    (void)arg;
+    if (!uv_is_closing(h))
+        uv_close(h, NULL);
+}
+
+static void finish_drain(struct worker *w)
+{
+    h1_drain_clients(w, 1);
+    uv_stop(&w->loop);
+}
+
+static void on_drain_tick(uv_timer_t *t)
+{
+    struct worker *w = t->data;
+    uint64_t now = uv_now(&w->loop);
+    if (h1_drain_clients(w, 0) == 0 || now >= w->drain_ms)
+        finish_drain(w);
+}
+
+static void on_stop(uv_async_t *a)
+{
+    struct worker *w = a->data;
+    if (w->draining)
+        return;
+    w->draining = 1;
+    for (size_t i = 0; i < w->nlisteners; i++)
+        uv_close((uv_handle_t *)&w->listeners[i].tcp, NULL);
+    w->drain_ms = uv_now(&w->loop) + atomic_load(&w->stop_drain_ms);
+    /* Check every 50 ms whether the last busy connection is done. */
+    uv_timer_start(&w->drain_timer, on_drain_tick, 0, 50);
+}
+
+static void worker_main(void *arg)
+{
+    struct worker *w = arg;
+    uv_run(&w->loop, UV_RUN_DEFAULT);
+    /* Close every remaining handle (clients were closed by finish_drain) and let the close
+     * callbacks run so that memory is released before the thread ends. */
+    uv_walk(&w->loop, close_walk_cb, NULL);
+    uv_run(&w->loop, UV_RUN_DEFAULT);
+}
+
+int worker_start(struct worker **out, int index, const struct worker_listener_spec *ls, size_t n)
+{
+    int rc;
+    size_t opened = 0;
+    struct worker *w = xcalloc(1, sizeof(*w));
+    w->index = index;
+    *out = NULL;
+    rc = uv_loop_init(&w->loop);
+    if (rc < 0) {
+        free(w);
+        return rc;
+    }
+    w->listeners = xcalloc(n ? n : 1, sizeof(*w->listeners));
+    for (; opened < n; opened++) {
+        struct worker_listener *l = &w->listeners[opened];
+        int fd = dup(ls[opened].fd);
+        if (fd == -1) {
+            rc = -errno;
+            goto fail;
+        }
+        uv_tcp_init(&w->loop, &l->tcp);
+        l->tcp.data = l;
+        l->w = w;
+        l->service_id = ls[opened].service_id;
+        rc = uv_tcp_open(&l->tcp, fd);
+        if (rc == 0)
+            rc = uv_listen((uv_stream_t *)&l->tcp, 4096, on_connection);
+        if (rc < 0) {
+            opened++; /* the handle is initialised: it must be closed */
+            goto fail;
+        }
+    }
+    w->nlisteners = n;
+    uv_async_init(&w->loop, &w->notify_async, on_notify);
+    w->notify_async.data = w;
+    uv_async_init(&w->loop, &w->stop_async, on_stop);
+    w->stop_async.data = w;
+    uv_timer_init(&w->loop, &w->drain_timer);
+    w->drain_timer.data = w;
+    worker_refresh(w);
+    rc = uv_thread_create(&w->thread, worker_main, w);
+    if (rc < 0)
+        goto fail;
+    *out = w;
+    return 0;
+fail:
+    for (size_t i = 0; i < opened; i++)
+        uv_close((uv_handle_t *)&w->listeners[i].tcp, NULL);
+    uv_walk(&w->loop, close_walk_cb, NULL);
+    uv_run(&w->loop, UV_RUN_DEFAULT);
+    uv_loop_close(&w->loop);
+    route_table_release(w->table);
+    free(w->listeners);
+    free(w);
+    return rc;
+}
+
+void worker_notify(struct worker *w)
+{
+    uv_async_send(&w->notify_async);
+}
+
+void worker_stop(struct worker *w, uint64_t drain_ms)
+{
+    atomic_store(&w->stop_drain_ms, drain_ms);
+    uv_async_send(&w->stop_async);
+}
+
+void worker_join(struct worker *w)
+{
+    uv_thread_join(&w->thread);
+}
+
+void worker_free(struct worker *w)
+{
+    if (w == NULL)
+        return;
+    while (w->pools) {
+        struct pool *p = w->pools;
+        w->pools = p->next;
+        route_target_unref(p->target);
+        free(p);
+    }
+    while (w->nfree > 0)
+        free(w->free_bufs[--w->nfree]);
+    free(w->free_bufs);
+    route_table_release(w->table);
+    uv_loop_close(&w->loop);
+    free(w->listeners);
+    free(w);
+}
+
+const struct worker_stats *worker_get_stats(const struct worker *w)
+{
+    return &w->stats;
+}

@@ -1,0 +1,57 @@
+/* Data-plane workers: one thread and one libuv loop each. A worker accepts client connections
+ * on the listening sockets it is given, proxies them (proxy/h1proxy.c), keeps its own pools of
+ * idle upstream connections per target, and reads the published route table (proxy/route.h).
+ * The control thread talks to a worker only through worker_notify and worker_stop (uv_async);
+ * nothing else crosses threads. */
+#ifndef CUTOVER_PROXY_WORKER_H
+#define CUTOVER_PROXY_WORKER_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "proxy/route.h"
+
+/* One listening socket a worker accepts on. */
+struct worker_listener_spec {
+    int fd;         /* a bound, listening socket; the worker uses its own dup() of it */
+    int service_id; /* route_service.id of the service it serves */
+};
+
+struct worker;
+
+/* Starts a worker thread (index is for logs) accepting on the n listeners. Returns 0 or a
+ * negative errno; on success *out is the worker (free with worker_free after worker_join). */
+int worker_start(struct worker **out, int index, const struct worker_listener_spec *ls, size_t n);
+
+/* Tells the worker a new route table was published: it switches to it and closes its idle
+ * upstream connections to targets the table no longer routes to. Control thread; the worker
+ * also notices a new table by itself before routing any request. */
+void worker_notify(struct worker *w);
+
+/* Asks the worker to stop gracefully: it closes its listeners, lets requests in progress finish
+ * (their answers carry Connection: close), and exits its loop when no connection is left or
+ * drain_ms has passed, closing what is left. Control thread. */
+void worker_stop(struct worker *w, uint64_t drain_ms);
+
+/* Waits for the worker thread to end. Control thread. */
+void worker_join(struct worker *w);
+
+/* Frees a joined worker. NULL is a no-op. */
+void worker_free(struct worker *w);
+
+/* Counters of one worker, written only by it, read by others (relaxed). */
+struct worker_stats {
+    _Atomic uint64_t accepted;
+    _Atomic uint64_t requests;
+    _Atomic uint64_t responses_5xx; /* answered by an upstream */
+    _Atomic uint64_t proxy_errors;  /* 502/503/504 made by cutover itself */
+    _Atomic uint64_t retries;
+    _Atomic uint64_t bad_requests; /* 4xx made by cutover for bad input */
+    _Atomic int64_t clients;       /* open client connections */
+};
+
+/* Returns the worker's counters (valid until worker_free). */
+const struct worker_stats *worker_get_stats(const struct worker *w);
+
+#endif

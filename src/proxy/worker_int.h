@@ -1,0 +1,82 @@
+/* Worker internals shared by worker.c (thread, loop, listeners, pools, buffers) and h1proxy.c
+ * (the connection state machine). Not part of the proxy's public contract; everything here runs
+ * on the worker's own thread. */
+#ifndef CUTOVER_PROXY_WORKER_INT_H
+#define CUTOVER_PROXY_WORKER_INT_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "proxy/route.h"
+#include "proxy/worker.h"
+
+/* Size of the pooled I/O buffers. A request head that outgrows it moves to a heap buffer up
+ * to the service's max_header_bytes; bodies stream through it in slices. */
+#define WORKER_BUF_SIZE (16 * 1024)
+
+struct upstream;
+
+/* Idle upstream connections of one worker to one target. */
+struct pool {
+    struct route_target *target; /* holds a reference */
+    struct upstream *idle;       /* singly linked through upstream.next_idle */
+    size_t nidle;
+    size_t active; /* connections of this pool not idle (connecting or busy) */
+    int retired;   /* the current table no longer routes to target: close, don't keep */
+    struct pool *next;
+};
+
+struct worker_listener {
+    uv_tcp_t tcp;
+    int service_id;
+    struct worker *w;
+};
+
+struct worker {
+    int index;
+    uv_loop_t loop;
+    uv_thread_t thread;
+    uv_async_t notify_async;
+    uv_async_t stop_async;
+    uv_timer_t drain_timer;
+    struct worker_listener *listeners;
+    size_t nlisteners;
+    struct route_table *table; /* the table this worker routes by; holds a reference */
+    uint64_t table_gen;
+    struct pool *pools;
+    char **free_bufs; /* pooled WORKER_BUF_SIZE buffers */
+    size_t nfree, capfree;
+    unsigned rr;  /* round-robin cursor */
+    int draining; /* stop was asked: answers carry Connection: close */
+    uint64_t drain_ms;
+    atomic_uint_fast64_t stop_drain_ms; /* written by worker_stop, read in the async callback */
+    struct worker_stats stats;
+    void *clients; /* struct client list head, managed by h1proxy.c */
+};
+
+/* Takes a WORKER_BUF_SIZE buffer from the worker's pool (allocating when empty). */
+char *worker_buf_get(struct worker *w);
+/* Returns a buffer from worker_buf_get. NULL is a no-op. */
+void worker_buf_put(struct worker *w, char *buf);
+
+/* Makes the worker route by the current table if a newer one was published. */
+void worker_refresh(struct worker *w);
+
+/* Returns the pool for target t, creating it. */
+struct pool *worker_pool(struct worker *w, struct route_target *t);
+
+/* Frees pool p if it is retired and holds no connection. */
+void worker_pool_maybe_free(struct worker *w, struct pool *p);
+
+/* Implemented in h1proxy.c: accept one client on listener l. */
+void h1_accept(struct worker_listener *l);
+/* Implemented in h1proxy.c: close an idle upstream connection (pool cleanup). */
+void h1_upstream_close(struct upstream *u);
+/* Implemented in h1proxy.c: returns the next idle upstream in a pool's list. */
+struct upstream *h1_upstream_next_idle(struct upstream *u);
+/* Implemented in h1proxy.c: a graceful stop began; closes clients that are idle between
+ * requests only when force is set (at the drain deadline). Returns open client count. */
+size_t h1_drain_clients(struct worker *w, int force);
+
+#endif

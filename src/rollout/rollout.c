@@ -1,0 +1,743 @@
+/* The rollout engine (see rollout.h). Control loop only.
+ *
+ * Invariant: the store is written first, then the route table is published. A crash between
+ * the two leaves the store one step ahead, and the restart publishes what the store says, so
+ * the daemon never serves a state it has not recorded. */
+#include "rollout/rollout.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/duration.h"
+#include "core/log.h"
+#include "core/xmalloc.h"
+#include "net/addr.h"
+#include "proxy/route.h"
+#include "super/health.h"
+
+#define INITIAL_VERSION "initial"
+
+struct version {
+    char *name;
+    struct route_target **targets;
+    struct health_check **checks;
+    size_t n;
+};
+
+enum change_kind { CHANGE_DEPLOY, CHANGE_ROLLBACK };
+
+struct service {
+    struct rollout *r;
+    int id;
+    const struct config_service *cfg;
+    struct version *live;
+    struct version *previous;
+    struct version *next; /* being deployed (owned here until it goes live or fails) */
+    /* the change in progress, if change_id != 0 */
+    int64_t change_id;
+    enum change_kind change_kind;
+    int change_wait;
+    uint64_t change_started;
+    uv_timer_t deadline;
+    uv_timer_t kick; /* re-evaluates the change on the next loop turn */
+    rollout_wait_cb waiter;
+    void *waiter_ctx;
+};
+
+struct rollout {
+    uv_loop_t *loop;
+    const struct config *cfg;
+    struct store *st;
+    rollout_publish_cb on_publish;
+    void *ctx;
+    struct service *services;
+    size_t nservices;
+    int open_handles;
+};
+
+/* ---------------------------------------------------------------- versions ------------------ */
+
+static void on_health_change(void *ctx, struct health_check *h, enum health_state state);
+
+static struct version *version_new(struct service *s, const char *name, const char *const *targets,
+                                   size_t n, int optimistic)
+{
+    struct version *v = xcalloc(1, sizeof(*v));
+    v->name = xstrdup(name);
+    v->targets = xcalloc(n ? n : 1, sizeof(*v->targets));
+    v->checks = xcalloc(n ? n : 1, sizeof(*v->checks));
+    for (size_t i = 0; i < n; i++) {
+        struct route_target *t = route_target_new(targets[i], name);
+        if (t == NULL)
+            continue; /* validated by the caller; a bad stored row is skipped */
+        v->targets[v->n] = t;
+        v->checks[v->n] =
+            health_start(s->r->loop, t, &s->cfg->health, optimistic, on_health_change, s);
+        v->n++;
+    }
+    return v;
+}
+
+static void version_free(struct version *v)
+{
+    if (v == NULL)
+        return;
+    for (size_t i = 0; i < v->n; i++) {
+        health_stop(v->checks[i]);
+        route_target_unref(v->targets[i]);
+    }
+    free(v->targets);
+    free(v->checks);
+    free(v->name);
+    free(v);
+}
+
+static int version_all_healthy(const struct version *v)
+{
+    if (v == NULL || v->n == 0)
+        return 0;
+    for (size_t i = 0; i < v->n; i++)
+        if (health_get_state(v->checks[i]) != HEALTH_HEALTHY)
+            return 0;
+    return 1;
+}
+
+/* Describes the targets that are not healthy: "127.0.0.1:9003 unhealthy (status 503)". */
+static void version_why_unhealthy(const struct version *v, char *buf, size_t n)
+{
+    size_t pos = 0;
+    buf[0] = '\0';
+    for (size_t i = 0; v && i < v->n && pos + 1 < n; i++) {
+        enum health_state s = health_get_state(v->checks[i]);
+        if (s == HEALTH_HEALTHY)
+            continue;
+        const char *e = health_last_error(v->checks[i]);
+        int w =
+            snprintf(buf + pos, n - pos, "%s%s %s%s%s%s", pos ? "; " : "", v->targets[i]->address,
+                     health_state_name(s), *e ? " (" : "", e, *e ? ")" : "");
+        if (w < 0)
+            break;
+        pos += (size_t)w;
+        if (pos >= n)
+            pos = n - 1;
+    }
+}
+
+/* ---------------------------------------------------------------- publication --------------- */
+
+static struct route_limits limits_from(const struct config_service *c)
+{
+    struct route_limits l = {
+        .client_header_ms = c->timeouts.client_header_ms,
+        .client_idle_ms = c->timeouts.client_idle_ms,
+        .upstream_connect_ms = c->timeouts.upstream_connect_ms,
+        .upstream_response_ms = c->timeouts.upstream_response_ms,
+        .max_header_bytes = c->limits.max_header_bytes,
+        .max_headers = c->limits.max_headers,
+        .max_uri = c->limits.max_uri,
+        .max_body_bytes = c->limits.max_body_bytes,
+    };
+    return l;
+}
+
+static void publish(struct rollout *r)
+{
+    struct route_table *t = route_table_new(r->nservices);
+    for (size_t i = 0; i < r->nservices; i++) {
+        struct service *s = &r->services[i];
+        struct route_service *rs = &t->services[i];
+        rs->id = s->id;
+        rs->name = xstrdup(s->cfg->name);
+        rs->limits = limits_from(s->cfg);
+        if (s->live != NULL)
+            route_backend_set(&rs->live, s->live->name, s->live->targets, s->live->n);
+        else
+            route_backend_set(&rs->live, "", NULL, 0);
+    }
+    route_table_publish(t);
+    if (r->on_publish)
+        r->on_publish(r->ctx);
+}
+
+/* ---------------------------------------------------------------- changes ------------------- */
+
+static void change_finish(struct service *s, const char *state, const char *message)
+{
+    struct rollout *r = s->r;
+    int64_t id = s->change_id;
+    if (store_change_update(r->st, id, state, message) < 0)
+        log_error("store write failed", "service", s->cfg->name, "error", store_errmsg(r->st));
+    store_event_add(r->st, id, state, message);
+    uv_timer_stop(&s->deadline);
+    s->change_id = 0;
+    rollout_wait_cb cb = s->waiter;
+    void *ctx = s->waiter_ctx;
+    s->waiter = NULL;
+    s->waiter_ctx = NULL;
+    if (cb)
+        cb(ctx, id);
+}
+
+/* The target version is healthy: record the switch, then make it live. */
+static void change_switch(struct service *s)
+{
+    struct rollout *r = s->r;
+    struct version *to = s->change_kind == CHANGE_DEPLOY ? s->next : s->previous;
+    struct version *from = s->live;
+    char msg[256];
+    snprintf(msg, sizeof(msg), "switched %s from %s to %s", s->cfg->name,
+             from ? from->name : "nothing", to->name);
+
+    int rc = store_begin(r->st);
+    if (rc == 0)
+        rc = store_service_set(r->st, s->cfg->name, to->name, from ? from->name : NULL);
+    if (rc == 0)
+        rc = store_change_update(r->st, s->change_id, STORE_CHANGE_COMPLETED, msg);
+    if (rc == 0)
+        rc = store_event_add(r->st, s->change_id, "switched", msg);
+    if (rc == 0)
+        rc = store_commit(r->st);
+    if (rc < 0) {
+        /* Not recorded, so not done: the old version keeps serving. */
+        store_rollback(r->st);
+        log_error("store write failed; switch not done", "service", s->cfg->name, "error",
+                  store_errmsg(r->st));
+        change_finish(s, STORE_CHANGE_FAILED, "could not record the switch in the store");
+        if (s->change_kind == CHANGE_DEPLOY) {
+            version_free(s->next);
+            s->next = NULL;
+        }
+        return;
+    }
+    if (s->change_kind == CHANGE_DEPLOY) {
+        version_free(s->previous);
+        s->previous = from;
+        s->live = to;
+        s->next = NULL;
+    } else {
+        s->previous = from;
+        s->live = to;
+    }
+    publish(r);
+    log_info("switched", "service", s->cfg->name, "from", from ? from->name : "", "to", to->name);
+    /* Already written as completed above; only the waiter and the timers remain. */
+    uv_timer_stop(&s->deadline);
+    int64_t id = s->change_id;
+    s->change_id = 0;
+    rollout_wait_cb cb = s->waiter;
+    void *ctx = s->waiter_ctx;
+    s->waiter = NULL;
+    if (cb)
+        cb(ctx, id);
+}
+
+static void change_evaluate(struct service *s)
+{
+    if (s->change_id == 0)
+        return;
+    struct version *to = s->change_kind == CHANGE_DEPLOY ? s->next : s->previous;
+    if (version_all_healthy(to))
+        change_switch(s);
+}
+
+static void on_kick(uv_timer_t *t)
+{
+    change_evaluate(t->data);
+}
+
+static void on_deadline(uv_timer_t *t)
+{
+    struct service *s = t->data;
+    if (s->change_id == 0)
+        return;
+    struct version *to = s->change_kind == CHANGE_DEPLOY ? s->next : s->previous;
+    char why[512], d[24], msg[768];
+    version_why_unhealthy(to, why, sizeof(why));
+    snprintf(msg, sizeof(msg), "%s %s: targets not healthy after %s: %s; traffic stays on %s",
+             s->change_kind == CHANGE_DEPLOY ? "deploy of" : "rollback to", to->name,
+             duration_format(s->cfg->deploy_timeout_ms, d, sizeof(d)), why,
+             s->live ? s->live->name : "nothing");
+    log_warn("change failed", "service", s->cfg->name, "reason", msg);
+    if (s->change_kind == CHANGE_DEPLOY) {
+        version_free(s->next);
+        s->next = NULL;
+    }
+    change_finish(s, STORE_CHANGE_FAILED, msg);
+}
+
+static void on_health_change(void *ctx, struct health_check *h, enum health_state state)
+{
+    struct service *s = ctx;
+    struct route_target *t = health_target(h);
+    log_info("health changed", "service", s->cfg->name, "version", t->version, "target", t->address,
+             "state", health_state_name(state), "error", health_last_error(h));
+    if (s->change_id != 0)
+        change_evaluate(s);
+}
+
+static int valid_name(const char *s)
+{
+    size_t n = s ? strlen(s) : 0;
+    if (n == 0 || n > 64)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '.' || c == '_' || c == '-'))
+            return 0;
+    }
+    return 1;
+}
+
+static struct service *find_service(struct rollout *r, const char *name)
+{
+    for (size_t i = 0; name && i < r->nservices; i++)
+        if (strcmp(r->services[i].cfg->name, name) == 0)
+            return &r->services[i];
+    return NULL;
+}
+
+int rollout_service_id(const struct rollout *r, const char *name)
+{
+    for (size_t i = 0; i < r->nservices; i++)
+        if (strcmp(r->services[i].cfg->name, name) == 0)
+            return r->services[i].id;
+    return -1;
+}
+
+/* Records a new running change with its "created" event, in one transaction. */
+static int change_create(struct service *s, const char *kind, const char *to_version,
+                         const char *const *targets, size_t ntargets, const char *plan,
+                         const char *actor, const char *reason, const char *what, int64_t *id)
+{
+    struct rollout *r = s->r;
+    struct store_change c = {0};
+    c.service = (char *)s->cfg->name;
+    c.kind = (char *)kind;
+    c.from_version = s->live ? s->live->name : NULL;
+    c.to_version = (char *)to_version;
+    c.plan = (char *)plan;
+    c.actor = (char *)(actor && *actor ? actor : "unknown");
+    c.reason = (char *)reason;
+    c.state = STORE_CHANGE_RUNNING;
+    c.message = (char *)what;
+    int rc = store_begin(r->st);
+    if (rc == 0 && targets != NULL)
+        rc = store_version_put(r->st, s->cfg->name, to_version, targets, ntargets);
+    if (rc == 0)
+        rc = store_change_insert(r->st, &c);
+    if (rc == 0)
+        rc = store_event_add(r->st, c.id, "created", what);
+    if (rc == 0)
+        rc = store_commit(r->st);
+    if (rc < 0) {
+        store_rollback(r->st);
+        log_error("store write failed", "service", s->cfg->name, "error", store_errmsg(r->st));
+        return -EIO;
+    }
+    *id = c.id;
+    return 0;
+}
+
+static void change_begin(struct service *s, enum change_kind kind, int64_t id, int wait,
+                         rollout_wait_cb cb, void *ctx)
+{
+    s->change_id = id;
+    s->change_kind = kind;
+    s->change_wait = wait;
+    s->waiter = cb;
+    s->waiter_ctx = ctx;
+    uv_timer_start(&s->deadline, on_deadline, s->cfg->deploy_timeout_ms, 0);
+    uv_timer_start(&s->kick, on_kick, 0, 0);
+}
+
+int rollout_deploy(struct rollout *r, const struct rollout_deploy_req *req, rollout_wait_cb cb,
+                   void *ctx, int64_t *change_id, char *err, size_t errlen)
+{
+    struct service *s = find_service(r, req->service);
+    if (s == NULL) {
+        snprintf(err, errlen, "unknown service '%s'", req->service ? req->service : "");
+        return -ENOENT;
+    }
+    if (!valid_name(req->version)) {
+        snprintf(err, errlen, "version: expected 1-64 characters of A-Z a-z 0-9 . _ -, got '%s'",
+                 req->version ? req->version : "");
+        return -EINVAL;
+    }
+    if (req->ntargets == 0) {
+        snprintf(err, errlen,
+                 "targets: at least one HOST:PORT is required (managed instances "
+                 "are not in this build)");
+        return -EINVAL;
+    }
+    if (req->ntargets > 64) {
+        snprintf(err, errlen, "targets: at most 64, got %zu", req->ntargets);
+        return -EINVAL;
+    }
+    for (size_t i = 0; i < req->ntargets; i++) {
+        struct sockaddr_storage ss;
+        socklen_t sl;
+        if (req->targets[i] == NULL || addr_parse(req->targets[i], &ss, &sl) != 0) {
+            snprintf(err, errlen, "targets[%zu]: expected HOST:PORT (numeric IP), got '%s'", i,
+                     req->targets[i] ? req->targets[i] : "");
+            return -EINVAL;
+        }
+    }
+    const char *plan = req->plan ? req->plan : s->cfg->plan;
+    if (plan != NULL) {
+        snprintf(err, errlen,
+                 "plan '%s': rollout plans are not supported by this build yet; "
+                 "deploy without a plan for an instant health-gated switch",
+                 plan);
+        return -ENOTSUP;
+    }
+    if (s->change_id != 0) {
+        snprintf(err, errlen, "change %lld is already running on %s", (long long)s->change_id,
+                 s->cfg->name);
+        return -EBUSY;
+    }
+    if (s->live != NULL && strcmp(s->live->name, req->version) == 0) {
+        snprintf(err, errlen, "version %s is already live on %s", req->version, s->cfg->name);
+        return -EEXIST;
+    }
+    char what[512];
+    snprintf(what, sizeof(what), "deploy %s to %s (%zu target%s), instant switch once healthy",
+             req->version, s->cfg->name, req->ntargets, req->ntargets == 1 ? "" : "s");
+    int64_t id;
+    if (change_create(s, "deploy", req->version, req->targets, req->ntargets, NULL, req->actor,
+                      req->reason, what, &id) < 0) {
+        snprintf(err, errlen, "could not record the change: %s", store_errmsg(r->st));
+        return -EIO;
+    }
+    s->next = version_new(s, req->version, req->targets, req->ntargets, 0);
+    log_info("deploy started", "service", s->cfg->name, "version", req->version, "actor",
+             req->actor, "reason", req->reason);
+    change_begin(s, CHANGE_DEPLOY, id, req->wait, cb, ctx);
+    *change_id = id;
+    return 0;
+}
+
+int rollout_rollback(struct rollout *r, const char *service, const char *actor, const char *reason,
+                     rollout_wait_cb cb, void *ctx, int64_t *change_id, char *err, size_t errlen)
+{
+    struct service *s = find_service(r, service);
+    if (s == NULL) {
+        snprintf(err, errlen, "unknown service '%s'", service ? service : "");
+        return -ENOENT;
+    }
+    if (s->change_id != 0) {
+        snprintf(err, errlen, "change %lld is already running on %s", (long long)s->change_id,
+                 s->cfg->name);
+        return -EBUSY;
+    }
+    if (s->previous == NULL) {
+        snprintf(err, errlen, "%s has no previous version to roll back to", s->cfg->name);
+        return -ESRCH;
+    }
+    char what[512];
+    snprintf(what, sizeof(what), "roll back %s from %s to %s", s->cfg->name,
+             s->live ? s->live->name : "nothing", s->previous->name);
+    int64_t id;
+    if (change_create(s, "rollback", s->previous->name, NULL, 0, NULL, actor, reason, what, &id) <
+        0) {
+        snprintf(err, errlen, "could not record the change: %s", store_errmsg(r->st));
+        return -EIO;
+    }
+    log_info("rollback started", "service", s->cfg->name, "to", s->previous->name, "actor", actor,
+             "reason", reason);
+    change_begin(s, CHANGE_ROLLBACK, id, 1, cb, ctx);
+    *change_id = id;
+    return 0;
+}
+
+/* ---------------------------------------------------------------- lifecycle ----------------- */
+
+struct rollout *rollout_new(uv_loop_t *loop, const struct config *cfg, struct store *st,
+                            rollout_publish_cb on_publish, void *ctx)
+{
+    struct rollout *r = xcalloc(1, sizeof(*r));
+    r->loop = loop;
+    r->cfg = cfg;
+    r->st = st;
+    r->on_publish = on_publish;
+    r->ctx = ctx;
+    r->nservices = cfg->nservices;
+    r->services = xcalloc(r->nservices ? r->nservices : 1, sizeof(*r->services));
+    for (size_t i = 0; i < r->nservices; i++) {
+        struct service *s = &r->services[i];
+        s->r = r;
+        s->id = (int)i;
+        s->cfg = &cfg->services[i];
+        uv_timer_init(loop, &s->deadline);
+        uv_timer_init(loop, &s->kick);
+        s->deadline.data = s;
+        s->kick.data = s;
+    }
+    return r;
+}
+
+/* Loads version name of s from the store, health-checking its targets. */
+static struct version *version_load(struct service *s, const char *name, int optimistic)
+{
+    char **targets = NULL;
+    size_t n = 0;
+    if (name == NULL || store_version_targets(s->r->st, s->cfg->name, name, &targets, &n) < 0)
+        return NULL;
+    struct version *v = version_new(s, name, (const char *const *)targets, n, optimistic);
+    store_strv_free(targets);
+    return v;
+}
+
+int rollout_start(struct rollout *r, char *err, size_t errlen)
+{
+    struct store_change *running = NULL;
+    size_t nrunning = 0;
+    int rc = store_change_list_running(r->st, &running, &nrunning);
+    if (rc < 0) {
+        snprintf(err, errlen, "store: %s", store_errmsg(r->st));
+        return rc;
+    }
+    for (size_t i = 0; i < nrunning; i++) {
+        const char *msg = "the daemon stopped while this change ran; traffic stayed where the "
+                          "store last recorded it";
+        store_change_update(r->st, running[i].id, STORE_CHANGE_INTERRUPTED, msg);
+        store_event_add(r->st, running[i].id, "interrupted", msg);
+        char idbuf[24];
+        snprintf(idbuf, sizeof(idbuf), "%lld", (long long)running[i].id);
+        log_warn("change interrupted by a restart", "change", idbuf, "service", running[i].service);
+    }
+    store_change_list_free(running, nrunning);
+
+    for (size_t i = 0; i < r->nservices; i++) {
+        struct service *s = &r->services[i];
+        char *live = NULL, *prev = NULL;
+        rc = store_service_get(r->st, s->cfg->name, &live, &prev);
+        if (rc == -ENOENT && s->cfg->ntargets > 0) {
+            /* First start: the configured targets are the live version. */
+            rc = store_begin(r->st);
+            if (rc == 0)
+                rc = store_version_put(r->st, s->cfg->name, INITIAL_VERSION,
+                                       (const char *const *)s->cfg->targets, s->cfg->ntargets);
+            if (rc == 0)
+                rc = store_service_set(r->st, s->cfg->name, INITIAL_VERSION, NULL);
+            if (rc == 0)
+                rc = store_commit(r->st);
+            if (rc < 0) {
+                store_rollback(r->st);
+                snprintf(err, errlen, "store: %s", store_errmsg(r->st));
+                return rc;
+            }
+            live = xstrdup(INITIAL_VERSION);
+        } else if (rc < 0 && rc != -ENOENT) {
+            snprintf(err, errlen, "store: %s", store_errmsg(r->st));
+            return rc;
+        }
+        s->live = version_load(s, live, 1);
+        s->previous = version_load(s, prev, 0);
+        log_info("service ready", "service", s->cfg->name, "listen", s->cfg->listen, "live",
+                 live ? live : "none", "previous", prev ? prev : "none");
+        free(live);
+        free(prev);
+    }
+    publish(r);
+    return 0;
+}
+
+static void on_handle_closed(uv_handle_t *h)
+{
+    struct rollout *r = h->data;
+    r->open_handles--;
+}
+
+void rollout_stop(struct rollout *r)
+{
+    for (size_t i = 0; i < r->nservices; i++) {
+        struct service *s = &r->services[i];
+        if (s->change_id != 0)
+            change_finish(s, STORE_CHANGE_INTERRUPTED,
+                          "the daemon stopped while this change ran; traffic stayed on the "
+                          "version that was live");
+        version_free(s->live);
+        version_free(s->previous);
+        version_free(s->next);
+        s->live = s->previous = s->next = NULL;
+        s->deadline.data = r;
+        s->kick.data = r;
+        r->open_handles += 2;
+        uv_close((uv_handle_t *)&s->deadline, on_handle_closed);
+        uv_close((uv_handle_t *)&s->kick, on_handle_closed);
+    }
+}
+
+void rollout_free(struct rollout *r)
+{
+    if (r == NULL)
+        return;
+    free(r->services);
+    free(r);
+}
+
+/* ---------------------------------------------------------------- JSON ---------------------- */
+
+static json_t *iso_time(int64_t ms)
+{
+    if (ms <= 0)
+        return json_null();
+    char buf[40];
+    time_t sec = (time_t)(ms / 1000);
+    struct tm tm;
+    gmtime_r(&sec, &tm);
+    size_t n = strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(buf + n, sizeof(buf) - n, ".%03dZ", (int)(ms % 1000));
+    return json_string(buf);
+}
+
+static json_t *str_or_null(const char *s)
+{
+    return s ? json_string(s) : json_null();
+}
+
+static json_t *version_json(const struct version *v)
+{
+    if (v == NULL)
+        return json_null();
+    json_t *ts = json_array();
+    for (size_t i = 0; i < v->n; i++) {
+        enum health_state st = health_get_state(v->checks[i]);
+        json_t *t = json_pack("{s:s, s:b, s:s}", "address", v->targets[i]->address, "healthy",
+                              st == HEALTH_HEALTHY, "state", health_state_name(st));
+        const char *e = health_last_error(v->checks[i]);
+        if (*e)
+            json_object_set_new(t, "last_error", json_string(e));
+        json_array_append_new(ts, t);
+    }
+    return json_pack("{s:s, s:o}", "name", v->name, "targets", ts);
+}
+
+static json_t *change_to_json(struct rollout *r, const struct store_change *c, int with_events)
+{
+    json_t *o = json_object();
+    json_object_set_new(o, "id", json_integer(c->id));
+    json_object_set_new(o, "service", str_or_null(c->service));
+    json_object_set_new(o, "kind", str_or_null(c->kind));
+    json_object_set_new(o, "from", str_or_null(c->from_version));
+    json_object_set_new(o, "to", str_or_null(c->to_version));
+    json_object_set_new(o, "plan", str_or_null(c->plan));
+    json_object_set_new(o, "state", str_or_null(c->state));
+    json_object_set_new(o, "actor", str_or_null(c->actor));
+    json_object_set_new(o, "reason", str_or_null(c->reason));
+    json_object_set_new(o, "message", str_or_null(c->message));
+    json_object_set_new(o, "created", iso_time(c->created_ms));
+    json_object_set_new(o, "updated", iso_time(c->updated_ms));
+    json_object_set_new(o, "ended", iso_time(c->ended_ms));
+    if (with_events) {
+        struct store_event *ev = NULL;
+        size_t n = 0;
+        json_t *a = json_array();
+        if (store_event_list(r->st, c->id, &ev, &n) == 0) {
+            for (size_t i = 0; i < n; i++)
+                json_array_append_new(a, json_pack("{s:o, s:s, s:s}", "ts", iso_time(ev[i].ts_ms),
+                                                   "type", ev[i].type ? ev[i].type : "", "message",
+                                                   ev[i].message ? ev[i].message : ""));
+            store_event_list_free(ev, n);
+        }
+        json_object_set_new(o, "events", a);
+    }
+    return o;
+}
+
+json_t *rollout_change_json(struct rollout *r, int64_t id, int with_events)
+{
+    struct store_change c;
+    if (store_change_get(r->st, id, &c) < 0)
+        return NULL;
+    json_t *o = change_to_json(r, &c, with_events);
+    store_change_done(&c);
+    return o;
+}
+
+json_t *rollout_changes_json(struct rollout *r, const char *service, size_t limit)
+{
+    struct store_change *v = NULL;
+    size_t n = 0;
+    if (store_change_list(r->st, service, limit, &v, &n) < 0)
+        return NULL;
+    json_t *a = json_array();
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(a, change_to_json(r, &v[i], 0));
+    store_change_list_free(v, n);
+    return json_pack("{s:o}", "changes", a);
+}
+
+static json_t *service_to_json(struct rollout *r, struct service *s)
+{
+    json_t *o = json_object();
+    json_object_set_new(o, "name", json_string(s->cfg->name));
+    json_object_set_new(o, "listen", json_string(s->cfg->listen));
+    json_object_set_new(o, "protocol",
+                        json_string(s->cfg->protocol == CONFIG_PROTO_TCP ? "tcp" : "http"));
+    json_object_set_new(o, "live", version_json(s->live));
+    json_object_set_new(o, "previous", version_json(s->previous));
+    json_t *ch = json_null();
+    if (s->change_id != 0) {
+        json_t *c = rollout_change_json(r, s->change_id, 0);
+        if (c != NULL) {
+            json_object_set_new(
+                c, "target_version",
+                version_json(s->change_kind == CHANGE_DEPLOY ? s->next : s->previous));
+            ch = c;
+        }
+    }
+    json_object_set_new(o, "change", ch);
+    return o;
+}
+
+json_t *rollout_service_json(struct rollout *r, const char *name)
+{
+    struct service *s = find_service(r, name);
+    return s ? service_to_json(r, s) : NULL;
+}
+
+json_t *rollout_services_json(struct rollout *r)
+{
+    json_t *a = json_array();
+    for (size_t i = 0; i < r->nservices; i++)
+        json_array_append_new(a, service_to_json(r, &r->services[i]));
+    return json_pack("{s:o}", "services", a);
+}
+
+static void emit_version(rollout_emit_fn emit, void *ctx, const struct service *s,
+                         const struct version *v, const char *role)
+{
+    char line[512];
+    if (v == NULL)
+        return;
+    snprintf(line, sizeof(line),
+             "cutover_version_info{service=\"%s\",version=\"%s\",role=\"%s\"} 1", s->cfg->name,
+             v->name, role);
+    emit(ctx, line);
+    for (size_t i = 0; i < v->n; i++) {
+        snprintf(line, sizeof(line),
+                 "cutover_target_healthy{service=\"%s\",version=\"%s\",target=\"%s\"} %d",
+                 s->cfg->name, v->name, v->targets[i]->address,
+                 health_get_state(v->checks[i]) == HEALTH_HEALTHY);
+        emit(ctx, line);
+    }
+}
+
+void rollout_metrics(struct rollout *r, rollout_emit_fn emit, void *ctx)
+{
+    emit(ctx, "# HELP cutover_version_info Versions known per service and their role.");
+    emit(ctx, "# TYPE cutover_version_info gauge");
+    emit(ctx, "# HELP cutover_target_healthy 1 when the target passes its health checks.");
+    emit(ctx, "# TYPE cutover_target_healthy gauge");
+    for (size_t i = 0; i < r->nservices; i++) {
+        struct service *s = &r->services[i];
+        emit_version(emit, ctx, s, s->live, "live");
+        emit_version(emit, ctx, s, s->previous, "previous");
+        emit_version(emit, ctx, s, s->next, "next");
+    }
+}
