@@ -1,0 +1,1690 @@
+/* The command-line client of the admin API (see cli.h, docs/cli.md). Parses and validates the
+ * arguments first, then finds the daemon (--admin, or config -> state_dir/cutover.sock), sends
+ * one or two HTTP/JSON requests with libcurl and renders the answers with jansson. Owns nothing
+ * beyond one command's lifetime. CLI process, main thread only. */
+#include "cli/cli.h"
+#include "cli/cli_internal.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <limits.h>
+#include <pwd.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <curl/curl.h>
+
+#include "config/config.h"
+#include "core/duration.h"
+#include "core/xmalloc.h"
+#include "net/addr.h"
+
+#ifndef CUTOVER_VERSION
+#define CUTOVER_VERSION "0.1.0"
+#endif
+
+#define CLI_CONNECT_TIMEOUT_MS 2000L
+#define CLI_REQUEST_TIMEOUT_MS 120000L
+/* A history of many changes is the largest answer; anything beyond this is not our daemon. */
+#define CLI_MAX_BODY ((size_t)64 * 1024 * 1024)
+#define CLI_MAX_TARGETS 64
+#define CLI_MAX_POSITIONAL 2
+
+/* --- the command table ------------------------------------------------------------------- */
+
+/* Options a command accepts besides the global ones (-c/--config, --admin, -h/--help). */
+enum {
+    CLI_OPT_GLOBAL = 0,
+    CLI_OPT_JSON = 1u << 0,
+    CLI_OPT_TARGET = 1u << 1,
+    CLI_OPT_PLAN = 1u << 2,
+    CLI_OPT_REASON = 1u << 3,
+    CLI_OPT_WAIT = 1u << 4,
+    CLI_OPT_ALL = 1u << 5,
+    CLI_OPT_AS = 1u << 6,
+    CLI_OPT_FORMAT = 1u << 7,
+    CLI_OPT_BINARY = 1u << 8,
+    CLI_OPT_LIMIT = 1u << 9,
+};
+
+struct cli_command {
+    const char *name;
+    enum cli_cmd cmd;
+    unsigned opts;
+    int min_pos, max_pos;
+    const char *synopsis; /* after "cutover ", for the command's own help */
+    const char *summary;  /* for the full help: "SHORT SYNOPSIS\tWHAT IT DOES" */
+    const char *details;  /* the command's own help, options included */
+};
+
+static const struct cli_command cli_commands[] = {
+    {"serve", CLI_CMD_SERVE, 0, 0, 0, "serve [-c FILE]",
+     "serve [-c FILE]\trun the daemon (foreground)",
+     "Runs the daemon in the foreground: proxy, rollout engine and admin API on\n"
+     "STATE_DIR/cutover.sock. Stop it with SIGTERM or Ctrl-C.\n"},
+    {"check", CLI_CMD_CHECK, 0, 0, 0, "check [-c FILE]",
+     "check [-c FILE]\tvalidate the config, print services and plans",
+     "Loads and validates the config without a daemon. Warnings (unknown keys) go to\n"
+     "stderr. Prints each service (listen, protocol, targets, plan) and each plan with\n"
+     "its steps. Exit 0 when the config is valid, 2 with the error otherwise.\n"},
+    {"deploy", CLI_CMD_DEPLOY,
+     CLI_OPT_JSON | CLI_OPT_TARGET | CLI_OPT_PLAN | CLI_OPT_REASON | CLI_OPT_WAIT, 2, 2,
+     "deploy SERVICE VERSION [--target HOST:PORT ...] [--plan NAME]\n"
+     "               [--reason TEXT] [--wait] [--json]",
+     "deploy SERVICE VERSION [options]\tput VERSION of SERVICE into production",
+     "Starts a change that puts VERSION (1-64 of A-Za-z0-9._-) of SERVICE live, on the\n"
+     "targets given. Prints the change id, from -> to, its state and message.\n"
+     "  --target HOST:PORT  an instance of VERSION (repeat for several)\n"
+     "  --plan NAME         the rollout plan (default: the service's plan)\n"
+     "  --reason TEXT       why, recorded in the change\n"
+     "  --wait              return only when the change has ended (no timeout)\n"
+     "  --json              print the change as the API returns it\n"
+     "Exit 1 when the change ended failed, rolled_back, aborted or interrupted.\n"},
+    {"status", CLI_CMD_STATUS, CLI_OPT_JSON, 0, 1, "status [SERVICE] [--json]",
+     "status [SERVICE] [--json]\tlive/previous versions, target health, change",
+     "Shows, per service (or only SERVICE), the live version and each of its targets\n"
+     "with its health, the previous version, and the change in progress.\n"
+     "  --json  print the API answer\n"},
+    {"promote", CLI_CMD_PROMOTE, CLI_OPT_JSON | CLI_OPT_ALL, 1, 1, "promote [--all] SERVICE",
+     "promote [--all] SERVICE\tmove the running change past its step (or to the end)",
+     "Moves the change running on SERVICE past its current step (a pause, a pilot...).\n"
+     "  --all   skip every remaining step and go to 100%\n"
+     "  --json  print the change as the API returns it\n"},
+    {"pause", CLI_CMD_PAUSE, CLI_OPT_JSON, 1, 1, "pause SERVICE",
+     "pause SERVICE\thold the running change where it is",
+     "Holds the change running on SERVICE at its current step until `cutover resume`.\n"},
+    {"resume", CLI_CMD_RESUME, CLI_OPT_JSON, 1, 1, "resume SERVICE",
+     "resume SERVICE\tcontinue the paused change", "Continues the paused change of SERVICE.\n"},
+    {"abort", CLI_CMD_ABORT, CLI_OPT_JSON, 1, 1, "abort SERVICE",
+     "abort SERVICE\tstop the running change, keep the old version live",
+     "Stops the change running on SERVICE; traffic stays on (or returns to) the version\n"
+     "that was live before it.\n"},
+    {"rollback", CLI_CMD_ROLLBACK, CLI_OPT_JSON | CLI_OPT_REASON, 1, 1,
+     "rollback SERVICE [--reason TEXT]",
+     "rollback SERVICE [--reason TEXT]\tswitch back to the previous version",
+     "Switches SERVICE back to its previous version once its targets are healthy.\n"
+     "  --reason TEXT  why, recorded in the change\n"
+     "Exit 1 when there is nothing to roll back to (409) or the rollback failed.\n"},
+    {"upgrade", CLI_CMD_UPGRADE, CLI_OPT_JSON | CLI_OPT_BINARY, 0, 0, "upgrade [--binary PATH]",
+     "upgrade [--binary PATH]\thand the daemon over to a new binary, no drops",
+     "Asks the daemon to hand its listeners over to a new binary without dropping a\n"
+     "connection.\n"
+     "  --binary PATH  the new binary (default: the daemon's own path)\n"},
+    {"reload", CLI_CMD_RELOAD, CLI_OPT_JSON, 0, 0, "reload", "reload\tre-read the config, no drops",
+     "Asks the daemon to re-read its config without dropping a connection.\n"},
+    {"approve", CLI_CMD_APPROVE, CLI_OPT_JSON | CLI_OPT_AS, 1, 1, "approve CHANGE_ID [--as NAME]",
+     "approve CHANGE_ID [--as NAME]\tapprove a change waiting at an approval step",
+     "Records an approval of change CHANGE_ID.\n"
+     "  --as NAME  the approver (default: $CUTOVER_USER, else your login name)\n"},
+    {"history", CLI_CMD_HISTORY, CLI_OPT_JSON | CLI_OPT_LIMIT, 0, 1,
+     "history [SERVICE] [--limit N] [--json]",
+     "history [SERVICE] [--json]\tlist changes, newest first",
+     "Lists the recorded changes (of SERVICE, or all), newest first: id, time (UTC),\n"
+     "service, kind, from -> to, state, actor, message.\n"
+     "  --limit N  at most N changes\n"
+     "  --json     print the API answer\n"},
+    {"report", CLI_CMD_REPORT, CLI_OPT_FORMAT, 1, 1, "report CHANGE_ID [--format md|json]",
+     "report CHANGE_ID [--format md|json]\tprint the record of a change",
+     "Prints the record of change CHANGE_ID: what changed, who, why, every event.\n"
+     "  --format md|json  markdown (default) or JSON\n"},
+    {"demo", CLI_CMD_DEMO, 0, 0, 0, "demo", "demo\tself-contained demonstration",
+     "Runs a self-contained demonstration: a daemon, two backend versions and a\n"
+     "rollout, on loopback ports, in a temporary directory.\n"},
+};
+
+#define CLI_NCOMMANDS (sizeof(cli_commands) / sizeof(cli_commands[0]))
+
+static const struct cli_command *cli_command_find(enum cli_cmd cmd)
+{
+    for (size_t i = 0; i < CLI_NCOMMANDS; i++)
+        if (cli_commands[i].cmd == cmd)
+            return &cli_commands[i];
+    return NULL;
+}
+
+enum cli_cmd cli_cmd_from_name(const char *name)
+{
+    for (size_t i = 0; name != NULL && i < CLI_NCOMMANDS; i++)
+        if (strcmp(cli_commands[i].name, name) == 0)
+            return cli_commands[i].cmd;
+    return CLI_CMD_NONE;
+}
+
+static const char cli_global_help[] =
+    "Options every command takes, anywhere after the command:\n"
+    "  -c, --config FILE  the config (default ./cutover.yml); the daemon is found at\n"
+    "                     its state_dir/cutover.sock\n"
+    "  --admin URL        the admin API instead: unix:/path/to.sock or http://HOST:PORT\n"
+    "  -h, --help         this command's help\n";
+
+void cli_command_usage(FILE *out, enum cli_cmd cmd)
+{
+    const struct cli_command *c = cli_command_find(cmd);
+
+    if (c == NULL) {
+        cli_usage(out);
+        return;
+    }
+    fprintf(out, "usage: cutover %s\n\n%s\n%s", c->synopsis, c->details, cli_global_help);
+}
+
+void cli_usage(FILE *out)
+{
+    fputs("cutover " CUTOVER_VERSION
+          ": put a new version of a service into production, step by step\n\n"
+          "usage: cutover COMMAND [options]\n\ncommands:\n",
+          out);
+    for (size_t i = 0; i < CLI_NCOMMANDS; i++) {
+        const char *sum = cli_commands[i].summary;
+        const char *tab = strchr(sum, '\t');
+        fprintf(out, "  %-36.*s %s\n", (int)(tab - sum), sum, tab + 1);
+    }
+    fputs("  help [COMMAND]                       this help, or a command's\n"
+          "  --version                            print the version\n\n",
+          out);
+    fputs(cli_global_help, out);
+    fputs("\nThe actor recorded in a change is $CUTOVER_USER, else your login name.\n"
+          "$CUTOVER_TOKEN is sent as a bearer token to an http:// admin URL.\n\n"
+          "exit codes: 0 done; 1 the operation failed (daemon unreachable, change failed,\n"
+          "rolled back, aborted or interrupted, conflict, daemon error); 2 bad usage, bad\n"
+          "config, or a request the daemon rejected (400, 404).\n",
+          out);
+}
+
+/* --- argument parsing ---------------------------------------------------------------------- */
+
+struct cli_opt {
+    const char *lng;
+    char shrt;
+    unsigned bit;
+    int takes_value;
+};
+
+static const struct cli_opt cli_opts[] = {
+    {"config", 'c', CLI_OPT_GLOBAL, 1}, {"admin", 0, CLI_OPT_GLOBAL, 1},
+    {"help", 'h', CLI_OPT_GLOBAL, 0},   {"json", 0, CLI_OPT_JSON, 0},
+    {"target", 0, CLI_OPT_TARGET, 1},   {"plan", 0, CLI_OPT_PLAN, 1},
+    {"reason", 0, CLI_OPT_REASON, 1},   {"wait", 0, CLI_OPT_WAIT, 0},
+    {"all", 0, CLI_OPT_ALL, 0},         {"as", 0, CLI_OPT_AS, 1},
+    {"format", 0, CLI_OPT_FORMAT, 1},   {"binary", 0, CLI_OPT_BINARY, 1},
+    {"limit", 0, CLI_OPT_LIMIT, 1},
+};
+
+#define CLI_NOPTS (sizeof(cli_opts) / sizeof(cli_opts[0]))
+
+int cli_version_valid(const char *s)
+{
+    size_t n = 0;
+
+    if (s == NULL)
+        return 0;
+    for (; s[n] != '\0'; n++) {
+        char ch = s[n];
+        if (!((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') ||
+              ch == '.' || ch == '_' || ch == '-'))
+            return 0;
+    }
+    return n >= 1 && n <= 64;
+}
+
+static int cli_parse_positive(const char *s, long long max, long long *out)
+{
+    char *end;
+
+    if (s == NULL || *s < '0' || *s > '9')
+        return -EINVAL;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno != 0 || *end != '\0' || v <= 0 || v > max)
+        return -EINVAL;
+    *out = v;
+    return 0;
+}
+
+/* Stores one option's value into a; fills err and returns -EINVAL on a bad value. */
+static int cli_apply_opt(struct cli_args *a, const struct cli_opt *o, const char *val,
+                         unsigned *seen, char *err, size_t errlen)
+{
+    unsigned id = (unsigned)(o - cli_opts);
+
+    assert(val != NULL || !o->takes_value);
+    if (val == NULL) /* a flag such as --wait */
+        val = "";
+
+    /* Only --target may repeat: a second --plan would silently win, which is ambiguous. */
+    if (strcmp(o->lng, "target") != 0 && strcmp(o->lng, "help") != 0) {
+        if (*seen & (1u << id)) {
+            snprintf(err, errlen, "option --%s given twice", o->lng);
+            return -EINVAL;
+        }
+        *seen |= 1u << id;
+    }
+    if (o->takes_value && *val == '\0' && strcmp(o->lng, "reason") != 0) {
+        snprintf(err, errlen, "option --%s needs a non-empty value", o->lng);
+        return -EINVAL;
+    }
+    if (strcmp(o->lng, "config") == 0) {
+        a->config = val;
+        a->config_given = 1;
+    } else if (strcmp(o->lng, "admin") == 0) {
+        a->admin = val;
+    } else if (strcmp(o->lng, "help") == 0) {
+        a->help = 1;
+    } else if (strcmp(o->lng, "json") == 0) {
+        a->json = 1;
+    } else if (strcmp(o->lng, "target") == 0) {
+        struct sockaddr_storage ss;
+        socklen_t sl;
+        if (addr_parse(val, &ss, &sl) != 0) {
+            snprintf(err, errlen,
+                     "--target '%s': expected HOST:PORT (a numeric IP or localhost, "
+                     "port 1-65535), e.g. 127.0.0.1:9002",
+                     val);
+            return -EINVAL;
+        }
+        if (a->ntargets >= CLI_MAX_TARGETS) {
+            snprintf(err, errlen, "at most %d --target options", CLI_MAX_TARGETS);
+            return -EINVAL;
+        }
+        a->targets = xrealloc(a->targets, (a->ntargets + 1) * sizeof(*a->targets));
+        a->targets[a->ntargets++] = val;
+    } else if (strcmp(o->lng, "plan") == 0) {
+        a->plan = val;
+    } else if (strcmp(o->lng, "reason") == 0) {
+        a->reason = val;
+    } else if (strcmp(o->lng, "wait") == 0) {
+        a->wait = 1;
+    } else if (strcmp(o->lng, "all") == 0) {
+        a->all = 1;
+    } else if (strcmp(o->lng, "as") == 0) {
+        a->as = val;
+    } else if (strcmp(o->lng, "format") == 0) {
+        if (strcmp(val, "md") != 0 && strcmp(val, "json") != 0) {
+            snprintf(err, errlen, "--format must be md or json, got '%s'", val);
+            return -EINVAL;
+        }
+        a->format = val;
+    } else if (strcmp(o->lng, "binary") == 0) {
+        a->binary = val;
+    } else if (strcmp(o->lng, "limit") == 0) {
+        long long v;
+        if (cli_parse_positive(val, 1000000, &v) != 0) {
+            snprintf(err, errlen, "--limit must be a whole number from 1 to 1000000, got '%s'",
+                     val);
+            return -EINVAL;
+        }
+        a->limit = (long)v;
+    }
+    return 0;
+}
+
+/* Finds the option arg names ("--name", "--name=value", "-c", "-cFILE"); sets *val to an
+ * attached value or NULL. */
+static const struct cli_opt *cli_opt_find(const char *arg, const char **val)
+{
+    *val = NULL;
+    if (arg[1] == '-') {
+        const char *name = arg + 2;
+        const char *eq = strchr(name, '=');
+        size_t n = eq ? (size_t)(eq - name) : strlen(name);
+        for (size_t i = 0; i < CLI_NOPTS; i++) {
+            if (strlen(cli_opts[i].lng) == n && strncmp(cli_opts[i].lng, name, n) == 0) {
+                *val = eq ? eq + 1 : NULL;
+                return &cli_opts[i];
+            }
+        }
+        return NULL;
+    }
+    for (size_t i = 0; i < CLI_NOPTS; i++) {
+        if (cli_opts[i].shrt != 0 && cli_opts[i].shrt == arg[1]) {
+            *val = arg[2] != '\0' ? arg + 2 : NULL;
+            return &cli_opts[i];
+        }
+    }
+    return NULL;
+}
+
+static int cli_assign_positional(struct cli_args *a, const struct cli_command *c, int npos,
+                                 char **pos, char *err, size_t errlen)
+{
+    if (c->cmd == CLI_CMD_HELP) {
+        if (npos == 1) {
+            a->help_topic = cli_cmd_from_name(pos[0]);
+            if (a->help_topic == CLI_CMD_NONE) {
+                snprintf(err, errlen, "unknown command '%s'", pos[0]);
+                return -EINVAL;
+            }
+        }
+        return 0;
+    }
+    if (npos < c->min_pos) {
+        const char *what = "SERVICE";
+        if (c->cmd == CLI_CMD_APPROVE || c->cmd == CLI_CMD_REPORT)
+            what = "CHANGE_ID";
+        else if (c->cmd == CLI_CMD_DEPLOY && npos == 1)
+            what = "VERSION";
+        snprintf(err, errlen, "%s: missing %s", c->name, what);
+        return -EINVAL;
+    }
+    switch (c->cmd) {
+    case CLI_CMD_DEPLOY:
+        a->version = pos[1];
+        if (!cli_version_valid(a->version)) {
+            snprintf(err, errlen,
+                     "deploy: VERSION '%s' must be 1-64 characters of A-Z a-z 0-9 . _ -",
+                     a->version);
+            return -EINVAL;
+        }
+        a->service = pos[0];
+        break;
+    case CLI_CMD_APPROVE:
+    case CLI_CMD_REPORT:
+        if (cli_parse_positive(pos[0], INT64_MAX, &a->change_id) != 0) {
+            snprintf(err, errlen, "%s: CHANGE_ID must be a positive whole number, got '%s'",
+                     c->name, pos[0]);
+            return -EINVAL;
+        }
+        break;
+    default:
+        if (npos == 1)
+            a->service = pos[0];
+        break;
+    }
+    if (a->service != NULL && *a->service == '\0') {
+        snprintf(err, errlen, "%s: SERVICE must not be empty", c->name);
+        return -EINVAL;
+    }
+    return 0;
+}
+
+int cli_parse(int argc, char **argv, struct cli_args *a, char *err, size_t errlen)
+{
+    static const struct cli_command help_cmd = {"help", CLI_CMD_HELP,     0,  0,
+                                                1,      "help [COMMAND]", "", ""};
+    const struct cli_command *c = NULL;
+    char *pos[CLI_MAX_POSITIONAL] = {NULL};
+    int npos = 0, only_pos = 0;
+    unsigned seen = 0;
+
+    memset(a, 0, sizeof(*a));
+    a->config = CLI_DEFAULT_CONFIG;
+    a->format = "md";
+    if (errlen > 0)
+        err[0] = '\0';
+    if (argc < 2 || argv[1] == NULL) {
+        a->cmd = CLI_CMD_NONE;
+        return 0;
+    }
+    a->name = argv[1];
+    if (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "version") == 0) {
+        a->cmd = CLI_CMD_VERSION;
+        return 0;
+    }
+    if (strcmp(argv[1], "help") == 0 || strcmp(argv[1], "--help") == 0 ||
+        strcmp(argv[1], "-h") == 0) {
+        c = &help_cmd;
+    } else if (argv[1][0] == '-') {
+        snprintf(err, errlen, "put the command first: cutover COMMAND [options] (got '%s')",
+                 argv[1]);
+        return -EINVAL;
+    } else {
+        a->cmd = cli_cmd_from_name(argv[1]);
+        c = cli_command_find(a->cmd);
+        if (c == NULL) {
+            snprintf(err, errlen, "unknown command '%s' (see `cutover help`)", argv[1]);
+            return -EINVAL;
+        }
+    }
+    a->cmd = c->cmd;
+
+    for (int i = 2; i < argc; i++) {
+        char *arg = argv[i];
+        if (!only_pos && arg[0] == '-' && arg[1] != '\0') {
+            const char *val;
+            const struct cli_opt *o;
+            if (strcmp(arg, "--") == 0) {
+                only_pos = 1;
+                continue;
+            }
+            o = cli_opt_find(arg, &val);
+            if (o == NULL) {
+                snprintf(err, errlen, "%s: unknown option '%s'", c->name, arg);
+                return -EINVAL;
+            }
+            if (o->bit != CLI_OPT_GLOBAL && !(c->opts & o->bit)) {
+                snprintf(err, errlen, "%s: option --%s does not apply to this command", c->name,
+                         o->lng);
+                return -EINVAL;
+            }
+            if (!o->takes_value && val != NULL) {
+                snprintf(err, errlen, "%s: option --%s takes no value", c->name, o->lng);
+                return -EINVAL;
+            }
+            if (o->takes_value && val == NULL) {
+                if (i + 1 >= argc || argv[i + 1] == NULL) {
+                    snprintf(err, errlen, "%s: option --%s needs a value", c->name, o->lng);
+                    return -EINVAL;
+                }
+                val = argv[++i];
+            }
+            if (cli_apply_opt(a, o, val, &seen, err, errlen) != 0)
+                return -EINVAL;
+            continue;
+        }
+        if (npos >= c->max_pos) {
+            snprintf(err, errlen, "%s: unexpected argument '%s'", c->name, arg);
+            return -EINVAL;
+        }
+        pos[npos++] = arg;
+    }
+    /* `deploy -h` must print the help even though SERVICE is missing. */
+    if (a->help)
+        return 0;
+    return cli_assign_positional(a, c, npos, pos, err, errlen);
+}
+
+void cli_args_done(struct cli_args *a)
+{
+    free(a->targets);
+    a->targets = NULL;
+    a->ntargets = 0;
+}
+
+/* --- exit codes and small helpers ------------------------------------------------------------ */
+
+int cli_exit_for_http(long status)
+{
+    if (status >= 200 && status < 300)
+        return CLI_EXIT_OK;
+    /* A conflict or a busy daemon is the operation failing, not the user typing it wrong. */
+    if (status == 409 || status == 408 || status == 429)
+        return CLI_EXIT_FAILED;
+    if (status >= 400 && status < 500)
+        return CLI_EXIT_USAGE;
+    return CLI_EXIT_FAILED;
+}
+
+int cli_exit_for_state(const char *state)
+{
+    static const char *const bad[] = {"failed", "rolled_back", "aborted", "interrupted"};
+
+    for (size_t i = 0; state != NULL && i < sizeof(bad) / sizeof(bad[0]); i++)
+        if (strcmp(state, bad[i]) == 0)
+            return CLI_EXIT_FAILED;
+    return CLI_EXIT_OK;
+}
+
+int cli_admin_parse(const char *url, char **base, char **sock)
+{
+    *base = NULL;
+    *sock = NULL;
+    if (url == NULL)
+        return -EINVAL;
+    if (strncmp(url, "unix:", 5) == 0) {
+        const char *p = url + 5;
+        /* Accept unix:///run/x.sock as well as unix:/run/x.sock. */
+        if (strncmp(p, "//", 2) == 0)
+            p += 2;
+        if (*p == '\0')
+            return -EINVAL;
+        *sock = xstrdup(p);
+        *base = xstrdup("http://localhost");
+        return 0;
+    }
+    if (strncmp(url, "http://", 7) == 0 || strncmp(url, "https://", 8) == 0) {
+        const char *host = url + (url[4] == 's' ? 8 : 7);
+        size_t n = strlen(url);
+        if (*host == '\0' || *host == '/' || strpbrk(url, " ?#") != NULL)
+            return -EINVAL;
+        while (n > 0 && url[n - 1] == '/')
+            n--;
+        *base = xstrndup(url, n);
+        return 0;
+    }
+    return -EINVAL;
+}
+
+static const char *cli_jstr(const json_t *o, const char *key)
+{
+    const json_t *v = json_object_get(o, key);
+    return json_is_string(v) ? json_string_value(v) : NULL;
+}
+
+static const char *cli_jstr_or(const json_t *o, const char *key, const char *dflt)
+{
+    const char *s = cli_jstr(o, key);
+    return s != NULL ? s : dflt;
+}
+
+/* Writes s with control characters (a newline in a test's output...) replaced by spaces, so a
+ * table row stays one line; pads to width. */
+static void cli_put_clean(FILE *out, const char *s, int width)
+{
+    int n = 0;
+
+    for (; s != NULL && *s != '\0'; s++, n++)
+        fputc((unsigned char)*s < 0x20 || *s == 0x7f ? ' ' : *s, out);
+    for (; n < width; n++)
+        fputc(' ', out);
+}
+
+/* "2026-11-23T07:00:00.000Z" -> "2026-11-23 07:00:00"; other shapes unchanged. */
+static void cli_short_time(const char *ts, char *buf, size_t n)
+{
+    if (ts == NULL) {
+        snprintf(buf, n, "-");
+        return;
+    }
+    if (strlen(ts) >= 19 && ts[10] == 'T') {
+        snprintf(buf, n, "%.10s %.8s", ts, ts + 11);
+        return;
+    }
+    snprintf(buf, n, "%s", ts);
+}
+
+/* --- rendering ------------------------------------------------------------------------------- */
+
+static void cli_render_version(FILE *out, const char *label, const json_t *ver)
+{
+    const json_t *targets;
+    size_t i;
+    json_t *t;
+
+    fprintf(out, "  %-9s ", label);
+    if (!json_is_object(ver)) {
+        fputs("(none)\n", out);
+        return;
+    }
+    cli_put_clean(out, cli_jstr_or(ver, "name", "?"), 0);
+    fputc('\n', out);
+    targets = json_object_get(ver, "targets");
+    json_array_foreach(targets, i, t)
+    {
+        const char *addr = json_is_string(t) ? json_string_value(t) : cli_jstr(t, "address");
+        const char *state = cli_jstr(t, "state");
+        if (state == NULL && json_is_boolean(json_object_get(t, "healthy")))
+            state = json_is_true(json_object_get(t, "healthy")) ? "healthy" : "unhealthy";
+        fputs("            ", out);
+        cli_put_clean(out, addr ? addr : "?", 22);
+        fprintf(out, " %s\n", state ? state : "");
+    }
+}
+
+/* "3: deploy v1 -> v2, running" with what is known. */
+static void cli_render_change_line(FILE *out, const json_t *ch)
+{
+    const json_t *id = json_object_get(ch, "id");
+
+    if (json_is_integer(id))
+        fprintf(out, "%" JSON_INTEGER_FORMAT ": ", json_integer_value(id));
+    cli_put_clean(out, cli_jstr_or(ch, "kind", "change"), 0);
+    fputc(' ', out);
+    cli_put_clean(out, cli_jstr_or(ch, "from", "(none)"), 0);
+    fputs(" -> ", out);
+    cli_put_clean(out, cli_jstr_or(ch, "to", "?"), 0);
+    fputs(", ", out);
+    cli_put_clean(out, cli_jstr_or(ch, "state", "?"), 0);
+}
+
+void cli_render_service(FILE *out, const json_t *svc)
+{
+    const json_t *ch = json_object_get(svc, "change");
+
+    cli_put_clean(out, cli_jstr_or(svc, "name", "?"), 0);
+    fprintf(out, " (%s, listen ", cli_jstr_or(svc, "protocol", "?"));
+    cli_put_clean(out, cli_jstr_or(svc, "listen", "?"), 0);
+    fputs(")\n", out);
+    cli_render_version(out, "live:", json_object_get(svc, "live"));
+    cli_render_version(out, "previous:", json_object_get(svc, "previous"));
+    fprintf(out, "  %-9s ", "change:");
+    if (!json_is_object(ch)) {
+        fputs("none in progress\n", out);
+        return;
+    }
+    cli_render_change_line(out, ch);
+    if (cli_jstr(ch, "actor") != NULL) {
+        fputs(" (by ", out);
+        cli_put_clean(out, cli_jstr(ch, "actor"), 0);
+        fputc(')', out);
+    }
+    fputc('\n', out);
+    if (cli_jstr(ch, "message") != NULL) {
+        fputs("            ", out);
+        cli_put_clean(out, cli_jstr(ch, "message"), 0);
+        fputc('\n', out);
+    }
+}
+
+void cli_render_status(FILE *out, const json_t *root)
+{
+    const json_t *list = json_object_get(root, "services");
+    size_t i;
+    json_t *svc;
+
+    if (!json_is_array(list)) {
+        cli_render_service(out, root);
+        return;
+    }
+    if (json_array_size(list) == 0) {
+        fputs("no services configured\n", out);
+        return;
+    }
+    json_array_foreach(list, i, svc)
+    {
+        if (i > 0)
+            fputc('\n', out);
+        cli_render_service(out, svc);
+    }
+}
+
+void cli_render_change(FILE *out, const json_t *change)
+{
+    fputs("change ", out);
+    const json_t *id = json_object_get(change, "id");
+    if (json_is_integer(id))
+        fprintf(out, "%" JSON_INTEGER_FORMAT ": ", json_integer_value(id));
+    cli_put_clean(out, cli_jstr_or(change, "kind", "change"), 0);
+    fputc(' ', out);
+    cli_put_clean(out, cli_jstr_or(change, "service", "?"), 0);
+    fputc(' ', out);
+    cli_put_clean(out, cli_jstr_or(change, "from", "(none)"), 0);
+    fputs(" -> ", out);
+    cli_put_clean(out, cli_jstr_or(change, "to", "?"), 0);
+    fputs(": ", out);
+    cli_put_clean(out, cli_jstr_or(change, "state", "?"), 0);
+    fputc('\n', out);
+    if (cli_jstr(change, "message") != NULL) {
+        fputs("  ", out);
+        cli_put_clean(out, cli_jstr(change, "message"), 0);
+        fputc('\n', out);
+    }
+}
+
+enum {
+    CLI_COL_ID,
+    CLI_COL_TIME,
+    CLI_COL_SERVICE,
+    CLI_COL_KIND,
+    CLI_COL_FROMTO,
+    CLI_COL_STATE,
+    CLI_COL_ACTOR,
+    CLI_COL_MESSAGE,
+    CLI_NCOLS
+};
+
+/* Fills the cells of one history row; cell strings live in bufs or in the change. */
+static void cli_history_cells(const json_t *ch, const char *cells[CLI_NCOLS], char *idbuf,
+                              size_t idlen, char *tbuf, size_t tlen, char *ftbuf, size_t ftlen)
+{
+    const json_t *id = json_object_get(ch, "id");
+
+    if (json_is_integer(id))
+        snprintf(idbuf, idlen, "%" JSON_INTEGER_FORMAT, json_integer_value(id));
+    else
+        snprintf(idbuf, idlen, "?");
+    cli_short_time(cli_jstr(ch, "created"), tbuf, tlen);
+    snprintf(ftbuf, ftlen, "%s -> %s", cli_jstr_or(ch, "from", "-"), cli_jstr_or(ch, "to", "-"));
+    cells[CLI_COL_ID] = idbuf;
+    cells[CLI_COL_TIME] = tbuf;
+    cells[CLI_COL_SERVICE] = cli_jstr_or(ch, "service", "-");
+    cells[CLI_COL_KIND] = cli_jstr_or(ch, "kind", "-");
+    cells[CLI_COL_FROMTO] = ftbuf;
+    cells[CLI_COL_STATE] = cli_jstr_or(ch, "state", "-");
+    cells[CLI_COL_ACTOR] = cli_jstr_or(ch, "actor", "-");
+    cells[CLI_COL_MESSAGE] = cli_jstr_or(ch, "message", "");
+}
+
+void cli_render_history(FILE *out, const json_t *root)
+{
+    static const char *const heads[CLI_NCOLS] = {"ID",         "TIME (UTC)", "SERVICE", "KIND",
+                                                 "FROM -> TO", "STATE",      "ACTOR",   "MESSAGE"};
+    const json_t *list = json_object_get(root, "changes");
+    int width[CLI_NCOLS];
+    const char *cells[CLI_NCOLS];
+    char idbuf[32], tbuf[64], ftbuf[160];
+    size_t i;
+    json_t *ch;
+
+    if (json_array_size(list) == 0) {
+        fputs("no changes recorded\n", out);
+        return;
+    }
+    for (int c = 0; c < CLI_NCOLS; c++)
+        width[c] = (int)strlen(heads[c]);
+    json_array_foreach(list, i, ch)
+    {
+        cli_history_cells(ch, cells, idbuf, sizeof(idbuf), tbuf, sizeof(tbuf), ftbuf,
+                          sizeof(ftbuf));
+        for (int c = 0; c < CLI_NCOLS - 1; c++) {
+            int n = (int)strlen(cells[c]);
+            if (n > width[c])
+                width[c] = n;
+        }
+    }
+    for (int c = 0; c < CLI_NCOLS; c++) {
+        cli_put_clean(out, heads[c], c == CLI_NCOLS - 1 ? 0 : width[c]);
+        fputs(c == CLI_NCOLS - 1 ? "\n" : "  ", out);
+    }
+    json_array_foreach(list, i, ch)
+    {
+        cli_history_cells(ch, cells, idbuf, sizeof(idbuf), tbuf, sizeof(tbuf), ftbuf,
+                          sizeof(ftbuf));
+        for (int c = 0; c < CLI_NCOLS; c++) {
+            cli_put_clean(out, cells[c], c == CLI_NCOLS - 1 ? 0 : width[c]);
+            fputs(c == CLI_NCOLS - 1 ? "\n" : "  ", out);
+        }
+    }
+}
+
+/* Writes s as one markdown table cell: pipes escaped, line breaks as spaces. */
+static void cli_md_cell(FILE *out, const char *s)
+{
+    for (; s != NULL && *s != '\0'; s++) {
+        if (*s == '|')
+            fputs("\\|", out);
+        else
+            fputc((unsigned char)*s < 0x20 || *s == 0x7f ? ' ' : *s, out);
+    }
+}
+
+static void cli_md_row(FILE *out, const char *key, const char *val)
+{
+    fprintf(out, "| %s | ", key);
+    cli_md_cell(out, val ? val : "-");
+    fputs(" |\n", out);
+}
+
+void cli_render_report_md(FILE *out, const json_t *change)
+{
+    const json_t *id = json_object_get(change, "id");
+    const json_t *events = json_object_get(change, "events");
+    char idbuf[32];
+    size_t i;
+    json_t *ev;
+
+    if (json_is_integer(id))
+        snprintf(idbuf, sizeof(idbuf), "%" JSON_INTEGER_FORMAT, json_integer_value(id));
+    else
+        snprintf(idbuf, sizeof(idbuf), "?");
+    fprintf(out, "# Change %s: %s of ", idbuf, cli_jstr_or(change, "kind", "change"));
+    cli_put_clean(out, cli_jstr_or(change, "service", "?"), 0);
+    fputs(", ", out);
+    cli_put_clean(out, cli_jstr_or(change, "from", "(none)"), 0);
+    fputs(" -> ", out);
+    cli_put_clean(out, cli_jstr_or(change, "to", "?"), 0);
+    fputs("\n\n| field | value |\n|---|---|\n", out);
+    cli_md_row(out, "service", cli_jstr(change, "service"));
+    cli_md_row(out, "kind", cli_jstr(change, "kind"));
+    cli_md_row(out, "from", cli_jstr_or(change, "from", "(none)"));
+    cli_md_row(out, "to", cli_jstr(change, "to"));
+    cli_md_row(out, "plan", cli_jstr_or(change, "plan", "(instant switch)"));
+    cli_md_row(out, "state", cli_jstr(change, "state"));
+    cli_md_row(out, "actor", cli_jstr(change, "actor"));
+    cli_md_row(out, "reason", cli_jstr(change, "reason"));
+    cli_md_row(out, "created", cli_jstr(change, "created"));
+    cli_md_row(out, "updated", cli_jstr(change, "updated"));
+    cli_md_row(out, "ended", cli_jstr_or(change, "ended", "(still running)"));
+    if (cli_jstr(change, "message") != NULL) {
+        fputs("\n**Outcome:** ", out);
+        cli_put_clean(out, cli_jstr(change, "message"), 0);
+        fputc('\n', out);
+    }
+    fputs("\n## Timeline\n\n", out);
+    if (json_array_size(events) == 0) {
+        fputs("No events recorded.\n", out);
+        return;
+    }
+    fputs("| time (UTC) | event | message |\n|---|---|---|\n", out);
+    json_array_foreach(events, i, ev)
+    {
+        fputs("| ", out);
+        cli_md_cell(out, cli_jstr_or(ev, "ts", "-"));
+        fputs(" | ", out);
+        cli_md_cell(out, cli_jstr_or(ev, "type", "-"));
+        fputs(" | ", out);
+        cli_md_cell(out, cli_jstr_or(ev, "message", ""));
+        fputs(" |\n", out);
+    }
+}
+
+/* --- HTTP ------------------------------------------------------------------------------------ */
+
+struct cli_http {
+    CURL *curl;
+    char *base;         /* "http://localhost" for a socket */
+    char *sock;         /* unix socket path or NULL */
+    const char *where;  /* the socket path or URL, for messages */
+    const char *config; /* for the "is serve running?" hint */
+    const char *token;  /* $CUTOVER_TOKEN for a TCP admin URL, or NULL */
+    long timeout_ms;    /* 0: none */
+};
+
+struct cli_resp {
+    long status;
+    char *body;
+    size_t len, cap;
+    int too_big;
+    char *ctype;  /* Content-Type, or NULL */
+    json_t *json; /* the parsed body when it is JSON */
+};
+
+static void cli_resp_done(struct cli_resp *r)
+{
+    free(r->body);
+    free(r->ctype);
+    json_decref(r->json);
+    memset(r, 0, sizeof(*r));
+}
+
+static size_t cli_on_body(char *ptr, size_t size, size_t nmemb, void *ud)
+{
+    struct cli_resp *r = ud;
+    size_t n = size * nmemb;
+
+    if (n > CLI_MAX_BODY - r->len) {
+        r->too_big = 1;
+        return 0; /* makes curl fail the transfer with CURLE_WRITE_ERROR */
+    }
+    if (r->len + n + 1 > r->cap) {
+        size_t cap = r->cap ? r->cap : 4096;
+        while (cap < r->len + n + 1)
+            cap *= 2;
+        r->body = xrealloc(r->body, cap);
+        r->cap = cap;
+    }
+    memcpy(r->body + r->len, ptr, n);
+    r->len += n;
+    r->body[r->len] = '\0';
+    return n;
+}
+
+/* Sends method path (with body when not NULL) and fills *r. Returns 0 when the daemon
+ * answered (any status), else prints why it could not be reached and returns 1. */
+static int cli_request(struct cli_http *h, const char *method, const char *path, const json_t *body,
+                       const char *accept, struct cli_resp *r)
+{
+    struct curl_slist *hdrs = NULL;
+    char errbuf[CURL_ERROR_SIZE] = "";
+    char *url = xasprintf("%s%s", h->base, path);
+    char *payload = NULL, *hdr;
+    CURLcode cc;
+    int rc = CLI_EXIT_FAILED;
+
+    memset(r, 0, sizeof(*r));
+    curl_easy_reset(h->curl);
+    curl_easy_setopt(h->curl, CURLOPT_URL, url);
+    curl_easy_setopt(h->curl, CURLOPT_ERRORBUFFER, errbuf);
+    curl_easy_setopt(h->curl, CURLOPT_NOSIGNAL, 1L);
+    /* An http_proxy in the environment must never see admin requests. */
+    curl_easy_setopt(h->curl, CURLOPT_NOPROXY, "*");
+    curl_easy_setopt(h->curl, CURLOPT_USERAGENT, "cutover-cli/" CUTOVER_VERSION);
+    curl_easy_setopt(h->curl, CURLOPT_CONNECTTIMEOUT_MS, CLI_CONNECT_TIMEOUT_MS);
+    curl_easy_setopt(h->curl, CURLOPT_TIMEOUT_MS, h->timeout_ms);
+    curl_easy_setopt(h->curl, CURLOPT_WRITEFUNCTION, cli_on_body);
+    curl_easy_setopt(h->curl, CURLOPT_WRITEDATA, r);
+    if (h->sock != NULL)
+        curl_easy_setopt(h->curl, CURLOPT_UNIX_SOCKET_PATH, h->sock);
+    hdr = xasprintf("Accept: %s", accept ? accept : "application/json");
+    hdrs = curl_slist_append(hdrs, hdr);
+    free(hdr);
+    hdrs = curl_slist_append(hdrs, "Expect:");
+    if (h->token != NULL) {
+        hdr = xasprintf("Authorization: Bearer %s", h->token);
+        hdrs = curl_slist_append(hdrs, hdr);
+        free(hdr);
+    }
+    if (strcmp(method, "GET") == 0) {
+        curl_easy_setopt(h->curl, CURLOPT_HTTPGET, 1L);
+    } else {
+        json_t *empty = json_object();
+        payload = json_dumps(body ? body : empty, JSON_COMPACT);
+        json_decref(empty);
+        hdrs = curl_slist_append(hdrs, "Content-Type: application/json");
+        curl_easy_setopt(h->curl, CURLOPT_POSTFIELDS, payload);
+        curl_easy_setopt(h->curl, CURLOPT_POSTFIELDSIZE, (long)strlen(payload));
+        curl_easy_setopt(h->curl, CURLOPT_CUSTOMREQUEST, method);
+    }
+    curl_easy_setopt(h->curl, CURLOPT_HTTPHEADER, hdrs);
+
+    cc = curl_easy_perform(h->curl);
+    if (cc != CURLE_OK) {
+        long oserr = 0;
+        curl_easy_getinfo(h->curl, CURLINFO_OS_ERRNO, &oserr);
+        if (r->too_big) {
+            fprintf(stderr, "cutover: the answer from %s exceeds %zu MiB; refusing it\n", h->where,
+                    CLI_MAX_BODY >> 20);
+        } else if (cc == CURLE_OPERATION_TIMEDOUT && r->len == 0 && oserr == 0 &&
+                   h->timeout_ms > 0) {
+            fprintf(stderr, "cutover: the daemon at %s did not answer within %ld s (%s)\n",
+                    h->where, h->timeout_ms / 1000, errbuf[0] ? errbuf : curl_easy_strerror(cc));
+        } else {
+            fprintf(stderr,
+                    "cutover: cannot reach the daemon at %s: %s (is `cutover serve -c %s` "
+                    "running?)\n",
+                    h->where,
+                    oserr != 0 ? strerror((int)oserr)
+                               : (errbuf[0] ? errbuf : curl_easy_strerror(cc)),
+                    h->config);
+        }
+        goto out;
+    }
+    curl_easy_getinfo(h->curl, CURLINFO_RESPONSE_CODE, &r->status);
+    {
+        char *ct = NULL;
+        curl_easy_getinfo(h->curl, CURLINFO_CONTENT_TYPE, &ct);
+        r->ctype = ct ? xstrdup(ct) : NULL;
+    }
+    if (r->len > 0 && (r->ctype == NULL || strstr(r->ctype, "json") != NULL || r->body[0] == '{'))
+        r->json = json_loadb(r->body, r->len, 0, NULL);
+    rc = 0;
+out:
+    curl_slist_free_all(hdrs);
+    free(payload);
+    free(url);
+    return rc;
+}
+
+/* Prints the daemon's {"error": ...} (or what it sent instead) and returns the exit code. */
+static int cli_api_error(const struct cli_http *h, const struct cli_resp *r)
+{
+    const char *msg = cli_jstr(r->json, "error");
+
+    if (r->status >= 200 && r->status < 300) {
+        /* Callers come here with a 2xx only when the body was not the JSON they need. */
+        fprintf(stderr, "cutover: the answer from %s is not the JSON expected\n", h->where);
+        return CLI_EXIT_FAILED;
+    }
+    if (msg != NULL) {
+        fprintf(stderr, "cutover: %s\n", msg);
+    } else if (r->len > 0 && r->json == NULL) {
+        /* Not our daemon, or a proxy in between: show the start of what it said, on one line. */
+        fprintf(stderr, "cutover: the daemon answered HTTP %ld: ", r->status);
+        for (size_t i = 0; i < r->len && i < 160; i++)
+            fputc((unsigned char)r->body[i] < 0x20 ? ' ' : r->body[i], stderr);
+        fputc('\n', stderr);
+    } else
+        fprintf(stderr, "cutover: the daemon answered HTTP %ld\n", r->status);
+    if ((r->status == 401 || r->status == 403) && h->sock == NULL)
+        fputs("cutover: set CUTOVER_TOKEN to an admin token of the daemon\n", stderr);
+    return cli_exit_for_http(r->status);
+}
+
+static int cli_unsupported(const char *what, const struct cli_resp *r)
+{
+    const char *msg = cli_jstr(r->json, "error");
+
+    fprintf(stderr, "cutover: the daemon does not support %s yet (HTTP %ld%s%s)\n", what, r->status,
+            msg ? ": " : "", msg ? msg : "");
+    return CLI_EXIT_USAGE;
+}
+
+/* Prints j as indented JSON on stdout. */
+static void cli_print_json(const json_t *j)
+{
+    json_dumpf(j, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    fputc('\n', stdout);
+}
+
+static char *cli_escape(struct cli_http *h, const char *s)
+{
+    char *e = curl_easy_escape(h->curl, s, 0);
+    char *copy = xstrdup(e);
+    curl_free(e);
+    return copy;
+}
+
+/* The actor recorded in deploy and rollback: $CUTOVER_USER, else the login name. */
+static char *cli_actor(void)
+{
+    const char *u = getenv("CUTOVER_USER");
+    struct passwd *pw;
+
+    if (u != NULL && *u != '\0')
+        return xstrdup(u);
+    pw = getpwuid(getuid());
+    if (pw != NULL && pw->pw_name != NULL && *pw->pw_name != '\0')
+        return xstrdup(pw->pw_name);
+    return xasprintf("uid-%u", (unsigned)getuid());
+}
+
+/* --- commands -------------------------------------------------------------------------------- */
+
+static void cli_render_plan(FILE *out, const struct config_plan *p)
+{
+    char d1[32], d2[32];
+
+    fprintf(out, "plan %s (on failure: %s)\n", p->name,
+            p->on_failure == CONFIG_ON_PAUSE     ? "pause"
+            : p->on_failure == CONFIG_ON_PROCEED ? "proceed"
+                                                 : "rollback");
+    for (size_t i = 0; i < p->nsteps; i++) {
+        const struct config_step *s = &p->steps[i];
+        fprintf(out, "  %zu. ", i + 1);
+        switch (s->kind) {
+        case CONFIG_STEP_TEST:
+            fputs("test:", out);
+            for (char **a = s->command; a != NULL && *a != NULL; a++)
+                fprintf(out, " %s", *a);
+            fprintf(out, " (timeout %s)\n", duration_format(s->timeout_ms, d1, sizeof(d1)));
+            break;
+        case CONFIG_STEP_PILOT:
+            fprintf(out, "pilot: %s %s%s%s for %s\n",
+                    s->pilot_kind == CONFIG_PILOT_HEADER   ? "header"
+                    : s->pilot_kind == CONFIG_PILOT_COOKIE ? "cookie"
+                                                           : "source",
+                    s->pilot_name ? s->pilot_name : "",
+                    s->pilot_value ? (s->pilot_kind == CONFIG_PILOT_COOKIE ? "=" : ": ") : "",
+                    s->pilot_value ? s->pilot_value : "",
+                    duration_format(s->duration_ms, d1, sizeof(d1)));
+            break;
+        case CONFIG_STEP_WEIGHT:
+            fprintf(out, "weight: %d%% of traffic to the new version\n", s->weight);
+            break;
+        case CONFIG_STEP_PAUSE:
+            if (s->duration_ms == 0)
+                fputs("pause: until `cutover promote`\n", out);
+            else
+                fprintf(out, "pause: %s\n", duration_format(s->duration_ms, d1, sizeof(d1)));
+            break;
+        case CONFIG_STEP_APPROVAL:
+            fprintf(out, "approval: %d of", s->count);
+            for (size_t j = 0; j < s->napprovers; j++)
+                fprintf(out, "%s %s", j ? "," : "", s->approvers[j]);
+            fputc('\n', out);
+            break;
+        }
+    }
+    if (p->analysis.enabled) {
+        fprintf(out, "  analysis: every %s, at least %llu requests",
+                duration_format(p->analysis.interval_ms, d2, sizeof(d2)),
+                (unsigned long long)p->analysis.min_requests);
+        if (p->analysis.max_error_rate >= 0)
+            fprintf(out, ", error rate <= %g%%", p->analysis.max_error_rate * 100);
+        if (p->analysis.max_p99_latency_ratio >= 0)
+            fprintf(out, ", p99 <= %gx the live version", p->analysis.max_p99_latency_ratio);
+        if (p->analysis.max_p99_latency_ms >= 0)
+            fprintf(out, ", p99 <= %gms", p->analysis.max_p99_latency_ms);
+        fputc('\n', out);
+    }
+}
+
+static void cli_render_config(FILE *out, const struct config *cfg)
+{
+    char d1[32], d2[32];
+
+    fprintf(out, "%s: valid (%zu service%s, %zu plan%s)\n", cfg->path, cfg->nservices,
+            cfg->nservices == 1 ? "" : "s", cfg->nplans, cfg->nplans == 1 ? "" : "s");
+    fprintf(out, "state_dir %s (admin socket %s/cutover.sock), %d worker%s\n", cfg->state_dir,
+            cfg->state_dir, cfg->workers, cfg->workers == 1 ? "" : "s");
+    if (cfg->admin_listen != NULL)
+        fprintf(out, "admin API also on %s (tokens %s)\n", cfg->admin_listen,
+                cfg->admin_tokens_file ? cfg->admin_tokens_file : "-");
+    for (size_t i = 0; i < cfg->nservices; i++) {
+        const struct config_service *s = &cfg->services[i];
+        fprintf(out, "\nservice %s\n", s->name);
+        fprintf(out, "  listen:   %s (%s)\n", s->listen,
+                s->protocol == CONFIG_PROTO_TCP ? "tcp" : "http");
+        if (s->preview_listen != NULL)
+            fprintf(out, "  preview:  %s\n", s->preview_listen);
+        fputs("  targets: ", out);
+        for (size_t j = 0; j < s->ntargets; j++)
+            fprintf(out, " %s", s->targets[j]);
+        fputs(s->ntargets == 0 ? " (none)\n" : "\n", out);
+        if (s->run.command != NULL) {
+            fputs("  run:     ", out);
+            for (char **a = s->run.command; *a != NULL; a++)
+                fprintf(out, " %s", *a);
+            fprintf(out, " (%d instance%s, ports %d-%d)\n", s->run.instances,
+                    s->run.instances == 1 ? "" : "s", s->run.port_lo, s->run.port_hi);
+        }
+        if (s->protocol == CONFIG_PROTO_HTTP && s->health.path != NULL)
+            fprintf(out, "  health:   GET %s every %s", s->health.path,
+                    duration_format(s->health.interval_ms, d1, sizeof(d1)));
+        else
+            fprintf(out, "  health:   connect every %s",
+                    duration_format(s->health.interval_ms, d1, sizeof(d1)));
+        fprintf(out, ", timeout %s, healthy after %d, unhealthy after %d\n",
+                duration_format(s->health.timeout_ms, d2, sizeof(d2)), s->health.healthy_threshold,
+                s->health.unhealthy_threshold);
+        fprintf(out, "  deploy:   timeout %s, drain %s\n",
+                duration_format(s->deploy_timeout_ms, d1, sizeof(d1)),
+                duration_format(s->drain_timeout_ms, d2, sizeof(d2)));
+        if (s->sticky.kind != CONFIG_STICKY_ADDR)
+            fprintf(out, "  sticky:   %s %s\n",
+                    s->sticky.kind == CONFIG_STICKY_COOKIE ? "cookie" : "header", s->sticky.name);
+        fprintf(out, "  plan:     %s\n", s->plan ? s->plan : "(none: instant switch)");
+    }
+    for (size_t i = 0; i < cfg->nplans; i++) {
+        fputc('\n', out);
+        cli_render_plan(out, &cfg->plans[i]);
+    }
+}
+
+/* Loads the config named by a; prints warnings (when warn) and returns 0, or prints the error
+ * and returns CLI_EXIT_USAGE. */
+static int cli_load_config(const struct cli_args *a, int warn, struct config **cfg)
+{
+    char err[1024] = "";
+    int rc = config_load(a->config, cfg, err, sizeof(err));
+
+    if (rc != 0) {
+        if (err[0] != '\0')
+            fprintf(stderr, "cutover: %s\n", err);
+        else
+            fprintf(stderr, "cutover: %s: %s\n", a->config, strerror(-rc));
+        if (rc == -ENOENT && !a->config_given)
+            fputs("cutover: give the config with -c FILE, or the daemon with --admin URL\n",
+                  stderr);
+        return CLI_EXIT_USAGE;
+    }
+    for (size_t i = 0; warn && i < (*cfg)->nwarnings; i++)
+        fprintf(stderr, "cutover: warning: %s\n", (*cfg)->warnings[i]);
+    return 0;
+}
+
+static int cli_cmd_check(const struct cli_args *a)
+{
+    struct config *cfg = NULL;
+    int rc = cli_load_config(a, 1, &cfg);
+
+    if (rc != 0)
+        return rc;
+    cli_render_config(stdout, cfg);
+    config_free(cfg);
+    return CLI_EXIT_OK;
+}
+
+/* Finds the daemon (--admin, else config -> state_dir/cutover.sock) and sets up h. Returns 0
+ * or an exit code after printing why. */
+static int cli_connect(const struct cli_args *a, struct cli_http *h)
+{
+    memset(h, 0, sizeof(*h));
+    h->config = a->config;
+    h->timeout_ms = a->wait ? 0 : CLI_REQUEST_TIMEOUT_MS;
+    if (a->admin != NULL) {
+        if (cli_admin_parse(a->admin, &h->base, &h->sock) != 0) {
+            fprintf(stderr,
+                    "cutover: --admin '%s': expected unix:/path/to.sock or http://HOST:PORT\n",
+                    a->admin);
+            return CLI_EXIT_USAGE;
+        }
+        h->where = h->sock ? h->sock : h->base;
+        if (h->sock == NULL) {
+            const char *t = getenv("CUTOVER_TOKEN");
+            h->token = t != NULL && *t != '\0' ? t : NULL;
+        }
+    } else {
+        struct config *cfg = NULL;
+        int rc = cli_load_config(a, 0, &cfg);
+        if (rc != 0)
+            return rc;
+        h->sock = xasprintf("%s/cutover.sock", cfg->state_dir);
+        h->base = xstrdup("http://localhost");
+        h->where = h->sock;
+        config_free(cfg);
+    }
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK || (h->curl = curl_easy_init()) == NULL) {
+        fputs("cutover: cannot initialise libcurl\n", stderr);
+        return CLI_EXIT_FAILED;
+    }
+    return 0;
+}
+
+static void cli_disconnect(struct cli_http *h)
+{
+    if (h->curl != NULL) {
+        curl_easy_cleanup(h->curl);
+        curl_global_cleanup();
+    }
+    free(h->base);
+    free(h->sock);
+    memset(h, 0, sizeof(*h));
+}
+
+/* Prints an answer that should be a Change (or, for routes the API does not describe yet,
+ * anything) and returns the exit code its state calls for. */
+static int cli_show_change(const struct cli_args *a, const json_t *j, int state_matters)
+{
+    const char *state = cli_jstr(j, "state");
+
+    if (a->json) {
+        cli_print_json(j);
+    } else if (state != NULL && json_object_get(j, "id") != NULL) {
+        cli_render_change(stdout, j);
+        if (strcmp(state, "running") == 0 && cli_jstr(j, "service") != NULL)
+            printf("  follow it: cutover status %s\n", cli_jstr(j, "service"));
+    } else if (cli_jstr(j, "message") != NULL) {
+        printf("%s\n", cli_jstr(j, "message"));
+    } else {
+        fputs("done\n", stdout);
+    }
+    return state_matters ? cli_exit_for_state(state) : CLI_EXIT_OK;
+}
+
+static int cli_cmd_deploy(const struct cli_args *a, struct cli_http *h)
+{
+    json_t *targets = NULL, *body;
+    struct cli_resp r;
+    char *actor = cli_actor(), *svc = cli_escape(h, a->service), *path;
+    int rc;
+
+    if (a->ntargets > 0) {
+        targets = json_array();
+        for (size_t i = 0; i < a->ntargets; i++)
+            json_array_append_new(targets, json_string(a->targets[i]));
+    }
+    body = json_pack("{s:s, s:o*, s:s*, s:s*, s:s, s:b}", "version", a->version, "targets", targets,
+                     "plan", a->plan, "reason", a->reason, "actor", actor, "wait", a->wait);
+    path = xasprintf("/api/v1/services/%s/deploy", svc);
+    rc = cli_request(h, "POST", path, body, NULL, &r);
+    if (rc == 0) {
+        if (r.status >= 200 && r.status < 300 && r.json != NULL)
+            rc = cli_show_change(a, r.json, 1);
+        else
+            rc = cli_api_error(h, &r);
+    }
+    cli_resp_done(&r);
+    json_decref(body);
+    free(path);
+    free(svc);
+    free(actor);
+    return rc;
+}
+
+static int cli_cmd_rollback(const struct cli_args *a, struct cli_http *h)
+{
+    struct cli_resp r;
+    char *actor = cli_actor(), *svc = cli_escape(h, a->service);
+    char *path = xasprintf("/api/v1/services/%s/rollback", svc);
+    json_t *body = json_pack("{s:s, s:s*}", "actor", actor, "reason", a->reason);
+    int rc = cli_request(h, "POST", path, body, NULL, &r);
+
+    if (rc == 0) {
+        if (r.status >= 200 && r.status < 300 && r.json != NULL)
+            rc = cli_show_change(a, r.json, 1);
+        else
+            rc = cli_api_error(h, &r);
+    }
+    cli_resp_done(&r);
+    json_decref(body);
+    free(path);
+    free(svc);
+    free(actor);
+    return rc;
+}
+
+/* GETs path and prints it as JSON (--json) or with render. */
+static int cli_get_and_render(const struct cli_args *a, struct cli_http *h, const char *path,
+                              void (*render)(FILE *, const json_t *))
+{
+    struct cli_resp r;
+    int rc = cli_request(h, "GET", path, NULL, NULL, &r);
+
+    if (rc == 0) {
+        if (r.status >= 200 && r.status < 300 && r.json != NULL) {
+            if (a->json)
+                cli_print_json(r.json);
+            else
+                render(stdout, r.json);
+            rc = CLI_EXIT_OK;
+        } else {
+            rc = cli_api_error(h, &r);
+        }
+    }
+    cli_resp_done(&r);
+    return rc;
+}
+
+static int cli_cmd_status(const struct cli_args *a, struct cli_http *h)
+{
+    char *path, *svc = NULL;
+    int rc;
+
+    if (a->service != NULL) {
+        svc = cli_escape(h, a->service);
+        path = xasprintf("/api/v1/services/%s", svc);
+    } else {
+        path = xstrdup("/api/v1/services");
+    }
+    rc = cli_get_and_render(a, h, path, cli_render_status);
+    free(path);
+    free(svc);
+    return rc;
+}
+
+static int cli_cmd_history(const struct cli_args *a, struct cli_http *h)
+{
+    char *path, *svc = NULL, limit[32] = "";
+    int rc;
+
+    if (a->limit > 0)
+        snprintf(limit, sizeof(limit), "limit=%ld", a->limit);
+    if (a->service != NULL) {
+        svc = cli_escape(h, a->service);
+        path = xasprintf("/api/v1/changes?service=%s%s%s", svc, limit[0] ? "&" : "", limit);
+    } else {
+        path = xasprintf("/api/v1/changes%s%s", limit[0] ? "?" : "", limit);
+    }
+    rc = cli_get_and_render(a, h, path, cli_render_history);
+    free(path);
+    free(svc);
+    return rc;
+}
+
+/* After a 404 on a route the API may not have yet, tells a missing route from a missing change:
+ * when change id exists, says the daemon lacks what and returns 2; otherwise prints why the
+ * change cannot be read and returns the exit code for that. */
+static int cli_route_or_change_missing(struct cli_http *h, long long id, const char *what,
+                                       const struct cli_resp *first)
+{
+    struct cli_resp r;
+    char path[64];
+    int rc;
+
+    snprintf(path, sizeof(path), "/api/v1/changes/%lld", id);
+    rc = cli_request(h, "GET", path, NULL, NULL, &r);
+    if (rc == 0) {
+        if (r.status >= 200 && r.status < 300)
+            rc = cli_unsupported(what, first);
+        else
+            rc = cli_api_error(h, &r);
+    }
+    cli_resp_done(&r);
+    return rc;
+}
+
+/* POSTs body to /api/v1/changes/ID/action and prints the answer. */
+static int cli_change_action(const struct cli_args *a, struct cli_http *h, long long id,
+                             const char *action, json_t *body)
+{
+    struct cli_resp r;
+    char path[96];
+    int rc;
+
+    snprintf(path, sizeof(path), "/api/v1/changes/%lld/%s", id, action);
+    rc = cli_request(h, "POST", path, body, NULL, &r);
+    if (rc != 0)
+        goto out;
+    if (r.status >= 200 && r.status < 300) {
+        /* An abort that ended the change as asked is a success. */
+        int state_matters = strcmp(action, "abort") != 0;
+        if (r.json != NULL) {
+            rc = cli_show_change(a, r.json, state_matters);
+        } else {
+            printf("%s: done\n", action);
+            rc = CLI_EXIT_OK;
+        }
+    } else if (r.status == 405 || r.status == 501) {
+        rc = cli_unsupported(action, &r);
+    } else if (r.status == 404) {
+        rc = cli_route_or_change_missing(h, id, action, &r);
+    } else {
+        rc = cli_api_error(h, &r);
+    }
+out:
+    cli_resp_done(&r);
+    return rc;
+}
+
+static int cli_cmd_change_verb(const struct cli_args *a, struct cli_http *h, const char *action)
+{
+    struct cli_resp r;
+    char *svc = cli_escape(h, a->service);
+    char *path = xasprintf("/api/v1/services/%s", svc);
+    json_t *id, *body = NULL;
+    long long cid = 0;
+    int rc = cli_request(h, "GET", path, NULL, NULL, &r);
+
+    if (rc != 0)
+        goto out;
+    if (r.status < 200 || r.status >= 300 || r.json == NULL) {
+        rc = cli_api_error(h, &r);
+        goto out;
+    }
+    id = json_object_get(json_object_get(r.json, "change"), "id");
+    if (!json_is_integer(id)) {
+        fprintf(stderr, "cutover: no change is running on %s; nothing to %s\n", a->service, action);
+        rc = CLI_EXIT_FAILED;
+        goto out;
+    }
+    cid = (long long)json_integer_value(id);
+    body = a->all ? json_pack("{s:b}", "all", 1) : json_object();
+    rc = cli_change_action(a, h, cid, action, body);
+out:
+    json_decref(body);
+    cli_resp_done(&r);
+    free(path);
+    free(svc);
+    return rc;
+}
+
+static int cli_cmd_approve(const struct cli_args *a, struct cli_http *h)
+{
+    char *actor = a->as ? xstrdup(a->as) : cli_actor();
+    json_t *body = json_pack("{s:s}", "actor", actor);
+    int rc = cli_change_action(a, h, a->change_id, "approve", body);
+
+    json_decref(body);
+    free(actor);
+    return rc;
+}
+
+static int cli_cmd_report(const struct cli_args *a, struct cli_http *h)
+{
+    int md = strcmp(a->format, "md") == 0;
+    struct cli_resp r, c;
+    char path[96];
+    int rc;
+
+    memset(&c, 0, sizeof(c));
+    snprintf(path, sizeof(path), "/api/v1/changes/%lld/report", a->change_id);
+    rc = cli_request(h, "GET", path, NULL, md ? "text/markdown, application/json;q=0.5" : NULL, &r);
+    if (rc != 0)
+        goto out;
+    if (r.status >= 200 && r.status < 300) {
+        const char *text = cli_jstr(r.json, "markdown");
+        if (r.json == NULL && md) {
+            fwrite(r.body ? r.body : "", 1, r.len, stdout);
+            if (r.body != NULL && r.len > 0 && r.body[r.len - 1] != '\n')
+                fputc('\n', stdout);
+            goto out;
+        }
+        if (r.json != NULL && !md) {
+            cli_print_json(r.json);
+            goto out;
+        }
+        if (md && text != NULL) {
+            fputs(text, stdout);
+            if (*text && text[strlen(text) - 1] != '\n')
+                fputc('\n', stdout);
+            goto out;
+        }
+        if (md && r.json != NULL && json_object_get(r.json, "id") != NULL) {
+            cli_render_report_md(stdout, r.json);
+            goto out;
+        }
+        /* The report came in a form we did not ask for; render the change ourselves. */
+    } else if (r.status != 404 && r.status != 405 && r.status != 501) {
+        rc = cli_api_error(h, &r);
+        goto out;
+    }
+    /* No report route (or an unknown change): build the report from the change itself. */
+    snprintf(path, sizeof(path), "/api/v1/changes/%lld", a->change_id);
+    rc = cli_request(h, "GET", path, NULL, NULL, &c);
+    if (rc != 0)
+        goto out;
+    if (c.status < 200 || c.status >= 300 || c.json == NULL) {
+        rc = cli_api_error(h, &c);
+        goto out;
+    }
+    if (md)
+        cli_render_report_md(stdout, c.json);
+    else
+        cli_print_json(c.json);
+out:
+    cli_resp_done(&c);
+    cli_resp_done(&r);
+    return rc;
+}
+
+/* upgrade and reload: POST a daemon-wide action whose route may not exist yet. */
+static int cli_cmd_daemon_action(const struct cli_args *a, struct cli_http *h, const char *route,
+                                 const char *what, json_t *body)
+{
+    struct cli_resp r;
+    int rc = cli_request(h, "POST", route, body, NULL, &r);
+
+    if (rc != 0)
+        goto out;
+    if (r.status >= 200 && r.status < 300) {
+        if (a->json && r.json != NULL)
+            cli_print_json(r.json);
+        else if (cli_jstr(r.json, "message") != NULL)
+            printf("%s\n", cli_jstr(r.json, "message"));
+        else
+            printf("%s: done\n", what);
+        rc = CLI_EXIT_OK;
+    } else if (r.status == 404 || r.status == 405 || r.status == 501) {
+        rc = cli_unsupported(what, &r);
+    } else {
+        rc = cli_api_error(h, &r);
+    }
+out:
+    cli_resp_done(&r);
+    return rc;
+}
+
+/* upgrade: the daemon runs elsewhere (another cwd), so it gets an absolute path, checked here
+ * before anything is sent. */
+static int cli_cmd_upgrade(const struct cli_args *a, struct cli_http *h, const char *binary)
+{
+    json_t *body = json_pack("{s:s*}", "binary", binary);
+    int rc = cli_cmd_daemon_action(a, h, "/api/v1/upgrade", "upgrade", body);
+
+    json_decref(body);
+    return rc;
+}
+
+static int cli_run(const struct cli_args *a)
+{
+    struct cli_http h;
+    char *binary = NULL;
+    int rc;
+
+    if (a->cmd == CLI_CMD_UPGRADE && a->binary != NULL) {
+        binary = realpath(a->binary, NULL);
+        if (binary == NULL || access(binary, X_OK) != 0) {
+            fprintf(stderr, "cutover: --binary %s: %s\n", a->binary,
+                    binary == NULL ? strerror(errno) : "not executable");
+            free(binary);
+            return CLI_EXIT_USAGE;
+        }
+    }
+    rc = cli_connect(a, &h);
+    if (rc != 0) {
+        cli_disconnect(&h);
+        free(binary);
+        return rc;
+    }
+    switch (a->cmd) {
+    case CLI_CMD_DEPLOY:
+        rc = cli_cmd_deploy(a, &h);
+        break;
+    case CLI_CMD_ROLLBACK:
+        rc = cli_cmd_rollback(a, &h);
+        break;
+    case CLI_CMD_STATUS:
+        rc = cli_cmd_status(a, &h);
+        break;
+    case CLI_CMD_HISTORY:
+        rc = cli_cmd_history(a, &h);
+        break;
+    case CLI_CMD_PROMOTE:
+        rc = cli_cmd_change_verb(a, &h, "promote");
+        break;
+    case CLI_CMD_PAUSE:
+        rc = cli_cmd_change_verb(a, &h, "pause");
+        break;
+    case CLI_CMD_RESUME:
+        rc = cli_cmd_change_verb(a, &h, "resume");
+        break;
+    case CLI_CMD_ABORT:
+        rc = cli_cmd_change_verb(a, &h, "abort");
+        break;
+    case CLI_CMD_APPROVE:
+        rc = cli_cmd_approve(a, &h);
+        break;
+    case CLI_CMD_REPORT:
+        rc = cli_cmd_report(a, &h);
+        break;
+    case CLI_CMD_UPGRADE:
+        rc = cli_cmd_upgrade(a, &h, binary);
+        break;
+    case CLI_CMD_RELOAD: {
+        json_t *body = json_object();
+        rc = cli_cmd_daemon_action(a, &h, "/api/v1/reload", "reload", body);
+        json_decref(body);
+        break;
+    }
+    default:
+        rc = CLI_EXIT_USAGE;
+        break;
+    }
+    cli_disconnect(&h);
+    free(binary);
+    return rc;
+}
+
+int cli_main(int argc, char **argv)
+{
+    struct cli_args a;
+    char err[512];
+    int rc;
+
+    if (cli_parse(argc, argv, &a, err, sizeof(err)) != 0) {
+        const struct cli_command *c = cli_command_find(a.cmd);
+        fprintf(stderr, "cutover: %s\n", err);
+        if (c != NULL && a.cmd != CLI_CMD_NONE)
+            fprintf(stderr, "usage: cutover %s\n(see `cutover %s --help`)\n", c->synopsis, c->name);
+        cli_args_done(&a);
+        return CLI_EXIT_USAGE;
+    }
+    if (a.help) {
+        cli_command_usage(stdout, a.cmd);
+        cli_args_done(&a);
+        return CLI_EXIT_OK;
+    }
+    switch (a.cmd) {
+    case CLI_CMD_NONE:
+        cli_usage(stderr);
+        rc = CLI_EXIT_USAGE;
+        break;
+    case CLI_CMD_HELP:
+        if (a.help_topic != CLI_CMD_NONE)
+            cli_command_usage(stdout, a.help_topic);
+        else
+            cli_usage(stdout);
+        rc = CLI_EXIT_OK;
+        break;
+    case CLI_CMD_VERSION:
+        puts("cutover " CUTOVER_VERSION);
+        rc = CLI_EXIT_OK;
+        break;
+    case CLI_CMD_SERVE:
+    case CLI_CMD_DEMO:
+        /* main runs these itself; reaching here means it did not. */
+        fprintf(stderr, "cutover: '%s' is not handled by the client\n", a.name);
+        rc = CLI_EXIT_USAGE;
+        break;
+    case CLI_CMD_CHECK:
+        rc = cli_cmd_check(&a);
+        break;
+    default:
+        rc = cli_run(&a);
+        break;
+    }
+    cli_args_done(&a);
+    return rc;
+}

@@ -1,0 +1,117 @@
+/* The pure parts of the command-line client, exposed for tests/unit/test_cli.c: argument
+ * parsing into struct cli_args, the mapping of HTTP status and change state to an exit code,
+ * and the rendering of admin API JSON as text. Nothing here touches the network or the
+ * environment. Single-threaded (the CLI process). */
+#ifndef CUTOVER_CLI_CLI_INTERNAL_H
+#define CUTOVER_CLI_CLI_INTERNAL_H
+
+#include <stddef.h>
+#include <stdio.h>
+
+#include <jansson.h>
+
+#define CLI_DEFAULT_CONFIG "./cutover.yml"
+
+/* Exit codes of the contract (BRIEF.md "Interface contract"). */
+#define CLI_EXIT_OK 0
+#define CLI_EXIT_FAILED 1
+#define CLI_EXIT_USAGE 2
+
+enum cli_cmd {
+    CLI_CMD_NONE = 0, /* no argument at all */
+    CLI_CMD_HELP,     /* help, --help, -h; help_topic may name a command */
+    CLI_CMD_VERSION,  /* --version, version */
+    CLI_CMD_SERVE,    /* dispatched by main; only listed in the help */
+    CLI_CMD_DEMO,     /* dispatched by main; only listed in the help */
+    CLI_CMD_CHECK,
+    CLI_CMD_DEPLOY,
+    CLI_CMD_ROLLBACK,
+    CLI_CMD_STATUS,
+    CLI_CMD_HISTORY,
+    CLI_CMD_PROMOTE,
+    CLI_CMD_PAUSE,
+    CLI_CMD_RESUME,
+    CLI_CMD_ABORT,
+    CLI_CMD_APPROVE,
+    CLI_CMD_REPORT,
+    CLI_CMD_UPGRADE,
+    CLI_CMD_RELOAD,
+};
+
+/* What the command line asked for. Strings point into argv (not owned), except targets, an
+ * array the parser allocates (free it with cli_args_done). */
+struct cli_args {
+    enum cli_cmd cmd;
+    const char *name;        /* the subcommand as typed, e.g. "deploy" */
+    int help;                /* -h/--help given: print the command's help, do nothing else */
+    enum cli_cmd help_topic; /* for `help COMMAND`; CLI_CMD_NONE for the full help */
+    const char *config;      /* -c/--config; CLI_DEFAULT_CONFIG when absent */
+    int config_given;        /* 1 when -c/--config was given */
+    const char *admin;       /* --admin URL, or NULL */
+    int json;                /* --json */
+    const char *service;     /* SERVICE positional */
+    const char *version;     /* VERSION positional (deploy) */
+    const char **targets;    /* --target, repeated; validated HOST:PORT */
+    size_t ntargets;
+    const char *plan;    /* --plan */
+    const char *reason;  /* --reason */
+    int wait;            /* --wait */
+    int all;             /* --all (promote) */
+    const char *as;      /* --as (approve) */
+    long long change_id; /* CHANGE_ID positional (approve, report); > 0 */
+    const char *format;  /* --format md|json (report); "md" when absent */
+    const char *binary;  /* --binary PATH (upgrade) */
+    long limit;          /* --limit N (history); 0 = the daemon's default */
+};
+
+/* Parses argv (argv[0] the program, argv[1] the subcommand) into *a, which it initialises.
+ * Options may come anywhere after the subcommand; "--" ends them. Validates what can be
+ * validated without the daemon: the arity, --target syntax (addr_parse), the VERSION charset,
+ * CHANGE_ID, --format, --limit. Returns 0, or -EINVAL with a message for the user in err
+ * (without the "cutover: " prefix). Call cli_args_done in both cases. */
+int cli_parse(int argc, char **argv, struct cli_args *a, char *err, size_t errlen);
+
+/* Frees what cli_parse allocated in a. Safe on a zeroed struct. */
+void cli_args_done(struct cli_args *a);
+
+/* Returns the command named name, or CLI_CMD_NONE. */
+enum cli_cmd cli_cmd_from_name(const char *name);
+
+/* Writes the help of one command (synopsis, what it does, its options) to out. */
+void cli_command_usage(FILE *out, enum cli_cmd cmd);
+
+/* The exit code for an admin API answer of HTTP status (0: no answer at all): 2xx -> 0; 400,
+ * 401, 403, 404, 405, 413 and other 4xx -> 2; 409, 408, 429, 5xx, 3xx and no answer -> 1. */
+int cli_exit_for_http(long status);
+
+/* The exit code for a change in state (NULL or unknown -> 0): failed, rolled_back, aborted and
+ * interrupted -> 1, anything else (running, completed, ...) -> 0. */
+int cli_exit_for_state(const char *state);
+
+/* Returns 1 when s is a version name the API accepts (1-64 of A-Za-z0-9._-), else 0. */
+int cli_version_valid(const char *s);
+
+/* Splits an --admin URL: "unix:/path.sock" sets *sock to the path and *base to
+ * "http://localhost"; "http://HOST:PORT" or "https://..." sets *base (no trailing slash) and
+ * *sock to NULL. Both are heap strings the caller frees. Returns 0 or -EINVAL. */
+int cli_admin_parse(const char *url, char **base, char **sock);
+
+/* Renders a Service object (docs/api.md) as the human `status` text. */
+void cli_render_service(FILE *out, const json_t *svc);
+
+/* Renders a GET /api/v1/services answer ({"services": [...]}) or a single Service. */
+void cli_render_status(FILE *out, const json_t *root);
+
+/* Renders a Change as the short summary deploy/rollback/promote... print:
+ * "change 3: deploy web v1 -> v2: completed" and the message on its own line. */
+void cli_render_change(FILE *out, const json_t *change);
+
+/* Renders a GET /api/v1/changes answer as a table (id, time, service, kind, from -> to, state,
+ * actor, message). */
+void cli_render_history(FILE *out, const json_t *root);
+
+/* Renders a Change with its events as a markdown report (used when the daemon has no report
+ * route). */
+void cli_render_report_md(FILE *out, const json_t *change);
+
+#endif

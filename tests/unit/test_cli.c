@@ -1,0 +1,451 @@
+/* Unit tests of the pure parts of the CLI (src/cli/cli_internal.h): argument parsing, exit-code
+ * mapping, admin URL parsing, and the rendering of admin API JSON as text. No daemon, no
+ * network. */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "cli/cli.h"
+#include "cli/cli_internal.h"
+
+/* Parses a NULL-terminated list of words as if typed after "cutover". */
+static int parse_words(struct cli_args *a, char *err, size_t errlen, ...)
+{
+    char *argv[32];
+    int argc = 0;
+    va_list ap;
+
+    argv[argc++] = (char *)"cutover";
+    va_start(ap, errlen);
+    for (char *w = va_arg(ap, char *); w != NULL && argc < 31; w = va_arg(ap, char *))
+        argv[argc++] = w;
+    va_end(ap);
+    argv[argc] = NULL;
+    return cli_parse(argc, argv, a, err, errlen);
+}
+
+#define PARSE(a, err, ...) parse_words((a), (err), sizeof(err), __VA_ARGS__, (char *)NULL)
+
+/* Renders with fn into a heap string the caller frees. */
+static char *render(void (*fn)(FILE *, const json_t *), const char *json_text)
+{
+    json_error_t jerr;
+    json_t *j = json_loads(json_text, 0, &jerr);
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f;
+
+    assert_non_null(j);
+    f = open_memstream(&buf, &len);
+    assert_non_null(f);
+    fn(f, j);
+    fclose(f);
+    json_decref(j);
+    return buf;
+}
+
+static void test_parse_deploy_full(void **state)
+{
+    struct cli_args a;
+    char err[256];
+
+    (void)state;
+    assert_int_equal(PARSE(&a, err, "deploy", "--reason", "fix #12", "web", "--target",
+                           "127.0.0.1:9002", "v2", "--target=[::1]:9003", "--plan=canary", "--wait",
+                           "-c", "x.yml", "--json", "--admin", "unix:/tmp/s.sock"),
+                     0);
+    assert_int_equal(a.cmd, CLI_CMD_DEPLOY);
+    assert_string_equal(a.service, "web");
+    assert_string_equal(a.version, "v2");
+    assert_int_equal(a.ntargets, 2);
+    assert_string_equal(a.targets[0], "127.0.0.1:9002");
+    assert_string_equal(a.targets[1], "[::1]:9003");
+    assert_string_equal(a.plan, "canary");
+    assert_string_equal(a.reason, "fix #12");
+    assert_string_equal(a.config, "x.yml");
+    assert_int_equal(a.config_given, 1);
+    assert_string_equal(a.admin, "unix:/tmp/s.sock");
+    assert_int_equal(a.wait, 1);
+    assert_int_equal(a.json, 1);
+    cli_args_done(&a);
+}
+
+static void test_parse_defaults_and_short_forms(void **state)
+{
+    struct cli_args a;
+    char err[256];
+
+    (void)state;
+    assert_int_equal(PARSE(&a, err, "status"), 0);
+    assert_int_equal(a.cmd, CLI_CMD_STATUS);
+    assert_null(a.service);
+    assert_string_equal(a.config, CLI_DEFAULT_CONFIG);
+    assert_int_equal(a.config_given, 0);
+    cli_args_done(&a);
+
+    assert_int_equal(PARSE(&a, err, "check", "-cother.yml"), 0);
+    assert_string_equal(a.config, "other.yml");
+    cli_args_done(&a);
+
+    assert_int_equal(PARSE(&a, err, "report", "7"), 0);
+    assert_int_equal(a.change_id, 7);
+    assert_string_equal(a.format, "md");
+    cli_args_done(&a);
+
+    assert_int_equal(PARSE(&a, err, "promote", "--all", "web"), 0);
+    assert_int_equal(a.all, 1);
+    assert_string_equal(a.service, "web");
+    cli_args_done(&a);
+
+    /* After "--" a word that looks like an option is a positional. */
+    assert_int_equal(PARSE(&a, err, "rollback", "--", "-odd"), 0);
+    assert_string_equal(a.service, "-odd");
+    cli_args_done(&a);
+
+    assert_int_equal(PARSE(&a, err, "history", "web", "--limit", "20"), 0);
+    assert_int_equal(a.limit, 20);
+    cli_args_done(&a);
+
+    assert_int_equal(PARSE(&a, err, "approve", "12", "--as", "lead"), 0);
+    assert_int_equal(a.change_id, 12);
+    assert_string_equal(a.as, "lead");
+    cli_args_done(&a);
+}
+
+static void test_parse_help_and_version(void **state)
+{
+    struct cli_args a;
+    char err[256];
+
+    (void)state;
+    assert_int_equal(PARSE(&a, err, "--version"), 0);
+    assert_int_equal(a.cmd, CLI_CMD_VERSION);
+    cli_args_done(&a);
+
+    assert_int_equal(PARSE(&a, err, "-h"), 0);
+    assert_int_equal(a.cmd, CLI_CMD_HELP);
+    assert_int_equal(a.help_topic, CLI_CMD_NONE);
+    cli_args_done(&a);
+
+    assert_int_equal(PARSE(&a, err, "help", "deploy"), 0);
+    assert_int_equal(a.help_topic, CLI_CMD_DEPLOY);
+    cli_args_done(&a);
+
+    /* --help wins over the missing arguments. */
+    assert_int_equal(PARSE(&a, err, "deploy", "--help"), 0);
+    assert_int_equal(a.cmd, CLI_CMD_DEPLOY);
+    assert_int_equal(a.help, 1);
+    cli_args_done(&a);
+
+    char *argv[] = {(char *)"cutover", NULL};
+    assert_int_equal(cli_parse(1, argv, &a, err, sizeof(err)), 0);
+    assert_int_equal(a.cmd, CLI_CMD_NONE);
+    cli_args_done(&a);
+}
+
+/* Each bad command line is rejected with a message naming what is wrong. */
+static void test_parse_errors(void **state)
+{
+    struct cli_args a;
+    char err[256];
+
+    (void)state;
+    assert_int_equal(PARSE(&a, err, "deploy"), -EINVAL);
+    assert_non_null(strstr(err, "missing SERVICE"));
+    cli_args_done(&a);
+
+    assert_int_equal(PARSE(&a, err, "deploy", "web"), -EINVAL);
+    assert_non_null(strstr(err, "missing VERSION"));
+    cli_args_done(&a);
+
+    assert_int_equal(PARSE(&a, err, "deploy", "web", "v 2"), -EINVAL);
+    assert_non_null(strstr(err, "VERSION 'v 2'"));
+    cli_args_done(&a);
+
+    assert_int_equal(PARSE(&a, err, "deploy", "web", "v2", "--target", "example.com"), -EINVAL);
+    assert_non_null(strstr(err, "--target 'example.com'"));
+    cli_args_done(&a);
+
+    assert_int_equal(PARSE(&a, err, "deploy", "web", "v2", "--target", "127.0.0.1:0"), -EINVAL);
+    cli_args_done(&a);
+
+    assert_int_equal(PARSE(&a, err, "deploy", "web", "v2", "--target"), -EINVAL);
+    assert_non_null(strstr(err, "needs a value"));
+    cli_args_done(&a);
+
+    assert_int_equal(PARSE(&a, err, "rollback"), -EINVAL);
+    assert_non_null(strstr(err, "missing SERVICE"));
+    cli_args_done(&a);
+
+    assert_int_equal(PARSE(&a, err, "report", "3", "--format", "html"), -EINVAL);
+    assert_non_null(strstr(err, "--format must be md or json"));
+    cli_args_done(&a);
+
+    assert_int_equal(PARSE(&a, err, "report", "three"), -EINVAL);
+    assert_non_null(strstr(err, "CHANGE_ID"));
+    cli_args_done(&a);
+
+    assert_int_equal(PARSE(&a, err, "approve", "-1"), -EINVAL);
+    cli_args_done(&a);
+
+    assert_int_equal(PARSE(&a, err, "approve"), -EINVAL);
+    assert_non_null(strstr(err, "missing CHANGE_ID"));
+    cli_args_done(&a);
+
+    assert_int_equal(PARSE(&a, err, "status", "--frob"), -EINVAL);
+    assert_non_null(strstr(err, "unknown option '--frob'"));
+    cli_args_done(&a);
+
+    assert_int_equal(PARSE(&a, err, "status", "--wait"), -EINVAL);
+    assert_non_null(strstr(err, "does not apply"));
+    cli_args_done(&a);
+
+    assert_int_equal(PARSE(&a, err, "status", "--json=yes"), -EINVAL);
+    assert_non_null(strstr(err, "takes no value"));
+    cli_args_done(&a);
+
+    assert_int_equal(PARSE(&a, err, "status", "a", "b"), -EINVAL);
+    assert_non_null(strstr(err, "unexpected argument 'b'"));
+    cli_args_done(&a);
+
+    assert_int_equal(PARSE(&a, err, "deploy", "web", "v2", "--plan", "a", "--plan", "b"), -EINVAL);
+    assert_non_null(strstr(err, "given twice"));
+    cli_args_done(&a);
+
+    assert_int_equal(PARSE(&a, err, "history", "--limit", "0"), -EINVAL);
+    cli_args_done(&a);
+
+    assert_int_equal(PARSE(&a, err, "frobnicate"), -EINVAL);
+    assert_non_null(strstr(err, "unknown command 'frobnicate'"));
+    cli_args_done(&a);
+
+    assert_int_equal(PARSE(&a, err, "-c", "x.yml", "status"), -EINVAL);
+    assert_non_null(strstr(err, "command first"));
+    cli_args_done(&a);
+
+    assert_int_equal(PARSE(&a, err, "help", "nope"), -EINVAL);
+    cli_args_done(&a);
+}
+
+static void test_exit_for_http(void **state)
+{
+    (void)state;
+    assert_int_equal(cli_exit_for_http(200), 0);
+    assert_int_equal(cli_exit_for_http(201), 0);
+    assert_int_equal(cli_exit_for_http(400), 2);
+    assert_int_equal(cli_exit_for_http(404), 2);
+    assert_int_equal(cli_exit_for_http(405), 2);
+    assert_int_equal(cli_exit_for_http(413), 2);
+    assert_int_equal(cli_exit_for_http(401), 2);
+    assert_int_equal(cli_exit_for_http(409), 1);
+    assert_int_equal(cli_exit_for_http(429), 1);
+    assert_int_equal(cli_exit_for_http(500), 1);
+    assert_int_equal(cli_exit_for_http(503), 1);
+    assert_int_equal(cli_exit_for_http(302), 1);
+    assert_int_equal(cli_exit_for_http(0), 1);
+}
+
+static void test_exit_for_state(void **state)
+{
+    (void)state;
+    assert_int_equal(cli_exit_for_state("completed"), 0);
+    assert_int_equal(cli_exit_for_state("running"), 0);
+    assert_int_equal(cli_exit_for_state(NULL), 0);
+    assert_int_equal(cli_exit_for_state("failed"), 1);
+    assert_int_equal(cli_exit_for_state("rolled_back"), 1);
+    assert_int_equal(cli_exit_for_state("aborted"), 1);
+    assert_int_equal(cli_exit_for_state("interrupted"), 1);
+}
+
+static void test_version_valid(void **state)
+{
+    char long_name[80];
+
+    (void)state;
+    assert_true(cli_version_valid("v2"));
+    assert_true(cli_version_valid("1.2.3-rc_1"));
+    assert_false(cli_version_valid(""));
+    assert_false(cli_version_valid("v/2"));
+    assert_false(cli_version_valid("v 2"));
+    memset(long_name, 'a', 65);
+    long_name[65] = '\0';
+    assert_false(cli_version_valid(long_name));
+    long_name[64] = '\0';
+    assert_true(cli_version_valid(long_name));
+}
+
+static void test_admin_parse(void **state)
+{
+    char *base, *sock;
+
+    (void)state;
+    assert_int_equal(cli_admin_parse("unix:/run/cutover.sock", &base, &sock), 0);
+    assert_string_equal(base, "http://localhost");
+    assert_string_equal(sock, "/run/cutover.sock");
+    free(base);
+    free(sock);
+
+    assert_int_equal(cli_admin_parse("http://127.0.0.1:9900/", &base, &sock), 0);
+    assert_string_equal(base, "http://127.0.0.1:9900");
+    assert_null(sock);
+    free(base);
+
+    assert_int_equal(cli_admin_parse("ftp://x", &base, &sock), -EINVAL);
+    assert_int_equal(cli_admin_parse("unix:", &base, &sock), -EINVAL);
+    assert_int_equal(cli_admin_parse("http://", &base, &sock), -EINVAL);
+    assert_int_equal(cli_admin_parse("http://h:1/?x", &base, &sock), -EINVAL);
+    assert_null(base);
+    assert_null(sock);
+}
+
+static void test_render_status_service(void **state)
+{
+    (void)state;
+    char *out = render(cli_render_status,
+                       "{\"name\": \"web\", \"listen\": \"127.0.0.1:8080\", \"protocol\": \"http\","
+                       " \"live\": {\"name\": \"v2\", \"targets\": ["
+                       "   {\"address\": \"127.0.0.1:9002\", \"healthy\": true, \"state\": "
+                       "\"healthy\"},"
+                       "   {\"address\": \"127.0.0.1:9003\", \"healthy\": false}]},"
+                       " \"previous\": {\"name\": \"v1\", \"targets\": []},"
+                       " \"change\": {\"id\": 3, \"service\": \"web\", \"kind\": \"deploy\","
+                       "   \"from\": \"v1\", \"to\": \"v2\", \"state\": \"running\","
+                       "   \"actor\": \"alice\", \"message\": \"weight 10%\\nnext\"}}");
+    assert_string_equal(out, "web (http, listen 127.0.0.1:8080)\n"
+                             "  live:     v2\n"
+                             "            127.0.0.1:9002         healthy\n"
+                             "            127.0.0.1:9003         unhealthy\n"
+                             "  previous: v1\n"
+                             "  change:   3: deploy v1 -> v2, running (by alice)\n"
+                             "            weight 10% next\n");
+    free(out);
+}
+
+static void test_render_status_list(void **state)
+{
+    (void)state;
+    char *out = render(cli_render_status,
+                       "{\"services\": ["
+                       " {\"name\": \"a\", \"listen\": \"127.0.0.1:1\", \"protocol\": \"tcp\","
+                       "  \"live\": null, \"previous\": null, \"change\": null},"
+                       " {\"name\": \"b\", \"listen\": \"127.0.0.1:2\", \"protocol\": \"http\","
+                       "  \"live\": {\"name\": \"v1\", \"targets\": []}, \"previous\": null,"
+                       "  \"change\": null}]}");
+    assert_string_equal(out, "a (tcp, listen 127.0.0.1:1)\n"
+                             "  live:     (none)\n"
+                             "  previous: (none)\n"
+                             "  change:   none in progress\n"
+                             "\n"
+                             "b (http, listen 127.0.0.1:2)\n"
+                             "  live:     v1\n"
+                             "  previous: (none)\n"
+                             "  change:   none in progress\n");
+    free(out);
+
+    out = render(cli_render_status, "{\"services\": []}");
+    assert_string_equal(out, "no services configured\n");
+    free(out);
+}
+
+static void test_render_change(void **state)
+{
+    (void)state;
+    char *out = render(cli_render_change,
+                       "{\"id\": 4, \"service\": \"web\", \"kind\": \"deploy\", \"from\": null,"
+                       " \"to\": \"v1\", \"state\": \"failed\", \"message\": \"health deadline "
+                       "passed\"}");
+    assert_string_equal(out, "change 4: deploy web (none) -> v1: failed\n"
+                             "  health deadline passed\n");
+    free(out);
+}
+
+static void test_render_history(void **state)
+{
+    (void)state;
+    char *out = render(cli_render_history,
+                       "{\"changes\": ["
+                       " {\"id\": 12, \"service\": \"web\", \"kind\": \"rollback\", \"from\": "
+                       "\"v2\", \"to\": \"v1\", \"state\": \"completed\", \"actor\": \"bob\","
+                       "  \"message\": \"back\", \"created\": \"2026-11-23T07:00:00.000Z\"},"
+                       " {\"id\": 3, \"service\": \"web\", \"kind\": \"deploy\", \"from\": null,"
+                       "  \"to\": \"v2\", \"state\": \"rolled_back\", \"actor\": \"alice\","
+                       "  \"message\": \"error rate\", \"created\": "
+                       "\"2026-11-22T23:59:59.999Z\"}]}");
+    assert_string_equal(
+        out, "ID  TIME (UTC)           SERVICE  KIND      FROM -> TO  STATE        ACTOR  MESSAGE\n"
+             "12  2026-11-23 07:00:00  web      rollback  v2 -> v1    completed    bob    back\n"
+             "3   2026-11-22 23:59:59  web      deploy    - -> v2     rolled_back  alice  error "
+             "rate\n");
+    free(out);
+
+    out = render(cli_render_history, "{\"changes\": []}");
+    assert_string_equal(out, "no changes recorded\n");
+    free(out);
+}
+
+static void test_render_report_md(void **state)
+{
+    (void)state;
+    char *out = render(cli_render_report_md,
+                       "{\"id\": 3, \"service\": \"web\", \"kind\": \"deploy\", \"from\": \"v1\","
+                       " \"to\": \"v2\", \"plan\": null, \"state\": \"completed\", \"actor\": "
+                       "\"alice\", \"reason\": \"fix | pipes\", \"message\": \"switched to v2\","
+                       " \"created\": \"c\", \"updated\": \"u\", \"ended\": \"e\","
+                       " \"events\": [{\"ts\": \"t1\", \"type\": \"created\", \"message\": "
+                       "\"a\\nb\"}]}");
+    assert_non_null(strstr(out, "# Change 3: deploy of web, v1 -> v2\n"));
+    assert_non_null(strstr(out, "| reason | fix \\| pipes |\n"));
+    assert_non_null(strstr(out, "| plan | (instant switch) |\n"));
+    assert_non_null(strstr(out, "**Outcome:** switched to v2\n"));
+    assert_non_null(strstr(out, "| t1 | created | a b |\n"));
+    free(out);
+}
+
+static void test_usage_lists_every_command(void **state)
+{
+    static const char *const cmds[] = {"serve",  "check",   "deploy",  "status",   "promote",
+                                       "pause",  "resume",  "abort",   "rollback", "upgrade",
+                                       "reload", "approve", "history", "report",   "demo"};
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+
+    (void)state;
+    cli_usage(f);
+    fclose(f);
+    for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++) {
+        char needle[32];
+        snprintf(needle, sizeof(needle), "\n  %s ", cmds[i]);
+        assert_non_null(strstr(buf, needle));
+        assert_int_not_equal(cli_cmd_from_name(cmds[i]), CLI_CMD_NONE);
+    }
+    free(buf);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_parse_deploy_full),
+        cmocka_unit_test(test_parse_defaults_and_short_forms),
+        cmocka_unit_test(test_parse_help_and_version),
+        cmocka_unit_test(test_parse_errors),
+        cmocka_unit_test(test_exit_for_http),
+        cmocka_unit_test(test_exit_for_state),
+        cmocka_unit_test(test_version_valid),
+        cmocka_unit_test(test_admin_parse),
+        cmocka_unit_test(test_render_status_service),
+        cmocka_unit_test(test_render_status_list),
+        cmocka_unit_test(test_render_change),
+        cmocka_unit_test(test_render_history),
+        cmocka_unit_test(test_render_report_md),
+        cmocka_unit_test(test_usage_lists_every_command),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
