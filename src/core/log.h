@@ -11,7 +11,8 @@ void log_set_level(enum log_level min);
 
 /* Logs msg with key/value string pairs, terminated by a NULL key. Values that need it are
  * quoted and escaped, so any string (even one a peer sent) is safe to pass. A NULL value
- * prints as an empty string. Example: log_kv(LOG_INFO, "deploy started", "service", "web", NULL). */
+ * prints as an empty string. Example: log_kv(LOG_INFO, "deploy started", "service", "web", NULL).
+ */
 void log_kv(enum log_level lvl, const char *msg, ...) __attribute__((sentinel));
 
 #define log_info(...) log_kv(LOG_INFO, __VA_ARGS__, (const char *)NULL)
