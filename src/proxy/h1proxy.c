@@ -72,6 +72,7 @@ struct client {
     char peer[64]; /* client address, for X-Forwarded-For */
     struct ibuf in;
     int reading;
+    int peer_eof; /* the client closed its side: answer what is in progress, then close */
     int wpending; /* a write to the client is in flight */
     int close_after_write;
     /* the request in progress */
@@ -187,6 +188,35 @@ static const char *status_reason(int status)
     default:
         return "Error";
     }
+}
+
+/* Writes bufs to s at once when the socket takes them all (the usual case for a small message:
+ * no write request, no callback, no change of what the loop watches); queues the rest with
+ * uv_write otherwise. Returns 1 when everything was written, 0 when a write is in flight (cb
+ * follows), or a negative libuv error. bufs may be modified. */
+static int write_now_or_queue(uv_stream_t *s, uv_write_t *req, uv_buf_t *bufs, unsigned nb,
+                              uv_write_cb cb)
+{
+    size_t total = 0;
+    for (unsigned i = 0; i < nb; i++)
+        total += bufs[i].len;
+    int n = uv_try_write(s, bufs, nb);
+    if (n == UV_EAGAIN)
+        n = 0;
+    else if (n < 0)
+        return n;
+    if ((size_t)n == total)
+        return 1;
+    size_t skip = (size_t)n;
+    unsigned i = 0;
+    while (skip >= bufs[i].len) {
+        skip -= bufs[i].len;
+        i++;
+    }
+    bufs[i].base += skip;
+    bufs[i].len -= skip;
+    int rc = uv_write(req, s, bufs + i, nb - i, cb);
+    return rc < 0 ? rc : 0;
 }
 
 static void on_client_write(uv_write_t *req, int status);
@@ -352,9 +382,8 @@ static void on_client_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
             ibuf_compact(b);
             if (b->end == b->cap && b->cap < c->lim.max_header_bytes)
                 ibuf_grow(c->w, b, c->lim.max_header_bytes);
-        } else if (c->phase == PH_PROXY) {
-            /* Reading in PH_PROXY happens only with no upstream write in flight, so every
-             * byte before fwd has been written and may go. */
+        } else if (c->phase == PH_PROXY && !c->body_done && !(c->up && c->up->wpending)) {
+            /* No upstream write in flight: every byte before fwd was written and may go. */
             client_discard_sent(c);
         }
     }
@@ -787,53 +816,62 @@ static void on_upstream_write(uv_write_t *req, int status)
     }
     if (u->rphase == R_HEAD)
         uv_timer_start(&u->timer, on_upstream_timer, c->lim.upstream_response_ms, 0);
-    if (!c->body_done) {
-        if (c->in.end > c->fwd)
-            upstream_send(c);
-        else
-            client_read_start(c);
-    } else if (u->rphase == R_DONE && !c->wpending) {
+    if (!c->body_done)
+        upstream_send(c);
+    else if (u->rphase == R_DONE && !c->wpending)
         exchange_done(c);
-    }
 }
 
 /* Writes whatever of the request is ready (head first, then body bytes at hand) to the
- * client's upstream, one write at a time. */
+ * client's upstream. While a write is queued the client is not read (backpressure). */
 static void upstream_send(struct client *c)
 {
-    struct upstream *u = c->up;
-    if (u == NULL || u->phase != U_BUSY || u->wpending)
-        return;
-    uv_buf_t bufs[2];
-    unsigned nb = 0;
-    if (!c->head_sent)
-        bufs[nb++] = uv_buf_init(c->uhead, (unsigned)c->uhead_len);
-    if (!c->body_done && c->in.end > c->fwd) {
-        int done = 0;
-        ssize_t r = body_scan(c->framing, &c->body_left, &c->chunk, c->in.data + c->fwd,
-                              c->in.end - c->fwd, &done);
-        if (r < 0) {
-            client_error(c, 400, "invalid chunked request body");
+    for (;;) {
+        struct upstream *u = c->up;
+        if (u == NULL || u->phase != U_BUSY || u->wpending)
+            return;
+        uv_buf_t bufs[2];
+        unsigned nb = 0;
+        if (!c->head_sent)
+            bufs[nb++] = uv_buf_init(c->uhead, (unsigned)c->uhead_len);
+        if (!c->body_done && c->in.end > c->fwd) {
+            int done = 0;
+            ssize_t r = body_scan(c->framing, &c->body_left, &c->chunk, c->in.data + c->fwd,
+                                  c->in.end - c->fwd, &done);
+            if (r < 0) {
+                client_error(c, 400, "invalid chunked request body");
+                return;
+            }
+            if (r > 0)
+                bufs[nb++] = uv_buf_init(c->in.data + c->fwd, (unsigned)r);
+            c->fwd += (size_t)r;
+            if (done) {
+                c->body_done = 1;
+                c->req_end = c->fwd;
+            }
+        }
+        if (nb == 0) {
+            if (!c->body_done && !c->peer_eof)
+                client_read_start(c);
             return;
         }
-        if (r > 0)
-            bufs[nb++] = uv_buf_init(c->in.data + c->fwd, (unsigned)r);
-        c->fwd += (size_t)r;
-        if (done) {
-            c->body_done = 1;
-            c->req_end = c->fwd;
-            client_read_stop(c);
+        c->head_sent = 1;
+        u->wreq.data = u;
+        int rc = write_now_or_queue((uv_stream_t *)&u->tcp, &u->wreq, bufs, nb, on_upstream_write);
+        if (rc < 0) {
+            upstream_failed(u, UF_IO);
+            return;
         }
-    }
-    if (nb == 0)
-        return;
-    c->head_sent = 1;
-    u->wpending = 1;
-    u->wreq.data = u;
-    client_read_stop(c); /* one write in flight: the client waits until it is done */
-    if (uv_write(&u->wreq, (uv_stream_t *)&u->tcp, bufs, nb, on_upstream_write) < 0) {
-        u->wpending = 0;
-        upstream_failed(u, UF_IO);
+        if (rc == 0) {
+            u->wpending = 1;
+            if (!c->body_done)
+                client_read_stop(c);
+            return;
+        }
+        if (u->rphase == R_HEAD)
+            uv_timer_start(&u->timer, on_upstream_timer, c->lim.upstream_response_ms, 0);
+        if (c->body_done)
+            return;
     }
 }
 
@@ -910,94 +948,96 @@ static void upstream_attach(struct client *c, struct route_target *t, int fresh)
  * client write in flight. Called when bytes arrived or a client write finished. */
 static void response_process(struct upstream *u)
 {
-    struct client *c = u->client;
-    if (c == NULL || c->wpending)
-        return;
-    struct ibuf *b = &u->in;
-    uv_buf_t bufs[2];
-    unsigned nb = 0;
+    for (;;) {
+        struct client *c = u->client;
+        if (c == NULL || c->wpending || c->phase == PH_CLOSING)
+            return;
+        struct ibuf *b = &u->in;
+        uv_buf_t bufs[2];
+        unsigned nb = 0;
 
-    if (u->rphase == R_HEAD) {
-        if (b->end == b->start)
-            return;
-        struct http_header hdrs[HDR_CAP];
-        struct http_limits lim = {.max_headers = HDR_CAP, .max_uri = 0};
-        u->resp.headers = hdrs;
-        u->resp.num_headers = HDR_CAP;
-        int rc =
-            http_parse_response(b->data + b->start, b->end - b->start, &u->resp, c->meth, &lim);
-        if (rc == HTTP_PARTIAL)
-            return;
-        if (rc < 0 || u->resp.status == 101) {
-            upstream_failed(u, UF_BAD_RESPONSE);
-            return;
-        }
-        int informational = u->resp.status < 200;
-        int close = 0;
-        if (!informational) {
-            close = c->resp_close || u->resp.framing == HTTP_BODY_EOF || !c->body_done ||
-                    c->w->draining;
-            c->resp_close = close;
-        }
-        build_response_head(c, &u->resp, close);
-        b->start += (size_t)rc;
-        bufs[nb++] = uv_buf_init(c->rhead, (unsigned)c->rhead_len);
-        if (informational) {
-            /* 1xx: forwarded, then the real answer follows on the same connection. */
-            c->wpending = 1;
-            c->wreq.data = c;
-            upstream_read_stop(u);
-            if (uv_write(&c->wreq, (uv_stream_t *)&c->tcp, bufs, nb, on_client_write) < 0) {
-                c->wpending = 0;
-                client_close(c);
+        if (u->rphase == R_HEAD) {
+            if (b->end == b->start)
+                return;
+            struct http_header hdrs[HDR_CAP];
+            struct http_limits lim = {.max_headers = HDR_CAP, .max_uri = 0};
+            u->resp.headers = hdrs;
+            u->resp.num_headers = HDR_CAP;
+            int rc =
+                http_parse_response(b->data + b->start, b->end - b->start, &u->resp, c->meth, &lim);
+            if (rc == HTTP_PARTIAL)
+                return;
+            if (rc < 0 || u->resp.status == 101) {
+                upstream_failed(u, UF_BAD_RESPONSE);
+                return;
             }
+            int informational = u->resp.status < 200;
+            int close = 0;
+            if (!informational) {
+                close = c->resp_close || u->resp.framing == HTTP_BODY_EOF || !c->body_done ||
+                        c->peer_eof || c->w->draining;
+                c->resp_close = close;
+            }
+            build_response_head(c, &u->resp, close);
+            b->start += (size_t)rc;
+            bufs[nb++] = uv_buf_init(c->rhead, (unsigned)c->rhead_len);
+            if (!informational) {
+                c->resp_started = 1;
+                u->rphase = R_BODY;
+                u->framing = u->resp.framing;
+                u->body_left = u->resp.content_length;
+                u->reusable = !(u->resp.flags & (HTTP_F_CONN_CLOSE | HTTP_F_TE_AND_CL)) &&
+                              u->framing != HTTP_BODY_EOF && u->resp.minor_version == 1;
+                http_chunked_init(&u->chunk);
+                if (u->resp.status >= 500)
+                    atomic_fetch_add_explicit(&c->w->stats.responses_5xx, 1, memory_order_relaxed);
+                if (u->framing == HTTP_BODY_NONE)
+                    u->rphase = R_DONE;
+            }
+            /* A 1xx is forwarded alone; the real answer follows on the next turn. */
+        }
+        if (u->rphase == R_BODY && b->end > b->start) {
+            int done = 0;
+            ssize_t r = body_scan(u->framing, &u->body_left, &u->chunk, b->data + b->start,
+                                  b->end - b->start, &done);
+            if (r < 0) {
+                /* The head is out: a broken body can only end the connection. */
+                client_close(c);
+                return;
+            }
+            if (r > 0)
+                bufs[nb++] = uv_buf_init(b->data + b->start, (unsigned)r);
+            b->start += (size_t)r;
+            if (done) {
+                u->rphase = R_DONE;
+                if (b->end > b->start) {
+                    /* Bytes after a complete response are never forwarded. */
+                    u->reusable = 0;
+                    b->start = b->end;
+                }
+            }
+        }
+        if (nb == 0) {
+            if (u->rphase == R_DONE && !u->wpending)
+                exchange_done(c);
+            else if (upstream_read_start(u) < 0)
+                upstream_failed(u, UF_IO);
             return;
         }
-        c->resp_started = 1;
-        u->rphase = R_BODY;
-        u->framing = u->resp.framing;
-        u->body_left = u->resp.content_length;
-        u->reusable = !(u->resp.flags & (HTTP_F_CONN_CLOSE | HTTP_F_TE_AND_CL)) &&
-                      u->framing != HTTP_BODY_EOF && u->resp.minor_version == 1;
-        http_chunked_init(&u->chunk);
-        int status = u->resp.status;
-        if (status >= 500)
-            atomic_fetch_add_explicit(&c->w->stats.responses_5xx, 1, memory_order_relaxed);
-        if (u->framing == HTTP_BODY_NONE)
-            u->rphase = R_DONE;
-    }
-    if (u->rphase == R_BODY && b->end > b->start) {
-        int done = 0;
-        ssize_t r = body_scan(u->framing, &u->body_left, &u->chunk, b->data + b->start,
-                              b->end - b->start, &done);
-        if (r < 0) {
-            /* The head is out: a broken body can only end the connection. */
+        c->wreq.data = c;
+        int rc = write_now_or_queue((uv_stream_t *)&c->tcp, &c->wreq, bufs, nb, on_client_write);
+        if (rc < 0) {
             client_close(c);
             return;
         }
-        if (r > 0)
-            bufs[nb++] = uv_buf_init(b->data + b->start, (unsigned)r);
-        b->start += (size_t)r;
-        if (done) {
-            u->rphase = R_DONE;
-            if (b->end > b->start) {
-                u->reusable = 0;
-                b->start = b->end;
-            }
+        if (rc == 0) {
+            /* Backpressure: no more reading from the upstream until the client took these. */
+            c->wpending = 1;
+            upstream_read_stop(u);
+            return;
         }
-    }
-    if (nb == 0) {
-        if (u->rphase == R_DONE && !u->wpending)
-            exchange_done(c);
-        return;
-    }
-    c->wpending = 1;
-    c->wreq.data = c;
-    /* Backpressure: no more reading from the upstream until the client took these bytes. */
-    upstream_read_stop(u);
-    if (uv_write(&c->wreq, (uv_stream_t *)&c->tcp, bufs, nb, on_client_write) < 0) {
-        c->wpending = 0;
-        client_close(c);
+        if (b->start == b->end)
+            b->start = b->end = 0;
     }
 }
 
@@ -1016,17 +1056,8 @@ static void on_client_write(uv_write_t *req, int status)
         return;
     if (u->in.start == u->in.end)
         u->in.start = u->in.end = 0;
-    if (u->rphase == R_DONE) {
-        if (!u->wpending)
-            exchange_done(c);
-        return;
-    }
-    /* More to forward: what is buffered first, then read again. */
+    /* More to forward, or the end of the exchange. */
     response_process(u);
-    if (c->phase == PH_CLOSING || c->up != u || c->wpending)
-        return;
-    if (upstream_read_start(u) < 0)
-        upstream_failed(u, UF_IO);
 }
 
 /* The response is complete: the upstream goes back to its pool (or is closed), and the client
@@ -1042,7 +1073,7 @@ static void exchange_done(struct client *c)
         else
             upstream_close(u);
     }
-    if (c->resp_close || !c->body_done) {
+    if (c->resp_close || !c->body_done || c->peer_eof) {
         client_close(c);
         return;
     }
@@ -1151,8 +1182,6 @@ static void request_start(struct client *c, const struct http_request *req, size
         return;
     }
     build_request_head(c, req);
-    if (c->body_done)
-        client_read_stop(c);
     request_dispatch(c);
 }
 
@@ -1223,6 +1252,12 @@ static void on_client_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         return;
     }
     if (nread < 0) {
+        if (c->phase == PH_PROXY && nread == UV_EOF && c->body_done) {
+            /* A half-close after a complete request: answer it, then close. */
+            c->peer_eof = 1;
+            client_read_stop(c);
+            return;
+        }
         client_close(c);
         return;
     }
@@ -1234,8 +1269,10 @@ static void on_client_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         request_try(c);
         return;
     }
-    /* PH_PROXY: more of the request body. */
-    upstream_send(c);
+    /* PH_PROXY: more of the request body, or the next pipelined request, which waits in the
+     * buffer until this exchange is done. */
+    if (!c->body_done)
+        upstream_send(c);
 }
 
 void h1_accept(struct worker_listener *l)
