@@ -32,6 +32,7 @@ struct daemon {
     struct worker **workers;
     int nworkers;
     int *listen_fds;
+    size_t nlisten;
     uv_signal_t sigterm, sigint, sighup;
     int stopping;
     int sigint_count;
@@ -86,6 +87,25 @@ static void on_metrics(void *ctx, rollout_emit_fn emit, void *ectx)
                  "counter", bad);
     emit_counter(emit, ectx, "cutover_client_connections", "Open client connections.", "gauge",
                  clients > 0 ? (uint64_t)clients : 0);
+}
+
+/* Sums what every worker counted for (service, role); the control thread reads each counter
+ * with a relaxed load, so a sample may be a request or two behind, never torn. */
+static void on_sample(void *ctx, int service_id, int role, struct analysis_sample *out)
+{
+    struct daemon *d = ctx;
+    memset(out, 0, sizeof(*out));
+    for (int i = 0; i < d->nworkers; i++) {
+        const struct worker_role_stats *st =
+            worker_role_stats(d->workers[i], service_id, (enum route_role)role);
+        if (st == NULL)
+            continue;
+        out->requests += atomic_load_explicit(&st->requests, memory_order_relaxed);
+        out->errors_5xx += atomic_load_explicit(&st->errors_5xx, memory_order_relaxed);
+        out->upstream_errors += atomic_load_explicit(&st->upstream_errors, memory_order_relaxed);
+        for (unsigned b = 0; b < HIST_BUCKETS; b++)
+            out->latency.counts[b] += atomic_load_explicit(&st->latency[b], memory_order_relaxed);
+    }
 }
 
 static uint64_t max_drain_ms(const struct config *cfg)
@@ -214,6 +234,9 @@ static int serve(int argc, char **argv)
     const char *path = config_arg(argc, argv);
     int exit_code = 1;
 
+    const char *lvl = getenv("CUTOVER_LOG_LEVEL");
+    if (lvl != NULL && strcmp(lvl, "debug") == 0)
+        log_set_level(LOG_DEBUG);
     rc = config_load(path, &d.cfg, err, sizeof(err));
     if (rc < 0) {
         log_error("invalid config", "error", err);
@@ -237,21 +260,32 @@ static int serve(int argc, char **argv)
     }
 
     d.loop = uv_default_loop();
-    d.listen_fds = xcalloc(d.cfg->nservices + 1, sizeof(int));
-    struct worker_listener_spec *specs = xcalloc(d.cfg->nservices + 1, sizeof(*specs));
+    /* One listening socket per service, and one more per preview listener. */
+    d.nlisten = 0;
+    d.listen_fds = xcalloc(2 * d.cfg->nservices + 1, sizeof(int));
+    struct worker_listener_spec *specs = xcalloc(2 * d.cfg->nservices + 1, sizeof(*specs));
     for (size_t i = 0; i < d.cfg->nservices; i++) {
-        d.listen_fds[i] = listen_tcp(d.cfg->services[i].listen, 4096);
-        if (d.listen_fds[i] < 0) {
-            log_error("cannot listen", "service", d.cfg->services[i].name, "listen",
-                      d.cfg->services[i].listen, "error", strerror(-d.listen_fds[i]));
-            free(specs);
-            goto out;
+        const struct config_service *svc = &d.cfg->services[i];
+        for (int preview = 0; preview < 2; preview++) {
+            const char *addr = preview ? svc->preview_listen : svc->listen;
+            if (addr == NULL)
+                continue;
+            int fd = listen_tcp(addr, 4096);
+            if (fd < 0) {
+                log_error("cannot listen", "service", svc->name, "listen", addr, "error",
+                          strerror(-fd));
+                free(specs);
+                goto out;
+            }
+            d.listen_fds[d.nlisten] = fd;
+            specs[d.nlisten].fd = fd;
+            specs[d.nlisten].service_id = (int)i;
+            specs[d.nlisten].preview = preview;
+            d.nlisten++;
         }
-        specs[i].fd = d.listen_fds[i];
-        specs[i].service_id = (int)i;
     }
 
-    d.ro = rollout_new(d.loop, d.cfg, d.st, on_publish, &d);
+    d.ro = rollout_new(d.loop, d.cfg, d.st, on_publish, on_sample, &d);
     rc = rollout_start(d.ro, err, sizeof(err));
     if (rc < 0) {
         log_error("cannot restore state", "error", err);
@@ -261,7 +295,7 @@ static int serve(int argc, char **argv)
     d.nworkers = d.cfg->workers;
     d.workers = xcalloc((size_t)d.nworkers, sizeof(*d.workers));
     for (int i = 0; i < d.nworkers; i++) {
-        rc = worker_start(&d.workers[i], i, specs, d.cfg->nservices);
+        rc = worker_start(&d.workers[i], i, specs, d.nlisten, d.cfg->nservices);
         if (rc < 0) {
             log_error("cannot start worker", "error", uv_strerror(rc));
             d.nworkers = i;
@@ -313,9 +347,8 @@ out:
     }
     rollout_free(d.ro);
     route_table_shutdown();
-    for (size_t i = 0; d.listen_fds && i < d.cfg->nservices; i++)
-        if (d.listen_fds[i] > 0)
-            close(d.listen_fds[i]);
+    for (size_t i = 0; i < d.nlisten; i++)
+        close(d.listen_fds[i]);
     free(d.listen_fds);
     store_free(d.st);
     config_free(d.cfg);

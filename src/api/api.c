@@ -69,6 +69,8 @@ static const char *reason_of(int status)
         return "Not Found";
     case 405:
         return "Method Not Allowed";
+    case 403:
+        return "Forbidden";
     case 409:
         return "Conflict";
     case 411:
@@ -341,6 +343,49 @@ static int route_rollback(struct api_conn *c, const char *service, const char *b
     return 0;
 }
 
+static int route_action(struct api_conn *c, int64_t id, const char *action, const char *body,
+                        size_t n)
+{
+    static const char *const allowed[] = {"actor", "all", "reason", NULL};
+    json_t *o = parse_body(c, body, n, allowed);
+    if (o == NULL)
+        return 0;
+    const char *actor, *reason;
+    int all = 0;
+    if (opt_string(c, o, "actor", &actor) < 0 || opt_string(c, o, "reason", &reason) < 0)
+        goto out;
+    json_t *ja = json_object_get(o, "all");
+    if (ja != NULL) {
+        if (!json_is_boolean(ja)) {
+            respond_error(c, 400, "all: expected true or false");
+            goto out;
+        }
+        all = json_is_true(ja);
+    }
+    if (all && strcmp(action, "promote") != 0) {
+        respond_error(c, 400, "all: only with promote");
+        goto out;
+    }
+    if (strcmp(action, "approve") == 0 && (actor == NULL || *actor == '\0')) {
+        respond_error(c, 400, "actor: required to approve (who approves?)");
+        goto out;
+    }
+    char err[512];
+    int rc = rollout_change_action(c->a->r, id, action, actor, all, err, sizeof(err));
+    if (rc < 0) {
+        respond_error(c, rc == -EPERM ? 403 : status_of(rc), err);
+        goto out;
+    }
+    json_t *ch = rollout_change_json(c->a->r, id, 1);
+    if (ch == NULL)
+        respond_error(c, 500, "the change cannot be read back");
+    else
+        respond_json(c, 200, ch);
+out:
+    json_decref(o);
+    return 0;
+}
+
 struct text {
     char *p;
     size_t len, cap;
@@ -509,15 +554,38 @@ static int route(struct api_conn *c, enum http_method m, char *path, char *query
                 return respond_error(c, 404, "unknown change");
             return respond_json(c, 200, o);
         }
+        if (np == 5 && strcmp(parts[4], "report") == 0) {
+            if (m != HTTP_M_GET)
+                return respond_error(c, 405, "use GET");
+            char *fmt = query_get(query, "format");
+            int md = fmt != NULL && strcmp(fmt, "md") == 0;
+            int bad = fmt != NULL && !md && strcmp(fmt, "json") != 0;
+            free(fmt);
+            if (bad)
+                return respond_error(c, 400, "format: expected md or json");
+            if (md) {
+                char *text = rollout_report_md(r, id);
+                if (text == NULL)
+                    return respond_error(c, 404, "unknown change");
+                respond_raw(c, 200, "text/markdown; charset=utf-8", text);
+                free(text);
+                return 0;
+            }
+            json_t *o = rollout_report_json(r, id);
+            if (o == NULL)
+                return respond_error(c, 404, "unknown change");
+            return respond_json(c, 200, o);
+        }
         if (np == 5) {
-            static const char *const actions[] = {"promote", "pause",  "resume", "abort",
-                                                  "approve", "report", NULL};
-            for (size_t i = 0; actions[i]; i++)
-                if (strcmp(parts[4], actions[i]) == 0)
-                    return respond_error(c, 501,
-                                         "rollout plans (promote, pause, resume, "
-                                         "abort, approve, report) are not in this "
-                                         "build yet");
+            static const char *const actions[] = {"promote", "pause",   "resume",
+                                                  "abort",   "approve", NULL};
+            for (size_t i = 0; actions[i]; i++) {
+                if (strcmp(parts[4], actions[i]) != 0)
+                    continue;
+                if (m != HTTP_M_POST)
+                    return respond_error(c, 405, "use POST");
+                return route_action(c, id, actions[i], body, blen);
+            }
         }
         return respond_error(c, 404, "no such route; see docs/api.md");
     }

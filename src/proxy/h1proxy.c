@@ -67,9 +67,11 @@ struct client {
     struct worker *w;
     struct client *prev, *next; /* the worker's client list */
     int service_id;
+    int preview; /* accepted on the service's preview listener */
     int closing_handles;
     enum client_phase phase;
     char peer[64]; /* client address, for X-Forwarded-For */
+    struct sockaddr_storage peer_sa;
     struct ibuf in;
     int reading;
     int peer_eof; /* the client closed its side: answer what is in progress, then close */
@@ -91,6 +93,10 @@ struct client {
     int head_sent;
     int fresh_retries, target_retries;
     struct route_target *last_target;
+    enum route_role role;    /* the version role this request was routed to */
+    uint64_t t_start;        /* uv_hrtime() when the request head was complete */
+    int counted;             /* the answer was counted in the role's statistics */
+    char set_cookie[128];    /* a sticky cookie to set on the answer, or "" */
     struct route_limits lim; /* the service's limits, taken at each request */
     char *uhead;             /* rewritten request head (pooled or heap) */
     size_t uhead_len;
@@ -108,6 +114,7 @@ static void upstream_send(struct client *c);
 static void upstream_close(struct upstream *u);
 static void response_process(struct upstream *u);
 static void request_dispatch(struct client *c);
+static void count_answer(struct client *c, int status, int own_error);
 
 /* ---------------------------------------------------------------- buffers -------------------- */
 
@@ -542,6 +549,11 @@ static void build_response_head(struct client *c, const struct http_response *r,
             continue;
         out_header(&o, h);
     }
+    if (c->set_cookie[0] != '\0' && r->status >= 200) {
+        out_str(&o, "Set-Cookie: ");
+        out_str(&o, c->set_cookie);
+        out_put(&o, "\r\n", 2);
+    }
     if (close)
         out_str(&o, "Connection: close\r\n");
     out_put(&o, "\r\n", 2);
@@ -639,6 +651,7 @@ static void upstream_failed(struct upstream *u, enum up_fail why)
         request_retry(c, 0);
         return;
     }
+    count_answer(c, why == UF_CONNECT_TIMEOUT || why == UF_RESPONSE_TIMEOUT ? 504 : 502, 1);
     switch (why) {
     case UF_CONNECT:
         client_error(c, 502, "upstream connection failed");
@@ -991,6 +1004,7 @@ static void response_process(struct upstream *u)
                 http_chunked_init(&u->chunk);
                 if (u->resp.status >= 500)
                     atomic_fetch_add_explicit(&c->w->stats.responses_5xx, 1, memory_order_relaxed);
+                count_answer(c, u->resp.status, 0);
                 if (u->framing == HTTP_BODY_NONE)
                     u->rphase = R_DONE;
             }
@@ -1093,12 +1107,146 @@ static void exchange_done(struct client *c)
 
 /* ---------------------------------------------------------------- requests ------------------ */
 
+static struct worker_role_stats *role_stats(struct client *c)
+{
+    struct worker *w = c->w;
+    if (c->service_id < 0 || (size_t)c->service_id >= w->nservices)
+        return NULL;
+    return &w->role_stats[(size_t)c->service_id * ROUTE_ROLES + c->role];
+}
+
+/* Counts the answer to the current request once: status, and latency to the head when it came
+ * from the version (own_error is set for cutover's 502/503/504). */
+static void count_answer(struct client *c, int status, int own_error)
+{
+    struct worker_role_stats *st = role_stats(c);
+    if (st == NULL || c->counted)
+        return;
+    c->counted = 1;
+    WORKER_STAT_ADD(&st->requests, 1);
+    if (own_error) {
+        WORKER_STAT_ADD(&st->upstream_errors, 1);
+        return;
+    }
+    if (status >= 500)
+        WORKER_STAT_ADD(&st->errors_5xx, 1);
+    uint64_t us = (uv_hrtime() - c->t_start) / 1000;
+    WORKER_STAT_ADD(&st->latency[hist_bucket(us)], 1);
+}
+
+static const struct http_header *find_header(const struct http_request *req, const char *name)
+{
+    for (size_t i = 0; i < req->num_headers; i++)
+        if (http_token_eq(req->headers[i].name, req->headers[i].name_len, name))
+            return &req->headers[i];
+    return NULL;
+}
+
+/* Finds cookie `name` in the request's Cookie fields; sets *v and *vl. Returns 1 if found. */
+static int find_cookie(const struct http_request *req, const char *name, const char **v, size_t *vl)
+{
+    size_t nl = strlen(name);
+    for (size_t i = 0; i < req->num_headers; i++) {
+        const struct http_header *h = &req->headers[i];
+        if (!http_token_eq(h->name, h->name_len, "cookie"))
+            continue;
+        const char *p = h->value, *end = h->value + h->value_len;
+        while (p < end) {
+            while (p < end && (*p == ' ' || *p == ';'))
+                p++;
+            const char *semi = memchr(p, ';', (size_t)(end - p));
+            const char *pe = semi ? semi : end;
+            const char *eq = memchr(p, '=', (size_t)(pe - p));
+            if (eq != NULL && (size_t)(eq - p) == nl && memcmp(p, name, nl) == 0) {
+                *v = eq + 1;
+                *vl = (size_t)(pe - eq - 1);
+                return 1;
+            }
+            p = pe;
+        }
+    }
+    return 0;
+}
+
+static int pilot_match(const struct client *c, const struct route_pilot *p,
+                       const struct http_request *req)
+{
+    const char *v;
+    size_t vl;
+    switch (p->kind) {
+    case ROUTE_MATCH_HEADER: {
+        for (size_t i = 0; i < req->num_headers; i++) {
+            const struct http_header *h = &req->headers[i];
+            if (http_token_eq(h->name, h->name_len, p->name) && h->value_len == strlen(p->value) &&
+                memcmp(h->value, p->value, h->value_len) == 0)
+                return 1;
+        }
+        return 0;
+    }
+    case ROUTE_MATCH_COOKIE:
+        return find_cookie(req, p->name, &v, &vl) && vl == strlen(p->value) &&
+               memcmp(v, p->value, vl) == 0;
+    case ROUTE_MATCH_SOURCE:
+        return route_pilot_source_match(p, (const struct sockaddr *)&c->peer_sa);
+    case ROUTE_MATCH_NONE:
+        break;
+    }
+    return 0;
+}
+
+/* The client's sticky bucket: from the configured cookie or header, else its address. A client
+ * without the cookie gets a new random id, set on the answer, so it keeps its bucket. */
+static unsigned sticky_bucket(struct client *c, const struct route_service *svc,
+                              const struct http_request *req)
+{
+    const char *v;
+    size_t vl;
+    if (svc->sticky == ROUTE_STICKY_COOKIE && svc->sticky_name != NULL) {
+        if (find_cookie(req, svc->sticky_name, &v, &vl) && vl > 0)
+            return route_bucket(v, vl);
+        uint64_t x = c->w->rng;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        c->w->rng = x;
+        char id[24];
+        int n = snprintf(id, sizeof(id), "%016llx", (unsigned long long)x);
+        snprintf(c->set_cookie, sizeof(c->set_cookie), "%s=%s; Path=/; HttpOnly; SameSite=Lax",
+                 svc->sticky_name, id);
+        return route_bucket(id, (size_t)n);
+    }
+    if (svc->sticky == ROUTE_STICKY_HEADER && svc->sticky_name != NULL) {
+        const struct http_header *h = find_header(req, svc->sticky_name);
+        if (h != NULL && h->value_len > 0)
+            return route_bucket(h->value, h->value_len);
+    }
+    return route_bucket(c->peer, strlen(c->peer));
+}
+
+/* Decides which version serves this request. The preview listener always sees the canary; a
+ * pilot match goes to the canary whatever the weight; otherwise the sticky bucket decides. */
+static enum route_role route_request(struct client *c, const struct route_service *svc,
+                                     const struct http_request *req)
+{
+    if (svc == NULL || svc->canary.ntargets == 0)
+        return ROUTE_STABLE;
+    if (c->preview)
+        return ROUTE_CANARY;
+    if (svc->pilot.kind != ROUTE_MATCH_NONE && pilot_match(c, &svc->pilot, req))
+        return ROUTE_CANARY;
+    if (svc->canary_buckets == 0)
+        return ROUTE_STABLE;
+    if (svc->canary_buckets >= ROUTE_BUCKETS)
+        return ROUTE_CANARY;
+    return sticky_bucket(c, svc, req) < svc->canary_buckets ? ROUTE_CANARY : ROUTE_STABLE;
+}
+
 /* Picks a healthy target of the service's live version, round robin, avoiding `avoid` when
  * another healthy one exists. Returns NULL when none is healthy. */
 static struct route_target *pick_target(struct client *c, const struct route_service *svc,
                                         const struct route_target *avoid)
 {
-    const struct route_backend *b = &svc->live;
+    const struct route_backend *b = c->role == ROUTE_CANARY ? &svc->canary : &svc->live;
     struct route_target *fallback = NULL;
     if (b->ntargets == 0)
         return NULL;
@@ -1122,7 +1270,13 @@ static void request_dispatch(struct client *c)
         return;
     }
     struct route_target *t = pick_target(c, svc, c->last_target);
+    if (t == NULL && c->role == ROUTE_CANARY) {
+        /* The new version has no healthy target: its users go to the stable one meanwhile. */
+        c->role = ROUTE_STABLE;
+        t = pick_target(c, svc, c->last_target);
+    }
     if (t == NULL) {
+        count_answer(c, 503, 1);
         client_error(c, 503, "no healthy target");
         return;
     }
@@ -1141,8 +1295,10 @@ static void request_retry(struct client *c, int fresh_same_target)
     if (fresh_same_target && c->last_target != NULL) {
         const struct route_service *svc = client_service(c);
         /* Only while the table still routes the service there; else pick anew. */
-        for (size_t i = 0; svc != NULL && i < svc->live.ntargets; i++) {
-            if (svc->live.targets[i] == c->last_target) {
+        const struct route_backend *b =
+            svc == NULL ? NULL : (c->role == ROUTE_CANARY ? &svc->canary : &svc->live);
+        for (size_t i = 0; b != NULL && i < b->ntargets; i++) {
+            if (b->targets[i] == c->last_target) {
                 upstream_attach(c, c->last_target, 1);
                 return;
             }
@@ -1173,6 +1329,10 @@ static void request_start(struct client *c, const struct http_request *req, size
     c->fresh_retries = 0;
     c->target_retries = 0;
     c->last_target = NULL;
+    c->counted = 0;
+    c->set_cookie[0] = '\0';
+    c->t_start = uv_hrtime();
+    c->role = route_request(c, client_service(c), req);
     c->keepalive = req->minor_version == 1 && !(req->flags & HTTP_F_CONN_CLOSE) && !w->draining;
     c->resp_close = !c->keepalive;
     c->phase = PH_PROXY;
@@ -1281,6 +1441,7 @@ void h1_accept(struct worker_listener *l)
     struct client *c = xcalloc(1, sizeof(*c));
     c->w = w;
     c->service_id = l->service_id;
+    c->preview = l->preview;
     uv_tcp_init(&w->loop, &c->tcp);
     c->tcp.data = c;
     if (uv_accept((uv_stream_t *)&l->tcp, (uv_stream_t *)&c->tcp) < 0) {
@@ -1290,10 +1451,9 @@ void h1_accept(struct worker_listener *l)
     uv_timer_init(&w->loop, &c->timer);
     c->timer.data = c;
     uv_tcp_nodelay(&c->tcp, 1);
-    struct sockaddr_storage ss;
-    int sl = sizeof(ss);
-    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &sl) == 0)
-        addr_format_host((struct sockaddr *)&ss, c->peer, sizeof(c->peer));
+    int sl = sizeof(c->peer_sa);
+    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&c->peer_sa, &sl) == 0)
+        addr_format_host((struct sockaddr *)&c->peer_sa, c->peer, sizeof(c->peer));
     else
         snprintf(c->peer, sizeof(c->peer), "unknown");
     c->next = w->clients;

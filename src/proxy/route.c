@@ -2,7 +2,11 @@
  * thread; acquire/release on any thread. */
 #include "proxy/route.h"
 
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -82,8 +86,13 @@ void route_table_release(struct route_table *t)
     if (atomic_fetch_sub_explicit(&t->refs, 1, memory_order_acq_rel) != 1)
         return;
     for (size_t i = 0; i < t->nservices; i++) {
-        backend_done(&t->services[i].live);
-        free(t->services[i].name);
+        struct route_service *rs = &t->services[i];
+        backend_done(&rs->live);
+        backend_done(&rs->canary);
+        free(rs->name);
+        free(rs->pilot.name);
+        free(rs->pilot.value);
+        free(rs->sticky_name);
     }
     free(t->services);
     free(t);
@@ -130,4 +139,80 @@ void route_table_shutdown(void)
     current = NULL;
     pthread_mutex_unlock(&current_lock);
     route_table_release(old);
+}
+
+int route_pilot_parse_cidr(struct route_pilot *p, const char *cidr)
+{
+    char host[64];
+    const char *slash = strchr(cidr, '/');
+    size_t hl = slash ? (size_t)(slash - cidr) : strlen(cidr);
+    if (hl == 0 || hl >= sizeof(host))
+        return -EINVAL;
+    memcpy(host, cidr, hl);
+    host[hl] = '\0';
+    memset(p->addr, 0, sizeof(p->addr));
+    int maxp;
+    if (inet_pton(AF_INET, host, p->addr) == 1) {
+        p->family = AF_INET;
+        maxp = 32;
+    } else if (inet_pton(AF_INET6, host, p->addr) == 1) {
+        p->family = AF_INET6;
+        maxp = 128;
+    } else {
+        return -EINVAL;
+    }
+    p->prefix = maxp;
+    if (slash != NULL) {
+        char *end;
+        const char *ps = slash + 1;
+        if (*ps < '0' || *ps > '9')
+            return -EINVAL;
+        long v = strtol(ps, &end, 10);
+        if (*end != '\0' || v < 0 || v > maxp)
+            return -EINVAL;
+        p->prefix = (int)v;
+    }
+    p->kind = ROUTE_MATCH_SOURCE;
+    return 0;
+}
+
+int route_pilot_source_match(const struct route_pilot *p, const struct sockaddr *sa)
+{
+    const unsigned char *a;
+    unsigned char mapped[16];
+    if (sa->sa_family == AF_INET && p->family == AF_INET) {
+        a = (const unsigned char *)&((const struct sockaddr_in *)sa)->sin_addr;
+    } else if (sa->sa_family == AF_INET6 && p->family == AF_INET6) {
+        a = (const unsigned char *)&((const struct sockaddr_in6 *)sa)->sin6_addr;
+    } else if (sa->sa_family == AF_INET6 && p->family == AF_INET) {
+        /* an IPv4 client on a dual-stack socket arrives as ::ffff:a.b.c.d */
+        const unsigned char *a6 =
+            (const unsigned char *)&((const struct sockaddr_in6 *)sa)->sin6_addr;
+        static const unsigned char v4mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+        if (memcmp(a6, v4mapped, 12) != 0)
+            return 0;
+        memcpy(mapped, a6 + 12, 4);
+        a = mapped;
+    } else {
+        return 0;
+    }
+    int bits = p->prefix;
+    for (int i = 0; bits > 0; i++, bits -= 8) {
+        unsigned char mask = bits >= 8 ? 0xff : (unsigned char)(0xff << (8 - bits));
+        if ((a[i] & mask) != (p->addr[i] & mask))
+            return 0;
+    }
+    return 1;
+}
+
+unsigned route_bucket(const char *key, size_t len)
+{
+    uint64_t h = 1469598103934665603ULL;
+    for (size_t i = 0; i < len; i++) {
+        h ^= (unsigned char)key[i];
+        h *= 1099511628211ULL;
+    }
+    /* FNV's low bits are weak for short keys: fold the high half in before reducing. */
+    h ^= h >> 32;
+    return (unsigned)(h % ROUTE_BUCKETS);
 }

@@ -48,10 +48,42 @@ struct route_limits {
     uint64_t max_body_bytes; /* 0 = unlimited */
 };
 
+/* Which version of a service a request is routed to. */
+enum route_role { ROUTE_STABLE = 0, ROUTE_CANARY = 1 };
+#define ROUTE_ROLES 2
+
+/* Bucket space of sticky assignment: a client falls in a fixed bucket 0..9999 and the canary
+ * serves the buckets below canary_buckets, so raising the weight only moves clients to it. */
+#define ROUTE_BUCKETS 10000
+
+enum route_match_kind {
+    ROUTE_MATCH_NONE = 0,
+    ROUTE_MATCH_HEADER,
+    ROUTE_MATCH_COOKIE,
+    ROUTE_MATCH_SOURCE
+};
+
+/* A pilot cohort: requests that match go to the canary whatever the weight. */
+struct route_pilot {
+    enum route_match_kind kind;
+    char *name; /* header or cookie name */
+    char *value;
+    int family; /* SOURCE: AF_INET or AF_INET6 */
+    unsigned char addr[16];
+    int prefix;
+};
+
+enum route_sticky_kind { ROUTE_STICKY_ADDR = 0, ROUTE_STICKY_COOKIE, ROUTE_STICKY_HEADER };
+
 struct route_service {
     int id; /* stable for the daemon's life: listeners find their service by it */
     char *name;
-    struct route_backend live; /* ntargets == 0 when nothing is live (answers 503) */
+    struct route_backend live;   /* ntargets == 0 when nothing is live (answers 503) */
+    struct route_backend canary; /* the version being rolled out; ntargets == 0 when none */
+    unsigned canary_buckets;     /* 0..ROUTE_BUCKETS */
+    struct route_pilot pilot;
+    enum route_sticky_kind sticky;
+    char *sticky_name; /* cookie or header name */
     struct route_limits limits;
 };
 
@@ -89,6 +121,17 @@ struct route_table *route_table_acquire(void);
 /* Drops a reference; frees the table (and its target references) with the last one. Any
  * thread. NULL is a no-op. */
 void route_table_release(struct route_table *t);
+
+/* Parses a CIDR ("10.0.0.0/8", "::1/128", or a bare address) into p (kind SOURCE).
+ * Returns 0 or -EINVAL. */
+int route_pilot_parse_cidr(struct route_pilot *p, const char *cidr);
+
+/* Returns 1 when the address sa is inside the pilot's CIDR. */
+int route_pilot_source_match(const struct route_pilot *p, const struct sockaddr *sa);
+
+/* Returns the bucket 0..ROUTE_BUCKETS-1 of a sticky key (FNV-1a, stable across restarts and
+ * versions of cutover). */
+unsigned route_bucket(const char *key, size_t len);
 
 /* Returns the service with id, or NULL. */
 const struct route_service *route_table_service(const struct route_table *t, int id);

@@ -172,12 +172,16 @@ static void worker_main(void *arg)
     uv_run(&w->loop, UV_RUN_DEFAULT);
 }
 
-int worker_start(struct worker **out, int index, const struct worker_listener_spec *ls, size_t n)
+int worker_start(struct worker **out, int index, const struct worker_listener_spec *ls, size_t n,
+                 size_t nservices)
 {
     int rc;
     size_t opened = 0;
     struct worker *w = xcalloc(1, sizeof(*w));
     w->index = index;
+    w->nservices = nservices;
+    w->role_stats = xcalloc(nservices ? nservices * ROUTE_ROLES : 1, sizeof(*w->role_stats));
+    w->rng = uv_hrtime() ^ ((uint64_t)(uintptr_t)w << 17) ^ (uint64_t)index ^ 0x9e3779b97f4a7c15ULL;
     *out = NULL;
     rc = uv_loop_init(&w->loop);
     if (rc < 0) {
@@ -196,6 +200,7 @@ int worker_start(struct worker **out, int index, const struct worker_listener_sp
         l->tcp.data = l;
         l->w = w;
         l->service_id = ls[opened].service_id;
+        l->preview = ls[opened].preview;
         rc = uv_tcp_open(&l->tcp, fd);
         if (rc == 0)
             rc = uv_listen((uv_stream_t *)&l->tcp, 4096, on_connection);
@@ -225,6 +230,7 @@ fail:
     uv_loop_close(&w->loop);
     route_table_release(w->table);
     free(w->listeners);
+    free(w->role_stats);
     free(w);
     return rc;
 }
@@ -261,7 +267,16 @@ void worker_free(struct worker *w)
     route_table_release(w->table);
     uv_loop_close(&w->loop);
     free(w->listeners);
+    free(w->role_stats);
     free(w);
+}
+
+const struct worker_role_stats *worker_role_stats(const struct worker *w, int service_id,
+                                                  enum route_role role)
+{
+    if (service_id < 0 || (size_t)service_id >= w->nservices)
+        return NULL;
+    return &w->role_stats[(size_t)service_id * ROUTE_ROLES + role];
 }
 
 const struct worker_stats *worker_get_stats(const struct worker *w)

@@ -10,19 +10,23 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "core/hist.h"
 #include "proxy/route.h"
 
 /* One listening socket a worker accepts on. */
 struct worker_listener_spec {
     int fd;         /* a bound, listening socket; the worker uses its own dup() of it */
     int service_id; /* route_service.id of the service it serves */
+    int preview;    /* the service's preview listener: routes to the canary while one exists */
 };
 
 struct worker;
 
-/* Starts a worker thread (index is for logs) accepting on the n listeners. Returns 0 or a
- * negative errno; on success *out is the worker (free with worker_free after worker_join). */
-int worker_start(struct worker **out, int index, const struct worker_listener_spec *ls, size_t n);
+/* Starts a worker thread (index is for logs) accepting on the n listeners, keeping per-role
+ * statistics for service ids 0..nservices-1. Returns 0 or a negative errno; on success *out is
+ * the worker (free with worker_free after worker_join). */
+int worker_start(struct worker **out, int index, const struct worker_listener_spec *ls, size_t n,
+                 size_t nservices);
 
 /* Tells the worker a new route table was published: it switches to it and closes its idle
  * upstream connections to targets the table no longer routes to. Control thread; the worker
@@ -50,6 +54,20 @@ struct worker_stats {
     _Atomic uint64_t bad_requests; /* 4xx made by cutover for bad input */
     _Atomic int64_t clients;       /* open client connections */
 };
+
+/* What one worker saw of one version role of one service, cumulative. Written only by the
+ * worker (load + store, no locked instruction), read by the control thread (relaxed). */
+struct worker_role_stats {
+    _Atomic uint64_t requests;              /* answered, including cutover's own error answers */
+    _Atomic uint64_t errors_5xx;            /* 5xx answers from the version */
+    _Atomic uint64_t upstream_errors;       /* cutover's 502/503/504 for the version (connect
+                                               failure, reset, timeout, no healthy target) */
+    _Atomic uint64_t latency[HIST_BUCKETS]; /* us to the response head */
+};
+
+/* Returns the statistics of (service_id, role), or NULL when out of range. */
+const struct worker_role_stats *worker_role_stats(const struct worker *w, int service_id,
+                                                  enum route_role role);
 
 /* Returns the worker's counters (valid until worker_free). */
 const struct worker_stats *worker_get_stats(const struct worker *w);

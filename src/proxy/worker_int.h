@@ -30,8 +30,15 @@ struct pool {
 struct worker_listener {
     uv_tcp_t tcp;
     int service_id;
+    int preview;
     struct worker *w;
 };
+
+/* Single-writer increment: the worker is the only writer, so a relaxed load and store suffice
+ * and no locked instruction sits on the request path. */
+#define WORKER_STAT_ADD(p, n)                                                                      \
+    atomic_store_explicit((p), atomic_load_explicit((p), memory_order_relaxed) + (n),              \
+                          memory_order_relaxed)
 
 struct worker {
     int index;
@@ -52,6 +59,9 @@ struct worker {
     uint64_t drain_ms;
     atomic_uint_fast64_t stop_drain_ms; /* written by worker_stop, read in the async callback */
     struct worker_stats stats;
+    struct worker_role_stats *role_stats; /* [nservices * ROUTE_ROLES] */
+    size_t nservices;
+    uint64_t rng;  /* xorshift state for sticky cookie ids */
     void *clients; /* struct client list head, managed by h1proxy.c */
 };
 

@@ -5,6 +5,7 @@
  * the daemon never serves a state it has not recorded. */
 #include "rollout/rollout.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,47 +17,10 @@
 #include "core/xmalloc.h"
 #include "net/addr.h"
 #include "proxy/route.h"
+#include "rollout/rollout_int.h"
 #include "super/health.h"
 
 #define INITIAL_VERSION "initial"
-
-struct version {
-    char *name;
-    struct route_target **targets;
-    struct health_check **checks;
-    size_t n;
-};
-
-enum change_kind { CHANGE_DEPLOY, CHANGE_ROLLBACK };
-
-struct service {
-    struct rollout *r;
-    int id;
-    const struct config_service *cfg;
-    struct version *live;
-    struct version *previous;
-    struct version *next; /* being deployed (owned here until it goes live or fails) */
-    /* the change in progress, if change_id != 0 */
-    int64_t change_id;
-    enum change_kind change_kind;
-    int change_wait;
-    uint64_t change_started;
-    uv_timer_t deadline;
-    uv_timer_t kick; /* re-evaluates the change on the next loop turn */
-    rollout_wait_cb waiter;
-    void *waiter_ctx;
-};
-
-struct rollout {
-    uv_loop_t *loop;
-    const struct config *cfg;
-    struct store *st;
-    rollout_publish_cb on_publish;
-    void *ctx;
-    struct service *services;
-    size_t nservices;
-    int open_handles;
-};
 
 /* ---------------------------------------------------------------- versions ------------------ */
 
@@ -81,7 +45,7 @@ static struct version *version_new(struct service *s, const char *name, const ch
     return v;
 }
 
-static void version_free(struct version *v)
+void version_free(struct version *v)
 {
     if (v == NULL)
         return;
@@ -95,7 +59,7 @@ static void version_free(struct version *v)
     free(v);
 }
 
-static int version_all_healthy(const struct version *v)
+int version_all_healthy(const struct version *v)
 {
     if (v == NULL || v->n == 0)
         return 0;
@@ -106,7 +70,7 @@ static int version_all_healthy(const struct version *v)
 }
 
 /* Describes the targets that are not healthy: "127.0.0.1:9003 unhealthy (status 503)". */
-static void version_why_unhealthy(const struct version *v, char *buf, size_t n)
+void version_why_unhealthy(const struct version *v, char *buf, size_t n)
 {
     size_t pos = 0;
     buf[0] = '\0';
@@ -143,7 +107,7 @@ static struct route_limits limits_from(const struct config_service *c)
     return l;
 }
 
-static void publish(struct rollout *r)
+void rollout_publish(struct rollout *r)
 {
     struct route_table *t = route_table_new(r->nservices);
     for (size_t i = 0; i < r->nservices; i++) {
@@ -156,6 +120,17 @@ static void publish(struct rollout *r)
             route_backend_set(&rs->live, s->live->name, s->live->targets, s->live->n);
         else
             route_backend_set(&rs->live, "", NULL, 0);
+        rs->sticky = s->cfg->sticky.kind == CONFIG_STICKY_COOKIE   ? ROUTE_STICKY_COOKIE
+                     : s->cfg->sticky.kind == CONFIG_STICKY_HEADER ? ROUTE_STICKY_HEADER
+                                                                   : ROUTE_STICKY_ADDR;
+        rs->sticky_name = xstrdup(s->cfg->sticky.name);
+        /* The data plane compares header names with a lower-case literal. */
+        if (rs->sticky == ROUTE_STICKY_HEADER)
+            for (char *p = rs->sticky_name; p && *p; p++)
+                *p = (char)tolower((unsigned char)*p);
+        plan_route_fill(s, rs);
+        if (rs->canary.version == NULL)
+            route_backend_set(&rs->canary, "", NULL, 0);
     }
     route_table_publish(t);
     if (r->on_publish)
@@ -164,21 +139,28 @@ static void publish(struct rollout *r)
 
 /* ---------------------------------------------------------------- changes ------------------- */
 
-static void change_finish(struct service *s, const char *state, const char *message)
+void change_finish(struct service *s, const char *state, const char *message)
 {
     struct rollout *r = s->r;
     int64_t id = s->change_id;
+    if (id == 0)
+        return;
     if (store_change_update(r->st, id, state, message) < 0)
         log_error("store write failed", "service", s->cfg->name, "error", store_errmsg(r->st));
     store_event_add(r->st, id, state, message);
     uv_timer_stop(&s->deadline);
+    change_notify(s);
     s->change_id = 0;
+}
+
+void change_notify(struct service *s)
+{
     rollout_wait_cb cb = s->waiter;
     void *ctx = s->waiter_ctx;
     s->waiter = NULL;
     s->waiter_ctx = NULL;
     if (cb)
-        cb(ctx, id);
+        cb(ctx, s->change_id);
 }
 
 /* The target version is healthy: record the switch, then make it live. */
@@ -221,17 +203,12 @@ static void change_switch(struct service *s)
         s->previous = from;
         s->live = to;
     }
-    publish(r);
+    rollout_publish(r);
     log_info("switched", "service", s->cfg->name, "from", from ? from->name : "", "to", to->name);
     /* Already written as completed above; only the waiter and the timers remain. */
     uv_timer_stop(&s->deadline);
-    int64_t id = s->change_id;
+    change_notify(s);
     s->change_id = 0;
-    rollout_wait_cb cb = s->waiter;
-    void *ctx = s->waiter_ctx;
-    s->waiter = NULL;
-    if (cb)
-        cb(ctx, id);
 }
 
 static void change_evaluate(struct service *s)
@@ -239,8 +216,14 @@ static void change_evaluate(struct service *s)
     if (s->change_id == 0)
         return;
     struct version *to = s->change_kind == CHANGE_DEPLOY ? s->next : s->previous;
-    if (version_all_healthy(to))
-        change_switch(s);
+    if (!version_all_healthy(to))
+        return;
+    if (s->run != NULL) {
+        uv_timer_stop(&s->deadline);
+        plan_health_passed(s);
+        return;
+    }
+    change_switch(s);
 }
 
 static void on_kick(uv_timer_t *t)
@@ -261,6 +244,7 @@ static void on_deadline(uv_timer_t *t)
              duration_format(s->cfg->deploy_timeout_ms, d, sizeof(d)), why,
              s->live ? s->live->name : "nothing");
     log_warn("change failed", "service", s->cfg->name, "reason", msg);
+    plan_discard(s);
     if (s->change_kind == CHANGE_DEPLOY) {
         version_free(s->next);
         s->next = NULL;
@@ -350,6 +334,11 @@ static void change_begin(struct service *s, enum change_kind kind, int64_t id, i
     s->change_wait = wait;
     s->waiter = cb;
     s->waiter_ctx = ctx;
+    change_wait_health(s);
+}
+
+void change_wait_health(struct service *s)
+{
     uv_timer_start(&s->deadline, on_deadline, s->cfg->deploy_timeout_ms, 0);
     uv_timer_start(&s->kick, on_kick, 0, 0);
 }
@@ -387,12 +376,13 @@ int rollout_deploy(struct rollout *r, const struct rollout_deploy_req *req, roll
         }
     }
     const char *plan = req->plan ? req->plan : s->cfg->plan;
+    const struct config_plan *cp = NULL;
     if (plan != NULL) {
-        snprintf(err, errlen,
-                 "plan '%s': rollout plans are not supported by this build yet; "
-                 "deploy without a plan for an instant health-gated switch",
-                 plan);
-        return -ENOTSUP;
+        cp = config_plan_find(r->cfg, plan);
+        if (cp == NULL) {
+            snprintf(err, errlen, "plan: no plan named '%s' in the config", plan);
+            return -ENOENT;
+        }
     }
     if (s->change_id != 0) {
         snprintf(err, errlen, "change %lld is already running on %s", (long long)s->change_id,
@@ -404,18 +394,25 @@ int rollout_deploy(struct rollout *r, const struct rollout_deploy_req *req, roll
         return -EEXIST;
     }
     char what[512];
-    snprintf(what, sizeof(what), "deploy %s to %s (%zu target%s), instant switch once healthy",
-             req->version, s->cfg->name, req->ntargets, req->ntargets == 1 ? "" : "s");
+    if (cp != NULL)
+        snprintf(what, sizeof(what), "deploy %s to %s (%zu target%s) with plan %s (%zu steps)",
+                 req->version, s->cfg->name, req->ntargets, req->ntargets == 1 ? "" : "s", cp->name,
+                 cp->nsteps);
+    else
+        snprintf(what, sizeof(what), "deploy %s to %s (%zu target%s), instant switch once healthy",
+                 req->version, s->cfg->name, req->ntargets, req->ntargets == 1 ? "" : "s");
     int64_t id;
-    if (change_create(s, "deploy", req->version, req->targets, req->ntargets, NULL, req->actor,
-                      req->reason, what, &id) < 0) {
+    if (change_create(s, "deploy", req->version, req->targets, req->ntargets, cp ? cp->name : NULL,
+                      req->actor, req->reason, what, &id) < 0) {
         snprintf(err, errlen, "could not record the change: %s", store_errmsg(r->st));
         return -EIO;
     }
     s->next = version_new(s, req->version, req->targets, req->ntargets, 0);
-    log_info("deploy started", "service", s->cfg->name, "version", req->version, "actor",
-             req->actor, "reason", req->reason);
+    log_info("deploy started", "service", s->cfg->name, "version", req->version, "plan",
+             cp ? cp->name : "", "actor", req->actor, "reason", req->reason);
     change_begin(s, CHANGE_DEPLOY, id, req->wait, cb, ctx);
+    if (cp != NULL)
+        plan_create(s, cp);
     *change_id = id;
     return 0;
 }
@@ -453,13 +450,47 @@ int rollout_rollback(struct rollout *r, const char *service, const char *actor, 
     return 0;
 }
 
+int rollout_change_action(struct rollout *r, int64_t id, const char *action, const char *actor,
+                          int all, char *err, size_t errlen)
+{
+    struct service *s = NULL;
+    for (size_t i = 0; i < r->nservices; i++)
+        if (r->services[i].change_id == id)
+            s = &r->services[i];
+    if (s == NULL) {
+        struct store_change c;
+        if (store_change_get(r->st, id, &c) < 0) {
+            snprintf(err, errlen, "no change %lld", (long long)id);
+            return -ENOENT;
+        }
+        snprintf(err, errlen, "change %lld is not running (it is %s)", (long long)id, c.state);
+        store_change_done(&c);
+        return -EBUSY;
+    }
+    if (strcmp(action, "abort") == 0 && s->run == NULL) {
+        /* An instant switch still waiting for health: stop waiting, nothing moved. */
+        log_info("change aborted", "service", s->cfg->name, "actor", actor);
+        version_free(s->next);
+        s->next = NULL;
+        change_finish(s, STORE_CHANGE_ABORTED, "aborted before the switch; traffic never moved");
+        return 0;
+    }
+    if (s->run == NULL) {
+        snprintf(err, errlen, "change %lld is an instant switch, not a plan: only abort applies",
+                 (long long)id);
+        return -EBUSY;
+    }
+    return plan_action(s, action, actor, all, err, errlen);
+}
+
 /* ---------------------------------------------------------------- lifecycle ----------------- */
 
 struct rollout *rollout_new(uv_loop_t *loop, const struct config *cfg, struct store *st,
-                            rollout_publish_cb on_publish, void *ctx)
+                            rollout_publish_cb on_publish, rollout_sample_fn sample, void *ctx)
 {
     struct rollout *r = xcalloc(1, sizeof(*r));
     r->loop = loop;
+    r->sample = sample;
     r->cfg = cfg;
     r->st = st;
     r->on_publish = on_publish;
@@ -480,7 +511,7 @@ struct rollout *rollout_new(uv_loop_t *loop, const struct config *cfg, struct st
 }
 
 /* Loads version name of s from the store, health-checking its targets. */
-static struct version *version_load(struct service *s, const char *name, int optimistic)
+struct version *version_load(struct service *s, const char *name, int optimistic)
 {
     char **targets = NULL;
     size_t n = 0;
@@ -503,13 +534,15 @@ int rollout_start(struct rollout *r, char *err, size_t errlen)
     for (size_t i = 0; i < nrunning; i++) {
         const char *msg = "the daemon stopped while this change ran; traffic stayed where the "
                           "store last recorded it";
+        if (find_service(r, running[i].service) != NULL && running[i].plan != NULL &&
+            config_plan_find(r->cfg, running[i].plan) != NULL)
+            continue; /* a plan resumes where it was, once its service is loaded (below) */
         store_change_update(r->st, running[i].id, STORE_CHANGE_INTERRUPTED, msg);
         store_event_add(r->st, running[i].id, "interrupted", msg);
         char idbuf[24];
         snprintf(idbuf, sizeof(idbuf), "%lld", (long long)running[i].id);
         log_warn("change interrupted by a restart", "change", idbuf, "service", running[i].service);
     }
-    store_change_list_free(running, nrunning);
 
     for (size_t i = 0; i < r->nservices; i++) {
         struct service *s = &r->services[i];
@@ -528,21 +561,36 @@ int rollout_start(struct rollout *r, char *err, size_t errlen)
             if (rc < 0) {
                 store_rollback(r->st);
                 snprintf(err, errlen, "store: %s", store_errmsg(r->st));
+                store_change_list_free(running, nrunning);
                 return rc;
             }
             live = xstrdup(INITIAL_VERSION);
         } else if (rc < 0 && rc != -ENOENT) {
             snprintf(err, errlen, "store: %s", store_errmsg(r->st));
+            store_change_list_free(running, nrunning);
             return rc;
         }
         s->live = version_load(s, live, 1);
         s->previous = version_load(s, prev, 0);
+        for (size_t j = 0; j < nrunning; j++) {
+            const struct config_plan *cp =
+                running[j].plan ? config_plan_find(r->cfg, running[j].plan) : NULL;
+            if (cp == NULL || strcmp(running[j].service, s->cfg->name) != 0 || s->change_id)
+                continue;
+            if (plan_resume(s, &running[j], cp) < 0) {
+                const char *msg = "the daemon stopped while this change ran and its plan state "
+                                  "could not be restored; traffic is on the stable version";
+                store_change_update(r->st, running[j].id, STORE_CHANGE_INTERRUPTED, msg);
+                store_event_add(r->st, running[j].id, "interrupted", msg);
+            }
+        }
         log_info("service ready", "service", s->cfg->name, "listen", s->cfg->listen, "live",
                  live ? live : "none", "previous", prev ? prev : "none");
         free(live);
         free(prev);
     }
-    publish(r);
+    store_change_list_free(running, nrunning);
+    rollout_publish(r);
     return 0;
 }
 
@@ -556,7 +604,9 @@ void rollout_stop(struct rollout *r)
 {
     for (size_t i = 0; i < r->nservices; i++) {
         struct service *s = &r->services[i];
-        if (s->change_id != 0)
+        if (s->run != NULL)
+            plan_stop(s); /* the change stays running: the next start resumes it */
+        else if (s->change_id != 0)
             change_finish(s, STORE_CHANGE_INTERRUPTED,
                           "the daemon stopped while this change ran; traffic stayed on the "
                           "version that was live");
@@ -582,7 +632,7 @@ void rollout_free(struct rollout *r)
 
 /* ---------------------------------------------------------------- JSON ---------------------- */
 
-static json_t *iso_time(int64_t ms)
+json_t *rollout_iso_time(int64_t ms)
 {
     if (ms <= 0)
         return json_null();
@@ -600,7 +650,7 @@ static json_t *str_or_null(const char *s)
     return s ? json_string(s) : json_null();
 }
 
-static json_t *version_json(const struct version *v)
+json_t *version_json(const struct version *v)
 {
     if (v == NULL)
         return json_null();
@@ -630,17 +680,23 @@ static json_t *change_to_json(struct rollout *r, const struct store_change *c, i
     json_object_set_new(o, "actor", str_or_null(c->actor));
     json_object_set_new(o, "reason", str_or_null(c->reason));
     json_object_set_new(o, "message", str_or_null(c->message));
-    json_object_set_new(o, "created", iso_time(c->created_ms));
-    json_object_set_new(o, "updated", iso_time(c->updated_ms));
-    json_object_set_new(o, "ended", iso_time(c->ended_ms));
+    json_object_set_new(o, "created", rollout_iso_time(c->created_ms));
+    json_object_set_new(o, "updated", rollout_iso_time(c->updated_ms));
+    json_object_set_new(o, "ended", rollout_iso_time(c->ended_ms));
+    if (c->detail != NULL) {
+        json_t *d = json_loads(c->detail, 0, NULL);
+        if (d != NULL)
+            json_object_set_new(o, "detail", d);
+    }
     if (with_events) {
         struct store_event *ev = NULL;
         size_t n = 0;
         json_t *a = json_array();
         if (store_event_list(r->st, c->id, &ev, &n) == 0) {
             for (size_t i = 0; i < n; i++)
-                json_array_append_new(a, json_pack("{s:o, s:s, s:s}", "ts", iso_time(ev[i].ts_ms),
-                                                   "type", ev[i].type ? ev[i].type : "", "message",
+                json_array_append_new(a, json_pack("{s:o, s:s, s:s}", "ts",
+                                                   rollout_iso_time(ev[i].ts_ms), "type",
+                                                   ev[i].type ? ev[i].type : "", "message",
                                                    ev[i].message ? ev[i].message : ""));
             store_event_list_free(ev, n);
         }
@@ -688,6 +744,8 @@ static json_t *service_to_json(struct rollout *r, struct service *s)
             json_object_set_new(
                 c, "target_version",
                 version_json(s->change_kind == CHANGE_DEPLOY ? s->next : s->previous));
+            if (s->run != NULL)
+                json_object_set_new(c, "progress", plan_status_json(s));
             ch = c;
         }
     }

@@ -2,9 +2,11 @@
  * changes that move traffic between them. It writes every decision to the store before acting
  * on it, starts health checks on targets, and publishes route tables. Control loop only.
  *
- * A deploy today is an instant, health-gated switch: register the new version's targets, wait
- * until all pass their health checks (at most deploy_timeout), record the switch, publish the
- * table. A rollback is the same switch back to the previous version. */
+ * A deploy registers the new version's targets and waits until all pass their health checks (at
+ * most deploy_timeout). Without a plan it then switches at once; with one (plan.c) it walks the
+ * plan's steps (tests, pilot cohort, weights, pauses, approvals) while analysis gates compare
+ * the new version with the stable one, and rolls back on its own when a gate fails. A rollback
+ * is the instant switch back to the previous version. */
 #ifndef CUTOVER_ROLLOUT_ROLLOUT_H
 #define CUTOVER_ROLLOUT_ROLLOUT_H
 
@@ -14,6 +16,7 @@
 #include <uv.h>
 
 #include "config/config.h"
+#include "rollout/analysis.h"
 #include "store/store.h"
 
 struct rollout;
@@ -25,9 +28,13 @@ typedef void (*rollout_publish_cb)(void *ctx);
  * the change is then readable with rollout_change_json. */
 typedef void (*rollout_wait_cb)(void *ctx, int64_t change_id);
 
+/* Fills *out with what the data plane counted so far (cumulative, summed over workers) for
+ * role 0 (stable) or 1 (canary) of service id. */
+typedef void (*rollout_sample_fn)(void *ctx, int service_id, int role, struct analysis_sample *out);
+
 /* Creates the engine for cfg (borrowed; must outlive the engine) and st (borrowed). */
 struct rollout *rollout_new(uv_loop_t *loop, const struct config *cfg, struct store *st,
-                            rollout_publish_cb on_publish, void *ctx);
+                            rollout_publish_cb on_publish, rollout_sample_fn sample, void *ctx);
 
 /* Restores each service from the store (or records its configured targets as version
  * "initial" on first start), marks changes that were running when the daemon died as
@@ -57,16 +64,27 @@ struct rollout_deploy_req {
 };
 
 /* Starts a deploy. On success sets *change_id and will call cb(ctx, id) once: when the change
- * ended (switched, or failed at the health deadline) — for plans, when the first step took
- * effect unless req->wait. Returns 0, or: -ENOENT unknown service, -EBUSY a change already
- * runs, -EINVAL bad version/targets, -EEXIST the version is already live, -ENOTSUP a plan
- * (not in this build), -EIO the store failed. err gets a message for the user. */
+ * ended (switched, or failed at the health deadline) — for plans, when the first step that
+ * moves traffic or waits for a person took effect, unless req->wait. Returns 0, or: -ENOENT
+ * unknown service or plan, -EBUSY a change already runs, -EINVAL bad version/targets, -EEXIST
+ * the version is already live, -EIO the store failed. err gets a message for the user. */
 int rollout_deploy(struct rollout *r, const struct rollout_deploy_req *req, rollout_wait_cb cb,
                    void *ctx, int64_t *change_id, char *err, size_t errlen);
 
 /* Starts a rollback to the previous version; like rollout_deploy. -ESRCH: no previous version. */
 int rollout_rollback(struct rollout *r, const char *service, const char *actor, const char *reason,
                      rollout_wait_cb cb, void *ctx, int64_t *change_id, char *err, size_t errlen);
+
+/* Acts on change id: "promote" (all: finish the plan), "pause", "resume", "abort", "approve"
+ * (by actor). Returns 0, or -ENOENT (no such change), -EBUSY (not running or not in a state for
+ * this), -EPERM (actor is not an approver), -EINVAL (unknown action), with a message in err. */
+int rollout_change_action(struct rollout *r, int64_t id, const char *action, const char *actor,
+                          int all, char *err, size_t errlen);
+
+/* The change record a release manager reads: JSON (new reference) or Markdown (heap string).
+ * NULL when the change is unknown. */
+json_t *rollout_report_json(struct rollout *r, int64_t id);
+char *rollout_report_md(struct rollout *r, int64_t id);
 
 /* JSON of one service (docs/api.md "Service"), or NULL if unknown. New reference. */
 json_t *rollout_service_json(struct rollout *r, const char *name);

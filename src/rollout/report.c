@@ -1,0 +1,160 @@
+/* The change record as a report (rollout_report_json / rollout_report_md): who started the
+ * change and why, from -> to, the plan, each step with its times, outcome and figures per
+ * version, test output, approvals, the rollback reason, and the requests that failed in cutover
+ * itself, kept apart from the errors the versions returned. Control loop only. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/xmalloc.h"
+#include "rollout/rollout_int.h"
+
+json_t *rollout_report_json(struct rollout *r, int64_t id)
+{
+    json_t *c = rollout_change_json(r, id, 1);
+    if (c == NULL)
+        return NULL;
+    return json_pack("{s:i, s:o}", "report_version", 1, "change", c);
+}
+
+struct md {
+    char *p;
+    size_t len, cap;
+};
+
+static void md_put(struct md *m, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void md_put(struct md *m, const char *fmt, ...)
+{
+    va_list ap;
+    for (;;) {
+        va_start(ap, fmt);
+        int n = vsnprintf(m->p + m->len, m->cap - m->len, fmt, ap);
+        va_end(ap);
+        if (n < 0)
+            return;
+        if ((size_t)n < m->cap - m->len) {
+            m->len += (size_t)n;
+            return;
+        }
+        m->cap = (m->cap + (size_t)n) * 2;
+        m->p = xrealloc(m->p, m->cap);
+    }
+}
+
+static const char *str(json_t *o, const char *k)
+{
+    const char *s = json_string_value(json_object_get(o, k));
+    return s ? s : "-";
+}
+
+static void md_sample(struct md *m, const char *who, json_t *x)
+{
+    if (!json_is_object(x))
+        return;
+    md_put(m, "| %s | %lld | %lld | %lld | %.4f | %.1f | %.1f | %.1f |\n", who,
+           (long long)json_integer_value(json_object_get(x, "requests")),
+           (long long)json_integer_value(json_object_get(x, "errors_5xx")),
+           (long long)json_integer_value(json_object_get(x, "cutover_errors")),
+           json_real_value(json_object_get(x, "error_rate")),
+           json_real_value(json_object_get(x, "p50_ms")),
+           json_real_value(json_object_get(x, "p90_ms")),
+           json_real_value(json_object_get(x, "p99_ms")));
+}
+
+char *rollout_report_md(struct rollout *r, int64_t id)
+{
+    json_t *c = rollout_change_json(r, id, 1);
+    if (c == NULL)
+        return NULL;
+    struct md m = {xmalloc(4096), 0, 4096};
+    m.p[0] = '\0';
+    json_t *d = json_object_get(c, "detail");
+    md_put(&m, "# Change %lld: %s %s\n\n", (long long)id, str(c, "kind"), str(c, "service"));
+    md_put(&m, "| | |\n|---|---|\n");
+    md_put(&m, "| from → to | %s → %s |\n", str(c, "from"), str(c, "to"));
+    md_put(&m, "| plan | %s |\n", str(c, "plan"));
+    md_put(&m, "| outcome | **%s** |\n", str(c, "state"));
+    md_put(&m, "| started by | %s |\n", str(c, "actor"));
+    md_put(&m, "| reason | %s |\n", str(c, "reason"));
+    md_put(&m, "| created | %s |\n| ended | %s |\n", str(c, "created"), str(c, "ended"));
+    md_put(&m, "| last message | %s |\n\n", str(c, "message"));
+
+    json_t *fail = json_object_get(d, "failure");
+    if (json_is_object(fail)) {
+        md_put(&m, "## Why it was rolled back\n\nGate `%s` failed in step %lld (%s): %s\n\n",
+               str(fail, "gate"), (long long)json_integer_value(json_object_get(fail, "step")),
+               str(fail, "step_description"), str(fail, "detail"));
+    } else if (json_is_string(json_object_get(d, "rollback_reason"))) {
+        md_put(&m, "## Why it was rolled back\n\n%s\n\n", str(d, "rollback_reason"));
+    }
+    json_t *steps = json_object_get(d, "steps");
+    if (json_array_size(steps) > 0) {
+        md_put(&m, "## Steps\n\nErrors are split: *5xx* are answers the version gave; *cutover "
+                   "errors* are requests that failed in cutover itself (connect errors, resets, "
+                   "timeouts, no healthy target) and are expected to be 0.\n\n");
+        size_t i;
+        json_t *st;
+        json_array_foreach(steps, i, st)
+        {
+            md_put(&m, "### Step %zu: %s — %s\n\n", i + 1, str(st, "description"),
+                   str(st, "outcome"));
+            md_put(&m, "Started %s, ended %s.", str(st, "started"), str(st, "ended"));
+            if (json_is_string(json_object_get(st, "note")))
+                md_put(&m, " %s.", str(st, "note"));
+            if (json_is_string(json_object_get(st, "verdict")))
+                md_put(&m, " Analysis: %s.", str(st, "verdict"));
+            md_put(&m, "\n\n");
+            if (json_is_object(json_object_get(st, "canary"))) {
+                md_put(&m, "| version | requests | 5xx | cutover errors | error rate | p50 ms | "
+                           "p90 ms | p99 ms |\n|---|---|---|---|---|---|---|---|\n");
+                md_sample(&m, "stable", json_object_get(st, "stable"));
+                md_sample(&m, "new", json_object_get(st, "canary"));
+                md_put(&m, "\n");
+            }
+        }
+    }
+    json_t *inc = json_object_get(d, "inconclusive");
+    if (json_array_size(inc) > 0) {
+        md_put(&m, "## Inconclusive steps\n\n");
+        size_t i;
+        json_t *v;
+        json_array_foreach(inc, i, v)
+        {
+            md_put(&m, "- %s\n", json_string_value(v));
+        }
+        md_put(&m, "\n");
+    }
+    json_t *ap = json_object_get(d, "approval_log");
+    if (json_array_size(ap) > 0) {
+        md_put(&m, "## Approvals\n\n");
+        size_t i;
+        json_t *v;
+        json_array_foreach(ap, i, v)
+        {
+            md_put(&m, "- step %lld: %s at %s\n",
+                   (long long)json_integer_value(json_object_get(v, "step")), str(v, "approver"),
+                   str(v, "at"));
+        }
+        md_put(&m, "\n");
+    }
+    json_t *tests = json_object_get(d, "tests");
+    if (json_array_size(tests) > 0) {
+        md_put(&m, "## Tests\n\n");
+        size_t i;
+        json_t *v;
+        json_array_foreach(tests, i, v)
+        {
+            md_put(&m, "### %s\n\n```\n%s\n```\n\n", str(v, "result"), str(v, "output"));
+        }
+    }
+    md_put(&m, "## Timeline\n\n| time (UTC) | event | message |\n|---|---|---|\n");
+    size_t i;
+    json_t *ev;
+    json_array_foreach(json_object_get(c, "events"), i, ev)
+    {
+        md_put(&m, "| %s | %s | %s |\n", str(ev, "ts"), str(ev, "type"), str(ev, "message"));
+    }
+    json_decref(c);
+    return m.p;
+}
