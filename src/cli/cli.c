@@ -628,6 +628,53 @@ static void cli_render_change_line(FILE *out, const json_t *ch)
     cli_put_clean(out, cli_jstr_or(ch, "state", "?"), 0);
 }
 
+/* The plan's progress: step, split, time left, why it holds, the last analysis verdict. */
+static void cli_render_progress(FILE *out, const json_t *p)
+{
+    if (!json_is_object(p))
+        return;
+    fprintf(out, "  %-9s ", "plan:");
+    cli_put_clean(out, cli_jstr_or(p, "plan", "?"), 0);
+    fprintf(out, ", step %" JSON_INTEGER_FORMAT "/%" JSON_INTEGER_FORMAT " (",
+            json_integer_value(json_object_get(p, "step")),
+            json_integer_value(json_object_get(p, "steps")));
+    cli_put_clean(out, cli_jstr_or(p, "step_description", "?"), 0);
+    fputs("), ", out);
+    cli_put_clean(out, cli_jstr_or(p, "state", "?"), 0);
+    const json_t *left = json_object_get(p, "step_remaining_ms");
+    if (json_is_integer(left))
+        fprintf(out, ", %.1fs left", (double)json_integer_value(left) / 1000.0);
+    fputc('\n', out);
+    fprintf(out, "  %-9s %" JSON_INTEGER_FORMAT "%% of traffic to the new version%s\n",
+            "split:", json_integer_value(json_object_get(p, "weight")),
+            json_is_true(json_object_get(p, "pilot")) ? ", plus the pilot cohort" : "");
+    if (cli_jstr(p, "hold_reason") != NULL) {
+        fprintf(out, "  %-9s ", "holding:");
+        cli_put_clean(out, cli_jstr(p, "hold_reason"), 0);
+        fputc('\n', out);
+    }
+    const json_t *ap = json_object_get(p, "approvals");
+    if (json_is_array(ap) && json_array_size(ap) > 0) {
+        size_t i;
+        json_t *v;
+        fprintf(out, "  %-9s", "approved:");
+        json_array_foreach(ap, i, v)
+        {
+            fputc(' ', out);
+            cli_put_clean(out, json_string_value(v) ? json_string_value(v) : "?", 0);
+        }
+        fputc('\n', out);
+    }
+    const json_t *la = json_object_get(p, "last_analysis");
+    if (json_is_object(la)) {
+        fprintf(out, "  %-9s ", "analysis:");
+        cli_put_clean(out, cli_jstr_or(la, "result", "?"), 0);
+        fputs(": ", out);
+        cli_put_clean(out, cli_jstr_or(la, "detail", ""), 0);
+        fputc('\n', out);
+    }
+}
+
 void cli_render_service(FILE *out, const json_t *svc)
 {
     const json_t *ch = json_object_get(svc, "change");
@@ -655,6 +702,7 @@ void cli_render_service(FILE *out, const json_t *svc)
         cli_put_clean(out, cli_jstr(ch, "message"), 0);
         fputc('\n', out);
     }
+    cli_render_progress(out, json_object_get(ch, "progress"));
 }
 
 void cli_render_status(FILE *out, const json_t *root)
@@ -1450,7 +1498,11 @@ static int cli_cmd_change_verb(const struct cli_args *a, struct cli_http *h, con
         goto out;
     }
     cid = (long long)json_integer_value(id);
-    body = a->all ? json_pack("{s:b}", "all", 1) : json_object();
+    char *actor = cli_actor();
+    body = json_pack("{s:s}", "actor", actor);
+    free(actor);
+    if (a->all)
+        json_object_set_new(body, "all", json_true());
     rc = cli_change_action(a, h, cid, action, body);
 out:
     json_decref(body);
@@ -1479,7 +1531,8 @@ static int cli_cmd_report(const struct cli_args *a, struct cli_http *h)
     int rc;
 
     memset(&c, 0, sizeof(c));
-    snprintf(path, sizeof(path), "/api/v1/changes/%lld/report", a->change_id);
+    snprintf(path, sizeof(path), "/api/v1/changes/%lld/report%s", a->change_id,
+             md ? "?format=md" : "");
     rc = cli_request(h, "GET", path, NULL, md ? "text/markdown, application/json;q=0.5" : NULL, &r);
     if (rc != 0)
         goto out;

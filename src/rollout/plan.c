@@ -723,10 +723,11 @@ static void plan_rollback(struct service *s, const char *state, const char *why)
     log_warn("rolled back", "service", s->cfg->name, "state", state, "reason", why);
 }
 
-static void step_complete(struct service *s, const char *outcome, const char *note)
+/* Closes the record of the current step: outcome (unless one was set), end time, figures per
+ * version over the step. */
+static void step_close_record(struct service *s, const char *outcome, const char *note)
 {
     struct plan_run *run = s->run;
-    uv_timer_stop(&run->step_timer);
     json_t *rec = step_record(run, run->step);
     if (json_is_null(json_object_get(rec, "outcome")))
         json_object_set_new(rec, "outcome", json_string(outcome));
@@ -739,6 +740,13 @@ static void step_complete(struct service *s, const char *outcome, const char *no
     json_object_set_new(rec, "canary", sample_json(&d));
     if (note)
         json_object_set_new(rec, "note", json_string(note));
+}
+
+static void step_complete(struct service *s, const char *outcome, const char *note)
+{
+    struct plan_run *run = s->run;
+    uv_timer_stop(&run->step_timer);
+    step_close_record(s, outcome, note);
     char desc[256], msg[400];
     step_describe(&run->plan->steps[run->step], desc, sizeof(desc));
     snprintf(msg, sizeof(msg), "step %zu (%s) %s", run->step + 1, desc, outcome);
@@ -1085,7 +1093,7 @@ int plan_action(struct service *s, const char *action, const char *actor, int al
             test_cancel(run);
             snprintf(msg, sizeof(msg), "promoted to 100%% by %s from step %zu", who, run->step + 1);
             event(s, "promoted", msg);
-            json_object_set_new(step_record(run, run->step), "outcome", json_string("promoted"));
+            step_close_record(s, "promoted", msg);
             plan_finish(s, msg);
             return 0;
         }
