@@ -263,6 +263,7 @@ static void client_error(struct client *c, int status, const char *why)
     c->phase = PH_PROXY;
     uv_buf_t b = uv_buf_init(c->rhead, (unsigned)c->rhead_len);
     c->wpending = 1;
+    c->wreq.data = c;
     if (uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &b, 1, on_client_write) < 0) {
         c->wpending = 0;
         client_close(c);
