@@ -1,0 +1,355 @@
+"""Fixtures for the end-to-end tests: the real daemon (build/cutover), scripted backends
+(backend.py), the real CLI, curl and wrk, all on loopback with free ports and a temp dir per
+test. Every process a test starts is stopped by pid at teardown (TERM, 5 s, KILL).
+
+Run: /usr/bin/python3 -m pytest -q tests/e2e   (after `make`)
+"""
+import hashlib
+import http.client
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(os.environ.get("CUTOVER_BIN") or ROOT / "build" / "cutover")  # override: to test another build
+BACKEND = Path(__file__).resolve().parent / "backend.py"
+
+_used_ports = set()
+
+
+def free_port():
+    """A loopback port nobody listens on now, never handed out twice in this run."""
+    while True:
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        p = s.getsockname()[1]
+        s.close()
+        if p not in _used_ports:
+            _used_ports.add(p)
+            return p
+
+
+def port_open(port, timeout=0.2):
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def wait_port(port, secs=10, proc=None):
+    deadline = time.monotonic() + secs
+    while time.monotonic() < deadline:
+        if port_open(port):
+            return True
+        if proc is not None and proc.poll() is not None:
+            return False
+        time.sleep(0.05)
+    return False
+
+
+def http_get(port, path="/", timeout=5, headers=None):
+    """One GET on a fresh connection -> (status, body bytes, headers dict lower-cased)."""
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        c.request("GET", path, headers=headers or {})
+        r = c.getresponse()
+        body = r.read()
+        return r.status, body, {k.lower(): v for k, v in r.getheaders()}
+    finally:
+        c.close()
+
+
+def body_of(port, path="/", timeout=5):
+    """The answer's body as text, or None when there was no answer."""
+    try:
+        st, body, _ = http_get(port, path, timeout=timeout)
+        return body.decode("latin-1") if st == 200 else f"<{st}>"
+    except (OSError, http.client.HTTPException):
+        return None
+
+
+def wait_body(port, want, secs=10):
+    """Polls GET / until it answers `want` (the daemon may listen before its first health check)."""
+    deadline = time.monotonic() + secs
+    got = None
+    while time.monotonic() < deadline:
+        got = body_of(port, timeout=2)
+        if got == want:
+            return True
+        time.sleep(0.1)
+    raise AssertionError(f"port {port} did not answer {want!r} within {secs}s (last: {got!r})")
+
+
+def pattern_sha256(n):
+    """sha256 of backend.py's download pattern: byte i is i % 251."""
+    block = bytes(i % 251 for i in range(251 * 261))
+    h = hashlib.sha256()
+    while n:
+        k = min(n, len(block))
+        h.update(block[:k])
+        n -= k
+    return h.hexdigest()
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for pid {pid}")
+
+
+class Procs:
+    """Starts processes and stops each one, by pid, at teardown."""
+
+    def __init__(self, tmp):
+        self.tmp = tmp
+        self.procs = []
+        self.n = 0
+
+    def start(self, args, name="proc", **kw):
+        self.n += 1
+        log = open(self.tmp / f"{self.n:02d}-{name}.log", "wb")
+        p = subprocess.Popen([str(a) for a in args], stdout=log, stderr=subprocess.STDOUT,
+                             stdin=subprocess.DEVNULL, cwd=kw.pop("cwd", self.tmp), **kw)
+        p.log_path = Path(log.name)
+        log.close()
+        self.procs.append(p)
+        return p
+
+    @staticmethod
+    def stop(p, sig=signal.SIGTERM):
+        if p.poll() is None:
+            try:
+                p.send_signal(sig)
+                p.wait(5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(5)
+
+    def stop_all(self):
+        for p in reversed(self.procs):
+            self.stop(p)
+
+
+class Backend:
+    def __init__(self, procs, version, unhealthy=False, port=None):
+        self.version = version
+        self.port = port or free_port()
+        self.addr = f"127.0.0.1:{self.port}"
+        args = [sys.executable, BACKEND, self.port, version] + (["--unhealthy"] if unhealthy else [])
+        self.proc = procs.start(args, name=f"backend-{version}")
+        assert wait_port(self.port, 10, self.proc), f"backend {version} did not start"
+
+    def requests(self):
+        st, body, _ = http_get(self.port, "/requests")
+        assert st == 200
+        return json.loads(body)
+
+    def post(self, path):
+        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+        c.request("POST", path, body=b"")
+        r = c.getresponse()
+        r.read()
+        c.close()
+        return r.status
+
+    def set_healthy(self, ok):
+        assert self.post("/admin/healthy" if ok else "/admin/unhealthy") == 200
+
+    def clear(self):
+        assert self.post("/admin/clear") == 200
+
+    def kill(self):
+        Procs.stop(self.proc, signal.SIGKILL)
+
+
+def write_config(path, listen_port, targets, state_dir, service_extra="", top_extra="",
+                 deploy_timeout="5s", drain_timeout="5s", health=None, timeouts=None,
+                 max_header_bytes=65536):
+    """Writes a one-service config (service `web`) and returns its path."""
+    h = {"path": "/healthz", "interval": "200ms", "timeout": "500ms",
+         "healthy_threshold": 1, "unhealthy_threshold": 2}
+    h.update(health or {})
+    t = {"client_header": "10s", "client_idle": "60s", "upstream_connect": "5s",
+         "upstream_response": "60s"}
+    t.update(timeouts or {})
+    hs = ", ".join(f"{k}: {v}" for k, v in h.items())
+    ts = ", ".join(f"{k}: {v}" for k, v in t.items())
+    text = (f"state_dir: {state_dir}\n"
+            f"{top_extra}"
+            f"services:\n"
+            f"  web:\n"
+            f"    listen: 127.0.0.1:{listen_port}\n"
+            f"    health_check: {{{hs}}}\n"
+            f"    drain_timeout: {drain_timeout}\n"
+            f"    deploy_timeout: {deploy_timeout}\n"
+            f"    timeouts: {{{ts}}}\n"
+            f"    limits: {{max_header_bytes: {max_header_bytes}}}\n"
+            f"    targets: [{', '.join(targets)}]\n"
+            f"{service_extra}")
+    path.write_text(text)
+    return path
+
+
+class Daemon:
+    """`cutover serve -c CFG`, its service port, and the CLI and admin API that reach it."""
+
+    def __init__(self, procs, tmp, backends, **cfg):
+        self.procs = procs
+        self.tmp = tmp
+        self.port = free_port()
+        self.state_dir = tmp / "var"
+        self.cfg = write_config(tmp / "cutover.yml", self.port, [b.addr for b in backends],
+                                self.state_dir, **cfg)
+        self.proc = None
+        self.starts = 0
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    @property
+    def sock(self):
+        return self.state_dir / "cutover.sock"
+
+    def start(self, expect=None):
+        """Starts the daemon and waits for the service port (and, if given, for body `expect`)."""
+        assert BIN.exists(), f"{BIN} missing: run make"
+        self.starts += 1
+        self.proc = self.procs.start([BIN, "serve", "-c", self.cfg], name=f"cutover-{self.starts}")
+        if not wait_port(self.port, 10, self.proc):
+            raise AssertionError(f"cutover serve did not listen on {self.port}: "
+                                 f"exit={self.proc.poll()} log:\n{self.log()}")
+        if expect is not None:
+            wait_body(self.port, expect)
+        return self
+
+    def log(self):
+        return self.proc.log_path.read_text(errors="replace") if self.proc else ""
+
+    def kill9(self):
+        Procs.stop(self.proc, signal.SIGKILL)
+
+    def alive(self):
+        return self.proc.poll() is None
+
+    def cli(self, *args, timeout=30):
+        return run_cli(*args, "-c", self.cfg, timeout=timeout)
+
+    def cli_bg(self, *args):
+        return self.procs.start([BIN, *args, "-c", self.cfg], name="cli")
+
+    def status(self):
+        r = self.cli("status", "web", "--json")
+        assert r.returncode == 0, f"status --json exit {r.returncode}: {r.stdout}{r.stderr}"
+        return service_of(json.loads(r.stdout))
+
+    def history(self):
+        r = self.cli("history", "web", "--json")
+        assert r.returncode == 0, f"history --json exit {r.returncode}: {r.stdout}{r.stderr}"
+        return changes_of(json.loads(r.stdout))
+
+    def api(self, method, path, body=None, raw=None):
+        """Admin API over the unix socket with curl -> (status, parsed JSON or text)."""
+        args = ["curl", "-s", "-m", "10", "--unix-socket", str(self.sock), "-X", method,
+                "-w", "\n%{http_code}", f"http://localhost{path}"]
+        data = raw if raw is not None else (json.dumps(body) if body is not None else None)
+        if data is not None:
+            args += ["-H", "Content-Type: application/json", "--data-binary", "@-"]
+        r = subprocess.run(args, input=(data or "").encode(), capture_output=True, timeout=20)
+        out = r.stdout.decode(errors="replace")
+        text, _, code = out.rpartition("\n")
+        try:
+            parsed = json.loads(text)
+        except ValueError:
+            parsed = text
+        return int(code or 0), parsed
+
+
+def run_cli(*args, timeout=30):
+    r = subprocess.run([str(BIN), *[str(a) for a in args]], capture_output=True, text=True,
+                       timeout=timeout, stdin=subprocess.DEVNULL)
+    return r
+
+
+def service_of(doc):
+    """The `web` Service object from `status --json` (a Service or {"services": [...]})."""
+    if isinstance(doc, dict) and "services" in doc:
+        doc = doc["services"]
+    if isinstance(doc, list):
+        doc = next(s for s in doc if s.get("name") == "web")
+    return doc
+
+
+def changes_of(doc):
+    """The list of Change objects from `history --json` (a list or {"changes": [...]})."""
+    if isinstance(doc, dict):
+        doc = doc["changes"]
+    return doc
+
+
+def live_name(svc):
+    return (svc.get("live") or {}).get("name")
+
+
+class Wrk:
+    """wrk in the background for a bounded time; .result() parses its summary."""
+
+    def __init__(self, procs, port, secs, conns=16, path="/", threads=1):
+        self.proc = procs.start(["wrk", f"-t{threads}", f"-c{conns}", f"-d{secs}s",
+                                 "--timeout", "5s", f"http://127.0.0.1:{port}{path}"], name="wrk")
+        self.t0 = time.monotonic()
+        self.secs = secs
+
+    def running(self):
+        return self.proc.poll() is None
+
+    def result(self):
+        self.proc.wait(self.secs + 30)
+        return parse_wrk(self.proc.log_path.read_text())
+
+
+def parse_wrk(text):
+    """-> dict(socket_errors, non2xx, requests, rps, text), like accept/lib.sh wrk_errors."""
+    se = sum(int(x) for x in re.findall(r"(?:connect|read|write|timeout) (\d+)", text)) \
+        if "Socket errors" in text else 0
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+    r = re.search(r"(\d+) requests in", text)
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", text)
+    return {"socket_errors": se, "non2xx": int(m.group(1)) if m else 0,
+            "requests": int(r.group(1)) if r else 0,
+            "rps": float(rps.group(1)) if rps else 0.0, "text": text}
+
+
+@pytest.fixture
+def procs(tmp_path):
+    p = Procs(tmp_path)
+    yield p
+    p.stop_all()
+
+
+@pytest.fixture
+def backend(procs):
+    """backend(version, unhealthy=False) -> a started Backend."""
+    return lambda version, unhealthy=False, port=None: Backend(procs, version, unhealthy, port)
+
+
+@pytest.fixture
+def daemon(procs, tmp_path):
+    """daemon(backends, **config options) -> a configured, not yet started, Daemon."""
+    return lambda backends, **cfg: Daemon(procs, tmp_path, backends, **cfg)
+
+
+@pytest.fixture
+def wrk(procs):
+    return lambda port, secs, conns=16, path="/": Wrk(procs, port, secs, conns, path)
