@@ -32,8 +32,7 @@ struct api {
     uv_pipe_t server;
     char *path;
     struct rollout *r;
-    api_metrics_fn metrics;
-    void *ctx;
+    struct api_hooks hooks;
     struct api_conn *conns;
     int stopping;
 };
@@ -81,6 +80,8 @@ static const char *reason_of(int status)
         return "Internal Server Error";
     case 501:
         return "Not Implemented";
+    case 503:
+        return "Service Unavailable";
     default:
         return "Error";
     }
@@ -386,6 +387,46 @@ out:
     return 0;
 }
 
+static void on_handover_done(void *req, int status, const char *message, long pid)
+{
+    struct api_pending *p = req;
+    struct api_conn *c = p->conn;
+    free(p);
+    if (c == NULL)
+        return;
+    c->pending = NULL;
+    if (status == 200)
+        respond_json(c, 200, json_pack("{s:s, s:I}", "message", message, "pid", (json_int_t)pid));
+    else
+        respond_error(c, status, message);
+}
+
+static int route_handover(struct api_conn *c, int reload, const char *body, size_t n)
+{
+    static const char *const up_allowed[] = {"binary", "actor", NULL};
+    static const char *const re_allowed[] = {"actor", NULL};
+    json_t *o = parse_body(c, body, n, reload ? re_allowed : up_allowed);
+    if (o == NULL)
+        return 0;
+    const char *binary = NULL, *actor = NULL;
+    if (opt_string(c, o, "actor", &actor) < 0 ||
+        (!reload && opt_string(c, o, "binary", &binary) < 0))
+        goto out;
+    if (binary != NULL && binary[0] != '/') {
+        respond_error(c, 400, "binary: expected an absolute path");
+        goto out;
+    }
+    if (c->a->hooks.handover == NULL) {
+        respond_error(c, 501, "hand-over is not available");
+        goto out;
+    }
+    struct api_pending *p = pending_new(c);
+    c->a->hooks.handover(c->a->hooks.ctx, binary, reload, on_handover_done, p);
+out:
+    json_decref(o);
+    return 0;
+}
+
 struct text {
     char *p;
     size_t len, cap;
@@ -408,8 +449,8 @@ static void text_line(void *ctx, const char *line)
 static int route_metrics(struct api_conn *c)
 {
     struct text t = {xstrdup(""), 0, 1};
-    if (c->a->metrics)
-        c->a->metrics(c->a->ctx, text_line, &t);
+    if (c->a->hooks.metrics)
+        c->a->hooks.metrics(c->a->hooks.ctx, text_line, &t);
     rollout_metrics(c->a->r, text_line, &t);
     respond_raw(c, 200, "text/plain; version=0.0.4", t.p);
     free(t.p);
@@ -465,6 +506,8 @@ static int parse_id(const char *s, int64_t *id)
     return 0;
 }
 
+static int route_handover(struct api_conn *c, int reload, const char *body, size_t n);
+
 static int route(struct api_conn *c, enum http_method m, char *path, char *query, const char *body,
                  size_t blen)
 {
@@ -490,7 +533,14 @@ static int route(struct api_conn *c, enum http_method m, char *path, char *query
     if (np < 3 || strcmp(parts[0], "api") != 0 || strcmp(parts[1], "v1") != 0)
         return respond_error(c, 404, "no such route; see docs/api.md");
     const char *res = parts[2];
-    if (strcmp(res, "health") == 0 && np == 3) {
+    if (np == 3 && (strcmp(res, "upgrade") == 0 || strcmp(res, "reload") == 0)) {
+        if (m != HTTP_M_POST)
+            return respond_error(c, 405, "use POST");
+        return route_handover(c, res[0] == 'r', body, blen);
+    }
+    if (r == NULL)
+        return respond_error(c, 503, "the daemon is handing over to its successor; retry");
+    if (strcmp(res, "health") == 0 && np == 3 && r != NULL) {
         if (m != HTTP_M_GET)
             return respond_error(c, 405, "use GET");
         return respond_json(c, 200,
@@ -728,7 +778,7 @@ static int socket_alive(const char *path)
 }
 
 int api_start(struct api **out, uv_loop_t *loop, const char *path, struct rollout *r,
-              api_metrics_fn metrics, void *ctx, char *err, size_t errlen)
+              const struct api_hooks *hooks, int takeover, char *err, size_t errlen)
 {
     int rc;
     struct sockaddr_un sun;
@@ -737,25 +787,40 @@ int api_start(struct api **out, uv_loop_t *loop, const char *path, struct rollou
                  sizeof(sun.sun_path) - 1, path);
         return -ENAMETOOLONG;
     }
-    if (socket_alive(path)) {
+    if (!takeover && socket_alive(path)) {
         snprintf(err, errlen, "another cutover daemon answers on %s (same state_dir?)", path);
         return -EADDRINUSE;
     }
-    unlink(path);
+    /* Bind under a private name and rename it into place: the path never stops answering
+     * across a hand-over, and libuv (which unlinks a pipe's bound name when it closes) only
+     * ever removes the private name, never a successor's socket. */
+    char *bind_path = xasprintf("%s.%ld", path, (long)getpid());
+    int renamed = 1;
+    if (strlen(bind_path) >= sizeof(sun.sun_path)) {
+        free(bind_path);
+        bind_path = xstrdup(path);
+        renamed = 0;
+    }
+    unlink(bind_path);
     struct api *a = xcalloc(1, sizeof(*a));
     a->loop = loop;
     a->path = xstrdup(path);
     a->r = r;
-    a->metrics = metrics;
-    a->ctx = ctx;
+    if (hooks != NULL)
+        a->hooks = *hooks;
     uv_pipe_init(loop, &a->server, 0);
     a->server.data = a;
     /* Only the daemon's user may talk to it: the socket is created 0600. */
     mode_t old = umask(0177);
-    rc = uv_pipe_bind(&a->server, path);
+    rc = uv_pipe_bind(&a->server, bind_path);
     umask(old);
     if (rc == 0)
         rc = uv_listen((uv_stream_t *)&a->server, 64, on_connection);
+    /* A successor's socket replaces its predecessor's in one rename: clients never find the
+     * path missing. */
+    if (rc == 0 && renamed && rename(bind_path, path) == -1)
+        rc = -errno;
+    free(bind_path);
     if (rc < 0) {
         snprintf(err, errlen, "admin socket %s: %s", path, uv_strerror(rc));
         uv_close((uv_handle_t *)&a->server, NULL);
@@ -775,13 +840,19 @@ static void on_server_closed(uv_handle_t *h)
     free(a);
 }
 
-void api_stop(struct api *a)
+void api_set_rollout(struct api *a, struct rollout *r)
+{
+    a->r = r;
+}
+
+void api_stop(struct api *a, int keep_path)
 {
     if (a == NULL)
         return;
     a->stopping = 1;
     while (a->conns)
         conn_close(a->conns);
-    unlink(a->path);
+    if (!keep_path)
+        unlink(a->path);
     uv_close((uv_handle_t *)&a->server, on_server_closed);
 }

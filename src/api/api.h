@@ -14,13 +14,34 @@ struct api;
 /* Writes extra Prometheus lines (data-plane counters) through emit. */
 typedef void (*api_metrics_fn)(void *ctx, rollout_emit_fn emit, void *ectx);
 
-/* Listens on the unix socket at path (mode 0600). A stale socket file is replaced; a socket
- * another live daemon answers on is not (-EADDRINUSE, with a message in err). */
-int api_start(struct api **out, uv_loop_t *loop, const char *path, struct rollout *r,
-              api_metrics_fn metrics, void *ctx, char *err, size_t errlen);
+/* Answers a deferred hand-over request: HTTP status, a sentence, the new daemon's pid (0 when
+ * none). Call it exactly once with the req given to api_handover_fn. */
+typedef void (*api_done_fn)(void *req, int status, const char *message, long pid);
 
-/* Closes the listener and every connection, removes the socket file. NULL is a no-op. The
- * api is freed once the loop ran the close callbacks. */
-void api_stop(struct api *a);
+/* Starts a hot upgrade to binary (NULL: the running binary) or, with reload set, a reload of the
+ * config; calls done(req, ...) once, now or later. */
+typedef void (*api_handover_fn)(void *ctx, const char *binary, int reload, api_done_fn done,
+                                void *req);
+
+struct api_hooks {
+    api_metrics_fn metrics;
+    api_handover_fn handover;
+    void *ctx;
+};
+
+/* Listens on the unix socket at path (mode 0600). A stale socket file is replaced; a socket
+ * another live daemon answers on is not (-EADDRINUSE, with a message in err) — unless takeover
+ * is set (a hot upgrade or reload: this daemon succeeds the one answering there), in which case
+ * the new socket is bound beside it and renamed over it, so the path never stops answering. */
+int api_start(struct api **out, uv_loop_t *loop, const char *path, struct rollout *r,
+              const struct api_hooks *hooks, int takeover, char *err, size_t errlen);
+
+/* Points the API at another rollout engine (after a failed hand-over restarted it), or NULL
+ * while the control plane is handed over: requests then get 503 "handing over". */
+void api_set_rollout(struct api *a, struct rollout *r);
+
+/* Closes the listener and every connection; removes the socket file unless keep_path (a
+ * successor now owns that path). NULL is a no-op. Freed once the loop ran the callbacks. */
+void api_stop(struct api *a, int keep_path);
 
 #endif

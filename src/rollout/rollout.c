@@ -622,6 +622,14 @@ void rollout_stop(struct rollout *r)
     }
 }
 
+int rollout_switching(const struct rollout *r)
+{
+    for (size_t i = 0; i < r->nservices; i++)
+        if (r->services[i].change_id != 0 && r->services[i].run == NULL)
+            return 1;
+    return 0;
+}
+
 void rollout_free(struct rollout *r)
 {
     if (r == NULL)

@@ -46,6 +46,10 @@ int rollout_start(struct rollout *r, char *err, size_t errlen);
  * Pending waiters are called. */
 void rollout_stop(struct rollout *r);
 
+/* Returns 1 while an instant switch (deploy or rollback without a plan) waits for health: a
+ * hand-over then would interrupt it. Plans are saved and resumed instead. */
+int rollout_switching(const struct rollout *r);
+
 /* Frees the engine (after rollout_stop and once the loop ran the close callbacks). */
 void rollout_free(struct rollout *r);
 

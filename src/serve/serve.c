@@ -1,0 +1,588 @@
+/* The daemon (`cutover serve`): wiring, signals, the loop, and hand-over to a successor.
+ *
+ * Threads: this control thread runs one libuv loop with the admin API, the rollout engine,
+ * health checks and signals; `workers` threads run the data plane (proxy/worker.h).
+ *
+ * Hand-over (hot upgrade, reload, SIGUSR2, SIGHUP): the control plane is suspended first (a
+ * running plan is saved to the store, to be resumed by the successor), then the successor is
+ * spawned with the listening sockets (net/handover.h). Once it says READY, this daemon stops
+ * accepting, answers the next request on each connection with Connection: close, and exits
+ * when its connections are done or drain_timeout passed. If the successor fails, the control
+ * plane restarts here from the store and nothing else changed. */
+#include "serve/serve.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include "api/api.h"
+#include "config/config.h"
+#include "core/log.h"
+#include "core/xmalloc.h"
+#include "net/addr.h"
+#include "net/handover.h"
+#include "net/listen.h"
+#include "proxy/route.h"
+#include "proxy/worker.h"
+#include "rollout/rollout.h"
+#include "store/store.h"
+
+#define HANDOVER_TIMEOUT_MS 10000
+#define MAX_RETIRED 64
+
+struct listener {
+    int fd;
+    char *name; /* "web" or "web.preview" */
+};
+
+struct daemon {
+    uv_loop_t *loop;
+    struct config *cfg;
+    char *cfg_path;
+    char **argv; /* how this daemon was started: a successor is started the same way */
+    char exe[PATH_MAX];
+    struct store *st;
+    struct rollout *ro;
+    struct rollout *retired[MAX_RETIRED]; /* stopped engines, freed after the loop */
+    size_t nretired;
+    struct api *api;
+    struct worker **workers;
+    int nworkers;
+    struct listener *listeners;
+    size_t nlisten;
+    uv_signal_t sigterm, sigint, sighup, sigusr2;
+    uv_timer_t exit_timer;
+    int stopping;
+    int handing_over;
+    int handed_over;
+    int sigint_count;
+    api_done_fn pending_done;
+    void *pending_req;
+};
+
+/* ---------------------------------------------------------------- data plane glue ----------- */
+
+static void on_publish(void *ctx)
+{
+    struct daemon *d = ctx;
+    for (int i = 0; i < d->nworkers; i++)
+        if (d->workers[i] != NULL)
+            worker_notify(d->workers[i]);
+}
+
+static void emit_counter(rollout_emit_fn emit, void *ectx, const char *name, const char *help,
+                         const char *type, uint64_t v)
+{
+    char line[256];
+    snprintf(line, sizeof(line), "# HELP %s %s", name, help);
+    emit(ectx, line);
+    snprintf(line, sizeof(line), "# TYPE %s %s", name, type);
+    emit(ectx, line);
+    snprintf(line, sizeof(line), "%s %llu", name, (unsigned long long)v);
+    emit(ectx, line);
+}
+
+/* Sums the workers' counters: each is written by one worker only, so relaxed loads suffice. */
+static void on_metrics(void *ctx, rollout_emit_fn emit, void *ectx)
+{
+    struct daemon *d = ctx;
+    uint64_t acc = 0, req = 0, r5 = 0, perr = 0, retr = 0, bad = 0;
+    int64_t clients = 0;
+    for (int i = 0; i < d->nworkers; i++) {
+        const struct worker_stats *s = worker_get_stats(d->workers[i]);
+        acc += atomic_load_explicit(&s->accepted, memory_order_relaxed);
+        req += atomic_load_explicit(&s->requests, memory_order_relaxed);
+        r5 += atomic_load_explicit(&s->responses_5xx, memory_order_relaxed);
+        perr += atomic_load_explicit(&s->proxy_errors, memory_order_relaxed);
+        retr += atomic_load_explicit(&s->retries, memory_order_relaxed);
+        bad += atomic_load_explicit(&s->bad_requests, memory_order_relaxed);
+        clients += atomic_load_explicit(&s->clients, memory_order_relaxed);
+    }
+    emit_counter(emit, ectx, "cutover_connections_accepted_total", "Client connections accepted.",
+                 "counter", acc);
+    emit_counter(emit, ectx, "cutover_requests_total", "Requests received.", "counter", req);
+    emit_counter(emit, ectx, "cutover_upstream_5xx_total", "5xx answers from upstreams.", "counter",
+                 r5);
+    emit_counter(emit, ectx, "cutover_proxy_errors_total",
+                 "502/503/504 answers cutover made itself.", "counter", perr);
+    emit_counter(emit, ectx, "cutover_retries_total",
+                 "Requests sent again after an upstream failed.", "counter", retr);
+    emit_counter(emit, ectx, "cutover_bad_requests_total", "Requests refused as malformed.",
+                 "counter", bad);
+    emit_counter(emit, ectx, "cutover_client_connections", "Open client connections.", "gauge",
+                 clients > 0 ? (uint64_t)clients : 0);
+}
+
+/* Sums what every worker counted for (service, role); each counter is read with a relaxed
+ * load, so a sample may be a request or two behind, never torn. */
+static void on_sample(void *ctx, int service_id, int role, struct analysis_sample *out)
+{
+    struct daemon *d = ctx;
+    memset(out, 0, sizeof(*out));
+    for (int i = 0; i < d->nworkers; i++) {
+        const struct worker_role_stats *st =
+            worker_role_stats(d->workers[i], service_id, (enum route_role)role);
+        if (st == NULL)
+            continue;
+        out->requests += atomic_load_explicit(&st->requests, memory_order_relaxed);
+        out->errors_5xx += atomic_load_explicit(&st->errors_5xx, memory_order_relaxed);
+        out->upstream_errors += atomic_load_explicit(&st->upstream_errors, memory_order_relaxed);
+        for (unsigned b = 0; b < HIST_BUCKETS; b++)
+            out->latency.counts[b] += atomic_load_explicit(&st->latency[b], memory_order_relaxed);
+    }
+}
+
+static uint64_t max_drain_ms(const struct config *cfg)
+{
+    uint64_t m = 0;
+    for (size_t i = 0; i < cfg->nservices; i++)
+        if (cfg->services[i].drain_timeout_ms > m)
+            m = cfg->services[i].drain_timeout_ms;
+    return m;
+}
+
+/* ---------------------------------------------------------------- stopping ------------------ */
+
+static void on_join_done(uv_work_t *req, int status);
+
+static void join_workers(uv_work_t *req)
+{
+    struct daemon *d = req->data;
+    for (int i = 0; i < d->nworkers; i++)
+        worker_join(d->workers[i]);
+}
+
+static void control_suspend(struct daemon *d)
+{
+    if (d->ro == NULL)
+        return;
+    rollout_stop(d->ro);
+    if (d->nretired < MAX_RETIRED)
+        d->retired[d->nretired++] = d->ro;
+    d->ro = NULL;
+    api_set_rollout(d->api, NULL);
+}
+
+/* Stops the daemon: the API and rollouts first (no new changes), then the workers drain. The
+ * loop ends once the workers have joined. */
+static void daemon_stop(struct daemon *d, uint64_t drain_ms, const char *why)
+{
+    static uv_work_t join_req;
+    if (d->stopping)
+        return;
+    d->stopping = 1;
+    log_info("stopping", "reason", why);
+    handover_sd_notify("STOPPING=1");
+    control_suspend(d);
+    api_stop(d->api, d->handed_over);
+    d->api = NULL;
+    for (int i = 0; i < d->nworkers; i++)
+        worker_stop(d->workers[i], drain_ms);
+    join_req.data = d;
+    uv_queue_work(d->loop, &join_req, join_workers, on_join_done);
+}
+
+static void on_join_done(uv_work_t *req, int status)
+{
+    struct daemon *d = req->data;
+    (void)status;
+    uv_close((uv_handle_t *)&d->sigterm, NULL);
+    uv_close((uv_handle_t *)&d->sigint, NULL);
+    uv_close((uv_handle_t *)&d->sighup, NULL);
+    uv_close((uv_handle_t *)&d->sigusr2, NULL);
+    uv_close((uv_handle_t *)&d->exit_timer, NULL);
+}
+
+/* ---------------------------------------------------------------- hand-over ----------------- */
+
+static int control_start(struct daemon *d, char *err, size_t errlen)
+{
+    d->ro = rollout_new(d->loop, d->cfg, d->st, on_publish, on_sample, d);
+    int rc = rollout_start(d->ro, err, errlen);
+    if (rc == 0)
+        api_set_rollout(d->api, d->ro);
+    return rc;
+}
+
+static void handover_answer(struct daemon *d, int status, const char *msg, long pid)
+{
+    api_done_fn done = d->pending_done;
+    void *req = d->pending_req;
+    d->pending_done = NULL;
+    d->pending_req = NULL;
+    if (done)
+        done(req, status, msg, pid);
+}
+
+static void on_exit_timer(uv_timer_t *t)
+{
+    struct daemon *d = t->data;
+    daemon_stop(d, max_drain_ms(d->cfg), "handed over to a successor");
+}
+
+static void on_handover(void *ctx, int ok, pid_t pid, const char *message)
+{
+    struct daemon *d = ctx;
+    char pidbuf[24], msg[640];
+    snprintf(pidbuf, sizeof(pidbuf), "%ld", (long)pid);
+    d->handing_over = 0;
+    if (ok) {
+        log_info("successor ready; draining", "pid", pidbuf);
+        d->handed_over = 1;
+        snprintf(msg, sizeof(msg), "handed over to pid %ld; this daemon drains and exits",
+                 (long)pid);
+        handover_answer(d, 200, msg, pid);
+        /* Let the answer reach its client before the API closes. */
+        uv_timer_start(&d->exit_timer, on_exit_timer, 100, 0);
+        return;
+    }
+    log_error("hand-over failed; this daemon keeps serving", "error", message);
+    char err[512];
+    if (control_start(d, err, sizeof(err)) < 0)
+        log_error("cannot restart the control plane", "error", err);
+    handover_sd_notify("READY=1");
+    snprintf(msg, sizeof(msg), "hand-over failed, the running daemon keeps serving: %s", message);
+    handover_answer(d, 500, msg, 0);
+}
+
+/* Starts a hot upgrade (or reload): see the top of this file. */
+static void begin_handover(void *ctx, const char *binary, int reload, api_done_fn done, void *req)
+{
+    struct daemon *d = ctx;
+    char err[1024];
+    const char *bin = binary ? binary : d->exe;
+    if (d->handing_over || d->stopping) {
+        done(req, 409, "a hand-over is already in progress", 0);
+        return;
+    }
+    if (access(bin, X_OK) != 0) {
+        snprintf(err, sizeof(err), "binary %.900s: %s", bin, strerror(errno));
+        done(req, 400, err, 0);
+        return;
+    }
+    if (reload) {
+        /* Validate here first: a bad config is refused before anything moves. */
+        struct config *n = NULL;
+        if (config_load(d->cfg_path, &n, err, sizeof(err)) < 0) {
+            log_error("reload refused: invalid config", "error", err);
+            done(req, 400, err, 0);
+            return;
+        }
+        config_free(n);
+    }
+    if (d->ro != NULL && rollout_switching(d->ro)) {
+        done(req, 409, "a deploy or rollback is switching right now; retry in a moment", 0);
+        return;
+    }
+    d->handing_over = 1;
+    d->pending_done = done;
+    d->pending_req = req;
+    log_info(reload ? "reloading: handing over to a new process"
+                    : "upgrading: handing over to a new process",
+             "binary", bin);
+    handover_sd_notify("RELOADING=1");
+    control_suspend(d);
+
+    struct handover_fd *fds = xcalloc(d->nlisten + 1, sizeof(*fds));
+    for (size_t i = 0; i < d->nlisten; i++) {
+        fds[i].fd = d->listeners[i].fd;
+        fds[i].name = d->listeners[i].name;
+    }
+    int rc = handover_start(d->loop, bin, d->argv, fds, d->nlisten, HANDOVER_TIMEOUT_MS,
+                            on_handover, d, err, sizeof(err));
+    free(fds);
+    if (rc < 0)
+        on_handover(d, 0, 0, err);
+}
+
+static void on_done_log(void *req, int status, const char *message, long pid)
+{
+    (void)req;
+    (void)pid;
+    if (status != 200)
+        log_error("hand-over refused", "error", message);
+}
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+    struct daemon *d = h->data;
+    if (signum == SIGHUP) {
+        begin_handover(d, NULL, 1, on_done_log, NULL);
+        return;
+    }
+    if (signum == SIGUSR2) {
+        begin_handover(d, NULL, 0, on_done_log, NULL);
+        return;
+    }
+    if (signum == SIGINT && ++d->sigint_count >= 2) {
+        log_warn("second SIGINT: exiting now");
+        _exit(1);
+    }
+    daemon_stop(d, max_drain_ms(d->cfg), signum == SIGINT ? "SIGINT" : "SIGTERM");
+}
+
+/* ---------------------------------------------------------------- start --------------------- */
+
+static int ensure_dir(const char *path)
+{
+    char *p = xstrdup(path);
+    int rc = 0;
+    for (char *s = p + 1;; s++) {
+        if (*s == '/' || *s == '\0') {
+            char c = *s;
+            *s = '\0';
+            if (mkdir(p, 0700) == -1 && errno != EEXIST) {
+                rc = -errno;
+                break;
+            }
+            if (c == '\0')
+                break;
+            *s = c;
+        }
+    }
+    free(p);
+    return rc;
+}
+
+/* Returns 1 when the socket fd is bound to the address text addr. */
+static int bound_to(int fd, const char *addr)
+{
+    struct sockaddr_storage want, got;
+    socklen_t wl, gl = sizeof(got);
+    if (addr_parse(addr, &want, &wl) != 0 || getsockname(fd, (struct sockaddr *)&got, &gl) == -1)
+        return 0;
+    return gl == wl && memcmp(&want, &got, wl) == 0;
+}
+
+/* Opens (or takes over from a predecessor or systemd) the listening sockets of every service. */
+static int open_listeners(struct daemon *d, char *err, size_t errlen)
+{
+    d->listeners = xcalloc(2 * d->cfg->nservices + 1, sizeof(*d->listeners));
+    for (size_t i = 0; i < d->cfg->nservices; i++) {
+        const struct config_service *svc = &d->cfg->services[i];
+        for (int preview = 0; preview < 2; preview++) {
+            const char *addr = preview ? svc->preview_listen : svc->listen;
+            if (addr == NULL)
+                continue;
+            char *name = preview ? xasprintf("%s.preview", svc->name) : xstrdup(svc->name);
+            int fd = handover_take(name, addr);
+            if (fd >= 0 && !bound_to(fd, addr)) {
+                /* The config moved this listener: the inherited socket goes. */
+                close(fd);
+                fd = -1;
+            }
+            if (fd < 0)
+                fd = listen_tcp(addr, 4096);
+            if (fd < 0) {
+                snprintf(err, errlen, "service %s: cannot listen on %s: %s", svc->name, addr,
+                         strerror(-fd));
+                free(name);
+                return fd;
+            }
+            d->listeners[d->nlisten].fd = fd;
+            d->listeners[d->nlisten].name = name;
+            d->nlisten++;
+        }
+    }
+    handover_close_unclaimed();
+    return 0;
+}
+
+static const char *config_arg(int argc, char **argv)
+{
+    const char *path = "cutover.yml";
+    for (int i = 2; i < argc; i++) {
+        if ((strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "--config") == 0) && i + 1 < argc)
+            path = argv[++i];
+    }
+    return path;
+}
+
+static int serve_usage_error(int argc, char **argv)
+{
+    for (int i = 2; i < argc; i++) {
+        if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
+            printf("usage: cutover serve [-c FILE]\n\n"
+                   "Runs the daemon in the foreground with the config FILE (default "
+                   "./cutover.yml).\nLogs go to stderr in logfmt (CUTOVER_LOG_LEVEL=debug for "
+                   "more).\n\nSignals: SIGTERM or SIGINT stop gracefully (a second SIGINT at "
+                   "once);\nSIGHUP reloads the config and SIGUSR2 upgrades to the binary at the "
+                   "same path,\nboth by handing the listening sockets to a new process with no "
+                   "connection refused.\nSystemd: Type=notify and socket activation "
+                   "(LISTEN_FDS, names = service names).\n");
+            return 0;
+        }
+        if ((strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "--config") == 0)) {
+            if (i + 1 >= argc) {
+                fprintf(stderr, "cutover: %s needs a FILE\n", argv[i]);
+                return 2;
+            }
+            i++;
+            continue;
+        }
+        fprintf(stderr, "cutover: serve: unknown argument '%s' (usage: cutover serve [-c FILE])\n",
+                argv[i]);
+        return 2;
+    }
+    return -1;
+}
+
+/* Reports a start failure to the log, stderr, and a predecessor waiting for READY. */
+static void start_failed(const char *what, const char *err)
+{
+    char msg[1200];
+    snprintf(msg, sizeof(msg), "%s: %s", what, err);
+    log_error(what, "error", err);
+    handover_error(msg);
+}
+
+int serve_main(int argc, char **argv)
+{
+    int rc = serve_usage_error(argc, argv);
+    if (rc >= 0)
+        return rc;
+    char err[1024];
+    struct daemon d = {0};
+    int exit_code = 1;
+    const char *lvl = getenv("CUTOVER_LOG_LEVEL");
+    if (lvl != NULL && strcmp(lvl, "debug") == 0)
+        log_set_level(LOG_DEBUG);
+
+    d.cfg_path = xstrdup(config_arg(argc, argv));
+    d.argv = argv;
+    ssize_t n = readlink("/proc/self/exe", d.exe, sizeof(d.exe) - 1);
+    if (n > 0)
+        d.exe[n] = '\0';
+    else
+        snprintf(d.exe, sizeof(d.exe), "%s", argv[0]);
+    size_t inherited = handover_inherit();
+
+    rc = config_load(d.cfg_path, &d.cfg, err, sizeof(err));
+    if (rc < 0) {
+        start_failed("invalid config", err);
+        fprintf(stderr, "cutover: %s\n", err);
+        free(d.cfg_path);
+        return 2;
+    }
+    for (size_t i = 0; i < d.cfg->nwarnings; i++)
+        log_warn("config", "warning", d.cfg->warnings[i]);
+    signal(SIGPIPE, SIG_IGN);
+
+    if (ensure_dir(d.cfg->state_dir) < 0) {
+        snprintf(err, sizeof(err), "%s: %s", d.cfg->state_dir, strerror(errno));
+        start_failed("cannot create state_dir", err);
+        goto out;
+    }
+    char *db = xasprintf("%s/cutover.db", d.cfg->state_dir);
+    rc = store_open(db, &d.st, err, sizeof(err));
+    free(db);
+    if (rc < 0) {
+        start_failed("cannot open the store", err);
+        goto out;
+    }
+    d.loop = uv_default_loop();
+    if (open_listeners(&d, err, sizeof(err)) < 0) {
+        start_failed("cannot listen", err);
+        goto out;
+    }
+
+    char *sock = xasprintf("%s/cutover.sock", d.cfg->state_dir);
+    struct api_hooks hooks = {.metrics = on_metrics, .handover = begin_handover, .ctx = &d};
+    int takeover = inherited > 0 || getenv("CUTOVER_READY_FD") != NULL;
+    rc = api_start(&d.api, d.loop, sock, NULL, &hooks, takeover, err, sizeof(err));
+    free(sock);
+    if (rc < 0) {
+        start_failed("cannot start the admin API", err);
+        goto out;
+    }
+    rc = control_start(&d, err, sizeof(err));
+    if (rc < 0) {
+        start_failed("cannot restore state", err);
+        goto out_api;
+    }
+
+    struct worker_listener_spec *specs = xcalloc(d.nlisten + 1, sizeof(*specs));
+    for (size_t i = 0; i < d.nlisten; i++) {
+        const char *dot = strchr(d.listeners[i].name, '.');
+        size_t len = dot ? (size_t)(dot - d.listeners[i].name) : strlen(d.listeners[i].name);
+        specs[i].fd = d.listeners[i].fd;
+        specs[i].preview = dot != NULL;
+        specs[i].service_id = -1;
+        for (size_t j = 0; j < d.cfg->nservices; j++)
+            if (strlen(d.cfg->services[j].name) == len &&
+                strncmp(d.cfg->services[j].name, d.listeners[i].name, len) == 0)
+                specs[i].service_id = (int)j;
+    }
+    d.workers = xcalloc((size_t)d.cfg->workers, sizeof(*d.workers));
+    for (int i = 0; i < d.cfg->workers; i++) {
+        rc = worker_start(&d.workers[i], i, specs, d.nlisten, d.cfg->nservices);
+        if (rc < 0) {
+            start_failed("cannot start worker", uv_strerror(rc));
+            free(specs);
+            goto out_workers;
+        }
+        d.nworkers++;
+    }
+    free(specs);
+
+    uv_signal_init(d.loop, &d.sigterm);
+    uv_signal_init(d.loop, &d.sigint);
+    uv_signal_init(d.loop, &d.sighup);
+    uv_signal_init(d.loop, &d.sigusr2);
+    uv_timer_init(d.loop, &d.exit_timer);
+    d.sigterm.data = d.sigint.data = d.sighup.data = d.sigusr2.data = d.exit_timer.data = &d;
+    uv_signal_start(&d.sigterm, on_signal, SIGTERM);
+    uv_signal_start(&d.sigint, on_signal, SIGINT);
+    uv_signal_start(&d.sighup, on_signal, SIGHUP);
+    uv_signal_start(&d.sigusr2, on_signal, SIGUSR2);
+    char nw[16], pid[24];
+    snprintf(nw, sizeof(nw), "%d", d.nworkers);
+    snprintf(pid, sizeof(pid), "%ld", (long)getpid());
+    log_info("serving", "config", d.cfg_path, "state_dir", d.cfg->state_dir, "workers", nw, "pid",
+             pid, "listeners_inherited", inherited ? "yes" : "no");
+    handover_ready();
+
+    uv_run(d.loop, UV_RUN_DEFAULT);
+    exit_code = 0;
+    log_info("stopped");
+    goto out_free;
+
+out_workers:
+    for (int i = 0; i < d.nworkers; i++)
+        worker_stop(d.workers[i], 0);
+    for (int i = 0; i < d.nworkers; i++)
+        worker_join(d.workers[i]);
+    control_suspend(&d);
+out_api:
+    api_stop(d.api, takeover);
+    uv_run(d.loop, UV_RUN_NOWAIT);
+out_free:
+    for (int i = 0; i < d.nworkers; i++)
+        worker_free(d.workers[i]);
+    free(d.workers);
+out:
+    if (d.loop != NULL) {
+        uv_run(d.loop, UV_RUN_NOWAIT);
+        uv_loop_close(d.loop);
+    }
+    for (size_t i = 0; i < d.nretired; i++)
+        rollout_free(d.retired[i]);
+    rollout_free(d.ro);
+    route_table_shutdown();
+    for (size_t i = 0; i < d.nlisten; i++) {
+        close(d.listeners[i].fd);
+        free(d.listeners[i].name);
+    }
+    free(d.listeners);
+    store_free(d.st);
+    config_free(d.cfg);
+    free(d.cfg_path);
+    return exit_code;
+}
