@@ -25,7 +25,7 @@
 
 enum client_phase { PH_HEAD, PH_PROXY, PH_CLOSING };
 enum up_phase { U_CONNECTING, U_IDLE, U_BUSY, U_CLOSING };
-enum resp_phase { R_HEAD, R_BODY, R_DONE };
+enum resp_phase { R_HEAD, R_BODY, R_DONE, R_TUNNEL };
 
 /* A growable input buffer: pooled WORKER_BUF_SIZE bytes, or a heap block for big heads. */
 struct ibuf {
@@ -93,12 +93,16 @@ struct client {
     int head_sent;
     int fresh_retries, target_retries;
     struct route_target *last_target;
-    enum route_role role;    /* the version role this request was routed to */
-    uint64_t t_start;        /* uv_hrtime() when the request head was complete */
-    int counted;             /* the answer was counted in the role's statistics */
-    char set_cookie[128];    /* a sticky cookie to set on the answer, or "" */
-    struct route_limits lim; /* the service's limits, taken at each request */
-    char *uhead;             /* rewritten request head (pooled or heap) */
+    enum route_role role;           /* the version role this request was routed to */
+    uint64_t t_start;               /* uv_hrtime() when the request head was complete */
+    int counted;                    /* the answer was counted in the role's statistics */
+    char set_cookie[128];           /* a sticky cookie to set on the answer, or "" */
+    int ws;                         /* the request asks for a WebSocket upgrade */
+    int tunnel;                     /* 101 went through: bytes flow both ways untouched */
+    struct route_target *ll_target; /* counted as a long-lived connection of this target */
+    int drain_armed;                /* its version was switched away: closed at drain_timeout */
+    struct route_limits lim;        /* the service's limits, taken at each request */
+    char *uhead;                    /* rewritten request head (pooled or heap) */
     size_t uhead_len;
     int uhead_heap;
     char *rhead; /* rewritten response head */
@@ -115,6 +119,8 @@ static void upstream_close(struct upstream *u);
 static void response_process(struct upstream *u);
 static void request_dispatch(struct client *c);
 static void count_answer(struct client *c, int status, int own_error);
+static void longlived_end(struct client *c);
+static void on_upstream_write(uv_write_t *req, int status);
 
 /* ---------------------------------------------------------------- buffers -------------------- */
 
@@ -297,6 +303,7 @@ static void client_close(struct client *c)
     if (c->phase == PH_CLOSING)
         return;
     c->phase = PH_CLOSING;
+    longlived_end(c);
     if (c->up != NULL) {
         struct upstream *u = c->up;
         c->up = NULL;
@@ -343,6 +350,7 @@ static const struct route_limits default_limits = {
     .max_headers = 100,
     .max_uri = 8192,
     .max_body_bytes = 0,
+    .drain_ms = 30000,
 };
 
 /* Looks up the client's service in the worker's current table (refreshing it first). */
@@ -526,7 +534,10 @@ static void build_request_head(struct client *c, const struct http_request *req)
         out_str(&o, ", ");
     }
     out_str(&o, c->peer);
-    out_str(&o, "\r\nX-Forwarded-Proto: http\r\n\r\n");
+    out_str(&o, "\r\nX-Forwarded-Proto: http\r\n");
+    if (c->ws) /* the one upgrade cutover forwards: a WebSocket becomes a byte tunnel */
+        out_str(&o, "Connection: Upgrade\r\nUpgrade: websocket\r\n");
+    out_put(&o, "\r\n", 2);
     c->uhead_len = o.len;
 }
 
@@ -763,6 +774,69 @@ static void on_upstream_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
 
 static void exchange_done(struct client *c);
 
+/* Marks the current exchange as a long-lived connection (tunnel or event stream) of the
+ * target: status and the change record report how many a version still holds at a switch. */
+static void longlived_begin(struct client *c, struct route_target *t)
+{
+    if (c->ll_target != NULL || t == NULL)
+        return;
+    route_target_ref(t);
+    c->ll_target = t;
+    atomic_fetch_add_explicit(&t->longlived, 1, memory_order_relaxed);
+}
+
+static void longlived_end(struct client *c)
+{
+    struct route_target *t = c->ll_target;
+    if (t == NULL)
+        return;
+    c->ll_target = NULL;
+    atomic_fetch_sub_explicit(&t->longlived, 1, memory_order_relaxed);
+    route_target_unref(t);
+}
+
+/* Tunnel, upstream -> client: what the upstream sent goes out as is, one write in flight. */
+static void tunnel_down(struct client *c)
+{
+    struct upstream *u = c->up;
+    if (u == NULL || c->wpending || u->in.end == u->in.start)
+        return;
+    uv_buf_t b = uv_buf_init(u->in.data + u->in.start, (unsigned)(u->in.end - u->in.start));
+    c->wreq.data = c;
+    int rc = write_now_or_queue((uv_stream_t *)&c->tcp, &c->wreq, &b, 1, on_client_write);
+    if (rc < 0) {
+        client_close(c);
+        return;
+    }
+    if (rc == 0) {
+        c->wpending = 1;
+        upstream_read_stop(u);
+        return;
+    }
+    u->in.start = u->in.end = 0;
+}
+
+/* Tunnel, client -> upstream. */
+static void tunnel_up(struct client *c)
+{
+    struct upstream *u = c->up;
+    if (u == NULL || u->wpending || c->in.end == c->in.start)
+        return;
+    uv_buf_t b = uv_buf_init(c->in.data + c->in.start, (unsigned)(c->in.end - c->in.start));
+    u->wreq.data = u;
+    int rc = write_now_or_queue((uv_stream_t *)&u->tcp, &u->wreq, &b, 1, on_upstream_write);
+    if (rc < 0) {
+        client_close(c);
+        return;
+    }
+    if (rc == 0) {
+        u->wpending = 1;
+        client_read_stop(c);
+        return;
+    }
+    c->in.start = c->in.end = 0;
+}
+
 static void on_upstream_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
     struct upstream *u = s->data;
@@ -776,6 +850,17 @@ static void on_upstream_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         return;
     }
     struct client *c = u->client;
+    if (u->rphase == R_TUNNEL) {
+        if (nread < 0) {
+            if (c != NULL)
+                client_close(c); /* either side ending ends the tunnel */
+            return;
+        }
+        u->in.end += (size_t)nread;
+        if (c != NULL)
+            tunnel_down(c);
+        return;
+    }
     if (nread < 0) {
         if (nread == UV_ENOBUFS) {
             upstream_failed(u, UF_BAD_RESPONSE);
@@ -825,7 +910,17 @@ static void on_upstream_write(uv_write_t *req, int status)
     if (c == NULL)
         return;
     if (status < 0) {
+        if (u->rphase == R_TUNNEL) {
+            client_close(c);
+            return;
+        }
         upstream_failed(u, UF_IO);
+        return;
+    }
+    if (u->rphase == R_TUNNEL) {
+        c->in.start = c->in.end = 0;
+        client_read_start(c);
+        tunnel_up(c);
         return;
     }
     if (u->rphase == R_HEAD)
@@ -960,6 +1055,19 @@ static void upstream_attach(struct client *c, struct route_target *t, int fresh)
 
 /* Forwards what the upstream sent: parses the head, rewrites it, and streams the body with one
  * client write in flight. Called when bytes arrived or a client write finished. */
+static void tunnel_begin(struct client *c, struct upstream *u, size_t head_len);
+
+static int is_event_stream(const struct http_response *r)
+{
+    for (size_t i = 0; i < r->num_headers; i++) {
+        const struct http_header *h = &r->headers[i];
+        if (http_token_eq(h->name, h->name_len, "content-type") && h->value_len >= 17 &&
+            http_token_eq(h->value, 17, "text/event-stream"))
+            return 1;
+    }
+    return 0;
+}
+
 static void response_process(struct upstream *u)
 {
     for (;;) {
@@ -981,8 +1089,12 @@ static void response_process(struct upstream *u)
                 http_parse_response(b->data + b->start, b->end - b->start, &u->resp, c->meth, &lim);
             if (rc == HTTP_PARTIAL)
                 return;
-            if (rc < 0 || u->resp.status == 101) {
+            if (rc < 0 || (u->resp.status == 101 && !c->ws)) {
                 upstream_failed(u, UF_BAD_RESPONSE);
+                return;
+            }
+            if (u->resp.status == 101) {
+                tunnel_begin(c, u, (size_t)rc);
                 return;
             }
             int informational = u->resp.status < 200;
@@ -1006,6 +1118,8 @@ static void response_process(struct upstream *u)
                 if (u->resp.status >= 500)
                     atomic_fetch_add_explicit(&c->w->stats.responses_5xx, 1, memory_order_relaxed);
                 count_answer(c, u->resp.status, 0);
+                if (is_event_stream(&u->resp))
+                    longlived_begin(c, u->pool->target);
                 if (u->framing == HTTP_BODY_NONE)
                     u->rphase = R_DONE;
             }
@@ -1056,6 +1170,50 @@ static void response_process(struct upstream *u)
     }
 }
 
+/* The upstream accepted the WebSocket upgrade (101, head_len bytes): forward the 101 and turn
+ * the exchange into a byte tunnel in both directions. */
+static void tunnel_begin(struct client *c, struct upstream *u, size_t head_len)
+{
+    build_response_head(c, &u->resp, 0);
+    /* The 101 keeps its hop-by-hop upgrade fields: they are what the client asked for. */
+    c->rhead_len -= 2;
+    static const char up[] = "Connection: Upgrade\r\nUpgrade: websocket\r\n\r\n";
+    memcpy(c->rhead + c->rhead_len, up, sizeof(up) - 1);
+    c->rhead_len += sizeof(up) - 1;
+    u->in.start += head_len;
+    count_answer(c, 101, 0);
+    c->resp_started = 1;
+    c->tunnel = 1;
+    u->rphase = R_TUNNEL;
+    u->reusable = 0;
+    uv_timer_stop(&u->timer);
+    longlived_begin(c, u->pool->target);
+    c->in.start = c->fwd; /* bytes the client sent after its request go up the tunnel */
+    uv_buf_t bufs[2];
+    unsigned nb = 0;
+    bufs[nb++] = uv_buf_init(c->rhead, (unsigned)c->rhead_len);
+    if (u->in.end > u->in.start)
+        bufs[nb++] = uv_buf_init(u->in.data + u->in.start, (unsigned)(u->in.end - u->in.start));
+    c->wreq.data = c;
+    int rc = write_now_or_queue((uv_stream_t *)&c->tcp, &c->wreq, bufs, nb, on_client_write);
+    if (rc < 0) {
+        client_close(c);
+        return;
+    }
+    if (rc == 0) {
+        c->wpending = 1;
+        upstream_read_stop(u);
+    } else {
+        u->in.start = u->in.end = 0;
+        if (upstream_read_start(u) < 0) {
+            client_close(c);
+            return;
+        }
+    }
+    client_read_start(c);
+    tunnel_up(c);
+}
+
 static void on_client_write(uv_write_t *req, int status)
 {
     struct client *c = req->data;
@@ -1071,6 +1229,15 @@ static void on_client_write(uv_write_t *req, int status)
         return;
     if (u->in.start == u->in.end)
         u->in.start = u->in.end = 0;
+    if (c->tunnel) {
+        u->in.start = u->in.end = 0;
+        if (upstream_read_start(u) < 0) {
+            client_close(c);
+            return;
+        }
+        tunnel_down(c);
+        return;
+    }
     /* More to forward, or the end of the exchange. */
     response_process(u);
 }
@@ -1081,6 +1248,8 @@ static void exchange_done(struct client *c)
 {
     struct upstream *u = c->up;
     c->up = NULL;
+    longlived_end(c);
+    c->drain_armed = 0;
     if (u != NULL) {
         u->client = NULL;
         if (u->reusable && c->body_done && !u->wpending && u->in.start == u->in.end)
@@ -1332,6 +1501,9 @@ static void request_start(struct client *c, const struct http_request *req, size
     c->last_target = NULL;
     c->counted = 0;
     c->set_cookie[0] = '\0';
+    const struct http_header *uph = find_header(req, "upgrade");
+    c->ws = (req->flags & HTTP_F_UPGRADE) && uph != NULL &&
+            http_token_eq(uph->value, uph->value_len, "websocket");
     c->t_start = uv_hrtime();
     c->role = route_request(c, client_service(c), req);
     c->keepalive = req->minor_version == 1 && !(req->flags & HTTP_F_CONN_CLOSE) && !w->draining;
@@ -1413,7 +1585,7 @@ static void on_client_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         return;
     }
     if (nread < 0) {
-        if (c->phase == PH_PROXY && nread == UV_EOF && c->body_done) {
+        if (c->phase == PH_PROXY && nread == UV_EOF && c->body_done && !c->tunnel) {
             /* A half-close after a complete request: answer it, then close. */
             c->peer_eof = 1;
             client_read_stop(c);
@@ -1428,6 +1600,10 @@ static void on_client_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         if (was_empty)
             client_timer(c, c->lim.client_header_ms);
         request_try(c);
+        return;
+    }
+    if (c->tunnel) {
+        tunnel_up(c);
         return;
     }
     /* PH_PROXY: more of the request body, or the next pipelined request, which waits in the
@@ -1469,6 +1645,29 @@ void h1_accept(struct worker_listener *l)
     /* The first request gets the header deadline from the moment of accept. */
     client_timer(c, c->lim.client_header_ms);
     client_read_start(c);
+}
+
+static void on_drain_deadline(uv_timer_t *t)
+{
+    struct client *c = t->data;
+    if (c->phase == PH_CLOSING || c->up == NULL || !c->up->pool->retired)
+        return;
+    /* Its version was switched away drain_timeout ago: the connection ends here. */
+    if (c->ll_target != NULL)
+        atomic_fetch_add_explicit(&c->ll_target->closed_at_drain, 1, memory_order_relaxed);
+    client_close(c);
+}
+
+void h1_arm_drain(struct worker *w)
+{
+    for (struct client *c = w->clients; c; c = c->next) {
+        if (c->phase != PH_PROXY || c->up == NULL || !c->up->pool->retired || c->drain_armed)
+            continue;
+        const struct route_service *svc = client_service(c);
+        c->drain_armed = 1;
+        uv_timer_start(&c->timer, on_drain_deadline, svc ? svc->limits.drain_ms : c->lim.drain_ms,
+                       0);
+    }
 }
 
 size_t h1_drain_clients(struct worker *w, int force)

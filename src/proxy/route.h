@@ -25,8 +25,10 @@ struct route_target {
     char *version; /* name of the version it belongs to */
     struct sockaddr_storage sa;
     socklen_t salen;
-    atomic_int healthy;  /* 1 = may receive new requests (set by health checks) */
-    atomic_int in_table; /* 1 while some published table routes to it (control thread) */
+    atomic_int healthy;          /* 1 = may receive new requests (set by health checks) */
+    atomic_int in_table;         /* 1 while some published table routes to it (control thread) */
+    atomic_int longlived;        /* open tunnels and event streams to it (workers) */
+    atomic_uint closed_at_drain; /* long-lived connections closed at a drain deadline */
 };
 
 /* The targets serving one version of a service, in a fixed order. */
@@ -46,6 +48,7 @@ struct route_limits {
     size_t max_headers;
     size_t max_uri;
     uint64_t max_body_bytes; /* 0 = unlimited */
+    uint64_t drain_ms;       /* after a switch, connections to the old version end by then */
 };
 
 /* Which version of a service a request is routed to. */

@@ -80,12 +80,14 @@ static int table_routes_to(const struct route_table *t, const struct route_targe
  * retired version sees its keep-alive connections go as soon as they are not in use. */
 static void retire_pools(struct worker *w)
 {
+    int any_retired = 0;
     struct pool *p = w->pools, *next;
     for (; p; p = next) {
         next = p->next;
         p->retired = !table_routes_to(w->table, p->target);
         if (!p->retired)
             continue;
+        any_retired |= p->active > 0;
         if (p->idle == NULL) {
             worker_pool_maybe_free(w, p);
             continue;
@@ -101,6 +103,8 @@ static void retire_pools(struct worker *w)
                 break;
         }
     }
+    if (any_retired)
+        h1_arm_drain(w);
 }
 
 void worker_refresh(struct worker *w)

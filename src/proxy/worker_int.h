@@ -85,6 +85,9 @@ void h1_accept(struct worker_listener *l);
 void h1_upstream_close(struct upstream *u);
 /* Implemented in h1proxy.c: returns the next idle upstream in a pool's list. */
 struct upstream *h1_upstream_next_idle(struct upstream *u);
+/* Implemented in h1proxy.c: connections still attached to a retired target get a deadline of
+ * their service's drain_timeout, after which they are closed. */
+void h1_arm_drain(struct worker *w);
 /* Implemented in h1proxy.c: a graceful stop began; closes clients that are idle between
  * requests only when force is set (at the drain deadline). Returns open client count. */
 size_t h1_drain_clients(struct worker *w, int force);
