@@ -682,6 +682,7 @@ static void plan_finish(struct service *s, const char *how)
     s->next = NULL;
     plan_discard(s);
     rollout_publish(r);
+    drain_watch(s, from, s->change_id);
     log_info("plan completed", "service", s->cfg->name, "version", to->name);
     uv_timer_stop(&s->deadline);
     change_notify(s);
@@ -714,8 +715,10 @@ static void plan_rollback(struct service *s, const char *state, const char *why)
     json_object_set_new(run->detail, "rollback_reason", json_string(why));
     run_save(s);
     /* Record first, then move the traffic: the change ends in `state` either way. */
+    int64_t id = s->change_id;
     change_finish(s, state, why);
     struct version *gone = s->next;
+    drain_watch(s, gone, id);
     s->next = NULL;
     plan_discard(s);
     rollout_publish(R(s));

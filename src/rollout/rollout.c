@@ -164,6 +164,68 @@ void change_notify(struct service *s)
         cb(ctx, s->change_id);
 }
 
+/* After a switch away from version v: once its drain deadline has passed, the change record
+ * notes how many long-lived connections (tunnels, event streams) had to be closed by it. */
+struct drain_watch {
+    uv_timer_t timer;
+    struct rollout *r;
+    int64_t change_id;
+    char *version;
+    struct route_target **targets;
+    size_t n;
+    unsigned base; /* closed_at_drain before the switch */
+};
+
+static void on_drain_watch_closed(uv_handle_t *h)
+{
+    struct drain_watch *dw = h->data;
+    for (size_t i = 0; i < dw->n; i++)
+        route_target_unref(dw->targets[i]);
+    free(dw->targets);
+    free(dw->version);
+    free(dw);
+}
+
+static void on_drain_watch(uv_timer_t *t)
+{
+    struct drain_watch *dw = t->data;
+    unsigned closed = 0;
+    int still = 0;
+    for (size_t i = 0; i < dw->n; i++) {
+        closed += atomic_load_explicit(&dw->targets[i]->closed_at_drain, memory_order_relaxed);
+        still += atomic_load_explicit(&dw->targets[i]->longlived, memory_order_relaxed);
+    }
+    char msg[256];
+    snprintf(msg, sizeof(msg),
+             "drain of %s done: %u long-lived connection%s closed at the drain deadline, %d "
+             "still open",
+             dw->version, closed - dw->base, closed - dw->base == 1 ? "" : "s", still);
+    store_event_add(dw->r->st, dw->change_id, "drained", msg);
+    uv_close((uv_handle_t *)&dw->timer, on_drain_watch_closed);
+}
+
+void drain_watch(struct service *s, const struct version *v, int64_t change_id)
+{
+    if (v == NULL || v->n == 0 || change_id == 0)
+        return;
+    struct drain_watch *dw = xcalloc(1, sizeof(*dw));
+    dw->r = s->r;
+    dw->change_id = change_id;
+    dw->version = xstrdup(v->name);
+    dw->targets = xcalloc(v->n, sizeof(*dw->targets));
+    dw->n = v->n;
+    for (size_t i = 0; i < v->n; i++) {
+        route_target_ref(v->targets[i]);
+        dw->targets[i] = v->targets[i];
+        dw->base += atomic_load_explicit(&v->targets[i]->closed_at_drain, memory_order_relaxed);
+    }
+    uv_timer_init(s->r->loop, &dw->timer);
+    dw->timer.data = dw;
+    /* Workers arm their deadlines when they see the new table, a few ms after publish. */
+    uv_timer_start(&dw->timer, on_drain_watch, s->cfg->drain_timeout_ms + 500, 0);
+    uv_unref((uv_handle_t *)&dw->timer);
+}
+
 /* The target version is healthy: record the switch, then make it live. */
 static void change_switch(struct service *s)
 {
@@ -205,6 +267,7 @@ static void change_switch(struct service *s)
         s->live = to;
     }
     rollout_publish(r);
+    drain_watch(s, from, s->change_id);
     log_info("switched", "service", s->cfg->name, "from", from ? from->name : "", "to", to->name);
     /* Already written as completed above; only the waiter and the timers remain. */
     uv_timer_stop(&s->deadline);
@@ -664,7 +727,9 @@ json_t *version_json(const struct version *v)
     if (v == NULL)
         return json_null();
     json_t *ts = json_array();
+    int longlived = 0;
     for (size_t i = 0; i < v->n; i++) {
+        longlived += atomic_load_explicit(&v->targets[i]->longlived, memory_order_relaxed);
         enum health_state st = health_get_state(v->checks[i]);
         json_t *t = json_pack("{s:s, s:b, s:s}", "address", v->targets[i]->address, "healthy",
                               st == HEALTH_HEALTHY, "state", health_state_name(st));
@@ -673,7 +738,7 @@ json_t *version_json(const struct version *v)
             json_object_set_new(t, "last_error", json_string(e));
         json_array_append_new(ts, t);
     }
-    return json_pack("{s:s, s:o}", "name", v->name, "targets", ts);
+    return json_pack("{s:s, s:o, s:i}", "name", v->name, "targets", ts, "longlived", longlived);
 }
 
 static json_t *change_to_json(struct rollout *r, const struct store_change *c, int with_events)

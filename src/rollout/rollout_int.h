@@ -68,6 +68,9 @@ void change_wait_health(struct service *s);
 /* Calls and clears the waiter of s (the change reached the point its requester waits for). */
 void change_notify(struct service *s);
 json_t *version_json(const struct version *v);
+/* Notes in change change_id's record, once v's drain deadline passed, how many long-lived
+ * connections had to be closed by it. */
+void drain_watch(struct service *s, const struct version *v, int64_t change_id);
 /* ms since the epoch as "2026-11-23T07:00:00.000Z", or JSON null for 0. */
 json_t *rollout_iso_time(int64_t ms);
 
