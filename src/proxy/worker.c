@@ -4,6 +4,7 @@
 #include "proxy/worker.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -195,7 +196,8 @@ int worker_start(struct worker **out, int index, const struct worker_listener_sp
     w->listeners = xcalloc(n ? n : 1, sizeof(*w->listeners));
     for (; opened < n; opened++) {
         struct worker_listener *l = &w->listeners[opened];
-        int fd = dup(ls[opened].fd);
+        /* CLOEXEC: a successor started by a hand-over must not inherit these copies. */
+        int fd = fcntl(ls[opened].fd, F_DUPFD_CLOEXEC, 0);
         if (fd == -1) {
             rc = -errno;
             goto fail;

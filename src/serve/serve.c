@@ -179,7 +179,8 @@ static void daemon_stop(struct daemon *d, uint64_t drain_ms, const char *why)
         return;
     d->stopping = 1;
     log_info("stopping", "reason", why);
-    handover_sd_notify("STOPPING=1");
+    if (!d->handed_over) /* the successor is the service now; systemd must not see it stop */
+        handover_sd_notify("STOPPING=1");
     control_suspend(d);
     api_stop(d->api, d->handed_over);
     d->api = NULL;
@@ -193,6 +194,10 @@ static void on_join_done(uv_work_t *req, int status)
 {
     struct daemon *d = req->data;
     (void)status;
+    /* The data plane has drained: now the managed instances may go (a successor adopted them
+     * already when this daemon handed over). The loop ends once they have exited. */
+    for (size_t i = 0; i < d->nretired; i++)
+        rollout_stop_instances(d->retired[i]);
     uv_close((uv_handle_t *)&d->sigterm, NULL);
     uv_close((uv_handle_t *)&d->sigint, NULL);
     uv_close((uv_handle_t *)&d->sighup, NULL);
@@ -233,6 +238,10 @@ static void on_handover(void *ctx, int ok, pid_t pid, const char *message)
     char pidbuf[24], msg[640];
     snprintf(pidbuf, sizeof(pidbuf), "%ld", (long)pid);
     d->handing_over = 0;
+    /* The successor adopts the managed instances from the store (or, if it failed, the control
+     * plane restarted below does): this daemon stops watching them. */
+    if (d->nretired > 0)
+        rollout_release_instances(d->retired[d->nretired - 1]);
     if (ok) {
         log_info("successor ready; draining", "pid", pidbuf);
         d->handed_over = 1;
@@ -568,13 +577,14 @@ out_free:
         worker_free(d.workers[i]);
     free(d.workers);
 out:
-    if (d.loop != NULL) {
-        uv_run(d.loop, UV_RUN_NOWAIT);
-        uv_loop_close(d.loop);
-    }
     for (size_t i = 0; i < d.nretired; i++)
         rollout_free(d.retired[i]);
     rollout_free(d.ro);
+    if (d.loop != NULL) {
+        uv_run(d.loop, UV_RUN_NOWAIT);
+        uv_run(d.loop, UV_RUN_NOWAIT);
+        uv_loop_close(d.loop);
+    }
     route_table_shutdown();
     for (size_t i = 0; i < d.nlisten; i++) {
         close(d.listeners[i].fd);
