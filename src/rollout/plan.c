@@ -76,6 +76,7 @@ struct plan_run {
 
 static void step_enter(struct service *s, size_t i);
 static void step_complete(struct service *s, const char *outcome, const char *note);
+static void step_close_record(struct service *s, const char *outcome, const char *note);
 static void plan_rollback(struct service *s, const char *state, const char *why);
 
 /* ---------------------------------------------------------------- helpers ------------------- */
@@ -173,6 +174,15 @@ static uint64_t step_elapsed(const struct plan_run *run)
     if (run->state == RUN_STEP && run->step_timed)
         e += uv_now(R(run->s)->loop) - run->step_resumed_at;
     return e;
+}
+
+/* Writes the detail JSON as it is to the store. */
+static void run_save_raw(struct service *s)
+{
+    char *text = json_dumps(s->run->detail, JSON_COMPACT);
+    if (store_change_set_detail(R(s)->st, s->change_id, text) < 0)
+        log_error("store write failed", "service", s->cfg->name, "error", store_errmsg(R(s)->st));
+    free(text);
 }
 
 /* Writes the run's state into the change's detail (store first, always). */
@@ -305,6 +315,7 @@ static void on_failure(struct service *s, const struct analysis_verdict *v)
     }
     log_warn("analysis gate failed; rolling back", "service", s->cfg->name, "gate", v->gate,
              "detail", v->detail);
+    step_close_record(s, "failed", msg);
     plan_rollback(s, STORE_CHANGE_ROLLED_BACK, msg);
 }
 
@@ -480,7 +491,7 @@ static void test_finish(struct test_proc *tp)
         step_complete(s, "passed", msg);
         return;
     }
-    json_object_set_new(step_record(run, run->step), "outcome", json_string("failed"));
+    step_close_record(s, "failed", msg);
     char why[512];
     snprintf(why, sizeof(why), "%s; see the test output in the report", msg);
     plan_rollback(s, run->user_traffic ? STORE_CHANGE_ROLLED_BACK : STORE_CHANGE_FAILED, why);
@@ -521,12 +532,16 @@ static void test_start(struct service *s, const struct config_step *st)
     tp->out.data = tp;
     tp->timer.data = tp;
     tp->proc.data = tp;
+    /* One pipe for stdout and stderr, so the output keeps its order: the write end goes to the
+     * test as fds 1 and 2, the read end is ours. */
+    uv_file pipefd[2] = {-1, -1};
+    int prc = uv_pipe(pipefd, 0, 0);
     uv_stdio_container_t stdio[3];
     stdio[0].flags = UV_IGNORE;
-    stdio[1].flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE;
-    stdio[1].data.stream = (uv_stream_t *)&tp->out;
-    stdio[2].flags = UV_INHERIT_STREAM;
-    stdio[2].data.stream = (uv_stream_t *)&tp->out;
+    stdio[1].flags = UV_INHERIT_FD;
+    stdio[1].data.fd = pipefd[1];
+    stdio[2].flags = UV_INHERIT_FD;
+    stdio[2].data.fd = pipefd[1];
     uv_process_options_t opt = {0};
     opt.file = st->command[0];
     opt.args = st->command;
@@ -537,8 +552,12 @@ static void test_start(struct service *s, const struct config_step *st)
     opt.flags = UV_PROCESS_DETACHED; /* own process group, killed whole on timeout */
     run->test = tp;
     tp->handles = 2;
-    int rc = uv_spawn(loop, &tp->proc, &opt);
+    int rc = prc < 0 ? prc : uv_spawn(loop, &tp->proc, &opt);
     tp->handles = 3;
+    if (pipefd[1] >= 0)
+        close(pipefd[1]); /* the test holds the write end now; EOF comes when it is done */
+    if (pipefd[0] >= 0 && uv_pipe_open(&tp->out, pipefd[0]) < 0)
+        close(pipefd[0]);
     free(e1);
     free(e2);
     free(e3);
@@ -659,6 +678,8 @@ static void plan_finish(struct service *s, const char *how)
     run->state = RUN_STEP;
     set_hold(run, NULL);
     run_save(s);
+    json_object_set_new(run->detail, "state", json_string(STORE_CHANGE_COMPLETED));
+    run_save_raw(s);
     int rc = store_begin(r->st);
     if (rc == 0)
         rc = store_service_set(r->st, s->cfg->name, to->name, from ? from->name : NULL);
@@ -683,6 +704,8 @@ static void plan_finish(struct service *s, const char *how)
     plan_discard(s);
     rollout_publish(r);
     drain_watch(s, from, s->change_id);
+    if (from != NULL)
+        managed_retire(from->ms, s->cfg->drain_timeout_ms + 500);
     log_info("plan completed", "service", s->cfg->name, "version", to->name);
     uv_timer_stop(&s->deadline);
     change_notify(s);
@@ -714,11 +737,15 @@ static void plan_rollback(struct service *s, const char *state, const char *why)
     run->pilot_step = -1;
     json_object_set_new(run->detail, "rollback_reason", json_string(why));
     run_save(s);
+    json_object_set_new(run->detail, "state", json_string(state));
+    run_save_raw(s);
     /* Record first, then move the traffic: the change ends in `state` either way. */
     int64_t id = s->change_id;
     change_finish(s, state, why);
     struct version *gone = s->next;
     drain_watch(s, gone, id);
+    if (gone != NULL)
+        managed_retire(gone->ms, s->cfg->drain_timeout_ms + 500);
     s->next = NULL;
     plan_discard(s);
     rollout_publish(R(s));
@@ -745,6 +772,23 @@ static void step_close_record(struct service *s, const char *outcome, const char
         json_object_set_new(rec, "note", json_string(note));
 }
 
+void plan_fail(struct service *s, const char *state, const char *why)
+{
+    if (s->run == NULL)
+        return;
+    if (s->run->state == RUN_HEALTH) {
+        struct version *gone = s->next;
+        s->next = NULL;
+        change_finish(s, STORE_CHANGE_FAILED, why);
+        plan_discard(s);
+        if (gone != NULL)
+            managed_retire(gone->ms, 0);
+        version_free(gone);
+        return;
+    }
+    plan_rollback(s, s->run->user_traffic ? state : STORE_CHANGE_FAILED, why);
+}
+
 static void step_complete(struct service *s, const char *outcome, const char *note)
 {
     struct plan_run *run = s->run;
@@ -768,6 +812,7 @@ static void step_enter(struct service *s, size_t i)
     run->step = i;
     run->state = RUN_STEP;
     run->step_elapsed_ms = 0;
+    run->step_resumed_at = uv_now(R(s)->loop);
     run->step_duration_ms = 0;
     run->step_timed = 0;
     set_hold(run, NULL);
@@ -925,6 +970,14 @@ int plan_resume(struct service *s, const struct store_change *c, const struct co
     s->next = version_load(s, c->to_version, 1);
     if (s->next == NULL || s->next->n == 0)
         goto fail;
+    {
+        char **t = NULL;
+        size_t nt = 0;
+        if (store_version_targets(R(s)->st, s->cfg->name, c->to_version, &t, &nt) == 0) {
+            s->next->ms = managed_restore(s, c->to_version, t, nt, 1);
+            store_strv_free(t);
+        }
+    }
     s->change_id = c->id;
     s->change_kind = CHANGE_DEPLOY;
     s->change_wait = 1;
@@ -1026,6 +1079,8 @@ int plan_action(struct service *s, const char *action, const char *actor, int al
             s->next = NULL;
             change_finish(s, STORE_CHANGE_ABORTED, msg);
             plan_discard(s);
+            if (gone != NULL)
+                managed_retire(gone->ms, 0);
             version_free(gone);
             return 0;
         }
