@@ -19,6 +19,7 @@
 #include "proxy/route.h"
 #include "rollout/rollout_int.h"
 #include "super/health.h"
+#include "super/supervisor.h"
 
 #define INITIAL_VERSION "initial"
 
@@ -268,6 +269,8 @@ static void change_switch(struct service *s)
     }
     rollout_publish(r);
     drain_watch(s, from, s->change_id);
+    if (from != NULL)
+        managed_retire(from->ms, s->cfg->drain_timeout_ms + 500);
     log_info("switched", "service", s->cfg->name, "from", from ? from->name : "", "to", to->name);
     /* Already written as completed above; only the waiter and the timers remain. */
     uv_timer_stop(&s->deadline);
@@ -301,8 +304,13 @@ static void on_deadline(uv_timer_t *t)
     if (s->change_id == 0)
         return;
     struct version *to = s->change_kind == CHANGE_DEPLOY ? s->next : s->previous;
-    char why[512], d[24], msg[768];
+    char why[512], d[24], msg[1100];
     version_why_unhealthy(to, why, sizeof(why));
+    const char *crash = managed_last_exit(to ? to->ms : NULL);
+    if (crash != NULL) {
+        size_t l = strlen(why);
+        snprintf(why + l, sizeof(why) - l, "; last exit: %s", crash);
+    }
     snprintf(msg, sizeof(msg), "%s %s: targets not healthy after %s: %s; traffic stays on %s",
              s->change_kind == CHANGE_DEPLOY ? "deploy of" : "rollback to", to->name,
              duration_format(s->cfg->deploy_timeout_ms, d, sizeof(d)), why,
@@ -310,6 +318,8 @@ static void on_deadline(uv_timer_t *t)
     log_warn("change failed", "service", s->cfg->name, "reason", msg);
     plan_discard(s);
     if (s->change_kind == CHANGE_DEPLOY) {
+        if (s->next != NULL)
+            managed_retire(s->next->ms, 0);
         version_free(s->next);
         s->next = NULL;
     }
@@ -420,10 +430,12 @@ int rollout_deploy(struct rollout *r, const struct rollout_deploy_req *req, roll
                  req->version ? req->version : "");
         return -EINVAL;
     }
-    if (req->ntargets == 0) {
+    int managed = req->ntargets == 0;
+    if (managed && s->cfg->run.command == NULL) {
         snprintf(err, errlen,
-                 "targets: at least one HOST:PORT is required (managed instances "
-                 "are not in this build)");
+                 "targets: at least one HOST:PORT is required, since service %s has "
+                 "no run: section (cutover does not run it)",
+                 s->cfg->name);
         return -EINVAL;
     }
     if (req->ntargets > 64) {
@@ -457,21 +469,38 @@ int rollout_deploy(struct rollout *r, const struct rollout_deploy_req *req, roll
         snprintf(err, errlen, "version %s is already live on %s", req->version, s->cfg->name);
         return -EEXIST;
     }
+    const char *const *targets = req->targets;
+    size_t ntargets = req->ntargets;
+    struct managed_set *ms = NULL;
+    char **own = NULL;
+    if (managed) {
+        /* cutover runs this version: start its instances first (a command that cannot start
+         * is refused here, before any change is recorded). */
+        int rc = managed_start(s, req->version, &ms, &own, &ntargets, err, errlen);
+        if (rc < 0)
+            return rc;
+        targets = (const char *const *)own;
+    }
     char what[512];
     if (cp != NULL)
-        snprintf(what, sizeof(what), "deploy %s to %s (%zu target%s) with plan %s (%zu steps)",
-                 req->version, s->cfg->name, req->ntargets, req->ntargets == 1 ? "" : "s", cp->name,
-                 cp->nsteps);
+        snprintf(what, sizeof(what), "deploy %s to %s (%zu %s%s) with plan %s (%zu steps)",
+                 req->version, s->cfg->name, ntargets, managed ? "instance" : "target",
+                 ntargets == 1 ? "" : "s", cp->name, cp->nsteps);
     else
-        snprintf(what, sizeof(what), "deploy %s to %s (%zu target%s), instant switch once healthy",
-                 req->version, s->cfg->name, req->ntargets, req->ntargets == 1 ? "" : "s");
+        snprintf(what, sizeof(what), "deploy %s to %s (%zu %s%s), instant switch once healthy",
+                 req->version, s->cfg->name, ntargets, managed ? "instance" : "target",
+                 ntargets == 1 ? "" : "s");
     int64_t id;
-    if (change_create(s, "deploy", req->version, req->targets, req->ntargets, cp ? cp->name : NULL,
+    if (change_create(s, "deploy", req->version, targets, ntargets, cp ? cp->name : NULL,
                       req->actor, req->reason, what, &id) < 0) {
         snprintf(err, errlen, "could not record the change: %s", store_errmsg(r->st));
+        managed_retire(ms, 0);
+        store_strv_free(own);
         return -EIO;
     }
-    s->next = version_new(s, req->version, req->targets, req->ntargets, 0);
+    s->next = version_new(s, req->version, targets, ntargets, 0);
+    s->next->ms = ms;
+    store_strv_free(own);
     log_info("deploy started", "service", s->cfg->name, "version", req->version, "plan",
              cp ? cp->name : "", "actor", req->actor, "reason", req->reason);
     change_begin(s, CHANGE_DEPLOY, id, req->wait, cb, ctx);
@@ -498,20 +527,70 @@ int rollout_rollback(struct rollout *r, const char *service, const char *actor, 
         snprintf(err, errlen, "%s has no previous version to roll back to", s->cfg->name);
         return -ESRCH;
     }
+    char **own = NULL;
+    size_t nown = 0;
+    if (s->cfg->run.command != NULL && !managed_running(s->previous->ms)) {
+        /* The previous version's processes were retired after its drain: start them again;
+         * the rollback switches once they are healthy, like any deploy. */
+        struct managed_set *ms = NULL;
+        int rc = managed_start(s, s->previous->name, &ms, &own, &nown, err, errlen);
+        if (rc < 0)
+            return rc;
+        struct version *nv = version_new(s, s->previous->name, (const char *const *)own, nown, 0);
+        nv->ms = ms;
+        version_free(s->previous);
+        s->previous = nv;
+    }
     char what[512];
-    snprintf(what, sizeof(what), "roll back %s from %s to %s", s->cfg->name,
-             s->live ? s->live->name : "nothing", s->previous->name);
+    snprintf(what, sizeof(what), "roll back %s from %s to %s%s", s->cfg->name,
+             s->live ? s->live->name : "nothing", s->previous->name,
+             own ? " (its instances started again)" : "");
     int64_t id;
-    if (change_create(s, "rollback", s->previous->name, NULL, 0, NULL, actor, reason, what, &id) <
-        0) {
+    if (change_create(s, "rollback", s->previous->name, (const char *const *)own, nown, NULL, actor,
+                      reason, what, &id) < 0) {
         snprintf(err, errlen, "could not record the change: %s", store_errmsg(r->st));
+        store_strv_free(own);
         return -EIO;
     }
+    store_strv_free(own);
     log_info("rollback started", "service", s->cfg->name, "to", s->previous->name, "actor", actor,
              "reason", reason);
     change_begin(s, CHANGE_ROLLBACK, id, 1, cb, ctx);
     *change_id = id;
     return 0;
+}
+
+void version_crashed(struct service *s, const char *version, const char *why)
+{
+    if (s->change_id == 0)
+        return;
+    struct version *to = s->change_kind == CHANGE_DEPLOY ? s->next : s->previous;
+    if (to == NULL || strcmp(to->name, version) != 0)
+        return;
+    char msg[640];
+    snprintf(msg, sizeof(msg), "%s %s failed: %s",
+             s->change_kind == CHANGE_DEPLOY ? "deploy of" : "rollback to", version, why);
+    if (s->run != NULL) {
+        plan_fail(s, STORE_CHANGE_ROLLED_BACK, msg);
+        return;
+    }
+    log_warn("change failed", "service", s->cfg->name, "reason", msg);
+    if (s->change_kind == CHANGE_DEPLOY) {
+        managed_retire(s->next->ms, 0);
+        version_free(s->next);
+        s->next = NULL;
+    }
+    change_finish(s, STORE_CHANGE_FAILED, msg);
+}
+
+void rollout_stop_instances(struct rollout *r)
+{
+    managed_stop_all(r);
+}
+
+void rollout_release_instances(struct rollout *r)
+{
+    managed_release_all(r);
 }
 
 int rollout_change_action(struct rollout *r, int64_t id, const char *action, const char *actor,
@@ -534,6 +613,8 @@ int rollout_change_action(struct rollout *r, int64_t id, const char *action, con
     if (strcmp(action, "abort") == 0 && s->run == NULL) {
         /* An instant switch still waiting for health: stop waiting, nothing moved. */
         log_info("change aborted", "service", s->cfg->name, "actor", actor);
+        if (s->next != NULL)
+            managed_retire(s->next->ms, 0);
         version_free(s->next);
         s->next = NULL;
         change_finish(s, STORE_CHANGE_ABORTED, "aborted before the switch; traffic never moved");
@@ -586,6 +667,22 @@ struct version *version_load(struct service *s, const char *name, int optimistic
     return v;
 }
 
+/* Re-attaches a loaded version to its processes (managed services): the live version's are
+ * adopted or started again; a previous version's leftovers (it was draining) are retired. */
+static void restore_instances(struct service *s, struct version *v, int live)
+{
+    if (v == NULL || s->cfg->run.command == NULL)
+        return;
+    char **t = NULL;
+    size_t n = 0;
+    if (store_version_targets(s->r->st, s->cfg->name, v->name, &t, &n) < 0)
+        return;
+    v->ms = managed_restore(s, v->name, t, n, live);
+    store_strv_free(t);
+    if (!live && v->ms != NULL)
+        managed_retire(v->ms, s->cfg->drain_timeout_ms);
+}
+
 int rollout_start(struct rollout *r, char *err, size_t errlen)
 {
     struct store_change *running = NULL;
@@ -636,6 +733,8 @@ int rollout_start(struct rollout *r, char *err, size_t errlen)
         }
         s->live = version_load(s, live, 1);
         s->previous = version_load(s, prev, 0);
+        restore_instances(s, s->live, 1);
+        restore_instances(s, s->previous, 0);
         for (size_t j = 0; j < nrunning; j++) {
             const struct config_plan *cp =
                 running[j].plan ? config_plan_find(r->cfg, running[j].plan) : NULL;
@@ -698,6 +797,9 @@ void rollout_free(struct rollout *r)
 {
     if (r == NULL)
         return;
+    managed_free_all(r);
+    if (r->sv != NULL)
+        supervisor_free(r->sv);
     free(r->services);
     free(r);
 }
@@ -738,7 +840,11 @@ json_t *version_json(const struct version *v)
             json_object_set_new(t, "last_error", json_string(e));
         json_array_append_new(ts, t);
     }
-    return json_pack("{s:s, s:o, s:i}", "name", v->name, "targets", ts, "longlived", longlived);
+    json_t *o =
+        json_pack("{s:s, s:o, s:i}", "name", v->name, "targets", ts, "longlived", longlived);
+    if (v->ms != NULL)
+        json_object_set_new(o, "instances", managed_json(v->ms));
+    return o;
 }
 
 static json_t *change_to_json(struct rollout *r, const struct store_change *c, int with_events)

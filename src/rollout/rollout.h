@@ -46,6 +46,12 @@ int rollout_start(struct rollout *r, char *err, size_t errlen);
  * Pending waiters are called. */
 void rollout_stop(struct rollout *r);
 
+/* Managed instances at the daemon's end: stopped (stop_signal, then SIGKILL after
+ * stop_timeout) when the daemon stops for good, released (left running, recorded in the store
+ * for the successor to adopt) when it hands over. */
+void rollout_stop_instances(struct rollout *r);
+void rollout_release_instances(struct rollout *r);
+
 /* Returns 1 while an instant switch (deploy or rollback without a plan) waits for health: a
  * hand-over then would interrupt it. Plans are saved and resumed instead. */
 int rollout_switching(const struct rollout *r);

@@ -14,11 +14,14 @@
 #include "rollout/rollout.h"
 #include "super/health.h"
 
+struct managed_set;
+
 struct version {
     char *name;
     struct route_target **targets;
     struct health_check **checks;
     size_t n;
+    struct managed_set *ms; /* its processes, when cutover runs them (owned by the rollout) */
 };
 
 enum change_kind { CHANGE_DEPLOY, CHANGE_ROLLBACK };
@@ -50,6 +53,8 @@ struct rollout {
     rollout_publish_cb on_publish;
     rollout_sample_fn sample;
     void *ctx;
+    struct supervisor *sv;    /* created on first use */
+    struct managed_set *sets; /* every managed version's processes */
     struct service *services;
     size_t nservices;
     int open_handles;
@@ -74,7 +79,31 @@ void drain_watch(struct service *s, const struct version *v, int64_t change_id);
 /* ms since the epoch as "2026-11-23T07:00:00.000Z", or JSON null for 0. */
 json_t *rollout_iso_time(int64_t ms);
 
+/* A managed version's instance crashes in a loop: fails or rolls back the change bringing
+ * version in (if any). */
+void version_crashed(struct service *s, const char *version, const char *why);
+
+/* managed.c */
+/* Starts the service's run.command as version on free ports; *targets gets the instances'
+ * "127.0.0.1:PORT" (heap, NULL-terminated). -EINVAL / -EADDRNOTAVAIL with err. */
+int managed_start(struct service *s, const char *version, struct managed_set **out, char ***targets,
+                  size_t *ntargets, char *err, size_t errlen);
+/* Re-attaches to version's recorded instances (adopting live ones, starting dead ones on the
+ * same ports when start_missing or when records exist). NULL when the service is unmanaged. */
+struct managed_set *managed_restore(struct service *s, const char *version, char *const *targets,
+                                    size_t n, int start_missing);
+/* Stops the set's processes after after_ms (0: now). */
+void managed_retire(struct managed_set *ms, uint64_t after_ms);
+void managed_stop_all(struct rollout *r);
+void managed_release_all(struct rollout *r);
+void managed_free_all(struct rollout *r);
+const char *managed_last_exit(const struct managed_set *ms);
+int managed_running(const struct managed_set *ms);
+json_t *managed_json(const struct managed_set *ms);
+
 /* plan.c */
+/* Ends the running plan of s in state (rolling back to the stable version if it got users). */
+void plan_fail(struct service *s, const char *state, const char *why);
 /* Creates the run of plan for the change of s (not started: the canary must pass its health
  * checks first). */
 void plan_create(struct service *s, const struct config_plan *plan);

@@ -60,6 +60,16 @@ static const char *const migrations[] = {
     "  type TEXT NOT NULL,"
     "  message TEXT);"
     "CREATE INDEX events_change_id ON events (change_id, id);",
+    /* 2: managed instances, so a restarted daemon adopts what its predecessor started. */
+    "CREATE TABLE instances ("
+    "  service TEXT NOT NULL,"
+    "  version TEXT NOT NULL,"
+    "  idx INTEGER NOT NULL,"
+    "  pid INTEGER NOT NULL,"
+    "  start_ticks INTEGER NOT NULL,"
+    "  port INTEGER NOT NULL,"
+    "  updated_ms INTEGER NOT NULL,"
+    "  PRIMARY KEY (service, version, idx));",
 };
 
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
@@ -94,6 +104,10 @@ enum stmt_id {
     ST_CHANGE_LIST_RUNNING,
     ST_EVENT_ADD,
     ST_EVENT_LIST,
+    ST_INSTANCE_PUT,
+    ST_INSTANCE_DEL,
+    ST_INSTANCE_DEL_VERSION,
+    ST_INSTANCE_LIST,
     ST_COUNT
 };
 
@@ -133,6 +147,15 @@ static const char *const stmt_sql[ST_COUNT] = {
                          "updated_ms = ?4, ended_ms = CASE WHEN ?5 THEN "
                          "(CASE WHEN ended_ms = 0 THEN ?4 ELSE ended_ms END) ELSE 0 END "
                          "WHERE id = ?1",
+    [ST_INSTANCE_PUT] =
+        "INSERT INTO instances (service, version, idx, pid, start_ticks, port, updated_ms) "
+        "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (service, version, idx) DO UPDATE SET "
+        "pid = excluded.pid, start_ticks = excluded.start_ticks, port = excluded.port, "
+        "updated_ms = excluded.updated_ms",
+    [ST_INSTANCE_DEL] = "DELETE FROM instances WHERE service = ?1 AND version = ?2 AND idx = ?3",
+    [ST_INSTANCE_DEL_VERSION] = "DELETE FROM instances WHERE service = ?1 AND version = ?2",
+    [ST_INSTANCE_LIST] = "SELECT idx, pid, start_ticks, port FROM instances "
+                         "WHERE service = ?1 AND version = ?2 ORDER BY idx",
     [ST_CHANGE_DETAIL] = "UPDATE changes SET detail = ?2, updated_ms = ?3 WHERE id = ?1",
     [ST_CHANGE_GET] = "SELECT " CHANGE_COLUMNS " FROM changes WHERE id = ?1",
     [ST_CHANGE_LIST_ALL] = "SELECT " CHANGE_COLUMNS " FROM changes ORDER BY id DESC LIMIT ?1",
@@ -964,4 +987,83 @@ int64_t store_now_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* --- instances ------------------------------------------------------------------------------ */
+
+int store_instance_put(struct store *st, const char *service, const char *version, int idx,
+                       long pid, uint64_t start_ticks, int port)
+{
+    sqlite3_stmt *s = stmt_get(st, ST_INSTANCE_PUT);
+    if (bind_text(s, 1, service) != SQLITE_OK || bind_text(s, 2, version) != SQLITE_OK ||
+        sqlite3_bind_int(s, 3, idx) != SQLITE_OK || sqlite3_bind_int64(s, 4, pid) != SQLITE_OK ||
+        sqlite3_bind_int64(s, 5, (sqlite3_int64)start_ticks) != SQLITE_OK ||
+        sqlite3_bind_int(s, 6, port) != SQLITE_OK ||
+        sqlite3_bind_int64(s, 7, store_now_ms()) != SQLITE_OK) {
+        int rc = sql_fail(st);
+        stmt_done(s);
+        return rc;
+    }
+    return step_done(st, s);
+}
+
+int store_instance_del(struct store *st, const char *service, const char *version, int idx)
+{
+    sqlite3_stmt *s;
+    int b;
+    if (idx < 0) {
+        s = stmt_get(st, ST_INSTANCE_DEL_VERSION);
+        b = bind_text(s, 1, service) != SQLITE_OK || bind_text(s, 2, version) != SQLITE_OK;
+    } else {
+        s = stmt_get(st, ST_INSTANCE_DEL);
+        b = bind_text(s, 1, service) != SQLITE_OK || bind_text(s, 2, version) != SQLITE_OK ||
+            sqlite3_bind_int(s, 3, idx) != SQLITE_OK;
+    }
+    if (b) {
+        int rc = sql_fail(st);
+        stmt_done(s);
+        return rc;
+    }
+    return step_done(st, s);
+}
+
+int store_instance_list(struct store *st, const char *service, const char *version,
+                        struct store_instance **out, size_t *n)
+{
+    sqlite3_stmt *s = stmt_get(st, ST_INSTANCE_LIST);
+    struct store_instance *v = NULL;
+    size_t cnt = 0, cap = 0;
+    int rc = 0;
+    *out = NULL;
+    *n = 0;
+    if (bind_text(s, 1, service) != SQLITE_OK || bind_text(s, 2, version) != SQLITE_OK) {
+        rc = sql_fail(st);
+        stmt_done(s);
+        return rc;
+    }
+    for (;;) {
+        int step = sqlite3_step(s);
+        if (step == SQLITE_DONE)
+            break;
+        if (step != SQLITE_ROW) {
+            rc = sql_fail(st);
+            free(v);
+            v = NULL;
+            cnt = 0;
+            break;
+        }
+        if (cnt == cap) {
+            cap = cap ? cap * 2 : 8;
+            v = xrealloc(v, cap * sizeof(*v));
+        }
+        v[cnt].idx = sqlite3_column_int(s, 0);
+        v[cnt].pid = (long)sqlite3_column_int64(s, 1);
+        v[cnt].start_ticks = (uint64_t)sqlite3_column_int64(s, 2);
+        v[cnt].port = sqlite3_column_int(s, 3);
+        cnt++;
+    }
+    stmt_done(s);
+    *out = v;
+    *n = cnt;
+    return rc;
 }

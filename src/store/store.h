@@ -68,13 +68,13 @@ int store_change_state_terminal(const char *state);
 struct store_change {
     int64_t id;
     char *service;
-    char *kind; /* "deploy" or "rollback" */
+    char *kind;         /* "deploy" or "rollback" */
     char *from_version; /* may be NULL (first deploy) */
     char *to_version;
-    char *plan;   /* may be NULL */
-    char *actor;  /* who asked (user name) */
-    char *reason; /* may be NULL */
-    char *state;  /* STORE_CHANGE_* */
+    char *plan;    /* may be NULL */
+    char *actor;   /* who asked (user name) */
+    char *reason;  /* may be NULL */
+    char *state;   /* STORE_CHANGE_* */
     char *message; /* last outcome text, may be NULL */
     char *detail;  /* JSON text owned by the rollout engine (step, split, ...), may be NULL */
     int64_t created_ms, updated_ms, ended_ms; /* Unix ms; ended_ms 0 while not terminal */
@@ -84,7 +84,7 @@ struct store_event {
     int64_t id;
     int64_t change_id;
     int64_t ts_ms;
-    char *type;    /* e.g. "created", "health", "switched", "failed" */
+    char *type; /* e.g. "created", "health", "switched", "failed" */
     char *message;
 };
 
@@ -122,6 +122,26 @@ int store_event_add(struct store *st, int64_t change_id, const char *type, const
 int store_event_list(struct store *st, int64_t change_id, struct store_event **out, size_t *n);
 
 void store_event_list_free(struct store_event *v, size_t n);
+
+/* --- managed instances ----------------------------------------------------------------------- */
+
+struct store_instance {
+    int idx; /* ${INSTANCE} */
+    long pid;
+    uint64_t start_ticks; /* /proc start time: tells the same process from a reused pid */
+    int port;
+};
+
+/* Records (or updates) instance idx of version: its pid, start time and port. */
+int store_instance_put(struct store *st, const char *service, const char *version, int idx,
+                       long pid, uint64_t start_ticks, int port);
+
+/* Forgets instance idx of version, or all of the version's instances when idx < 0. */
+int store_instance_del(struct store *st, const char *service, const char *version, int idx);
+
+/* Lists the recorded instances of version (ordered by idx) into a heap array (free()). */
+int store_instance_list(struct store *st, const char *service, const char *version,
+                        struct store_instance **out, size_t *n);
 
 /* Current wall-clock time in Unix milliseconds (the timestamps the store writes). */
 int64_t store_now_ms(void);

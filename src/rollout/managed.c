@@ -1,0 +1,382 @@
+/* Managed instances (a service's `run:`): the versions cutover runs itself. This module turns a
+ * version into processes through the supervisor (super/supervisor.h) and back: it picks free
+ * ports, starts `instances` processes, records each pid in the store (so a restarted daemon
+ * adopts them instead of starting them twice), retires a version's processes once it no longer
+ * gets traffic and its drain deadline passed, and reports a crash loop to the rollout engine.
+ * Control loop only. */
+#include <errno.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/log.h"
+#include "core/xmalloc.h"
+#include "rollout/rollout_int.h"
+#include "store/store.h"
+#include "super/supervisor.h"
+
+struct managed_set {
+    struct rollout *r;
+    struct service *s;
+    char *version;
+    size_t n;
+    struct sup_instance **inst;
+    int *ports;
+    char last_exit[256];
+    int crashed;
+    int retiring;
+    int stop_sent;
+    uv_timer_t retire;
+    struct managed_set *next; /* the rollout's list */
+};
+
+static struct supervisor *sv_of(struct rollout *r)
+{
+    if (r->sv == NULL)
+        r->sv = supervisor_new(r->loop);
+    return r->sv;
+}
+
+static char *log_path(struct service *s, const char *version, size_t idx)
+{
+    return xasprintf("%s/logs/%s/%s-%zu.log", s->r->cfg->state_dir, s->cfg->name, version, idx);
+}
+
+static void spec_fill(struct sup_spec *sp, struct service *s, const char *version, size_t i,
+                      int port, char *logp)
+{
+    const struct config_run *run = &s->cfg->run;
+    memset(sp, 0, sizeof(*sp));
+    sp->service = s->cfg->name;
+    sp->version = version;
+    sp->index = (int)i;
+    sp->port = port;
+    sp->argv = run->command;
+    sp->env = run->env;
+    sp->cwd = run->cwd;
+    sp->stop_signal = run->stop_signal ? run->stop_signal : SIGTERM;
+    sp->stop_timeout_ms = run->stop_timeout_ms;
+    sp->log_path = logp;
+}
+
+static size_t inst_index(const struct managed_set *ms, const struct sup_instance *inst)
+{
+    for (size_t i = 0; i < ms->n; i++)
+        if (ms->inst[i] == inst)
+            return i;
+    return ms->n;
+}
+
+static void on_event(void *ctx, struct sup_instance *inst, enum sup_event ev, const char *detail)
+{
+    struct managed_set *ms = ctx;
+    struct rollout *r = ms->r;
+    size_t i = inst_index(ms, inst);
+    char idx[16], pid[24];
+    snprintf(idx, sizeof(idx), "%zu", i);
+    snprintf(pid, sizeof(pid), "%ld", (long)sup_instance_pid(inst));
+    switch (ev) {
+    case SUP_EV_STARTED:
+        if (i < ms->n)
+            store_instance_put(r->st, ms->s->cfg->name, ms->version, (int)i,
+                               (long)sup_instance_pid(inst), sup_instance_start_ticks(inst),
+                               sup_instance_port(inst));
+        log_info("instance started", "service", ms->s->cfg->name, "version", ms->version,
+                 "instance", idx, "pid", pid);
+        break;
+    case SUP_EV_EXITED: {
+        char *lp = log_path(ms->s, ms->version, i);
+        snprintf(ms->last_exit, sizeof(ms->last_exit), "instance %zu %s (log: %s)", i, detail, lp);
+        free(lp);
+        log_warn("instance exited", "service", ms->s->cfg->name, "version", ms->version, "instance",
+                 idx, "detail", detail);
+        break;
+    }
+    case SUP_EV_CRASHLOOP: {
+        char *lp = log_path(ms->s, ms->version, i);
+        snprintf(ms->last_exit, sizeof(ms->last_exit),
+                 "instance %zu of %s crashes repeatedly: %s (log: %s)", i, ms->version, detail, lp);
+        free(lp);
+        ms->crashed = 1;
+        log_error("instance crash loop", "service", ms->s->cfg->name, "version", ms->version,
+                  "instance", idx, "detail", detail);
+        version_crashed(ms->s, ms->version, ms->last_exit);
+        break;
+    }
+    case SUP_EV_STOPPED:
+        if (i < ms->n) {
+            store_instance_del(r->st, ms->s->cfg->name, ms->version, (int)i);
+            ms->inst[i] = NULL;
+        }
+        log_info("instance stopped", "service", ms->s->cfg->name, "version", ms->version,
+                 "instance", idx);
+        break;
+    }
+}
+
+static struct managed_set *set_new(struct service *s, const char *version, size_t n)
+{
+    struct managed_set *ms = xcalloc(1, sizeof(*ms));
+    ms->r = s->r;
+    ms->s = s;
+    ms->version = xstrdup(version);
+    ms->n = n;
+    ms->inst = xcalloc(n ? n : 1, sizeof(*ms->inst));
+    ms->ports = xcalloc(n ? n : 1, sizeof(*ms->ports));
+    uv_timer_init(s->r->loop, &ms->retire);
+    ms->retire.data = ms;
+    ms->next = s->r->sets;
+    s->r->sets = ms;
+    return ms;
+}
+
+/* Ports in use by the service's other managed versions: a new version never takes one. */
+static size_t used_ports(struct service *s, int *out, size_t cap)
+{
+    size_t k = 0;
+    for (struct managed_set *m = s->r->sets; m; m = m->next)
+        if (m->s == s)
+            for (size_t i = 0; i < m->n && k < cap; i++)
+                if (m->inst[i] != NULL) /* a stopped instance's port is free again */
+                    out[k++] = m->ports[i];
+    return k;
+}
+
+/* Resolves argv0 as execvp would, to refuse a missing command before anything starts. */
+static int command_ok(const char *argv0, const char *cwd)
+{
+    if (strchr(argv0, '/') != NULL) {
+        char path[PATH_MAX];
+        if (argv0[0] != '/' && cwd != NULL)
+            snprintf(path, sizeof(path), "%s/%s", cwd, argv0);
+        else
+            snprintf(path, sizeof(path), "%s", argv0);
+        return access(path, X_OK) == 0;
+    }
+    const char *p = getenv("PATH");
+    if (p == NULL)
+        p = "/usr/local/bin:/usr/bin:/bin";
+    while (*p) {
+        const char *c = strchr(p, ':');
+        size_t l = c ? (size_t)(c - p) : strlen(p);
+        char path[PATH_MAX];
+        snprintf(path, sizeof(path), "%.*s/%s", (int)l, p, argv0);
+        if (l > 0 && access(path, X_OK) == 0)
+            return 1;
+        p = c ? c + 1 : p + l;
+    }
+    return 0;
+}
+
+int managed_start(struct service *s, const char *version, struct managed_set **out, char ***targets,
+                  size_t *ntargets, char *err, size_t errlen)
+{
+    const struct config_run *run = &s->cfg->run;
+    size_t n = (size_t)(run->instances > 0 ? run->instances : 1);
+    *out = NULL;
+    if (run->command == NULL || run->command[0] == NULL) {
+        snprintf(err, errlen, "service %s has no run.command: deploy with --target", s->cfg->name);
+        return -EINVAL;
+    }
+    if (!command_ok(run->command[0], run->cwd)) {
+        snprintf(err, errlen, "run.command: '%s' is not an executable file (or not in PATH)",
+                 run->command[0]);
+        return -EINVAL;
+    }
+    int used[512];
+    size_t nused = used_ports(s, used, 256);
+    int *ports = xcalloc(n, sizeof(int));
+    for (size_t i = 0; i < n; i++) {
+        int p = sup_port_pick(run->port_lo, run->port_hi, used, nused);
+        if (p < 0) {
+            snprintf(err, errlen, "run.port_range %d-%d: no free port for instance %zu of %zu",
+                     run->port_lo, run->port_hi, i, n);
+            free(ports);
+            return -EADDRNOTAVAIL;
+        }
+        ports[i] = p;
+        used[nused++] = p;
+    }
+    struct managed_set *ms = set_new(s, version, n);
+    char **t = xcalloc(n + 1, sizeof(*t));
+    for (size_t i = 0; i < n; i++) {
+        ms->ports[i] = ports[i];
+        t[i] = xasprintf("127.0.0.1:%d", ports[i]);
+        char *lp = log_path(s, version, i);
+        struct sup_spec sp;
+        spec_fill(&sp, s, version, i, ports[i], lp);
+        ms->inst[i] = sup_instance_start(sv_of(s->r), &sp, on_event, ms, err, errlen);
+        free(lp);
+        if (ms->inst[i] == NULL) {
+            managed_retire(ms, 0);
+            for (size_t k = 0; k < n; k++)
+                free(t[k]);
+            free(t);
+            free(ports);
+            return -EINVAL;
+        }
+    }
+    free(ports);
+    *out = ms;
+    *targets = t;
+    *ntargets = n;
+    return 0;
+}
+
+struct managed_set *managed_restore(struct service *s, const char *version, char *const *targets,
+                                    size_t n, int start_missing)
+{
+    if (s->cfg->run.command == NULL || n == 0)
+        return NULL;
+    struct store_instance *rec = NULL;
+    size_t nrec = 0;
+    store_instance_list(s->r->st, s->cfg->name, version, &rec, &nrec);
+    if (nrec == 0 && !start_missing) {
+        free(rec);
+        return NULL;
+    }
+    struct managed_set *ms = set_new(s, version, n);
+    for (size_t i = 0; i < n; i++) {
+        const char *colon = strrchr(targets[i], ':');
+        ms->ports[i] = colon ? (int)strtol(colon + 1, NULL, 10) : 0;
+        char *lp = log_path(s, version, i);
+        struct sup_spec sp;
+        spec_fill(&sp, s, version, i, ms->ports[i], lp);
+        char err[256];
+        for (size_t k = 0; k < nrec; k++) {
+            if (rec[k].idx != (int)i)
+                continue;
+            ms->inst[i] = sup_instance_adopt(sv_of(s->r), &sp, (pid_t)rec[k].pid,
+                                             rec[k].start_ticks, on_event, ms, err, sizeof(err));
+            char pid[24];
+            snprintf(pid, sizeof(pid), "%ld", rec[k].pid);
+            if (ms->inst[i] != NULL)
+                log_info("instance adopted", "service", s->cfg->name, "version", version, "pid",
+                         pid);
+            else
+                log_warn("instance not adopted; starting it again", "service", s->cfg->name,
+                         "version", version, "pid", pid, "reason", err);
+        }
+        if (ms->inst[i] == NULL && (start_missing || nrec > 0)) {
+            ms->inst[i] = sup_instance_start(sv_of(s->r), &sp, on_event, ms, err, sizeof(err));
+            if (ms->inst[i] == NULL)
+                log_error("cannot start instance", "service", s->cfg->name, "version", version,
+                          "error", err);
+        }
+        free(lp);
+    }
+    free(rec);
+    return ms;
+}
+
+static void set_unlink(struct managed_set *ms)
+{
+    for (struct managed_set **pp = &ms->r->sets; *pp; pp = &(*pp)->next) {
+        if (*pp == ms) {
+            *pp = ms->next;
+            return;
+        }
+    }
+}
+
+static void on_set_closed(uv_handle_t *h)
+{
+    struct managed_set *ms = h->data;
+    free(ms->version);
+    free(ms->inst);
+    free(ms->ports);
+    free(ms);
+}
+
+static void set_stop_now(struct managed_set *ms)
+{
+    if (ms->stop_sent)
+        return;
+    ms->stop_sent = 1;
+    for (size_t i = 0; i < ms->n; i++)
+        if (ms->inst[i] != NULL)
+            sup_instance_stop(ms->inst[i]);
+    /* STOPPED events may still arrive: the instances keep ms as their context until then, so
+     * the set is only unlinked here and freed at the end of the daemon (managed_free_all). */
+}
+
+static void on_retire(uv_timer_t *t)
+{
+    struct managed_set *ms = t->data;
+    log_info("retiring instances", "service", ms->s->cfg->name, "version", ms->version);
+    set_stop_now(ms);
+}
+
+void managed_retire(struct managed_set *ms, uint64_t after_ms)
+{
+    if (ms == NULL || ms->retiring)
+        return;
+    ms->retiring = 1;
+    if (after_ms == 0)
+        set_stop_now(ms);
+    else
+        uv_timer_start(&ms->retire, on_retire, after_ms, 0);
+}
+
+void managed_stop_all(struct rollout *r)
+{
+    for (struct managed_set *m = r->sets; m; m = m->next) {
+        uv_timer_stop(&m->retire);
+        m->retiring = 1;
+        set_stop_now(m);
+    }
+}
+
+void managed_release_all(struct rollout *r)
+{
+    for (struct managed_set *m = r->sets; m; m = m->next) {
+        uv_timer_stop(&m->retire);
+        for (size_t i = 0; i < m->n; i++) {
+            if (m->inst[i] != NULL) {
+                sup_instance_release(m->inst[i]);
+                m->inst[i] = NULL;
+            }
+        }
+    }
+}
+
+void managed_free_all(struct rollout *r)
+{
+    while (r->sets != NULL) {
+        struct managed_set *m = r->sets;
+        set_unlink(m);
+        uv_close((uv_handle_t *)&m->retire, on_set_closed);
+    }
+}
+
+const char *managed_last_exit(const struct managed_set *ms)
+{
+    return ms && ms->last_exit[0] ? ms->last_exit : NULL;
+}
+
+int managed_running(const struct managed_set *ms)
+{
+    if (ms == NULL || ms->retiring)
+        return 0;
+    for (size_t i = 0; i < ms->n; i++)
+        if (ms->inst[i] != NULL)
+            return 1;
+    return 0;
+}
+
+json_t *managed_json(const struct managed_set *ms)
+{
+    json_t *a = json_array();
+    for (size_t i = 0; ms && i < ms->n; i++) {
+        if (ms->inst[i] == NULL)
+            continue;
+        json_array_append_new(a, json_pack("{s:i, s:I, s:i, s:i}", "instance", (int)i, "pid",
+                                           (json_int_t)sup_instance_pid(ms->inst[i]), "port",
+                                           ms->ports[i], "restarts",
+                                           sup_instance_restarts(ms->inst[i])));
+    }
+    return a;
+}
