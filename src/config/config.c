@@ -776,7 +776,8 @@ static int parse_limits(struct ctx *c, const struct item *it, const char *path,
                         struct config_limits *l)
 {
     static const char *const known[] = {
-        "max_header_bytes", "max_headers", "max_uri_bytes", "max_body_bytes", NULL,
+        "max_header_bytes", "max_headers",     "max_uri_bytes",
+        "max_body_bytes",   "max_connections", NULL,
     };
     char p[KEY_PATH_MAX];
     struct item v;
@@ -805,6 +806,11 @@ static int parse_limits(struct ctx *c, const struct item *it, const char *path,
         (rc = get_size(c, &v, subpath(p, sizeof(p), path, "max_body_bytes"), 0, UINT64_MAX,
                        &l->max_body_bytes)))
         return rc;
+    if (map_find(it->node, "max_connections", &v)) {
+        if ((rc = get_uint(c, &v, subpath(p, sizeof(p), path, "max_connections"), 0, 10000000, &x)))
+            return rc;
+        l->max_connections = (size_t)x;
+    }
     return 0;
 }
 

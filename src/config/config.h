@@ -11,18 +11,18 @@
 enum config_protocol { CONFIG_PROTO_HTTP = 0, CONFIG_PROTO_TCP };
 
 struct config_health {
-    char *path;                 /* default "/healthz"; must start with '/' */
-    uint64_t interval_ms;       /* default 1s; > 0 */
-    uint64_t timeout_ms;        /* default 1s; > 0 */
-    int healthy_threshold;      /* default 2; >= 1 */
-    int unhealthy_threshold;    /* default 3; >= 1 */
+    char *path;              /* default "/healthz"; must start with '/' */
+    uint64_t interval_ms;    /* default 1s; > 0 */
+    uint64_t timeout_ms;     /* default 1s; > 0 */
+    int healthy_threshold;   /* default 2; >= 1 */
+    int unhealthy_threshold; /* default 3; >= 1 */
 };
 
 /* Data-plane timeouts and limits of one service (keys under `timeouts:` and `limits:`). */
 struct config_timeouts {
-    uint64_t client_header_ms;   /* `client_header`, default 10s: whole request head */
-    uint64_t client_idle_ms;     /* `client_idle`, default 60s: keep-alive between requests */
-    uint64_t upstream_connect_ms; /* `upstream_connect`, default 5s */
+    uint64_t client_header_ms;     /* `client_header`, default 10s: whole request head */
+    uint64_t client_idle_ms;       /* `client_idle`, default 60s: keep-alive between requests */
+    uint64_t upstream_connect_ms;  /* `upstream_connect`, default 5s */
     uint64_t upstream_response_ms; /* `upstream_response`, default 60s: to the response head */
 };
 
@@ -31,6 +31,8 @@ struct config_limits {
     size_t max_headers;      /* `max_headers`, default 100 */
     size_t max_uri;          /* `max_uri_bytes`, default 8192 */
     uint64_t max_body_bytes; /* `max_body_bytes`, default 0 = unlimited */
+    size_t max_connections;  /* `max_connections`, default 0 = unlimited: open client
+                                connections of the service; more are answered 503 and closed */
 };
 
 enum config_sticky_kind { CONFIG_STICKY_ADDR = 0, CONFIG_STICKY_COOKIE, CONFIG_STICKY_HEADER };
@@ -41,21 +43,21 @@ struct config_sticky {
 };
 
 struct config_run {
-    char **command;  /* argv, NULL-terminated; NULL when `run` is absent */
+    char **command; /* argv, NULL-terminated; NULL when `run` is absent */
     size_t argc;
-    char **env;      /* "NAME=VALUE" strings from the `env` map, NULL-terminated */
-    char *cwd;       /* may be NULL */
-    int instances;   /* default 1; >= 1 */
-    int port_lo, port_hi; /* `port_range: LO-HI`, default 20000-20999 */
-    int stop_signal; /* `stop_signal: TERM|INT|QUIT|HUP|USR1|USR2|KILL`, default SIGTERM */
+    char **env;               /* "NAME=VALUE" strings from the `env` map, NULL-terminated */
+    char *cwd;                /* may be NULL */
+    int instances;            /* default 1; >= 1 */
+    int port_lo, port_hi;     /* `port_range: LO-HI`, default 20000-20999 */
+    int stop_signal;          /* `stop_signal: TERM|INT|QUIT|HUP|USR1|USR2|KILL`, default SIGTERM */
     uint64_t stop_timeout_ms; /* default 10s */
 };
 
 struct config_service {
     char *name;
-    int line;                 /* where the service starts in the file */
-    char *listen;             /* "HOST:PORT", validated with addr_parse */
-    char *preview_listen;     /* optional, NULL when absent */
+    int line;             /* where the service starts in the file */
+    char *listen;         /* "HOST:PORT", validated with addr_parse */
+    char *preview_listen; /* optional, NULL when absent */
     enum config_protocol protocol;
     struct config_health health;
     uint64_t drain_timeout_ms;  /* default 30s */
@@ -83,7 +85,7 @@ struct config_step {
     enum config_step_kind kind;
     int line;
     /* TEST */
-    char **command; /* argv, NULL-terminated */
+    char **command;      /* argv, NULL-terminated */
     uint64_t timeout_ms; /* default 60s */
     /* PILOT: header "NAME: VALUE", cookie "NAME=VALUE" or source CIDR; split into name/value
        (for SOURCE, name is the CIDR text and value NULL) */
@@ -103,13 +105,13 @@ struct config_step {
 enum config_on_failure { CONFIG_ON_ROLLBACK = 0, CONFIG_ON_PAUSE, CONFIG_ON_PROCEED };
 
 struct config_analysis {
-    int enabled;             /* 1 when `analysis:` is present */
-    uint64_t interval_ms;    /* default 10s */
-    uint64_t min_requests;   /* default 100 */
-    double max_error_rate;   /* default -1 = not checked; else 0..1 */
+    int enabled;                  /* 1 when `analysis:` is present */
+    uint64_t interval_ms;         /* default 10s */
+    uint64_t min_requests;        /* default 100 */
+    double max_error_rate;        /* default -1 = not checked; else 0..1 */
     double max_p99_latency_ratio; /* default -1 = not checked; else > 0 */
     double max_p99_latency_ms;    /* default -1 = not checked; else > 0 */
-    double confidence;       /* default 0.99; 0.5 <= c < 1 */
+    double confidence;            /* default 0.99; 0.5 <= c < 1 */
 };
 
 struct config_plan {
@@ -123,9 +125,9 @@ struct config_plan {
 };
 
 struct config {
-    char *path;      /* as given to config_load */
-    char *state_dir; /* default "./var"; relative paths are taken relative to the config file */
-    int workers;     /* default: number of online CPUs; 1..256 */
+    char *path;         /* as given to config_load */
+    char *state_dir;    /* default "./var"; relative paths are taken relative to the config file */
+    int workers;        /* default: number of online CPUs; 1..256 */
     char *admin_listen; /* optional TCP admin listener "HOST:PORT" */
     char *admin_tokens_file; /* required when admin_listen is set; relative to the config file */
     struct config_service *services;

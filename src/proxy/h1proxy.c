@@ -24,6 +24,11 @@
 #define POOL_IDLE_MS 30000 /* an idle upstream connection is closed after this */
 
 enum client_phase { PH_HEAD, PH_PROXY, PH_CLOSING };
+
+/* Open client connections per service id, all workers together: max_connections is a limit of
+ * the service, not of one worker. */
+#define MAX_SERVICE_IDS 1024
+static atomic_int service_conns[MAX_SERVICE_IDS];
 enum up_phase { U_CONNECTING, U_IDLE, U_BUSY, U_CLOSING };
 enum resp_phase { R_HEAD, R_BODY, R_DONE, R_TUNNEL };
 
@@ -84,6 +89,7 @@ struct client {
     size_t head_len;
     enum http_framing framing;
     uint64_t req_content_length;
+    uint64_t body_seen; /* body bytes handed to the upstream so far */
     uint64_t body_left;
     struct http_chunked chunk;
     int body_done;
@@ -173,7 +179,7 @@ static void ibuf_grow(struct worker *w, struct ibuf *b, size_t want)
 
 static const char *const canned_fmt =
     "HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nContent-Length: %zu\r\n"
-    "Connection: close\r\nServer: cutover\r\n\r\n%s\n";
+    "Connection: close\r\nServer: cutover\r\n%s\r\n%s\n";
 
 static const char *status_reason(int status)
 {
@@ -252,7 +258,7 @@ static void client_error(struct client *c, int status, const char *why)
     if (c->rhead == NULL)
         c->rhead = worker_buf_get(w);
     int n = snprintf(c->rhead, WORKER_BUF_SIZE, canned_fmt, status, status_reason(status),
-                     strlen(why) + 1, why);
+                     strlen(why) + 1, status == 503 ? "Retry-After: 1\r\n" : "", why);
     c->rhead_len = (size_t)n;
     c->resp_started = 1;
     c->close_after_write = 1;
@@ -317,6 +323,8 @@ static void client_close(struct client *c)
     if (c->next)
         c->next->prev = c->prev;
     atomic_fetch_sub_explicit(&w->stats.clients, 1, memory_order_relaxed);
+    if (c->service_id >= 0 && c->service_id < MAX_SERVICE_IDS)
+        atomic_fetch_sub_explicit(&service_conns[c->service_id], 1, memory_order_relaxed);
     c->closing_handles = 2;
     uv_close((uv_handle_t *)&c->tcp, on_client_handle_closed);
     uv_close((uv_handle_t *)&c->timer, on_client_handle_closed);
@@ -954,9 +962,21 @@ static void upstream_send(struct client *c)
             if (r > 0)
                 bufs[nb++] = uv_buf_init(c->in.data + c->fwd, (unsigned)r);
             c->fwd += (size_t)r;
+            c->body_seen += (uint64_t)r;
+            if (c->lim.max_body_bytes > 0 && c->body_seen > c->lim.max_body_bytes + 64) {
+                /* Chunked bodies have no length up front: the limit is checked as they flow
+                 * (framing bytes get a little slack). */
+                client_error(c, 413, "request body larger than this service accepts");
+                return;
+            }
             if (done) {
                 c->body_done = 1;
                 c->req_end = c->fwd;
+                if (!c->drain_armed)
+                    uv_timer_stop(&c->timer);
+            } else {
+                /* A body that stops arriving must not hold the connection forever. */
+                client_timer(c, c->lim.client_idle_ms);
             }
         }
         if (nb == 0) {
@@ -1460,6 +1480,7 @@ static void request_retry(struct client *c, int fresh_same_target)
     c->fwd = c->in.start + c->head_len;
     c->head_sent = 0;
     c->body_left = c->req_content_length;
+    c->body_seen = 0;
     c->body_done = (c->framing == HTTP_BODY_NONE);
     http_chunked_init(&c->chunk);
     if (fresh_same_target && c->last_target != NULL) {
@@ -1489,6 +1510,7 @@ static void request_start(struct client *c, const struct http_request *req, size
     c->framing = req->framing;
     c->req_content_length = req->framing == HTTP_BODY_LENGTH ? req->content_length : 0;
     c->body_left = c->req_content_length;
+    c->body_seen = 0;
     http_chunked_init(&c->chunk);
     c->body_done = (req->framing == HTTP_BODY_NONE);
     c->fwd = c->in.start + head_len;
@@ -1639,9 +1661,18 @@ void h1_accept(struct worker_listener *l)
     w->clients = c;
     atomic_fetch_add_explicit(&w->stats.accepted, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&w->stats.clients, 1, memory_order_relaxed);
+    if (c->service_id >= 0 && c->service_id < MAX_SERVICE_IDS)
+        atomic_fetch_add_explicit(&service_conns[c->service_id], 1, memory_order_relaxed);
     const struct route_service *svc = client_service(c);
     c->lim = svc ? svc->limits : default_limits;
     c->phase = PH_HEAD;
+    if (c->lim.max_connections > 0 && c->service_id >= 0 && c->service_id < MAX_SERVICE_IDS &&
+        (size_t)atomic_load_explicit(&service_conns[c->service_id], memory_order_relaxed) >
+            c->lim.max_connections) {
+        /* A clean refusal: the client learns why and when to come back, nothing is forwarded. */
+        client_error(c, 503, "too many connections; retry shortly");
+        return;
+    }
     /* The first request gets the header deadline from the moment of accept. */
     client_timer(c, c->lim.client_header_ms);
     client_read_start(c);

@@ -49,6 +49,7 @@ struct route_limits {
     size_t max_uri;
     uint64_t max_body_bytes; /* 0 = unlimited */
     uint64_t drain_ms;       /* after a switch, connections to the old version end by then */
+    size_t max_connections;  /* 0 = unlimited */
 };
 
 /* Which version of a service a request is routed to. */

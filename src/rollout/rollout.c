@@ -105,6 +105,7 @@ static struct route_limits limits_from(const struct config_service *c)
         .max_uri = c->limits.max_uri,
         .max_body_bytes = c->limits.max_body_bytes,
         .drain_ms = c->drain_timeout_ms,
+        .max_connections = c->limits.max_connections,
     };
     return l;
 }
