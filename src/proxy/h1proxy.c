@@ -25,6 +25,40 @@
 
 enum client_phase { PH_HEAD, PH_PROXY, PH_CLOSING };
 
+/* A deadline on top of a libuv timer that is re-armed only when the deadline moves earlier.
+ * Pushing a deadline later (every read, every request) is then a store, not a timer-heap
+ * operation; a timer that fires early re-arms itself for the real deadline. */
+struct deadline {
+    uint64_t at;    /* loop time it expires; 0 = none */
+    uint64_t armed; /* when the uv timer is set to fire; 0 = not armed */
+};
+
+static void deadline_arm(uv_timer_t *t, struct deadline *d, uint64_t ms, uv_timer_cb cb)
+{
+    uint64_t at = uv_now(t->loop) + ms;
+    d->at = at;
+    if (d->armed == 0 || at < d->armed) {
+        d->armed = at;
+        uv_timer_start(t, cb, ms, 0);
+    }
+}
+
+/* In the timer callback: 1 when the deadline really passed (and is cleared), else 0. */
+static int deadline_due(uv_timer_t *t, struct deadline *d, uv_timer_cb cb)
+{
+    d->armed = 0;
+    if (d->at == 0)
+        return 0;
+    uint64_t now = uv_now(t->loop);
+    if (now < d->at) {
+        d->armed = d->at;
+        uv_timer_start(t, cb, d->at - now, 0);
+        return 0;
+    }
+    d->at = 0;
+    return 1;
+}
+
 /* Open client connections per service id, all workers together: max_connections is a limit of
  * the service, not of one worker. */
 #define MAX_SERVICE_IDS 1024
@@ -44,6 +78,7 @@ struct client;
 struct upstream {
     uv_tcp_t tcp;
     uv_timer_t timer;
+    struct deadline dl;
     uv_connect_t connreq;
     uv_write_t wreq;
     struct worker *w;
@@ -68,6 +103,8 @@ struct upstream {
 struct client {
     uv_tcp_t tcp;
     uv_timer_t timer;
+    struct deadline dl;
+    int dl_drain; /* the deadline is the drain deadline of a switched-away version */
     uv_write_t wreq;
     struct worker *w;
     struct client *prev, *next; /* the worker's client list */
@@ -330,9 +367,17 @@ static void client_close(struct client *c)
     uv_close((uv_handle_t *)&c->timer, on_client_handle_closed);
 }
 
+static void on_drain_deadline(struct client *c);
+
 static void on_client_timer(uv_timer_t *t)
 {
     struct client *c = t->data;
+    if (!deadline_due(t, &c->dl, on_client_timer))
+        return;
+    if (c->dl_drain) {
+        on_drain_deadline(c);
+        return;
+    }
     if (c->phase != PH_HEAD || c->in.end == c->in.start) {
         /* Idle keep-alive, or a body that stopped arriving: nothing to answer. */
         client_close(c);
@@ -343,10 +388,11 @@ static void on_client_timer(uv_timer_t *t)
 
 static void client_timer(struct client *c, uint64_t ms)
 {
+    c->dl_drain = 0;
     if (ms == 0)
-        uv_timer_stop(&c->timer);
+        c->dl.at = 0;
     else
-        uv_timer_start(&c->timer, on_client_timer, ms, 0);
+        deadline_arm(&c->timer, &c->dl, ms, on_client_timer);
 }
 
 static const struct route_limits default_limits = {
@@ -556,9 +602,21 @@ static void build_response_head(struct client *c, const struct http_response *r,
     if (c->rhead == NULL)
         c->rhead = worker_buf_get(c->w);
     struct out o = {c->rhead, 0, WORKER_BUF_SIZE};
-    char line[32];
-    int n = snprintf(line, sizeof(line), "HTTP/1.%d %03d ", c->minor, r->status);
-    out_put(&o, line, (size_t)n);
+    /* The status line is written by hand: it runs for every response. */
+    char line[13] = {'H',
+                     'T',
+                     'T',
+                     'P',
+                     '/',
+                     '1',
+                     '.',
+                     (char)('0' + (c->minor == 1)),
+                     ' ',
+                     (char)('0' + r->status / 100),
+                     (char)('0' + r->status / 10 % 10),
+                     (char)('0' + r->status % 10),
+                     ' '};
+    out_put(&o, line, sizeof(line));
     out_put(&o, r->reason, r->reason_len);
     out_put(&o, "\r\n", 2);
     for (size_t i = 0; i < r->num_headers; i++) {
@@ -694,6 +752,8 @@ static void upstream_failed(struct upstream *u, enum up_fail why)
 static void on_upstream_timer(uv_timer_t *t)
 {
     struct upstream *u = t->data;
+    if (!deadline_due(t, &u->dl, on_upstream_timer))
+        return;
     switch (u->phase) {
     case U_CONNECTING:
         upstream_failed(u, UF_CONNECT_TIMEOUT);
@@ -757,7 +817,7 @@ static void upstream_release(struct upstream *u)
     u->next_idle = p->idle;
     p->idle = u;
     p->nidle++;
-    uv_timer_start(&u->timer, on_upstream_timer, POOL_IDLE_MS, 0);
+    deadline_arm(&u->timer, &u->dl, POOL_IDLE_MS, on_upstream_timer);
 }
 
 static void on_upstream_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
@@ -904,7 +964,7 @@ static void on_upstream_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         u->in.start = u->in.end;
         return;
     }
-    uv_timer_start(&u->timer, on_upstream_timer, c->lim.upstream_response_ms, 0);
+    deadline_arm(&u->timer, &u->dl, c->lim.upstream_response_ms, on_upstream_timer);
     response_process(u);
 }
 
@@ -932,7 +992,7 @@ static void on_upstream_write(uv_write_t *req, int status)
         return;
     }
     if (u->rphase == R_HEAD)
-        uv_timer_start(&u->timer, on_upstream_timer, c->lim.upstream_response_ms, 0);
+        deadline_arm(&u->timer, &u->dl, c->lim.upstream_response_ms, on_upstream_timer);
     if (!c->body_done)
         upstream_send(c);
     else if (u->rphase == R_DONE && !c->wpending)
@@ -973,7 +1033,7 @@ static void upstream_send(struct client *c)
                 c->body_done = 1;
                 c->req_end = c->fwd;
                 if (!c->drain_armed)
-                    uv_timer_stop(&c->timer);
+                    c->dl.at = 0;
             } else {
                 /* A body that stops arriving must not hold the connection forever. */
                 client_timer(c, c->lim.client_idle_ms);
@@ -998,7 +1058,7 @@ static void upstream_send(struct client *c)
             return;
         }
         if (u->rphase == R_HEAD)
-            uv_timer_start(&u->timer, on_upstream_timer, c->lim.upstream_response_ms, 0);
+            deadline_arm(&u->timer, &u->dl, c->lim.upstream_response_ms, on_upstream_timer);
         if (c->body_done)
             return;
     }
@@ -1014,7 +1074,7 @@ static void on_upstream_connect(uv_connect_t *req, int status)
         return;
     }
     uv_tcp_nodelay(&u->tcp, 1);
-    uv_timer_stop(&u->timer);
+    u->dl.at = 0;
     u->phase = U_BUSY;
     if (upstream_read_start(u) < 0) {
         upstream_failed(u, UF_IO);
@@ -1040,7 +1100,7 @@ static void upstream_attach(struct client *c, struct route_target *t, int fresh)
         p->nidle--;
         u->next_idle = NULL;
         p->active++;
-        uv_timer_stop(&u->timer);
+        u->dl.at = 0;
         u->phase = U_BUSY;
         u->client = c;
         u->rphase = R_HEAD;
@@ -1065,7 +1125,7 @@ static void upstream_attach(struct client *c, struct route_target *t, int fresh)
     u->tcp.data = u;
     u->timer.data = u;
     u->connreq.data = u;
-    uv_timer_start(&u->timer, on_upstream_timer, c->lim.upstream_connect_ms, 0);
+    deadline_arm(&u->timer, &u->dl, c->lim.upstream_connect_ms, on_upstream_timer);
     if (uv_tcp_connect(&u->connreq, &u->tcp, (const struct sockaddr *)&t->sa, on_upstream_connect) <
         0)
         upstream_failed(u, UF_CONNECT);
@@ -1206,7 +1266,7 @@ static void tunnel_begin(struct client *c, struct upstream *u, size_t head_len)
     c->tunnel = 1;
     u->rphase = R_TUNNEL;
     u->reusable = 0;
-    uv_timer_stop(&u->timer);
+    u->dl.at = 0;
     longlived_begin(c, u->pool->target);
     c->in.start = c->fwd; /* bytes the client sent after its request go up the tunnel */
     uv_buf_t bufs[2];
@@ -1566,7 +1626,7 @@ static void request_try(struct client *c)
         client_error(c, 431, "request head too large");
         return;
     }
-    uv_timer_stop(&c->timer);
+    c->dl.at = 0;
     request_start(c, &req, (size_t)rc);
 }
 
@@ -1678,9 +1738,8 @@ void h1_accept(struct worker_listener *l)
     client_read_start(c);
 }
 
-static void on_drain_deadline(uv_timer_t *t)
+static void on_drain_deadline(struct client *c)
 {
-    struct client *c = t->data;
     if (c->phase == PH_CLOSING || c->up == NULL || !c->up->pool->retired)
         return;
     /* Its version was switched away drain_timeout ago: the connection ends here. */
@@ -1696,8 +1755,8 @@ void h1_arm_drain(struct worker *w)
             continue;
         const struct route_service *svc = client_service(c);
         c->drain_armed = 1;
-        uv_timer_start(&c->timer, on_drain_deadline, svc ? svc->limits.drain_ms : c->lim.drain_ms,
-                       0);
+        client_timer(c, svc ? svc->limits.drain_ms : c->lim.drain_ms);
+        c->dl_drain = 1;
     }
 }
 
