@@ -139,6 +139,26 @@ static void error_sentence(struct analysis_verdict *v, uint64_t errors, double c
                fmt_rate(v->canary_error_lower, lb, sizeof(lb)), cmp, fmt_rate(max, mx, sizeof(mx)));
 }
 
+/* The p99 gates ask "is more than 1 % of the new version's requests slower than limit_ms?".
+ * Reading that off one sample's p99 makes a few slow requests decide (at 300 requests, p99 is
+ * the 3rd slowest: one scheduling hiccup fails a good version). So, like the error-rate gate,
+ * it is a one-sided test: the share of requests slower than the limit must exceed 1 % with the
+ * configured confidence (Wilson lower bound), which takes a real shift of the tail. */
+static uint64_t tail_count(const struct hist *h, double limit_ms)
+{
+    uint64_t slow = 0;
+    double limit_us = limit_ms * 1000.0;
+    for (unsigned b = 0; b < HIST_BUCKETS; b++)
+        if (h->counts[b] && hist_bucket_value(b) > limit_us)
+            slow += h->counts[b];
+    return slow;
+}
+
+static int tail_exceeds(const struct hist *h, double limit_ms, double confidence)
+{
+    return analysis_wilson_lower(tail_count(h, limit_ms), hist_count(h), confidence) > 0.01;
+}
+
 void analysis_judge(const struct config_analysis *a, const struct analysis_sample *stable,
                     const struct analysis_sample *canary, struct analysis_verdict *v)
 {
@@ -179,7 +199,8 @@ void analysis_judge(const struct config_analysis *a, const struct analysis_sampl
         return;
     }
 
-    if (a->max_p99_latency_ms > 0 && v->canary_p99_ms > a->max_p99_latency_ms) {
+    if (a->max_p99_latency_ms > 0 && v->canary_p99_ms > a->max_p99_latency_ms &&
+        tail_exceeds(&canary->latency, a->max_p99_latency_ms, a->confidence)) {
         set_gate(v, ANALYSIS_FAIL, "max_p99_latency_ms");
         detail_add(v, "p99 latency %s ms > max %s ms (p50 %s ms, %llu requests)",
                    fmt_ms(v->canary_p99_ms, b1, sizeof(b1)),
@@ -189,7 +210,9 @@ void analysis_judge(const struct config_analysis *a, const struct analysis_sampl
     }
 
     if (a->max_p99_latency_ratio > 0 && stable_enough &&
-        v->canary_p99_ms > a->max_p99_latency_ratio * v->stable_p99_ms) {
+        v->canary_p99_ms > a->max_p99_latency_ratio * v->stable_p99_ms &&
+        tail_exceeds(&canary->latency, a->max_p99_latency_ratio * v->stable_p99_ms,
+                     a->confidence)) {
         set_gate(v, ANALYSIS_FAIL, "max_p99_latency_ratio");
         detail_add(v, "p99 latency %s ms is %.2fx stable's %s ms > max ratio %.2f",
                    fmt_ms(v->canary_p99_ms, b1, sizeof(b1)),
@@ -212,6 +235,15 @@ void analysis_judge(const struct config_analysis *a, const struct analysis_sampl
     if (a->max_p99_latency_ratio > 0 && !stable_enough) {
         detail_add(v, "; ratio to stable not judged (stable had %llu requests < %llu)",
                    (unsigned long long)stable->requests, (unsigned long long)a->min_requests);
+    } else if (a->max_p99_latency_ratio > 0 && v->stable_p99_ms > 0 &&
+               v->canary_p99_ms > a->max_p99_latency_ratio * v->stable_p99_ms) {
+        double lim = a->max_p99_latency_ratio * v->stable_p99_ms;
+        detail_add(v,
+                   ", stable %s ms: ratio %.2f above max %.2f but only %llu of %llu requests "
+                   "slower than %s ms, not a significant tail",
+                   fmt_ms(v->stable_p99_ms, b1, sizeof(b1)), v->canary_p99_ms / v->stable_p99_ms,
+                   a->max_p99_latency_ratio, (unsigned long long)tail_count(&canary->latency, lim),
+                   (unsigned long long)hist_count(&canary->latency), fmt_ms(lim, b2, sizeof(b2)));
     } else if (a->max_p99_latency_ratio > 0) {
         detail_add(v, ", stable %s ms (ratio %.2f <= max %.2f)",
                    fmt_ms(v->stable_p99_ms, b1, sizeof(b1)),
