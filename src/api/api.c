@@ -153,6 +153,7 @@ static int status_of(int rc)
     case -EBUSY:
     case -EEXIST:
     case -ESRCH:
+    case -EADDRNOTAVAIL: /* no free port in run.port_range: the machine's state, not a bug */
         return 409;
     case -EINVAL:
         return 400;

@@ -25,7 +25,7 @@ struct managed_set {
     size_t n;
     struct sup_instance **inst;
     int *ports;
-    char last_exit[256];
+    char last_exit[1024]; /* names the log path, which may be long: never truncated silently */
     int crashed;
     int retiring;
     int stop_sent;
@@ -89,7 +89,11 @@ static void on_event(void *ctx, struct sup_instance *inst, enum sup_event ev, co
         break;
     case SUP_EV_EXITED: {
         char *lp = log_path(ms->s, ms->version, i);
-        snprintf(ms->last_exit, sizeof(ms->last_exit), "instance %zu %s (log: %s)", i, detail, lp);
+        if (strstr(detail, lp) != NULL)
+            snprintf(ms->last_exit, sizeof(ms->last_exit), "instance %zu %s", i, detail);
+        else
+            snprintf(ms->last_exit, sizeof(ms->last_exit), "instance %zu %s (log: %s)", i, detail,
+                     lp);
         free(lp);
         log_warn("instance exited", "service", ms->s->cfg->name, "version", ms->version, "instance",
                  idx, "detail", detail);
@@ -97,8 +101,14 @@ static void on_event(void *ctx, struct sup_instance *inst, enum sup_event ev, co
     }
     case SUP_EV_CRASHLOOP: {
         char *lp = log_path(ms->s, ms->version, i);
-        snprintf(ms->last_exit, sizeof(ms->last_exit),
-                 "instance %zu of %s crashes repeatedly: %s (log: %s)", i, ms->version, detail, lp);
+        /* The supervisor's sentence may already name the log; name it once. */
+        if (strstr(detail, lp) != NULL)
+            snprintf(ms->last_exit, sizeof(ms->last_exit),
+                     "instance %zu of %s crashes repeatedly: %s", i, ms->version, detail);
+        else
+            snprintf(ms->last_exit, sizeof(ms->last_exit),
+                     "instance %zu of %s crashes repeatedly: %s (log: %s)", i, ms->version, detail,
+                     lp);
         free(lp);
         ms->crashed = 1;
         log_error("instance crash loop", "service", ms->s->cfg->name, "version", ms->version,
@@ -186,8 +196,13 @@ int managed_start(struct service *s, const char *version, struct managed_set **o
                  run->command[0]);
         return -EINVAL;
     }
-    int used[512];
-    size_t nused = used_ports(s, used, 256);
+    /* Every port the service's other versions hold, plus the ones picked for this version. */
+    size_t cap = n;
+    for (struct managed_set *m = s->r->sets; m; m = m->next)
+        if (m->s == s)
+            cap += m->n;
+    int *used = xcalloc(cap + 1, sizeof(int));
+    size_t nused = used_ports(s, used, cap);
     int *ports = xcalloc(n, sizeof(int));
     for (size_t i = 0; i < n; i++) {
         int p = sup_port_pick(run->port_lo, run->port_hi, used, nused);
@@ -195,11 +210,13 @@ int managed_start(struct service *s, const char *version, struct managed_set **o
             snprintf(err, errlen, "run.port_range %d-%d: no free port for instance %zu of %zu",
                      run->port_lo, run->port_hi, i, n);
             free(ports);
+            free(used);
             return -EADDRNOTAVAIL;
         }
         ports[i] = p;
         used[nused++] = p;
     }
+    free(used);
     struct managed_set *ms = set_new(s, version, n);
     char **t = xcalloc(n + 1, sizeof(*t));
     for (size_t i = 0; i < n; i++) {

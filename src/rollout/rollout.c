@@ -305,7 +305,7 @@ static void on_deadline(uv_timer_t *t)
     if (s->change_id == 0)
         return;
     struct version *to = s->change_kind == CHANGE_DEPLOY ? s->next : s->previous;
-    char why[512], d[24], msg[1100];
+    char why[1600], d[24], msg[2048];
     version_why_unhealthy(to, why, sizeof(why));
     const char *crash = managed_last_exit(to ? to->ms : NULL);
     if (crash != NULL) {
@@ -568,7 +568,7 @@ void version_crashed(struct service *s, const char *version, const char *why)
     struct version *to = s->change_kind == CHANGE_DEPLOY ? s->next : s->previous;
     if (to == NULL || strcmp(to->name, version) != 0)
         return;
-    char msg[640];
+    char msg[1400];
     snprintf(msg, sizeof(msg), "%s %s failed: %s",
              s->change_kind == CHANGE_DEPLOY ? "deploy of" : "rollback to", version, why);
     if (s->run != NULL) {

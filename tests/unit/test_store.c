@@ -121,7 +121,7 @@ static void test_open_creates_private_wal_file(void **state)
     /* The WAL file exists while a handle is open and inherits the database's mode. */
     assert_int_equal(stat(db_path("open.db-wal"), &sb), 0);
     assert_int_equal(sb.st_mode & 0777, 0600);
-    assert_int_equal(raw_int(db_path("open.db"), "PRAGMA user_version"), 1);
+    assert_int_equal(raw_int(db_path("open.db"), "PRAGMA user_version"), 2);
     assert_int_equal(
         raw_int(db_path("open.db"), "SELECT journal_mode = 'wal' FROM pragma_journal_mode"), 1);
     assert_int_equal(raw_int(db_path("open.db"),
@@ -147,7 +147,7 @@ static void test_reopen_keeps_data_and_schema(void **state)
     assert_null(prev);
     free(live);
     store_free(st);
-    assert_int_equal(raw_int(db_path("reopen.db"), "PRAGMA user_version"), 1);
+    assert_int_equal(raw_int(db_path("reopen.db"), "PRAGMA user_version"), 2);
 }
 
 static void test_open_existing_empty_file(void **state)
@@ -158,6 +158,41 @@ static void test_open_existing_empty_file(void **state)
     fclose(f);
     struct store *st = open_ok("empty.db");
     assert_int_equal(store_service_set(st, "web", "v1", "v0"), 0);
+    store_free(st);
+}
+
+/* Managed instances are recorded so a restarted daemon adopts them instead of starting twice. */
+static void test_instances_put_list_delete(void **state)
+{
+    (void)state;
+    struct store *st = open_ok("inst.db");
+    struct store_instance *v = NULL;
+    size_t n = 0;
+
+    assert_int_equal(store_instance_put(st, "web", "v1", 1, 4242, 777, 20001), 0);
+    assert_int_equal(store_instance_put(st, "web", "v1", 0, 4241, 776, 20000), 0);
+    assert_int_equal(store_instance_put(st, "web", "v2", 0, 5000, 900, 20002), 0);
+    /* a restart of instance 1 replaces its row */
+    assert_int_equal(store_instance_put(st, "web", "v1", 1, 4300, 780, 20001), 0);
+    assert_int_equal(store_instance_list(st, "web", "v1", &v, &n), 0);
+    assert_int_equal(n, 2);
+    assert_int_equal(v[0].idx, 0);
+    assert_int_equal(v[0].pid, 4241);
+    assert_int_equal(v[1].pid, 4300);
+    assert_int_equal(v[1].start_ticks, 780);
+    assert_int_equal(v[1].port, 20001);
+    free(v);
+    assert_int_equal(store_instance_del(st, "web", "v1", 0), 0);
+    assert_int_equal(store_instance_list(st, "web", "v1", &v, &n), 0);
+    assert_int_equal(n, 1);
+    free(v);
+    assert_int_equal(store_instance_del(st, "web", "v1", -1), 0);
+    assert_int_equal(store_instance_list(st, "web", "v1", &v, &n), 0);
+    assert_int_equal(n, 0);
+    free(v);
+    assert_int_equal(store_instance_list(st, "web", "v2", &v, &n), 0);
+    assert_int_equal(n, 1);
+    free(v);
     store_free(st);
 }
 
@@ -775,6 +810,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_open_creates_private_wal_file),
+        cmocka_unit_test(test_instances_put_list_delete),
         cmocka_unit_test(test_reopen_keeps_data_and_schema),
         cmocka_unit_test(test_open_existing_empty_file),
         cmocka_unit_test(test_refuses_newer_schema),
