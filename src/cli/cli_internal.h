@@ -17,6 +17,10 @@
 #define CLI_EXIT_FAILED 1
 #define CLI_EXIT_USAGE 2
 
+/* `cutover logs` prints this many lines of each file unless -n says otherwise. */
+#define CLI_LOGS_DEFAULT_LINES 50
+#define CLI_LOGS_MAX_LINES 100000000L
+
 enum cli_cmd {
     CLI_CMD_NONE = 0, /* no argument at all */
     CLI_CMD_HELP,     /* help, --help, -h; help_topic may name a command */
@@ -36,6 +40,7 @@ enum cli_cmd {
     CLI_CMD_REPORT,
     CLI_CMD_UPGRADE,
     CLI_CMD_RELOAD,
+    CLI_CMD_LOGS, /* reads the instance logs itself; the daemon only names the live version */
 };
 
 /* What the command line asked for. Strings point into argv (not owned), except targets, an
@@ -50,7 +55,7 @@ struct cli_args {
     const char *admin;       /* --admin URL, or NULL */
     int json;                /* --json */
     const char *service;     /* SERVICE positional */
-    const char *version;     /* VERSION positional (deploy) */
+    const char *version;     /* VERSION positional (deploy; optional for logs) */
     const char **targets;    /* --target, repeated; validated HOST:PORT */
     size_t ntargets;
     const char *plan;    /* --plan */
@@ -62,14 +67,22 @@ struct cli_args {
     const char *format;  /* --format md|json (report); "md" when absent */
     const char *binary;  /* --binary PATH (upgrade) */
     long limit;          /* --limit N (history); 0 = the daemon's default */
+    int follow;          /* -f/--follow (logs) */
+    long lines;          /* -n/--lines N (logs), 0..CLI_LOGS_MAX_LINES; default 50 */
 };
 
 /* Parses argv (argv[0] the program, argv[1] the subcommand) into *a, which it initialises.
  * Options may come anywhere after the subcommand; "--" ends them. Validates what can be
  * validated without the daemon: the arity, --target syntax (addr_parse), the VERSION charset,
- * CHANGE_ID, --format, --limit. Returns 0, or -EINVAL with a message for the user in err
+ * CHANGE_ID, --format, --limit, --lines. Returns 0, or -EINVAL with a message for the user in err
  * (without the "cutover: " prefix). Call cli_args_done in both cases. */
 int cli_parse(int argc, char **argv, struct cli_args *a, char *err, size_t errlen);
+
+/* For `cutover logs`: when name is an instance log file of the form VERSION-INDEX.log (VERSION
+ * a valid version name, INDEX decimal digits; not a rotated ".log.1"), returns 1 and stores the
+ * version into version (NUL-terminated, at most vlen - 1 bytes) and the index into *idx; else
+ * returns 0. */
+int cli_log_name_parse(const char *name, char *version, size_t vlen, long *idx);
 
 /* Frees what cli_parse allocated in a. Safe on a zeroed struct. */
 void cli_args_done(struct cli_args *a);

@@ -408,11 +408,96 @@ static void test_render_report_md(void **state)
     free(out);
 }
 
+static void test_parse_logs(void **state)
+{
+    struct cli_args a;
+    char err[256];
+
+    (void)state;
+    assert_int_equal(PARSE(&a, err, "logs", "web"), 0);
+    assert_int_equal(a.cmd, CLI_CMD_LOGS);
+    assert_string_equal(a.service, "web");
+    assert_null(a.version);
+    assert_int_equal(a.follow, 0);
+    assert_int_equal(a.lines, CLI_LOGS_DEFAULT_LINES);
+    cli_args_done(&a);
+
+    assert_int_equal(PARSE(&a, err, "logs", "-f", "web", "v2", "-n", "7", "-c", "x.yml"), 0);
+    assert_string_equal(a.service, "web");
+    assert_string_equal(a.version, "v2");
+    assert_int_equal(a.follow, 1);
+    assert_int_equal(a.lines, 7);
+    assert_string_equal(a.config, "x.yml");
+    cli_args_done(&a);
+
+    assert_int_equal(PARSE(&a, err, "logs", "web", "--lines=0", "--follow"), 0);
+    assert_int_equal(a.lines, 0);
+    assert_int_equal(a.follow, 1);
+    cli_args_done(&a);
+
+    assert_int_equal(PARSE(&a, err, "logs", "web", "-n20"), 0);
+    assert_int_equal(a.lines, 20);
+    cli_args_done(&a);
+
+    assert_int_equal(PARSE(&a, err, "logs"), -EINVAL);
+    assert_non_null(strstr(err, "missing SERVICE"));
+    cli_args_done(&a);
+
+    assert_int_equal(PARSE(&a, err, "logs", "web", "v 2"), -EINVAL);
+    assert_non_null(strstr(err, "VERSION 'v 2'"));
+    cli_args_done(&a);
+
+    assert_int_equal(PARSE(&a, err, "logs", "web", "-n", "-3"), -EINVAL);
+    cli_args_done(&a);
+
+    assert_int_equal(PARSE(&a, err, "logs", "web", "-n", "ten"), -EINVAL);
+    assert_non_null(strstr(err, "--lines"));
+    cli_args_done(&a);
+
+    assert_int_equal(PARSE(&a, err, "logs", "web", "-n", "1", "-n", "2"), -EINVAL);
+    assert_non_null(strstr(err, "given twice"));
+    cli_args_done(&a);
+
+    assert_int_equal(PARSE(&a, err, "logs", "web", "v1", "extra"), -EINVAL);
+    assert_non_null(strstr(err, "unexpected argument 'extra'"));
+    cli_args_done(&a);
+
+    assert_int_equal(PARSE(&a, err, "logs", "web", "--json"), -EINVAL);
+    assert_non_null(strstr(err, "does not apply"));
+    cli_args_done(&a);
+
+    /* -f belongs to logs only. */
+    assert_int_equal(PARSE(&a, err, "status", "-f"), -EINVAL);
+    cli_args_done(&a);
+}
+
+static void test_log_name_parse(void **state)
+{
+    char ver[72];
+    long idx = -1;
+
+    (void)state;
+    assert_int_equal(cli_log_name_parse("v2-0.log", ver, sizeof(ver), &idx), 1);
+    assert_string_equal(ver, "v2");
+    assert_int_equal(idx, 0);
+    assert_int_equal(cli_log_name_parse("release-1.2-rc-13.log", ver, sizeof(ver), &idx), 1);
+    assert_string_equal(ver, "release-1.2-rc");
+    assert_int_equal(idx, 13);
+    assert_int_equal(cli_log_name_parse("v2-0.log.1", ver, sizeof(ver), &idx), 0);
+    assert_int_equal(cli_log_name_parse("v2-.log", ver, sizeof(ver), &idx), 0);
+    assert_int_equal(cli_log_name_parse("-0.log", ver, sizeof(ver), &idx), 0);
+    assert_int_equal(cli_log_name_parse("v2-x.log", ver, sizeof(ver), &idx), 0);
+    assert_int_equal(cli_log_name_parse("v2.log", ver, sizeof(ver), &idx), 0);
+    assert_int_equal(cli_log_name_parse("v 2-0.log", ver, sizeof(ver), &idx), 0);
+    assert_int_equal(cli_log_name_parse(".", ver, sizeof(ver), &idx), 0);
+    assert_int_equal(cli_log_name_parse("v2-0.log", ver, 2, &idx), 0); /* no room */
+}
+
 static void test_usage_lists_every_command(void **state)
 {
-    static const char *const cmds[] = {"serve",  "check",   "deploy",  "status",   "promote",
-                                       "pause",  "resume",  "abort",   "rollback", "upgrade",
-                                       "reload", "approve", "history", "report",   "demo"};
+    static const char *const cmds[] = {
+        "serve",    "check",   "deploy", "status",  "promote", "pause",  "resume", "abort",
+        "rollback", "upgrade", "reload", "approve", "history", "report", "demo",   "logs"};
     char *buf = NULL;
     size_t len = 0;
     FILE *f = open_memstream(&buf, &len);
@@ -436,6 +521,8 @@ int main(void)
         cmocka_unit_test(test_parse_defaults_and_short_forms),
         cmocka_unit_test(test_parse_help_and_version),
         cmocka_unit_test(test_parse_errors),
+        cmocka_unit_test(test_parse_logs),
+        cmocka_unit_test(test_log_name_parse),
         cmocka_unit_test(test_exit_for_http),
         cmocka_unit_test(test_exit_for_state),
         cmocka_unit_test(test_version_valid),
