@@ -1002,7 +1002,7 @@ static int write_config(struct demo *d)
             "  canary:\n"
             "    steps: [{weight: 20}, {pause: 4s}, {weight: 50}, {pause: 4s}, {weight: 100}]\n"
             "    analysis: {interval: 1s, min_requests: 50, max_error_rate: 0.02,\n"
-            "               max_p99_latency_ratio: 10}\n"
+            "               max_p99_latency_ratio: 3}\n"
             "    on_failure: rollback\n",
             d->addr_web, d->addr[V1]);
     if (ferror(f))
