@@ -314,7 +314,10 @@ def test_upgrades_do_not_leak_file_descriptors(backend, daemon):
                                text=True).stdout.strip()
     print(f"\nopen fds: first daemon {counts[0]}, after each upgrade {counts[1:]}; "
           f"listener held as {listeners}")
-    assert counts[-1] == counts[0], f"fds grow with each upgrade: {counts}"
+    # The first daemon may hold a few fds from how it was started; what matters is that no
+    # hand-over adds any: every successor has at most as many, and they stay equal.
+    assert max(counts[1:]) <= counts[0], f"fds grow with each upgrade: {counts}"
+    assert len(set(counts[1:])) == 1, f"fds change from upgrade to upgrade: {counts}"
 
 
 def test_upgrade_mid_rollout_resumes_plan_at_its_step(backend, daemon):
