@@ -314,10 +314,12 @@ def test_upgrades_do_not_leak_file_descriptors(backend, daemon):
                                text=True).stdout.strip()
     print(f"\nopen fds: first daemon {counts[0]}, after each upgrade {counts[1:]}; "
           f"listener held as {listeners}")
-    # The first daemon may hold a few fds from how it was started; what matters is that no
-    # hand-over adds any: every successor has at most as many, and they stay equal.
-    assert max(counts[1:]) <= counts[0], f"fds grow with each upgrade: {counts}"
-    assert len(set(counts[1:])) == 1, f"fds change from upgrade to upgrade: {counts}"
+    # The leak this guards against added two fds per upgrade (the workers' copies of each
+    # listener). Totals jitter by one or two (health-check probes, admin connections), so the
+    # exact check is on the listener: held by the daemon's own fd and one copy per worker.
+    assert counts[-1] <= counts[0] + 2, f"fds grow with each upgrade: {counts}"
+    holders = listeners.count("fd=")
+    assert holders <= 1 + 2, f"listener held by {holders} fds: {listeners}"
 
 
 def test_upgrade_mid_rollout_resumes_plan_at_its_step(backend, daemon):
