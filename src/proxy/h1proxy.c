@@ -498,6 +498,28 @@ static ssize_t body_scan(enum http_framing f, uint64_t *left, struct http_chunke
     return -1;
 }
 
+static void count_payload(void *ctx, const char *data, size_t len)
+{
+    (void)data;
+    *(uint64_t *)ctx += len;
+}
+
+/* Returns how many of the n bytes at p belong to the body being framed by f, updating *left or
+ * ch, and adds the payload bytes among them (framing excluded) to *payload when not NULL; sets
+ * *done at the body's end. Returns -1 on a chunked framing error. */
+static ssize_t body_scan_payload(enum http_framing f, uint64_t *left, struct http_chunked *ch,
+                                 const char *p, size_t n, int *done, uint64_t *payload)
+{
+    if (f == HTTP_BODY_CHUNKED) {
+        ssize_t r = http_chunked_feed(ch, p, n, done, payload ? count_payload : NULL, payload);
+        return r < 0 ? -1 : r;
+    }
+    ssize_t r = body_scan(f, left, ch, p, n, done);
+    if (r > 0 && payload != NULL)
+        *payload += (uint64_t)r;
+    return r;
+}
+
 /* ---------------------------------------------------------------- head rewriting ------------ */
 
 struct out {
@@ -699,6 +721,25 @@ static int method_idempotent(enum http_method m)
 
 static void request_retry(struct client *c, int fresh_same_target);
 
+/* Passive health. A failure toward a target (connect error, reset, timeout, invalid answer,
+ * 5xx) counts; consecutive_failures of them take it out of rotation for the ejection time. It
+ * then gets requests again, and one more failure ejects it again; a success resets the count.
+ * Shared by all workers through the target's atomics. */
+static void target_result(struct client *c, struct route_target *t, int failed)
+{
+    if (t == NULL || c->lim.outlier_failures <= 0)
+        return;
+    if (!failed) {
+        if (atomic_load_explicit(&t->consecutive_failures, memory_order_relaxed) != 0)
+            atomic_store_explicit(&t->consecutive_failures, 0, memory_order_relaxed);
+        return;
+    }
+    int n = atomic_fetch_add_explicit(&t->consecutive_failures, 1, memory_order_relaxed) + 1;
+    if (n >= c->lim.outlier_failures)
+        atomic_store_explicit(&t->ejected_until, uv_hrtime() / 1000000 + c->lim.outlier_ejection_ms,
+                              memory_order_relaxed);
+}
+
 /* The upstream of a request failed. Sends the request again when that is safe (no response
  * byte yet, the whole request still in the buffer): on a fresh connection to the same target
  * when a reused connection failed (the upstream may have closed it while we sent), or once on
@@ -706,6 +747,9 @@ static void request_retry(struct client *c, int fresh_same_target);
 static void upstream_failed(struct upstream *u, enum up_fail why)
 {
     struct client *c = u->client;
+    /* A reused connection the upstream had closed says nothing about the target's health. */
+    if (c != NULL && !(u->reused && u->got == 0 && why == UF_IO))
+        target_result(c, u->pool->target, 1);
     int reused = u->reused;
     uint64_t got = u->got;
     if (u->phase == U_IDLE)
@@ -1013,8 +1057,8 @@ static void upstream_send(struct client *c)
             bufs[nb++] = uv_buf_init(c->uhead, (unsigned)c->uhead_len);
         if (!c->body_done && c->in.end > c->fwd) {
             int done = 0;
-            ssize_t r = body_scan(c->framing, &c->body_left, &c->chunk, c->in.data + c->fwd,
-                                  c->in.end - c->fwd, &done);
+            ssize_t r = body_scan_payload(c->framing, &c->body_left, &c->chunk, c->in.data + c->fwd,
+                                          c->in.end - c->fwd, &done, &c->body_seen);
             if (r < 0) {
                 client_error(c, 400, "invalid chunked request body");
                 return;
@@ -1022,10 +1066,9 @@ static void upstream_send(struct client *c)
             if (r > 0)
                 bufs[nb++] = uv_buf_init(c->in.data + c->fwd, (unsigned)r);
             c->fwd += (size_t)r;
-            c->body_seen += (uint64_t)r;
-            if (c->lim.max_body_bytes > 0 && c->body_seen > c->lim.max_body_bytes + 64) {
-                /* Chunked bodies have no length up front: the limit is checked as they flow
-                 * (framing bytes get a little slack). */
+            if (c->lim.max_body_bytes > 0 && c->body_seen > c->lim.max_body_bytes) {
+                /* Chunked bodies have no length up front: the payload is counted as it flows,
+                 * framing bytes excluded. */
                 client_error(c, 413, "request body larger than this service accepts");
                 return;
             }
@@ -1198,6 +1241,7 @@ static void response_process(struct upstream *u)
                 if (u->resp.status >= 500)
                     atomic_fetch_add_explicit(&c->w->stats.responses_5xx, 1, memory_order_relaxed);
                 count_answer(c, u->resp.status, 0);
+                target_result(c, u->pool->target, u->resp.status >= 500);
                 if (is_event_stream(&u->resp))
                     longlived_begin(c, u->pool->target);
                 if (u->framing == HTTP_BODY_NONE)
@@ -1497,19 +1541,26 @@ static struct route_target *pick_target(struct client *c, const struct route_ser
                                         const struct route_target *avoid)
 {
     const struct route_backend *b = c->role == ROUTE_CANARY ? &svc->canary : &svc->live;
-    struct route_target *fallback = NULL;
+    struct route_target *fallback = NULL, *ejected = NULL;
     if (b->ntargets == 0)
         return NULL;
+    uint64_t now_ms = c->t_start / 1000000;
     unsigned start = c->w->rr++;
     for (size_t i = 0; i < b->ntargets; i++) {
         struct route_target *t = b->targets[(start + i) % b->ntargets];
         if (!atomic_load_explicit(&t->healthy, memory_order_relaxed))
             continue;
+        if (atomic_load_explicit(&t->ejected_until, memory_order_relaxed) > now_ms) {
+            if (ejected == NULL)
+                ejected = t;
+            continue;
+        }
         if (t != avoid)
             return t;
         fallback = t;
     }
-    return fallback;
+    /* Never all targets out at once: when every healthy one is ejected, they still serve. */
+    return fallback ? fallback : ejected;
 }
 
 static void request_dispatch(struct client *c)
