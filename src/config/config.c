@@ -910,7 +910,8 @@ static int parse_env(struct ctx *c, const struct item *it, const char *path, str
 static int parse_run(struct ctx *c, const struct item *it, const char *path, struct config_run *r)
 {
     static const char *const known[] = {
-        "command", "env", "cwd", "instances", "port_range", "stop_signal", "stop_timeout", NULL,
+        "command",         "env", "cwd", "instances", "port_range", "stop_signal", "stop_timeout",
+        "rollback_window", NULL,
     };
     char p[KEY_PATH_MAX];
     struct item v;
@@ -946,6 +947,30 @@ static int parse_run(struct ctx *c, const struct item *it, const char *path, str
     if (map_find(it->node, "stop_timeout", &v) &&
         (rc = get_duration(c, &v, subpath(p, sizeof(p), path, "stop_timeout"), 0,
                            &r->stop_timeout_ms)))
+        return rc;
+    if (map_find(it->node, "rollback_window", &v) &&
+        (rc = get_duration(c, &v, subpath(p, sizeof(p), path, "rollback_window"), 0,
+                           &r->rollback_window_ms)))
+        return rc;
+    return 0;
+}
+
+static int parse_outlier(struct ctx *c, const struct item *it, const char *path,
+                         struct config_outlier *o)
+{
+    static const char *const known[] = {"consecutive_failures", "ejection", NULL};
+    char p[KEY_PATH_MAX];
+    struct item v;
+    int rc;
+
+    if ((rc = expect_map(c, it, path, known)) != 0)
+        return rc;
+    if (map_find(it->node, "consecutive_failures", &v) &&
+        (rc = get_int(c, &v, subpath(p, sizeof(p), path, "consecutive_failures"), 0, 1000000,
+                      &o->consecutive_failures)))
+        return rc;
+    if (map_find(it->node, "ejection", &v) &&
+        (rc = get_duration(c, &v, subpath(p, sizeof(p), path, "ejection"), 1, &o->ejection_ms)))
         return rc;
     return 0;
 }
@@ -1010,6 +1035,8 @@ static void service_defaults(struct config_service *s)
     s->run.port_hi = 20999;
     s->run.stop_signal = SIGTERM;
     s->run.stop_timeout_ms = 10000;
+    s->outlier.consecutive_failures = 5;
+    s->outlier.ejection_ms = 10000;
     s->sticky.kind = CONFIG_STICKY_ADDR;
     s->timeouts.client_header_ms = 10000;
     s->timeouts.client_idle_ms = 60000;
@@ -1056,9 +1083,20 @@ static int parse_targets(struct ctx *c, const struct item *it, const char *path,
 static int parse_service(struct ctx *c, struct fy_node_pair *pair, struct config_service *s)
 {
     static const char *const known[] = {
-        "listen",         "preview_listen", "protocol", "health_check", "drain_timeout",
-        "deploy_timeout", "targets",        "run",      "sticky",       "timeouts",
-        "limits",         "plan",           NULL,
+        "listen",
+        "preview_listen",
+        "protocol",
+        "health_check",
+        "drain_timeout",
+        "deploy_timeout",
+        "targets",
+        "run",
+        "sticky",
+        "timeouts",
+        "limits",
+        "plan",
+        "outlier_detection",
+        NULL,
     };
     struct item it = item_of_pair(pair), v;
     char path[KEY_PATH_MAX], p[KEY_PATH_MAX];
@@ -1089,6 +1127,9 @@ static int parse_service(struct ctx *c, struct fy_node_pair *pair, struct config
         return rc;
     if (map_find(it.node, "health_check", &v) &&
         (rc = parse_health(c, &v, subpath(p, sizeof(p), path, "health_check"), &s->health)))
+        return rc;
+    if (map_find(it.node, "outlier_detection", &v) &&
+        (rc = parse_outlier(c, &v, subpath(p, sizeof(p), path, "outlier_detection"), &s->outlier)))
         return rc;
     if (map_find(it.node, "drain_timeout", &v) &&
         (rc = get_duration(c, &v, subpath(p, sizeof(p), path, "drain_timeout"), 0,

@@ -51,6 +51,17 @@ struct config_run {
     int port_lo, port_hi;     /* `port_range: LO-HI`, default 20000-20999 */
     int stop_signal;          /* `stop_signal: TERM|INT|QUIT|HUP|USR1|USR2|KILL`, default SIGTERM */
     uint64_t stop_timeout_ms; /* default 10s */
+    uint64_t rollback_window_ms; /* `rollback_window`, default 0: a version that stopped getting
+                                    traffic keeps its processes this long after its drain, so a
+                                    rollback in that window needs no restart */
+};
+
+/* Passive health: a target that fails (connect errors, resets, timeouts, 5xx) this many times in
+ * a row is taken out of rotation for `ejection`, then gets requests again (one more failure
+ * ejects it again). Never all targets of a version at once. */
+struct config_outlier {
+    int consecutive_failures; /* default 5; 0 turns it off */
+    uint64_t ejection_ms;     /* `ejection`, default 10s */
 };
 
 struct config_service {
@@ -60,6 +71,7 @@ struct config_service {
     char *preview_listen; /* optional, NULL when absent */
     enum config_protocol protocol;
     struct config_health health;
+    struct config_outlier outlier;
     uint64_t drain_timeout_ms;  /* default 30s */
     uint64_t deploy_timeout_ms; /* default 60s */
     char **targets;             /* "HOST:PORT" each, validated; may be empty */

@@ -31,6 +31,8 @@ struct route_target *route_target_new(const char *address, const char *version)
     atomic_init(&t->in_table, 0);
     atomic_init(&t->longlived, 0);
     atomic_init(&t->closed_at_drain, 0);
+    atomic_init(&t->consecutive_failures, 0);
+    atomic_init(&t->ejected_until, 0);
     t->address = xstrdup(address);
     t->version = xstrdup(version);
     return t;

@@ -29,6 +29,8 @@ struct route_target {
     atomic_int in_table;         /* 1 while some published table routes to it (control thread) */
     atomic_int longlived;        /* open tunnels and event streams to it (workers) */
     atomic_uint closed_at_drain; /* long-lived connections closed at a drain deadline */
+    atomic_int consecutive_failures; /* passive health, written by workers */
+    _Atomic uint64_t ejected_until;  /* uv_hrtime() ms until which it gets no new request */
 };
 
 /* The targets serving one version of a service, in a fixed order. */
@@ -50,6 +52,8 @@ struct route_limits {
     uint64_t max_body_bytes; /* 0 = unlimited */
     uint64_t drain_ms;       /* after a switch, connections to the old version end by then */
     size_t max_connections;  /* 0 = unlimited */
+    int outlier_failures;    /* consecutive failures that eject a target; 0 = off */
+    uint64_t outlier_ejection_ms;
 };
 
 /* Which version of a service a request is routed to. */

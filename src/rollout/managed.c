@@ -338,6 +338,22 @@ void managed_retire(struct managed_set *ms, uint64_t after_ms)
         uv_timer_start(&ms->retire, on_retire, after_ms, 0);
 }
 
+void managed_keep(struct managed_set *ms)
+{
+    if (ms == NULL || ms->stop_sent)
+        return;
+    uv_timer_stop(&ms->retire);
+    ms->retiring = 0;
+}
+
+uint64_t managed_retire_delay(const struct service *s)
+{
+    uint64_t d = s->cfg->drain_timeout_ms;
+    if (s->cfg->run.rollback_window_ms > d)
+        d = s->cfg->run.rollback_window_ms;
+    return d + 500;
+}
+
 void managed_stop_all(struct rollout *r)
 {
     for (struct managed_set *m = r->sets; m; m = m->next) {
@@ -376,7 +392,7 @@ const char *managed_last_exit(const struct managed_set *ms)
 
 int managed_running(const struct managed_set *ms)
 {
-    if (ms == NULL || ms->retiring)
+    if (ms == NULL || ms->stop_sent)
         return 0;
     for (size_t i = 0; i < ms->n; i++)
         if (ms->inst[i] != NULL)

@@ -705,7 +705,7 @@ static void plan_finish(struct service *s, const char *how)
     rollout_publish(r);
     drain_watch(s, from, s->change_id);
     if (from != NULL)
-        managed_retire(from->ms, s->cfg->drain_timeout_ms + 500);
+        managed_retire(from->ms, managed_retire_delay(s));
     log_info("plan completed", "service", s->cfg->name, "version", to->name);
     uv_timer_stop(&s->deadline);
     change_notify(s);

@@ -106,6 +106,8 @@ static struct route_limits limits_from(const struct config_service *c)
         .max_body_bytes = c->limits.max_body_bytes,
         .drain_ms = c->drain_timeout_ms,
         .max_connections = c->limits.max_connections,
+        .outlier_failures = c->outlier.consecutive_failures,
+        .outlier_ejection_ms = c->outlier.ejection_ms,
     };
     return l;
 }
@@ -271,7 +273,7 @@ static void change_switch(struct service *s)
     rollout_publish(r);
     drain_watch(s, from, s->change_id);
     if (from != NULL)
-        managed_retire(from->ms, s->cfg->drain_timeout_ms + 500);
+        managed_retire(from->ms, managed_retire_delay(s));
     log_info("switched", "service", s->cfg->name, "from", from ? from->name : "", "to", to->name);
     /* Already written as completed above; only the waiter and the timers remain. */
     uv_timer_stop(&s->deadline);
@@ -530,7 +532,10 @@ int rollout_rollback(struct rollout *r, const char *service, const char *actor, 
     }
     char **own = NULL;
     size_t nown = 0;
-    if (s->cfg->run.command != NULL && !managed_running(s->previous->ms)) {
+    if (s->cfg->run.command != NULL && managed_running(s->previous->ms)) {
+        /* Within the rollback window: its processes still run, the rollback reuses them. */
+        managed_keep(s->previous->ms);
+    } else if (s->cfg->run.command != NULL) {
         /* The previous version's processes were retired after its drain: start them again;
          * the rollback switches once they are healthy, like any deploy. */
         struct managed_set *ms = NULL;

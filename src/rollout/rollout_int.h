@@ -94,6 +94,11 @@ struct managed_set *managed_restore(struct service *s, const char *version, char
                                     size_t n, int start_missing);
 /* Stops the set's processes after after_ms (0: now). */
 void managed_retire(struct managed_set *ms, uint64_t after_ms);
+/* Cancels a pending retirement (a rollback within the rollback window reuses the processes). */
+void managed_keep(struct managed_set *ms);
+/* How long after a switch a version's processes are kept: its drain, or run.rollback_window
+ * when longer (plus a margin for the workers to see the switch). */
+uint64_t managed_retire_delay(const struct service *s);
 void managed_stop_all(struct rollout *r);
 void managed_release_all(struct rollout *r);
 void managed_free_all(struct rollout *r);
