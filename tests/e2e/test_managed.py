@@ -136,13 +136,16 @@ class Managed:
         self.d = None
 
     def daemon(self, instances=2, env=None, plans="", stop_timeout="3s", drain="2s",
-               deploy_timeout="10s", command=None, port_range=None, health=None, where=None):
+               deploy_timeout="10s", command=None, port_range=None, health=None, where=None,
+               rollback_window=None):
         cmd = command or [sys.executable, str(self.app), "${PORT}", "${VERSION}"]
         run = ("    run:\n"
                f"      command: [{', '.join(repr(c) if c.startswith('$') else c for c in cmd)}]\n"
                f"      instances: {instances}\n"
                f"      port_range: {port_range or f'{self.lo}-{self.lo + 60}'}\n"
                f"      stop_timeout: {stop_timeout}\n")
+        if rollback_window:
+            run += f"      rollback_window: {rollback_window}\n"
         if env:
             run += "      env: {" + ", ".join(f"{k}: {v}" for k, v in env.items()) + "}\n"
         cfg = dict(service_extra=run, top_extra=plans, drain_timeout=drain,
@@ -594,3 +597,25 @@ def test_check_rejects_bad_run_keys(tmp_path, run_extra, key):
     r = run_cli("check", "-c", cfg)
     assert r.returncode == 2, f"check exit {r.returncode}: {r.stdout}{r.stderr}"
     assert f"run.{key}" in r.stderr or key in r.stderr, r.stderr
+
+
+# --- rollback window ---------------------------------------------------------------------------
+
+def test_rollback_within_rollback_window_reuses_the_processes(managed):
+    """With run.rollback_window, the previous version keeps running after its drain, and a
+    rollback in the window switches back to those very processes (no restart); without it they
+    are stopped after the drain (the other tests)."""
+    d = managed.daemon(drain="1s", rollback_window="30s").start()
+    managed.deploy_ok("v1")
+    v1 = managed.pids("v1")
+    managed.deploy_ok("v2")
+    time.sleep(2.5)  # past v1's drain: without the window its processes would be gone by now
+    assert managed.pids("v1") == v1, "v1's processes were stopped inside the rollback window"
+    t0 = time.monotonic()
+    r = d.cli("rollback", "web", timeout=20)
+    took = time.monotonic() - t0
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert body_of(d.port) == "v1\n"
+    assert managed.pids("v1") == v1, "the rollback started new v1 processes"
+    print(f"\nrollback within the window: {took:.2f}s, same pids {v1}")
+    wait_for(lambda: managed.pids("v2") == [], 35, "v2 retired after the rollback window")
