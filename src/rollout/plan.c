@@ -319,33 +319,39 @@ static void on_failure(struct service *s, const struct analysis_verdict *v)
     plan_rollback(s, STORE_CHANGE_ROLLED_BACK, msg);
 }
 
+/* Judges the current window (everything since the last judged one). A window is judged once the
+ * canary has min_requests in it; until then it grows, so low traffic means slower judgements,
+ * never silent passes. Returns 1 when a gate failed (and was acted on). */
+static int judge_window(struct service *s)
+{
+    struct plan_run *run = s->run;
+    struct analysis_sample now[ROUTE_ROLES], d[ROUTE_ROLES];
+    sample_now(s, now);
+    for (int i = 0; i < ROUTE_ROLES; i++)
+        sample_diff(&d[i], &now[i], &run->win_base[i]);
+    struct analysis_verdict v;
+    analysis_judge(analysis_cfg(run), &d[ROUTE_STABLE], &d[ROUTE_CANARY], &v);
+    log_debug("analysis", "service", s->cfg->name, "detail", v.detail);
+    if (v.result == ANALYSIS_INCONCLUSIVE)
+        return 0;
+    run->last = v;
+    run->have_verdict = 1;
+    for (int i = 0; i < ROUTE_ROLES; i++)
+        run->win_base[i] = now[i];
+    if (v.result != ANALYSIS_FAIL)
+        return 0;
+    on_failure(s, &v);
+    return 1;
+}
+
 static void on_tick(uv_timer_t *t)
 {
     struct service *s = t->data;
     struct plan_run *run = s->run;
     if (run == NULL || s->change_id == 0)
         return;
-    if (run->state == RUN_STEP && analysing(run)) {
-        struct analysis_sample now[ROUTE_ROLES], d[ROUTE_ROLES];
-        sample_now(s, now);
-        for (int i = 0; i < ROUTE_ROLES; i++)
-            sample_diff(&d[i], &now[i], &run->win_base[i]);
-        struct analysis_verdict v;
-        analysis_judge(analysis_cfg(run), &d[ROUTE_STABLE], &d[ROUTE_CANARY], &v);
-        log_debug("analysis", "service", s->cfg->name, "detail", v.detail);
-        if (v.result != ANALYSIS_INCONCLUSIVE) {
-            /* A window is judged once the canary has min_requests in it; until then it grows,
-             * so low traffic means slower judgements, never silent passes. */
-            run->last = v;
-            run->have_verdict = 1;
-            for (int i = 0; i < ROUTE_ROLES; i++)
-                run->win_base[i] = now[i];
-            if (v.result == ANALYSIS_FAIL) {
-                on_failure(s, &v);
-                return;
-            }
-        }
-    }
+    if (run->state == RUN_STEP && analysing(run) && judge_window(s))
+        return;
     run_save(s); /* keeps step_elapsed_ms current: a restart resumes with the time left */
 }
 
@@ -353,20 +359,7 @@ static void on_tick(uv_timer_t *t)
  * through between two ticks. Returns 1 when a gate failed (and was acted on). */
 static int judge_tail(struct service *s)
 {
-    struct plan_run *run = s->run;
-    if (!analysing(run))
-        return 0;
-    struct analysis_sample now[ROUTE_ROLES], d[ROUTE_ROLES];
-    sample_now(s, now);
-    for (int i = 0; i < ROUTE_ROLES; i++)
-        sample_diff(&d[i], &now[i], &run->win_base[i]);
-    struct analysis_verdict v;
-    analysis_judge(analysis_cfg(run), &d[ROUTE_STABLE], &d[ROUTE_CANARY], &v);
-    if (v.result == ANALYSIS_FAIL) {
-        on_failure(s, &v);
-        return 1;
-    }
-    return 0;
+    return analysing(s->run) && judge_window(s);
 }
 
 /* ---------------------------------------------------------------- tests --------------------- */
@@ -680,17 +673,7 @@ static void plan_finish(struct service *s, const char *how)
     run_save(s);
     json_object_set_new(run->detail, "state", json_string(STORE_CHANGE_COMPLETED));
     run_save_raw(s);
-    int rc = store_begin(r->st);
-    if (rc == 0)
-        rc = store_service_set(r->st, s->cfg->name, to->name, from ? from->name : NULL);
-    if (rc == 0)
-        rc = store_change_update(r->st, s->change_id, STORE_CHANGE_COMPLETED, msg);
-    if (rc == 0)
-        rc = store_event_add(r->st, s->change_id, "completed", msg);
-    if (rc == 0)
-        rc = store_commit(r->st);
-    if (rc < 0) {
-        store_rollback(r->st);
+    if (change_record_switch(s, to, from, "completed", msg) < 0) {
         log_error("store write failed; plan not finished", "service", s->cfg->name, "error",
                   store_errmsg(r->st));
         run->state = RUN_HOLDING;

@@ -230,6 +230,24 @@ void drain_watch(struct service *s, const struct version *v, int64_t change_id)
     uv_unref((uv_handle_t *)&dw->timer);
 }
 
+int change_record_switch(struct service *s, const struct version *to, const struct version *from,
+                         const char *event, const char *msg)
+{
+    struct store *st = s->r->st;
+    int rc = store_begin(st);
+    if (rc == 0)
+        rc = store_service_set(st, s->cfg->name, to->name, from ? from->name : NULL);
+    if (rc == 0)
+        rc = store_change_update(st, s->change_id, STORE_CHANGE_COMPLETED, msg);
+    if (rc == 0)
+        rc = store_event_add(st, s->change_id, event, msg);
+    if (rc == 0)
+        rc = store_commit(st);
+    if (rc < 0)
+        store_rollback(st);
+    return rc;
+}
+
 /* The target version is healthy: record the switch, then make it live. */
 static void change_switch(struct service *s)
 {
@@ -240,18 +258,8 @@ static void change_switch(struct service *s)
     snprintf(msg, sizeof(msg), "switched %s from %s to %s", s->cfg->name,
              from ? from->name : "nothing", to->name);
 
-    int rc = store_begin(r->st);
-    if (rc == 0)
-        rc = store_service_set(r->st, s->cfg->name, to->name, from ? from->name : NULL);
-    if (rc == 0)
-        rc = store_change_update(r->st, s->change_id, STORE_CHANGE_COMPLETED, msg);
-    if (rc == 0)
-        rc = store_event_add(r->st, s->change_id, "switched", msg);
-    if (rc == 0)
-        rc = store_commit(r->st);
-    if (rc < 0) {
+    if (change_record_switch(s, to, from, "switched", msg) < 0) {
         /* Not recorded, so not done: the old version keeps serving. */
-        store_rollback(r->st);
         log_error("store write failed; switch not done", "service", s->cfg->name, "error",
                   store_errmsg(r->st));
         change_finish(s, STORE_CHANGE_FAILED, "could not record the switch in the store");

@@ -70,6 +70,11 @@ struct version *version_load(struct service *s, const char *name, int optimistic
 void change_finish(struct service *s, const char *state, const char *message);
 /* Starts the deploy_timeout deadline and evaluates the target version's health at once. */
 void change_wait_health(struct service *s);
+/* Records, in one transaction, that `to` is live on s (with `from` as previous) and that the
+ * change completed with msg (event type `event`). Returns 0, or a negative errno with nothing
+ * written: the caller must then not publish. */
+int change_record_switch(struct service *s, const struct version *to, const struct version *from,
+                         const char *event, const char *msg);
 /* Calls and clears the waiter of s (the change reached the point its requester waits for). */
 void change_notify(struct service *s);
 json_t *version_json(const struct version *v);
