@@ -58,7 +58,7 @@ unit: $(UNIT_BIN)
 e2e: build/cutover
 	/usr/bin/python3 -m pytest -q tests/e2e
 
-test: build/cutover unit e2e
+test: format-check build/cutover unit e2e
 
 demo: build/cutover
 	build/cutover demo
@@ -82,7 +82,9 @@ bench: build/cutover
 format:
 	clang-format -i $(SRC) $(shell find src -name '*.h') $(UNIT_SRC) $(FUZZ_SRC)
 
+# clang-format 14 is what the house style names (Debian's clang-format package).
 format-check:
+	@command -v clang-format >/dev/null || { echo "clang-format missing: scripts/deps.sh"; exit 1; }
 	clang-format --dry-run --Werror $(SRC) $(shell find src -name '*.h') $(UNIT_SRC) $(FUZZ_SRC)
 
 clean:

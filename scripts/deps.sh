@@ -3,7 +3,7 @@
 # Idempotent and quiet when everything is already there; the Makefile calls it before building.
 set -eu
 
-PKGS="gcc make pkg-config clang libclang-rt-14-dev \
+PKGS="gcc make pkg-config clang clang-format libclang-rt-14-dev \
 libuv1-dev libfyaml-dev libjansson-dev libsqlite3-dev libcurl4-openssl-dev libcmocka-dev \
 python3 python3-pytest curl wrk haproxy nginx-light sqlite3 procps slowhttptest systemd"
 

@@ -19,21 +19,21 @@ struct sup_instance;
 struct sup_spec {
     const char *service;
     const char *version;
-    int index;                 /* ${INSTANCE}, 0-based */
-    int port;                  /* ${PORT} */
-    char *const *argv;         /* NULL-terminated; ${PORT} ${VERSION} ${INSTANCE} ${SERVICE}
-                                  are expanded in every element; argv[0] is looked up in PATH */
-    char *const *env;          /* extra "NAME=VALUE" (NULL-terminated, may be NULL); the
-                                  instance also gets PORT, CUTOVER_SERVICE, CUTOVER_VERSION,
-                                  CUTOVER_INSTANCE, and the daemon's environment */
-    const char *cwd;           /* may be NULL */
-    int stop_signal;           /* e.g. SIGTERM */
-    uint64_t stop_timeout_ms;  /* then SIGKILL to the process group */
-    const char *log_path;      /* stdout+stderr appended here; parent directories created */
-    uint64_t log_max_bytes;    /* when the file grows past this it is copied to PATH.1 and
-                                  truncated (copytruncate: the process keeps its fd); 0 = 10 MiB */
-    int crash_max;             /* this many exits within crash_window_ms is a crash loop; */
-    uint64_t crash_window_ms;  /* 0/0 mean 5 exits in 60 s */
+    int index;                /* ${INSTANCE}, 0-based */
+    int port;                 /* ${PORT} */
+    char *const *argv;        /* NULL-terminated; ${PORT} ${VERSION} ${INSTANCE} ${SERVICE}
+                                 are expanded in every element; argv[0] is looked up in PATH */
+    char *const *env;         /* extra "NAME=VALUE" (NULL-terminated, may be NULL); the
+                                 instance also gets PORT, CUTOVER_SERVICE, CUTOVER_VERSION,
+                                 CUTOVER_INSTANCE, and the daemon's environment */
+    const char *cwd;          /* may be NULL */
+    int stop_signal;          /* e.g. SIGTERM */
+    uint64_t stop_timeout_ms; /* then SIGKILL to the process group */
+    const char *log_path;     /* stdout+stderr appended here; parent directories created */
+    uint64_t log_max_bytes;   /* when the file grows past this it is copied to PATH.1 and
+                                 truncated (copytruncate: the process keeps its fd); 0 = 10 MiB */
+    int crash_max;            /* this many exits within crash_window_ms is a crash loop; */
+    uint64_t crash_window_ms; /* 0/0 mean 5 exits in 60 s */
 };
 
 enum sup_event {
@@ -62,8 +62,8 @@ struct sup_instance *sup_instance_start(struct supervisor *sv, const struct sup_
  * child) and restarts it like any instance when it exits. Returns NULL (and err) when the
  * process is gone or is not the same process. */
 struct sup_instance *sup_instance_adopt(struct supervisor *sv, const struct sup_spec *spec,
-                                        pid_t pid, uint64_t start_ticks, sup_event_cb cb,
-                                        void *ctx, char *err, size_t errlen);
+                                        pid_t pid, uint64_t start_ticks, sup_event_cb cb, void *ctx,
+                                        char *err, size_t errlen);
 
 /* Stops the instance: stop_signal to its process group, SIGKILL to the group after
  * stop_timeout; SUP_EV_STOPPED follows, then the instance is freed. No restart after this. */
@@ -73,7 +73,7 @@ void sup_instance_stop(struct sup_instance *inst);
  * successor); frees it. */
 void sup_instance_release(struct sup_instance *inst);
 
-pid_t sup_instance_pid(const struct sup_instance *inst);     /* 0 while restarting */
+pid_t sup_instance_pid(const struct sup_instance *inst); /* 0 while restarting */
 uint64_t sup_instance_start_ticks(const struct sup_instance *inst);
 int sup_instance_port(const struct sup_instance *inst);
 int sup_instance_restarts(const struct sup_instance *inst);
