@@ -482,6 +482,10 @@ int serve_main(int argc, char **argv)
     }
     for (size_t i = 0; i < d.cfg->nwarnings; i++)
         log_warn("config", "warning", d.cfg->warnings[i]);
+    if (d.cfg->admin_listen != NULL)
+        log_warn("admin.listen is not served by this build: the admin API is only on "
+                 "state_dir/cutover.sock (mode 0600)",
+                 "admin_listen", d.cfg->admin_listen);
     signal(SIGPIPE, SIG_IGN);
 
     if (ensure_dir(d.cfg->state_dir) < 0) {
