@@ -1689,10 +1689,8 @@ static void client_continue(struct client *c)
     c->phase = PH_HEAD;
     c->close_after_write = 0;
     c->resp_started = 0;
-    if (c->w->draining && c->in.start == c->in.end) {
-        /* Stopping, and nothing was asked: this connection is idle and may wait for the drain
-         * deadline (closing it now would race with a request on its way). */
-    }
+    /* While stopping, an idle connection is left open until the drain deadline: closing it
+     * now would race with a request already on its way (worker.c closes it at the deadline). */
     if (c->in.data != NULL && c->in.end > c->in.start) {
         client_timer(c, c->lim.client_header_ms);
         request_try(c);

@@ -28,7 +28,6 @@ struct route_target *route_target_new(const char *address, const char *version)
     }
     atomic_init(&t->refs, 1);
     atomic_init(&t->healthy, 0);
-    atomic_init(&t->in_table, 0);
     atomic_init(&t->longlived, 0);
     atomic_init(&t->closed_at_drain, 0);
     atomic_init(&t->consecutive_failures, 0);

@@ -25,10 +25,9 @@ struct route_target {
     char *version; /* name of the version it belongs to */
     struct sockaddr_storage sa;
     socklen_t salen;
-    atomic_int healthy;          /* 1 = may receive new requests (set by health checks) */
-    atomic_int in_table;         /* 1 while some published table routes to it (control thread) */
-    atomic_int longlived;        /* open tunnels and event streams to it (workers) */
-    atomic_uint closed_at_drain; /* long-lived connections closed at a drain deadline */
+    atomic_int healthy;              /* 1 = may receive new requests (set by health checks) */
+    atomic_int longlived;            /* open tunnels and event streams to it (workers) */
+    atomic_uint closed_at_drain;     /* long-lived connections closed at a drain deadline */
     atomic_int consecutive_failures; /* passive health, written by workers */
     _Atomic uint64_t ejected_until;  /* uv_hrtime() ms until which it gets no new request */
 };
