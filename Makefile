@@ -28,6 +28,8 @@ FUZZ_BIN := $(FUZZ_SRC:tests/fuzz/%.c=build/fuzz/%)
 FUZZ_LIB := $(sort $(wildcard src/http/*.c) src/core/xmalloc.c)
 
 .PHONY: all test unit e2e demo fuzz fuzz-run bench clean format format-check deps
+# The sanitizer objects only feed the unit tests: keep them between runs.
+.SECONDARY: $(SAN_OBJ)
 all: build/cutover
 
 deps: $(DEPS_OK)
