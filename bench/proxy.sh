@@ -1,22 +1,41 @@
 #!/usr/bin/env bash
-# Proxy benchmark: requests/s, p50/p99 latency and CPU time per request through cutover, HAProxy
-# and nginx, configured equivalently (one worker/thread each, keep-alive to the upstream), and
-# direct to the backend, all in the same run. A script, not a test: it prints figures.
+# Proxy benchmark: cutover vs HAProxy vs nginx, configured equivalently (keep-alive to the
+# upstream, connections reused), and direct to the backend, all in one run. A script, not a
+# test: it prints figures (docs/benchmarks.md records them).
 #
-#   bench/proxy.sh            (from the repository root, after `make`; or `make bench`)
+#   bench/proxy.sh            full run (from the repository root, after `make`; or `make bench`)
+#   bench/proxy.sh --quick    the short run: 1 worker, 64 connections, 100-byte response
 #
-# Backend: nginx (one worker) answering 200 with a 100-byte body. Load: wrk -t1 -c64 for
-# BENCH_SECONDS (default 5) per run, BENCH_ROUNDS (default 2) interleaved rounds, medians.
-# CPU per request = the proxy's utime+stime delta (/proc/PID/stat, the process and its children)
-# divided by the requests wrk completed: the figure that stays stable on a noisy shared machine.
-# Everything runs on loopback, in a mktemp dir, and is stopped by pid on exit. Bounded: < 2 min.
+# Full run, for each proxy:
+#   workers 1 and 2 (cutover `workers: N`, HAProxy `nbthread N`, nginx `worker_processes N`)
+#   x 64 and 256 connections x a 100-byte (/) and a 64 KiB (/64k) response:
+#   requests/s, p50 and p99 (wrk -t1 --latency), CPU seconds per 100k requests (utime+stime
+#   delta of the proxy's process tree from /proc over the requests wrk completed), errors;
+#   BENCH_ROUNDS interleaved rounds, medians. Plus idle-connection memory: BENCH_IDLE (10000)
+#   keep-alive connections opened to each freshly started 1-worker proxy (one request on each,
+#   then held open), reported as the RSS delta of the process tree per connection, in bytes.
+# Backend: nginx, one worker, keep-alive without limit. Loopback only; everything runs from a
+# mktemp dir and is stopped by pid on exit. Bounded: about 5 minutes full, 1 minute --quick.
+# Knobs (environment): BENCH_SECONDS (3 full / 5 quick) per point, BENCH_ROUNDS (2),
+# BENCH_WORKERS ("1 2"), BENCH_CONNS ("64 256"), BENCH_SIZES ("100 65536"), BENCH_IDLE (10000,
+# 0 = skip), BENCH_RAW=1 also prints every run's figures.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-SECS=${BENCH_SECONDS:-5}
+QUICK=0
+case "${1:-}" in
+    --quick) QUICK=1 ;;
+    "") ;;
+    *) echo "usage: bench/proxy.sh [--quick]" >&2; exit 2 ;;
+esac
+if [ $QUICK = 1 ]; then
+    SECS=${BENCH_SECONDS:-5}; WORKERS=${BENCH_WORKERS:-1}; CONNS=${BENCH_CONNS:-64}
+    SIZES=${BENCH_SIZES:-100}; IDLE=${BENCH_IDLE:-0}
+else
+    SECS=${BENCH_SECONDS:-3}; WORKERS=${BENCH_WORKERS:-"1 2"}; CONNS=${BENCH_CONNS:-"64 256"}
+    SIZES=${BENCH_SIZES:-"100 65536"}; IDLE=${BENCH_IDLE:-10000}
+fi
 ROUNDS=${BENCH_ROUNDS:-2}
-CONNS=${BENCH_CONNS:-64}
-BIN=build/cutover
 WORK=$(mktemp -d /tmp/cutover-bench.XXXXXX)
 PIDS=()
 
@@ -33,48 +52,83 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 die() { echo "bench: $*" >&2; exit 1; }
-for c in nginx haproxy wrk python3; do
+for c in nginx haproxy wrk python3 curl; do
     command -v "$c" >/dev/null || die "$c not installed (scripts/deps.sh installs it)"
 done
 HAVE_CUTOVER=1
-if [ ! -x "$BIN" ]; then
+if [ ! -x build/cutover ]; then
     make -s >/dev/null 2>&1 || true
-    [ -x "$BIN" ] || { echo "bench: $BIN not built: measuring the others only" >&2; HAVE_CUTOVER=0; }
+    [ -x build/cutover ] || { echo "bench: build/cutover not built: measuring the others only" >&2; HAVE_CUTOVER=0; }
 fi
+# A private copy: a rebuild in the tree during the run does not change what is measured.
+[ $HAVE_CUTOVER = 1 ] && cp build/cutover "$WORK/cutover"
+
+# File descriptors for the idle-connection test (10,000 client connections per proxy): up to
+# 65536, or the hard limit when that is lower. The proxies and the idle client inherit it.
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+NOFILE=$(ulimit -n)
+[ "$IDLE" -gt 0 ] && [ "$NOFILE" -lt $((IDLE + 1000)) ] && die "ulimit -n is $NOFILE: too low for BENCH_IDLE=$IDLE"
 
 free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
 port_up() { for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; return 1; }
 start() { local log=$1; shift; "$@" >>"$WORK/$log" 2>&1 & PIDS+=($!); }
+stop() { # pid: TERM, wait up to 2 s, KILL; then forget it (never signal a reaped pid again)
+    local p=$1 q keep=()
+    kill "$p" 2>/dev/null || true
+    for _ in $(seq 1 20); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$p" 2>/dev/null || true
+    wait "$p" 2>/dev/null || true
+    for q in "${PIDS[@]}"; do [ "$q" = "$p" ] || keep+=("$q"); done
+    PIDS=("${keep[@]}")
+}
 
 BE=$(free_port); HP=$(free_port); NP=$(free_port); CP=$(free_port)
 [ "$(printf '%s\n' "$BE" "$HP" "$NP" "$CP" | sort -u | wc -l)" = 4 ] || die "port clash, run again"
 mkdir -p "$WORK/be" "$WORK/np"
 
 BODY=$(printf 'backend=1 %089d\n' 0)   # 100 bytes with the newline
+head -c 65536 /dev/zero | tr '\0' 'x' >"$WORK/be/64k"
+chmod 755 "$WORK" "$WORK/be"; chmod 644 "$WORK/be/64k"   # nginx workers run as nobody
 cat >"$WORK/be/nginx.conf" <<EOF
 worker_processes 1; daemon off; pid $WORK/be/nginx.pid; error_log $WORK/be/err.log warn;
+worker_rlimit_nofile $NOFILE;
 events { worker_connections 10000; }
-http { access_log off; keepalive_requests 1000000; keepalive_timeout 75s;
+http { access_log off; keepalive_requests 1000000; keepalive_timeout 75s; sendfile on;
   server { listen 127.0.0.1:$BE backlog=4096;
-    location / { default_type text/plain; return 200 "$BODY\n"; } } }
+    location / { default_type text/plain; return 200 "$BODY\n"; }
+    location = /64k { default_type application/octet-stream; alias $WORK/be/64k; } } }
 EOF
-cat >"$WORK/np/nginx.conf" <<EOF
-worker_processes 1; daemon off; pid $WORK/np/nginx.pid; error_log $WORK/np/err.log warn;
-events { worker_connections 10000; }
+
+path_of() { [ "$1" = 100 ] && echo / || echo /64k; }
+for s in $SIZES; do [ "$s" = 100 ] || [ "$s" = 65536 ] || die "BENCH_SIZES: 100 and/or 65536"; done
+
+# Proxy configurations for N workers. Equivalent: keep-alive on both sides, upstream
+# connections reused (up to 512 idle per worker: cutover's pool size), no access log, bodies
+# streamed or buffered in memory (never to disk), idle client connections kept >= 60 s.
+configure() {
+    local n=$1
+    cat >"$WORK/np/nginx.conf" <<EOF
+worker_processes $n; daemon off; pid $WORK/np/nginx.pid; error_log $WORK/np/err.log warn;
+worker_rlimit_nofile $NOFILE;
+events { worker_connections $((IDLE + 2000)); }
 http { access_log off; keepalive_requests 1000000; keepalive_timeout 75s;
-  upstream be { server 127.0.0.1:$BE; keepalive 64; keepalive_requests 1000000; }
+  upstream be { server 127.0.0.1:$BE; keepalive 512; keepalive_requests 1000000; }
   server { listen 127.0.0.1:$NP backlog=4096;
     location / { proxy_pass http://be; proxy_http_version 1.1; proxy_set_header Connection "";
-                 proxy_buffering on; } } }
+                 proxy_buffering on; proxy_buffers 8 8k; proxy_max_temp_file_size 0; } } }
 EOF
-cat >"$WORK/haproxy.cfg" <<EOF
+    # maxconn above the idle test's count; "no strict-limits": HAProxy asks for 2 x maxconn fds,
+    # more than the hard limit may allow (it warns and runs), while the test needs about maxconn.
+    cat >"$WORK/haproxy.cfg" <<EOF
 global
-  nbthread 1
-  maxconn 9000
+  nbthread $n
+  maxconn $((IDLE + 2000))
+  no strict-limits
 defaults
   mode http
+  maxconn $((IDLE + 2000))
   timeout connect 2s
-  timeout client 30s
+  timeout client 75s
   timeout server 30s
   option http-keep-alive
   http-reuse always
@@ -84,94 +138,225 @@ frontend fe
 backend be
   server s1 127.0.0.1:$BE
 EOF
-cat >"$WORK/cutover.yml" <<EOF
+    cat >"$WORK/cutover.yml" <<EOF
 state_dir: $WORK/var
-workers: 1
+workers: $n
 services:
   web:
     listen: 127.0.0.1:$CP
     health_check: {path: /, interval: 5s, timeout: 1s, healthy_threshold: 1, unhealthy_threshold: 3}
     targets: [127.0.0.1:$BE]
 EOF
+}
 
-start be.log nginx -e "$WORK/be/err.log" -p "$WORK/be" -c "$WORK/be/nginx.conf"; BPID=${PIDS[-1]}
-port_up "$BE" || die "nginx backend did not start: $(cat "$WORK/be.log" "$WORK/be/err.log" 2>/dev/null)"
-start hap.log haproxy -db -f "$WORK/haproxy.cfg"; HPID=${PIDS[-1]}
-port_up "$HP" || die "haproxy did not start: $(cat "$WORK/hap.log")"
-start np.log nginx -e "$WORK/np/err.log" -p "$WORK/np" -c "$WORK/np/nginx.conf"; NPID=${PIDS[-1]}
-port_up "$NP" || die "nginx proxy did not start: $(cat "$WORK/np.log" "$WORK/np/err.log" 2>/dev/null)"
-NAMES="direct haproxy nginx"
-declare -A PORT=([direct]=$BE [haproxy]=$HP [nginx]=$NP) PID=([direct]=$BPID [haproxy]=$HPID [nginx]=$NPID)
-if [ $HAVE_CUTOVER = 1 ]; then
-    start cutover.log "$BIN" serve -c "$WORK/cutover.yml"; CPID=${PIDS[-1]}
-    port_up "$CP" || die "cutover did not listen: $(cat "$WORK/cutover.log")"
-    for _ in $(seq 1 50); do [ "$(curl -s -m 1 "http://127.0.0.1:$CP/")" = "$BODY" ] && break; sleep 0.1; done
-    [ "$(curl -s -m 1 "http://127.0.0.1:$CP/")" = "$BODY" ] || die "cutover does not answer the backend's body"
-    NAMES="$NAMES cutover"; PORT[cutover]=$CP; PID[cutover]=$CPID
-fi
+declare -A PORT=([direct]=$BE [haproxy]=$HP [nginx]=$NP [cutover]=$CP) PID=()
+PROXIES="haproxy nginx"; [ $HAVE_CUTOVER = 1 ] && PROXIES="$PROXIES cutover"
+
+start_proxies() {
+    start haproxy.log haproxy -db -f "$WORK/haproxy.cfg"; PID[haproxy]=${PIDS[-1]}
+    port_up "$HP" || die "haproxy did not start: $(cat "$WORK/haproxy.log")"
+    start nginx.log nginx -e "$WORK/np/err.log" -p "$WORK/np" -c "$WORK/np/nginx.conf"; PID[nginx]=${PIDS[-1]}
+    port_up "$NP" || die "nginx proxy did not start: $(cat "$WORK/nginx.log" "$WORK/np/err.log" 2>/dev/null)"
+    if [ $HAVE_CUTOVER = 1 ]; then
+        start cutover.log "$WORK/cutover" serve -c "$WORK/cutover.yml"; PID[cutover]=${PIDS[-1]}
+        port_up "$CP" || die "cutover did not listen: $(cat "$WORK/cutover.log")"
+    fi
+    local name
+    for name in $PROXIES; do   # each answers the backend's body
+        for _ in $(seq 1 100); do [ "$(curl -s -m 1 "http://127.0.0.1:${PORT[$name]}/")" = "$BODY" ] && break; sleep 0.2; done
+        [ "$(curl -s -m 2 "http://127.0.0.1:${PORT[$name]}/")" = "$BODY" ] ||
+            die "$name does not answer the backend's body: $(tail -5 "$WORK/$name.log" 2>/dev/null)"
+    done
+    # Tolerated: "FD limit too low for maxconn" when the hard limit is below 2 x maxconn.
+    grep -i alert "$WORK/haproxy.log" | grep -qv "FD limit" && die "haproxy: $(cat "$WORK/haproxy.log")"
+    sleep 0.5   # every nginx worker forked
+    for name in direct $PROXIES; do TREE[$name]=$(tree "${PID[$name]}" | sed 's|$|/stat|' | tr '\n' ' '); done
+    return 0
+}
+stop_proxies() { local name; for name in $PROXIES; do stop "${PID[$name]}"; done; }
 
 tree() { local c; echo "$1"; for c in $(pgrep -P "$1"); do tree "$c"; done; }
-# utime+stime in clock ticks of a process and its descendants; fields counted after "(comm) ".
-ticks() { local s=0 p v; for p in $(tree "$1"); do
-            v=$(sed 's/.*) //' "/proc/$p/stat" 2>/dev/null | awk '{print $12+$13}'); s=$((s + ${v:-0})); done; echo $s; }
+declare -A TREE=()   # NAME -> the pids of its process tree (taken once started: fixed after)
+# utime+stime in clock ticks of NAME's process tree; fields counted after "(comm) ".
+ticks() { (cd /proc && cat ${TREE[$1]} 2>/dev/null) | sed 's/.*) //' | awk '{s += $12 + $13} END {print s + 0}'; }
 HZ=$(getconf CLK_TCK)
 
-# run NAME ROUND -> appends "NAME rps p50_ms p99_ms cpu_us_per_req errors requests" to results
+# run NAME WORKERS CONNS SIZE ROUND -> appends
+# "NAME WORKERS CONNS SIZE ROUND rps p50_ms p99_ms cpu_us_per_req errors requests" to results
 run() {
-    local name=$1 out="$WORK/wrk-$1-$2.txt" t0 t1
-    t0=$(ticks "${PID[$name]}")
-    timeout $((SECS + 15)) wrk -t1 -c"$CONNS" -d"${SECS}s" --latency "http://127.0.0.1:${PORT[$name]}/" >"$out" 2>&1 || true
-    t1=$(ticks "${PID[$name]}")
-    python3 - "$out" "$name" "$t0" "$t1" "$HZ" >>"$WORK/results" <<'PY'
-import re, sys
-path, name, t0, t1, hz = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
-t = open(path).read()
-def ms(v, u): return float(v) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[u]
-def pct(p):
-    m = re.search(r"^\s+%s%%\s+([\d.]+)(us|ms|s|m)\b" % p, t, re.M)
-    return ms(*m.groups()) if m else float("nan")
-n = re.search(r"(\d+) requests in", t); n = int(n.group(1)) if n else 0
-rps = re.search(r"Requests/sec:\s+([\d.]+)", t); rps = float(rps.group(1)) if rps else 0.0
-se = sum(int(x) for x in re.findall(r"(?:connect|read|write|timeout) (\d+)", t)) if "Socket errors" in t else 0
-m = re.search(r"Non-2xx or 3xx responses: (\d+)", t); bad = se + (int(m.group(1)) if m else 0)
-cpu = (t1 - t0) * 1e6 / hz / max(n, 1)
-print(name, rps, pct(50), pct(99), cpu, bad, n)
+    local name=$1 out="$WORK/wrk-$1-$2-$3-$4-$5.txt" t0 t1
+    t0=$(ticks "$name")
+    timeout $((SECS + 15)) wrk -t1 -c"$3" -d"${SECS}s" --latency "http://127.0.0.1:${PORT[$name]}$(path_of "$4")" >"$out" 2>&1 || true
+    t1=$(ticks "$name")
+    echo "$name $2 $3 $4 $5 $t0 $t1 $out" >>"$WORK/runs"
+}
+
+# idle NAME: BENCH_IDLE keep-alive connections, one request each, held; RSS delta of the tree.
+idle() {
+    timeout 120 python3 - "$1" "${PID[$1]}" "${PORT[$1]}" "$IDLE" >>"$WORK/idle" 2>>"$WORK/idle.err" <<'PY' || echo "$1 fail" >>"$WORK/idle"
+import os, resource, select, socket, sys, time
+name, root, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+def tree(pid):
+    kids = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                ppid = int(open(f"/proc/{d}/stat").read().rsplit(")", 1)[1].split()[1])
+            except OSError:
+                continue
+            kids.setdefault(ppid, []).append(int(d))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop(); out.append(p); todo += kids.get(p, [])
+    return out
+def rss_kib():
+    s = 0
+    for p in tree(root):
+        try:
+            for line in open(f"/proc/{p}/status"):
+                if line.startswith("VmRSS:"): s += int(line.split()[1])
+        except OSError:
+            pass
+    return s
+REQ = b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n"
+def request(s):
+    s.sendall(REQ)
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        d = s.recv(4096)
+        if not d: raise ConnectionError("closed")
+        buf += d
+    head, _, body = buf.partition(b"\r\n\r\n")
+    if not head.startswith(b"HTTP/1.1 200"): raise ConnectionError(head[:40])
+    cl = [l for l in head.split(b"\r\n") if l.lower().startswith(b"content-length:")]
+    want = int(cl[0].split(b":")[1]) if cl else 100
+    while len(body) < want:
+        d = s.recv(4096)
+        if not d: raise ConnectionError("closed in body")
+        body += d
+warm = socket.create_connection(("127.0.0.1", port)); request(warm); warm.close()
+time.sleep(1.0)
+before = rss_kib()
+socks, t0 = [], time.monotonic()
+for _ in range(n):
+    s = socket.create_connection(("127.0.0.1", port))
+    request(s)
+    socks.append(s)
+opened = time.monotonic() - t0
+time.sleep(2.0)
+after = rss_kib()
+# still open? a socket closed by the proxy is readable (EOF)
+p = select.poll()
+for s in socks: p.register(s, select.POLLIN)
+closed = len(p.poll(0))
+for s in socks: s.close()
+print(name, n, before, after, (after - before) * 1024 / n, closed, f"{opened:.1f}")
 PY
 }
 
-echo "bench: $(nproc) cores, wrk -t1 -c$CONNS -d${SECS}s x $ROUNDS rounds: $NAMES" >&2
-for name in $NAMES; do   # warm-up: connections, pools, caches
-    timeout 10 wrk -t1 -c"$CONNS" -d1s "http://127.0.0.1:${PORT[$name]}/" >/dev/null 2>&1 || true
-done
-: >"$WORK/results"
-for r in $(seq 1 "$ROUNDS"); do
-    for name in $NAMES; do run "$name" "$r"; done
+echo "bench: $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg), workers [$WORKERS], conns [$CONNS]," \
+     "sizes [$SIZES], wrk -t1 -d${SECS}s x $ROUNDS rounds, idle $IDLE, ulimit -n $NOFILE: direct $PROXIES" >&2
+start be.log nginx -e "$WORK/be/err.log" -p "$WORK/be" -c "$WORK/be/nginx.conf"; PID[direct]=${PIDS[-1]}
+port_up "$BE" || die "nginx backend did not start: $(cat "$WORK/be.log" "$WORK/be/err.log" 2>/dev/null)"
+[ "$(curl -s "http://127.0.0.1:$BE/64k" | wc -c)" = 65536 ] || die "backend does not serve /64k"
+: >"$WORK/runs"; : >"$WORK/idle"
+for w in $WORKERS; do
+    configure "$w"
+    start_proxies
+    if [ "$IDLE" -gt 0 ] && [ "$w" = "$(echo $WORKERS | cut -d' ' -f1)" ]; then
+        for name in $PROXIES; do
+            echo "bench: $IDLE idle connections to $name ($w worker)" >&2
+            idle "$name"
+        done
+    fi
+    targets=$PROXIES; [ "$w" = "$(echo $WORKERS | cut -d' ' -f1)" ] && targets="direct $PROXIES"
+    maxc=$(echo $CONNS | tr ' ' '\n' | sort -n | tail -1)
+    for name in $targets; do   # warm-up: connections, pools, caches
+        timeout 10 wrk -t1 -c"$maxc" -d1s "http://127.0.0.1:${PORT[$name]}/" >/dev/null 2>&1 || true
+    done
+    for r in $(seq 1 "$ROUNDS"); do
+        for c in $CONNS; do for s in $SIZES; do
+            echo "bench: workers $w, $c conns, $s B, round $r" >&2
+            for name in $targets; do run "$name" "$w" "$c" "$s" "$r"; done
+        done; done
+    done
+    stop_proxies
 done
 
-python3 - "$WORK/results" <<'PY'
-import statistics as st, sys
-rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
-names = list(dict.fromkeys(r[0] for r in rows))
-med = {}
-for n in names:
-    rs = [r for r in rows if r[0] == n]
-    med[n] = {k: st.median(float(r[i]) for r in rs) for k, i in
-              (("rps", 1), ("p50", 2), ("p99", 3), ("cpu", 4))}
-    med[n]["err"] = sum(int(r[5]) for r in rs)
-    med[n]["req"] = sum(int(r[6]) for r in rs)
-print(f"{'target':<9} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'CPU us/req':>11} {'errors':>7} {'requests':>9}")
-for n in names:
-    m = med[n]
-    cpu = "-" if n == "direct" else f"{m['cpu']:.1f}"
-    print(f"{n:<9} {m['rps']:>9.0f} {m['p50']:>8.3f} {m['p99']:>8.3f} {cpu:>11} {m['err']:>7} {m['req']:>9}")
-print("(direct: CPU is the backend's own; medians of the rounds; errors = socket errors + non-2xx)")
-if "cutover" in med:
-    c = med["cutover"]
-    for o in ("haproxy", "nginx"):
-        m = med[o]
-        print(f"cutover/{o}: req/s {c['rps']/m['rps']:.2f}x, p50 {c['p50']/m['p50']:.2f}x, "
-              f"p99 {c['p99']/m['p99']:.2f}x, CPU/req {c['cpu']/m['cpu']:.2f}x")
-else:
-    m, n = med["haproxy"], med["nginx"]
-    print(f"haproxy/nginx: req/s {m['rps']/n['rps']:.2f}x, CPU/req {m['cpu']/n['cpu']:.2f}x (cutover not built)")
+python3 - "$WORK/runs" "$WORK/idle" "$HZ" <<'PY'
+import math, os, re, statistics as st, sys
+hz = int(sys.argv[3])
+def parse(line):   # "name w c s round t0 t1 wrk-output" -> the figures of one run
+    name, w, c, s, r, t0, t1, path = line.split()
+    t = open(path).read()
+    def ms(v, u): return float(v) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[u]
+    def pct(p):
+        m = re.search(r"^\s+%s%%\s+([\d.]+)(us|ms|s|m)\b" % p, t, re.M)
+        return ms(*m.groups()) if m else float("nan")
+    n = re.search(r"(\d+) requests in", t); n = int(n.group(1)) if n else 0
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", t); rps = float(rps.group(1)) if rps else 0.0
+    se = sum(int(x) for x in re.findall(r"(?:connect|read|write|timeout) (\d+)", t)) if "Socket errors" in t else 0
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", t); bad = se + (int(m.group(1)) if m else 0)
+    if n == 0: bad += 1
+    cpu = (int(t1) - int(t0)) * 1e6 / hz / max(n, 1)
+    return [name, w, c, s, r, rps, pct(50), pct(99), cpu, bad, n]
+rows = [parse(l) for l in open(sys.argv[1]) if l.strip()]
+if os.environ.get("BENCH_RAW") == "1":   # every run: name workers conns size round rps p50 p99 CPU us/req errors requests
+    for r in rows: print("run", *[f"{x:.3f}" if isinstance(x, float) else x for x in r])
+med, keys = {}, []
+for r in rows:
+    k = (r[0], int(r[1]), int(r[2]), int(r[3]))
+    if k not in med: med[k] = []
+    med[k].append(r)
+    kk = k[1:]
+    if kk not in keys: keys.append(kk)
+M = {}
+for k, rs in med.items():
+    M[k] = {f: st.median(float(r[i]) for r in rs) for f, i in (("rps", 5), ("p50", 6), ("p99", 7), ("cpu", 8))}
+    M[k]["err"] = sum(int(r[9]) for r in rs); M[k]["req"] = sum(int(r[10]) for r in rs)
+size = lambda s: "100 B" if s == 100 else "64 KiB"
+print(f"{'w':>1} {'conns':>5} {'resp':>6}  {'target':<8} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} "
+      f"{'CPU s/100k':>10} {'errors':>6}")
+for w, c, s in keys:
+    for n in ("direct", "haproxy", "nginx", "cutover"):
+        m = M.get((n, w, c, s))
+        if not m: continue
+        cpu = "-" if n == "direct" else f"{m['cpu'] / 10:.2f}"
+        print(f"{w:>1} {c:>5} {size(s):>6}  {n:<8} {m['rps']:>8.0f} {m['p50']:>7.3f} {m['p99']:>7.3f} "
+              f"{cpu:>10} {m['err']:>6}")
+print("(medians of the rounds; CPU: the proxy's process tree, direct: none; errors = socket errors"
+      " + non-2xx, all rounds)")
+if any(k[0] == "cutover" for k in M):
+    print()
+    print("ratios cutover/other (req/s: higher is better; p50, p99, CPU: lower is better);")
+    print("target vs HAProxy: req/s >= 1.0x, p99 <= 1.0x, CPU <= 1.0x")
+    print(f"{'w':>1} {'conns':>5} {'resp':>6}  {'vs':<8} {'req/s':>6} {'p50':>6} {'p99':>6} {'CPU':>6}  target")
+    for w, c, s in keys:
+        cm = M.get(("cutover", w, c, s))
+        for o in ("haproxy", "nginx"):
+            om = M.get((o, w, c, s))
+            if not cm or not om: continue
+            q = lambda f: cm[f] / om[f] if om[f] else math.nan
+            verdict = ""
+            if o == "haproxy":
+                miss = [f for f, ok in (("req/s", q("rps") >= 1.0), ("p99", q("p99") <= 1.0),
+                                        ("CPU", q("cpu") <= 1.0)) if not ok]
+                verdict = "holds" if not miss else "misses " + ",".join(miss)
+            print(f"{w:>1} {c:>5} {size(s):>6}  {o:<8} {q('rps'):>6.2f} {q('p50'):>6.2f} {q('p99'):>6.2f} "
+                  f"{q('cpu'):>6.2f}  {verdict}")
+idle = [l.split() for l in open(sys.argv[2]) if l.strip()]
+if idle:
+    print()
+    print(f"{'idle':<8} {'conns':>6} {'RSS before KiB':>14} {'after KiB':>10} {'bytes/conn':>10} "
+          f"{'closed':>6} {'open s':>6}")
+    for r in idle:
+        if r[1] == "fail":
+            print(f"{r[0]:<8} failed (see the run's idle.err)"); continue
+        print(f"{r[0]:<8} {int(r[1]):>6} {int(r[2]):>14} {int(r[3]):>10} {float(r[4]):>10.0f} "
+              f"{int(r[5]):>6} {r[6]:>6}")
+    print("(RSS of the proxy's process tree, fresh 1-worker proxy, before/after opening the connections"
+          " and 2 s later; closed = connections the proxy had closed by then, must be 0)")
 PY
+if [ -s "$WORK/idle.err" ]; then echo "bench: idle client errors:" >&2; tail -5 "$WORK/idle.err" >&2; fi
