@@ -1702,10 +1702,28 @@ static int cli_show_change(const struct cli_args *a, const json_t *j, int state_
     return state_matters ? cli_exit_for_state(state) : CLI_EXIT_OK;
 }
 
+/* POSTs body (consumed) to path and prints the change the daemon answers with; returns the exit
+ * code (cli_show_change: 1 when the change ended failed, rolled back or aborted). */
+static int cli_post_change(const struct cli_args *a, struct cli_http *h, const char *path,
+                           json_t *body)
+{
+    struct cli_resp r;
+    int rc = cli_request(h, "POST", path, body, NULL, &r);
+
+    if (rc == 0) {
+        if (r.status >= 200 && r.status < 300 && r.json != NULL)
+            rc = cli_show_change(a, r.json, 1);
+        else
+            rc = cli_api_error(h, &r);
+    }
+    cli_resp_done(&r);
+    json_decref(body);
+    return rc;
+}
+
 static int cli_cmd_deploy(const struct cli_args *a, struct cli_http *h)
 {
     json_t *targets = NULL, *body;
-    struct cli_resp r;
     char *actor = cli_actor(), *svc = cli_escape(h, a->service), *path;
     int rc;
 
@@ -1717,15 +1735,7 @@ static int cli_cmd_deploy(const struct cli_args *a, struct cli_http *h)
     body = json_pack("{s:s, s:o*, s:s*, s:s*, s:s, s:b}", "version", a->version, "targets", targets,
                      "plan", a->plan, "reason", a->reason, "actor", actor, "wait", a->wait);
     path = xasprintf("/api/v1/services/%s/deploy", svc);
-    rc = cli_request(h, "POST", path, body, NULL, &r);
-    if (rc == 0) {
-        if (r.status >= 200 && r.status < 300 && r.json != NULL)
-            rc = cli_show_change(a, r.json, 1);
-        else
-            rc = cli_api_error(h, &r);
-    }
-    cli_resp_done(&r);
-    json_decref(body);
+    rc = cli_post_change(a, h, path, body);
     free(path);
     free(svc);
     free(actor);
@@ -1734,20 +1744,11 @@ static int cli_cmd_deploy(const struct cli_args *a, struct cli_http *h)
 
 static int cli_cmd_rollback(const struct cli_args *a, struct cli_http *h)
 {
-    struct cli_resp r;
     char *actor = cli_actor(), *svc = cli_escape(h, a->service);
     char *path = xasprintf("/api/v1/services/%s/rollback", svc);
     json_t *body = json_pack("{s:s, s:s*}", "actor", actor, "reason", a->reason);
-    int rc = cli_request(h, "POST", path, body, NULL, &r);
+    int rc = cli_post_change(a, h, path, body);
 
-    if (rc == 0) {
-        if (r.status >= 200 && r.status < 300 && r.json != NULL)
-            rc = cli_show_change(a, r.json, 1);
-        else
-            rc = cli_api_error(h, &r);
-    }
-    cli_resp_done(&r);
-    json_decref(body);
     free(path);
     free(svc);
     free(actor);
