@@ -112,8 +112,9 @@ struct client {
     int preview; /* accepted on the service's preview listener */
     int closing_handles;
     enum client_phase phase;
-    char peer[64]; /* client address, for X-Forwarded-For */
-    struct sockaddr_storage peer_sa;
+    char peer[48];               /* client address, for X-Forwarded-For (INET6_ADDRSTRLEN fits) */
+    struct sockaddr_in6 peer_sa; /* big enough for IPv4 and IPv6: an idle connection is
+                                    mostly this struct, so it stays small */
     struct ibuf in;
     int reading;
     int peer_eof; /* the client closed its side: answer what is in progress, then close */
@@ -139,7 +140,7 @@ struct client {
     enum route_role role;           /* the version role this request was routed to */
     uint64_t t_start;               /* uv_hrtime() when the request head was complete */
     int counted;                    /* the answer was counted in the role's statistics */
-    char set_cookie[128];           /* a sticky cookie to set on the answer, or "" */
+    char cookie_id[17];             /* a new sticky cookie id to set on the answer, or "" */
     int ws;                         /* the request asks for a WebSocket upgrade */
     int tunnel;                     /* 101 went through: bytes flow both ways untouched */
     struct route_target *ll_target; /* counted as a long-lived connection of this target */
@@ -649,10 +650,13 @@ static void build_response_head(struct client *c, const struct http_response *r,
             continue;
         out_header(&o, h);
     }
-    if (c->set_cookie[0] != '\0' && r->status >= 200) {
+    const struct route_service *svc = c->cookie_id[0] != '\0' ? client_service(c) : NULL;
+    if (svc != NULL && svc->sticky_name != NULL && r->status >= 200) {
         out_str(&o, "Set-Cookie: ");
-        out_str(&o, c->set_cookie);
-        out_put(&o, "\r\n", 2);
+        out_str(&o, svc->sticky_name);
+        out_put(&o, "=", 1);
+        out_str(&o, c->cookie_id);
+        out_str(&o, "; Path=/; HttpOnly; SameSite=Lax\r\n");
     }
     if (close)
         out_str(&o, "Connection: close\r\n");
@@ -1503,11 +1507,8 @@ static unsigned sticky_bucket(struct client *c, const struct route_service *svc,
         x ^= x >> 7;
         x ^= x << 17;
         c->w->rng = x;
-        char id[24];
-        int n = snprintf(id, sizeof(id), "%016llx", (unsigned long long)x);
-        snprintf(c->set_cookie, sizeof(c->set_cookie), "%s=%s; Path=/; HttpOnly; SameSite=Lax",
-                 svc->sticky_name, id);
-        return route_bucket(id, (size_t)n);
+        int n = snprintf(c->cookie_id, sizeof(c->cookie_id), "%016llx", (unsigned long long)x);
+        return route_bucket(c->cookie_id, (size_t)n);
     }
     if (svc->sticky == ROUTE_STICKY_HEADER && svc->sticky_name != NULL) {
         const struct http_header *h = find_header(req, svc->sticky_name);
@@ -1633,7 +1634,7 @@ static void request_start(struct client *c, const struct http_request *req, size
     c->target_retries = 0;
     c->last_target = NULL;
     c->counted = 0;
-    c->set_cookie[0] = '\0';
+    c->cookie_id[0] = '\0';
     const struct http_header *uph = find_header(req, "upgrade");
     c->ws = (req->flags & HTTP_F_UPGRADE) && uph != NULL &&
             http_token_eq(uph->value, uph->value_len, "websocket");
