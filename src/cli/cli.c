@@ -721,6 +721,27 @@ static void cli_render_progress(FILE *out, const json_t *p)
     }
 }
 
+/* A rolling replacement: where the batches are ("replacing, batch 2: 1 of 3 new healthy"). */
+static void cli_render_rolling(FILE *out, const json_t *ro)
+{
+    if (!json_is_object(ro))
+        return;
+    fprintf(out, "  %-9s ", "rolling:");
+    cli_put_clean(out, cli_jstr_or(ro, "state", "?"), 0);
+    fprintf(out,
+            ", batch %" JSON_INTEGER_FORMAT ": %" JSON_INTEGER_FORMAT " of %" JSON_INTEGER_FORMAT
+            " new healthy (goal %" JSON_INTEGER_FORMAT "), %" JSON_INTEGER_FORMAT
+            " old in rotation (max_surge %" JSON_INTEGER_FORMAT
+            ", max_unavailable %" JSON_INTEGER_FORMAT ")\n",
+            json_integer_value(json_object_get(ro, "batch")),
+            json_integer_value(json_object_get(ro, "new_healthy")),
+            json_integer_value(json_object_get(ro, "instances")),
+            json_integer_value(json_object_get(ro, "goal")),
+            json_integer_value(json_object_get(ro, "old_in_rotation")),
+            json_integer_value(json_object_get(ro, "max_surge")),
+            json_integer_value(json_object_get(ro, "max_unavailable")));
+}
+
 void cli_render_service(FILE *out, const json_t *svc)
 {
     const json_t *ch = json_object_get(svc, "change");
@@ -734,6 +755,7 @@ void cli_render_service(FILE *out, const json_t *svc)
     fprintf(out, "  %-9s ", "change:");
     if (!json_is_object(ch)) {
         fputs("none in progress\n", out);
+        cli_render_rolling(out, json_object_get(svc, "rolling"));
         return;
     }
     cli_render_change_line(out, ch);
@@ -749,6 +771,7 @@ void cli_render_service(FILE *out, const json_t *svc)
         fputc('\n', out);
     }
     cli_render_progress(out, json_object_get(ch, "progress"));
+    cli_render_rolling(out, json_object_get(svc, "rolling"));
 }
 
 void cli_render_status(FILE *out, const json_t *root)
@@ -1232,6 +1255,11 @@ static void cli_render_config(FILE *out, const struct config *cfg)
                 fprintf(out, " %s", *a);
             fprintf(out, " (%d instance%s, ports %d-%d)\n", s->run.instances,
                     s->run.instances == 1 ? "" : "s", s->run.port_lo, s->run.port_hi);
+            if (s->strategy.kind == CONFIG_STRATEGY_ROLLING)
+                fprintf(out, "  strategy: rolling (max_surge %d, max_unavailable %d)\n",
+                        s->strategy.max_surge, s->strategy.max_unavailable);
+            else
+                fputs("  strategy: blue_green\n", out);
         }
         if (s->protocol == CONFIG_PROTO_HTTP && s->health.path != NULL)
             fprintf(out, "  health:   GET %s every %s", s->health.path,

@@ -955,6 +955,48 @@ static int parse_run(struct ctx *c, const struct item *it, const char *path, str
     return 0;
 }
 
+/* `strategy: {type: rolling, max_surge: N, max_unavailable: M}` or `{type: blue_green}`; checked
+ * against run.instances by the caller once both are read. */
+static int parse_strategy(struct ctx *c, const struct item *it, const char *path,
+                          struct config_strategy *st)
+{
+    static const char *const known[] = {"type", "max_surge", "max_unavailable", NULL};
+    static const char what[] = "rolling or blue_green";
+    char p[KEY_PATH_MAX];
+    struct item v;
+    char *type = NULL;
+    int rc;
+
+    if ((rc = expect_map(c, it, path, known)) != 0)
+        return rc;
+    if (!map_find(it->node, "type", &v))
+        return fail_missing(c, it->line, path, "type", what);
+    if ((rc = get_text(c, &v, subpath(p, sizeof(p), path, "type"), what, &type)) != 0)
+        return rc;
+    if (strcmp(type, "rolling") == 0)
+        st->kind = CONFIG_STRATEGY_ROLLING;
+    else if (strcmp(type, "blue_green") == 0 || strcmp(type, "blue-green") == 0)
+        st->kind = CONFIG_STRATEGY_BLUE_GREEN;
+    else
+        rc = fail_type(c, &v, p, what);
+    free(type);
+    if (rc != 0)
+        return rc;
+    if (map_find(it->node, "max_surge", &v) &&
+        (rc = get_int(c, &v, subpath(p, sizeof(p), path, "max_surge"), 0, 1024, &st->max_surge)))
+        return rc;
+    if (map_find(it->node, "max_unavailable", &v) &&
+        (rc = get_int(c, &v, subpath(p, sizeof(p), path, "max_unavailable"), 0, 1024,
+                      &st->max_unavailable)))
+        return rc;
+    if (st->kind == CONFIG_STRATEGY_ROLLING && st->max_surge == 0 && st->max_unavailable == 0)
+        return fail(c, it->line,
+                    "%s: expected max_surge or max_unavailable above 0 (with both 0 no "
+                    "instance can ever be replaced), got both 0",
+                    path);
+    return 0;
+}
+
 static int parse_outlier(struct ctx *c, const struct item *it, const char *path,
                          struct config_outlier *o)
 {
@@ -1035,6 +1077,9 @@ static void service_defaults(struct config_service *s)
     s->run.port_hi = 20999;
     s->run.stop_signal = SIGTERM;
     s->run.stop_timeout_ms = 10000;
+    s->strategy.kind = CONFIG_STRATEGY_BLUE_GREEN;
+    s->strategy.max_surge = 1;
+    s->strategy.max_unavailable = 0;
     s->outlier.consecutive_failures = 5;
     s->outlier.ejection_ms = 10000;
     s->sticky.kind = CONFIG_STICKY_ADDR;
@@ -1096,6 +1141,7 @@ static int parse_service(struct ctx *c, struct fy_node_pair *pair, struct config
         "limits",
         "plan",
         "outlier_detection",
+        "strategy",
         NULL,
     };
     struct item it = item_of_pair(pair), v;
@@ -1148,6 +1194,24 @@ static int parse_service(struct ctx *c, struct fy_node_pair *pair, struct config
     if (map_find(it.node, "run", &v) &&
         (rc = parse_run(c, &v, subpath(p, sizeof(p), path, "run"), &s->run)))
         return rc;
+    if (map_find(it.node, "strategy", &v)) {
+        subpath(p, sizeof(p), path, "strategy");
+        if ((rc = parse_strategy(c, &v, p, &s->strategy)))
+            return rc;
+        /* Batches replace processes cutover runs: there is nothing to replace otherwise. */
+        if (s->strategy.kind == CONFIG_STRATEGY_ROLLING && s->run.command == NULL)
+            return fail(c, v.line,
+                        "%s: expected a run: section with strategy rolling (it replaces the "
+                        "instances cutover runs), got none",
+                        p);
+        if (s->strategy.kind == CONFIG_STRATEGY_ROLLING &&
+            (s->strategy.max_surge > s->run.instances ||
+             s->strategy.max_unavailable > s->run.instances))
+            return fail(c, v.line,
+                        "%s: expected max_surge and max_unavailable at most run.instances (%d), "
+                        "got %d and %d",
+                        p, s->run.instances, s->strategy.max_surge, s->strategy.max_unavailable);
+    }
     if (map_find(it.node, "sticky", &v)) {
         if ((rc = parse_sticky(c, &v, subpath(p, sizeof(p), path, "sticky"), &s->sticky)))
             return rc;

@@ -64,6 +64,19 @@ struct config_outlier {
     uint64_t ejection_ms;     /* `ejection`, default 10s */
 };
 
+/* How a managed deploy replaces the running version's instances (`strategy:`). */
+enum config_strategy_kind {
+    CONFIG_STRATEGY_BLUE_GREEN = 0, /* default: start every new instance beside the old ones */
+    CONFIG_STRATEGY_ROLLING,        /* replace them in health-gated batches */
+};
+
+struct config_strategy {
+    enum config_strategy_kind kind;
+    int max_surge;       /* rolling: instances above run.instances while replacing (default 1) */
+    int max_unavailable; /* rolling: instances below run.instances while replacing (default 0);
+                            never both 0, at most run.instances each */
+};
+
 struct config_service {
     char *name;
     int line;             /* where the service starts in the file */
@@ -77,6 +90,7 @@ struct config_service {
     char **targets;             /* "HOST:PORT" each, validated; may be empty */
     size_t ntargets;
     struct config_run run;
+    struct config_strategy strategy;
     struct config_sticky sticky;
     struct config_timeouts timeouts;
     struct config_limits limits;

@@ -29,8 +29,17 @@ struct managed_set {
     int crashed;
     int retiring;
     int stop_sent;
+    size_t closing; /* handles still to close at the end of the daemon */
     uv_timer_t retire;
-    struct managed_set *next; /* the rollout's list */
+    struct slot_timer *slot_stop; /* per instance: a rolling replacement stops one at a time */
+    struct managed_set *next;     /* the rollout's list */
+};
+
+/* Stops one instance once its drain is over (rolling replacement). */
+struct slot_timer {
+    uv_timer_t timer;
+    struct managed_set *ms;
+    size_t idx;
 };
 
 static struct supervisor *sv_of(struct rollout *r)
@@ -138,6 +147,13 @@ static struct managed_set *set_new(struct service *s, const char *version, size_
     ms->ports = xcalloc(n ? n : 1, sizeof(*ms->ports));
     uv_timer_init(s->r->loop, &ms->retire);
     ms->retire.data = ms;
+    ms->slot_stop = xcalloc(n ? n : 1, sizeof(*ms->slot_stop));
+    for (size_t i = 0; i < n; i++) {
+        uv_timer_init(s->r->loop, &ms->slot_stop[i].timer);
+        ms->slot_stop[i].timer.data = &ms->slot_stop[i];
+        ms->slot_stop[i].ms = ms;
+        ms->slot_stop[i].idx = i;
+    }
     ms->next = s->r->sets;
     s->r->sets = ms;
     return ms;
@@ -181,63 +197,144 @@ static int command_ok(const char *argv0, const char *cwd)
     return 0;
 }
 
-int managed_start(struct service *s, const char *version, struct managed_set **out, char ***targets,
-                  size_t *ntargets, char *err, size_t errlen)
+struct managed_set *managed_prepare(struct service *s, const char *version, size_t nstart,
+                                    char *err, size_t errlen)
 {
     const struct config_run *run = &s->cfg->run;
     size_t n = (size_t)(run->instances > 0 ? run->instances : 1);
-    *out = NULL;
     if (run->command == NULL || run->command[0] == NULL) {
         snprintf(err, errlen, "service %s has no run.command: deploy with --target", s->cfg->name);
-        return -EINVAL;
+        return NULL;
     }
     if (!command_ok(run->command[0], run->cwd)) {
         snprintf(err, errlen, "run.command: '%s' is not an executable file (or not in PATH)",
                  run->command[0]);
-        return -EINVAL;
+        return NULL;
     }
-    /* Every port the service's other versions hold, plus the ones picked for this version. */
-    size_t cap = n;
+    /* Every port the service's versions hold, plus the ones the first nstart would take: a
+     * range without room is refused before anything starts. */
+    size_t cap = nstart;
     for (struct managed_set *m = s->r->sets; m; m = m->next)
         if (m->s == s)
             cap += m->n;
     int *used = xcalloc(cap + 1, sizeof(int));
     size_t nused = used_ports(s, used, cap);
-    int *ports = xcalloc(n, sizeof(int));
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; i < nstart; i++) {
         int p = sup_port_pick(run->port_lo, run->port_hi, used, nused);
         if (p < 0) {
             snprintf(err, errlen, "run.port_range %d-%d: no free port for instance %zu of %zu",
                      run->port_lo, run->port_hi, i, n);
-            free(ports);
             free(used);
-            return -EADDRNOTAVAIL;
+            return NULL;
         }
-        ports[i] = p;
         used[nused++] = p;
     }
     free(used);
-    struct managed_set *ms = set_new(s, version, n);
+    return set_new(s, version, n);
+}
+
+int managed_start_one(struct managed_set *ms, size_t i, char **target, char *err, size_t errlen)
+{
+    struct service *s = ms->s;
+    const struct config_run *run = &s->cfg->run;
+    if (i >= ms->n || ms->inst[i] != NULL) {
+        snprintf(err, errlen, "instance %zu of %s is already running", i, ms->version);
+        return -EBUSY;
+    }
+    size_t cap = 0;
+    for (struct managed_set *m = s->r->sets; m; m = m->next)
+        if (m->s == s)
+            cap += m->n;
+    int *used = xcalloc(cap + 1, sizeof(int));
+    size_t nused = used_ports(s, used, cap);
+    int p = sup_port_pick(run->port_lo, run->port_hi, used, nused);
+    free(used);
+    if (p < 0) {
+        snprintf(err, errlen, "run.port_range %d-%d: no free port for instance %zu of %s",
+                 run->port_lo, run->port_hi, i, ms->version);
+        return -EADDRNOTAVAIL;
+    }
+    ms->ports[i] = p;
+    char *lp = log_path(s, ms->version, i);
+    struct sup_spec sp;
+    spec_fill(&sp, s, ms->version, i, p, lp);
+    ms->inst[i] = sup_instance_start(sv_of(s->r), &sp, on_event, ms, err, errlen);
+    free(lp);
+    if (ms->inst[i] == NULL)
+        return -EINVAL;
+    /* A stopped set is running again (a rollback reuses it). */
+    ms->stop_sent = 0;
+    ms->retiring = 0;
+    *target = xasprintf("127.0.0.1:%d", p);
+    return 0;
+}
+
+static void on_slot_stop(uv_timer_t *t)
+{
+    struct slot_timer *st = t->data;
+    struct managed_set *ms = st->ms;
+    if (ms->inst[st->idx] == NULL)
+        return;
+    char idx[16];
+    snprintf(idx, sizeof(idx), "%zu", st->idx);
+    log_info("stopping replaced instance", "service", ms->s->cfg->name, "version", ms->version,
+             "instance", idx);
+    sup_instance_stop(ms->inst[st->idx]);
+}
+
+void managed_stop_one(struct managed_set *ms, size_t i, uint64_t after_ms)
+{
+    if (ms == NULL || i >= ms->n || ms->inst[i] == NULL)
+        return;
+    uv_timer_start(&ms->slot_stop[i].timer, on_slot_stop, after_ms, 0);
+}
+
+int managed_unretire_one(struct managed_set *ms, char **target)
+{
+    for (size_t i = 0; ms && i < ms->n; i++) {
+        if (ms->inst[i] == NULL || !uv_is_active((uv_handle_t *)&ms->slot_stop[i].timer))
+            continue;
+        uv_timer_stop(&ms->slot_stop[i].timer);
+        *target = xasprintf("127.0.0.1:%d", ms->ports[i]);
+        return 1;
+    }
+    return 0;
+}
+
+size_t managed_slots(const struct managed_set *ms)
+{
+    return ms ? ms->n : 0;
+}
+
+int managed_slot_used(const struct managed_set *ms, size_t i)
+{
+    return ms != NULL && i < ms->n && ms->inst[i] != NULL;
+}
+
+int managed_slot_port(const struct managed_set *ms, size_t i)
+{
+    return ms != NULL && i < ms->n ? ms->ports[i] : 0;
+}
+
+int managed_start(struct service *s, const char *version, struct managed_set **out, char ***targets,
+                  size_t *ntargets, char *err, size_t errlen)
+{
+    size_t n = (size_t)(s->cfg->run.instances > 0 ? s->cfg->run.instances : 1);
+    *out = managed_prepare(s, version, n, err, errlen);
+    if (*out == NULL)
+        return -EINVAL;
     char **t = xcalloc(n + 1, sizeof(*t));
     for (size_t i = 0; i < n; i++) {
-        ms->ports[i] = ports[i];
-        t[i] = xasprintf("127.0.0.1:%d", ports[i]);
-        char *lp = log_path(s, version, i);
-        struct sup_spec sp;
-        spec_fill(&sp, s, version, i, ports[i], lp);
-        ms->inst[i] = sup_instance_start(sv_of(s->r), &sp, on_event, ms, err, errlen);
-        free(lp);
-        if (ms->inst[i] == NULL) {
-            managed_retire(ms, 0);
+        int rc = managed_start_one(*out, i, &t[i], err, errlen);
+        if (rc < 0) {
+            managed_retire(*out, 0);
+            *out = NULL;
             for (size_t k = 0; k < n; k++)
                 free(t[k]);
             free(t);
-            free(ports);
-            return -EINVAL;
+            return rc;
         }
     }
-    free(ports);
-    *out = ms;
     *targets = t;
     *ntargets = n;
     return 0;
@@ -264,12 +361,19 @@ struct managed_set *managed_restore(struct service *s, const char *version, char
         spec_fill(&sp, s, version, i, ms->ports[i], lp);
         char err[256];
         for (size_t k = 0; k < nrec; k++) {
-            if (rec[k].idx != (int)i)
+            /* By port: a rolling replacement may have restarted a slot on another one. */
+            if (rec[k].port != ms->ports[i] || ms->inst[i] != NULL)
                 continue;
             ms->inst[i] = sup_instance_adopt(sv_of(s->r), &sp, (pid_t)rec[k].pid,
                                              rec[k].start_ticks, on_event, ms, err, sizeof(err));
             char pid[24];
             snprintf(pid, sizeof(pid), "%ld", rec[k].pid);
+            if (ms->inst[i] != NULL && rec[k].idx != (int)i) {
+                /* Recorded under another slot: the record follows the slot from now on. */
+                store_instance_del(s->r->st, s->cfg->name, version, rec[k].idx);
+                store_instance_put(s->r->st, s->cfg->name, version, (int)i, rec[k].pid,
+                                   rec[k].start_ticks, rec[k].port);
+            }
             if (ms->inst[i] != NULL)
                 log_info("instance adopted", "service", s->cfg->name, "version", version, "pid",
                          pid);
@@ -289,6 +393,43 @@ struct managed_set *managed_restore(struct service *s, const char *version, char
     return ms;
 }
 
+void managed_reap(struct service *s, const char *version)
+{
+    if (s->cfg->run.command == NULL)
+        return;
+    struct store_instance *rec = NULL;
+    size_t nrec = 0;
+    store_instance_list(s->r->st, s->cfg->name, version, &rec, &nrec);
+    size_t n = 0;
+    for (size_t k = 0; k < nrec; k++)
+        if (rec[k].idx >= 0 && (size_t)rec[k].idx + 1 > n)
+            n = (size_t)rec[k].idx + 1;
+    if (n == 0) {
+        free(rec);
+        return;
+    }
+    struct managed_set *ms = set_new(s, version, n);
+    for (size_t k = 0; k < nrec; k++) {
+        size_t i = (size_t)rec[k].idx;
+        char *lp = log_path(s, version, i);
+        struct sup_spec sp;
+        spec_fill(&sp, s, version, i, rec[k].port, lp);
+        char err[256], pid[24];
+        ms->ports[i] = rec[k].port;
+        ms->inst[i] = sup_instance_adopt(sv_of(s->r), &sp, (pid_t)rec[k].pid, rec[k].start_ticks,
+                                         on_event, ms, err, sizeof(err));
+        free(lp);
+        snprintf(pid, sizeof(pid), "%ld", rec[k].pid);
+        if (ms->inst[i] == NULL)
+            store_instance_del(s->r->st, s->cfg->name, version, (int)i);
+        else
+            log_info("stopping an interrupted change's instance", "service", s->cfg->name,
+                     "version", version, "pid", pid);
+    }
+    free(rec);
+    managed_retire(ms, 0);
+}
+
 static void set_unlink(struct managed_set *ms)
 {
     for (struct managed_set **pp = &ms->r->sets; *pp; pp = &(*pp)->next) {
@@ -299,13 +440,26 @@ static void set_unlink(struct managed_set *ms)
     }
 }
 
-static void on_set_closed(uv_handle_t *h)
+/* Frees the set once its last handle (the retire timer, each slot timer) is closed. */
+static void set_handle_closed(struct managed_set *ms)
 {
-    struct managed_set *ms = h->data;
+    if (--ms->closing > 0)
+        return;
+    free(ms->slot_stop);
     free(ms->version);
     free(ms->inst);
     free(ms->ports);
     free(ms);
+}
+
+static void on_set_closed(uv_handle_t *h)
+{
+    set_handle_closed(h->data);
+}
+
+static void on_slot_closed(uv_handle_t *h)
+{
+    set_handle_closed(((struct slot_timer *)h->data)->ms);
 }
 
 static void set_stop_now(struct managed_set *ms)
@@ -313,9 +467,11 @@ static void set_stop_now(struct managed_set *ms)
     if (ms->stop_sent)
         return;
     ms->stop_sent = 1;
-    for (size_t i = 0; i < ms->n; i++)
+    for (size_t i = 0; i < ms->n; i++) {
+        uv_timer_stop(&ms->slot_stop[i].timer);
         if (ms->inst[i] != NULL)
             sup_instance_stop(ms->inst[i]);
+    }
     /* STOPPED events may still arrive: the instances keep ms as their context until then, so
      * the set is only unlinked here and freed at the end of the daemon (managed_free_all). */
 }
@@ -368,6 +524,7 @@ void managed_release_all(struct rollout *r)
     for (struct managed_set *m = r->sets; m; m = m->next) {
         uv_timer_stop(&m->retire);
         for (size_t i = 0; i < m->n; i++) {
+            uv_timer_stop(&m->slot_stop[i].timer);
             if (m->inst[i] != NULL) {
                 sup_instance_release(m->inst[i]);
                 m->inst[i] = NULL;
@@ -381,7 +538,10 @@ void managed_free_all(struct rollout *r)
     while (r->sets != NULL) {
         struct managed_set *m = r->sets;
         set_unlink(m);
+        m->closing = m->n + 1;
         uv_close((uv_handle_t *)&m->retire, on_set_closed);
+        for (size_t i = 0; i < m->n; i++)
+            uv_close((uv_handle_t *)&m->slot_stop[i].timer, on_slot_closed);
     }
 }
 

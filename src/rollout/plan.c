@@ -72,6 +72,9 @@ struct plan_run {
     uv_timer_t tick_timer;
     struct test_proc *test;
     int handles;
+    int rolling_wait; /* rolling replacement: 1 a weight step, 2 the plan's end waits for the
+                         batches to reach their goal */
+    int skip_gates;   /* promote --all: remaining batches do not wait for analysis */
 };
 
 static void step_enter(struct service *s, size_t i);
@@ -338,8 +341,10 @@ static int judge_window(struct service *s)
     run->have_verdict = 1;
     for (int i = 0; i < ROUTE_ROLES; i++)
         run->win_base[i] = now[i];
-    if (v.result != ANALYSIS_FAIL)
+    if (v.result != ANALYSIS_FAIL) {
+        rolling_gate_passed(s); /* the next batch, if one waited for this window */
         return 0;
+    }
     on_failure(s, &v);
     return 1;
 }
@@ -665,6 +670,17 @@ static void plan_finish(struct service *s, const char *how)
     struct rollout *r = R(s);
     struct version *from = s->live, *to = s->next;
     char msg[320];
+    if (s->roll != NULL) {
+        /* The old instances must all be replaced first; plan_goal_reached comes back here. */
+        rolling_goal(s, 100);
+        if (s->run != run || s->change_id == 0)
+            return; /* the batches ended the change meanwhile */
+        if (!rolling_reached(s)) {
+            run->rolling_wait = 2;
+            return;
+        }
+        run->rolling_wait = 0;
+    }
     snprintf(msg, sizeof(msg), "%s: %s is live on %s (was %s)", how, to->name, s->cfg->name,
              from ? from->name : "nothing");
     run->weight = 100;
@@ -685,6 +701,7 @@ static void plan_finish(struct service *s, const char *how)
     s->live = to;
     s->next = NULL;
     plan_discard(s);
+    rolling_stop(s);
     rollout_publish(r);
     drain_watch(s, from, s->change_id);
     if (from != NULL)
@@ -700,6 +717,15 @@ static void plan_finish(struct service *s, const char *how)
 static void plan_rollback(struct service *s, const char *state, const char *why)
 {
     struct plan_run *run = s->run;
+    if (s->roll != NULL) {
+        /* Batches undo themselves: the old version's instances come back (rolling.c). */
+        test_cancel(run);
+        json_object_set_new(run->detail, "rollback_reason", json_string(why));
+        json_object_set_new(run->detail, "state", json_string(state));
+        run_save_raw(s);
+        rolling_fail(s, state, why);
+        return;
+    }
     if (run->user_traffic && !version_all_healthy(s->live)) {
         char unhealthy[384], msg[900];
         version_why_unhealthy(s->live, unhealthy, sizeof(unhealthy));
@@ -841,6 +867,12 @@ static void step_enter(struct service *s, size_t i)
         respond_once(s);
     switch (st->kind) {
     case CONFIG_STEP_WEIGHT:
+        if (s->roll != NULL) {
+            /* Done once the batches reach the step's share of instances. */
+            run->rolling_wait = 1;
+            rolling_goal(s, st->weight);
+            return;
+        }
         step_complete(s, "done", NULL);
         return;
     case CONFIG_STEP_PILOT:
@@ -854,6 +886,46 @@ static void step_enter(struct service *s, size_t i)
     case CONFIG_STEP_APPROVAL:
         return;
     }
+}
+
+/* ---------------------------------------------------------------- rolling hooks ------------- */
+
+int plan_allows_batch(const struct service *s)
+{
+    return s->run == NULL || s->run->state == RUN_STEP || s->run->state == RUN_HEALTH;
+}
+
+int plan_has_traffic(const struct service *s)
+{
+    return s->run != NULL && s->run->traffic;
+}
+
+int plan_weight(const struct service *s)
+{
+    return s->run != NULL ? s->run->weight : 0;
+}
+
+void plan_goal_reached(struct service *s)
+{
+    struct plan_run *run = s->run;
+    if (run == NULL || run->state != RUN_STEP || run->rolling_wait == 0)
+        return;
+    if (run->rolling_wait == 2) {
+        plan_finish(s, "plan completed");
+        return;
+    }
+    run->rolling_wait = 0;
+    step_complete(s, "done", NULL);
+}
+
+int plan_gate_begin(struct service *s)
+{
+    struct plan_run *run = s->run;
+    if (run == NULL || run->skip_gates || !analysing(run))
+        return 0;
+    /* A fresh window: the verdict must be about the split the last batch made. */
+    sample_now(s, run->win_base);
+    return 1;
 }
 
 /* ---------------------------------------------------------------- lifecycle ----------------- */
@@ -1053,6 +1125,11 @@ int plan_action(struct service *s, const char *action, const char *actor, int al
     if (strcmp(action, "abort") == 0) {
         snprintf(msg, sizeof(msg), "aborted by %s in step %zu; traffic back on %s", who,
                  run->step + 1, s->live ? s->live->name : "nothing");
+        if (s->roll != NULL) {
+            test_cancel(run);
+            rolling_fail(s, STORE_CHANGE_ABORTED, msg);
+            return 0;
+        }
         if (run->state == RUN_HEALTH) {
             snprintf(msg, sizeof(msg),
                      "aborted by %s before the new version was healthy; "
@@ -1113,6 +1190,7 @@ int plan_action(struct service *s, const char *action, const char *actor, int al
         run_save(s);
         if (run->step_timed)
             start_step_timer(run);
+        rolling_evaluate(s); /* a batch may have waited for the pause to end */
         return 0;
     }
     if (strcmp(action, "promote") == 0) {
@@ -1132,6 +1210,7 @@ int plan_action(struct service *s, const char *action, const char *actor, int al
                 }
             }
             test_cancel(run);
+            run->skip_gates = 1;
             snprintf(msg, sizeof(msg), "promoted to 100%% by %s from step %zu", who, run->step + 1);
             event(s, "promoted", msg);
             step_close_record(s, "promoted", msg);
@@ -1149,6 +1228,10 @@ int plan_action(struct service *s, const char *action, const char *actor, int al
         }
         snprintf(msg, sizeof(msg), "step %zu promoted by %s", run->step + 1, who);
         run->state = RUN_STEP;
+        run->rolling_wait = 0;
+        rolling_gate_passed(s); /* a person's promotion stands in for the batch's window */
+        if (s->run != run)
+            return 0;
         step_complete(s, "promoted", msg);
         return 0;
     }

@@ -46,6 +46,29 @@ static struct version *version_new(struct service *s, const char *name, const ch
     return v;
 }
 
+void version_add_target(struct service *s, struct version *v, const char *address)
+{
+    struct route_target *t = route_target_new(address, v->name);
+    if (t == NULL)
+        return;
+    v->targets = xrealloc(v->targets, (v->n + 1) * sizeof(*v->targets));
+    v->checks = xrealloc(v->checks, (v->n + 1) * sizeof(*v->checks));
+    v->targets[v->n] = t;
+    v->checks[v->n] = health_start(s->r->loop, t, &s->cfg->health, 0, on_health_change, s);
+    v->n++;
+}
+
+void version_remove_target(struct version *v, size_t i)
+{
+    if (i >= v->n)
+        return;
+    health_stop(v->checks[i]);
+    route_target_unref(v->targets[i]);
+    memmove(&v->targets[i], &v->targets[i + 1], (v->n - i - 1) * sizeof(*v->targets));
+    memmove(&v->checks[i], &v->checks[i + 1], (v->n - i - 1) * sizeof(*v->checks));
+    v->n--;
+}
+
 void version_free(struct version *v)
 {
     if (v == NULL)
@@ -121,8 +144,12 @@ void rollout_publish(struct rollout *r)
         rs->id = s->id;
         rs->name = xstrdup(s->cfg->name);
         rs->limits = limits_from(s->cfg);
-        if (s->live != NULL)
-            route_backend_set(&rs->live, s->live->name, s->live->targets, s->live->n);
+        const struct version *lv = s->live;
+        /* A replacement that took every old instance out serves from the new ones. */
+        if ((lv == NULL || lv->n == 0) && rolling_serving(s) != NULL)
+            lv = rolling_serving(s);
+        if (lv != NULL)
+            route_backend_set(&rs->live, lv->name, lv->targets, lv->n);
         else
             route_backend_set(&rs->live, "", NULL, 0);
         rs->sticky = s->cfg->sticky.kind == CONFIG_STICKY_COOKIE   ? ROUTE_STICKY_COOKIE
@@ -133,7 +160,8 @@ void rollout_publish(struct rollout *r)
         if (rs->sticky == ROUTE_STICKY_HEADER)
             for (char *p = rs->sticky_name; p && *p; p++)
                 *p = (char)tolower((unsigned char)*p);
-        plan_route_fill(s, rs);
+        if (!rolling_route_fill(s, rs))
+            plan_route_fill(s, rs);
         if (rs->canary.version == NULL)
             route_backend_set(&rs->canary, "", NULL, 0);
     }
@@ -291,6 +319,10 @@ static void change_switch(struct service *s)
 
 static void change_evaluate(struct service *s)
 {
+    if (s->roll != NULL) {
+        rolling_evaluate(s);
+        return;
+    }
     if (s->change_id == 0)
         return;
     struct version *to = s->change_kind == CHANGE_DEPLOY ? s->next : s->previous;
@@ -314,6 +346,10 @@ static void on_deadline(uv_timer_t *t)
     struct service *s = t->data;
     if (s->change_id == 0)
         return;
+    if (s->roll != NULL) {
+        rolling_deadline(s);
+        return;
+    }
     struct version *to = s->change_kind == CHANGE_DEPLOY ? s->next : s->previous;
     char why[1600], d[24], msg[2048];
     version_why_unhealthy(to, why, sizeof(why));
@@ -343,7 +379,7 @@ static void on_health_change(void *ctx, struct health_check *h, enum health_stat
     struct route_target *t = health_target(h);
     log_info("health changed", "service", s->cfg->name, "version", t->version, "target", t->address,
              "state", health_state_name(state), "error", health_last_error(h));
-    if (s->change_id != 0)
+    if (s->change_id != 0 || s->roll != NULL)
         change_evaluate(s);
 }
 
@@ -476,6 +512,11 @@ int rollout_deploy(struct rollout *r, const struct rollout_deploy_req *req, roll
                  s->cfg->name);
         return -EBUSY;
     }
+    if (s->roll != NULL) {
+        snprintf(err, errlen, "%s is restoring its instances after a failed rolling replacement",
+                 s->cfg->name);
+        return -EBUSY;
+    }
     if (s->live != NULL && strcmp(s->live->name, req->version) == 0) {
         snprintf(err, errlen, "version %s is already live on %s", req->version, s->cfg->name);
         return -EEXIST;
@@ -484,7 +525,15 @@ int rollout_deploy(struct rollout *r, const struct rollout_deploy_req *req, roll
     size_t ntargets = req->ntargets;
     struct managed_set *ms = NULL;
     char **own = NULL;
-    if (managed) {
+    int rolling = managed && rolling_applies(s);
+    if (rolling) {
+        /* Instances start batch by batch; refused here when the first one could not. */
+        ms = managed_prepare(s, req->version, 1, err, errlen);
+        if (ms == NULL)
+            return -EINVAL;
+        targets = NULL;
+        ntargets = 0;
+    } else if (managed) {
         /* cutover runs this version: start its instances first (a command that cannot start
          * is refused here, before any change is recorded). */
         int rc = managed_start(s, req->version, &ms, &own, &ntargets, err, errlen);
@@ -493,7 +542,13 @@ int rollout_deploy(struct rollout *r, const struct rollout_deploy_req *req, roll
         targets = (const char *const *)own;
     }
     char what[512];
-    if (cp != NULL)
+    if (rolling)
+        snprintf(what, sizeof(what),
+                 "deploy %s to %s, replacing %d instances in batches (max_surge %d, "
+                 "max_unavailable %d)%s%s",
+                 req->version, s->cfg->name, s->cfg->run.instances, s->cfg->strategy.max_surge,
+                 s->cfg->strategy.max_unavailable, cp ? " with plan " : "", cp ? cp->name : "");
+    else if (cp != NULL)
         snprintf(what, sizeof(what), "deploy %s to %s (%zu %s%s) with plan %s (%zu steps)",
                  req->version, s->cfg->name, ntargets, managed ? "instance" : "target",
                  ntargets == 1 ? "" : "s", cp->name, cp->nsteps);
@@ -517,6 +572,40 @@ int rollout_deploy(struct rollout *r, const struct rollout_deploy_req *req, roll
     change_begin(s, CHANGE_DEPLOY, id, req->wait, cb, ctx);
     if (cp != NULL)
         plan_create(s, cp);
+    if (rolling)
+        rolling_create(s); /* after the plan: its first goal depends on it */
+    *change_id = id;
+    return 0;
+}
+
+/* A service that cannot run two full sets rolls back like it deploys: the previous version's
+ * instances replace the live ones in batches. */
+static int rollback_rolling(struct service *s, const char *actor, const char *reason,
+                            rollout_wait_cb cb, void *ctx, int64_t *change_id, char *err,
+                            size_t errlen)
+{
+    const char *to = s->previous->name;
+    struct managed_set *ms = managed_prepare(s, to, 1, err, errlen);
+    if (ms == NULL)
+        return -EINVAL;
+    char what[512];
+    snprintf(what, sizeof(what),
+             "roll back %s from %s to %s, replacing %d instances in batches (max_surge %d, "
+             "max_unavailable %d)",
+             s->cfg->name, s->live->name, to, s->cfg->run.instances, s->cfg->strategy.max_surge,
+             s->cfg->strategy.max_unavailable);
+    int64_t id;
+    if (change_create(s, "rollback", to, NULL, 0, NULL, actor, reason, what, &id) < 0) {
+        snprintf(err, errlen, "could not record the change: %s", store_errmsg(s->r->st));
+        managed_retire(ms, 0);
+        return -EIO;
+    }
+    s->next = version_new(s, to, NULL, 0, 0);
+    s->next->ms = ms;
+    log_info("rollback started", "service", s->cfg->name, "to", to, "actor", actor, "reason",
+             reason);
+    change_begin(s, CHANGE_ROLLBACK, id, 1, cb, ctx);
+    rolling_create(s);
     *change_id = id;
     return 0;
 }
@@ -538,6 +627,13 @@ int rollout_rollback(struct rollout *r, const char *service, const char *actor, 
         snprintf(err, errlen, "%s has no previous version to roll back to", s->cfg->name);
         return -ESRCH;
     }
+    if (s->roll != NULL) {
+        snprintf(err, errlen, "%s is restoring its instances after a failed rolling replacement",
+                 s->cfg->name);
+        return -EBUSY;
+    }
+    if (rolling_applies(s))
+        return rollback_rolling(s, actor, reason, cb, ctx, change_id, err, errlen);
     char **own = NULL;
     size_t nown = 0;
     if (s->cfg->run.command != NULL && managed_running(s->previous->ms)) {
@@ -578,6 +674,15 @@ void version_crashed(struct service *s, const char *version, const char *why)
 {
     if (s->change_id == 0)
         return;
+    if (s->roll != NULL) {
+        if (s->next != NULL && strcmp(s->next->name, version) == 0) {
+            char msg[1400];
+            snprintf(msg, sizeof(msg), "%s %s failed: %s",
+                     s->change_kind == CHANGE_DEPLOY ? "deploy of" : "rollback to", version, why);
+            rolling_fail(s, NULL, msg);
+        }
+        return;
+    }
     struct version *to = s->change_kind == CHANGE_DEPLOY ? s->next : s->previous;
     if (to == NULL || strcmp(to->name, version) != 0)
         return;
@@ -623,6 +728,13 @@ int rollout_change_action(struct rollout *r, int64_t id, const char *action, con
         snprintf(err, errlen, "change %lld is not running (it is %s)", (long long)id, c.state);
         store_change_done(&c);
         return -EBUSY;
+    }
+    if (strcmp(action, "abort") == 0 && s->run == NULL && s->roll != NULL) {
+        char msg[256];
+        snprintf(msg, sizeof(msg), "aborted by %s; %s's instances are restored",
+                 actor && *actor ? actor : "unknown", s->live->name);
+        rolling_fail(s, STORE_CHANGE_ABORTED, msg);
+        return 0;
     }
     if (strcmp(action, "abort") == 0 && s->run == NULL) {
         /* An instant switch still waiting for health: stop waiting, nothing moved. */
@@ -697,6 +809,15 @@ static void restore_instances(struct service *s, struct version *v, int live)
         managed_retire(v->ms, s->cfg->drain_timeout_ms);
 }
 
+/* A plan change left running resumes at the next start; an instant switch or a rolling
+ * replacement is marked interrupted instead (traffic is where the store says). */
+static int change_resumable(struct rollout *r, const struct store_change *c)
+{
+    struct service *s = find_service(r, c->service);
+    return s != NULL && c->plan != NULL && config_plan_find(r->cfg, c->plan) != NULL &&
+           s->cfg->strategy.kind != CONFIG_STRATEGY_ROLLING;
+}
+
 int rollout_start(struct rollout *r, char *err, size_t errlen)
 {
     struct store_change *running = NULL;
@@ -709,8 +830,7 @@ int rollout_start(struct rollout *r, char *err, size_t errlen)
     for (size_t i = 0; i < nrunning; i++) {
         const char *msg = "the daemon stopped while this change ran; traffic stayed where the "
                           "store last recorded it";
-        if (find_service(r, running[i].service) != NULL && running[i].plan != NULL &&
-            config_plan_find(r->cfg, running[i].plan) != NULL)
+        if (change_resumable(r, &running[i]))
             continue; /* a plan resumes where it was, once its service is loaded (below) */
         store_change_update(r->st, running[i].id, STORE_CHANGE_INTERRUPTED, msg);
         store_event_add(r->st, running[i].id, "interrupted", msg);
@@ -750,9 +870,18 @@ int rollout_start(struct rollout *r, char *err, size_t errlen)
         restore_instances(s, s->live, 1);
         restore_instances(s, s->previous, 0);
         for (size_t j = 0; j < nrunning; j++) {
+            /* An interrupted change's new version may still have processes: stop them. */
+            if (strcmp(running[j].service, s->cfg->name) == 0 &&
+                !change_resumable(r, &running[j]) && running[j].to_version != NULL &&
+                (s->live == NULL || strcmp(s->live->name, running[j].to_version) != 0) &&
+                (s->previous == NULL || strcmp(s->previous->name, running[j].to_version) != 0))
+                managed_reap(s, running[j].to_version);
+        }
+        for (size_t j = 0; j < nrunning; j++) {
             const struct config_plan *cp =
                 running[j].plan ? config_plan_find(r->cfg, running[j].plan) : NULL;
-            if (cp == NULL || strcmp(running[j].service, s->cfg->name) != 0 || s->change_id)
+            if (!change_resumable(r, &running[j]) ||
+                strcmp(running[j].service, s->cfg->name) != 0 || s->change_id)
                 continue;
             if (plan_resume(s, &running[j], cp) < 0) {
                 const char *msg = "the daemon stopped while this change ran and its plan state "
@@ -781,7 +910,14 @@ void rollout_stop(struct rollout *r)
 {
     for (size_t i = 0; i < r->nservices; i++) {
         struct service *s = &r->services[i];
-        if (s->run != NULL)
+        if (s->roll != NULL) {
+            /* Batches are not resumed: the next start serves the old version whole again. */
+            plan_discard(s);
+            change_finish(s, STORE_CHANGE_INTERRUPTED,
+                          "the daemon stopped during a rolling replacement; the next start "
+                          "restores the version that was live");
+            rolling_stop(s);
+        } else if (s->run != NULL)
             plan_stop(s); /* the change stays running: the next start resumes it */
         else if (s->change_id != 0)
             change_finish(s, STORE_CHANGE_INTERRUPTED,
@@ -802,7 +938,8 @@ void rollout_stop(struct rollout *r)
 int rollout_switching(const struct rollout *r)
 {
     for (size_t i = 0; i < r->nservices; i++)
-        if (r->services[i].change_id != 0 && r->services[i].run == NULL)
+        if ((r->services[i].change_id != 0 && r->services[i].run == NULL) ||
+            r->services[i].roll != NULL)
             return 1;
     return 0;
 }
@@ -935,15 +1072,17 @@ static json_t *service_to_json(struct rollout *r, struct service *s)
     if (s->change_id != 0) {
         json_t *c = rollout_change_json(r, s->change_id, 0);
         if (c != NULL) {
-            json_object_set_new(
-                c, "target_version",
-                version_json(s->change_kind == CHANGE_DEPLOY ? s->next : s->previous));
+            json_object_set_new(c, "target_version",
+                                version_json(s->change_kind == CHANGE_DEPLOY || s->roll != NULL
+                                                 ? s->next
+                                                 : s->previous));
             if (s->run != NULL)
                 json_object_set_new(c, "progress", plan_status_json(s));
             ch = c;
         }
     }
     json_object_set_new(o, "change", ch);
+    json_object_set_new(o, "rolling", rolling_json(s));
     return o;
 }
 

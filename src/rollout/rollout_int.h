@@ -27,6 +27,7 @@ struct version {
 enum change_kind { CHANGE_DEPLOY, CHANGE_ROLLBACK };
 
 struct plan_run;
+struct rolling;
 
 struct service {
     struct rollout *r;
@@ -44,6 +45,7 @@ struct service {
     rollout_wait_cb waiter;
     void *waiter_ctx;
     struct plan_run *run; /* set while a plan change runs */
+    struct rolling *roll; /* set while a rolling replacement runs or is being undone */
 };
 
 struct rollout {
@@ -62,6 +64,10 @@ struct rollout {
 
 /* rollout.c */
 void rollout_publish(struct rollout *r);
+/* Adds a target at address to v (its health check starts, not optimistic). */
+void version_add_target(struct service *s, struct version *v, const char *address);
+/* Removes target i of v (its health check stops); the next published table drains it. */
+void version_remove_target(struct version *v, size_t i);
 int version_all_healthy(const struct version *v);
 void version_why_unhealthy(const struct version *v, char *buf, size_t n);
 void version_free(struct version *v);
@@ -93,10 +99,30 @@ void version_crashed(struct service *s, const char *version, const char *why);
  * "127.0.0.1:PORT" (heap, NULL-terminated). -EINVAL / -EADDRNOTAVAIL with err. */
 int managed_start(struct service *s, const char *version, struct managed_set **out, char ***targets,
                   size_t *ntargets, char *err, size_t errlen);
+/* Checks that the service's run.command can start and that its port range has room for nstart
+ * more instances, then creates version's set of run.instances slots with nothing started (the
+ * rollout owns it). NULL with err otherwise. */
+struct managed_set *managed_prepare(struct service *s, const char *version, size_t nstart,
+                                    char *err, size_t errlen);
+/* Starts slot i of the set on a free port; *target gets "127.0.0.1:PORT" (heap). -EBUSY (the
+ * slot runs), -EADDRNOTAVAIL (no free port) or -EINVAL (cannot start), with err. */
+int managed_start_one(struct managed_set *ms, size_t i, char **target, char *err, size_t errlen);
+/* Stops slot i after after_ms (its drain); the slot counts as running until then no more. */
+void managed_stop_one(struct managed_set *ms, size_t i, uint64_t after_ms);
+/* Cancels the pending stop of one instance stopped by managed_stop_one (still draining, so
+ * still running): returns 1 with its "127.0.0.1:PORT" in *target (heap), or 0 when none. */
+int managed_unretire_one(struct managed_set *ms, char **target);
+size_t managed_slots(const struct managed_set *ms);
+/* 1 when slot i has a process (running, restarting, or draining before its stop). */
+int managed_slot_used(const struct managed_set *ms, size_t i);
+int managed_slot_port(const struct managed_set *ms, size_t i);
 /* Re-attaches to version's recorded instances (adopting live ones, starting dead ones on the
  * same ports when start_missing or when records exist). NULL when the service is unmanaged. */
 struct managed_set *managed_restore(struct service *s, const char *version, char *const *targets,
                                     size_t n, int start_missing);
+/* Adopts and stops the recorded instances of version (an interrupted change's new version,
+ * which no longer has a place in the service); forgets the records of dead ones. */
+void managed_reap(struct service *s, const char *version);
 /* Stops the set's processes after after_ms (0: now). */
 void managed_retire(struct managed_set *ms, uint64_t after_ms);
 /* Cancels a pending retirement (a rollback within the rollback window reuses the processes). */
@@ -111,7 +137,47 @@ const char *managed_last_exit(const struct managed_set *ms);
 int managed_running(const struct managed_set *ms);
 json_t *managed_json(const struct managed_set *ms);
 
+/* rolling.c (see its top comment) */
+/* 1 when a managed deploy of s replaces instances in batches: strategy rolling, and the live
+ * version runs as cutover's instances. */
+int rolling_applies(const struct service *s);
+/* Starts the replacement state for the change of s (s->next: an empty version with its
+ * prepared set; s->run already created when the change has a plan). */
+void rolling_create(struct service *s);
+/* Re-evaluates the replacement (a health change, a kick, a resumed plan). */
+void rolling_evaluate(struct service *s);
+/* A plan's weight step: raise the goal to ceil(weight% of run.instances); the plan hears of
+ * it through plan_goal_reached. */
+void rolling_goal(struct service *s, int weight);
+/* 1 when the current goal is reached (new instances healthy, old ones out of rotation). */
+int rolling_reached(const struct service *s);
+/* The plan judged a passing window over the current split: the next batch may start. */
+void rolling_gate_passed(struct service *s);
+/* Ends the change in state (NULL: rolled_back when users saw the new version, else failed)
+ * with why, and restores the old version's instances. */
+void rolling_fail(struct service *s, const char *state, const char *why);
+/* The batch's deploy_timeout passed. */
+void rolling_deadline(struct service *s);
+/* Sets the canary (and its share) of rs during a replacement; 0 when it does not apply. */
+int rolling_route_fill(const struct service *s, struct route_service *rs);
+/* The version that serves while the live one has no instance in rotation, or NULL. */
+const struct version *rolling_serving(const struct service *s);
+json_t *rolling_json(const struct service *s);
+/* The daemon stops: drops the replacement state (the change is recorded by the caller). */
+void rolling_stop(struct service *s);
+
 /* plan.c */
+/* Hooks for rolling.c: batches start only while the plan runs (not paused or held) */
+int plan_allows_batch(const struct service *s);
+/* 1 once the plan started (its canary passed its first health check). */
+int plan_has_traffic(const struct service *s);
+/* The plan's current weight step value (0 before the first). */
+int plan_weight(const struct service *s);
+/* A rolling goal was reached: a waiting weight step (or the plan's end) completes. */
+void plan_goal_reached(struct service *s);
+/* Returns 1 when the plan's analysis gates apply to the current split, starting a fresh window
+ * whose pass calls rolling_gate_passed; 0 when there is no gate to wait for. */
+int plan_gate_begin(struct service *s);
 /* Ends the running plan of s in state (rolling back to the stable version if it got users). */
 void plan_fail(struct service *s, const char *state, const char *why);
 /* Creates the run of plan for the change of s (not started: the canary must pass its health

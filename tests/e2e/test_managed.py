@@ -9,6 +9,7 @@ the environment variable MODE_<VERSION> (set through `run.env`) is one of
   crash_at_start  print "boom" and exit 1 before listening
   crash_after     serve for ~1 s, then print "boom" and exit 1
   ignore_term     ignore SIGTERM (only SIGKILL stops it)
+  errors          answer 500 where it would answer "VERSION\\n" (health checks still pass)
 
 Figures (errors under load, deploy-to-100 % time) are printed: run with `-s` to see them.
 Every test is bounded (SIGALRM) and stops the daemon and any instance left by pid.
@@ -39,6 +40,13 @@ if _MODE == "crash_at_start":
     sys.exit(1)
 if _MODE == "ignore_term":
     _signal.signal(_signal.SIGTERM, _signal.SIG_IGN)
+if _MODE == "errors":
+    _plain_send = send
+
+    def send(sock, code, body, extra=(), ctype="text/plain", head_only=False):
+        if code == 200 and body == (VERSION + "\\n").encode():
+            code = 500
+        _plain_send(sock, code, body, extra, ctype, head_only)
 
 
 def _announce():
@@ -137,7 +145,7 @@ class Managed:
 
     def daemon(self, instances=2, env=None, plans="", stop_timeout="3s", drain="2s",
                deploy_timeout="10s", command=None, port_range=None, health=None, where=None,
-               rollback_window=None):
+               rollback_window=None, strategy=None, extra=""):
         cmd = command or [sys.executable, str(self.app), "${PORT}", "${VERSION}"]
         run = ("    run:\n"
                f"      command: [{', '.join(repr(c) if c.startswith('$') else c for c in cmd)}]\n"
@@ -148,6 +156,9 @@ class Managed:
             run += f"      rollback_window: {rollback_window}\n"
         if env:
             run += "      env: {" + ", ".join(f"{k}: {v}" for k, v in env.items()) + "}\n"
+        if strategy:
+            run += f"    strategy: {strategy}\n"
+        run += extra  # more service keys, indented by 4
         cfg = dict(service_extra=run, top_extra=plans, drain_timeout=drain,
                    deploy_timeout=deploy_timeout, health=health)
         if where is not None:  # the config and state_dir somewhere else than tmp_path

@@ -380,6 +380,51 @@ static void test_run_defaults(void **state)
     config_free(cfg);
 }
 
+static void test_strategy(void **state)
+{
+    struct config *cfg = load_ok("services:\n"
+                                 "  web:\n"
+                                 "    listen: 127.0.0.1:8080\n"
+                                 "    run: {command: [./app], instances: 3}\n"
+                                 "    strategy: {type: rolling, max_unavailable: 1}\n"
+                                 "  api:\n"
+                                 "    listen: 127.0.0.1:8081\n");
+    (void)state;
+    assert_int_equal(cfg->services[0].strategy.kind, CONFIG_STRATEGY_ROLLING);
+    assert_int_equal(cfg->services[0].strategy.max_surge, 1); /* default */
+    assert_int_equal(cfg->services[0].strategy.max_unavailable, 1);
+    assert_int_equal(cfg->services[1].strategy.kind, CONFIG_STRATEGY_BLUE_GREEN);
+    config_free(cfg);
+}
+
+static void test_strategy_errors(void **state)
+{
+    (void)state;
+    load_err("services:\n  web:\n    listen: 127.0.0.1:8080\n"
+             "    run: {command: [./app], instances: 2}\n"
+             "    strategy: {type: rolling, max_surge: 0, max_unavailable: 0}\n",
+             "c.yml:5", "services.web.strategy", "both 0", NULL);
+    load_err("services:\n  web:\n    listen: 127.0.0.1:8080\n"
+             "    run: {command: [./app], instances: 2}\n"
+             "    strategy: {type: rolling, max_surge: 3}\n",
+             "services.web.strategy", "at most run.instances (2)", "got 3 and 0", NULL);
+    load_err("services:\n  web:\n    listen: 127.0.0.1:8080\n"
+             "    strategy: {type: rolling}\n",
+             "services.web.strategy", "run: section", NULL);
+    load_err("services:\n  web:\n    listen: 127.0.0.1:8080\n"
+             "    run: {command: [./app]}\n"
+             "    strategy: {type: canary}\n",
+             "services.web.strategy.type", "rolling or blue_green", "canary", NULL);
+    load_err("services:\n  web:\n    listen: 127.0.0.1:8080\n"
+             "    run: {command: [./app]}\n"
+             "    strategy: {max_surge: 1}\n",
+             "services.web.strategy", "type", NULL);
+    load_err("services:\n  web:\n    listen: 127.0.0.1:8080\n"
+             "    run: {command: [./app]}\n"
+             "    strategy: {type: rolling, max_surge: -1}\n",
+             "services.web.strategy.max_surge", NULL);
+}
+
 static void test_flow_and_block_styles(void **state)
 {
     struct config *a = load_ok("services:\n"
@@ -1133,6 +1178,8 @@ int main(void)
         cmocka_unit_test(test_full_config_plan),
         cmocka_unit_test(test_defaults),
         cmocka_unit_test(test_run_defaults),
+        cmocka_unit_test(test_strategy),
+        cmocka_unit_test(test_strategy_errors),
         cmocka_unit_test(test_flow_and_block_styles),
         cmocka_unit_test(test_targets_empty_or_absent),
         cmocka_unit_test(test_limits_plain_and_sizes),
