@@ -630,3 +630,24 @@ def test_rollback_within_rollback_window_reuses_the_processes(managed):
     assert managed.pids("v1") == v1, "the rollback started new v1 processes"
     print(f"\nrollback within the window: {took:.2f}s, same pids {v1}")
     wait_for(lambda: managed.pids("v2") == [], 35, "v2 retired after the rollback window")
+
+
+# --- an interrupted change's processes ---------------------------------------------------------
+
+def test_kill9_during_managed_deploy_reaps_new_version(managed):
+    """kill -9 while v2's instances wait for health: the restart marks the change interrupted
+    and stops v2's processes instead of leaving them running unowned."""
+    d = managed.daemon(deploy_timeout="30s",
+                       health={"interval": "300ms", "healthy_threshold": 20}).start()
+    managed.deploy_ok("v1")
+    wait_body(d.port, "v1\n")
+    v1 = managed.pids("v1")
+    d.cli_bg("deploy", "web", "v2")
+    wait_for(lambda: len(managed.pids("v2")) == 2, 10, "v2's instances")
+    d.kill9()
+    d.start()
+    wait_for(lambda: managed.pids("v2") == [], 15, "v2's processes stopped after the restart")
+    ch = next(c for c in d.history() if c["to"] == "v2")
+    assert ch["state"] == "interrupted", ch
+    assert managed.pids("v1") == v1
+    assert live_name(d.status()) == "v1"
