@@ -75,6 +75,7 @@ struct plan_run {
     int rolling_wait; /* rolling replacement: 1 a weight step, 2 the plan's end waits for the
                          batches to reach their goal */
     int skip_gates;   /* promote --all: remaining batches do not wait for analysis */
+    int gate_held;    /* held because a batch's window stayed inconclusive */
 };
 
 static void step_enter(struct service *s, size_t i);
@@ -928,6 +929,28 @@ int plan_gate_begin(struct service *s)
     return 1;
 }
 
+void plan_gate_inconclusive(struct service *s, const char *why)
+{
+    struct plan_run *run = s->run;
+    if (run == NULL)
+        return;
+    event(s, "inconclusive", why);
+    switch (run->plan->on_inconclusive) {
+    case CONFIG_ON_PROCEED:
+        rolling_gate_passed(s);
+        return;
+    case CONFIG_ON_ROLLBACK:
+        plan_rollback(s, STORE_CHANGE_ROLLED_BACK, why);
+        return;
+    case CONFIG_ON_PAUSE:
+        run->state = RUN_HOLDING;
+        run->gate_held = 1;
+        set_hold(run, why);
+        run_save(s);
+        return;
+    }
+}
+
 /* ---------------------------------------------------------------- lifecycle ----------------- */
 
 static struct plan_run *run_new(struct service *s, const struct config_plan *plan)
@@ -1190,6 +1213,12 @@ int plan_action(struct service *s, const char *action, const char *actor, int al
         run_save(s);
         if (run->step_timed)
             start_step_timer(run);
+        if (run->gate_held) {
+            /* A person resumed a batch held for want of a verdict: that stands for one. */
+            run->gate_held = 0;
+            rolling_gate_passed(s);
+            return 0;
+        }
         rolling_evaluate(s); /* a batch may have waited for the pause to end */
         return 0;
     }

@@ -306,10 +306,16 @@ static void roll_step(struct service *s)
             ro->user_traffic = 1;
     }
     publish_split(s);
-    if (ready < nv->n)
-        return; /* the batch is starting; s->deadline bounds the wait */
-    if (ro->waiting_gate)
+    if (ready < nv->n) {
+        /* The batch is starting, or one of its instances fell ill: deploy_timeout bounds the
+         * wait. */
+        if (!uv_is_active((uv_handle_t *)&s->deadline))
+            change_wait_health(s);
         return;
+    }
+    if (ro->waiting_gate)
+        return; /* s->deadline bounds the wait for a verdict too */
+    uv_timer_stop(&s->deadline);
     /* Take old instances out while enough healthy ones remain. Before users see the new
      * version (a plan's tests and pilots), only to make room for the next batch: the new
      * instance serves no user yet, so it replaces no capacity. */
@@ -338,6 +344,7 @@ static void roll_step(struct service *s)
     if (ro->batch > ro->gated) {
         if (plan_gate_begin(s)) {
             ro->waiting_gate = 1;
+            change_wait_health(s);
             return;
         }
         ro->gated = ro->batch;
@@ -421,6 +428,14 @@ void rolling_deadline(struct service *s)
 {
     struct version *nv = s->next;
     char why[1600], msg[2048];
+    if (s->roll->waiting_gate && nv != NULL && healthy_count(nv) == nv->n) {
+        snprintf(msg, sizeof(msg),
+                 "batch %d of %s: no analysis verdict within deploy_timeout (too few requests "
+                 "for min_requests)",
+                 s->roll->batch, nv->name);
+        plan_gate_inconclusive(s, msg);
+        return;
+    }
     version_why_unhealthy(nv, why, sizeof(why));
     const char *crash = managed_last_exit(nv ? nv->ms : NULL);
     if (crash != NULL)

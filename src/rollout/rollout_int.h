@@ -178,6 +178,9 @@ void plan_goal_reached(struct service *s);
 /* Returns 1 when the plan's analysis gates apply to the current split, starting a fresh window
  * whose pass calls rolling_gate_passed; 0 when there is no gate to wait for. */
 int plan_gate_begin(struct service *s);
+/* The batch's window got no verdict in time: the plan's on_inconclusive decides (proceed: the
+ * next batch starts; pause: held until resume; rollback). */
+void plan_gate_inconclusive(struct service *s, const char *why);
 /* Ends the running plan of s in state (rolling back to the stable version if it got users). */
 void plan_fail(struct service *s, const char *state, const char *why);
 /* Creates the run of plan for the change of s (not started: the canary must pass its health

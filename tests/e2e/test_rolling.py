@@ -296,3 +296,38 @@ def test_plan_weight_steps_set_instance_goals(managed):
     assert d.history()[0]["state"] == "completed"
     wait_for(lambda: managed.pids("v1") == [], 10, "no v1 process left")
     assert len(managed.pids("v2")) == 3
+
+
+STARVED = """plans:
+  starved:
+    steps:
+      - weight: 100
+    analysis: {interval: 300ms, min_requests: 1000000, max_error_rate: 0.05}
+    on_inconclusive: pause
+"""
+
+
+def test_batch_without_verdict_holds_until_resumed(managed):
+    """No traffic, so no analysis verdict: after deploy_timeout the batch is inconclusive and
+    (on_inconclusive: pause) held for a person; `resume` lets the next batch start."""
+    d = managed.daemon(instances=2, drain="1s", strategy=ROLLING_1_0, plans=STARVED,
+                       deploy_timeout="3s").start()
+    managed.deploy_ok("v1")
+    wait_body(d.port, "v1\n")
+    r = managed.deploy("v2", "--plan", "starved")
+    assert r.returncode == 0, r.stdout + r.stderr
+
+    def holding():
+        p = ((d.status().get("change") or {}).get("progress") or {})
+        return p if p.get("state") == "holding" else None
+    p = wait_for(holding, 20, "the plan to hold for want of a verdict", interval=0.2)
+    assert "no analysis verdict" in (p.get("hold_reason") or ""), p
+    ro = d.status()["rolling"]
+    assert ro["batch"] == 1 and ro["state"] == "analysis", ro
+    r = d.cli("resume", "web")
+    assert r.returncode == 0, r.stdout + r.stderr
+    # The second batch starts, then holds again for its own window, then completes on resume.
+    wait_for(lambda: (d.status().get("rolling") or {}).get("batch") == 2 or
+             live_name(d.status()) == "v2", 15, "the second batch")
+    wait_for(lambda: live_name(d.status()) == "v2", 15, "v2 live")
+    assert d.history()[0]["state"] == "completed"
