@@ -159,14 +159,18 @@ static struct managed_set *set_new(struct service *s, const char *version, size_
     return ms;
 }
 
-/* Ports in use by the service's other managed versions: a new version never takes one. */
-static size_t used_ports(struct service *s, int *out, size_t cap)
+/* Ports a new instance of set self (NULL: a set not created yet) must not take: those of the
+ * service's running instances, and every port the live version was recorded with even where
+ * its instance stopped (a rolling replacement stops them one by one): after a crash, the
+ * restart starts the live version's missing instances on those ports. */
+static size_t used_ports(struct service *s, const struct managed_set *self, int *out, size_t cap)
 {
+    const struct managed_set *live = s->live ? s->live->ms : NULL;
     size_t k = 0;
     for (struct managed_set *m = s->r->sets; m; m = m->next)
         if (m->s == s)
             for (size_t i = 0; i < m->n && k < cap; i++)
-                if (m->inst[i] != NULL) /* a stopped instance's port is free again */
+                if (m->inst[i] != NULL || (m == live && m != self && m->ports[i] > 0))
                     out[k++] = m->ports[i];
     return k;
 }
@@ -218,7 +222,7 @@ struct managed_set *managed_prepare(struct service *s, const char *version, size
         if (m->s == s)
             cap += m->n;
     int *used = xcalloc(cap + 1, sizeof(int));
-    size_t nused = used_ports(s, used, cap);
+    size_t nused = used_ports(s, NULL, used, cap);
     for (size_t i = 0; i < nstart; i++) {
         int p = sup_port_pick(run->port_lo, run->port_hi, used, nused);
         if (p < 0) {
@@ -246,7 +250,7 @@ int managed_start_one(struct managed_set *ms, size_t i, char **target, char *err
         if (m->s == s)
             cap += m->n;
     int *used = xcalloc(cap + 1, sizeof(int));
-    size_t nused = used_ports(s, used, cap);
+    size_t nused = used_ports(s, ms, used, cap);
     int p = sup_port_pick(run->port_lo, run->port_hi, used, nused);
     free(used);
     if (p < 0) {
@@ -298,6 +302,16 @@ int managed_unretire_one(struct managed_set *ms, char **target)
         *target = xasprintf("127.0.0.1:%d", ms->ports[i]);
         return 1;
     }
+    return 0;
+}
+
+int managed_version_running(const struct service *s, const char *version)
+{
+    for (const struct managed_set *m = s->r->sets; m; m = m->next)
+        if (m->s == s && strcmp(m->version, version) == 0)
+            for (size_t i = 0; i < m->n; i++)
+                if (m->inst[i] != NULL)
+                    return 1;
     return 0;
 }
 
@@ -353,42 +367,58 @@ struct managed_set *managed_restore(struct service *s, const char *version, char
         return NULL;
     }
     struct managed_set *ms = set_new(s, version, n);
+    size_t *from = xcalloc(n, sizeof(*from)); /* record adopted by each slot, + 1 (0: none) */
+    char err[256], pid[24];
+    /* 1. Adopt by port: a rolling replacement may have restarted a slot on another port, so a
+     *    slot and its record's index can differ. */
     for (size_t i = 0; i < n; i++) {
         const char *colon = strrchr(targets[i], ':');
         ms->ports[i] = colon ? (int)strtol(colon + 1, NULL, 10) : 0;
+        for (size_t k = 0; k < nrec && ms->inst[i] == NULL; k++) {
+            if (rec[k].port != ms->ports[i])
+                continue;
+            char *lp = log_path(s, version, i);
+            struct sup_spec sp;
+            spec_fill(&sp, s, version, i, ms->ports[i], lp);
+            ms->inst[i] = sup_instance_adopt(sv_of(s->r), &sp, (pid_t)rec[k].pid,
+                                             rec[k].start_ticks, on_event, ms, err, sizeof(err));
+            free(lp);
+            snprintf(pid, sizeof(pid), "%ld", rec[k].pid);
+            if (ms->inst[i] != NULL) {
+                from[i] = k + 1;
+                log_info("instance adopted", "service", s->cfg->name, "version", version, "pid",
+                         pid);
+            } else {
+                log_warn("instance not adopted; starting it again", "service", s->cfg->name,
+                         "version", version, "pid", pid, "reason", err);
+            }
+        }
+    }
+    /* 2. Records follow their slots: every moved one is deleted before any is written again,
+     *    so no write is undone by the deletion of another record with the same index. */
+    for (size_t i = 0; i < n; i++)
+        if (from[i] && rec[from[i] - 1].idx != (int)i)
+            store_instance_del(s->r->st, s->cfg->name, version, rec[from[i] - 1].idx);
+    for (size_t i = 0; i < n; i++) {
+        const struct store_instance *r = from[i] ? &rec[from[i] - 1] : NULL;
+        if (r != NULL && r->idx != (int)i)
+            store_instance_put(s->r->st, s->cfg->name, version, (int)i, r->pid, r->start_ticks,
+                               r->port);
+    }
+    /* 3. Start what is missing (its record is written when it starts). */
+    for (size_t i = 0; i < n; i++) {
+        if (ms->inst[i] != NULL || !(start_missing || nrec > 0))
+            continue;
         char *lp = log_path(s, version, i);
         struct sup_spec sp;
         spec_fill(&sp, s, version, i, ms->ports[i], lp);
-        char err[256];
-        for (size_t k = 0; k < nrec; k++) {
-            /* By port: a rolling replacement may have restarted a slot on another one. */
-            if (rec[k].port != ms->ports[i] || ms->inst[i] != NULL)
-                continue;
-            ms->inst[i] = sup_instance_adopt(sv_of(s->r), &sp, (pid_t)rec[k].pid,
-                                             rec[k].start_ticks, on_event, ms, err, sizeof(err));
-            char pid[24];
-            snprintf(pid, sizeof(pid), "%ld", rec[k].pid);
-            if (ms->inst[i] != NULL && rec[k].idx != (int)i) {
-                /* Recorded under another slot: the record follows the slot from now on. */
-                store_instance_del(s->r->st, s->cfg->name, version, rec[k].idx);
-                store_instance_put(s->r->st, s->cfg->name, version, (int)i, rec[k].pid,
-                                   rec[k].start_ticks, rec[k].port);
-            }
-            if (ms->inst[i] != NULL)
-                log_info("instance adopted", "service", s->cfg->name, "version", version, "pid",
-                         pid);
-            else
-                log_warn("instance not adopted; starting it again", "service", s->cfg->name,
-                         "version", version, "pid", pid, "reason", err);
-        }
-        if (ms->inst[i] == NULL && (start_missing || nrec > 0)) {
-            ms->inst[i] = sup_instance_start(sv_of(s->r), &sp, on_event, ms, err, sizeof(err));
-            if (ms->inst[i] == NULL)
-                log_error("cannot start instance", "service", s->cfg->name, "version", version,
-                          "error", err);
-        }
+        ms->inst[i] = sup_instance_start(sv_of(s->r), &sp, on_event, ms, err, sizeof(err));
         free(lp);
+        if (ms->inst[i] == NULL)
+            log_error("cannot start instance", "service", s->cfg->name, "version", version, "error",
+                      err);
     }
+    free(from);
     free(rec);
     return ms;
 }

@@ -76,6 +76,7 @@ struct plan_run {
                          batches to reach their goal */
     int skip_gates;   /* promote --all: remaining batches do not wait for analysis */
     int gate_held;    /* held because a batch's window stayed inconclusive */
+    char *finish_how; /* the plan's end waits for the last batch: how it ended (promoted...) */
 };
 
 static void step_enter(struct service *s, size_t i);
@@ -671,16 +672,20 @@ static void plan_finish(struct service *s, const char *how)
     struct rollout *r = R(s);
     struct version *from = s->live, *to = s->next;
     char msg[320];
-    if (s->roll != NULL) {
-        /* The old instances must all be replaced first; plan_goal_reached comes back here. */
-        rolling_goal(s, 100);
-        if (s->run != run || s->change_id == 0)
-            return; /* the batches ended the change meanwhile */
-        if (!rolling_reached(s)) {
-            run->rolling_wait = 2;
-            return;
+    if (s->roll != NULL && !rolling_done(s)) {
+        /* Every old instance must be replaced first; plan_goal_reached comes back here once
+         * the last batch is in. Users follow the instances meanwhile (their share grows). */
+        run->rolling_wait = 2;
+        free(run->finish_how);
+        run->finish_how = xstrdup(how);
+        if (run->weight < 100) {
+            run->weight = 100;
+            run->user_traffic = 1;
+            run_save(s);
+            rollout_publish(r);
         }
-        run->rolling_wait = 0;
+        rolling_goal(s, 100); /* may finish the plan before it returns */
+        return;
     }
     snprintf(msg, sizeof(msg), "%s: %s is live on %s (was %s)", how, to->name, s->cfg->name,
              from ? from->name : "nothing");
@@ -912,7 +917,8 @@ void plan_goal_reached(struct service *s)
     if (run == NULL || run->state != RUN_STEP || run->rolling_wait == 0)
         return;
     if (run->rolling_wait == 2) {
-        plan_finish(s, "plan completed");
+        run->rolling_wait = 0;
+        plan_finish(s, run->finish_how ? run->finish_how : "plan completed");
         return;
     }
     run->rolling_wait = 0;
@@ -927,6 +933,14 @@ int plan_gate_begin(struct service *s)
     /* A fresh window: the verdict must be about the split the last batch made. */
     sample_now(s, run->win_base);
     return 1;
+}
+
+void plan_mark_rolling(struct service *s)
+{
+    if (s->run == NULL)
+        return;
+    json_object_set_new(s->run->detail, "rolling", json_true());
+    run_save(s);
 }
 
 void plan_gate_inconclusive(struct service *s, const char *why)
@@ -1004,6 +1018,7 @@ static void run_handle_closed(uv_handle_t *h)
     if (--run->handles == 0) {
         json_decref(run->detail);
         free(run->hold_reason);
+        free(run->finish_how);
         free(run);
     }
 }
@@ -1239,7 +1254,13 @@ int plan_action(struct service *s, const char *action, const char *actor, int al
                 }
             }
             test_cancel(run);
-            run->skip_gates = 1;
+            if (s->roll != NULL) {
+                /* The remaining batches go in without waiting for a person or a window. */
+                run->skip_gates = 1;
+                run->state = RUN_STEP;
+                set_hold(run, NULL);
+                rolling_gate_passed(s);
+            }
             snprintf(msg, sizeof(msg), "promoted to 100%% by %s from step %zu", who, run->step + 1);
             event(s, "promoted", msg);
             step_close_record(s, "promoted", msg);

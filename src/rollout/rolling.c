@@ -44,6 +44,7 @@ struct rolling {
     int waiting_gate; /* a window over the current split is being judged */
     int user_traffic; /* the new version got a share of users */
     size_t pub_new, pub_old;
+    int64_t change_id;        /* the change this replacement belongs to */
     int restoring;            /* the change failed: the old set is being made whole again */
     uint64_t restore_started; /* uv_now */
     struct version *leaving;  /* restoring: the new version, serving only while needed */
@@ -95,9 +96,11 @@ void rolling_create(struct service *s)
     /* A plan starts once one new instance is healthy and raises the goal step by step. */
     ro->goal = s->run != NULL ? 1 : ro->n;
     ro->pub_new = ro->pub_old = (size_t)-1;
+    ro->change_id = s->change_id;
     uv_timer_init(s->r->loop, &ro->timer);
     ro->timer.data = ro;
     s->roll = ro;
+    plan_mark_rolling(s);
 }
 
 static void on_closed(uv_handle_t *h)
@@ -119,7 +122,8 @@ static void publish_split(struct service *s)
 {
     struct rolling *ro = s->roll;
     const struct version *nv = ro->restoring ? ro->leaving : s->next;
-    size_t nnew = healthy_count(nv), nold = s->live ? s->live->n : 0;
+    /* The split follows healthy counts on both sides (rolling_route_fill). */
+    size_t nnew = healthy_count(nv), nold = healthy_count(s->live);
     if (nnew == ro->pub_new && nold == ro->pub_old)
         return;
     ro->pub_new = nnew;
@@ -170,6 +174,13 @@ static void retire_old(struct service *s, size_t i)
 static int start_instances(struct service *s, struct version *v, size_t k, char *err, size_t errlen)
 {
     int started = 0;
+    char *back = NULL;
+    /* Instances still draining (a rollback soon after a deploy) go back into rotation first. */
+    while ((size_t)started < k && managed_unretire_one(v->ms, &back)) {
+        version_add_target(s, v, back);
+        free(back);
+        started++;
+    }
     for (size_t i = 0; i < managed_slots(v->ms) && (size_t)started < k; i++) {
         if (managed_slot_used(v->ms, i))
             continue;
@@ -202,6 +213,39 @@ static void restore_fill(struct service *s)
     save_targets(s, old);
 }
 
+/* Notes the restore's outcome on the change that failed (ended by now) and in the log. */
+static void restore_note(struct service *s, const char *type, const char *msg)
+{
+    if (s->roll->change_id != 0)
+        store_event_add(s->r->st, s->roll->change_id, type, msg);
+    log_warn(msg, "service", s->cfg->name, "event", type);
+}
+
+/* No old instance became healthy within deploy_timeout: the leaving version, which still
+ * serves every user, is made live again rather than leaving the service stuck; the old one
+ * becomes the previous version and its processes are stopped. */
+static void restore_give_up(struct service *s, const char *why)
+{
+    struct rolling *ro = s->roll;
+    struct version *old = s->live, *back = ro->leaving;
+    if (store_service_set(s->r->st, s->cfg->name, back->name, old->name) < 0) {
+        log_error("store write failed", "service", s->cfg->name, "error", store_errmsg(s->r->st));
+        return; /* the next tick tries again */
+    }
+    char msg[1400];
+    snprintf(msg, sizeof(msg),
+             "%s has no healthy instance after deploy_timeout (%s): %s stays live", old->name, why,
+             back->name);
+    restore_note(s, "restore_failed", msg);
+    ro->leaving = NULL;
+    version_free(s->previous);
+    s->previous = old;
+    s->live = back;
+    roll_discard(s);
+    rollout_publish(s->r);
+    managed_retire(old->ms, s->cfg->drain_timeout_ms + 500);
+}
+
 /* The old version is whole (or the wait is over): the new version leaves rotation, drains and
  * stops, and the service takes changes again. */
 static void restore_end(struct service *s)
@@ -221,19 +265,27 @@ static void restore_step(struct service *s)
     struct version *old = s->live;
     restore_fill(s);
     publish_split(s);
+    char msg[1400];
     if (old->n >= ro->n && healthy_count(old) == old->n) {
-        log_info("old version restored", "service", s->cfg->name, "version", old->name);
+        snprintf(msg, sizeof(msg), "%s is whole again: %zu healthy instances", old->name, old->n);
+        restore_note(s, "restored", msg);
         restore_end(s);
         return;
     }
-    if (uv_now(s->r->loop) - ro->restore_started >= s->cfg->deploy_timeout_ms &&
-        healthy_count(old) > 0) {
-        char why[1024];
-        version_why_unhealthy(old, why, sizeof(why));
-        log_error("old version not whole after deploy_timeout; it serves with what is healthy",
-                  "service", s->cfg->name, "version", old->name, "unhealthy", why);
+    if (uv_now(s->r->loop) - ro->restore_started < s->cfg->deploy_timeout_ms)
+        return;
+    char why[1024];
+    version_why_unhealthy(old, why, sizeof(why));
+    if (healthy_count(old) > 0) {
+        snprintf(msg, sizeof(msg),
+                 "%s not whole after deploy_timeout; it serves with its %zu healthy instances "
+                 "(unhealthy: %s)",
+                 old->name, healthy_count(old), why);
+        restore_note(s, "restored_partly", msg);
         restore_end(s);
+        return;
     }
+    restore_give_up(s, why);
 }
 
 static void on_restore_tick(uv_timer_t *t)
@@ -266,9 +318,13 @@ static void roll_complete(struct service *s)
     snprintf(msg, sizeof(msg), "replaced %s's %zu instances of %s with %s in %d batches",
              s->cfg->name, s->roll->n, from->name, to->name, s->roll->batch);
     if (change_record_switch(s, to, from, "switched", msg) < 0) {
+        /* Not recorded, so not done: like an instant switch, the old version stays. */
         log_error("store write failed; replacement not recorded", "service", s->cfg->name, "error",
                   store_errmsg(s->r->st));
-        return; /* the next health event tries again */
+        rolling_fail(s, STORE_CHANGE_FAILED,
+                     "could not record the end of the replacement in the "
+                     "store");
+        return;
     }
     version_free(s->previous);
     s->previous = from;
@@ -294,7 +350,7 @@ static void roll_step(struct service *s)
     if (s->change_id == 0 || nv == NULL)
         return;
     if (!plan_allows_batch(s))
-        return; /* paused or held: the batch waits for a person */
+        return; /* paused or held: the batch waits for a person (rolling_deadline too) */
     size_t ready = healthy_count(nv);
     if (nv->n > 0 && ready == nv->n) {
         if (s->run != NULL && !plan_has_traffic(s)) {
@@ -313,8 +369,12 @@ static void roll_step(struct service *s)
             change_wait_health(s);
         return;
     }
-    if (ro->waiting_gate)
-        return; /* s->deadline bounds the wait for a verdict too */
+    if (ro->waiting_gate) {
+        /* s->deadline bounds the wait for a verdict too (rearmed after a pause). */
+        if (!uv_is_active((uv_handle_t *)&s->deadline))
+            change_wait_health(s);
+        return;
+    }
     uv_timer_stop(&s->deadline);
     /* Take old instances out while enough healthy ones remain. Before users see the new
      * version (a plan's tests and pilots), only to make room for the next batch: the new
@@ -391,15 +451,6 @@ void rolling_goal(struct service *s, int weight)
     roll_step(s);
 }
 
-int rolling_reached(const struct service *s)
-{
-    const struct rolling *ro = s->roll;
-    if (ro == NULL || ro->restoring || s->next == NULL)
-        return 0;
-    return s->next->n >= ro->goal && healthy_count(s->next) == s->next->n &&
-           s->live->n <= ro->n - ro->goal;
-}
-
 void rolling_gate_passed(struct service *s)
 {
     struct rolling *ro = s->roll;
@@ -407,7 +458,16 @@ void rolling_gate_passed(struct service *s)
         return;
     ro->waiting_gate = 0;
     ro->gated = ro->batch;
-    roll_step(s);
+    /* On the next loop turn: the caller (an analysis tick, a person's action) goes on with the
+     * plan it holds, which the next batch could end if it fails to start. */
+    change_kick(s);
+}
+
+int rolling_done(const struct service *s)
+{
+    const struct rolling *ro = s->roll;
+    return ro != NULL && !ro->restoring && s->next != NULL && s->next->n == ro->n &&
+           healthy_count(s->next) == ro->n && s->live->n == 0;
 }
 
 void rolling_fail(struct service *s, const char *state, const char *why)
@@ -428,6 +488,8 @@ void rolling_deadline(struct service *s)
 {
     struct version *nv = s->next;
     char why[1600], msg[2048];
+    if (!plan_allows_batch(s))
+        return; /* a person holds the plan: resuming rearms the deadline */
     if (s->roll->waiting_gate && nv != NULL && healthy_count(nv) == nv->n) {
         snprintf(msg, sizeof(msg),
                  "batch %d of %s: no analysis verdict within deploy_timeout (too few requests "
@@ -454,6 +516,8 @@ int rolling_route_fill(const struct service *s, struct route_service *rs)
     const struct version *nv = ro->restoring ? ro->leaving : s->next;
     if (nv == NULL || nv->n == 0 || (!ro->restoring && s->run != NULL && !plan_has_traffic(s)))
         return 0;
+    if (!ro->restoring)
+        plan_route_fill(s, rs); /* the pilot cohort, and the canary's targets */
     if (rs->canary.version == NULL)
         route_backend_set(&rs->canary, nv->name, nv->targets, nv->n);
     size_t nnew = healthy_count(nv), nold = healthy_count(s->live);

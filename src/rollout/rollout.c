@@ -341,6 +341,11 @@ static void on_kick(uv_timer_t *t)
     change_evaluate(t->data);
 }
 
+void change_kick(struct service *s)
+{
+    uv_timer_start(&s->kick, on_kick, 0, 0);
+}
+
 static void on_deadline(uv_timer_t *t)
 {
     struct service *s = t->data;
@@ -525,6 +530,17 @@ int rollout_deploy(struct rollout *r, const struct rollout_deploy_req *req, roll
     size_t ntargets = req->ntargets;
     struct managed_set *ms = NULL;
     char **own = NULL;
+    if (managed && managed_version_running(s, req->version)) {
+        /* Two sets of one version would share their store records and log files. */
+        snprintf(err, errlen,
+                 "instances of %s from an earlier change are still running or stopping on %s; "
+                 "retry once they stopped%s",
+                 req->version, s->cfg->name,
+                 s->previous && strcmp(s->previous->name, req->version) == 0
+                     ? ", or use cutover rollback, which reuses them"
+                     : "");
+        return -EBUSY;
+    }
     int rolling = managed && rolling_applies(s);
     if (rolling) {
         /* Instances start batch by batch; refused here when the first one could not. */
@@ -585,8 +601,12 @@ static int rollback_rolling(struct service *s, const char *actor, const char *re
                             size_t errlen)
 {
     const char *to = s->previous->name;
-    struct managed_set *ms = managed_prepare(s, to, 1, err, errlen);
-    if (ms == NULL)
+    /* The previous version's set is reused: its draining instances go back into rotation
+     * first, and no second set of the same version exists. */
+    struct managed_set *ms = s->previous->ms;
+    if (ms != NULL)
+        managed_keep(ms);
+    else if ((ms = managed_prepare(s, to, 1, err, errlen)) == NULL)
         return -EINVAL;
     char what[512];
     snprintf(what, sizeof(what),
@@ -597,7 +617,8 @@ static int rollback_rolling(struct service *s, const char *actor, const char *re
     int64_t id;
     if (change_create(s, "rollback", to, NULL, 0, NULL, actor, reason, what, &id) < 0) {
         snprintf(err, errlen, "could not record the change: %s", store_errmsg(s->r->st));
-        managed_retire(ms, 0);
+        if (ms != s->previous->ms)
+            managed_retire(ms, 0);
         return -EIO;
     }
     s->next = version_new(s, to, NULL, 0, 0);
@@ -813,9 +834,38 @@ static void restore_instances(struct service *s, struct version *v, int live)
  * replacement is marked interrupted instead (traffic is where the store says). */
 static int change_resumable(struct rollout *r, const struct store_change *c)
 {
-    struct service *s = find_service(r, c->service);
-    return s != NULL && c->plan != NULL && config_plan_find(r->cfg, c->plan) != NULL &&
-           s->cfg->strategy.kind != CONFIG_STRATEGY_ROLLING;
+    if (find_service(r, c->service) == NULL || c->plan == NULL ||
+        config_plan_find(r->cfg, c->plan) == NULL)
+        return 0;
+    /* A plan that replaced instances in batches says so in its detail (plan_mark_rolling). */
+    json_t *d = c->detail ? json_loads(c->detail, 0, NULL) : NULL;
+    int rolling = json_is_true(json_object_get(d, "rolling"));
+    json_decref(d);
+    return !rolling;
+}
+
+/* Instances recorded for a version that is neither live nor previous (the new version of an
+ * interrupted change, the leaving one of a restore cut short) are adopted and stopped; a plan
+ * about to resume keeps its new version's. */
+static void reap_leftovers(struct service *s, const struct store_change *running, size_t nrunning)
+{
+    char **versions = NULL;
+    size_t n = 0;
+    if (s->cfg->run.command == NULL ||
+        store_instance_versions(s->r->st, s->cfg->name, &versions, &n) < 0)
+        return;
+    for (size_t i = 0; i < n; i++) {
+        const char *v = versions[i];
+        int keep = (s->live != NULL && strcmp(s->live->name, v) == 0) ||
+                   (s->previous != NULL && strcmp(s->previous->name, v) == 0);
+        for (size_t j = 0; j < nrunning && !keep; j++)
+            keep = strcmp(running[j].service, s->cfg->name) == 0 &&
+                   change_resumable(s->r, &running[j]) && running[j].to_version != NULL &&
+                   strcmp(running[j].to_version, v) == 0;
+        if (!keep)
+            managed_reap(s, v);
+    }
+    store_strv_free(versions);
 }
 
 int rollout_start(struct rollout *r, char *err, size_t errlen)
@@ -869,14 +919,7 @@ int rollout_start(struct rollout *r, char *err, size_t errlen)
         s->previous = version_load(s, prev, 0);
         restore_instances(s, s->live, 1);
         restore_instances(s, s->previous, 0);
-        for (size_t j = 0; j < nrunning; j++) {
-            /* An interrupted change's new version may still have processes: stop them. */
-            if (strcmp(running[j].service, s->cfg->name) == 0 &&
-                !change_resumable(r, &running[j]) && running[j].to_version != NULL &&
-                (s->live == NULL || strcmp(s->live->name, running[j].to_version) != 0) &&
-                (s->previous == NULL || strcmp(s->previous->name, running[j].to_version) != 0))
-                managed_reap(s, running[j].to_version);
-        }
+        reap_leftovers(s, running, nrunning);
         for (size_t j = 0; j < nrunning; j++) {
             const struct config_plan *cp =
                 running[j].plan ? config_plan_find(r->cfg, running[j].plan) : NULL;

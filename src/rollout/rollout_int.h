@@ -81,6 +81,8 @@ void change_wait_health(struct service *s);
  * written: the caller must then not publish. */
 int change_record_switch(struct service *s, const struct version *to, const struct version *from,
                          const char *event, const char *msg);
+/* Re-evaluates the change of s on the next loop turn. */
+void change_kick(struct service *s);
 /* Calls and clears the waiter of s (the change reached the point its requester waits for). */
 void change_notify(struct service *s);
 json_t *version_json(const struct version *v);
@@ -112,6 +114,8 @@ void managed_stop_one(struct managed_set *ms, size_t i, uint64_t after_ms);
 /* Cancels the pending stop of one instance stopped by managed_stop_one (still draining, so
  * still running): returns 1 with its "127.0.0.1:PORT" in *target (heap), or 0 when none. */
 int managed_unretire_one(struct managed_set *ms, char **target);
+/* 1 when some set of s named version still has a process (running, draining or stopping). */
+int managed_version_running(const struct service *s, const char *version);
 size_t managed_slots(const struct managed_set *ms);
 /* 1 when slot i has a process (running, restarting, or draining before its stop). */
 int managed_slot_used(const struct managed_set *ms, size_t i);
@@ -149,8 +153,8 @@ void rolling_evaluate(struct service *s);
 /* A plan's weight step: raise the goal to ceil(weight% of run.instances); the plan hears of
  * it through plan_goal_reached. */
 void rolling_goal(struct service *s, int weight);
-/* 1 when the current goal is reached (new instances healthy, old ones out of rotation). */
-int rolling_reached(const struct service *s);
+/* 1 when every old instance is replaced (N new ones healthy, none old in rotation). */
+int rolling_done(const struct service *s);
 /* The plan judged a passing window over the current split: the next batch may start. */
 void rolling_gate_passed(struct service *s);
 /* Ends the change in state (NULL: rolled_back when users saw the new version, else failed)
@@ -178,6 +182,9 @@ void plan_goal_reached(struct service *s);
 /* Returns 1 when the plan's analysis gates apply to the current split, starting a fresh window
  * whose pass calls rolling_gate_passed; 0 when there is no gate to wait for. */
 int plan_gate_begin(struct service *s);
+/* Records in the change's detail that its plan replaces instances in batches: a restart then
+ * interrupts it instead of resuming it. */
+void plan_mark_rolling(struct service *s);
 /* The batch's window got no verdict in time: the plan's on_inconclusive decides (proceed: the
  * next batch starts; pause: held until resume; rollback). */
 void plan_gate_inconclusive(struct service *s, const char *why);

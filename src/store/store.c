@@ -108,6 +108,7 @@ enum stmt_id {
     ST_INSTANCE_DEL,
     ST_INSTANCE_DEL_VERSION,
     ST_INSTANCE_LIST,
+    ST_INSTANCE_VERSIONS,
     ST_COUNT
 };
 
@@ -156,6 +157,8 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_INSTANCE_DEL_VERSION] = "DELETE FROM instances WHERE service = ?1 AND version = ?2",
     [ST_INSTANCE_LIST] = "SELECT idx, pid, start_ticks, port FROM instances "
                          "WHERE service = ?1 AND version = ?2 ORDER BY idx",
+    [ST_INSTANCE_VERSIONS] = "SELECT DISTINCT version FROM instances WHERE service = ?1 "
+                             "ORDER BY version",
     [ST_CHANGE_DETAIL] = "UPDATE changes SET detail = ?2, updated_ms = ?3 WHERE id = ?1",
     [ST_CHANGE_GET] = "SELECT " CHANGE_COLUMNS " FROM changes WHERE id = ?1",
     [ST_CHANGE_LIST_ALL] = "SELECT " CHANGE_COLUMNS " FROM changes ORDER BY id DESC LIMIT ?1",
@@ -1066,4 +1069,35 @@ int store_instance_list(struct store *st, const char *service, const char *versi
     *out = v;
     *n = cnt;
     return rc;
+}
+
+int store_instance_versions(struct store *st, const char *service, char ***out, size_t *n)
+{
+    sqlite3_stmt *s = stmt_get(st, ST_INSTANCE_VERSIONS);
+    char **v = xcalloc(1, sizeof(*v));
+    size_t len = 0;
+    int rc = 0, step;
+
+    *out = NULL;
+    *n = 0;
+    if (bind_text(s, 1, service) != SQLITE_OK) {
+        rc = sql_fail(st);
+        goto out;
+    }
+    while ((step = sqlite3_step(s)) == SQLITE_ROW) {
+        v = xrealloc(v, (len + 2) * sizeof(*v));
+        v[len++] = column_strdup(s, 0);
+        v[len] = NULL;
+    }
+    if (step != SQLITE_DONE)
+        rc = sql_fail(st);
+out:
+    stmt_done(s);
+    if (rc < 0) {
+        store_strv_free(v);
+        return rc;
+    }
+    *out = v;
+    *n = len;
+    return 0;
 }

@@ -139,6 +139,10 @@ int store_instance_put(struct store *st, const char *service, const char *versio
 /* Forgets instance idx of version, or all of the version's instances when idx < 0. */
 int store_instance_del(struct store *st, const char *service, const char *version, int idx);
 
+/* The versions of service that have instance records (heap, NULL-terminated, free with
+ * store_strv_free). */
+int store_instance_versions(struct store *st, const char *service, char ***out, size_t *n);
+
 /* Lists the recorded instances of version (ordered by idx) into a heap array (free()). */
 int store_instance_list(struct store *st, const char *service, const char *version,
                         struct store_instance **out, size_t *n);

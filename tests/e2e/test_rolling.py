@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from conftest import body_of, live_name, run_cli, wait_body, write_config
+from conftest import body_of, http_get, live_name, run_cli, wait_body, write_config
 from test_managed import assert_no_errors, managed, wait_for  # noqa: F401 (fixture)
 
 ROLLING_1_0 = "{type: rolling, max_surge: 1, max_unavailable: 0}"
@@ -331,3 +331,54 @@ def test_batch_without_verdict_holds_until_resumed(managed):
              live_name(d.status()) == "v2", 15, "the second batch")
     wait_for(lambda: live_name(d.status()) == "v2", 15, "v2 live")
     assert d.history()[0]["state"] == "completed"
+
+
+PLAN_NO_100 = """plans:
+  partial:
+    steps:
+      - pilot: {header: "X-Cohort: pilot", duration: 1s}
+      - weight: 50
+      - pause: 500ms
+"""
+
+
+def test_plan_without_weight_100_finishes_and_pilot_reaches_new_version(managed):
+    """A plan that ends below 100 % replaces the rest at its end; its pilot step routes the
+    cohort to the first new instance while everyone else stays on the old ones."""
+    d = managed.daemon(instances=2, drain="1s", strategy=ROLLING_1_0, plans=PLAN_NO_100).start()
+    managed.deploy_ok("v1")
+    wait_body(d.port, "v1\n")
+    r = managed.deploy("v2", "--plan", "partial")
+    assert r.returncode == 0, r.stdout + r.stderr
+
+    def in_pilot():
+        p = ((d.status().get("change") or {}).get("progress") or {})
+        return p if p.get("step") == 1 and p.get("state") == "running" else None
+    wait_for(in_pilot, 15, "the pilot step", interval=0.05)
+    pilot = {http_get(d.port, headers={"X-Cohort": "pilot"})[1] for _ in range(10)}
+    others = {body_of(d.port) for _ in range(10)}
+    print(f"\npilot step under rolling: pilot cohort saw {pilot}, others {others}")
+    assert pilot == {b"v2\n"} and others == {"v1\n"}, (pilot, others)
+    wait_for(lambda: live_name(d.status()) == "v2", 20, "v2 live at the plan's end")
+    assert d.history()[0]["state"] == "completed"
+    assert d.alive()
+    wait_for(lambda: managed.pids("v1") == [], 10, "no v1 process left")
+    assert len(managed.pids("v2")) == 2
+
+
+def test_rolling_rollback_soon_after_reuses_draining_instances(managed):
+    """Within the old version's drain, a rollback puts its still-running instances back
+    instead of starting new ones (same pids)."""
+    d = managed.daemon(instances=2, drain="20s", strategy=ROLLING_1_0).start()
+    managed.deploy_ok("v1")
+    wait_body(d.port, "v1\n")
+    v1 = managed.pids("v1")
+    managed.deploy_ok("v2")
+    assert live_name(d.status()) == "v2"
+    assert managed.pids("v1") == v1  # draining, not stopped yet
+    r = d.cli("rollback", "web", timeout=40)
+    assert r.returncode == 0, r.stdout + r.stderr
+    svc = d.status()
+    assert live_name(svc) == "v1"
+    assert sorted(i["pid"] for i in svc["live"]["instances"]) == v1, svc["live"]
+    assert {body_of(d.port) for _ in range(10)} == {"v1\n"}
