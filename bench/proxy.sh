@@ -18,7 +18,8 @@
 # mktemp dir and is stopped by pid on exit. Bounded: about 5 minutes full, 1 minute --quick.
 # Knobs (environment): BENCH_SECONDS (3 full / 5 quick) per point, BENCH_ROUNDS (2),
 # BENCH_WORKERS ("1 2"), BENCH_CONNS ("64 256"), BENCH_SIZES ("100 65536"), BENCH_IDLE (10000,
-# 0 = skip), BENCH_RAW=1 also prints every run's figures.
+# 0 = skip), BENCH_RAW=1 also prints every run's figures, BENCH_CUTOVER (build/cutover) the cutover
+# binary to measure (e.g. an older build, for a before/after in the same conditions).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -56,12 +57,13 @@ for c in nginx haproxy wrk python3 curl; do
     command -v "$c" >/dev/null || die "$c not installed (scripts/deps.sh installs it)"
 done
 HAVE_CUTOVER=1
-if [ ! -x build/cutover ]; then
+CUTOVER_BIN=${BENCH_CUTOVER:-build/cutover}
+if [ ! -x "$CUTOVER_BIN" ] && [ -z "${BENCH_CUTOVER:-}" ]; then
     make -s >/dev/null 2>&1 || true
-    [ -x build/cutover ] || { echo "bench: build/cutover not built: measuring the others only" >&2; HAVE_CUTOVER=0; }
 fi
+[ -x "$CUTOVER_BIN" ] || { echo "bench: $CUTOVER_BIN not built: measuring the others only" >&2; HAVE_CUTOVER=0; }
 # A private copy: a rebuild in the tree during the run does not change what is measured.
-[ $HAVE_CUTOVER = 1 ] && cp build/cutover "$WORK/cutover"
+[ $HAVE_CUTOVER = 1 ] && cp "$CUTOVER_BIN" "$WORK/cutover"
 
 # File descriptors for the idle-connection test (10,000 client connections per proxy): up to
 # 65536, or the hard limit when that is lower. The proxies and the idle client inherit it.
@@ -257,7 +259,8 @@ PY
 }
 
 echo "bench: $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg), workers [$WORKERS], conns [$CONNS]," \
-     "sizes [$SIZES], wrk -t1 -d${SECS}s x $ROUNDS rounds, idle $IDLE, ulimit -n $NOFILE: direct $PROXIES" >&2
+     "sizes [$SIZES], wrk -t1 -d${SECS}s x $ROUNDS rounds, idle $IDLE, ulimit -n $NOFILE: direct $PROXIES" \
+     "(cutover: $CUTOVER_BIN)" >&2
 start be.log nginx -e "$WORK/be/err.log" -p "$WORK/be" -c "$WORK/be/nginx.conf"; PID[direct]=${PIDS[-1]}
 port_up "$BE" || die "nginx backend did not start: $(cat "$WORK/be.log" "$WORK/be/err.log" 2>/dev/null)"
 [ "$(curl -s "http://127.0.0.1:$BE/64k" | wc -c)" = 65536 ] || die "backend does not serve /64k"

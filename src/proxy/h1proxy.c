@@ -7,7 +7,9 @@
  * backpressure), then read the response head, rewrite it, and stream the response body the
  * same way. The request bytes stay in the client buffer until the response begins, so a
  * request whose upstream fails before any response byte can be sent again. Pipelined requests
- * wait in the buffer and are taken one at a time, so answers keep their order. */
+ * wait in the buffer and are taken one at a time, so answers keep their order. Everything an
+ * exchange needs beyond the connection itself (buffers, request and response state, the write
+ * request) lives in a pooled struct exchange that an idle keep-alive connection does not hold. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -66,11 +68,15 @@ static atomic_int service_conns[MAX_SERVICE_IDS];
 enum up_phase { U_CONNECTING, U_IDLE, U_BUSY, U_CLOSING };
 enum resp_phase { R_HEAD, R_BODY, R_DONE, R_TUNNEL };
 
-/* A growable input buffer: pooled WORKER_BUF_SIZE bytes, or a heap block for big heads. */
+/* Where an input buffer's memory comes from, hence where it goes back to. */
+enum ibuf_kind { IB_SMALL, IB_BIG, IB_HEAP };
+
+/* An input buffer: pooled WORKER_BUF_SIZE bytes (client requests), pooled WORKER_BIG_BUF_SIZE
+ * bytes (upstream responses), or a heap block for a request head bigger than a small one. */
 struct ibuf {
     char *data;
     size_t cap, start, end;
-    int heap;
+    enum ibuf_kind kind;
 };
 
 struct client;
@@ -100,26 +106,15 @@ struct upstream {
     int reusable;
 };
 
-struct client {
-    uv_tcp_t tcp;
-    uv_timer_t timer;
-    struct deadline dl;
-    int dl_drain; /* the deadline is the drain deadline of a switched-away version */
-    uv_write_t wreq;
-    struct worker *w;
-    struct client *prev, *next; /* the worker's client list */
-    int service_id;
-    int preview; /* accepted on the service's preview listener */
-    int closing_handles;
-    enum client_phase phase;
-    char peer[48];               /* client address, for X-Forwarded-For (INET6_ADDRSTRLEN fits) */
-    struct sockaddr_in6 peer_sa; /* big enough for IPv4 and IPv6: an idle connection is
-                                    mostly this struct, so it stays small */
+/* What a client connection holds only while a request is in progress, or bytes of the next
+ * one wait: its input buffer, the state of the exchange, the write request. Pooled per worker
+ * (h1proxy.c owns the pool) and zeroed when taken, so an idle keep-alive connection is its
+ * struct client alone, with no buffer and no exchange. */
+struct exchange {
     struct ibuf in;
-    int reading;
-    int peer_eof; /* the client closed its side: answer what is in progress, then close */
-    int wpending; /* a write to the client is in flight */
-    int close_after_write;
+    uv_write_t wreq;         /* the write to the client; lives until its callback */
+    struct route_limits lim; /* the service's limits, taken at each request */
+    char peer[48];           /* client address, for X-Forwarded-For (INET6_ADDRSTRLEN fits) */
     /* the request in progress */
     enum http_method meth;
     int minor;
@@ -145,15 +140,35 @@ struct client {
     int tunnel;                     /* 101 went through: bytes flow both ways untouched */
     struct route_target *ll_target; /* counted as a long-lived connection of this target */
     int drain_armed;                /* its version was switched away: closed at drain_timeout */
-    struct route_limits lim;        /* the service's limits, taken at each request */
     char *uhead;                    /* rewritten request head (pooled or heap) */
     size_t uhead_len;
     int uhead_heap;
     char *rhead; /* rewritten response head */
     size_t rhead_len;
-    int resp_started; /* a response head went to the client */
-    int resp_close;   /* the client connection closes after this response */
-    struct upstream *up;
+    int resp_started;           /* a response head went to the client */
+    int resp_close;             /* the client connection closes after this response */
+    struct exchange *next_free; /* in the worker's pool */
+};
+
+/* One client connection. Kept small: an idle keep-alive connection costs this struct. */
+struct client {
+    uv_tcp_t tcp;
+    uint64_t dl_at;                   /* deadline, loop time in ms; 0 = none */
+    uint64_t dl_slot;                 /* the wheel slot it is linked in; 0 = not linked */
+    struct client *wh_prev, *wh_next; /* in that slot's list */
+    struct worker *w;
+    struct client *prev, *next;  /* the worker's client list */
+    struct exchange *x;          /* NULL while idle between requests */
+    struct upstream *up;         /* the upstream connection of the exchange, if any */
+    struct sockaddr_in6 peer_sa; /* big enough for IPv4 and IPv6 */
+    int service_id;
+    enum client_phase phase;
+    unsigned char preview;  /* accepted on the service's preview listener */
+    unsigned char dl_drain; /* the deadline is the drain deadline of a switched-away version */
+    unsigned char reading;
+    unsigned char peer_eof; /* the client closed its side: answer what is in progress, then close */
+    unsigned char wpending; /* a write to the client (x->wreq) is in flight */
+    unsigned char close_after_write;
 };
 
 static void client_close(struct client *c);
@@ -172,20 +187,33 @@ static void ibuf_release(struct worker *w, struct ibuf *b)
 {
     if (b->data == NULL)
         return;
-    if (b->heap)
-        free(b->data);
-    else
+    switch (b->kind) {
+    case IB_SMALL:
         worker_buf_put(w, b->data);
+        break;
+    case IB_BIG:
+        worker_big_buf_put(w, b->data);
+        break;
+    case IB_HEAP:
+        free(b->data);
+        break;
+    }
     memset(b, 0, sizeof(*b));
 }
 
-static void ibuf_ensure(struct worker *w, struct ibuf *b)
+/* Gives b a pooled buffer of the kind (IB_SMALL or IB_BIG) unless it has one. */
+static void ibuf_ensure(struct worker *w, struct ibuf *b, enum ibuf_kind kind)
 {
     if (b->data != NULL)
         return;
-    b->data = worker_buf_get(w);
-    b->cap = WORKER_BUF_SIZE;
-    b->heap = 0;
+    if (kind == IB_BIG) {
+        b->data = worker_big_buf_get(w);
+        b->cap = WORKER_BIG_BUF_SIZE;
+    } else {
+        b->data = worker_buf_get(w);
+        b->cap = WORKER_BUF_SIZE;
+    }
+    b->kind = kind;
     b->start = b->end = 0;
 }
 
@@ -208,9 +236,120 @@ static void ibuf_grow(struct worker *w, struct ibuf *b, size_t want)
     ibuf_release(w, b);
     b->data = n;
     b->cap = want;
-    b->heap = 1;
+    b->kind = IB_HEAP;
     b->start = 0;
     b->end = len;
+}
+
+/* ---------------------------------------------------------------- exchanges ----------------- */
+
+/* Exchanges kept for reuse beyond this are freed: the pool follows the busy peak. */
+#define EXCHANGE_MAX_FREE 1024
+
+static const struct route_limits default_limits = {
+    .client_header_ms = 10000,
+    .client_idle_ms = 60000,
+    .upstream_connect_ms = 5000,
+    .upstream_response_ms = 60000,
+    .max_header_bytes = 65536,
+    .max_headers = 100,
+    .max_uri = 8192,
+    .max_body_bytes = 0,
+    .drain_ms = 30000,
+};
+
+/* Looks up the client's service in the worker's current table (refreshing it first). */
+static const struct route_service *client_service(struct client *c)
+{
+    worker_refresh(c->w);
+    if (c->w->table == NULL)
+        return NULL;
+    return route_table_service(c->w->table, c->service_id);
+}
+
+/* Writes c's address as text (X-Forwarded-For, the sticky bucket by address) into out, which
+ * holds 48 bytes. IPv4 by hand: it runs for every request. */
+static void peer_format(const struct client *c, char *out)
+{
+    const struct sockaddr_in *sin = (const struct sockaddr_in *)&c->peer_sa;
+    if (sin->sin_family == AF_INET6) {
+        addr_format_host((const struct sockaddr *)&c->peer_sa, out, 48);
+        return;
+    }
+    if (sin->sin_family != AF_INET) {
+        snprintf(out, 48, "unknown");
+        return;
+    }
+    const unsigned char *a = (const unsigned char *)&sin->sin_addr;
+    char *p = out;
+    for (int i = 0; i < 4; i++) {
+        unsigned v = a[i];
+        if (v >= 100)
+            *p++ = (char)('0' + v / 100);
+        if (v >= 10)
+            *p++ = (char)('0' + v / 10 % 10);
+        *p++ = (char)('0' + v % 10);
+        *p++ = i < 3 ? '.' : '\0';
+    }
+}
+
+/* Gives c an exchange unless it has one: taken from the worker's pool (allocated when empty),
+ * zeroed, with the service's limits of now and the client's address as text. Returns it. */
+static struct exchange *exchange_take(struct client *c)
+{
+    if (c->x != NULL)
+        return c->x;
+    struct worker *w = c->w;
+    struct exchange *x = w->exchanges;
+    if (x != NULL) {
+        w->exchanges = x->next_free;
+        w->nexchanges--;
+    } else {
+        x = xmalloc(sizeof(*x));
+    }
+    memset(x, 0, sizeof(*x));
+    const struct route_service *svc = client_service(c);
+    x->lim = svc ? svc->limits : default_limits;
+    peer_format(c, x->peer);
+    c->x = x;
+    return x;
+}
+
+/* Returns c's exchange and the buffers it holds to the worker's pools; c is idle after this.
+ * Never while a write of it is in flight (its uv_write_t lives in the exchange). NULL-safe. */
+static void exchange_put(struct client *c)
+{
+    struct exchange *x = c->x;
+    struct worker *w = c->w;
+    if (x == NULL)
+        return;
+    longlived_end(c);
+    c->x = NULL;
+    ibuf_release(w, &x->in);
+    if (x->uhead_heap)
+        free(x->uhead);
+    else
+        worker_buf_put(w, x->uhead);
+    worker_buf_put(w, x->rhead);
+    if (w->nexchanges >= EXCHANGE_MAX_FREE) {
+        free(x);
+        return;
+    }
+    x->next_free = w->exchanges;
+    w->exchanges = x;
+    w->nexchanges++;
+}
+
+void h1_worker_done(struct worker *w)
+{
+    free(w->client_wheel);
+    w->client_wheel = NULL;
+    while (w->exchanges != NULL) {
+        struct exchange *x = w->exchanges;
+        w->exchanges = x->next_free;
+        free(x);
+    }
+    w->nexchanges = 0;
 }
 
 /* ---------------------------------------------------------------- canned answers ------------- */
@@ -285,7 +424,8 @@ static void client_error(struct client *c, int status, const char *why)
     struct worker *w = c->w;
     if (c->phase == PH_CLOSING)
         return;
-    if (c->resp_started || c->wpending) {
+    exchange_take(c);
+    if (c->x->resp_started || c->wpending) {
         client_close(c);
         return;
     }
@@ -293,12 +433,12 @@ static void client_error(struct client *c, int status, const char *why)
         atomic_fetch_add_explicit(&w->stats.proxy_errors, 1, memory_order_relaxed);
     else
         atomic_fetch_add_explicit(&w->stats.bad_requests, 1, memory_order_relaxed);
-    if (c->rhead == NULL)
-        c->rhead = worker_buf_get(w);
-    int n = snprintf(c->rhead, WORKER_BUF_SIZE, canned_fmt, status, status_reason(status),
+    if (c->x->rhead == NULL)
+        c->x->rhead = worker_buf_get(w);
+    int n = snprintf(c->x->rhead, WORKER_BUF_SIZE, canned_fmt, status, status_reason(status),
                      strlen(why) + 1, status == 503 ? "Retry-After: 1\r\n" : "", why);
-    c->rhead_len = (size_t)n;
-    c->resp_started = 1;
+    c->x->rhead_len = (size_t)n;
+    c->x->resp_started = 1;
     c->close_after_write = 1;
     if (c->up != NULL) {
         struct upstream *u = c->up;
@@ -311,34 +451,134 @@ static void client_error(struct client *c, int status, const char *why)
         c->reading = 0;
     }
     c->phase = PH_PROXY;
-    uv_buf_t b = uv_buf_init(c->rhead, (unsigned)c->rhead_len);
+    uv_buf_t b = uv_buf_init(c->x->rhead, (unsigned)c->x->rhead_len);
     c->wpending = 1;
-    c->wreq.data = c;
-    if (uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &b, 1, on_client_write) < 0) {
+    c->x->wreq.data = c;
+    if (uv_write(&c->x->wreq, (uv_stream_t *)&c->tcp, &b, 1, on_client_write) < 0) {
         c->wpending = 0;
         client_close(c);
     }
+}
+
+/* ---------------------------------------------------------------- client deadlines ---------- */
+
+/* Client deadlines (header, idle keep-alive, body inactivity, drain) sit on one timing wheel per
+ * worker instead of a libuv timer per connection: a uv_timer_t is 152 bytes, which an idle
+ * connection would otherwise carry. Slot s holds the clients whose deadline falls in
+ * ((s - 1) * WHEEL_TICK_MS, s * WHEEL_TICK_MS]; one repeating timer visits the slots as time
+ * passes, so a deadline fires at most a tick late. A deadline further away than the wheel spans
+ * waits in the last slot it can reach and is moved on when that slot is visited. */
+#define WHEEL_TICK_MS 64
+#define WHEEL_SLOTS 1024 /* 65 s: the default client_idle (60 s) fits in one turn */
+
+struct wheel {
+    uv_timer_t timer;
+    uint64_t done; /* the last slot visited */
+    size_t n;      /* clients linked */
+    struct client *slot[WHEEL_SLOTS];
+};
+
+static void on_client_deadline(struct client *c);
+static void on_wheel_tick(uv_timer_t *t);
+
+/* The worker's wheel, created with its first client. Its timer is closed with the loop's other
+ * handles when the worker ends (worker.c), and the wheel freed by h1_worker_done. */
+static struct wheel *wheel_get(struct worker *w)
+{
+    if (w->client_wheel == NULL) {
+        struct wheel *wh = xcalloc(1, sizeof(*wh));
+        uv_timer_init(&w->loop, &wh->timer);
+        wh->timer.data = w;
+        w->client_wheel = wh;
+    }
+    return w->client_wheel;
+}
+
+/* The slot a deadline at (loop ms) goes in: the first slot visited at or after it, within one
+ * turn of the wheel from now. */
+static uint64_t wheel_slot(struct wheel *wh, uint64_t at)
+{
+    if (!uv_is_active((uv_handle_t *)&wh->timer))
+        wh->done = uv_now(wh->timer.loop) / WHEEL_TICK_MS;
+    uint64_t s = (at + WHEEL_TICK_MS - 1) / WHEEL_TICK_MS;
+    if (s <= wh->done)
+        s = wh->done + 1;
+    if (s >= wh->done + WHEEL_SLOTS)
+        s = wh->done + WHEEL_SLOTS - 1;
+    return s;
+}
+
+static void wheel_link(struct wheel *wh, struct client *c, uint64_t slot)
+{
+    struct client **head = &wh->slot[slot % WHEEL_SLOTS];
+    c->dl_slot = slot;
+    c->wh_prev = NULL;
+    c->wh_next = *head;
+    if (*head != NULL)
+        (*head)->wh_prev = c;
+    *head = c;
+    if (wh->n++ == 0 && !uv_is_active((uv_handle_t *)&wh->timer))
+        uv_timer_start(&wh->timer, on_wheel_tick, WHEEL_TICK_MS, WHEEL_TICK_MS);
+}
+
+/* Takes c off the wheel (a no-op when it is not on it, or there is no wheel). */
+static void wheel_unlink(struct wheel *wh, struct client *c)
+{
+    if (wh == NULL || c->dl_slot == 0)
+        return;
+    if (c->wh_prev != NULL)
+        c->wh_prev->wh_next = c->wh_next;
+    else
+        wh->slot[c->dl_slot % WHEEL_SLOTS] = c->wh_next;
+    if (c->wh_next != NULL)
+        c->wh_next->wh_prev = c->wh_prev;
+    c->wh_prev = c->wh_next = NULL;
+    c->dl_slot = 0;
+    wh->n--;
+}
+
+/* Visits the slots up to now. Every client in a visited slot is due there or was linked there
+ * because its deadline was further than the wheel reaches, or moved later since: those go back
+ * on the wheel, further on, so a slot empties. Firing a deadline may close the client or set a
+ * new deadline for it or others; none lands in the slot being visited (wheel_slot). */
+static void on_wheel_tick(uv_timer_t *t)
+{
+    struct worker *w = t->data;
+    struct wheel *wh = w->client_wheel;
+    uint64_t now = uv_now(&w->loop);
+    uint64_t cur = now / WHEEL_TICK_MS;
+    while (wh->done < cur && wh->n > 0) {
+        wh->done++;
+        struct client *c;
+        while ((c = wh->slot[wh->done % WHEEL_SLOTS]) != NULL) {
+            wheel_unlink(wh, c);
+            if (c->dl_at == 0)
+                continue;
+            if (c->dl_at > now) {
+                wheel_link(wh, c, wheel_slot(wh, c->dl_at));
+                continue;
+            }
+            c->dl_at = 0;
+            on_client_deadline(c);
+        }
+    }
+    if (wh->n == 0)
+        uv_timer_stop(&wh->timer);
+    else
+        wh->done = cur;
 }
 
 /* ---------------------------------------------------------------- client lifecycle ---------- */
 
 static void client_free(struct client *c)
 {
-    struct worker *w = c->w;
-    ibuf_release(w, &c->in);
-    if (c->uhead_heap)
-        free(c->uhead);
-    else
-        worker_buf_put(w, c->uhead);
-    worker_buf_put(w, c->rhead);
+    exchange_put(c);
     free(c);
 }
 
-static void on_client_handle_closed(uv_handle_t *h)
+static void on_client_closed(uv_handle_t *h)
 {
-    struct client *c = h->data;
-    if (--c->closing_handles == 0)
-        client_free(c);
+    client_free(h->data);
 }
 
 static void client_close(struct client *c)
@@ -363,23 +603,20 @@ static void client_close(struct client *c)
     atomic_fetch_sub_explicit(&w->stats.clients, 1, memory_order_relaxed);
     if (c->service_id >= 0 && c->service_id < MAX_SERVICE_IDS)
         atomic_fetch_sub_explicit(&service_conns[c->service_id], 1, memory_order_relaxed);
-    c->closing_handles = 2;
-    uv_close((uv_handle_t *)&c->tcp, on_client_handle_closed);
-    uv_close((uv_handle_t *)&c->timer, on_client_handle_closed);
+    wheel_unlink(c->w->client_wheel, c);
+    uv_close((uv_handle_t *)&c->tcp, on_client_closed);
 }
 
 static void on_drain_deadline(struct client *c);
 
-static void on_client_timer(uv_timer_t *t)
+/* c's deadline passed (the wheel unlinked it and cleared it). */
+static void on_client_deadline(struct client *c)
 {
-    struct client *c = t->data;
-    if (!deadline_due(t, &c->dl, on_client_timer))
-        return;
     if (c->dl_drain) {
         on_drain_deadline(c);
         return;
     }
-    if (c->phase != PH_HEAD || c->in.end == c->in.start) {
+    if (c->phase != PH_HEAD || c->x == NULL || c->x->in.end == c->x->in.start) {
         /* Idle keep-alive, or a body that stopped arriving: nothing to answer. */
         client_close(c);
         return;
@@ -387,34 +624,24 @@ static void on_client_timer(uv_timer_t *t)
     client_error(c, 408, "request head not received in time");
 }
 
+/* Sets c's deadline ms from now (0: none). Moving it later only stores it: the wheel finds the
+ * client in its earlier slot and moves it on then. Moving it earlier relinks it. */
 static void client_timer(struct client *c, uint64_t ms)
 {
+    if (c->phase == PH_CLOSING)
+        return; /* off the wheel for good: its memory goes with the close callback */
     c->dl_drain = 0;
-    if (ms == 0)
-        c->dl.at = 0;
-    else
-        deadline_arm(&c->timer, &c->dl, ms, on_client_timer);
-}
-
-static const struct route_limits default_limits = {
-    .client_header_ms = 10000,
-    .client_idle_ms = 60000,
-    .upstream_connect_ms = 5000,
-    .upstream_response_ms = 60000,
-    .max_header_bytes = 65536,
-    .max_headers = 100,
-    .max_uri = 8192,
-    .max_body_bytes = 0,
-    .drain_ms = 30000,
-};
-
-/* Looks up the client's service in the worker's current table (refreshing it first). */
-static const struct route_service *client_service(struct client *c)
-{
-    worker_refresh(c->w);
-    if (c->w->table == NULL)
-        return NULL;
-    return route_table_service(c->w->table, c->service_id);
+    if (ms == 0) {
+        c->dl_at = 0;
+        return;
+    }
+    struct wheel *wh = wheel_get(c->w);
+    c->dl_at = uv_now(&c->w->loop) + ms;
+    uint64_t slot = wheel_slot(wh, c->dl_at);
+    if (c->dl_slot != 0 && c->dl_slot <= slot)
+        return;
+    wheel_unlink(wh, c);
+    wheel_link(wh, c, slot);
 }
 
 static void client_read_start(struct client *c);
@@ -432,28 +659,28 @@ static void client_read_stop(struct client *c)
  * body can stream through a fixed buffer. The request can no longer be replayed after this. */
 static void client_discard_sent(struct client *c)
 {
-    struct ibuf *b = &c->in;
-    if (c->fwd <= b->start)
+    struct ibuf *b = &c->x->in;
+    if (c->x->fwd <= b->start)
         return;
-    c->replayable = 0;
-    b->start = c->fwd;
+    c->x->replayable = 0;
+    b->start = c->x->fwd;
     size_t shift = b->start;
     ibuf_compact(b);
-    c->fwd -= shift;
+    c->x->fwd -= shift;
 }
 
 static void on_client_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
 {
     struct client *c = h->data;
-    struct ibuf *b = &c->in;
+    struct ibuf *b = &exchange_take(c)->in;
     (void)hint;
-    ibuf_ensure(c->w, b);
+    ibuf_ensure(c->w, b, IB_SMALL);
     if (b->end == b->cap) {
         if (c->phase == PH_HEAD) {
             ibuf_compact(b);
-            if (b->end == b->cap && b->cap < c->lim.max_header_bytes)
-                ibuf_grow(c->w, b, c->lim.max_header_bytes);
-        } else if (c->phase == PH_PROXY && !c->body_done && !(c->up && c->up->wpending)) {
+            if (b->end == b->cap && b->cap < c->x->lim.max_header_bytes)
+                ibuf_grow(c->w, b, c->x->lim.max_header_bytes);
+        } else if (c->phase == PH_PROXY && !c->x->body_done && !(c->up && c->up->wpending)) {
             /* No upstream write in flight: every byte before fwd was written and may go. */
             client_discard_sent(c);
         }
@@ -558,7 +785,7 @@ static void build_request_head(struct client *c, const struct http_request *req)
 {
     const char *xff = NULL;
     size_t xff_len = 0;
-    size_t need = c->head_len + strlen(c->peer) + 96;
+    size_t need = c->x->head_len + strlen(c->x->peer) + 96;
     for (size_t i = 0; i < req->num_headers; i++) {
         const struct http_header *h = &req->headers[i];
         if (http_token_eq(h->name, h->name_len, "x-forwarded-for")) {
@@ -567,13 +794,13 @@ static void build_request_head(struct client *c, const struct http_request *req)
         }
     }
     if (need <= WORKER_BUF_SIZE) {
-        c->uhead = worker_buf_get(c->w);
-        c->uhead_heap = 0;
+        c->x->uhead = worker_buf_get(c->w);
+        c->x->uhead_heap = 0;
     } else {
-        c->uhead = xmalloc(need);
-        c->uhead_heap = 1;
+        c->x->uhead = xmalloc(need);
+        c->x->uhead_heap = 1;
     }
-    struct out o = {c->uhead, 0, need <= WORKER_BUF_SIZE ? WORKER_BUF_SIZE : need};
+    struct out o = {c->x->uhead, 0, need <= WORKER_BUF_SIZE ? WORKER_BUF_SIZE : need};
 
     const char *t = req->target;
     size_t tl = req->target_len;
@@ -610,21 +837,21 @@ static void build_request_head(struct client *c, const struct http_request *req)
         out_put(&o, xff, xff_len);
         out_str(&o, ", ");
     }
-    out_str(&o, c->peer);
+    out_str(&o, c->x->peer);
     out_str(&o, "\r\nX-Forwarded-Proto: http\r\n");
-    if (c->ws) /* the one upgrade cutover forwards: a WebSocket becomes a byte tunnel */
+    if (c->x->ws) /* the one upgrade cutover forwards: a WebSocket becomes a byte tunnel */
         out_str(&o, "Connection: Upgrade\r\nUpgrade: websocket\r\n");
     out_put(&o, "\r\n", 2);
-    c->uhead_len = o.len;
+    c->x->uhead_len = o.len;
 }
 
-/* Writes the response head for the client into c->rhead: status line, end-to-end fields,
+/* Writes the response head for the client into c->x->rhead: status line, end-to-end fields,
  * Connection: close when this is the connection's last answer. */
 static void build_response_head(struct client *c, const struct http_response *r, int close)
 {
-    if (c->rhead == NULL)
-        c->rhead = worker_buf_get(c->w);
-    struct out o = {c->rhead, 0, WORKER_BUF_SIZE};
+    if (c->x->rhead == NULL)
+        c->x->rhead = worker_buf_get(c->w);
+    struct out o = {c->x->rhead, 0, WORKER_BUF_SIZE};
     /* The status line is written by hand: it runs for every response. */
     char line[13] = {'H',
                      'T',
@@ -633,7 +860,7 @@ static void build_response_head(struct client *c, const struct http_response *r,
                      '/',
                      '1',
                      '.',
-                     (char)('0' + (c->minor == 1)),
+                     (char)('0' + (c->x->minor == 1)),
                      ' ',
                      (char)('0' + r->status / 100),
                      (char)('0' + r->status / 10 % 10),
@@ -650,18 +877,18 @@ static void build_response_head(struct client *c, const struct http_response *r,
             continue;
         out_header(&o, h);
     }
-    const struct route_service *svc = c->cookie_id[0] != '\0' ? client_service(c) : NULL;
+    const struct route_service *svc = c->x->cookie_id[0] != '\0' ? client_service(c) : NULL;
     if (svc != NULL && svc->sticky_name != NULL && r->status >= 200) {
         out_str(&o, "Set-Cookie: ");
         out_str(&o, svc->sticky_name);
         out_put(&o, "=", 1);
-        out_str(&o, c->cookie_id);
+        out_str(&o, c->x->cookie_id);
         out_str(&o, "; Path=/; HttpOnly; SameSite=Lax\r\n");
     }
     if (close)
         out_str(&o, "Connection: close\r\n");
     out_put(&o, "\r\n", 2);
-    c->rhead_len = o.len;
+    c->x->rhead_len = o.len;
 }
 
 /* ---------------------------------------------------------------- upstream ------------------ */
@@ -731,7 +958,7 @@ static void request_retry(struct client *c, int fresh_same_target);
  * Shared by all workers through the target's atomics. */
 static void target_result(struct client *c, struct route_target *t, int failed)
 {
-    if (t == NULL || c->lim.outlier_failures <= 0)
+    if (t == NULL || c->x->lim.outlier_failures <= 0)
         return;
     if (!failed) {
         if (atomic_load_explicit(&t->consecutive_failures, memory_order_relaxed) != 0)
@@ -739,8 +966,9 @@ static void target_result(struct client *c, struct route_target *t, int failed)
         return;
     }
     int n = atomic_fetch_add_explicit(&t->consecutive_failures, 1, memory_order_relaxed) + 1;
-    if (n >= c->lim.outlier_failures)
-        atomic_store_explicit(&t->ejected_until, uv_hrtime() / 1000000 + c->lim.outlier_ejection_ms,
+    if (n >= c->x->lim.outlier_failures)
+        atomic_store_explicit(&t->ejected_until,
+                              uv_hrtime() / 1000000 + c->x->lim.outlier_ejection_ms,
                               memory_order_relaxed);
 }
 
@@ -763,16 +991,16 @@ static void upstream_failed(struct upstream *u, enum up_fail why)
     if (c == NULL)
         return;
     c->up = NULL;
-    int can_replay = c->replayable && !c->resp_started && got == 0 && why != UF_RESPONSE_TIMEOUT &&
-                     why != UF_BAD_RESPONSE;
-    if (can_replay && reused && c->fresh_retries < 2) {
-        c->fresh_retries++;
+    int can_replay = c->x->replayable && !c->x->resp_started && got == 0 &&
+                     why != UF_RESPONSE_TIMEOUT && why != UF_BAD_RESPONSE;
+    if (can_replay && reused && c->x->fresh_retries < 2) {
+        c->x->fresh_retries++;
         atomic_fetch_add_explicit(&c->w->stats.retries, 1, memory_order_relaxed);
         request_retry(c, 1);
         return;
     }
-    if (can_replay && !reused && method_idempotent(c->meth) && c->target_retries < 1) {
-        c->target_retries++;
+    if (can_replay && !reused && method_idempotent(c->x->meth) && c->x->target_retries < 1) {
+        c->x->target_retries++;
         atomic_fetch_add_explicit(&c->w->stats.retries, 1, memory_order_relaxed);
         request_retry(c, 0);
         return;
@@ -879,13 +1107,17 @@ static void on_upstream_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
         return;
     }
     struct ibuf *b = &u->in;
-    ibuf_ensure(u->w, b);
+    /* A response is read in big slices: its head and body share one read (the head's limit is
+     * checked when it is parsed). A tunnel or an event stream lives long and moves little at
+     * a time: it keeps a small buffer, as the client side does, swapped in once empty. */
+    enum ibuf_kind kind =
+        u->rphase == R_TUNNEL || (u->client != NULL && u->client->x->ll_target) ? IB_SMALL : IB_BIG;
+    if (b->data != NULL && b->kind != kind && b->start == b->end)
+        ibuf_release(u->w, b);
+    ibuf_ensure(u->w, b, kind);
     if (b->end == b->cap)
         ibuf_compact(b);
-    size_t cap = b->cap;
-    if (u->rphase == R_HEAD && cap > RESP_HEAD_MAX + b->start)
-        cap = RESP_HEAD_MAX + b->start;
-    *buf = uv_buf_init(b->data + b->end, (unsigned)(cap > b->end ? cap - b->end : 0));
+    *buf = uv_buf_init(b->data + b->end, (unsigned)(b->cap - b->end));
 }
 
 static void exchange_done(struct client *c);
@@ -894,19 +1126,19 @@ static void exchange_done(struct client *c);
  * target: status and the change record report how many a version still holds at a switch. */
 static void longlived_begin(struct client *c, struct route_target *t)
 {
-    if (c->ll_target != NULL || t == NULL)
+    if (c->x->ll_target != NULL || t == NULL)
         return;
     route_target_ref(t);
-    c->ll_target = t;
+    c->x->ll_target = t;
     atomic_fetch_add_explicit(&t->longlived, 1, memory_order_relaxed);
 }
 
 static void longlived_end(struct client *c)
 {
-    struct route_target *t = c->ll_target;
+    struct route_target *t = c->x != NULL ? c->x->ll_target : NULL;
     if (t == NULL)
         return;
-    c->ll_target = NULL;
+    c->x->ll_target = NULL;
     atomic_fetch_sub_explicit(&t->longlived, 1, memory_order_relaxed);
     route_target_unref(t);
 }
@@ -918,8 +1150,8 @@ static void tunnel_down(struct client *c)
     if (u == NULL || c->wpending || u->in.end == u->in.start)
         return;
     uv_buf_t b = uv_buf_init(u->in.data + u->in.start, (unsigned)(u->in.end - u->in.start));
-    c->wreq.data = c;
-    int rc = write_now_or_queue((uv_stream_t *)&c->tcp, &c->wreq, &b, 1, on_client_write);
+    c->x->wreq.data = c;
+    int rc = write_now_or_queue((uv_stream_t *)&c->tcp, &c->x->wreq, &b, 1, on_client_write);
     if (rc < 0) {
         client_close(c);
         return;
@@ -936,9 +1168,10 @@ static void tunnel_down(struct client *c)
 static void tunnel_up(struct client *c)
 {
     struct upstream *u = c->up;
-    if (u == NULL || u->wpending || c->in.end == c->in.start)
+    if (u == NULL || u->wpending || c->x->in.end == c->x->in.start)
         return;
-    uv_buf_t b = uv_buf_init(c->in.data + c->in.start, (unsigned)(c->in.end - c->in.start));
+    uv_buf_t b =
+        uv_buf_init(c->x->in.data + c->x->in.start, (unsigned)(c->x->in.end - c->x->in.start));
     u->wreq.data = u;
     int rc = write_now_or_queue((uv_stream_t *)&u->tcp, &u->wreq, &b, 1, on_upstream_write);
     if (rc < 0) {
@@ -950,7 +1183,7 @@ static void tunnel_up(struct client *c)
         client_read_stop(c);
         return;
     }
-    c->in.start = c->in.end = 0;
+    c->x->in.start = c->x->in.end = 0;
 }
 
 static void on_upstream_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
@@ -990,7 +1223,7 @@ static void on_upstream_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
                 exchange_done(c);
             return;
         }
-        if (c != NULL && c->resp_started && u->rphase != R_DONE) {
+        if (c != NULL && c->x->resp_started && u->rphase != R_DONE) {
             /* Truncated response after its head went out: the client must see the cut. */
             client_close(c);
             return;
@@ -1012,7 +1245,7 @@ static void on_upstream_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         u->in.start = u->in.end;
         return;
     }
-    deadline_arm(&u->timer, &u->dl, c->lim.upstream_response_ms, on_upstream_timer);
+    deadline_arm(&u->timer, &u->dl, c->x->lim.upstream_response_ms, on_upstream_timer);
     response_process(u);
 }
 
@@ -1034,14 +1267,14 @@ static void on_upstream_write(uv_write_t *req, int status)
         return;
     }
     if (u->rphase == R_TUNNEL) {
-        c->in.start = c->in.end = 0;
+        c->x->in.start = c->x->in.end = 0;
         client_read_start(c);
         tunnel_up(c);
         return;
     }
     if (u->rphase == R_HEAD)
-        deadline_arm(&u->timer, &u->dl, c->lim.upstream_response_ms, on_upstream_timer);
-    if (!c->body_done)
+        deadline_arm(&u->timer, &u->dl, c->x->lim.upstream_response_ms, on_upstream_timer);
+    if (!c->x->body_done)
         upstream_send(c);
     else if (u->rphase == R_DONE && !c->wpending)
         exchange_done(c);
@@ -1057,41 +1290,42 @@ static void upstream_send(struct client *c)
             return;
         uv_buf_t bufs[2];
         unsigned nb = 0;
-        if (!c->head_sent)
-            bufs[nb++] = uv_buf_init(c->uhead, (unsigned)c->uhead_len);
-        if (!c->body_done && c->in.end > c->fwd) {
+        if (!c->x->head_sent)
+            bufs[nb++] = uv_buf_init(c->x->uhead, (unsigned)c->x->uhead_len);
+        if (!c->x->body_done && c->x->in.end > c->x->fwd) {
             int done = 0;
-            ssize_t r = body_scan_payload(c->framing, &c->body_left, &c->chunk, c->in.data + c->fwd,
-                                          c->in.end - c->fwd, &done, &c->body_seen);
+            ssize_t r = body_scan_payload(c->x->framing, &c->x->body_left, &c->x->chunk,
+                                          c->x->in.data + c->x->fwd, c->x->in.end - c->x->fwd,
+                                          &done, &c->x->body_seen);
             if (r < 0) {
                 client_error(c, 400, "invalid chunked request body");
                 return;
             }
             if (r > 0)
-                bufs[nb++] = uv_buf_init(c->in.data + c->fwd, (unsigned)r);
-            c->fwd += (size_t)r;
-            if (c->lim.max_body_bytes > 0 && c->body_seen > c->lim.max_body_bytes) {
+                bufs[nb++] = uv_buf_init(c->x->in.data + c->x->fwd, (unsigned)r);
+            c->x->fwd += (size_t)r;
+            if (c->x->lim.max_body_bytes > 0 && c->x->body_seen > c->x->lim.max_body_bytes) {
                 /* Chunked bodies have no length up front: the payload is counted as it flows,
                  * framing bytes excluded. */
                 client_error(c, 413, "request body larger than this service accepts");
                 return;
             }
             if (done) {
-                c->body_done = 1;
-                c->req_end = c->fwd;
-                if (!c->drain_armed)
-                    c->dl.at = 0;
+                c->x->body_done = 1;
+                c->x->req_end = c->x->fwd;
+                if (!c->x->drain_armed)
+                    c->dl_at = 0;
             } else {
                 /* A body that stops arriving must not hold the connection forever. */
-                client_timer(c, c->lim.client_idle_ms);
+                client_timer(c, c->x->lim.client_idle_ms);
             }
         }
         if (nb == 0) {
-            if (!c->body_done && !c->peer_eof)
+            if (!c->x->body_done && !c->peer_eof)
                 client_read_start(c);
             return;
         }
-        c->head_sent = 1;
+        c->x->head_sent = 1;
         u->wreq.data = u;
         int rc = write_now_or_queue((uv_stream_t *)&u->tcp, &u->wreq, bufs, nb, on_upstream_write);
         if (rc < 0) {
@@ -1100,13 +1334,13 @@ static void upstream_send(struct client *c)
         }
         if (rc == 0) {
             u->wpending = 1;
-            if (!c->body_done)
+            if (!c->x->body_done)
                 client_read_stop(c);
             return;
         }
         if (u->rphase == R_HEAD)
-            deadline_arm(&u->timer, &u->dl, c->lim.upstream_response_ms, on_upstream_timer);
-        if (c->body_done)
+            deadline_arm(&u->timer, &u->dl, c->x->lim.upstream_response_ms, on_upstream_timer);
+        if (c->x->body_done)
             return;
     }
 }
@@ -1172,7 +1406,7 @@ static void upstream_attach(struct client *c, struct route_target *t, int fresh)
     u->tcp.data = u;
     u->timer.data = u;
     u->connreq.data = u;
-    deadline_arm(&u->timer, &u->dl, c->lim.upstream_connect_ms, on_upstream_timer);
+    deadline_arm(&u->timer, &u->dl, c->x->lim.upstream_connect_ms, on_upstream_timer);
     if (uv_tcp_connect(&u->connreq, &u->tcp, (const struct sockaddr *)&t->sa, on_upstream_connect) <
         0)
         upstream_failed(u, UF_CONNECT);
@@ -1212,11 +1446,11 @@ static void response_process(struct upstream *u)
             struct http_limits lim = {.max_headers = HDR_CAP, .max_uri = 0};
             u->resp.headers = hdrs;
             u->resp.num_headers = HDR_CAP;
-            int rc =
-                http_parse_response(b->data + b->start, b->end - b->start, &u->resp, c->meth, &lim);
-            if (rc == HTTP_PARTIAL)
+            int rc = http_parse_response(b->data + b->start, b->end - b->start, &u->resp,
+                                         c->x->meth, &lim);
+            if (rc == HTTP_PARTIAL && b->end - b->start < RESP_HEAD_MAX)
                 return;
-            if (rc < 0 || (u->resp.status == 101 && !c->ws)) {
+            if (rc < 0 || rc > RESP_HEAD_MAX || (u->resp.status == 101 && !c->x->ws)) {
                 upstream_failed(u, UF_BAD_RESPONSE);
                 return;
             }
@@ -1227,15 +1461,15 @@ static void response_process(struct upstream *u)
             int informational = u->resp.status < 200;
             int close = 0;
             if (!informational) {
-                close = c->resp_close || u->resp.framing == HTTP_BODY_EOF || !c->body_done ||
+                close = c->x->resp_close || u->resp.framing == HTTP_BODY_EOF || !c->x->body_done ||
                         c->peer_eof || c->w->draining;
-                c->resp_close = close;
+                c->x->resp_close = close;
             }
             build_response_head(c, &u->resp, close);
             b->start += (size_t)rc;
-            bufs[nb++] = uv_buf_init(c->rhead, (unsigned)c->rhead_len);
+            bufs[nb++] = uv_buf_init(c->x->rhead, (unsigned)c->x->rhead_len);
             if (!informational) {
-                c->resp_started = 1;
+                c->x->resp_started = 1;
                 u->rphase = R_BODY;
                 u->framing = u->resp.framing;
                 u->body_left = u->resp.content_length;
@@ -1281,8 +1515,8 @@ static void response_process(struct upstream *u)
                 upstream_failed(u, UF_IO);
             return;
         }
-        c->wreq.data = c;
-        int rc = write_now_or_queue((uv_stream_t *)&c->tcp, &c->wreq, bufs, nb, on_client_write);
+        c->x->wreq.data = c;
+        int rc = write_now_or_queue((uv_stream_t *)&c->tcp, &c->x->wreq, bufs, nb, on_client_write);
         if (rc < 0) {
             client_close(c);
             return;
@@ -1304,26 +1538,26 @@ static void tunnel_begin(struct client *c, struct upstream *u, size_t head_len)
 {
     build_response_head(c, &u->resp, 0);
     /* The 101 keeps its hop-by-hop upgrade fields: they are what the client asked for. */
-    c->rhead_len -= 2;
+    c->x->rhead_len -= 2;
     static const char up[] = "Connection: Upgrade\r\nUpgrade: websocket\r\n\r\n";
-    memcpy(c->rhead + c->rhead_len, up, sizeof(up) - 1);
-    c->rhead_len += sizeof(up) - 1;
+    memcpy(c->x->rhead + c->x->rhead_len, up, sizeof(up) - 1);
+    c->x->rhead_len += sizeof(up) - 1;
     u->in.start += head_len;
     count_answer(c, 101, 0);
-    c->resp_started = 1;
-    c->tunnel = 1;
+    c->x->resp_started = 1;
+    c->x->tunnel = 1;
     u->rphase = R_TUNNEL;
     u->reusable = 0;
     u->dl.at = 0;
     longlived_begin(c, u->pool->target);
-    c->in.start = c->fwd; /* bytes the client sent after its request go up the tunnel */
+    c->x->in.start = c->x->fwd; /* bytes the client sent after its request go up the tunnel */
     uv_buf_t bufs[2];
     unsigned nb = 0;
-    bufs[nb++] = uv_buf_init(c->rhead, (unsigned)c->rhead_len);
+    bufs[nb++] = uv_buf_init(c->x->rhead, (unsigned)c->x->rhead_len);
     if (u->in.end > u->in.start)
         bufs[nb++] = uv_buf_init(u->in.data + u->in.start, (unsigned)(u->in.end - u->in.start));
-    c->wreq.data = c;
-    int rc = write_now_or_queue((uv_stream_t *)&c->tcp, &c->wreq, bufs, nb, on_client_write);
+    c->x->wreq.data = c;
+    int rc = write_now_or_queue((uv_stream_t *)&c->tcp, &c->x->wreq, bufs, nb, on_client_write);
     if (rc < 0) {
         client_close(c);
         return;
@@ -1357,7 +1591,7 @@ static void on_client_write(uv_write_t *req, int status)
         return;
     if (u->in.start == u->in.end)
         u->in.start = u->in.end = 0;
-    if (c->tunnel) {
+    if (c->x->tunnel) {
         u->in.start = u->in.end = 0;
         if (upstream_read_start(u) < 0) {
             client_close(c);
@@ -1377,29 +1611,29 @@ static void exchange_done(struct client *c)
     struct upstream *u = c->up;
     c->up = NULL;
     longlived_end(c);
-    c->drain_armed = 0;
+    c->x->drain_armed = 0;
     if (u != NULL) {
         u->client = NULL;
-        if (u->reusable && c->body_done && !u->wpending && u->in.start == u->in.end)
+        if (u->reusable && c->x->body_done && !u->wpending && u->in.start == u->in.end)
             upstream_release(u);
         else
             upstream_close(u);
     }
-    if (c->resp_close || !c->body_done || c->peer_eof) {
+    if (c->x->resp_close || !c->x->body_done || c->peer_eof) {
         client_close(c);
         return;
     }
-    if (c->uhead_heap)
-        free(c->uhead);
+    if (c->x->uhead_heap)
+        free(c->x->uhead);
     else
-        worker_buf_put(c->w, c->uhead);
-    c->uhead = NULL;
-    c->uhead_heap = 0;
-    c->in.start = c->req_end;
-    if (c->in.start == c->in.end)
-        ibuf_release(c->w, &c->in);
-    worker_buf_put(c->w, c->rhead);
-    c->rhead = NULL;
+        worker_buf_put(c->w, c->x->uhead);
+    c->x->uhead = NULL;
+    c->x->uhead_heap = 0;
+    c->x->in.start = c->x->req_end;
+    if (c->x->in.start == c->x->in.end)
+        ibuf_release(c->w, &c->x->in);
+    worker_buf_put(c->w, c->x->rhead);
+    c->x->rhead = NULL;
     client_continue(c);
 }
 
@@ -1410,7 +1644,7 @@ static struct worker_role_stats *role_stats(struct client *c)
     struct worker *w = c->w;
     if (c->service_id < 0 || (size_t)c->service_id >= w->nservices)
         return NULL;
-    return &w->role_stats[(size_t)c->service_id * ROUTE_ROLES + c->role];
+    return &w->role_stats[(size_t)c->service_id * ROUTE_ROLES + c->x->role];
 }
 
 /* Counts the answer to the current request once: status, and latency to the head when it came
@@ -1418,9 +1652,9 @@ static struct worker_role_stats *role_stats(struct client *c)
 static void count_answer(struct client *c, int status, int own_error)
 {
     struct worker_role_stats *st = role_stats(c);
-    if (st == NULL || c->counted)
+    if (st == NULL || c->x->counted)
         return;
-    c->counted = 1;
+    c->x->counted = 1;
     WORKER_STAT_ADD(&st->requests, 1);
     if (own_error) {
         WORKER_STAT_ADD(&st->upstream_errors, 1);
@@ -1428,7 +1662,7 @@ static void count_answer(struct client *c, int status, int own_error)
     }
     if (status >= 500)
         WORKER_STAT_ADD(&st->errors_5xx, 1);
-    uint64_t us = (uv_hrtime() - c->t_start) / 1000;
+    uint64_t us = (uv_hrtime() - c->x->t_start) / 1000;
     WORKER_STAT_ADD(&st->latency[hist_bucket(us)], 1);
 }
 
@@ -1507,15 +1741,16 @@ static unsigned sticky_bucket(struct client *c, const struct route_service *svc,
         x ^= x >> 7;
         x ^= x << 17;
         c->w->rng = x;
-        int n = snprintf(c->cookie_id, sizeof(c->cookie_id), "%016llx", (unsigned long long)x);
-        return route_bucket(c->cookie_id, (size_t)n);
+        int n =
+            snprintf(c->x->cookie_id, sizeof(c->x->cookie_id), "%016llx", (unsigned long long)x);
+        return route_bucket(c->x->cookie_id, (size_t)n);
     }
     if (svc->sticky == ROUTE_STICKY_HEADER && svc->sticky_name != NULL) {
         const struct http_header *h = find_header(req, svc->sticky_name);
         if (h != NULL && h->value_len > 0)
             return route_bucket(h->value, h->value_len);
     }
-    return route_bucket(c->peer, strlen(c->peer));
+    return route_bucket(c->x->peer, strlen(c->x->peer));
 }
 
 /* Decides which version serves this request. The preview listener always sees the canary; a
@@ -1541,11 +1776,11 @@ static enum route_role route_request(struct client *c, const struct route_servic
 static struct route_target *pick_target(struct client *c, const struct route_service *svc,
                                         const struct route_target *avoid)
 {
-    const struct route_backend *b = c->role == ROUTE_CANARY ? &svc->canary : &svc->live;
+    const struct route_backend *b = c->x->role == ROUTE_CANARY ? &svc->canary : &svc->live;
     struct route_target *fallback = NULL, *ejected = NULL;
     if (b->ntargets == 0)
         return NULL;
-    uint64_t now_ms = c->t_start / 1000000;
+    uint64_t now_ms = c->x->t_start / 1000000;
     unsigned start = c->w->rr++;
     for (size_t i = 0; i < b->ntargets; i++) {
         struct route_target *t = b->targets[(start + i) % b->ntargets];
@@ -1571,38 +1806,38 @@ static void request_dispatch(struct client *c)
         client_error(c, 503, "no version of this service is live");
         return;
     }
-    struct route_target *t = pick_target(c, svc, c->last_target);
-    if (t == NULL && c->role == ROUTE_CANARY) {
+    struct route_target *t = pick_target(c, svc, c->x->last_target);
+    if (t == NULL && c->x->role == ROUTE_CANARY) {
         /* The new version has no healthy target: its users go to the stable one meanwhile. */
-        c->role = ROUTE_STABLE;
-        t = pick_target(c, svc, c->last_target);
+        c->x->role = ROUTE_STABLE;
+        t = pick_target(c, svc, c->x->last_target);
     }
     if (t == NULL) {
         count_answer(c, 503, 1);
         client_error(c, 503, "no healthy target");
         return;
     }
-    c->last_target = t;
+    c->x->last_target = t;
     upstream_attach(c, t, 0);
 }
 
 static void request_retry(struct client *c, int fresh_same_target)
 {
     /* Rewind to the first body byte: the whole request is still in the buffer. */
-    c->fwd = c->in.start + c->head_len;
-    c->head_sent = 0;
-    c->body_left = c->req_content_length;
-    c->body_seen = 0;
-    c->body_done = (c->framing == HTTP_BODY_NONE);
-    http_chunked_init(&c->chunk);
-    if (fresh_same_target && c->last_target != NULL) {
+    c->x->fwd = c->x->in.start + c->x->head_len;
+    c->x->head_sent = 0;
+    c->x->body_left = c->x->req_content_length;
+    c->x->body_seen = 0;
+    c->x->body_done = (c->x->framing == HTTP_BODY_NONE);
+    http_chunked_init(&c->x->chunk);
+    if (fresh_same_target && c->x->last_target != NULL) {
         const struct route_service *svc = client_service(c);
         /* Only while the table still routes the service there; else pick anew. */
         const struct route_backend *b =
-            svc == NULL ? NULL : (c->role == ROUTE_CANARY ? &svc->canary : &svc->live);
+            svc == NULL ? NULL : (c->x->role == ROUTE_CANARY ? &svc->canary : &svc->live);
         for (size_t i = 0; b != NULL && i < b->ntargets; i++) {
-            if (b->targets[i] == c->last_target) {
-                upstream_attach(c, c->last_target, 1);
+            if (b->targets[i] == c->x->last_target) {
+                upstream_attach(c, c->x->last_target, 1);
                 return;
             }
         }
@@ -1616,35 +1851,35 @@ static void request_start(struct client *c, const struct http_request *req, size
 {
     struct worker *w = c->w;
     atomic_fetch_add_explicit(&w->stats.requests, 1, memory_order_relaxed);
-    c->meth = req->meth;
-    c->minor = req->minor_version;
-    c->head_len = head_len;
-    c->framing = req->framing;
-    c->req_content_length = req->framing == HTTP_BODY_LENGTH ? req->content_length : 0;
-    c->body_left = c->req_content_length;
-    c->body_seen = 0;
-    http_chunked_init(&c->chunk);
-    c->body_done = (req->framing == HTTP_BODY_NONE);
-    c->fwd = c->in.start + head_len;
-    c->req_end = c->fwd;
-    c->replayable = 1;
-    c->head_sent = 0;
-    c->resp_started = 0;
-    c->fresh_retries = 0;
-    c->target_retries = 0;
-    c->last_target = NULL;
-    c->counted = 0;
-    c->cookie_id[0] = '\0';
+    c->x->meth = req->meth;
+    c->x->minor = req->minor_version;
+    c->x->head_len = head_len;
+    c->x->framing = req->framing;
+    c->x->req_content_length = req->framing == HTTP_BODY_LENGTH ? req->content_length : 0;
+    c->x->body_left = c->x->req_content_length;
+    c->x->body_seen = 0;
+    http_chunked_init(&c->x->chunk);
+    c->x->body_done = (req->framing == HTTP_BODY_NONE);
+    c->x->fwd = c->x->in.start + head_len;
+    c->x->req_end = c->x->fwd;
+    c->x->replayable = 1;
+    c->x->head_sent = 0;
+    c->x->resp_started = 0;
+    c->x->fresh_retries = 0;
+    c->x->target_retries = 0;
+    c->x->last_target = NULL;
+    c->x->counted = 0;
+    c->x->cookie_id[0] = '\0';
     const struct http_header *uph = find_header(req, "upgrade");
-    c->ws = (req->flags & HTTP_F_UPGRADE) && uph != NULL &&
-            http_token_eq(uph->value, uph->value_len, "websocket");
-    c->t_start = uv_hrtime();
-    c->role = route_request(c, client_service(c), req);
-    c->keepalive = req->minor_version == 1 && !(req->flags & HTTP_F_CONN_CLOSE) && !w->draining;
-    c->resp_close = !c->keepalive;
+    c->x->ws = (req->flags & HTTP_F_UPGRADE) && uph != NULL &&
+               http_token_eq(uph->value, uph->value_len, "websocket");
+    c->x->t_start = uv_hrtime();
+    c->x->role = route_request(c, client_service(c), req);
+    c->x->keepalive = req->minor_version == 1 && !(req->flags & HTTP_F_CONN_CLOSE) && !w->draining;
+    c->x->resp_close = !c->x->keepalive;
     c->phase = PH_PROXY;
-    if (c->lim.max_body_bytes > 0 && req->framing == HTTP_BODY_LENGTH &&
-        req->content_length > c->lim.max_body_bytes) {
+    if (c->x->lim.max_body_bytes > 0 && req->framing == HTTP_BODY_LENGTH &&
+        req->content_length > c->x->lim.max_body_bytes) {
         client_error(c, 413, "request body larger than this service accepts");
         return;
     }
@@ -1658,15 +1893,15 @@ static void request_try(struct client *c)
     struct http_header hdrs[HDR_CAP];
     struct http_request req;
     struct http_limits lim = {
-        .max_headers = c->lim.max_headers < HDR_CAP ? c->lim.max_headers : HDR_CAP,
-        .max_uri = c->lim.max_uri,
+        .max_headers = c->x->lim.max_headers < HDR_CAP ? c->x->lim.max_headers : HDR_CAP,
+        .max_uri = c->x->lim.max_uri,
     };
     req.headers = hdrs;
     req.num_headers = HDR_CAP;
-    size_t have = c->in.end - c->in.start;
-    int rc = http_parse_request(c->in.data + c->in.start, have, &req, &lim);
+    size_t have = c->x->in.end - c->x->in.start;
+    int rc = http_parse_request(c->x->in.data + c->x->in.start, have, &req, &lim);
     if (rc == HTTP_PARTIAL) {
-        if (have >= c->lim.max_header_bytes)
+        if (have >= c->x->lim.max_header_bytes)
             client_error(c, 431, "request head too large");
         return;
     }
@@ -1674,11 +1909,11 @@ static void request_try(struct client *c)
         client_error(c, http_err_status(rc), http_err_str(rc));
         return;
     }
-    if ((size_t)rc > c->lim.max_header_bytes) {
+    if ((size_t)rc > c->x->lim.max_header_bytes) {
         client_error(c, 431, "request head too large");
         return;
     }
-    c->dl.at = 0;
+    c->dl_at = 0;
     request_start(c, &req, (size_t)rc);
 }
 
@@ -1686,20 +1921,24 @@ static void request_try(struct client *c)
 static void client_continue(struct client *c)
 {
     const struct route_service *svc = client_service(c);
-    c->lim = svc ? svc->limits : default_limits;
+    const struct route_limits *lim = svc ? &svc->limits : &default_limits;
     c->phase = PH_HEAD;
     c->close_after_write = 0;
-    c->resp_started = 0;
     /* While stopping, an idle connection is left open until the drain deadline: closing it
      * now would race with a request already on its way (worker.c closes it at the deadline). */
-    if (c->in.data != NULL && c->in.end > c->in.start) {
-        client_timer(c, c->lim.client_header_ms);
+    if (c->x != NULL && c->x->in.end > c->x->in.start) {
+        /* A pipelined request waits in the buffer: the exchange goes on with it. */
+        c->x->lim = *lim;
+        c->x->resp_started = 0;
+        client_timer(c, lim->client_header_ms);
         request_try(c);
         if (c->phase == PH_HEAD)
             client_read_start(c);
         return;
     }
-    client_timer(c, c->lim.client_idle_ms);
+    /* Idle: the connection keeps no buffer and no exchange until its next request arrives. */
+    exchange_put(c);
+    client_timer(c, lim->client_idle_ms);
     client_read_start(c);
 }
 
@@ -1707,8 +1946,14 @@ static void on_client_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
     struct client *c = s->data;
     (void)buf;
-    if (c->phase == PH_CLOSING || nread == 0)
+    if (c->phase == PH_CLOSING)
         return;
+    if (nread == 0) {
+        /* Nothing to read after all: an idle connection gives back what the alloc took. */
+        if (c->phase == PH_HEAD && c->x != NULL && c->x->in.end == c->x->in.start)
+            exchange_put(c);
+        return;
+    }
     if (nread == UV_ENOBUFS) {
         if (c->phase == PH_HEAD)
             client_error(c, 431, "request head too large");
@@ -1717,7 +1962,7 @@ static void on_client_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         return;
     }
     if (nread < 0) {
-        if (c->phase == PH_PROXY && nread == UV_EOF && c->body_done && !c->tunnel) {
+        if (c->phase == PH_PROXY && nread == UV_EOF && c->x->body_done && !c->x->tunnel) {
             /* A half-close after a complete request: answer it, then close. */
             c->peer_eof = 1;
             client_read_stop(c);
@@ -1726,21 +1971,21 @@ static void on_client_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         client_close(c);
         return;
     }
-    int was_empty = (c->in.end == c->in.start);
-    c->in.end += (size_t)nread;
+    int was_empty = (c->x->in.end == c->x->in.start);
+    c->x->in.end += (size_t)nread;
     if (c->phase == PH_HEAD) {
         if (was_empty)
-            client_timer(c, c->lim.client_header_ms);
+            client_timer(c, c->x->lim.client_header_ms);
         request_try(c);
         return;
     }
-    if (c->tunnel) {
+    if (c->x->tunnel) {
         tunnel_up(c);
         return;
     }
     /* PH_PROXY: more of the request body, or the next pipelined request, which waits in the
      * buffer until this exchange is done. */
-    if (!c->body_done)
+    if (!c->x->body_done)
         upstream_send(c);
 }
 
@@ -1757,14 +2002,10 @@ void h1_accept(struct worker_listener *l)
         uv_close((uv_handle_t *)&c->tcp, (uv_close_cb)free);
         return;
     }
-    uv_timer_init(&w->loop, &c->timer);
-    c->timer.data = c;
     uv_tcp_nodelay(&c->tcp, 1);
     int sl = sizeof(c->peer_sa);
-    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&c->peer_sa, &sl) == 0)
-        addr_format_host((struct sockaddr *)&c->peer_sa, c->peer, sizeof(c->peer));
-    else
-        snprintf(c->peer, sizeof(c->peer), "unknown");
+    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&c->peer_sa, &sl) != 0)
+        memset(&c->peer_sa, 0, sizeof(c->peer_sa)); /* its text is "unknown" */
     c->next = w->clients;
     if (c->next)
         c->next->prev = c;
@@ -1774,17 +2015,17 @@ void h1_accept(struct worker_listener *l)
     if (c->service_id >= 0 && c->service_id < MAX_SERVICE_IDS)
         atomic_fetch_add_explicit(&service_conns[c->service_id], 1, memory_order_relaxed);
     const struct route_service *svc = client_service(c);
-    c->lim = svc ? svc->limits : default_limits;
+    const struct route_limits *lim = svc ? &svc->limits : &default_limits;
     c->phase = PH_HEAD;
-    if (c->lim.max_connections > 0 && c->service_id >= 0 && c->service_id < MAX_SERVICE_IDS &&
+    if (lim->max_connections > 0 && c->service_id >= 0 && c->service_id < MAX_SERVICE_IDS &&
         (size_t)atomic_load_explicit(&service_conns[c->service_id], memory_order_relaxed) >
-            c->lim.max_connections) {
+            lim->max_connections) {
         /* A clean refusal: the client learns why and when to come back, nothing is forwarded. */
         client_error(c, 503, "too many connections; retry shortly");
         return;
     }
     /* The first request gets the header deadline from the moment of accept. */
-    client_timer(c, c->lim.client_header_ms);
+    client_timer(c, lim->client_header_ms);
     client_read_start(c);
 }
 
@@ -1793,19 +2034,19 @@ static void on_drain_deadline(struct client *c)
     if (c->phase == PH_CLOSING || c->up == NULL || !c->up->pool->retired)
         return;
     /* Its version was switched away drain_timeout ago: the connection ends here. */
-    if (c->ll_target != NULL)
-        atomic_fetch_add_explicit(&c->ll_target->closed_at_drain, 1, memory_order_relaxed);
+    if (c->x->ll_target != NULL)
+        atomic_fetch_add_explicit(&c->x->ll_target->closed_at_drain, 1, memory_order_relaxed);
     client_close(c);
 }
 
 void h1_arm_drain(struct worker *w)
 {
     for (struct client *c = w->clients; c; c = c->next) {
-        if (c->phase != PH_PROXY || c->up == NULL || !c->up->pool->retired || c->drain_armed)
+        if (c->phase != PH_PROXY || c->up == NULL || !c->up->pool->retired || c->x->drain_armed)
             continue;
         const struct route_service *svc = client_service(c);
-        c->drain_armed = 1;
-        client_timer(c, svc ? svc->limits.drain_ms : c->lim.drain_ms);
+        c->x->drain_armed = 1;
+        client_timer(c, svc ? svc->limits.drain_ms : c->x->lim.drain_ms);
         c->dl_drain = 1;
     }
 }

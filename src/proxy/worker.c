@@ -14,27 +14,57 @@
 
 /* Buffers kept for reuse beyond this are freed: the pool follows the busy peak, not forever. */
 #define WORKER_MAX_FREE_BUFS 1024
+#define WORKER_MAX_FREE_BIG_BUFS 256
+
+static char *bufs_get(struct worker_bufs *b, size_t size)
+{
+    if (b->n > 0)
+        return b->free[--b->n];
+    return xmalloc(size);
+}
+
+static void bufs_put(struct worker_bufs *b, char *buf, size_t max)
+{
+    if (buf == NULL)
+        return;
+    if (b->n == max) {
+        free(buf);
+        return;
+    }
+    if (b->n == b->cap) {
+        b->cap = b->cap ? b->cap * 2 : 64;
+        b->free = xrealloc(b->free, b->cap * sizeof(*b->free));
+    }
+    b->free[b->n++] = buf;
+}
+
+static void bufs_done(struct worker_bufs *b)
+{
+    while (b->n > 0)
+        free(b->free[--b->n]);
+    free(b->free);
+    b->free = NULL;
+    b->cap = 0;
+}
 
 char *worker_buf_get(struct worker *w)
 {
-    if (w->nfree > 0)
-        return w->free_bufs[--w->nfree];
-    return xmalloc(WORKER_BUF_SIZE);
+    return bufs_get(&w->bufs, WORKER_BUF_SIZE);
 }
 
 void worker_buf_put(struct worker *w, char *buf)
 {
-    if (buf == NULL)
-        return;
-    if (w->nfree == WORKER_MAX_FREE_BUFS) {
-        free(buf);
-        return;
-    }
-    if (w->nfree == w->capfree) {
-        w->capfree = w->capfree ? w->capfree * 2 : 64;
-        w->free_bufs = xrealloc(w->free_bufs, w->capfree * sizeof(*w->free_bufs));
-    }
-    w->free_bufs[w->nfree++] = buf;
+    bufs_put(&w->bufs, buf, WORKER_MAX_FREE_BUFS);
+}
+
+char *worker_big_buf_get(struct worker *w)
+{
+    return bufs_get(&w->big_bufs, WORKER_BIG_BUF_SIZE);
+}
+
+void worker_big_buf_put(struct worker *w, char *buf)
+{
+    bufs_put(&w->big_bufs, buf, WORKER_MAX_FREE_BIG_BUFS);
 }
 
 struct pool *worker_pool(struct worker *w, struct route_target *t)
@@ -267,9 +297,9 @@ void worker_free(struct worker *w)
         route_target_unref(p->target);
         free(p);
     }
-    while (w->nfree > 0)
-        free(w->free_bufs[--w->nfree]);
-    free(w->free_bufs);
+    h1_worker_done(w);
+    bufs_done(&w->bufs);
+    bufs_done(&w->big_bufs);
     route_table_release(w->table);
     uv_loop_close(&w->loop);
     free(w->listeners);

@@ -15,6 +15,18 @@
  * to the service's max_header_bytes; bodies stream through it in slices. */
 #define WORKER_BUF_SIZE (16 * 1024)
 
+/* Size of the pooled buffers an upstream's response is read into: a 64 KiB body and its head
+ * arrive in one read and leave in one write, where 16 KiB slices cost five of each (on loopback
+ * a syscall is the dominant cost of a large response). Held only while a response is being
+ * read, like the small buffers; tunnels and event streams read into small ones. */
+#define WORKER_BIG_BUF_SIZE (80 * 1024)
+
+/* A free list of equal-size buffers. */
+struct worker_bufs {
+    char **free;
+    size_t n, cap;
+};
+
 struct upstream;
 
 /* Idle upstream connections of one worker to one target. */
@@ -52,23 +64,29 @@ struct worker {
     struct route_table *table; /* the table this worker routes by; holds a reference */
     uint64_t table_gen;
     struct pool *pools;
-    char **free_bufs; /* pooled WORKER_BUF_SIZE buffers */
-    size_t nfree, capfree;
-    unsigned rr;  /* round-robin cursor */
-    int draining; /* stop was asked: answers carry Connection: close */
+    struct worker_bufs bufs;     /* pooled WORKER_BUF_SIZE buffers */
+    struct worker_bufs big_bufs; /* pooled WORKER_BIG_BUF_SIZE buffers */
+    unsigned rr;                 /* round-robin cursor */
+    int draining;                /* stop was asked: answers carry Connection: close */
     uint64_t drain_ms;
     atomic_uint_fast64_t stop_drain_ms; /* written by worker_stop, read in the async callback */
     struct worker_stats stats;
     struct worker_role_stats *role_stats; /* [nservices * ROUTE_ROLES] */
     size_t nservices;
-    uint64_t rng;  /* xorshift state for sticky cookie ids */
-    void *clients; /* struct client list head, managed by h1proxy.c */
+    uint64_t rng;       /* xorshift state for sticky cookie ids */
+    void *clients;      /* struct client list head, managed by h1proxy.c */
+    void *exchanges;    /* free struct exchange objects, managed by h1proxy.c */
+    void *client_wheel; /* the client deadline wheel, managed by h1proxy.c */
+    size_t nexchanges;  /* length of the exchanges list */
 };
 
 /* Takes a WORKER_BUF_SIZE buffer from the worker's pool (allocating when empty). */
 char *worker_buf_get(struct worker *w);
 /* Returns a buffer from worker_buf_get. NULL is a no-op. */
 void worker_buf_put(struct worker *w, char *buf);
+/* The same for WORKER_BIG_BUF_SIZE buffers. */
+char *worker_big_buf_get(struct worker *w);
+void worker_big_buf_put(struct worker *w, char *buf);
 
 /* Makes the worker route by the current table if a newer one was published. */
 void worker_refresh(struct worker *w);
@@ -79,6 +97,8 @@ struct pool *worker_pool(struct worker *w, struct route_target *t);
 /* Frees pool p if it is retired and holds no connection. */
 void worker_pool_maybe_free(struct worker *w, struct pool *p);
 
+/* Implemented in h1proxy.c: frees what h1proxy.c pooled in w (worker_free calls it). */
+void h1_worker_done(struct worker *w);
 /* Implemented in h1proxy.c: accept one client on listener l. */
 void h1_accept(struct worker_listener *l);
 /* Implemented in h1proxy.c: close an idle upstream connection (pool cleanup). */

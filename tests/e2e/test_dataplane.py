@@ -744,8 +744,15 @@ def test_memory_per_idle_keepalive_connection(procs, backend, daemon):
         per = (after - before) * 1024 / n
         print(f"\n{n} idle keep-alive connections: VmRSS {before} KiB -> {after} KiB, "
               f"{per:.0f} bytes per idle connection")
-        assert per < 4096, f"{per:.0f} bytes per idle connection, want < 4096 " \
-                           f"(VmRSS {before} -> {after} KiB for {n})"
+        # An idle connection holds its struct client only (368 bytes), no buffer, no exchange
+        # and no timer; the rest is the loops' per-fd bookkeeping and the pooled buffers of the
+        # request bursts above. Measured ~585 here, 2 workers (1,527 when the per-request state
+        # and a timer lived in the connection); HAProxy 2.6 takes 1,143 (docs/benchmarks.md).
+        # With fewer connections (a low RLIMIT_NOFILE) the fixed costs weigh more: the old,
+        # loose bound then.
+        bound = 1024 if n >= want else 4096
+        assert per < bound, f"{per:.0f} bytes per idle connection, want < {bound} " \
+                            f"(VmRSS {before} -> {after} KiB for {n})"
     finally:
         for s in socks:
             s.close()
