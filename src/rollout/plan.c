@@ -250,6 +250,20 @@ static void set_hold(struct plan_run *run, const char *why)
     run->hold_reason = why ? xstrdup(why) : NULL;
 }
 
+/* cutover stops the plan and waits for a person: a running step timer is frozen with the time
+ * it ran (a resume restarts it with what was left), and the hold is saved. */
+static void run_hold(struct service *s, const char *why)
+{
+    struct plan_run *run = s->run;
+    if (uv_is_active((uv_handle_t *)&run->step_timer)) {
+        uv_timer_stop(&run->step_timer);
+        run->step_elapsed_ms = step_elapsed(run);
+    }
+    run->state = RUN_HOLDING;
+    set_hold(run, why);
+    run_save(s);
+}
+
 /* ---------------------------------------------------------------- routing ------------------- */
 
 void plan_route_fill(const struct service *s, struct route_service *rs)
@@ -310,11 +324,7 @@ static void on_failure(struct service *s, const struct analysis_verdict *v)
     if (run->plan->on_failure == CONFIG_ON_PAUSE) {
         log_warn("analysis gate failed; holding for a person", "service", s->cfg->name, "gate",
                  v->gate, "detail", v->detail);
-        uv_timer_stop(&run->step_timer);
-        run->step_elapsed_ms = step_elapsed(run);
-        run->state = RUN_HOLDING;
-        set_hold(run, msg);
-        run_save(s);
+        run_hold(s, msg);
         event(s, "holding", msg);
         return;
     }
@@ -646,9 +656,7 @@ static void on_step_timer(uv_timer_t *t)
                 plan_rollback(s, STORE_CHANGE_ROLLED_BACK, why);
                 return;
             case CONFIG_ON_PAUSE:
-                run->state = RUN_HOLDING;
-                set_hold(run, why);
-                run_save(s);
+                run_hold(s, why);
                 return;
             }
         }
@@ -739,11 +747,7 @@ static void plan_rollback(struct service *s, const char *state, const char *why)
                  "%s; not rolling back because the stable version %s is not healthy (%s): "
                  "holding the current split",
                  why, s->live ? s->live->name : "(none)", unhealthy);
-        uv_timer_stop(&run->step_timer);
-        run->step_elapsed_ms = step_elapsed(run);
-        run->state = RUN_HOLDING;
-        set_hold(run, msg);
-        run_save(s);
+        run_hold(s, msg);
         event(s, "holding", msg);
         return;
     }
@@ -957,10 +961,8 @@ void plan_gate_inconclusive(struct service *s, const char *why)
         plan_rollback(s, STORE_CHANGE_ROLLED_BACK, why);
         return;
     case CONFIG_ON_PAUSE:
-        run->state = RUN_HOLDING;
         run->gate_held = 1;
-        set_hold(run, why);
-        run_save(s);
+        run_hold(s, why);
         return;
     }
 }
