@@ -651,3 +651,20 @@ def test_kill9_during_managed_deploy_reaps_new_version(managed):
     assert ch["state"] == "interrupted", ch
     assert managed.pids("v1") == v1
     assert live_name(d.status()) == "v1"
+
+
+def test_deploy_of_a_version_whose_processes_still_run_is_refused(managed):
+    """v1 still drains after the switch to v2: deploying v1 again would make a second set of
+    the same version (shared records and logs), so it is refused and nothing changes."""
+    d = managed.daemon(drain="20s").start()
+    managed.deploy_ok("v1")
+    managed.deploy_ok("v2")
+    v1 = managed.pids("v1")
+    assert len(v1) == 2  # draining
+    n_changes = len(d.history())
+    r = managed.deploy("v1")
+    assert r.returncode != 0, r.stdout
+    assert "still running or stopping" in r.stderr and "cutover rollback" in r.stderr, r.stderr
+    assert len(d.history()) == n_changes
+    assert live_name(d.status()) == "v2"
+    assert managed.pids("v1") == v1
