@@ -52,6 +52,7 @@ struct ctx {
     size_t capwarnings;
     struct listener *listeners;
     size_t nlisteners;
+    int tokens_line; /* of admin.tokens_file, when set */
 };
 
 /* A value found under a key or in a list. node is NULL when the key has no value ("key:").
@@ -1601,6 +1602,134 @@ static int parse_plan(struct ctx *c, struct fy_node_pair *pair, struct config_pl
 
 /* ---- top level ---- */
 
+static int read_file(const char *path, char **buf, size_t *len);
+static int parse_document(struct ctx *c, const char *buf, size_t len,
+                          int (*fn)(struct ctx *, struct fy_node *));
+
+const char *config_role_name(enum config_role role)
+{
+    switch (role) {
+    case CONFIG_ROLE_VIEWER:
+        return "viewer";
+    case CONFIG_ROLE_OPERATOR:
+        return "operator";
+    case CONFIG_ROLE_ADMIN:
+        return "admin";
+    }
+    return "?";
+}
+
+/* A bearer token (RFC 6750 token68 characters), long enough not to be guessed. */
+static bool valid_secret(const char *s)
+{
+    size_t n = strlen(s);
+    if (n < 16 || n > 256)
+        return false;
+    for (; *s; s++)
+        if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') ||
+              strchr("-._~+/=", *s) != NULL))
+            return false;
+    return true;
+}
+
+static int parse_token(struct ctx *c, struct fy_node_pair *pair, struct config_token *t)
+{
+    static const char *const known[] = {"role", "token", NULL};
+    struct item it = item_of_pair(pair), v;
+    char path[KEY_PATH_MAX], p[KEY_PATH_MAX], *role = NULL;
+    int rc;
+
+    if ((rc = get_name(c, pair, "tokens", &t->name)) != 0)
+        return rc;
+    subpath(path, sizeof(path), "tokens", t->name);
+    if ((rc = expect_map(c, &it, path, known)) != 0)
+        return rc;
+    if (!map_find(it.node, "token", &v))
+        return fail_missing(c, it.line, path, "token", "the secret the client sends");
+    if ((rc = get_string(c, &v, subpath(p, sizeof(p), path, "token"), "a secret", &t->secret)))
+        return rc;
+    if (!valid_secret(t->secret))
+        return fail(c, v.line,
+                    "%s: expected 16 to 256 characters from A-Z a-z 0-9 - . _ ~ + / = (for "
+                    "example the output of `openssl rand -hex 24`)",
+                    p);
+    if (!map_find(it.node, "role", &v))
+        return fail_missing(c, it.line, path, "role", "viewer, operator or admin");
+    if ((rc = get_string(c, &v, subpath(p, sizeof(p), path, "role"), "viewer, operator or admin",
+                         &role)))
+        return rc;
+    for (enum config_role r = CONFIG_ROLE_VIEWER; r <= CONFIG_ROLE_ADMIN; r++)
+        if (strcmp(role, config_role_name(r)) == 0)
+            t->role = r;
+    if (t->role == 0)
+        rc = fail_type(c, &v, p, "viewer, operator or admin");
+    free(role);
+    return rc;
+}
+
+static int parse_tokens_root(struct ctx *c, struct fy_node *root)
+{
+    static const char *const known[] = {"tokens", NULL};
+    struct config *cfg = c->cfg;
+    struct item it = {root, node_line(root, 1)}, v;
+    int rc;
+
+    if (root == NULL || fy_node_get_type(root) != FYNT_MAPPING)
+        return fail_type(c, &it, "top level", "a map with the key tokens");
+    if ((rc = expect_map(c, &it, "", known)) != 0)
+        return rc;
+    if (!map_find(root, "tokens", &v) || v.node == NULL ||
+        fy_node_get_type(v.node) != FYNT_MAPPING || fy_node_mapping_item_count(v.node) < 1)
+        return fail(c, it.line,
+                    "tokens: expected a map of at least one NAME: {role: ROLE, token: SECRET}");
+    cfg->ntokens = (size_t)fy_node_mapping_item_count(v.node);
+    cfg->tokens = xcalloc(cfg->ntokens, sizeof(*cfg->tokens));
+    void *iter = NULL;
+    struct fy_node_pair *p;
+    for (size_t i = 0; (p = fy_node_mapping_iterate(v.node, &iter)) != NULL && i < cfg->ntokens;
+         i++) {
+        if ((rc = parse_token(c, p, &cfg->tokens[i])) != 0)
+            return rc;
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(cfg->tokens[j].secret, cfg->tokens[i].secret) == 0)
+                return fail(c, item_of_pair(p).line,
+                            "tokens.%s.token: expected a secret of its own, got the one of "
+                            "tokens.%s (who acted could not be told apart)",
+                            cfg->tokens[i].name, cfg->tokens[j].name);
+    }
+    return 0;
+}
+
+/* Reads the tokens file named by admin.tokens_file; it holds secrets, so like ssh we refuse it
+ * when others may read it. */
+static int load_tokens(struct ctx *c, int line)
+{
+    const char *path = c->cfg->admin_tokens_file;
+    struct stat st;
+    char *buf = NULL;
+    size_t len = 0;
+    int rc;
+
+    if (stat(path, &st) == -1)
+        return fail(c, line, "admin.tokens_file: cannot read %s: %s", path, strerror(errno));
+    if ((rc = read_file(path, &buf, &len)) != 0)
+        return fail(c, line, "admin.tokens_file: cannot read %s: %s", path, strerror(-rc));
+    if ((st.st_mode & 077) != 0) {
+        free(buf);
+        return fail(c, line,
+                    "admin.tokens_file: %s is readable or writable by others (mode %04o); "
+                    "expected mode 0600 (chmod 600 %s)",
+                    path, (unsigned)(st.st_mode & 07777), path);
+    }
+    /* Same checks and messages, with the tokens file's name and lines in them. */
+    struct ctx tc = *c;
+    tc.name = path;
+    rc = parse_document(&tc, buf, len, parse_tokens_root);
+    c->capwarnings = tc.capwarnings;
+    free(buf);
+    return rc;
+}
+
 static int parse_admin(struct ctx *c, const struct item *it, struct config *cfg)
 {
     static const char *const known[] = {"listen", "tokens_file", NULL};
@@ -1617,6 +1746,7 @@ static int parse_admin(struct ctx *c, const struct item *it, struct config *cfg)
         if ((rc =
                  get_file_path(c, &v, "admin.tokens_file", "a file path", &cfg->admin_tokens_file)))
             return rc;
+        c->tokens_line = v.line; /* read once the rest of the config is known to be right */
     }
     if (cfg->admin_listen != NULL && cfg->admin_tokens_file == NULL)
         return fail_missing(c, it->line, "admin", "tokens_file",
@@ -1681,6 +1811,8 @@ static int parse_root(struct ctx *c, struct fy_node *root)
             if ((rc = parse_service(c, p, &cfg->services[i])) != 0)
                 return rc;
     }
+    if (cfg->admin_tokens_file != NULL)
+        return load_tokens(c, c->tokens_line);
     return 0;
 }
 
@@ -1711,21 +1843,16 @@ static int syntax_error(struct ctx *c, struct fy_diag *diag)
     return 0;
 }
 
-static int load_buffer(const char *buf, size_t len, const char *name, const char *basedir,
-                       struct config **out, char *err, size_t errlen)
+/* Parses buf as exactly one YAML document and hands its root to fn. */
+static int parse_document(struct ctx *c, const char *buf, size_t len,
+                          int (*fn)(struct ctx *, struct fy_node *))
 {
-    struct ctx c = {.name = name, .basedir = basedir, .err = err, .errlen = errlen};
     struct fy_diag_cfg dcfg;
     struct fy_parse_cfg pcfg = {.flags = FYPCF_QUIET | FYPCF_COLLECT_DIAG};
     struct fy_diag *diag = NULL;
     struct fy_parser *fyp = NULL;
     struct fy_document *fyd = NULL, *extra = NULL;
     int rc;
-
-    c.cfg = xcalloc(1, sizeof(*c.cfg));
-    c.cfg->path = xstrdup(name);
-    c.cfg->warnings = xcalloc(1, sizeof(*c.cfg->warnings));
-    c.capwarnings = 1;
 
     fy_diag_cfg_default(&dcfg);
     dcfg.fp = NULL;
@@ -1734,7 +1861,7 @@ static int load_buffer(const char *buf, size_t len, const char *name, const char
     diag = fy_diag_create(&dcfg);
     if (diag == NULL) {
         rc = -ENOMEM;
-        fail_msg(&c, 1, "cannot create the YAML parser");
+        fail_msg(c, 1, "cannot create the YAML parser");
         goto out;
     }
     fy_diag_set_collect_errors(diag, true);
@@ -1742,29 +1869,26 @@ static int load_buffer(const char *buf, size_t len, const char *name, const char
     fyp = fy_parser_create(&pcfg);
     if (fyp == NULL || fy_parser_set_string(fyp, buf, len) != 0) {
         rc = -ENOMEM;
-        fail_msg(&c, 1, "cannot create the YAML parser");
+        fail_msg(c, 1, "cannot create the YAML parser");
         goto out;
     }
     fyd = fy_parse_load_document(fyp);
     if (fyd == NULL) {
-        rc = syntax_error(&c, diag);
+        rc = syntax_error(c, diag);
         if (rc == 0)
-            rc = fail(&c, 1, "top level: expected a map of settings, got an empty file");
+            rc = fail(c, 1, "top level: expected a map of settings, got an empty file");
         goto out;
     }
     /* A second document in the same file is almost certainly a mistake (a stray `---`). */
     extra = fy_parse_load_document(fyp);
-    if ((rc = syntax_error(&c, diag)) != 0)
+    if ((rc = syntax_error(c, diag)) != 0)
         goto out;
     if (extra != NULL) {
-        rc = fail(&c, node_line(fy_document_root(extra), 1),
+        rc = fail(c, node_line(fy_document_root(extra), 1),
                   "top level: expected one YAML document, got a second one");
         goto out;
     }
-    if ((rc = parse_root(&c, fy_document_root(fyd))) != 0)
-        goto out;
-    *out = c.cfg;
-    c.cfg = NULL;
+    rc = fn(c, fy_document_root(fyd));
 out:
     if (extra != NULL)
         fy_parse_document_destroy(fyp, extra);
@@ -1774,6 +1898,24 @@ out:
         fy_parser_destroy(fyp);
     if (diag != NULL)
         fy_diag_destroy(diag);
+    return rc;
+}
+
+static int load_buffer(const char *buf, size_t len, const char *name, const char *basedir,
+                       struct config **out, char *err, size_t errlen)
+{
+    struct ctx c = {.name = name, .basedir = basedir, .err = err, .errlen = errlen};
+    int rc;
+
+    c.cfg = xcalloc(1, sizeof(*c.cfg));
+    c.cfg->path = xstrdup(name);
+    c.cfg->warnings = xcalloc(1, sizeof(*c.cfg->warnings));
+    c.capwarnings = 1;
+    rc = parse_document(&c, buf, len, parse_root);
+    if (rc == 0) {
+        *out = c.cfg;
+        c.cfg = NULL;
+    }
     free(c.listeners);
     config_free(c.cfg);
     return rc;
@@ -1917,6 +2059,11 @@ void config_free(struct config *cfg)
     free(cfg->state_dir);
     free(cfg->admin_listen);
     free(cfg->admin_tokens_file);
+    for (size_t i = 0; cfg->tokens != NULL && i < cfg->ntokens; i++) {
+        free(cfg->tokens[i].name);
+        free(cfg->tokens[i].secret);
+    }
+    free(cfg->tokens);
     for (size_t i = 0; cfg->services != NULL && i < cfg->nservices; i++)
         free_service(&cfg->services[i]);
     free(cfg->services);

@@ -150,12 +150,29 @@ struct config_plan {
     enum config_on_failure on_inconclusive; /* pause (default) | proceed | rollback */
 };
 
+/* What an admin API token may do over admin.listen. The unix socket needs none: its mode (0600)
+ * already limits it to the daemon's user. */
+enum config_role {
+    CONFIG_ROLE_VIEWER = 1, /* read: GET routes, metrics */
+    CONFIG_ROLE_OPERATOR,   /* + deploy, rollback, promote, pause, resume, abort, approve */
+    CONFIG_ROLE_ADMIN,      /* + upgrade and reload of the daemon itself */
+};
+
+struct config_token {
+    char *name;   /* who acts: recorded as the actor of what the token does */
+    char *secret; /* the bearer token, 16..256 characters of A-Z a-z 0-9 - . _ ~ + / = */
+    enum config_role role;
+};
+
 struct config {
     char *path;         /* as given to config_load */
     char *state_dir;    /* default "./var"; relative paths are taken relative to the config file */
     int workers;        /* default: number of online CPUs; 1..256 */
     char *admin_listen; /* optional TCP admin listener "HOST:PORT" */
     char *admin_tokens_file; /* required when admin_listen is set; relative to the config file */
+    struct config_token *tokens; /* read from admin_tokens_file (which must be mode 0600 or
+                                    stricter); at least one when admin_listen is set */
+    size_t ntokens;
     struct config_service *services;
     size_t nservices;
     struct config_plan *plans;
@@ -171,7 +188,8 @@ struct config {
  * expected a duration like 500ms, 1s, 5m, got '5 parsecs'"). Validates: required keys (every
  * service needs `listen`), types, ranges, durations, addresses (addr_parse), duplicate listen
  * addresses across services, plan references, step syntax (unknown step kind, weight outside
- * 0..100, negative/invalid durations, approval count above the approvers listed). */
+ * 0..100, negative/invalid durations, approval count above the approvers listed). The admin
+ * tokens file is read and checked here too (errors name that file and its line). */
 int config_load(const char *path, struct config **out, char *err, size_t errlen);
 
 /* Same as config_load, from a NUL-terminated YAML string; name is used in messages and as
@@ -183,6 +201,9 @@ int config_load_string(const char *yaml, const char *name, struct config **out, 
 void config_free(struct config *cfg);
 
 /* Returns the service named name, or NULL. */
+/* The config's name for a role ("viewer", "operator", "admin"). */
+const char *config_role_name(enum config_role role);
+
 const struct config_service *config_service_find(const struct config *cfg, const char *name);
 
 /* Returns the plan named name, or NULL. */

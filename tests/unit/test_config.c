@@ -20,72 +20,78 @@
 
 #define NAME "c.yml"
 
-static const char full_yaml[] = "state_dir: /srv/cutover\n"                /* 1 */
-                                "workers: 4\n"                             /* 2 */
-                                "admin:\n"                                 /* 3 */
-                                "  listen: 127.0.0.1:9900\n"               /* 4 */
-                                "  tokens_file: /etc/cutover/tokens.yml\n" /* 5 */
-                                "services:\n"                              /* 6 */
-                                "  web:\n"                                 /* 7 */
-                                "    listen: 127.0.0.1:8080\n"             /* 8 */
-                                "    preview_listen: 127.0.0.1:8081\n"     /* 9 */
-                                "    protocol: http\n"                     /* 10 */
-                                "    health_check: {path: /ready, interval: 2s, timeout: 500ms,\n"
-                                "                   healthy_threshold: 4, unhealthy_threshold: 5}\n"
-                                "    drain_timeout: 45s\n"
-                                "    deploy_timeout: 2m\n"
-                                "    targets: [127.0.0.1:9001, \"[::1]:9002\"]\n"
-                                "    run:\n"
-                                "      command: [./app, --port, \"${PORT}\", --version, \"\"]\n"
-                                "      env:\n"
-                                "        MODE: production\n"
-                                "        LEVEL: 3\n"
-                                "      cwd: /opt/app\n"
-                                "      instances: 2\n"
-                                "      port_range: 21000-21099\n"
-                                "      stop_signal: INT\n"
-                                "      stop_timeout: 15s\n"
-                                "    sticky: {cookie: cutover_id}\n"
-                                "    timeouts:\n"
-                                "      client_header: 5s\n"
-                                "      client_idle: 30s\n"
-                                "      upstream_connect: 1s\n"
-                                "      upstream_response: 20s\n"
-                                "    limits:\n"
-                                "      max_header_bytes: 32KiB\n"
-                                "      max_headers: 50\n"
-                                "      max_uri_bytes: 4096\n"
-                                "      max_body_bytes: 1MiB\n"
-                                "    plan: canary\n"
-                                "  db:\n"
-                                "    listen: \"[::1]:5432\"\n"
-                                "    protocol: tcp\n"
-                                "  api:\n"
-                                "    listen: 127.0.0.1:8082\n"
-                                "    sticky:\n"
-                                "      header: X-User-Id\n"
-                                "plans:\n"
-                                "  canary:\n"
-                                "    steps:\n"
-                                "      - test: {command: [./smoke.sh, --fast], timeout: 90s}\n"
-                                "      - pilot: {header: \"X-Cohort: pilot\", duration: 60s}\n"
-                                "      - pilot: {cookie: \"cohort=beta\", duration: 1m}\n"
-                                "      - pilot: {source: 10.0.0.0/8, duration: 30s}\n"
-                                "      - weight: 10\n"
-                                "      - pause: 30s\n"
-                                "      - pause: {}\n"
-                                "      - weight: 50\n"
-                                "      - approval: {approvers: [lead, ops], count: 2}\n"
-                                "      - weight: 100\n"
-                                "    analysis: {interval: 5s, min_requests: 200, "
-                                "max_error_rate: 0.01,\n"
-                                "               max_p99_latency_ratio: 1.5, "
-                                "max_p99_latency_ms: 250, confidence: 0.95}\n"
-                                "    on_failure: pause\n"
-                                "    on_inconclusive: proceed\n"
-                                "  quick:\n"
-                                "    steps:\n"
-                                "      - weight: 100\n";
+/* The tokens file is made at run time (mode 0600, which git cannot keep): setup_dir writes it
+ * and puts its path where @TOKENS@ is. */
+static const char full_yaml_tmpl[] =
+    "state_dir: /srv/cutover\n"            /* 1 */
+    "workers: 4\n"                         /* 2 */
+    "admin:\n"                             /* 3 */
+    "  listen: 127.0.0.1:9900\n"           /* 4 */
+    "  tokens_file: @TOKENS@\n"            /* 5 */
+    "services:\n"                          /* 6 */
+    "  web:\n"                             /* 7 */
+    "    listen: 127.0.0.1:8080\n"         /* 8 */
+    "    preview_listen: 127.0.0.1:8081\n" /* 9 */
+    "    protocol: http\n"                 /* 10 */
+    "    health_check: {path: /ready, interval: 2s, timeout: 500ms,\n"
+    "                   healthy_threshold: 4, unhealthy_threshold: 5}\n"
+    "    drain_timeout: 45s\n"
+    "    deploy_timeout: 2m\n"
+    "    targets: [127.0.0.1:9001, \"[::1]:9002\"]\n"
+    "    run:\n"
+    "      command: [./app, --port, \"${PORT}\", --version, \"\"]\n"
+    "      env:\n"
+    "        MODE: production\n"
+    "        LEVEL: 3\n"
+    "      cwd: /opt/app\n"
+    "      instances: 2\n"
+    "      port_range: 21000-21099\n"
+    "      stop_signal: INT\n"
+    "      stop_timeout: 15s\n"
+    "    sticky: {cookie: cutover_id}\n"
+    "    timeouts:\n"
+    "      client_header: 5s\n"
+    "      client_idle: 30s\n"
+    "      upstream_connect: 1s\n"
+    "      upstream_response: 20s\n"
+    "    limits:\n"
+    "      max_header_bytes: 32KiB\n"
+    "      max_headers: 50\n"
+    "      max_uri_bytes: 4096\n"
+    "      max_body_bytes: 1MiB\n"
+    "    plan: canary\n"
+    "  db:\n"
+    "    listen: \"[::1]:5432\"\n"
+    "    protocol: tcp\n"
+    "  api:\n"
+    "    listen: 127.0.0.1:8082\n"
+    "    sticky:\n"
+    "      header: X-User-Id\n"
+    "plans:\n"
+    "  canary:\n"
+    "    steps:\n"
+    "      - test: {command: [./smoke.sh, --fast], timeout: 90s}\n"
+    "      - pilot: {header: \"X-Cohort: pilot\", duration: 60s}\n"
+    "      - pilot: {cookie: \"cohort=beta\", duration: 1m}\n"
+    "      - pilot: {source: 10.0.0.0/8, duration: 30s}\n"
+    "      - weight: 10\n"
+    "      - pause: 30s\n"
+    "      - pause: {}\n"
+    "      - weight: 50\n"
+    "      - approval: {approvers: [lead, ops], count: 2}\n"
+    "      - weight: 100\n"
+    "    analysis: {interval: 5s, min_requests: 200, "
+    "max_error_rate: 0.01,\n"
+    "               max_p99_latency_ratio: 1.5, "
+    "max_p99_latency_ms: 250, confidence: 0.95}\n"
+    "    on_failure: pause\n"
+    "    on_inconclusive: proceed\n"
+    "  quick:\n"
+    "    steps:\n"
+    "      - weight: 100\n";
+
+static char full_yaml[sizeof(full_yaml_tmpl) + 128];
+static char tokens_path[96];
 
 static const char minimal_yaml[] = "services:\n"
                                    "  web:\n"
@@ -165,7 +171,12 @@ static void test_full_config_top(void **state)
     assert_string_equal(cfg->state_dir, "/srv/cutover");
     assert_int_equal(cfg->workers, 4);
     assert_string_equal(cfg->admin_listen, "127.0.0.1:9900");
-    assert_string_equal(cfg->admin_tokens_file, "/etc/cutover/tokens.yml");
+    assert_string_equal(cfg->admin_tokens_file, tokens_path);
+    assert_int_equal(cfg->ntokens, 2);
+    assert_string_equal(cfg->tokens[0].name, "ops");
+    assert_int_equal(cfg->tokens[0].role, CONFIG_ROLE_OPERATOR);
+    assert_string_equal(cfg->tokens[1].secret, "view-0123456789abcdef");
+    assert_int_equal(cfg->tokens[1].role, CONFIG_ROLE_VIEWER);
     assert_int_equal(cfg->nservices, 3);
     assert_int_equal(cfg->nplans, 2);
     assert_int_equal(cfg->nwarnings, 0);
@@ -983,11 +994,24 @@ static void test_err_on_failure(void **state)
 
 static char tmpdir[64];
 
+static void write_file(const char *path, const char *text);
+
 static int setup_dir(void **state)
 {
     (void)state;
     snprintf(tmpdir, sizeof(tmpdir), "/tmp/cutover-test-config-XXXXXX");
-    return mkdtemp(tmpdir) == NULL ? -1 : 0;
+    if (mkdtemp(tmpdir) == NULL)
+        return -1;
+    snprintf(tokens_path, sizeof(tokens_path), "%s/tokens.yml", tmpdir);
+    write_file(tokens_path, "tokens:\n"
+                            "  ops: {role: operator, token: ops-0123456789abcdef}\n"
+                            "  watch: {role: viewer, token: view-0123456789abcdef}\n");
+    if (chmod(tokens_path, 0600) != 0)
+        return -1;
+    const char *at = strstr(full_yaml_tmpl, "@TOKENS@");
+    snprintf(full_yaml, sizeof(full_yaml), "%.*s%s%s", (int)(at - full_yaml_tmpl), full_yaml_tmpl,
+             tokens_path, at + strlen("@TOKENS@"));
+    return 0;
 }
 
 static int teardown_dir(void **state)
@@ -1044,12 +1068,61 @@ static void test_absolute_state_dir_kept(void **state)
 
 static void test_relative_paths_from_string(void **state)
 {
-    struct config *cfg = load_ok("state_dir: data\n"
-                                 "admin: {listen: 127.0.0.1:9900, tokens_file: ./t.yml}\n");
+    struct config *cfg = load_ok("state_dir: data\n");
     (void)state;
     assert_string_equal(cfg->state_dir, "data");
-    assert_string_equal(cfg->admin_tokens_file, "./t.yml");
     config_free(cfg);
+    /* The tokens file is looked for where it was written, not next to a config file. */
+    load_err("state_dir: data\nadmin: {listen: 127.0.0.1:9900, tokens_file: ./t.yml}\n",
+             "c.yml:2: admin.tokens_file: cannot read ./t.yml", NULL);
+}
+
+/* Writes text as the tokens file tk.yml with mode, and loads a config naming it, expecting
+ * -EINVAL and a message with every string of the NULL-terminated list. */
+static void tokens_err(const char *text, mode_t mode, ...)
+{
+    char path[128], yaml[256];
+    va_list ap;
+    snprintf(path, sizeof(path), "%s/tk.yml", tmpdir);
+    write_file(path, text);
+    assert_int_equal(chmod(path, mode), 0);
+    snprintf(yaml, sizeof(yaml), "admin:\n  listen: 127.0.0.1:9900\n  tokens_file: %s\n", path);
+    struct config *cfg = (struct config *)1;
+    char err[512] = "";
+    int rc = config_load_string(yaml, NAME, &cfg, err, sizeof(err));
+    if (rc != -EINVAL)
+        fail_msg("want -EINVAL, got %d (%s)", rc, err);
+    assert_null(cfg);
+    va_start(ap, mode);
+    for (const char *want; (want = va_arg(ap, const char *)) != NULL;)
+        if (strstr(err, want) == NULL)
+            fail_msg("message '%s' lacks '%s'", err, want);
+    va_end(ap);
+}
+
+static void test_tokens_file_errors(void **state)
+{
+    static const char good[] = "tokens:\n  a: {role: admin, token: aaaa-0123456789abcdef}\n";
+    (void)state;
+    tokens_err(good, 0644, "c.yml:3: admin.tokens_file:", "mode 0644", "chmod 600", NULL);
+    tokens_err(good, 0620, "mode 0620", NULL);
+    tokens_err("tokens:\n  a: {role: admin, token: short}\n", 0600, "tk.yml:2: tokens.a.token",
+               "16 to 256", NULL);
+    tokens_err("tokens:\n  a: {role: admin, token: \"has space 0123456789\"}\n", 0600,
+               "tk.yml:2: tokens.a.token", NULL);
+    tokens_err("tokens:\n  a: {role: root, token: aaaa-0123456789abcdef}\n", 0600,
+               "tk.yml:2: tokens.a.role: expected viewer, operator or admin, got 'root'", NULL);
+    tokens_err("tokens:\n  a: {token: aaaa-0123456789abcdef}\n", 0600, "tokens.a.role: missing",
+               NULL);
+    tokens_err("tokens:\n  a: {role: viewer}\n", 0600, "tokens.a.token: missing", NULL);
+    tokens_err("tokens:\n  a: {role: viewer, token: aaaa-0123456789abcdef}\n"
+               "  b: {role: admin, token: aaaa-0123456789abcdef}\n",
+               0600, "tk.yml:3: tokens.b.token", "tokens.a", NULL);
+    tokens_err("tokens: {}\n", 0600, "tk.yml:1: tokens: expected a map of at least one", NULL);
+    tokens_err("- a\n", 0600, "tk.yml:1: top level", NULL);
+    tokens_err("tokens:\n  \"a b\": {role: viewer, token: aaaa-0123456789abcdef}\n", 0600,
+               "tk.yml:2: tokens", "'a b'", NULL);
+    tokens_err("tokens: [\n", 0600, "tk.yml:", "YAML syntax error", NULL);
 }
 
 static void test_unreadable_file(void **state)
@@ -1173,6 +1246,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_full_config_top),
+        cmocka_unit_test(test_tokens_file_errors),
         cmocka_unit_test(test_full_config_service),
         cmocka_unit_test(test_full_config_run),
         cmocka_unit_test(test_full_config_plan),
