@@ -3,10 +3,12 @@
 #include "api/api.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -19,6 +21,10 @@
 #define API_MAX_HEAD (16 * 1024)
 #define API_MAX_BODY (1024 * 1024)
 #define API_VERSION "0.1.0"
+/* admin.listen faces a network: a client there gets this long to send each request, and only
+ * this many connections are kept (the unix socket is local and needs neither). */
+#define API_TCP_DEADLINE_MS 30000
+#define API_TCP_MAX_CONNS 64
 
 struct api_conn;
 
@@ -30,6 +36,12 @@ struct api_pending {
 struct api {
     uv_loop_t *loop;
     uv_pipe_t server;
+    uv_tcp_t tcp_server; /* admin.listen, when tcp_on */
+    int tcp_on;
+    struct config_token *tokens; /* owned copies */
+    size_t ntokens;
+    size_t ntcp;      /* open TCP connections */
+    int refs; /* server handles and connections not yet closed: the last close frees the api */
     char *path;
     struct rollout *r;
     struct api_hooks hooks;
@@ -38,7 +50,16 @@ struct api {
 };
 
 struct api_conn {
-    uv_pipe_t pipe;
+    union {
+        uv_handle_t handle;
+        uv_stream_t stream;
+        uv_pipe_t pipe;
+        uv_tcp_t tcp;
+    } io;
+    uv_timer_t deadline; /* TCP only: closes a connection that sends no whole request in time */
+    int tcp;
+    int open_handles;               /* handles to close before the conn is freed */
+    const struct config_token *who; /* TCP: the token the request came with */
     uv_write_t wreq;
     struct api *a;
     struct api_conn *prev, *next;
@@ -68,6 +89,8 @@ static const char *reason_of(int status)
         return "Not Found";
     case 405:
         return "Method Not Allowed";
+    case 401:
+        return "Unauthorized";
     case 403:
         return "Forbidden";
     case 409:
@@ -102,6 +125,9 @@ static void on_written(uv_write_t *w, int status)
     memmove(c->buf, c->buf + c->req_len, c->len - c->req_len);
     c->len -= c->req_len;
     c->req_len = 0;
+    c->who = NULL;
+    if (c->tcp)
+        uv_timer_again(&c->deadline);
     conn_process(c);
 }
 
@@ -109,8 +135,9 @@ static void respond_raw(struct api_conn *c, int status, const char *ctype, const
 {
     size_t bl = strlen(body);
     c->out = xasprintf("HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
-                       "Cache-Control: no-store\r\n%s\r\n",
+                       "Cache-Control: no-store\r\n%s%s\r\n",
                        status, reason_of(status), ctype, bl,
+                       status == 401 ? "WWW-Authenticate: Bearer realm=\"cutover\"\r\n" : "",
                        c->close_after ? "Connection: close\r\n" : "");
     size_t hl = strlen(c->out);
     c->out = xrealloc(c->out, hl + bl + 1);
@@ -118,7 +145,7 @@ static void respond_raw(struct api_conn *c, int status, const char *ctype, const
     uv_buf_t b = uv_buf_init(c->out, (unsigned)(hl + bl));
     c->busy = 1;
     c->wreq.data = c;
-    if (uv_write(&c->wreq, (uv_stream_t *)&c->pipe, &b, 1, on_written) < 0) {
+    if (uv_write(&c->wreq, &c->io.stream, &b, 1, on_written) < 0) {
         free(c->out);
         c->out = NULL;
         conn_close(c);
@@ -208,6 +235,25 @@ static int opt_string(struct api_conn *c, json_t *body, const char *key, const c
     return 0;
 }
 
+/* Reads "actor". A request that came with a token acts as the token's name: another name in
+ * the body is refused (403), none means the token's. */
+static int opt_actor(struct api_conn *c, json_t *body, const char **out)
+{
+    if (opt_string(c, body, "actor", out) < 0)
+        return -1;
+    if (c->who == NULL)
+        return 0;
+    if (*out != NULL && strcmp(*out, c->who->name) != 0) {
+        char msg[256];
+        snprintf(msg, sizeof(msg), "actor: this token acts as '%s', not as '%.64s'", c->who->name,
+                 *out);
+        respond_error(c, 403, msg);
+        return -1;
+    }
+    *out = c->who->name;
+    return 0;
+}
+
 /* Parses the JSON object body, refusing unknown fields (a typo must not be silently ignored).
  * Returns NULL after answering 400. */
 static json_t *parse_body(struct api_conn *c, const char *body, size_t n,
@@ -261,7 +307,7 @@ static int route_deploy(struct api_conn *c, const char *service, const char *bod
     size_t nt = 0;
     int wait = 0;
     if (opt_string(c, o, "version", &version) < 0 || opt_string(c, o, "plan", &plan) < 0 ||
-        opt_string(c, o, "reason", &reason) < 0 || opt_string(c, o, "actor", &actor) < 0)
+        opt_string(c, o, "reason", &reason) < 0 || opt_actor(c, o, &actor) < 0)
         goto out;
     if (version == NULL) {
         respond_error(c, 400, "version: required");
@@ -329,7 +375,7 @@ static int route_rollback(struct api_conn *c, const char *service, const char *b
     if (o == NULL)
         return 0;
     const char *reason, *actor;
-    if (opt_string(c, o, "reason", &reason) == 0 && opt_string(c, o, "actor", &actor) == 0) {
+    if (opt_string(c, o, "reason", &reason) == 0 && opt_actor(c, o, &actor) == 0) {
         char err[512];
         int64_t id;
         struct api_pending *p = pending_new(c);
@@ -354,7 +400,7 @@ static int route_action(struct api_conn *c, int64_t id, const char *action, cons
         return 0;
     const char *actor, *reason;
     int all = 0;
-    if (opt_string(c, o, "actor", &actor) < 0 || opt_string(c, o, "reason", &reason) < 0)
+    if (opt_actor(c, o, &actor) < 0 || opt_string(c, o, "reason", &reason) < 0)
         goto out;
     json_t *ja = json_object_get(o, "all");
     if (ja != NULL) {
@@ -410,8 +456,7 @@ static int route_handover(struct api_conn *c, int reload, const char *body, size
     if (o == NULL)
         return 0;
     const char *binary = NULL, *actor = NULL;
-    if (opt_string(c, o, "actor", &actor) < 0 ||
-        (!reload && opt_string(c, o, "binary", &binary) < 0))
+    if (opt_actor(c, o, &actor) < 0 || (!reload && opt_string(c, o, "binary", &binary) < 0))
         goto out;
     if (binary != NULL && binary[0] != '/') {
         respond_error(c, 400, "binary: expected an absolute path");
@@ -645,6 +690,64 @@ static int route(struct api_conn *c, enum http_method m, char *path, char *query
 
 /* ---------------------------------------------------------------- connections --------------- */
 
+/* Compares in time that depends on the lengths only, not on where the bytes differ. */
+static int secret_equal(const char *a, size_t alen, const char *b, size_t blen)
+{
+    unsigned char d = alen != blen;
+    for (size_t i = 0; i < alen && i < blen; i++)
+        d |= (unsigned char)(a[i] ^ b[i]);
+    return d == 0;
+}
+
+/* Finds the token of a request over admin.listen and checks its role against what the request
+ * does: reading needs viewer, changing a rollout operator, replacing the daemon admin. Answers
+ * 401/403 and returns -1 when the request may not go on. */
+static int authorize(struct api_conn *c, const struct http_request *req)
+{
+    const char *tok = NULL;
+    size_t tlen = 0;
+    for (size_t i = 0; i < req->num_headers; i++) {
+        const struct http_header *h = &req->headers[i];
+        if (h->name_len == 13 && strncasecmp(h->name, "authorization", 13) == 0 &&
+            h->value_len > 7 && strncasecmp(h->value, "bearer ", 7) == 0) {
+            tok = h->value + 7;
+            tlen = h->value_len - 7;
+            while (tlen > 0 && *tok == ' ')
+                tok++, tlen--;
+        }
+    }
+    const struct config_token *who = NULL;
+    for (size_t i = 0; tok != NULL && i < c->a->ntokens; i++) {
+        const struct config_token *t = &c->a->tokens[i];
+        if (secret_equal(tok, tlen, t->secret, strlen(t->secret)))
+            who = t; /* no early exit: every token is compared */
+    }
+    c->close_after = 1; /* the body of a refused request is not read */
+    if (who == NULL) {
+        respond_error(c, 401,
+                      tok == NULL ? "send Authorization: Bearer TOKEN (a token of "
+                                    "admin.tokens_file; the CLI sends $CUTOVER_TOKEN)"
+                                  : "unknown token");
+        return -1;
+    }
+    enum config_role need = CONFIG_ROLE_VIEWER;
+    if (req->meth != HTTP_M_GET && req->meth != HTTP_M_HEAD) {
+        int daemon = (req->target_len == 15 && memcmp(req->target, "/api/v1/upgrade", 15) == 0) ||
+                     (req->target_len == 14 && memcmp(req->target, "/api/v1/reload", 14) == 0);
+        need = daemon ? CONFIG_ROLE_ADMIN : CONFIG_ROLE_OPERATOR;
+    }
+    if (who->role < need) {
+        char msg[256];
+        snprintf(msg, sizeof(msg), "token '%s' has the role %s; this request needs %s", who->name,
+                 config_role_name(who->role), config_role_name(need));
+        respond_error(c, 403, msg);
+        return -1;
+    }
+    c->close_after = 0;
+    c->who = who;
+    return 0;
+}
+
 /* Answers the request at the start of the buffer once it is complete. */
 static void conn_process(struct api_conn *c)
 {
@@ -667,6 +770,8 @@ static void conn_process(struct api_conn *c)
         return;
     }
     size_t head = (size_t)rc;
+    if (c->tcp && c->who == NULL && authorize(c, &req) < 0)
+        return;
     c->close_after = (req.flags & HTTP_F_CONN_CLOSE) != 0;
     if (req.framing == HTTP_BODY_CHUNKED) {
         c->close_after = 1;
@@ -687,16 +792,39 @@ static void conn_process(struct api_conn *c)
     if (query != NULL)
         *query++ = '\0';
     c->busy = 1; /* until a response is written (maybe later, for a deploy) */
+    if (c->tcp)
+        uv_timer_stop(&c->deadline); /* a deploy may take its time to answer */
     (void)route(c, req.meth, target, query, c->buf + head, (size_t)blen);
     free(target);
+}
+
+/* libuv runs close callbacks in reverse order of uv_close, so the api may see its listeners
+ * closed before its connections: whichever closes last frees it. */
+static void api_unref(struct api *a)
+{
+    if (--a->refs > 0)
+        return;
+    for (size_t i = 0; i < a->ntokens; i++) {
+        free(a->tokens[i].name);
+        free(a->tokens[i].secret);
+    }
+    free(a->tokens);
+    free(a->path);
+    free(a);
 }
 
 static void on_conn_closed(uv_handle_t *h)
 {
     struct api_conn *c = h->data;
+    struct api *a = c->a;
+    if (--c->open_handles > 0)
+        return;
+    if (c->tcp)
+        a->ntcp--;
     free(c->buf);
     free(c->out);
     free(c);
+    api_unref(a);
 }
 
 static void conn_close(struct api_conn *c)
@@ -712,7 +840,9 @@ static void conn_close(struct api_conn *c)
         c->a->conns = c->next;
     if (c->next)
         c->next->prev = c->prev;
-    uv_close((uv_handle_t *)&c->pipe, on_conn_closed);
+    uv_close(&c->io.handle, on_conn_closed);
+    if (c->tcp)
+        uv_close((uv_handle_t *)&c->deadline, on_conn_closed);
 }
 
 static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
@@ -743,26 +873,53 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
         conn_process(c);
 }
 
+static void on_deadline(uv_timer_t *t)
+{
+    struct api_conn *c = t->data;
+    if (!c->busy)
+        conn_close(c); /* no whole request in time: a slow or idle client */
+}
+
 static void on_connection(uv_stream_t *server, int status)
 {
     struct api *a = server->data;
+    int tcp = server == (uv_stream_t *)&a->tcp_server;
     if (status < 0)
         return;
     struct api_conn *c = xcalloc(1, sizeof(*c));
     c->a = a;
+    a->refs++;
+    c->tcp = tcp;
     c->cap = 8192;
     c->buf = xmalloc(c->cap);
-    uv_pipe_init(a->loop, &c->pipe, 0);
-    c->pipe.data = c;
-    if (uv_accept(server, (uv_stream_t *)&c->pipe) < 0) {
-        uv_close((uv_handle_t *)&c->pipe, on_conn_closed);
+    c->open_handles = 1;
+    if (tcp) {
+        uv_tcp_init(a->loop, &c->io.tcp);
+        a->ntcp++; /* until on_conn_closed */
+    } else {
+        uv_pipe_init(a->loop, &c->io.pipe, 0);
+    }
+    c->io.handle.data = c;
+    if (uv_accept(server, &c->io.stream) < 0) {
+        uv_close(&c->io.handle, on_conn_closed);
         return;
+    }
+    if (tcp) {
+        if (a->ntcp > API_TCP_MAX_CONNS) {
+            /* Refused at once rather than queued: the admin port must not pile up sockets. */
+            uv_close(&c->io.handle, on_conn_closed);
+            return;
+        }
+        c->open_handles = 2;
+        uv_timer_init(a->loop, &c->deadline);
+        c->deadline.data = c;
+        uv_timer_start(&c->deadline, on_deadline, API_TCP_DEADLINE_MS, API_TCP_DEADLINE_MS);
     }
     c->next = a->conns;
     if (c->next)
         c->next->prev = c;
     a->conns = c;
-    uv_read_start((uv_stream_t *)&c->pipe, on_alloc, on_read);
+    uv_read_start(&c->io.stream, on_alloc, on_read);
 }
 
 /* Returns 1 when a daemon answers on the socket at path. */
@@ -810,6 +967,7 @@ int api_start(struct api **out, uv_loop_t *loop, const char *path, struct rollou
     if (hooks != NULL)
         a->hooks = *hooks;
     uv_pipe_init(loop, &a->server, 0);
+    a->refs = 1;
     a->server.data = a;
     /* Only the daemon's user may talk to it: the socket is created 0600. */
     mode_t old = umask(0177);
@@ -836,9 +994,53 @@ int api_start(struct api **out, uv_loop_t *loop, const char *path, struct rollou
 
 static void on_server_closed(uv_handle_t *h)
 {
-    struct api *a = h->data;
-    free(a->path);
-    free(a);
+    api_unref(h->data);
+}
+
+int api_listen_tcp(struct api *a, int fd, const struct config_token *tokens, size_t ntokens,
+                   char *err, size_t errlen)
+{
+    int rc;
+    if (ntokens == 0) {
+        snprintf(err, errlen, "admin.listen needs at least one token");
+        return -EINVAL;
+    }
+    /* The API owns a duplicate: the daemon keeps the original to hand over to a successor. */
+    int own = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+    if (own == -1) {
+        rc = -errno;
+        snprintf(err, errlen, "admin.listen: %s", strerror(errno));
+        return rc;
+    }
+    uv_tcp_init(a->loop, &a->tcp_server);
+    a->tcp_server.data = a;
+    a->tcp_on = 1;
+    a->refs++;
+    if ((rc = uv_tcp_open(&a->tcp_server, own)) < 0 ||
+        (rc = uv_listen((uv_stream_t *)&a->tcp_server, 64, on_connection)) < 0) {
+        snprintf(err, errlen, "admin.listen: %s", uv_strerror(rc));
+        if (uv_fileno((uv_handle_t *)&a->tcp_server, &(uv_os_fd_t){0}) != 0)
+            close(own); /* uv_tcp_open failed: the handle does not own it */
+        uv_close((uv_handle_t *)&a->tcp_server, on_server_closed);
+        a->tcp_on = 0;
+        return rc;
+    }
+    a->tokens = xcalloc(ntokens, sizeof(*a->tokens));
+    for (size_t i = 0; i < ntokens; i++) {
+        a->tokens[i].name = xstrdup(tokens[i].name);
+        a->tokens[i].secret = xstrdup(tokens[i].secret);
+        a->tokens[i].role = tokens[i].role;
+    }
+    a->ntokens = ntokens;
+    return 0;
+}
+
+void api_stop_tcp(struct api *a)
+{
+    if (a == NULL || !a->tcp_on)
+        return;
+    a->tcp_on = 0;
+    uv_close((uv_handle_t *)&a->tcp_server, on_server_closed);
 }
 
 void api_set_rollout(struct api *a, struct rollout *r)
@@ -855,5 +1057,6 @@ void api_stop(struct api *a, int keep_path)
         conn_close(a->conns);
     if (!keep_path)
         unlink(a->path);
+    api_stop_tcp(a);
     uv_close((uv_handle_t *)&a->server, on_server_closed);
 }

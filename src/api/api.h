@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <uv.h>
 
+#include "config/config.h"
 #include "rollout/rollout.h"
 
 struct api;
@@ -35,6 +36,17 @@ struct api_hooks {
  * the new socket is bound beside it and renamed over it, so the path never stops answering. */
 int api_start(struct api **out, uv_loop_t *loop, const char *path, struct rollout *r,
               const struct api_hooks *hooks, int takeover, char *err, size_t errlen);
+
+/* Also serves the API on the listening TCP socket fd (admin.listen; the API uses a duplicate,
+ * fd stays the caller's). Every request there must carry "Authorization: Bearer SECRET" of one
+ * of tokens (copied): GET needs the role viewer, other methods operator, upgrade and reload
+ * admin; the token's name is the actor of what it does (a different "actor" is refused, 403).
+ * Each request must arrive whole within 30 s; at most 64 connections are kept. */
+int api_listen_tcp(struct api *a, int fd, const struct config_token *tokens, size_t ntokens,
+                   char *err, size_t errlen);
+
+/* Stops accepting on the TCP listener (a successor serves it now); open connections go on. */
+void api_stop_tcp(struct api *a);
 
 /* Points the API at another rollout engine (after a failed hand-over restarted it), or NULL
  * while the control plane is handed over: requests then get 503 "handing over". */

@@ -31,6 +31,8 @@
 #endif
 
 #define CLI_CONNECT_TIMEOUT_MS 2000L
+#define CLI_HANDOVER_TRIES 100 /* x CLI_HANDOVER_WAIT_MS: a successor's 10 s to take over */
+#define CLI_HANDOVER_WAIT_MS 100
 #define CLI_REQUEST_TIMEOUT_MS 120000L
 /* A history of many changes is the largest answer; anything beyond this is not our daemon. */
 #define CLI_MAX_BODY ((size_t)64 * 1024 * 1024)
@@ -124,7 +126,8 @@ static const struct cli_command cli_commands[] = {
     {"approve", CLI_CMD_APPROVE, CLI_OPT_JSON | CLI_OPT_AS, 1, 1, "approve CHANGE_ID [--as NAME]",
      "approve CHANGE_ID [--as NAME]\tapprove a change waiting at an approval step",
      "Records an approval of change CHANGE_ID.\n"
-     "  --as NAME  the approver (default: $CUTOVER_USER, else your login name)\n"},
+     "  --as NAME  the approver (default: $CUTOVER_USER, else your login name;\n"
+     "             with a token, the token's name)\n"},
     {"history", CLI_CMD_HISTORY, CLI_OPT_JSON | CLI_OPT_LIMIT, 0, 1,
      "history [SERVICE] [--limit N] [--json]",
      "history [SERVICE] [--json]\tlist changes, newest first",
@@ -205,7 +208,8 @@ void cli_usage(FILE *out)
           out);
     fputs(cli_global_help, out);
     fputs("\nThe actor recorded in a change is $CUTOVER_USER, else your login name.\n"
-          "$CUTOVER_TOKEN is sent as a bearer token to an http:// admin URL.\n\n"
+          "$CUTOVER_TOKEN is sent as a bearer token to an http:// admin URL (admin.listen);\n"
+          "the actor is then the token's name in the daemon's tokens file.\n\n"
           "exit codes: 0 done; 1 the operation failed (daemon unreachable, change failed,\n"
           "rolled back, aborted or interrupted, conflict, daemon error); 2 bad usage, bad\n"
           "config, or a request the daemon rejected (400, 404).\n",
@@ -1065,7 +1069,19 @@ static int cli_request(struct cli_http *h, const char *method, const char *path,
     }
     curl_easy_setopt(h->curl, CURLOPT_HTTPHEADER, hdrs);
 
-    cc = curl_easy_perform(h->curl);
+    /* A daemon handing over to its successor answers 503 before doing anything: ask again
+     * (the successor has 10 s to take over), so an upgrade never fails a command. */
+    for (int tries = 0;; tries++) {
+        long st = 0;
+        cc = curl_easy_perform(h->curl);
+        if (cc == CURLE_OK)
+            curl_easy_getinfo(h->curl, CURLINFO_RESPONSE_CODE, &st);
+        if (cc != CURLE_OK || st != 503 || tries >= CLI_HANDOVER_TRIES || r->body == NULL ||
+            strstr(r->body, "handing over") == NULL)
+            break;
+        r->len = 0;
+        usleep(CLI_HANDOVER_WAIT_MS * 1000);
+    }
     if (cc != CURLE_OK) {
         long oserr = 0;
         curl_easy_getinfo(h->curl, CURLINFO_OS_ERRNO, &oserr);
@@ -1123,7 +1139,7 @@ static int cli_api_error(const struct cli_http *h, const struct cli_resp *r)
         fputc('\n', stderr);
     } else
         fprintf(stderr, "cutover: the daemon answered HTTP %ld\n", r->status);
-    if ((r->status == 401 || r->status == 403) && h->sock == NULL)
+    if (r->status == 401 && h->sock == NULL && h->token == NULL)
         fputs("cutover: set CUTOVER_TOKEN to an admin token of the daemon\n", stderr);
     return cli_exit_for_http(r->status);
 }
@@ -1152,12 +1168,15 @@ static char *cli_escape(struct cli_http *h, const char *s)
     return copy;
 }
 
-/* The actor recorded in deploy and rollback: $CUTOVER_USER, else the login name. */
-static char *cli_actor(void)
+/* The actor recorded in deploy and rollback: $CUTOVER_USER, else the login name; NULL with a
+ * token, which the daemon records as the token's name. */
+static char *cli_actor(const struct cli_http *h)
 {
     const char *u = getenv("CUTOVER_USER");
     struct passwd *pw;
 
+    if (h->token != NULL)
+        return NULL;
     if (u != NULL && *u != '\0')
         return xstrdup(u);
     pw = getpwuid(getuid());
@@ -1236,7 +1255,8 @@ static void cli_render_config(FILE *out, const struct config *cfg)
     fprintf(out, "state_dir %s (admin socket %s/cutover.sock), %d worker%s\n", cfg->state_dir,
             cfg->state_dir, cfg->workers, cfg->workers == 1 ? "" : "s");
     if (cfg->admin_listen != NULL)
-        fprintf(out, "admin API also on %s (tokens %s)\n", cfg->admin_listen,
+        fprintf(out, "admin API also on %s (%zu token%s from %s)\n", cfg->admin_listen,
+                cfg->ntokens, cfg->ntokens == 1 ? "" : "s",
                 cfg->admin_tokens_file ? cfg->admin_tokens_file : "-");
     for (size_t i = 0; i < cfg->nservices; i++) {
         const struct config_service *s = &cfg->services[i];
@@ -1752,7 +1772,7 @@ static int cli_post_change(const struct cli_args *a, struct cli_http *h, const c
 static int cli_cmd_deploy(const struct cli_args *a, struct cli_http *h)
 {
     json_t *targets = NULL, *body;
-    char *actor = cli_actor(), *svc = cli_escape(h, a->service), *path;
+    char *actor = cli_actor(h), *svc = cli_escape(h, a->service), *path;
     int rc;
 
     if (a->ntargets > 0) {
@@ -1760,8 +1780,9 @@ static int cli_cmd_deploy(const struct cli_args *a, struct cli_http *h)
         for (size_t i = 0; i < a->ntargets; i++)
             json_array_append_new(targets, json_string(a->targets[i]));
     }
-    body = json_pack("{s:s, s:o*, s:s*, s:s*, s:s, s:b}", "version", a->version, "targets", targets,
-                     "plan", a->plan, "reason", a->reason, "actor", actor, "wait", a->wait);
+    body =
+        json_pack("{s:s, s:o*, s:s*, s:s*, s:s*, s:b}", "version", a->version, "targets", targets,
+                  "plan", a->plan, "reason", a->reason, "actor", actor, "wait", a->wait);
     path = xasprintf("/api/v1/services/%s/deploy", svc);
     rc = cli_post_change(a, h, path, body);
     free(path);
@@ -1772,9 +1793,9 @@ static int cli_cmd_deploy(const struct cli_args *a, struct cli_http *h)
 
 static int cli_cmd_rollback(const struct cli_args *a, struct cli_http *h)
 {
-    char *actor = cli_actor(), *svc = cli_escape(h, a->service);
+    char *actor = cli_actor(h), *svc = cli_escape(h, a->service);
     char *path = xasprintf("/api/v1/services/%s/rollback", svc);
-    json_t *body = json_pack("{s:s, s:s*}", "actor", actor, "reason", a->reason);
+    json_t *body = json_pack("{s:s*, s:s*}", "actor", actor, "reason", a->reason);
     int rc = cli_post_change(a, h, path, body);
 
     free(path);
@@ -1918,8 +1939,8 @@ static int cli_cmd_change_verb(const struct cli_args *a, struct cli_http *h, con
         goto out;
     }
     cid = (long long)json_integer_value(id);
-    char *actor = cli_actor();
-    body = json_pack("{s:s}", "actor", actor);
+    char *actor = cli_actor(h);
+    body = json_pack("{s:s*}", "actor", actor);
     free(actor);
     if (a->all)
         json_object_set_new(body, "all", json_true());
@@ -1934,8 +1955,8 @@ out:
 
 static int cli_cmd_approve(const struct cli_args *a, struct cli_http *h)
 {
-    char *actor = a->as ? xstrdup(a->as) : cli_actor();
-    json_t *body = json_pack("{s:s}", "actor", actor);
+    char *actor = a->as ? xstrdup(a->as) : cli_actor(h);
+    json_t *body = json_pack("{s:s*}", "actor", actor);
     int rc = cli_change_action(a, h, a->change_id, "approve", body);
 
     json_decref(body);

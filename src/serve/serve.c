@@ -36,6 +36,8 @@
 
 #define HANDOVER_TIMEOUT_MS 10000
 #define MAX_RETIRED 64
+/* The hand-over name of the admin.listen socket: '@' is in no service name. */
+#define ADMIN_FD_NAME "@admin"
 
 struct listener {
     int fd;
@@ -57,6 +59,7 @@ struct daemon {
     int nworkers;
     struct listener *listeners;
     size_t nlisten;
+    int admin_fd; /* admin.listen, or -1 */
     uv_signal_t sigterm, sigint, sighup, sigusr2;
     uv_timer_t exit_timer;
     int stopping;
@@ -248,6 +251,8 @@ static void on_handover(void *ctx, int ok, pid_t pid, const char *message)
         snprintf(msg, sizeof(msg), "handed over to pid %ld; this daemon drains and exits",
                  (long)pid);
         handover_answer(d, 200, msg, pid);
+        /* New admin connections go to the successor from now on. */
+        api_stop_tcp(d->api);
         /* Let the answer reach its client before the API closes. */
         uv_timer_start(&d->exit_timer, on_exit_timer, 100, 0);
         return;
@@ -299,13 +304,18 @@ static void begin_handover(void *ctx, const char *binary, int reload, api_done_f
     handover_sd_notify("RELOADING=1");
     control_suspend(d);
 
-    struct handover_fd *fds = xcalloc(d->nlisten + 1, sizeof(*fds));
+    struct handover_fd *fds = xcalloc(d->nlisten + 2, sizeof(*fds));
+    size_t nfds = d->nlisten;
     for (size_t i = 0; i < d->nlisten; i++) {
         fds[i].fd = d->listeners[i].fd;
         fds[i].name = d->listeners[i].name;
     }
-    int rc = handover_start(d->loop, bin, d->argv, fds, d->nlisten, HANDOVER_TIMEOUT_MS,
-                            on_handover, d, err, sizeof(err));
+    if (d->admin_fd >= 0) {
+        fds[nfds].fd = d->admin_fd;
+        fds[nfds++].name = ADMIN_FD_NAME;
+    }
+    int rc = handover_start(d->loop, bin, d->argv, fds, nfds, HANDOVER_TIMEOUT_MS, on_handover, d,
+                            err, sizeof(err));
     free(fds);
     if (rc < 0)
         on_handover(d, 0, 0, err);
@@ -400,6 +410,22 @@ static int open_listeners(struct daemon *d, char *err, size_t errlen)
             d->nlisten++;
         }
     }
+    d->admin_fd = -1;
+    const char *admin = d->cfg->admin_listen;
+    if (admin != NULL) {
+        int fd = handover_take(ADMIN_FD_NAME, admin);
+        if (fd >= 0 && !bound_to(fd, admin)) {
+            close(fd);
+            fd = -1;
+        }
+        if (fd < 0)
+            fd = listen_tcp(admin, 64);
+        if (fd < 0) {
+            snprintf(err, errlen, "admin.listen: cannot listen on %s: %s", admin, strerror(-fd));
+            return fd;
+        }
+        d->admin_fd = fd;
+    }
     handover_close_unclaimed();
     return 0;
 }
@@ -458,7 +484,7 @@ int serve_main(int argc, char **argv)
     if (rc >= 0)
         return rc;
     char err[1024];
-    struct daemon d = {0};
+    struct daemon d = {.admin_fd = -1};
     int exit_code = 1;
     const char *lvl = getenv("CUTOVER_LOG_LEVEL");
     if (lvl != NULL && strcmp(lvl, "debug") == 0)
@@ -482,10 +508,6 @@ int serve_main(int argc, char **argv)
     }
     for (size_t i = 0; i < d.cfg->nwarnings; i++)
         log_warn("config", "warning", d.cfg->warnings[i]);
-    if (d.cfg->admin_listen != NULL)
-        log_warn("admin.listen is not served by this build: the admin API is only on "
-                 "state_dir/cutover.sock (mode 0600)",
-                 "admin_listen", d.cfg->admin_listen);
     signal(SIGPIPE, SIG_IGN);
 
     if (ensure_dir(d.cfg->state_dir) < 0) {
@@ -511,9 +533,11 @@ int serve_main(int argc, char **argv)
     int takeover = inherited > 0 || getenv("CUTOVER_READY_FD") != NULL;
     rc = api_start(&d.api, d.loop, sock, NULL, &hooks, takeover, err, sizeof(err));
     free(sock);
+    if (rc == 0 && d.admin_fd >= 0)
+        rc = api_listen_tcp(d.api, d.admin_fd, d.cfg->tokens, d.cfg->ntokens, err, sizeof(err));
     if (rc < 0) {
         start_failed("cannot start the admin API", err);
-        goto out;
+        goto out_api;
     }
     rc = control_start(&d, err, sizeof(err));
     if (rc < 0) {
@@ -595,6 +619,8 @@ out:
         free(d.listeners[i].name);
     }
     free(d.listeners);
+    if (d.admin_fd >= 0)
+        close(d.admin_fd);
     store_free(d.st);
     config_free(d.cfg);
     free(d.cfg_path);

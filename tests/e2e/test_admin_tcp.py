@@ -1,0 +1,312 @@
+"""The admin API over TCP (admin.listen) with bearer tokens and roles, end to end: the real
+daemon, the real CLI (`--admin http://...` with $CUTOVER_TOKEN), curl-like requests from
+http.client, and wrk on loopback.
+
+    /usr/bin/python3 -m pytest -s -q tests/e2e/test_admin_tcp.py
+"""
+import http.client
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import threading
+import time
+
+import pytest
+
+from conftest import BIN, free_port, live_name, run_cli, wait_body
+
+ALICE = "alice-0123456789abcdef"   # operator
+LEAD = "lead-0123456789abcdef00"   # operator, the plan's approver
+VIEW = "view-0123456789abcdef00"   # viewer
+ROOT = "root-0123456789abcdef00"   # admin
+
+TOKENS = f"""tokens:
+  alice: {{role: operator, token: {ALICE}}}
+  lead: {{role: operator, token: {LEAD}}}
+  watcher: {{role: viewer, token: {VIEW}}}
+  root: {{role: admin, token: {ROOT}}}
+"""
+
+
+def write_tokens(tmp, text=TOKENS, mode=0o600):
+    p = tmp / "tokens.yml"
+    p.write_text(text)
+    os.chmod(p, mode)
+    return p
+
+
+def admin_daemon(daemon, backends, tmp, extra_top="", **cfg):
+    write_tokens(tmp)
+    port = free_port()
+    d = daemon(backends, top_extra=f"admin: {{listen: 127.0.0.1:{port}, tokens_file: tokens.yml}}\n"
+               + extra_top, **cfg)
+    d.admin_port = port
+    d.admin_url = f"http://127.0.0.1:{port}"
+    return d
+
+
+def call(d, method, path, token=None, body=None, headers=None):
+    """One request on admin.listen -> (status, JSON or text, headers lower-cased)."""
+    c = http.client.HTTPConnection("127.0.0.1", d.admin_port, timeout=10)
+    h = dict(headers or {})
+    if token is not None:
+        h["Authorization"] = f"Bearer {token}"
+    data = json.dumps(body).encode() if body is not None else None
+    if data is not None:
+        h["Content-Type"] = "application/json"
+    try:
+        c.request(method, path, body=data, headers=h)
+        r = c.getresponse()
+        raw = r.read().decode(errors="replace")
+        try:
+            parsed = json.loads(raw)
+        except ValueError:
+            parsed = raw
+        return r.status, parsed, {k.lower(): v for k, v in r.getheaders()}
+    finally:
+        c.close()
+
+
+def tcli(d, token, *args, timeout=30):
+    """The CLI against admin.listen with token (no config file: only --admin)."""
+    env = dict(os.environ, CUTOVER_TOKEN=token)
+    env.pop("CUTOVER_USER", None)
+    return subprocess.run([str(BIN), *args, "--admin", d.admin_url], capture_output=True,
+                          text=True, timeout=timeout, env=env, stdin=subprocess.DEVNULL)
+
+
+def pgrep(pattern):
+    r = subprocess.run(["pgrep", "-f", "--", pattern], capture_output=True, text=True)
+    return sorted(int(x) for x in r.stdout.split() if int(x) != os.getpid())
+
+
+@pytest.fixture(autouse=True)
+def reap(procs, tmp_path):
+    """A hot upgrade's successor is not one of procs': stop every process naming tmp_path."""
+    yield
+    for p in pgrep(f"serve -c {tmp_path}"):
+        try:
+            os.kill(p, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and pgrep(f"serve -c {tmp_path}"):
+        time.sleep(0.05)
+    for p in pgrep(f"serve -c {tmp_path}"):
+        os.kill(p, signal.SIGKILL)
+
+
+# ------------------------------------------------------------------------------------------
+
+def test_every_request_needs_a_token_with_the_role_for_it(backend, daemon, tmp_path, wrk):
+    v1, v2 = backend("v1"), backend("v2")
+    d = admin_daemon(daemon, [v1], tmp_path)
+    d.start(expect="v1\n")
+
+    st, body, hdr = call(d, "GET", "/api/v1/services")
+    assert st == 401 and "Authorization: Bearer" in body["error"], (st, body)
+    assert hdr.get("www-authenticate", "").startswith("Bearer"), hdr
+    st, body, _ = call(d, "GET", "/api/v1/services", token="nope-0123456789abcdef00")
+    assert (st, body["error"]) == (401, "unknown token"), (st, body)
+    # A token differing only in its last byte is as unknown as any other.
+    st, _, _ = call(d, "GET", "/api/v1/services", token=VIEW[:-1] + "1")
+    assert st == 401
+    st, body, _ = call(d, "GET", "/api/v1/services/web", token=VIEW)
+    assert st == 200 and live_name(body) == "initial", (st, body)
+    st, body, _ = call(d, "GET", "/metrics", token=VIEW)
+    assert st == 200 and "cutover_requests_total" in body
+
+    # A viewer cannot deploy; nothing changes.
+    st, body, _ = call(d, "POST", "/api/v1/services/web/deploy", token=VIEW,
+                       body={"version": "v2", "targets": [v2.addr]})
+    assert st == 403 and "viewer" in body["error"] and "operator" in body["error"], (st, body)
+    # An operator cannot act under another name; nothing changes.
+    st, body, _ = call(d, "POST", "/api/v1/services/web/deploy", token=ALICE,
+                       body={"version": "v2", "targets": [v2.addr], "actor": "bob"})
+    assert st == 403 and "'alice'" in body["error"] and "'bob'" in body["error"], (st, body)
+    # Nor replace the daemon (admin only).
+    st, body, _ = call(d, "POST", "/api/v1/upgrade", token=ALICE, body={})
+    assert st == 403 and "admin" in body["error"], (st, body)
+    assert d.history() == [] and live_name(d.status()) == "initial"
+
+    # The CLI refuses a viewer with the daemon's sentence and a failing exit.
+    r = tcli(d, VIEW, "deploy", "web", "v2", "--target", v2.addr)
+    assert r.returncode != 0 and "role viewer" in r.stderr, (r.returncode, r.stdout, r.stderr)
+
+    # An operator deploys through the CLI under load: no request fails, and the change records
+    # the token's name as its actor.
+    load = wrk(d.port, 4)
+    time.sleep(0.5)
+    r = tcli(d, ALICE, "deploy", "web", "v2", "--target", v2.addr)
+    assert r.returncode == 0, f"deploy exit {r.returncode}: {r.stdout}{r.stderr}"
+    res = load.result()
+    print(f"\ndeploy over admin.listen under wrk -c16: {res['requests']} requests, "
+          f"{res['socket_errors']} socket errors, {res['non2xx']} non-2xx")
+    assert res["requests"] > 1000 and res["socket_errors"] == 0 and res["non2xx"] == 0, res["text"]
+    wait_body(d.port, "v2\n")
+    ch = d.history()[0]
+    assert (ch["actor"], ch["state"]) == ("alice", "completed"), ch
+    r = tcli(d, VIEW, "history", "web")
+    assert r.returncode == 0 and "alice" in r.stdout, r.stdout + r.stderr
+
+
+def test_an_approval_is_given_by_the_token_not_by_a_name_in_the_request(backend, daemon,
+                                                                         tmp_path):
+    v1, v2 = backend("v1"), backend("v2")
+    plan = ("plans:\n  appr:\n    steps: [{weight: 10}, {approval: {approvers: [lead]}}, "
+            "{weight: 100}]\n")
+    d = admin_daemon(daemon, [v1], tmp_path, extra_top=plan)
+    d.start(expect="v1\n")
+    r = tcli(d, ALICE, "deploy", "web", "v2", "--target", v2.addr, "--plan", "appr")
+    assert r.returncode == 0, r.stdout + r.stderr
+    cid = str(d.status()["change"]["id"])
+
+    def waiting():
+        ch = d.status()["change"]
+        return ch is not None and ch["state"] == "running" and \
+            (ch.get("progress") or {}).get("step") == 2
+
+    deadline = time.monotonic() + 10
+    while not waiting() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert waiting(), d.status()
+    # alice is no approver, and her token cannot claim to be lead's.
+    r = tcli(d, ALICE, "approve", cid)
+    assert r.returncode != 0 and "alice" in r.stderr, (r.returncode, r.stderr)
+    r = tcli(d, ALICE, "approve", cid, "--as", "lead")
+    assert r.returncode != 0 and "acts as 'alice'" in r.stderr, (r.returncode, r.stderr)
+    time.sleep(0.3)
+    assert waiting(), "a refused approval moved the change"
+    # lead's token approves without naming anyone.
+    r = tcli(d, LEAD, "approve", cid)
+    assert r.returncode == 0, r.stdout + r.stderr
+    deadline = time.monotonic() + 10
+    while d.history()[0]["state"] == "running" and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert d.history()[0]["state"] == "completed", d.history()[0]
+    st, rep, _ = call(d, "GET", f"/api/v1/changes/{cid}/report", token=VIEW)
+    assert st == 200 and "lead" in json.dumps(rep["change"]["detail"].get("approval_log")), rep
+
+
+def test_admin_port_answers_across_an_upgrade_and_a_reload_reads_new_tokens(backend, daemon,
+                                                                              tmp_path):
+    v1 = backend("v1")
+    d = admin_daemon(daemon, [v1], tmp_path)
+    d.start(expect="v1\n")
+    pid0 = d.pid
+
+    # Poll the admin port on fresh connections while root upgrades the daemon over it.
+    # The CLI, which asks again while the daemon says it is handing over, never fails.
+    stop, seen, cli_rcs = threading.Event(), [], []
+
+    def poll():
+        while not stop.is_set():
+            try:
+                st, _, _ = call(d, "GET", "/api/v1/health", token=VIEW)
+                seen.append(st)
+            except OSError as e:
+                seen.append(repr(e))
+            time.sleep(0.01)
+
+    def poll_cli():
+        while not stop.is_set():
+            r = tcli(d, VIEW, "status", "web")
+            cli_rcs.append((r.returncode, r.stderr.strip()))
+
+    threads = [threading.Thread(target=poll), threading.Thread(target=poll_cli)]
+    for t in threads:
+        t.start()
+    time.sleep(0.3)
+    r = tcli(d, ROOT, "upgrade")
+    time.sleep(1.0)
+    stop.set()
+    for t in threads:
+        t.join()
+    assert cli_rcs and all(rc == 0 for rc, _ in cli_rcs), [x for x in cli_rcs if x[0]][:3]
+    assert r.returncode == 0, r.stdout + r.stderr
+    new_pid = int(re.search(r"handed over to pid (\d+)", r.stdout + r.stderr).group(1))
+    assert new_pid != pid0
+    refused = [s for s in seen if not isinstance(s, int)]
+    # 503 "handing over; retry" is an answer; a refused or reset connection is not.
+    print(f"\nadmin port during an upgrade: {len(seen)} requests, {len(refused)} not answered, "
+          f"statuses {sorted(set(s for s in seen if isinstance(s, int)))}; "
+          f"{len(cli_rcs)} `cutover status` runs, all exit 0")
+    assert seen and not refused, refused[:3]
+    st, body, _ = call(d, "GET", "/api/v1/health", token=VIEW)
+    assert st == 200 and body["pid"] == new_pid, (st, body)
+
+    # Revoke the viewer, add another; a reload over the admin port makes it so.
+    write_tokens(tmp_path, TOKENS.replace(f"  watcher: {{role: viewer, token: {VIEW}}}\n",
+                                          "  auditor: {role: viewer, token: "
+                                          "audit-0123456789abcdef}\n"))
+    r = tcli(d, ROOT, "reload")
+    assert r.returncode == 0, r.stdout + r.stderr
+    st, _, _ = call(d, "GET", "/api/v1/services", token=VIEW)
+    assert st == 401
+    st, _, _ = call(d, "GET", "/api/v1/services", token="audit-0123456789abcdef")
+    assert st == 200
+
+    # A reload with a broken tokens file is refused and the tokens in force stay.
+    write_tokens(tmp_path, TOKENS, mode=0o644)
+    r = tcli(d, ROOT, "reload")
+    assert r.returncode != 0 and "tokens.yml" in r.stderr and "0600" in r.stderr, r.stderr
+    st, _, _ = call(d, "GET", "/api/v1/services", token="audit-0123456789abcdef")
+    assert st == 200
+
+
+BAD_TOKENS = {
+    "readable by others": (TOKENS, 0o644, "admin.tokens_file", "mode 0644"),
+    "short token": ("tokens:\n  a: {role: viewer, token: short}\n", 0o600,
+                    "tokens.yml:2: tokens.a.token", "16 to 256"),
+    "unknown role": (f"tokens:\n  a: {{role: root, token: {ALICE}}}\n", 0o600,
+                     "tokens.yml:2: tokens.a.role", "viewer, operator or admin"),
+    "shared secret": (f"tokens:\n  a: {{role: viewer, token: {ALICE}}}\n"
+                      f"  b: {{role: admin, token: {ALICE}}}\n", 0o600,
+                      "tokens.yml:3: tokens.b.token", "of its own"),
+    "missing role": (f"tokens:\n  a: {{token: {ALICE}}}\n", 0o600,
+                     "tokens.a.role: missing", "viewer, operator or admin"),
+    "no tokens": ("tokens: {}\n", 0o600, "tokens.yml:1: tokens", "at least one"),
+    "not yaml": ("tokens: [\n", 0o600, "tokens.yml:", "YAML syntax error"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_TOKENS))
+def test_a_bad_tokens_file_is_refused_with_its_line_and_nothing_starts(case, backend, daemon,
+                                                                       tmp_path):
+    text, mode, where, why = BAD_TOKENS[case]
+    v1 = backend("v1")
+    d = admin_daemon(daemon, [v1], tmp_path)
+    write_tokens(tmp_path, text, mode)
+    r = run_cli("check", "-c", d.cfg)
+    assert r.returncode == 2 and where in r.stderr and why in r.stderr, (r.returncode, r.stderr)
+    p = d.procs.start([BIN, "serve", "-c", d.cfg], name="serve-bad")
+    assert p.wait(10) == 2, p.log_path.read_text()
+    assert why in p.log_path.read_text()
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", d.admin_port), timeout=0.5).close()
+
+
+def test_admin_port_keeps_at_most_64_connections(backend, daemon, tmp_path):
+    v1 = backend("v1")
+    d = admin_daemon(daemon, [v1], tmp_path)
+    d.start(expect="v1\n")
+    held = [socket.create_connection(("127.0.0.1", d.admin_port), timeout=5) for _ in range(64)]
+    try:
+        time.sleep(0.3)
+        extra = socket.create_connection(("127.0.0.1", d.admin_port), timeout=5)
+        extra.settimeout(5)
+        assert extra.recv(1) == b"", "the 65th connection was kept"
+        extra.close()
+        # The held ones still work.
+        held[0].sendall(f"GET /api/v1/health HTTP/1.1\r\nHost: x\r\n"
+                        f"Authorization: Bearer {VIEW}\r\n\r\n".encode())
+        assert held[0].recv(64).startswith(b"HTTP/1.1 200"), "a held connection stopped working"
+    finally:
+        for s in held:
+            s.close()
+    time.sleep(0.3)
+    st, _, _ = call(d, "GET", "/api/v1/health", token=VIEW)
+    assert st == 200
