@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -17,6 +18,7 @@
 #include "core/log.h"
 #include "core/xmalloc.h"
 #include "http/parse.h"
+#include "store/store.h"
 
 #define API_MAX_HEAD (16 * 1024)
 #define API_MAX_BODY (1024 * 1024)
@@ -25,6 +27,12 @@
  * this many connections are kept (the unix socket is local and needs neither). */
 #define API_TCP_DEADLINE_MS 30000
 #define API_TCP_MAX_CONNS 64
+/* An event stream gets a comment this often, so proxies and clients see it is alive. */
+#define API_SSE_BEAT_MS 15000
+/* A stream whose client reads less than the events it is sent is closed past this backlog. */
+#define API_SSE_MAX_BACKLOG (1024 * 1024)
+/* At most this many missed events are replayed to a client that comes back (Last-Event-ID). */
+#define API_SSE_REPLAY_MAX 1000
 
 struct api_conn;
 
@@ -40,8 +48,13 @@ struct api {
     int tcp_on;
     struct config_token *tokens; /* owned copies */
     size_t ntokens;
-    size_t ntcp;      /* open TCP connections */
-    int refs; /* server handles and connections not yet closed: the last close frees the api */
+    size_t ntcp; /* open TCP connections */
+    int refs;    /* server handles and connections not yet closed: the last close frees the api */
+    struct store *st;           /* events: live (store_on_event) and replayed; NULL: no /events */
+    uv_timer_t beat;            /* keep-alive comments on event streams */
+    uv_timer_t flush;           /* sends queued events on the next loop turn */
+    struct store_event *queued; /* events stored since the last flush (owned copies) */
+    size_t nqueued, capqueued;
     char *path;
     struct rollout *r;
     struct api_hooks hooks;
@@ -60,6 +73,9 @@ struct api_conn {
     int tcp;
     int open_handles;               /* handles to close before the conn is freed */
     const struct config_token *who; /* TCP: the token the request came with */
+    int64_t last_event_id;          /* the request's Last-Event-ID, or 0 */
+    int sse;                        /* this connection is an event stream now */
+    char *sse_service;              /* only this service's events; NULL: all */
     uv_write_t wreq;
     struct api *a;
     struct api_conn *prev, *next;
@@ -552,6 +568,166 @@ static int parse_id(const char *s, int64_t *id)
     return 0;
 }
 
+/* ---------------------------------------------------------------- event streams ------------- */
+
+struct sse_write {
+    uv_write_t req;
+    char data[];
+};
+
+static void on_sse_written(uv_write_t *w, int status)
+{
+    (void)status; /* a failed write shows up as a read error, which closes the connection */
+    free(w->data);
+}
+
+/* Queues len bytes of text on an event stream; a client too slow to take them is let go. */
+static void sse_send(struct api_conn *c, const char *text, size_t len)
+{
+    if (c->closing)
+        return;
+    if (uv_stream_get_write_queue_size(&c->io.stream) > API_SSE_MAX_BACKLOG) {
+        conn_close(c);
+        return;
+    }
+    struct sse_write *sw = xmalloc(sizeof(*sw) + len);
+    memcpy(sw->data, text, len);
+    sw->req.data = sw;
+    uv_buf_t b = uv_buf_init(sw->data, (unsigned)len);
+    if (uv_write(&sw->req, &c->io.stream, &b, 1, on_sse_written) < 0) {
+        free(sw);
+        conn_close(c);
+    }
+}
+
+/* One event in text/event-stream form: its id (for Last-Event-ID), its type, and the Event
+ * object as data. The service comes from the change (NULL when it cannot be read). */
+static char *sse_format(const struct store_event *ev, const char *service)
+{
+    char ts[32];
+    time_t secs = (time_t)(ev->ts_ms / 1000);
+    struct tm tm;
+    gmtime_r(&secs, &tm);
+    size_t n = strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(ts + n, sizeof(ts) - n, ".%03dZ", (int)(ev->ts_ms % 1000));
+    json_t *o = json_pack("{s:I, s:I, s:s?, s:s, s:s?, s:s}", "id", (json_int_t)ev->id, "change",
+                          (json_int_t)ev->change_id, "service", service, "type", ev->type,
+                          "message", ev->message, "ts", ts);
+    char *data = json_dumps(o, JSON_COMPACT | JSON_ENSURE_ASCII);
+    json_decref(o);
+    /* The type is one of the engine's words; anything else must not break the framing. */
+    const char *type = strpbrk(ev->type, "\r\n") == NULL ? ev->type : "event";
+    char *text = xasprintf("id: %lld\nevent: %s\ndata: %s\n\n", (long long)ev->id, type, data);
+    free(data);
+    return text;
+}
+
+/* Sends ev to every stream that wants it. */
+static void sse_publish(struct api *a, const struct store_event *ev)
+{
+    struct store_change ch = {0};
+    int have = a->st != NULL && store_change_get(a->st, ev->change_id, &ch) == 0;
+    char *text = sse_format(ev, have ? ch.service : NULL);
+    size_t len = strlen(text);
+    for (struct api_conn *c = a->conns, *next; c != NULL; c = next) {
+        next = c->next; /* sse_send may close c */
+        if (c->sse && (c->sse_service == NULL || (have && strcmp(c->sse_service, ch.service) == 0)))
+            sse_send(c, text, len);
+    }
+    free(text);
+    if (have)
+        store_change_done(&ch);
+}
+
+static void on_flush(uv_timer_t *t)
+{
+    struct api *a = t->data;
+    for (size_t i = 0; i < a->nqueued; i++)
+        sse_publish(a, &a->queued[i]);
+    store_event_list_free(a->queued, a->nqueued);
+    a->queued = NULL;
+    a->nqueued = a->capqueued = 0;
+}
+
+/* The store's listener: events are sent on the next loop turn, outside the rollout engine's
+ * call (whose transaction may still be open, and which must not wait for sockets). */
+static void on_store_event(void *ctx, const struct store_event *ev)
+{
+    struct api *a = ctx;
+    int any = 0;
+    for (struct api_conn *c = a->conns; c != NULL && !any; c = c->next)
+        any = c->sse;
+    if (!any)
+        return;
+    if (a->nqueued == a->capqueued) {
+        a->capqueued = a->capqueued ? a->capqueued * 2 : 8;
+        a->queued = xrealloc(a->queued, a->capqueued * sizeof(*a->queued));
+    }
+    struct store_event *q = &a->queued[a->nqueued++];
+    *q = *ev;
+    q->type = xstrdup(ev->type);
+    q->message = ev->message ? xstrdup(ev->message) : NULL;
+    uv_timer_start(&a->flush, on_flush, 0, 0);
+}
+
+static void on_beat(uv_timer_t *t)
+{
+    struct api *a = t->data;
+    static const char beat[] = ": keep-alive\n\n";
+    for (struct api_conn *c = a->conns, *next; c != NULL; c = next) {
+        next = c->next;
+        if (c->sse)
+            sse_send(c, beat, sizeof(beat) - 1);
+    }
+}
+
+/* GET /api/v1/events[?service=NAME]: the events of every change as they are stored, as
+ * server-sent events, until the client goes away. A client that sends Last-Event-ID first gets
+ * what it missed (at most API_SSE_REPLAY_MAX events). */
+static int route_events(struct api_conn *c, const char *query)
+{
+    struct api *a = c->a;
+    if (a->st == NULL)
+        return respond_error(c, 501, "events are not available");
+    char *svc = query_get(query, "service");
+    if (svc != NULL && c->a->r != NULL) {
+        json_t *known = rollout_service_json(c->a->r, svc);
+        if (known == NULL) {
+            free(svc);
+            return respond_error(c, 404, "unknown service");
+        }
+        json_decref(known);
+    }
+    c->sse = 1;
+    c->sse_service = svc;
+    c->busy = 1; /* no other request on this connection: it is the stream's now */
+    if (c->tcp)
+        uv_timer_stop(&c->deadline);
+    static const char head[] = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                               "Cache-Control: no-store\r\nX-Accel-Buffering: no\r\n"
+                               "Connection: close\r\n\r\n: cutover events\n\n";
+    sse_send(c, head, sizeof(head) - 1);
+    if (c->last_event_id > 0) {
+        struct store_event *v;
+        size_t n;
+        if (store_event_list_since(a->st, c->last_event_id, API_SSE_REPLAY_MAX, &v, &n) == 0) {
+            for (size_t i = 0; i < n && !c->closing; i++) {
+                struct store_change ch = {0};
+                int have = store_change_get(a->st, v[i].change_id, &ch) == 0;
+                if (svc == NULL || (have && strcmp(svc, ch.service) == 0)) {
+                    char *text = sse_format(&v[i], have ? ch.service : NULL);
+                    sse_send(c, text, strlen(text));
+                    free(text);
+                }
+                if (have)
+                    store_change_done(&ch);
+            }
+            store_event_list_free(v, n);
+        }
+    }
+    return 0;
+}
+
 static int route_handover(struct api_conn *c, int reload, const char *body, size_t n);
 
 static int route(struct api_conn *c, enum http_method m, char *path, char *query, const char *body,
@@ -586,6 +762,11 @@ static int route(struct api_conn *c, enum http_method m, char *path, char *query
     }
     if (r == NULL)
         return respond_error(c, 503, "the daemon is handing over to its successor; retry");
+    if (strcmp(res, "events") == 0 && np == 3) {
+        if (m != HTTP_M_GET)
+            return respond_error(c, 405, "use GET");
+        return route_events(c, query);
+    }
     if (strcmp(res, "health") == 0 && np == 3 && r != NULL) {
         if (m != HTTP_M_GET)
             return respond_error(c, 405, "use GET");
@@ -772,6 +953,16 @@ static void conn_process(struct api_conn *c)
     size_t head = (size_t)rc;
     if (c->tcp && c->who == NULL && authorize(c, &req) < 0)
         return;
+    c->last_event_id = 0;
+    for (size_t i = 0; i < req.num_headers; i++) {
+        const struct http_header *h = &req.headers[i];
+        if (h->name_len == 13 && strncasecmp(h->name, "last-event-id", 13) == 0) {
+            char idbuf[24] = "";
+            if (h->value_len < sizeof(idbuf))
+                memcpy(idbuf, h->value, h->value_len);
+            parse_id(idbuf, &c->last_event_id); /* anything else: start from now */
+        }
+    }
     c->close_after = (req.flags & HTTP_F_CONN_CLOSE) != 0;
     if (req.framing == HTTP_BODY_CHUNKED) {
         c->close_after = 1;
@@ -809,6 +1000,7 @@ static void api_unref(struct api *a)
         free(a->tokens[i].secret);
     }
     free(a->tokens);
+    store_event_list_free(a->queued, a->nqueued);
     free(a->path);
     free(a);
 }
@@ -823,6 +1015,7 @@ static void on_conn_closed(uv_handle_t *h)
         a->ntcp--;
     free(c->buf);
     free(c->out);
+    free(c->sse_service);
     free(c);
     api_unref(a);
 }
@@ -868,6 +1061,8 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
         conn_close(c);
         return;
     }
+    if (c->sse)
+        return; /* an event stream's client has nothing more to say: drop it */
     c->len += (size_t)n;
     if (!c->busy)
         conn_process(c);
@@ -1043,6 +1238,17 @@ void api_stop_tcp(struct api *a)
     uv_close((uv_handle_t *)&a->tcp_server, on_server_closed);
 }
 
+void api_attach_store(struct api *a, struct store *st)
+{
+    a->st = st;
+    store_on_event(st, on_store_event, a);
+    uv_timer_init(a->loop, &a->beat);
+    uv_timer_init(a->loop, &a->flush);
+    a->beat.data = a->flush.data = a;
+    a->refs += 2;
+    uv_timer_start(&a->beat, on_beat, API_SSE_BEAT_MS, API_SSE_BEAT_MS);
+}
+
 void api_set_rollout(struct api *a, struct rollout *r)
 {
     a->r = r;
@@ -1058,5 +1264,10 @@ void api_stop(struct api *a, int keep_path)
     if (!keep_path)
         unlink(a->path);
     api_stop_tcp(a);
+    if (a->st != NULL) {
+        store_on_event(a->st, NULL, NULL);
+        uv_close((uv_handle_t *)&a->beat, on_server_closed);
+        uv_close((uv_handle_t *)&a->flush, on_server_closed);
+    }
     uv_close((uv_handle_t *)&a->server, on_server_closed);
 }

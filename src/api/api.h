@@ -11,6 +11,7 @@
 #include "rollout/rollout.h"
 
 struct api;
+struct store;
 
 /* Writes extra Prometheus lines (data-plane counters) through emit. */
 typedef void (*api_metrics_fn)(void *ctx, rollout_emit_fn emit, void *ectx);
@@ -44,6 +45,11 @@ int api_start(struct api **out, uv_loop_t *loop, const char *path, struct rollou
  * Each request must arrive whole within 30 s; at most 64 connections are kept. */
 int api_listen_tcp(struct api *a, int fd, const struct config_token *tokens, size_t ntokens,
                    char *err, size_t errlen);
+
+/* Serves GET /api/v1/events from st: every event the store records from now on is sent to the
+ * open event streams, and a client that comes back with Last-Event-ID first gets the events it
+ * missed. Call once, after api_start; api_stop detaches. */
+void api_attach_store(struct api *a, struct store *st);
 
 /* Stops accepting on the TCP listener (a successor serves it now); open connections go on. */
 void api_stop_tcp(struct api *a);

@@ -533,6 +533,8 @@ int serve_main(int argc, char **argv)
     int takeover = inherited > 0 || getenv("CUTOVER_READY_FD") != NULL;
     rc = api_start(&d.api, d.loop, sock, NULL, &hooks, takeover, err, sizeof(err));
     free(sock);
+    if (rc == 0)
+        api_attach_store(d.api, d.st);
     if (rc == 0 && d.admin_fd >= 0)
         rc = api_listen_tcp(d.api, d.admin_fd, d.cfg->tokens, d.cfg->ntokens, err, sizeof(err));
     if (rc < 0) {

@@ -104,6 +104,7 @@ enum stmt_id {
     ST_CHANGE_LIST_RUNNING,
     ST_EVENT_ADD,
     ST_EVENT_LIST,
+    ST_EVENT_SINCE,
     ST_INSTANCE_PUT,
     ST_INSTANCE_DEL,
     ST_INSTANCE_DEL_VERSION,
@@ -169,12 +170,16 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_EVENT_ADD] = "INSERT INTO events (change_id, ts_ms, type, message) VALUES (?1, ?2, ?3, ?4)",
     [ST_EVENT_LIST] = "SELECT id, change_id, ts_ms, type, message FROM events "
                       "WHERE change_id = ?1 ORDER BY id",
+    [ST_EVENT_SINCE] = "SELECT id, change_id, ts_ms, type, message FROM events "
+                       "WHERE id > ?1 ORDER BY id LIMIT ?2",
 };
 
 struct store {
     sqlite3 *db;
     sqlite3_stmt *stmt[ST_COUNT];
     char errmsg[512];
+    store_event_fn on_event;
+    void *on_event_ctx;
 };
 
 static const char *const change_states[] = {
@@ -915,13 +920,14 @@ void store_change_list_free(struct store_change *v, size_t n)
 int store_event_add(struct store *st, int64_t change_id, const char *type, const char *message)
 {
     sqlite3_stmt *s = stmt_get(st, ST_EVENT_ADD);
+    int64_t now = store_now_ms();
     int rc = 0;
 
     if (type == NULL)
         return set_fail(st, -EINVAL, "event type missing");
     if (sqlite3_bind_int64(s, 1, change_id) != SQLITE_OK ||
-        sqlite3_bind_int64(s, 2, store_now_ms()) != SQLITE_OK ||
-        bind_text(s, 3, type) != SQLITE_OK || bind_text(s, 4, message) != SQLITE_OK) {
+        sqlite3_bind_int64(s, 2, now) != SQLITE_OK || bind_text(s, 3, type) != SQLITE_OK ||
+        bind_text(s, 4, message) != SQLITE_OK) {
         rc = sql_fail(st);
         goto out;
     }
@@ -932,23 +938,22 @@ int store_event_add(struct store *st, int64_t change_id, const char *type, const
     }
 out:
     stmt_done(s);
+    if (rc == 0 && st->on_event != NULL) {
+        struct store_event ev = {sqlite3_last_insert_rowid(st->db), change_id, now, (char *)type,
+                                 (char *)message};
+        st->on_event(st->on_event_ctx, &ev);
+    }
     return rc;
 }
 
-/* An empty timeline is 0 with *out NULL and *n 0. */
-int store_event_list(struct store *st, int64_t change_id, struct store_event **out, size_t *n)
+/* Reads the rows of the bound events statement s into a heap array. An empty result is 0 with
+ * *out NULL and *n 0. */
+static int event_rows(struct store *st, sqlite3_stmt *s, struct store_event **out, size_t *n)
 {
-    sqlite3_stmt *s = stmt_get(st, ST_EVENT_LIST);
     struct store_event *v = NULL;
     size_t len = 0, cap = 0;
     int rc = 0, step;
 
-    *out = NULL;
-    *n = 0;
-    if (sqlite3_bind_int64(s, 1, change_id) != SQLITE_OK) {
-        rc = sql_fail(st);
-        goto out;
-    }
     while ((step = sqlite3_step(s)) == SQLITE_ROW) {
         if (len == cap) {
             cap = cap ? cap * 2 : 16;
@@ -963,15 +968,50 @@ int store_event_list(struct store *st, int64_t change_id, struct store_event **o
     }
     if (step != SQLITE_DONE) {
         rc = sql_fail(st);
-        goto out;
+        store_event_list_free(v, len);
+        return rc;
     }
     *out = v;
     *n = len;
-    v = NULL;
-out:
+    return 0;
+}
+
+int store_event_list(struct store *st, int64_t change_id, struct store_event **out, size_t *n)
+{
+    sqlite3_stmt *s = stmt_get(st, ST_EVENT_LIST);
+    int rc;
+
+    *out = NULL;
+    *n = 0;
+    if (sqlite3_bind_int64(s, 1, change_id) != SQLITE_OK)
+        rc = sql_fail(st);
+    else
+        rc = event_rows(st, s, out, n);
     stmt_done(s);
-    store_event_list_free(v, len);
     return rc;
+}
+
+int store_event_list_since(struct store *st, int64_t after_id, size_t limit,
+                           struct store_event **out, size_t *n)
+{
+    sqlite3_stmt *s = stmt_get(st, ST_EVENT_SINCE);
+    int rc;
+
+    *out = NULL;
+    *n = 0;
+    if (sqlite3_bind_int64(s, 1, after_id) != SQLITE_OK ||
+        sqlite3_bind_int64(s, 2, (sqlite3_int64)limit) != SQLITE_OK)
+        rc = sql_fail(st);
+    else
+        rc = event_rows(st, s, out, n);
+    stmt_done(s);
+    return rc;
+}
+
+void store_on_event(struct store *st, store_event_fn fn, void *ctx)
+{
+    st->on_event = fn;
+    st->on_event_ctx = ctx;
 }
 
 void store_event_list_free(struct store_event *v, size_t n)
