@@ -746,6 +746,17 @@ static void cli_render_rolling(FILE *out, const json_t *ro)
             json_integer_value(json_object_get(ro, "max_unavailable")));
 }
 
+/* The end of a change the daemon could not save to its store yet (it retries): the one line an
+ * operator needs to see why the service refuses deploys. */
+static void cli_render_unsaved(FILE *out, const char *label, const json_t *u)
+{
+    if (!json_is_object(u))
+        return;
+    fprintf(out, "  %-9s ", label);
+    cli_put_clean(out, cli_jstr_or(u, "message", "not saved to the store yet"), 0);
+    fputc('\n', out);
+}
+
 void cli_render_service(FILE *out, const json_t *svc)
 {
     const json_t *ch = json_object_get(svc, "change");
@@ -760,6 +771,7 @@ void cli_render_service(FILE *out, const json_t *svc)
     if (!json_is_object(ch)) {
         fputs("none in progress\n", out);
         cli_render_rolling(out, json_object_get(svc, "rolling"));
+        cli_render_unsaved(out, "store:", json_object_get(svc, "unsaved"));
         return;
     }
     cli_render_change_line(out, ch);
@@ -776,6 +788,7 @@ void cli_render_service(FILE *out, const json_t *svc)
     }
     cli_render_progress(out, json_object_get(ch, "progress"));
     cli_render_rolling(out, json_object_get(svc, "rolling"));
+    cli_render_unsaved(out, "store:", json_object_get(svc, "unsaved"));
 }
 
 void cli_render_status(FILE *out, const json_t *root)
@@ -821,6 +834,12 @@ void cli_render_change(FILE *out, const json_t *change)
         cli_put_clean(out, cli_jstr(change, "message"), 0);
         fputc('\n', out);
     }
+    const json_t *u = json_object_get(change, "unsaved");
+    if (json_is_object(u)) {
+        fputs("  ", out);
+        cli_put_clean(out, cli_jstr_or(u, "message", "not saved to the store yet"), 0);
+        fputc('\n', out);
+    }
 }
 
 enum {
@@ -835,9 +854,11 @@ enum {
     CLI_NCOLS
 };
 
-/* Fills the cells of one history row; cell strings live in bufs or in the change. */
+/* Fills the cells of one history row; cell strings live in bufs or in the change. An end the
+ * daemon has not saved yet shows as "completed (unsaved)". */
 static void cli_history_cells(const json_t *ch, const char *cells[CLI_NCOLS], char *idbuf,
-                              size_t idlen, char *tbuf, size_t tlen, char *ftbuf, size_t ftlen)
+                              size_t idlen, char *tbuf, size_t tlen, char *ftbuf, size_t ftlen,
+                              char *stbuf, size_t stlen)
 {
     const json_t *id = json_object_get(ch, "id");
 
@@ -853,6 +874,10 @@ static void cli_history_cells(const json_t *ch, const char *cells[CLI_NCOLS], ch
     cells[CLI_COL_KIND] = cli_jstr_or(ch, "kind", "-");
     cells[CLI_COL_FROMTO] = ftbuf;
     cells[CLI_COL_STATE] = cli_jstr_or(ch, "state", "-");
+    if (json_is_object(json_object_get(ch, "unsaved"))) {
+        snprintf(stbuf, stlen, "%s (unsaved)", cells[CLI_COL_STATE]);
+        cells[CLI_COL_STATE] = stbuf;
+    }
     cells[CLI_COL_ACTOR] = cli_jstr_or(ch, "actor", "-");
     cells[CLI_COL_MESSAGE] = cli_jstr_or(ch, "message", "");
 }
@@ -864,7 +889,7 @@ void cli_render_history(FILE *out, const json_t *root)
     const json_t *list = json_object_get(root, "changes");
     int width[CLI_NCOLS];
     const char *cells[CLI_NCOLS];
-    char idbuf[32], tbuf[64], ftbuf[160];
+    char idbuf[32], tbuf[64], ftbuf[160], stbuf[64];
     size_t i;
     json_t *ch;
 
@@ -876,8 +901,8 @@ void cli_render_history(FILE *out, const json_t *root)
         width[c] = (int)strlen(heads[c]);
     json_array_foreach(list, i, ch)
     {
-        cli_history_cells(ch, cells, idbuf, sizeof(idbuf), tbuf, sizeof(tbuf), ftbuf,
-                          sizeof(ftbuf));
+        cli_history_cells(ch, cells, idbuf, sizeof(idbuf), tbuf, sizeof(tbuf), ftbuf, sizeof(ftbuf),
+                          stbuf, sizeof(stbuf));
         for (int c = 0; c < CLI_NCOLS - 1; c++) {
             int n = (int)strlen(cells[c]);
             if (n > width[c])
@@ -890,8 +915,8 @@ void cli_render_history(FILE *out, const json_t *root)
     }
     json_array_foreach(list, i, ch)
     {
-        cli_history_cells(ch, cells, idbuf, sizeof(idbuf), tbuf, sizeof(tbuf), ftbuf,
-                          sizeof(ftbuf));
+        cli_history_cells(ch, cells, idbuf, sizeof(idbuf), tbuf, sizeof(tbuf), ftbuf, sizeof(ftbuf),
+                          stbuf, sizeof(stbuf));
         for (int c = 0; c < CLI_NCOLS; c++) {
             cli_put_clean(out, cells[c], c == CLI_NCOLS - 1 ? 0 : width[c]);
             fputs(c == CLI_NCOLS - 1 ? "\n" : "  ", out);

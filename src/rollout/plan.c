@@ -190,8 +190,8 @@ static void run_save_raw(struct service *s)
     free(text);
 }
 
-/* Writes the run's state into the change's detail (store first, always). */
-static void run_save(struct service *s)
+/* Brings the run's state into its detail JSON (not written). */
+static void run_detail_update(struct service *s)
 {
     struct plan_run *run = s->run;
     json_t *d = run->detail;
@@ -207,10 +207,22 @@ static void run_save(struct service *s)
     json_object_set_new(d, "step_elapsed_ms", json_integer((json_int_t)step_elapsed(run)));
     json_object_set_new(d, "hold_reason",
                         run->hold_reason ? json_string(run->hold_reason) : json_null());
-    char *text = json_dumps(d, JSON_COMPACT);
-    if (store_change_set_detail(R(s)->st, s->change_id, text) < 0)
-        log_error("store write failed", "service", s->cfg->name, "error", store_errmsg(R(s)->st));
-    free(text);
+}
+
+/* Writes the run's state into the change's detail (store first, always). */
+static void run_save(struct service *s)
+{
+    run_detail_update(s);
+    run_save_raw(s);
+}
+
+/* The detail of a run that ends in state (terminal), as the text change_record_end writes with
+ * the end (heap). */
+static char *run_final_detail(struct service *s, const char *state)
+{
+    run_detail_update(s);
+    json_object_set_new(s->run->detail, "state", json_string(state));
+    return json_dumps(s->run->detail, JSON_COMPACT);
 }
 
 static void event(struct service *s, const char *type, const char *msg)
@@ -700,16 +712,11 @@ static void plan_finish(struct service *s, const char *how)
     run->weight = 100;
     run->state = RUN_STEP;
     set_hold(run, NULL);
-    run_save(s);
-    json_object_set_new(run->detail, "state", json_string(STORE_CHANGE_COMPLETED));
-    run_save_raw(s);
-    if (change_record_switch(s, to, from, "completed", msg) < 0) {
-        log_error("store write failed; plan not finished", "service", s->cfg->name, "error",
-                  store_errmsg(r->st));
-        run->state = RUN_HOLDING;
-        set_hold(run, "could not record the end of the plan in the store");
-        return;
-    }
+    /* The plan ends whether or not the store takes the record now: holding users at the last
+     * step's split until a disk write succeeds would help nobody (change_record_end retries). */
+    char *detail = run_final_detail(s, STORE_CHANGE_COMPLETED);
+    change_record_end(s, STORE_CHANGE_COMPLETED, "completed", msg, to, from, detail);
+    free(detail);
     version_free(s->previous);
     s->previous = from;
     s->live = to;
@@ -721,9 +728,7 @@ static void plan_finish(struct service *s, const char *how)
     if (from != NULL)
         managed_retire(from->ms, managed_retire_delay(s));
     log_info("plan completed", "service", s->cfg->name, "version", to->name);
-    uv_timer_stop(&s->deadline);
-    change_notify(s);
-    s->change_id = 0;
+    change_done(s);
 }
 
 /* Sends all traffic back to the stable version and ends the change in state. If the stable
@@ -755,12 +760,13 @@ static void plan_rollback(struct service *s, const char *state, const char *why)
     run->weight = 0;
     run->pilot_step = -1;
     json_object_set_new(run->detail, "rollback_reason", json_string(why));
-    run_save(s);
-    json_object_set_new(run->detail, "state", json_string(state));
-    run_save_raw(s);
-    /* Record first, then move the traffic: the change ends in `state` either way. */
+    /* Record first, then move the traffic: the change ends in `state` either way (a refused
+     * record is retried by change_record_end). */
     int64_t id = s->change_id;
-    change_finish(s, state, why);
+    char *detail = run_final_detail(s, state);
+    change_record_end(s, state, state, why, NULL, NULL, detail);
+    free(detail);
+    change_done(s);
     struct version *gone = s->next;
     drain_watch(s, gone, id);
     if (gone != NULL)

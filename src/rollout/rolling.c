@@ -317,15 +317,9 @@ static void roll_complete(struct service *s)
     char msg[320];
     snprintf(msg, sizeof(msg), "replaced %s's %zu instances of %s with %s in %d batches",
              s->cfg->name, s->roll->n, from->name, to->name, s->roll->batch);
-    if (change_record_switch(s, to, from, "switched", msg) < 0) {
-        /* Not recorded, so not done: like an instant switch, the old version stays. */
-        log_error("store write failed; replacement not recorded", "service", s->cfg->name, "error",
-                  store_errmsg(s->r->st));
-        rolling_fail(s, STORE_CHANGE_FAILED,
-                     "could not record the end of the replacement in the "
-                     "store");
-        return;
-    }
+    /* Every user is on the new version by now: a record the store refuses is retried
+     * (change_record_end), never undone by moving everyone back. */
+    change_record_end(s, STORE_CHANGE_COMPLETED, "switched", msg, to, from, NULL);
     version_free(s->previous);
     s->previous = from;
     s->live = to;
@@ -334,9 +328,7 @@ static void roll_complete(struct service *s)
     rollout_publish(s->r);
     managed_retire(from->ms, s->cfg->drain_timeout_ms + 500);
     log_info("rolling replacement completed", "service", s->cfg->name, "version", to->name);
-    uv_timer_stop(&s->deadline);
-    change_notify(s);
-    s->change_id = 0;
+    change_done(s);
 }
 
 static void roll_step(struct service *s)

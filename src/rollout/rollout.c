@@ -2,9 +2,12 @@
  *
  * Invariant: the store is written first, then the route table is published. A crash between
  * the two leaves the store one step ahead, and the restart publishes what the store says, so
- * the daemon never serves a state it has not recorded. */
+ * the daemon never serves a state it has not recorded. One exception: the end of a change
+ * (change_record_end) stands when the store refuses its record, which is then retried; users
+ * are not left half-switched, or moved back, because a disk write failed. */
 #include "rollout/rollout.h"
 
+#include <assert.h>
 #include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
@@ -172,18 +175,193 @@ void rollout_publish(struct rollout *r)
 
 /* ---------------------------------------------------------------- changes ------------------- */
 
-void change_finish(struct service *s, const char *state, const char *message)
+/* A refused end is written again after 250 ms, then twice as long each time, at most every 5 s.
+ * A retry waits at most SAVE_RETRY_WAIT_MS for another process's write lock: the timer is the
+ * wait, the control loop (API, health checks, plans of other services) must not stall. */
+#define SAVE_RETRY_FIRST_MS 250
+#define SAVE_RETRY_MAX_MS 5000
+#define SAVE_RETRY_WAIT_MS 50
+
+/* The end of a change that the store refused (see change_record_end). Owns its strings. */
+struct change_unsaved {
+    int64_t change_id;
+    char *state;    /* terminal STORE_CHANGE_* */
+    char *event;    /* type of the event that ends the timeline */
+    char *message;  /* the change's outcome */
+    int has_switch; /* also records live and previous */
+    char *live;
+    char *previous;
+    char *detail;     /* the plan's final detail JSON, or NULL */
+    char *error;      /* the store's last message */
+    int64_t ended_ms; /* when the engine ended the change */
+    unsigned attempts;
+    uint64_t delay_ms; /* before the next attempt */
+};
+
+static void unsaved_free(struct change_unsaved *u)
 {
-    struct rollout *r = s->r;
-    int64_t id = s->change_id;
-    if (id == 0)
+    if (u == NULL)
         return;
-    if (store_change_update(r->st, id, state, message) < 0)
-        log_error("store write failed", "service", s->cfg->name, "error", store_errmsg(r->st));
-    store_event_add(r->st, id, state, message);
+    free(u->state);
+    free(u->event);
+    free(u->message);
+    free(u->live);
+    free(u->previous);
+    free(u->detail);
+    free(u->error);
+    free(u);
+}
+
+/* Writes the end u of a change of s in one transaction; a late write also notes when the change
+ * really ended and why its record waited. wait_ms < 0: the store's usual busy timeout. */
+static int unsaved_write(struct service *s, const struct change_unsaved *u, int wait_ms)
+{
+    struct store *st = s->r->st;
+    int rc = wait_ms < 0 ? store_begin(st) : store_begin_within(st, wait_ms);
+    if (rc == 0 && u->detail != NULL)
+        rc = store_change_set_detail(st, u->change_id, u->detail);
+    if (rc == 0 && u->has_switch)
+        rc = store_service_set(st, s->cfg->name, u->live, u->previous);
+    if (rc == 0)
+        rc = store_change_update(st, u->change_id, u->state, u->message);
+    if (rc == 0)
+        rc = store_event_add(st, u->change_id, u->event, u->message);
+    if (rc == 0 && u->attempts > 0) {
+        char msg[600], when[40];
+        json_t *iso = rollout_iso_time(u->ended_ms);
+        snprintf(when, sizeof(when), "%s", json_string_value(iso));
+        json_decref(iso);
+        snprintf(msg, sizeof(msg),
+                 "the change ended (%s) at %s; the store refused the record until now (%s), "
+                 "after %u retries",
+                 u->state, when, u->error ? u->error : "", u->attempts);
+        rc = store_event_add(st, u->change_id, "saved_late", msg);
+    }
+    if (rc == 0)
+        rc = store_commit(st);
+    if (rc < 0)
+        store_rollback(st);
+    return rc;
+}
+
+static void on_save_retry(uv_timer_t *t)
+{
+    struct service *s = t->data;
+    struct change_unsaved *u = s->unsaved;
+    char idbuf[24];
+    if (u == NULL)
+        return;
+    u->attempts++;
+    snprintf(idbuf, sizeof(idbuf), "%lld", (long long)u->change_id);
+    if (unsaved_write(s, u, SAVE_RETRY_WAIT_MS) == 0) {
+        log_info("the end of the change is saved to the store", "service", s->cfg->name, "change",
+                 idbuf, "state", u->state);
+        s->unsaved = NULL;
+        unsaved_free(u);
+        return;
+    }
+    const char *err = store_errmsg(s->r->st);
+    /* Logged when the reason changes, not on every attempt: a lock held for an hour must not
+     * fill the log. */
+    if (u->error == NULL || strcmp(u->error, err) != 0) {
+        log_error("cannot save to the store; retrying", "service", s->cfg->name, "change", idbuf,
+                  "error", err);
+        free(u->error);
+        u->error = xstrdup(err);
+    }
+    u->delay_ms = u->delay_ms * 2 > SAVE_RETRY_MAX_MS ? SAVE_RETRY_MAX_MS : u->delay_ms * 2;
+    uv_timer_start(&s->save_retry, on_save_retry, u->delay_ms, 0);
+}
+
+int change_record_end(struct service *s, const char *state, const char *event, const char *msg,
+                      const struct version *to, const struct version *from, const char *detail)
+{
+    /* A service takes no change while an end is unsaved, so there is never a second one. */
+    assert(s->unsaved == NULL);
+    struct change_unsaved *u = xcalloc(1, sizeof(*u));
+    u->change_id = s->change_id;
+    u->state = xstrdup(state);
+    u->event = xstrdup(event);
+    u->message = xstrdup(msg);
+    u->has_switch = to != NULL;
+    u->live = to ? xstrdup(to->name) : NULL;
+    u->previous = from ? xstrdup(from->name) : NULL;
+    u->detail = detail ? xstrdup(detail) : NULL;
+    u->ended_ms = store_now_ms();
+    if (unsaved_write(s, u, -1) == 0) {
+        unsaved_free(u);
+        return 0;
+    }
+    char idbuf[24];
+    snprintf(idbuf, sizeof(idbuf), "%lld", (long long)u->change_id);
+    u->error = xstrdup(store_errmsg(s->r->st));
+    log_error("cannot save the end of the change to the store; it stands, the record is retried",
+              "service", s->cfg->name, "change", idbuf, "state", state, "error", u->error);
+    u->delay_ms = SAVE_RETRY_FIRST_MS;
+    s->unsaved = u;
+    uv_timer_start(&s->save_retry, on_save_retry, u->delay_ms, 0);
+    return -EIO;
+}
+
+int change_unsaved_why(const struct service *s, char *buf, size_t n)
+{
+    const struct change_unsaved *u = s->unsaved;
+    if (u == NULL)
+        return 0;
+    snprintf(buf, n,
+             "cannot save to the store: %s; retrying (change %lld ended %s and traffic follows "
+             "it, but its record is not saved yet)",
+             u->error ? u->error : "unknown error", (long long)u->change_id, u->state);
+    return 1;
+}
+
+static json_t *unsaved_json(const struct service *s)
+{
+    const struct change_unsaved *u = s->unsaved;
+    char why[600];
+    if (!change_unsaved_why(s, why, sizeof(why)))
+        return json_null();
+    return json_pack("{s:I, s:s, s:s, s:o, s:i, s:s}", "change", (json_int_t)u->change_id, "state",
+                     u->state, "error", u->error ? u->error : "", "ended",
+                     rollout_iso_time(u->ended_ms), "attempts", (int)u->attempts, "message", why);
+}
+
+/* The daemon stops: one last attempt, waiting the store's busy timeout, then the record is
+ * given up with a message that says what the next start will find. */
+static void unsaved_flush(struct service *s)
+{
+    struct change_unsaved *u = s->unsaved;
+    if (u == NULL)
+        return;
+    uv_timer_stop(&s->save_retry);
+    u->attempts++;
+    char idbuf[24];
+    snprintf(idbuf, sizeof(idbuf), "%lld", (long long)u->change_id);
+    if (unsaved_write(s, u, -1) == 0)
+        log_info("the end of the change is saved to the store", "service", s->cfg->name, "change",
+                 idbuf, "state", u->state);
+    else
+        log_error("the daemon stops with the end of a change not saved to the store; the next "
+                  "start finds it running, as last recorded, and resumes or interrupts it",
+                  "service", s->cfg->name, "change", idbuf, "state", u->state, "error",
+                  store_errmsg(s->r->st));
+    s->unsaved = NULL;
+    unsaved_free(u);
+}
+
+void change_done(struct service *s)
+{
     uv_timer_stop(&s->deadline);
     change_notify(s);
     s->change_id = 0;
+}
+
+void change_finish(struct service *s, const char *state, const char *message)
+{
+    if (s->change_id == 0)
+        return;
+    change_record_end(s, state, state, message, NULL, NULL, NULL);
+    change_done(s);
 }
 
 void change_notify(struct service *s)
@@ -258,25 +436,8 @@ void drain_watch(struct service *s, const struct version *v, int64_t change_id)
     uv_unref((uv_handle_t *)&dw->timer);
 }
 
-int change_record_switch(struct service *s, const struct version *to, const struct version *from,
-                         const char *event, const char *msg)
-{
-    struct store *st = s->r->st;
-    int rc = store_begin(st);
-    if (rc == 0)
-        rc = store_service_set(st, s->cfg->name, to->name, from ? from->name : NULL);
-    if (rc == 0)
-        rc = store_change_update(st, s->change_id, STORE_CHANGE_COMPLETED, msg);
-    if (rc == 0)
-        rc = store_event_add(st, s->change_id, event, msg);
-    if (rc == 0)
-        rc = store_commit(st);
-    if (rc < 0)
-        store_rollback(st);
-    return rc;
-}
-
-/* The target version is healthy: record the switch, then make it live. */
+/* The target version is healthy: record the switch, then make it live. A store that refuses
+ * the record does not stop the switch (change_record_end retries it). */
 static void change_switch(struct service *s)
 {
     struct rollout *r = s->r;
@@ -286,17 +447,7 @@ static void change_switch(struct service *s)
     snprintf(msg, sizeof(msg), "switched %s from %s to %s", s->cfg->name,
              from ? from->name : "nothing", to->name);
 
-    if (change_record_switch(s, to, from, "switched", msg) < 0) {
-        /* Not recorded, so not done: the old version keeps serving. */
-        log_error("store write failed; switch not done", "service", s->cfg->name, "error",
-                  store_errmsg(r->st));
-        change_finish(s, STORE_CHANGE_FAILED, "could not record the switch in the store");
-        if (s->change_kind == CHANGE_DEPLOY) {
-            version_free(s->next);
-            s->next = NULL;
-        }
-        return;
-    }
+    change_record_end(s, STORE_CHANGE_COMPLETED, "switched", msg, to, from, NULL);
     if (s->change_kind == CHANGE_DEPLOY) {
         version_free(s->previous);
         s->previous = from;
@@ -311,10 +462,7 @@ static void change_switch(struct service *s)
     if (from != NULL)
         managed_retire(from->ms, managed_retire_delay(s));
     log_info("switched", "service", s->cfg->name, "from", from ? from->name : "", "to", to->name);
-    /* Already written as completed above; only the waiter and the timers remain. */
-    uv_timer_stop(&s->deadline);
-    change_notify(s);
-    s->change_id = 0;
+    change_done(s);
 }
 
 static void change_evaluate(struct service *s)
@@ -418,6 +566,17 @@ int rollout_service_id(const struct rollout *r, const char *name)
     return -1;
 }
 
+/* A new change would be written after an end the store has not taken yet, and a restart would
+ * then find both running: refused, with why, until the end is saved. */
+static int refuse_unsaved(const struct service *s, char *err, size_t errlen)
+{
+    char why[600];
+    if (!change_unsaved_why(s, why, sizeof(why)))
+        return 0;
+    snprintf(err, errlen, "no new change on %s until the last one is saved: %s", s->cfg->name, why);
+    return 1;
+}
+
 /* Records a new running change with its "created" event, in one transaction. */
 static int change_create(struct service *s, const char *kind, const char *to_version,
                          const char *const *targets, size_t ntargets, const char *plan,
@@ -517,6 +676,8 @@ int rollout_deploy(struct rollout *r, const struct rollout_deploy_req *req, roll
                  s->cfg->name);
         return -EBUSY;
     }
+    if (refuse_unsaved(s, err, errlen))
+        return -EBUSY;
     if (s->roll != NULL) {
         snprintf(err, errlen, "%s is restoring its instances after a failed rolling replacement",
                  s->cfg->name);
@@ -644,6 +805,8 @@ int rollout_rollback(struct rollout *r, const char *service, const char *actor, 
                  s->cfg->name);
         return -EBUSY;
     }
+    if (refuse_unsaved(s, err, errlen))
+        return -EBUSY;
     if (s->previous == NULL) {
         snprintf(err, errlen, "%s has no previous version to roll back to", s->cfg->name);
         return -ESRCH;
@@ -740,6 +903,15 @@ int rollout_change_action(struct rollout *r, int64_t id, const char *action, con
     for (size_t i = 0; i < r->nservices; i++)
         if (r->services[i].change_id == id)
             s = &r->services[i];
+    for (size_t i = 0; s == NULL && i < r->nservices; i++) {
+        char why[600];
+        if (r->services[i].unsaved != NULL && r->services[i].unsaved->change_id == id &&
+            change_unsaved_why(&r->services[i], why, sizeof(why))) {
+            snprintf(err, errlen, "change %lld has ended (%s): %s", (long long)id,
+                     r->services[i].unsaved->state, why);
+            return -EBUSY;
+        }
+    }
     if (s == NULL) {
         struct store_change c;
         if (store_change_get(r->st, id, &c) < 0) {
@@ -796,8 +968,10 @@ struct rollout *rollout_new(uv_loop_t *loop, const struct config *cfg, struct st
         s->cfg = &cfg->services[i];
         uv_timer_init(loop, &s->deadline);
         uv_timer_init(loop, &s->kick);
+        uv_timer_init(loop, &s->save_retry);
         s->deadline.data = s;
         s->kick.data = s;
+        s->save_retry.data = s;
     }
     return r;
 }
@@ -966,16 +1140,31 @@ void rollout_stop(struct rollout *r)
             change_finish(s, STORE_CHANGE_INTERRUPTED,
                           "the daemon stopped while this change ran; traffic stayed on the "
                           "version that was live");
+        unsaved_flush(s);
         version_free(s->live);
         version_free(s->previous);
         version_free(s->next);
         s->live = s->previous = s->next = NULL;
         s->deadline.data = r;
         s->kick.data = r;
-        r->open_handles += 2;
+        s->save_retry.data = r;
+        r->open_handles += 3;
         uv_close((uv_handle_t *)&s->deadline, on_handle_closed);
         uv_close((uv_handle_t *)&s->kick, on_handle_closed);
+        uv_close((uv_handle_t *)&s->save_retry, on_handle_closed);
     }
+}
+
+int rollout_unsaved(const struct rollout *r, char *why, size_t n)
+{
+    for (size_t i = 0; i < r->nservices; i++) {
+        char w[600];
+        if (change_unsaved_why(&r->services[i], w, sizeof(w))) {
+            snprintf(why, n, "%s: %s; hand over once it is saved", r->services[i].cfg->name, w);
+            return 1;
+        }
+    }
+    return 0;
 }
 
 int rollout_switching(const struct rollout *r)
@@ -1079,12 +1268,29 @@ static json_t *change_to_json(struct rollout *r, const struct store_change *c, i
     return o;
 }
 
+/* A change whose end the store has not taken yet reads as the engine ended it (state, message,
+ * end time), with `unsaved` saying that the record is still missing. */
+static void change_overlay_unsaved(struct rollout *r, json_t *o, int64_t id)
+{
+    for (size_t i = 0; i < r->nservices; i++) {
+        const struct service *s = &r->services[i];
+        if (s->unsaved == NULL || s->unsaved->change_id != id)
+            continue;
+        json_object_set_new(o, "state", json_string(s->unsaved->state));
+        json_object_set_new(o, "message", json_string(s->unsaved->message));
+        json_object_set_new(o, "ended", rollout_iso_time(s->unsaved->ended_ms));
+        json_object_set_new(o, "unsaved", unsaved_json(s));
+        return;
+    }
+}
+
 json_t *rollout_change_json(struct rollout *r, int64_t id, int with_events)
 {
     struct store_change c;
     if (store_change_get(r->st, id, &c) < 0)
         return NULL;
     json_t *o = change_to_json(r, &c, with_events);
+    change_overlay_unsaved(r, o, id);
     store_change_done(&c);
     return o;
 }
@@ -1096,8 +1302,11 @@ json_t *rollout_changes_json(struct rollout *r, const char *service, size_t limi
     if (store_change_list(r->st, service, limit, &v, &n) < 0)
         return NULL;
     json_t *a = json_array();
-    for (size_t i = 0; i < n; i++)
-        json_array_append_new(a, change_to_json(r, &v[i], 0));
+    for (size_t i = 0; i < n; i++) {
+        json_t *o = change_to_json(r, &v[i], 0);
+        change_overlay_unsaved(r, o, v[i].id);
+        json_array_append_new(a, o);
+    }
     store_change_list_free(v, n);
     return json_pack("{s:o}", "changes", a);
 }
@@ -1126,6 +1335,7 @@ static json_t *service_to_json(struct rollout *r, struct service *s)
     }
     json_object_set_new(o, "change", ch);
     json_object_set_new(o, "rolling", rolling_json(s));
+    json_object_set_new(o, "unsaved", unsaved_json(s));
     return o;
 }
 
@@ -1173,5 +1383,15 @@ void rollout_metrics(struct rollout *r, rollout_emit_fn emit, void *ctx)
         emit_version(emit, ctx, s, s->live, "live");
         emit_version(emit, ctx, s, s->previous, "previous");
         emit_version(emit, ctx, s, s->next, "next");
+    }
+    /* Something to alert on: the engine acted on a change's end that only memory holds. */
+    emit(ctx, "# HELP cutover_change_unsaved 1 while the end of a change is not saved to the "
+              "store (retrying).");
+    emit(ctx, "# TYPE cutover_change_unsaved gauge");
+    for (size_t i = 0; i < r->nservices; i++) {
+        char line[256];
+        snprintf(line, sizeof(line), "cutover_change_unsaved{service=\"%s\"} %d",
+                 r->services[i].cfg->name, r->services[i].unsaved != NULL);
+        emit(ctx, line);
     }
 }

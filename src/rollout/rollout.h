@@ -52,6 +52,10 @@ void rollout_stop(struct rollout *r);
 void rollout_stop_instances(struct rollout *r);
 void rollout_release_instances(struct rollout *r);
 
+/* Returns 1 while the end of some change is not saved to the store yet (it is retried): a
+ * hand-over then would let the successor find that change running. why gets a sentence. */
+int rollout_unsaved(const struct rollout *r, char *why, size_t n);
+
 /* Returns 1 while an instant switch (deploy or rollback without a plan) waits for health: a
  * hand-over then would interrupt it. Plans are saved and resumed instead. */
 int rollout_switching(const struct rollout *r);

@@ -28,6 +28,7 @@ enum change_kind { CHANGE_DEPLOY, CHANGE_ROLLBACK };
 
 struct plan_run;
 struct rolling;
+struct change_unsaved;
 
 struct service {
     struct rollout *r;
@@ -46,6 +47,10 @@ struct service {
     void *waiter_ctx;
     struct plan_run *run; /* set while a plan change runs */
     struct rolling *roll; /* set while a rolling replacement runs or is being undone */
+    /* The end of the last change, when the store refused to record it: the engine has acted on
+     * it, save_retry writes it again until the store takes it, and no change starts meanwhile. */
+    struct change_unsaved *unsaved;
+    uv_timer_t save_retry;
 };
 
 struct rollout {
@@ -72,15 +77,25 @@ int version_all_healthy(const struct version *v);
 void version_why_unhealthy(const struct version *v, char *buf, size_t n);
 void version_free(struct version *v);
 struct version *version_load(struct service *s, const char *name, int optimistic);
-/* Ends the change of s in state with message (store first), calls and clears the waiter. */
+/* Ends the change of s in state with message (change_record_end, event type state), then
+ * change_done. */
 void change_finish(struct service *s, const char *state, const char *message);
+/* Stops the change's deadline, calls and clears the waiter, and forgets the change (its end was
+ * recorded, or is kept in s->unsaved). */
+void change_done(struct service *s);
 /* Starts the deploy_timeout deadline and evaluates the target version's health at once. */
 void change_wait_health(struct service *s);
-/* Records, in one transaction, that `to` is live on s (with `from` as previous) and that the
- * change completed with msg (event type `event`). Returns 0, or a negative errno with nothing
- * written: the caller must then not publish. */
-int change_record_switch(struct service *s, const struct version *to, const struct version *from,
-                         const char *event, const char *msg);
+/* Records the end of the change of s in one transaction: its terminal state and msg, an event
+ * of type `event`, the plan's final detail JSON (NULL: left as it is) and, when to is not NULL,
+ * that `to` is live with `from` as previous. When the store refuses (locked, full, read-only),
+ * the end stands anyway: the failure is logged, the record is kept in s->unsaved and written
+ * again with backoff, the API shows it, and s takes no other change until it is saved. The
+ * caller acts on the end either way: users are never left half-switched or moved back because
+ * a write failed. Returns 0 when saved now, -EIO when kept for a retry. */
+int change_record_end(struct service *s, const char *state, const char *event, const char *msg,
+                      const struct version *to, const struct version *from, const char *detail);
+/* When an end of a change of s is not saved yet: 1, with a sentence for the user in buf. */
+int change_unsaved_why(const struct service *s, char *buf, size_t n);
 /* Re-evaluates the change of s on the next loop turn. */
 void change_kick(struct service *s);
 /* Calls and clears the waiter of s (the change reached the point its requester waits for). */

@@ -291,6 +291,11 @@ static void begin_handover(void *ctx, const char *binary, int reload, api_done_f
         }
         config_free(n);
     }
+    /* The successor reads the store: it would find that change running and resume it. */
+    if (d->ro != NULL && rollout_unsaved(d->ro, err, sizeof(err))) {
+        done(req, 409, err, 0);
+        return;
+    }
     if (d->ro != NULL && rollout_switching(d->ro)) {
         done(req, 409, "a deploy or rollback is switching right now; retry in a moment", 0);
         return;

@@ -499,6 +499,21 @@ int store_begin(struct store *st)
     return exec_stmt(st, ST_BEGIN);
 }
 
+/* Like store_begin, but waits at most wait_ms for another writer (0: not at all), so a caller
+ * that retries on its own timer does not hold up its loop for the whole busy timeout. */
+int store_begin_within(struct store *st, int wait_ms)
+{
+    if (!sqlite3_get_autocommit(st->db))
+        return set_fail(st, -EINVAL, "a transaction is already open");
+    if (sqlite3_busy_timeout(st->db, wait_ms > 0 ? wait_ms : 0) != SQLITE_OK)
+        return sql_fail(st);
+    int rc = exec_stmt(st, ST_BEGIN);
+    /* The later statements of the transaction hold the write lock and never wait; the handle's
+     * other callers get the usual timeout back. */
+    sqlite3_busy_timeout(st->db, BUSY_TIMEOUT_MS);
+    return rc;
+}
+
 /* Commits the open transaction. On failure the transaction stays open: call store_rollback. */
 int store_commit(struct store *st)
 {

@@ -26,6 +26,9 @@ const char *store_errmsg(struct store *st);
 
 /* Groups several writes into one transaction (not nestable). */
 int store_begin(struct store *st);
+/* Like store_begin, but waits at most wait_ms (not the 5 s busy timeout) for another process's
+ * write lock: -EIO ("database is locked") after that. */
+int store_begin_within(struct store *st, int wait_ms);
 int store_commit(struct store *st);
 int store_rollback(struct store *st);
 

@@ -390,6 +390,47 @@ static void test_render_history(void **state)
     free(out);
 }
 
+/* A change whose end the daemon could not save yet: status, the change and history all say so,
+ * so an operator sees why deploys are refused. */
+static void test_render_unsaved_end(void **state)
+{
+    (void)state;
+    char *out = render(cli_render_status,
+                       "{\"name\": \"web\", \"protocol\": \"http\", \"listen\": \"127.0.0.1:2\","
+                       " \"live\": {\"name\": \"v2\", \"targets\": []}, \"previous\": null,"
+                       " \"change\": null, \"rolling\": null, \"unsaved\": {\"change\": 7,"
+                       " \"state\": \"completed\", \"message\": \"cannot save to the store: "
+                       "database is locked; retrying\"}}");
+    assert_string_equal(out,
+                        "web (http, listen 127.0.0.1:2)\n"
+                        "  live:     v2\n"
+                        "  previous: (none)\n"
+                        "  change:   none in progress\n"
+                        "  store:    cannot save to the store: database is locked; retrying\n");
+    free(out);
+
+    out = render(cli_render_change,
+                 "{\"id\": 7, \"service\": \"web\", \"kind\": \"deploy\", \"from\": \"v1\","
+                 " \"to\": \"v2\", \"state\": \"completed\", \"message\": \"v2 is live\","
+                 " \"unsaved\": {\"message\": \"cannot save to the store: disk is full\"}}");
+    assert_string_equal(out, "change 7: deploy web v1 -> v2: completed\n"
+                             "  v2 is live\n"
+                             "  cannot save to the store: disk is full\n");
+    free(out);
+
+    out = render(cli_render_history,
+                 "{\"changes\": [{\"id\": 7, \"service\": \"web\", \"kind\": \"deploy\","
+                 " \"from\": \"v1\", \"to\": \"v2\", \"state\": \"completed\", \"actor\": \"al\","
+                 " \"message\": \"m\", \"created\": \"2026-11-23T07:00:00.000Z\","
+                 " \"unsaved\": {\"message\": \"x\"}}]}");
+    assert_string_equal(
+        out,
+        "ID  TIME (UTC)           SERVICE  KIND    FROM -> TO  STATE                ACTOR  "
+        "MESSAGE\n"
+        "7   2026-11-23 07:00:00  web      deploy  v1 -> v2    completed (unsaved)  al     m\n");
+    free(out);
+}
+
 static void test_render_report_md(void **state)
 {
     (void)state;
@@ -531,6 +572,7 @@ int main(void)
         cmocka_unit_test(test_render_status_list),
         cmocka_unit_test(test_render_change),
         cmocka_unit_test(test_render_history),
+        cmocka_unit_test(test_render_unsaved_end),
         cmocka_unit_test(test_render_report_md),
         cmocka_unit_test(test_usage_lists_every_command),
     };

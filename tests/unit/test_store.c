@@ -714,6 +714,40 @@ static void test_two_handles_see_committed(void **state)
     store_free(b);
 }
 
+/* The engine retries a refused write on its own timer: store_begin_within must give up on
+ * another process's write lock instead of waiting the busy timeout, and succeed once the lock
+ * is gone. */
+static void test_begin_within_gives_up_on_a_held_lock(void **state)
+{
+    (void)state;
+    struct store *a = open_ok("locked.db");
+    struct store *b = open_ok("locked.db");
+    char *live = NULL;
+
+    assert_int_equal(store_service_set(a, "web", "v1", NULL), 0);
+    assert_int_equal(store_begin(a), 0);
+    assert_int_equal(store_service_set(a, "web", "v2", "v1"), 0);
+    assert_int_equal(store_begin_within(b, 0), -EIO);
+    assert_non_null(strstr(store_errmsg(b), "locked"));
+    assert_int_equal(store_begin_within(b, 20), -EIO);
+    /* Nothing is left open on b after the refusal; reads still work. */
+    assert_int_equal(store_rollback(b), 0);
+    assert_int_equal(store_service_get(b, "web", &live, NULL), 0);
+    assert_string_equal(live, "v1");
+    free(live);
+    assert_int_equal(store_commit(a), 0);
+
+    assert_int_equal(store_begin_within(b, 0), 0);
+    assert_int_equal(store_begin_within(b, 0), -EINVAL); /* not nestable, like store_begin */
+    assert_int_equal(store_service_set(b, "web", "v3", "v2"), 0);
+    assert_int_equal(store_commit(b), 0);
+    assert_int_equal(store_service_get(a, "web", &live, NULL), 0);
+    assert_string_equal(live, "v3");
+    free(live);
+    store_free(a);
+    store_free(b);
+}
+
 /* --- durability ------------------------------------------------------------------------------ */
 
 static void test_durable_across_close(void **state)
@@ -826,6 +860,7 @@ int main(void)
         cmocka_unit_test(test_events_ordered),
         cmocka_unit_test(test_rollback_discards),
         cmocka_unit_test(test_two_handles_see_committed),
+        cmocka_unit_test(test_begin_within_gives_up_on_a_held_lock),
         cmocka_unit_test(test_durable_across_close),
         cmocka_unit_test(test_kill9_keeps_committed),
     };
