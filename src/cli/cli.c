@@ -33,6 +33,7 @@
 #define CLI_CONNECT_TIMEOUT_MS 2000L
 #define CLI_HANDOVER_TRIES 100 /* x CLI_HANDOVER_WAIT_MS: a successor's 10 s to take over */
 #define CLI_HANDOVER_WAIT_MS 100
+#define CLI_EVENTS_GIVE_UP_S 30 /* `events` stops when the daemon is away this long */
 #define CLI_REQUEST_TIMEOUT_MS 120000L
 /* A history of many changes is the largest answer; anything beyond this is not our daemon. */
 #define CLI_MAX_BODY ((size_t)64 * 1024 * 1024)
@@ -135,6 +136,13 @@ static const struct cli_command cli_commands[] = {
      "service, kind, from -> to, state, actor, message.\n"
      "  --limit N  at most N changes\n"
      "  --json     print the API answer\n"},
+    {"events", CLI_CMD_EVENTS, CLI_OPT_JSON, 0, 1, "events [SERVICE] [--json]",
+     "events [SERVICE] [--json]\tfollow every change's events as they happen",
+     "Prints each event of every change (of SERVICE, or all) the moment the daemon\n"
+     "records it: time (UTC), service, change, type, message. Runs until interrupted;\n"
+     "when the daemon goes away (an upgrade, a restart) it reconnects and first prints\n"
+     "what it missed. Exit 1 when the daemon cannot be reached for 30 s.\n"
+     "  --json  one JSON Event object per line\n"},
     {"report", CLI_CMD_REPORT, CLI_OPT_FORMAT, 1, 1, "report CHANGE_ID [--format md|json]",
      "report CHANGE_ID [--format md|json]\tprint the record of a change",
      "Prints the record of change CHANGE_ID: what changed, who, why, every event.\n"
@@ -1046,19 +1054,15 @@ static size_t cli_on_body(char *ptr, size_t size, size_t nmemb, void *ud)
     return n;
 }
 
-/* Sends method path (with body when not NULL) and fills *r. Returns 0 when the daemon
- * answered (any status), else prints why it could not be reached and returns 1. */
-static int cli_request(struct cli_http *h, const char *method, const char *path, const json_t *body,
-                       const char *accept, struct cli_resp *r)
+/* Resets h's handle for a request to url (owned by the caller, like errbuf): the daemon
+ * directly (no proxy), over its socket, with the token, Accept and extra headers; the answer
+ * goes to write(ud). Returns the header list to set and free after the transfer. */
+static struct curl_slist *cli_curl_base(struct cli_http *h, const char *url, char *errbuf,
+                                        const char *accept, curl_write_callback write, void *ud)
 {
     struct curl_slist *hdrs = NULL;
-    char errbuf[CURL_ERROR_SIZE] = "";
-    char *url = xasprintf("%s%s", h->base, path);
-    char *payload = NULL, *hdr;
-    CURLcode cc;
-    int rc = CLI_EXIT_FAILED;
+    char *hdr;
 
-    memset(r, 0, sizeof(*r));
     curl_easy_reset(h->curl);
     curl_easy_setopt(h->curl, CURLOPT_URL, url);
     curl_easy_setopt(h->curl, CURLOPT_ERRORBUFFER, errbuf);
@@ -1067,9 +1071,8 @@ static int cli_request(struct cli_http *h, const char *method, const char *path,
     curl_easy_setopt(h->curl, CURLOPT_NOPROXY, "*");
     curl_easy_setopt(h->curl, CURLOPT_USERAGENT, "cutover-cli/" CUTOVER_VERSION);
     curl_easy_setopt(h->curl, CURLOPT_CONNECTTIMEOUT_MS, CLI_CONNECT_TIMEOUT_MS);
-    curl_easy_setopt(h->curl, CURLOPT_TIMEOUT_MS, h->timeout_ms);
-    curl_easy_setopt(h->curl, CURLOPT_WRITEFUNCTION, cli_on_body);
-    curl_easy_setopt(h->curl, CURLOPT_WRITEDATA, r);
+    curl_easy_setopt(h->curl, CURLOPT_WRITEFUNCTION, write);
+    curl_easy_setopt(h->curl, CURLOPT_WRITEDATA, ud);
     if (h->sock != NULL)
         curl_easy_setopt(h->curl, CURLOPT_UNIX_SOCKET_PATH, h->sock);
     hdr = xasprintf("Accept: %s", accept ? accept : "application/json");
@@ -1081,6 +1084,34 @@ static int cli_request(struct cli_http *h, const char *method, const char *path,
         hdrs = curl_slist_append(hdrs, hdr);
         free(hdr);
     }
+    return hdrs;
+}
+
+/* Prints why the daemon could not be reached (curl failed with cc). */
+static void cli_unreachable(const struct cli_http *h, CURLcode cc, const char *errbuf)
+{
+    long oserr = 0;
+    curl_easy_getinfo(h->curl, CURLINFO_OS_ERRNO, &oserr);
+    fprintf(
+        stderr, "cutover: cannot reach the daemon at %s: %s (is `cutover serve -c %s` running?)\n",
+        h->where, oserr != 0 ? strerror((int)oserr) : (errbuf[0] ? errbuf : curl_easy_strerror(cc)),
+        h->config);
+}
+
+/* Sends method path (with body when not NULL) and fills *r. Returns 0 when the daemon
+ * answered (any status), else prints why it could not be reached and returns 1. */
+static int cli_request(struct cli_http *h, const char *method, const char *path, const json_t *body,
+                       const char *accept, struct cli_resp *r)
+{
+    char errbuf[CURL_ERROR_SIZE] = "";
+    char *url = xasprintf("%s%s", h->base, path);
+    char *payload = NULL;
+    CURLcode cc;
+    int rc = CLI_EXIT_FAILED;
+
+    memset(r, 0, sizeof(*r));
+    struct curl_slist *hdrs = cli_curl_base(h, url, errbuf, accept, cli_on_body, r);
+    curl_easy_setopt(h->curl, CURLOPT_TIMEOUT_MS, h->timeout_ms);
     if (strcmp(method, "GET") == 0) {
         curl_easy_setopt(h->curl, CURLOPT_HTTPGET, 1L);
     } else {
@@ -1118,13 +1149,7 @@ static int cli_request(struct cli_http *h, const char *method, const char *path,
             fprintf(stderr, "cutover: the daemon at %s did not answer within %ld s (%s)\n",
                     h->where, h->timeout_ms / 1000, errbuf[0] ? errbuf : curl_easy_strerror(cc));
         } else {
-            fprintf(stderr,
-                    "cutover: cannot reach the daemon at %s: %s (is `cutover serve -c %s` "
-                    "running?)\n",
-                    h->where,
-                    oserr != 0 ? strerror((int)oserr)
-                               : (errbuf[0] ? errbuf : curl_easy_strerror(cc)),
-                    h->config);
+            cli_unreachable(h, cc, errbuf);
         }
         goto out;
     }
@@ -1868,6 +1893,152 @@ static int cli_cmd_status(const struct cli_args *a, struct cli_http *h)
     return rc;
 }
 
+/* --- events: following the daemon's server-sent event stream ------------------------------ */
+
+struct cli_sse {
+    struct cli_http *h;
+    FILE *out;
+    int json;
+    long status;         /* of the current stream's answer; 0 before it */
+    struct cli_resp err; /* the body of an answer other than 200 */
+    char *line;          /* the line being received */
+    size_t len, cap;
+    char *data;        /* the event's data field so far */
+    int served;        /* the daemon answered at least once (200, or 503 handing over) */
+    long long last_id; /* of the last event printed: sent back as Last-Event-ID */
+};
+
+static void cli_sse_dispatch(struct cli_sse *s)
+{
+    json_t *ev = s->data ? json_loads(s->data, 0, NULL) : NULL;
+    free(s->data);
+    s->data = NULL;
+    if (!json_is_object(ev)) {
+        json_decref(ev);
+        return;
+    }
+    json_t *id = json_object_get(ev, "id");
+    if (json_is_integer(id)) {
+        if (json_integer_value(id) <= s->last_id) {
+            json_decref(ev); /* already printed before a reconnection */
+            return;
+        }
+        s->last_id = json_integer_value(id);
+    }
+    if (s->json) {
+        char *text = json_dumps(ev, JSON_COMPACT);
+        fprintf(s->out, "%s\n", text);
+        free(text);
+    } else {
+        const char *ts = cli_jstr_or(ev, "ts", "");
+        /* "2026-11-23T12:40:01.207Z" as history shows times: "2026-11-23 12:40:01" */
+        fprintf(s->out, "%.10s %.8s  ", ts, strlen(ts) > 11 ? ts + 11 : "");
+        cli_put_clean(s->out, cli_jstr_or(ev, "service", "-"), 0);
+        fprintf(s->out, "  #%lld  ", (long long)json_integer_value(json_object_get(ev, "change")));
+        cli_put_clean(s->out, cli_jstr_or(ev, "type", "-"), 0);
+        fputs("  ", s->out);
+        cli_put_clean(s->out, cli_jstr_or(ev, "message", ""), 0);
+        fputc('\n', s->out);
+    }
+    fflush(s->out);
+    json_decref(ev);
+}
+
+/* One line of text/event-stream (without its newline). */
+static void cli_sse_line(struct cli_sse *s, const char *line)
+{
+    if (*line == '\0') {
+        cli_sse_dispatch(s);
+        return;
+    }
+    if (strncmp(line, "data: ", 6) == 0) {
+        char *d = s->data ? xasprintf("%s\n%s", s->data, line + 6) : xstrdup(line + 6);
+        free(s->data);
+        s->data = d;
+    } /* id: and event: are in the data too; comments (":") keep the stream alive */
+}
+
+static size_t cli_sse_write(char *ptr, size_t size, size_t nmemb, void *ud)
+{
+    struct cli_sse *s = ud;
+    size_t n = size * nmemb;
+    if (s->status == 0)
+        curl_easy_getinfo(s->h->curl, CURLINFO_RESPONSE_CODE, &s->status);
+    if (s->status != 200)
+        return cli_on_body(ptr, size, nmemb, &s->err);
+    for (size_t i = 0; i < n; i++) {
+        if (ptr[i] == '\n') {
+            if (s->len > 0 && s->line[s->len - 1] == '\r')
+                s->len--;
+            s->line[s->len] = '\0';
+            cli_sse_line(s, s->line);
+            s->len = 0;
+            continue;
+        }
+        if (s->len + 2 > s->cap) {
+            if (s->cap >= CLI_MAX_BODY)
+                return 0; /* a line this long is not our daemon */
+            s->cap = s->cap ? s->cap * 2 : 1024;
+            s->line = xrealloc(s->line, s->cap);
+        }
+        s->line[s->len++] = ptr[i];
+    }
+    return n;
+}
+
+static int cli_cmd_events(const struct cli_args *a, struct cli_http *h)
+{
+    char *svc = a->service ? cli_escape(h, a->service) : NULL;
+    char *url = xasprintf("%s/api/v1/events%s%s", h->base, svc ? "?service=" : "", svc ? svc : "");
+    struct cli_sse s = {.h = h, .out = stdout, .json = a->json};
+    struct timespec lost = {0};
+    int rc = CLI_EXIT_FAILED;
+
+    for (;;) {
+        char errbuf[CURL_ERROR_SIZE] = "", idhdr[48];
+        struct curl_slist *hdrs =
+            cli_curl_base(h, url, errbuf, "text/event-stream", cli_sse_write, &s);
+        if (s.last_id > 0) {
+            snprintf(idhdr, sizeof(idhdr), "Last-Event-ID: %lld", s.last_id);
+            hdrs = curl_slist_append(hdrs, idhdr);
+        }
+        curl_easy_setopt(h->curl, CURLOPT_HTTPHEADER, hdrs);
+        s.status = 0;
+        s.len = 0;
+        CURLcode cc = curl_easy_perform(h->curl);
+        curl_slist_free_all(hdrs);
+        if (s.status != 0 && s.status != 200) {
+            /* 503 while the daemon hands over: its successor answers in a moment. */
+            int handing = s.status == 503 && s.err.body && strstr(s.err.body, "handing over");
+            if (!handing) {
+                s.err.status = s.status;
+                if (s.err.len > 0)
+                    s.err.json = json_loadb(s.err.body, s.err.len, 0, NULL);
+                rc = cli_api_error(h, &s.err);
+                break;
+            }
+            cli_resp_done(&s.err);
+            s.served = 1; /* the daemon is there: wait for its successor */
+        }
+        struct timespec now;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        s.served |= s.status == 200;
+        if (s.status == 200 || lost.tv_sec == 0)
+            lost = now; /* the stream served, or this is the first try: count from now */
+        if (!s.served || now.tv_sec - lost.tv_sec >= CLI_EVENTS_GIVE_UP_S) {
+            cli_unreachable(h, cc, errbuf);
+            break;
+        }
+        usleep(CLI_HANDOVER_WAIT_MS * 1000);
+    }
+    cli_resp_done(&s.err);
+    free(s.line);
+    free(s.data);
+    free(url);
+    free(svc);
+    return rc;
+}
+
 static int cli_cmd_history(const struct cli_args *a, struct cli_http *h)
 {
     char *path, *svc = NULL, limit[32] = "";
@@ -2119,6 +2290,9 @@ static int cli_run(const struct cli_args *a)
         break;
     case CLI_CMD_HISTORY:
         rc = cli_cmd_history(a, &h);
+        break;
+    case CLI_CMD_EVENTS:
+        rc = cli_cmd_events(a, &h);
         break;
     case CLI_CMD_PROMOTE:
         rc = cli_cmd_change_verb(a, &h, "promote");

@@ -41,6 +41,7 @@ enum cli_cmd {
     CLI_CMD_UPGRADE,
     CLI_CMD_RELOAD,
     CLI_CMD_LOGS, /* reads the instance logs itself; the daemon only names the live version */
+    CLI_CMD_EVENTS,
 };
 
 /* What the command line asked for. Strings point into argv (not owned), except targets, an

@@ -113,6 +113,14 @@ static void test_parse_defaults_and_short_forms(void **state)
     assert_int_equal(a.limit, 20);
     cli_args_done(&a);
 
+    assert_int_equal(PARSE(&a, err, "events", "web", "--json"), 0);
+    assert_int_equal(a.cmd, CLI_CMD_EVENTS);
+    assert_string_equal(a.service, "web");
+    assert_int_equal(a.json, 1);
+    cli_args_done(&a);
+    assert_int_equal(PARSE(&a, err, "events", "--plan", "x"), -EINVAL);
+    cli_args_done(&a);
+
     assert_int_equal(PARSE(&a, err, "approve", "12", "--as", "lead"), 0);
     assert_int_equal(a.change_id, 12);
     assert_string_equal(a.as, "lead");
