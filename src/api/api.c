@@ -27,6 +27,10 @@
  * this many connections are kept (the unix socket is local and needs neither). */
 #define API_TCP_DEADLINE_MS 30000
 #define API_TCP_MAX_CONNS 64
+/* ...but a new connection gets only this long for its first request (its token unknown yet),
+ * and event streams, which stay open, may hold only this many of the connections. */
+#define API_TCP_FIRST_MS 5000
+#define API_TCP_MAX_STREAMS 16
 /* An event stream gets a comment this often, so proxies and clients see it is alive. */
 #define API_SSE_BEAT_MS 15000
 /* A stream whose client reads less than the events it is sent is closed past this backlog. */
@@ -48,8 +52,9 @@ struct api {
     int tcp_on;
     struct config_token *tokens; /* owned copies */
     size_t ntokens;
-    size_t ntcp; /* open TCP connections */
-    int refs;    /* server handles and connections not yet closed: the last close frees the api */
+    size_t ntcp;     /* open TCP connections */
+    size_t ntcp_sse; /* of which event streams */
+    int refs; /* server handles and connections not yet closed: the last close frees the api */
     struct store *st;           /* events: live (store_on_event) and replayed; NULL: no /events */
     uv_timer_t beat;            /* keep-alive comments on event streams */
     uv_timer_t flush;           /* sends queued events on the next loop turn */
@@ -75,6 +80,8 @@ struct api_conn {
     const struct config_token *who; /* TCP: the token the request came with */
     int64_t last_event_id;          /* the request's Last-Event-ID, or 0 */
     int sse;                        /* this connection is an event stream now */
+    int sse_end;                    /* close once what is queued is written */
+    int64_t sse_last_id;            /* the last event sent: later ones only */
     char *sse_service;              /* only this service's events; NULL: all */
     uv_write_t wreq;
     struct api *a;
@@ -115,6 +122,8 @@ static const char *reason_of(int status)
         return "Length Required";
     case 413:
         return "Content Too Large";
+    case 431:
+        return "Request Header Fields Too Large";
     case 500:
         return "Internal Server Error";
     case 501:
@@ -513,7 +522,8 @@ static int route_metrics(struct api_conn *c)
     struct text t = {xstrdup(""), 0, 1};
     if (c->a->hooks.metrics)
         c->a->hooks.metrics(c->a->hooks.ctx, text_line, &t);
-    rollout_metrics(c->a->r, text_line, &t);
+    if (c->a->r != NULL) /* NULL while the daemon hands over */
+        rollout_metrics(c->a->r, text_line, &t);
     respond_raw(c, 200, "text/plain; version=0.0.4", t.p);
     free(t.p);
     return 0;
@@ -572,13 +582,18 @@ static int parse_id(const char *s, int64_t *id)
 
 struct sse_write {
     uv_write_t req;
+    struct api_conn *c; /* alive here: libuv runs write callbacks before the close callback */
     char data[];
 };
 
 static void on_sse_written(uv_write_t *w, int status)
 {
+    struct sse_write *sw = w->data;
+    struct api_conn *c = sw->c;
     (void)status; /* a failed write shows up as a read error, which closes the connection */
-    free(w->data);
+    free(sw);
+    if (c->sse_end && uv_stream_get_write_queue_size(&c->io.stream) == 0)
+        conn_close(c);
 }
 
 /* Queues len bytes of text on an event stream; a client too slow to take them is let go. */
@@ -593,6 +608,7 @@ static void sse_send(struct api_conn *c, const char *text, size_t len)
     struct sse_write *sw = xmalloc(sizeof(*sw) + len);
     memcpy(sw->data, text, len);
     sw->req.data = sw;
+    sw->c = c;
     uv_buf_t b = uv_buf_init(sw->data, (unsigned)len);
     if (uv_write(&sw->req, &c->io.stream, &b, 1, on_sse_written) < 0) {
         free(sw);
@@ -631,8 +647,11 @@ static void sse_publish(struct api *a, const struct store_event *ev)
     size_t len = strlen(text);
     for (struct api_conn *c = a->conns, *next; c != NULL; c = next) {
         next = c->next; /* sse_send may close c */
-        if (c->sse && (c->sse_service == NULL || (have && strcmp(c->sse_service, ch.service) == 0)))
+        if (c->sse && !c->sse_end && ev->id > c->sse_last_id &&
+            (c->sse_service == NULL || (have && strcmp(c->sse_service, ch.service) == 0))) {
+            c->sse_last_id = ev->id; /* a replay in this same turn may have sent it already */
             sse_send(c, text, len);
+        }
     }
     free(text);
     if (have)
@@ -698,11 +717,18 @@ static int route_events(struct api_conn *c, const char *query)
         }
         json_decref(known);
     }
+    if (c->tcp && a->ntcp_sse >= API_TCP_MAX_STREAMS) {
+        free(svc);
+        c->close_after = 1;
+        return respond_error(c, 503, "too many event streams on admin.listen; retry later");
+    }
     c->sse = 1;
     c->sse_service = svc;
     c->busy = 1; /* no other request on this connection: it is the stream's now */
-    if (c->tcp)
+    if (c->tcp) {
+        a->ntcp_sse++;
         uv_timer_stop(&c->deadline);
+    }
     static const char head[] = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
                                "Cache-Control: no-store\r\nX-Accel-Buffering: no\r\n"
                                "Connection: close\r\n\r\n: cutover events\n\n";
@@ -710,19 +736,22 @@ static int route_events(struct api_conn *c, const char *query)
     if (c->last_event_id > 0) {
         struct store_event *v;
         size_t n;
-        if (store_event_list_since(a->st, c->last_event_id, API_SSE_REPLAY_MAX, &v, &n) == 0) {
+        if (store_event_list_since(a->st, c->last_event_id, svc, API_SSE_REPLAY_MAX, &v, &n) == 0) {
             for (size_t i = 0; i < n && !c->closing; i++) {
                 struct store_change ch = {0};
                 int have = store_change_get(a->st, v[i].change_id, &ch) == 0;
-                if (svc == NULL || (have && strcmp(svc, ch.service) == 0)) {
-                    char *text = sse_format(&v[i], have ? ch.service : NULL);
-                    sse_send(c, text, strlen(text));
-                    free(text);
-                }
+                char *text = sse_format(&v[i], have ? ch.service : NULL);
+                sse_send(c, text, strlen(text));
+                free(text);
+                c->sse_last_id = v[i].id;
                 if (have)
                     store_change_done(&ch);
             }
             store_event_list_free(v, n);
+            /* More were missed than one replay holds: end here, and the client comes back
+             * from the last one it got. Going on live would leave a hole for good. */
+            if (n == API_SSE_REPLAY_MAX)
+                c->sse_end = 1;
         }
     }
     return 0;
@@ -744,8 +773,13 @@ static int route(struct api_conn *c, enum http_method m, char *path, char *query
             break;
         p = slash;
     }
-    for (size_t i = 0; i < np; i++)
+    for (size_t i = 0; i < np; i++) {
+        /* A decoded NUL would cut a name short of what was asked for, and a decoded slash
+         * would make a name of two segments. */
+        if (strstr(parts[i], "%00") || strcasestr(parts[i], "%2f"))
+            return respond_error(c, 400, "the path has an encoded NUL or slash");
         url_decode(parts[i]);
+    }
 
     if (np == 1 && strcmp(parts[0], "metrics") == 0) {
         if (m != HTTP_M_GET)
@@ -758,10 +792,19 @@ static int route(struct api_conn *c, enum http_method m, char *path, char *query
     if (np == 3 && (strcmp(res, "upgrade") == 0 || strcmp(res, "reload") == 0)) {
         if (m != HTTP_M_POST)
             return respond_error(c, 405, "use POST");
+        /* Decided on the decoded route, so no spelling of the path can get around it. */
+        if (c->who != NULL && c->who->role < CONFIG_ROLE_ADMIN) {
+            char msg[256];
+            snprintf(msg, sizeof(msg), "token '%s' has the role %s; this request needs admin",
+                     c->who->name, config_role_name(c->who->role));
+            return respond_error(c, 403, msg);
+        }
         return route_handover(c, res[0] == 'r', body, blen);
     }
-    if (r == NULL)
+    if (r == NULL) {
+        c->close_after = 1; /* a retry on a new connection may reach the successor */
         return respond_error(c, 503, "the daemon is handing over to its successor; retry");
+    }
     if (strcmp(res, "events") == 0 && np == 3) {
         if (m != HTTP_M_GET)
             return respond_error(c, 405, "use GET");
@@ -911,12 +954,11 @@ static int authorize(struct api_conn *c, const struct http_request *req)
                                   : "unknown token");
         return -1;
     }
-    enum config_role need = CONFIG_ROLE_VIEWER;
-    if (req->meth != HTTP_M_GET && req->meth != HTTP_M_HEAD) {
-        int daemon = (req->target_len == 15 && memcmp(req->target, "/api/v1/upgrade", 15) == 0) ||
-                     (req->target_len == 14 && memcmp(req->target, "/api/v1/reload", 14) == 0);
-        need = daemon ? CONFIG_ROLE_ADMIN : CONFIG_ROLE_OPERATOR;
-    }
+    /* Every route that changes something is a POST; upgrade and reload also need admin, which
+     * route() checks on the decoded path. */
+    enum config_role need = req->meth == HTTP_M_GET || req->meth == HTTP_M_HEAD
+                                ? CONFIG_ROLE_VIEWER
+                                : CONFIG_ROLE_OPERATOR;
     if (who->role < need) {
         char msg[256];
         snprintf(msg, sizeof(msg), "token '%s' has the role %s; this request needs %s", who->name,
@@ -1013,6 +1055,8 @@ static void on_conn_closed(uv_handle_t *h)
         return;
     if (c->tcp)
         a->ntcp--;
+    if (c->tcp && c->sse)
+        a->ntcp_sse--;
     free(c->buf);
     free(c->out);
     free(c->sse_service);
@@ -1108,7 +1152,7 @@ static void on_connection(uv_stream_t *server, int status)
         c->open_handles = 2;
         uv_timer_init(a->loop, &c->deadline);
         c->deadline.data = c;
-        uv_timer_start(&c->deadline, on_deadline, API_TCP_DEADLINE_MS, API_TCP_DEADLINE_MS);
+        uv_timer_start(&c->deadline, on_deadline, API_TCP_FIRST_MS, API_TCP_DEADLINE_MS);
     }
     c->next = a->conns;
     if (c->next)

@@ -1136,6 +1136,9 @@ static int cli_request(struct cli_http *h, const char *method, const char *path,
             strstr(r->body, "handing over") == NULL)
             break;
         r->len = 0;
+        r->body[0] = '\0';
+        /* A new connection: the one answered 503 leads to the daemon that is leaving. */
+        curl_easy_setopt(h->curl, CURLOPT_FRESH_CONNECT, 1L);
         usleep(CLI_HANDOVER_WAIT_MS * 1000);
     }
     if (cc != CURLE_OK) {

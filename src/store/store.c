@@ -170,8 +170,9 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_EVENT_ADD] = "INSERT INTO events (change_id, ts_ms, type, message) VALUES (?1, ?2, ?3, ?4)",
     [ST_EVENT_LIST] = "SELECT id, change_id, ts_ms, type, message FROM events "
                       "WHERE change_id = ?1 ORDER BY id",
-    [ST_EVENT_SINCE] = "SELECT id, change_id, ts_ms, type, message FROM events "
-                       "WHERE id > ?1 ORDER BY id LIMIT ?2",
+    [ST_EVENT_SINCE] = "SELECT e.id, e.change_id, e.ts_ms, e.type, e.message FROM events e "
+                       "JOIN changes c ON c.id = e.change_id "
+                       "WHERE e.id > ?1 AND (?3 IS NULL OR c.service = ?3) ORDER BY e.id LIMIT ?2",
 };
 
 struct store {
@@ -180,7 +181,12 @@ struct store {
     char errmsg[512];
     store_event_fn on_event;
     void *on_event_ctx;
+    struct store_event *held; /* added inside the open transaction: announced at its commit */
+    size_t nheld, capheld;
 };
+
+static void events_announce(struct store *st);
+static void events_drop(struct store *st);
 
 static const char *const change_states[] = {
     STORE_CHANGE_RUNNING,     STORE_CHANGE_COMPLETED, STORE_CHANGE_FAILED,
@@ -478,6 +484,7 @@ void store_free(struct store *st)
     /* With every statement finalized close cannot be refused; an open transaction rolls back. */
     sqlite3_close(st->db);
     st->db = NULL;
+    events_drop(st);
     free(st);
 }
 
@@ -517,13 +524,17 @@ int store_begin_within(struct store *st, int wait_ms)
 /* Commits the open transaction. On failure the transaction stays open: call store_rollback. */
 int store_commit(struct store *st)
 {
-    return exec_stmt(st, ST_COMMIT);
+    int rc = exec_stmt(st, ST_COMMIT);
+    if (rc == 0)
+        events_announce(st);
+    return rc;
 }
 
 /* Undoes the open transaction. Returns 0 when none is open (SQLite may have rolled it back
  * already after an I/O error), so a cleanup path can always call it. */
 int store_rollback(struct store *st)
 {
+    events_drop(st); /* they were never stored */
     if (sqlite3_get_autocommit(st->db))
         return 0;
     return exec_stmt(st, ST_ROLLBACK);
@@ -956,9 +967,35 @@ out:
     if (rc == 0 && st->on_event != NULL) {
         struct store_event ev = {sqlite3_last_insert_rowid(st->db), change_id, now, (char *)type,
                                  (char *)message};
-        st->on_event(st->on_event_ctx, &ev);
+        if (sqlite3_get_autocommit(st->db)) {
+            st->on_event(st->on_event_ctx, &ev);
+        } else {
+            /* Inside a transaction the event exists only if it commits: a listener told now
+             * could announce an event (and an id) that a rollback takes back. */
+            if (st->nheld == st->capheld) {
+                st->capheld = st->capheld ? st->capheld * 2 : 8;
+                st->held = xrealloc(st->held, st->capheld * sizeof(*st->held));
+            }
+            ev.type = xstrdup(type);
+            ev.message = message ? xstrdup(message) : NULL;
+            st->held[st->nheld++] = ev;
+        }
     }
     return rc;
+}
+
+static void events_drop(struct store *st)
+{
+    store_event_list_free(st->held, st->nheld);
+    st->held = NULL;
+    st->nheld = st->capheld = 0;
+}
+
+static void events_announce(struct store *st)
+{
+    for (size_t i = 0; i < st->nheld && st->on_event != NULL; i++)
+        st->on_event(st->on_event_ctx, &st->held[i]);
+    events_drop(st);
 }
 
 /* Reads the rows of the bound events statement s into a heap array. An empty result is 0 with
@@ -1006,7 +1043,7 @@ int store_event_list(struct store *st, int64_t change_id, struct store_event **o
     return rc;
 }
 
-int store_event_list_since(struct store *st, int64_t after_id, size_t limit,
+int store_event_list_since(struct store *st, int64_t after_id, const char *service, size_t limit,
                            struct store_event **out, size_t *n)
 {
     sqlite3_stmt *s = stmt_get(st, ST_EVENT_SINCE);
@@ -1015,7 +1052,8 @@ int store_event_list_since(struct store *st, int64_t after_id, size_t limit,
     *out = NULL;
     *n = 0;
     if (sqlite3_bind_int64(s, 1, after_id) != SQLITE_OK ||
-        sqlite3_bind_int64(s, 2, (sqlite3_int64)limit) != SQLITE_OK)
+        sqlite3_bind_int64(s, 2, (sqlite3_int64)limit) != SQLITE_OK ||
+        bind_text(s, 3, service) != SQLITE_OK)
         rc = sql_fail(st);
     else
         rc = event_rows(st, s, out, n);

@@ -126,13 +126,15 @@ int store_event_list(struct store *st, int64_t change_id, struct store_event **o
 
 void store_event_list_free(struct store_event *v, size_t n);
 
-/* Lists at most limit events of any change with an id above after_id, oldest first (what a
- * client that saw event after_id missed); free with store_event_list_free. */
-int store_event_list_since(struct store *st, int64_t after_id, size_t limit,
+/* Lists at most limit events with an id above after_id, of service's changes (NULL: of every
+ * change), oldest first: what a client that saw event after_id missed. Free with
+ * store_event_list_free. */
+int store_event_list_since(struct store *st, int64_t after_id, const char *service, size_t limit,
                            struct store_event **out, size_t *n);
 
-/* Called with each event once store_event_add stored it (ev and its strings are only valid
- * during the call). The listener must not write to the store. */
+/* Called with each event once it is stored for good: at once, or, when store_event_add ran in
+ * a transaction, at its commit (a rollback drops it). ev and its strings are only valid during
+ * the call. The listener must not write to the store. */
 typedef void (*store_event_fn)(void *ctx, const struct store_event *ev);
 
 /* Sets the one event listener (NULL: none). */

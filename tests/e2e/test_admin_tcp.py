@@ -310,3 +310,76 @@ def test_admin_port_keeps_at_most_64_connections(backend, daemon, tmp_path):
     time.sleep(0.3)
     st, _, _ = call(d, "GET", "/api/v1/health", token=VIEW)
     assert st == 200
+
+
+def test_no_spelling_of_the_path_lets_an_operator_replace_the_daemon(backend, daemon, tmp_path):
+    v1 = backend("v1")
+    d = admin_daemon(daemon, [v1], tmp_path)
+    d.start(expect="v1\n")
+    pid = d.pid
+    for path in ["/api/v1/upgrade?x", "/api/v1/%75pgrade", "/api/%761/upgrade",
+                 "/api/v1/upgrade%00", "/api/v1/reload?", "/api/v1/%72eload"]:
+        st, body, _ = call(d, "POST", path, token=ALICE, body={})
+        assert st in (400, 403), (path, st, body)
+    time.sleep(0.5)
+    st, body, _ = call(d, "GET", "/api/v1/health", token=VIEW)
+    assert st == 200 and body["pid"] == pid, "the daemon was replaced by an operator"
+
+
+def test_admin_port_stays_usable_when_flooded(backend, daemon, tmp_path):
+    v1 = backend("v1")
+    d = admin_daemon(daemon, [v1], tmp_path)
+    d.start(expect="v1\n")
+    # 64 connections that never send a token are dropped after 5 s.
+    idle = [socket.create_connection(("127.0.0.1", d.admin_port), timeout=5) for _ in range(64)]
+    try:
+        time.sleep(6)
+        st, _, _ = call(d, "GET", "/api/v1/health", token=VIEW)
+        assert st == 200, "64 idle connections locked the admin port"
+    finally:
+        for s in idle:
+            s.close()
+    # Event streams hold at most 16 of the 64 connections.
+    streams = []
+    try:
+        for _ in range(16):
+            s = socket.create_connection(("127.0.0.1", d.admin_port), timeout=5)
+            s.sendall(f"GET /api/v1/events HTTP/1.1\r\nHost: x\r\n"
+                      f"Authorization: Bearer {VIEW}\r\n\r\n".encode())
+            assert s.recv(12) == b"HTTP/1.1 200"
+            streams.append(s)
+        st, body, _ = call(d, "GET", "/api/v1/events", token=VIEW)
+        assert st == 503 and "too many event streams" in body["error"], (st, body)
+        st, _, _ = call(d, "GET", "/api/v1/services", token=VIEW)
+        assert st == 200
+    finally:
+        for s in streams:
+            s.close()
+
+
+def test_metrics_while_the_daemon_hands_over_do_not_crash_it(backend, daemon, tmp_path):
+    """The successor is slow to start: the old daemon's control plane is suspended for 2 s,
+    and a viewer reads /metrics and the services meanwhile."""
+    v1 = backend("v1")
+    d = admin_daemon(daemon, [v1], tmp_path)
+    d.start(expect="v1\n")
+    slow = tmp_path / "slow-cutover.sh"
+    slow.write_text(f"#!/bin/sh\nsleep 2\nexec {BIN} \"$@\"\n")
+    os.chmod(slow, 0o755)
+    result = {}
+    t = threading.Thread(target=lambda: result.update(
+        r=tcli(d, ROOT, "upgrade", "--binary", str(slow))))
+    t.start()
+    time.sleep(0.5)
+    statuses = []
+    while t.is_alive():
+        st, _, _ = call(d, "GET", "/metrics", token=VIEW)
+        statuses.append(st)
+        st, _, _ = call(d, "GET", "/api/v1/services", token=VIEW)
+        statuses.append(st)
+        time.sleep(0.1)
+    t.join()
+    r = result["r"]
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert statuses and set(statuses) <= {200, 503}, statuses
+    assert 200 in statuses[:2], f"/metrics did not answer during the hand-over: {statuses}"

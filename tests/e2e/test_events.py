@@ -244,3 +244,58 @@ def test_cli_events_errors(backend, daemon):
     assert r.returncode != 0 and "unknown service" in r.stderr, (r.returncode, r.stderr)
     r = d.cli("events", "a", "b")
     assert r.returncode == 2, (r.returncode, r.stderr)
+
+
+def test_a_long_absence_is_replayed_in_full_and_filtered_by_service(backend, daemon):
+    """More events were missed than one replay holds (1,000): the stream ends after them and
+    the client, coming back from the last one it got, gets the rest; nothing is skipped."""
+    import sqlite3
+    v1, v2 = backend("v1"), backend("v2")
+    d = daemon([v1])
+    d.start(expect="v1\n")
+    r = d.cli("deploy", "web", "v2", "--target", v2.addr)
+    assert r.returncode == 0, r.stdout + r.stderr
+    first = d.history()[0]["id"]
+    first_ev = events_of(d, first)
+    # 1,200 events of another service's change, written straight into the store meanwhile.
+    db = sqlite3.connect(str(d.state_dir / "cutover.db"), timeout=10)
+    cols = [c[1] for c in db.execute("PRAGMA table_info(changes)")]
+    row = {"service": "api", "kind": "deploy", "to_version": "a2", "actor": "bob",
+           "state": "completed", "created_ms": 1, "updated_ms": 1, "ended_ms": 1}
+    row = {k: v for k, v in row.items() if k in cols}
+    cur = db.execute(f"INSERT INTO changes ({','.join(row)}) VALUES ({','.join('?' * len(row))})",
+                     list(row.values()))
+    other = cur.lastrowid
+    db.executemany("INSERT INTO events (change_id, ts_ms, type, message) VALUES (?, ?, ?, ?)",
+                   [(other, 1, "health", f"e{i}") for i in range(1200)])
+    db.commit()
+    db.close()
+    r = d.cli("rollback", "web")
+    assert r.returncode == 0, r.stdout + r.stderr
+    st, last = d.api("GET", f"/api/v1/changes/{d.history()[0]['id']}")
+    assert st == 200 and last["service"] == "web", last
+    want_web = [e["type"] for e in last["events"]]
+
+    # Filtered: web's later events only, none of the other 1,200.
+    s = Stream(d.sock, "/api/v1/events?service=web", headers={"Last-Event-ID": 1})
+    got = s.events(len(first_ev) - 1 + len(want_web))
+    s.close()
+    assert all(e["data"]["service"] == "web" for e in got), got[:3]
+    assert [e["event"] for e in got][-len(want_web):] == want_web
+
+    # Unfiltered: 1,000, then the stream ends; from the last id, the rest.
+    s = Stream(d.sock, headers={"Last-Event-ID": 1})
+    part1 = s.events(1000)
+    try:
+        s.events(1, secs=3)
+        raise AssertionError("the stream went on after a full replay")
+    except AssertionError as e:
+        assert "closed" in str(e), e
+    s.close()
+    s = Stream(d.sock, headers={"Last-Event-ID": part1[-1]["id"]})
+    total = len(first_ev) - 1 + 1200 + len(want_web)
+    part2 = s.events(total - 1000)
+    s.close()
+    ids = [int(e["id"]) for e in part1 + part2]
+    assert ids == sorted(set(ids)) and len(ids) == total, (len(ids), total)
+    assert [e["event"] for e in part2][-len(want_web):] == want_web

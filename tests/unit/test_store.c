@@ -623,6 +623,70 @@ static void test_events_ordered(void **state)
     store_free(st);
 }
 
+struct heard {
+    int64_t ids[16];
+    char types[16][16];
+    size_t n;
+};
+
+static void on_heard(void *ctx, const struct store_event *ev)
+{
+    struct heard *h = ctx;
+    if (h->n < 16) {
+        h->ids[h->n] = ev->id;
+        snprintf(h->types[h->n], sizeof(h->types[0]), "%s", ev->type);
+        h->n++;
+    }
+}
+
+/* The listener hears an event once it is stored for good: never one a rollback took back. */
+static void test_event_listener_hears_committed_events_only(void **state)
+{
+    (void)state;
+    struct store *st = open_ok("heard.db");
+    struct heard h = {0};
+    int64_t a = insert_change(st, "web", "v2");
+    int64_t b = insert_change(st, "api", "a2");
+    store_on_event(st, on_heard, &h);
+
+    assert_int_equal(store_event_add(st, a, "created", "now"), 0);
+    assert_int_equal(h.n, 1); /* outside a transaction: at once */
+    assert_int_equal(store_begin(st), 0);
+    assert_int_equal(store_event_add(st, a, "completed", "taken back"), 0);
+    assert_int_equal(h.n, 1);
+    assert_int_equal(store_rollback(st), 0);
+    assert_int_equal(h.n, 1);
+    assert_int_equal(store_begin(st), 0);
+    assert_int_equal(store_event_add(st, b, "created", "kept"), 0);
+    assert_int_equal(store_event_add(st, b, "switched", "kept"), 0);
+    assert_int_equal(h.n, 1);
+    assert_int_equal(store_commit(st), 0);
+    assert_int_equal(h.n, 3);
+    assert_string_equal(h.types[1], "created");
+    assert_string_equal(h.types[2], "switched");
+    assert_true(h.ids[2] > h.ids[1] && h.ids[1] > h.ids[0]);
+
+    /* What a client that saw the first event missed: of every change, or of one service's. */
+    struct store_event *v = NULL;
+    size_t n = 0;
+    assert_int_equal(store_event_list_since(st, h.ids[0], NULL, 10, &v, &n), 0);
+    assert_int_equal(n, 2);
+    assert_int_equal(v[0].id, h.ids[1]);
+    store_event_list_free(v, n);
+    assert_int_equal(store_event_list_since(st, 0, "web", 10, &v, &n), 0);
+    assert_int_equal(n, 1);
+    assert_string_equal(v[0].type, "created");
+    store_event_list_free(v, n);
+    assert_int_equal(store_event_list_since(st, 0, NULL, 1, &v, &n), 0);
+    assert_int_equal(n, 1);
+    store_event_list_free(v, n);
+
+    store_on_event(st, NULL, NULL);
+    assert_int_equal(store_event_add(st, a, "drained", NULL), 0);
+    assert_int_equal(h.n, 3);
+    store_free(st);
+}
+
 /* --- transactions and concurrency ------------------------------------------------------------ */
 
 static void test_rollback_discards(void **state)
@@ -857,6 +921,7 @@ int main(void)
         cmocka_unit_test(test_change_list_newest_first),
         cmocka_unit_test(test_change_list_default_limit),
         cmocka_unit_test(test_change_list_running_oldest_first),
+        cmocka_unit_test(test_event_listener_hears_committed_events_only),
         cmocka_unit_test(test_events_ordered),
         cmocka_unit_test(test_rollback_discards),
         cmocka_unit_test(test_two_handles_see_committed),
