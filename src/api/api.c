@@ -9,7 +9,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <time.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -620,15 +619,7 @@ static void sse_send(struct api_conn *c, const char *text, size_t len)
  * object as data. The service comes from the change (NULL when it cannot be read). */
 static char *sse_format(const struct store_event *ev, const char *service)
 {
-    char ts[32];
-    time_t secs = (time_t)(ev->ts_ms / 1000);
-    struct tm tm;
-    gmtime_r(&secs, &tm);
-    size_t n = strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(ts + n, sizeof(ts) - n, ".%03dZ", (int)(ev->ts_ms % 1000));
-    json_t *o = json_pack("{s:I, s:I, s:s?, s:s, s:s?, s:s}", "id", (json_int_t)ev->id, "change",
-                          (json_int_t)ev->change_id, "service", service, "type", ev->type,
-                          "message", ev->message, "ts", ts);
+    json_t *o = rollout_event_json(ev, service);
     char *data = json_dumps(o, JSON_COMPACT | JSON_ENSURE_ASCII);
     json_decref(o);
     /* The type is one of the engine's words; anything else must not break the framing. */

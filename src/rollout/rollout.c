@@ -1207,6 +1207,13 @@ static json_t *str_or_null(const char *s)
     return s ? json_string(s) : json_null();
 }
 
+json_t *rollout_event_json(const struct store_event *ev, const char *service)
+{
+    return json_pack("{s:I, s:I, s:o, s:s, s:o, s:o}", "id", (json_int_t)ev->id, "change",
+                     (json_int_t)ev->change_id, "service", str_or_null(service), "type", ev->type,
+                     "message", str_or_null(ev->message), "ts", rollout_iso_time(ev->ts_ms));
+}
+
 json_t *version_json(const struct version *v)
 {
     if (v == NULL)

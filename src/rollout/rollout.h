@@ -104,6 +104,10 @@ char *rollout_report_md(struct rollout *r, int64_t id);
 json_t *rollout_service_json(struct rollout *r, const char *name);
 /* {"services": [...]}. New reference. */
 json_t *rollout_services_json(struct rollout *r);
+/* An Event object as the event stream and webhooks send it: {"id", "change", "service" (NULL
+ * when unknown), "type", "message", "ts"}. New reference. */
+json_t *rollout_event_json(const struct store_event *ev, const char *service);
+
 /* JSON of change id with its events when with_events, or NULL if unknown. New reference. */
 json_t *rollout_change_json(struct rollout *r, int64_t id, int with_events);
 /* {"changes": [...]} newest first, of service (or all), at most limit. NULL on store error. */
