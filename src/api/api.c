@@ -1276,7 +1276,7 @@ void api_stop_tcp(struct api *a)
 void api_attach_store(struct api *a, struct store *st)
 {
     a->st = st;
-    store_on_event(st, on_store_event, a);
+    store_add_listener(st, on_store_event, a);
     uv_timer_init(a->loop, &a->beat);
     uv_timer_init(a->loop, &a->flush);
     a->beat.data = a->flush.data = a;
@@ -1300,7 +1300,7 @@ void api_stop(struct api *a, int keep_path)
         unlink(a->path);
     api_stop_tcp(a);
     if (a->st != NULL) {
-        store_on_event(a->st, NULL, NULL);
+        store_remove_listener(a->st, on_store_event, a);
         uv_close((uv_handle_t *)&a->beat, on_server_closed);
         uv_close((uv_handle_t *)&a->flush, on_server_closed);
     }

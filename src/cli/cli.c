@@ -1311,6 +1311,12 @@ static void cli_render_config(FILE *out, const struct config *cfg)
         fprintf(out, "admin API also on %s (%zu token%s from %s)\n", cfg->admin_listen,
                 cfg->ntokens, cfg->ntokens == 1 ? "" : "s",
                 cfg->admin_tokens_file ? cfg->admin_tokens_file : "-");
+    for (size_t i = 0; i < cfg->nwebhooks; i++) {
+        fprintf(out, "webhook %s (", cfg->webhooks[i].url);
+        for (size_t j = 0; j < cfg->webhooks[i].nservices; j++)
+            fprintf(out, "%s%s", j ? ", " : "", cfg->webhooks[i].services[j]);
+        fputs(cfg->webhooks[i].services ? ")\n" : "every service)\n", out);
+    }
     for (size_t i = 0; i < cfg->nservices; i++) {
         const struct config_service *s = &cfg->services[i];
         fprintf(out, "\nservice %s\n", s->name);

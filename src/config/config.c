@@ -1754,6 +1754,76 @@ static int parse_admin(struct ctx *c, const struct item *it, struct config *cfg)
     return 0;
 }
 
+/* A webhook address: http or https, printable, no spaces (it goes into a request line). */
+static bool valid_url(const char *s)
+{
+    if (strncmp(s, "http://", 7) != 0 && strncmp(s, "https://", 8) != 0)
+        return false;
+    if (strlen(s) > 2048 || strlen(s) <= (s[4] == 's' ? 8u : 7u))
+        return false;
+    for (; *s; s++)
+        if ((unsigned char)*s <= 0x20 || (unsigned char)*s >= 0x7f)
+            return false;
+    return true;
+}
+
+static int parse_notify(struct ctx *c, const struct item *it, struct config *cfg)
+{
+    static const char *const known[] = {"webhooks", NULL};
+    static const char *const hook_known[] = {"url", "services", NULL};
+    struct item v;
+    int rc;
+
+    if ((rc = expect_map(c, it, "notify", known)) != 0)
+        return rc;
+    if (!map_find(it->node, "webhooks", &v) || is_null(v.node))
+        return 0;
+    if (v.node == NULL || fy_node_get_type(v.node) != FYNT_SEQUENCE)
+        return fail_type(c, &v, "notify.webhooks", "a list of {url: URL, services: [NAME...]}");
+    cfg->nwebhooks = (size_t)fy_node_sequence_item_count(v.node);
+    cfg->webhooks = xcalloc(cfg->nwebhooks + 1, sizeof(*cfg->webhooks));
+    void *iter = NULL;
+    struct fy_node *el;
+    for (size_t i = 0; (el = fy_node_sequence_iterate(v.node, &iter)) != NULL && i < cfg->nwebhooks;
+         i++) {
+        char path[KEY_PATH_MAX], p[KEY_PATH_MAX];
+        struct item hi = {el, node_line(el, v.line)}, u;
+        struct config_webhook *w = &cfg->webhooks[i];
+        subindex(path, sizeof(path), "notify.webhooks", i);
+        w->line = hi.line;
+        if ((rc = expect_map(c, &hi, path, hook_known)) != 0)
+            return rc;
+        if (!map_find(el, "url", &u))
+            return fail_missing(c, hi.line, path, "url", "an http:// or https:// URL");
+        if ((rc = get_string(c, &u, subpath(p, sizeof(p), path, "url"),
+                             "an http:// or https:// URL", &w->url)))
+            return rc;
+        if (!valid_url(w->url))
+            return fail_type(c, &u, p, "an http:// or https:// URL without spaces");
+        if (map_find(el, "services", &u) &&
+            (rc = get_string_list(c, &u, subpath(p, sizeof(p), path, "services"),
+                                  "a list of service names", true, true, &w->services,
+                                  &w->nservices)))
+            return rc;
+    }
+    return 0;
+}
+
+/* A webhook may only name services the config has: a typo would silently tell nobody. */
+static int check_webhook_services(struct ctx *c, const struct config *cfg)
+{
+    for (size_t i = 0; i < cfg->nwebhooks; i++) {
+        const struct config_webhook *w = &cfg->webhooks[i];
+        for (size_t j = 0; j < w->nservices; j++)
+            if (config_service_find(cfg, w->services[j]) == NULL)
+                return fail(c, w->line,
+                            "notify.webhooks[%zu].services: expected names of services, got "
+                            "'%.64s', which no service is called",
+                            i, w->services[j]);
+    }
+    return 0;
+}
+
 static int default_workers(void)
 {
     long n = sysconf(_SC_NPROCESSORS_ONLN);
@@ -1764,7 +1834,8 @@ static int default_workers(void)
 
 static int parse_root(struct ctx *c, struct fy_node *root)
 {
-    static const char *const known[] = {"state_dir", "workers", "admin", "services", "plans", NULL};
+    static const char *const known[] = {"state_dir", "workers", "admin", "notify",
+                                        "services",  "plans",   NULL};
     struct config *cfg = c->cfg;
     struct item it = {root, node_line(root, 1)}, v;
     struct fy_node_pair *p;
@@ -1786,6 +1857,8 @@ static int parse_root(struct ctx *c, struct fy_node *root)
     if (map_find(root, "workers", &v) && (rc = get_int(c, &v, "workers", 1, 256, &cfg->workers)))
         return rc;
     if (map_find(root, "admin", &v) && (rc = parse_admin(c, &v, cfg)))
+        return rc;
+    if (map_find(root, "notify", &v) && (rc = parse_notify(c, &v, cfg)))
         return rc;
 
     /* Plans first, so that services can check the plan they name. */
@@ -1811,6 +1884,8 @@ static int parse_root(struct ctx *c, struct fy_node *root)
             if ((rc = parse_service(c, p, &cfg->services[i])) != 0)
                 return rc;
     }
+    if ((rc = check_webhook_services(c, cfg)) != 0)
+        return rc;
     if (cfg->admin_tokens_file != NULL)
         return load_tokens(c, c->tokens_line);
     return 0;
@@ -2064,6 +2139,11 @@ void config_free(struct config *cfg)
         free(cfg->tokens[i].secret);
     }
     free(cfg->tokens);
+    for (size_t i = 0; cfg->webhooks != NULL && i < cfg->nwebhooks; i++) {
+        free(cfg->webhooks[i].url);
+        free_strv(cfg->webhooks[i].services);
+    }
+    free(cfg->webhooks);
     for (size_t i = 0; cfg->services != NULL && i < cfg->nservices; i++)
         free_service(&cfg->services[i]);
     free(cfg->services);

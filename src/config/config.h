@@ -164,6 +164,14 @@ struct config_token {
     enum config_role role;
 };
 
+/* Where the events of changes are POSTed (notify.webhooks). */
+struct config_webhook {
+    char *url;       /* http:// or https:// */
+    char **services; /* only these services' events; NULL: every service */
+    size_t nservices;
+    int line;
+};
+
 struct config {
     char *path;         /* as given to config_load */
     char *state_dir;    /* default "./var"; relative paths are taken relative to the config file */
@@ -173,6 +181,8 @@ struct config {
     struct config_token *tokens; /* read from admin_tokens_file (which must be mode 0600 or
                                     stricter); at least one when admin_listen is set */
     size_t ntokens;
+    struct config_webhook *webhooks;
+    size_t nwebhooks;
     struct config_service *services;
     size_t nservices;
     struct config_plan *plans;

@@ -29,6 +29,7 @@
 #include "net/addr.h"
 #include "net/handover.h"
 #include "net/listen.h"
+#include "notify/notify.h"
 #include "proxy/route.h"
 #include "proxy/worker.h"
 #include "rollout/rollout.h"
@@ -59,7 +60,8 @@ struct daemon {
     int nworkers;
     struct listener *listeners;
     size_t nlisten;
-    int admin_fd; /* admin.listen, or -1 */
+    int admin_fd;      /* admin.listen, or -1 */
+    struct notify *nt; /* webhooks, or NULL */
     uv_signal_t sigterm, sigint, sighup, sigusr2;
     uv_timer_t exit_timer;
     int stopping;
@@ -90,6 +92,17 @@ static void emit_counter(rollout_emit_fn emit, void *ectx, const char *name, con
     emit(ectx, line);
     snprintf(line, sizeof(line), "%s %llu", name, (unsigned long long)v);
     emit(ectx, line);
+}
+
+/* Hands each stored event to the webhooks with its service's name. */
+static void on_event_notify(void *ctx, const struct store_event *ev)
+{
+    struct daemon *d = ctx;
+    struct store_change ch = {0};
+    int have = store_change_get(d->st, ev->change_id, &ch) == 0;
+    notify_event(d->nt, ev, have ? ch.service : NULL);
+    if (have)
+        store_change_done(&ch);
 }
 
 /* Sums the workers' counters: each is written by one worker only, so relaxed loads suffice. */
@@ -527,6 +540,13 @@ int serve_main(int argc, char **argv)
         start_failed("cannot open the store", err);
         goto out;
     }
+    rc = notify_start(&d.nt, d.cfg, err, sizeof(err));
+    if (rc < 0) {
+        start_failed("cannot start the webhooks", err);
+        goto out;
+    }
+    if (d.nt != NULL)
+        store_add_listener(d.st, on_event_notify, &d);
     d.loop = uv_default_loop();
     if (open_listeners(&d, err, sizeof(err)) < 0) {
         start_failed("cannot listen", err);
@@ -621,6 +641,11 @@ out:
         uv_loop_close(d.loop);
     }
     route_table_shutdown();
+    if (d.nt != NULL) {
+        /* Deliveries still queued get one more try each, for at most 2 s in all. */
+        store_remove_listener(d.st, on_event_notify, &d);
+        notify_stop(d.nt, 2000);
+    }
     for (size_t i = 0; i < d.nlisten; i++) {
         close(d.listeners[i].fd);
         free(d.listeners[i].name);

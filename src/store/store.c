@@ -179,14 +179,18 @@ struct store {
     sqlite3 *db;
     sqlite3_stmt *stmt[ST_COUNT];
     char errmsg[512];
-    store_event_fn on_event;
-    void *on_event_ctx;
+    struct {
+        store_event_fn fn;
+        void *ctx;
+    } listeners[STORE_MAX_LISTENERS];
     struct store_event *held; /* added inside the open transaction: announced at its commit */
     size_t nheld, capheld;
 };
 
 static void events_announce(struct store *st);
 static void events_drop(struct store *st);
+static void events_tell(struct store *st, const struct store_event *ev);
+static int events_heard(const struct store *st);
 
 static const char *const change_states[] = {
     STORE_CHANGE_RUNNING,     STORE_CHANGE_COMPLETED, STORE_CHANGE_FAILED,
@@ -964,11 +968,11 @@ int store_event_add(struct store *st, int64_t change_id, const char *type, const
     }
 out:
     stmt_done(s);
-    if (rc == 0 && st->on_event != NULL) {
+    if (rc == 0 && events_heard(st)) {
         struct store_event ev = {sqlite3_last_insert_rowid(st->db), change_id, now, (char *)type,
                                  (char *)message};
         if (sqlite3_get_autocommit(st->db)) {
-            st->on_event(st->on_event_ctx, &ev);
+            events_tell(st, &ev);
         } else {
             /* Inside a transaction the event exists only if it commits: a listener told now
              * could announce an event (and an id) that a rollback takes back. */
@@ -993,8 +997,8 @@ static void events_drop(struct store *st)
 
 static void events_announce(struct store *st)
 {
-    for (size_t i = 0; i < st->nheld && st->on_event != NULL; i++)
-        st->on_event(st->on_event_ctx, &st->held[i]);
+    for (size_t i = 0; i < st->nheld; i++)
+        events_tell(st, &st->held[i]);
     events_drop(st);
 }
 
@@ -1061,10 +1065,38 @@ int store_event_list_since(struct store *st, int64_t after_id, const char *servi
     return rc;
 }
 
-void store_on_event(struct store *st, store_event_fn fn, void *ctx)
+int store_add_listener(struct store *st, store_event_fn fn, void *ctx)
 {
-    st->on_event = fn;
-    st->on_event_ctx = ctx;
+    for (size_t i = 0; i < STORE_MAX_LISTENERS; i++) {
+        if (st->listeners[i].fn == NULL) {
+            st->listeners[i].fn = fn;
+            st->listeners[i].ctx = ctx;
+            return 0;
+        }
+    }
+    return set_fail(st, -ENOSPC, "too many event listeners");
+}
+
+void store_remove_listener(struct store *st, store_event_fn fn, void *ctx)
+{
+    for (size_t i = 0; i < STORE_MAX_LISTENERS; i++)
+        if (st->listeners[i].fn == fn && st->listeners[i].ctx == ctx)
+            st->listeners[i].fn = NULL;
+}
+
+static void events_tell(struct store *st, const struct store_event *ev)
+{
+    for (size_t i = 0; i < STORE_MAX_LISTENERS; i++)
+        if (st->listeners[i].fn != NULL)
+            st->listeners[i].fn(st->listeners[i].ctx, ev);
+}
+
+static int events_heard(const struct store *st)
+{
+    for (size_t i = 0; i < STORE_MAX_LISTENERS; i++)
+        if (st->listeners[i].fn != NULL)
+            return 1;
+    return 0;
 }
 
 void store_event_list_free(struct store_event *v, size_t n)

@@ -137,8 +137,12 @@ int store_event_list_since(struct store *st, int64_t after_id, const char *servi
  * the call. The listener must not write to the store. */
 typedef void (*store_event_fn)(void *ctx, const struct store_event *ev);
 
-/* Sets the one event listener (NULL: none). */
-void store_on_event(struct store *st, store_event_fn fn, void *ctx);
+#define STORE_MAX_LISTENERS 4
+
+/* Adds a listener of events (the admin API's streams, the webhooks); -ENOSPC past
+ * STORE_MAX_LISTENERS. Remove it with the same fn and ctx. */
+int store_add_listener(struct store *st, store_event_fn fn, void *ctx);
+void store_remove_listener(struct store *st, store_event_fn fn, void *ctx);
 
 /* --- managed instances ----------------------------------------------------------------------- */
 

@@ -1100,6 +1100,28 @@ static void tokens_err(const char *text, mode_t mode, ...)
     va_end(ap);
 }
 
+static void test_webhooks(void **state)
+{
+    (void)state;
+    struct config *cfg = load_ok("notify:\n"
+                                 "  webhooks:\n"
+                                 "    - url: https://hooks.example.com/cutover?k=1\n"
+                                 "    - {url: \"http://127.0.0.1:9/x\", services: [web]}\n"
+                                 "services:\n"
+                                 "  web: {listen: 127.0.0.1:8080}\n");
+    assert_int_equal(cfg->nwebhooks, 2);
+    assert_string_equal(cfg->webhooks[0].url, "https://hooks.example.com/cutover?k=1");
+    assert_null(cfg->webhooks[0].services);
+    assert_int_equal(cfg->webhooks[1].nservices, 1);
+    assert_string_equal(cfg->webhooks[1].services[0], "web");
+    config_free(cfg);
+    load_err("notify:\n  webhooks:\n    - url: http://\n", "c.yml:3: notify.webhooks[0].url", NULL);
+    load_err("notify:\n  webhooks:\n    - {url: \"http://x/\", services: []}\n",
+             "notify.webhooks[0].services", NULL);
+    load_err("notify:\n  webhooks:\n    - {url: \"http://x/\", services: [api]}\n",
+             "c.yml:3: notify.webhooks[0].services", "'api'", NULL);
+}
+
 static void test_tokens_file_errors(void **state)
 {
     static const char good[] = "tokens:\n  a: {role: admin, token: aaaa-0123456789abcdef}\n";
@@ -1247,6 +1269,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_full_config_top),
         cmocka_unit_test(test_tokens_file_errors),
+        cmocka_unit_test(test_webhooks),
         cmocka_unit_test(test_full_config_service),
         cmocka_unit_test(test_full_config_run),
         cmocka_unit_test(test_full_config_plan),

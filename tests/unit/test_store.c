@@ -647,7 +647,7 @@ static void test_event_listener_hears_committed_events_only(void **state)
     struct heard h = {0};
     int64_t a = insert_change(st, "web", "v2");
     int64_t b = insert_change(st, "api", "a2");
-    store_on_event(st, on_heard, &h);
+    assert_int_equal(store_add_listener(st, on_heard, &h), 0);
 
     assert_int_equal(store_event_add(st, a, "created", "now"), 0);
     assert_int_equal(h.n, 1); /* outside a transaction: at once */
@@ -681,7 +681,7 @@ static void test_event_listener_hears_committed_events_only(void **state)
     assert_int_equal(n, 1);
     store_event_list_free(v, n);
 
-    store_on_event(st, NULL, NULL);
+    store_remove_listener(st, on_heard, &h);
     assert_int_equal(store_event_add(st, a, "drained", NULL), 0);
     assert_int_equal(h.n, 3);
     store_free(st);
