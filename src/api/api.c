@@ -629,6 +629,15 @@ static char *sse_format(const struct store_event *ev, const char *service)
     return text;
 }
 
+/* Sends ev, of service, to stream c and remembers it as the last one sent there. */
+static void sse_send_event(struct api_conn *c, const struct store_event *ev, const char *service)
+{
+    char *text = sse_format(ev, service);
+    sse_send(c, text, strlen(text));
+    free(text);
+    c->sse_last_id = ev->id;
+}
+
 /* Sends ev to every stream that wants it. */
 static void sse_publish(struct api *a, const struct store_event *ev)
 {
@@ -731,10 +740,7 @@ static int route_events(struct api_conn *c, const char *query)
             for (size_t i = 0; i < n && !c->closing; i++) {
                 struct store_change ch = {0};
                 int have = store_change_get(a->st, v[i].change_id, &ch) == 0;
-                char *text = sse_format(&v[i], have ? ch.service : NULL);
-                sse_send(c, text, strlen(text));
-                free(text);
-                c->sse_last_id = v[i].id;
+                sse_send_event(c, &v[i], have ? ch.service : NULL);
                 if (have)
                     store_change_done(&ch);
             }

@@ -398,6 +398,19 @@ static int bound_to(int fd, const char *addr)
     return gl == wl && memcmp(&want, &got, wl) == 0;
 }
 
+/* The listening socket named name for addr: the one inherited from a predecessor or systemd,
+ * or a new one. Returns it, or a negative errno. */
+static int take_listener(const char *name, const char *addr, int backlog)
+{
+    int fd = handover_take(name, addr);
+    if (fd >= 0 && !bound_to(fd, addr)) {
+        /* The config moved this listener: the inherited socket goes. */
+        close(fd);
+        fd = -1;
+    }
+    return fd >= 0 ? fd : listen_tcp(addr, backlog);
+}
+
 /* Opens (or takes over from a predecessor or systemd) the listening sockets of every service. */
 static int open_listeners(struct daemon *d, char *err, size_t errlen)
 {
@@ -409,14 +422,7 @@ static int open_listeners(struct daemon *d, char *err, size_t errlen)
             if (addr == NULL)
                 continue;
             char *name = preview ? xasprintf("%s.preview", svc->name) : xstrdup(svc->name);
-            int fd = handover_take(name, addr);
-            if (fd >= 0 && !bound_to(fd, addr)) {
-                /* The config moved this listener: the inherited socket goes. */
-                close(fd);
-                fd = -1;
-            }
-            if (fd < 0)
-                fd = listen_tcp(addr, 4096);
+            int fd = take_listener(name, addr, 4096);
             if (fd < 0) {
                 snprintf(err, errlen, "service %s: cannot listen on %s: %s", svc->name, addr,
                          strerror(-fd));
@@ -431,13 +437,7 @@ static int open_listeners(struct daemon *d, char *err, size_t errlen)
     d->admin_fd = -1;
     const char *admin = d->cfg->admin_listen;
     if (admin != NULL) {
-        int fd = handover_take(ADMIN_FD_NAME, admin);
-        if (fd >= 0 && !bound_to(fd, admin)) {
-            close(fd);
-            fd = -1;
-        }
-        if (fd < 0)
-            fd = listen_tcp(admin, 64);
+        int fd = take_listener(ADMIN_FD_NAME, admin, 64);
         if (fd < 0) {
             snprintf(err, errlen, "admin.listen: cannot listen on %s: %s", admin, strerror(-fd));
             return fd;
