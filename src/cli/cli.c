@@ -1305,8 +1305,12 @@ static void cli_render_config(FILE *out, const struct config *cfg)
 
     fprintf(out, "%s: valid (%zu service%s, %zu plan%s)\n", cfg->path, cfg->nservices,
             cfg->nservices == 1 ? "" : "s", cfg->nplans, cfg->nplans == 1 ? "" : "s");
-    fprintf(out, "state_dir %s (admin socket %s/cutover.sock), %d worker%s\n", cfg->state_dir,
+    fprintf(out, "state_dir %s (admin socket %s/cutover.sock), %d worker%s", cfg->state_dir,
             cfg->state_dir, cfg->workers, cfg->workers == 1 ? "" : "s");
+    if (cfg->io_coalesce_us > 0)
+        fprintf(out, " (napping %d us when busy)\n", cfg->io_coalesce_us);
+    else
+        fprintf(out, " (io_coalesce off)\n");
     if (cfg->admin_listen != NULL)
         fprintf(out, "admin API also on %s (%zu token%s from %s)\n", cfg->admin_listen,
                 cfg->ntokens, cfg->ntokens == 1 ? "" : "s",

@@ -1834,8 +1834,8 @@ static int default_workers(void)
 
 static int parse_root(struct ctx *c, struct fy_node *root)
 {
-    static const char *const known[] = {"state_dir", "workers", "admin", "notify",
-                                        "services",  "plans",   NULL};
+    static const char *const known[] = {"state_dir", "workers",  "io_coalesce_us", "admin",
+                                        "notify",    "services", "plans",          NULL};
     struct config *cfg = c->cfg;
     struct item it = {root, node_line(root, 1)}, v;
     struct fy_node_pair *p;
@@ -1844,6 +1844,7 @@ static int parse_root(struct ctx *c, struct fy_node *root)
     int rc;
 
     cfg->workers = default_workers();
+    cfg->io_coalesce_us = CONFIG_IO_COALESCE_US;
     cfg->state_dir = xstrdup("./var");
     if (root == NULL || fy_node_get_type(root) != FYNT_MAPPING)
         return fail_type(c, &it, "top level", "a map of settings");
@@ -1855,6 +1856,9 @@ static int parse_root(struct ctx *c, struct fy_node *root)
     /* The default is relative too, so it is resolved whether or not the key is present. */
     resolve_in_place(c, &cfg->state_dir);
     if (map_find(root, "workers", &v) && (rc = get_int(c, &v, "workers", 1, 256, &cfg->workers)))
+        return rc;
+    if (map_find(root, "io_coalesce_us", &v) &&
+        (rc = get_int(c, &v, "io_coalesce_us", 0, 1000, &cfg->io_coalesce_us)))
         return rc;
     if (map_find(root, "admin", &v) && (rc = parse_admin(c, &v, cfg)))
         return rc;

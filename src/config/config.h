@@ -8,6 +8,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* Default of io_coalesce_us: the nap measured to pay on the bench host (docs/benchmarks.md). */
+#define CONFIG_IO_COALESCE_US 100
+
 enum config_protocol { CONFIG_PROTO_HTTP = 0, CONFIG_PROTO_TCP };
 
 struct config_health {
@@ -176,6 +179,7 @@ struct config {
     char *path;         /* as given to config_load */
     char *state_dir;    /* default "./var"; relative paths are taken relative to the config file */
     int workers;        /* default: number of online CPUs; 1..256 */
+    int io_coalesce_us; /* a busy worker's nap before blocking (proxy/nap.h); 0..1000, 0 = off */
     char *admin_listen; /* optional TCP admin listener "HOST:PORT" */
     char *admin_tokens_file; /* required when admin_listen is set; relative to the config file */
     struct config_token *tokens; /* read from admin_tokens_file (which must be mode 0600 or

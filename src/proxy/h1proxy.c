@@ -1190,6 +1190,7 @@ static void on_upstream_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
     struct upstream *u = s->data;
     (void)buf;
+    u->w->io_events++;
     if (u->phase == U_CLOSING || nread == 0)
         return;
     if (u->phase == U_IDLE) {
@@ -1946,6 +1947,7 @@ static void on_client_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
     struct client *c = s->data;
     (void)buf;
+    c->w->io_events++;
     if (c->phase == PH_CLOSING)
         return;
     if (nread == 0) {

@@ -7,9 +7,11 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "core/xmalloc.h"
+#include "proxy/nap.h"
 #include "proxy/worker_int.h"
 
 /* Buffers kept for reuse beyond this are freed: the pool follows the busy peak, not forever. */
@@ -160,6 +162,7 @@ static void on_connection(uv_stream_t *server, int status)
     struct worker_listener *l = server->data;
     if (status < 0)
         return; /* EMFILE and friends: the connection stays in the backlog for later */
+    l->w->io_events++;
     h1_accept(l);
 }
 
@@ -173,6 +176,7 @@ static void close_walk_cb(uv_handle_t *h, void *arg)
 static void finish_drain(struct worker *w)
 {
     h1_drain_clients(w, 1);
+    w->stopped = 1;
     uv_stop(&w->loop);
 }
 
@@ -197,10 +201,54 @@ static void on_stop(uv_async_t *a)
     uv_timer_start(&w->drain_timer, on_drain_tick, 0, 50);
 }
 
+/* Sleeps ns nanoseconds; a signal cutting it short only shortens the nap. */
+static void nap_sleep(uint64_t ns)
+{
+    struct timespec t = {(time_t)(ns / 1000000000u), (long)(ns % 1000000000u)};
+    nanosleep(&t, NULL);
+}
+
+/* Client connections this worker has open (it is the only writer of the counter). */
+static uint64_t worker_conns(struct worker *w)
+{
+    int64_t n = atomic_load_explicit(&w->stats.clients, memory_order_relaxed);
+    return n > 0 ? (uint64_t)n : 0;
+}
+
+/* The loop of uv_run(UV_RUN_DEFAULT), with a nap before blocking while the worker is busy (see
+ * proxy/nap.h). w->io_events tells whether a turn of the loop handled any socket event. */
+static void worker_run(struct worker *w)
+{
+    struct nap nap;
+    nap_init(&nap, w->nap_ns);
+
+    while (!w->stopped) {
+        uint64_t len = nap_length(&nap, worker_conns(w));
+        uint64_t seen = w->io_events;
+        if (len > 0) {
+            if (uv_run(&w->loop, UV_RUN_NOWAIT) == 0)
+                break;
+            if (w->io_events != seen || w->stopped)
+                continue; /* busy: look again before sleeping */
+            nap_sleep(len);
+            if (uv_run(&w->loop, UV_RUN_NOWAIT) == 0)
+                break;
+            if (w->io_events != seen) {
+                nap_observe(&nap, len);
+                continue;
+            }
+        }
+        uint64_t t0 = uv_hrtime();
+        if (w->stopped || uv_run(&w->loop, UV_RUN_ONCE) == 0)
+            break;
+        nap_observe(&nap, len + (uv_hrtime() - t0));
+    }
+}
+
 static void worker_main(void *arg)
 {
     struct worker *w = arg;
-    uv_run(&w->loop, UV_RUN_DEFAULT);
+    worker_run(w);
     /* Close every remaining handle (clients were closed by finish_drain) and let the close
      * callbacks run so that memory is released before the thread ends. */
     uv_walk(&w->loop, close_walk_cb, NULL);
@@ -208,12 +256,13 @@ static void worker_main(void *arg)
 }
 
 int worker_start(struct worker **out, int index, const struct worker_listener_spec *ls, size_t n,
-                 size_t nservices)
+                 size_t nservices, unsigned coalesce_us)
 {
     int rc;
     size_t opened = 0;
     struct worker *w = xcalloc(1, sizeof(*w));
     w->index = index;
+    w->nap_ns = (uint64_t)coalesce_us * 1000u;
     w->nservices = nservices;
     w->role_stats = xcalloc(nservices ? nservices * ROUTE_ROLES : 1, sizeof(*w->role_stats));
     w->rng = uv_hrtime() ^ ((uint64_t)(uintptr_t)w << 17) ^ (uint64_t)index ^ 0x9e3779b97f4a7c15ULL;

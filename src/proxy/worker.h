@@ -23,10 +23,11 @@ struct worker_listener_spec {
 struct worker;
 
 /* Starts a worker thread (index is for logs) accepting on the n listeners, keeping per-role
- * statistics for service ids 0..nservices-1. Returns 0 or a negative errno; on success *out is
- * the worker (free with worker_free after worker_join). */
+ * statistics for service ids 0..nservices-1; while busy, its loop naps coalesce_us
+ * microseconds before blocking (proxy/nap.h; 0: never). Returns 0 or a negative errno; on
+ * success *out is the worker (free with worker_free after worker_join). */
 int worker_start(struct worker **out, int index, const struct worker_listener_spec *ls, size_t n,
-                 size_t nservices);
+                 size_t nservices, unsigned coalesce_us);
 
 /* Tells the worker a new route table was published: it switches to it and closes its idle
  * upstream connections to targets the table no longer routes to. Control thread; the worker

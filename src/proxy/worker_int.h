@@ -78,6 +78,9 @@ struct worker {
     void *exchanges;    /* free struct exchange objects, managed by h1proxy.c */
     void *client_wheel; /* the client deadline wheel, managed by h1proxy.c */
     size_t nexchanges;  /* length of the exchanges list */
+    uint64_t io_events; /* socket callbacks run: tells the loop whether a turn found work */
+    uint64_t nap_ns;    /* poll coalescing nap (proxy/nap.h); 0 = off */
+    int stopped;        /* the drain is over: the loop must return */
 };
 
 /* Takes a WORKER_BUF_SIZE buffer from the worker's pool (allocating when empty). */

@@ -586,7 +586,8 @@ int serve_main(int argc, char **argv)
     }
     d.workers = xcalloc((size_t)d.cfg->workers, sizeof(*d.workers));
     for (int i = 0; i < d.cfg->workers; i++) {
-        rc = worker_start(&d.workers[i], i, specs, d.nlisten, d.cfg->nservices);
+        rc = worker_start(&d.workers[i], i, specs, d.nlisten, d.cfg->nservices,
+                          (unsigned)d.cfg->io_coalesce_us);
         if (rc < 0) {
             start_failed("cannot start worker", uv_strerror(rc));
             free(specs);

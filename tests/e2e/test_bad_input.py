@@ -162,6 +162,8 @@ BAD_CONFIGS = {
                            "healthy_threshold", "health_check"),
     "bad-listen": (lambda t: re.sub(r"listen: 127\.0\.0\.1:\d+", "listen: 127.0.0.1:99999", t),
                    "listen", "listen:"),
+    "io-coalesce-over-1ms": (lambda t: t.replace("services:\n", "io_coalesce_us: 5000\nservices:\n"),
+                             "io_coalesce_us", "io_coalesce_us"),
     "targets-not-a-list": (lambda t: re.sub(r"targets: \[.*\]", "targets: 5", t), "targets",
                            "targets:"),
 }

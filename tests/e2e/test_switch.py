@@ -9,6 +9,8 @@ import subprocess
 import threading
 import time
 
+import pytest
+
 from conftest import body_of, http_get, live_name, wait_body
 
 
@@ -42,6 +44,29 @@ def test_deploy_under_load_loses_no_request(backend, daemon, wrk):
     # The change is on record as completed.
     last = d.history()[0]
     assert last["to"] == "v2" and last["state"] == "completed", last
+
+
+@pytest.mark.parametrize("coalesce", [100, 0])
+def test_switch_and_rollback_under_64_connections(backend, daemon, wrk, coalesce):
+    # 64 users on one worker: enough clients that a busy worker naps before blocking
+    # (io_coalesce_us: 100, proxy/nap.h); with 0 it blocks at once. Either loop must switch
+    # and roll back without a user noticing.
+    v1, v2 = backend("v1"), backend("v2")
+    d = daemon([v1], top_extra=f"workers: 1\nio_coalesce_us: {coalesce}\n").start(expect="v1\n")
+    load = wrk(d.port, 10, conns=64)
+    time.sleep(2.5)
+    r = d.cli("deploy", "web", "v2", "--target", v2.addr, timeout=20)
+    assert r.returncode == 0, f"deploy exit {r.returncode}: {r.stdout}{r.stderr}"
+    wait_body(d.port, "v2\n", secs=5)
+    time.sleep(2)
+    r = d.cli("rollback", "web", timeout=20)
+    assert r.returncode == 0, f"rollback exit {r.returncode}: {r.stdout}{r.stderr}"
+    wait_body(d.port, "v1\n", secs=5)
+    assert load.running(), "load ended before the rollback was done: make the load longer"
+    assert_no_errors(load.result())
+    hist = d.history()
+    assert [(h["kind"], h["state"]) for h in hist[:2]] == [("rollback", "completed"),
+                                                           ("deploy", "completed")], hist[:2]
 
 
 def test_deploy_to_unhealthy_target_fails_and_traffic_never_moves(backend, daemon, wrk):

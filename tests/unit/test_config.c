@@ -331,6 +331,7 @@ static void test_defaults(void **state)
     (void)state;
     assert_string_equal(cfg->state_dir, "./var");
     assert_int_equal(cfg->workers, cpus < 1 ? 1 : cpus > 256 ? 256 : cpus);
+    assert_int_equal(cfg->io_coalesce_us, CONFIG_IO_COALESCE_US);
     assert_null(cfg->admin_listen);
     assert_null(cfg->admin_tokens_file);
     assert_int_equal(cfg->nplans, 0);
@@ -637,6 +638,20 @@ static void test_err_duplicate_key(void **state)
              "  web: {listen: 127.0.0.1:1}\n"
              "  web: {listen: 127.0.0.1:2}\n",
              "c.yml:3:", "duplicate key", NULL);
+}
+
+static void test_io_coalesce(void **state)
+{
+    struct config *off = load_ok("io_coalesce_us: 0\n");
+    struct config *max = load_ok("io_coalesce_us: 1000\n");
+    (void)state;
+    assert_int_equal(off->io_coalesce_us, 0);
+    assert_int_equal(max->io_coalesce_us, 1000);
+    config_free(off);
+    config_free(max);
+    load_err("io_coalesce_us: 1001\n", "c.yml:1:", "io_coalesce_us", "1000", NULL);
+    load_err("io_coalesce_us: -1\n", "c.yml:1:", "io_coalesce_us", NULL);
+    load_err("io_coalesce_us: 100us\n", "c.yml:1:", "io_coalesce_us", "100us", NULL);
 }
 
 static void test_err_two_documents(void **state)
@@ -1274,6 +1289,7 @@ int main(void)
         cmocka_unit_test(test_full_config_run),
         cmocka_unit_test(test_full_config_plan),
         cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_io_coalesce),
         cmocka_unit_test(test_run_defaults),
         cmocka_unit_test(test_strategy),
         cmocka_unit_test(test_strategy_errors),
