@@ -169,6 +169,7 @@ struct client {
     unsigned char peer_eof; /* the client closed its side: answer what is in progress, then close */
     unsigned char wpending; /* a write to the client (x->wreq) is in flight */
     unsigned char close_after_write;
+    uint16_t win; /* the worker's active-client window it was last counted in (worker_int.h) */
 };
 
 static void client_close(struct client *c);
@@ -1253,6 +1254,7 @@ static void on_upstream_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 static void on_upstream_write(uv_write_t *req, int status)
 {
     struct upstream *u = req->data;
+    u->w->io_events++;
     u->wpending = 0;
     if (u->phase == U_CLOSING)
         return;
@@ -1349,6 +1351,7 @@ static void upstream_send(struct client *c)
 static void on_upstream_connect(uv_connect_t *req, int status)
 {
     struct upstream *u = req->data;
+    u->w->io_events++;
     if (u->phase == U_CLOSING)
         return;
     if (status < 0) {
@@ -1580,6 +1583,7 @@ static void tunnel_begin(struct client *c, struct upstream *u, size_t head_len)
 static void on_client_write(uv_write_t *req, int status)
 {
     struct client *c = req->data;
+    c->w->io_events++;
     c->wpending = 0;
     if (c->phase == PH_CLOSING)
         return;
@@ -1852,6 +1856,10 @@ static void request_start(struct client *c, const struct http_request *req, size
 {
     struct worker *w = c->w;
     atomic_fetch_add_explicit(&w->stats.requests, 1, memory_order_relaxed);
+    if (c->win != w->win) {
+        c->win = w->win;
+        w->win_clients++;
+    }
     c->x->meth = req->meth;
     c->x->minor = req->minor_version;
     c->x->head_len = head_len;

@@ -1,27 +1,36 @@
 /* Poll coalescing bookkeeping (see nap.h). */
 #include "proxy/nap.h"
 
+/* Waits longer than this count as this long, so that after an idle spell of any length a
+ * handful of short waits (about sixteen) turn napping back on. */
+static uint64_t wait_cap(const struct nap *n)
+{
+    return n->nap_ns * NAP_STOP * 4;
+}
+
 void nap_init(struct nap *n, uint64_t nap_ns)
 {
     n->nap_ns = nap_ns;
-    /* Idle until shown otherwise: a fresh worker blocks until its waits get short. */
-    n->wait_ns = nap_ns * NAP_BUSY_FACTOR;
+    n->wait_ns = wait_cap(n);
+    n->busy = 0;
 }
 
-uint64_t nap_length(const struct nap *n, uint64_t conns)
+uint64_t nap_length(const struct nap *n, uint64_t clients)
 {
-    if (n->nap_ns == 0 || conns < NAP_MIN_CONNS || n->wait_ns >= n->nap_ns * NAP_BUSY_FACTOR)
+    if (n->nap_ns == 0 || !n->busy || clients < NAP_MIN_CLIENTS)
         return 0;
     return n->nap_ns;
 }
 
 void nap_observe(struct nap *n, uint64_t waited_ns)
 {
-    /* An average over about eight waits: one long pause ends napping only if the next waits are
-     * long too, and one short wait after a lull does not restart it. Clamped so that a long idle
-     * spell does not take dozens of waits to forget. */
-    uint64_t cap = n->nap_ns * NAP_BUSY_FACTOR * 4;
+    uint64_t cap = wait_cap(n);
     if (waited_ns > cap)
         waited_ns = cap;
+    /* An average over about eight waits. */
     n->wait_ns = n->wait_ns - n->wait_ns / 8 + waited_ns / 8;
+    if (n->busy && n->wait_ns > n->nap_ns * NAP_STOP)
+        n->busy = 0;
+    else if (!n->busy && n->wait_ns < n->nap_ns * NAP_START)
+        n->busy = 1;
 }

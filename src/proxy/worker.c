@@ -208,11 +208,18 @@ static void nap_sleep(uint64_t ns)
     nanosleep(&t, NULL);
 }
 
-/* Client connections this worker has open (it is the only writer of the counter). */
-static uint64_t worker_conns(struct worker *w)
+/* Clients that sent a request lately: those counted in the last full window, or none when
+ * the worker has been quiet for longer than a window. Rolls the window over. */
+static uint64_t worker_active_clients(struct worker *w)
 {
-    int64_t n = atomic_load_explicit(&w->stats.clients, memory_order_relaxed);
-    return n > 0 ? (uint64_t)n : 0;
+    uint64_t now = uv_now(&w->loop);
+    if (now - w->win_start >= NAP_WINDOW_MS) {
+        w->active_clients = now - w->win_start < 2 * NAP_WINDOW_MS ? w->win_clients : 0;
+        w->win_clients = 0;
+        w->win++;
+        w->win_start = now;
+    }
+    return w->active_clients;
 }
 
 /* The loop of uv_run(UV_RUN_DEFAULT), with a nap before blocking while the worker is busy (see
@@ -223,7 +230,7 @@ static void worker_run(struct worker *w)
     nap_init(&nap, w->nap_ns);
 
     while (!w->stopped) {
-        uint64_t len = nap_length(&nap, worker_conns(w));
+        uint64_t len = nap_length(&nap, worker_active_clients(w));
         uint64_t seen = w->io_events;
         if (len > 0) {
             if (uv_run(&w->loop, UV_RUN_NOWAIT) == 0)
@@ -231,6 +238,7 @@ static void worker_run(struct worker *w)
             if (w->io_events != seen || w->stopped)
                 continue; /* busy: look again before sleeping */
             nap_sleep(len);
+            WORKER_STAT_ADD(&w->stats.naps, 1);
             if (uv_run(&w->loop, UV_RUN_NOWAIT) == 0)
                 break;
             if (w->io_events != seen) {
@@ -263,6 +271,7 @@ int worker_start(struct worker **out, int index, const struct worker_listener_sp
     struct worker *w = xcalloc(1, sizeof(*w));
     w->index = index;
     w->nap_ns = (uint64_t)coalesce_us * 1000u;
+    w->win = 1; /* clients start in window 0: the first request of each is counted */
     w->nservices = nservices;
     w->role_stats = xcalloc(nservices ? nservices * ROUTE_ROLES : 1, sizeof(*w->role_stats));
     w->rng = uv_hrtime() ^ ((uint64_t)(uintptr_t)w << 17) ^ (uint64_t)index ^ 0x9e3779b97f4a7c15ULL;

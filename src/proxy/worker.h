@@ -54,6 +54,7 @@ struct worker_stats {
     _Atomic uint64_t retries;
     _Atomic uint64_t bad_requests; /* 4xx made by cutover for bad input */
     _Atomic int64_t clients;       /* open client connections */
+    _Atomic uint64_t naps;         /* poll coalescing naps taken (proxy/nap.h) */
 };
 
 /* What one worker saw of one version role of one service, cumulative. Written only by the

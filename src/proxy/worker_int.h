@@ -81,6 +81,12 @@ struct worker {
     uint64_t io_events; /* socket callbacks run: tells the loop whether a turn found work */
     uint64_t nap_ns;    /* poll coalescing nap (proxy/nap.h); 0 = off */
     int stopped;        /* the drain is over: the loop must return */
+    /* Clients that started a request, counted per NAP_WINDOW_MS window: a client counts once
+     * per window (client.win holds the window it was last counted in). */
+    uint16_t win;            /* current window number (wraps) */
+    uint64_t win_start;      /* loop time (ms) the current window began */
+    uint32_t win_clients;    /* clients counted in the current window */
+    uint32_t active_clients; /* clients counted in the last complete window */
 };
 
 /* Takes a WORKER_BUF_SIZE buffer from the worker's pool (allocating when empty). */

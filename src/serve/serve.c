@@ -109,7 +109,7 @@ static void on_event_notify(void *ctx, const struct store_event *ev)
 static void on_metrics(void *ctx, rollout_emit_fn emit, void *ectx)
 {
     struct daemon *d = ctx;
-    uint64_t acc = 0, req = 0, r5 = 0, perr = 0, retr = 0, bad = 0;
+    uint64_t acc = 0, req = 0, r5 = 0, perr = 0, retr = 0, bad = 0, naps = 0;
     int64_t clients = 0;
     for (int i = 0; i < d->nworkers; i++) {
         const struct worker_stats *s = worker_get_stats(d->workers[i]);
@@ -120,6 +120,7 @@ static void on_metrics(void *ctx, rollout_emit_fn emit, void *ectx)
         retr += atomic_load_explicit(&s->retries, memory_order_relaxed);
         bad += atomic_load_explicit(&s->bad_requests, memory_order_relaxed);
         clients += atomic_load_explicit(&s->clients, memory_order_relaxed);
+        naps += atomic_load_explicit(&s->naps, memory_order_relaxed);
     }
     emit_counter(emit, ectx, "cutover_connections_accepted_total", "Client connections accepted.",
                  "counter", acc);
@@ -134,6 +135,8 @@ static void on_metrics(void *ctx, rollout_emit_fn emit, void *ectx)
                  "counter", bad);
     emit_counter(emit, ectx, "cutover_client_connections", "Open client connections.", "gauge",
                  clients > 0 ? (uint64_t)clients : 0);
+    emit_counter(emit, ectx, "cutover_worker_naps_total",
+                 "Naps busy workers took before blocking (io_coalesce_us).", "counter", naps);
 }
 
 /* Sums what every worker counted for (service, role); each counter is read with a relaxed

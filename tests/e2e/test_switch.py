@@ -5,6 +5,8 @@ Each case: scripted backends (backend.py) for v1/v2/v3 on loopback, the real dae
 wrk as the users, the real CLI as the operator.
 """
 import http.client
+import re
+import signal
 import subprocess
 import threading
 import time
@@ -46,11 +48,19 @@ def test_deploy_under_load_loses_no_request(backend, daemon, wrk):
     assert last["to"] == "v2" and last["state"] == "completed", last
 
 
+def naps_taken(d):
+    st, text = d.api("GET", "/metrics")
+    assert st == 200, text
+    m = re.search(r"^cutover_worker_naps_total (\d+)$", text, re.M)
+    assert m, "no cutover_worker_naps_total in /metrics"
+    return int(m.group(1))
+
+
 @pytest.mark.parametrize("coalesce", [100, 0])
-def test_switch_and_rollback_under_64_connections(backend, daemon, wrk, coalesce):
-    # 64 users on one worker: enough clients that a busy worker naps before blocking
+def test_switch_rollback_and_stop_under_64_connections(backend, daemon, wrk, coalesce):
+    # 64 users on one worker: enough active clients that the busy worker naps before blocking
     # (io_coalesce_us: 100, proxy/nap.h); with 0 it blocks at once. Either loop must switch
-    # and roll back without a user noticing.
+    # and roll back without a user noticing, and stop promptly under load.
     v1, v2 = backend("v1"), backend("v2")
     d = daemon([v1], top_extra=f"workers: 1\nio_coalesce_us: {coalesce}\n").start(expect="v1\n")
     load = wrk(d.port, 10, conns=64)
@@ -58,7 +68,7 @@ def test_switch_and_rollback_under_64_connections(backend, daemon, wrk, coalesce
     r = d.cli("deploy", "web", "v2", "--target", v2.addr, timeout=20)
     assert r.returncode == 0, f"deploy exit {r.returncode}: {r.stdout}{r.stderr}"
     wait_body(d.port, "v2\n", secs=5)
-    time.sleep(2)
+    time.sleep(1)
     r = d.cli("rollback", "web", timeout=20)
     assert r.returncode == 0, f"rollback exit {r.returncode}: {r.stdout}{r.stderr}"
     wait_body(d.port, "v1\n", secs=5)
@@ -67,6 +77,17 @@ def test_switch_and_rollback_under_64_connections(backend, daemon, wrk, coalesce
     hist = d.history()
     assert [(h["kind"], h["state"]) for h in hist[:2]] == [("rollback", "completed"),
                                                            ("deploy", "completed")], hist[:2]
+    # The nap was taken when on, and never when off.
+    naps = naps_taken(d)
+    assert (naps > 0) if coalesce else (naps == 0), f"{naps} naps with io_coalesce_us {coalesce}"
+    # A stop under load (a worker napping or blocked) drains and exits cleanly.
+    wrk(d.port, 4, conns=64)
+    time.sleep(1)
+    t0 = time.monotonic()
+    d.proc.send_signal(signal.SIGTERM)
+    rc = d.proc.wait(15)
+    assert rc == 0, f"exit {rc} after SIGTERM:\n{d.log()[-2000:]}"
+    assert time.monotonic() - t0 < 8, "stop took longer than the 5 s drain allows"
 
 
 def test_deploy_to_unhealthy_target_fails_and_traffic_never_moves(backend, daemon, wrk):
