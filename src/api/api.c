@@ -30,6 +30,9 @@
  * and event streams, which stay open, may hold only this many of the connections. */
 #define API_TCP_FIRST_MS 5000
 #define API_TCP_MAX_STREAMS 16
+/* One host may hold at most half of the connections, so that a runaway script or a scan from
+ * one address cannot lock the others (the CI runner, the on-call's laptop) out. */
+#define API_TCP_MAX_PER_HOST 32
 /* An event stream gets a comment this often, so proxies and clients see it is alive. */
 #define API_SSE_BEAT_MS 15000
 /* A stream whose client reads less than the events it is sent is closed past this backlog. */
@@ -75,6 +78,7 @@ struct api_conn {
     } io;
     uv_timer_t deadline; /* TCP only: closes a connection that sends no whole request in time */
     int tcp;
+    struct sockaddr_storage peer;   /* TCP: the client's address (family 0 if unknown) */
     int open_handles;               /* handles to close before the conn is freed */
     const struct config_token *who; /* TCP: the token the request came with */
     int64_t last_event_id;          /* the request's Last-Event-ID, or 0 */
@@ -1116,6 +1120,30 @@ static void on_deadline(uv_timer_t *t)
         conn_close(c); /* no whole request in time: a slow or idle client */
 }
 
+/* 1 when a and b are the same host (address, any port). */
+static int same_host(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
+{
+    if (a->ss_family != b->ss_family)
+        return 0;
+    if (a->ss_family == AF_INET)
+        return memcmp(&((const struct sockaddr_in *)a)->sin_addr,
+                      &((const struct sockaddr_in *)b)->sin_addr, sizeof(struct in_addr)) == 0;
+    if (a->ss_family == AF_INET6)
+        return memcmp(&((const struct sockaddr_in6 *)a)->sin6_addr,
+                      &((const struct sockaddr_in6 *)b)->sin6_addr, sizeof(struct in6_addr)) == 0;
+    return 0;
+}
+
+/* Open TCP connections from c's host, c not included. */
+static size_t conns_from_host(const struct api *a, const struct api_conn *c)
+{
+    size_t n = 0;
+    for (const struct api_conn *o = a->conns; o != NULL; o = o->next)
+        if (o != c && o->tcp && same_host(&o->peer, &c->peer))
+            n++;
+    return n;
+}
+
 static void on_connection(uv_stream_t *server, int status)
 {
     struct api *a = server->data;
@@ -1141,7 +1169,10 @@ static void on_connection(uv_stream_t *server, int status)
         return;
     }
     if (tcp) {
-        if (a->ntcp > API_TCP_MAX_CONNS) {
+        int plen = (int)sizeof(c->peer);
+        if (uv_tcp_getpeername(&c->io.tcp, (struct sockaddr *)&c->peer, &plen) != 0)
+            c->peer.ss_family = 0;
+        if (a->ntcp > API_TCP_MAX_CONNS || conns_from_host(a, c) >= API_TCP_MAX_PER_HOST) {
             /* Refused at once rather than queued: the admin port must not pile up sockets. */
             uv_close(&c->io.handle, on_conn_closed);
             return;

@@ -293,12 +293,19 @@ def test_admin_port_keeps_at_most_64_connections(backend, daemon, tmp_path):
     v1 = backend("v1")
     d = admin_daemon(daemon, [v1], tmp_path)
     d.start(expect="v1\n")
-    held = [socket.create_connection(("127.0.0.1", d.admin_port), timeout=5) for _ in range(64)]
+    # From two hosts (loopback addresses), since one host may hold only 32.
+    held = [socket.create_connection(("127.0.0.1", d.admin_port), timeout=5,
+                                     source_address=(f"127.0.0.{1 + i % 2}", 0))
+            for i in range(64)]
     try:
         time.sleep(0.3)
-        extra = socket.create_connection(("127.0.0.1", d.admin_port), timeout=5)
-        extra.settimeout(5)
-        assert extra.recv(1) == b"", "the 65th connection was kept"
+        extra = socket.create_connection(("127.0.0.1", d.admin_port), timeout=5,
+                                         source_address=("127.0.0.3", 0))
+        extra.settimeout(2)  # refused: closed at once, not by the 5 s first-request deadline
+        try:
+            assert extra.recv(1) == b"", "the 65th connection got bytes"
+        except socket.timeout:
+            raise AssertionError("the 65th connection was kept")
         extra.close()
         # The held ones still work.
         held[0].sendall(f"GET /api/v1/health HTTP/1.1\r\nHost: x\r\n"
@@ -310,6 +317,45 @@ def test_admin_port_keeps_at_most_64_connections(backend, daemon, tmp_path):
     time.sleep(0.3)
     st, _, _ = call(d, "GET", "/api/v1/health", token=VIEW)
     assert st == 200
+
+
+def test_one_host_holds_at_most_32_admin_connections(backend, daemon, tmp_path):
+    v1 = backend("v1")
+    d = admin_daemon(daemon, [v1], tmp_path)
+    d.start(expect="v1\n")
+
+    def connect(host):
+        return socket.create_connection(("127.0.0.1", d.admin_port), timeout=5,
+                                        source_address=(host, 0))
+
+    def health(s):
+        s.sendall(f"GET /api/v1/health HTTP/1.1\r\nHost: x\r\n"
+                  f"Authorization: Bearer {VIEW}\r\n\r\n".encode())
+        return s.recv(64)
+
+    held = [connect("127.0.0.2") for _ in range(32)]
+    try:
+        time.sleep(0.3)
+        # Refused means closed at once, well before the 5 s first-request deadline.
+        extra = connect("127.0.0.2")
+        extra.settimeout(2)
+        try:
+            assert extra.recv(1) == b"", "a 33rd connection from one host got bytes"
+        except socket.timeout:
+            raise AssertionError("a 33rd connection from one host was kept")
+        extra.close()
+        # Another host still gets in, and the held connections still work.
+        other = connect("127.0.0.3")
+        assert health(other).startswith(b"HTTP/1.1 200"), "another host was locked out"
+        other.close()
+        assert health(held[-1]).startswith(b"HTTP/1.1 200"), "a held connection stopped working"
+    finally:
+        for s in held:
+            s.close()
+    time.sleep(0.3)
+    s = connect("127.0.0.2")
+    assert health(s).startswith(b"HTTP/1.1 200"), "the host stayed refused after closing"
+    s.close()
 
 
 def test_no_spelling_of_the_path_lets_an_operator_replace_the_daemon(backend, daemon, tmp_path):
