@@ -13,8 +13,8 @@
  * lightly loaded proxy or a lone client sees no added latency. A wait is measured from the
  * poll that found nothing to the end of the turn that found something, so it includes that
  * turn's work: a worker handling big batches looks less busy than it is, which errs on the
- * side of not napping. Pure bookkeeping, no I/O:
- * the worker does the sleeping (proxy/worker.c). One per worker thread. */
+ * side of not napping. Pure bookkeeping, no I/O: the worker does the sleeping
+ * (proxy/worker.c). One per worker thread. */
 #ifndef CUTOVER_PROXY_NAP_H
 #define CUTOVER_PROXY_NAP_H
 
