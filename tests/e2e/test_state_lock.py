@@ -8,6 +8,7 @@ successor); after a kill -9 a new daemon starts at once (the lock dies with its 
 import os
 import re
 import signal
+import socket
 import subprocess
 import time
 
@@ -72,3 +73,35 @@ def test_second_daemon_refused_upgrade_keeps_lock_kill9_frees_it(backend, daemon
     d.start(expect="v1\n")
     assert wait_port(d.port)
     assert lock.read_text().strip() == str(d.pid)
+
+
+def test_kill9_of_the_successor_frees_the_lock_while_the_old_daemon_drains(backend, daemon,
+                                                                           tmp_path, procs):
+    # An idle keep-alive connection keeps the upgraded daemon draining until drain_timeout
+    # (10 s): it must not hold the lock meanwhile, or a crashed successor could not be replaced.
+    v1 = backend("v1")
+    d = daemon([v1], drain_timeout="10s").start(expect="v1\n")
+    conn = socket.create_connection(("127.0.0.1", d.port))
+    conn.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+    assert b"v1" in conn.recv(4096)
+    r = d.cli("upgrade", timeout=20)
+    assert r.returncode == 0, r.stdout + r.stderr
+    succ = int(re.search(r"handed over to pid (\d+)", r.stdout).group(1))
+    try:
+        os.kill(succ, signal.SIGKILL)
+        assert gone(succ)
+        assert d.alive(), "the old daemon stopped draining before the test could check"
+        cfg = tmp_path / "next.yml"
+        port = free_port()
+        cfg.write_text(re.sub(r"listen: 127\.0\.0\.1:\d+", f"listen: 127.0.0.1:{port}",
+                              d.cfg.read_text()))
+        p = procs.start([BIN, "serve", "-c", cfg], name="next")
+        assert wait_port(port, 10, p), f"exit {p.poll()}: {p.log_path.read_text()}"
+        assert d.alive(), "the old daemon stopped draining before the next daemon started"
+        assert (d.state_dir / "cutover.lock").read_text().strip() == str(p.pid)
+    finally:
+        conn.close()
+        try:
+            os.kill(succ, signal.SIGKILL)
+        except OSError:
+            pass
