@@ -199,6 +199,14 @@ static int respond_error(struct api_conn *c, int status, const char *msg)
     return respond_json(c, status, json_pack("{s:s}", "error", msg));
 }
 
+/* 404 for a change id the store does not have, naming it. */
+static int respond_no_change(struct api_conn *c, int64_t id)
+{
+    char msg[48];
+    snprintf(msg, sizeof(msg), "no change %lld", (long long)id);
+    return respond_error(c, 404, msg);
+}
+
 /* Maps a negative errno from the rollout engine to an HTTP status. */
 static int status_of(int rc)
 {
@@ -872,7 +880,7 @@ static int route(struct api_conn *c, enum http_method m, char *path, char *query
                 return respond_error(c, 405, "use GET");
             json_t *o = rollout_change_json(r, id, 1);
             if (o == NULL)
-                return respond_error(c, 404, "unknown change");
+                return respond_no_change(c, id);
             return respond_json(c, 200, o);
         }
         if (np == 5 && strcmp(parts[4], "report") == 0) {
@@ -887,14 +895,14 @@ static int route(struct api_conn *c, enum http_method m, char *path, char *query
             if (md) {
                 char *text = rollout_report_md(r, id);
                 if (text == NULL)
-                    return respond_error(c, 404, "unknown change");
+                    return respond_no_change(c, id);
                 respond_raw(c, 200, "text/markdown; charset=utf-8", text);
                 free(text);
                 return 0;
             }
             json_t *o = rollout_report_json(r, id);
             if (o == NULL)
-                return respond_error(c, 404, "unknown change");
+                return respond_no_change(c, id);
             return respond_json(c, 200, o);
         }
         if (np == 5) {

@@ -1697,8 +1697,17 @@ static int cli_cmd_logs(const struct cli_args *a)
     if (rc != 0)
         return rc;
     memset(&L, 0, sizeof(L));
-    if (config_service_find(cfg, a->service) == NULL) {
+    const struct config_service *svc = config_service_find(cfg, a->service);
+    if (svc == NULL) {
         fprintf(stderr, "cutover: logs: no service '%s' in %s\n", a->service, a->config);
+        config_free(cfg);
+        return CLI_EXIT_USAGE;
+    }
+    if (svc->run.command == NULL) {
+        fprintf(stderr,
+                "cutover: logs: service '%s' has no managed instances (no `run:` in its config "
+                "%s), so cutover keeps no logs for it; read its targets' logs where they run\n",
+                a->service, a->config);
         config_free(cfg);
         return CLI_EXIT_USAGE;
     }

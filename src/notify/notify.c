@@ -3,13 +3,17 @@
 #include "notify/notify.h"
 
 #include <curl/curl.h>
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "core/log.h"
 #include "core/xmalloc.h"
@@ -36,6 +40,8 @@ struct hook {
 struct notify {
     struct hook *hooks;
     size_t nhooks;
+    CURLM *multi; /* made on the control thread, used by the delivery thread only */
+    CURL *curl;
     pthread_t thread;
     pthread_mutex_t mu;
     pthread_cond_t cond;
@@ -93,6 +99,60 @@ static int on_progress(void *ud, curl_off_t dt, curl_off_t dn, curl_off_t ut, cu
 }
 
 /* One POST; returns 0 on a 2xx answer, else -1 with why in err. */
+/* libcurl 7.x opens its sockets without SOCK_CLOEXEC: open them here, close-on-exec from the
+ * first instant, so that a process the control thread spawns meanwhile (a managed instance, a
+ * test step, the next daemon) never inherits a webhook connection. */
+static curl_socket_t open_socket(void *ud, curlsocktype purpose, struct curl_sockaddr *a)
+{
+    (void)ud;
+    (void)purpose;
+    int fd = socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
+    return fd == -1 ? CURL_SOCKET_BAD : fd;
+}
+
+/* Marks every descriptor above stderr close-on-exec. A library may open descriptors without
+ * O_CLOEXEC (libcurl 7.x: the socket pair that wakes a multi handle); they are all ours, so
+ * none should reach a child. Control thread, before anything of the delivery thread runs. */
+static void cloexec_all(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    if (d == NULL)
+        return;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        int fd = atoi(e->d_name);
+        if (fd <= STDERR_FILENO || fd == dirfd(d))
+            continue;
+        int fl = fcntl(fd, F_GETFD);
+        if (fl != -1 && !(fl & FD_CLOEXEC))
+            fcntl(fd, F_SETFD, fl | FD_CLOEXEC);
+    }
+    closedir(d);
+}
+
+/* Runs curl's transfer on n's own multi handle (whose descriptors notify_start made
+ * close-on-exec; curl_easy_perform would make a fresh one on this thread). */
+static CURLcode perform(struct notify *n, CURL *curl)
+{
+    CURLcode cc = CURLE_OK;
+    int running = 1;
+    CURLMcode mc = curl_multi_add_handle(n->multi, curl);
+    while (mc == CURLM_OK && running) {
+        mc = curl_multi_perform(n->multi, &running);
+        if (mc == CURLM_OK && running)
+            mc = curl_multi_poll(n->multi, NULL, 0, 1000, NULL);
+    }
+    if (mc != CURLM_OK)
+        cc = CURLE_FAILED_INIT;
+    CURLMsg *m;
+    int left;
+    while ((m = curl_multi_info_read(n->multi, &left)) != NULL)
+        if (m->msg == CURLMSG_DONE && m->easy_handle == curl)
+            cc = m->data.result;
+    curl_multi_remove_handle(n->multi, curl);
+    return cc;
+}
+
 static int post(struct notify *n, CURL *curl, const char *url, const struct delivery *d, char *err,
                 size_t errlen)
 {
@@ -114,12 +174,13 @@ static int post(struct notify *n, CURL *curl, const char *url, const struct deli
     curl_easy_setopt(curl, CURLOPT_NOPROGRESS, 0L);
     curl_easy_setopt(curl, CURLOPT_XFERINFOFUNCTION, on_progress);
     curl_easy_setopt(curl, CURLOPT_XFERINFODATA, n);
+    curl_easy_setopt(curl, CURLOPT_OPENSOCKETFUNCTION, open_socket);
     h = curl_slist_append(h, "Content-Type: application/json");
     h = curl_slist_append(h, "Expect:");
     snprintf(hdr, sizeof(hdr), "X-Cutover-Event: %.64s", d->type);
     h = curl_slist_append(h, hdr);
     curl_easy_setopt(curl, CURLOPT_HTTPHEADER, h);
-    CURLcode cc = curl_easy_perform(curl);
+    CURLcode cc = perform(n, curl);
     curl_slist_free_all(h);
     if (cc != CURLE_OK) {
         snprintf(err, errlen, "%s", cerr[0] ? cerr : curl_easy_strerror(cc));
@@ -136,7 +197,7 @@ static int post(struct notify *n, CURL *curl, const char *url, const struct deli
 static void *run(void *arg)
 {
     struct notify *n = arg;
-    CURL *curl = curl_easy_init();
+    CURL *curl = n->curl;
 
     pthread_mutex_lock(&n->mu);
     for (;;) {
@@ -173,7 +234,6 @@ static void *run(void *arg)
         delivery_free(d);
     }
     pthread_mutex_unlock(&n->mu);
-    curl_easy_cleanup(curl);
     return NULL;
 }
 
@@ -198,6 +258,14 @@ int notify_start(struct notify **out, const struct config *cfg, char *err, size_
     pthread_mutex_init(&n->mu, NULL);
     pthread_cond_init(&n->cond, NULL);
     curl_global_init(CURL_GLOBAL_DEFAULT); /* here, on one thread: it is not thread-safe */
+    n->multi = curl_multi_init();
+    n->curl = curl_easy_init();
+    cloexec_all(); /* before the delivery thread exists: nothing can spawn in between */
+    if (n->multi == NULL || n->curl == NULL) {
+        snprintf(err, errlen, "cannot create a curl handle");
+        notify_stop(n, 0);
+        return -ENOMEM;
+    }
     int rc = pthread_create(&n->thread, NULL, run, n);
     if (rc != 0) {
         snprintf(err, errlen, "cannot start the webhook thread: %s", strerror(rc));
@@ -281,6 +349,9 @@ void notify_stop(struct notify *n, unsigned wait_ms)
         free(n->hooks[i].services);
     }
     free(n->hooks);
+    curl_easy_cleanup(n->curl);
+    if (n->multi != NULL)
+        curl_multi_cleanup(n->multi);
     curl_global_cleanup();
     pthread_cond_destroy(&n->cond);
     pthread_mutex_destroy(&n->mu);

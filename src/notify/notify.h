@@ -5,7 +5,11 @@
  * POSTs them with libcurl, in order per webhook, retrying a failed delivery (no answer, or
  * not 2xx) after 0.5, 1, 2, 4 and 8 s before giving it up with a log line. The queue holds at
  * most 10,000 deliveries: past that the oldest is dropped, logged. The control loop never
- * waits for a receiver. */
+ * waits for a receiver.
+ *
+ * No descriptor of this module reaches a child process: libcurl's sockets are opened
+ * close-on-exec (CURLOPT_OPENSOCKETFUNCTION) and the one multi handle, whose wake-up socket pair
+ * libcurl 7.x opens without it, is made on the control thread and marked there. */
 #ifndef CUTOVER_NOTIFY_NOTIFY_H
 #define CUTOVER_NOTIFY_NOTIFY_H
 

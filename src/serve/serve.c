@@ -12,11 +12,13 @@
 #include "serve/serve.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -39,6 +41,7 @@
 #define MAX_RETIRED 64
 /* The hand-over name of the admin.listen socket: '@' is in no service name. */
 #define ADMIN_FD_NAME "@admin"
+#define LOCK_FD_NAME "@lock" /* state_dir's lock, held on by the successor of a hand-over */
 
 struct listener {
     int fd;
@@ -61,6 +64,7 @@ struct daemon {
     struct listener *listeners;
     size_t nlisten;
     int admin_fd;      /* admin.listen, or -1 */
+    int lock_fd;       /* state_dir/cutover.lock, flock()ed: one daemon per state_dir */
     struct notify *nt; /* webhooks, or NULL */
     uv_signal_t sigterm, sigint, sighup, sigusr2;
     uv_timer_t exit_timer;
@@ -269,6 +273,10 @@ static void on_handover(void *ctx, int ok, pid_t pid, const char *message)
         handover_answer(d, 200, msg, pid);
         /* New admin connections go to the successor from now on. */
         api_stop_tcp(d->api);
+        /* The successor owns state_dir now; its lock must die with it alone, so that a kill -9
+         * of the successor lets a restart in while this daemon still drains. */
+        close(d->lock_fd);
+        d->lock_fd = -1;
         /* Let the answer reach its client before the API closes. */
         uv_timer_start(&d->exit_timer, on_exit_timer, 100, 0);
         return;
@@ -325,7 +333,7 @@ static void begin_handover(void *ctx, const char *binary, int reload, api_done_f
     handover_sd_notify("RELOADING=1");
     control_suspend(d);
 
-    struct handover_fd *fds = xcalloc(d->nlisten + 2, sizeof(*fds));
+    struct handover_fd *fds = xcalloc(d->nlisten + 3, sizeof(*fds));
     size_t nfds = d->nlisten;
     for (size_t i = 0; i < d->nlisten; i++) {
         fds[i].fd = d->listeners[i].fd;
@@ -334,6 +342,12 @@ static void begin_handover(void *ctx, const char *binary, int reload, api_done_f
     if (d->admin_fd >= 0) {
         fds[nfds].fd = d->admin_fd;
         fds[nfds++].name = ADMIN_FD_NAME;
+    }
+    /* The successor shares our open lock file, so the lock (held by the open file, not by a
+     * process) stays taken from its start through our exit, and dies with the last holder. */
+    if (d->lock_fd >= 0) {
+        fds[nfds].fd = d->lock_fd;
+        fds[nfds++].name = LOCK_FD_NAME;
     }
     int rc = handover_start(d->loop, bin, d->argv, fds, nfds, HANDOVER_TIMEOUT_MS, on_handover, d,
                             err, sizeof(err));
@@ -490,6 +504,51 @@ static int serve_usage_error(int argc, char **argv)
     return -1;
 }
 
+/* Takes state_dir's lock (an flock on state_dir/cutover.lock, which then holds our pid as
+ * text), or keeps the one a predecessor handed over. Returns the lock fd, -EBUSY when another
+ * daemon holds it (err names state_dir and its pid), or another negative errno. */
+static int lock_state_dir(const char *dir, char *err, size_t errlen)
+{
+    char *path = xasprintf("%s/cutover.lock", dir);
+    struct stat a, b;
+    int rc, fd = handover_take(LOCK_FD_NAME, NULL);
+    if (fd >= 0 && (fstat(fd, &a) == -1 || stat(path, &b) == -1 || a.st_dev != b.st_dev ||
+                    a.st_ino != b.st_ino)) {
+        close(fd); /* a reload moved state_dir: the new one needs a lock of its own */
+        fd = -1;
+    }
+    if (fd < 0 && (fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644)) == -1) {
+        rc = -errno;
+        snprintf(err, errlen, "%s: %s", path, strerror(errno));
+        goto out;
+    }
+    /* A no-op on a handed-over lock: it is the same open file. */
+    if (flock(fd, LOCK_EX | LOCK_NB) == -1) {
+        rc = errno == EWOULDBLOCK ? -EBUSY : -errno;
+        char held[32] = "";
+        ssize_t n = pread(fd, held, sizeof(held) - 1, 0);
+        held[n > 0 ? n : 0] = '\0';
+        held[strcspn(held, "\n")] = '\0';
+        if (rc == -EBUSY)
+            snprintf(err, errlen,
+                     "state_dir %s is in use by another cutover daemon (pid %s, lock file %s); "
+                     "stop it, or give this config another state_dir",
+                     dir, held[0] ? held : "unknown", path);
+        else
+            snprintf(err, errlen, "%s: flock: %s", path, strerror(-rc));
+        close(fd);
+        goto out;
+    }
+    char pid[24];
+    int len = snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
+    if (ftruncate(fd, 0) == -1 || pwrite(fd, pid, (size_t)len, 0) != len)
+        log_warn("cannot write the pid into the lock file", "path", path, "error", strerror(errno));
+    rc = fd;
+out:
+    free(path);
+    return rc;
+}
+
 /* Reports a start failure to the log, stderr, and a predecessor waiting for READY. */
 static void start_failed(const char *what, const char *err)
 {
@@ -505,7 +564,7 @@ int serve_main(int argc, char **argv)
     if (rc >= 0)
         return rc;
     char err[1024];
-    struct daemon d = {.admin_fd = -1};
+    struct daemon d = {.admin_fd = -1, .lock_fd = -1};
     int exit_code = 1;
     const char *lvl = getenv("CUTOVER_LOG_LEVEL");
     if (lvl != NULL && strcmp(lvl, "debug") == 0)
@@ -536,6 +595,14 @@ int serve_main(int argc, char **argv)
         start_failed("cannot create state_dir", err);
         goto out;
     }
+    rc = lock_state_dir(d.cfg->state_dir, err, sizeof(err));
+    if (rc < 0) {
+        start_failed("cannot lock state_dir", err);
+        fprintf(stderr, "cutover: %s\n", err);
+        exit_code = 2;
+        goto out;
+    }
+    d.lock_fd = rc;
     char *db = xasprintf("%s/cutover.db", d.cfg->state_dir);
     rc = store_open(db, &d.st, err, sizeof(err));
     free(db);
@@ -658,6 +725,8 @@ out:
     if (d.admin_fd >= 0)
         close(d.admin_fd);
     store_free(d.st);
+    if (d.lock_fd >= 0)
+        close(d.lock_fd); /* last: the store is closed before another daemon may open it */
     config_free(d.cfg);
     free(d.cfg_path);
     return exit_code;

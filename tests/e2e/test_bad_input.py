@@ -250,6 +250,27 @@ def test_cli_misuse_exits_2_and_changes_nothing(backend, daemon):
     assert live_name(d.status()) != "v2"
 
 
+def test_unknown_change_and_logs_without_run_name_the_problem(backend, daemon):
+    v1 = backend("v1")
+    d = daemon([v1]).start(expect="v1\n")
+    before = d.history()
+    for args in (("report", "9999"), ("report", "9999", "--format", "md")):
+        r = d.cli(*args, timeout=15)
+        assert r.returncode == 2, f"{args}: exit {r.returncode}: {r.stdout}{r.stderr}"
+        assert r.stderr.strip() == "cutover: no change 9999", r.stderr
+        assert r.stdout == ""
+    for path in ("/api/v1/changes/9999", "/api/v1/changes/9999/report",
+                 "/api/v1/changes/9999/report?format=md"):
+        st, body = d.api("GET", path)
+        assert st == 404 and body == {"error": "no change 9999"}, (path, st, body)
+    # `web` has targets, no `run:`: cutover runs no instance of it, so it keeps no logs.
+    r = d.cli("logs", "web", timeout=15)
+    assert r.returncode == 2, f"logs: exit {r.returncode}: {r.stdout}{r.stderr}"
+    assert "'web' has no managed instances (no `run:`" in r.stderr, r.stderr
+    assert d.history() == before
+    assert body_of(d.port) == "v1\n"
+
+
 def test_cli_without_daemon_fails_clearly(tmp_path):
     cfg = write_config(tmp_path / "c.yml", free_port(), ["127.0.0.1:1"], tmp_path / "var")
     r = run_cli("status", "-c", cfg, timeout=10)
