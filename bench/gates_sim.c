@@ -135,9 +135,12 @@ static void row_false(const char *what, double limit, double mult, int latency, 
         else
             inconc++;
     }
-    printf("| %-30s | %5.3f | %4.1fx | %6.2f %% | %6.1f %% | %6.1f %% |\n", what, limit, mult,
-           100.0 * fails / plans, m == WINDOW_ONLY ? NAN : 100.0 * pass / plans,
-           m == WINDOW_ONLY ? NAN : 100.0 * inconc / plans);
+    if (m == WINDOW_ONLY) /* no step verdict: it judges windows only */
+        printf("| %-30s | %5.3f | %4.1fx | %6.2f %% | - | - |\n", what, limit, mult,
+               100.0 * fails / plans);
+    else
+        printf("| %-30s | %5.3f | %4.1fx | %6.2f %% | %6.1f %% | %6.1f %% |\n", what, limit, mult,
+               100.0 * fails / plans, 100.0 * pass / plans, 100.0 * inconc / plans);
 }
 
 static void row_detect(const char *what, double limit, double mult, int latency, int plans, int *w)
