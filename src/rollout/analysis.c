@@ -199,6 +199,29 @@ static void set_test(struct analysis_verdict *v, const char *test)
     snprintf(v->test, sizeof(v->test), "%s", test);
 }
 
+/* The latency part of a pass sentence: "; p99 12.0 ms <= max 500 ms, stable 11.9 ms (ratio
+ * 1.01 <= max 1.50)". */
+static void latency_pass(struct analysis_verdict *v, const struct config_analysis *a,
+                         const struct analysis_sample *stable)
+{
+    char b1[24];
+
+    detail_add(v, "; p99 %s ms", fmt_ms(v->canary_p99_ms, b1, sizeof(b1)));
+    if (a->max_p99_latency_ms > 0)
+        detail_add(v, " <= max %s ms", fmt_ms(a->max_p99_latency_ms, b1, sizeof(b1)));
+    if (a->max_p99_latency_ratio > 0 && stable->requests < a->min_requests) {
+        detail_add(v, "; ratio to stable not judged (stable had %llu requests < %llu)",
+                   (unsigned long long)stable->requests, (unsigned long long)a->min_requests);
+    } else if (a->max_p99_latency_ratio > 0) {
+        detail_add(v, ", stable %s ms (ratio %.2f <= max %.2f)",
+                   fmt_ms(v->stable_p99_ms, b1, sizeof(b1)),
+                   v->stable_p99_ms > 0 ? v->canary_p99_ms / v->stable_p99_ms : 0,
+                   a->max_p99_latency_ratio);
+    } else if (stable->requests > 0) {
+        detail_add(v, ", stable %s ms", fmt_ms(v->stable_p99_ms, b1, sizeof(b1)));
+    }
+}
+
 void analysis_judge(const struct config_analysis *a, const struct analysis_sample *stable,
                     const struct analysis_sample *canary, struct analysis_verdict *v)
 {
@@ -294,20 +317,7 @@ void analysis_judge(const struct config_analysis *a, const struct analysis_sampl
         detail_add(v, "error rate %s (%llu/%llu)", fmt_rate(v->canary_error_rate, b1, sizeof(b1)),
                    (unsigned long long)cerr, (unsigned long long)canary->requests);
     }
-    detail_add(v, "; p99 %s ms", fmt_ms(v->canary_p99_ms, b1, sizeof(b1)));
-    if (a->max_p99_latency_ms > 0)
-        detail_add(v, " <= max %s ms", fmt_ms(a->max_p99_latency_ms, b1, sizeof(b1)));
-    if (a->max_p99_latency_ratio > 0 && !stable_enough) {
-        detail_add(v, "; ratio to stable not judged (stable had %llu requests < %llu)",
-                   (unsigned long long)stable->requests, (unsigned long long)a->min_requests);
-    } else if (a->max_p99_latency_ratio > 0) {
-        detail_add(v, ", stable %s ms (ratio %.2f <= max %.2f)",
-                   fmt_ms(v->stable_p99_ms, b1, sizeof(b1)),
-                   v->stable_p99_ms > 0 ? v->canary_p99_ms / v->stable_p99_ms : 0,
-                   a->max_p99_latency_ratio);
-    } else if (stable->requests > 0) {
-        detail_add(v, ", stable %s ms", fmt_ms(v->stable_p99_ms, b1, sizeof(b1)));
-    }
+    latency_pass(v, a, stable);
 }
 
 /* ---------------------------------------------------------------- sequential test ---------- */
@@ -561,8 +571,5 @@ void analysis_seq_judge(struct analysis_seq *q, const struct config_analysis *a,
         detail_add(v, "error rate %s (%llu/%llu)", fmt_rate(v->canary_error_rate, b1, sizeof(b1)),
                    (unsigned long long)cerr, (unsigned long long)canary->requests);
     }
-    detail_add(v, "; p99 %s ms", fmt_ms(v->canary_p99_ms, b1, sizeof(b1)));
-    if (sg[GATE_RATIO].on && sg[GATE_RATIO].wn == 0)
-        detail_add(v, "; ratio to stable not judged (stable had %llu requests)",
-                   (unsigned long long)stable->requests);
+    latency_pass(v, a, stable);
 }

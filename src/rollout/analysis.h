@@ -39,10 +39,11 @@ struct analysis_verdict {
     double stable_p50_ms, stable_p90_ms, stable_p99_ms;
     uint64_t canary_requests, stable_requests;
     /* The step's pooled evidence (analysis_seq_judge only; zero from analysis_judge). */
-    unsigned windows;                        /* windows pooled in the step so far */
+    unsigned windows;                        /* windows pooled in the step so far (a step
+                                                end's tail counts, even an empty one) */
     uint64_t pooled_requests, pooled_errors; /* canary, over those windows */
-    uint64_t pooled_slow, pooled_slow_n;     /* of the latency gate named in gate, or the
-                                                worst one */
+    uint64_t pooled_slow, pooled_slow_n;     /* of the latency gate named in gate, else of the
+                                                one with the larger log ratio */
     double error_llr, slow_llr;              /* log mixture likelihood ratios, 0 if off */
     double bound;                            /* ln(1 / (1 - confidence)): fail at or above */
 };
