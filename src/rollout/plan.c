@@ -1258,6 +1258,8 @@ int plan_action(struct service *s, const char *action, const char *actor, int al
         snprintf(msg, sizeof(msg), "resumed by %s in step %zu", who, run->step + 1);
         event(s, "resumed", msg);
         sample_now(s, run->win_base);
+        if (run->last.result == ANALYSIS_FAIL)
+            analysis_seq_reset(&run->seq); /* overruled: else the pool fails it again at once */
         if (was_holding_at_end) {
             step_complete(s, "accepted", msg);
             return 0;
