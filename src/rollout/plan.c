@@ -7,6 +7,8 @@
  * and the time that was left. */
 #include <ctype.h>
 #include <errno.h>
+#include <float.h>
+#include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -66,6 +68,7 @@ struct plan_run {
     json_t *detail; /* the persisted state: steps log, tests, approvals, failure */
     struct analysis_sample win_base[ROUTE_ROLES];
     struct analysis_sample step_base[ROUTE_ROLES];
+    struct analysis_seq seq; /* the step's pooled windows (reset when a step starts) */
     struct analysis_verdict last;
     int have_verdict;
     uv_timer_t step_timer;
@@ -315,10 +318,31 @@ static int analysing(const struct plan_run *run)
     return analysis_cfg(run)->enabled && run->traffic && (run->weight > 0 || run->pilot_step >= 0);
 }
 
+/* JSON cannot hold an infinity (a log likelihood ratio with max_error_rate 0). */
+static double json_finite(double x)
+{
+    return isfinite(x) ? x : x > 0 ? DBL_MAX : -DBL_MAX;
+}
+
+/* Which test decided a step's gates, with its figures: the change record an auditor reads. */
+static json_t *verdict_json(const struct analysis_verdict *v)
+{
+    return json_pack("{s:s, s:s, s:s, s:s, s:i, s:I, s:I, s:f, s:I, s:I, s:f, s:f}", "test",
+                     v->test, "result",
+                     v->result == ANALYSIS_PASS   ? "pass"
+                     : v->result == ANALYSIS_FAIL ? "fail"
+                                                  : "inconclusive",
+                     "gate", v->gate, "detail", v->detail, "windows", (int)v->windows, "requests",
+                     (json_int_t)v->pooled_requests, "errors", (json_int_t)v->pooled_errors,
+                     "error_log_lr", json_finite(v->error_llr), "slow", (json_int_t)v->pooled_slow,
+                     "slow_of", (json_int_t)v->pooled_slow_n, "slow_log_lr",
+                     json_finite(v->slow_llr), "bound", json_finite(v->bound));
+}
+
 static void on_failure(struct service *s, const struct analysis_verdict *v)
 {
     struct plan_run *run = s->run;
-    char msg[640];
+    char msg[768];
     char desc[256];
     step_describe(&run->plan->steps[run->step], desc, sizeof(desc));
     snprintf(msg, sizeof(msg), "gate %s failed in step %zu (%s): %s", v->gate, run->step + 1, desc,
@@ -331,8 +355,10 @@ static void on_failure(struct service *s, const struct analysis_verdict *v)
                   v->stable_error_rate, "canary_p99_ms", v->canary_p99_ms, "stable_p99_ms",
                   v->stable_p99_ms, "canary_requests", (json_int_t)v->canary_requests,
                   "stable_requests", (json_int_t)v->stable_requests));
+    json_object_set_new(json_object_get(run->detail, "failure"), "test", json_string(v->test));
     json_t *rec = step_record(run, run->step);
     json_object_set_new(rec, "verdict", json_string(v->detail));
+    json_object_set_new(rec, "gate", verdict_json(v));
     if (run->plan->on_failure == CONFIG_ON_PAUSE) {
         log_warn("analysis gate failed; holding for a person", "service", s->cfg->name, "gate",
                  v->gate, "detail", v->detail);
@@ -346,10 +372,12 @@ static void on_failure(struct service *s, const struct analysis_verdict *v)
     plan_rollback(s, STORE_CHANGE_ROLLED_BACK, msg);
 }
 
-/* Judges the current window (everything since the last judged one). A window is judged once the
- * canary has min_requests in it; until then it grows, so low traffic means slower judgements,
- * never silent passes. Returns 1 when a gate failed (and was acted on). */
-static int judge_window(struct service *s)
+/* Judges the current window (everything since the last judged one) and pools it into the
+ * step's sequential test. A window is judged once the canary has min_requests in it; until then
+ * it grows, so low traffic means slower judgements, never silent passes. At step_end whatever is
+ * left is pooled and run->last becomes the step's verdict. Returns 1 when a gate failed (and was
+ * acted on). */
+static int judge_window(struct service *s, int step_end)
 {
     struct plan_run *run = s->run;
     struct analysis_sample now[ROUTE_ROLES], d[ROUTE_ROLES];
@@ -357,18 +385,21 @@ static int judge_window(struct service *s)
     for (int i = 0; i < ROUTE_ROLES; i++)
         sample_diff(&d[i], &now[i], &run->win_base[i]);
     struct analysis_verdict v;
-    analysis_judge(analysis_cfg(run), &d[ROUTE_STABLE], &d[ROUTE_CANARY], &v);
+    analysis_seq_judge(&run->seq, analysis_cfg(run), &d[ROUTE_STABLE], &d[ROUTE_CANARY], step_end,
+                       &v);
     log_debug("analysis", "service", s->cfg->name, "detail", v.detail);
-    if (v.result == ANALYSIS_INCONCLUSIVE)
+    if (!v.window_done)
         return 0;
     run->last = v;
     run->have_verdict = 1;
     for (int i = 0; i < ROUTE_ROLES; i++)
         run->win_base[i] = now[i];
-    if (v.result != ANALYSIS_FAIL) {
+    if (v.result == ANALYSIS_PASS) {
         rolling_gate_passed(s); /* the next batch, if one waited for this window */
         return 0;
     }
+    if (v.result == ANALYSIS_INCONCLUSIVE)
+        return 0; /* over a limit without significance: the next window decides */
     on_failure(s, &v);
     return 1;
 }
@@ -379,7 +410,7 @@ static void on_tick(uv_timer_t *t)
     struct plan_run *run = s->run;
     if (run == NULL || s->change_id == 0)
         return;
-    if (run->state == RUN_STEP && analysing(run) && judge_window(s))
+    if (run->state == RUN_STEP && analysing(run) && judge_window(s, 0))
         return;
     run_save(s); /* keeps step_elapsed_ms current: a restart resumes with the time left */
 }
@@ -388,7 +419,7 @@ static void on_tick(uv_timer_t *t)
  * through between two ticks. Returns 1 when a gate failed (and was acted on). */
 static int judge_tail(struct service *s)
 {
-    return analysing(s->run) && judge_window(s);
+    return analysing(s->run) && judge_window(s, 1);
 }
 
 /* ---------------------------------------------------------------- tests --------------------- */
@@ -639,38 +670,29 @@ static void on_step_timer(uv_timer_t *t)
     run->step_elapsed_ms = step_elapsed(run);
     if (judge_tail(s))
         return;
-    const struct config_analysis *a = analysis_cfg(run);
-    if (a->enabled && analysing(run)) {
-        struct analysis_sample now[ROUTE_ROLES], d;
-        sample_now(s, now);
-        sample_diff(&d, &now[ROUTE_CANARY], &run->step_base[ROUTE_CANARY]);
-        if (d.requests < a->min_requests) {
-            char why[320];
-            snprintf(why, sizeof(why),
-                     "step %zu inconclusive: the new version got %llu requests, fewer than "
-                     "min_requests %llu",
-                     run->step + 1, (unsigned long long)d.requests,
-                     (unsigned long long)a->min_requests);
-            json_t *inc = json_object_get(run->detail, "inconclusive");
-            if (inc == NULL) {
-                inc = json_array();
-                json_object_set_new(run->detail, "inconclusive", inc);
-            }
-            json_array_append_new(inc, json_string(why));
-            json_object_set_new(step_record(run, run->step), "outcome",
-                                json_string("inconclusive"));
-            event(s, "inconclusive", why);
-            switch (run->plan->on_inconclusive) {
-            case CONFIG_ON_PROCEED:
-                step_complete(s, "inconclusive", why);
-                return;
-            case CONFIG_ON_ROLLBACK:
-                plan_rollback(s, STORE_CHANGE_ROLLED_BACK, why);
-                return;
-            case CONFIG_ON_PAUSE:
-                run_hold(s, why);
-                return;
-            }
+    /* judge_tail left the step's pooled verdict in run->last: too few requests, or a value
+     * over its limit without significance, is inconclusive, not a pass. */
+    if (analysing(run) && run->last.result == ANALYSIS_INCONCLUSIVE) {
+        char why[480];
+        snprintf(why, sizeof(why), "step %zu inconclusive: %s", run->step + 1, run->last.detail);
+        json_t *inc = json_object_get(run->detail, "inconclusive");
+        if (inc == NULL) {
+            inc = json_array();
+            json_object_set_new(run->detail, "inconclusive", inc);
+        }
+        json_array_append_new(inc, json_string(why));
+        json_object_set_new(step_record(run, run->step), "outcome", json_string("inconclusive"));
+        event(s, "inconclusive", why);
+        switch (run->plan->on_inconclusive) {
+        case CONFIG_ON_PROCEED:
+            step_complete(s, "inconclusive", why);
+            return;
+        case CONFIG_ON_ROLLBACK:
+            plan_rollback(s, STORE_CHANGE_ROLLED_BACK, why);
+            return;
+        case CONFIG_ON_PAUSE:
+            run_hold(s, why);
+            return;
         }
     }
     step_complete(s, "passed", NULL);
@@ -787,6 +809,12 @@ static void step_close_record(struct service *s, const char *outcome, const char
     if (json_is_null(json_object_get(rec, "outcome")))
         json_object_set_new(rec, "outcome", json_string(outcome));
     json_object_set_new(rec, "ended", rollout_iso_time(store_now_ms()));
+    if (run->seq.windows > 0 && run->have_verdict) {
+        /* The step judged windows: which test decided, with its figures. */
+        json_object_set_new(rec, "gate", verdict_json(&run->last));
+        if (json_object_get(rec, "verdict") == NULL)
+            json_object_set_new(rec, "verdict", json_string(run->last.detail));
+    }
     struct analysis_sample now[ROUTE_ROLES], d;
     sample_now(s, now);
     sample_diff(&d, &now[ROUTE_STABLE], &run->step_base[ROUTE_STABLE]);
@@ -843,6 +871,7 @@ static void step_enter(struct service *s, size_t i)
     set_hold(run, NULL);
     json_object_set_new(run->detail, "approvals", json_array());
     sample_now(s, run->step_base);
+    analysis_seq_reset(&run->seq);
     json_t *rec = step_record(run, i);
     json_object_set_new(rec, "started", rollout_iso_time(store_now_ms()));
     char desc[256], msg[320];
@@ -1229,6 +1258,8 @@ int plan_action(struct service *s, const char *action, const char *actor, int al
         snprintf(msg, sizeof(msg), "resumed by %s in step %zu", who, run->step + 1);
         event(s, "resumed", msg);
         sample_now(s, run->win_base);
+        if (run->last.result == ANALYSIS_FAIL)
+            analysis_seq_reset(&run->seq); /* overruled: else the pool fails it again at once */
         if (was_holding_at_end) {
             step_complete(s, "accepted", msg);
             return 0;
@@ -1357,16 +1388,16 @@ json_t *plan_status_json(const struct service *s)
         json_object_set(o, "approvals", ap);
     if (run->have_verdict)
         json_object_set_new(o, "last_analysis",
-                            json_pack("{s:s, s:s, s:I, s:I, s:f, s:f, s:f, s:f}", "result",
+                            json_pack("{s:s, s:s, s:s, s:I, s:I, s:f, s:f, s:f, s:f}", "result",
                                       run->last.result == ANALYSIS_PASS   ? "pass"
                                       : run->last.result == ANALYSIS_FAIL ? "fail"
                                                                           : "inconclusive",
-                                      "detail", run->last.detail, "canary_requests",
-                                      (json_int_t)run->last.canary_requests, "stable_requests",
-                                      (json_int_t)run->last.stable_requests, "canary_error_rate",
-                                      run->last.canary_error_rate, "stable_error_rate",
-                                      run->last.stable_error_rate, "canary_p99_ms",
-                                      run->last.canary_p99_ms, "stable_p99_ms",
+                                      "test", run->last.test, "detail", run->last.detail,
+                                      "canary_requests", (json_int_t)run->last.canary_requests,
+                                      "stable_requests", (json_int_t)run->last.stable_requests,
+                                      "canary_error_rate", run->last.canary_error_rate,
+                                      "stable_error_rate", run->last.stable_error_rate,
+                                      "canary_p99_ms", run->last.canary_p99_ms, "stable_p99_ms",
                                       run->last.stable_p99_ms));
     return o;
 }
