@@ -223,10 +223,13 @@ static bool is_ows(char c)
 
 enum cidr_client_from cidr_client_addr(const struct sockaddr *peer, const struct cidr_list *trusted,
                                        const struct cidr_span *xff, size_t nxff,
-                                       struct sockaddr_storage *out)
+                                       struct sockaddr_storage *out, struct cidr_xff_pos *pos)
 {
     enum cidr_client_from from = CIDR_FROM_PEER;
+    struct cidr_xff_pos none, *at = pos != NULL ? pos : &none;
 
+    at->field = nxff;
+    at->offset = 0;
     copy_peer(peer, out);
     if (!cidr_list_contains(trusted, peer))
         return CIDR_FROM_PEER;
@@ -249,6 +252,8 @@ enum cidr_client_from cidr_client_addr(const struct sockaddr *peer, const struct
             if (!parse_entry(a, (size_t)(b - a), &entry))
                 return CIDR_FROM_XFF_MALFORMED;
             *out = entry;
+            at->field = f;
+            at->offset = (size_t)(a - xff[f].p);
             from = CIDR_FROM_XFF;
             if (!cidr_list_contains(trusted, (const struct sockaddr *)&entry))
                 return CIDR_FROM_XFF;

@@ -56,6 +56,12 @@ enum cidr_client_from {
     CIDR_FROM_XFF_MALFORMED, /* the walk stopped at an entry that is no address (see below) */
 };
 
+/* Where an X-Forwarded-For entry starts: xff[field].p + offset. */
+struct cidr_xff_pos {
+    size_t field;
+    size_t offset;
+};
+
 /* The client's address for a request that came from peer with the X-Forwarded-For fields
  * xff[0..nxff) (in the order they appear; several fields read as one comma-joined list).
  * When peer is not in trusted, the client is peer and X-Forwarded-For is not read, so an
@@ -68,9 +74,13 @@ enum cidr_client_from {
  * address the walk reached (the trusted entry it read last, or peer), returned with
  * CIDR_FROM_XFF_MALFORMED so the caller may count it: the walk never skips past bytes it cannot
  * read to trust what lies beyond them. *out always gets an address: peer's (port kept) or an
- * entry's (port 0). */
+ * entry's (port 0).
+ * When pos is not NULL it gets where the entry returned in *out starts ({nxff, 0} when *out is
+ * peer), so that the caller can forward upstream the part of X-Forwarded-For that trusted
+ * proxies vouch for: from *pos to the end, the client first, then the hops, with no byte the
+ * client chose; the caller appends the peer as usual. */
 enum cidr_client_from cidr_client_addr(const struct sockaddr *peer, const struct cidr_list *trusted,
                                        const struct cidr_span *xff, size_t nxff,
-                                       struct sockaddr_storage *out);
+                                       struct sockaddr_storage *out, struct cidr_xff_pos *pos);
 
 #endif

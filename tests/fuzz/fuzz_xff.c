@@ -29,6 +29,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     static int ready;
     struct sockaddr_storage peer, out, joined_out;
     struct cidr_span spans[MAX_FIELDS];
+    struct cidr_xff_pos pos;
     char *copies[MAX_FIELDS];
     size_t n = 0;
 
@@ -67,12 +68,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
 
     enum cidr_client_from from =
-        cidr_client_addr((struct sockaddr *)&peer, &trusted, spans, n, &out);
+        cidr_client_addr((struct sockaddr *)&peer, &trusted, spans, n, &out, &pos);
     CHECK(out.ss_family == AF_INET || out.ss_family == AF_INET6);
     if (!cidr_list_contains(&trusted, (struct sockaddr *)&peer))
         CHECK(from == CIDR_FROM_PEER && memcmp(&out, &peer, sizeof(out)) == 0);
     if (from == CIDR_FROM_PEER)
         CHECK(memcmp(&out, &peer, sizeof(out)) == 0);
+    CHECK(pos.field <= n);
+    if (pos.field < n)
+        CHECK(pos.offset < spans[pos.field].len);
+    else
+        CHECK(pos.offset == 0);
 
     /* The same fields as one comma-joined field. */
     size_t total = 0;
@@ -89,7 +95,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     struct cidr_span one = {joined, jl};
     enum cidr_client_from jfrom =
-        cidr_client_addr((struct sockaddr *)&peer, &trusted, &one, 1, &joined_out);
+        cidr_client_addr((struct sockaddr *)&peer, &trusted, &one, 1, &joined_out, NULL);
     CHECK(jfrom == from && memcmp(&out, &joined_out, sizeof(out)) == 0);
     free(joined);
     for (size_t i = 0; i < n; i++)

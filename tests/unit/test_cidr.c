@@ -320,12 +320,32 @@ static void test_client_addr(void **state)
             spans[n].len = strlen(rows[i].xff[n]);
             n++;
         }
+        struct cidr_xff_pos pos;
         enum cidr_client_from from =
-            cidr_client_addr((struct sockaddr *)&peer, &trusted, spans, n, &out);
+            cidr_client_addr((struct sockaddr *)&peer, &trusted, spans, n, &out, &pos);
         fmt(&out, got, sizeof(got));
         if (strcmp(got, rows[i].want) != 0 || from != rows[i].from)
             fail_msg("%s: expected %s (from %d), got %s (from %d)", rows[i].name, rows[i].want,
                      rows[i].from, got, from);
+        /* The position names the entry returned, or nothing when it is the peer. */
+        if (memcmp(&out, &peer, sizeof(out)) == 0) {
+            assert_int_equal(pos.field, n);
+            assert_int_equal(pos.offset, 0);
+        } else {
+            struct sockaddr_storage again;
+            assert_true(pos.field < n && pos.offset < spans[pos.field].len);
+            struct cidr_span rest = {spans[pos.field].p + pos.offset,
+                                     spans[pos.field].len - pos.offset};
+            size_t k = 0;
+            while (k < rest.len && rest.p[k] != ',')
+                k++;
+            rest.len = k;
+            /* Read alone from a trusted peer, that entry is the same address. */
+            struct sockaddr_storage lb;
+            sa("10.0.0.1", &lb);
+            cidr_client_addr((struct sockaddr *)&lb, &trusted, &rest, 1, &again, NULL);
+            assert_memory_equal(&again, &out, sizeof(out));
+        }
     }
     cidr_list_done(&trusted);
 }
@@ -342,9 +362,28 @@ static void test_client_addr_reads_only_the_span(void **state)
     cidr_list_init(&trusted);
     assert_int_equal(cidr_list_add(&trusted, "10.0.0.0/8"), 0);
     sa("10.0.0.1:1", &peer);
-    assert_int_equal(cidr_client_addr((struct sockaddr *)&peer, &trusted, &span, 1, &out),
+    assert_int_equal(cidr_client_addr((struct sockaddr *)&peer, &trusted, &span, 1, &out, NULL),
                      CIDR_FROM_XFF);
     assert_string_equal(fmt(&out, got, sizeof(got)), "198.51.100.7:0");
+    cidr_list_done(&trusted);
+}
+
+static void test_trusted_suffix_to_forward(void **state)
+{
+    /* The spoofed "6.6.6.6" stays behind; the client and the trusted hops go upstream. */
+    const char *f0 = "6.6.6.6,  198.51.100.7", *f1 = "10.3.3.3";
+    struct cidr_span spans[2] = {{f0, strlen(f0)}, {f1, strlen(f1)}};
+    struct cidr_list trusted;
+    struct sockaddr_storage peer, out;
+    struct cidr_xff_pos pos;
+    (void)state;
+    cidr_list_init(&trusted);
+    assert_int_equal(cidr_list_add(&trusted, "10.0.0.0/8"), 0);
+    sa("10.0.0.1:1", &peer);
+    assert_int_equal(cidr_client_addr((struct sockaddr *)&peer, &trusted, spans, 2, &out, &pos),
+                     CIDR_FROM_XFF);
+    assert_int_equal(pos.field, 0);
+    assert_string_equal(f0 + pos.offset, "198.51.100.7");
     cidr_list_done(&trusted);
 }
 
@@ -356,6 +395,7 @@ int main(void)
         cmocka_unit_test(test_list),
         cmocka_unit_test(test_client_addr),
         cmocka_unit_test(test_client_addr_reads_only_the_span),
+        cmocka_unit_test(test_trusted_suffix_to_forward),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
