@@ -177,15 +177,20 @@ static int parse_v1(const char *buf, size_t len, struct proxyproto_hdr *out)
     if (eol == 0)
         return len >= PROXYPROTO_V1_MAX ? PROXYPROTO_E_V1_TOO_LONG : 0;
 
+    /* The spec says to ignore whatever follows UNKNOWN up to the CRLF: a sender may fill it
+     * or not, in any shape, so it is not split into fields. */
+    static const char unknown[] = " UNKNOWN";
+    size_t ul = sizeof(unknown) - 1;
+    if (eol - sizeof(v1_sig) >= ul && memcmp(buf + sizeof(v1_sig), unknown, ul) == 0 &&
+        (eol == sizeof(v1_sig) + ul || buf[sizeof(v1_sig) + ul] == ' ')) {
+        set_local(out, 1);
+        return (int)eol + 2;
+    }
     struct v1_fields f;
     if (!v1_split(buf + sizeof(v1_sig), buf + eol, &f))
         return PROXYPROTO_E_V1_FIELDS;
     int family;
-    if (field_is(&f, 0, "UNKNOWN")) {
-        /* The spec says to ignore whatever follows UNKNOWN: a sender may fill it or not. */
-        set_local(out, 1);
-        return (int)eol + 2;
-    } else if (field_is(&f, 0, "TCP4")) {
+    if (field_is(&f, 0, "TCP4")) {
         family = AF_INET;
     } else if (field_is(&f, 0, "TCP6")) {
         family = AF_INET6;

@@ -149,6 +149,10 @@ static void test_v1_unknown(void **state)
     assert_int_equal(strlen(l), 107);
     assert_valid(l, 107, 107, &h);
     assert_true(h.local);
+    /* Whatever follows UNKNOWN is ignored, even in a shape TCP4 would refuse. */
+    const char *odd = "PROXY UNKNOWN  1.2.3.4 anything 99999\r\n";
+    assert_valid(odd, strlen(odd), strlen(odd), &h);
+    assert_true(h.local);
 }
 
 static void test_v2_inet_with_tlvs(void **state)
