@@ -22,6 +22,7 @@
 #include "core/duration.h"
 #include "core/xmalloc.h"
 #include "net/addr.h"
+#include "net/cidr.h"
 
 /* A config file larger than this is a mistake (or not a config file). */
 #define CONFIG_FILE_MAX (16u << 20)
@@ -364,6 +365,24 @@ static int get_string(struct ctx *c, const struct item *it, const char *path, co
     free(*out);
     *out = s;
     return 0;
+}
+
+/* YAML's true or false, and nothing else: "yes", "on" or 1 are refused rather than guessed. */
+static int get_bool(struct ctx *c, const struct item *it, const char *path, bool *out)
+{
+    static const char what[] = "true or false";
+    char *s = NULL;
+    int rc = get_text(c, it, path, what, &s);
+
+    if (rc != 0)
+        return rc;
+    if (strcmp(s, "true") == 0 || strcmp(s, "false") == 0) {
+        *out = s[0] == 't';
+        free(s);
+        return 0;
+    }
+    free(s);
+    return fail_type(c, it, path, what);
 }
 
 static bool all_digits(const char *s)
@@ -1126,6 +1145,72 @@ static int parse_targets(struct ctx *c, const struct item *it, const char *path,
     return 0;
 }
 
+static int parse_trusted_proxies(struct ctx *c, const struct item *it, const char *path,
+                                 struct config_service *s)
+{
+    static const char what[] = "an address or CIDR like 10.0.0.0/8 or ::1/128";
+    struct fy_node *el;
+    void *iter = NULL;
+    int rc;
+
+    rc = get_string_list(c, it, path, "a list of addresses or CIDRs like 10.0.0.0/8", false, true,
+                         &s->trusted_proxies, &s->ntrusted_proxies);
+    if (rc != 0)
+        return rc;
+    for (size_t i = 0; i < s->ntrusted_proxies && (el = fy_node_sequence_iterate(it->node, &iter));
+         i++) {
+        struct item ei = {el, node_line(el, it->line)};
+        struct cidr range;
+        char ip[KEY_PATH_MAX];
+
+        subindex(ip, sizeof(ip), path, i);
+        if (cidr_parse(s->trusted_proxies[i], &range) != 0)
+            return fail_type(c, &ei, ip, what);
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(s->trusted_proxies[i], s->trusted_proxies[j]) == 0)
+                return fail_type(c, &ei, ip, "each range listed once");
+    }
+    return 0;
+}
+
+/* `trusted_proxies` and `proxy_protocol`: who may tell cutover the client's address, and
+   whether the listeners expect a PROXY header. Checked together, since one without the other
+   is either a hole (PROXY headers believed from anyone) or does nothing (tcp has no
+   X-Forwarded-For). */
+static int parse_client_address(struct ctx *c, const struct item *svc, const char *path,
+                                struct config_service *s)
+{
+    char p[KEY_PATH_MAX];
+    struct item v, pp = {0};
+    int rc;
+
+    if (map_find(svc->node, "trusted_proxies", &v)) {
+        subpath(p, sizeof(p), path, "trusted_proxies");
+        if ((rc = parse_trusted_proxies(c, &v, p, s)) != 0)
+            return rc;
+    } else {
+        s->trusted_proxies = xcalloc(1, sizeof(*s->trusted_proxies));
+    }
+    if (map_find(svc->node, "proxy_protocol", &pp)) {
+        subpath(p, sizeof(p), path, "proxy_protocol");
+        if ((rc = get_bool(c, &pp, p, &s->proxy_protocol)) != 0)
+            return rc;
+        if (s->proxy_protocol && s->ntrusted_proxies == 0)
+            return fail(c, pp.line,
+                        "%s: true needs trusted_proxies, the balancers allowed to send PROXY "
+                        "headers (a header from any other peer closes its connection), got none",
+                        p);
+    }
+    if (s->protocol == CONFIG_PROTO_TCP && s->ntrusted_proxies > 0 && !s->proxy_protocol) {
+        map_find(svc->node, "trusted_proxies", &v);
+        return fail(c, v.line,
+                    "%s.trusted_proxies: with protocol tcp, expected proxy_protocol: true too "
+                    "(a TCP stream has no X-Forwarded-For to read), got proxy_protocol false",
+                    path);
+    }
+    return 0;
+}
+
 static int parse_service(struct ctx *c, struct fy_node_pair *pair, struct config_service *s)
 {
     static const char *const known[] = {
@@ -1143,6 +1228,8 @@ static int parse_service(struct ctx *c, struct fy_node_pair *pair, struct config
         "plan",
         "outlier_detection",
         "strategy",
+        "trusted_proxies",
+        "proxy_protocol",
         NULL,
     };
     struct item it = item_of_pair(pair), v;
@@ -1236,7 +1323,7 @@ static int parse_service(struct ctx *c, struct fy_node_pair *pair, struct config
         if (config_plan_find(c->cfg, s->plan) == NULL)
             return fail_type(c, &v, p, "the name of a plan defined under plans");
     }
-    return 0;
+    return parse_client_address(c, &it, path, s);
 }
 
 /* ---- plans ---- */
@@ -1270,30 +1357,11 @@ static bool split_pair(const char *s, char sep, char **name, char **value)
     return true;
 }
 
-/* "10.0.0.0/8", "2001:db8::/32" or a single address. */
+/* "10.0.0.0/8", "2001:db8::/32" or a single address: what net/cidr reads. */
 static bool valid_cidr(const char *s)
 {
-    char host[64];
-    const char *slash = strchr(s, '/');
-    size_t hl = slash != NULL ? (size_t)(slash - s) : strlen(s);
-    unsigned char bin[16];
-    int maxbits;
-
-    if (hl == 0 || hl >= sizeof(host))
-        return false;
-    memcpy(host, s, hl);
-    host[hl] = '\0';
-    if (inet_pton(AF_INET, host, bin) == 1)
-        maxbits = 32;
-    else if (inet_pton(AF_INET6, host, bin) == 1)
-        maxbits = 128;
-    else
-        return false;
-    if (slash == NULL)
-        return true;
-    if (!all_digits(slash + 1) || strlen(slash + 1) > 3)
-        return false;
-    return strtol(slash + 1, NULL, 10) <= maxbits;
+    struct cidr range;
+    return cidr_parse(s, &range) == 0;
 }
 
 static int parse_step_test(struct ctx *c, const struct item *it, const char *path,
@@ -2115,6 +2183,7 @@ static void free_service(struct config_service *s)
     free(s->run.cwd);
     free(s->sticky.name);
     free(s->plan);
+    free_strv(s->trusted_proxies);
 }
 
 static void free_plan(struct config_plan *p)

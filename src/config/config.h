@@ -5,6 +5,7 @@
 #ifndef CUTOVER_CONFIG_CONFIG_H
 #define CUTOVER_CONFIG_CONFIG_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -98,6 +99,15 @@ struct config_service {
     struct config_timeouts timeouts;
     struct config_limits limits;
     char *plan; /* default plan name (must exist in plans), or NULL */
+    /* `trusted_proxies`: the balancers whose word on the client address is believed (their
+       X-Forwarded-For, their PROXY header). Texts accepted by cidr_parse, each once,
+       NULL-terminated; empty when absent. Load them with cidr_list_add, which cannot fail. */
+    char **trusted_proxies;
+    size_t ntrusted_proxies;
+    /* `proxy_protocol`, default false: every connection to `listen` and `preview_listen` must
+       start with a PROXY v1/v2 header from a trusted proxy. Never true without
+       trusted_proxies. */
+    bool proxy_protocol;
 };
 
 enum config_step_kind {

@@ -166,6 +166,14 @@ BAD_CONFIGS = {
                              "io_coalesce_us", "io_coalesce_us"),
     "targets-not-a-list": (lambda t: re.sub(r"targets: \[.*\]", "targets: 5", t), "targets",
                            "targets:"),
+    # A PROXY listener that would believe any peer is refused, not started.
+    "proxy-protocol-without-trusted-proxies": (
+        lambda t: t.replace("    drain_timeout:", "    proxy_protocol: true\n    drain_timeout:"),
+        "trusted_proxies", "proxy_protocol: true"),
+    "trusted-proxy-not-a-range": (
+        lambda t: t.replace("    drain_timeout:",
+                            "    trusted_proxies: [10.0.0.0/8, lb.internal]\n    drain_timeout:"),
+        "trusted_proxies[1]", "trusted_proxies:"),
 }
 
 

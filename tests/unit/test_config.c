@@ -826,6 +826,96 @@ static void test_err_sticky(void **state)
              "c.yml:5:", "services.db.sticky", "protocol tcp", NULL);
 }
 
+static void test_client_address_keys(void **state)
+{
+    (void)state;
+    struct config *cfg = load_ok("services:\n"
+                                 "  web:\n"
+                                 "    listen: 127.0.0.1:8080\n"
+                                 "    trusted_proxies: [10.0.0.0/8, \"::1/128\", 192.168.1.7,\n"
+                                 "                      \"::ffff:172.16.0.0/108\"]\n"
+                                 "    proxy_protocol: true\n"
+                                 "  api:\n"
+                                 "    listen: 127.0.0.1:8081\n"
+                                 "    trusted_proxies:\n"
+                                 "      - 2001:db8::/32\n"
+                                 "    proxy_protocol: false\n"
+                                 "  db:\n"
+                                 "    listen: 127.0.0.1:5432\n"
+                                 "    protocol: tcp\n"
+                                 "    trusted_proxies: [10.1.0.0/16]\n"
+                                 "    proxy_protocol: true\n"
+                                 "  plain:\n"
+                                 "    listen: 127.0.0.1:8082\n"
+                                 "    trusted_proxies: []\n");
+    const struct config_service *web = config_service_find(cfg, "web");
+    assert_int_equal(web->ntrusted_proxies, 4);
+    assert_string_equal(web->trusted_proxies[0], "10.0.0.0/8");
+    assert_string_equal(web->trusted_proxies[1], "::1/128");
+    assert_string_equal(web->trusted_proxies[3], "::ffff:172.16.0.0/108");
+    assert_null(web->trusted_proxies[4]);
+    assert_true(web->proxy_protocol);
+    const struct config_service *api = config_service_find(cfg, "api");
+    assert_int_equal(api->ntrusted_proxies, 1);
+    assert_false(api->proxy_protocol);
+    assert_true(config_service_find(cfg, "db")->proxy_protocol);
+    const struct config_service *plain = config_service_find(cfg, "plain");
+    assert_int_equal(plain->ntrusted_proxies, 0);
+    assert_non_null(plain->trusted_proxies);
+    assert_null(plain->trusted_proxies[0]);
+    config_free(cfg);
+
+    /* Absent: nobody is trusted, no PROXY header expected. */
+    cfg = load_ok(minimal_yaml);
+    assert_int_equal(cfg->services[0].ntrusted_proxies, 0);
+    assert_non_null(cfg->services[0].trusted_proxies);
+    assert_false(cfg->services[0].proxy_protocol);
+    config_free(cfg);
+}
+
+static void test_err_client_address_keys(void **state)
+{
+    (void)state;
+    load_err("services:\n  web:\n    listen: 127.0.0.1:1\n"
+             "    trusted_proxies: [10.0.0.0/8, 10.0.0.0/33]\n",
+             "c.yml:4:", "services.web.trusted_proxies[1]", "an address or CIDR",
+             "got '10.0.0.0/33'", NULL);
+    load_err("services:\n  web:\n    listen: 127.0.0.1:1\n"
+             "    trusted_proxies:\n      - 10.0.0.0/8\n      - lb.example.com\n",
+             "c.yml:6:", "services.web.trusted_proxies[1]", "got 'lb.example.com'", NULL);
+    load_err("services:\n  web:\n    listen: 127.0.0.1:1\n"
+             "    trusted_proxies: [\"10.0.0.0/08\"]\n",
+             "services.web.trusted_proxies[0]", NULL);
+    load_err("services:\n  web:\n    listen: 127.0.0.1:1\n    trusted_proxies: [\"\"]\n",
+             "services.web.trusted_proxies[0]", NULL);
+    load_err("services:\n  web:\n    listen: 127.0.0.1:1\n    trusted_proxies: 10.0.0.0/8\n",
+             "c.yml:4:", "services.web.trusted_proxies", "a list", "got '10.0.0.0/8'", NULL);
+    load_err("services:\n  web:\n    listen: 127.0.0.1:1\n"
+             "    trusted_proxies: [10.0.0.0/8, ::1, 10.0.0.0/8]\n",
+             "services.web.trusted_proxies[2]", "each range listed once", NULL);
+    load_err("services:\n  web:\n    listen: 127.0.0.1:1\n    proxy_protocol: true\n",
+             "c.yml:4:", "services.web.proxy_protocol", "needs trusted_proxies", "got none", NULL);
+    load_err("services:\n  web:\n    listen: 127.0.0.1:1\n    trusted_proxies: []\n"
+             "    proxy_protocol: true\n",
+             "c.yml:5:", "services.web.proxy_protocol", "needs trusted_proxies", NULL);
+    load_err("services:\n  web:\n    listen: 127.0.0.1:1\n    trusted_proxies: [::1]\n"
+             "    proxy_protocol: yes\n",
+             "c.yml:5:", "services.web.proxy_protocol", "expected true or false", "got 'yes'",
+             NULL);
+    load_err("services:\n  web:\n    listen: 127.0.0.1:1\n    trusted_proxies: [::1]\n"
+             "    proxy_protocol: 1\n",
+             "services.web.proxy_protocol", "true or false", NULL);
+    load_err("services:\n  web:\n    listen: 127.0.0.1:1\n    trusted_proxies: [::1]\n"
+             "    proxy_protocol: [true]\n",
+             "services.web.proxy_protocol", "true or false", "got a list", NULL);
+    load_err("services:\n  db:\n    listen: 127.0.0.1:1\n    protocol: tcp\n"
+             "    trusted_proxies: [10.0.0.0/8]\n",
+             "c.yml:5:", "services.db.trusted_proxies", "protocol tcp",
+             "expected proxy_protocol: true", NULL);
+    /* The pilot's source cohort reads ranges the same way. */
+    plan_err("      - pilot: {source: \"10.0.0.0/08\", duration: 1m}\n", "source", NULL);
+}
+
 static void test_err_protocol(void **state)
 {
     (void)state;
@@ -1343,6 +1433,8 @@ int main(void)
         cmocka_unit_test(test_file_errors_name_the_file),
         cmocka_unit_test(test_syntax_error_is_silent),
         cmocka_unit_test(test_small_error_buffer),
+        cmocka_unit_test(test_client_address_keys),
+        cmocka_unit_test(test_err_client_address_keys),
         cmocka_unit_test(test_free_null),
         cmocka_unit_test(test_long_value_is_shortened),
         cmocka_unit_test(test_every_truncation),
