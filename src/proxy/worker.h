@@ -13,16 +13,20 @@
 #include "core/hist.h"
 #include "proxy/route.h"
 
+struct proxy_proto;
+
 /* One listening socket a worker accepts on. */
 struct worker_listener_spec {
-    int fd;         /* a bound, listening socket; the worker uses its own dup() of it */
-    int service_id; /* route_service.id of the service it serves */
-    int preview;    /* the service's preview listener: routes to the canary while one exists */
+    int fd; /* a bound, listening socket; the worker uses its own dup() of it */
+    const struct proxy_proto *proto; /* the protocol served on it (proxy/h1proxy.h: h1_proto) */
+    int service_id;                  /* route_service.id of the service it serves */
+    int preview; /* the service's preview listener: routes to the canary while one exists */
 };
 
 struct worker;
 
-/* Starts a worker thread (index is for logs) accepting on the n listeners, keeping per-role
+/* Starts a worker thread (index is for logs) accepting on the n listeners (-EINVAL when one has
+ * no proto), keeping per-role
  * statistics for service ids 0..nservices-1; while busy, its loop naps coalesce_us
  * microseconds before blocking (proxy/nap.h; 0: never). Returns 0 or a negative errno; on
  * success *out is the worker (free with worker_free after worker_join). */

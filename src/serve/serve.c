@@ -31,6 +31,7 @@
 #include "net/listen.h"
 #include "notify/notify.h"
 #include "proxy/route.h"
+#include "proxy/h1proxy.h"
 #include "proxy/worker.h"
 #include "rollout/rollout.h"
 #include "store/store.h"
@@ -580,6 +581,7 @@ int serve_main(int argc, char **argv)
         const char *dot = strchr(d.listeners[i].name, '.');
         size_t len = dot ? (size_t)(dot - d.listeners[i].name) : strlen(d.listeners[i].name);
         specs[i].fd = d.listeners[i].fd;
+        specs[i].proto = &h1_proto;
         specs[i].preview = dot != NULL;
         specs[i].service_id = -1;
         for (size_t j = 0; j < d.cfg->nservices; j++)
