@@ -147,6 +147,7 @@ static void up_close(struct h1_up *u);
 static void response_process(struct h1_up *u);
 static void request_dispatch(struct client *c);
 static void count_answer(struct client *c, int status, int own_error);
+static void count_loss(struct client *c, enum worker_loss why);
 static void longlived_end(struct client *c);
 static void on_upstream_write(uv_write_t *req, int status);
 
@@ -372,12 +373,17 @@ static void client_error(struct client *c, int status, const char *why)
         return;
     exchange_take(c);
     if (c->x->resp_started || c->wpending) {
+        if (status >= 500)
+            count_loss(c, WORKER_LOSS_RESET); /* the answer under way is cut */
         client_close(c);
         return;
     }
-    if (status >= 500)
+    if (status >= 500) {
         atomic_fetch_add_explicit(&w->stats.proxy_errors, 1, memory_order_relaxed);
-    else
+        count_loss(c, status == 504   ? WORKER_LOSS_504
+                      : status == 503 ? WORKER_LOSS_503
+                                      : WORKER_LOSS_502);
+    } else
         atomic_fetch_add_explicit(&w->stats.bad_requests, 1, memory_order_relaxed);
     if (c->x->rhead == NULL)
         c->x->rhead = worker_buf_get(w);
@@ -1097,6 +1103,7 @@ static void up_read(struct upstream *base, ssize_t nread)
         }
         if (c != NULL && c->x->resp_started && u->rphase != R_DONE) {
             /* Truncated response after its head went out: the client must see the cut. */
+            count_loss(c, WORKER_LOSS_RESET);
             client_close(c);
             return;
         }
@@ -1343,6 +1350,7 @@ static void response_process(struct h1_up *u)
                                   b->end - b->start, &done);
             if (r < 0) {
                 /* The head is out: a broken body can only end the connection. */
+                count_loss(c, WORKER_LOSS_RESET);
                 client_close(c);
                 return;
             }
@@ -1495,6 +1503,15 @@ static struct worker_role_stats *role_stats(struct client *c)
     if (c->service_id < 0 || (size_t)c->service_id >= w->nservices)
         return NULL;
     return &w->role_stats[(size_t)c->service_id * ROUTE_ROLES + c->x->role];
+}
+
+/* Counts a request cutover failed or cut, by the role it was routed to. Callable once the
+ * client has an exchange. */
+static void count_loss(struct client *c, enum worker_loss why)
+{
+    struct worker_role_stats *st = role_stats(c);
+    if (st != NULL)
+        WORKER_STAT_ADD(&st->lost[why], 1);
 }
 
 /* Counts the answer to the current request once: status, and latency to the head when it came
@@ -1772,6 +1789,7 @@ static void on_drain_deadline(struct client *c)
     /* Its version was switched away drain_timeout ago: the connection ends here. */
     if (c->x->ll_target != NULL)
         atomic_fetch_add_explicit(&c->x->ll_target->closed_at_drain, 1, memory_order_relaxed);
+    count_loss(c, WORKER_LOSS_DRAIN);
     if (c->x->tunnel && !c->wpending) {
         /* Best effort, one try: a client that cannot take 4 bytes now is closed without it.
          * The frame goes out only between writes of upstream bytes, which end on a frame
@@ -1809,9 +1827,12 @@ static size_t h1_drain(struct worker *w, enum proxy_drain how)
     struct client *c = w->h1->clients, *next;
     for (; c; c = next) {
         next = c->next;
-        if (how == PROXY_DRAIN_FORCE)
+        if (how == PROXY_DRAIN_FORCE) {
+            /* The stop deadline cuts what is in progress: a request, a stream, a tunnel. */
+            if (c->phase == PH_PROXY && c->x != NULL)
+                count_loss(c, WORKER_LOSS_DRAIN);
             client_close(c);
-        else
+        } else
             n++;
     }
     return n;

@@ -332,6 +332,12 @@ const struct worker_role_stats *worker_role_stats(const struct worker *w, int se
     return &w->role_stats[(size_t)service_id * ROUTE_ROLES + role];
 }
 
+const char *worker_loss_name(enum worker_loss why)
+{
+    static const char *const names[WORKER_LOSSES] = {"502", "503", "504", "drain", "reset"};
+    return (unsigned)why < WORKER_LOSSES ? names[why] : "unknown";
+}
+
 const struct worker_stats *worker_get_stats(const struct worker *w)
 {
     return &w->stats;

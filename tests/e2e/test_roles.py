@@ -9,8 +9,11 @@ echo); the real daemon and CLI; wrk for load. Loopback only, every process start
 `procs` and stopped by pid.
 """
 import json
+import re
 import socket
+import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -195,3 +198,58 @@ def test_repeated_identical_content_length_reaches_the_upstream_once(backend, da
     assert len(reqs) == 1, reqs
     cl = [v for k, v in reqs[0]["headers"] if k.lower() == "content-length"]
     assert cl == ["5"], f"the upstream got Content-Length fields {cl} for {fields}"
+
+
+# ------------------------------------------------------ c. request loss is measured
+
+def lost_metrics(d):
+    """{(role, reason): n} of cutover_proxy_lost_total for service web."""
+    out = subprocess.run(["curl", "-s", "--unix-socket", str(d.sock), "http://x/metrics"],
+                         capture_output=True, text=True, timeout=10).stdout
+    got = {}
+    for m in re.finditer(r'^cutover_proxy_lost_total\{service="web",role="(\w+)",'
+                         r'reason="(\w+)"\} (\d+)$', out, re.M):
+        got[(m.group(1), m.group(2))] = int(m.group(3))
+    assert len(got) == 10, f"want 2 roles x 5 reasons, got {got}\n{out}"
+    return got
+
+
+def test_a_request_cut_at_the_drain_deadline_counts_1_and_a_clean_switch_under_load_0(
+        procs, backend, daemon):
+    v1, v2 = backend("v1"), backend("v2")
+    d = daemon([v1], drain_timeout="1s")
+    d.start(expect="v1\n")
+    assert set(lost_metrics(d).values()) == {0}
+
+    # A request that outlives the drain, on the version switched away from.
+    answer = {}
+
+    def slow():
+        with socket.create_connection(("127.0.0.1", d.port), timeout=15) as s:
+            s.sendall(b"GET /slow?ms=6000 HTTP/1.1\r\nHost: x\r\n\r\n")
+            data = b""
+            try:
+                while True:
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+            except OSError:
+                pass
+            answer["data"] = data
+
+    t = threading.Thread(target=slow, daemon=True)
+    t.start()
+    wait_for(lambda: any(r["line"].startswith("GET /slow") for r in v1.requests()), 5,
+             "the slow request at v1")
+    load = Wrk(procs, d.port, 3, conns=8)
+    ok(d.cli("deploy", "web", "v2", "--target", v2.addr, timeout=20), "deploy")
+    res = load.result()
+    t.join(15)
+    assert not t.is_alive()
+    assert answer["data"] == b"", f"the slow request got {answer['data'][:100]!r}, want a cut"
+    assert res["socket_errors"] == 0 and res["non2xx"] == 0, res["text"]
+    lost = lost_metrics(d)
+    want = {k: 0 for k in lost}
+    want[("stable", "drain")] = 1
+    assert lost == want, lost
