@@ -3,7 +3,7 @@
  *
  * Shape of an exchange: read the request head into the client buffer, parse it strictly
  * (http/parse.h), write a rewritten head plus the body bytes at hand to an upstream connection
- * from the worker's pool, stream the rest of the body with one write in flight (that is the
+ * from proxy/upstream, stream the rest of the body with one write in flight (that is the
  * backpressure), then read the response head, rewrite it, and stream the response body the
  * same way. The request bytes stay in the client buffer until the response begins, so a
  * request whose upstream fails before any response byte can be sent again. Pipelined requests
@@ -433,7 +433,7 @@ static void on_client_deadline(struct client *c);
 static void on_wheel_tick(uv_timer_t *t);
 
 /* The worker's wheel, created with its first client. Its timer is closed with the loop's other
- * handles when the worker ends (worker.c), and the wheel freed by h1_worker_done. */
+ * handles when the worker ends (worker.c), and the wheel freed by h1_done. */
 static struct wheel *wheel_get(struct worker *w)
 {
     if (w->h1->wheel == NULL) {
