@@ -155,11 +155,16 @@ struct route_target *pick_target(const struct route_backend *b, unsigned *rr, ui
     return fallback ? fallback : ejected;
 }
 
+/* A target object of the backend is target, or one for the same address: a reload that builds
+ * new target objects for unchanged addresses must not drain what runs on them. */
 static int backend_has(const struct route_backend *b, const struct route_target *target)
 {
-    for (size_t j = 0; j < b->ntargets; j++)
-        if (b->targets[j] == target)
+    for (size_t j = 0; j < b->ntargets; j++) {
+        const struct route_target *t = b->targets[j];
+        if (t == target ||
+            (t->salen == target->salen && memcmp(&t->sa, &target->sa, t->salen) == 0))
             return 1;
+    }
     return 0;
 }
 

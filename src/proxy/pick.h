@@ -47,9 +47,10 @@ struct route_target *pick_target(const struct route_backend *b, unsigned *rr, ui
 /* The backend of role in svc. */
 const struct route_backend *pick_backend(const struct route_service *svc, enum route_role role);
 
-/* 1 when table t (NULL: none) may send a request to target in some role: a service's live
- * version, or its canary while it gets traffic (a weight above 0, a pilot cohort, or a preview
- * listener). A connection to a target it does not route to is drained. */
+/* 1 when table t (NULL: none) may send a request to target, or to another target object for
+ * the same address, in some role: a service's live version or its canary, at any weight (a
+ * canary at weight 0 still serves its pilot cohort, its preview listener and the plan's
+ * tests). A connection to a target it does not route to is drained. */
 int pick_routes_to(const struct route_table *t, const struct route_target *target);
 
 /* Finds cookie `name` in the request's Cookie fields; sets *v and *vl. Returns 1 if found. */

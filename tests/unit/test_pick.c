@@ -400,6 +400,17 @@ static void test_routes_to(void **state)
         table_free(t, live, can);
     }
     assert_int_equal(pick_routes_to(NULL, NULL), 0);
+
+    /* A reload may build new target objects for the same addresses: those are still routed. */
+    struct route_target *live, *can;
+    struct route_table *t = table_new(1, 10, &live, &can);
+    struct route_target *same = route_target_new("127.0.0.1:1002", "v2");
+    struct route_target *other = route_target_new("127.0.0.1:1003", "v2");
+    assert_int_equal(pick_routes_to(t, same), 1);
+    assert_int_equal(pick_routes_to(t, other), 0);
+    route_target_unref(same);
+    route_target_unref(other);
+    table_free(t, live, can);
 }
 
 int main(void)
