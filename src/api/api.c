@@ -17,6 +17,7 @@
 #include "core/log.h"
 #include "core/xmalloc.h"
 #include "http/parse.h"
+#include "http/status.h"
 #include "store/store.h"
 
 #define API_MAX_HEAD (16 * 1024)
@@ -104,40 +105,6 @@ static void conn_process(struct api_conn *c);
 
 /* ---------------------------------------------------------------- responses ----------------- */
 
-static const char *reason_of(int status)
-{
-    switch (status) {
-    case 200:
-        return "OK";
-    case 400:
-        return "Bad Request";
-    case 404:
-        return "Not Found";
-    case 405:
-        return "Method Not Allowed";
-    case 401:
-        return "Unauthorized";
-    case 403:
-        return "Forbidden";
-    case 409:
-        return "Conflict";
-    case 411:
-        return "Length Required";
-    case 413:
-        return "Content Too Large";
-    case 431:
-        return "Request Header Fields Too Large";
-    case 500:
-        return "Internal Server Error";
-    case 501:
-        return "Not Implemented";
-    case 503:
-        return "Service Unavailable";
-    default:
-        return "Error";
-    }
-}
-
 static void on_written(uv_write_t *w, int status)
 {
     struct api_conn *c = w->data;
@@ -164,7 +131,7 @@ static void respond_raw(struct api_conn *c, int status, const char *ctype, const
     size_t bl = strlen(body);
     c->out = xasprintf("HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
                        "Cache-Control: no-store\r\n%s%s\r\n",
-                       status, reason_of(status), ctype, bl,
+                       status, http_status_reason(status), ctype, bl,
                        status == 401 ? "WWW-Authenticate: Bearer realm=\"cutover\"\r\n" : "",
                        c->close_after ? "Connection: close\r\n" : "");
     size_t hl = strlen(c->out);

@@ -1356,7 +1356,9 @@ static void cli_render_config(FILE *out, const struct config *cfg)
         fprintf(out, "  deploy:   timeout %s, drain %s\n",
                 duration_format(s->deploy_timeout_ms, d1, sizeof(d1)),
                 duration_format(s->drain_timeout_ms, d2, sizeof(d2)));
-        if (s->sticky.kind != CONFIG_STICKY_ADDR)
+        if (s->sticky.kind == CONFIG_STICKY_SOURCE)
+            fprintf(out, "  sticky:   source\n");
+        else if (s->sticky.kind != CONFIG_STICKY_NONE)
             fprintf(out, "  sticky:   %s %s\n",
                     s->sticky.kind == CONFIG_STICKY_COOKIE ? "cookie" : "header", s->sticky.name);
         fprintf(out, "  plan:     %s\n", s->plan ? s->plan : "(none: instant switch)");

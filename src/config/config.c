@@ -1040,20 +1040,34 @@ static int parse_outlier(struct ctx *c, const struct item *it, const char *path,
 static int parse_sticky(struct ctx *c, const struct item *it, const char *path,
                         struct config_sticky *st)
 {
-    static const char *const known[] = {"cookie", "header", NULL};
+    static const char *const known[] = {"cookie", "header", "source", NULL};
     static const char what[] = "a cookie or header name (letters, digits, !#$%&'*+-.^_`|~)";
     char p[KEY_PATH_MAX];
-    struct item ck, hd, *v;
-    bool has_cookie, has_header;
+    struct item ck, hd, src, *v;
+    bool has_cookie, has_header, has_source;
     int rc;
 
     if ((rc = expect_map(c, it, path, known)) != 0)
         return rc;
     has_cookie = map_find(it->node, "cookie", &ck);
     has_header = map_find(it->node, "header", &hd);
-    if (has_cookie == has_header)
-        return fail(c, it->line, "%s: expected exactly one of cookie or header, got %s", path,
-                    has_cookie ? "both" : "neither");
+    has_source = map_find(it->node, "source", &src);
+    if (has_cookie + has_header + has_source != 1)
+        return fail(c, it->line, "%s: expected exactly one of cookie, header or source, got %s",
+                    path, has_cookie + has_header + has_source == 0 ? "none" : "several");
+    if (has_source) {
+        char *s = NULL;
+        subpath(p, sizeof(p), path, "source");
+        if ((rc = get_text(c, &src, p, "true or false", &s)) != 0)
+            return rc;
+        bool on = strcmp(s, "true") == 0, off = strcmp(s, "false") == 0;
+        free(s);
+        if (!on && !off)
+            return fail_type(c, &src, p, "true or false");
+        /* false is the default: each request is split on its own. */
+        st->kind = on ? CONFIG_STICKY_SOURCE : CONFIG_STICKY_NONE;
+        return 0;
+    }
     v = has_cookie ? &ck : &hd;
     subpath(p, sizeof(p), path, has_cookie ? "cookie" : "header");
     if ((rc = get_string(c, v, p, what, &st->name)) != 0)
@@ -1102,7 +1116,7 @@ static void service_defaults(struct config_service *s)
     s->strategy.max_unavailable = 0;
     s->outlier.consecutive_failures = 5;
     s->outlier.ejection_ms = 10000;
-    s->sticky.kind = CONFIG_STICKY_ADDR;
+    s->sticky.kind = CONFIG_STICKY_NONE;
     s->timeouts.client_header_ms = 10000;
     s->timeouts.client_idle_ms = 60000;
     s->timeouts.upstream_connect_ms = 5000;
@@ -1304,7 +1318,8 @@ static int parse_service(struct ctx *c, struct fy_node_pair *pair, struct config
         if ((rc = parse_sticky(c, &v, subpath(p, sizeof(p), path, "sticky"), &s->sticky)))
             return rc;
         /* A TCP stream has no cookies or headers to be sticky on. */
-        if (s->protocol == CONFIG_PROTO_TCP)
+        if (s->protocol == CONFIG_PROTO_TCP &&
+            (s->sticky.kind == CONFIG_STICKY_COOKIE || s->sticky.kind == CONFIG_STICKY_HEADER))
             return fail(c, v.line,
                         "%s: expected no sticky cookie or header with protocol tcp, "
                         "got one",

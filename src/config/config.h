@@ -39,11 +39,18 @@ struct config_limits {
                                 connections of the service; more are answered 503 and closed */
 };
 
-enum config_sticky_kind { CONFIG_STICKY_ADDR = 0, CONFIG_STICKY_COOKIE, CONFIG_STICKY_HEADER };
+/* NONE: `sticky` is absent, each request is split on its own; SOURCE: `sticky: {source: true}`,
+ * by client address. */
+enum config_sticky_kind {
+    CONFIG_STICKY_NONE = 0,
+    CONFIG_STICKY_COOKIE,
+    CONFIG_STICKY_HEADER,
+    CONFIG_STICKY_SOURCE
+};
 
 struct config_sticky {
-    enum config_sticky_kind kind; /* ADDR when `sticky` is absent */
-    char *name;                   /* cookie or header name; NULL for ADDR */
+    enum config_sticky_kind kind; /* NONE when `sticky` is absent */
+    char *name;                   /* cookie or header name; NULL for NONE and SOURCE */
 };
 
 struct config_run {

@@ -3,7 +3,7 @@
  *
  * Shape of an exchange: read the request head into the client buffer, parse it strictly
  * (http/parse.h), write a rewritten head plus the body bytes at hand to an upstream connection
- * from the worker's pool, stream the rest of the body with one write in flight (that is the
+ * from proxy/upstream, stream the rest of the body with one write in flight (that is the
  * backpressure), then read the response head, rewrite it, and stream the response body the
  * same way. The request bytes stay in the client buffer until the response begins, so a
  * request whose upstream fails before any response byte can be sent again. Pipelined requests
@@ -17,55 +17,22 @@
 
 #include "core/xmalloc.h"
 #include "http/parse.h"
+#include "http/status.h"
 #include "net/addr.h"
+#include "proxy/h1proxy.h"
+#include "proxy/pick.h"
+#include "proxy/upstream.h"
 #include "proxy/worker_int.h"
 
 #define HDR_CAP 256                           /* header fields parsed per message at most */
 #define RESP_HEAD_MAX (WORKER_BUF_SIZE - 512) /* upstream response head limit: 502 beyond */
-#define POOL_MAX_IDLE 512  /* idle upstream connections kept per target per worker */
-#define POOL_IDLE_MS 30000 /* an idle upstream connection is closed after this */
 
 enum client_phase { PH_HEAD, PH_PROXY, PH_CLOSING };
-
-/* A deadline on top of a libuv timer that is re-armed only when the deadline moves earlier.
- * Pushing a deadline later (every read, every request) is then a store, not a timer-heap
- * operation; a timer that fires early re-arms itself for the real deadline. */
-struct deadline {
-    uint64_t at;    /* loop time it expires; 0 = none */
-    uint64_t armed; /* when the uv timer is set to fire; 0 = not armed */
-};
-
-static void deadline_arm(uv_timer_t *t, struct deadline *d, uint64_t ms, uv_timer_cb cb)
-{
-    uint64_t at = uv_now(t->loop) + ms;
-    d->at = at;
-    if (d->armed == 0 || at < d->armed) {
-        d->armed = at;
-        uv_timer_start(t, cb, ms, 0);
-    }
-}
-
-/* In the timer callback: 1 when the deadline really passed (and is cleared), else 0. */
-static int deadline_due(uv_timer_t *t, struct deadline *d, uv_timer_cb cb)
-{
-    d->armed = 0;
-    if (d->at == 0)
-        return 0;
-    uint64_t now = uv_now(t->loop);
-    if (now < d->at) {
-        d->armed = d->at;
-        uv_timer_start(t, cb, d->at - now, 0);
-        return 0;
-    }
-    d->at = 0;
-    return 1;
-}
 
 /* Open client connections per service id, all workers together: max_connections is a limit of
  * the service, not of one worker. */
 #define MAX_SERVICE_IDS 1024
 static atomic_int service_conns[MAX_SERVICE_IDS];
-enum up_phase { U_CONNECTING, U_IDLE, U_BUSY, U_CLOSING };
 enum resp_phase { R_HEAD, R_BODY, R_DONE, R_TUNNEL };
 
 /* Where an input buffer's memory comes from, hence where it goes back to. */
@@ -81,21 +48,14 @@ struct ibuf {
 
 struct client;
 
-struct upstream {
-    uv_tcp_t tcp;
-    uv_timer_t timer;
-    struct deadline dl;
-    uv_connect_t connreq;
-    uv_write_t wreq;
+/* An upstream connection as the HTTP/1.1 state machine uses it: proxy/upstream's connection
+ * (which owns the socket, its timer, its pool) and the response being read from it. */
+struct h1_up {
+    struct upstream base; /* first: proxy/upstream allocates h1_up_ops.size bytes */
     struct worker *w;
-    struct pool *pool;
     struct client *client; /* while busy */
-    struct upstream *next_idle;
-    enum up_phase phase;
-    int closing_handles;
-    int reused;   /* served a request before this one */
+    uv_write_t wreq;
     int wpending; /* a write to the upstream is in flight */
-    int reading;  /* uv_read_start is in effect */
     uint64_t got; /* response bytes received for the current request */
     struct ibuf in;
     enum resp_phase rphase;
@@ -104,6 +64,14 @@ struct upstream {
     uint64_t body_left;
     struct http_chunked chunk;
     int reusable;
+};
+
+/* The HTTP/1.1 protocol's state in one worker (struct worker.h1). */
+struct h1_state {
+    struct client *clients;     /* every open client connection */
+    struct exchange *exchanges; /* free exchanges */
+    size_t nexchanges;          /* length of the exchanges list */
+    struct wheel *wheel;        /* the client deadline wheel, created with the first client */
 };
 
 /* What a client connection holds only while a request is in progress, or bytes of the next
@@ -132,15 +100,15 @@ struct exchange {
     int head_sent;
     int fresh_retries, target_retries;
     struct route_target *last_target;
-    enum route_role role;           /* the version role this request was routed to */
-    uint64_t t_start;               /* uv_hrtime() when the request head was complete */
-    int counted;                    /* the answer was counted in the role's statistics */
-    char cookie_id[17];             /* a new sticky cookie id to set on the answer, or "" */
-    int ws;                         /* the request asks for a WebSocket upgrade */
-    int tunnel;                     /* 101 went through: bytes flow both ways untouched */
-    struct route_target *ll_target; /* counted as a long-lived connection of this target */
-    int drain_armed;                /* its version was switched away: closed at drain_timeout */
-    char *uhead;                    /* rewritten request head (pooled or heap) */
+    enum route_role role;               /* the version role this request was routed to */
+    uint64_t t_start;                   /* uv_hrtime() when the request head was complete */
+    int counted;                        /* the answer was counted in the role's statistics */
+    char cookie_id[PICK_COOKIE_ID_LEN]; /* a new sticky cookie id to set on the answer, or "" */
+    int ws;                             /* the request asks for a WebSocket upgrade */
+    int tunnel;                         /* 101 went through: bytes flow both ways untouched */
+    struct route_target *ll_target;     /* counted as a long-lived connection of this target */
+    int drain_armed;                    /* its version was switched away: closed at drain_timeout */
+    char *uhead;                        /* rewritten request head (pooled or heap) */
     size_t uhead_len;
     int uhead_heap;
     char *rhead; /* rewritten response head */
@@ -159,7 +127,7 @@ struct client {
     struct worker *w;
     struct client *prev, *next;  /* the worker's client list */
     struct exchange *x;          /* NULL while idle between requests */
-    struct upstream *up;         /* the upstream connection of the exchange, if any */
+    struct h1_up *up;            /* the upstream connection of the exchange, if any */
     struct sockaddr_in6 peer_sa; /* big enough for IPv4 and IPv6 */
     int service_id;
     enum client_phase phase;
@@ -175,10 +143,11 @@ struct client {
 static void client_close(struct client *c);
 static void client_continue(struct client *c);
 static void upstream_send(struct client *c);
-static void upstream_close(struct upstream *u);
-static void response_process(struct upstream *u);
+static void up_close(struct h1_up *u);
+static void response_process(struct h1_up *u);
 static void request_dispatch(struct client *c);
 static void count_answer(struct client *c, int status, int own_error);
+static void count_loss(struct client *c, enum worker_loss why);
 static void longlived_end(struct client *c);
 static void on_upstream_write(uv_write_t *req, int status);
 
@@ -301,10 +270,10 @@ static struct exchange *exchange_take(struct client *c)
     if (c->x != NULL)
         return c->x;
     struct worker *w = c->w;
-    struct exchange *x = w->exchanges;
+    struct exchange *x = w->h1->exchanges;
     if (x != NULL) {
-        w->exchanges = x->next_free;
-        w->nexchanges--;
+        w->h1->exchanges = x->next_free;
+        w->h1->nexchanges--;
     } else {
         x = xmalloc(sizeof(*x));
     }
@@ -332,25 +301,30 @@ static void exchange_put(struct client *c)
     else
         worker_buf_put(w, x->uhead);
     worker_buf_put(w, x->rhead);
-    if (w->nexchanges >= EXCHANGE_MAX_FREE) {
+    if (w->h1->nexchanges >= EXCHANGE_MAX_FREE) {
         free(x);
         return;
     }
-    x->next_free = w->exchanges;
-    w->exchanges = x;
-    w->nexchanges++;
+    x->next_free = w->h1->exchanges;
+    w->h1->exchanges = x;
+    w->h1->nexchanges++;
 }
 
-void h1_worker_done(struct worker *w)
+/* proxy_proto.done: frees what the protocol pooled in w. */
+static void h1_done(struct worker *w)
 {
-    free(w->client_wheel);
-    w->client_wheel = NULL;
-    while (w->exchanges != NULL) {
-        struct exchange *x = w->exchanges;
-        w->exchanges = x->next_free;
+    if (w->h1 == NULL)
+        return;
+    free(w->h1->wheel);
+    w->h1->wheel = NULL;
+    while (w->h1->exchanges != NULL) {
+        struct exchange *x = w->h1->exchanges;
+        w->h1->exchanges = x->next_free;
         free(x);
     }
-    w->nexchanges = 0;
+    w->h1->nexchanges = 0;
+    free(w->h1);
+    w->h1 = NULL;
 }
 
 /* ---------------------------------------------------------------- canned answers ------------- */
@@ -358,34 +332,6 @@ void h1_worker_done(struct worker *w)
 static const char *const canned_fmt =
     "HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nContent-Length: %zu\r\n"
     "Connection: close\r\nServer: cutover\r\n%s\r\n%s\n";
-
-static const char *status_reason(int status)
-{
-    switch (status) {
-    case 400:
-        return "Bad Request";
-    case 405:
-        return "Method Not Allowed";
-    case 408:
-        return "Request Timeout";
-    case 413:
-        return "Content Too Large";
-    case 414:
-        return "URI Too Long";
-    case 431:
-        return "Request Header Fields Too Large";
-    case 502:
-        return "Bad Gateway";
-    case 503:
-        return "Service Unavailable";
-    case 504:
-        return "Gateway Timeout";
-    case 505:
-        return "HTTP Version Not Supported";
-    default:
-        return "Error";
-    }
-}
 
 /* Writes bufs to s at once when the socket takes them all (the usual case for a small message:
  * no write request, no callback, no change of what the loop watches); queues the rest with
@@ -427,25 +373,29 @@ static void client_error(struct client *c, int status, const char *why)
         return;
     exchange_take(c);
     if (c->x->resp_started || c->wpending) {
+        if (status >= 500)
+            count_loss(c, WORKER_LOSS_RESET); /* the answer under way is cut */
         client_close(c);
         return;
     }
-    if (status >= 500)
+    if (status >= 500) {
         atomic_fetch_add_explicit(&w->stats.proxy_errors, 1, memory_order_relaxed);
-    else
+        count_loss(c, status == 504   ? WORKER_LOSS_504
+                      : status == 503 ? WORKER_LOSS_503
+                                      : WORKER_LOSS_502);
+    } else
         atomic_fetch_add_explicit(&w->stats.bad_requests, 1, memory_order_relaxed);
     if (c->x->rhead == NULL)
         c->x->rhead = worker_buf_get(w);
-    int n = snprintf(c->x->rhead, WORKER_BUF_SIZE, canned_fmt, status, status_reason(status),
+    int n = snprintf(c->x->rhead, WORKER_BUF_SIZE, canned_fmt, status, http_status_reason(status),
                      strlen(why) + 1, status == 503 ? "Retry-After: 1\r\n" : "", why);
     c->x->rhead_len = (size_t)n;
     c->x->resp_started = 1;
     c->close_after_write = 1;
     if (c->up != NULL) {
-        struct upstream *u = c->up;
+        struct h1_up *u = c->up;
         c->up = NULL;
-        u->client = NULL;
-        upstream_close(u);
+        up_close(u);
     }
     if (c->reading) {
         uv_read_stop((uv_stream_t *)&c->tcp);
@@ -483,16 +433,16 @@ static void on_client_deadline(struct client *c);
 static void on_wheel_tick(uv_timer_t *t);
 
 /* The worker's wheel, created with its first client. Its timer is closed with the loop's other
- * handles when the worker ends (worker.c), and the wheel freed by h1_worker_done. */
+ * handles when the worker ends (worker.c), and the wheel freed by h1_done. */
 static struct wheel *wheel_get(struct worker *w)
 {
-    if (w->client_wheel == NULL) {
+    if (w->h1->wheel == NULL) {
         struct wheel *wh = xcalloc(1, sizeof(*wh));
         uv_timer_init(&w->loop, &wh->timer);
         wh->timer.data = w;
-        w->client_wheel = wh;
+        w->h1->wheel = wh;
     }
-    return w->client_wheel;
+    return w->h1->wheel;
 }
 
 /* The slot a deadline at (loop ms) goes in: the first slot visited at or after it, within one
@@ -545,7 +495,7 @@ static void wheel_unlink(struct wheel *wh, struct client *c)
 static void on_wheel_tick(uv_timer_t *t)
 {
     struct worker *w = t->data;
-    struct wheel *wh = w->client_wheel;
+    struct wheel *wh = w->h1->wheel;
     uint64_t now = uv_now(&w->loop);
     uint64_t cur = now / WHEEL_TICK_MS;
     while (wh->done < cur && wh->n > 0) {
@@ -590,21 +540,20 @@ static void client_close(struct client *c)
     c->phase = PH_CLOSING;
     longlived_end(c);
     if (c->up != NULL) {
-        struct upstream *u = c->up;
+        struct h1_up *u = c->up;
         c->up = NULL;
-        u->client = NULL;
-        upstream_close(u);
+        up_close(u);
     }
     if (c->prev)
         c->prev->next = c->next;
     else
-        w->clients = c->next;
+        w->h1->clients = c->next;
     if (c->next)
         c->next->prev = c->prev;
     atomic_fetch_sub_explicit(&w->stats.clients, 1, memory_order_relaxed);
     if (c->service_id >= 0 && c->service_id < MAX_SERVICE_IDS)
         atomic_fetch_sub_explicit(&service_conns[c->service_id], 1, memory_order_relaxed);
-    wheel_unlink(c->w->client_wheel, c);
+    wheel_unlink(c->w->h1->wheel, c);
     uv_close((uv_handle_t *)&c->tcp, on_client_closed);
 }
 
@@ -779,6 +728,19 @@ static void out_header(struct out *o, const struct http_header *h)
     out_put(o, "\r\n", 2);
 }
 
+static void out_content_length(struct out *o, uint64_t v)
+{
+    char digits[20];
+    size_t n = 0;
+    do {
+        digits[sizeof(digits) - 1 - n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v > 0);
+    out_str(o, "Content-Length: ");
+    out_put(o, digits + sizeof(digits) - n, n);
+    out_put(o, "\r\n", 2);
+}
+
 /* Writes the request head cutover sends upstream: the request line (absolute-form turned into
  * origin-form), every end-to-end field as received, X-Forwarded-For with the client appended,
  * and X-Forwarded-Proto. Hop-by-hop fields stay behind (RFC 9110 7.6.1). */
@@ -824,10 +786,20 @@ static void build_request_head(struct client *c, const struct http_request *req)
     out_put(&o, " ", 1);
     out_put(&o, t, tl);
     out_str(&o, req->minor_version == 1 ? " HTTP/1.1\r\n" : " HTTP/1.0\r\n");
+    int cl_sent = 0;
     for (size_t i = 0; i < req->num_headers; i++) {
         const struct http_header *h = &req->headers[i];
         if (h->flags & HTTP_HF_HOP)
             continue;
+        if (h->name_len == 14 && http_token_eq(h->name, h->name_len, "content-length")) {
+            /* The parser accepted only identical lengths ("5, 5", or two fields of 5): the
+             * upstream gets the one value once, so that no parser behind us can pick another
+             * (RFC 9110 8.6). The digits never take more room than the field did. */
+            if (!cl_sent)
+                out_content_length(&o, req->content_length);
+            cl_sent = 1;
+            continue;
+        }
         if (http_token_eq(h->name, h->name_len, "x-forwarded-for") ||
             http_token_eq(h->name, h->name_len, "x-forwarded-proto"))
             continue;
@@ -894,53 +866,28 @@ static void build_response_head(struct client *c, const struct http_response *r,
 
 /* ---------------------------------------------------------------- upstream ------------------ */
 
-static void on_upstream_closed(uv_handle_t *h)
+/* proxy_upstream's last word on u before freeing it: the response buffer goes back. */
+static void up_freed(struct upstream *base)
 {
-    struct upstream *u = h->data;
-    if (--u->closing_handles > 0)
-        return;
-    struct worker *w = u->w;
-    ibuf_release(w, &u->in);
-    free(u);
+    struct h1_up *u = (struct h1_up *)base;
+    ibuf_release(u->w, &u->in);
 }
 
-/* Closes u. The caller has unlinked it from its client and from the idle list. */
-static void upstream_close(struct upstream *u)
+/* Closes u, which is no longer any client's. */
+static void up_close(struct h1_up *u)
 {
-    if (u->phase == U_CLOSING)
-        return;
-    struct pool *p = u->pool;
-    if (u->phase != U_IDLE)
-        p->active--;
-    u->phase = U_CLOSING;
     u->client = NULL;
-    u->closing_handles = 2;
-    uv_close((uv_handle_t *)&u->tcp, on_upstream_closed);
-    uv_close((uv_handle_t *)&u->timer, on_upstream_closed);
-    worker_pool_maybe_free(u->w, p);
+    upstream_close(&u->base);
 }
 
-void h1_upstream_close(struct upstream *u)
+static int up_read_start(struct h1_up *u)
 {
-    upstream_close(u);
+    return upstream_read_start(&u->base);
 }
 
-struct upstream *h1_upstream_next_idle(struct upstream *u)
+static void up_read_stop(struct h1_up *u)
 {
-    return u->next_idle;
-}
-
-static void pool_unlink_idle(struct upstream *u)
-{
-    struct pool *p = u->pool;
-    for (struct upstream **pp = &p->idle; *pp; pp = &(*pp)->next_idle) {
-        if (*pp == u) {
-            *pp = u->next_idle;
-            p->nidle--;
-            break;
-        }
-    }
-    u->next_idle = NULL;
+    upstream_read_stop(&u->base);
 }
 
 enum up_fail { UF_CONNECT, UF_CONNECT_TIMEOUT, UF_IO, UF_RESPONSE_TIMEOUT, UF_BAD_RESPONSE };
@@ -977,18 +924,15 @@ static void target_result(struct client *c, struct route_target *t, int failed)
  * byte yet, the whole request still in the buffer): on a fresh connection to the same target
  * when a reused connection failed (the upstream may have closed it while we sent), or once on
  * another target for an idempotent request. Otherwise answers 502, or 504 for timeouts. */
-static void upstream_failed(struct upstream *u, enum up_fail why)
+static void up_failed(struct h1_up *u, enum up_fail why)
 {
     struct client *c = u->client;
     /* A reused connection the upstream had closed says nothing about the target's health. */
-    if (c != NULL && !(u->reused && u->got == 0 && why == UF_IO))
-        target_result(c, u->pool->target, 1);
-    int reused = u->reused;
+    if (c != NULL && !(u->base.reused && u->got == 0 && why == UF_IO))
+        target_result(c, upstream_target(&u->base), 1);
+    int reused = u->base.reused;
     uint64_t got = u->got;
-    if (u->phase == U_IDLE)
-        pool_unlink_idle(u);
-    u->client = NULL;
-    upstream_close(u);
+    up_close(u);
     if (c == NULL)
         return;
     c->up = NULL;
@@ -1026,87 +970,28 @@ static void upstream_failed(struct upstream *u, enum up_fail why)
     }
 }
 
-static void on_upstream_timer(uv_timer_t *t)
+/* h1_up_ops.timeout: the connect or the response took too long. */
+static void up_timeout(struct upstream *base)
 {
-    struct upstream *u = t->data;
-    if (!deadline_due(t, &u->dl, on_upstream_timer))
-        return;
-    switch (u->phase) {
-    case U_CONNECTING:
-        upstream_failed(u, UF_CONNECT_TIMEOUT);
-        break;
-    case U_BUSY:
-        upstream_failed(u, UF_RESPONSE_TIMEOUT);
-        break;
-    case U_IDLE:
-        pool_unlink_idle(u);
-        upstream_close(u);
-        break;
-    case U_CLOSING:
-        break;
-    }
+    struct h1_up *u = (struct h1_up *)base;
+    up_failed(u, u->base.phase == UPSTREAM_CONNECTING ? UF_CONNECT_TIMEOUT : UF_RESPONSE_TIMEOUT);
 }
 
-static void on_upstream_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf);
-static void on_upstream_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
-
-/* Reads from u (idempotent). Returns 0 or a negative libuv error. */
-static int upstream_read_start(struct upstream *u)
+/* The request is answered and u can carry another: back to its pool (proxy/upstream decides
+ * whether the pool keeps it). */
+static void up_release(struct h1_up *u)
 {
-    if (u->reading)
-        return 0;
-    int rc = uv_read_start((uv_stream_t *)&u->tcp, on_upstream_alloc, on_upstream_read);
-    if (rc == 0)
-        u->reading = 1;
-    return rc;
-}
-
-static void upstream_read_stop(struct upstream *u)
-{
-    if (!u->reading)
-        return;
-    uv_read_stop((uv_stream_t *)&u->tcp);
-    u->reading = 0;
-}
-
-/* Puts u back in its pool when the pool may keep it; closes it otherwise. */
-static void upstream_release(struct upstream *u)
-{
-    struct pool *p = u->pool;
     u->client = NULL;
-    if (p->retired || p->nidle >= POOL_MAX_IDLE || u->w->draining) {
-        upstream_close(u);
-        return;
-    }
-    p->active--;
-    u->phase = U_IDLE;
-    u->reused = 1;
     u->got = 0;
     u->rphase = R_HEAD;
     ibuf_release(u->w, &u->in);
-    /* Idle connections keep reading so that an upstream's close is seen at once. */
-    if (upstream_read_start(u) < 0) {
-        u->phase = U_BUSY;
-        p->active++;
-        upstream_close(u);
-        return;
-    }
-    u->next_idle = p->idle;
-    p->idle = u;
-    p->nidle++;
-    deadline_arm(&u->timer, &u->dl, POOL_IDLE_MS, on_upstream_timer);
+    upstream_release(&u->base);
 }
 
-static void on_upstream_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
+/* h1_up_ops.alloc: where the next read of a busy connection goes. */
+static void up_alloc(struct upstream *base, uv_buf_t *buf)
 {
-    struct upstream *u = h->data;
-    static char idle_scratch[64]; /* bytes on an idle connection are discarded: any thread may
-                                     scribble here, nobody reads it */
-    (void)hint;
-    if (u->phase == U_IDLE) {
-        *buf = uv_buf_init(idle_scratch, sizeof(idle_scratch));
-        return;
-    }
+    struct h1_up *u = (struct h1_up *)base;
     struct ibuf *b = &u->in;
     /* A response is read in big slices: its head and body share one read (the head's limit is
      * checked when it is parsed). A tunnel or an event stream lives long and moves little at
@@ -1147,7 +1032,7 @@ static void longlived_end(struct client *c)
 /* Tunnel, upstream -> client: what the upstream sent goes out as is, one write in flight. */
 static void tunnel_down(struct client *c)
 {
-    struct upstream *u = c->up;
+    struct h1_up *u = c->up;
     if (u == NULL || c->wpending || u->in.end == u->in.start)
         return;
     uv_buf_t b = uv_buf_init(u->in.data + u->in.start, (unsigned)(u->in.end - u->in.start));
@@ -1159,7 +1044,7 @@ static void tunnel_down(struct client *c)
     }
     if (rc == 0) {
         c->wpending = 1;
-        upstream_read_stop(u);
+        up_read_stop(u);
         return;
     }
     u->in.start = u->in.end = 0;
@@ -1168,13 +1053,13 @@ static void tunnel_down(struct client *c)
 /* Tunnel, client -> upstream. */
 static void tunnel_up(struct client *c)
 {
-    struct upstream *u = c->up;
+    struct h1_up *u = c->up;
     if (u == NULL || u->wpending || c->x->in.end == c->x->in.start)
         return;
     uv_buf_t b =
         uv_buf_init(c->x->in.data + c->x->in.start, (unsigned)(c->x->in.end - c->x->in.start));
     u->wreq.data = u;
-    int rc = write_now_or_queue((uv_stream_t *)&u->tcp, &u->wreq, &b, 1, on_upstream_write);
+    int rc = write_now_or_queue((uv_stream_t *)&u->base.tcp, &u->wreq, &b, 1, on_upstream_write);
     if (rc < 0) {
         client_close(c);
         return;
@@ -1187,19 +1072,10 @@ static void tunnel_up(struct client *c)
     c->x->in.start = c->x->in.end = 0;
 }
 
-static void on_upstream_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+/* h1_up_ops.read: bytes (or the end) of a busy connection. */
+static void up_read(struct upstream *base, ssize_t nread)
 {
-    struct upstream *u = s->data;
-    (void)buf;
-    u->w->io_events++;
-    if (u->phase == U_CLOSING || nread == 0)
-        return;
-    if (u->phase == U_IDLE) {
-        /* The upstream closed an idle connection, or sent bytes nobody asked for. */
-        pool_unlink_idle(u);
-        upstream_close(u);
-        return;
-    }
+    struct h1_up *u = (struct h1_up *)base;
     struct client *c = u->client;
     if (u->rphase == R_TUNNEL) {
         if (nread < 0) {
@@ -1214,19 +1090,20 @@ static void on_upstream_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     }
     if (nread < 0) {
         if (nread == UV_ENOBUFS) {
-            upstream_failed(u, UF_BAD_RESPONSE);
+            up_failed(u, UF_BAD_RESPONSE);
             return;
         }
         if (c != NULL && u->rphase == R_BODY && u->framing == HTTP_BODY_EOF) {
             u->rphase = R_DONE;
             u->reusable = 0;
-            upstream_read_stop(u);
+            up_read_stop(u);
             if (!c->wpending)
                 exchange_done(c);
             return;
         }
         if (c != NULL && c->x->resp_started && u->rphase != R_DONE) {
             /* Truncated response after its head went out: the client must see the cut. */
+            count_loss(c, WORKER_LOSS_RESET);
             client_close(c);
             return;
         }
@@ -1234,7 +1111,7 @@ static void on_upstream_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
             u->reusable = 0;
             return;
         }
-        upstream_failed(u, UF_IO);
+        up_failed(u, UF_IO);
         return;
     }
     u->in.end += (size_t)nread;
@@ -1247,16 +1124,16 @@ static void on_upstream_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         u->in.start = u->in.end;
         return;
     }
-    deadline_arm(&u->timer, &u->dl, c->x->lim.upstream_response_ms, on_upstream_timer);
+    upstream_deadline(&u->base, c->x->lim.upstream_response_ms);
     response_process(u);
 }
 
 static void on_upstream_write(uv_write_t *req, int status)
 {
-    struct upstream *u = req->data;
+    struct h1_up *u = req->data;
     u->w->io_events++;
     u->wpending = 0;
-    if (u->phase == U_CLOSING)
+    if (u->base.phase == UPSTREAM_CLOSING)
         return;
     struct client *c = u->client;
     if (c == NULL)
@@ -1266,7 +1143,7 @@ static void on_upstream_write(uv_write_t *req, int status)
             client_close(c);
             return;
         }
-        upstream_failed(u, UF_IO);
+        up_failed(u, UF_IO);
         return;
     }
     if (u->rphase == R_TUNNEL) {
@@ -1276,7 +1153,7 @@ static void on_upstream_write(uv_write_t *req, int status)
         return;
     }
     if (u->rphase == R_HEAD)
-        deadline_arm(&u->timer, &u->dl, c->x->lim.upstream_response_ms, on_upstream_timer);
+        upstream_deadline(&u->base, c->x->lim.upstream_response_ms);
     if (!c->x->body_done)
         upstream_send(c);
     else if (u->rphase == R_DONE && !c->wpending)
@@ -1288,8 +1165,8 @@ static void on_upstream_write(uv_write_t *req, int status)
 static void upstream_send(struct client *c)
 {
     for (;;) {
-        struct upstream *u = c->up;
-        if (u == NULL || u->phase != U_BUSY || u->wpending)
+        struct h1_up *u = c->up;
+        if (u == NULL || u->base.phase != UPSTREAM_BUSY || u->wpending)
             return;
         uv_buf_t bufs[2];
         unsigned nb = 0;
@@ -1330,9 +1207,10 @@ static void upstream_send(struct client *c)
         }
         c->x->head_sent = 1;
         u->wreq.data = u;
-        int rc = write_now_or_queue((uv_stream_t *)&u->tcp, &u->wreq, bufs, nb, on_upstream_write);
+        int rc =
+            write_now_or_queue((uv_stream_t *)&u->base.tcp, &u->wreq, bufs, nb, on_upstream_write);
         if (rc < 0) {
-            upstream_failed(u, UF_IO);
+            up_failed(u, UF_IO);
             return;
         }
         if (rc == 0) {
@@ -1342,85 +1220,60 @@ static void upstream_send(struct client *c)
             return;
         }
         if (u->rphase == R_HEAD)
-            deadline_arm(&u->timer, &u->dl, c->x->lim.upstream_response_ms, on_upstream_timer);
+            upstream_deadline(&u->base, c->x->lim.upstream_response_ms);
         if (c->x->body_done)
             return;
     }
 }
 
-static void on_upstream_connect(uv_connect_t *req, int status)
+/* h1_up_ops.connected: the connect finished (status < 0: failed, or the connection could not
+ * be read). */
+static void up_connected(struct upstream *base, int status)
 {
-    struct upstream *u = req->data;
-    u->w->io_events++;
-    if (u->phase == U_CLOSING)
-        return;
+    struct h1_up *u = (struct h1_up *)base;
     if (status < 0) {
-        upstream_failed(u, UF_CONNECT);
-        return;
-    }
-    uv_tcp_nodelay(&u->tcp, 1);
-    u->dl.at = 0;
-    u->phase = U_BUSY;
-    if (upstream_read_start(u) < 0) {
-        upstream_failed(u, UF_IO);
+        up_failed(u, u->base.phase == UPSTREAM_CONNECTING ? UF_CONNECT : UF_IO);
         return;
     }
     if (u->client == NULL) {
-        upstream_release(u);
+        up_release(u);
         return;
     }
     upstream_send(u->client);
 }
 
+static const struct upstream_ops h1_up_ops = {
+    .size = sizeof(struct h1_up),
+    .alloc = up_alloc,
+    .read = up_read,
+    .connected = up_connected,
+    .timeout = up_timeout,
+    .freed = up_freed,
+};
+
 /* Gives c an upstream connection to t: an idle one from the pool unless fresh is set, else a
  * new connection. */
 static void upstream_attach(struct client *c, struct route_target *t, int fresh)
 {
-    struct worker *w = c->w;
-    struct pool *p = worker_pool(w, t);
-    struct upstream *u = NULL;
-    if (!fresh && p->idle != NULL) {
-        u = p->idle;
-        p->idle = u->next_idle;
-        p->nidle--;
-        u->next_idle = NULL;
-        p->active++;
-        u->dl.at = 0;
-        u->phase = U_BUSY;
-        u->client = c;
-        u->rphase = R_HEAD;
-        u->got = 0;
-        c->up = u;
-        if (upstream_read_start(u) < 0) {
-            upstream_failed(u, UF_IO);
-            return;
-        }
-        upstream_send(c);
-        return;
-    }
-    u = xcalloc(1, sizeof(*u));
-    u->w = w;
-    u->pool = p;
-    p->active++;
-    u->phase = U_CONNECTING;
+    struct upstream *base;
+    int rc = upstream_get(&c->w->pools, t, fresh, &h1_up_ops, c->x->lim.upstream_connect_ms, &base);
+    struct h1_up *u = (struct h1_up *)base;
+    u->w = c->w;
     u->client = c;
+    u->rphase = R_HEAD;
+    u->got = 0;
     c->up = u;
-    uv_tcp_init(&w->loop, &u->tcp);
-    uv_timer_init(&w->loop, &u->timer);
-    u->tcp.data = u;
-    u->timer.data = u;
-    u->connreq.data = u;
-    deadline_arm(&u->timer, &u->dl, c->x->lim.upstream_connect_ms, on_upstream_timer);
-    if (uv_tcp_connect(&u->connreq, &u->tcp, (const struct sockaddr *)&t->sa, on_upstream_connect) <
-        0)
-        upstream_failed(u, UF_CONNECT);
+    if (rc < 0)
+        up_failed(u, UF_CONNECT);
+    else if (rc == 1)
+        upstream_send(c);
 }
 
 /* ---------------------------------------------------------------- responses ----------------- */
 
 /* Forwards what the upstream sent: parses the head, rewrites it, and streams the body with one
  * client write in flight. Called when bytes arrived or a client write finished. */
-static void tunnel_begin(struct client *c, struct upstream *u, size_t head_len);
+static void tunnel_begin(struct client *c, struct h1_up *u, size_t head_len);
 
 static int is_event_stream(const struct http_response *r)
 {
@@ -1433,7 +1286,7 @@ static int is_event_stream(const struct http_response *r)
     return 0;
 }
 
-static void response_process(struct upstream *u)
+static void response_process(struct h1_up *u)
 {
     for (;;) {
         struct client *c = u->client;
@@ -1455,7 +1308,7 @@ static void response_process(struct upstream *u)
             if (rc == HTTP_PARTIAL && b->end - b->start < RESP_HEAD_MAX)
                 return;
             if (rc < 0 || rc > RESP_HEAD_MAX || (u->resp.status == 101 && !c->x->ws)) {
-                upstream_failed(u, UF_BAD_RESPONSE);
+                up_failed(u, UF_BAD_RESPONSE);
                 return;
             }
             if (u->resp.status == 101) {
@@ -1483,9 +1336,9 @@ static void response_process(struct upstream *u)
                 if (u->resp.status >= 500)
                     atomic_fetch_add_explicit(&c->w->stats.responses_5xx, 1, memory_order_relaxed);
                 count_answer(c, u->resp.status, 0);
-                target_result(c, u->pool->target, u->resp.status >= 500);
+                target_result(c, upstream_target(&u->base), u->resp.status >= 500);
                 if (is_event_stream(&u->resp))
-                    longlived_begin(c, u->pool->target);
+                    longlived_begin(c, upstream_target(&u->base));
                 if (u->framing == HTTP_BODY_NONE)
                     u->rphase = R_DONE;
             }
@@ -1497,6 +1350,7 @@ static void response_process(struct upstream *u)
                                   b->end - b->start, &done);
             if (r < 0) {
                 /* The head is out: a broken body can only end the connection. */
+                count_loss(c, WORKER_LOSS_RESET);
                 client_close(c);
                 return;
             }
@@ -1515,8 +1369,8 @@ static void response_process(struct upstream *u)
         if (nb == 0) {
             if (u->rphase == R_DONE && !u->wpending)
                 exchange_done(c);
-            else if (upstream_read_start(u) < 0)
-                upstream_failed(u, UF_IO);
+            else if (up_read_start(u) < 0)
+                up_failed(u, UF_IO);
             return;
         }
         c->x->wreq.data = c;
@@ -1528,7 +1382,7 @@ static void response_process(struct upstream *u)
         if (rc == 0) {
             /* Backpressure: no more reading from the upstream until the client took these. */
             c->wpending = 1;
-            upstream_read_stop(u);
+            up_read_stop(u);
             return;
         }
         if (b->start == b->end)
@@ -1538,7 +1392,7 @@ static void response_process(struct upstream *u)
 
 /* The upstream accepted the WebSocket upgrade (101, head_len bytes): forward the 101 and turn
  * the exchange into a byte tunnel in both directions. */
-static void tunnel_begin(struct client *c, struct upstream *u, size_t head_len)
+static void tunnel_begin(struct client *c, struct h1_up *u, size_t head_len)
 {
     build_response_head(c, &u->resp, 0);
     /* The 101 keeps its hop-by-hop upgrade fields: they are what the client asked for. */
@@ -1552,8 +1406,8 @@ static void tunnel_begin(struct client *c, struct upstream *u, size_t head_len)
     c->x->tunnel = 1;
     u->rphase = R_TUNNEL;
     u->reusable = 0;
-    u->dl.at = 0;
-    longlived_begin(c, u->pool->target);
+    upstream_deadline(&u->base, 0);
+    longlived_begin(c, upstream_target(&u->base));
     c->x->in.start = c->x->fwd; /* bytes the client sent after its request go up the tunnel */
     uv_buf_t bufs[2];
     unsigned nb = 0;
@@ -1568,10 +1422,10 @@ static void tunnel_begin(struct client *c, struct upstream *u, size_t head_len)
     }
     if (rc == 0) {
         c->wpending = 1;
-        upstream_read_stop(u);
+        up_read_stop(u);
     } else {
         u->in.start = u->in.end = 0;
-        if (upstream_read_start(u) < 0) {
+        if (up_read_start(u) < 0) {
             client_close(c);
             return;
         }
@@ -1591,14 +1445,14 @@ static void on_client_write(uv_write_t *req, int status)
         client_close(c);
         return;
     }
-    struct upstream *u = c->up;
+    struct h1_up *u = c->up;
     if (u == NULL)
         return;
     if (u->in.start == u->in.end)
         u->in.start = u->in.end = 0;
     if (c->x->tunnel) {
         u->in.start = u->in.end = 0;
-        if (upstream_read_start(u) < 0) {
+        if (up_read_start(u) < 0) {
             client_close(c);
             return;
         }
@@ -1613,16 +1467,15 @@ static void on_client_write(uv_write_t *req, int status)
  * either closes or takes its next request. */
 static void exchange_done(struct client *c)
 {
-    struct upstream *u = c->up;
+    struct h1_up *u = c->up;
     c->up = NULL;
     longlived_end(c);
     c->x->drain_armed = 0;
     if (u != NULL) {
-        u->client = NULL;
         if (u->reusable && c->x->body_done && !u->wpending && u->in.start == u->in.end)
-            upstream_release(u);
+            up_release(u);
         else
-            upstream_close(u);
+            up_close(u);
     }
     if (c->x->resp_close || !c->x->body_done || c->peer_eof) {
         client_close(c);
@@ -1652,6 +1505,15 @@ static struct worker_role_stats *role_stats(struct client *c)
     return &w->role_stats[(size_t)c->service_id * ROUTE_ROLES + c->x->role];
 }
 
+/* Counts a request cutover failed or cut, by the role it was routed to. Callable once the
+ * client has an exchange. */
+static void count_loss(struct client *c, enum worker_loss why)
+{
+    struct worker_role_stats *st = role_stats(c);
+    if (st != NULL)
+        WORKER_STAT_ADD(&st->lost[why], 1);
+}
+
 /* Counts the answer to the current request once: status, and latency to the head when it came
  * from the version (own_error is set for cutover's 502/503/504). */
 static void count_answer(struct client *c, int status, int own_error)
@@ -1671,139 +1533,6 @@ static void count_answer(struct client *c, int status, int own_error)
     WORKER_STAT_ADD(&st->latency[hist_bucket(us)], 1);
 }
 
-static const struct http_header *find_header(const struct http_request *req, const char *name)
-{
-    for (size_t i = 0; i < req->num_headers; i++)
-        if (http_token_eq(req->headers[i].name, req->headers[i].name_len, name))
-            return &req->headers[i];
-    return NULL;
-}
-
-/* Finds cookie `name` in the request's Cookie fields; sets *v and *vl. Returns 1 if found. */
-static int find_cookie(const struct http_request *req, const char *name, const char **v, size_t *vl)
-{
-    size_t nl = strlen(name);
-    for (size_t i = 0; i < req->num_headers; i++) {
-        const struct http_header *h = &req->headers[i];
-        if (!http_token_eq(h->name, h->name_len, "cookie"))
-            continue;
-        const char *p = h->value, *end = h->value + h->value_len;
-        while (p < end) {
-            while (p < end && (*p == ' ' || *p == ';'))
-                p++;
-            const char *semi = memchr(p, ';', (size_t)(end - p));
-            const char *pe = semi ? semi : end;
-            const char *eq = memchr(p, '=', (size_t)(pe - p));
-            if (eq != NULL && (size_t)(eq - p) == nl && memcmp(p, name, nl) == 0) {
-                *v = eq + 1;
-                *vl = (size_t)(pe - eq - 1);
-                return 1;
-            }
-            p = pe;
-        }
-    }
-    return 0;
-}
-
-static int pilot_match(const struct client *c, const struct route_pilot *p,
-                       const struct http_request *req)
-{
-    const char *v;
-    size_t vl;
-    switch (p->kind) {
-    case ROUTE_MATCH_HEADER: {
-        for (size_t i = 0; i < req->num_headers; i++) {
-            const struct http_header *h = &req->headers[i];
-            if (http_token_eq(h->name, h->name_len, p->name) && h->value_len == strlen(p->value) &&
-                memcmp(h->value, p->value, h->value_len) == 0)
-                return 1;
-        }
-        return 0;
-    }
-    case ROUTE_MATCH_COOKIE:
-        return find_cookie(req, p->name, &v, &vl) && vl == strlen(p->value) &&
-               memcmp(v, p->value, vl) == 0;
-    case ROUTE_MATCH_SOURCE:
-        return route_pilot_source_match(p, (const struct sockaddr *)&c->peer_sa);
-    case ROUTE_MATCH_NONE:
-        break;
-    }
-    return 0;
-}
-
-/* The client's sticky bucket: from the configured cookie or header, else its address. A client
- * without the cookie gets a new random id, set on the answer, so it keeps its bucket. */
-static unsigned sticky_bucket(struct client *c, const struct route_service *svc,
-                              const struct http_request *req)
-{
-    const char *v;
-    size_t vl;
-    if (svc->sticky == ROUTE_STICKY_COOKIE && svc->sticky_name != NULL) {
-        if (find_cookie(req, svc->sticky_name, &v, &vl) && vl > 0)
-            return route_bucket(v, vl);
-        uint64_t x = c->w->rng;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        c->w->rng = x;
-        int n =
-            snprintf(c->x->cookie_id, sizeof(c->x->cookie_id), "%016llx", (unsigned long long)x);
-        return route_bucket(c->x->cookie_id, (size_t)n);
-    }
-    if (svc->sticky == ROUTE_STICKY_HEADER && svc->sticky_name != NULL) {
-        const struct http_header *h = find_header(req, svc->sticky_name);
-        if (h != NULL && h->value_len > 0)
-            return route_bucket(h->value, h->value_len);
-    }
-    return route_bucket(c->x->peer, strlen(c->x->peer));
-}
-
-/* Decides which version serves this request. The preview listener always sees the canary; a
- * pilot match goes to the canary whatever the weight; otherwise the sticky bucket decides. */
-static enum route_role route_request(struct client *c, const struct route_service *svc,
-                                     const struct http_request *req)
-{
-    if (svc == NULL || svc->canary.ntargets == 0)
-        return ROUTE_STABLE;
-    if (c->preview)
-        return ROUTE_CANARY;
-    if (svc->pilot.kind != ROUTE_MATCH_NONE && pilot_match(c, &svc->pilot, req))
-        return ROUTE_CANARY;
-    if (svc->canary_buckets == 0)
-        return ROUTE_STABLE;
-    if (svc->canary_buckets >= ROUTE_BUCKETS)
-        return ROUTE_CANARY;
-    return sticky_bucket(c, svc, req) < svc->canary_buckets ? ROUTE_CANARY : ROUTE_STABLE;
-}
-
-/* Picks a healthy target of the service's live version, round robin, avoiding `avoid` when
- * another healthy one exists. Returns NULL when none is healthy. */
-static struct route_target *pick_target(struct client *c, const struct route_service *svc,
-                                        const struct route_target *avoid)
-{
-    const struct route_backend *b = c->x->role == ROUTE_CANARY ? &svc->canary : &svc->live;
-    struct route_target *fallback = NULL, *ejected = NULL;
-    if (b->ntargets == 0)
-        return NULL;
-    uint64_t now_ms = c->x->t_start / 1000000;
-    unsigned start = c->w->rr++;
-    for (size_t i = 0; i < b->ntargets; i++) {
-        struct route_target *t = b->targets[(start + i) % b->ntargets];
-        if (!atomic_load_explicit(&t->healthy, memory_order_relaxed))
-            continue;
-        if (atomic_load_explicit(&t->ejected_until, memory_order_relaxed) > now_ms) {
-            if (ejected == NULL)
-                ejected = t;
-            continue;
-        }
-        if (t != avoid)
-            return t;
-        fallback = t;
-    }
-    /* Never all targets out at once: when every healthy one is ejected, they still serve. */
-    return fallback ? fallback : ejected;
-}
-
 static void request_dispatch(struct client *c)
 {
     const struct route_service *svc = client_service(c);
@@ -1811,11 +1540,13 @@ static void request_dispatch(struct client *c)
         client_error(c, 503, "no version of this service is live");
         return;
     }
-    struct route_target *t = pick_target(c, svc, c->x->last_target);
+    uint64_t now_ms = c->x->t_start / 1000000;
+    struct route_target *t =
+        pick_target(pick_backend(svc, c->x->role), &c->w->rr, now_ms, c->x->last_target);
     if (t == NULL && c->x->role == ROUTE_CANARY) {
         /* The new version has no healthy target: its users go to the stable one meanwhile. */
         c->x->role = ROUTE_STABLE;
-        t = pick_target(c, svc, c->x->last_target);
+        t = pick_target(&svc->live, &c->w->rr, now_ms, c->x->last_target);
     }
     if (t == NULL) {
         count_answer(c, 503, 1);
@@ -1838,8 +1569,7 @@ static void request_retry(struct client *c, int fresh_same_target)
     if (fresh_same_target && c->x->last_target != NULL) {
         const struct route_service *svc = client_service(c);
         /* Only while the table still routes the service there; else pick anew. */
-        const struct route_backend *b =
-            svc == NULL ? NULL : (c->x->role == ROUTE_CANARY ? &svc->canary : &svc->live);
+        const struct route_backend *b = svc == NULL ? NULL : pick_backend(svc, c->x->role);
         for (size_t i = 0; b != NULL && i < b->ntargets; i++) {
             if (b->targets[i] == c->x->last_target) {
                 upstream_attach(c, c->x->last_target, 1);
@@ -1878,12 +1608,18 @@ static void request_start(struct client *c, const struct http_request *req, size
     c->x->target_retries = 0;
     c->x->last_target = NULL;
     c->x->counted = 0;
-    c->x->cookie_id[0] = '\0';
-    const struct http_header *uph = find_header(req, "upgrade");
-    c->x->ws = (req->flags & HTTP_F_UPGRADE) && uph != NULL &&
-               http_token_eq(uph->value, uph->value_len, "websocket");
+    const struct pick_request rq = {
+        .headers = req->headers,
+        .nheaders = req->num_headers,
+        .peer = (const struct sockaddr *)&c->peer_sa,
+        .peer_text = c->x->peer,
+        .preview = c->preview,
+    };
+    const struct http_header *uph =
+        (req->flags & HTTP_F_UPGRADE) ? pick_find_header(&rq, "upgrade") : NULL;
+    c->x->ws = uph != NULL && http_token_eq(uph->value, uph->value_len, "websocket");
     c->x->t_start = uv_hrtime();
-    c->x->role = route_request(c, client_service(c), req);
+    c->x->role = pick_role(client_service(c), &rq, &w->rng, c->x->cookie_id);
     c->x->keepalive = req->minor_version == 1 && !(req->flags & HTTP_F_CONN_CLOSE) && !w->draining;
     c->x->resp_close = !c->x->keepalive;
     c->phase = PH_PROXY;
@@ -1999,9 +1735,12 @@ static void on_client_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         upstream_send(c);
 }
 
-void h1_accept(struct worker_listener *l)
+/* proxy_proto.accept: a client connection waits on l. */
+static void h1_accept(struct worker_listener *l)
 {
     struct worker *w = l->w;
+    if (w->h1 == NULL)
+        w->h1 = xcalloc(1, sizeof(*w->h1));
     struct client *c = xcalloc(1, sizeof(*c));
     c->w = w;
     c->service_id = l->service_id;
@@ -2016,10 +1755,10 @@ void h1_accept(struct worker_listener *l)
     int sl = sizeof(c->peer_sa);
     if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&c->peer_sa, &sl) != 0)
         memset(&c->peer_sa, 0, sizeof(c->peer_sa)); /* its text is "unknown" */
-    c->next = w->clients;
+    c->next = w->h1->clients;
     if (c->next)
         c->next->prev = c;
-    w->clients = c;
+    w->h1->clients = c;
     atomic_fetch_add_explicit(&w->stats.accepted, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&w->stats.clients, 1, memory_order_relaxed);
     if (c->service_id >= 0 && c->service_id < MAX_SERVICE_IDS)
@@ -2039,20 +1778,34 @@ void h1_accept(struct worker_listener *l)
     client_read_start(c);
 }
 
+/* A WebSocket close frame, server to client (unmasked), code 1001 "going away" (RFC 6455
+ * 5.5.1, 7.4.1): what a tunnel's client is told before cutover closes it at a drain deadline. */
+static const char ws_going_away[4] = {(char)0x88, 0x02, 0x03, (char)0xE9};
+
 static void on_drain_deadline(struct client *c)
 {
-    if (c->phase == PH_CLOSING || c->up == NULL || !c->up->pool->retired)
+    if (c->phase == PH_CLOSING || c->up == NULL || !upstream_retired(&c->up->base))
         return;
     /* Its version was switched away drain_timeout ago: the connection ends here. */
     if (c->x->ll_target != NULL)
         atomic_fetch_add_explicit(&c->x->ll_target->closed_at_drain, 1, memory_order_relaxed);
+    count_loss(c, WORKER_LOSS_DRAIN);
+    if (c->x->tunnel && !c->wpending) {
+        /* Best effort, one try: a client that cannot take 4 bytes now is closed without it.
+         * The frame goes out only between writes of upstream bytes, which end on a frame
+         * boundary unless the version itself was cut mid-frame. */
+        uv_buf_t b = uv_buf_init((char *)ws_going_away, sizeof(ws_going_away));
+        (void)uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+    }
     client_close(c);
 }
 
-void h1_arm_drain(struct worker *w)
+/* Connections still using a retired target get their service's drain_timeout. */
+static void arm_drain(struct worker *w)
 {
-    for (struct client *c = w->clients; c; c = c->next) {
-        if (c->phase != PH_PROXY || c->up == NULL || !c->up->pool->retired || c->x->drain_armed)
+    for (struct client *c = w->h1->clients; c; c = c->next) {
+        if (c->phase != PH_PROXY || c->up == NULL || !upstream_retired(&c->up->base) ||
+            c->x->drain_armed)
             continue;
         const struct route_service *svc = client_service(c);
         c->x->drain_armed = 1;
@@ -2061,34 +1814,33 @@ void h1_arm_drain(struct worker *w)
     }
 }
 
-size_t h1_drain_clients(struct worker *w, int force)
+/* proxy_proto.drain. */
+static size_t h1_drain(struct worker *w, enum proxy_drain how)
 {
     size_t n = 0;
-    struct client *c = w->clients, *next;
+    if (w->h1 == NULL)
+        return 0;
+    if (how == PROXY_DRAIN_RETIRED) {
+        arm_drain(w);
+        return 0;
+    }
+    struct client *c = w->h1->clients, *next;
     for (; c; c = next) {
         next = c->next;
-        if (force)
+        if (how == PROXY_DRAIN_FORCE) {
+            /* The stop deadline cuts what is in progress: a request, a stream, a tunnel. */
+            if (c->phase == PH_PROXY && c->x != NULL)
+                count_loss(c, WORKER_LOSS_DRAIN);
             client_close(c);
-        else
+        } else
             n++;
-    }
-    if (force) {
-        /* Idle upstream connections go too: the worker is ending. */
-        struct pool *p = w->pools, *pnext;
-        for (; p; p = pnext) {
-            pnext = p->next;
-            p->retired = 1;
-            /* Closing the last idle connection may free the pool: stop touching it then. */
-            while (p->idle) {
-                struct upstream *u = p->idle;
-                p->idle = u->next_idle;
-                p->nidle--;
-                int last = (p->idle == NULL);
-                upstream_close(u);
-                if (last)
-                    break;
-            }
-        }
     }
     return n;
 }
+
+const struct proxy_proto h1_proto = {
+    .name = "http",
+    .accept = h1_accept,
+    .drain = h1_drain,
+    .done = h1_done,
+};

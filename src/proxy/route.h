@@ -59,8 +59,9 @@ struct route_limits {
 enum route_role { ROUTE_STABLE = 0, ROUTE_CANARY = 1 };
 #define ROUTE_ROLES 2
 
-/* Bucket space of sticky assignment: a client falls in a fixed bucket 0..9999 and the canary
- * serves the buckets below canary_buckets, so raising the weight only moves clients to it. */
+/* Bucket space of the weight split: a request falls in a bucket 0..9999 (fixed for a sticky
+ * key, drawn per request without one) and the canary serves the buckets below canary_buckets,
+ * so raising the weight only moves sticky clients to it. */
 #define ROUTE_BUCKETS 10000
 
 enum route_match_kind {
@@ -80,7 +81,14 @@ struct route_pilot {
     int prefix;
 };
 
-enum route_sticky_kind { ROUTE_STICKY_ADDR = 0, ROUTE_STICKY_COOKIE, ROUTE_STICKY_HEADER };
+/* What keeps a client on one side of a split. NONE: nothing, each request draws its own bucket
+ * (proxy/pick.h); SOURCE: the client's address (`sticky: {source: true}`). */
+enum route_sticky_kind {
+    ROUTE_STICKY_NONE = 0,
+    ROUTE_STICKY_COOKIE,
+    ROUTE_STICKY_HEADER,
+    ROUTE_STICKY_SOURCE
+};
 
 struct route_service {
     int id; /* stable for the daemon's life: listeners find their service by it */

@@ -1,6 +1,8 @@
-/* Data-plane worker threads (see worker.h): the loop, the listeners, the route-table cache,
- * pooled buffers and per-target upstream pools. Everything here runs on the worker's thread
- * except worker_start/notify/stop/join/free, which the control thread calls. */
+/* Data-plane worker threads (see worker.h): the loop, the listeners and their accepts, the
+ * drain timer, the route-table cache and pooled buffers. Connections are served by the
+ * protocol of their listener (struct proxy_proto), upstream connections owned by
+ * proxy/upstream. Everything here runs on the worker's thread except
+ * worker_start/notify/stop/join/free, which the control thread calls. */
 #include "proxy/worker.h"
 
 #include <errno.h>
@@ -12,6 +14,7 @@
 
 #include "core/xmalloc.h"
 #include "proxy/nap.h"
+#include "proxy/upstream.h"
 #include "proxy/worker_int.h"
 
 /* Buffers kept for reuse beyond this are freed: the pool follows the busy peak, not forever. */
@@ -69,77 +72,6 @@ void worker_big_buf_put(struct worker *w, char *buf)
     bufs_put(&w->big_bufs, buf, WORKER_MAX_FREE_BIG_BUFS);
 }
 
-struct pool *worker_pool(struct worker *w, struct route_target *t)
-{
-    for (struct pool *p = w->pools; p; p = p->next)
-        if (p->target == t)
-            return p;
-    struct pool *p = xcalloc(1, sizeof(*p));
-    route_target_ref(t);
-    p->target = t;
-    p->next = w->pools;
-    w->pools = p;
-    return p;
-}
-
-void worker_pool_maybe_free(struct worker *w, struct pool *p)
-{
-    if (!p->retired || p->active > 0 || p->nidle > 0)
-        return;
-    for (struct pool **pp = &w->pools; *pp; pp = &(*pp)->next) {
-        if (*pp == p) {
-            *pp = p->next;
-            break;
-        }
-    }
-    route_target_unref(p->target);
-    free(p);
-}
-
-static int table_routes_to(const struct route_table *t, const struct route_target *target)
-{
-    if (t == NULL)
-        return 0;
-    for (size_t i = 0; i < t->nservices; i++) {
-        const struct route_backend *b = &t->services[i].live;
-        for (size_t j = 0; j < b->ntargets; j++)
-            if (b->targets[j] == target)
-                return 1;
-    }
-    return 0;
-}
-
-/* Closes the idle connections of pools whose target the table no longer routes to, so that a
- * retired version sees its keep-alive connections go as soon as they are not in use. */
-static void retire_pools(struct worker *w)
-{
-    int any_retired = 0;
-    struct pool *p = w->pools, *next;
-    for (; p; p = next) {
-        next = p->next;
-        p->retired = !table_routes_to(w->table, p->target);
-        if (!p->retired)
-            continue;
-        any_retired |= p->active > 0;
-        if (p->idle == NULL) {
-            worker_pool_maybe_free(w, p);
-            continue;
-        }
-        /* Closing the last idle connection may free the pool: stop touching it then. */
-        for (;;) {
-            struct upstream *u = p->idle;
-            p->idle = h1_upstream_next_idle(u);
-            p->nidle--;
-            int last = (p->idle == NULL);
-            h1_upstream_close(u);
-            if (last)
-                break;
-        }
-    }
-    if (any_retired)
-        h1_arm_drain(w);
-}
-
 void worker_refresh(struct worker *w)
 {
     uint64_t gen = route_table_generation();
@@ -149,7 +81,11 @@ void worker_refresh(struct worker *w)
     route_table_release(w->table);
     w->table = t;
     w->table_gen = t ? t->gen : 0;
-    retire_pools(w);
+    /* Only targets the new table routes to in no role are retired: a canary that still gets
+     * traffic keeps its pooled and long-lived connections across every publish. */
+    if (upstream_retire(&w->pools, w->table))
+        for (size_t i = 0; i < w->nprotos; i++)
+            w->protos[i]->drain(w, PROXY_DRAIN_RETIRED);
 }
 
 static void on_notify(uv_async_t *a)
@@ -163,7 +99,7 @@ static void on_connection(uv_stream_t *server, int status)
     if (status < 0)
         return; /* EMFILE and friends: the connection stays in the backlog for later */
     l->w->io_events++;
-    h1_accept(l);
+    l->proto->accept(l);
 }
 
 static void close_walk_cb(uv_handle_t *h, void *arg)
@@ -173,9 +109,20 @@ static void close_walk_cb(uv_handle_t *h, void *arg)
         uv_close(h, NULL);
 }
 
+/* Open client connections of every protocol; closes them all when how is PROXY_DRAIN_FORCE. */
+static size_t drain_all(struct worker *w, enum proxy_drain how)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < w->nprotos; i++)
+        n += w->protos[i]->drain(w, how);
+    return n;
+}
+
 static void finish_drain(struct worker *w)
 {
-    h1_drain_clients(w, 1);
+    drain_all(w, PROXY_DRAIN_FORCE);
+    /* Idle upstream connections go too: the worker is ending. */
+    upstream_close_idle_all(&w->pools);
     w->stopped = 1;
     uv_stop(&w->loop);
 }
@@ -184,7 +131,7 @@ static void on_drain_tick(uv_timer_t *t)
 {
     struct worker *w = t->data;
     uint64_t now = uv_now(&w->loop);
-    if (h1_drain_clients(w, 0) == 0 || now >= w->drain_ms)
+    if (drain_all(w, PROXY_DRAIN_COUNT) == 0 || now >= w->drain_ms)
         finish_drain(w);
 }
 
@@ -194,6 +141,7 @@ static void on_stop(uv_async_t *a)
     if (w->draining)
         return;
     w->draining = 1;
+    w->pools.draining = 1;
     for (size_t i = 0; i < w->nlisteners; i++)
         uv_close((uv_handle_t *)&w->listeners[i].tcp, NULL);
     w->drain_ms = uv_now(&w->loop) + atomic_load(&w->stop_drain_ms);
@@ -281,9 +229,20 @@ int worker_start(struct worker **out, int index, const struct worker_listener_sp
         free(w);
         return rc;
     }
+    upstream_pools_init(&w->pools, &w->loop, &w->io_events);
     w->listeners = xcalloc(n ? n : 1, sizeof(*w->listeners));
+    w->protos = xcalloc(n ? n : 1, sizeof(*w->protos));
     for (; opened < n; opened++) {
         struct worker_listener *l = &w->listeners[opened];
+        if (ls[opened].proto == NULL) {
+            rc = -EINVAL;
+            goto fail;
+        }
+        size_t k = 0;
+        while (k < w->nprotos && w->protos[k] != ls[opened].proto)
+            k++;
+        if (k == w->nprotos)
+            w->protos[w->nprotos++] = ls[opened].proto;
         /* CLOEXEC: a successor started by a hand-over must not inherit these copies. */
         int fd = fcntl(ls[opened].fd, F_DUPFD_CLOEXEC, 0);
         if (fd == -1) {
@@ -295,6 +254,7 @@ int worker_start(struct worker **out, int index, const struct worker_listener_sp
         l->w = w;
         l->service_id = ls[opened].service_id;
         l->preview = ls[opened].preview;
+        l->proto = ls[opened].proto;
         rc = uv_tcp_open(&l->tcp, fd);
         if (rc == 0)
             rc = uv_listen((uv_stream_t *)&l->tcp, 4096, on_connection);
@@ -323,7 +283,9 @@ fail:
     uv_run(&w->loop, UV_RUN_DEFAULT);
     uv_loop_close(&w->loop);
     route_table_release(w->table);
+    upstream_pools_done(&w->pools);
     free(w->listeners);
+    free(w->protos);
     free(w->role_stats);
     free(w);
     return rc;
@@ -349,18 +311,15 @@ void worker_free(struct worker *w)
 {
     if (w == NULL)
         return;
-    while (w->pools) {
-        struct pool *p = w->pools;
-        w->pools = p->next;
-        route_target_unref(p->target);
-        free(p);
-    }
-    h1_worker_done(w);
+    upstream_pools_done(&w->pools);
+    for (size_t i = 0; i < w->nprotos; i++)
+        w->protos[i]->done(w);
     bufs_done(&w->bufs);
     bufs_done(&w->big_bufs);
     route_table_release(w->table);
     uv_loop_close(&w->loop);
     free(w->listeners);
+    free(w->protos);
     free(w->role_stats);
     free(w);
 }
@@ -371,6 +330,12 @@ const struct worker_role_stats *worker_role_stats(const struct worker *w, int se
     if (service_id < 0 || (size_t)service_id >= w->nservices)
         return NULL;
     return &w->role_stats[(size_t)service_id * ROUTE_ROLES + role];
+}
+
+const char *worker_loss_name(enum worker_loss why)
+{
+    static const char *const names[WORKER_LOSSES] = {"502", "503", "504", "drain", "reset"};
+    return (unsigned)why < WORKER_LOSSES ? names[why] : "unknown";
 }
 
 const struct worker_stats *worker_get_stats(const struct worker *w)

@@ -13,16 +13,20 @@
 #include "core/hist.h"
 #include "proxy/route.h"
 
+struct proxy_proto;
+
 /* One listening socket a worker accepts on. */
 struct worker_listener_spec {
-    int fd;         /* a bound, listening socket; the worker uses its own dup() of it */
-    int service_id; /* route_service.id of the service it serves */
-    int preview;    /* the service's preview listener: routes to the canary while one exists */
+    int fd; /* a bound, listening socket; the worker uses its own dup() of it */
+    const struct proxy_proto *proto; /* the protocol served on it (proxy/h1proxy.h: h1_proto) */
+    int service_id;                  /* route_service.id of the service it serves */
+    int preview; /* the service's preview listener: routes to the canary while one exists */
 };
 
 struct worker;
 
-/* Starts a worker thread (index is for logs) accepting on the n listeners, keeping per-role
+/* Starts a worker thread (index is for logs) accepting on the n listeners (-EINVAL when one has
+ * no proto), keeping per-role
  * statistics for service ids 0..nservices-1; while busy, its loop naps coalesce_us
  * microseconds before blocking (proxy/nap.h; 0: never). Returns 0 or a negative errno; on
  * success *out is the worker (free with worker_free after worker_join). */
@@ -57,6 +61,19 @@ struct worker_stats {
     _Atomic uint64_t naps;         /* poll coalescing naps taken (proxy/nap.h) */
 };
 
+/* Why a request was lost: cutover answered it with its own error, or cut it. */
+enum worker_loss {
+    WORKER_LOSS_502 = 0, /* cutover's own 502: connect failure, reset, invalid answer */
+    WORKER_LOSS_503,     /* cutover's own 503: nothing live or healthy, too many connections */
+    WORKER_LOSS_504,     /* cutover's own 504: connect or response timeout */
+    WORKER_LOSS_DRAIN,   /* a request, stream or tunnel cut at a drain or stop deadline */
+    WORKER_LOSS_RESET,   /* the upstream cut a response already under way to the client */
+};
+#define WORKER_LOSSES 5
+
+/* The name of a loss reason for metrics and records: "502", "503", "504", "drain", "reset". */
+const char *worker_loss_name(enum worker_loss why);
+
 /* What one worker saw of one version role of one service, cumulative. Written only by the
  * worker (load + store, no locked instruction), read by the control thread (relaxed). */
 struct worker_role_stats {
@@ -65,6 +82,7 @@ struct worker_role_stats {
     _Atomic uint64_t upstream_errors;       /* cutover's 502/503/504 for the version (connect
                                                failure, reset, timeout, no healthy target) */
     _Atomic uint64_t latency[HIST_BUCKETS]; /* us to the response head */
+    _Atomic uint64_t lost[WORKER_LOSSES];   /* requests lost, by enum worker_loss */
 };
 
 /* Returns the statistics of (service_id, role), or NULL when out of range. */

@@ -157,7 +157,8 @@ void rollout_publish(struct rollout *r)
             route_backend_set(&rs->live, "", NULL, 0);
         rs->sticky = s->cfg->sticky.kind == CONFIG_STICKY_COOKIE   ? ROUTE_STICKY_COOKIE
                      : s->cfg->sticky.kind == CONFIG_STICKY_HEADER ? ROUTE_STICKY_HEADER
-                                                                   : ROUTE_STICKY_ADDR;
+                     : s->cfg->sticky.kind == CONFIG_STICKY_SOURCE ? ROUTE_STICKY_SOURCE
+                                                                   : ROUTE_STICKY_NONE;
         rs->sticky_name = xstrdup(s->cfg->sticky.name);
         /* The data plane compares header names with a lower-case literal. */
         if (rs->sticky == ROUTE_STICKY_HEADER)

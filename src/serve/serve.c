@@ -33,6 +33,7 @@
 #include "net/listen.h"
 #include "notify/notify.h"
 #include "proxy/route.h"
+#include "proxy/h1proxy.h"
 #include "proxy/worker.h"
 #include "rollout/rollout.h"
 #include "store/store.h"
@@ -109,6 +110,36 @@ static void on_event_notify(void *ctx, const struct store_event *ev)
         store_change_done(&ch);
 }
 
+/* cutover_proxy_lost_total{service, role, reason}: the requests cutover failed or cut, summed
+ * over the workers (proxy/worker.h, enum worker_loss). */
+static void emit_lost(struct daemon *d, rollout_emit_fn emit, void *ectx)
+{
+    static const char *const roles[ROUTE_ROLES] = {"stable", "canary"};
+    char line[512];
+    emit(ectx, "# HELP cutover_proxy_lost_total Requests cutover failed (its own 502/503/504) "
+               "or cut (drain or stop deadline, upstream reset mid-response).");
+    emit(ectx, "# TYPE cutover_proxy_lost_total counter");
+    for (size_t j = 0; j < d->cfg->nservices; j++) {
+        for (int role = 0; role < ROUTE_ROLES; role++) {
+            uint64_t lost[WORKER_LOSSES] = {0};
+            for (int i = 0; i < d->nworkers; i++) {
+                const struct worker_role_stats *st =
+                    worker_role_stats(d->workers[i], (int)j, (enum route_role)role);
+                for (int k = 0; st != NULL && k < WORKER_LOSSES; k++)
+                    lost[k] += atomic_load_explicit(&st->lost[k], memory_order_relaxed);
+            }
+            for (int k = 0; k < WORKER_LOSSES; k++) {
+                snprintf(line, sizeof(line),
+                         "cutover_proxy_lost_total{service=\"%s\",role=\"%s\",reason=\"%s\"} "
+                         "%llu",
+                         d->cfg->services[j].name, roles[role],
+                         worker_loss_name((enum worker_loss)k), (unsigned long long)lost[k]);
+                emit(ectx, line);
+            }
+        }
+    }
+}
+
 /* Sums the workers' counters: each is written by one worker only, so relaxed loads suffice. */
 static void on_metrics(void *ctx, rollout_emit_fn emit, void *ectx)
 {
@@ -141,6 +172,7 @@ static void on_metrics(void *ctx, rollout_emit_fn emit, void *ectx)
                  clients > 0 ? (uint64_t)clients : 0);
     emit_counter(emit, ectx, "cutover_worker_naps_total",
                  "Naps busy workers took before blocking (io_coalesce_us).", "counter", naps);
+    emit_lost(d, emit, ectx);
 }
 
 /* Sums what every worker counted for (service, role); each counter is read with a relaxed
@@ -647,6 +679,7 @@ int serve_main(int argc, char **argv)
         const char *dot = strchr(d.listeners[i].name, '.');
         size_t len = dot ? (size_t)(dot - d.listeners[i].name) : strlen(d.listeners[i].name);
         specs[i].fd = d.listeners[i].fd;
+        specs[i].proto = &h1_proto;
         specs[i].preview = dot != NULL;
         specs[i].service_id = -1;
         for (size_t j = 0; j < d.cfg->nservices; j++)

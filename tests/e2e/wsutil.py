@@ -259,11 +259,13 @@ class WSClient(_Reader):
     """A WebSocket over `port`: handshake in the constructor (raises HandshakeError unless 101
     with the right Sec-WebSocket-Accept), then send() text and a thread records the echoes."""
 
-    def __init__(self, port, path="/ws", timeout=5):
+    def __init__(self, port, path="/ws", timeout=5, headers=None):
         super().__init__()
+        self.close_code = None  # the status code of a close frame received, if any
         self.s = _connect(port, timeout)
         key = base64.b64encode(os.urandom(16)).decode()
-        self.s.sendall((f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
+        self.s.sendall((f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{extra}"
                         f"Upgrade: websocket\r\nConnection: Upgrade\r\n"
                         f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
         self.status, self.headers, self.rest = _read_head(self.s)
@@ -301,6 +303,8 @@ class WSClient(_Reader):
                 return
             _fin, op, _m, payload, self.buf = got
             if op == 8:
+                if len(payload) >= 2:
+                    self.close_code = struct.unpack("!H", payload[:2])[0]
                 return self._ended("close frame")
             if op == 9:
                 try:

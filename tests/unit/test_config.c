@@ -222,7 +222,7 @@ static void test_full_config_service(void **state)
     assert_non_null(s);
     assert_string_equal(s->listen, "[::1]:5432");
     assert_int_equal(s->protocol, CONFIG_PROTO_TCP);
-    assert_int_equal(s->sticky.kind, CONFIG_STICKY_ADDR);
+    assert_int_equal(s->sticky.kind, CONFIG_STICKY_NONE);
     s = config_service_find(cfg, "api");
     assert_non_null(s);
     assert_int_equal(s->sticky.kind, CONFIG_STICKY_HEADER);
@@ -358,7 +358,7 @@ static void test_defaults(void **state)
     assert_int_equal(s->run.port_hi, 20999);
     assert_int_equal(s->run.stop_signal, SIGTERM);
     assert_int_equal(s->run.stop_timeout_ms, 10000);
-    assert_int_equal(s->sticky.kind, CONFIG_STICKY_ADDR);
+    assert_int_equal(s->sticky.kind, CONFIG_STICKY_NONE);
     assert_null(s->sticky.name);
     assert_int_equal(s->timeouts.client_header_ms, 10000);
     assert_int_equal(s->timeouts.client_idle_ms, 60000);
@@ -824,6 +824,31 @@ static void test_err_sticky(void **state)
     load_err("services:\n  db:\n    listen: 127.0.0.1:1\n    protocol: tcp\n"
              "    sticky: {cookie: id}\n",
              "c.yml:5:", "services.db.sticky", "protocol tcp", NULL);
+    load_err("services:\n  web:\n    listen: 127.0.0.1:1\n    sticky: {source: yes}\n",
+             "c.yml:4:", "services.web.sticky.source", "true or false", "yes", NULL);
+    load_err("services:\n  web:\n    listen: 127.0.0.1:1\n    sticky: {source: 1}\n",
+             "services.web.sticky.source", "true or false", NULL);
+    load_err("services:\n  web:\n    listen: 127.0.0.1:1\n"
+             "    sticky: {source: true, cookie: a}\n",
+             "c.yml:4:", "services.web.sticky", "exactly one", "several", NULL);
+}
+
+static void test_sticky_source(void **state)
+{
+    (void)state;
+    struct config *cfg = load_ok("services:\n  web:\n    listen: 127.0.0.1:1\n"
+                                 "    sticky: {source: true}\n");
+    assert_int_equal(cfg->services[0].sticky.kind, CONFIG_STICKY_SOURCE);
+    assert_null(cfg->services[0].sticky.name);
+    config_free(cfg);
+    cfg = load_ok("services:\n  web:\n    listen: 127.0.0.1:1\n    sticky: {source: false}\n");
+    assert_int_equal(cfg->services[0].sticky.kind, CONFIG_STICKY_NONE);
+    config_free(cfg);
+    /* TCP services can be sticky by source: a stream has an address. */
+    cfg = load_ok("services:\n  db:\n    listen: 127.0.0.1:1\n    protocol: tcp\n"
+                  "    sticky: {source: true}\n");
+    assert_int_equal(cfg->services[0].sticky.kind, CONFIG_STICKY_SOURCE);
+    config_free(cfg);
 }
 
 static void test_client_address_keys(void **state)
@@ -1410,6 +1435,7 @@ int main(void)
         cmocka_unit_test(test_err_port_range),
         cmocka_unit_test(test_err_run_command),
         cmocka_unit_test(test_err_sticky),
+        cmocka_unit_test(test_sticky_source),
         cmocka_unit_test(test_err_protocol),
         cmocka_unit_test(test_err_health_path),
         cmocka_unit_test(test_err_admin_tokens_required),
