@@ -57,8 +57,11 @@ unit: $(UNIT_BIN)
 	@set -e; for t in $(UNIT_BIN); do echo "== $$t"; \
 	    ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 CUTOVER_TEST_DATA=tests/data $$t; done
 
+# E2E_JOBS pytest-xdist workers (0: one process). Tests marked xdist_group("load") -- wrk and
+# timing checks -- all run on one worker, one at a time; see tests/e2e/conftest.py.
+E2E_JOBS ?= 3
 e2e: build/cutover
-	/usr/bin/python3 -m pytest -q tests/e2e
+	/usr/bin/python3 -m pytest -q -n $(E2E_JOBS) --dist loadgroup tests/e2e
 
 test: format-check build/cutover unit e2e
 

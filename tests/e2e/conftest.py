@@ -2,12 +2,20 @@
 (backend.py), the real CLI, curl and wrk, all on loopback with free ports and a temp dir per
 test. Every process a test starts is stopped by pid at teardown (TERM, 5 s, KILL).
 
-Run: /usr/bin/python3 -m pytest -q tests/e2e   (after `make`)
+Run: `make e2e` (pytest-xdist, E2E_JOBS workers, --dist loadgroup) or one file with
+/usr/bin/python3 -m pytest -q tests/e2e/test_x.py   (after `make`)
+
+Parallel runs: each xdist worker hands out ports from its own block (free_port), and every
+path is under the test's tmp_path. A test that runs load (wrk, slowhttptest) or asserts on
+timing or throughput carries @pytest.mark.xdist_group("load"): all of those run one after
+the other on a single worker, so no load run skews another's figures. Procs.start refuses to
+start wrk or slowhttptest in a test without that mark.
 """
 import hashlib
 import http.client
 import json
 import os
+import random
 import re
 import signal
 import socket
@@ -22,19 +30,68 @@ ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(os.environ.get("CUTOVER_BIN") or ROOT / "build" / "cutover")  # override: to test another build
 BACKEND = Path(__file__).resolve().parent / "backend.py"
 
+LOAD_GROUP = "load"
+LOAD_TOOLS = {"wrk", "slowhttptest"}
+
+
+def _port_block():
+    """[lo, hi): the ports this process hands out. Below the kernel's ephemeral range, so that
+    no outgoing connection's source port lands on one; split evenly among the xdist workers
+    (PYTEST_XDIST_WORKER gw0, gw1, ...) so that two workers never hand out the same port."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            eph_lo = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        eph_lo = 32768
+    n = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 1)
+    worker = os.environ.get("PYTEST_XDIST_WORKER") or "gw0"
+    i = int(worker[2:]) if worker[2:].isdigit() else 0
+    lo, hi = 10000, eph_lo
+    if hi - lo < 500 * n:  # an unusual ephemeral range: take the space above it instead
+        lo, hi = 10000, 65000
+    size = (hi - lo) // n
+    return lo + i * size, lo + (i + 1) * size
+
+
+_BLOCK = _port_block()
+# A random start in the block keeps two pytest runs on one host (two developers, two
+# worktrees) apart; within a run the cursor only moves forward, so no port is handed out twice.
+_next_port = random.Random().randrange(*_BLOCK)
 _used_ports = set()
+
+
+def _bindable(port):
+    """Whether nothing holds 127.0.0.1:port now (not even a TIME_WAIT: no SO_REUSEADDR)."""
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", port))
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+def free_ports(n=1):
+    """The first of n consecutive loopback ports nobody listens on now, taken from this
+    worker's block and never handed out again in this run."""
+    global _next_port
+    lo, hi = _BLOCK
+    for _ in range(hi - lo):
+        first = _next_port
+        if first + n > hi:
+            first = lo
+        run = range(first, first + n)
+        _next_port = first + n
+        if all(p not in _used_ports for p in run) and all(_bindable(p) for p in run):
+            _used_ports.update(run)
+            return first
+    raise AssertionError(f"no {n} free consecutive ports left in {lo}-{hi - 1}")
 
 
 def free_port():
     """A loopback port nobody listens on now, never handed out twice in this run."""
-    while True:
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        p = s.getsockname()[1]
-        s.close()
-        if p not in _used_ports:
-            _used_ports.add(p)
-            return p
+    return free_ports(1)
 
 
 def port_open(port, timeout=0.2):
@@ -111,12 +168,19 @@ def rss_kib(pid):
 class Procs:
     """Starts processes and stops each one, by pid, at teardown."""
 
-    def __init__(self, tmp):
+    def __init__(self, tmp, node=None):
         self.tmp = tmp
+        self.node = node
         self.procs = []
         self.n = 0
 
     def start(self, args, name="proc", **kw):
+        tool = os.path.basename(str(args[0]))
+        if tool in LOAD_TOOLS and self.node is not None:
+            groups = [m.args[0] if m.args else m.kwargs.get("name")
+                      for m in self.node.iter_markers("xdist_group")]
+            assert LOAD_GROUP in groups, \
+                f"{self.node.nodeid} runs {tool}: mark it @pytest.mark.xdist_group(\"{LOAD_GROUP}\")"
         self.n += 1
         log = open(self.tmp / f"{self.n:02d}-{name}.log", "wb")
         p = subprocess.Popen([str(a) for a in args], stdout=log, stderr=subprocess.STDOUT,
@@ -331,9 +395,14 @@ def parse_wrk(text):
             "rps": float(rps.group(1)) if rps else 0.0, "text": text}
 
 
+def pytest_configure(config):
+    # pytest-xdist registers it too; this keeps a run without the plugin free of warnings.
+    config.addinivalue_line("markers", "xdist_group(name): run all tests of a group on one worker")
+
+
 @pytest.fixture
-def procs(tmp_path):
-    p = Procs(tmp_path)
+def procs(tmp_path, request):
+    p = Procs(tmp_path, request.node)
     yield p
     p.stop_all()
 

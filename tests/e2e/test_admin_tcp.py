@@ -101,6 +101,7 @@ def reap(procs, tmp_path):
 
 # ------------------------------------------------------------------------------------------
 
+@pytest.mark.xdist_group("load")
 def test_every_request_needs_a_token_with_the_role_for_it(backend, daemon, tmp_path, wrk):
     v1, v2 = backend("v1"), backend("v2")
     d = admin_daemon(daemon, [v1], tmp_path)

@@ -159,6 +159,7 @@ def check_drain_record(d, kind, old, t1):
 
 # ------------------------------------------------------------------ 1. WebSocket at a switch
 
+@pytest.mark.xdist_group("load")
 @pytest.mark.parametrize("kind", ["deploy", "rollback"])
 def test_websocket_kept_on_old_version_until_drain_timeout_then_closed(procs, daemon, kind):
     d, (ob, nb), switch = switch_setup(procs, daemon, kind)
@@ -229,6 +230,7 @@ def test_websocket_kept_on_old_version_until_drain_timeout_then_closed(procs, da
 
 # ------------------------------------------------------------------------ 2. SSE at a switch
 
+@pytest.mark.xdist_group("load")
 @pytest.mark.parametrize("kind", ["deploy", "rollback"])
 def test_sse_stream_kept_on_old_version_until_drain_timeout_then_closed(procs, daemon, kind):
     d, (ob, nb), switch = switch_setup(procs, daemon, kind)
@@ -292,6 +294,7 @@ def test_sse_stream_kept_on_old_version_until_drain_timeout_then_closed(procs, d
 
 # ------------------------------------------- 3. a switch under 256 keep-alive connections
 
+@pytest.mark.xdist_group("load")
 def test_switch_and_rollback_under_256_keepalive_connections_with_2_workers(procs, backend,
                                                                              daemon, tmp_path):
     # nginx as the backends when it is installed: backend.py (a python thread per connection)
@@ -400,6 +403,7 @@ def python_slowloris(port, n, header_s):
     return out
 
 
+@pytest.mark.xdist_group("load")
 def test_slowloris_connections_closed_while_normal_clients_served(procs, backend, daemon, tmp_path):
     v1 = backend("v1")
     d = configure(daemon([v1]), [v1], timeouts={"client_header": "2s"}).start(expect="v1\n")
@@ -596,6 +600,7 @@ def test_more_than_max_headers_gets_431(limited):
     assert not reached(limited, "many431")
 
 
+@pytest.mark.xdist_group("load")
 @pytest.mark.parametrize("framing", ["content-length", "chunked"])
 def test_stalled_body_closed_after_client_idle(limited, framing):
     if framing == "content-length":

@@ -9,6 +9,8 @@ import socket
 import threading
 import time
 
+import pytest
+
 from conftest import body_of, http_get, live_name, pattern_sha256, rss_kib
 
 MiB = 1 << 20
@@ -67,6 +69,7 @@ def read_response(sock, buf=b"", no_body=False):
 
 # --- (e) upstream failures: a clear status, quickly, never a hang ------------------------------
 
+@pytest.mark.xdist_group("load")
 def test_slow_upstream_gives_504_within_upstream_response_timeout(backend, daemon):
     # upstream_response is 1 s; the backend takes 3 s. The user gets 504 after about 1 s.
     v1 = backend("v1")
@@ -80,6 +83,7 @@ def test_slow_upstream_gives_504_within_upstream_response_timeout(backend, daemo
     assert body_of(d.port) == "v1\n"
 
 
+@pytest.mark.xdist_group("load")
 def test_upstream_down_gives_502_quickly(backend, daemon):
     # The only target dies (its port closed) while health checks still think it is up
     # (interval 10 s): the user gets 502 at once, not a hang.
@@ -95,6 +99,7 @@ def test_upstream_down_gives_502_quickly(backend, daemon):
     assert d.alive(), "the daemon died after answering 502"
 
 
+@pytest.mark.xdist_group("load")
 def test_no_healthy_target_gives_503(backend, daemon):
     # Health checks have marked the only target down: 503, quickly.
     v1 = backend("v1")
@@ -372,6 +377,7 @@ def closed_after(sock, limit):
     return time.monotonic() - t0
 
 
+@pytest.mark.xdist_group("load")
 def test_client_header_timeout_drops_a_slow_sender(backend, daemon):
     # A client that sends half a head and stalls (slowloris) is dropped after client_header.
     v1 = backend("v1")
@@ -387,6 +393,7 @@ def test_client_header_timeout_drops_a_slow_sender(backend, daemon):
     assert body_of(d.port) == "v1\n"
 
 
+@pytest.mark.xdist_group("load")
 def test_client_idle_timeout_closes_idle_keepalive(backend, daemon):
     v1 = backend("v1")
     d = daemon([v1], timeouts={"client_idle": "1s"}).start(expect="v1\n")
@@ -497,6 +504,7 @@ def test_status_json_shows_live_version_and_healthy_targets(backend, daemon):
     assert r.returncode == 0 and "v2" in r.stdout, r.stdout + r.stderr
 
 
+@pytest.mark.xdist_group("load")
 def test_idempotent_get_retried_on_other_target_when_one_dies(backend, daemon, wrk):
     # Two targets of v1; one is killed -9 while health checks still count it up (10 s interval).
     # Each GET that lands on the dead one fails to connect (or on its dead pooled connection)

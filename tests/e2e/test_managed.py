@@ -15,7 +15,6 @@ Figures (errors under load, deploy-to-100 % time) are printed: run with `-s` to 
 Every test is bounded (SIGALRM) and stops the daemon and any instance left by pid.
 """
 import os
-import random
 import re
 import signal
 import socket
@@ -26,7 +25,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BACKEND, Daemon, Procs, body_of, live_name, run_cli, wait_body, write_config
+from conftest import BACKEND, Daemon, Procs, body_of, free_ports, live_name, run_cli, wait_body, \
+    write_config
 
 TEST_LIMIT_S = 120
 
@@ -140,7 +140,9 @@ class Managed:
         self.tmp = tmp
         self.make_daemon = make_daemon
         self.app = write_app(tmp / "app.py")
-        self.lo = random.randrange(20000, 29000, 100)
+        # The instances' port_range: 61 ports of this worker's block, so that parallel tests
+        # never start instances on the same port.
+        self.lo = free_ports(61)
         self.d = None
 
     def daemon(self, instances=2, env=None, plans="", stop_timeout="3s", drain="2s",
@@ -235,6 +237,7 @@ def test_first_deploy_without_live_version(managed):
 
 # --- b. managed deploy under load -------------------------------------------------------------
 
+@pytest.mark.xdist_group("load")
 def test_managed_deploy_under_load_then_only_new_processes(managed, wrk):
     d = managed.daemon(drain="2s").start()
     managed.deploy_ok("v1")
@@ -280,6 +283,7 @@ def test_managed_deploy_under_load_then_only_new_processes(managed, wrk):
 
 # --- c. kill -9 one instance under load --------------------------------------------------------
 
+@pytest.mark.xdist_group("load")
 def test_kill9_instance_under_load_no_failed_request(managed, wrk):
     d = managed.daemon().start()
     managed.deploy_ok("v1")
@@ -405,6 +409,7 @@ def test_crash_loop_during_canary_rolls_back(managed):
 
 # --- f. a process that ignores SIGTERM --------------------------------------------------------
 
+@pytest.mark.xdist_group("load")
 def test_process_ignoring_sigterm_is_killed_after_stop_timeout(managed):
     d = managed.daemon(env={"MODE_v1": "ignore_term"}, stop_timeout="3s", drain="1s").start()
     managed.deploy_ok("v1")

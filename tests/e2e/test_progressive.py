@@ -15,6 +15,8 @@ import threading
 import time
 from collections import Counter
 
+import pytest
+
 from conftest import body_of, free_port, live_name, run_cli, wait_body, wait_port, write_config
 from progressive_util import (Client, ErrBackend, change_of, progress_of, report_json,
                               split_users, start_wrk_users, user_requests, wait_for, wrk_result)
@@ -193,6 +195,7 @@ def test_pilot_routing_is_exact_for_header_and_cookie(backend, daemon):
 
 # 4 ---------------------------------------------------------------------------------------
 
+@pytest.mark.xdist_group("load")
 def test_bad_version_is_rolled_back_quickly_and_clients_see_only_its_errors(procs, backend,
                                                                           daemon, tmp_path):
     v1 = backend("v1")
@@ -262,6 +265,7 @@ on_failure: rollback"""))
 
 # 5 ---------------------------------------------------------------------------------------
 
+@pytest.mark.xdist_group("load")
 def test_good_version_is_not_rolled_back_in_20_runs(procs, daemon, tmp_path):
     a = ErrBackend(procs, "a", error_rate=0.01)
     b = ErrBackend(procs, "b", error_rate=0.01)
@@ -308,6 +312,7 @@ on_failure: rollback"""))
 
 # 6 ---------------------------------------------------------------------------------------
 
+@pytest.mark.xdist_group("load")
 def test_failing_test_step_stops_before_any_user_reaches_new_version(procs, backend, daemon,
                                                                    tmp_path):
     script = tmp_path / "smoke.sh"

@@ -111,6 +111,7 @@ def test_websockets_of_canary_and_live_survive_publishes_then_get_1001_at_the_dr
     on_live.close()
 
 
+@pytest.mark.xdist_group("load")
 def test_pooled_upstream_connections_of_the_canary_are_reused_across_publishes(procs, backend,
                                                                                daemon):
     v1, v2 = backend("v1"), backend("v2")
@@ -211,6 +212,7 @@ def lost_metrics(d):
     return got
 
 
+@pytest.mark.xdist_group("load")
 def test_a_request_cut_at_the_drain_deadline_counts_1_and_a_clean_switch_under_load_0(
         procs, backend, daemon):
     v1, v2 = backend("v1"), backend("v2")

@@ -108,14 +108,17 @@ def rolling_deploy_under_load(managed, wrk, strategy, n, surge, unavail):
     return d
 
 
+@pytest.mark.xdist_group("load")
 def test_rolling_surge_1_unavailable_0_under_load(managed, wrk):
     rolling_deploy_under_load(managed, wrk, ROLLING_1_0, 3, 1, 0)
 
 
+@pytest.mark.xdist_group("load")
 def test_rolling_surge_0_unavailable_1_under_load(managed, wrk):
     rolling_deploy_under_load(managed, wrk, ROLLING_0_1, 3, 0, 1)
 
 
+@pytest.mark.xdist_group("load")
 def test_rolling_rollback_command_replaces_back(managed, wrk):
     d = rolling_deploy_under_load(managed, wrk, ROLLING_1_0, 2, 1, 0)
     load = wrk(d.port, 10, conns=16)
@@ -134,6 +137,7 @@ def test_rolling_rollback_command_replaces_back(managed, wrk):
     assert len(managed.pids("v1")) == 2
 
 
+@pytest.mark.xdist_group("load")
 def test_rolling_batch_that_crashes_restores_old_version(managed, wrk):
     d = managed.daemon(instances=3, drain="1s", strategy=ROLLING_1_0, deploy_timeout="8s",
                        env={"MODE_v2": "crash_at_start"}).start()
@@ -160,6 +164,7 @@ def test_rolling_batch_that_crashes_restores_old_version(managed, wrk):
     assert live_name(d.status()) == "v1"
 
 
+@pytest.mark.xdist_group("load")
 def test_rolling_gate_failure_rolls_replaced_batches_back(managed, wrk):
     # wrk sends no cookie: each request falls in a random bucket, so the new version gets its
     # share of instances as its share of requests (by address, all of wrk is one user).

@@ -256,6 +256,7 @@ def launcher_pids(pidfile):
 
 # ------------------------------------------------------------------------------ 1. upgrades --
 
+@pytest.mark.xdist_group("load")
 def test_three_hot_upgrades_under_keepalive_load(backend, daemon, wrk):
     v1 = backend("v1")
     d = daemon([v1], drain_timeout="3s").start(expect="v1\n")
@@ -360,6 +361,7 @@ def test_upgrade_mid_rollout_resumes_plan_at_its_step(backend, daemon):
 
 # -------------------------------------------------------------------- 2. failing successors --
 
+@pytest.mark.xdist_group("load")
 def test_upgrade_to_a_binary_that_exits_keeps_the_old_daemon(backend, daemon, wrk, tmp_path):
     v1, v2 = backend("v1"), backend("v2")
     d = daemon([v1], drain_timeout="3s").start(expect="v1\n")
@@ -401,6 +403,7 @@ def test_upgrade_to_a_binary_that_exits_keeps_the_old_daemon(backend, daemon, wr
     assert body_of(d.port) == "v2\n"
 
 
+@pytest.mark.xdist_group("load")
 def test_upgrade_to_a_binary_that_never_gets_ready_times_out(backend, daemon, tmp_path):
     v1 = backend("v1")
     d = daemon([v1], drain_timeout="2s").start(expect="v1\n")
@@ -427,6 +430,7 @@ def test_upgrade_to_a_binary_that_never_gets_ready_times_out(backend, daemon, tm
 
 # ------------------------------------------------------------------------------- 3. reload --
 
+@pytest.mark.xdist_group("load")
 def test_reload_adds_changes_removes_services_under_load(backend, daemon, wrk):
     web, chk, gone, added = backend("web"), backend("chk"), backend("gone"), backend("added")
     d = daemon([web])
@@ -544,6 +548,7 @@ def test_reload_with_invalid_config_is_refused_and_old_config_serves(backend, da
 
 # -------------------------------------------------------------------- 5. socket activation --
 
+@pytest.mark.xdist_group("load")
 def test_socket_activation_kill9_under_new_connections_refuses_none(backend, daemon, tmp_path,
                                                                     procs):
     v1 = backend("v1")
@@ -615,6 +620,7 @@ def test_systemd_socket_activate_smoke(backend, daemon, procs):
     assert body_of(d.port) == "v1\n"
 
 
+@pytest.mark.xdist_group("load")
 def test_sd_notify_messages_across_upgrade_and_stop(backend, daemon, tmp_path):
     # NOTIFY_SOCKET as systemd sets it for Type=notify: READY=1 at start; on upgrade RELOADING=1
     # from the old pid, READY=1 + MAINPID=new from the successor (hence NotifyAccess=all), and
@@ -674,6 +680,7 @@ def test_sd_notify_messages_across_upgrade_and_stop(backend, daemon, tmp_path):
 
 # ------------------------------------------------------------------------------ 6. SIGTERM --
 
+@pytest.mark.xdist_group("load")
 def test_sigterm_under_load_completes_in_flight_requests(backend, daemon, wrk):
     v1 = backend("v1")
     d = daemon([v1], drain_timeout="5s").start(expect="v1\n")
@@ -720,6 +727,7 @@ def test_sigterm_under_load_completes_in_flight_requests(backend, daemon, wrk):
     assert "level=error" not in d.log(), d.log()
 
 
+@pytest.mark.xdist_group("load")
 def test_second_sigint_exits_at_once(backend, daemon):
     v1 = backend("v1")
     d = daemon([v1], drain_timeout="30s").start(expect="v1\n")
@@ -738,6 +746,7 @@ def test_second_sigint_exits_at_once(backend, daemon):
 
 # ------------------------------------------------------------------------ 7. crash recovery --
 
+@pytest.mark.xdist_group("load")
 def test_kill9_under_load_then_restart_serves_live_version(backend, daemon, wrk):
     v1, v2 = backend("v1"), backend("v2")
     d = daemon([v1], drain_timeout="2s").start(expect="v1\n")

@@ -27,6 +27,7 @@ def assert_no_errors(res, min_requests=1000):
         f"of {res['requests']}\n{res['text']}"
 
 
+@pytest.mark.xdist_group("load")
 def test_deploy_under_load_loses_no_request(backend, daemon, wrk):
     # v1 is live; 16 users keep their connections open and hammer the service for 12 s.
     v1, v2 = backend("v1"), backend("v2")
@@ -56,6 +57,7 @@ def naps_taken(d):
     return int(m.group(1))
 
 
+@pytest.mark.xdist_group("load")
 @pytest.mark.parametrize("coalesce", [100, 0])
 def test_switch_rollback_and_stop_under_64_connections(backend, daemon, wrk, coalesce):
     # 64 users on one worker: enough active clients that the busy worker naps before blocking
@@ -90,6 +92,7 @@ def test_switch_rollback_and_stop_under_64_connections(backend, daemon, wrk, coa
     assert time.monotonic() - t0 < 8, "stop took longer than the 5 s drain allows"
 
 
+@pytest.mark.xdist_group("load")
 def test_deploy_to_unhealthy_target_fails_and_traffic_never_moves(backend, daemon, wrk):
     # v3's health check answers 503: the deploy must wait out deploy_timeout (3 s), fail with
     # exit 1, and no user may ever be answered by v3.
@@ -124,6 +127,7 @@ def test_deploy_to_unhealthy_target_fails_and_traffic_never_moves(backend, daemo
     assert hist[0]["to"] == "v3" and hist[0]["state"] == "failed", hist[0]
 
 
+@pytest.mark.xdist_group("load")
 def test_rollback_under_load_loses_no_request(backend, daemon, wrk):
     # v2 went live and turned out bad: under load, the operator rolls back to v1.
     v1, v2 = backend("v1"), backend("v2")

@@ -120,6 +120,7 @@ def test_each_event_is_posted_in_order_and_a_failing_receiver_is_retried(backend
     assert only_api.events() == [], "a webhook for another service got web's events"
 
 
+@pytest.mark.xdist_group("load")
 def test_a_receiver_that_is_down_never_holds_up_a_deploy(backend, daemon, wrk):
     v1, v2 = backend("v1"), backend("v2")
     down = f"http://127.0.0.1:{free_port()}/nobody"   # nothing listens there
