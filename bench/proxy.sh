@@ -14,12 +14,22 @@
 #   BENCH_ROUNDS interleaved rounds, medians. Plus idle-connection memory: BENCH_IDLE (10000)
 #   keep-alive connections opened to each freshly started 1-worker proxy (one request on each,
 #   then held open), reported as the RSS delta of the process tree per connection, in bytes.
+# Then, full run only (issue 13):
+#   during a canary: 1 worker, 64 connections, 100 B, two backends (v1, v2). cutover holds a
+#   change at weight 50 reached by two promotes (plan: weight 10, pause, 30, pause, 50, pause);
+#   HAProxy `balance roundrobin` over two servers of weight 50, nginx an upstream of both:
+#   req/s, p50, p99, CPU per request, and upstream connections opened per request (the
+#   backend's accepted connections, nginx stub_status, over the requests wrk completed);
+#   poll coalescing: cutover with io_coalesce_us 100 (the default) and 0 side by side, at
+#   BENCH_NAP_CONNS (1 8 64) connections: req/s, p50, p99, CPU, naps taken (/metrics).
 # Backend: nginx, one worker, keep-alive without limit. Loopback only; everything runs from a
 # mktemp dir and is stopped by pid on exit. Bounded: about 5 minutes full, 1 minute --quick.
 # Knobs (environment): BENCH_SECONDS (3 full / 5 quick) per point, BENCH_ROUNDS (2),
 # BENCH_WORKERS ("1 2"), BENCH_CONNS ("64 256"), BENCH_SIZES ("100 65536"), BENCH_IDLE (10000,
 # 0 = skip), BENCH_RAW=1 also prints every run's figures, BENCH_CUTOVER (build/cutover) the cutover
-# binary to measure (e.g. an older build, for a before/after in the same conditions).
+# binary to measure (e.g. an older build, for a before/after in the same conditions),
+# BENCH_CANARY (1 full / 0 quick: the canary rows), BENCH_NAP_CONNS ("1 8 64" full / "" quick:
+# the coalescing rows; "" skips them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,9 +42,11 @@ esac
 if [ $QUICK = 1 ]; then
     SECS=${BENCH_SECONDS:-5}; WORKERS=${BENCH_WORKERS:-1}; CONNS=${BENCH_CONNS:-64}
     SIZES=${BENCH_SIZES:-100}; IDLE=${BENCH_IDLE:-0}
+    CANARY=${BENCH_CANARY:-0}; NAP_CONNS=${BENCH_NAP_CONNS-}
 else
     SECS=${BENCH_SECONDS:-3}; WORKERS=${BENCH_WORKERS:-"1 2"}; CONNS=${BENCH_CONNS:-"64 256"}
     SIZES=${BENCH_SIZES:-"100 65536"}; IDLE=${BENCH_IDLE:-10000}
+    CANARY=${BENCH_CANARY:-1}; NAP_CONNS=${BENCH_NAP_CONNS-"1 8 64"}
 fi
 ROUNDS=${BENCH_ROUNDS:-2}
 WORK=$(mktemp -d /tmp/cutover-bench.XXXXXX)
@@ -85,10 +97,13 @@ stop() { # pid: TERM, wait up to 2 s, KILL; then forget it (never signal a reape
 }
 
 BE=$(free_port); HP=$(free_port); NP=$(free_port); CP=$(free_port)
-[ "$(printf '%s\n' "$BE" "$HP" "$NP" "$CP" | sort -u | wc -l)" = 4 ] || die "port clash, run again"
+BE2=$(free_port); SP=$(free_port); CN0=$(free_port)   # v2 backend, stub_status, cutover nap 0
+[ "$(printf '%s\n' "$BE" "$HP" "$NP" "$CP" "$BE2" "$SP" "$CN0" | sort -u | wc -l)" = 7 ] ||
+    die "port clash, run again"
 mkdir -p "$WORK/be" "$WORK/np"
 
 BODY=$(printf 'backend=1 %089d\n' 0)   # 100 bytes with the newline
+BODY2=$(printf 'backend=2 %089d\n' 0)  # v2 of the canary rows: same size
 head -c 65536 /dev/zero | tr '\0' 'x' >"$WORK/be/64k"
 chmod 755 "$WORK" "$WORK/be"; chmod 644 "$WORK/be/64k"   # nginx workers run as nobody
 cat >"$WORK/be/nginx.conf" <<EOF
@@ -98,7 +113,10 @@ events { worker_connections 10000; }
 http { access_log off; keepalive_requests 1000000; keepalive_timeout 75s; sendfile on;
   server { listen 127.0.0.1:$BE backlog=4096;
     location / { default_type text/plain; return 200 "$BODY\n"; }
-    location = /64k { default_type application/octet-stream; alias $WORK/be/64k; } } }
+    location = /64k { default_type application/octet-stream; alias $WORK/be/64k; } }
+  server { listen 127.0.0.1:$BE2 backlog=4096;
+    location / { default_type text/plain; return 200 "$BODY2\n"; } }
+  server { listen 127.0.0.1:$SP; location / { stub_status; } } }
 EOF
 
 path_of() { [ "$1" = 100 ] && echo / || echo /64k; }
@@ -107,14 +125,26 @@ for s in $SIZES; do [ "$s" = 100 ] || [ "$s" = 65536 ] || die "BENCH_SIZES: 100 
 # Proxy configurations for N workers. Equivalent: keep-alive on both sides, upstream
 # connections reused (up to 512 idle per worker: cutover's pool size), no access log, bodies
 # streamed or buffered in memory (never to disk), idle client connections kept >= 60 s.
+# `configure N canary`: two backends, v1 and v2, half of the requests each (cutover: a plan
+# whose weights are reached by promotes, see canary_phase).
 configure() {
-    local n=$1
+    local n=$1 ha_be="  server s1 127.0.0.1:$BE" ng_be="server 127.0.0.1:$BE;" var=var plans=""
+    if [ "${2:-}" = canary ]; then
+        ha_be="  balance roundrobin
+  server s1 127.0.0.1:$BE weight 50
+  server s2 127.0.0.1:$BE2 weight 50"
+        ng_be="server 127.0.0.1:$BE; server 127.0.0.1:$BE2;"
+        var=var-canary
+        plans="plans:
+  canary:
+    steps: [{weight: 10}, {pause: {}}, {weight: 30}, {pause: {}}, {weight: 50}, {pause: {}}]"
+    fi
     cat >"$WORK/np/nginx.conf" <<EOF
 worker_processes $n; daemon off; pid $WORK/np/nginx.pid; error_log $WORK/np/err.log warn;
 worker_rlimit_nofile $NOFILE;
 events { worker_connections $((IDLE + 2000)); }
 http { access_log off; keepalive_requests 1000000; keepalive_timeout 75s;
-  upstream be { server 127.0.0.1:$BE; keepalive 512; keepalive_requests 1000000; }
+  upstream be { $ng_be keepalive 512; keepalive_requests 1000000; }
   server { listen 127.0.0.1:$NP backlog=4096;
     location / { proxy_pass http://be; proxy_http_version 1.1; proxy_set_header Connection "";
                  proxy_buffering on; proxy_buffers 8 8k; proxy_max_temp_file_size 0; } } }
@@ -138,16 +168,17 @@ frontend fe
   bind 127.0.0.1:$HP backlog 4096
   default_backend be
 backend be
-  server s1 127.0.0.1:$BE
+$ha_be
 EOF
     cat >"$WORK/cutover.yml" <<EOF
-state_dir: $WORK/var
+state_dir: $WORK/$var
 workers: $n
 services:
   web:
     listen: 127.0.0.1:$CP
     health_check: {path: /, interval: 5s, timeout: 1s, healthy_threshold: 1, unhealthy_threshold: 3}
     targets: [127.0.0.1:$BE]
+$plans
 EOF
 }
 
@@ -162,12 +193,12 @@ start_proxies() {
     if [ $HAVE_CUTOVER = 1 ]; then
         start cutover.log "$WORK/cutover" serve -c "$WORK/cutover.yml"; PID[cutover]=${PIDS[-1]}
         port_up "$CP" || die "cutover did not listen: $(cat "$WORK/cutover.log")"
+        SOCK[cutover]=$(sed -n 's/^state_dir: //p' "$WORK/cutover.yml")/cutover.sock
     fi
     local name
-    for name in $PROXIES; do   # each answers the backend's body
-        for _ in $(seq 1 100); do [ "$(curl -s -m 1 "http://127.0.0.1:${PORT[$name]}/")" = "$BODY" ] && break; sleep 0.2; done
-        [ "$(curl -s -m 2 "http://127.0.0.1:${PORT[$name]}/")" = "$BODY" ] ||
-            die "$name does not answer the backend's body: $(tail -5 "$WORK/$name.log" 2>/dev/null)"
+    for name in $PROXIES; do   # each answers the backend's body (v1's, or v2's in a canary)
+        for _ in $(seq 1 100); do answers "$name" && break; sleep 0.2; done
+        answers "$name" || die "$name does not answer the backend's body: $(tail -5 "$WORK/$name.log" 2>/dev/null)"
     done
     # Tolerated: "FD limit too low for maxconn" when the hard limit is below 2 x maxconn.
     grep -i alert "$WORK/haproxy.log" | grep -qv "FD limit" && die "haproxy: $(cat "$WORK/haproxy.log")"
@@ -175,6 +206,7 @@ start_proxies() {
     for name in direct $PROXIES; do TREE[$name]=$(tree "${PID[$name]}" | sed 's|$|/stat|' | tr '\n' ' '); done
     return 0
 }
+answers() { local b; b=$(curl -s -m 2 "http://127.0.0.1:${PORT[$1]}/"); [ "$b" = "$BODY" ] || [ "$b" = "$BODY2" ]; }
 stop_proxies() { local name; for name in $PROXIES; do stop "${PID[$name]}"; done; }
 
 tree() { local c; echo "$1"; for c in $(pgrep -P "$1"); do tree "$c"; done; }
@@ -183,14 +215,24 @@ declare -A TREE=()   # NAME -> the pids of its process tree (taken once started:
 ticks() { (cd /proc && cat ${TREE[$1]} 2>/dev/null) | sed 's/.*) //' | awk '{s += $12 + $13} END {print s + 0}'; }
 HZ=$(getconf CLK_TCK)
 
-# run NAME WORKERS CONNS SIZE ROUND -> appends
-# "NAME WORKERS CONNS SIZE ROUND rps p50_ms p99_ms cpu_us_per_req errors requests" to results
+# Connections the backend nginx has accepted so far (stub_status; each call adds its own one).
+accepts() { curl -s -m 2 "http://127.0.0.1:$SP/" | awk 'NR == 3 {print $1}'; }
+# Naps taken so far by a cutover daemon (cutover_worker_naps_total), 0 for anything else.
+declare -A SOCK=()   # NAME -> the admin socket of a cutover daemon
+naps() {
+    [ -n "${SOCK[$1]:-}" ] || { echo 0; return; }
+    curl -s -m 2 --unix-socket "${SOCK[$1]}" http://localhost/metrics |
+        awk '$1 == "cutover_worker_naps_total" {print $2; n = 1} END {if (!n) print 0}'
+}
+
+# run NAME WORKERS CONNS SIZE ROUND [RUNS] -> appends "NAME WORKERS CONNS SIZE ROUND t0 t1
+# wrk-output accepts0 accepts1 naps0 naps1" to RUNS ($WORK/runs); the report parses it.
 run() {
-    local name=$1 out="$WORK/wrk-$1-$2-$3-$4-$5.txt" t0 t1
-    t0=$(ticks "$name")
+    local name=$1 out="$WORK/wrk-$1-$2-$3-$4-$5.txt" t0 t1 a0 a1 n0 n1
+    a0=$(accepts); n0=$(naps "$name"); t0=$(ticks "$name")
     timeout $((SECS + 15)) wrk -t1 -c"$3" -d"${SECS}s" --latency "http://127.0.0.1:${PORT[$name]}$(path_of "$4")" >"$out" 2>&1 || true
-    t1=$(ticks "$name")
-    echo "$name $2 $3 $4 $5 $t0 $t1 $out" >>"$WORK/runs"
+    t1=$(ticks "$name"); a1=$(accepts); n1=$(naps "$name")
+    echo "$name $2 $3 $4 $5 $t0 $t1 $out $a0 $a1 $n0 $n1" >>"${6:-$WORK/runs}"
 }
 
 # idle NAME: BENCH_IDLE keep-alive connections, one request each, held; RSS delta of the tree.
@@ -288,11 +330,70 @@ for w in $WORKERS; do
     stop_proxies
 done
 
-python3 - "$WORK/runs" "$WORK/idle" "$HZ" <<'PY'
+cli() { timeout 30 "$WORK/cutover" "$@" -c "$WORK/cutover.yml"; }
+# share NAME: how many of 200 requests, each on a new connection, v2 answered.
+share() { for _ in $(seq 1 200); do curl -s -m 2 "http://127.0.0.1:${PORT[$1]}/"; done | grep -c '^backend=2' || true; }
+
+# During a canary: the three proxies split 50/50 between v1 and v2; cutover got there by a
+# deploy and two promotes (each one a route table publish, which must not cost the canary its
+# pooled upstream connections).
+: >"$WORK/runs-canary"
+if [ "$CANARY" = 1 ] && [ $HAVE_CUTOVER = 1 ]; then
+    configure 1 canary
+    start_proxies
+    cli deploy web v2 --target "127.0.0.1:$BE2" --plan canary >"$WORK/deploy.out" 2>&1 ||
+        die "canary deploy failed: $(cat "$WORK/deploy.out")"
+    for _ in 1 2; do
+        cli promote web >>"$WORK/deploy.out" 2>&1 || die "promote failed: $(cat "$WORK/deploy.out")"
+    done
+    for _ in $(seq 1 50); do cli status web | grep -q 'split: *50%' && break; sleep 0.1; done
+    cli status web | grep -q 'split: *50%' || die "cutover not at weight 50: $(cli status web)"
+    for name in $PROXIES; do   # each really splits: about 100 of 200 on v2
+        n2=$(share "$name")
+        echo "$name $n2" >>"$WORK/split"
+        [ "$n2" -ge 60 ] && [ "$n2" -le 140 ] || die "$name: $n2 of 200 requests on v2, not about half"
+    done
+    for name in $PROXIES; do timeout 10 wrk -t1 -c64 -d1s "http://127.0.0.1:${PORT[$name]}/" >/dev/null 2>&1 || true; done
+    for r in $(seq 1 "$ROUNDS"); do
+        echo "bench: during a canary, 1 worker, 64 conns, 100 B, round $r" >&2
+        for name in $PROXIES; do run "$name" 1 64 100 "canary$r" "$WORK/runs-canary"; done
+    done
+    cli status web | grep -q 'split: *50%' || die "the canary ended during the run: $(cli status web)"
+    stop_proxies
+fi
+
+# Poll coalescing: two cutover daemons, io_coalesce_us 100 (the default) and 0, measured
+# interleaved at each connection count (1 worker, 100 B).
+: >"$WORK/runs-nap"
+if [ -n "$NAP_CONNS" ] && [ $HAVE_CUTOVER = 1 ]; then
+    configure 1
+    sed -e "s|^state_dir: .*|state_dir: $WORK/var-nap0|" -e "s|^workers: 1|&\nio_coalesce_us: 0|" \
+        -e "s|127.0.0.1:$CP|127.0.0.1:$CN0|" "$WORK/cutover.yml" >"$WORK/cutover-nap0.yml"
+    grep -q '^io_coalesce_us: 0' "$WORK/cutover-nap0.yml" || die "cutover-nap0.yml: no io_coalesce_us"
+    PORT[cutover-nap0]=$CN0
+    start cutover.log "$WORK/cutover" serve -c "$WORK/cutover.yml"; PID[cutover]=${PIDS[-1]}
+    start cutover-nap0.log "$WORK/cutover" serve -c "$WORK/cutover-nap0.yml"; PID[cutover-nap0]=${PIDS[-1]}
+    SOCK[cutover]=$WORK/var/cutover.sock; SOCK[cutover-nap0]=$WORK/var-nap0/cutover.sock
+    for name in cutover cutover-nap0; do
+        port_up "${PORT[$name]}" || die "$name did not listen: $(cat "$WORK/$name.log")"
+        for _ in $(seq 1 100); do [ "$(curl -s -m 1 "http://127.0.0.1:${PORT[$name]}/")" = "$BODY" ] && break; sleep 0.2; done
+        TREE[$name]=$(tree "${PID[$name]}" | sed 's|$|/stat|' | tr '\n' ' ')
+        timeout 10 wrk -t1 -c64 -d1s "http://127.0.0.1:${PORT[$name]}/" >/dev/null 2>&1 || true
+    done
+    for r in $(seq 1 "$ROUNDS"); do
+        for c in $NAP_CONNS; do
+            echo "bench: poll coalescing on/off, $c conns, round $r" >&2
+            for name in cutover cutover-nap0; do run "$name" 1 "$c" 100 "nap$r" "$WORK/runs-nap"; done
+        done
+    done
+    stop "${PID[cutover]}"; stop "${PID[cutover-nap0]}"
+fi
+
+python3 - "$WORK/runs" "$WORK/idle" "$HZ" "$WORK/runs-canary" "$WORK/runs-nap" <<'PY'
 import math, os, re, statistics as st, sys
 hz = int(sys.argv[3])
-def parse(line):   # "name w c s round t0 t1 wrk-output" -> the figures of one run
-    name, w, c, s, r, t0, t1, path = line.split()
+def parse(line):   # "name w c s round t0 t1 wrk-output a0 a1 n0 n1" -> one run's figures
+    name, w, c, s, r, t0, t1, path, a0, a1, n0, n1 = line.split()
     t = open(path).read()
     def ms(v, u): return float(v) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[u]
     def pct(p):
@@ -304,10 +405,22 @@ def parse(line):   # "name w c s round t0 t1 wrk-output" -> the figures of one r
     m = re.search(r"Non-2xx or 3xx responses: (\d+)", t); bad = se + (int(m.group(1)) if m else 0)
     if n == 0: bad += 1
     cpu = (int(t1) - int(t0)) * 1e6 / hz / max(n, 1)
-    return [name, w, c, s, r, rps, pct(50), pct(99), cpu, bad, n]
-rows = [parse(l) for l in open(sys.argv[1]) if l.strip()]
-if os.environ.get("BENCH_RAW") == "1":   # every run: name workers conns size round rps p50 p99 CPU us/req errors requests
-    for r in rows: print("run", *[f"{x:.3f}" if isinstance(x, float) else x for x in r])
+    # The backend's accepts: minus the stub_status request that read a1 (a0's is counted before).
+    conns = (int(a1 or 0) - int(a0 or 0) - 1) / max(n, 1)
+    return [name, w, c, s, r, rps, pct(50), pct(99), cpu, bad, n, conns, int(n1 or 0) - int(n0 or 0)]
+def load(path):
+    rows = [parse(l) for l in open(path) if l.strip()]
+    if os.environ.get("BENCH_RAW") == "1":   # every run: name workers conns size round rps p50 p99 CPU us/req errors requests conns/req naps
+        for r in rows: print("run", *[f"{x:.3f}" if isinstance(x, float) else x for x in r])
+    return rows
+def medians(rows):   # (name, conns) -> medians of the rounds, summed errors, requests, naps
+    out = {}
+    for r in rows: out.setdefault((r[0], int(r[2])), []).append(r)
+    return {k: dict({f: st.median(float(r[i]) for r in rs) for f, i in
+                     (("rps", 5), ("p50", 6), ("p99", 7), ("cpu", 8), ("conns", 11))},
+                    err=sum(r[9] for r in rs), req=sum(r[10] for r in rs), naps=sum(r[12] for r in rs))
+            for k, rs in out.items()}
+rows = load(sys.argv[1])
 med, keys = {}, []
 for r in rows:
     k = (r[0], int(r[1]), int(r[2]), int(r[3]))
@@ -361,5 +474,37 @@ if idle:
               f"{int(r[5]):>6} {r[6]:>6}")
     print("(RSS of the proxy's process tree, fresh 1-worker proxy, before/after opening the connections"
           " and 2 s later; closed = connections the proxy had closed by then, must be 0)")
+canary = medians(load(sys.argv[4]))
+if canary:
+    print()
+    print("during a canary: 1 worker, 64 conns, 100 B, v1 and v2 at 50 % each (cutover: weight 50")
+    print("after a deploy and two promotes; HAProxy: roundrobin, 2 servers of weight 50; nginx: 2 servers)")
+    print(f"{'target':<8} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'CPU s/100k':>10} {'upstream conns/req':>18} "
+          f"{'errors':>6}")
+    for n in ("haproxy", "nginx", "cutover"):
+        m = canary.get((n, 64))
+        if m:
+            print(f"{n:<8} {m['rps']:>8.0f} {m['p50']:>7.3f} {m['p99']:>7.3f} {m['cpu'] / 10:>10.2f} "
+                  f"{m['conns']:>18.4f} {m['err']:>6}")
+    cm, hm = canary.get(("cutover", 64)), canary.get(("haproxy", 64))
+    if cm and hm:
+        ok = cm["rps"] >= hm["rps"] and cm["cpu"] <= hm["cpu"] and cm["conns"] < 0.01
+        print(f"cutover/haproxy: req/s {cm['rps'] / hm['rps']:.2f}, p99 {cm['p99'] / hm['p99']:.2f}, "
+              f"CPU {cm['cpu'] / hm['cpu']:.2f}; cutover upstream conns/req {cm['conns']:.4f}; target "
+              f"(req/s >= 1.0x, CPU <= 1.0x, conns/req < 0.01) {'holds' if ok else 'misses'}")
+nap = medians(load(sys.argv[5]))
+if nap:
+    print()
+    print("poll coalescing: cutover, 1 worker, 100 B, io_coalesce_us 100 (on, the default) against 0 (off)")
+    print(f"{'conns':>5} {'nap':>4} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'CPU s/100k':>10} {'naps':>8} "
+          f"{'errors':>6}  p99 on/off")
+    for c in sorted({k[1] for k in nap}):
+        on, off = nap.get(("cutover", c)), nap.get(("cutover-nap0", c))
+        for label, m in (("100", on), ("0", off)):
+            if not m: continue
+            ratio = f"  {on['p99'] / off['p99']:.2f}" if label == "0" and on and off and off["p99"] else ""
+            print(f"{c:>5} {label:>4} {m['rps']:>8.0f} {m['p50']:>7.3f} {m['p99']:>7.3f} {m['cpu'] / 10:>10.2f} "
+                  f"{m['naps']:>8} {m['err']:>6}{ratio}")
+    print("(medians of the rounds; naps: cutover_worker_naps_total over all rounds)")
 PY
 if [ -s "$WORK/idle.err" ]; then echo "bench: idle client errors:" >&2; tail -5 "$WORK/idle.err" >&2; fi
