@@ -378,6 +378,13 @@ class Wrk:
     def running(self):
         return self.proc.poll() is None
 
+    def stop(self):
+        """Ends the load now: on SIGINT wrk stops and prints its summary as at the end of -d.
+        Lets a test run load for as long as the step under test takes, not a guessed time."""
+        if self.running():
+            self.proc.send_signal(signal.SIGINT)
+        return self.result()
+
     def result(self):
         self.proc.wait(self.secs + 30)
         return parse_wrk(self.proc.log_path.read_text())

@@ -244,7 +244,9 @@ def test_managed_deploy_under_load_then_only_new_processes(managed, wrk):
     wait_body(d.port, "v1\n")
     old = managed.pids("v1")
     assert len(old) == 2
-    load = wrk(d.port, 8, conns=16)
+    # Load until the deploy is done, however long the host takes (a fixed -d8s ran out on a
+    # busy host before the deploy ended); 60 s is only the upper bound.
+    load = wrk(d.port, 60, conns=16)
     time.sleep(1.5)
     poll = Poller(d.port)
     t0 = time.monotonic()
@@ -254,7 +256,7 @@ def test_managed_deploy_under_load_then_only_new_processes(managed, wrk):
     time.sleep(1.0)
     seen = poll.stop()
     assert load.running(), "load ended before the deploy was done: make the load longer"
-    res = load.result()
+    res = load.stop()
     after = [(t, b) for t, b in seen if t >= t0]
     not_v2 = [t for t, b in after if b != "v2\n"]
     first_v2 = next((t for t, b in after if b == "v2\n"), None)
