@@ -587,8 +587,11 @@ def test_socket_activation_kill9_under_new_connections_refuses_none(backend, dae
           f"{gap}; slowest answered request {slow:.2f}s")
     assert allc.get("refused", 0) == 0, f"connections refused across kill -9 + restart: {allc}"
     # Only the requests the killed daemon had already accepted may die with it (a few at most);
-    # those that arrived in the gap waited in the kernel's backlog and were answered.
-    assert gap.get("ok", 0) >= 100, gap
+    # those that arrived in the gap waited in the kernel's backlog and were answered. How many
+    # arrive in the gap depends on how fast this Python client starts requests, not on the
+    # daemon: 200/s nominal, 60/s measured with the host at load average 12 (80 in a 1.33 s gap).
+    # 20 is enough to show that the backlog held them; every one of them must be answered.
+    assert gap.get("ok", 0) >= 20, gap
     assert set(gap) == {"ok"}, f"requests that arrived in the gap failed: {gap}"
     broken = sum(n for o, n in allc.items() if o != "ok")
     assert broken <= 10, f"more failures than requests in flight at the kill: {allc}"
