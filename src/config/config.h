@@ -228,6 +228,11 @@ int config_load(const char *path, struct config **out, char *err, size_t errlen)
 int config_load_string(const char *yaml, const char *name, struct config **out, char *err,
                        size_t errlen);
 
+/* Same as config_load_string, from len bytes that may hold anything (NUL bytes included): what
+ * config_load does with a file's bytes. For the fuzz target and tests. */
+int config_load_buffer(const char *buf, size_t len, const char *name, struct config **out,
+                       char *err, size_t errlen);
+
 /* Frees cfg and everything it owns. config_free(NULL) is a no-op. */
 void config_free(struct config *cfg);
 
