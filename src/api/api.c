@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "core/log.h"
+#include "core/text.h"
 #include "core/xmalloc.h"
 #include "http/parse.h"
 #include "http/status.h"
@@ -34,6 +35,9 @@
 /* One host may hold at most half of the connections, so that a runaway script or a scan from
  * one address cannot lock the others (the CI runner, the on-call's laptop) out. */
 #define API_TCP_MAX_PER_HOST 32
+/* Free text a person supplies is kept to this many bytes: a reason is a sentence or two, and
+ * every byte of it is stored, sent to webhooks and shown in reports. */
+#define API_REASON_MAX 1024
 /* An event stream gets a comment this often, so proxies and clients see it is alive. */
 #define API_SSE_BEAT_MS 15000
 /* A stream whose client reads less than the events it is sent is closed past this backlog. */
@@ -244,6 +248,17 @@ static int opt_actor(struct api_conn *c, json_t *body, const char **out)
 {
     if (opt_string(c, body, "actor", out) < 0)
         return -1;
+    /* An actor is a name, as a token's name is: it is shown in reports, history and logs, where
+     * free text could pass for another record. */
+    if (*out != NULL && !text_is_name(*out, strlen(*out))) {
+        char msg[160];
+        snprintf(msg, sizeof(msg),
+                 "actor: expected a name of 1 to %d characters from A-Z a-z 0-9 . _ - (the "
+                 "rules of a token's name)",
+                 TEXT_NAME_MAX);
+        respond_error(c, 400, msg);
+        return -1;
+    }
     if (c->who == NULL)
         return 0;
     if (*out != NULL && strcmp(*out, c->who->name) != 0) {
@@ -254,6 +269,21 @@ static int opt_actor(struct api_conn *c, json_t *body, const char **out)
         return -1;
     }
     *out = c->who->name;
+    return 0;
+}
+
+/* Reads an optional "reason": a string of at most API_REASON_MAX bytes (400 otherwise). */
+static int opt_reason(struct api_conn *c, json_t *body, const char **out)
+{
+    if (opt_string(c, body, "reason", out) < 0)
+        return -1;
+    if (*out != NULL && strlen(*out) > API_REASON_MAX) {
+        char msg[128];
+        snprintf(msg, sizeof(msg), "reason: at most %d bytes, got %zu", API_REASON_MAX,
+                 strlen(*out));
+        respond_error(c, 400, msg);
+        return -1;
+    }
     return 0;
 }
 
@@ -310,7 +340,7 @@ static int route_deploy(struct api_conn *c, const char *service, const char *bod
     size_t nt = 0;
     int wait = 0;
     if (opt_string(c, o, "version", &version) < 0 || opt_string(c, o, "plan", &plan) < 0 ||
-        opt_string(c, o, "reason", &reason) < 0 || opt_actor(c, o, &actor) < 0)
+        opt_reason(c, o, &reason) < 0 || opt_actor(c, o, &actor) < 0)
         goto out;
     if (version == NULL) {
         respond_error(c, 400, "version: required");
@@ -378,7 +408,7 @@ static int route_rollback(struct api_conn *c, const char *service, const char *b
     if (o == NULL)
         return 0;
     const char *reason, *actor;
-    if (opt_string(c, o, "reason", &reason) == 0 && opt_actor(c, o, &actor) == 0) {
+    if (opt_reason(c, o, &reason) == 0 && opt_actor(c, o, &actor) == 0) {
         char err[512];
         int64_t id;
         struct api_pending *p = pending_new(c);
@@ -403,7 +433,7 @@ static int route_action(struct api_conn *c, int64_t id, const char *action, cons
         return 0;
     const char *actor, *reason;
     int all = 0;
-    if (opt_actor(c, o, &actor) < 0 || opt_string(c, o, "reason", &reason) < 0)
+    if (opt_actor(c, o, &actor) < 0 || opt_reason(c, o, &reason) < 0)
         goto out;
     json_t *ja = json_object_get(o, "all");
     if (ja != NULL) {

@@ -23,6 +23,7 @@
 
 #include "config/config.h"
 #include "core/duration.h"
+#include "core/text.h"
 #include "core/xmalloc.h"
 #include "net/addr.h"
 
@@ -616,16 +617,27 @@ static const char *cli_jstr_or(const json_t *o, const char *key, const char *dfl
     return s != NULL ? s : dflt;
 }
 
-/* Writes s with control characters (a newline in a test's output...) replaced by spaces, so a
- * table row stays one line; pads to width. */
+/* Writes s as core/text shows free text on a terminal: control characters, C1 controls and bidi
+ * overrides as escapes (\n, \x1b, \u202e), so a newline cannot start a forged line and an
+ * escape sequence cannot reach the terminal; pads to width. */
 static void cli_put_clean(FILE *out, const char *s, int width)
 {
-    int n = 0;
+    char *e = text_term(s != NULL ? s : "");
+    int n = (int)strlen(e);
 
-    for (; s != NULL && *s != '\0'; s++, n++)
-        fputc((unsigned char)*s < 0x20 || *s == 0x7f ? ' ' : *s, out);
+    fputs(e, out);
+    free(e);
     for (; n < width; n++)
         fputc(' ', out);
+}
+
+/* The width cli_put_clean gives s. */
+static int cli_clean_len(const char *s)
+{
+    char *e = text_term(s != NULL ? s : "");
+    int n = (int)strlen(e);
+    free(e);
+    return n;
 }
 
 /* "2026-11-23T07:00:00.000Z" -> "2026-11-23 07:00:00"; other shapes unchanged. */
@@ -912,7 +924,7 @@ void cli_render_history(FILE *out, const json_t *root)
         cli_history_cells(ch, cells, idbuf, sizeof(idbuf), tbuf, sizeof(tbuf), ftbuf, sizeof(ftbuf),
                           stbuf, sizeof(stbuf));
         for (int c = 0; c < CLI_NCOLS - 1; c++) {
-            int n = (int)strlen(cells[c]);
+            int n = cli_clean_len(cells[c]);
             if (n > width[c])
                 width[c] = n;
         }
@@ -932,15 +944,13 @@ void cli_render_history(FILE *out, const json_t *root)
     }
 }
 
-/* Writes s as one markdown table cell: pipes escaped, line breaks as spaces. */
+/* Writes s as one markdown table cell (core/text): pipes, HTML and Markdown escaped, line
+ * breaks and controls as escapes, so the text can neither end the cell nor add a row. */
 static void cli_md_cell(FILE *out, const char *s)
 {
-    for (; s != NULL && *s != '\0'; s++) {
-        if (*s == '|')
-            fputs("\\|", out);
-        else
-            fputc((unsigned char)*s < 0x20 || *s == 0x7f ? ' ' : *s, out);
-    }
+    char *e = text_md(s != NULL ? s : "");
+    fputs(e, out);
+    free(e);
 }
 
 static void cli_md_row(FILE *out, const char *key, const char *val)
@@ -963,11 +973,11 @@ void cli_render_report_md(FILE *out, const json_t *change)
     else
         snprintf(idbuf, sizeof(idbuf), "?");
     fprintf(out, "# Change %s: %s of ", idbuf, cli_jstr_or(change, "kind", "change"));
-    cli_put_clean(out, cli_jstr_or(change, "service", "?"), 0);
+    cli_md_cell(out, cli_jstr_or(change, "service", "?"));
     fputs(", ", out);
-    cli_put_clean(out, cli_jstr_or(change, "from", "(none)"), 0);
+    cli_md_cell(out, cli_jstr_or(change, "from", "(none)"));
     fputs(" -> ", out);
-    cli_put_clean(out, cli_jstr_or(change, "to", "?"), 0);
+    cli_md_cell(out, cli_jstr_or(change, "to", "?"));
     fputs("\n\n| field | value |\n|---|---|\n", out);
     cli_md_row(out, "service", cli_jstr(change, "service"));
     cli_md_row(out, "kind", cli_jstr(change, "kind"));
@@ -982,7 +992,7 @@ void cli_render_report_md(FILE *out, const json_t *change)
     cli_md_row(out, "ended", cli_jstr_or(change, "ended", "(still running)"));
     if (cli_jstr(change, "message") != NULL) {
         fputs("\n**Outcome:** ", out);
-        cli_put_clean(out, cli_jstr(change, "message"), 0);
+        cli_md_cell(out, cli_jstr(change, "message"));
         fputc('\n', out);
     }
     fputs("\n## Timeline\n\n", out);
@@ -1183,12 +1193,17 @@ static int cli_api_error(const struct cli_http *h, const struct cli_resp *r)
         return CLI_EXIT_FAILED;
     }
     if (msg != NULL) {
-        fprintf(stderr, "cutover: %s\n", msg);
+        fputs("cutover: ", stderr);
+        cli_put_clean(stderr, msg, 0);
+        fputc('\n', stderr);
     } else if (r->len > 0 && r->json == NULL) {
         /* Not our daemon, or a proxy in between: show the start of what it said, on one line. */
         fprintf(stderr, "cutover: the daemon answered HTTP %ld: ", r->status);
         for (size_t i = 0; i < r->len && i < 160; i++)
-            fputc((unsigned char)r->body[i] < 0x20 ? ' ' : r->body[i], stderr);
+            fputc((unsigned char)r->body[i] < 0x20 || (unsigned char)r->body[i] >= 0x7f
+                      ? ' '
+                      : r->body[i],
+                  stderr);
         fputc('\n', stderr);
     } else
         fprintf(stderr, "cutover: the daemon answered HTTP %ld\n", r->status);
@@ -1201,15 +1216,18 @@ static int cli_unsupported(const char *what, const struct cli_resp *r)
 {
     const char *msg = cli_jstr(r->json, "error");
 
-    fprintf(stderr, "cutover: the daemon does not support %s yet (HTTP %ld%s%s)\n", what, r->status,
-            msg ? ": " : "", msg ? msg : "");
+    fprintf(stderr, "cutover: the daemon does not support %s yet (HTTP %ld%s", what, r->status,
+            msg ? ": " : "");
+    cli_put_clean(stderr, msg, 0);
+    fputs(")\n", stderr);
     return CLI_EXIT_USAGE;
 }
 
 /* Prints j as indented JSON on stdout. */
 static void cli_print_json(const json_t *j)
 {
-    json_dumpf(j, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    /* ASCII only: bidi overrides and C1 controls in free text print as \u escapes. */
+    json_dumpf(j, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_ENSURE_ASCII);
     fputc('\n', stdout);
 }
 
@@ -1817,7 +1835,8 @@ static int cli_show_change(const struct cli_args *a, const json_t *j, int state_
         if (strcmp(state, "running") == 0 && cli_jstr(j, "service") != NULL)
             printf("  follow it: cutover status %s\n", cli_jstr(j, "service"));
     } else if (cli_jstr(j, "message") != NULL) {
-        printf("%s\n", cli_jstr(j, "message"));
+        cli_put_clean(stdout, cli_jstr(j, "message"), 0);
+        fputc('\n', stdout);
     } else {
         fputs("done\n", stdout);
     }
@@ -1950,7 +1969,7 @@ static void cli_sse_dispatch(struct cli_sse *s)
         s->last_id = json_integer_value(id);
     }
     if (s->json) {
-        char *text = json_dumps(ev, JSON_COMPACT);
+        char *text = json_dumps(ev, JSON_COMPACT | JSON_ENSURE_ASCII);
         fprintf(s->out, "%s\n", text);
         free(text);
     } else {
@@ -2255,9 +2274,10 @@ static int cli_cmd_daemon_action(const struct cli_args *a, struct cli_http *h, c
     if (r.status >= 200 && r.status < 300) {
         if (a->json && r.json != NULL)
             cli_print_json(r.json);
-        else if (cli_jstr(r.json, "message") != NULL)
-            printf("%s\n", cli_jstr(r.json, "message"));
-        else
+        else if (cli_jstr(r.json, "message") != NULL) {
+            cli_put_clean(stdout, cli_jstr(r.json, "message"), 0);
+            fputc('\n', stdout);
+        } else
             printf("%s: done\n", what);
         rc = CLI_EXIT_OK;
     } else if (r.status == 404 || r.status == 405 || r.status == 501) {
