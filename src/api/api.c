@@ -25,12 +25,17 @@
 #define API_MAX_BODY (1024 * 1024)
 #define API_VERSION "0.1.0"
 /* admin.listen faces a network: a client there gets this long to send each request, and only
- * this many connections are kept (the unix socket is local and needs neither). */
+ * this many connections of token holders are kept (the unix socket is local and needs
+ * neither). */
 #define API_TCP_DEADLINE_MS 30000
 #define API_TCP_MAX_CONNS 64
 /* ...but a new connection gets only this long for its first request (its token unknown yet),
- * and event streams, which stay open, may hold only this many of the connections. */
-#define API_TCP_FIRST_MS 5000
+ * and connections that have not shown a token yet are a pool of their own: when it is full, the
+ * oldest of them makes room for a new one, so connections that never send a token cannot keep
+ * a token holder out (they count against no token holder's slot). Event streams, which stay
+ * open, may hold only API_TCP_MAX_STREAMS of the connections. */
+#define API_TCP_FIRST_MS 1000
+#define API_TCP_MAX_UNAUTH 64
 #define API_TCP_MAX_STREAMS 16
 /* One host may hold at most half of the connections, so that a runaway script or a scan from
  * one address cannot lock the others (the CI runner, the on-call's laptop) out. */
@@ -60,6 +65,7 @@ struct api {
     struct config_token *tokens; /* owned copies */
     size_t ntokens;
     size_t ntcp;     /* open TCP connections */
+    size_t nauthed;  /* of which have shown a valid token (API_TCP_MAX_CONNS at most) */
     size_t ntcp_sse; /* of which event streams */
     int refs; /* server handles and connections not yet closed: the last close frees the api */
     struct store *st;           /* events: live (store_on_event) and replayed; NULL: no /events */
@@ -86,6 +92,7 @@ struct api_conn {
     struct sockaddr_storage peer;   /* TCP: the client's address (family 0 if unknown) */
     int open_handles;               /* handles to close before the conn is freed */
     const struct config_token *who; /* TCP: the token the request came with */
+    int authed;                     /* TCP: a request of this connection showed a valid token */
     int64_t last_event_id;          /* the request's Last-Event-ID, or 0 */
     int sse;                        /* this connection is an event stream now */
     int sse_end;                    /* close once what is queued is written */
@@ -972,6 +979,15 @@ static int authorize(struct api_conn *c, const struct http_request *req)
         respond_error(c, 403, msg);
         return -1;
     }
+    if (!c->authed) {
+        /* Only now does the connection take a token holder's slot. */
+        if (c->a->nauthed >= API_TCP_MAX_CONNS) {
+            respond_error(c, 503, "too many admin connections; retry later");
+            return -1;
+        }
+        c->authed = 1;
+        c->a->nauthed++;
+    }
     c->close_after = 0;
     c->who = who;
     return 0;
@@ -1061,6 +1077,8 @@ static void on_conn_closed(uv_handle_t *h)
         return;
     if (c->tcp)
         a->ntcp--;
+    if (c->tcp && c->authed)
+        a->nauthed--;
     if (c->tcp && c->sse)
         a->ntcp_sse--;
     free(c->buf);
@@ -1149,6 +1167,18 @@ static size_t conns_from_host(const struct api *a, const struct api_conn *c)
     return n;
 }
 
+/* Closes the connection that has waited longest without showing a token (the list is newest
+ * first, so the last such one); one that is being answered is left alone. */
+static void drop_oldest_unauthed(struct api *a)
+{
+    struct api_conn *oldest = NULL;
+    for (struct api_conn *o = a->conns; o != NULL; o = o->next)
+        if (o->tcp && !o->authed && !o->busy)
+            oldest = o;
+    if (oldest != NULL)
+        conn_close(oldest);
+}
+
 static void on_connection(uv_stream_t *server, int status)
 {
     struct api *a = server->data;
@@ -1177,11 +1207,13 @@ static void on_connection(uv_stream_t *server, int status)
         int plen = (int)sizeof(c->peer);
         if (uv_tcp_getpeername(&c->io.tcp, (struct sockaddr *)&c->peer, &plen) != 0)
             c->peer.ss_family = 0;
-        if (a->ntcp > API_TCP_MAX_CONNS || conns_from_host(a, c) >= API_TCP_MAX_PER_HOST) {
+        if (conns_from_host(a, c) >= API_TCP_MAX_PER_HOST) {
             /* Refused at once rather than queued: the admin port must not pile up sockets. */
             uv_close(&c->io.handle, on_conn_closed);
             return;
         }
+        if (a->ntcp - a->nauthed > API_TCP_MAX_UNAUTH)
+            drop_oldest_unauthed(a);
         c->open_handles = 2;
         uv_timer_init(a->loop, &c->deadline);
         c->deadline.data = c;

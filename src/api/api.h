@@ -42,7 +42,8 @@ int api_start(struct api **out, uv_loop_t *loop, const char *path, struct rollou
  * fd stays the caller's). Every request there must carry "Authorization: Bearer SECRET" of one
  * of tokens (copied): GET needs the role viewer, other methods operator, upgrade and reload
  * admin; the token's name is the actor of what it does (a different "actor" is refused, 403).
- * Each request must arrive whole within 30 s; at most 64 connections are kept. */
+ * A new connection has 1 s for its first request, later ones 30 s; connections without a token
+ * yet are a pool apart from the 64 kept for token holders (see docs/api.md). */
 int api_listen_tcp(struct api *a, int fd, const struct config_token *tokens, size_t ntokens,
                    char *err, size_t errlen);
 
