@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -488,6 +489,73 @@ static void on_handover_done(void *req, int status, const char *message, long pi
         respond_error(c, status, message);
 }
 
+/* 1 when st may be trusted to run as the daemon: owned by root or the daemon's user, and not
+ * writable by group or others (who could otherwise swap in their own program). */
+static int owner_trusted(const struct stat *st)
+{
+    return (st->st_uid == 0 || st->st_uid == geteuid()) && (st->st_mode & 022) == 0;
+}
+
+/* Checks that binary may replace the daemon (see api_hooks.upgrade_dir) and writes its
+ * resolved path (symlinks followed) into real. Returns 0, or -1 with a sentence in msg. */
+static int binary_allowed(const char *binary, const char *upgrade_dir, char *real, char *msg,
+                          size_t n)
+{
+    char dir[PATH_MAX], exe[PATH_MAX], parent[PATH_MAX];
+    struct stat st;
+
+    if (realpath(binary, real) == NULL) {
+        snprintf(msg, n, "binary %.512s: %s", binary, strerror(errno));
+        return -1;
+    }
+    if (upgrade_dir == NULL) {
+        ssize_t k = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+        if (k < 0) {
+            snprintf(msg, n, "cannot find the running binary's directory: %s", strerror(errno));
+            return -1;
+        }
+        exe[k] = '\0';
+        char *slash = strrchr(exe, '/');
+        if (slash != NULL)
+            *(slash == exe ? slash + 1 : slash) = '\0';
+        upgrade_dir = exe;
+    }
+    if (realpath(upgrade_dir, dir) == NULL) {
+        snprintf(msg, n, "admin.upgrade_dir %.512s: %s", upgrade_dir, strerror(errno));
+        return -1;
+    }
+    size_t dl = strlen(dir);
+    if (!(strcmp(dir, "/") == 0 || (strncmp(real, dir, dl) == 0 && real[dl] == '/'))) {
+        snprintf(msg, n,
+                 "binary %.400s: not under admin.upgrade_dir %.400s%s; copy it there or set "
+                 "admin.upgrade_dir",
+                 real, dir, upgrade_dir == exe ? " (the running binary's directory)" : "");
+        return -1;
+    }
+    if (stat(real, &st) == -1 || !S_ISREG(st.st_mode)) {
+        snprintf(msg, n, "binary %.512s: not a regular file", real);
+        return -1;
+    }
+    if (!owner_trusted(&st)) {
+        snprintf(msg, n,
+                 "binary %.512s: owned by uid %ld with mode %04o; expected the owner root or the "
+                 "daemon's user (uid %ld) and no write permission for group or others",
+                 real, (long)st.st_uid, (unsigned)(st.st_mode & 07777), (long)geteuid());
+        return -1;
+    }
+    snprintf(parent, sizeof(parent), "%s", real);
+    char *slash = strrchr(parent, '/');
+    *(slash == parent ? slash + 1 : slash) = '\0';
+    if (stat(parent, &st) == -1 || !owner_trusted(&st)) {
+        snprintf(msg, n,
+                 "binary %.400s: its directory %.400s is writable by group or others or owned "
+                 "by another user; expected the owner root or the daemon's user and mode go-w",
+                 real, parent);
+        return -1;
+    }
+    return 0;
+}
+
 static int route_handover(struct api_conn *c, int reload, const char *body, size_t n)
 {
     static const char *const up_allowed[] = {"binary", "actor", NULL};
@@ -505,6 +573,16 @@ static int route_handover(struct api_conn *c, int reload, const char *body, size
     if (c->a->hooks.handover == NULL) {
         respond_error(c, 501, "hand-over is not available");
         goto out;
+    }
+    /* An admin token must not be a way to run any program as the daemon. */
+    char real[PATH_MAX], msg[1024];
+    if (binary != NULL) {
+        if (binary_allowed(binary, c->a->hooks.upgrade_dir, real, msg, sizeof(msg)) < 0) {
+            log_warn("upgrade refused", "binary", binary, "error", msg);
+            respond_error(c, 400, msg);
+            goto out;
+        }
+        binary = real;
     }
     struct api_pending *p = pending_new(c);
     c->a->hooks.handover(c->a->hooks.ctx, binary, reload, on_handover_done, p);
@@ -591,6 +669,28 @@ static int parse_id(const char *s, int64_t *id)
         return -1;
     *id = v;
     return 0;
+}
+
+/* 404 for a service name that is neither in the config nor in any recorded change, naming it. */
+static int respond_no_service(struct api_conn *c, const char *name)
+{
+    char msg[160];
+    snprintf(msg, sizeof(msg), "unknown service '%.64s%s' (GET /api/v1/services lists them)", name,
+             strlen(name) > 64 ? "..." : "");
+    return respond_error(c, 404, msg);
+}
+
+/* 1 when a query may name service: the config has it, or the store has a change of it (a
+ * service a reload removed keeps its history). */
+static int service_known(struct rollout *r, const char *service)
+{
+    json_t *o = rollout_service_json(r, service);
+    if (o == NULL)
+        o = rollout_changes_json(r, service, 1);
+    int known = o != NULL && (json_object_get(o, "changes") == NULL ||
+                              json_array_size(json_object_get(o, "changes")) > 0);
+    json_decref(o);
+    return known;
 }
 
 /* ---------------------------------------------------------------- event streams ------------- */
@@ -725,13 +825,10 @@ static int route_events(struct api_conn *c, const char *query)
     if (a->st == NULL)
         return respond_error(c, 501, "events are not available");
     char *svc = query_get(query, "service");
-    if (svc != NULL && c->a->r != NULL) {
-        json_t *known = rollout_service_json(c->a->r, svc);
-        if (known == NULL) {
-            free(svc);
-            return respond_error(c, 404, "unknown service");
-        }
-        json_decref(known);
+    if (svc != NULL && c->a->r != NULL && !service_known(c->a->r, svc)) {
+        respond_no_service(c, svc);
+        free(svc);
+        return 0;
     }
     if (c->tcp && a->ntcp_sse >= API_TCP_MAX_STREAMS) {
         free(svc);
@@ -841,7 +938,7 @@ static int route(struct api_conn *c, enum http_method m, char *path, char *query
                 return respond_error(c, 405, "use GET");
             json_t *o = rollout_service_json(r, parts[3]);
             if (o == NULL)
-                return respond_error(c, 404, "unknown service");
+                return respond_no_service(c, parts[3]);
             return respond_json(c, 200, o);
         }
         if (np == 5 && (strcmp(parts[4], "deploy") == 0 || strcmp(parts[4], "rollback") == 0)) {
@@ -868,6 +965,12 @@ static int route(struct api_conn *c, enum http_method m, char *path, char *query
                     free(lim);
                     return respond_error(c, 400, "limit: expected an integer 1..10000");
                 }
+            }
+            if (svc != NULL && !service_known(r, svc)) {
+                respond_no_service(c, svc);
+                free(svc);
+                free(lim);
+                return 0;
             }
             json_t *o = rollout_changes_json(r, svc, (size_t)limit);
             free(svc);

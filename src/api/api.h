@@ -29,6 +29,10 @@ struct api_hooks {
     api_metrics_fn metrics;
     api_handover_fn handover;
     void *ctx;
+    /* upgrade --binary takes only a binary under this directory (borrowed; NULL: the running
+     * binary's directory), owned by root or the daemon's user, and neither it nor its directory
+     * writable by group or others. */
+    const char *upgrade_dir;
 };
 
 /* Listens on the unix socket at path (mode 0600). A stale socket file is replaced; a socket

@@ -1816,7 +1816,7 @@ static int load_tokens(struct ctx *c, int line)
 
 static int parse_admin(struct ctx *c, const struct item *it, struct config *cfg)
 {
-    static const char *const known[] = {"listen", "tokens_file", NULL};
+    static const char *const known[] = {"listen", "tokens_file", "upgrade_dir", NULL};
     struct item v;
     int rc;
 
@@ -1831,6 +1831,20 @@ static int parse_admin(struct ctx *c, const struct item *it, struct config *cfg)
                  get_file_path(c, &v, "admin.tokens_file", "a file path", &cfg->admin_tokens_file)))
             return rc;
         c->tokens_line = v.line; /* read once the rest of the config is known to be right */
+    }
+    if (map_find(it->node, "upgrade_dir", &v)) {
+        struct stat st;
+        if ((rc = get_file_path(c, &v, "admin.upgrade_dir", "a directory path",
+                                &cfg->admin_upgrade_dir)))
+            return rc;
+        if (stat(cfg->admin_upgrade_dir, &st) == -1)
+            return fail(c, v.line, "admin.upgrade_dir: expected an existing directory, got %s (%s)",
+                        cfg->admin_upgrade_dir, strerror(errno));
+        if (!S_ISDIR(st.st_mode))
+            return fail(c, v.line,
+                        "admin.upgrade_dir: expected an existing directory, got %s (not a "
+                        "directory)",
+                        cfg->admin_upgrade_dir);
     }
     if (cfg->admin_listen != NULL && cfg->admin_tokens_file == NULL)
         return fail_missing(c, it->line, "admin", "tokens_file",
@@ -2300,6 +2314,7 @@ void config_free(struct config *cfg)
         return;
     free(cfg->path);
     free(cfg->state_dir);
+    free(cfg->admin_upgrade_dir);
     free(cfg->admin_listen);
     free(cfg->admin_tokens_file);
     for (size_t i = 0; cfg->tokens != NULL && i < cfg->ntokens; i++) {

@@ -199,6 +199,9 @@ struct config {
     int io_coalesce_us; /* a busy worker's nap before blocking (proxy/nap.h); 0..1000, 0 = off */
     char *admin_listen; /* optional TCP admin listener "HOST:PORT" */
     char *admin_tokens_file; /* required when admin_listen is set; relative to the config file */
+    char *admin_upgrade_dir; /* upgrade --binary takes binaries under it only; NULL: the running
+                                binary's directory. An existing directory, relative to the
+                                config file */
     struct config_token *tokens; /* read from admin_tokens_file (which must be mode 0600 or
                                     stricter); at least one when admin_listen is set */
     size_t ntokens;

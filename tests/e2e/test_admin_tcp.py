@@ -38,11 +38,11 @@ def write_tokens(tmp, text=TOKENS, mode=0o600):
     return p
 
 
-def admin_daemon(daemon, backends, tmp, extra_top="", **cfg):
+def admin_daemon(daemon, backends, tmp, extra_top="", extra_admin="", **cfg):
     write_tokens(tmp)
     port = free_port()
-    d = daemon(backends, top_extra=f"admin: {{listen: 127.0.0.1:{port}, tokens_file: tokens.yml}}\n"
-               + extra_top, **cfg)
+    d = daemon(backends, top_extra=f"admin: {{listen: 127.0.0.1:{port}, tokens_file: tokens.yml"
+               f"{extra_admin}}}\n" + extra_top, **cfg)
     d.admin_port = port
     d.admin_url = f"http://127.0.0.1:{port}"
     return d
@@ -486,7 +486,7 @@ def test_metrics_while_the_daemon_hands_over_do_not_crash_it(backend, daemon, tm
     """The successor is slow to start: the old daemon's control plane is suspended for 2 s,
     and a viewer reads /metrics and the services meanwhile."""
     v1 = backend("v1")
-    d = admin_daemon(daemon, [v1], tmp_path)
+    d = admin_daemon(daemon, [v1], tmp_path, extra_admin=f", upgrade_dir: {tmp_path}")
     d.start(expect="v1\n")
     slow = tmp_path / "slow-cutover.sh"
     slow.write_text(f"#!/bin/sh\nsleep 2\nexec {BIN} \"$@\"\n")
