@@ -1023,6 +1023,9 @@ struct cli_http {
     const char *config; /* for the "is serve running?" hint */
     const char *token;  /* $CUTOVER_TOKEN for a TCP admin URL, or NULL */
     long timeout_ms;    /* 0: none */
+    int quiet;          /* cli_request does not print why the daemon could not be reached */
+    int once;           /* cli_request does not ask again while the daemon hands over */
+    int fresh;          /* cli_request opens a connection of its own and keeps none open */
 };
 
 struct cli_resp {
@@ -1032,6 +1035,7 @@ struct cli_resp {
     int too_big;
     char *ctype;  /* Content-Type, or NULL */
     json_t *json; /* the parsed body when it is JSON */
+    int cc;       /* curl's result (CURLE_OK once the daemon answered) */
 };
 
 static void cli_resp_done(struct cli_resp *r)
@@ -1122,6 +1126,12 @@ static int cli_request(struct cli_http *h, const char *method, const char *path,
     memset(r, 0, sizeof(*r));
     struct curl_slist *hdrs = cli_curl_base(h, url, errbuf, accept, cli_on_body, r);
     curl_easy_setopt(h->curl, CURLOPT_TIMEOUT_MS, h->timeout_ms);
+    if (h->fresh) {
+        /* libcurl sends a request again, unasked, when a reused connection dies before the
+         * answer: never a hand-over request, which must reach one daemon once. */
+        curl_easy_setopt(h->curl, CURLOPT_FRESH_CONNECT, 1L);
+        curl_easy_setopt(h->curl, CURLOPT_FORBID_REUSE, 1L);
+    }
     if (strcmp(method, "GET") == 0) {
         curl_easy_setopt(h->curl, CURLOPT_HTTPGET, 1L);
     } else {
@@ -1142,8 +1152,8 @@ static int cli_request(struct cli_http *h, const char *method, const char *path,
         cc = curl_easy_perform(h->curl);
         if (cc == CURLE_OK)
             curl_easy_getinfo(h->curl, CURLINFO_RESPONSE_CODE, &st);
-        if (cc != CURLE_OK || st != 503 || tries >= CLI_HANDOVER_TRIES || r->body == NULL ||
-            strstr(r->body, "handing over") == NULL)
+        if (cc != CURLE_OK || st != 503 || h->once || tries >= CLI_HANDOVER_TRIES ||
+            r->body == NULL || strstr(r->body, "handing over") == NULL)
             break;
         r->len = 0;
         r->body[0] = '\0';
@@ -1151,6 +1161,9 @@ static int cli_request(struct cli_http *h, const char *method, const char *path,
         curl_easy_setopt(h->curl, CURLOPT_FRESH_CONNECT, 1L);
         usleep(CLI_HANDOVER_WAIT_MS * 1000);
     }
+    r->cc = (int)cc;
+    if (cc != CURLE_OK && h->quiet)
+        goto out;
     if (cc != CURLE_OK) {
         long oserr = 0;
         curl_easy_getinfo(h->curl, CURLINFO_OS_ERRNO, &oserr);
@@ -2263,12 +2276,92 @@ out:
 }
 
 /* upgrade and reload: POST a daemon-wide action whose route may not exist yet. */
+/* The pid of the daemon that answers GET /api/v1/health through h now, or 0 (none answers, or
+ * one that is handing over: it answers 503 at once). Prints nothing. */
+static long cli_daemon_pid(struct cli_http *h)
+{
+    struct cli_resp r;
+    long pid = 0;
+    int quiet = h->quiet;
+
+    h->quiet = 1;
+    h->once = 1; /* one that hands over answers 503: none to name yet */
+    h->fresh = 1;
+    if (cli_request(h, "GET", "/api/v1/health", NULL, NULL, &r) == 0 && r.status == 200 &&
+        json_is_integer(json_object_get(r.json, "pid")))
+        pid = (long)json_integer_value(json_object_get(r.json, "pid"));
+    cli_resp_done(&r);
+    h->quiet = quiet;
+    h->once = 0;
+    h->fresh = 0;
+    return pid;
+}
+
+/* The connection of a hand-over request broke before its answer: the old daemon died (or was
+ * killed) while handing over, maybe after its successor took over. Asks whoever answers at
+ * the same address for CLI_HANDOVER_TRIES x CLI_HANDOVER_WAIT_MS (the successor's time to
+ * take over): a daemon other than old_pid means the hand-over worked. Returns the exit code. */
+static int cli_handover_outcome(const struct cli_args *a, struct cli_http *h, const char *what,
+                                long old_pid)
+{
+    long pid = 0;
+
+    fprintf(stderr,
+            "cutover: the daemon (pid %ld) closed the connection before answering the %s; "
+            "asking who answers at %s now\n",
+            old_pid, what, h->where);
+    for (int tries = 0; tries < CLI_HANDOVER_TRIES * 3 / 2; tries++) {
+        pid = cli_daemon_pid(h);
+        if (pid != 0)
+            break;
+        usleep(CLI_HANDOVER_WAIT_MS * 1000);
+    }
+    if (pid != 0 && pid != old_pid) {
+        if (a->json)
+            printf("{\"message\": \"handed over to pid %ld; the old daemon went away before it "
+                   "answered\", \"pid\": %ld}\n",
+                   pid, pid);
+        else
+            printf("handed over to pid %ld; the old daemon (pid %ld) went away before it "
+                   "answered\n",
+                   pid, old_pid);
+        return CLI_EXIT_OK;
+    }
+    if (pid == old_pid)
+        fprintf(stderr, "cutover: %s failed: pid %ld still answers and no successor took over\n",
+                what, pid);
+    else
+        fprintf(stderr,
+                "cutover: %s: no daemon answers at %s after %d s; the outcome is unknown (see "
+                "the daemon's log)\n",
+                what, h->where, CLI_HANDOVER_TRIES * CLI_HANDOVER_WAIT_MS * 3 / 2 / 1000);
+    return CLI_EXIT_FAILED;
+}
+
 static int cli_cmd_daemon_action(const struct cli_args *a, struct cli_http *h, const char *route,
                                  const char *what, json_t *body)
 {
     struct cli_resp r;
-    int rc = cli_request(h, "POST", route, body, NULL, &r);
+    /* Known before asking, so that a broken connection can be told from a hand-over. */
+    long old_pid = cli_daemon_pid(h);
 
+    h->quiet = old_pid != 0;
+    h->fresh = 1;
+    int rc = cli_request(h, "POST", route, body, NULL, &r);
+    h->quiet = 0;
+    h->fresh = 0;
+    if (rc != 0 && old_pid != 0 &&
+        (r.cc == CURLE_GOT_NOTHING || r.cc == CURLE_RECV_ERROR || r.cc == CURLE_PARTIAL_FILE ||
+         r.cc == CURLE_SEND_ERROR)) {
+        rc = cli_handover_outcome(a, h, what, old_pid);
+        goto out;
+    }
+    if (rc != 0 && old_pid != 0) {
+        /* Another failure (a timeout...): cli_request kept quiet about it. */
+        fprintf(stderr, "cutover: the %s request to %s failed: %s\n", what, h->where,
+                curl_easy_strerror((CURLcode)r.cc));
+        goto out;
+    }
     if (rc != 0)
         goto out;
     if (r.status >= 200 && r.status < 300) {

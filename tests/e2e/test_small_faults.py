@@ -5,7 +5,9 @@
   admin token is not a way to run any program as the daemon;
 - a query that names an unknown service is a 404 naming it, not an empty 200;
 - a kill -9 costs a keep-alive client at most one request per open connection
-  (docs/operations.md states it).
+  (docs/operations.md states it);
+- the caller of `upgrade` learns the outcome even when the old daemon dies mid hand-over (the
+  CLI asks whoever answers at the same address).
 """
 import http.client
 import json
@@ -22,6 +24,24 @@ def script(path, text, mode=0o755):
     path.write_text("#!/bin/sh\n" + text)
     os.chmod(path, mode)
     return path
+
+
+def stop_pid(pid):
+    """SIGTERM to a daemon the test's process list does not know (a hand-over's successor), and
+    waits up to 10 s for it to end."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    return
+        except FileNotFoundError:
+            return
+        time.sleep(0.1)
 
 
 def health_pid(d):
@@ -103,14 +123,10 @@ def test_upgrade_binary_must_be_under_upgrade_dir_and_safely_owned(backend, daem
         ["curl", "-s", "-m", "5", "--unix-socket", str(d.sock), "http://x/api/v1/health"],
         capture_output=True, text=True, timeout=10).stdout)["pid"]
     assert new != pid
-    assert body_of(d.port) == "v1\n"
-    os.kill(new, signal.SIGTERM)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and os.path.exists(f"/proc/{new}"):
-        with open(f"/proc/{new}/stat") as f:
-            if f.read().rsplit(")", 1)[1].split()[0] == "Z":
-                break
-        time.sleep(0.1)
+    try:
+        assert body_of(d.port) == "v1\n"
+    finally:
+        stop_pid(new)
 
 
 def test_upgrade_dir_must_be_a_directory(tmp_path):
@@ -155,15 +171,18 @@ def test_queries_naming_an_unknown_service_are_404(backend, daemon):
     d.cfg.write_text(text[:text.index("  old:\n")])
     r = d.cli("reload", timeout=30)
     assert r.returncode == 0, r.stdout + r.stderr
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        st, doc = d.api("GET", "/api/v1/services/old")
-        if st == 404:
-            break
-        time.sleep(0.2)
-    assert st == 404, "the reload did not remove the service"
-    st, doc = d.api("GET", "/api/v1/changes?service=old")
-    assert st == 200 and len(doc["changes"]) == 1, (st, doc)
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            st, doc = d.api("GET", "/api/v1/services/old")
+            if st == 404:
+                break
+            time.sleep(0.2)
+        assert st == 404, "the reload did not remove the service"
+        st, doc = d.api("GET", "/api/v1/changes?service=old")
+        assert st == 200 and len(doc["changes"]) == 1, (st, doc)
+    finally:
+        stop_pid(health_pid(d))
 
 
 def test_kill9_costs_a_keepalive_client_at_most_one_request_per_connection(backend, procs,
@@ -214,3 +233,33 @@ def test_kill9_costs_a_keepalive_client_at_most_one_request_per_connection(backe
     print(f"\nrequests lost per keep-alive connection across a kill -9: {lost}")
     assert all(n <= 1 for n in lost), lost
     assert lost[:4] == [1, 1, 1, 1], f"an in-flight request survived a kill -9? {lost}"
+
+
+def test_upgrade_caller_learns_the_outcome_when_the_old_daemon_dies_mid_handover(backend, daemon,
+                                                                                  tmp_path):
+    v1 = backend("v1")
+    d = daemon([v1], top_extra=f"admin: {{upgrade_dir: {tmp_path}}}\n", drain_timeout="2s")
+    d.start(expect="v1\n")
+    old = d.pid
+    started = tmp_path / "successor-started"
+    slow = script(tmp_path / "slow-cutover",
+                  f'echo $$ > {started}\nsleep 2\nexec {BIN} "$@"\n')
+    up = d.cli_bg("upgrade", "--binary", slow)
+    deadline = time.monotonic() + 10
+    while not started.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert started.exists(), up.log_path.read_text()
+    time.sleep(0.1)
+    successor = int(started.read_text())
+    # The old daemon dies before its successor is ready, so before it can answer.
+    os.kill(old, signal.SIGKILL)
+    try:
+        rc = up.wait(30)
+        out = up.log_path.read_text()
+        print(f"\nupgrade whose old daemon was killed mid hand-over: exit {rc}: {out.strip()}")
+        assert rc == 0, out
+        assert f"handed over to pid {successor}" in out, out
+        assert body_of(d.port) == "v1\n"
+        assert health_pid(d) == successor
+    finally:
+        stop_pid(successor)
