@@ -122,7 +122,11 @@ static const struct cli_command cli_commands[] = {
      "upgrade [--binary PATH]\thand the daemon over to a new binary, no drops",
      "Asks the daemon to hand its listeners over to a new binary without dropping a\n"
      "connection.\n"
-     "  --binary PATH  the new binary (default: the daemon's own path)\n"},
+     "  --binary PATH  the new binary (default: the daemon's own path); the daemon takes\n"
+     "                 only one under admin.upgrade_dir (default: its own directory),\n"
+     "                 owned by root or its user, not writable by group or others\n"
+     "If the daemon goes away before answering, the CLI asks who answers now: a new pid\n"
+     "means the upgrade worked.\n"},
     {"reload", CLI_CMD_RELOAD, CLI_OPT_JSON, 0, 0, "reload", "reload\tre-read the config, no drops",
      "Asks the daemon to re-read its config without dropping a connection.\n"},
     {"approve", CLI_CMD_APPROVE, CLI_OPT_JSON | CLI_OPT_AS, 1, 1, "approve CHANGE_ID [--as NAME]",
@@ -216,7 +220,8 @@ void cli_usage(FILE *out)
           "  --version                            print the version\n\n",
           out);
     fputs(cli_global_help, out);
-    fputs("\nThe actor recorded in a change is $CUTOVER_USER, else your login name.\n"
+    fputs("\nThe actor recorded in a change is $CUTOVER_USER, else your login name (a name:\n"
+          "1 to 64 of A-Z a-z 0-9 . _ -).\n"
           "$CUTOVER_TOKEN is sent as a bearer token to an http:// admin URL (admin.listen);\n"
           "the actor is then the token's name in the daemon's tokens file.\n\n"
           "exit codes: 0 done; 1 the operation failed (daemon unreachable, change failed,\n"
