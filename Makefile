@@ -72,6 +72,15 @@ build/fuzz/%: tests/fuzz/%.c $(FUZZ_LIB) | $(DEPS_OK)
 	@mkdir -p $(@D)
 	clang $(BASE) -O1 -g -fsanitize=fuzzer,address,undefined -o $@ $< $(FUZZ_LIB)
 
+# The config loader walks a libfyaml document: its target links the loader, the modules it
+# calls and libfyaml, apart from the allocation-free parsers above.
+FUZZ_CONFIG_LIB := src/config/config.c src/core/duration.c src/core/text.c src/core/xmalloc.c \
+                   src/net/addr.c src/net/cidr.c
+build/fuzz/fuzz_config: tests/fuzz/fuzz_config.c $(FUZZ_CONFIG_LIB) | $(DEPS_OK)
+	@mkdir -p $(@D)
+	clang $(BASE) -O1 -g -fsanitize=fuzzer,address,undefined $(shell pkg-config --cflags libfyaml) \
+	    -o $@ $< $(FUZZ_CONFIG_LIB) $(shell pkg-config --libs libfyaml)
+
 fuzz: $(FUZZ_BIN)
 
 # FUZZ_SECONDS per target; the corpus is kept in tests/fuzz/corpus/<target>/.

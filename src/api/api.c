@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,6 +16,7 @@
 #include <unistd.h>
 
 #include "core/log.h"
+#include "core/text.h"
 #include "core/xmalloc.h"
 #include "http/parse.h"
 #include "http/status.h"
@@ -24,16 +26,24 @@
 #define API_MAX_BODY (1024 * 1024)
 #define API_VERSION "0.1.0"
 /* admin.listen faces a network: a client there gets this long to send each request, and only
- * this many connections are kept (the unix socket is local and needs neither). */
+ * this many connections of token holders are kept (the unix socket is local and needs
+ * neither). */
 #define API_TCP_DEADLINE_MS 30000
 #define API_TCP_MAX_CONNS 64
 /* ...but a new connection gets only this long for its first request (its token unknown yet),
- * and event streams, which stay open, may hold only this many of the connections. */
-#define API_TCP_FIRST_MS 5000
+ * and connections that have not shown a token yet are a pool of their own: when it is full, the
+ * oldest of them makes room for a new one, so connections that never send a token cannot keep
+ * a token holder out (they count against no token holder's slot). Event streams, which stay
+ * open, may hold only API_TCP_MAX_STREAMS of the connections. */
+#define API_TCP_FIRST_MS 1000
+#define API_TCP_MAX_UNAUTH 64
 #define API_TCP_MAX_STREAMS 16
 /* One host may hold at most half of the connections, so that a runaway script or a scan from
  * one address cannot lock the others (the CI runner, the on-call's laptop) out. */
 #define API_TCP_MAX_PER_HOST 32
+/* Free text a person supplies is kept to this many bytes: a reason is a sentence or two, and
+ * every byte of it is stored, sent to webhooks and shown in reports. */
+#define API_REASON_MAX 1024
 /* An event stream gets a comment this often, so proxies and clients see it is alive. */
 #define API_SSE_BEAT_MS 15000
 /* A stream whose client reads less than the events it is sent is closed past this backlog. */
@@ -56,6 +66,7 @@ struct api {
     struct config_token *tokens; /* owned copies */
     size_t ntokens;
     size_t ntcp;     /* open TCP connections */
+    size_t nauthed;  /* of which have shown a valid token (API_TCP_MAX_CONNS at most) */
     size_t ntcp_sse; /* of which event streams */
     int refs; /* server handles and connections not yet closed: the last close frees the api */
     struct store *st;           /* events: live (store_on_event) and replayed; NULL: no /events */
@@ -82,6 +93,7 @@ struct api_conn {
     struct sockaddr_storage peer;   /* TCP: the client's address (family 0 if unknown) */
     int open_handles;               /* handles to close before the conn is freed */
     const struct config_token *who; /* TCP: the token the request came with */
+    int authed;                     /* TCP: a request of this connection showed a valid token */
     int64_t last_event_id;          /* the request's Last-Event-ID, or 0 */
     int sse;                        /* this connection is an event stream now */
     int sse_end;                    /* close once what is queued is written */
@@ -244,6 +256,17 @@ static int opt_actor(struct api_conn *c, json_t *body, const char **out)
 {
     if (opt_string(c, body, "actor", out) < 0)
         return -1;
+    /* An actor is a name, as a token's name is: it is shown in reports, history and logs, where
+     * free text could pass for another record. */
+    if (*out != NULL && !text_is_name(*out, strlen(*out))) {
+        char msg[160];
+        snprintf(msg, sizeof(msg),
+                 "actor: expected a name of 1 to %d characters from A-Z a-z 0-9 . _ - (the "
+                 "rules of a token's name)",
+                 TEXT_NAME_MAX);
+        respond_error(c, 400, msg);
+        return -1;
+    }
     if (c->who == NULL)
         return 0;
     if (*out != NULL && strcmp(*out, c->who->name) != 0) {
@@ -254,6 +277,21 @@ static int opt_actor(struct api_conn *c, json_t *body, const char **out)
         return -1;
     }
     *out = c->who->name;
+    return 0;
+}
+
+/* Reads an optional "reason": a string of at most API_REASON_MAX bytes (400 otherwise). */
+static int opt_reason(struct api_conn *c, json_t *body, const char **out)
+{
+    if (opt_string(c, body, "reason", out) < 0)
+        return -1;
+    if (*out != NULL && strlen(*out) > API_REASON_MAX) {
+        char msg[128];
+        snprintf(msg, sizeof(msg), "reason: at most %d bytes, got %zu", API_REASON_MAX,
+                 strlen(*out));
+        respond_error(c, 400, msg);
+        return -1;
+    }
     return 0;
 }
 
@@ -310,7 +348,7 @@ static int route_deploy(struct api_conn *c, const char *service, const char *bod
     size_t nt = 0;
     int wait = 0;
     if (opt_string(c, o, "version", &version) < 0 || opt_string(c, o, "plan", &plan) < 0 ||
-        opt_string(c, o, "reason", &reason) < 0 || opt_actor(c, o, &actor) < 0)
+        opt_reason(c, o, &reason) < 0 || opt_actor(c, o, &actor) < 0)
         goto out;
     if (version == NULL) {
         respond_error(c, 400, "version: required");
@@ -378,7 +416,7 @@ static int route_rollback(struct api_conn *c, const char *service, const char *b
     if (o == NULL)
         return 0;
     const char *reason, *actor;
-    if (opt_string(c, o, "reason", &reason) == 0 && opt_actor(c, o, &actor) == 0) {
+    if (opt_reason(c, o, &reason) == 0 && opt_actor(c, o, &actor) == 0) {
         char err[512];
         int64_t id;
         struct api_pending *p = pending_new(c);
@@ -403,7 +441,7 @@ static int route_action(struct api_conn *c, int64_t id, const char *action, cons
         return 0;
     const char *actor, *reason;
     int all = 0;
-    if (opt_actor(c, o, &actor) < 0 || opt_string(c, o, "reason", &reason) < 0)
+    if (opt_actor(c, o, &actor) < 0 || opt_reason(c, o, &reason) < 0)
         goto out;
     json_t *ja = json_object_get(o, "all");
     if (ja != NULL) {
@@ -451,6 +489,73 @@ static void on_handover_done(void *req, int status, const char *message, long pi
         respond_error(c, status, message);
 }
 
+/* 1 when st may be trusted to run as the daemon: owned by root or the daemon's user, and not
+ * writable by group or others (who could otherwise swap in their own program). */
+static int owner_trusted(const struct stat *st)
+{
+    return (st->st_uid == 0 || st->st_uid == geteuid()) && (st->st_mode & 022) == 0;
+}
+
+/* Checks that binary may replace the daemon (see api_hooks.upgrade_dir) and writes its
+ * resolved path (symlinks followed) into real. Returns 0, or -1 with a sentence in msg. */
+static int binary_allowed(const char *binary, const char *upgrade_dir, char *real, char *msg,
+                          size_t n)
+{
+    char dir[PATH_MAX], exe[PATH_MAX], parent[PATH_MAX];
+    struct stat st;
+
+    if (realpath(binary, real) == NULL) {
+        snprintf(msg, n, "binary %.512s: %s", binary, strerror(errno));
+        return -1;
+    }
+    if (upgrade_dir == NULL) {
+        ssize_t k = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+        if (k < 0) {
+            snprintf(msg, n, "cannot find the running binary's directory: %s", strerror(errno));
+            return -1;
+        }
+        exe[k] = '\0';
+        char *slash = strrchr(exe, '/');
+        if (slash != NULL)
+            *(slash == exe ? slash + 1 : slash) = '\0';
+        upgrade_dir = exe;
+    }
+    if (realpath(upgrade_dir, dir) == NULL) {
+        snprintf(msg, n, "admin.upgrade_dir %.512s: %s", upgrade_dir, strerror(errno));
+        return -1;
+    }
+    size_t dl = strlen(dir);
+    if (!(strcmp(dir, "/") == 0 || (strncmp(real, dir, dl) == 0 && real[dl] == '/'))) {
+        snprintf(msg, n,
+                 "binary %.400s: not under admin.upgrade_dir %.400s%s; copy it there or set "
+                 "admin.upgrade_dir",
+                 real, dir, upgrade_dir == exe ? " (the running binary's directory)" : "");
+        return -1;
+    }
+    if (stat(real, &st) == -1 || !S_ISREG(st.st_mode)) {
+        snprintf(msg, n, "binary %.512s: not a regular file", real);
+        return -1;
+    }
+    if (!owner_trusted(&st)) {
+        snprintf(msg, n,
+                 "binary %.512s: owned by uid %ld with mode %04o; expected the owner root or the "
+                 "daemon's user (uid %ld) and no write permission for group or others",
+                 real, (long)st.st_uid, (unsigned)(st.st_mode & 07777), (long)geteuid());
+        return -1;
+    }
+    snprintf(parent, sizeof(parent), "%s", real);
+    char *slash = strrchr(parent, '/');
+    *(slash == parent ? slash + 1 : slash) = '\0';
+    if (stat(parent, &st) == -1 || !owner_trusted(&st)) {
+        snprintf(msg, n,
+                 "binary %.400s: its directory %.400s is writable by group or others or owned "
+                 "by another user; expected the owner root or the daemon's user and mode go-w",
+                 real, parent);
+        return -1;
+    }
+    return 0;
+}
+
 static int route_handover(struct api_conn *c, int reload, const char *body, size_t n)
 {
     static const char *const up_allowed[] = {"binary", "actor", NULL};
@@ -468,6 +573,16 @@ static int route_handover(struct api_conn *c, int reload, const char *body, size
     if (c->a->hooks.handover == NULL) {
         respond_error(c, 501, "hand-over is not available");
         goto out;
+    }
+    /* An admin token must not be a way to run any program as the daemon. */
+    char real[PATH_MAX], msg[1024];
+    if (binary != NULL) {
+        if (binary_allowed(binary, c->a->hooks.upgrade_dir, real, msg, sizeof(msg)) < 0) {
+            log_warn("upgrade refused", "binary", binary, "error", msg);
+            respond_error(c, 400, msg);
+            goto out;
+        }
+        binary = real;
     }
     struct api_pending *p = pending_new(c);
     c->a->hooks.handover(c->a->hooks.ctx, binary, reload, on_handover_done, p);
@@ -554,6 +669,28 @@ static int parse_id(const char *s, int64_t *id)
         return -1;
     *id = v;
     return 0;
+}
+
+/* 404 for a service name that is neither in the config nor in any recorded change, naming it. */
+static int respond_no_service(struct api_conn *c, const char *name)
+{
+    char msg[160];
+    snprintf(msg, sizeof(msg), "unknown service '%.64s%s' (GET /api/v1/services lists them)", name,
+             strlen(name) > 64 ? "..." : "");
+    return respond_error(c, 404, msg);
+}
+
+/* 1 when a query may name service: the config has it, or the store has a change of it (a
+ * service a reload removed keeps its history). */
+static int service_known(struct rollout *r, const char *service)
+{
+    json_t *o = rollout_service_json(r, service);
+    if (o == NULL)
+        o = rollout_changes_json(r, service, 1);
+    int known = o != NULL && (json_object_get(o, "changes") == NULL ||
+                              json_array_size(json_object_get(o, "changes")) > 0);
+    json_decref(o);
+    return known;
 }
 
 /* ---------------------------------------------------------------- event streams ------------- */
@@ -688,13 +825,10 @@ static int route_events(struct api_conn *c, const char *query)
     if (a->st == NULL)
         return respond_error(c, 501, "events are not available");
     char *svc = query_get(query, "service");
-    if (svc != NULL && c->a->r != NULL) {
-        json_t *known = rollout_service_json(c->a->r, svc);
-        if (known == NULL) {
-            free(svc);
-            return respond_error(c, 404, "unknown service");
-        }
-        json_decref(known);
+    if (svc != NULL && c->a->r != NULL && !service_known(c->a->r, svc)) {
+        respond_no_service(c, svc);
+        free(svc);
+        return 0;
     }
     if (c->tcp && a->ntcp_sse >= API_TCP_MAX_STREAMS) {
         free(svc);
@@ -804,7 +938,7 @@ static int route(struct api_conn *c, enum http_method m, char *path, char *query
                 return respond_error(c, 405, "use GET");
             json_t *o = rollout_service_json(r, parts[3]);
             if (o == NULL)
-                return respond_error(c, 404, "unknown service");
+                return respond_no_service(c, parts[3]);
             return respond_json(c, 200, o);
         }
         if (np == 5 && (strcmp(parts[4], "deploy") == 0 || strcmp(parts[4], "rollback") == 0)) {
@@ -831,6 +965,12 @@ static int route(struct api_conn *c, enum http_method m, char *path, char *query
                     free(lim);
                     return respond_error(c, 400, "limit: expected an integer 1..10000");
                 }
+            }
+            if (svc != NULL && !service_known(r, svc)) {
+                respond_no_service(c, svc);
+                free(svc);
+                free(lim);
+                return 0;
             }
             json_t *o = rollout_changes_json(r, svc, (size_t)limit);
             free(svc);
@@ -942,6 +1082,15 @@ static int authorize(struct api_conn *c, const struct http_request *req)
         respond_error(c, 403, msg);
         return -1;
     }
+    if (!c->authed) {
+        /* Only now does the connection take a token holder's slot. */
+        if (c->a->nauthed >= API_TCP_MAX_CONNS) {
+            respond_error(c, 503, "too many admin connections; retry later");
+            return -1;
+        }
+        c->authed = 1;
+        c->a->nauthed++;
+    }
     c->close_after = 0;
     c->who = who;
     return 0;
@@ -1031,6 +1180,8 @@ static void on_conn_closed(uv_handle_t *h)
         return;
     if (c->tcp)
         a->ntcp--;
+    if (c->tcp && c->authed)
+        a->nauthed--;
     if (c->tcp && c->sse)
         a->ntcp_sse--;
     free(c->buf);
@@ -1119,6 +1270,18 @@ static size_t conns_from_host(const struct api *a, const struct api_conn *c)
     return n;
 }
 
+/* Closes the connection that has waited longest without showing a token (the list is newest
+ * first, so the last such one); one that is being answered is left alone. */
+static void drop_oldest_unauthed(struct api *a)
+{
+    struct api_conn *oldest = NULL;
+    for (struct api_conn *o = a->conns; o != NULL; o = o->next)
+        if (o->tcp && !o->authed && !o->busy)
+            oldest = o;
+    if (oldest != NULL)
+        conn_close(oldest);
+}
+
 static void on_connection(uv_stream_t *server, int status)
 {
     struct api *a = server->data;
@@ -1147,11 +1310,13 @@ static void on_connection(uv_stream_t *server, int status)
         int plen = (int)sizeof(c->peer);
         if (uv_tcp_getpeername(&c->io.tcp, (struct sockaddr *)&c->peer, &plen) != 0)
             c->peer.ss_family = 0;
-        if (a->ntcp > API_TCP_MAX_CONNS || conns_from_host(a, c) >= API_TCP_MAX_PER_HOST) {
+        if (conns_from_host(a, c) >= API_TCP_MAX_PER_HOST) {
             /* Refused at once rather than queued: the admin port must not pile up sockets. */
             uv_close(&c->io.handle, on_conn_closed);
             return;
         }
+        if (a->ntcp - a->nauthed > API_TCP_MAX_UNAUTH)
+            drop_oldest_unauthed(a);
         c->open_handles = 2;
         uv_timer_init(a->loop, &c->deadline);
         c->deadline.data = c;

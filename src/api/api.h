@@ -29,6 +29,10 @@ struct api_hooks {
     api_metrics_fn metrics;
     api_handover_fn handover;
     void *ctx;
+    /* upgrade --binary takes only a binary under this directory (borrowed; NULL: the running
+     * binary's directory), owned by root or the daemon's user, and neither it nor its directory
+     * writable by group or others. */
+    const char *upgrade_dir;
 };
 
 /* Listens on the unix socket at path (mode 0600). A stale socket file is replaced; a socket
@@ -42,7 +46,8 @@ int api_start(struct api **out, uv_loop_t *loop, const char *path, struct rollou
  * fd stays the caller's). Every request there must carry "Authorization: Bearer SECRET" of one
  * of tokens (copied): GET needs the role viewer, other methods operator, upgrade and reload
  * admin; the token's name is the actor of what it does (a different "actor" is refused, 403).
- * Each request must arrive whole within 30 s; at most 64 connections are kept. */
+ * A new connection has 1 s for its first request, later ones 30 s; connections without a token
+ * yet are a pool apart from the 64 kept for token holders (see docs/api.md). */
 int api_listen_tcp(struct api *a, int fd, const struct config_token *tokens, size_t ntokens,
                    char *err, size_t errlen);
 

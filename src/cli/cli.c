@@ -23,6 +23,7 @@
 
 #include "config/config.h"
 #include "core/duration.h"
+#include "core/text.h"
 #include "core/xmalloc.h"
 #include "net/addr.h"
 
@@ -121,7 +122,11 @@ static const struct cli_command cli_commands[] = {
      "upgrade [--binary PATH]\thand the daemon over to a new binary, no drops",
      "Asks the daemon to hand its listeners over to a new binary without dropping a\n"
      "connection.\n"
-     "  --binary PATH  the new binary (default: the daemon's own path)\n"},
+     "  --binary PATH  the new binary (default: the daemon's own path); the daemon takes\n"
+     "                 only one under admin.upgrade_dir (default: its own directory),\n"
+     "                 owned by root or its user, not writable by group or others\n"
+     "If the daemon goes away before answering, the CLI asks who answers now: a new pid\n"
+     "means the upgrade worked.\n"},
     {"reload", CLI_CMD_RELOAD, CLI_OPT_JSON, 0, 0, "reload", "reload\tre-read the config, no drops",
      "Asks the daemon to re-read its config without dropping a connection.\n"},
     {"approve", CLI_CMD_APPROVE, CLI_OPT_JSON | CLI_OPT_AS, 1, 1, "approve CHANGE_ID [--as NAME]",
@@ -215,7 +220,8 @@ void cli_usage(FILE *out)
           "  --version                            print the version\n\n",
           out);
     fputs(cli_global_help, out);
-    fputs("\nThe actor recorded in a change is $CUTOVER_USER, else your login name.\n"
+    fputs("\nThe actor recorded in a change is $CUTOVER_USER, else your login name (a name:\n"
+          "1 to 64 of A-Z a-z 0-9 . _ -).\n"
           "$CUTOVER_TOKEN is sent as a bearer token to an http:// admin URL (admin.listen);\n"
           "the actor is then the token's name in the daemon's tokens file.\n\n"
           "exit codes: 0 done; 1 the operation failed (daemon unreachable, change failed,\n"
@@ -616,16 +622,27 @@ static const char *cli_jstr_or(const json_t *o, const char *key, const char *dfl
     return s != NULL ? s : dflt;
 }
 
-/* Writes s with control characters (a newline in a test's output...) replaced by spaces, so a
- * table row stays one line; pads to width. */
+/* Writes s as core/text shows free text on a terminal: control characters, C1 controls and bidi
+ * overrides as escapes (\n, \x1b, \u202e), so a newline cannot start a forged line and an
+ * escape sequence cannot reach the terminal; pads to width. */
 static void cli_put_clean(FILE *out, const char *s, int width)
 {
-    int n = 0;
+    char *e = text_term(s != NULL ? s : "");
+    int n = (int)strlen(e);
 
-    for (; s != NULL && *s != '\0'; s++, n++)
-        fputc((unsigned char)*s < 0x20 || *s == 0x7f ? ' ' : *s, out);
+    fputs(e, out);
+    free(e);
     for (; n < width; n++)
         fputc(' ', out);
+}
+
+/* The width cli_put_clean gives s. */
+static int cli_clean_len(const char *s)
+{
+    char *e = text_term(s != NULL ? s : "");
+    int n = (int)strlen(e);
+    free(e);
+    return n;
 }
 
 /* "2026-11-23T07:00:00.000Z" -> "2026-11-23 07:00:00"; other shapes unchanged. */
@@ -912,7 +929,7 @@ void cli_render_history(FILE *out, const json_t *root)
         cli_history_cells(ch, cells, idbuf, sizeof(idbuf), tbuf, sizeof(tbuf), ftbuf, sizeof(ftbuf),
                           stbuf, sizeof(stbuf));
         for (int c = 0; c < CLI_NCOLS - 1; c++) {
-            int n = (int)strlen(cells[c]);
+            int n = cli_clean_len(cells[c]);
             if (n > width[c])
                 width[c] = n;
         }
@@ -932,15 +949,13 @@ void cli_render_history(FILE *out, const json_t *root)
     }
 }
 
-/* Writes s as one markdown table cell: pipes escaped, line breaks as spaces. */
+/* Writes s as one markdown table cell (core/text): pipes, HTML and Markdown escaped, line
+ * breaks and controls as escapes, so the text can neither end the cell nor add a row. */
 static void cli_md_cell(FILE *out, const char *s)
 {
-    for (; s != NULL && *s != '\0'; s++) {
-        if (*s == '|')
-            fputs("\\|", out);
-        else
-            fputc((unsigned char)*s < 0x20 || *s == 0x7f ? ' ' : *s, out);
-    }
+    char *e = text_md(s != NULL ? s : "");
+    fputs(e, out);
+    free(e);
 }
 
 static void cli_md_row(FILE *out, const char *key, const char *val)
@@ -963,11 +978,11 @@ void cli_render_report_md(FILE *out, const json_t *change)
     else
         snprintf(idbuf, sizeof(idbuf), "?");
     fprintf(out, "# Change %s: %s of ", idbuf, cli_jstr_or(change, "kind", "change"));
-    cli_put_clean(out, cli_jstr_or(change, "service", "?"), 0);
+    cli_md_cell(out, cli_jstr_or(change, "service", "?"));
     fputs(", ", out);
-    cli_put_clean(out, cli_jstr_or(change, "from", "(none)"), 0);
+    cli_md_cell(out, cli_jstr_or(change, "from", "(none)"));
     fputs(" -> ", out);
-    cli_put_clean(out, cli_jstr_or(change, "to", "?"), 0);
+    cli_md_cell(out, cli_jstr_or(change, "to", "?"));
     fputs("\n\n| field | value |\n|---|---|\n", out);
     cli_md_row(out, "service", cli_jstr(change, "service"));
     cli_md_row(out, "kind", cli_jstr(change, "kind"));
@@ -982,7 +997,7 @@ void cli_render_report_md(FILE *out, const json_t *change)
     cli_md_row(out, "ended", cli_jstr_or(change, "ended", "(still running)"));
     if (cli_jstr(change, "message") != NULL) {
         fputs("\n**Outcome:** ", out);
-        cli_put_clean(out, cli_jstr(change, "message"), 0);
+        cli_md_cell(out, cli_jstr(change, "message"));
         fputc('\n', out);
     }
     fputs("\n## Timeline\n\n", out);
@@ -1013,6 +1028,9 @@ struct cli_http {
     const char *config; /* for the "is serve running?" hint */
     const char *token;  /* $CUTOVER_TOKEN for a TCP admin URL, or NULL */
     long timeout_ms;    /* 0: none */
+    int quiet;          /* cli_request does not print why the daemon could not be reached */
+    int once;           /* cli_request does not ask again while the daemon hands over */
+    int fresh;          /* cli_request opens a connection of its own and keeps none open */
 };
 
 struct cli_resp {
@@ -1022,6 +1040,7 @@ struct cli_resp {
     int too_big;
     char *ctype;  /* Content-Type, or NULL */
     json_t *json; /* the parsed body when it is JSON */
+    int cc;       /* curl's result (CURLE_OK once the daemon answered) */
 };
 
 static void cli_resp_done(struct cli_resp *r)
@@ -1112,6 +1131,12 @@ static int cli_request(struct cli_http *h, const char *method, const char *path,
     memset(r, 0, sizeof(*r));
     struct curl_slist *hdrs = cli_curl_base(h, url, errbuf, accept, cli_on_body, r);
     curl_easy_setopt(h->curl, CURLOPT_TIMEOUT_MS, h->timeout_ms);
+    if (h->fresh) {
+        /* libcurl sends a request again, unasked, when a reused connection dies before the
+         * answer: never a hand-over request, which must reach one daemon once. */
+        curl_easy_setopt(h->curl, CURLOPT_FRESH_CONNECT, 1L);
+        curl_easy_setopt(h->curl, CURLOPT_FORBID_REUSE, 1L);
+    }
     if (strcmp(method, "GET") == 0) {
         curl_easy_setopt(h->curl, CURLOPT_HTTPGET, 1L);
     } else {
@@ -1132,8 +1157,8 @@ static int cli_request(struct cli_http *h, const char *method, const char *path,
         cc = curl_easy_perform(h->curl);
         if (cc == CURLE_OK)
             curl_easy_getinfo(h->curl, CURLINFO_RESPONSE_CODE, &st);
-        if (cc != CURLE_OK || st != 503 || tries >= CLI_HANDOVER_TRIES || r->body == NULL ||
-            strstr(r->body, "handing over") == NULL)
+        if (cc != CURLE_OK || st != 503 || h->once || tries >= CLI_HANDOVER_TRIES ||
+            r->body == NULL || strstr(r->body, "handing over") == NULL)
             break;
         r->len = 0;
         r->body[0] = '\0';
@@ -1141,6 +1166,9 @@ static int cli_request(struct cli_http *h, const char *method, const char *path,
         curl_easy_setopt(h->curl, CURLOPT_FRESH_CONNECT, 1L);
         usleep(CLI_HANDOVER_WAIT_MS * 1000);
     }
+    r->cc = (int)cc;
+    if (cc != CURLE_OK && h->quiet)
+        goto out;
     if (cc != CURLE_OK) {
         long oserr = 0;
         curl_easy_getinfo(h->curl, CURLINFO_OS_ERRNO, &oserr);
@@ -1183,12 +1211,17 @@ static int cli_api_error(const struct cli_http *h, const struct cli_resp *r)
         return CLI_EXIT_FAILED;
     }
     if (msg != NULL) {
-        fprintf(stderr, "cutover: %s\n", msg);
+        fputs("cutover: ", stderr);
+        cli_put_clean(stderr, msg, 0);
+        fputc('\n', stderr);
     } else if (r->len > 0 && r->json == NULL) {
         /* Not our daemon, or a proxy in between: show the start of what it said, on one line. */
         fprintf(stderr, "cutover: the daemon answered HTTP %ld: ", r->status);
         for (size_t i = 0; i < r->len && i < 160; i++)
-            fputc((unsigned char)r->body[i] < 0x20 ? ' ' : r->body[i], stderr);
+            fputc((unsigned char)r->body[i] < 0x20 || (unsigned char)r->body[i] >= 0x7f
+                      ? ' '
+                      : r->body[i],
+                  stderr);
         fputc('\n', stderr);
     } else
         fprintf(stderr, "cutover: the daemon answered HTTP %ld\n", r->status);
@@ -1201,15 +1234,18 @@ static int cli_unsupported(const char *what, const struct cli_resp *r)
 {
     const char *msg = cli_jstr(r->json, "error");
 
-    fprintf(stderr, "cutover: the daemon does not support %s yet (HTTP %ld%s%s)\n", what, r->status,
-            msg ? ": " : "", msg ? msg : "");
+    fprintf(stderr, "cutover: the daemon does not support %s yet (HTTP %ld%s", what, r->status,
+            msg ? ": " : "");
+    cli_put_clean(stderr, msg, 0);
+    fputs(")\n", stderr);
     return CLI_EXIT_USAGE;
 }
 
 /* Prints j as indented JSON on stdout. */
 static void cli_print_json(const json_t *j)
 {
-    json_dumpf(j, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    /* ASCII only: bidi overrides and C1 controls in free text print as \u escapes. */
+    json_dumpf(j, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_ENSURE_ASCII);
     fputc('\n', stdout);
 }
 
@@ -1817,7 +1853,8 @@ static int cli_show_change(const struct cli_args *a, const json_t *j, int state_
         if (strcmp(state, "running") == 0 && cli_jstr(j, "service") != NULL)
             printf("  follow it: cutover status %s\n", cli_jstr(j, "service"));
     } else if (cli_jstr(j, "message") != NULL) {
-        printf("%s\n", cli_jstr(j, "message"));
+        cli_put_clean(stdout, cli_jstr(j, "message"), 0);
+        fputc('\n', stdout);
     } else {
         fputs("done\n", stdout);
     }
@@ -1950,7 +1987,7 @@ static void cli_sse_dispatch(struct cli_sse *s)
         s->last_id = json_integer_value(id);
     }
     if (s->json) {
-        char *text = json_dumps(ev, JSON_COMPACT);
+        char *text = json_dumps(ev, JSON_COMPACT | JSON_ENSURE_ASCII);
         fprintf(s->out, "%s\n", text);
         free(text);
     } else {
@@ -2244,20 +2281,101 @@ out:
 }
 
 /* upgrade and reload: POST a daemon-wide action whose route may not exist yet. */
+/* The pid of the daemon that answers GET /api/v1/health through h now, or 0 (none answers, or
+ * one that is handing over: it answers 503 at once). Prints nothing. */
+static long cli_daemon_pid(struct cli_http *h)
+{
+    struct cli_resp r;
+    long pid = 0;
+    int quiet = h->quiet;
+
+    h->quiet = 1;
+    h->once = 1; /* one that hands over answers 503: none to name yet */
+    h->fresh = 1;
+    if (cli_request(h, "GET", "/api/v1/health", NULL, NULL, &r) == 0 && r.status == 200 &&
+        json_is_integer(json_object_get(r.json, "pid")))
+        pid = (long)json_integer_value(json_object_get(r.json, "pid"));
+    cli_resp_done(&r);
+    h->quiet = quiet;
+    h->once = 0;
+    h->fresh = 0;
+    return pid;
+}
+
+/* The connection of a hand-over request broke before its answer: the old daemon died (or was
+ * killed) while handing over, maybe after its successor took over. Asks whoever answers at
+ * the same address for CLI_HANDOVER_TRIES x CLI_HANDOVER_WAIT_MS (the successor's time to
+ * take over): a daemon other than old_pid means the hand-over worked. Returns the exit code. */
+static int cli_handover_outcome(const struct cli_args *a, struct cli_http *h, const char *what,
+                                long old_pid)
+{
+    long pid = 0;
+
+    fprintf(stderr,
+            "cutover: the daemon (pid %ld) closed the connection before answering the %s; "
+            "asking who answers at %s now\n",
+            old_pid, what, h->where);
+    for (int tries = 0; tries < CLI_HANDOVER_TRIES * 3 / 2; tries++) {
+        pid = cli_daemon_pid(h);
+        if (pid != 0)
+            break;
+        usleep(CLI_HANDOVER_WAIT_MS * 1000);
+    }
+    if (pid != 0 && pid != old_pid) {
+        if (a->json)
+            printf("{\"message\": \"handed over to pid %ld; the old daemon went away before it "
+                   "answered\", \"pid\": %ld}\n",
+                   pid, pid);
+        else
+            printf("handed over to pid %ld; the old daemon (pid %ld) went away before it "
+                   "answered\n",
+                   pid, old_pid);
+        return CLI_EXIT_OK;
+    }
+    if (pid == old_pid)
+        fprintf(stderr, "cutover: %s failed: pid %ld still answers and no successor took over\n",
+                what, pid);
+    else
+        fprintf(stderr,
+                "cutover: %s: no daemon answers at %s after %d s; the outcome is unknown (see "
+                "the daemon's log)\n",
+                what, h->where, CLI_HANDOVER_TRIES * CLI_HANDOVER_WAIT_MS * 3 / 2 / 1000);
+    return CLI_EXIT_FAILED;
+}
+
 static int cli_cmd_daemon_action(const struct cli_args *a, struct cli_http *h, const char *route,
                                  const char *what, json_t *body)
 {
     struct cli_resp r;
-    int rc = cli_request(h, "POST", route, body, NULL, &r);
+    /* Known before asking, so that a broken connection can be told from a hand-over. */
+    long old_pid = cli_daemon_pid(h);
 
+    h->quiet = old_pid != 0;
+    h->fresh = 1;
+    int rc = cli_request(h, "POST", route, body, NULL, &r);
+    h->quiet = 0;
+    h->fresh = 0;
+    if (rc != 0 && old_pid != 0 &&
+        (r.cc == CURLE_GOT_NOTHING || r.cc == CURLE_RECV_ERROR || r.cc == CURLE_PARTIAL_FILE ||
+         r.cc == CURLE_SEND_ERROR)) {
+        rc = cli_handover_outcome(a, h, what, old_pid);
+        goto out;
+    }
+    if (rc != 0 && old_pid != 0) {
+        /* Another failure (a timeout...): cli_request kept quiet about it. */
+        fprintf(stderr, "cutover: the %s request to %s failed: %s\n", what, h->where,
+                curl_easy_strerror((CURLcode)r.cc));
+        goto out;
+    }
     if (rc != 0)
         goto out;
     if (r.status >= 200 && r.status < 300) {
         if (a->json && r.json != NULL)
             cli_print_json(r.json);
-        else if (cli_jstr(r.json, "message") != NULL)
-            printf("%s\n", cli_jstr(r.json, "message"));
-        else
+        else if (cli_jstr(r.json, "message") != NULL) {
+            cli_put_clean(stdout, cli_jstr(r.json, "message"), 0);
+            fputc('\n', stdout);
+        } else
             printf("%s: done\n", what);
         rc = CLI_EXIT_OK;
     } else if (r.status == 404 || r.status == 405 || r.status == 501) {

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "core/duration.h"
+#include "core/text.h"
 #include "core/xmalloc.h"
 #include "net/addr.h"
 #include "net/cidr.h"
@@ -629,17 +630,10 @@ static int get_string_list(struct ctx *c, const struct item *it, const char *pat
 
 /* ---- names ---- */
 
+/* Names follow one rule everywhere (core/text): a token's name is also the actor it acts as. */
 static bool valid_name(const char *s, size_t len)
 {
-    if (len == 0 || len > NAME_MAX_LEN)
-        return false;
-    for (size_t i = 0; i < len; i++) {
-        char ch = s[i];
-        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-              ch == '.' || ch == '_' || ch == '-'))
-            return false;
-    }
-    return true;
+    return text_is_name(s, len);
 }
 
 /* An HTTP token (RFC 9110 tchar): what header and cookie names are made of. */
@@ -751,8 +745,15 @@ static int parse_health(struct ctx *c, const struct item *it, const char *path,
                         &h->path);
         if (rc != 0)
             return rc;
-        if (h->path[0] != '/')
-            return fail_type(c, &v, p, "a URL path starting with /");
+        /* The path is written into the health check's request line as it is: a space, CR,
+           LF or control byte there would end the line early or add a header. */
+        bool ok = h->path[0] == '/';
+        for (const char *q = h->path; ok && *q; q++)
+            ok = (unsigned char)*q > 0x20 && (unsigned char)*q < 0x7f;
+        if (!ok)
+            return fail_type(c, &v, p,
+                             "a URL path starting with / without spaces or control characters "
+                             "(percent-encode them)");
     }
     if (map_find(it->node, "interval", &v) &&
         (rc = get_duration(c, &v, subpath(p, sizeof(p), path, "interval"), 1, &h->interval_ms)))
@@ -1815,7 +1816,7 @@ static int load_tokens(struct ctx *c, int line)
 
 static int parse_admin(struct ctx *c, const struct item *it, struct config *cfg)
 {
-    static const char *const known[] = {"listen", "tokens_file", NULL};
+    static const char *const known[] = {"listen", "tokens_file", "upgrade_dir", NULL};
     struct item v;
     int rc;
 
@@ -1830,6 +1831,20 @@ static int parse_admin(struct ctx *c, const struct item *it, struct config *cfg)
                  get_file_path(c, &v, "admin.tokens_file", "a file path", &cfg->admin_tokens_file)))
             return rc;
         c->tokens_line = v.line; /* read once the rest of the config is known to be right */
+    }
+    if (map_find(it->node, "upgrade_dir", &v)) {
+        struct stat st;
+        if ((rc = get_file_path(c, &v, "admin.upgrade_dir", "a directory path",
+                                &cfg->admin_upgrade_dir)))
+            return rc;
+        if (stat(cfg->admin_upgrade_dir, &st) == -1)
+            return fail(c, v.line, "admin.upgrade_dir: expected an existing directory, got %s (%s)",
+                        cfg->admin_upgrade_dir, strerror(errno));
+        if (!S_ISDIR(st.st_mode))
+            return fail(c, v.line,
+                        "admin.upgrade_dir: expected an existing directory, got %s (not a "
+                        "directory)",
+                        cfg->admin_upgrade_dir);
     }
     if (cfg->admin_listen != NULL && cfg->admin_tokens_file == NULL)
         return fail_missing(c, it->line, "admin", "tokens_file",
@@ -1915,6 +1930,56 @@ static int default_workers(void)
     return n > 256 ? 256 : (int)n;
 }
 
+/* state_dir must be a directory, or a path the daemon can create one at: the nearest part of
+   it that exists must be a directory. Checked here so that `check` catches
+   "state_dir: /etc/passwd" rather than the daemon's start or a reload. */
+static int check_state_dir(struct ctx *c, const char *dir, int line)
+{
+    struct stat st;
+    char *p = xstrdup(dir), *slash;
+    int rc = 0;
+
+    if (stat(p, &st) == 0) {
+        if (!S_ISDIR(st.st_mode))
+            rc = fail(c, line, "state_dir: expected a directory, got %s, which is %s", dir,
+                      S_ISREG(st.st_mode) ? "a file" : "not a directory");
+        goto out;
+    }
+    /* Walk up to the nearest part that exists. */
+    for (;;) {
+        if (errno != ENOENT) {
+            rc = fail(c, line, "state_dir: cannot use %s: %s", dir, strerror(errno));
+            goto out;
+        }
+        if (strcmp(p, ".") == 0 || strcmp(p, "/") == 0) {
+            rc = fail(c, line, "state_dir: cannot use %s: %s", dir, strerror(errno));
+            goto out;
+        }
+        slash = strrchr(p, '/');
+        if (slash == NULL) {
+            memcpy(p, ".", 2); /* p is at least one character long */
+        } else {
+            while (slash > p && slash[-1] == '/')
+                slash--;
+            if (slash == p)
+                slash++; /* keep the root */
+            *slash = '\0';
+        }
+        if (stat(p, &st) == 0)
+            break;
+    }
+    /* Whether the daemon's user may create it there is not checked: `check` often runs as
+       another user, and the daemon says so itself when mkdir fails. */
+    if (!S_ISDIR(st.st_mode))
+        rc = fail(c, line,
+                  "state_dir: expected a directory or a path one can be created at, got %s (%s "
+                  "is not a directory)",
+                  dir, p);
+out:
+    free(p);
+    return rc;
+}
+
 static int parse_root(struct ctx *c, struct fy_node *root)
 {
     static const char *const known[] = {"state_dir", "workers",  "io_coalesce_us", "admin",
@@ -1933,11 +1998,16 @@ static int parse_root(struct ctx *c, struct fy_node *root)
         return fail_type(c, &it, "top level", "a map of settings");
     if ((rc = expect_map(c, &it, "", known)) != 0)
         return rc;
-    if (map_find(root, "state_dir", &v) &&
-        (rc = get_string(c, &v, "state_dir", "a directory path", &cfg->state_dir)))
-        return rc;
+    int state_dir_line = it.line;
+    if (map_find(root, "state_dir", &v)) {
+        if ((rc = get_string(c, &v, "state_dir", "a directory path", &cfg->state_dir)))
+            return rc;
+        state_dir_line = v.line;
+    }
     /* The default is relative too, so it is resolved whether or not the key is present. */
     resolve_in_place(c, &cfg->state_dir);
+    if ((rc = check_state_dir(c, cfg->state_dir, state_dir_line)) != 0)
+        return rc;
     if (map_find(root, "workers", &v) && (rc = get_int(c, &v, "workers", 1, 256, &cfg->workers)))
         return rc;
     if (map_find(root, "io_coalesce_us", &v) &&
@@ -2016,6 +2086,21 @@ static int parse_document(struct ctx *c, const char *buf, size_t len,
     struct fy_document *fyd = NULL, *extra = NULL;
     int rc;
 
+    /* libfyaml stops at a NUL byte and passes control characters into values: a file that is
+       not text is refused whole, at the line of the first offending byte. */
+    const char *why = NULL;
+    size_t bad = text_find_nontext(buf, len, &why);
+    if (bad < len) {
+        int line = 1;
+        size_t col = 1;
+        for (size_t i = 0; i < bad; i++) {
+            line += buf[i] == '\n';
+            col = buf[i] == '\n' ? 1 : col + 1;
+        }
+        return fail(c, line,
+                    "expected text (UTF-8 without control characters), got %s at column %zu", why,
+                    col);
+    }
     fy_diag_cfg_default(&dcfg);
     dcfg.fp = NULL;
     dcfg.output_fn = diag_discard;
@@ -2175,6 +2260,15 @@ int config_load_string(const char *yaml, const char *name, struct config **out, 
                        errlen);
 }
 
+int config_load_buffer(const char *buf, size_t len, const char *name, struct config **out,
+                       char *err, size_t errlen)
+{
+    *out = NULL;
+    if (err != NULL && errlen > 0)
+        err[0] = '\0';
+    return load_buffer(buf, len, name != NULL ? name : "<buffer>", NULL, out, err, errlen);
+}
+
 /* ---- freeing and lookups ---- */
 
 static void free_strv(char **v)
@@ -2220,6 +2314,7 @@ void config_free(struct config *cfg)
         return;
     free(cfg->path);
     free(cfg->state_dir);
+    free(cfg->admin_upgrade_dir);
     free(cfg->admin_listen);
     free(cfg->admin_tokens_file);
     for (size_t i = 0; cfg->tokens != NULL && i < cfg->ntokens; i++) {

@@ -199,6 +199,9 @@ struct config {
     int io_coalesce_us; /* a busy worker's nap before blocking (proxy/nap.h); 0..1000, 0 = off */
     char *admin_listen; /* optional TCP admin listener "HOST:PORT" */
     char *admin_tokens_file; /* required when admin_listen is set; relative to the config file */
+    char *admin_upgrade_dir; /* upgrade --binary takes binaries under it only; NULL: the running
+                                binary's directory. An existing directory, relative to the
+                                config file */
     struct config_token *tokens; /* read from admin_tokens_file (which must be mode 0600 or
                                     stricter); at least one when admin_listen is set */
     size_t ntokens;
@@ -227,6 +230,11 @@ int config_load(const char *path, struct config **out, char *err, size_t errlen)
  * the base for relative paths is the current directory. */
 int config_load_string(const char *yaml, const char *name, struct config **out, char *err,
                        size_t errlen);
+
+/* Same as config_load_string, from len bytes that may hold anything (NUL bytes included): what
+ * config_load does with a file's bytes. For the fuzz target and tests. */
+int config_load_buffer(const char *buf, size_t len, const char *name, struct config **out,
+                       char *err, size_t errlen);
 
 /* Frees cfg and everything it owns. config_free(NULL) is a no-op. */
 void config_free(struct config *cfg);

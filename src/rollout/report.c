@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/text.h"
 #include "core/xmalloc.h"
 #include "rollout/rollout_int.h"
 
@@ -21,7 +22,27 @@ json_t *rollout_report_json(struct rollout *r, int64_t id)
 struct md {
     char *p;
     size_t len, cap;
+    char **owned; /* escaped copies handed to md_put, freed with the report */
+    size_t nowned;
 };
+
+/* Free text (reasons, actors, messages, names) as core/text escapes it for Markdown: it can
+   neither end a cell, add a row or a heading, nor carry HTML, escape sequences or bidi
+   overrides. The copy lives until md_free_owned. */
+static const char *md_esc(struct md *m, const char *s, int lines)
+{
+    char *e = lines ? text_term_lines(s != NULL ? s : "-") : text_md(s != NULL ? s : "-");
+    m->owned = xrealloc(m->owned, (m->nowned + 1) * sizeof(*m->owned));
+    m->owned[m->nowned++] = e;
+    return e;
+}
+
+static void md_free_owned(struct md *m)
+{
+    for (size_t i = 0; i < m->nowned; i++)
+        free(m->owned[i]);
+    free(m->owned);
+}
 
 static void md_put(struct md *m, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void md_put(struct md *m, const char *fmt, ...)
@@ -42,10 +63,26 @@ static void md_put(struct md *m, const char *fmt, ...)
     }
 }
 
-static const char *str(json_t *o, const char *k)
+static const char *str(struct md *m, json_t *o, const char *k)
 {
-    const char *s = json_string_value(json_object_get(o, k));
-    return s ? s : "-";
+    return md_esc(m, json_string_value(json_object_get(o, k)), 0);
+}
+
+/* A code fence longer than any run of backticks in text, so the text cannot close it. */
+static const char *md_fence(struct md *m, const char *text)
+{
+    size_t run = 0, most = 0;
+    for (const char *p = text; *p; p++) {
+        run = *p == '`' ? run + 1 : 0;
+        most = run > most ? run : most;
+    }
+    size_t n = most < 3 ? 3 : most + 1;
+    char *f = xmalloc(n + 1);
+    memset(f, '`', n);
+    f[n] = '\0';
+    m->owned = xrealloc(m->owned, (m->nowned + 1) * sizeof(*m->owned));
+    m->owned[m->nowned++] = f;
+    return f;
 }
 
 static void md_sample(struct md *m, const char *who, json_t *x)
@@ -67,26 +104,27 @@ char *rollout_report_md(struct rollout *r, int64_t id)
     json_t *c = rollout_change_json(r, id, 1);
     if (c == NULL)
         return NULL;
-    struct md m = {xmalloc(4096), 0, 4096};
+    struct md m = {xmalloc(4096), 0, 4096, NULL, 0};
     m.p[0] = '\0';
     json_t *d = json_object_get(c, "detail");
-    md_put(&m, "# Change %lld: %s %s\n\n", (long long)id, str(c, "kind"), str(c, "service"));
+    md_put(&m, "# Change %lld: %s %s\n\n", (long long)id, str(&m, c, "kind"),
+           str(&m, c, "service"));
     md_put(&m, "| | |\n|---|---|\n");
-    md_put(&m, "| from → to | %s → %s |\n", str(c, "from"), str(c, "to"));
-    md_put(&m, "| plan | %s |\n", str(c, "plan"));
-    md_put(&m, "| outcome | **%s** |\n", str(c, "state"));
-    md_put(&m, "| started by | %s |\n", str(c, "actor"));
-    md_put(&m, "| reason | %s |\n", str(c, "reason"));
-    md_put(&m, "| created | %s |\n| ended | %s |\n", str(c, "created"), str(c, "ended"));
-    md_put(&m, "| last message | %s |\n\n", str(c, "message"));
+    md_put(&m, "| from → to | %s → %s |\n", str(&m, c, "from"), str(&m, c, "to"));
+    md_put(&m, "| plan | %s |\n", str(&m, c, "plan"));
+    md_put(&m, "| outcome | **%s** |\n", str(&m, c, "state"));
+    md_put(&m, "| started by | %s |\n", str(&m, c, "actor"));
+    md_put(&m, "| reason | %s |\n", str(&m, c, "reason"));
+    md_put(&m, "| created | %s |\n| ended | %s |\n", str(&m, c, "created"), str(&m, c, "ended"));
+    md_put(&m, "| last message | %s |\n\n", str(&m, c, "message"));
 
     json_t *fail = json_object_get(d, "failure");
     if (json_is_object(fail)) {
         md_put(&m, "## Why it was rolled back\n\nGate `%s` failed in step %lld (%s): %s\n\n",
-               str(fail, "gate"), (long long)json_integer_value(json_object_get(fail, "step")),
-               str(fail, "step_description"), str(fail, "detail"));
+               str(&m, fail, "gate"), (long long)json_integer_value(json_object_get(fail, "step")),
+               str(&m, fail, "step_description"), str(&m, fail, "detail"));
     } else if (json_is_string(json_object_get(d, "rollback_reason"))) {
-        md_put(&m, "## Why it was rolled back\n\n%s\n\n", str(d, "rollback_reason"));
+        md_put(&m, "## Why it was rolled back\n\n%s\n\n", str(&m, d, "rollback_reason"));
     }
     json_t *steps = json_object_get(d, "steps");
     if (json_array_size(steps) > 0) {
@@ -97,13 +135,13 @@ char *rollout_report_md(struct rollout *r, int64_t id)
         json_t *st;
         json_array_foreach(steps, i, st)
         {
-            md_put(&m, "### Step %zu: %s — %s\n\n", i + 1, str(st, "description"),
-                   str(st, "outcome"));
-            md_put(&m, "Started %s, ended %s.", str(st, "started"), str(st, "ended"));
+            md_put(&m, "### Step %zu: %s — %s\n\n", i + 1, str(&m, st, "description"),
+                   str(&m, st, "outcome"));
+            md_put(&m, "Started %s, ended %s.", str(&m, st, "started"), str(&m, st, "ended"));
             if (json_is_string(json_object_get(st, "note")))
-                md_put(&m, " %s.", str(st, "note"));
+                md_put(&m, " %s.", str(&m, st, "note"));
             if (json_is_string(json_object_get(st, "verdict")))
-                md_put(&m, " Analysis: %s.", str(st, "verdict"));
+                md_put(&m, " Analysis: %s.", str(&m, st, "verdict"));
             md_put(&m, "\n\n");
             if (json_is_object(json_object_get(st, "canary"))) {
                 md_put(&m, "| version | requests | 5xx | cutover errors | error rate | p50 ms | "
@@ -121,7 +159,7 @@ char *rollout_report_md(struct rollout *r, int64_t id)
         json_t *v;
         json_array_foreach(inc, i, v)
         {
-            md_put(&m, "- %s\n", json_string_value(v));
+            md_put(&m, "- %s\n", md_esc(&m, json_string_value(v), 0));
         }
         md_put(&m, "\n");
     }
@@ -133,8 +171,8 @@ char *rollout_report_md(struct rollout *r, int64_t id)
         json_array_foreach(ap, i, v)
         {
             md_put(&m, "- step %lld: %s at %s\n",
-                   (long long)json_integer_value(json_object_get(v, "step")), str(v, "approver"),
-                   str(v, "at"));
+                   (long long)json_integer_value(json_object_get(v, "step")),
+                   str(&m, v, "approver"), str(&m, v, "at"));
         }
         md_put(&m, "\n");
     }
@@ -145,7 +183,9 @@ char *rollout_report_md(struct rollout *r, int64_t id)
         json_t *v;
         json_array_foreach(tests, i, v)
         {
-            md_put(&m, "### %s\n\n```\n%s\n```\n\n", str(v, "result"), str(v, "output"));
+            const char *out = md_esc(&m, json_string_value(json_object_get(v, "output")), 1);
+            const char *fence = md_fence(&m, out);
+            md_put(&m, "### %s\n\n%s\n%s\n%s\n\n", str(&m, v, "result"), fence, out, fence);
         }
     }
     md_put(&m, "## Timeline\n\n| time (UTC) | event | message |\n|---|---|---|\n");
@@ -153,8 +193,10 @@ char *rollout_report_md(struct rollout *r, int64_t id)
     json_t *ev;
     json_array_foreach(json_object_get(c, "events"), i, ev)
     {
-        md_put(&m, "| %s | %s | %s |\n", str(ev, "ts"), str(ev, "type"), str(ev, "message"));
+        md_put(&m, "| %s | %s | %s |\n", str(&m, ev, "ts"), str(&m, ev, "type"),
+               str(&m, ev, "message"));
     }
     json_decref(c);
+    md_free_owned(&m);
     return m.p;
 }

@@ -656,7 +656,10 @@ int serve_main(int argc, char **argv)
     }
 
     char *sock = xasprintf("%s/cutover.sock", d.cfg->state_dir);
-    struct api_hooks hooks = {.metrics = on_metrics, .handover = begin_handover, .ctx = &d};
+    struct api_hooks hooks = {.metrics = on_metrics,
+                              .handover = begin_handover,
+                              .ctx = &d,
+                              .upgrade_dir = d.cfg->admin_upgrade_dir};
     int takeover = inherited > 0 || getenv("CUTOVER_READY_FD") != NULL;
     rc = api_start(&d.api, d.loop, sock, NULL, &hooks, takeover, err, sizeof(err));
     free(sock);

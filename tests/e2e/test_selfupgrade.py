@@ -121,6 +121,11 @@ def assert_no_errors(res, min_requests=1000):
         f"of {res['requests']}\n{res['text']}"
 
 
+def upgrade_dir(path):
+    """Config text that lets `upgrade --binary` take the test's own scripts in path."""
+    return f"admin: {{upgrade_dir: {path}}}\n"
+
+
 def write_atomic(path, text):
     tmp = path.with_name(path.name + ".new")
     tmp.write_text(text)
@@ -364,7 +369,7 @@ def test_upgrade_mid_rollout_resumes_plan_at_its_step(backend, daemon):
 @pytest.mark.xdist_group("load")
 def test_upgrade_to_a_binary_that_exits_keeps_the_old_daemon(backend, daemon, wrk, tmp_path):
     v1, v2 = backend("v1"), backend("v2")
-    d = daemon([v1], drain_timeout="3s").start(expect="v1\n")
+    d = daemon([v1], top_extra=upgrade_dir(tmp_path), drain_timeout="3s").start(expect="v1\n")
     bad = script(tmp_path / "bad-cutover", "exit 3\n")
     load = wrk(d.port, 8, conns=16)
     time.sleep(2)
@@ -406,7 +411,7 @@ def test_upgrade_to_a_binary_that_exits_keeps_the_old_daemon(backend, daemon, wr
 @pytest.mark.xdist_group("load")
 def test_upgrade_to_a_binary_that_never_gets_ready_times_out(backend, daemon, tmp_path):
     v1 = backend("v1")
-    d = daemon([v1], drain_timeout="2s").start(expect="v1\n")
+    d = daemon([v1], top_extra=upgrade_dir(tmp_path), drain_timeout="2s").start(expect="v1\n")
     hang = script(tmp_path / "hang-cutover", "exec sleep 60\n")
     up = d.cli_bg("upgrade", "--binary", hang)
     t0 = time.monotonic()
@@ -780,7 +785,7 @@ def test_kill9_under_load_then_restart_serves_live_version(backend, daemon, wrk)
 
 def test_bad_upgrade_and_reload_requests_leave_the_daemon_untouched(backend, daemon, tmp_path):
     v1 = backend("v1")
-    d = daemon([v1], drain_timeout="2s").start(expect="v1\n")
+    d = daemon([v1], top_extra=upgrade_dir(tmp_path), drain_timeout="2s").start(expect="v1\n")
     pid = d.pid
 
     # A relative --binary that does not exist: the CLI refuses (exit 2). A relative path that

@@ -332,7 +332,7 @@ static void test_render_status_service(void **state)
                              "            127.0.0.1:9003         unhealthy\n"
                              "  previous: v1\n"
                              "  change:   3: deploy v1 -> v2, running (by alice)\n"
-                             "            weight 10% next\n");
+                             "            weight 10%\\nnext\n");
     free(out);
 }
 
@@ -453,7 +453,7 @@ static void test_render_report_md(void **state)
     assert_non_null(strstr(out, "| reason | fix \\| pipes |\n"));
     assert_non_null(strstr(out, "| plan | (instant switch) |\n"));
     assert_non_null(strstr(out, "**Outcome:** switched to v2\n"));
-    assert_non_null(strstr(out, "| t1 | created | a b |\n"));
+    assert_non_null(strstr(out, "| t1 | created | a\\nb |\n"));
     free(out);
 }
 

@@ -609,6 +609,50 @@ static void test_unknown_keys_warn(void **state)
 
 /* ---- document-level errors ---- */
 
+/* A file that is not text is refused whole, at the line of the first offending byte, even
+   where libfyaml would read on (a NUL used to end the file early and silently). */
+static void test_err_not_text(void **state)
+{
+    static const struct {
+        const char *buf;
+        size_t len;
+        const char *want;
+    } cases[] = {
+        {"state_dir: /tmp\n\0services:\n  web: {listen: 127.0.0.1:8080}\n", 59, "c.yml:2: "},
+        {"workers: 2 # \xc3\x28\n", 16, "c.yml:1: "},
+        {"workers: 2\n# \x1b[2J\n", 18, "c.yml:2: "},
+        {"workers: 2\rworkers: 3\n", 22, "c.yml:1: "},
+    };
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct config *cfg = NULL;
+        char err[512] = "";
+        int rc = config_load_buffer(cases[i].buf, cases[i].len, NAME, &cfg, err, sizeof(err));
+        if (rc != -EINVAL || strstr(err, cases[i].want) == NULL ||
+            strstr(err, "expected text") == NULL)
+            fail_msg("case %zu: rc %d, message '%s'", i, rc, err);
+        assert_null(cfg);
+    }
+}
+
+static void test_err_health_path_injection(void **state)
+{
+    (void)state;
+    load_err("services:\n  web:\n    listen: 127.0.0.1:8080\n"
+             "    health_check: {path: \"/h\\r\\nX-A: 1\"}\n",
+             "c.yml:4: ", "services.web.health_check.path", NULL);
+    load_err("services:\n  web:\n    listen: 127.0.0.1:8080\n"
+             "    health_check: {path: \"/a b\"}\n",
+             "c.yml:4: ", "health_check.path", NULL);
+}
+
+static void test_err_state_dir_not_a_directory(void **state)
+{
+    (void)state;
+    load_err("workers: 1\nstate_dir: /etc/passwd\n", "c.yml:2: ", "state_dir", "a file", NULL);
+    load_err("state_dir: /etc/passwd/sub\n", "c.yml:1: ", "state_dir", NULL);
+}
+
 static void test_err_empty(void **state)
 {
     (void)state;
@@ -1417,6 +1461,9 @@ int main(void)
         cmocka_unit_test(test_names_allowed),
         cmocka_unit_test(test_unknown_keys_warn),
         cmocka_unit_test(test_err_empty),
+        cmocka_unit_test(test_err_not_text),
+        cmocka_unit_test(test_err_health_path_injection),
+        cmocka_unit_test(test_err_state_dir_not_a_directory),
         cmocka_unit_test(test_err_top_level_not_map),
         cmocka_unit_test(test_err_syntax),
         cmocka_unit_test(test_err_duplicate_key),
