@@ -137,6 +137,8 @@ struct worker_listener {
     uv_tcp_t tcp;
     int service_id;
     int preview;
+    const struct cidr_list *trusted; /* NULL when the service trusts no proxy */
+    int proxy_protocol;
     const struct proxy_proto *proto;
     struct worker *w;
 };

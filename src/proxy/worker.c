@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "core/xmalloc.h"
+#include "net/cidr.h"
 #include "proxy/nap.h"
 #include "proxy/upstream.h"
 #include "proxy/worker_int.h"
@@ -254,6 +255,9 @@ int worker_start(struct worker **out, int index, const struct worker_listener_sp
         l->w = w;
         l->service_id = ls[opened].service_id;
         l->preview = ls[opened].preview;
+        l->trusted =
+            ls[opened].trusted != NULL && ls[opened].trusted->n > 0 ? ls[opened].trusted : NULL;
+        l->proxy_protocol = ls[opened].proxy_protocol;
         l->proto = ls[opened].proto;
         rc = uv_tcp_open(&l->tcp, fd);
         if (rc == 0)

@@ -14,6 +14,7 @@
 #include "proxy/route.h"
 
 struct proxy_proto;
+struct cidr_list;
 
 /* One listening socket a worker accepts on. */
 struct worker_listener_spec {
@@ -21,6 +22,10 @@ struct worker_listener_spec {
     const struct proxy_proto *proto; /* the protocol served on it (proxy/h1proxy.h: h1_proto) */
     int service_id;                  /* route_service.id of the service it serves */
     int preview; /* the service's preview listener: routes to the canary while one exists */
+    /* The service's trusted_proxies (NULL or empty: none), owned by the caller and unchanged
+     * until every worker is freed. A peer in it may name the client (X-Forwarded-For, PROXY). */
+    const struct cidr_list *trusted;
+    int proxy_protocol; /* every connection starts with a PROXY header from a trusted peer */
 };
 
 struct worker;
@@ -59,6 +64,8 @@ struct worker_stats {
     _Atomic uint64_t bad_requests; /* 4xx made by cutover for bad input */
     _Atomic int64_t clients;       /* open client connections */
     _Atomic uint64_t naps;         /* poll coalescing naps taken (proxy/nap.h) */
+    /* connections closed unheard on a proxy_protocol listener: untrusted peer, bad header */
+    _Atomic uint64_t client_addr_refused;
 };
 
 /* Why a request was lost: cutover answered it with its own error, or cut it. */

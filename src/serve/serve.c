@@ -29,6 +29,7 @@
 #include "core/log.h"
 #include "core/xmalloc.h"
 #include "net/addr.h"
+#include "net/cidr.h"
 #include "net/handover.h"
 #include "net/listen.h"
 #include "notify/notify.h"
@@ -64,9 +65,10 @@ struct daemon {
     int nworkers;
     struct listener *listeners;
     size_t nlisten;
-    int admin_fd;      /* admin.listen, or -1 */
-    int lock_fd;       /* state_dir/cutover.lock, flock()ed: one daemon per state_dir */
-    struct notify *nt; /* webhooks, or NULL */
+    struct cidr_list *trusted; /* [cfg->nservices]: each service's trusted_proxies, for workers */
+    int admin_fd;              /* admin.listen, or -1 */
+    int lock_fd;               /* state_dir/cutover.lock, flock()ed: one daemon per state_dir */
+    struct notify *nt;         /* webhooks, or NULL */
     uv_signal_t sigterm, sigint, sighup, sigusr2;
     uv_timer_t exit_timer;
     int stopping;
@@ -144,7 +146,7 @@ static void emit_lost(struct daemon *d, rollout_emit_fn emit, void *ectx)
 static void on_metrics(void *ctx, rollout_emit_fn emit, void *ectx)
 {
     struct daemon *d = ctx;
-    uint64_t acc = 0, req = 0, r5 = 0, perr = 0, retr = 0, bad = 0, naps = 0;
+    uint64_t acc = 0, req = 0, r5 = 0, perr = 0, retr = 0, bad = 0, naps = 0, ppref = 0;
     int64_t clients = 0;
     for (int i = 0; i < d->nworkers; i++) {
         const struct worker_stats *s = worker_get_stats(d->workers[i]);
@@ -156,6 +158,7 @@ static void on_metrics(void *ctx, rollout_emit_fn emit, void *ectx)
         bad += atomic_load_explicit(&s->bad_requests, memory_order_relaxed);
         clients += atomic_load_explicit(&s->clients, memory_order_relaxed);
         naps += atomic_load_explicit(&s->naps, memory_order_relaxed);
+        ppref += atomic_load_explicit(&s->client_addr_refused, memory_order_relaxed);
     }
     emit_counter(emit, ectx, "cutover_connections_accepted_total", "Client connections accepted.",
                  "counter", acc);
@@ -172,6 +175,10 @@ static void on_metrics(void *ctx, rollout_emit_fn emit, void *ectx)
                  clients > 0 ? (uint64_t)clients : 0);
     emit_counter(emit, ectx, "cutover_worker_naps_total",
                  "Naps busy workers took before blocking (io_coalesce_us).", "counter", naps);
+    emit_counter(emit, ectx, "cutover_proxy_header_refused_total",
+                 "Connections closed on a proxy_protocol listener: peer not in trusted_proxies, "
+                 "or a malformed PROXY header.",
+                 "counter", ppref);
     emit_lost(d, emit, ectx);
 }
 
@@ -674,6 +681,13 @@ int serve_main(int argc, char **argv)
         goto out_api;
     }
 
+    d.trusted = xcalloc(d.cfg->nservices + 1, sizeof(*d.trusted));
+    for (size_t j = 0; j < d.cfg->nservices; j++) {
+        cidr_list_init(&d.trusted[j]);
+        /* config/ accepted every entry with cidr_parse: adding them cannot fail. */
+        for (size_t k = 0; k < d.cfg->services[j].ntrusted_proxies; k++)
+            (void)cidr_list_add(&d.trusted[j], d.cfg->services[j].trusted_proxies[k]);
+    }
     struct worker_listener_spec *specs = xcalloc(d.nlisten + 1, sizeof(*specs));
     for (size_t i = 0; i < d.nlisten; i++) {
         const char *dot = strchr(d.listeners[i].name, '.');
@@ -686,6 +700,10 @@ int serve_main(int argc, char **argv)
             if (strlen(d.cfg->services[j].name) == len &&
                 strncmp(d.cfg->services[j].name, d.listeners[i].name, len) == 0)
                 specs[i].service_id = (int)j;
+        if (specs[i].service_id >= 0) {
+            specs[i].trusted = &d.trusted[specs[i].service_id];
+            specs[i].proxy_protocol = d.cfg->services[specs[i].service_id].proxy_protocol;
+        }
     }
     d.workers = xcalloc((size_t)d.cfg->workers, sizeof(*d.workers));
     for (int i = 0; i < d.cfg->workers; i++) {
@@ -735,6 +753,9 @@ out_free:
     for (int i = 0; i < d.nworkers; i++)
         worker_free(d.workers[i]);
     free(d.workers);
+    for (size_t j = 0; d.trusted != NULL && j < d.cfg->nservices; j++)
+        cidr_list_done(&d.trusted[j]);
+    free(d.trusted);
 out:
     for (size_t i = 0; i < d.nretired; i++)
         rollout_free(d.retired[i]);
