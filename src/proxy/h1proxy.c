@@ -160,6 +160,9 @@ static void count_answer(struct client *c, int status, int own_error);
 static void count_loss(struct client *c, enum worker_loss why);
 static void longlived_end(struct client *c);
 static void on_upstream_write(uv_write_t *req, int status);
+static size_t reap_idle(struct worker *w, size_t max);
+#define REAP_MAX 32       /* idle connections closed per shortage event at most */
+#define REAP_IDLE_MS 1000 /* only those idle between requests for that long */
 
 /* ---------------------------------------------------------------- buffers -------------------- */
 
@@ -1284,7 +1287,20 @@ static void upstream_attach(struct client *c, struct route_target *t, int fresh)
     u->rphase = R_HEAD;
     u->got = 0;
     c->up = u;
-    if (rc < 0)
+    if ((rc == UV_EMFILE || rc == UV_ENFILE) && !fresh && reap_idle(c->w, REAP_MAX) > 0) {
+        /* Idle keep-alive clients gave their descriptors back: one more try. */
+        c->up = NULL;
+        up_close(u);
+        upstream_attach(c, t, 1);
+        return;
+    }
+    if (rc == UV_EMFILE || rc == UV_ENFILE) {
+        /* Out of descriptors says nothing about the target: no passive-health failure. */
+        c->up = NULL;
+        up_close(u);
+        count_answer(c, 503, 1);
+        client_error(c, 503, "out of file descriptors; retry shortly");
+    } else if (rc < 0)
         up_failed(u, UF_CONNECT);
     else if (rc == 1)
         upstream_send(c);
@@ -1834,6 +1850,9 @@ static void h1_accept(struct worker_listener *l)
         return;
     }
     uv_tcp_nodelay(&c->tcp, 1);
+    uv_os_fd_t fd;
+    if (uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0)
+        worker_accepted_fd(l, fd);
     int sl = sizeof(c->peer_sa);
     if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&c->peer_sa, &sl) != 0)
         memset(&c->peer_sa, 0, sizeof(c->peer_sa)); /* its text is "unknown" */
@@ -1906,6 +1925,30 @@ static void arm_drain(struct worker *w)
     }
 }
 
+/* Closes at most max client connections that have been idle between requests for REAP_IDLE_MS
+ * or more, the longest idle first among those the walk meets: descriptors are short, and an
+ * idle keep-alive connection is the one a client expects may close (RFC 9112 9.3.1; nginx's
+ * ngx_drain_connections does the same). Returns how many were closed. */
+static size_t reap_idle(struct worker *w, size_t max)
+{
+    uint64_t now = uv_now(&w->loop);
+    size_t n = 0;
+    struct client *c = w->h1->clients, *next;
+    for (; c != NULL && n < max; c = next) {
+        next = c->next;
+        if (c->phase != PH_HEAD || c->x != NULL || c->wpending || c->dl_at == 0)
+            continue;
+        const struct route_service *svc = client_service(c);
+        uint64_t idle_ms = svc ? svc->limits.client_idle_ms : default_limits.client_idle_ms;
+        /* dl_at is when its idle deadline falls: it has been idle idle_ms - (dl_at - now). */
+        if (c->dl_at > now + idle_ms - REAP_IDLE_MS)
+            continue;
+        client_close(c);
+        n++;
+    }
+    return n;
+}
+
 /* proxy_proto.drain. */
 static size_t h1_drain(struct worker *w, enum proxy_drain how)
 {
@@ -1916,6 +1959,8 @@ static size_t h1_drain(struct worker *w, enum proxy_drain how)
         arm_drain(w);
         return 0;
     }
+    if (how == PROXY_DRAIN_IDLE)
+        return reap_idle(w, REAP_MAX);
     struct client *c = w->h1->clients, *next;
     for (; c; c = next) {
         next = c->next;

@@ -64,6 +64,8 @@ struct worker_stats {
     _Atomic uint64_t bad_requests; /* 4xx made by cutover for bad input */
     _Atomic int64_t clients;       /* open client connections */
     _Atomic uint64_t naps;         /* poll coalescing naps taken (proxy/nap.h) */
+    /* listener pauses: out of descriptors (EMFILE, ENFILE) or near the ceiling (worker.c) */
+    _Atomic uint64_t accept_paused;
     /* connections closed unheard on a proxy_protocol listener: untrusted peer, bad header */
     _Atomic uint64_t client_addr_refused;
 };

@@ -71,6 +71,9 @@ struct daemon {
     struct notify *nt;         /* webhooks, or NULL */
     uv_signal_t sigterm, sigint, sighup, sigusr2;
     uv_timer_t exit_timer;
+    uv_timer_t fd_watch;     /* logs the data plane's accept pauses, once per episode */
+    uint64_t fd_paused_seen; /* the workers' accept_paused sum at the last tick */
+    int fd_episode;          /* a pause was seen in the last tick */
     int stopping;
     int handing_over;
     int handed_over;
@@ -147,6 +150,7 @@ static void on_metrics(void *ctx, rollout_emit_fn emit, void *ectx)
 {
     struct daemon *d = ctx;
     uint64_t acc = 0, req = 0, r5 = 0, perr = 0, retr = 0, bad = 0, naps = 0, ppref = 0;
+    uint64_t paused = 0;
     int64_t clients = 0;
     for (int i = 0; i < d->nworkers; i++) {
         const struct worker_stats *s = worker_get_stats(d->workers[i]);
@@ -159,6 +163,7 @@ static void on_metrics(void *ctx, rollout_emit_fn emit, void *ectx)
         clients += atomic_load_explicit(&s->clients, memory_order_relaxed);
         naps += atomic_load_explicit(&s->naps, memory_order_relaxed);
         ppref += atomic_load_explicit(&s->client_addr_refused, memory_order_relaxed);
+        paused += atomic_load_explicit(&s->accept_paused, memory_order_relaxed);
     }
     emit_counter(emit, ectx, "cutover_connections_accepted_total", "Client connections accepted.",
                  "counter", acc);
@@ -179,7 +184,39 @@ static void on_metrics(void *ctx, rollout_emit_fn emit, void *ectx)
                  "Connections closed on a proxy_protocol listener: peer not in trusted_proxies, "
                  "or a malformed PROXY header.",
                  "counter", ppref);
+    emit(ectx, "# HELP cutover_accept_paused_total Pauses of accepting new connections because "
+               "file descriptors ran out (or the data plane reached its share of them).");
+    emit(ectx, "# TYPE cutover_accept_paused_total counter");
+    char line[128];
+    snprintf(line, sizeof(line), "cutover_accept_paused_total{listener=\"service\"} %llu",
+             (unsigned long long)paused);
+    emit(ectx, line);
+    snprintf(line, sizeof(line), "cutover_accept_paused_total{listener=\"admin\"} %llu",
+             (unsigned long long)api_accept_paused(d->api));
+    emit(ectx, line);
     emit_lost(d, emit, ectx);
+}
+
+/* Once a second: a data-plane episode of accept pauses (proxy/worker.c) is logged when it
+ * begins and when a second passes without a pause. The workers only count. */
+static void on_fd_watch(uv_timer_t *t)
+{
+    struct daemon *d = t->data;
+    uint64_t n = 0;
+    for (int i = 0; i < d->nworkers; i++)
+        n += atomic_load_explicit(&worker_get_stats(d->workers[i])->accept_paused,
+                                  memory_order_relaxed);
+    char num[24];
+    snprintf(num, sizeof(num), "%llu", (unsigned long long)n);
+    if (n != d->fd_paused_seen && !d->fd_episode) {
+        d->fd_episode = 1;
+        log_warn("accepting paused: out of file descriptors; open connections are served",
+                 "pauses_total", num);
+    } else if (n == d->fd_paused_seen && d->fd_episode) {
+        d->fd_episode = 0;
+        log_info("accepting again", "pauses_total", num);
+    }
+    d->fd_paused_seen = n;
 }
 
 /* Sums what every worker counted for (service, role); each counter is read with a relaxed
@@ -265,6 +302,7 @@ static void on_join_done(uv_work_t *req, int status)
     uv_close((uv_handle_t *)&d->sighup, NULL);
     uv_close((uv_handle_t *)&d->sigusr2, NULL);
     uv_close((uv_handle_t *)&d->exit_timer, NULL);
+    uv_close((uv_handle_t *)&d->fd_watch, NULL);
 }
 
 /* ---------------------------------------------------------------- hand-over ----------------- */
@@ -723,6 +761,10 @@ int serve_main(int argc, char **argv)
     uv_signal_init(d.loop, &d.sighup);
     uv_signal_init(d.loop, &d.sigusr2);
     uv_timer_init(d.loop, &d.exit_timer);
+    uv_timer_init(d.loop, &d.fd_watch);
+    d.fd_watch.data = &d;
+    uv_timer_start(&d.fd_watch, on_fd_watch, 1000, 1000);
+    uv_unref((uv_handle_t *)&d.fd_watch); /* never what keeps the daemon running */
     d.sigterm.data = d.sigint.data = d.sighup.data = d.sigusr2.data = d.exit_timer.data = &d;
     uv_signal_start(&d.sigterm, on_signal, SIGTERM);
     uv_signal_start(&d.sigint, on_signal, SIGINT);
