@@ -379,7 +379,16 @@ static void on_client_write(uv_write_t *req, int status);
 
 /* Answers status with a short text body and closes the connection after it. Only when no
  * response was started on this connection; otherwise the only honest thing is to close. */
+static void client_error_as(struct client *c, int status, const char *why, int loss);
+
 static void client_error(struct client *c, int status, const char *why)
+{
+    client_error_as(c, status, why, -1);
+}
+
+/* client_error, with the loss of a 5xx counted under reason loss (an enum worker_loss) rather
+ * than by status when loss >= 0. */
+static void client_error_as(struct client *c, int status, const char *why, int loss)
 {
     struct worker *w = c->w;
     if (c->phase == PH_CLOSING)
@@ -393,7 +402,8 @@ static void client_error(struct client *c, int status, const char *why)
     }
     if (status >= 500) {
         atomic_fetch_add_explicit(&w->stats.proxy_errors, 1, memory_order_relaxed);
-        count_loss(c, status == 504   ? WORKER_LOSS_504
+        count_loss(c, loss >= 0       ? (enum worker_loss)loss
+                      : status == 504 ? WORKER_LOSS_504
                       : status == 503 ? WORKER_LOSS_503
                                       : WORKER_LOSS_502);
     } else
@@ -944,10 +954,13 @@ static void target_result(struct client *c, struct route_target *t, int failed)
                               memory_order_relaxed);
 }
 
-/* The upstream of a request failed. Sends the request again when that is safe (no response
- * byte yet, the whole request still in the buffer): on a fresh connection to the same target
- * when a reused connection failed (the upstream may have closed it while we sent), or once on
- * another target for an idempotent request. Otherwise answers 502, or 504 for timeouts. */
+/* The upstream of a request failed. Sends the request again when that is safe: no response
+ * byte yet, the whole request still in the buffer, and an idempotent method (RFC 9110 9.2.2:
+ * a proxy must not retry any other by itself, since the upstream may have acted on it). A
+ * reused connection that failed (the upstream may have closed it while we sent) is retried on a
+ * fresh connection to the same target; a fresh one that failed, once on another target.
+ * Otherwise answers 502, or 504 for timeouts; a non-idempotent request that would have been
+ * retried is lost with reason WORKER_LOSS_NOT_RETRIED. */
 static void up_failed(struct h1_up *u, enum up_fail why)
 {
     struct client *c = u->client;
@@ -962,13 +975,20 @@ static void up_failed(struct h1_up *u, enum up_fail why)
     c->up = NULL;
     int can_replay = c->x->replayable && !c->x->resp_started && got == 0 &&
                      why != UF_RESPONSE_TIMEOUT && why != UF_BAD_RESPONSE;
+    int idempotent = method_idempotent(c->x->meth);
+    if (can_replay && reused && !idempotent && why == UF_IO) {
+        count_answer(c, 502, 1);
+        client_error_as(c, 502, "upstream connection lost; the request was not sent again",
+                        WORKER_LOSS_NOT_RETRIED);
+        return;
+    }
     if (can_replay && reused && c->x->fresh_retries < 2) {
         c->x->fresh_retries++;
         atomic_fetch_add_explicit(&c->w->stats.retries, 1, memory_order_relaxed);
         request_retry(c, 1);
         return;
     }
-    if (can_replay && !reused && method_idempotent(c->x->meth) && c->x->target_retries < 1) {
+    if (can_replay && !reused && idempotent && c->x->target_retries < 1) {
         c->x->target_retries++;
         atomic_fetch_add_explicit(&c->w->stats.retries, 1, memory_order_relaxed);
         request_retry(c, 0);

@@ -439,7 +439,8 @@ const struct worker_role_stats *worker_role_stats(const struct worker *w, int se
 
 const char *worker_loss_name(enum worker_loss why)
 {
-    static const char *const names[WORKER_LOSSES] = {"502", "503", "504", "drain", "reset"};
+    static const char *const names[WORKER_LOSSES] = {"502",   "503",   "504",
+                                                     "drain", "reset", "not_retried"};
     return (unsigned)why < WORKER_LOSSES ? names[why] : "unknown";
 }
 

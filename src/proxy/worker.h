@@ -72,15 +72,18 @@ struct worker_stats {
 
 /* Why a request was lost: cutover answered it with its own error, or cut it. */
 enum worker_loss {
-    WORKER_LOSS_502 = 0, /* cutover's own 502: connect failure, reset, invalid answer */
-    WORKER_LOSS_503,     /* cutover's own 503: nothing live or healthy, too many connections */
-    WORKER_LOSS_504,     /* cutover's own 504: connect or response timeout */
-    WORKER_LOSS_DRAIN,   /* a request, stream or tunnel cut at a drain or stop deadline */
-    WORKER_LOSS_RESET,   /* the upstream cut a response already under way to the client */
+    WORKER_LOSS_502 = 0,     /* cutover's own 502: connect failure, reset, invalid answer */
+    WORKER_LOSS_503,         /* cutover's own 503: nothing live or healthy, too many connections */
+    WORKER_LOSS_504,         /* cutover's own 504: connect or response timeout */
+    WORKER_LOSS_DRAIN,       /* a request, stream or tunnel cut at a drain or stop deadline */
+    WORKER_LOSS_RESET,       /* the upstream cut a response already under way to the client */
+    WORKER_LOSS_NOT_RETRIED, /* 502: the upstream connection failed after the request may have
+                                reached it, and its method is not idempotent */
 };
-#define WORKER_LOSSES 5
+#define WORKER_LOSSES 6
 
-/* The name of a loss reason for metrics and records: "502", "503", "504", "drain", "reset". */
+/* The name of a loss reason for metrics and records: "502", "503", "504", "drain", "reset",
+ * "not_retried". */
 const char *worker_loss_name(enum worker_loss why);
 
 /* What one worker saw of one version role of one service, cumulative. Written only by the
