@@ -116,6 +116,8 @@ struct api_conn {
 
 static void conn_close(struct api_conn *c);
 static void conn_process(struct api_conn *c);
+static void on_connection(uv_stream_t *server, int status);
+static void server_pause(struct api *a, uv_stream_t *server, int status);
 
 /* ---------------------------------------------------------------- responses ----------------- */
 
@@ -1135,7 +1137,72 @@ static size_t conns_from_host(const struct api *a, const struct api_conn *c)
     return n;
 }
 
-static void on_connection(uv_stream_t *server, int status);
+static void on_connection(uv_stream_t *server, int status)
+{
+    struct api *a = server->data;
+    int tcp = server == (uv_stream_t *)&a->tcp_server;
+    if (status < 0) {
+        server_pause(a, server, status);
+        return;
+    }
+    if (a->episode && !a->paused) {
+        char n[24];
+        snprintf(n, sizeof(n), "%llu", (unsigned long long)a->npaused);
+        log_info("admin API: accepting again", "pauses_total", n);
+        a->episode = 0;
+        a->pause_ms = 0;
+    }
+    struct api_conn *c = xcalloc(1, sizeof(*c));
+    c->a = a;
+    a->refs++;
+    c->tcp = tcp;
+    c->cap = 8192;
+    c->buf = xmalloc(c->cap);
+    c->open_handles = 1;
+    if (tcp) {
+        uv_tcp_init(a->loop, &c->io.tcp);
+        a->ntcp++; /* until on_conn_closed */
+    } else {
+        uv_pipe_init(a->loop, &c->io.pipe, 0);
+    }
+    c->io.handle.data = c;
+    if (uv_accept(server, &c->io.stream) < 0) {
+        uv_close(&c->io.handle, on_conn_closed);
+        return;
+    }
+    if (tcp) {
+        int plen = (int)sizeof(c->peer);
+        if (uv_tcp_getpeername(&c->io.tcp, (struct sockaddr *)&c->peer, &plen) != 0)
+            c->peer.ss_family = 0;
+        if (a->ntcp > API_TCP_MAX_CONNS || conns_from_host(a, c) >= API_TCP_MAX_PER_HOST) {
+            /* Refused at once rather than queued: the admin port must not pile up sockets. */
+            uv_close(&c->io.handle, on_conn_closed);
+            return;
+        }
+        c->open_handles = 2;
+        uv_timer_init(a->loop, &c->deadline);
+        c->deadline.data = c;
+        uv_timer_start(&c->deadline, on_deadline, API_TCP_FIRST_MS, API_TCP_DEADLINE_MS);
+    }
+    c->next = a->conns;
+    if (c->next)
+        c->next->prev = c;
+    a->conns = c;
+    uv_read_start(&c->io.stream, on_alloc, on_read);
+}
+
+/* Returns 1 when a daemon answers on the socket at path. */
+static int socket_alive(const char *path)
+{
+    struct sockaddr_un sun = {.sun_family = AF_UNIX};
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd == -1)
+        return 0;
+    snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", path);
+    int alive = connect(fd, (struct sockaddr *)&sun, sizeof(sun)) == 0;
+    close(fd);
+    return alive;
+}
 
 static void on_paused_closed(uv_handle_t *h)
 {
@@ -1215,73 +1282,6 @@ static void server_pause(struct api *a, uv_stream_t *server, int status)
 uint64_t api_accept_paused(const struct api *a)
 {
     return a == NULL ? 0 : a->npaused;
-}
-
-static void on_connection(uv_stream_t *server, int status)
-{
-    struct api *a = server->data;
-    int tcp = server == (uv_stream_t *)&a->tcp_server;
-    if (status < 0) {
-        server_pause(a, server, status);
-        return;
-    }
-    if (a->episode && !a->paused) {
-        char n[24];
-        snprintf(n, sizeof(n), "%llu", (unsigned long long)a->npaused);
-        log_info("admin API: accepting again", "pauses_total", n);
-        a->episode = 0;
-        a->pause_ms = 0;
-    }
-    struct api_conn *c = xcalloc(1, sizeof(*c));
-    c->a = a;
-    a->refs++;
-    c->tcp = tcp;
-    c->cap = 8192;
-    c->buf = xmalloc(c->cap);
-    c->open_handles = 1;
-    if (tcp) {
-        uv_tcp_init(a->loop, &c->io.tcp);
-        a->ntcp++; /* until on_conn_closed */
-    } else {
-        uv_pipe_init(a->loop, &c->io.pipe, 0);
-    }
-    c->io.handle.data = c;
-    if (uv_accept(server, &c->io.stream) < 0) {
-        uv_close(&c->io.handle, on_conn_closed);
-        return;
-    }
-    if (tcp) {
-        int plen = (int)sizeof(c->peer);
-        if (uv_tcp_getpeername(&c->io.tcp, (struct sockaddr *)&c->peer, &plen) != 0)
-            c->peer.ss_family = 0;
-        if (a->ntcp > API_TCP_MAX_CONNS || conns_from_host(a, c) >= API_TCP_MAX_PER_HOST) {
-            /* Refused at once rather than queued: the admin port must not pile up sockets. */
-            uv_close(&c->io.handle, on_conn_closed);
-            return;
-        }
-        c->open_handles = 2;
-        uv_timer_init(a->loop, &c->deadline);
-        c->deadline.data = c;
-        uv_timer_start(&c->deadline, on_deadline, API_TCP_FIRST_MS, API_TCP_DEADLINE_MS);
-    }
-    c->next = a->conns;
-    if (c->next)
-        c->next->prev = c;
-    a->conns = c;
-    uv_read_start(&c->io.stream, on_alloc, on_read);
-}
-
-/* Returns 1 when a daemon answers on the socket at path. */
-static int socket_alive(const char *path)
-{
-    struct sockaddr_un sun = {.sun_family = AF_UNIX};
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd == -1)
-        return 0;
-    snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", path);
-    int alive = connect(fd, (struct sockaddr *)&sun, sizeof(sun)) == 0;
-    close(fd);
-    return alive;
 }
 
 int api_start(struct api **out, uv_loop_t *loop, const char *path, struct rollout *r,
