@@ -35,6 +35,7 @@
 #include "notify/notify.h"
 #include "proxy/route.h"
 #include "proxy/h1proxy.h"
+#include "proxy/tcpproxy.h"
 #include "proxy/worker.h"
 #include "rollout/rollout.h"
 #include "store/store.h"
@@ -739,6 +740,8 @@ int serve_main(int argc, char **argv)
                 strncmp(d.cfg->services[j].name, d.listeners[i].name, len) == 0)
                 specs[i].service_id = (int)j;
         if (specs[i].service_id >= 0) {
+            if (d.cfg->services[specs[i].service_id].protocol == CONFIG_PROTO_TCP)
+                specs[i].proto = &tcp_proto;
             specs[i].trusted = &d.trusted[specs[i].service_id];
             specs[i].proxy_protocol = d.cfg->services[specs[i].service_id].proxy_protocol;
         }

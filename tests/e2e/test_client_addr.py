@@ -172,3 +172,39 @@ def test_wrk_through_trusted_xff_has_no_errors(backend, daemon, procs):
     seen = {v for r in user_requests(v1)[:200] for k, v in r["headers"]
             if k.lower() == "x-forwarded-for"}
     assert seen == {f"{COHORT}, 127.0.0.1"}, seen
+
+
+def test_tcp_service_reads_the_proxy_header_per_connection(backend, daemon):
+    """protocol: tcp relays bytes; on a proxy_protocol listener the PROXY header is read first
+    and its source is the client the pilot cohort sees; the upstream gets the bytes after it."""
+    v1, v2 = backend("v1"), backend("v2")
+    d = daemon([v1], service_extra=f"    protocol: tcp\n    trusted_proxies: [{LB}]\n"
+                                   f"    proxy_protocol: true\n", top_extra=PLAN)
+    d.start()
+    wait_for(lambda: get(d.port, LB, prefix=pp.v2(OUTSIDER, "127.0.0.1", 1, 2))
+             .startswith(b"HTTP/1.1 200"), 10, "an answer through the TCP relay")
+    start_pilot(d, v2)
+    for version in (1, 2):
+        mk = pp.v1 if version == 1 else pp.v2
+        assert version_of(get(d.port, LB, prefix=mk(COHORT, "127.0.0.1", 5, 6))) == "v2"
+        assert version_of(get(d.port, LB, prefix=mk(OUTSIDER, "127.0.0.1", 5, 6))) == "v1"
+    # The bytes after the header reach the upstream as sent: a TCP relay adds no header.
+    assert xff_seen(v2) == [] and xff_seen(v1) == []
+    before = metric(d, "cutover_proxy_header_refused_total")
+    assert get(d.port, OTHER, prefix=pp.v1(COHORT, "127.0.0.1", 5, 6)) == b""
+    assert get(d.port, LB, prefix=b"PROXY TCP4 1.2.3.4\r\n") == b""
+    assert get(d.port, LB) == b""
+    assert metric(d, "cutover_proxy_header_refused_total") == before + 3
+
+
+def test_wrk_through_a_tcp_service_has_no_errors(backend, daemon, procs):
+    v1 = backend("v1")
+    d = daemon([v1], service_extra="    protocol: tcp\n")
+    d.start(expect="v1\n")
+    p = procs.start(["wrk", "-t1", "-c16", "-d3s", "--timeout", "5s",
+                     f"http://127.0.0.1:{d.port}/"], name="wrk")
+    p.wait(40)
+    res = parse_wrk(p.log_path.read_text())
+    print(f"\nwrk through the TCP relay: {res['rps']:.0f} req/s, {res['requests']} requests")
+    assert res["requests"] > 0, res["text"]
+    assert res["socket_errors"] == 0 and res["non2xx"] == 0, res["text"]
