@@ -208,3 +208,11 @@ def test_wrk_through_a_tcp_service_has_no_errors(backend, daemon, procs):
     print(f"\nwrk through the TCP relay: {res['rps']:.0f} req/s, {res['requests']} requests")
     assert res["requests"] > 0, res["text"]
     assert res["socket_errors"] == 0 and res["non2xx"] == 0, res["text"]
+    # A client that half-closes after its request still gets the whole answer.
+    with socket.create_connection(("127.0.0.1", d.port), timeout=5) as s:
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        s.shutdown(socket.SHUT_WR)
+        got = b""
+        while chunk := s.recv(65536):
+            got += chunk
+    assert got.startswith(b"HTTP/1.1 200") and got.endswith(b"v1\n"), got[:300]
