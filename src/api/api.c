@@ -79,7 +79,21 @@ struct api {
     struct api_hooks hooks;
     struct api_conn *conns;
     int stopping;
+    /* Accept pauses when descriptors run out (see on_connection): a paused server is closed and
+     * pause_timer listens again on a new copy of its socket (unix_fd, tcp_fd). */
+    uv_timer_t pause_timer;
+    int unix_fd; /* a copy of the unix socket's listening descriptor, or -1 */
+    int tcp_fd;  /* the daemon's admin.listen socket (api_listen_tcp's fd), or -1 */
+    int paused;  /* API_PAUSED_* bits */
+    int episode; /* paused since the last accepted connection: logged once */
+    uint64_t pause_ms;
+    uint64_t npaused; /* pauses, for /metrics */
 };
+
+#define API_PAUSED_UNIX 1
+#define API_PAUSED_TCP 2
+#define API_PAUSE_FIRST_MS 10
+#define API_PAUSE_MAX_MS 1000
 
 struct api_conn {
     union {
@@ -114,6 +128,8 @@ struct api_conn {
 
 static void conn_close(struct api_conn *c);
 static void conn_process(struct api_conn *c);
+static void on_connection(uv_stream_t *server, int status);
+static void server_pause(struct api *a, uv_stream_t *server, int status);
 
 /* ---------------------------------------------------------------- responses ----------------- */
 
@@ -1169,6 +1185,8 @@ static void api_unref(struct api *a)
     free(a->tokens);
     store_event_list_free(a->queued, a->nqueued);
     free(a->path);
+    if (a->unix_fd >= 0)
+        close(a->unix_fd);
     free(a);
 }
 
@@ -1286,8 +1304,17 @@ static void on_connection(uv_stream_t *server, int status)
 {
     struct api *a = server->data;
     int tcp = server == (uv_stream_t *)&a->tcp_server;
-    if (status < 0)
+    if (status < 0) {
+        server_pause(a, server, status);
         return;
+    }
+    if (a->episode && !a->paused) {
+        char n[24];
+        snprintf(n, sizeof(n), "%llu", (unsigned long long)a->npaused);
+        log_info("admin API: accepting again", "pauses_total", n);
+        a->episode = 0;
+        a->pause_ms = 0;
+    }
     struct api_conn *c = xcalloc(1, sizeof(*c));
     c->a = a;
     a->refs++;
@@ -1342,6 +1369,86 @@ static int socket_alive(const char *path)
     return alive;
 }
 
+static void on_paused_closed(uv_handle_t *h)
+{
+    (void)h; /* the handle comes back when the pause ends (its api reference is kept) */
+}
+
+/* Listens again on a new copy of fd with the server handle h (a pipe when unix is set).
+ * Returns 0 or a negative errno; on failure h is closed (or was never opened). */
+static int server_reopen(struct api *a, uv_stream_t *h, int unix, int fd)
+{
+    int own = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+    if (own == -1)
+        return -errno;
+    int rc;
+    if (unix) {
+        uv_pipe_init(a->loop, (uv_pipe_t *)h, 0);
+        rc = uv_pipe_open((uv_pipe_t *)h, own);
+    } else {
+        uv_tcp_init(a->loop, (uv_tcp_t *)h);
+        rc = uv_tcp_open((uv_tcp_t *)h, own);
+    }
+    h->data = a;
+    if (rc < 0)
+        close(own);
+    else
+        rc = uv_listen(h, 64, on_connection);
+    if (rc < 0)
+        uv_close((uv_handle_t *)h, on_paused_closed);
+    return rc;
+}
+
+static void on_pause_end(uv_timer_t *t)
+{
+    struct api *a = t->data;
+    if ((a->paused & API_PAUSED_UNIX) && !a->stopping &&
+        server_reopen(a, (uv_stream_t *)&a->server, 1, a->unix_fd) == 0)
+        a->paused &= ~API_PAUSED_UNIX;
+    if ((a->paused & API_PAUSED_TCP) && a->tcp_on &&
+        server_reopen(a, (uv_stream_t *)&a->tcp_server, 0, a->tcp_fd) == 0)
+        a->paused &= ~API_PAUSED_TCP;
+    if (a->paused && !a->stopping) {
+        a->npaused++;
+        a->pause_ms = a->pause_ms * 2 > API_PAUSE_MAX_MS ? API_PAUSE_MAX_MS : a->pause_ms * 2;
+        uv_timer_start(&a->pause_timer, on_pause_end, a->pause_ms, 0);
+    }
+}
+
+/* The accept on server failed (EMFILE, ENFILE...). libuv would call on_connection again at
+ * once, for as long as the shortage lasts, and the loop (signals included) would do nothing
+ * else; so the server is closed for a pause that doubles from 10 ms to 1 s, and open
+ * connections are served meanwhile. Logged once per episode. */
+static void server_pause(struct api *a, uv_stream_t *server, int status)
+{
+    int bit = server == (uv_stream_t *)&a->tcp_server ? API_PAUSED_TCP : API_PAUSED_UNIX;
+    if ((bit == API_PAUSED_UNIX && a->unix_fd < 0) || (bit == API_PAUSED_TCP && a->tcp_fd < 0))
+        return; /* nothing to listen again with: leave it as it was */
+    if (!a->episode) {
+        a->episode = 1;
+        log_warn("admin API: accepting paused", "error", uv_strerror(status));
+    }
+    a->npaused++;
+    if (bit == API_PAUSED_UNIX && a->server.pipe_fname != NULL) {
+        /* Closing a bound pipe unlinks its name: the socket itself stays, under its path. */
+        free((void *)a->server.pipe_fname);
+        a->server.pipe_fname = NULL;
+    }
+    a->paused |= bit;
+    uv_close((uv_handle_t *)server, on_paused_closed);
+    if (!uv_is_active((uv_handle_t *)&a->pause_timer)) {
+        a->pause_ms = a->pause_ms == 0                     ? API_PAUSE_FIRST_MS
+                      : a->pause_ms * 2 > API_PAUSE_MAX_MS ? API_PAUSE_MAX_MS
+                                                           : a->pause_ms * 2;
+        uv_timer_start(&a->pause_timer, on_pause_end, a->pause_ms, 0);
+    }
+}
+
+uint64_t api_accept_paused(const struct api *a)
+{
+    return a == NULL ? 0 : a->npaused;
+}
+
 int api_start(struct api **out, uv_loop_t *loop, const char *path, struct rollout *r,
               const struct api_hooks *hooks, int takeover, char *err, size_t errlen)
 {
@@ -1376,6 +1483,8 @@ int api_start(struct api **out, uv_loop_t *loop, const char *path, struct rollou
     uv_pipe_init(loop, &a->server, 0);
     a->refs = 1;
     a->server.data = a;
+    a->unix_fd = -1;
+    a->tcp_fd = -1;
     /* Only the daemon's user may talk to it: the socket is created 0600. */
     mode_t old = umask(0177);
     rc = uv_pipe_bind(&a->server, bind_path);
@@ -1387,6 +1496,14 @@ int api_start(struct api **out, uv_loop_t *loop, const char *path, struct rollou
     if (rc == 0 && renamed && rename(bind_path, path) == -1)
         rc = -errno;
     free(bind_path);
+    uv_os_fd_t sfd;
+    if (rc == 0 && uv_fileno((uv_handle_t *)&a->server, &sfd) == 0)
+        a->unix_fd = fcntl(sfd, F_DUPFD_CLOEXEC, 3); /* -1: no pause, as before */
+    if (rc == 0) {
+        uv_timer_init(loop, &a->pause_timer);
+        a->pause_timer.data = a;
+        a->refs++;
+    }
     if (rc < 0) {
         snprintf(err, errlen, "admin socket %s: %s", path, uv_strerror(rc));
         uv_close((uv_handle_t *)&a->server, NULL);
@@ -1439,6 +1556,7 @@ int api_listen_tcp(struct api *a, int fd, const struct config_token *tokens, siz
         a->tokens[i].role = tokens[i].role;
     }
     a->ntokens = ntokens;
+    a->tcp_fd = fd;
     return 0;
 }
 
@@ -1447,6 +1565,11 @@ void api_stop_tcp(struct api *a)
     if (a == NULL || !a->tcp_on)
         return;
     a->tcp_on = 0;
+    if (a->paused & API_PAUSED_TCP) {
+        a->paused &= ~API_PAUSED_TCP; /* closed already: only its reference goes */
+        api_unref(a);
+        return;
+    }
     uv_close((uv_handle_t *)&a->tcp_server, on_server_closed);
 }
 
@@ -1480,6 +1603,12 @@ void api_stop(struct api *a, int keep_path)
         store_remove_listener(a->st, on_store_event, a);
         uv_close((uv_handle_t *)&a->beat, on_server_closed);
         uv_close((uv_handle_t *)&a->flush, on_server_closed);
+    }
+    uv_close((uv_handle_t *)&a->pause_timer, on_server_closed);
+    if (a->paused & API_PAUSED_UNIX) {
+        a->paused &= ~API_PAUSED_UNIX;
+        api_unref(a); /* closed already; the timer's close keeps a alive until then */
+        return;
     }
     uv_close((uv_handle_t *)&a->server, on_server_closed);
 }

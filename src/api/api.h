@@ -59,6 +59,9 @@ void api_attach_store(struct api *a, struct store *st);
 /* Stops accepting on the TCP listener (a successor serves it now); open connections go on. */
 void api_stop_tcp(struct api *a);
 
+/* How often an admin listener paused accepting because descriptors ran out (/metrics). */
+uint64_t api_accept_paused(const struct api *a);
+
 /* Points the API at another rollout engine (after a failed hand-over restarted it), or NULL
  * while the control plane is handed over: requests then get 503 "handing over". */
 void api_set_rollout(struct api *a, struct rollout *r);

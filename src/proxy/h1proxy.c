@@ -19,6 +19,8 @@
 #include "http/parse.h"
 #include "http/status.h"
 #include "net/addr.h"
+#include "net/cidr.h"
+#include "net/proxyproto.h"
 #include "proxy/h1proxy.h"
 #include "proxy/pick.h"
 #include "proxy/upstream.h"
@@ -27,7 +29,8 @@
 #define HDR_CAP 256                           /* header fields parsed per message at most */
 #define RESP_HEAD_MAX (WORKER_BUF_SIZE - 512) /* upstream response head limit: 502 beyond */
 
-enum client_phase { PH_HEAD, PH_PROXY, PH_CLOSING };
+/* PH_PPHDR: a proxy_protocol listener's connection before its PROXY header is complete. */
+enum client_phase { PH_HEAD, PH_PROXY, PH_CLOSING, PH_PPHDR };
 
 /* Open client connections per service id, all workers together: max_connections is a limit of
  * the service, not of one worker. */
@@ -82,7 +85,13 @@ struct exchange {
     struct ibuf in;
     uv_write_t wreq;         /* the write to the client; lives until its callback */
     struct route_limits lim; /* the service's limits, taken at each request */
-    char peer[48];           /* client address, for X-Forwarded-For (INET6_ADDRSTRLEN fits) */
+    char peer[48];           /* connection's peer, for X-Forwarded-For (INET6_ADDRSTRLEN fits) */
+    /* With trusted proxies (client.trusted): the request's client found by cidr_client_addr,
+     * its text, and where it starts in X-Forwarded-For (field among the X-Forwarded-For fields,
+     * byte offset), so that only what trusted proxies vouch for goes upstream. */
+    struct sockaddr_storage client_sa;
+    char client[48];
+    size_t xff_field, xff_off;
     /* the request in progress */
     enum http_method meth;
     int minor;
@@ -125,10 +134,11 @@ struct client {
     uint64_t dl_slot;                 /* the wheel slot it is linked in; 0 = not linked */
     struct client *wh_prev, *wh_next; /* in that slot's list */
     struct worker *w;
-    struct client *prev, *next;  /* the worker's client list */
-    struct exchange *x;          /* NULL while idle between requests */
-    struct h1_up *up;            /* the upstream connection of the exchange, if any */
-    struct sockaddr_in6 peer_sa; /* big enough for IPv4 and IPv6 */
+    struct client *prev, *next;      /* the worker's client list */
+    struct exchange *x;              /* NULL while idle between requests */
+    struct h1_up *up;                /* the upstream connection of the exchange, if any */
+    struct sockaddr_in6 peer_sa;     /* big enough for IPv4 and IPv6; a PROXY header's source */
+    const struct cidr_list *trusted; /* the listener's trusted proxies; NULL: none (no work) */
     int service_id;
     enum client_phase phase;
     unsigned char preview;  /* accepted on the service's preview listener */
@@ -150,6 +160,9 @@ static void count_answer(struct client *c, int status, int own_error);
 static void count_loss(struct client *c, enum worker_loss why);
 static void longlived_end(struct client *c);
 static void on_upstream_write(uv_write_t *req, int status);
+static size_t reap_idle(struct worker *w, size_t max);
+#define REAP_MAX 32       /* idle connections closed per shortage event at most */
+#define REAP_IDLE_MS 1000 /* only those idle between requests for that long */
 
 /* ---------------------------------------------------------------- buffers -------------------- */
 
@@ -237,13 +250,13 @@ static const struct route_service *client_service(struct client *c)
     return route_table_service(c->w->table, c->service_id);
 }
 
-/* Writes c's address as text (X-Forwarded-For, the sticky bucket by address) into out, which
- * holds 48 bytes. IPv4 by hand: it runs for every request. */
-static void peer_format(const struct client *c, char *out)
+/* Writes the address sa as text (X-Forwarded-For, the sticky bucket by address) into out,
+ * which holds 48 bytes. IPv4 by hand: it runs for every request. */
+static void sa_format(const struct sockaddr *sa, char *out)
 {
-    const struct sockaddr_in *sin = (const struct sockaddr_in *)&c->peer_sa;
+    const struct sockaddr_in *sin = (const struct sockaddr_in *)sa;
     if (sin->sin_family == AF_INET6) {
-        addr_format_host((const struct sockaddr *)&c->peer_sa, out, 48);
+        addr_format_host(sa, out, 48);
         return;
     }
     if (sin->sin_family != AF_INET) {
@@ -280,7 +293,7 @@ static struct exchange *exchange_take(struct client *c)
     memset(x, 0, sizeof(*x));
     const struct route_service *svc = client_service(c);
     x->lim = svc ? svc->limits : default_limits;
-    peer_format(c, x->peer);
+    sa_format((const struct sockaddr *)&c->peer_sa, x->peer);
     c->x = x;
     return x;
 }
@@ -366,7 +379,16 @@ static void on_client_write(uv_write_t *req, int status);
 
 /* Answers status with a short text body and closes the connection after it. Only when no
  * response was started on this connection; otherwise the only honest thing is to close. */
+static void client_error_as(struct client *c, int status, const char *why, int loss);
+
 static void client_error(struct client *c, int status, const char *why)
+{
+    client_error_as(c, status, why, -1);
+}
+
+/* client_error, with the loss of a 5xx counted under reason loss (an enum worker_loss) rather
+ * than by status when loss >= 0. */
+static void client_error_as(struct client *c, int status, const char *why, int loss)
 {
     struct worker *w = c->w;
     if (c->phase == PH_CLOSING)
@@ -380,7 +402,8 @@ static void client_error(struct client *c, int status, const char *why)
     }
     if (status >= 500) {
         atomic_fetch_add_explicit(&w->stats.proxy_errors, 1, memory_order_relaxed);
-        count_loss(c, status == 504   ? WORKER_LOSS_504
+        count_loss(c, loss >= 0       ? (enum worker_loss)loss
+                      : status == 504 ? WORKER_LOSS_504
                       : status == 503 ? WORKER_LOSS_503
                                       : WORKER_LOSS_502);
     } else
@@ -746,15 +769,12 @@ static void out_content_length(struct out *o, uint64_t v)
  * and X-Forwarded-Proto. Hop-by-hop fields stay behind (RFC 9110 7.6.1). */
 static void build_request_head(struct client *c, const struct http_request *req)
 {
-    const char *xff = NULL;
-    size_t xff_len = 0;
+    size_t nxff = 0;
     size_t need = c->x->head_len + strlen(c->x->peer) + 96;
     for (size_t i = 0; i < req->num_headers; i++) {
         const struct http_header *h = &req->headers[i];
-        if (http_token_eq(h->name, h->name_len, "x-forwarded-for")) {
-            xff = h->value;
-            xff_len = h->value_len;
-        }
+        if (http_token_eq(h->name, h->name_len, "x-forwarded-for"))
+            nxff++;
     }
     if (need <= WORKER_BUF_SIZE) {
         c->x->uhead = worker_buf_get(c->w);
@@ -806,9 +826,23 @@ static void build_request_head(struct client *c, const struct http_request *req)
         out_header(&o, h);
     }
     out_str(&o, "X-Forwarded-For: ");
-    if (xff != NULL) {
-        out_put(&o, xff, xff_len);
-        out_str(&o, ", ");
+    if (nxff > 0) {
+        /* Every field, as one list. Behind trusted proxies only the part they vouch for (from
+         * the client cidr_client_addr found, rightwards) goes on: no byte the client chose. */
+        size_t from = c->trusted != NULL ? c->x->xff_field : 0;
+        size_t off = c->trusted != NULL ? c->x->xff_off : 0;
+        size_t k = 0;
+        for (size_t i = 0; i < req->num_headers && k < nxff; i++) {
+            const struct http_header *h = &req->headers[i];
+            if (!http_token_eq(h->name, h->name_len, "x-forwarded-for"))
+                continue;
+            size_t skip = k == from ? off : 0;
+            if (k >= from && skip < h->value_len) {
+                out_put(&o, h->value + skip, h->value_len - skip);
+                out_str(&o, ", ");
+            }
+            k++;
+        }
     }
     out_str(&o, c->x->peer);
     out_str(&o, "\r\nX-Forwarded-Proto: http\r\n");
@@ -920,10 +954,13 @@ static void target_result(struct client *c, struct route_target *t, int failed)
                               memory_order_relaxed);
 }
 
-/* The upstream of a request failed. Sends the request again when that is safe (no response
- * byte yet, the whole request still in the buffer): on a fresh connection to the same target
- * when a reused connection failed (the upstream may have closed it while we sent), or once on
- * another target for an idempotent request. Otherwise answers 502, or 504 for timeouts. */
+/* The upstream of a request failed. Sends the request again when that is safe: no response
+ * byte yet, the whole request still in the buffer, and an idempotent method (RFC 9110 9.2.2:
+ * a proxy must not retry any other by itself, since the upstream may have acted on it). A
+ * reused connection that failed (the upstream may have closed it while we sent) is retried on a
+ * fresh connection to the same target; a fresh one that failed, once on another target.
+ * Otherwise answers 502, or 504 for timeouts; a non-idempotent request that would have been
+ * retried is lost with reason WORKER_LOSS_NOT_RETRIED. */
 static void up_failed(struct h1_up *u, enum up_fail why)
 {
     struct client *c = u->client;
@@ -938,13 +975,20 @@ static void up_failed(struct h1_up *u, enum up_fail why)
     c->up = NULL;
     int can_replay = c->x->replayable && !c->x->resp_started && got == 0 &&
                      why != UF_RESPONSE_TIMEOUT && why != UF_BAD_RESPONSE;
+    int idempotent = method_idempotent(c->x->meth);
+    if (can_replay && reused && !idempotent && why == UF_IO) {
+        count_answer(c, 502, 1);
+        client_error_as(c, 502, "upstream connection lost; the request was not sent again",
+                        WORKER_LOSS_NOT_RETRIED);
+        return;
+    }
     if (can_replay && reused && c->x->fresh_retries < 2) {
         c->x->fresh_retries++;
         atomic_fetch_add_explicit(&c->w->stats.retries, 1, memory_order_relaxed);
         request_retry(c, 1);
         return;
     }
-    if (can_replay && !reused && method_idempotent(c->x->meth) && c->x->target_retries < 1) {
+    if (can_replay && !reused && idempotent && c->x->target_retries < 1) {
         c->x->target_retries++;
         atomic_fetch_add_explicit(&c->w->stats.retries, 1, memory_order_relaxed);
         request_retry(c, 0);
@@ -1263,7 +1307,20 @@ static void upstream_attach(struct client *c, struct route_target *t, int fresh)
     u->rphase = R_HEAD;
     u->got = 0;
     c->up = u;
-    if (rc < 0)
+    if ((rc == UV_EMFILE || rc == UV_ENFILE) && !fresh && reap_idle(c->w, REAP_MAX) > 0) {
+        /* Idle keep-alive clients gave their descriptors back: one more try. */
+        c->up = NULL;
+        up_close(u);
+        upstream_attach(c, t, 1);
+        return;
+    }
+    if (rc == UV_EMFILE || rc == UV_ENFILE) {
+        /* Out of descriptors says nothing about the target: no passive-health failure. */
+        c->up = NULL;
+        up_close(u);
+        count_answer(c, 503, 1);
+        client_error(c, 503, "out of file descriptors; retry shortly");
+    } else if (rc < 0)
         up_failed(u, UF_CONNECT);
     else if (rc == 1)
         upstream_send(c);
@@ -1580,6 +1637,26 @@ static void request_retry(struct client *c, int fresh_same_target)
     request_dispatch(c);
 }
 
+/* Behind trusted proxies: the request's client is the right-most X-Forwarded-For entry that is
+ * not a trusted proxy, when the connection's peer is one (net/cidr.h). Sets c->x->client_sa,
+ * its text, and where it starts in X-Forwarded-For. Only for listeners with trusted proxies. */
+static void client_resolve(struct client *c, const struct http_request *req)
+{
+    struct cidr_span xff[HDR_CAP];
+    size_t nxff = 0;
+    for (size_t i = 0; i < req->num_headers && nxff < HDR_CAP; i++) {
+        const struct http_header *h = &req->headers[i];
+        if (http_token_eq(h->name, h->name_len, "x-forwarded-for"))
+            xff[nxff++] = (struct cidr_span){h->value, h->value_len};
+    }
+    struct cidr_xff_pos pos;
+    (void)cidr_client_addr((const struct sockaddr *)&c->peer_sa, c->trusted, xff, nxff,
+                           &c->x->client_sa, &pos);
+    c->x->xff_field = pos.field;
+    c->x->xff_off = pos.offset;
+    sa_format((const struct sockaddr *)&c->x->client_sa, c->x->client);
+}
+
 /* A complete, valid request head of head_len bytes is at the start of the buffer: set up the
  * exchange and send it upstream. */
 static void request_start(struct client *c, const struct http_request *req, size_t head_len)
@@ -1608,11 +1685,18 @@ static void request_start(struct client *c, const struct http_request *req, size
     c->x->target_retries = 0;
     c->x->last_target = NULL;
     c->x->counted = 0;
+    const struct sockaddr *client_sa = (const struct sockaddr *)&c->peer_sa;
+    const char *client_text = c->x->peer;
+    if (c->trusted != NULL) {
+        client_resolve(c, req);
+        client_sa = (const struct sockaddr *)&c->x->client_sa;
+        client_text = c->x->client;
+    }
     const struct pick_request rq = {
         .headers = req->headers,
         .nheaders = req->num_headers,
-        .peer = (const struct sockaddr *)&c->peer_sa,
-        .peer_text = c->x->peer,
+        .peer = client_sa,
+        .peer_text = client_text,
         .preview = c->preview,
     };
     const struct http_header *uph =
@@ -1687,6 +1771,36 @@ static void client_continue(struct client *c)
     client_read_start(c);
 }
 
+/* A proxy_protocol listener's connection: the PROXY header first (net/proxyproto.h). Its source
+ * becomes the connection's peer (a LOCAL header keeps the socket's); a malformed header closes
+ * the connection. The bytes after it are the first request's. */
+static void proxy_header_try(struct client *c)
+{
+    struct ibuf *b = &c->x->in;
+    struct proxyproto_hdr h;
+    int n = proxyproto_parse(b->data + b->start, b->end - b->start, &h);
+    if (n == 0)
+        return; /* more to come, within client_header */
+    if (n < 0) {
+        atomic_fetch_add_explicit(&c->w->stats.client_addr_refused, 1, memory_order_relaxed);
+        client_close(c);
+        return;
+    }
+    if (!h.local) {
+        memset(&c->peer_sa, 0, sizeof(c->peer_sa));
+        memcpy(&c->peer_sa, &h.src,
+               h.src.ss_family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(c->peer_sa));
+        sa_format((const struct sockaddr *)&c->peer_sa, c->x->peer);
+    }
+    b->start += (size_t)n;
+    c->phase = PH_HEAD;
+    if (b->start == b->end) {
+        b->start = b->end = 0;
+        return;
+    }
+    request_try(c);
+}
+
 static void on_client_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
     struct client *c = s->data;
@@ -1719,6 +1833,10 @@ static void on_client_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     }
     int was_empty = (c->x->in.end == c->x->in.start);
     c->x->in.end += (size_t)nread;
+    if (c->phase == PH_PPHDR) {
+        proxy_header_try(c);
+        return;
+    }
     if (c->phase == PH_HEAD) {
         if (was_empty)
             client_timer(c, c->x->lim.client_header_ms);
@@ -1752,9 +1870,20 @@ static void h1_accept(struct worker_listener *l)
         return;
     }
     uv_tcp_nodelay(&c->tcp, 1);
+    uv_os_fd_t fd;
+    if (uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0)
+        worker_accepted_fd(l, fd);
     int sl = sizeof(c->peer_sa);
     if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&c->peer_sa, &sl) != 0)
         memset(&c->peer_sa, 0, sizeof(c->peer_sa)); /* its text is "unknown" */
+    c->trusted = l->trusted;
+    if (l->proxy_protocol &&
+        (l->trusted == NULL || !cidr_list_contains(l->trusted, (struct sockaddr *)&c->peer_sa))) {
+        /* Only a trusted balancer may say who the client is: anyone else is refused unheard. */
+        atomic_fetch_add_explicit(&w->stats.client_addr_refused, 1, memory_order_relaxed);
+        uv_close((uv_handle_t *)&c->tcp, (uv_close_cb)free);
+        return;
+    }
     c->next = w->h1->clients;
     if (c->next)
         c->next->prev = c;
@@ -1773,7 +1902,9 @@ static void h1_accept(struct worker_listener *l)
         client_error(c, 503, "too many connections; retry shortly");
         return;
     }
-    /* The first request gets the header deadline from the moment of accept. */
+    /* The PROXY header, then the first request, get the header deadline from the accept. */
+    if (l->proxy_protocol)
+        c->phase = PH_PPHDR;
     client_timer(c, lim->client_header_ms);
     client_read_start(c);
 }
@@ -1814,6 +1945,30 @@ static void arm_drain(struct worker *w)
     }
 }
 
+/* Closes at most max client connections that have been idle between requests for REAP_IDLE_MS
+ * or more, the longest idle first among those the walk meets: descriptors are short, and an
+ * idle keep-alive connection is the one a client expects may close (RFC 9112 9.3.1; nginx's
+ * ngx_drain_connections does the same). Returns how many were closed. */
+static size_t reap_idle(struct worker *w, size_t max)
+{
+    uint64_t now = uv_now(&w->loop);
+    size_t n = 0;
+    struct client *c = w->h1->clients, *next;
+    for (; c != NULL && n < max; c = next) {
+        next = c->next;
+        if (c->phase != PH_HEAD || c->x != NULL || c->wpending || c->dl_at == 0)
+            continue;
+        const struct route_service *svc = client_service(c);
+        uint64_t idle_ms = svc ? svc->limits.client_idle_ms : default_limits.client_idle_ms;
+        /* dl_at is when its idle deadline falls: it has been idle idle_ms - (dl_at - now). */
+        if (c->dl_at > now + idle_ms - REAP_IDLE_MS)
+            continue;
+        client_close(c);
+        n++;
+    }
+    return n;
+}
+
 /* proxy_proto.drain. */
 static size_t h1_drain(struct worker *w, enum proxy_drain how)
 {
@@ -1824,6 +1979,8 @@ static size_t h1_drain(struct worker *w, enum proxy_drain how)
         arm_drain(w);
         return 0;
     }
+    if (how == PROXY_DRAIN_IDLE)
+        return reap_idle(w, REAP_MAX);
     struct client *c = w->h1->clients, *next;
     for (; c; c = next) {
         next = c->next;

@@ -82,6 +82,7 @@ struct upstream_pools {
     size_t max_idle;     /* idle connections kept per target */
     uint64_t idle_ms;    /* an idle connection is closed after this */
     int draining;        /* the worker is stopping: released connections are closed */
+    int fd_ceiling;      /* a new connection on a descriptor at least this fails (EMFILE) */
 };
 
 /* One upstream connection. The user's per-request state follows it in the user's struct. */
@@ -110,6 +111,8 @@ enum proxy_drain {
     PROXY_DRAIN_FORCE,   /* the stop deadline passed: close every connection */
     PROXY_DRAIN_RETIRED, /* a table retired targets: arm the drain deadline of connections
                             still using one */
+    PROXY_DRAIN_IDLE,    /* descriptors are short: close some connections idle between
+                            requests for a second or more (nginx's ngx_drain_connections) */
 };
 
 /* A protocol served on a listener (HTTP/1.1 today, TCP beside it). The worker hosts the loop,
@@ -135,13 +138,22 @@ struct worker_bufs {
 
 struct worker_listener {
     uv_tcp_t tcp;
+    /* Accepting pauses when descriptors run out (worker.c): tcp is closed, and pause_timer
+     * opens a new copy of src_fd after pause_ms (10 ms, doubling to 1 s while it lasts). */
+    uv_timer_t pause_timer;
+    int src_fd; /* the shared listening socket (the caller's, open until the worker ends) */
+    int paused; /* tcp is closed or closing */
+    uint64_t pause_ms;
     int service_id;
     int preview;
+    const struct cidr_list *trusted; /* NULL when the service trusts no proxy */
+    int proxy_protocol;
     const struct proxy_proto *proto;
     struct worker *w;
 };
 
 struct h1_state;
+struct tcp_state;
 
 struct worker {
     int index;
@@ -166,11 +178,13 @@ struct worker {
     struct worker_stats stats;
     struct worker_role_stats *role_stats; /* [nservices * ROUTE_ROLES] */
     size_t nservices;
-    uint64_t rng;        /* xorshift state: sticky cookie ids, per-request weight draws */
-    struct h1_state *h1; /* the HTTP/1.1 protocol's per-worker state (proxy/h1proxy.c) */
-    uint64_t io_events;  /* socket callbacks run: tells the loop whether a turn found work */
-    uint64_t nap_ns;     /* poll coalescing nap (proxy/nap.h); 0 = off */
-    int stopped;         /* the drain is over: the loop must return */
+    uint64_t rng;          /* xorshift state: sticky cookie ids, per-request weight draws */
+    struct h1_state *h1;   /* the HTTP/1.1 protocol's per-worker state (proxy/h1proxy.c) */
+    struct tcp_state *tcp; /* the TCP relay's (proxy/tcpproxy.c) */
+    uint64_t io_events;    /* socket callbacks run: tells the loop whether a turn found work */
+    uint64_t nap_ns;       /* poll coalescing nap (proxy/nap.h); 0 = off */
+    int fd_ceiling;        /* accepting pauses when a new descriptor is at least this; 0: never */
+    int stopped;           /* the drain is over: the loop must return */
     /* Clients that started a request, counted per NAP_WINDOW_MS window: a client counts once
      * per window (client.win holds the window it was last counted in). */
     uint16_t win;            /* current window number (wraps) */

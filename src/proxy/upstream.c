@@ -274,6 +274,10 @@ int upstream_get(struct upstream_pools *ps, struct route_target *t, int fresh,
     *out = u;
     upstream_deadline(u, connect_ms);
     int rc = uv_tcp_connect(&u->connreq, &u->tcp, (const struct sockaddr *)&t->sa, on_connect);
+    uv_os_fd_t fd;
+    if (rc == 0 && ps->fd_ceiling > 0 && uv_fileno((uv_handle_t *)&u->tcp, &fd) == 0 &&
+        fd >= ps->fd_ceiling)
+        rc = UV_EMFILE; /* the last descriptors are the admin API's and the control plane's */
     return rc < 0 ? rc : 0;
 }
 

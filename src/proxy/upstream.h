@@ -27,7 +27,9 @@ struct upstream_pool *upstream_pool_get(struct upstream_pools *ps, struct route_
  * pool (reading, through ops) unless fresh is set or none is idle, else a new one. Returns 1
  * (*out reused and busy), 0 (*out connecting: ops->connected follows), or a negative libuv
  * error when the connect could not even start (*out is then set, and the caller closes it
- * after treating it as a failed connect). A new connection's deadline is connect_ms. */
+ * after treating it as a failed connect). UV_EMFILE or UV_ENFILE: out of descriptors, or the
+ * new socket's number reached ps->fd_ceiling (the last ones are left to the admin API and the
+ * control plane); not the target's fault. A new connection's deadline is connect_ms. */
 int upstream_get(struct upstream_pools *ps, struct route_target *t, int fresh,
                  const struct upstream_ops *ops, uint64_t connect_ms, struct upstream **out);
 

@@ -7,12 +7,15 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "core/xmalloc.h"
+#include "net/cidr.h"
 #include "proxy/nap.h"
 #include "proxy/upstream.h"
 #include "proxy/worker_int.h"
@@ -93,13 +96,97 @@ static void on_notify(uv_async_t *a)
     worker_refresh(a->data);
 }
 
+/* Accept pauses. When the process runs out of descriptors, libuv calls on_connection with
+ * EMFILE (or ENFILE) as fast as it can, and the worker would spin in accept4 for as long as the
+ * shortage lasts. Instead the listener's copy of the socket is closed (libuv has no "stop
+ * listening"), the backlog is left to the kernel, and a timer opens a new copy after a pause
+ * that doubles from 10 ms up to 1 s while the shortage lasts. Open connections are served
+ * meanwhile. The same pause starts before the shortage: when a new descriptor's number
+ * reaches fd_ceiling, (RLIMIT_NOFILE - 64) / 2, since every client may need an upstream
+ * connection and the admin API, the store and health checks need some too (HAProxy sizes
+ * maxconn from ulimit-n the same way). The new copy is the probe: its number is the lowest
+ * free descriptor, so one at the ceiling or above means "still full". */
+#define PAUSE_FIRST_MS 10
+#define PAUSE_MAX_MS 1000
+#define FD_RESERVE 64
+
+static void on_connection(uv_stream_t *server, int status);
+static void on_pause_end(uv_timer_t *t);
+
+static void on_listener_closed(uv_handle_t *h)
+{
+    (void)h; /* the memory is the worker's; the timer reopens it */
+}
+
+static void listener_pause(struct worker_listener *l)
+{
+    struct worker *w = l->w;
+    if (l->paused || w->draining)
+        return;
+    l->paused = 1;
+    l->pause_ms = l->pause_ms == 0                 ? PAUSE_FIRST_MS
+                  : l->pause_ms * 2 > PAUSE_MAX_MS ? PAUSE_MAX_MS
+                                                   : l->pause_ms * 2;
+    WORKER_STAT_ADD(&w->stats.accept_paused, 1);
+    uv_close((uv_handle_t *)&l->tcp, on_listener_closed);
+    uv_timer_start(&l->pause_timer, on_pause_end, l->pause_ms, 0);
+    /* Connections that sit idle between requests give their descriptors to waiting ones. */
+    for (size_t i = 0; i < w->nprotos; i++)
+        w->protos[i]->drain(w, PROXY_DRAIN_IDLE);
+}
+
+static void on_pause_end(uv_timer_t *t)
+{
+    struct worker_listener *l = t->data;
+    struct worker *w = l->w;
+    if (w->draining || !l->paused)
+        return;
+    int fd = fcntl(l->src_fd, F_DUPFD_CLOEXEC, 0);
+    if (fd == -1 || (w->fd_ceiling > 0 && fd >= w->fd_ceiling)) {
+        if (fd != -1)
+            close(fd);
+        WORKER_STAT_ADD(&w->stats.accept_paused, 1);
+        for (size_t i = 0; i < w->nprotos; i++)
+            w->protos[i]->drain(w, PROXY_DRAIN_IDLE);
+        l->pause_ms = l->pause_ms * 2 > PAUSE_MAX_MS ? PAUSE_MAX_MS : l->pause_ms * 2;
+        uv_timer_start(&l->pause_timer, on_pause_end, l->pause_ms, 0);
+        return;
+    }
+    uv_tcp_init(&w->loop, &l->tcp);
+    l->tcp.data = l;
+    int rc = uv_tcp_open(&l->tcp, fd);
+    if (rc < 0)
+        close(fd);
+    else
+        rc = uv_listen((uv_stream_t *)&l->tcp, 4096, on_connection);
+    if (rc < 0) {
+        uv_close((uv_handle_t *)&l->tcp, on_listener_closed);
+        uv_timer_start(&l->pause_timer, on_pause_end, PAUSE_MAX_MS, 0);
+        return;
+    }
+    l->paused = 0;
+}
+
 static void on_connection(uv_stream_t *server, int status)
 {
     struct worker_listener *l = server->data;
-    if (status < 0)
-        return; /* EMFILE and friends: the connection stays in the backlog for later */
+    if (status < 0) {
+        /* EMFILE, ENFILE, ENOMEM...: returning would have libuv try again at once. */
+        listener_pause(l);
+        return;
+    }
     l->w->io_events++;
     l->proto->accept(l);
+    if (l->pause_ms != 0 && !l->paused)
+        l->pause_ms = 0; /* accepting again: the next shortage starts with a short pause */
+}
+
+/* proxy_proto.accept calls this with each accepted connection's descriptor: at the ceiling,
+ * the listener pauses after serving it. */
+void worker_accepted_fd(struct worker_listener *l, int fd)
+{
+    if (l->w->fd_ceiling > 0 && fd >= l->w->fd_ceiling)
+        listener_pause(l);
 }
 
 static void close_walk_cb(uv_handle_t *h, void *arg)
@@ -142,8 +229,11 @@ static void on_stop(uv_async_t *a)
         return;
     w->draining = 1;
     w->pools.draining = 1;
-    for (size_t i = 0; i < w->nlisteners; i++)
-        uv_close((uv_handle_t *)&w->listeners[i].tcp, NULL);
+    for (size_t i = 0; i < w->nlisteners; i++) {
+        uv_timer_stop(&w->listeners[i].pause_timer);
+        if (!w->listeners[i].paused) /* a paused one is closed already */
+            uv_close((uv_handle_t *)&w->listeners[i].tcp, NULL);
+    }
     w->drain_ms = uv_now(&w->loop) + atomic_load(&w->stop_drain_ms);
     /* Check every 50 ms whether the last busy connection is done. */
     uv_timer_start(&w->drain_timer, on_drain_tick, 0, 50);
@@ -230,6 +320,15 @@ int worker_start(struct worker **out, int index, const struct worker_listener_sp
         return rc;
     }
     upstream_pools_init(&w->pools, &w->loop, &w->io_events);
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+        rl.rlim_cur < INT_MAX) {
+        int lim = (int)rl.rlim_cur;
+        w->fd_ceiling = lim - (lim / 8 > FD_RESERVE ? lim / 8 : FD_RESERVE);
+        w->pools.fd_ceiling = lim - FD_RESERVE / 2;
+        if (w->fd_ceiling < lim / 2)
+            w->fd_ceiling = lim / 2;
+    }
     w->listeners = xcalloc(n ? n : 1, sizeof(*w->listeners));
     w->protos = xcalloc(n ? n : 1, sizeof(*w->protos));
     for (; opened < n; opened++) {
@@ -251,9 +350,15 @@ int worker_start(struct worker **out, int index, const struct worker_listener_sp
         }
         uv_tcp_init(&w->loop, &l->tcp);
         l->tcp.data = l;
+        uv_timer_init(&w->loop, &l->pause_timer);
+        l->pause_timer.data = l;
+        l->src_fd = ls[opened].fd;
         l->w = w;
         l->service_id = ls[opened].service_id;
         l->preview = ls[opened].preview;
+        l->trusted =
+            ls[opened].trusted != NULL && ls[opened].trusted->n > 0 ? ls[opened].trusted : NULL;
+        l->proxy_protocol = ls[opened].proxy_protocol;
         l->proto = ls[opened].proto;
         rc = uv_tcp_open(&l->tcp, fd);
         if (rc == 0)
@@ -334,7 +439,8 @@ const struct worker_role_stats *worker_role_stats(const struct worker *w, int se
 
 const char *worker_loss_name(enum worker_loss why)
 {
-    static const char *const names[WORKER_LOSSES] = {"502", "503", "504", "drain", "reset"};
+    static const char *const names[WORKER_LOSSES] = {"502",   "503",   "504",
+                                                     "drain", "reset", "not_retried"};
     return (unsigned)why < WORKER_LOSSES ? names[why] : "unknown";
 }
 

@@ -14,6 +14,7 @@
 #include "proxy/route.h"
 
 struct proxy_proto;
+struct cidr_list;
 
 /* One listening socket a worker accepts on. */
 struct worker_listener_spec {
@@ -21,6 +22,10 @@ struct worker_listener_spec {
     const struct proxy_proto *proto; /* the protocol served on it (proxy/h1proxy.h: h1_proto) */
     int service_id;                  /* route_service.id of the service it serves */
     int preview; /* the service's preview listener: routes to the canary while one exists */
+    /* The service's trusted_proxies (NULL or empty: none), owned by the caller and unchanged
+     * until every worker is freed. A peer in it may name the client (X-Forwarded-For, PROXY). */
+    const struct cidr_list *trusted;
+    int proxy_protocol; /* every connection starts with a PROXY header from a trusted peer */
 };
 
 struct worker;
@@ -59,19 +64,26 @@ struct worker_stats {
     _Atomic uint64_t bad_requests; /* 4xx made by cutover for bad input */
     _Atomic int64_t clients;       /* open client connections */
     _Atomic uint64_t naps;         /* poll coalescing naps taken (proxy/nap.h) */
+    /* listener pauses: out of descriptors (EMFILE, ENFILE) or near the ceiling (worker.c) */
+    _Atomic uint64_t accept_paused;
+    /* connections closed unheard on a proxy_protocol listener: untrusted peer, bad header */
+    _Atomic uint64_t client_addr_refused;
 };
 
 /* Why a request was lost: cutover answered it with its own error, or cut it. */
 enum worker_loss {
-    WORKER_LOSS_502 = 0, /* cutover's own 502: connect failure, reset, invalid answer */
-    WORKER_LOSS_503,     /* cutover's own 503: nothing live or healthy, too many connections */
-    WORKER_LOSS_504,     /* cutover's own 504: connect or response timeout */
-    WORKER_LOSS_DRAIN,   /* a request, stream or tunnel cut at a drain or stop deadline */
-    WORKER_LOSS_RESET,   /* the upstream cut a response already under way to the client */
+    WORKER_LOSS_502 = 0,     /* cutover's own 502: connect failure, reset, invalid answer */
+    WORKER_LOSS_503,         /* cutover's own 503: nothing live or healthy, too many connections */
+    WORKER_LOSS_504,         /* cutover's own 504: connect or response timeout */
+    WORKER_LOSS_DRAIN,       /* a request, stream or tunnel cut at a drain or stop deadline */
+    WORKER_LOSS_RESET,       /* the upstream cut a response already under way to the client */
+    WORKER_LOSS_NOT_RETRIED, /* 502: the upstream connection failed after the request may have
+                                reached it, and its method is not idempotent */
 };
-#define WORKER_LOSSES 5
+#define WORKER_LOSSES 6
 
-/* The name of a loss reason for metrics and records: "502", "503", "504", "drain", "reset". */
+/* The name of a loss reason for metrics and records: "502", "503", "504", "drain", "reset",
+ * "not_retried". */
 const char *worker_loss_name(enum worker_loss why);
 
 /* What one worker saw of one version role of one service, cumulative. Written only by the

@@ -15,6 +15,10 @@ void worker_buf_put(struct worker *w, char *buf);
 char *worker_big_buf_get(struct worker *w);
 void worker_big_buf_put(struct worker *w, char *buf);
 
+/* A protocol's accept tells the worker the descriptor of each connection it accepted on l:
+ * near the process's descriptor limit the listener pauses (worker.c). */
+void worker_accepted_fd(struct worker_listener *l, int fd);
+
 /* Makes the worker route by the current table if a newer one was published: retires the
  * upstream pools of targets it routes to in no role and asks each protocol to arm the drain
  * deadline of connections still using one (PROXY_DRAIN_RETIRED). */

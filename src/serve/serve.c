@@ -29,11 +29,13 @@
 #include "core/log.h"
 #include "core/xmalloc.h"
 #include "net/addr.h"
+#include "net/cidr.h"
 #include "net/handover.h"
 #include "net/listen.h"
 #include "notify/notify.h"
 #include "proxy/route.h"
 #include "proxy/h1proxy.h"
+#include "proxy/tcpproxy.h"
 #include "proxy/worker.h"
 #include "rollout/rollout.h"
 #include "store/store.h"
@@ -64,11 +66,15 @@ struct daemon {
     int nworkers;
     struct listener *listeners;
     size_t nlisten;
-    int admin_fd;      /* admin.listen, or -1 */
-    int lock_fd;       /* state_dir/cutover.lock, flock()ed: one daemon per state_dir */
-    struct notify *nt; /* webhooks, or NULL */
+    struct cidr_list *trusted; /* [cfg->nservices]: each service's trusted_proxies, for workers */
+    int admin_fd;              /* admin.listen, or -1 */
+    int lock_fd;               /* state_dir/cutover.lock, flock()ed: one daemon per state_dir */
+    struct notify *nt;         /* webhooks, or NULL */
     uv_signal_t sigterm, sigint, sighup, sigusr2;
     uv_timer_t exit_timer;
+    uv_timer_t fd_watch;     /* logs the data plane's accept pauses, once per episode */
+    uint64_t fd_paused_seen; /* the workers' accept_paused sum at the last tick */
+    int fd_episode;          /* a pause was seen in the last tick */
     int stopping;
     int handing_over;
     int handed_over;
@@ -144,7 +150,8 @@ static void emit_lost(struct daemon *d, rollout_emit_fn emit, void *ectx)
 static void on_metrics(void *ctx, rollout_emit_fn emit, void *ectx)
 {
     struct daemon *d = ctx;
-    uint64_t acc = 0, req = 0, r5 = 0, perr = 0, retr = 0, bad = 0, naps = 0;
+    uint64_t acc = 0, req = 0, r5 = 0, perr = 0, retr = 0, bad = 0, naps = 0, ppref = 0;
+    uint64_t paused = 0;
     int64_t clients = 0;
     for (int i = 0; i < d->nworkers; i++) {
         const struct worker_stats *s = worker_get_stats(d->workers[i]);
@@ -156,6 +163,8 @@ static void on_metrics(void *ctx, rollout_emit_fn emit, void *ectx)
         bad += atomic_load_explicit(&s->bad_requests, memory_order_relaxed);
         clients += atomic_load_explicit(&s->clients, memory_order_relaxed);
         naps += atomic_load_explicit(&s->naps, memory_order_relaxed);
+        ppref += atomic_load_explicit(&s->client_addr_refused, memory_order_relaxed);
+        paused += atomic_load_explicit(&s->accept_paused, memory_order_relaxed);
     }
     emit_counter(emit, ectx, "cutover_connections_accepted_total", "Client connections accepted.",
                  "counter", acc);
@@ -172,7 +181,43 @@ static void on_metrics(void *ctx, rollout_emit_fn emit, void *ectx)
                  clients > 0 ? (uint64_t)clients : 0);
     emit_counter(emit, ectx, "cutover_worker_naps_total",
                  "Naps busy workers took before blocking (io_coalesce_us).", "counter", naps);
+    emit_counter(emit, ectx, "cutover_proxy_header_refused_total",
+                 "Connections closed on a proxy_protocol listener: peer not in trusted_proxies, "
+                 "or a malformed PROXY header.",
+                 "counter", ppref);
+    emit(ectx, "# HELP cutover_accept_paused_total Pauses of accepting new connections because "
+               "file descriptors ran out (or the data plane reached its share of them).");
+    emit(ectx, "# TYPE cutover_accept_paused_total counter");
+    char line[128];
+    snprintf(line, sizeof(line), "cutover_accept_paused_total{listener=\"service\"} %llu",
+             (unsigned long long)paused);
+    emit(ectx, line);
+    snprintf(line, sizeof(line), "cutover_accept_paused_total{listener=\"admin\"} %llu",
+             (unsigned long long)api_accept_paused(d->api));
+    emit(ectx, line);
     emit_lost(d, emit, ectx);
+}
+
+/* Once a second: a data-plane episode of accept pauses (proxy/worker.c) is logged when it
+ * begins and when a second passes without a pause. The workers only count. */
+static void on_fd_watch(uv_timer_t *t)
+{
+    struct daemon *d = t->data;
+    uint64_t n = 0;
+    for (int i = 0; i < d->nworkers; i++)
+        n += atomic_load_explicit(&worker_get_stats(d->workers[i])->accept_paused,
+                                  memory_order_relaxed);
+    char num[24];
+    snprintf(num, sizeof(num), "%llu", (unsigned long long)n);
+    if (n != d->fd_paused_seen && !d->fd_episode) {
+        d->fd_episode = 1;
+        log_warn("accepting paused: out of file descriptors; open connections are served",
+                 "pauses_total", num);
+    } else if (n == d->fd_paused_seen && d->fd_episode) {
+        d->fd_episode = 0;
+        log_info("accepting again", "pauses_total", num);
+    }
+    d->fd_paused_seen = n;
 }
 
 /* Sums what every worker counted for (service, role); each counter is read with a relaxed
@@ -258,6 +303,7 @@ static void on_join_done(uv_work_t *req, int status)
     uv_close((uv_handle_t *)&d->sighup, NULL);
     uv_close((uv_handle_t *)&d->sigusr2, NULL);
     uv_close((uv_handle_t *)&d->exit_timer, NULL);
+    uv_close((uv_handle_t *)&d->fd_watch, NULL);
 }
 
 /* ---------------------------------------------------------------- hand-over ----------------- */
@@ -677,6 +723,13 @@ int serve_main(int argc, char **argv)
         goto out_api;
     }
 
+    d.trusted = xcalloc(d.cfg->nservices + 1, sizeof(*d.trusted));
+    for (size_t j = 0; j < d.cfg->nservices; j++) {
+        cidr_list_init(&d.trusted[j]);
+        /* config/ accepted every entry with cidr_parse: adding them cannot fail. */
+        for (size_t k = 0; k < d.cfg->services[j].ntrusted_proxies; k++)
+            (void)cidr_list_add(&d.trusted[j], d.cfg->services[j].trusted_proxies[k]);
+    }
     struct worker_listener_spec *specs = xcalloc(d.nlisten + 1, sizeof(*specs));
     for (size_t i = 0; i < d.nlisten; i++) {
         const char *dot = strchr(d.listeners[i].name, '.');
@@ -689,6 +742,12 @@ int serve_main(int argc, char **argv)
             if (strlen(d.cfg->services[j].name) == len &&
                 strncmp(d.cfg->services[j].name, d.listeners[i].name, len) == 0)
                 specs[i].service_id = (int)j;
+        if (specs[i].service_id >= 0) {
+            if (d.cfg->services[specs[i].service_id].protocol == CONFIG_PROTO_TCP)
+                specs[i].proto = &tcp_proto;
+            specs[i].trusted = &d.trusted[specs[i].service_id];
+            specs[i].proxy_protocol = d.cfg->services[specs[i].service_id].proxy_protocol;
+        }
     }
     d.workers = xcalloc((size_t)d.cfg->workers, sizeof(*d.workers));
     for (int i = 0; i < d.cfg->workers; i++) {
@@ -708,6 +767,10 @@ int serve_main(int argc, char **argv)
     uv_signal_init(d.loop, &d.sighup);
     uv_signal_init(d.loop, &d.sigusr2);
     uv_timer_init(d.loop, &d.exit_timer);
+    uv_timer_init(d.loop, &d.fd_watch);
+    d.fd_watch.data = &d;
+    uv_timer_start(&d.fd_watch, on_fd_watch, 1000, 1000);
+    uv_unref((uv_handle_t *)&d.fd_watch); /* never what keeps the daemon running */
     d.sigterm.data = d.sigint.data = d.sighup.data = d.sigusr2.data = d.exit_timer.data = &d;
     uv_signal_start(&d.sigterm, on_signal, SIGTERM);
     uv_signal_start(&d.sigint, on_signal, SIGINT);
@@ -738,6 +801,9 @@ out_free:
     for (int i = 0; i < d.nworkers; i++)
         worker_free(d.workers[i]);
     free(d.workers);
+    for (size_t j = 0; d.trusted != NULL && j < d.cfg->nservices; j++)
+        cidr_list_done(&d.trusted[j]);
+    free(d.trusted);
 out:
     for (size_t i = 0; i < d.nretired; i++)
         rollout_free(d.retired[i]);
