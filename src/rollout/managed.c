@@ -14,6 +14,7 @@
 
 #include "core/log.h"
 #include "core/xmalloc.h"
+#include "rollout/managed.h"
 #include "rollout/rollout_int.h"
 #include "store/store.h"
 #include "super/supervisor.h"
@@ -122,7 +123,8 @@ static void on_event(void *ctx, struct sup_instance *inst, enum sup_event ev, co
         ms->crashed = 1;
         log_error("instance crash loop", "service", ms->s->cfg->name, "version", ms->version,
                   "instance", idx, "detail", detail);
-        version_crashed(ms->s, ms->version, ms->last_exit);
+        if (r->on_crash != NULL)
+            r->on_crash(ms->s, ms->version, ms->last_exit); /* the engine decides */
         break;
     }
     case SUP_EV_STOPPED:
@@ -540,9 +542,30 @@ uint64_t managed_retire_delay(const struct service *s)
     return d + 500;
 }
 
+static void set_release(struct managed_set *m)
+{
+    uv_timer_stop(&m->retire);
+    for (size_t i = 0; i < m->n; i++) {
+        uv_timer_stop(&m->slot_stop[i].timer);
+        if (m->inst[i] != NULL) {
+            sup_instance_release(m->inst[i]);
+            m->inst[i] = NULL;
+        }
+    }
+}
+
 void managed_stop_all(struct rollout *r)
 {
     for (struct managed_set *m = r->sets; m; m = m->next) {
+        /* A daemon that stops for good leaves the instances that serve running (a restart of
+         * cutover costs their users nothing: the next daemon adopts them from the store), unless
+         * the service says run.stop_with_daemon. Retiring ones serve nobody: they go. */
+        if (!m->retiring && !m->s->cfg->run.stop_with_daemon) {
+            log_info("instances left running for the next daemon", "service", m->s->cfg->name,
+                     "version", m->version);
+            set_release(m);
+            continue;
+        }
         uv_timer_stop(&m->retire);
         m->retiring = 1;
         set_stop_now(m);
@@ -551,16 +574,8 @@ void managed_stop_all(struct rollout *r)
 
 void managed_release_all(struct rollout *r)
 {
-    for (struct managed_set *m = r->sets; m; m = m->next) {
-        uv_timer_stop(&m->retire);
-        for (size_t i = 0; i < m->n; i++) {
-            uv_timer_stop(&m->slot_stop[i].timer);
-            if (m->inst[i] != NULL) {
-                sup_instance_release(m->inst[i]);
-                m->inst[i] = NULL;
-            }
-        }
-    }
+    for (struct managed_set *m = r->sets; m; m = m->next)
+        set_release(m);
 }
 
 void managed_free_all(struct rollout *r)
