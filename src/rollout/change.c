@@ -4,10 +4,12 @@
 
 #include <assert.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "core/log.h"
 #include "core/xmalloc.h"
@@ -357,6 +359,7 @@ void change_init(struct change *c, uv_loop_t *loop, const char *service,
     c->hooks = hooks;
     c->hooks_ctx = hooks_ctx;
     c->state = CHANGE_IDLE;
+    c->journal_fd = -1;
     uv_timer_init(loop, &c->deadline);
     uv_timer_init(loop, &c->kick);
     uv_timer_init(loop, &c->save_retry);
@@ -590,6 +593,8 @@ static int unsaved_write(struct change *c, const struct change_unsaved *u, int w
     return rc;
 }
 
+static void journal_clear(struct change *c);
+
 static void on_save_retry(uv_timer_t *t)
 {
     struct change *c = t->data;
@@ -604,6 +609,7 @@ static void on_save_retry(uv_timer_t *t)
                  idbuf, "state", u->state);
         c->unsaved = NULL;
         unsaved_free(u);
+        journal_clear(c);
         struct change_facts none = {0};
         c->state = change_next(c->state, CHANGE_IN_SAVED, &none).next;
         return;
@@ -619,6 +625,119 @@ static void on_save_retry(uv_timer_t *t)
     }
     u->delay_ms = u->delay_ms * 2 > SAVE_RETRY_MAX_MS ? SAVE_RETRY_MAX_MS : u->delay_ms * 2;
     uv_timer_start(&c->save_retry, on_save_retry, u->delay_ms, 0);
+}
+
+/* ---------------------------------------------------------------- the journal --------------- */
+
+/* The journal holds one record: "CUTOVER-END <length>\n" then <length> bytes of JSON, in place
+ * at offset 0 of a file whose blocks were allocated at start. A length of 0 means none. */
+#define JOURNAL_MAGIC "CUTOVER-END "
+
+int change_journal_open(struct change *c, const char *path)
+{
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd == -1)
+        return -errno;
+    int rc = posix_fallocate(fd, 0, CHANGE_JOURNAL_BYTES);
+    if (rc != 0) {
+        close(fd);
+        return -rc;
+    }
+    c->journal_fd = fd;
+    return 0;
+}
+
+static void journal_clear(struct change *c)
+{
+    static const char none[] = JOURNAL_MAGIC "0\n";
+    if (c->journal_fd < 0)
+        return;
+    if (pwrite(c->journal_fd, none, sizeof(none) - 1, 0) == -1 || fdatasync(c->journal_fd) == -1)
+        log_error("cannot clear the journal of kept ends", "service", c->service, "error",
+                  strerror(errno));
+}
+
+static json_t *unsaved_to_json(const struct change_unsaved *u, int with_detail)
+{
+    json_t *o = json_pack("{s:I, s:s, s:s, s:s, s:I}", "change", (json_int_t)u->change_id, "state",
+                          u->state, "event", u->event, "message", u->message, "ended",
+                          (json_int_t)u->ended_ms);
+    if (u->has_switch) {
+        json_object_set_new(o, "live", json_string(u->live));
+        json_object_set_new(o, "previous", u->previous ? json_string(u->previous) : json_null());
+    }
+    if (with_detail && u->detail != NULL)
+        json_object_set_new(o, "detail", json_string(u->detail));
+    return o;
+}
+
+/* Writes the kept end u to the journal and syncs it. The plan's detail goes along when it fits;
+ * the state, message and versions always do: they are what traffic follows. */
+static void journal_write(struct change *c, const struct change_unsaved *u)
+{
+    if (c->journal_fd < 0)
+        return;
+    char head[48];
+    for (int with_detail = 1; with_detail >= 0; with_detail--) {
+        json_t *o = unsaved_to_json(u, with_detail);
+        char *text = json_dumps(o, JSON_COMPACT);
+        json_decref(o);
+        size_t n = text ? strlen(text) : 0;
+        int hl = snprintf(head, sizeof(head), JOURNAL_MAGIC "%zu\n", n);
+        if (text == NULL || (size_t)hl + n > CHANGE_JOURNAL_BYTES) {
+            free(text);
+            continue;
+        }
+        int ok = pwrite(c->journal_fd, text, n, hl) == (ssize_t)n &&
+                 pwrite(c->journal_fd, head, (size_t)hl, 0) == hl && fdatasync(c->journal_fd) == 0;
+        free(text);
+        if (!ok)
+            log_error("cannot write the journal of kept ends: a kill -9 now would lose this end",
+                      "service", c->service, "error", strerror(errno));
+        return;
+    }
+    log_error("the kept end does not fit its journal", "service", c->service);
+}
+
+static struct change_unsaved *journal_read(struct change *c)
+{
+    char buf[CHANGE_JOURNAL_BYTES + 1];
+    ssize_t got = pread(c->journal_fd, buf, CHANGE_JOURNAL_BYTES, 0);
+    if (got <= (ssize_t)strlen(JOURNAL_MAGIC))
+        return NULL;
+    buf[got] = '\0';
+    if (strncmp(buf, JOURNAL_MAGIC, strlen(JOURNAL_MAGIC)) != 0)
+        return NULL;
+    char *end = NULL;
+    unsigned long n = strtoul(buf + strlen(JOURNAL_MAGIC), &end, 10);
+    if (end == NULL || *end != '\n' || n == 0 || (size_t)(end + 1 - buf) + n > (size_t)got)
+        return NULL;
+    json_t *o = json_loadb(end + 1, n, 0, NULL);
+    const char *state = json_string_value(json_object_get(o, "state"));
+    const char *event = json_string_value(json_object_get(o, "event"));
+    const char *message = json_string_value(json_object_get(o, "message"));
+    json_int_t id = json_integer_value(json_object_get(o, "change"));
+    if (o == NULL || state == NULL || event == NULL || message == NULL || id <= 0) {
+        json_decref(o);
+        return NULL;
+    }
+    struct change_unsaved *u = xcalloc(1, sizeof(*u));
+    u->change_id = id;
+    u->state = xstrdup(state);
+    u->event = xstrdup(event);
+    u->message = xstrdup(message);
+    const char *live = json_string_value(json_object_get(o, "live"));
+    const char *prev = json_string_value(json_object_get(o, "previous"));
+    const char *detail = json_string_value(json_object_get(o, "detail"));
+    u->has_switch = live != NULL;
+    u->live = live ? xstrdup(live) : NULL;
+    u->previous = prev ? xstrdup(prev) : NULL;
+    u->detail = detail ? xstrdup(detail) : NULL;
+    u->ended_ms = json_integer_value(json_object_get(o, "ended"));
+    u->attempts = 1; /* the write is late: say so with saved_late */
+    u->error = xstrdup("the daemon stopped before the store took it");
+    json_decref(o);
+    return u;
 }
 
 void change_notify(struct change *c)
@@ -662,6 +781,7 @@ int change_record_end(struct change *c, const char *state, const char *event, co
         u->delay_ms = SAVE_RETRY_FIRST_MS;
         c->unsaved = u;
         c->state = CHANGE_UNSAVED;
+        journal_write(c, u);
         uv_timer_start(&c->save_retry, on_save_retry, u->delay_ms, 0);
         rc = -EIO;
     }
@@ -775,6 +895,10 @@ void change_close(struct change *c, uv_close_cb cb, void *handle_data)
         unsaved_free(u);
         c->state = CHANGE_IDLE;
     }
+    if (c->journal_fd >= 0) {
+        close(c->journal_fd);
+        c->journal_fd = -1;
+    }
     c->deadline.data = handle_data;
     c->kick.data = handle_data;
     c->save_retry.data = handle_data;
@@ -794,4 +918,37 @@ json_t *change_iso_time(int64_t ms)
     size_t n = strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%S", &tm);
     snprintf(buf + n, sizeof(buf) - n, ".%03dZ", (int)(ms % 1000));
     return json_string(buf);
+}
+
+int change_journal_replay(struct change *c, char **live, char **previous)
+{
+    *live = *previous = NULL;
+    if (c->journal_fd < 0)
+        return 0;
+    struct change_unsaved *u = journal_read(c);
+    if (u == NULL)
+        return 0;
+    char idbuf[24];
+    snprintf(idbuf, sizeof(idbuf), "%lld", (long long)u->change_id);
+    if (unsaved_write(c, u, -1) == 0) {
+        log_warn("wrote the end of a change the last daemon kept in its journal", "service",
+                 c->service, "change", idbuf, "state", u->state);
+        unsaved_free(u);
+        journal_clear(c);
+        return 0;
+    }
+    log_error("the store still refuses the end of a change kept in the journal; serving as it "
+              "ended and retrying",
+              "service", c->service, "change", idbuf, "state", u->state, "error", errmsg(c));
+    free(u->error);
+    u->error = xstrdup(errmsg(c));
+    u->delay_ms = SAVE_RETRY_FIRST_MS;
+    if (u->has_switch) {
+        *live = xstrdup(u->live);
+        *previous = u->previous ? xstrdup(u->previous) : NULL;
+    }
+    c->unsaved = u;
+    c->state = CHANGE_UNSAVED;
+    uv_timer_start(&c->save_retry, on_save_retry, u->delay_ms, 0);
+    return 1;
 }

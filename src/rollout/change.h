@@ -154,6 +154,7 @@ struct change {
     void (*waiter)(void *ctx, int64_t id);
     void *waiter_ctx;
     struct change_unsaved *unsaved; /* the end the store refused, while state is UNSAVED */
+    int journal_fd;                 /* the kept end's copy on disk (change_journal_open), or -1 */
     uv_timer_t deadline;
     uv_timer_t kick;
     uv_timer_t save_retry;
@@ -166,6 +167,19 @@ void change_init(struct change *c, uv_loop_t *loop, const char *service,
 /* Gives up a kept end (one last write with the busy timeout, logged either way) and closes the
  * timers; cb(ctx) runs once per closed handle (3). */
 void change_close(struct change *c, uv_close_cb cb, void *handle_data);
+
+/* The file that keeps a copy of an end the store refused, so that a kill -9 before the store
+ * takes it does not undo it (an operator's abort stays aborted): path is created and given
+ * CHANGE_JOURNAL_BYTES of disk now, so that writing it later needs no new block even on a full
+ * disk. 0, or a negative errno (the daemon runs without it, and says so). */
+#define CHANGE_JOURNAL_BYTES 8192
+int change_journal_open(struct change *c, const char *path);
+/* At start, before the store is read: an end kept in the journal by the last daemon is written
+ * to the store. Returns 0 when there was none or it is saved now (the journal is cleared); 1
+ * when the store still refuses it: the change is then UNSAVED here, retried as usual, and
+ * *live / *previous (heap, or NULL when the end did not switch) name the versions the end
+ * left live, which the caller serves instead of the store's. */
+int change_journal_replay(struct change *c, char **live, char **previous);
 
 /* Asks the table about input in; on CHANGE_REFUSE returns -EBUSY with rule->why in err. When
  * the rule names an event, records it with msg first and returns -EIO (with the store's message

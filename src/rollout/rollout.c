@@ -789,6 +789,14 @@ struct rollout *rollout_new(uv_loop_t *loop, const struct config *cfg, struct st
         s->cfg = &cfg->services[i];
         s->planner = plan_ops();
         change_init(&s->ch, loop, s->cfg->name, change_store_sqlite(), st, &hooks, s);
+        /* A copy of an end the store refuses, so that a kill -9 does not undo it. */
+        char *path = xasprintf("%s/pending-%s.end", cfg->state_dir, s->cfg->name);
+        int rc = change_journal_open(&s->ch, path);
+        if (rc < 0)
+            log_error("cannot open the journal of kept ends; a kill -9 while the store refuses "
+                      "an end would lose it",
+                      "path", path, "error", strerror(-rc));
+        free(path);
     }
     r->on_crash = on_crash;
     return r;
@@ -824,6 +832,16 @@ static int change_resumable(struct rollout *r, const struct store_change *c)
     return !rolling;
 }
 
+/* 1 when change id's end is kept by some service (the store refused it): not resumed, not
+ * marked interrupted. */
+static int kept_end(const struct rollout *r, int64_t id)
+{
+    for (size_t i = 0; i < r->nservices; i++)
+        if (change_unsaved_id(&r->services[i].ch) == id)
+            return 1;
+    return 0;
+}
+
 /* Instances recorded for a version that is neither live nor previous (the new version of an
  * interrupted change, the leaving one of a restore cut short) are adopted and stopped; a plan
  * about to resume keeps its new version's. */
@@ -840,18 +858,34 @@ static void reap_leftovers(struct service *s, const struct store_change *running
                    (s->previous != NULL && strcmp(s->previous->name, v) == 0);
         for (size_t j = 0; j < nrunning && !keep; j++)
             keep = strcmp(running[j].service, s->cfg->name) == 0 &&
-                   change_resumable(s->r, &running[j]) && running[j].to_version != NULL &&
-                   strcmp(running[j].to_version, v) == 0;
+                   change_resumable(s->r, &running[j]) && !kept_end(s->r, running[j].id) &&
+                   running[j].to_version != NULL && strcmp(running[j].to_version, v) == 0;
         if (!keep)
             managed_reap(s, v);
     }
     store_strv_free(versions);
 }
 
+static void kept_free(const struct rollout *r, char **live, char **prev)
+{
+    for (size_t i = 0; i < r->nservices; i++) {
+        free(live[i]);
+        free(prev[i]);
+    }
+    free(live);
+    free(prev);
+}
+
 int rollout_start(struct rollout *r, char *err, size_t errlen)
 {
     struct store_change *running = NULL;
     size_t nrunning = 0;
+    /* Ends the last daemon kept in its journals go to the store first: an operator's abort
+     * taken while the store refused it is never undone by a restart. */
+    char **kept_live = xcalloc(r->nservices ? r->nservices : 1, sizeof(*kept_live));
+    char **kept_prev = xcalloc(r->nservices ? r->nservices : 1, sizeof(*kept_prev));
+    for (size_t i = 0; i < r->nservices; i++)
+        change_journal_replay(&r->services[i].ch, &kept_live[i], &kept_prev[i]);
     int rc = store_change_list_running(r->st, &running, &nrunning);
     if (rc < 0) {
         snprintf(err, errlen, "store: %s", store_errmsg(r->st));
@@ -860,7 +894,7 @@ int rollout_start(struct rollout *r, char *err, size_t errlen)
     for (size_t i = 0; i < nrunning; i++) {
         const char *msg = "the daemon stopped while this change ran; traffic stayed where the "
                           "store last recorded it";
-        if (change_resumable(r, &running[i]))
+        if (change_resumable(r, &running[i]) || kept_end(r, running[i].id))
             continue; /* a plan resumes where it was, once its service is loaded (below) */
         change_store_interrupt(change_store_sqlite(), r->st, running[i].id, msg);
         char idbuf[24];
@@ -879,13 +913,23 @@ int rollout_start(struct rollout *r, char *err, size_t errlen)
             if (rc < 0) {
                 snprintf(err, errlen, "store: %s", store_errmsg(r->st));
                 store_change_list_free(running, nrunning);
+                kept_free(r, kept_live, kept_prev);
                 return rc;
             }
             live = xstrdup(INITIAL_VERSION);
         } else if (rc < 0 && rc != -ENOENT) {
             snprintf(err, errlen, "store: %s", store_errmsg(r->st));
             store_change_list_free(running, nrunning);
+            kept_free(r, kept_live, kept_prev);
             return rc;
+        }
+        if (kept_live[i] != NULL) {
+            /* The kept end switched versions: serve what it left live. */
+            free(live);
+            free(prev);
+            live = kept_live[i];
+            prev = kept_prev[i];
+            kept_live[i] = kept_prev[i] = NULL;
         }
         s->live = version_stored(s, live, 1);
         s->previous = version_stored(s, prev, 0);
@@ -895,7 +939,7 @@ int rollout_start(struct rollout *r, char *err, size_t errlen)
         for (size_t j = 0; j < nrunning; j++) {
             const struct config_plan *cp =
                 running[j].plan ? config_plan_find(r->cfg, running[j].plan) : NULL;
-            if (!change_resumable(r, &running[j]) ||
+            if (!change_resumable(r, &running[j]) || kept_end(r, running[j].id) ||
                 strcmp(running[j].service, s->cfg->name) != 0 || s->ch.id != 0)
                 continue;
             /* The canary is loaded (optimistic: it served a moment ago) and its instances
@@ -919,6 +963,7 @@ int rollout_start(struct rollout *r, char *err, size_t errlen)
         free(prev);
     }
     store_change_list_free(running, nrunning);
+    kept_free(r, kept_live, kept_prev);
     rollout_publish(r);
     return 0;
 }

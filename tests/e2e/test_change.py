@@ -264,3 +264,42 @@ def test_step_refused_by_the_store_is_not_taken(backend, daemon):
                  "the step to be taken once the store takes it")
     assert p.get("weight") == 50 and p.get("state") == "running", p
     assert d.cli("abort", "web").returncode == 0
+
+
+def test_abort_while_the_store_is_locked_survives_a_kill9(backend, daemon, wrk):
+    """The operator's abort acts at once although another process holds the store's write lock
+    (users go back to v1 under load, status answers meanwhile), and a kill -9 before the store
+    took the record does not undo it: the restart writes the kept end first and serves v1."""
+    v1, v2 = backend("v1"), backend("v2")
+    d = daemon([v1], top_extra=plans(p="steps: [{weight: 50}, {pause: {}}, {weight: 100}]"))
+    d.start(expect="v1\n")
+    assert d.cli("deploy", "web", "v2", "--target", v2.addr, "--plan", "p").returncode == 0
+    wait_for(lambda: progress_of(d).get("step") == 2, 10, "the pause at 50 %")
+    db = sqlite3.connect(str(d.state_dir / "cutover.db"), timeout=1, isolation_level=None)
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        load = wrk(d.port, 4, conns=8)
+        time.sleep(0.5)
+        t0 = time.monotonic()
+        r = d.cli("abort", "web", timeout=10)
+        took = time.monotonic() - t0
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert took < 2, f"the abort took {took:.1f}s with the store locked"
+        assert {body_of(d.port) for _ in range(20)} == {"v1\n"}
+        t0 = time.monotonic()
+        svc = d.status()
+        print(f"\nabort with the store locked: {took * 1000:.0f} ms; status "
+              f"{(time.monotonic() - t0) * 1000:.0f} ms; unsaved: {svc.get('unsaved')}")
+        assert svc.get("unsaved"), svc
+        res = load.result()
+        assert res["socket_errors"] == 0 and res["non2xx"] == 0, res["text"]
+        d.kill9()
+    finally:
+        db.execute("ROLLBACK")
+        db.close()
+    d.start(expect="v1\n")
+    c = d.history()[0]
+    assert c["state"] == "aborted", f"the abort was undone by the kill -9: {c}"
+    assert not d.status().get("change"), d.status()
+    assert {body_of(d.port) for _ in range(20)} == {"v1\n"}
+    assert "journal" in d.log(), d.log()[-2000:]

@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <uv.h>
 
 #include "rollout/change.h"
@@ -641,6 +642,57 @@ static void test_restart_from_every_persisted_state(void **state)
     assert_int_equal(change_state_parse("bogus"), CHANGE_STEP);
 }
 
+/* An end the store refused survives a kill -9 in the journal: the next start writes it first,
+ * or, while the store still refuses, serves as it ended and keeps retrying. */
+static void test_kept_end_survives_in_the_journal(void **state)
+{
+    struct fixture *fx = *state;
+    char path[] = "/tmp/cutover-test-journal-XXXXXX";
+    int tmp = mkstemp(path);
+    assert_true(tmp >= 0);
+    close(tmp);
+    assert_int_equal(change_journal_open(&fx->c, path), 0);
+    assert_int_equal(create(fx, 0), 0);
+    fx->st.fail_all = 1;
+    assert_int_equal(
+        change_record_end(&fx->c, STORE_CHANGE_ABORTED, "aborted", "by alice", "v1", "v2", NULL),
+        -EIO);
+    change_done(&fx->c);
+    /* "kill -9": a second daemon's change object on the same journal. */
+    struct fixture *fx2 = calloc(1, sizeof(*fx2));
+    uv_loop_init(&fx2->loop);
+    change_init(&fx2->c, &fx2->loop, "web", &fake_ops, &fx2->st, &fake_hooks, &fx2->eng);
+    assert_int_equal(change_journal_open(&fx2->c, path), 0);
+    char *live = NULL, *prev = NULL;
+    fx2->st.fail_all = 1; /* the store still refuses */
+    assert_int_equal(change_journal_replay(&fx2->c, &live, &prev), 1);
+    assert_int_equal(fx2->c.state, CHANGE_UNSAVED);
+    assert_int_equal(change_unsaved_id(&fx2->c), 1);
+    assert_string_equal(change_unsaved_state(&fx2->c), "aborted");
+    assert_string_equal(live, "v1");
+    assert_string_equal(prev, "v2");
+    free(live);
+    free(prev);
+    fx2->st.fail_all = 0;
+    while (fx2->c.state == CHANGE_UNSAVED)
+        uv_run(&fx2->loop, UV_RUN_ONCE);
+    assert_true(has_row(&fx2->st, "update 1 aborted"));
+    assert_true(has_row(&fx2->st, "event 1 saved_late"));
+    /* Saved: the journal is cleared, a third start finds nothing. */
+    struct change c3;
+    change_init(&c3, &fx2->loop, "web", &fake_ops, &fx2->st, &fake_hooks, &fx2->eng);
+    assert_int_equal(change_journal_open(&c3, path), 0);
+    assert_int_equal(change_journal_replay(&c3, &live, &prev), 0);
+    assert_null(live);
+    change_close(&c3, on_closed, fx2);
+    change_close(&fx2->c, on_closed, fx2);
+    uv_run(&fx2->loop, UV_RUN_DEFAULT);
+    assert_int_equal(uv_loop_close(&fx2->loop), 0);
+    free(fx2);
+    unlink(path);
+    transitions_checked++;
+}
+
 static int report(void **state)
 {
     (void)state;
@@ -659,6 +711,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_end_refused_at_every_write, setup, teardown),
         cmocka_unit_test_setup_teardown(test_detail_and_events_report_refusals, setup, teardown),
         cmocka_unit_test_setup_teardown(test_restart_from_every_persisted_state, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_kept_end_survives_in_the_journal, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, report);
 }
