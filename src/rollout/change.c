@@ -263,6 +263,27 @@ static int sq_targets(void *ctx, const char *service, const char *version, const
     return store_version_put(ctx, service, version, t, n);
 }
 
+static int sq_merge(void *ctx, int64_t id, const char *key, const char *value)
+{
+    struct store_change sc;
+    int rc = store_change_get(ctx, id, &sc);
+    if (rc < 0)
+        return rc;
+    json_t *d = sc.detail ? json_loads(sc.detail, 0, NULL) : NULL;
+    store_change_done(&sc);
+    if (!json_is_object(d)) {
+        json_decref(d);
+        d = json_object();
+    }
+    json_t *v = json_loads(value, JSON_DECODE_ANY, NULL);
+    json_object_set_new(d, key, v ? v : json_null());
+    char *text = json_dumps(d, JSON_COMPACT);
+    json_decref(d);
+    rc = store_change_set_detail(ctx, id, text);
+    free(text);
+    return rc;
+}
+
 static const char *sq_errmsg(void *ctx)
 {
     return store_errmsg(ctx);
@@ -278,6 +299,7 @@ static const struct change_store sqlite_ops = {
     .event = sq_event,
     .live = sq_live,
     .targets = sq_targets,
+    .merge = sq_merge,
     .errmsg = sq_errmsg,
 };
 
@@ -507,6 +529,21 @@ int change_record_detail(struct change *c, const char *json)
         return -EIO;
     }
     return 0;
+}
+
+int change_record_loss(struct change *c, int64_t id, json_t *loss)
+{
+    char *text = json_dumps(loss, JSON_COMPACT);
+    const struct change_store *st = c->store;
+    int rc = st->begin(c->store_ctx, WRITE_WAIT_MS);
+    if (rc == 0)
+        rc = st->merge(c->store_ctx, id, "loss", text);
+    if (rc == 0)
+        rc = st->commit(c->store_ctx);
+    if (rc < 0)
+        st->rollback(c->store_ctx);
+    free(text);
+    return rc < 0 ? -EIO : 0;
 }
 
 int change_record_live(struct change *c, const char *live, const char *previous)
@@ -790,8 +827,11 @@ int change_record_end(struct change *c, const char *state, const char *event, co
 
 void change_done(struct change *c)
 {
+    int64_t id = c->id;
     uv_timer_stop(&c->deadline);
     change_notify(c);
+    if (id != 0 && c->hooks && c->hooks->ended)
+        c->hooks->ended(c->hooks_ctx, c, id);
     c->id = 0;
     c->plan = 0;
     if (c->state != CHANGE_UNSAVED)

@@ -121,16 +121,18 @@ struct change_store {
     int (*live)(void *ctx, const char *service, const char *live, const char *previous);
     int (*targets)(void *ctx, const char *service, const char *version, const char *const *t,
                    size_t n);
+    /* sets key of change id's detail JSON object to the JSON text value, keeping the rest */
+    int (*merge)(void *ctx, int64_t id, const char *key, const char *value);
     const char *(*errmsg)(void *ctx);
 };
 const struct change_store *change_store_sqlite(void);
 
 /* Called back by the change; the engine registers them once. */
 struct change_hooks {
-    void (*publish)(void *ctx);                    /* build and publish the route table */
-    void (*evaluate)(void *ctx, struct change *c); /* the kick timer fired */
-    void (*deadline)(void *ctx, struct change *c); /* deploy_timeout passed */
-    void (*waiter)(void *wctx, int64_t id);        /* the requester's callback */
+    void (*publish)(void *ctx);                             /* build and publish the route table */
+    void (*evaluate)(void *ctx, struct change *c);          /* the kick timer fired */
+    void (*deadline)(void *ctx, struct change *c);          /* deploy_timeout passed */
+    void (*ended)(void *ctx, struct change *c, int64_t id); /* change_done, after the waiter */
 };
 
 /* ------------------------------------------------------------------ one change -------------- */
@@ -216,6 +218,9 @@ void change_adopt(struct change *c, int64_t id, enum change_kind kind, enum chan
 int change_record_event(struct change *c, const char *type, const char *msg);
 /* An event of an ended change id (a drain's figures): written, not logged. */
 int change_record_event_of(struct change *c, int64_t id, const char *type, const char *msg);
+/* What change id cost users (issue 13: `loss` in the change record), once its drain is over:
+ * detail.loss = loss (borrowed), kept beside the plan's detail. */
+int change_record_loss(struct change *c, int64_t id, json_t *loss);
 /* The plan's detail JSON of the running change. -EIO when refused: the caller holds. */
 int change_record_detail(struct change *c, const char *json);
 /* The service's live and previous versions, outside a change's end (a failed restore that

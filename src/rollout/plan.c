@@ -649,7 +649,7 @@ static void plan_finish(struct service *s, const char *how)
     if (s->exec != NULL)
         s->exec->stop(s);
     change_publish(&s->ch);
-    version_watch_drain(from, &s->ch, id, R(s)->loop, s->cfg->drain_timeout_ms);
+    R(s)->watch_drain(s, from, id);
     if (from != NULL)
         managed_retire(from->ms, managed_retire_delay(s));
     log_info("plan completed", "service", s->cfg->name, "version", to->name);
@@ -682,8 +682,8 @@ static void plan_undo(struct service *s, const char *state, const char *why)
     s->next = NULL;
     plan_discard(s);
     change_publish(&s->ch);
+    R(s)->watch_drain(s, gone, id);
     change_done(&s->ch);
-    version_watch_drain(gone, &s->ch, id, R(s)->loop, s->cfg->drain_timeout_ms);
     if (gone != NULL)
         managed_retire(gone->ms, s->cfg->drain_timeout_ms + 500);
     version_free(gone);

@@ -78,7 +78,28 @@ char *rollout_report_md(struct rollout *r, int64_t id)
     md_put(&m, "| started by | %s |\n", str(c, "actor"));
     md_put(&m, "| reason | %s |\n", str(c, "reason"));
     md_put(&m, "| created | %s |\n| ended | %s |\n", str(c, "created"), str(c, "ended"));
-    md_put(&m, "| last message | %s |\n\n", str(c, "message"));
+    md_put(&m, "| last message | %s |\n", str(c, "message"));
+    json_t *loss = json_object_get(c, "loss");
+    if (json_is_object(loss)) {
+        md_put(&m, "| requests lost | %lld",
+               (long long)json_integer_value(json_object_get(loss, "requests")));
+        const char *k;
+        json_t *v;
+        int first = 1;
+        json_object_foreach(json_object_get(loss, "by_reason"), k, v)
+        {
+            if (json_integer_value(v) == 0)
+                continue;
+            md_put(&m, "%s%s %lld", first ? " (" : ", ", k, (long long)json_integer_value(v));
+            first = 0;
+        }
+        md_put(&m, "%s; %lld long-lived connections closed at the drain deadline |\n",
+               first ? "" : ")",
+               (long long)json_integer_value(json_object_get(loss, "connections")));
+    } else {
+        md_put(&m, "| requests lost | not known yet (the change or its drain is not over) |\n");
+    }
+    md_put(&m, "\n");
 
     json_t *fail = json_object_get(d, "failure");
     if (json_is_object(fail)) {

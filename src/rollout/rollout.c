@@ -134,6 +134,73 @@ static void rollout_publish(struct rollout *r)
         r->on_publish(r->ctx);
 }
 
+/* ---------------------------------------------------------------- loss ---------------------- */
+
+/* What a change cost users: the requests cutover failed or cut for either role between its
+ * start and the end of its drain (or its end, when nothing drained), by reason, and the
+ * long-lived connections its drain deadline closed. Recorded in the change as detail.loss. */
+
+static void sample_roles(struct service *s, struct analysis_sample out[ROUTE_ROLES])
+{
+    for (int role = 0; role < ROUTE_ROLES; role++) {
+        memset(&out[role], 0, sizeof(out[role]));
+        if (s->r->sample)
+            s->r->sample(s->r->ctx, s->id, role, &out[role]);
+    }
+}
+
+static void loss_begin(struct service *s)
+{
+    s->loss_change = s->ch.id;
+    sample_roles(s, s->loss_base);
+}
+
+static void loss_record(struct service *s, int64_t id, unsigned connections)
+{
+    if (s->loss_change != id || id == 0)
+        return;
+    struct analysis_sample now[ROUTE_ROLES];
+    sample_roles(s, now);
+    json_t *by = json_object();
+    uint64_t total = 0;
+    for (unsigned k = 0; k < ANALYSIS_LOSSES; k++) {
+        uint64_t n = 0;
+        for (int role = 0; role < ROUTE_ROLES; role++)
+            n += now[role].lost[k] - s->loss_base[role].lost[k];
+        total += n;
+        json_object_set_new(by, analysis_loss_name(k), json_integer((json_int_t)n));
+    }
+    json_t *loss = json_pack("{s:I, s:i, s:o}", "requests", (json_int_t)total, "connections",
+                             (int)connections, "by_reason", by);
+    if (change_record_loss(&s->ch, id, loss) < 0)
+        log_error("cannot record the change's loss", "service", s->cfg->name, "error",
+                  store_errmsg(s->r->st));
+    json_decref(loss);
+    s->loss_change = 0;
+}
+
+static void on_drained(void *ctx, int64_t id, unsigned closed)
+{
+    struct service *s = ctx;
+    if (s->drain_pending == id)
+        s->drain_pending = 0;
+    loss_record(s, id, closed);
+}
+
+static void watch_drain(struct service *s, const struct version *v, int64_t id)
+{
+    if (version_watch_drain(v, &s->ch, id, s->r->loop, s->cfg->drain_timeout_ms, on_drained, s))
+        s->drain_pending = id;
+}
+
+static void hook_ended(void *ctx, struct change *c, int64_t id)
+{
+    struct service *s = ctx;
+    (void)c;
+    if (s->drain_pending != id)
+        loss_record(s, id, 0); /* nothing to drain: the loss is complete now */
+}
+
 /* ---------------------------------------------------------------- changes ------------------- */
 
 /* What the change machine knows of a service whose change has no plan (or before it). */
@@ -180,7 +247,7 @@ static void change_switch(struct service *s)
     free(s->down);
     s->down = NULL;
     rollout_publish(r);
-    version_watch_drain(from, &s->ch, id, r->loop, s->cfg->drain_timeout_ms);
+    watch_drain(s, from, id);
     if (from != NULL)
         managed_retire(from->ms, managed_retire_delay(s));
     log_info("switched", "service", s->cfg->name, "from", from ? from->name : "", "to", to->name);
@@ -262,6 +329,7 @@ static const struct change_hooks hooks = {
     .publish = hook_publish,
     .evaluate = hook_evaluate,
     .deadline = hook_deadline,
+    .ended = hook_ended,
 };
 
 /* ---------------------------------------------------------------- live failure -------------- */
@@ -530,6 +598,7 @@ int rollout_deploy(struct rollout *r, const struct rollout_deploy_req *req, roll
         return -EIO;
     }
     int64_t id = s->ch.id;
+    loss_begin(s);
     s->next = version_of(s, req->version, targets, ntargets, 0);
     s->next->ms = ms;
     store_strv_free(own);
@@ -564,7 +633,10 @@ static int record_rollback(struct service *s, const char *actor, const char *rea
         .waiter = cb,
         .waiter_ctx = ctx,
     };
-    return change_record_create(&s->ch, &cn);
+    int rc = change_record_create(&s->ch, &cn);
+    if (rc == 0)
+        loss_begin(s);
+    return rc;
 }
 
 /* A service that cannot run two full sets rolls back like it deploys: the previous version's
@@ -799,6 +871,7 @@ struct rollout *rollout_new(uv_loop_t *loop, const struct config *cfg, struct st
         free(path);
     }
     r->on_crash = on_crash;
+    r->watch_drain = watch_drain;
     return r;
 }
 
@@ -947,7 +1020,9 @@ int rollout_start(struct rollout *r, char *err, size_t errlen)
             s->next = version_stored(s, running[j].to_version, 1);
             if (s->next != NULL)
                 restore_instances(s, s->next, 1);
-            if (plan_resume(s, &running[j], cp) < 0) {
+            if (plan_resume(s, &running[j], cp) == 0) {
+                loss_begin(s); /* the data plane's counters start again with this daemon */
+            } else {
                 const char *msg = "the daemon stopped while this change ran and its plan state "
                                   "could not be restored; traffic is on the stable version";
                 change_store_interrupt(change_store_sqlite(), r->st, running[j].id, msg);

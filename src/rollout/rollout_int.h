@@ -62,6 +62,10 @@ struct service {
     const struct plan_ops *planner; /* always set */
     char *down;                     /* why no version of the service can serve, or NULL */
     char *failed; /* the version cutover rolled back from on its own (never back to it) */
+    /* what the change in progress cost users: the data plane's counters when it began */
+    int64_t loss_change;
+    struct analysis_sample loss_base[ROUTE_ROLES];
+    int64_t drain_pending; /* the ended change whose loss waits for its drain */
 };
 
 struct rollout {
@@ -78,6 +82,8 @@ struct rollout {
     int open_handles;
     /* a managed version's instance crashes in a loop (managed.c reports, rollout.c decides) */
     void (*on_crash)(struct service *s, const char *version, const char *why);
+    /* after a switch away from v in change id: the drain's figures, then the change's loss */
+    void (*watch_drain)(struct service *s, const struct version *v, int64_t id);
 };
 
 /* The service named name, or NULL. */

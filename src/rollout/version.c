@@ -148,6 +148,8 @@ struct drain_watch {
     struct route_target **targets;
     size_t n;
     unsigned base; /* closed_at_drain before the switch */
+    version_drained_cb done;
+    void *ctx;
 };
 
 static void on_drain_watch_closed(uv_handle_t *h)
@@ -175,16 +177,20 @@ static void on_drain_watch(uv_timer_t *t)
              "still open",
              dw->version, closed - dw->base, closed - dw->base == 1 ? "" : "s", still);
     change_record_event_of(dw->c, dw->change_id, "drained", msg);
+    if (dw->done != NULL)
+        dw->done(dw->ctx, dw->change_id, closed - dw->base);
     uv_close((uv_handle_t *)&dw->timer, on_drain_watch_closed);
 }
 
-void version_watch_drain(const struct version *v, struct change *c, int64_t change_id,
-                         uv_loop_t *loop, uint64_t drain_ms)
+int version_watch_drain(const struct version *v, struct change *c, int64_t change_id,
+                        uv_loop_t *loop, uint64_t drain_ms, version_drained_cb done, void *ctx)
 {
     if (v == NULL || v->n == 0 || change_id == 0)
-        return;
+        return 0;
     struct drain_watch *dw = xcalloc(1, sizeof(*dw));
     dw->c = c;
+    dw->done = done;
+    dw->ctx = ctx;
     dw->change_id = change_id;
     dw->version = xstrdup(v->name);
     dw->targets = xcalloc(v->n, sizeof(*dw->targets));
@@ -199,4 +205,5 @@ void version_watch_drain(const struct version *v, struct change *c, int64_t chan
     /* Workers arm their deadlines when they see the new table, a few ms after publish. */
     uv_timer_start(&dw->timer, on_drain_watch, drain_ms + 500, 0);
     uv_unref((uv_handle_t *)&dw->timer);
+    return 1;
 }

@@ -52,8 +52,10 @@ void version_why_unhealthy(const struct version *v, char *buf, size_t n);
 /* The Version object of docs/api.md, or JSON null. New reference. */
 json_t *version_json(const struct version *v);
 /* After a switch away from v: once its drain deadline (drain_ms) has passed, change c records
- * in change change_id how many long-lived connections had to be closed by it. */
-void version_watch_drain(const struct version *v, struct change *c, int64_t change_id,
-                         uv_loop_t *loop, uint64_t drain_ms);
+ * in change change_id how many long-lived connections had to be closed by it, then done(ctx,
+ * change_id, closed) runs (may be NULL). Returns 1 when a watch was armed (v had targets). */
+typedef void (*version_drained_cb)(void *ctx, int64_t change_id, unsigned closed);
+int version_watch_drain(const struct version *v, struct change *c, int64_t change_id,
+                        uv_loop_t *loop, uint64_t drain_ms, version_drained_cb done, void *ctx);
 
 #endif

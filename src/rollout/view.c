@@ -39,11 +39,18 @@ static json_t *change_to_json(struct rollout *r, const struct store_change *c, i
     json_object_set_new(o, "created", change_iso_time(c->created_ms));
     json_object_set_new(o, "updated", change_iso_time(c->updated_ms));
     json_object_set_new(o, "ended", change_iso_time(c->ended_ms));
+    json_t *loss = json_null();
     if (c->detail != NULL) {
         json_t *d = json_loads(c->detail, 0, NULL);
-        if (d != NULL)
+        if (d != NULL) {
+            json_t *l = json_object_get(d, "loss");
+            if (json_is_object(l))
+                loss = json_incref(l);
             json_object_set_new(o, "detail", d);
+        }
     }
+    /* What the change cost users; null until its drain is over (or while it runs). */
+    json_object_set_new(o, "loss", loss);
     if (with_events) {
         struct store_event *ev = NULL;
         size_t n = 0;

@@ -303,3 +303,47 @@ def test_abort_while_the_store_is_locked_survives_a_kill9(backend, daemon, wrk):
     assert not d.status().get("change"), d.status()
     assert {body_of(d.port) for _ in range(20)} == {"v1\n"}
     assert "journal" in d.log(), d.log()[-2000:]
+
+
+# loss (issue 13 c) ----------------------------------------------------------------------------
+
+def wait_loss(d, change_id, secs=10):
+    def loss():
+        st, ch = d.api("GET", f"/api/v1/changes/{change_id}")
+        assert st == 200, ch
+        return ch.get("loss")
+    return wait_for(loss, secs, f"change {change_id}'s loss to be recorded", interval=0.2)
+
+
+def test_clean_switch_records_no_loss_and_a_cut_request_records_one(backend, daemon, wrk):
+    v1, v2, v3 = backend("v1"), backend("v2"), backend("v3")
+    d = daemon([v1], drain_timeout="1s")
+    d.start(expect="v1\n")
+    load = wrk(d.port, 4, conns=8)
+    time.sleep(0.5)
+    assert d.cli("deploy", "web", "v2", "--target", v2.addr, "--wait").returncode == 0
+    assert_clean(load.result())
+    first = d.history()[0]
+    loss = wait_loss(d, first["id"])
+    assert loss["requests"] == 0 and loss["connections"] == 0, loss
+    # A 4 s request to v2 is cut when v3 takes over and v2's 1 s drain ends.
+    result = {}
+
+    def slow():
+        try:
+            st, _, _ = __import__("conftest").http_get(d.port, "/slow?ms=4000", timeout=10)
+            result["status"] = st
+        except Exception as e:  # the cut: a reset or an incomplete answer
+            result["error"] = repr(e)
+    t = threading.Thread(target=slow)
+    t.start()
+    time.sleep(0.3)
+    assert d.cli("deploy", "web", "v3", "--target", v3.addr, "--wait").returncode == 0
+    t.join(10)
+    second = d.history()[0]
+    loss = wait_loss(d, second["id"])
+    print(f"\nloss of a clean switch: {first['id']}: 0; of a switch that cut a slow request: "
+          f"{loss} ({result})")
+    assert loss["requests"] == 1 and loss["by_reason"]["drain"] == 1, loss
+    st, md = d.api("GET", f"/api/v1/changes/{second['id']}/report?format=md")
+    assert "| requests lost | 1 (drain 1)" in md, md[:800]

@@ -160,6 +160,15 @@ static int fs_targets(void *ctx, const char *service, const char *version, const
     return rc;
 }
 
+static int fs_merge(void *ctx, int64_t id, const char *key, const char *value)
+{
+    struct fake_store *f = ctx;
+    int rc = fake_write(f);
+    if (rc == 0)
+        fake_row(f, "merge %lld %s %s", (long long)id, key, value);
+    return rc;
+}
+
 static const char *fs_errmsg(void *ctx)
 {
     (void)ctx;
@@ -176,6 +185,7 @@ static const struct change_store fake_ops = {
     .event = fs_event,
     .live = fs_live,
     .targets = fs_targets,
+    .merge = fs_merge,
     .errmsg = fs_errmsg,
 };
 
