@@ -440,6 +440,8 @@ int change_record_create(struct change *c, const struct change_new *n)
         rc = st->targets(c->store_ctx, c->service, n->to, n->targets, n->ntargets);
     if (rc == 0)
         rc = st->insert(c->store_ctx, &sc);
+    if (rc == 0 && n->detail != NULL)
+        rc = st->detail(c->store_ctx, sc.id, n->detail);
     if (rc == 0)
         rc = st->event(c->store_ctx, sc.id, "created", n->message);
     if (rc == 0)

@@ -204,6 +204,7 @@ struct change_new {
     const char *from, *to, *plan, *actor, *reason, *message;
     const char *const *targets;
     size_t ntargets;
+    const char *detail; /* the change's first detail JSON (its audit record), or NULL */
     int wait;
     uint64_t deadline_ms;
     void (*waiter)(void *ctx, int64_t id);

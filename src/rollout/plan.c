@@ -1011,10 +1011,43 @@ static struct plan_run *run_new(struct service *s, const struct config_plan *pla
     return run;
 }
 
-void plan_create(struct service *s, const struct config_plan *plan)
+void plan_create(struct service *s, const struct config_plan *plan, json_t *audit)
 {
     s->run = run_new(s, plan);
+    if (audit != NULL)
+        json_object_set(s->run->detail, "audit", audit);
     run_save(s);
+}
+
+static const char *on_name(enum config_on_failure on)
+{
+    return on == CONFIG_ON_PAUSE ? "pause" : on == CONFIG_ON_PROCEED ? "proceed" : "rollback";
+}
+
+json_t *plan_definition_json(const struct config_plan *plan)
+{
+    json_t *steps = json_array();
+    for (size_t i = 0; i < plan->nsteps; i++) {
+        char desc[256];
+        step_describe(&plan->steps[i], desc, sizeof(desc));
+        json_array_append_new(steps, json_string(desc));
+    }
+    const struct config_analysis *a = &plan->analysis;
+    json_t *an = json_null();
+    if (a->enabled) {
+        an = json_pack("{s:I, s:I, s:f}", "interval_ms", (json_int_t)a->interval_ms, "min_requests",
+                       (json_int_t)a->min_requests, "confidence", a->confidence);
+        /* Only the gates in force: an unchecked one is absent, not -1. */
+        if (a->max_error_rate >= 0)
+            json_object_set_new(an, "max_error_rate", json_real(a->max_error_rate));
+        if (a->max_p99_latency_ratio >= 0)
+            json_object_set_new(an, "max_p99_latency_ratio", json_real(a->max_p99_latency_ratio));
+        if (a->max_p99_latency_ms >= 0)
+            json_object_set_new(an, "max_p99_latency_ms", json_real(a->max_p99_latency_ms));
+    }
+    return json_pack("{s:s, s:o, s:o, s:s, s:s}", "name", plan->name, "steps", steps, "analysis",
+                     an, "on_failure", on_name(plan->on_failure), "on_inconclusive",
+                     on_name(plan->on_inconclusive));
 }
 
 static void start_ticks(struct service *s)

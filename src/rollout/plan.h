@@ -18,8 +18,11 @@ struct store_change;
 const struct plan_ops *plan_ops(void);
 
 /* Creates the run of plan for the change of s (not started: the canary must pass its health
- * checks first). */
-void plan_create(struct service *s, const struct config_plan *plan);
+ * checks first), its detail starting from the change's audit record (borrowed, may be NULL). */
+void plan_create(struct service *s, const struct config_plan *plan, json_t *audit);
+/* The plan as it is in force: {"name", "steps": [descriptions], "analysis": {thresholds} or
+ * null, "on_failure", "on_inconclusive"}. New reference. */
+json_t *plan_definition_json(const struct config_plan *plan);
 /* The canary passed its health checks: the preview listener and the tests reach it from now,
  * and the plan starts with step 0. */
 void plan_health_passed(struct service *s);

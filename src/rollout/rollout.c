@@ -19,8 +19,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/evp.h>
+
 #include "core/duration.h"
 #include "core/log.h"
+#include "core/release.h"
 #include "core/xmalloc.h"
 #include "net/addr.h"
 #include "proxy/route.h"
@@ -441,6 +444,66 @@ static void on_health_change(void *ctx, struct health_check *h, enum health_stat
     }
 }
 
+/* ---------------------------------------------------------------- the audit record ---------- */
+
+/* The sha256 of the config file, hex, into out[65] ("" when it cannot be read). */
+static void config_digest(const char *path, char out[65])
+{
+    out[0] = '\0';
+    FILE *f = path ? fopen(path, "rbe") : NULL;
+    if (f == NULL)
+        return;
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    unsigned char buf[8192], dig[EVP_MAX_MD_SIZE];
+    unsigned int dl = 0;
+    size_t n;
+    int ok = md != NULL && EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1;
+    while (ok && (n = fread(buf, 1, sizeof(buf), f)) > 0)
+        ok = EVP_DigestUpdate(md, buf, n) == 1;
+    ok = ok && !ferror(f) && EVP_DigestFinal_ex(md, dig, &dl) == 1 && dl == 32;
+    for (unsigned i = 0; ok && i < dl; i++)
+        snprintf(out + 2 * i, 3, "%02x", dig[i]);
+    EVP_MD_CTX_free(md);
+    fclose(f);
+}
+
+static json_t *side_json(const char *version, const struct version *v, const char *const *targets,
+                         size_t n)
+{
+    json_t *ts = json_array();
+    if (v != NULL)
+        for (size_t i = 0; i < v->n; i++)
+            json_array_append_new(ts, json_string(v->targets[i]->address));
+    for (size_t i = 0; v == NULL && targets != NULL && i < n; i++)
+        json_array_append_new(ts, json_string(targets[i]));
+    json_t *o = json_pack("{s:o, s:o}", "version", version ? json_string(version) : json_null(),
+                          "targets", ts);
+    if (v != NULL && v->ms != NULL)
+        json_object_set_new(o, "instances", managed_json(v->ms));
+    return o;
+}
+
+/* What an auditor needs to know of a change as it starts: cutover's release, the config it ran
+ * under (path and sha256), the plan with its gate thresholds as they were in force, and the
+ * targets or instances of both versions. New reference. */
+static json_t *audit_json(struct service *s, const struct config_plan *cp, const char *to,
+                          const struct version *tov, const char *const *targets, size_t n)
+{
+    return json_pack("{s:s, s:{s:s, s:s}, s:o, s:o, s:o}", "cutover", CUTOVER_RELEASE, "config",
+                     "path", s->r->cfg->path ? s->r->cfg->path : "", "sha256", s->r->config_sha256,
+                     "plan", cp ? plan_definition_json(cp) : json_null(), "from",
+                     side_json(s->live ? s->live->name : NULL, s->live, NULL, 0), "to",
+                     side_json(to, tov, targets, n));
+}
+
+static char *audit_text(json_t *audit)
+{
+    char *t = json_dumps(audit, JSON_COMPACT);
+    char *d = xasprintf("{\"audit\":%s}", t ? t : "null");
+    free(t);
+    return d;
+}
+
 /* ---------------------------------------------------------------- admission ----------------- */
 
 static int valid_name(const char *s)
@@ -575,7 +638,10 @@ int rollout_deploy(struct rollout *r, const struct rollout_deploy_req *req, roll
         snprintf(what, sizeof(what), "deploy %s to %s (%zu %s%s), instant switch once healthy",
                  req->version, s->cfg->name, ntargets, managed ? "instance" : "target",
                  ntargets == 1 ? "" : "s");
+    json_t *audit = audit_json(s, cp, req->version, NULL, targets, ntargets);
+    char *detail = cp == NULL ? audit_text(audit) : NULL;
     struct change_new cn = {
+        .detail = detail,
         .kind = CHANGE_DEPLOY,
         .from = s->live ? s->live->name : NULL,
         .to = req->version,
@@ -591,7 +657,10 @@ int rollout_deploy(struct rollout *r, const struct rollout_deploy_req *req, roll
         .waiter_ctx = ctx,
     };
     /* A rolling replacement records its targets as its instances start (targets NULL). */
-    if (change_record_create(&s->ch, &cn) < 0) {
+    int rc = change_record_create(&s->ch, &cn);
+    free(detail);
+    if (rc < 0) {
+        json_decref(audit);
         snprintf(err, errlen, "could not record the change: %s", store_errmsg(r->st));
         managed_retire(ms, 0);
         store_strv_free(own);
@@ -607,7 +676,8 @@ int rollout_deploy(struct rollout *r, const struct rollout_deploy_req *req, roll
     log_info("deploy started", "service", s->cfg->name, "version", req->version, "plan",
              cp ? cp->name : "", "actor", req->actor, "reason", req->reason);
     if (cp != NULL)
-        plan_create(s, cp);
+        plan_create(s, cp, audit);
+    json_decref(audit);
     if (rolling)
         rolling_create(s); /* after the plan: its first goal depends on it */
     *change_id = id;
@@ -619,7 +689,11 @@ static int record_rollback(struct service *s, const char *actor, const char *rea
                            const char *what, const char *const *targets, size_t n,
                            rollout_wait_cb cb, void *ctx)
 {
+    json_t *audit = audit_json(s, NULL, s->previous->name, s->previous, targets, n);
+    char *detail = audit_text(audit);
+    json_decref(audit);
     struct change_new cn = {
+        .detail = detail,
         .kind = CHANGE_ROLLBACK,
         .from = s->live ? s->live->name : NULL,
         .to = s->previous->name,
@@ -634,6 +708,7 @@ static int record_rollback(struct service *s, const char *actor, const char *rea
         .waiter_ctx = ctx,
     };
     int rc = change_record_create(&s->ch, &cn);
+    free(detail);
     if (rc == 0)
         loss_begin(s);
     return rc;
@@ -870,6 +945,7 @@ struct rollout *rollout_new(uv_loop_t *loop, const struct config *cfg, struct st
                       "path", path, "error", strerror(-rc));
         free(path);
     }
+    config_digest(cfg->path, r->config_sha256);
     r->on_crash = on_crash;
     r->watch_drain = watch_drain;
     return r;

@@ -84,6 +84,7 @@ struct rollout {
     void (*on_crash)(struct service *s, const char *version, const char *why);
     /* after a switch away from v in change id: the drain's figures, then the change's loss */
     void (*watch_drain)(struct service *s, const struct version *v, int64_t id);
+    char config_sha256[65]; /* of the config file as it was read, for the change record */
 };
 
 /* The service named name, or NULL. */

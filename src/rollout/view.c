@@ -39,6 +39,10 @@ static json_t *change_to_json(struct rollout *r, const struct store_change *c, i
     json_object_set_new(o, "created", change_iso_time(c->created_ms));
     json_object_set_new(o, "updated", change_iso_time(c->updated_ms));
     json_object_set_new(o, "ended", change_iso_time(c->ended_ms));
+    json_object_set_new(o, "duration_ms",
+                        c->ended_ms > 0 && c->created_ms > 0
+                            ? json_integer(c->ended_ms - c->created_ms)
+                            : json_null());
     json_t *loss = json_null();
     if (c->detail != NULL) {
         json_t *d = json_loads(c->detail, 0, NULL);

@@ -347,3 +347,37 @@ def test_clean_switch_records_no_loss_and_a_cut_request_records_one(backend, dae
     assert loss["requests"] == 1 and loss["by_reason"]["drain"] == 1, loss
     st, md = d.api("GET", f"/api/v1/changes/{second['id']}/report?format=md")
     assert "| requests lost | 1 (drain 1)" in md, md[:800]
+
+
+# the change record an auditor needs (issue 12, item 3) ----------------------------------------
+
+def test_change_record_says_what_was_in_force(backend, daemon, wrk):
+    import hashlib
+    v1, v2 = backend("v1"), backend("v2")
+    d = daemon([v1], top_extra=plans(g="""
+steps: [{weight: 50}, {pause: 2s}, {weight: 100}]
+analysis: {interval: 500ms, min_requests: 20, max_error_rate: 0.05, max_p99_latency_ms: 800}
+"""))
+    d.start(expect="v1\n")
+    load = wrk(d.port, 5, conns=4)
+    r = d.cli("deploy", "web", "v2", "--target", v2.addr, "--plan", "g", "--wait", timeout=30)
+    assert r.returncode == 0, r.stdout + r.stderr
+    load.result()
+    c = d.history()[0]
+    st, rep = d.api("GET", f"/api/v1/changes/{c['id']}/report")
+    assert st == 200, rep
+    ch = rep["change"]
+    audit = ch["detail"]["audit"]
+    assert audit["cutover"] == d.cli("--version").stdout.split()[-1], audit
+    assert audit["config"]["sha256"] == hashlib.sha256(d.cfg.read_bytes()).hexdigest(), audit
+    assert audit["plan"]["name"] == "g" and len(audit["plan"]["steps"]) == 3, audit
+    assert audit["plan"]["analysis"]["max_error_rate"] == 0.05, audit
+    assert "max_p99_latency_ratio" not in audit["plan"]["analysis"], audit
+    assert audit["from"] == {"version": "initial", "targets": [v1.addr]}, audit
+    assert audit["to"]["version"] == "v2" and audit["to"]["targets"] == [v2.addr], audit
+    assert isinstance(ch["duration_ms"], int) and ch["duration_ms"] >= 2000, ch
+    gates = [s.get("gate") for s in ch["detail"]["steps"] if s.get("gate")]
+    assert gates and all(g["test"] for g in gates), ch["detail"]["steps"]
+    st, md = d.api("GET", f"/api/v1/changes/{c['id']}/report?format=md")
+    assert "## Audit" in md and audit["config"]["sha256"] in md and "| duration |" in md, md
+    assert "Decided by the" in md, md
