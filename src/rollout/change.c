@@ -462,11 +462,12 @@ int change_record_create(struct change *c, const struct change_new *n)
     return 0;
 }
 
-void change_adopt(struct change *c, int64_t id, enum change_kind kind, enum change_state st)
+void change_adopt(struct change *c, int64_t id, enum change_kind kind, enum change_state st,
+                  int plan)
 {
     c->id = id;
     c->kind = kind;
-    c->plan = 1;
+    c->plan = plan;
     c->wait = 1;
     c->state = st;
 }
@@ -533,13 +534,13 @@ int change_record_detail(struct change *c, const char *json)
     return 0;
 }
 
-int change_record_loss(struct change *c, int64_t id, json_t *loss)
+int change_record_merge(struct change *c, int64_t id, const char *key, json_t *value)
 {
-    char *text = json_dumps(loss, JSON_COMPACT);
+    char *text = json_dumps(value, JSON_COMPACT | JSON_ENCODE_ANY);
     const struct change_store *st = c->store;
     int rc = st->begin(c->store_ctx, WRITE_WAIT_MS);
     if (rc == 0)
-        rc = st->merge(c->store_ctx, id, "loss", text);
+        rc = st->merge(c->store_ctx, id, key, text);
     if (rc == 0)
         rc = st->commit(c->store_ctx);
     if (rc < 0)

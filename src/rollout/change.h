@@ -213,15 +213,16 @@ struct change_new {
 int change_record_create(struct change *c, const struct change_new *n);
 
 /* Takes over a change found running in the store at start (its plan resumes). */
-void change_adopt(struct change *c, int64_t id, enum change_kind kind, enum change_state st);
+void change_adopt(struct change *c, int64_t id, enum change_kind kind, enum change_state st,
+                  int plan);
 
 /* An event of the running change (nothing when idle); logged too. -EIO when refused. */
 int change_record_event(struct change *c, const char *type, const char *msg);
 /* An event of an ended change id (a drain's figures): written, not logged. */
 int change_record_event_of(struct change *c, int64_t id, const char *type, const char *msg);
-/* What change id cost users (issue 13: `loss` in the change record), once its drain is over:
- * detail.loss = loss (borrowed), kept beside the plan's detail. */
-int change_record_loss(struct change *c, int64_t id, json_t *loss);
+/* Sets key of change id's detail to value (borrowed), keeping the rest: what the change cost
+ * users (`loss`, once its drain is over), a rolling replacement's progress without a plan. */
+int change_record_merge(struct change *c, int64_t id, const char *key, json_t *value);
 /* The plan's detail JSON of the running change. -EIO when refused: the caller holds. */
 int change_record_detail(struct change *c, const char *json);
 /* The service's live and previous versions, outside a change's end (a failed restore that

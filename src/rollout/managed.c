@@ -356,19 +356,21 @@ int managed_start(struct service *s, const char *version, struct managed_set **o
     return 0;
 }
 
-struct managed_set *managed_restore(struct service *s, const char *version, char *const *targets,
-                                    size_t n, int start_missing)
+/* managed_restore and managed_resume: adopts version's recorded instances on targets (slots
+ * 0..n-1 of a set of nslots), then starts the missing ones unless adopt_only. */
+static struct managed_set *restore_set(struct service *s, const char *version, char *const *targets,
+                                       size_t n, size_t nslots, int start_missing, int adopt_only)
 {
-    if (s->cfg->run.command == NULL || n == 0)
+    if (s->cfg->run.command == NULL || (n == 0 && !adopt_only))
         return NULL;
     struct store_instance *rec = NULL;
     size_t nrec = 0;
     store_instance_list(s->r->st, s->cfg->name, version, &rec, &nrec);
-    if (nrec == 0 && !start_missing) {
+    if (nrec == 0 && !start_missing && !adopt_only) {
         free(rec);
         return NULL;
     }
-    struct managed_set *ms = set_new(s, version, n);
+    struct managed_set *ms = set_new(s, version, nslots > n ? nslots : n);
     size_t *from = xcalloc(n, sizeof(*from)); /* record adopted by each slot, + 1 (0: none) */
     char err[256], pid[24];
     /* 1. Adopt by port: a rolling replacement may have restarted a slot on another port, so a
@@ -408,7 +410,7 @@ struct managed_set *managed_restore(struct service *s, const char *version, char
                                r->port);
     }
     /* 3. Start what is missing (its record is written when it starts). */
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; i < n && !adopt_only; i++) {
         if (ms->inst[i] != NULL || !(start_missing || nrec > 0))
             continue;
         char *lp = log_path(s, version, i);
@@ -423,6 +425,18 @@ struct managed_set *managed_restore(struct service *s, const char *version, char
     free(from);
     free(rec);
     return ms;
+}
+
+struct managed_set *managed_restore(struct service *s, const char *version, char *const *targets,
+                                    size_t n, int start_missing)
+{
+    return restore_set(s, version, targets, n, n, start_missing, 0);
+}
+
+struct managed_set *managed_resume(struct service *s, const char *version, char *const *targets,
+                                   size_t n, size_t nslots)
+{
+    return restore_set(s, version, targets, n, nslots, 0, 1);
 }
 
 void managed_reap(struct service *s, const char *version)

@@ -40,6 +40,11 @@ int managed_slot_port(const struct managed_set *ms, size_t i);
  * same ports when start_missing or when records exist). NULL when the service is unmanaged. */
 struct managed_set *managed_restore(struct service *s, const char *version, char *const *targets,
                                     size_t n, int start_missing);
+/* A rolling replacement resumes: version's recorded instances on targets are adopted into
+ * slots 0..n-1 of a set of nslots (the others empty, for the batches to come); nothing is
+ * started. NULL when the service is unmanaged. */
+struct managed_set *managed_resume(struct service *s, const char *version, char *const *targets,
+                                   size_t n, size_t nslots);
 /* Adopts and stops the recorded instances of version (an interrupted change's new version,
  * which no longer has a place in the service); forgets the records of dead ones. */
 void managed_reap(struct service *s, const char *version);

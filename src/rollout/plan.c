@@ -975,6 +975,14 @@ static void ops_route_fill(const struct service *s, struct route_service *rs)
     plan_route_fill(s, rs);
 }
 
+static void ops_save_executor(struct service *s, json_t *state)
+{
+    if (s->run == NULL)
+        return;
+    json_object_set(s->run->detail, "rolling_state", state);
+    run_save(s);
+}
+
 static const struct plan_ops the_plan_ops = {
     .allows_batch = ops_allows_batch,
     .has_traffic = ops_has_traffic,
@@ -986,6 +994,7 @@ static const struct plan_ops the_plan_ops = {
     .health_passed = ops_health_passed,
     .discard = ops_discard,
     .route_fill = ops_route_fill,
+    .save_executor = ops_save_executor,
 };
 
 const struct plan_ops *plan_ops(void)
@@ -1123,9 +1132,10 @@ int plan_resume(struct service *s, const struct store_change *c, const struct co
     json_int_t step = json_integer_value(json_object_get(d, "step"));
     if (step < 0 || (size_t)step >= plan->nsteps)
         goto fail;
-    if (s->next == NULL || s->next->n == 0)
+    /* A replacement may resume before its first new instance started. */
+    if (s->next == NULL || (s->next->n == 0 && s->roll == NULL))
         goto fail;
-    change_adopt(&s->ch, c->id, CHANGE_DEPLOY, CHANGE_HEALTH);
+    change_adopt(&s->ch, c->id, CHANGE_DEPLOY, CHANGE_HEALTH, 1);
     struct plan_run *run = run_new(s, plan);
     s->run = run;
     json_decref(run->detail);

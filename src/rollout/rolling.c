@@ -63,6 +63,26 @@ static void roll_event(struct service *s, const char *type, const char *msg)
         log_info(msg, "service", s->cfg->name, "event", type);
 }
 
+/* The replacement's progress, kept with the change so that a restart or a hand-over resumes it
+ * at its batch: the goal, the batches started and gated, whether users saw the new version,
+ * and the old instances still in rotation (the store keeps the old version's whole set). */
+static void save_state(struct service *s)
+{
+    struct rolling *ro = s->roll;
+    if (ro == NULL || ro->restoring || s->ch.id == 0)
+        return;
+    json_t *old = json_array();
+    for (size_t i = 0; s->live && i < s->live->n; i++)
+        json_array_append_new(old, json_string(s->live->targets[i]->address));
+    json_t *st = json_pack("{s:i, s:i, s:i, s:b, s:o}", "goal", (int)ro->goal, "batch", ro->batch,
+                           "gated", ro->gated, "user_traffic", ro->user_traffic, "old", old);
+    if (s->run != NULL)
+        s->planner->save_executor(s, st);
+    else
+        change_record_merge(&s->ch, s->ch.id, "rolling_state", st);
+    json_decref(st);
+}
+
 /* The store's copy of v's targets follows its instances, so a restart adopts them. */
 static void save_targets(struct service *s, const struct version *v)
 {
@@ -77,6 +97,37 @@ int rolling_applies(const struct service *s)
 {
     return s->cfg->strategy.kind == CONFIG_STRATEGY_ROLLING && s->cfg->run.command != NULL &&
            s->live != NULL && s->live->ms != NULL && s->live->n > 0;
+}
+
+int rolling_resumable(const struct service *s)
+{
+    const struct rolling *ro = s->roll;
+    return ro != NULL && !ro->restoring && ro->batch > 0 && s->ch.kind == CHANGE_DEPLOY &&
+           !s->cfg->run.stop_with_daemon;
+}
+
+int rolling_resume(struct service *s, json_t *state)
+{
+    if (!json_is_object(state) || s->next == NULL || s->live == NULL)
+        return -EINVAL;
+    struct rolling *ro = xcalloc(1, sizeof(*ro));
+    ro->s = s;
+    ro->n = (size_t)(s->cfg->run.instances > 0 ? s->cfg->run.instances : 1);
+    ro->surge = (size_t)s->cfg->strategy.max_surge;
+    ro->unavail = (size_t)s->cfg->strategy.max_unavailable;
+    ro->goal = (size_t)json_integer_value(json_object_get(state, "goal"));
+    if (ro->goal == 0 || ro->goal > ro->n)
+        ro->goal = s->run != NULL ? 1 : ro->n;
+    ro->batch = (int)json_integer_value(json_object_get(state, "batch"));
+    ro->gated = (int)json_integer_value(json_object_get(state, "gated"));
+    ro->user_traffic = json_is_true(json_object_get(state, "user_traffic"));
+    ro->pub_new = ro->pub_old = (size_t)-1;
+    ro->change_id = s->ch.id;
+    uv_timer_init(s->r->loop, &ro->timer);
+    ro->timer.data = ro;
+    s->roll = ro;
+    s->exec = rolling_exec();
+    return 0;
 }
 
 void rolling_create(struct service *s)
@@ -159,6 +210,7 @@ static void retire_old(struct service *s, size_t i)
     /* The store keeps the old version's whole set: a restart in the middle adopts or starts
      * every old instance again (the change is then interrupted). */
     version_remove_target(old, i);
+    save_state(s);
     roll_event(s, "instance_retired", msg);
     if (slot != (size_t)-1)
         managed_stop_one(old->ms, slot, s->cfg->drain_timeout_ms + 500);
@@ -410,6 +462,7 @@ static void roll_step(struct service *s)
         return;
     }
     ro->batch++;
+    save_state(s);
     char msg[256];
     snprintf(msg, sizeof(msg), "%s: batch %d started %d instance%s of %s (%zu of %zu)",
              s->cfg->name, ro->batch, started, started == 1 ? "" : "s", nv->name, nv->n, ro->n);
@@ -431,8 +484,10 @@ static void roll_goal(struct service *s, int weight)
     size_t g = weight >= 100 ? ro->n : ((size_t)weight * ro->n + 99) / 100;
     if (weight > 0 && g == 0)
         g = 1;
-    if (g > ro->goal)
+    if (g > ro->goal) {
         ro->goal = g;
+        save_state(s);
+    }
     roll_step(s);
 }
 
@@ -443,6 +498,7 @@ static void roll_gate_passed(struct service *s)
         return;
     ro->waiting_gate = 0;
     ro->gated = ro->batch;
+    save_state(s);
     /* On the next loop turn: the caller (an analysis tick, a person's action) goes on with the
      * plan it holds, which the next batch could end if it fails to start. */
     change_kick(&s->ch);

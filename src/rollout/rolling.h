@@ -21,6 +21,13 @@ int rolling_applies(const struct service *s);
 /* Starts the replacement state for the change of s (s->next: an empty version with its
  * prepared set; s->run already created when the change has a plan) and sets s->exec. */
 void rolling_create(struct service *s);
+/* Rebuilds the replacement of the change of s found running at start, from its saved progress
+ * (state: the change detail's rolling_state; s->live holds the old instances still in
+ * rotation, s->next the new ones, both adopted). 0, or -EINVAL. */
+int rolling_resume(struct service *s, json_t *state);
+/* 1 when the replacement of s can be resumed by the next daemon (a deploy past its first batch,
+ * not undoing a failure, on a service whose instances outlive the daemon). */
+int rolling_resumable(const struct service *s);
 /* Re-evaluates the replacement (a health change, a kick, a resumed plan). */
 void rolling_evaluate(struct service *s);
 /* Ends the change in state (NULL: rolled_back when users saw the new version, else failed)

@@ -175,7 +175,7 @@ static void loss_record(struct service *s, int64_t id, unsigned connections)
     }
     json_t *loss = json_pack("{s:I, s:i, s:o}", "requests", (json_int_t)total, "connections",
                              (int)connections, "by_reason", by);
-    if (change_record_loss(&s->ch, id, loss) < 0)
+    if (change_record_merge(&s->ch, id, "loss", loss) < 0)
         log_error("cannot record the change's loss", "service", s->cfg->name, "error",
                   store_errmsg(s->r->st));
     json_decref(loss);
@@ -969,16 +969,100 @@ static void restore_instances(struct service *s, struct version *v, int live)
 
 /* A plan change left running resumes at the next start; an instant switch or a rolling
  * replacement is marked interrupted instead (traffic is where the store says). */
+/* The saved progress of a rolling replacement that can resume (a deploy whose first batch
+ * started, on a service still configured to replace in batches), or NULL. New reference. */
+static json_t *rolling_state_of(struct rollout *r, const struct store_change *c)
+{
+    struct service *s = rollout_find(r, c->service);
+    if (s == NULL || c->kind == NULL || strcmp(c->kind, "deploy") != 0 ||
+        s->cfg->strategy.kind != CONFIG_STRATEGY_ROLLING || s->cfg->run.command == NULL ||
+        (c->plan != NULL && config_plan_find(r->cfg, c->plan) == NULL))
+        return NULL;
+    json_t *d = c->detail ? json_loads(c->detail, 0, NULL) : NULL;
+    json_t *st = json_object_get(d, "rolling_state");
+    if (json_is_object(st))
+        json_incref(st);
+    else
+        st = NULL;
+    json_decref(d);
+    return st;
+}
+
 static int change_resumable(struct rollout *r, const struct store_change *c)
 {
+    json_t *st = rolling_state_of(r, c);
+    if (st != NULL) {
+        json_decref(st);
+        return 1; /* a replacement resumes at its batch */
+    }
     if (rollout_find(r, c->service) == NULL || c->plan == NULL ||
         config_plan_find(r->cfg, c->plan) == NULL)
         return 0;
-    /* A plan that replaced instances in batches says so in its detail (plan_mark_rolling). */
+    /* A plan that replaced instances in batches before its first batch started (no saved
+     * progress) says so in its detail (mark_rolling): it is interrupted. */
     json_t *d = c->detail ? json_loads(c->detail, 0, NULL) : NULL;
     int rolling = json_is_true(json_object_get(d, "rolling"));
     json_decref(d);
     return !rolling;
+}
+
+/* 1 when address is one of the strings of a. */
+static int listed(json_t *a, const char *address)
+{
+    size_t i;
+    json_t *v;
+    json_array_foreach(a, i, v)
+    {
+        if (json_is_string(v) && strcmp(json_string_value(v), address) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+/* Rebuilds a rolling replacement found running at start from its saved progress: the old
+ * version with the instances still in rotation (any other old instance that still runs was
+ * draining: it is stopped after a drain), the new one with those it started, both adopted, not
+ * started again; then its plan, if any. Returns 0, or -EINVAL (the caller interrupts it). */
+static int resume_rolling(struct service *s, const struct store_change *c, json_t *state,
+                          const char *live)
+{
+    struct rollout *r = s->r;
+    size_t nslots = (size_t)(s->cfg->run.instances > 0 ? s->cfg->run.instances : 1);
+    json_t *old = json_object_get(state, "old");
+    char **all = NULL, **nt = NULL;
+    size_t nall = 0, nnt = 0;
+    if (!json_is_array(old) || store_version_targets(r->st, s->cfg->name, live, &all, &nall) < 0)
+        return -EINVAL;
+    const char **keep = xcalloc(nall ? nall : 1, sizeof(*keep));
+    size_t nkeep = 0;
+    for (size_t i = 0; i < nall; i++)
+        if (listed(old, all[i]))
+            keep[nkeep++] = all[i];
+    s->live = version_of(s, live, keep, nkeep, 1);
+    s->live->ms = managed_resume(s, live, all, nall, nslots);
+    free(keep);
+    for (size_t i = 0; s->live->ms != NULL && i < managed_slots(s->live->ms); i++) {
+        char addr[32];
+        snprintf(addr, sizeof(addr), "127.0.0.1:%d", managed_slot_port(s->live->ms, i));
+        if (managed_slot_used(s->live->ms, i) && !listed(old, addr))
+            managed_stop_one(s->live->ms, i, s->cfg->drain_timeout_ms + 500);
+    }
+    store_strv_free(all);
+    if (store_version_targets(r->st, s->cfg->name, c->to_version, &nt, &nnt) < 0)
+        nnt = 0;
+    s->next = version_of(s, c->to_version, (const char *const *)nt, nnt, 1);
+    s->next->ms = managed_resume(s, c->to_version, nt, nnt, nslots);
+    store_strv_free(nt);
+    change_adopt(&s->ch, c->id, CHANGE_DEPLOY, CHANGE_HEALTH, c->plan != NULL);
+    if (rolling_resume(s, state) < 0)
+        return -EINVAL;
+    if (c->plan != NULL && plan_resume(s, c, config_plan_find(r->cfg, c->plan)) < 0)
+        return -EINVAL;
+    change_record_event(&s->ch, "resumed",
+                        "the daemon restarted; the rolling replacement resumes at its batch");
+    if (c->plan == NULL)
+        change_wait_health(&s->ch, s->cfg->deploy_timeout_ms);
+    return 0;
 }
 
 /* 1 when change id's end is kept by some service (the store refused it): not resumed, not
@@ -1080,10 +1164,44 @@ int rollout_start(struct rollout *r, char *err, size_t errlen)
             prev = kept_prev[i];
             kept_live[i] = kept_prev[i] = NULL;
         }
-        s->live = version_stored(s, live, 1);
+        /* A rolling replacement that resumes loads the old version itself (only what is still
+         * in rotation, nothing started again). */
+        const struct store_change *roll = NULL;
+        json_t *roll_state = NULL;
+        for (size_t j = 0; j < nrunning && roll == NULL; j++) {
+            if (strcmp(running[j].service, s->cfg->name) != 0 || kept_end(r, running[j].id))
+                continue;
+            if ((roll_state = rolling_state_of(r, &running[j])) != NULL)
+                roll = &running[j];
+        }
+        if (roll == NULL) {
+            s->live = version_stored(s, live, 1);
+            restore_instances(s, s->live, 1);
+        }
         s->previous = version_stored(s, prev, 0);
-        restore_instances(s, s->live, 1);
         restore_instances(s, s->previous, 0);
+        if (roll != NULL) {
+            if (live != NULL && resume_rolling(s, roll, roll_state, live) == 0) {
+                loss_begin(s);
+                log_info("rolling replacement resumed", "service", s->cfg->name, "version",
+                         roll->to_version);
+            } else {
+                /* Cannot resume it: interrupted, and the old version made whole as before. */
+                change_store_interrupt(change_store_sqlite(), r->st, roll->id,
+                                       "the daemon stopped during a rolling replacement whose "
+                                       "progress could not be restored; the version that was "
+                                       "live is made whole again");
+                plan_discard(s);
+                rolling_stop(s);
+                change_forget(&s->ch);
+                version_free(s->live);
+                version_free(s->next);
+                s->next = NULL;
+                s->live = version_stored(s, live, 1);
+                restore_instances(s, s->live, 1);
+            }
+            json_decref(roll_state);
+        }
         reap_leftovers(s, running, nrunning);
         for (size_t j = 0; j < nrunning; j++) {
             const struct config_plan *cp =
@@ -1131,8 +1249,20 @@ void rollout_stop(struct rollout *r)
         struct service *s = &r->services[i];
         struct change_facts f = facts_of(s);
         struct change_rule rule = change_next(s->ch.state, CHANGE_IN_STOP, &f);
-        if (s->roll != NULL) {
-            /* Batches are not resumed: the next start serves the old version whole again. */
+        if (s->roll != NULL && rolling_resumable(s)) {
+            /* Its progress is saved at every batch: the next daemon resumes it there. */
+            if (s->run != NULL) {
+                plan_stop(s);
+            } else {
+                change_record_event(&s->ch, "suspended",
+                                    "the daemon stopped; the rolling replacement resumes at its "
+                                    "batch on the next start");
+                change_forget(&s->ch);
+            }
+            rolling_stop(s);
+        } else if (s->roll != NULL) {
+            /* Not resumable (undoing a failure, a rollback, or instances that stop with the
+             * daemon): the next start serves the old version whole again. */
             plan_discard(s);
             change_end(s, STORE_CHANGE_INTERRUPTED,
                        "the daemon stopped during a rolling replacement; the next start "
@@ -1172,10 +1302,15 @@ int rollout_unsaved(const struct rollout *r, char *why, size_t n)
 
 int rollout_switching(const struct rollout *r)
 {
-    for (size_t i = 0; i < r->nservices; i++)
-        if ((change_running(&r->services[i].ch) && r->services[i].run == NULL) ||
-            r->services[i].roll != NULL)
+    for (size_t i = 0; i < r->nservices; i++) {
+        const struct service *s = &r->services[i];
+        if (s->roll != NULL) {
+            if (!rolling_resumable(s))
+                return 1; /* short-lived: restoring, rolling back, or before the first batch */
+        } else if (change_running(&s->ch) && s->run == NULL) {
             return 1;
+        }
+    }
     return 0;
 }
 

@@ -46,6 +46,8 @@ struct plan_ops {
     void (*health_passed)(struct service *s);
     void (*discard)(struct service *s);
     void (*route_fill)(const struct service *s, struct route_service *rs);
+    /* keeps the executor's progress (borrowed JSON) with the plan's, for a resume */
+    void (*save_executor)(struct service *s, json_t *state);
 };
 
 struct service {
