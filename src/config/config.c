@@ -931,8 +931,9 @@ static int parse_env(struct ctx *c, const struct item *it, const char *path, str
 static int parse_run(struct ctx *c, const struct item *it, const char *path, struct config_run *r)
 {
     static const char *const known[] = {
-        "command",         "env", "cwd", "instances", "port_range", "stop_signal", "stop_timeout",
-        "rollback_window", NULL,
+        "command",          "env",         "cwd",          "instances",
+        "port_range",       "stop_signal", "stop_timeout", "rollback_window",
+        "stop_with_daemon", NULL,
     };
     char p[KEY_PATH_MAX];
     struct item v;
@@ -972,6 +973,10 @@ static int parse_run(struct ctx *c, const struct item *it, const char *path, str
     if (map_find(it->node, "rollback_window", &v) &&
         (rc = get_duration(c, &v, subpath(p, sizeof(p), path, "rollback_window"), 0,
                            &r->rollback_window_ms)))
+        return rc;
+    if (map_find(it->node, "stop_with_daemon", &v) &&
+        (rc = get_bool(c, &v, subpath(p, sizeof(p), path, "stop_with_daemon"),
+                       &r->stop_with_daemon)))
         return rc;
     return 0;
 }
@@ -1226,6 +1231,25 @@ static int parse_client_address(struct ctx *c, const struct item *svc, const cha
     return 0;
 }
 
+/* `on_live_failure: rollback | alert`. */
+static int parse_on_live_failure(struct ctx *c, const struct item *it, const char *path,
+                                 enum config_on_live_failure *out)
+{
+    static const char what[] = "rollback or alert";
+    char *v = NULL;
+    int rc = get_text(c, it, path, what, &v);
+    if (rc != 0)
+        return rc;
+    if (strcmp(v, "rollback") == 0)
+        *out = CONFIG_ON_LIVE_FAILURE_ROLLBACK;
+    else if (strcmp(v, "alert") == 0)
+        *out = CONFIG_ON_LIVE_FAILURE_ALERT;
+    else
+        rc = fail(c, it->line, "%s: expected %s, got '%s'", path, what, v);
+    free(v);
+    return rc;
+}
+
 static int parse_service(struct ctx *c, struct fy_node_pair *pair, struct config_service *s)
 {
     static const char *const known[] = {
@@ -1245,6 +1269,7 @@ static int parse_service(struct ctx *c, struct fy_node_pair *pair, struct config
         "strategy",
         "trusted_proxies",
         "proxy_protocol",
+        "on_live_failure",
         NULL,
     };
     struct item it = item_of_pair(pair), v;
@@ -1273,6 +1298,10 @@ static int parse_service(struct ctx *c, struct fy_node_pair *pair, struct config
     }
     if (map_find(it.node, "protocol", &v) &&
         (rc = parse_protocol(c, &v, subpath(p, sizeof(p), path, "protocol"), &s->protocol)))
+        return rc;
+    if (map_find(it.node, "on_live_failure", &v) &&
+        (rc = parse_on_live_failure(c, &v, subpath(p, sizeof(p), path, "on_live_failure"),
+                                    &s->on_live_failure)))
         return rc;
     if (map_find(it.node, "health_check", &v) &&
         (rc = parse_health(c, &v, subpath(p, sizeof(p), path, "health_check"), &s->health)))

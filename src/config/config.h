@@ -65,7 +65,13 @@ struct config_run {
     uint64_t rollback_window_ms; /* `rollback_window`, default 0: a version that stopped getting
                                     traffic keeps its processes this long after its drain, so a
                                     rollback in that window needs no restart */
+    bool stop_with_daemon;       /* `stop_with_daemon`, default false: a daemon that stops for
+                                    good leaves its instances running for the next one to adopt */
 };
+
+/* What cutover does when the live version fails after its switch (crash loop, every target
+ * unhealthy) while the previous one could still serve. */
+enum config_on_live_failure { CONFIG_ON_LIVE_FAILURE_ROLLBACK = 0, CONFIG_ON_LIVE_FAILURE_ALERT };
 
 /* Passive health: a target that fails (connect errors, resets, timeouts, 5xx) this many times in
  * a row is taken out of rotation for `ejection`, then gets requests again (one more failure
@@ -115,6 +121,7 @@ struct config_service {
        start with a PROXY v1/v2 header from a trusted proxy. Never true without
        trusted_proxies. */
     bool proxy_protocol;
+    enum config_on_live_failure on_live_failure; /* rollback (default) | alert */
 };
 
 enum config_step_kind {

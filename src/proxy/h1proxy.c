@@ -1605,6 +1605,11 @@ static void request_dispatch(struct client *c)
         c->x->role = ROUTE_STABLE;
         t = pick_target(&svc->live, &c->w->rr, now_ms, c->x->last_target);
     }
+    if (t == NULL && svc->fallback.ntargets > 0) {
+        /* The live version has no healthy target left and the previous one can take over: it
+         * serves until the rollback cutover starts is published. */
+        t = pick_target(&svc->fallback, &c->w->rr, now_ms, c->x->last_target);
+    }
     if (t == NULL) {
         count_answer(c, 503, 1);
         client_error(c, 503, "no healthy target");

@@ -92,6 +92,7 @@ void route_table_release(struct route_table *t)
         struct route_service *rs = &t->services[i];
         backend_done(&rs->live);
         backend_done(&rs->canary);
+        backend_done(&rs->fallback);
         free(rs->name);
         free(rs->pilot.name);
         free(rs->pilot.value);

@@ -95,7 +95,11 @@ struct route_service {
     char *name;
     struct route_backend live;   /* ntargets == 0 when nothing is live (answers 503) */
     struct route_backend canary; /* the version being rolled out; ntargets == 0 when none */
-    unsigned canary_buckets;     /* 0..ROUTE_BUCKETS */
+    /* The previous version, between changes, while it could take over from a live version that
+     * fails: requests that find no healthy live target go to it until the rollback is
+     * published. ntargets == 0 when none. Never drained on its account (pick_routes_to). */
+    struct route_backend fallback;
+    unsigned canary_buckets; /* 0..ROUTE_BUCKETS */
     struct route_pilot pilot;
     enum route_sticky_kind sticky;
     char *sticky_name; /* cookie or header name */

@@ -14,6 +14,7 @@
 
 #include "core/log.h"
 #include "core/xmalloc.h"
+#include "rollout/managed.h"
 #include "rollout/rollout_int.h"
 #include "store/store.h"
 #include "super/supervisor.h"
@@ -122,7 +123,8 @@ static void on_event(void *ctx, struct sup_instance *inst, enum sup_event ev, co
         ms->crashed = 1;
         log_error("instance crash loop", "service", ms->s->cfg->name, "version", ms->version,
                   "instance", idx, "detail", detail);
-        version_crashed(ms->s, ms->version, ms->last_exit);
+        if (r->on_crash != NULL)
+            r->on_crash(ms->s, ms->version, ms->last_exit); /* the engine decides */
         break;
     }
     case SUP_EV_STOPPED:
@@ -354,19 +356,21 @@ int managed_start(struct service *s, const char *version, struct managed_set **o
     return 0;
 }
 
-struct managed_set *managed_restore(struct service *s, const char *version, char *const *targets,
-                                    size_t n, int start_missing)
+/* managed_restore and managed_resume: adopts version's recorded instances on targets (slots
+ * 0..n-1 of a set of nslots), then starts the missing ones unless adopt_only. */
+static struct managed_set *restore_set(struct service *s, const char *version, char *const *targets,
+                                       size_t n, size_t nslots, int start_missing, int adopt_only)
 {
-    if (s->cfg->run.command == NULL || n == 0)
+    if (s->cfg->run.command == NULL || (n == 0 && !adopt_only))
         return NULL;
     struct store_instance *rec = NULL;
     size_t nrec = 0;
     store_instance_list(s->r->st, s->cfg->name, version, &rec, &nrec);
-    if (nrec == 0 && !start_missing) {
+    if (nrec == 0 && !start_missing && !adopt_only) {
         free(rec);
         return NULL;
     }
-    struct managed_set *ms = set_new(s, version, n);
+    struct managed_set *ms = set_new(s, version, nslots > n ? nslots : n);
     size_t *from = xcalloc(n, sizeof(*from)); /* record adopted by each slot, + 1 (0: none) */
     char err[256], pid[24];
     /* 1. Adopt by port: a rolling replacement may have restarted a slot on another port, so a
@@ -406,7 +410,7 @@ struct managed_set *managed_restore(struct service *s, const char *version, char
                                r->port);
     }
     /* 3. Start what is missing (its record is written when it starts). */
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; i < n && !adopt_only; i++) {
         if (ms->inst[i] != NULL || !(start_missing || nrec > 0))
             continue;
         char *lp = log_path(s, version, i);
@@ -421,6 +425,18 @@ struct managed_set *managed_restore(struct service *s, const char *version, char
     free(from);
     free(rec);
     return ms;
+}
+
+struct managed_set *managed_restore(struct service *s, const char *version, char *const *targets,
+                                    size_t n, int start_missing)
+{
+    return restore_set(s, version, targets, n, n, start_missing, 0);
+}
+
+struct managed_set *managed_resume(struct service *s, const char *version, char *const *targets,
+                                   size_t n, size_t nslots)
+{
+    return restore_set(s, version, targets, n, nslots, 0, 1);
 }
 
 void managed_reap(struct service *s, const char *version)
@@ -540,9 +556,30 @@ uint64_t managed_retire_delay(const struct service *s)
     return d + 500;
 }
 
+static void set_release(struct managed_set *m)
+{
+    uv_timer_stop(&m->retire);
+    for (size_t i = 0; i < m->n; i++) {
+        uv_timer_stop(&m->slot_stop[i].timer);
+        if (m->inst[i] != NULL) {
+            sup_instance_release(m->inst[i]);
+            m->inst[i] = NULL;
+        }
+    }
+}
+
 void managed_stop_all(struct rollout *r)
 {
     for (struct managed_set *m = r->sets; m; m = m->next) {
+        /* A daemon that stops for good leaves the instances that serve running (a restart of
+         * cutover costs their users nothing: the next daemon adopts them from the store), unless
+         * the service says run.stop_with_daemon. Retiring ones serve nobody: they go. */
+        if (!m->retiring && !m->s->cfg->run.stop_with_daemon) {
+            log_info("instances left running for the next daemon", "service", m->s->cfg->name,
+                     "version", m->version);
+            set_release(m);
+            continue;
+        }
         uv_timer_stop(&m->retire);
         m->retiring = 1;
         set_stop_now(m);
@@ -551,16 +588,8 @@ void managed_stop_all(struct rollout *r)
 
 void managed_release_all(struct rollout *r)
 {
-    for (struct managed_set *m = r->sets; m; m = m->next) {
-        uv_timer_stop(&m->retire);
-        for (size_t i = 0; i < m->n; i++) {
-            uv_timer_stop(&m->slot_stop[i].timer);
-            if (m->inst[i] != NULL) {
-                sup_instance_release(m->inst[i]);
-                m->inst[i] = NULL;
-            }
-        }
-    }
+    for (struct managed_set *m = r->sets; m; m = m->next)
+        set_release(m);
 }
 
 void managed_free_all(struct rollout *r)

@@ -18,42 +18,17 @@
 #include "core/duration.h"
 #include "core/log.h"
 #include "core/xmalloc.h"
+#include "rollout/managed.h"
+#include "rollout/plan.h"
 #include "rollout/rollout_int.h"
+#include "rollout/steptest.h"
 #include "store/store.h"
 
-#define TEST_OUTPUT_MAX (64 * 1024)
 #define TICK_MS_DEFAULT 1000
-
-enum run_state {
-    RUN_HEALTH,  /* waiting for the canary's health checks */
-    RUN_STEP,    /* a step is in progress */
-    RUN_PAUSED,  /* paused by a person: timers frozen */
-    RUN_HOLDING, /* held by cutover (a gate with on_failure: pause, an inconclusive step, or a
-                    rollback that found the stable version unhealthy); a person decides */
-};
-
-static const char *const state_names[] = {"health", "running", "paused", "holding"};
-
-struct test_proc {
-    uv_process_t proc;
-    uv_pipe_t out;
-    uv_timer_t timer;
-    struct service *s; /* NULL once the run stopped caring */
-    char *buf;
-    size_t len;
-    int handles;
-    int timed_out;
-    int exited;
-    int64_t status;
-    int term_signal;
-    int out_closed;
-    size_t step;
-};
 
 struct plan_run {
     const struct config_plan *plan;
     struct service *s;
-    enum run_state state;
     size_t step;
     int weight;                /* 0..100 */
     int pilot_step;            /* index of the pilot step whose cohort is active, or -1 */
@@ -73,8 +48,10 @@ struct plan_run {
     int have_verdict;
     uv_timer_t step_timer;
     uv_timer_t tick_timer;
-    struct test_proc *test;
+    struct steptest *test;
     int handles;
+    int enter_pending; /* the store refused the record of step enter_step: not taken yet */
+    size_t enter_step;
     int rolling_wait; /* rolling replacement: 1 a weight step, 2 the plan's end waits for the
                          batches to reach their goal */
     int skip_gates;   /* promote --all: remaining batches do not wait for analysis */
@@ -85,13 +62,45 @@ struct plan_run {
 static void step_enter(struct service *s, size_t i);
 static void step_complete(struct service *s, const char *outcome, const char *note);
 static void step_close_record(struct service *s, const char *outcome, const char *note);
-static void plan_rollback(struct service *s, const char *state, const char *why);
+static void plan_decide(struct service *s, enum change_input in, const char *state, const char *why,
+                        const char *close, const struct change_facts *f);
+static void inconclusive(struct service *s, const char *why, int batch);
 
 /* ---------------------------------------------------------------- helpers ------------------- */
 
 static struct rollout *R(struct service *s)
 {
     return s->r;
+}
+
+/* The run's state is its change's (change.h): one state for the whole change. */
+static enum change_state ST(const struct plan_run *run)
+{
+    return run->s->ch.state;
+}
+
+static void SET(struct plan_run *run, enum change_state st)
+{
+    change_set_state(&run->s->ch, st);
+}
+
+/* What the change machine needs to know about the run (change_next). */
+static struct change_facts facts(const struct service *s)
+{
+    const struct plan_run *run = s->run;
+    struct change_facts f = {0};
+    f.plan = 1;
+    f.user_traffic = run->user_traffic;
+    /* A replacement brings the old instances back itself (rolling.c). */
+    f.stable_healthy = s->roll != NULL || version_all_healthy(s->live);
+    f.hold_on_failure = run->plan->on_failure == CONFIG_ON_PAUSE;
+    f.last_step = run->step + 1 >= run->plan->nsteps;
+    f.resumable = s->roll == NULL;
+    const enum config_step_kind k = run->plan->steps[run->step].kind;
+    f.step = k == CONFIG_STEP_TEST       ? CHANGE_STEP_TEST
+             : k == CONFIG_STEP_APPROVAL ? CHANGE_STEP_APPROVAL
+                                         : CHANGE_STEP_OTHER;
+    return f;
 }
 
 static const char *step_kind_name(enum config_step_kind k)
@@ -179,18 +188,58 @@ static json_t *sample_json(const struct analysis_sample *x)
 static uint64_t step_elapsed(const struct plan_run *run)
 {
     uint64_t e = run->step_elapsed_ms;
-    if (run->state == RUN_STEP && run->step_timed)
+    if (ST(run) == CHANGE_STEP && run->step_timed)
         e += uv_now(R(run->s)->loop) - run->step_resumed_at;
     return e;
 }
 
-/* Writes the detail JSON as it is to the store. */
-static void run_save_raw(struct service *s)
+/* Folds the time the step ran since its timer last started into step_elapsed_ms, and restarts
+ * the count from now: step_elapsed() never counts the same time twice, however often the run
+ * is saved (a hand-over used to add it once more, and ended a pause early). */
+static void step_fold(struct plan_run *run)
+{
+    run->step_elapsed_ms = step_elapsed(run);
+    run->step_resumed_at = uv_now(R(run->s)->loop);
+}
+
+/* Writes the detail JSON as it is to the store. -EIO when the store refused it. */
+static int run_save_raw(struct service *s)
 {
     char *text = json_dumps(s->run->detail, JSON_COMPACT);
-    if (store_change_set_detail(R(s)->st, s->change_id, text) < 0)
-        log_error("store write failed", "service", s->cfg->name, "error", store_errmsg(R(s)->st));
+    int rc = change_record_detail(&s->ch, text);
     free(text);
+    return rc;
+}
+
+static json_t *count_json(const struct analysis_seq_count *c)
+{
+    return json_pack("[I, I]", (json_int_t)c->n, (json_int_t)c->k);
+}
+
+static void count_load(struct analysis_seq_count *c, json_t *a)
+{
+    c->n = (uint64_t)json_integer_value(json_array_get(a, 0));
+    c->k = (uint64_t)json_integer_value(json_array_get(a, 1));
+}
+
+/* The step's pooled windows, saved with the run: a restart or a hand-over carries the
+ * evidence over instead of judging the rest of the step on an empty pool. */
+static json_t *pool_json(const struct analysis_seq *q)
+{
+    return json_pack("{s:i, s:o, s:o, s:o}", "windows", (int)q->windows, "errors",
+                     count_json(&q->errors), "slow_ms", count_json(&q->slow_ms), "slow_ratio",
+                     count_json(&q->slow_ratio));
+}
+
+static void pool_load(struct analysis_seq *q, json_t *o)
+{
+    analysis_seq_reset(q);
+    if (!json_is_object(o))
+        return;
+    q->windows = (unsigned)json_integer_value(json_object_get(o, "windows"));
+    count_load(&q->errors, json_object_get(o, "errors"));
+    count_load(&q->slow_ms, json_object_get(o, "slow_ms"));
+    count_load(&q->slow_ratio, json_object_get(o, "slow_ratio"));
 }
 
 /* Brings the run's state into its detail JSON (not written). */
@@ -199,7 +248,7 @@ static void run_detail_update(struct service *s)
     struct plan_run *run = s->run;
     json_t *d = run->detail;
     json_object_set_new(d, "plan", json_string(run->plan->name));
-    json_object_set_new(d, "state", json_string(state_names[run->state]));
+    json_object_set_new(d, "state", json_string(change_state_name(ST(run))));
     json_object_set_new(d, "step", json_integer((json_int_t)run->step));
     json_object_set_new(d, "nsteps", json_integer((json_int_t)run->plan->nsteps));
     json_object_set_new(d, "weight", json_integer(run->weight));
@@ -210,13 +259,15 @@ static void run_detail_update(struct service *s)
     json_object_set_new(d, "step_elapsed_ms", json_integer((json_int_t)step_elapsed(run)));
     json_object_set_new(d, "hold_reason",
                         run->hold_reason ? json_string(run->hold_reason) : json_null());
+    json_object_set_new(d, "pool", pool_json(&run->seq));
 }
 
-/* Writes the run's state into the change's detail (store first, always). */
-static void run_save(struct service *s)
+/* Writes the run's state into the change's detail (store first, always). -EIO when the store
+ * refused it: a caller about to move traffic then does not. */
+static int run_save(struct service *s)
 {
     run_detail_update(s);
-    run_save_raw(s);
+    return run_save_raw(s);
 }
 
 /* The detail of a run that ends in state (terminal), as the text change_record_end writes with
@@ -230,8 +281,7 @@ static char *run_final_detail(struct service *s, const char *state)
 
 static void event(struct service *s, const char *type, const char *msg)
 {
-    store_event_add(R(s)->st, s->change_id, type, msg);
-    log_info(msg, "service", s->cfg->name, "event", type);
+    change_record_event(&s->ch, type, msg);
 }
 
 static json_t *steps_log(struct plan_run *run)
@@ -272,9 +322,9 @@ static void run_hold(struct service *s, const char *why)
     struct plan_run *run = s->run;
     if (uv_is_active((uv_handle_t *)&run->step_timer)) {
         uv_timer_stop(&run->step_timer);
-        run->step_elapsed_ms = step_elapsed(run);
+        step_fold(run);
     }
-    run->state = RUN_HOLDING;
+    SET(run, CHANGE_HOLDING);
     set_hold(run, why);
     run_save(s);
 }
@@ -359,17 +409,10 @@ static void on_failure(struct service *s, const struct analysis_verdict *v)
     json_t *rec = step_record(run, run->step);
     json_object_set_new(rec, "verdict", json_string(v->detail));
     json_object_set_new(rec, "gate", verdict_json(v));
-    if (run->plan->on_failure == CONFIG_ON_PAUSE) {
-        log_warn("analysis gate failed; holding for a person", "service", s->cfg->name, "gate",
-                 v->gate, "detail", v->detail);
-        run_hold(s, msg);
-        event(s, "holding", msg);
-        return;
-    }
-    log_warn("analysis gate failed; rolling back", "service", s->cfg->name, "gate", v->gate,
-             "detail", v->detail);
-    step_close_record(s, "failed", msg);
-    plan_rollback(s, STORE_CHANGE_ROLLED_BACK, msg);
+    log_warn(run->plan->on_failure == CONFIG_ON_PAUSE ? "analysis gate failed; holding for a person"
+                                                      : "analysis gate failed; rolling back",
+             "service", s->cfg->name, "gate", v->gate, "detail", v->detail);
+    plan_decide(s, CHANGE_IN_GATE_FAILED, STORE_CHANGE_ROLLED_BACK, msg, "failed", NULL);
 }
 
 /* Judges the current window (everything since the last judged one) and pools it into the
@@ -395,7 +438,8 @@ static int judge_window(struct service *s, int step_end)
     for (int i = 0; i < ROUTE_ROLES; i++)
         run->win_base[i] = now[i];
     if (v.result == ANALYSIS_PASS) {
-        rolling_gate_passed(s); /* the next batch, if one waited for this window */
+        if (s->exec != NULL)
+            s->exec->gate_passed(s); /* the next batch, if one waited for this window */
         return 0;
     }
     if (v.result == ANALYSIS_INCONCLUSIVE)
@@ -408,9 +452,13 @@ static void on_tick(uv_timer_t *t)
 {
     struct service *s = t->data;
     struct plan_run *run = s->run;
-    if (run == NULL || s->change_id == 0)
+    if (run == NULL || s->ch.id == 0)
         return;
-    if (run->state == RUN_STEP && analysing(run) && judge_window(s, 0))
+    if (run->enter_pending && ST(run) == CHANGE_HOLDING) {
+        step_enter(s, run->enter_step); /* the store may take the step now */
+        return;
+    }
+    if (ST(run) == CHANGE_STEP && analysing(run) && judge_window(s, 0))
         return;
     run_save(s); /* keeps step_elapsed_ms current: a restart resumes with the time left */
 }
@@ -424,230 +472,66 @@ static int judge_tail(struct service *s)
 
 /* ---------------------------------------------------------------- tests --------------------- */
 
-static void test_handle_closed(uv_handle_t *h)
+static void on_test_done(void *ctx, const struct steptest_result *res)
 {
-    struct test_proc *tp = h->data;
-    if (--tp->handles == 0) {
-        free(tp->buf);
-        free(tp);
-    }
-}
-
-static void test_finish(struct test_proc *tp);
-
-static void test_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
-{
-    struct test_proc *tp = h->data;
-    (void)hint;
-    if (tp->buf == NULL)
-        tp->buf = xmalloc(TEST_OUTPUT_MAX + 1);
-    if (tp->len >= TEST_OUTPUT_MAX) {
-        /* Keep the first 64 KiB; the rest is read and dropped so the test never blocks. */
-        static char sink[4096];
-        *buf = uv_buf_init(sink, sizeof(sink));
-        return;
-    }
-    *buf = uv_buf_init(tp->buf + tp->len, (unsigned)(TEST_OUTPUT_MAX - tp->len));
-}
-
-static void test_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
-{
-    struct test_proc *tp = st->data;
-    if (n > 0 && tp->buf != NULL && buf->base >= tp->buf && buf->base < tp->buf + TEST_OUTPUT_MAX)
-        tp->len += (size_t)n;
-    if (n < 0) {
-        tp->out_closed = 1;
-        uv_read_stop(st);
-        if (tp->exited)
-            test_finish(tp);
-    }
-}
-
-static void on_test_timeout(uv_timer_t *t);
-
-static void test_exit(uv_process_t *p, int64_t status, int sig)
-{
-    struct test_proc *tp = p->data;
-    tp->exited = 1;
-    tp->status = status;
-    tp->term_signal = sig;
-    /* The test's children may hold the pipe open: give it the timer's remaining life, then
-     * judge anyway. */
-    if (tp->out_closed || tp->timed_out)
-        test_finish(tp);
-    else
-        uv_timer_start(&tp->timer, on_test_timeout, 500, 0); /* exited: judges at once */
-}
-
-static void on_test_timeout(uv_timer_t *t)
-{
-    struct test_proc *tp = t->data;
-    if (tp->exited) {
-        test_finish(tp);
-        return;
-    }
-    tp->timed_out = 1;
-    /* The test runs in its own process group: end all of it. */
-    kill(-tp->proc.pid, SIGKILL);
-}
-
-static void test_close(struct test_proc *tp)
-{
-    if (!uv_is_closing((uv_handle_t *)&tp->timer))
-        uv_close((uv_handle_t *)&tp->timer, test_handle_closed);
-    if (!uv_is_closing((uv_handle_t *)&tp->out))
-        uv_close((uv_handle_t *)&tp->out, test_handle_closed);
-    if (!uv_is_closing((uv_handle_t *)&tp->proc))
-        uv_close((uv_handle_t *)&tp->proc, test_handle_closed);
-}
-
-static void test_finish(struct test_proc *tp)
-{
-    struct service *s = tp->s;
-    if (s == NULL || tp->handles < 3 || uv_is_closing((uv_handle_t *)&tp->proc)) {
-        if (s == NULL && tp->exited)
-            test_close(tp);
-        return;
-    }
+    struct service *s = ctx;
     struct plan_run *run = s->run;
-    tp->s = NULL;
-    if (run != NULL)
-        run->test = NULL;
-    char out[TEST_OUTPUT_MAX + 1];
-    size_t n = tp->len;
-    if (tp->buf != NULL)
-        memcpy(out, tp->buf, n);
-    out[n] = '\0';
-    int ok = !tp->timed_out && tp->term_signal == 0 && tp->status == 0;
-    char msg[256];
-    const struct config_step *st = &run->plan->steps[tp->step];
-    char d[24];
-    if (tp->timed_out)
-        snprintf(msg, sizeof(msg), "test step %zu timed out after %s", tp->step + 1,
-                 duration_format(st->timeout_ms, d, sizeof(d)));
-    else if (tp->term_signal != 0)
-        snprintf(msg, sizeof(msg), "test step %zu killed by signal %d", tp->step + 1,
-                 tp->term_signal);
-    else
-        snprintf(msg, sizeof(msg), "test step %zu exited with status %lld", tp->step + 1,
-                 (long long)tp->status);
+    run->test = NULL;
     json_t *tests = json_object_get(run->detail, "tests");
     if (tests == NULL) {
         tests = json_array();
         json_object_set_new(run->detail, "tests", tests);
     }
-    json_array_append_new(tests, json_pack("{s:i, s:b, s:s, s:s}", "step", (int)tp->step + 1,
-                                           "passed", ok, "result", msg, "output", out));
-    test_close(tp);
-    event(s, ok ? "test_passed" : "test_failed", msg);
-    if (ok) {
-        step_complete(s, "passed", msg);
+    json_array_append_new(tests,
+                          json_pack("{s:i, s:b, s:s, s:s}", "step", (int)run->step + 1, "passed",
+                                    res->passed, "result", res->msg, "output", res->output));
+    event(s, res->passed ? "test_passed" : "test_failed", res->msg);
+    if (res->passed) {
+        step_complete(s, "passed", res->msg);
         return;
     }
-    step_close_record(s, "failed", msg);
     char why[512];
-    snprintf(why, sizeof(why), "%s; see the test output in the report", msg);
-    plan_rollback(s, run->user_traffic ? STORE_CHANGE_ROLLED_BACK : STORE_CHANGE_FAILED, why);
+    snprintf(why, sizeof(why), "%s; see the test output in the report", res->msg);
+    plan_decide(s, CHANGE_IN_GATE_FAILED,
+                run->user_traffic ? STORE_CHANGE_ROLLED_BACK : STORE_CHANGE_FAILED, why, "failed",
+                NULL);
 }
 
+/* Runs the step's command against the new version: the preview listener when the service has
+ * one (it reaches the canary from the moment it passed its health checks), else its first
+ * target. */
 static void test_start(struct service *s, const struct config_step *st)
 {
     struct plan_run *run = s->run;
-    struct test_proc *tp = xcalloc(1, sizeof(*tp));
-    tp->s = s;
-    tp->step = run->step;
-    char url[128], idbuf[32];
+    char url[128];
     if (s->cfg->preview_listen != NULL)
         snprintf(url, sizeof(url), "http://%s", s->cfg->preview_listen);
     else
         snprintf(url, sizeof(url), "http://%s", s->next->targets[0]->address);
-    snprintf(idbuf, sizeof(idbuf), "%lld", (long long)s->change_id);
-    /* The test inherits the daemon's environment plus what it needs to find the new version. */
-    extern char **environ;
-    size_t ne = 0;
-    while (environ[ne])
-        ne++;
-    char **env = xcalloc(ne + 5, sizeof(*env));
-    for (size_t i = 0; i < ne; i++)
-        env[i] = environ[i];
-    char *e1 = xasprintf("CUTOVER_TARGET_URL=%s", url);
-    char *e2 = xasprintf("CUTOVER_SERVICE=%s", s->cfg->name);
-    char *e3 = xasprintf("CUTOVER_VERSION=%s", s->next->name);
-    char *e4 = xasprintf("CUTOVER_CHANGE_ID=%s", idbuf);
-    env[ne] = e1;
-    env[ne + 1] = e2;
-    env[ne + 2] = e3;
-    env[ne + 3] = e4;
-
-    uv_loop_t *loop = R(s)->loop;
-    uv_pipe_init(loop, &tp->out, 0);
-    uv_timer_init(loop, &tp->timer);
-    tp->out.data = tp;
-    tp->timer.data = tp;
-    tp->proc.data = tp;
-    /* One pipe for stdout and stderr, so the output keeps its order: the write end goes to the
-     * test as fds 1 and 2, the read end is ours. */
-    uv_file pipefd[2] = {-1, -1};
-    int prc = uv_pipe(pipefd, 0, 0);
-    uv_stdio_container_t stdio[3];
-    stdio[0].flags = UV_IGNORE;
-    stdio[1].flags = UV_INHERIT_FD;
-    stdio[1].data.fd = pipefd[1];
-    stdio[2].flags = UV_INHERIT_FD;
-    stdio[2].data.fd = pipefd[1];
-    uv_process_options_t opt = {0};
-    opt.file = st->command[0];
-    opt.args = st->command;
-    opt.env = env;
-    opt.exit_cb = test_exit;
-    opt.stdio_count = 3;
-    opt.stdio = stdio;
-    opt.flags = UV_PROCESS_DETACHED; /* own process group, killed whole on timeout */
-    run->test = tp;
-    tp->handles = 2;
-    int rc = prc < 0 ? prc : uv_spawn(loop, &tp->proc, &opt);
-    tp->handles = 3;
-    if (pipefd[1] >= 0)
-        close(pipefd[1]); /* the test holds the write end now; EOF comes when it is done */
-    if (pipefd[0] >= 0 && uv_pipe_open(&tp->out, pipefd[0]) < 0)
-        close(pipefd[0]);
-    free(e1);
-    free(e2);
-    free(e3);
-    free(e4);
-    free(env);
+    char *env[5];
+    env[0] = xasprintf("CUTOVER_TARGET_URL=%s", url);
+    env[1] = xasprintf("CUTOVER_SERVICE=%s", s->cfg->name);
+    env[2] = xasprintf("CUTOVER_VERSION=%s", s->next->name);
+    env[3] = xasprintf("CUTOVER_CHANGE_ID=%lld", (long long)s->ch.id);
+    env[4] = NULL;
     char msg[320];
-    if (rc < 0) {
-        tp->exited = 1;
-        tp->status = 127;
-        snprintf(msg, sizeof(msg), "test step %zu could not start %s: %s", run->step + 1,
-                 st->command[0], uv_strerror(rc));
-        tp->len = 0;
-        tp->buf = xstrdup(msg);
-        tp->len = strlen(msg);
-        test_finish(tp);
-        return;
-    }
-    uv_read_start((uv_stream_t *)&tp->out, test_alloc, test_read);
-    uv_timer_start(&tp->timer, on_test_timeout, st->timeout_ms, 0);
     snprintf(msg, sizeof(msg), "test step %zu started: %s against %s", run->step + 1,
              st->command[0], url);
     event(s, "test_started", msg);
+    /* A command that cannot start is judged before steptest_start returns (NULL). */
+    struct steptest *t = steptest_start(R(s)->loop, st->command, (const char *const *)env,
+                                        st->timeout_ms, run->step + 1, on_test_done, s);
+    if (t != NULL)
+        run->test = t;
+    for (int i = 0; i < 4; i++)
+        free(env[i]);
 }
 
 /* Stops a running test without judging it (abort, stop). */
 static void test_cancel(struct plan_run *run)
 {
-    struct test_proc *tp = run->test;
-    if (tp == NULL)
-        return;
+    steptest_cancel(run->test);
     run->test = NULL;
-    tp->s = NULL;
-    if (!tp->exited)
-        kill(-tp->proc.pid, SIGKILL);
-    if (tp->exited)
-        test_close(tp);
-    /* else the exit callback closes it */
 }
 
 /* ---------------------------------------------------------------- steps --------------------- */
@@ -655,19 +539,19 @@ static void test_cancel(struct plan_run *run)
 static void respond_once(struct service *s)
 {
     struct plan_run *run = s->run;
-    if (run->responded || s->change_wait)
+    if (run->responded || s->ch.wait)
         return;
     run->responded = 1;
-    change_notify(s);
+    change_notify(&s->ch);
 }
 
 static void on_step_timer(uv_timer_t *t)
 {
     struct service *s = t->data;
     struct plan_run *run = s->run;
-    if (run == NULL || run->state != RUN_STEP)
+    if (run == NULL || ST(run) != CHANGE_STEP)
         return;
-    run->step_elapsed_ms = step_elapsed(run);
+    step_fold(run);
     if (judge_tail(s))
         return;
     /* judge_tail left the step's pooled verdict in run->last: too few requests, or a value
@@ -683,19 +567,36 @@ static void on_step_timer(uv_timer_t *t)
         json_array_append_new(inc, json_string(why));
         json_object_set_new(step_record(run, run->step), "outcome", json_string("inconclusive"));
         event(s, "inconclusive", why);
-        switch (run->plan->on_inconclusive) {
-        case CONFIG_ON_PROCEED:
-            step_complete(s, "inconclusive", why);
-            return;
-        case CONFIG_ON_ROLLBACK:
-            plan_rollback(s, STORE_CHANGE_ROLLED_BACK, why);
-            return;
-        case CONFIG_ON_PAUSE:
-            run_hold(s, why);
-            return;
-        }
+        inconclusive(s, why, 0);
+        return;
     }
     step_complete(s, "passed", NULL);
+}
+
+/* The plan's on_inconclusive decides: proceed (the step passes, or for a batch's window the
+ * next batch starts), rollback, or pause (held until a person resumes). */
+static void inconclusive(struct service *s, const char *why, int batch)
+{
+    struct plan_run *run = s->run;
+    struct change_facts f = facts(s);
+    switch (run->plan->on_inconclusive) {
+    case CONFIG_ON_PROCEED:
+        if (batch) {
+            s->exec->gate_passed(s);
+            return;
+        }
+        step_complete(s, "inconclusive", why);
+        return;
+    case CONFIG_ON_ROLLBACK:
+        f.hold_on_failure = 0;
+        plan_decide(s, CHANGE_IN_GATE_FAILED, STORE_CHANGE_ROLLED_BACK, why, NULL, &f);
+        return;
+    case CONFIG_ON_PAUSE:
+        if (batch)
+            run->gate_held = 1;
+        plan_decide(s, CHANGE_IN_HOLD, NULL, why, NULL, NULL);
+        return;
+    }
 }
 
 static void start_step_timer(struct plan_run *run)
@@ -711,12 +612,11 @@ static void start_step_timer(struct plan_run *run)
 static void plan_finish(struct service *s, const char *how)
 {
     struct plan_run *run = s->run;
-    struct rollout *r = R(s);
     struct version *from = s->live, *to = s->next;
     char msg[320];
-    if (s->roll != NULL && !rolling_done(s)) {
-        /* Every old instance must be replaced first; plan_goal_reached comes back here once
-         * the last batch is in. Users follow the instances meanwhile (their share grows). */
+    if (s->exec != NULL && !s->exec->done(s)) {
+        /* Every old instance must be replaced first; goal_reached comes back here once the
+         * last batch is in. Users follow the instances meanwhile (their share grows). */
         run->rolling_wait = 2;
         free(run->finish_how);
         run->finish_how = xstrdup(how);
@@ -724,80 +624,134 @@ static void plan_finish(struct service *s, const char *how)
             run->weight = 100;
             run->user_traffic = 1;
             run_save(s);
-            rollout_publish(r);
+            change_publish(&s->ch);
         }
-        rolling_goal(s, 100); /* may finish the plan before it returns */
+        s->exec->goal(s, 100); /* may finish the plan before it returns */
         return;
     }
     snprintf(msg, sizeof(msg), "%s: %s is live on %s (was %s)", how, to->name, s->cfg->name,
              from ? from->name : "nothing");
     run->weight = 100;
-    run->state = RUN_STEP;
+    SET(run, CHANGE_STEP);
     set_hold(run, NULL);
     /* The plan ends whether or not the store takes the record now: holding users at the last
      * step's split until a disk write succeeds would help nobody (change_record_end retries). */
     char *detail = run_final_detail(s, STORE_CHANGE_COMPLETED);
-    change_record_end(s, STORE_CHANGE_COMPLETED, "completed", msg, to, from, detail);
+    int64_t id = s->ch.id;
+    change_record_end(&s->ch, STORE_CHANGE_COMPLETED, "completed", msg, to->name,
+                      from ? from->name : NULL, detail);
     free(detail);
     version_free(s->previous);
     s->previous = from;
     s->live = to;
     s->next = NULL;
     plan_discard(s);
-    rolling_stop(s);
-    rollout_publish(r);
-    drain_watch(s, from, s->change_id);
+    if (s->exec != NULL)
+        s->exec->stop(s);
+    change_publish(&s->ch);
+    R(s)->watch_drain(s, from, id);
     if (from != NULL)
         managed_retire(from->ms, managed_retire_delay(s));
     log_info("plan completed", "service", s->cfg->name, "version", to->name);
-    change_done(s);
+    change_done(&s->ch);
 }
 
-/* Sends all traffic back to the stable version and ends the change in state. If the stable
- * version is not healthy, holds instead: flipping users to a broken version is worse. */
-static void plan_rollback(struct service *s, const char *state, const char *why)
+/* Sends all traffic back to the stable version and ends the change in state (the change
+ * machine decided it: see plan_decide). */
+static void plan_undo(struct service *s, const char *state, const char *why)
 {
     struct plan_run *run = s->run;
-    if (s->roll != NULL) {
-        /* Batches undo themselves: the old version's instances come back (rolling.c). */
-        test_cancel(run);
-        json_object_set_new(run->detail, "rollback_reason", json_string(why));
+    test_cancel(run);
+    json_object_set_new(run->detail, "rollback_reason", json_string(why));
+    if (s->exec != NULL) {
+        /* Batches undo themselves: the old version's instances come back (the executor). */
         json_object_set_new(run->detail, "state", json_string(state));
         run_save_raw(s);
-        rolling_fail(s, state, why);
+        s->exec->fail(s, state, why);
         return;
     }
-    if (run->user_traffic && !version_all_healthy(s->live)) {
-        char unhealthy[384], msg[900];
+    run->weight = 0;
+    run->pilot_step = -1;
+    /* Record first, then move the traffic: the change ends in `state` either way (a refused
+     * record is retried by change_record_end). */
+    int64_t id = s->ch.id;
+    char *detail = run_final_detail(s, state);
+    change_record_end(&s->ch, state, state, why, NULL, NULL, detail);
+    free(detail);
+    struct version *gone = s->next;
+    s->next = NULL;
+    plan_discard(s);
+    change_publish(&s->ch);
+    R(s)->watch_drain(s, gone, id);
+    change_done(&s->ch);
+    if (gone != NULL)
+        managed_retire(gone->ms, s->cfg->drain_timeout_ms + 500);
+    version_free(gone);
+    log_warn("rolled back", "service", s->cfg->name, "state", state, "reason", why);
+}
+
+/* Ends a run whose canary never got users (its health deadline, an abort before it was
+ * healthy, a crash): nothing moved. */
+static void plan_fail_early(struct service *s, const char *state, const char *why)
+{
+    if (s->exec != NULL) {
+        /* A replacement restores the old version's instances itself. */
+        test_cancel(s->run);
+        s->exec->fail(s, state, why);
+        return;
+    }
+    struct version *gone = s->next;
+    s->next = NULL;
+    change_record_end(&s->ch, state, state, why, NULL, NULL, NULL);
+    plan_discard(s);
+    change_done(&s->ch);
+    if (gone != NULL)
+        managed_retire(gone->ms, 0);
+    version_free(gone);
+}
+
+/* Asks the change machine what input in means now and acts on it: undo (ending the change in
+ * state, the current step closed with outcome close when not NULL), hold for a person, or fail
+ * before users saw the canary. f: the facts, or NULL for the run's. */
+static void plan_decide(struct service *s, enum change_input in, const char *state, const char *why,
+                        const char *close, const struct change_facts *f)
+{
+    struct plan_run *run = s->run;
+    struct change_facts own = f ? *f : facts(s);
+    struct change_rule r;
+    char err[256], held[900];
+    snprintf(held, sizeof(held), "%s", why);
+    if (own.user_traffic && !own.stable_healthy && !own.hold_on_failure &&
+        in != CHANGE_IN_CRASHED) {
+        char unhealthy[384];
         version_why_unhealthy(s->live, unhealthy, sizeof(unhealthy));
-        snprintf(msg, sizeof(msg),
+        snprintf(held, sizeof(held),
                  "%s; not rolling back because the stable version %s is not healthy (%s): "
                  "holding the current split",
                  why, s->live ? s->live->name : "(none)", unhealthy);
-        run_hold(s, msg);
-        event(s, "holding", msg);
+    }
+    int rc = change_fire(&s->ch, in, &own, held, &r, err, sizeof(err));
+    if (rc == -EIO && r.effect == CHANGE_HOLD) {
+        /* A hold moves no traffic: taken even when its event could not be recorded. */
+        rc = 0;
+    }
+    if (rc < 0)
+        return;
+    switch (r.effect) {
+    case CHANGE_HOLD:
+        run_hold(s, held);
+        return;
+    case CHANGE_UNDO:
+        if (close != NULL)
+            step_close_record(s, close, why);
+        plan_undo(s, run->user_traffic || s->roll != NULL ? state : STORE_CHANGE_FAILED, why);
+        return;
+    case CHANGE_FAIL:
+        plan_fail_early(s, state, why);
+        return;
+    default:
         return;
     }
-    test_cancel(run);
-    run->weight = 0;
-    run->pilot_step = -1;
-    json_object_set_new(run->detail, "rollback_reason", json_string(why));
-    /* Record first, then move the traffic: the change ends in `state` either way (a refused
-     * record is retried by change_record_end). */
-    int64_t id = s->change_id;
-    char *detail = run_final_detail(s, state);
-    change_record_end(s, state, state, why, NULL, NULL, detail);
-    free(detail);
-    change_done(s);
-    struct version *gone = s->next;
-    drain_watch(s, gone, id);
-    if (gone != NULL)
-        managed_retire(gone->ms, s->cfg->drain_timeout_ms + 500);
-    s->next = NULL;
-    plan_discard(s);
-    rollout_publish(R(s));
-    version_free(gone);
-    log_warn("rolled back", "service", s->cfg->name, "state", state, "reason", why);
 }
 
 /* Closes the record of the current step: outcome (unless one was set), end time, figures per
@@ -808,7 +762,7 @@ static void step_close_record(struct service *s, const char *outcome, const char
     json_t *rec = step_record(run, run->step);
     if (json_is_null(json_object_get(rec, "outcome")))
         json_object_set_new(rec, "outcome", json_string(outcome));
-    json_object_set_new(rec, "ended", rollout_iso_time(store_now_ms()));
+    json_object_set_new(rec, "ended", change_iso_time(store_now_ms()));
     if (run->seq.windows > 0 && run->have_verdict) {
         /* The step judged windows: which test decided, with its figures. */
         json_object_set_new(rec, "gate", verdict_json(&run->last));
@@ -829,17 +783,8 @@ void plan_fail(struct service *s, const char *state, const char *why)
 {
     if (s->run == NULL)
         return;
-    if (s->run->state == RUN_HEALTH) {
-        struct version *gone = s->next;
-        s->next = NULL;
-        change_finish(s, STORE_CHANGE_FAILED, why);
-        plan_discard(s);
-        if (gone != NULL)
-            managed_retire(gone->ms, 0);
-        version_free(gone);
-        return;
-    }
-    plan_rollback(s, s->run->user_traffic ? state : STORE_CHANGE_FAILED, why);
+    plan_decide(s, CHANGE_IN_CRASHED, ST(s->run) == CHANGE_HEALTH ? STORE_CHANGE_FAILED : state,
+                why, NULL, NULL);
 }
 
 static void step_complete(struct service *s, const char *outcome, const char *note)
@@ -862,18 +807,22 @@ static void step_enter(struct service *s, size_t i)
 {
     struct plan_run *run = s->run;
     const struct config_step *st = &run->plan->steps[i];
+    /* What users see now: put back if the store refuses the step. */
+    const int was_weight = run->weight, was_pilot = run->pilot_step, was_users = run->user_traffic;
+    const size_t was_step = run->step;
     run->step = i;
-    run->state = RUN_STEP;
+    SET(run, CHANGE_STEP);
     run->step_elapsed_ms = 0;
     run->step_resumed_at = uv_now(R(s)->loop);
     run->step_duration_ms = 0;
     run->step_timed = 0;
+    run->enter_pending = 0;
     set_hold(run, NULL);
     json_object_set_new(run->detail, "approvals", json_array());
     sample_now(s, run->step_base);
     analysis_seq_reset(&run->seq);
     json_t *rec = step_record(run, i);
-    json_object_set_new(rec, "started", rollout_iso_time(store_now_ms()));
+    json_object_set_new(rec, "started", change_iso_time(store_now_ms()));
     char desc[256], msg[320];
     step_describe(st, desc, sizeof(desc));
     int publish = 0;
@@ -899,23 +848,42 @@ static void step_enter(struct service *s, size_t i)
     case CONFIG_STEP_APPROVAL:
         break;
     }
-    /* Store first, then act. */
-    run_save(s);
+    /* Store first, then act: a step the store did not take is not taken. Users stay where
+     * they are, the plan holds and says why, and each tick tries the step again. */
+    if (run_save(s) < 0) {
+        run->weight = was_weight;
+        run->pilot_step = was_pilot;
+        run->user_traffic = was_users;
+        run->step = was_step;
+        run->enter_pending = 1;
+        run->enter_step = i;
+        char held[800];
+        snprintf(held, sizeof(held),
+                 "the store refused the record of step %zu (%s): %s; holding until it takes "
+                 "it",
+                 i + 1, desc, store_errmsg(R(s)->st));
+        SET(run, CHANGE_HOLDING);
+        set_hold(run, held);
+        log_error("step not taken: the store refused its record", "service", s->cfg->name, "step",
+                  desc, "error", store_errmsg(R(s)->st));
+        respond_once(s);
+        return;
+    }
     snprintf(msg, sizeof(msg), "step %zu of %zu: %s", i + 1, run->plan->nsteps, desc);
     event(s, "step", msg);
     if (publish) {
         for (int k = 0; k < ROUTE_ROLES; k++)
             run->win_base[k] = run->step_base[k];
-        rollout_publish(R(s));
+        change_publish(&s->ch);
     }
     if (st->kind != CONFIG_STEP_TEST)
         respond_once(s);
     switch (st->kind) {
     case CONFIG_STEP_WEIGHT:
-        if (s->roll != NULL) {
+        if (s->exec != NULL) {
             /* Done once the batches reach the step's share of instances. */
             run->rolling_wait = 1;
-            rolling_goal(s, st->weight);
+            s->exec->goal(s, st->weight);
             return;
         }
         step_complete(s, "done", NULL);
@@ -933,27 +901,29 @@ static void step_enter(struct service *s, size_t i)
     }
 }
 
-/* ---------------------------------------------------------------- rolling hooks ------------- */
+/* ---------------------------------------------------------------- executor ops -------------- */
 
-int plan_allows_batch(const struct service *s)
+/* What an executor (rolling.c) asks of the plan: through s->planner only. */
+
+static int ops_allows_batch(const struct service *s)
 {
-    return s->run == NULL || s->run->state == RUN_STEP || s->run->state == RUN_HEALTH;
+    return s->run == NULL || ST(s->run) == CHANGE_STEP || ST(s->run) == CHANGE_HEALTH;
 }
 
-int plan_has_traffic(const struct service *s)
+static int ops_has_traffic(const struct service *s)
 {
     return s->run != NULL && s->run->traffic;
 }
 
-int plan_weight(const struct service *s)
+static int ops_weight(const struct service *s)
 {
     return s->run != NULL ? s->run->weight : 0;
 }
 
-void plan_goal_reached(struct service *s)
+static void ops_goal_reached(struct service *s)
 {
     struct plan_run *run = s->run;
-    if (run == NULL || run->state != RUN_STEP || run->rolling_wait == 0)
+    if (run == NULL || ST(run) != CHANGE_STEP || run->rolling_wait == 0)
         return;
     if (run->rolling_wait == 2) {
         run->rolling_wait = 0;
@@ -964,7 +934,7 @@ void plan_goal_reached(struct service *s)
     step_complete(s, "done", NULL);
 }
 
-int plan_gate_begin(struct service *s)
+static int ops_gate_begin(struct service *s)
 {
     struct plan_run *run = s->run;
     if (run == NULL || run->skip_gates || !analysing(run))
@@ -974,7 +944,7 @@ int plan_gate_begin(struct service *s)
     return 1;
 }
 
-void plan_mark_rolling(struct service *s)
+static void ops_mark_rolling(struct service *s)
 {
     if (s->run == NULL)
         return;
@@ -982,24 +952,54 @@ void plan_mark_rolling(struct service *s)
     run_save(s);
 }
 
-void plan_gate_inconclusive(struct service *s, const char *why)
+static void ops_gate_inconclusive(struct service *s, const char *why)
 {
-    struct plan_run *run = s->run;
-    if (run == NULL)
+    if (s->run == NULL)
         return;
     event(s, "inconclusive", why);
-    switch (run->plan->on_inconclusive) {
-    case CONFIG_ON_PROCEED:
-        rolling_gate_passed(s);
+    inconclusive(s, why, 1);
+}
+
+static void ops_health_passed(struct service *s)
+{
+    plan_health_passed(s);
+}
+
+static void ops_discard(struct service *s)
+{
+    plan_discard(s);
+}
+
+static void ops_route_fill(const struct service *s, struct route_service *rs)
+{
+    plan_route_fill(s, rs);
+}
+
+static void ops_save_executor(struct service *s, json_t *state)
+{
+    if (s->run == NULL)
         return;
-    case CONFIG_ON_ROLLBACK:
-        plan_rollback(s, STORE_CHANGE_ROLLED_BACK, why);
-        return;
-    case CONFIG_ON_PAUSE:
-        run->gate_held = 1;
-        run_hold(s, why);
-        return;
-    }
+    json_object_set(s->run->detail, "rolling_state", state);
+    run_save(s);
+}
+
+static const struct plan_ops the_plan_ops = {
+    .allows_batch = ops_allows_batch,
+    .has_traffic = ops_has_traffic,
+    .weight = ops_weight,
+    .goal_reached = ops_goal_reached,
+    .gate_begin = ops_gate_begin,
+    .mark_rolling = ops_mark_rolling,
+    .gate_inconclusive = ops_gate_inconclusive,
+    .health_passed = ops_health_passed,
+    .discard = ops_discard,
+    .route_fill = ops_route_fill,
+    .save_executor = ops_save_executor,
+};
+
+const struct plan_ops *plan_ops(void)
+{
+    return &the_plan_ops;
 }
 
 /* ---------------------------------------------------------------- lifecycle ----------------- */
@@ -1010,7 +1010,7 @@ static struct plan_run *run_new(struct service *s, const struct config_plan *pla
     run->plan = plan;
     run->s = s;
     run->pilot_step = -1;
-    run->state = RUN_HEALTH;
+    SET(run, CHANGE_HEALTH);
     run->detail = json_object();
     uv_timer_init(R(s)->loop, &run->step_timer);
     uv_timer_init(R(s)->loop, &run->tick_timer);
@@ -1020,10 +1020,43 @@ static struct plan_run *run_new(struct service *s, const struct config_plan *pla
     return run;
 }
 
-void plan_create(struct service *s, const struct config_plan *plan)
+void plan_create(struct service *s, const struct config_plan *plan, json_t *audit)
 {
     s->run = run_new(s, plan);
+    if (audit != NULL)
+        json_object_set(s->run->detail, "audit", audit);
     run_save(s);
+}
+
+static const char *on_name(enum config_on_failure on)
+{
+    return on == CONFIG_ON_PAUSE ? "pause" : on == CONFIG_ON_PROCEED ? "proceed" : "rollback";
+}
+
+json_t *plan_definition_json(const struct config_plan *plan)
+{
+    json_t *steps = json_array();
+    for (size_t i = 0; i < plan->nsteps; i++) {
+        char desc[256];
+        step_describe(&plan->steps[i], desc, sizeof(desc));
+        json_array_append_new(steps, json_string(desc));
+    }
+    const struct config_analysis *a = &plan->analysis;
+    json_t *an = json_null();
+    if (a->enabled) {
+        an = json_pack("{s:I, s:I, s:f}", "interval_ms", (json_int_t)a->interval_ms, "min_requests",
+                       (json_int_t)a->min_requests, "confidence", a->confidence);
+        /* Only the gates in force: an unchecked one is absent, not -1. */
+        if (a->max_error_rate >= 0)
+            json_object_set_new(an, "max_error_rate", json_real(a->max_error_rate));
+        if (a->max_p99_latency_ratio >= 0)
+            json_object_set_new(an, "max_p99_latency_ratio", json_real(a->max_p99_latency_ratio));
+        if (a->max_p99_latency_ms >= 0)
+            json_object_set_new(an, "max_p99_latency_ms", json_real(a->max_p99_latency_ms));
+    }
+    return json_pack("{s:s, s:o, s:o, s:s, s:s}", "name", plan->name, "steps", steps, "analysis",
+                     an, "on_failure", on_name(plan->on_failure), "on_inconclusive",
+                     on_name(plan->on_inconclusive));
 }
 
 static void start_ticks(struct service *s)
@@ -1046,6 +1079,10 @@ void plan_health_passed(struct service *s)
              run->plan->name);
     event(s, "healthy", msg);
     start_ticks(s);
+    /* The canary joins the route table now, at weight 0: its preview listener and the plan's
+     * tests reach it before any step gives it users (record first, then publish). */
+    if (run_save(s) == 0)
+        change_publish(&s->ch);
     step_enter(s, 0);
 }
 
@@ -1078,15 +1115,13 @@ void plan_stop(struct service *s)
     struct plan_run *run = s->run;
     if (run == NULL)
         return;
-    if (run->state == RUN_STEP)
-        run->step_elapsed_ms = step_elapsed(run);
+    if (ST(run) == CHANGE_STEP)
+        step_fold(run);
     run_save(s);
     event(s, "suspended", "the daemon stopped; the plan resumes at this step on the next start");
-    /* The change stays running in the store; nobody waits on it any more. */
-    s->waiter = NULL;
-    s->waiter_ctx = NULL;
     plan_discard(s);
-    s->change_id = 0;
+    /* The change stays running in the store; nobody waits on it any more. */
+    change_forget(&s->ch);
 }
 
 int plan_resume(struct service *s, const struct store_change *c, const struct config_plan *plan)
@@ -1097,20 +1132,10 @@ int plan_resume(struct service *s, const struct store_change *c, const struct co
     json_int_t step = json_integer_value(json_object_get(d, "step"));
     if (step < 0 || (size_t)step >= plan->nsteps)
         goto fail;
-    s->next = version_load(s, c->to_version, 1);
-    if (s->next == NULL || s->next->n == 0)
+    /* A replacement may resume before its first new instance started. */
+    if (s->next == NULL || (s->next->n == 0 && s->roll == NULL))
         goto fail;
-    {
-        char **t = NULL;
-        size_t nt = 0;
-        if (store_version_targets(R(s)->st, s->cfg->name, c->to_version, &t, &nt) == 0) {
-            s->next->ms = managed_restore(s, c->to_version, t, nt, 1);
-            store_strv_free(t);
-        }
-    }
-    s->change_id = c->id;
-    s->change_kind = CHANGE_DEPLOY;
-    s->change_wait = 1;
+    change_adopt(&s->ch, c->id, CHANGE_DEPLOY, CHANGE_HEALTH, 1);
     struct plan_run *run = run_new(s, plan);
     s->run = run;
     json_decref(run->detail);
@@ -1126,6 +1151,8 @@ int plan_resume(struct service *s, const struct store_change *c, const struct co
     const char *state = json_string_value(json_object_get(d, "state"));
     const char *hold = json_string_value(json_object_get(d, "hold_reason"));
     set_hold(run, hold);
+    /* The step's evidence carries over: the pool judged so far goes on being added to. */
+    pool_load(&run->seq, json_object_get(d, "pool"));
     sample_now(s, run->step_base);
     for (int k = 0; k < ROUTE_ROLES; k++)
         run->win_base[k] = run->step_base[k];
@@ -1134,23 +1161,23 @@ int plan_resume(struct service *s, const struct store_change *c, const struct co
              state ? state : "");
     if (!run->traffic) {
         /* It was still waiting for the canary's health: wait again, with a fresh deadline. */
-        run->state = RUN_HEALTH;
-        change_wait_health(s);
+        SET(run, CHANGE_HEALTH);
+        change_wait_health(&s->ch, s->cfg->deploy_timeout_ms);
         return 0;
     }
     start_ticks(s);
     const struct config_step *st = &plan->steps[run->step];
     if (state != NULL && strcmp(state, "paused") == 0) {
-        run->state = RUN_PAUSED;
+        SET(run, CHANGE_PAUSED);
         run->step_timed = run->step_duration_ms > 0;
         return 0;
     }
     if (state != NULL && strcmp(state, "holding") == 0) {
-        run->state = RUN_HOLDING;
+        SET(run, CHANGE_HOLDING);
         run->step_timed = run->step_duration_ms > 0;
         return 0;
     }
-    run->state = RUN_STEP;
+    SET(run, CHANGE_STEP);
     switch (st->kind) {
     case CONFIG_STEP_PILOT:
     case CONFIG_STEP_PAUSE:
@@ -1189,147 +1216,50 @@ static int approvals_has(json_t *a, const char *name)
     return 0;
 }
 
+/* The actions a person takes on a plan, as inputs of the change machine. */
+static const struct {
+    const char *name;
+    enum change_input in;
+} actions[] = {
+    {"promote", CHANGE_IN_PROMOTE}, {"pause", CHANGE_IN_PAUSE},     {"resume", CHANGE_IN_RESUME},
+    {"abort", CHANGE_IN_ABORT},     {"approve", CHANGE_IN_APPROVE},
+};
+
+/* 1 when promote --all would skip an approval still short of its count (f.approvals_short). */
+static int approvals_short(const struct plan_run *run)
+{
+    for (size_t i = run->step; i < run->plan->nsteps; i++) {
+        if (run->plan->steps[i].kind != CONFIG_STEP_APPROVAL)
+            continue;
+        size_t have =
+            i == run->step ? json_array_size(json_object_get(run->detail, "approvals")) : 0;
+        if ((int)have < run->plan->steps[i].count)
+            return 1;
+    }
+    return 0;
+}
+
 int plan_action(struct service *s, const char *action, const char *actor, int all, char *err,
                 size_t errlen)
 {
     struct plan_run *run = s->run;
     const struct config_step *st = &run->plan->steps[run->step];
-    char msg[512];
+    char msg[512], why[256];
     const char *who = actor && *actor ? actor : "unknown";
-
-    if (strcmp(action, "abort") == 0) {
-        snprintf(msg, sizeof(msg), "aborted by %s in step %zu; traffic back on %s", who,
-                 run->step + 1, s->live ? s->live->name : "nothing");
-        if (s->roll != NULL) {
-            test_cancel(run);
-            rolling_fail(s, STORE_CHANGE_ABORTED, msg);
-            return 0;
-        }
-        if (run->state == RUN_HEALTH) {
-            snprintf(msg, sizeof(msg),
-                     "aborted by %s before the new version was healthy; "
-                     "traffic never moved",
-                     who);
-            struct version *gone = s->next;
-            s->next = NULL;
-            change_finish(s, STORE_CHANGE_ABORTED, msg);
-            plan_discard(s);
-            if (gone != NULL)
-                managed_retire(gone->ms, 0);
-            version_free(gone);
-            return 0;
-        }
-        plan_rollback(s, STORE_CHANGE_ABORTED, msg);
-        if (s->run != NULL) {
-            snprintf(err, errlen, "%s", s->run->hold_reason ? s->run->hold_reason : "holding");
-            return -EBUSY;
-        }
-        return 0;
+    enum change_input in = CHANGE_NINPUTS;
+    for (size_t i = 0; i < sizeof(actions) / sizeof(actions[0]); i++)
+        if (strcmp(action, actions[i].name) == 0)
+            in = actions[i].in;
+    if (in == CHANGE_NINPUTS) {
+        snprintf(err, errlen, "unknown action '%s'", action);
+        return -EINVAL;
     }
-    if (run->state == RUN_HEALTH) {
-        snprintf(err, errlen, "the new version is not healthy yet; nothing to %s", action);
-        return -EBUSY;
-    }
-    if (strcmp(action, "pause") == 0) {
-        if (run->state == RUN_PAUSED) {
-            snprintf(err, errlen, "already paused");
-            return -EBUSY;
-        }
-        if (run->state == RUN_STEP) {
-            run->step_elapsed_ms = step_elapsed(run);
-            uv_timer_stop(&run->step_timer);
-        }
-        run->state = RUN_PAUSED;
-        snprintf(msg, sizeof(msg), "paused by %s in step %zu", who, run->step + 1);
-        set_hold(run, msg);
-        run_save(s);
-        event(s, "paused", msg);
-        return 0;
-    }
-    if (strcmp(action, "resume") == 0) {
-        if (run->state == RUN_STEP) {
-            snprintf(err, errlen, "not paused");
-            return -EBUSY;
-        }
-        int was_holding_at_end = run->state == RUN_HOLDING && run->step_timed &&
-                                 run->step_elapsed_ms >= run->step_duration_ms;
-        run->state = RUN_STEP;
-        set_hold(run, NULL);
-        snprintf(msg, sizeof(msg), "resumed by %s in step %zu", who, run->step + 1);
-        event(s, "resumed", msg);
-        sample_now(s, run->win_base);
-        if (run->last.result == ANALYSIS_FAIL)
-            analysis_seq_reset(&run->seq); /* overruled: else the pool fails it again at once */
-        if (was_holding_at_end) {
-            step_complete(s, "accepted", msg);
-            return 0;
-        }
-        run_save(s);
-        if (run->step_timed)
-            start_step_timer(run);
-        if (run->gate_held) {
-            /* A person resumed a batch held for want of a verdict: that stands for one. */
-            run->gate_held = 0;
-            rolling_gate_passed(s);
-            return 0;
-        }
-        rolling_evaluate(s); /* a batch may have waited for the pause to end */
-        return 0;
-    }
-    if (strcmp(action, "promote") == 0) {
-        if (all) {
-            for (size_t i = run->step; i < run->plan->nsteps; i++) {
-                if (run->plan->steps[i].kind == CONFIG_STEP_APPROVAL) {
-                    size_t have = i == run->step && st->kind == CONFIG_STEP_APPROVAL
-                                      ? json_array_size(json_object_get(run->detail, "approvals"))
-                                      : 0;
-                    if ((int)have < run->plan->steps[i].count) {
-                        snprintf(err, errlen,
-                                 "step %zu needs approval by %d of its approvers; promote --all "
-                                 "does not skip approvals",
-                                 i + 1, run->plan->steps[i].count);
-                        return -EBUSY;
-                    }
-                }
-            }
-            test_cancel(run);
-            if (s->roll != NULL) {
-                /* The remaining batches go in without waiting for a person or a window. */
-                run->skip_gates = 1;
-                run->state = RUN_STEP;
-                set_hold(run, NULL);
-                rolling_gate_passed(s);
-            }
-            snprintf(msg, sizeof(msg), "promoted to 100%% by %s from step %zu", who, run->step + 1);
-            event(s, "promoted", msg);
-            step_close_record(s, "promoted", msg);
-            plan_finish(s, msg);
-            return 0;
-        }
-        if (st->kind == CONFIG_STEP_APPROVAL) {
-            snprintf(err, errlen, "step %zu waits for approval: use cutover approve",
-                     run->step + 1);
-            return -EBUSY;
-        }
-        if (st->kind == CONFIG_STEP_TEST) {
-            snprintf(err, errlen, "step %zu is a test; it cannot be promoted past", run->step + 1);
-            return -EBUSY;
-        }
-        snprintf(msg, sizeof(msg), "step %zu promoted by %s", run->step + 1, who);
-        run->state = RUN_STEP;
-        run->rolling_wait = 0;
-        rolling_gate_passed(s); /* a person's promotion stands in for the batch's window */
-        if (s->run != run)
-            return 0;
-        step_complete(s, "promoted", msg);
-        return 0;
-    }
-    if (strcmp(action, "approve") == 0) {
-        if (st->kind != CONFIG_STEP_APPROVAL || run->state != RUN_STEP) {
-            snprintf(err, errlen, "change %lld is not waiting for an approval (step %zu is %s)",
-                     (long long)s->change_id, run->step + 1, step_kind_name(st->kind));
-            return -EBUSY;
-        }
+    if (in == CHANGE_IN_PROMOTE && all)
+        in = CHANGE_IN_PROMOTE_ALL;
+    struct change_facts f = facts(s);
+    f.approvals_short = in == CHANGE_IN_PROMOTE_ALL && approvals_short(run);
+    if (in == CHANGE_IN_APPROVE && st->kind == CONFIG_STEP_APPROVAL && ST(run) == CHANGE_STEP) {
+        /* Checked before the machine records anything: a refused approval leaves no trace. */
         int listed = 0;
         for (size_t i = 0; i < st->napprovers; i++)
             listed |= strcmp(st->approvers[i], who) == 0;
@@ -1337,31 +1267,146 @@ int plan_action(struct service *s, const char *action, const char *actor, int al
             snprintf(err, errlen, "%s is not an approver of step %zu", who, run->step + 1);
             return -EPERM;
         }
-        json_t *ap = json_object_get(run->detail, "approvals");
-        if (approvals_has(ap, who)) {
+        if (approvals_has(json_object_get(run->detail, "approvals"), who)) {
             snprintf(err, errlen, "%s already approved step %zu; it needs %d distinct approvers",
                      who, run->step + 1, st->count);
             return -EBUSY;
         }
+    }
+    switch (in) {
+    case CHANGE_IN_ABORT:
+        snprintf(msg, sizeof(msg), "aborted by %s in step %zu; traffic back on %s", who,
+                 run->step + 1, s->live ? s->live->name : "nothing");
+        break;
+    case CHANGE_IN_PAUSE:
+        snprintf(msg, sizeof(msg), "paused by %s in step %zu", who, run->step + 1);
+        break;
+    case CHANGE_IN_RESUME:
+        snprintf(msg, sizeof(msg), "resumed by %s in step %zu", who, run->step + 1);
+        break;
+    case CHANGE_IN_PROMOTE_ALL:
+        snprintf(msg, sizeof(msg), "promoted to 100%% by %s from step %zu", who, run->step + 1);
+        break;
+    case CHANGE_IN_PROMOTE:
+        snprintf(msg, sizeof(msg), "step %zu promoted by %s", run->step + 1, who);
+        break;
+    default:
+        snprintf(msg, sizeof(msg), "approved by %s (%zu of %d) in step %zu", who,
+                 json_array_size(json_object_get(run->detail, "approvals")) + 1, st->count,
+                 run->step + 1);
+        break;
+    }
+    if (in == CHANGE_IN_ABORT && ST(run) == CHANGE_HEALTH)
+        snprintf(msg, sizeof(msg),
+                 "aborted by %s before the new version was healthy; traffic never moved", who);
+    if (in == CHANGE_IN_ABORT) {
+        /* The machine decides between undo, hold (the stable version is not healthy) and the
+         * early end; plan_decide acts. */
+        plan_decide(s, CHANGE_IN_ABORT, STORE_CHANGE_ABORTED, msg, NULL, &f);
+        if (s->run == run && s->ch.id != 0 && ST(run) == CHANGE_HOLDING) {
+            snprintf(err, errlen, "%s", run->hold_reason ? run->hold_reason : "holding");
+            return -EBUSY;
+        }
+        return 0;
+    }
+    /* Fold the step's time before the state changes: a pause freezes it, a refusal loses
+     * nothing. */
+    const enum change_state was = ST(run);
+    step_fold(run);
+    struct change_rule r;
+    int rc = change_fire(&s->ch, in, &f, msg, &r, why, sizeof(why));
+    if (rc < 0) {
+        snprintf(err, errlen, "change %lld, step %zu (%s): %s", (long long)s->ch.id, run->step + 1,
+                 step_kind_name(st->kind), why);
+        return rc;
+    }
+    switch (r.effect) {
+    case CHANGE_FREEZE:
+        uv_timer_stop(&run->step_timer);
+        set_hold(run, msg);
+        run_save(s);
+        return 0;
+    case CHANGE_THAW: {
+        int was_holding_at_end = was == CHANGE_HOLDING && run->step_timed &&
+                                 run->step_elapsed_ms >= run->step_duration_ms;
+        set_hold(run, NULL);
+        sample_now(s, run->win_base);
+        if (run->last.result == ANALYSIS_FAIL)
+            analysis_seq_reset(&run->seq); /* overruled: else the pool fails it again at once */
+        if (run->enter_pending) {
+            step_enter(s, run->enter_step); /* the step the store had refused */
+            return 0;
+        }
+        if (was_holding_at_end) {
+            step_complete(s, "accepted", msg);
+            return 0;
+        }
+        run_save(s);
+        run->step_resumed_at = uv_now(R(s)->loop);
+        if (run->step_timed)
+            start_step_timer(run);
+        if (run->gate_held) {
+            /* A person resumed a batch held for want of a verdict: that stands for one. */
+            run->gate_held = 0;
+            if (s->exec != NULL)
+                s->exec->gate_passed(s);
+            return 0;
+        }
+        if (s->exec != NULL)
+            s->exec->evaluate(s); /* a batch may have waited for the pause to end */
+        return 0;
+    }
+    case CHANGE_COMMIT:
+        if (in == CHANGE_IN_PROMOTE_ALL) {
+            test_cancel(run);
+            set_hold(run, NULL);
+            if (s->exec != NULL) {
+                /* The remaining batches go in without waiting for a person or a window. */
+                run->skip_gates = 1;
+                s->exec->gate_passed(s);
+            }
+            step_close_record(s, "promoted", msg);
+            plan_finish(s, msg);
+            return 0;
+        }
+        /* promoting the last step ends the plan through step_complete */
+        /* fall through */
+    case CHANGE_ADVANCE:
+        set_hold(run, NULL);
+        run->rolling_wait = 0;
+        if (s->exec != NULL) {
+            s->exec->gate_passed(s); /* a person's promotion stands in for the batch's window */
+            if (s->run != run)
+                return 0;
+        }
+        step_complete(s, "promoted", msg);
+        return 0;
+    case CHANGE_APPROVE: {
+        json_t *ap = json_object_get(run->detail, "approvals");
         json_array_append_new(ap, json_string(who));
         json_t *all_ap = json_object_get(run->detail, "approval_log");
         if (all_ap == NULL) {
             all_ap = json_array();
             json_object_set_new(run->detail, "approval_log", all_ap);
         }
-        json_array_append_new(all_ap, json_pack("{s:s, s:i, s:o}", "approver", who, "step",
-                                                (int)run->step + 1, "at",
-                                                rollout_iso_time(store_now_ms())));
-        snprintf(msg, sizeof(msg), "approved by %s (%zu of %d) in step %zu", who,
-                 json_array_size(ap), st->count, run->step + 1);
-        run_save(s);
+        json_array_append_new(all_ap,
+                              json_pack("{s:s, s:i, s:o}", "approver", who, "step",
+                                        (int)run->step + 1, "at", change_iso_time(store_now_ms())));
+        if (run_save(s) < 0) {
+            /* Not recorded, not counted: the approver tries again. */
+            json_array_remove(ap, json_array_size(ap) - 1);
+            json_array_remove(all_ap, json_array_size(all_ap) - 1);
+            snprintf(err, errlen, "could not record the approval: %s", store_errmsg(R(s)->st));
+            return -EIO;
+        }
         event(s, "approved", msg);
         if ((int)json_array_size(ap) >= st->count)
             step_complete(s, "approved", msg);
         return 0;
     }
-    snprintf(err, errlen, "unknown action '%s'", action);
-    return -EINVAL;
+    default:
+        return 0;
+    }
 }
 
 json_t *plan_status_json(const struct service *s)
@@ -1372,7 +1417,7 @@ json_t *plan_status_json(const struct service *s)
     char desc[256];
     step_describe(&run->plan->steps[run->step], desc, sizeof(desc));
     json_t *o = json_pack("{s:s, s:s, s:i, s:i, s:s, s:i, s:b}", "plan", run->plan->name, "state",
-                          state_names[run->state], "step", (int)run->step + 1, "steps",
+                          change_state_name(ST(run)), "step", (int)run->step + 1, "steps",
                           (int)run->plan->nsteps, "step_description", desc, "weight", run->weight,
                           "pilot", run->pilot_step >= 0);
     if (run->step_timed && run->step_duration_ms > 0) {

@@ -116,7 +116,31 @@ char *rollout_report_md(struct rollout *r, int64_t id)
     md_put(&m, "| started by | %s |\n", str(&m, c, "actor"));
     md_put(&m, "| reason | %s |\n", str(&m, c, "reason"));
     md_put(&m, "| created | %s |\n| ended | %s |\n", str(&m, c, "created"), str(&m, c, "ended"));
-    md_put(&m, "| last message | %s |\n\n", str(&m, c, "message"));
+    if (json_is_integer(json_object_get(c, "duration_ms")))
+        md_put(&m, "| duration | %.1f s |\n",
+               (double)json_integer_value(json_object_get(c, "duration_ms")) / 1000.0);
+    md_put(&m, "| last message | %s |\n", str(&m, c, "message"));
+    json_t *loss = json_object_get(c, "loss");
+    if (json_is_object(loss)) {
+        md_put(&m, "| requests lost | %lld",
+               (long long)json_integer_value(json_object_get(loss, "requests")));
+        const char *k;
+        json_t *v;
+        int first = 1;
+        json_object_foreach(json_object_get(loss, "by_reason"), k, v)
+        {
+            if (json_integer_value(v) == 0)
+                continue;
+            md_put(&m, "%s%s %lld", first ? " (" : ", ", k, (long long)json_integer_value(v));
+            first = 0;
+        }
+        md_put(&m, "%s; %lld long-lived connections closed at the drain deadline |\n",
+               first ? "" : ")",
+               (long long)json_integer_value(json_object_get(loss, "connections")));
+    } else {
+        md_put(&m, "| requests lost | not known yet (the change or its drain is not over) |\n");
+    }
+    md_put(&m, "\n");
 
     json_t *fail = json_object_get(d, "failure");
     if (json_is_object(fail)) {
@@ -142,6 +166,12 @@ char *rollout_report_md(struct rollout *r, int64_t id)
                 md_put(&m, " %s.", str(&m, st, "note"));
             if (json_is_string(json_object_get(st, "verdict")))
                 md_put(&m, " Analysis: %s.", str(&m, st, "verdict"));
+            json_t *gate = json_object_get(st, "gate");
+            if (json_is_object(gate))
+                md_put(&m, " Decided by the %s test (%s, %lld windows, %lld requests).",
+                       str(&m, gate, "test"), str(&m, gate, "result"),
+                       (long long)json_integer_value(json_object_get(gate, "windows")),
+                       (long long)json_integer_value(json_object_get(gate, "requests")));
             md_put(&m, "\n\n");
             if (json_is_object(json_object_get(st, "canary"))) {
                 md_put(&m, "| version | requests | 5xx | cutover errors | error rate | p50 ms | "
@@ -187,6 +217,51 @@ char *rollout_report_md(struct rollout *r, int64_t id)
             const char *fence = md_fence(&m, out);
             md_put(&m, "### %s\n\n%s\n%s\n%s\n\n", str(&m, v, "result"), fence, out, fence);
         }
+    }
+    json_t *audit = json_object_get(d, "audit");
+    if (json_is_object(audit)) {
+        json_t *cfg = json_object_get(audit, "config");
+        md_put(&m, "## Audit\n\n| | |\n|---|---|\n| cutover | %s |\n| config | %s (sha256 %s) |\n",
+               str(&m, audit, "cutover"), str(&m, cfg, "path"), str(&m, cfg, "sha256"));
+        const char *side[2] = {"from", "to"};
+        for (int k = 0; k < 2; k++) {
+            json_t *v = json_object_get(audit, side[k]);
+            md_put(&m, "| %s | %s:", side[k], str(&m, v, "version"));
+            size_t i;
+            json_t *t;
+            json_array_foreach(json_object_get(v, "targets"), i, t)
+            {
+                md_put(&m, " %s", md_esc(&m, json_string_value(t), 0));
+            }
+            md_put(&m, " |\n");
+        }
+        json_t *plan = json_object_get(audit, "plan");
+        if (json_is_object(plan)) {
+            md_put(&m, "| plan in force | %s:", str(&m, plan, "name"));
+            size_t i;
+            json_t *t;
+            json_array_foreach(json_object_get(plan, "steps"), i, t)
+            {
+                md_put(&m, "%s %s", i ? "," : "", md_esc(&m, json_string_value(t), 0));
+            }
+            md_put(&m, "; on_failure %s, on_inconclusive %s |\n", str(&m, plan, "on_failure"),
+                   str(&m, plan, "on_inconclusive"));
+            json_t *an = json_object_get(plan, "analysis");
+            if (json_is_object(an)) {
+                md_put(&m, "| gates in force |");
+                const char *k2;
+                json_t *v2;
+                json_object_foreach(an, k2, v2)
+                {
+                    if (json_is_integer(v2))
+                        md_put(&m, " %s %lld", k2, (long long)json_integer_value(v2));
+                    else
+                        md_put(&m, " %s %g", k2, json_real_value(v2));
+                }
+                md_put(&m, " |\n");
+            }
+        }
+        md_put(&m, "\n");
     }
     md_put(&m, "## Timeline\n\n| time (UTC) | event | message |\n|---|---|---|\n");
     size_t i;

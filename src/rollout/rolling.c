@@ -29,6 +29,8 @@
 
 #include "core/log.h"
 #include "core/xmalloc.h"
+#include "rollout/managed.h"
+#include "rollout/rolling.h"
 #include "rollout/rollout_int.h"
 #include "store/store.h"
 #include "super/health.h"
@@ -53,20 +55,32 @@ struct rolling {
 
 #define RESTORE_TICK_MS 250
 
-static size_t healthy_count(const struct version *v)
-{
-    size_t k = 0;
-    for (size_t i = 0; v && i < v->n; i++)
-        if (health_get_state(v->checks[i]) == HEALTH_HEALTHY)
-            k++;
-    return k;
-}
-
 static void roll_event(struct service *s, const char *type, const char *msg)
 {
-    if (s->change_id != 0)
-        store_event_add(s->r->st, s->change_id, type, msg);
-    log_info(msg, "service", s->cfg->name, "event", type);
+    if (s->ch.id != 0)
+        change_record_event(&s->ch, type, msg);
+    else
+        log_info(msg, "service", s->cfg->name, "event", type);
+}
+
+/* The replacement's progress, kept with the change so that a restart or a hand-over resumes it
+ * at its batch: the goal, the batches started and gated, whether users saw the new version,
+ * and the old instances still in rotation (the store keeps the old version's whole set). */
+static void save_state(struct service *s)
+{
+    struct rolling *ro = s->roll;
+    if (ro == NULL || ro->restoring || s->ch.id == 0)
+        return;
+    json_t *old = json_array();
+    for (size_t i = 0; s->live && i < s->live->n; i++)
+        json_array_append_new(old, json_string(s->live->targets[i]->address));
+    json_t *st = json_pack("{s:i, s:i, s:i, s:b, s:o}", "goal", (int)ro->goal, "batch", ro->batch,
+                           "gated", ro->gated, "user_traffic", ro->user_traffic, "old", old);
+    if (s->run != NULL)
+        s->planner->save_executor(s, st);
+    else
+        change_record_merge(&s->ch, s->ch.id, "rolling_state", st);
+    json_decref(st);
 }
 
 /* The store's copy of v's targets follows its instances, so a restart adopts them. */
@@ -75,8 +89,7 @@ static void save_targets(struct service *s, const struct version *v)
     char **t = xcalloc(v->n + 1, sizeof(*t));
     for (size_t i = 0; i < v->n; i++)
         t[i] = v->targets[i]->address;
-    if (store_version_put(s->r->st, s->cfg->name, v->name, (const char *const *)t, v->n) < 0)
-        log_error("store write failed", "service", s->cfg->name, "error", store_errmsg(s->r->st));
+    change_record_targets(&s->ch, v->name, (const char *const *)t, v->n);
     free(t);
 }
 
@@ -84,6 +97,37 @@ int rolling_applies(const struct service *s)
 {
     return s->cfg->strategy.kind == CONFIG_STRATEGY_ROLLING && s->cfg->run.command != NULL &&
            s->live != NULL && s->live->ms != NULL && s->live->n > 0;
+}
+
+int rolling_resumable(const struct service *s)
+{
+    const struct rolling *ro = s->roll;
+    return ro != NULL && !ro->restoring && ro->batch > 0 && s->ch.kind == CHANGE_DEPLOY &&
+           !s->cfg->run.stop_with_daemon;
+}
+
+int rolling_resume(struct service *s, json_t *state)
+{
+    if (!json_is_object(state) || s->next == NULL || s->live == NULL)
+        return -EINVAL;
+    struct rolling *ro = xcalloc(1, sizeof(*ro));
+    ro->s = s;
+    ro->n = (size_t)(s->cfg->run.instances > 0 ? s->cfg->run.instances : 1);
+    ro->surge = (size_t)s->cfg->strategy.max_surge;
+    ro->unavail = (size_t)s->cfg->strategy.max_unavailable;
+    ro->goal = (size_t)json_integer_value(json_object_get(state, "goal"));
+    if (ro->goal == 0 || ro->goal > ro->n)
+        ro->goal = s->run != NULL ? 1 : ro->n;
+    ro->batch = (int)json_integer_value(json_object_get(state, "batch"));
+    ro->gated = (int)json_integer_value(json_object_get(state, "gated"));
+    ro->user_traffic = json_is_true(json_object_get(state, "user_traffic"));
+    ro->pub_new = ro->pub_old = (size_t)-1;
+    ro->change_id = s->ch.id;
+    uv_timer_init(s->r->loop, &ro->timer);
+    ro->timer.data = ro;
+    s->roll = ro;
+    s->exec = rolling_exec();
+    return 0;
 }
 
 void rolling_create(struct service *s)
@@ -96,11 +140,12 @@ void rolling_create(struct service *s)
     /* A plan starts once one new instance is healthy and raises the goal step by step. */
     ro->goal = s->run != NULL ? 1 : ro->n;
     ro->pub_new = ro->pub_old = (size_t)-1;
-    ro->change_id = s->change_id;
+    ro->change_id = s->ch.id;
     uv_timer_init(s->r->loop, &ro->timer);
     ro->timer.data = ro;
     s->roll = ro;
-    plan_mark_rolling(s);
+    s->exec = rolling_exec();
+    s->planner->mark_rolling(s);
 }
 
 static void on_closed(uv_handle_t *h)
@@ -114,6 +159,7 @@ static void roll_discard(struct service *s)
     if (ro == NULL)
         return;
     s->roll = NULL;
+    s->exec = NULL;
     uv_close((uv_handle_t *)&ro->timer, on_closed);
 }
 
@@ -123,12 +169,12 @@ static void publish_split(struct service *s)
     struct rolling *ro = s->roll;
     const struct version *nv = ro->restoring ? ro->leaving : s->next;
     /* The split follows healthy counts on both sides (rolling_route_fill). */
-    size_t nnew = healthy_count(nv), nold = healthy_count(s->live);
+    size_t nnew = version_healthy_count(nv), nold = version_healthy_count(s->live);
     if (nnew == ro->pub_new && nold == ro->pub_old)
         return;
     ro->pub_new = nnew;
     ro->pub_old = nold;
-    rollout_publish(s->r);
+    change_publish(&s->ch);
 }
 
 /* Index of the old instance to take out next: an unhealthy one first, else the last. */
@@ -164,6 +210,7 @@ static void retire_old(struct service *s, size_t i)
     /* The store keeps the old version's whole set: a restart in the middle adopts or starts
      * every old instance again (the change is then interrupted). */
     version_remove_target(old, i);
+    save_state(s);
     roll_event(s, "instance_retired", msg);
     if (slot != (size_t)-1)
         managed_stop_one(old->ms, slot, s->cfg->drain_timeout_ms + 500);
@@ -177,7 +224,7 @@ static int start_instances(struct service *s, struct version *v, size_t k, char 
     char *back = NULL;
     /* Instances still draining (a rollback soon after a deploy) go back into rotation first. */
     while ((size_t)started < k && managed_unretire_one(v->ms, &back)) {
-        version_add_target(s, v, back);
+        version_add_target(v, back);
         free(back);
         started++;
     }
@@ -187,7 +234,7 @@ static int start_instances(struct service *s, struct version *v, size_t k, char 
         char *addr = NULL;
         if (managed_start_one(v->ms, i, &addr, err, errlen) < 0)
             return -1;
-        version_add_target(s, v, addr);
+        version_add_target(v, addr);
         free(addr);
         started++;
     }
@@ -204,7 +251,7 @@ static void restore_fill(struct service *s)
     struct version *old = s->live;
     char *addr = NULL, err[512];
     while (old->n < ro->n && managed_unretire_one(old->ms, &addr)) {
-        version_add_target(s, old, addr);
+        version_add_target(old, addr);
         free(addr);
     }
     if (old->n < ro->n && start_instances(s, old, ro->n - old->n, err, sizeof(err)) < 0)
@@ -217,7 +264,7 @@ static void restore_fill(struct service *s)
 static void restore_note(struct service *s, const char *type, const char *msg)
 {
     if (s->roll->change_id != 0)
-        store_event_add(s->r->st, s->roll->change_id, type, msg);
+        change_record_event_of(&s->ch, s->roll->change_id, type, msg);
     log_warn(msg, "service", s->cfg->name, "event", type);
 }
 
@@ -228,10 +275,8 @@ static void restore_give_up(struct service *s, const char *why)
 {
     struct rolling *ro = s->roll;
     struct version *old = s->live, *back = ro->leaving;
-    if (store_service_set(s->r->st, s->cfg->name, back->name, old->name) < 0) {
-        log_error("store write failed", "service", s->cfg->name, "error", store_errmsg(s->r->st));
+    if (change_record_live(&s->ch, back->name, old->name) < 0)
         return; /* the next tick tries again */
-    }
     char msg[1400];
     snprintf(msg, sizeof(msg),
              "%s has no healthy instance after deploy_timeout (%s): %s stays live", old->name, why,
@@ -242,7 +287,7 @@ static void restore_give_up(struct service *s, const char *why)
     s->previous = old;
     s->live = back;
     roll_discard(s);
-    rollout_publish(s->r);
+    change_publish(&s->ch);
     managed_retire(old->ms, s->cfg->drain_timeout_ms + 500);
 }
 
@@ -254,7 +299,7 @@ static void restore_end(struct service *s)
     struct version *gone = ro->leaving;
     ro->leaving = NULL;
     roll_discard(s);
-    rollout_publish(s->r);
+    change_publish(&s->ch);
     managed_retire(gone->ms, s->cfg->drain_timeout_ms + 500);
     version_free(gone);
 }
@@ -266,7 +311,7 @@ static void restore_step(struct service *s)
     restore_fill(s);
     publish_split(s);
     char msg[1400];
-    if (old->n >= ro->n && healthy_count(old) == old->n) {
+    if (old->n >= ro->n && version_healthy_count(old) == old->n) {
         snprintf(msg, sizeof(msg), "%s is whole again: %zu healthy instances", old->name, old->n);
         restore_note(s, "restored", msg);
         restore_end(s);
@@ -276,11 +321,11 @@ static void restore_step(struct service *s)
         return;
     char why[1024];
     version_why_unhealthy(old, why, sizeof(why));
-    if (healthy_count(old) > 0) {
+    if (version_healthy_count(old) > 0) {
         snprintf(msg, sizeof(msg),
                  "%s not whole after deploy_timeout; it serves with its %zu healthy instances "
                  "(unhealthy: %s)",
-                 old->name, healthy_count(old), why);
+                 old->name, version_healthy_count(old), why);
         restore_note(s, "restored_partly", msg);
         restore_end(s);
         return;
@@ -319,16 +364,16 @@ static void roll_complete(struct service *s)
              s->cfg->name, s->roll->n, from->name, to->name, s->roll->batch);
     /* Every user is on the new version by now: a record the store refuses is retried
      * (change_record_end), never undone by moving everyone back. */
-    change_record_end(s, STORE_CHANGE_COMPLETED, "switched", msg, to, from, NULL);
+    change_record_end(&s->ch, STORE_CHANGE_COMPLETED, "switched", msg, to->name, from->name, NULL);
     version_free(s->previous);
     s->previous = from;
     s->live = to;
     s->next = NULL;
     roll_discard(s);
-    rollout_publish(s->r);
+    change_publish(&s->ch);
     managed_retire(from->ms, s->cfg->drain_timeout_ms + 500);
     log_info("rolling replacement completed", "service", s->cfg->name, "version", to->name);
-    change_done(s);
+    change_done(&s->ch);
 }
 
 static void roll_step(struct service *s)
@@ -339,47 +384,47 @@ static void roll_step(struct service *s)
         restore_step(s);
         return;
     }
-    if (s->change_id == 0 || nv == NULL)
+    if (s->ch.id == 0 || nv == NULL)
         return;
-    if (!plan_allows_batch(s))
+    if (!s->planner->allows_batch(s))
         return; /* paused or held: the batch waits for a person (rolling_deadline too) */
-    size_t ready = healthy_count(nv);
+    size_t ready = version_healthy_count(nv);
     if (nv->n > 0 && ready == nv->n) {
-        if (s->run != NULL && !plan_has_traffic(s)) {
-            uv_timer_stop(&s->deadline);
-            plan_health_passed(s); /* re-enters through rolling_goal */
+        if (s->run != NULL && !s->planner->has_traffic(s)) {
+            change_stop_deadline(&s->ch);
+            s->planner->health_passed(s); /* re-enters through the goal */
             return;
         }
-        if (ready > 0 && (s->run == NULL || plan_weight(s) > 0))
+        if (ready > 0 && (s->run == NULL || s->planner->weight(s) > 0))
             ro->user_traffic = 1;
     }
     publish_split(s);
     if (ready < nv->n) {
         /* The batch is starting, or one of its instances fell ill: deploy_timeout bounds the
          * wait. */
-        if (!uv_is_active((uv_handle_t *)&s->deadline))
-            change_wait_health(s);
+        if (!uv_is_active((uv_handle_t *)&s->ch.deadline))
+            change_wait_health(&s->ch, s->cfg->deploy_timeout_ms);
         return;
     }
     if (ro->waiting_gate) {
         /* s->deadline bounds the wait for a verdict too (rearmed after a pause). */
-        if (!uv_is_active((uv_handle_t *)&s->deadline))
-            change_wait_health(s);
+        if (!uv_is_active((uv_handle_t *)&s->ch.deadline))
+            change_wait_health(&s->ch, s->cfg->deploy_timeout_ms);
         return;
     }
-    uv_timer_stop(&s->deadline);
+    change_stop_deadline(&s->ch);
     /* Take old instances out while enough healthy ones remain. Before users see the new
      * version (a plan's tests and pilots), only to make room for the next batch: the new
      * instance serves no user yet, so it replaces no capacity. */
     size_t want_old = ro->n - ro->goal;
-    int users = s->run == NULL || plan_weight(s) > 0;
-    while (old->n > want_old && healthy_count(old) + ready >= ro->n - ro->unavail + 1) {
+    int users = s->run == NULL || s->planner->weight(s) > 0;
+    while (old->n > want_old && version_healthy_count(old) + ready >= ro->n - ro->unavail + 1) {
         if (!users && !(nv->n < ro->goal && old->n + nv->n >= ro->n + ro->surge))
             break;
         retire_old(s, retire_pick(old));
     }
     /* An unhealthy old instance is no capacity: it may go whatever U says. */
-    while (old->n > want_old && healthy_count(old) < old->n &&
+    while (old->n > want_old && version_healthy_count(old) < old->n &&
            health_get_state(old->checks[retire_pick(old)]) != HEALTH_HEALTHY)
         retire_old(s, retire_pick(old));
     publish_split(s);
@@ -388,15 +433,15 @@ static void roll_step(struct service *s)
             roll_complete(s);
             return;
         }
-        uv_timer_stop(&s->deadline);
+        change_stop_deadline(&s->ch);
         if (s->run != NULL)
-            plan_goal_reached(s);
+            s->planner->goal_reached(s);
         return;
     }
     if (ro->batch > ro->gated) {
-        if (plan_gate_begin(s)) {
+        if (s->planner->gate_begin(s)) {
             ro->waiting_gate = 1;
-            change_wait_health(s);
+            change_wait_health(&s->ch, s->cfg->deploy_timeout_ms);
             return;
         }
         ro->gated = ro->batch;
@@ -417,11 +462,12 @@ static void roll_step(struct service *s)
         return;
     }
     ro->batch++;
+    save_state(s);
     char msg[256];
     snprintf(msg, sizeof(msg), "%s: batch %d started %d instance%s of %s (%zu of %zu)",
              s->cfg->name, ro->batch, started, started == 1 ? "" : "s", nv->name, nv->n, ro->n);
     roll_event(s, "batch", msg);
-    change_wait_health(s);
+    change_wait_health(&s->ch, s->cfg->deploy_timeout_ms);
 }
 
 void rolling_evaluate(struct service *s)
@@ -430,7 +476,7 @@ void rolling_evaluate(struct service *s)
         roll_step(s);
 }
 
-void rolling_goal(struct service *s, int weight)
+static void roll_goal(struct service *s, int weight)
 {
     struct rolling *ro = s->roll;
     if (ro == NULL || ro->restoring)
@@ -438,28 +484,31 @@ void rolling_goal(struct service *s, int weight)
     size_t g = weight >= 100 ? ro->n : ((size_t)weight * ro->n + 99) / 100;
     if (weight > 0 && g == 0)
         g = 1;
-    if (g > ro->goal)
+    if (g > ro->goal) {
         ro->goal = g;
+        save_state(s);
+    }
     roll_step(s);
 }
 
-void rolling_gate_passed(struct service *s)
+static void roll_gate_passed(struct service *s)
 {
     struct rolling *ro = s->roll;
     if (ro == NULL || !ro->waiting_gate)
         return;
     ro->waiting_gate = 0;
     ro->gated = ro->batch;
+    save_state(s);
     /* On the next loop turn: the caller (an analysis tick, a person's action) goes on with the
      * plan it holds, which the next batch could end if it fails to start. */
-    change_kick(s);
+    change_kick(&s->ch);
 }
 
-int rolling_done(const struct service *s)
+static int roll_done(const struct service *s)
 {
     const struct rolling *ro = s->roll;
     return ro != NULL && !ro->restoring && s->next != NULL && s->next->n == ro->n &&
-           healthy_count(s->next) == ro->n && s->live->n == 0;
+           version_healthy_count(s->next) == ro->n && s->live->n == 0;
 }
 
 void rolling_fail(struct service *s, const char *state, const char *why)
@@ -471,8 +520,9 @@ void rolling_fail(struct service *s, const char *state, const char *why)
         state = ro->user_traffic ? STORE_CHANGE_ROLLED_BACK : STORE_CHANGE_FAILED;
     log_warn("rolling replacement failed", "service", s->cfg->name, "reason", why);
     if (s->run != NULL)
-        plan_discard(s);
-    change_finish(s, state, why);
+        s->planner->discard(s);
+    change_record_end(&s->ch, state, state, why, NULL, NULL, NULL);
+    change_done(&s->ch);
     roll_restore(s);
 }
 
@@ -480,14 +530,14 @@ void rolling_deadline(struct service *s)
 {
     struct version *nv = s->next;
     char why[1600], msg[2048];
-    if (!plan_allows_batch(s))
+    if (!s->planner->allows_batch(s))
         return; /* a person holds the plan: resuming rearms the deadline */
-    if (s->roll->waiting_gate && nv != NULL && healthy_count(nv) == nv->n) {
+    if (s->roll->waiting_gate && nv != NULL && version_healthy_count(nv) == nv->n) {
         snprintf(msg, sizeof(msg),
                  "batch %d of %s: no analysis verdict within deploy_timeout (too few requests "
                  "for min_requests)",
                  s->roll->batch, nv->name);
-        plan_gate_inconclusive(s, msg);
+        s->planner->gate_inconclusive(s, msg);
         return;
     }
     version_why_unhealthy(nv, why, sizeof(why));
@@ -506,16 +556,17 @@ int rolling_route_fill(const struct service *s, struct route_service *rs)
     if (ro == NULL)
         return 0;
     const struct version *nv = ro->restoring ? ro->leaving : s->next;
-    if (nv == NULL || nv->n == 0 || (!ro->restoring && s->run != NULL && !plan_has_traffic(s)))
+    if (nv == NULL || nv->n == 0 ||
+        (!ro->restoring && s->run != NULL && !s->planner->has_traffic(s)))
         return 0;
     if (!ro->restoring)
-        plan_route_fill(s, rs); /* the pilot cohort, and the canary's targets */
+        s->planner->route_fill(s, rs); /* the pilot cohort, and the canary's targets */
     if (rs->canary.version == NULL)
         route_backend_set(&rs->canary, nv->name, nv->targets, nv->n);
-    size_t nnew = healthy_count(nv), nold = healthy_count(s->live);
+    size_t nnew = version_healthy_count(nv), nold = version_healthy_count(s->live);
     if (ro->restoring)
         rs->canary_buckets = nold > 0 ? 0 : ROUTE_BUCKETS;
-    else if (s->run != NULL && plan_weight(s) == 0)
+    else if (s->run != NULL && s->planner->weight(s) == 0)
         rs->canary_buckets = 0; /* tests and pilots only: users stay on the old version */
     else if (nnew + nold == 0)
         rs->canary_buckets = 0;
@@ -545,7 +596,7 @@ json_t *rolling_json(const struct service *s)
                      "instances", (int)ro->n, "max_surge", (int)ro->surge, "max_unavailable",
                      (int)ro->unavail, "goal", (int)ro->goal, "batch", ro->batch, "old_in_rotation",
                      s->live ? (int)s->live->n : 0, "new_started", nv ? (int)nv->n : 0,
-                     "new_healthy", (int)healthy_count(nv), "restoring", ro->restoring);
+                     "new_healthy", (int)version_healthy_count(nv), "restoring", ro->restoring);
 }
 
 void rolling_stop(struct service *s)
@@ -558,4 +609,23 @@ void rolling_stop(struct service *s)
         ro->leaving = NULL;
     }
     roll_discard(s);
+}
+
+static void roll_evaluate(struct service *s)
+{
+    rolling_evaluate(s);
+}
+
+static const struct exec_ops rolling_ops = {
+    .goal = roll_goal,
+    .done = roll_done,
+    .gate_passed = roll_gate_passed,
+    .fail = rolling_fail,
+    .evaluate = roll_evaluate,
+    .stop = rolling_stop,
+};
+
+const struct exec_ops *rolling_exec(void)
+{
+    return &rolling_ops;
 }

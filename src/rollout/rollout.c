@@ -1,4 +1,9 @@
-/* The rollout engine (see rollout.h). Control loop only.
+/* The rollout engine (see rollout.h): the services, their versions, and the wiring of each
+ * service's change (change.c: the state machine and the only writer of a change's rows) with
+ * its plan (plan.c), its executor (rolling.c) and its processes (managed.c). It admits deploys
+ * and rollbacks, reacts to health changes, deadlines and crash loops by asking the change
+ * machine, rolls a failing live version back on its own, and builds the route table the change
+ * publishes. Control loop only.
  *
  * Invariant: the store is written first, then the route table is published. A crash between
  * the two leaves the store one step ahead, and the restart publishes what the store says, so
@@ -13,108 +18,56 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
+
+#include <openssl/evp.h>
 
 #include "core/duration.h"
 #include "core/log.h"
+#include "core/release.h"
 #include "core/xmalloc.h"
 #include "net/addr.h"
 #include "proxy/route.h"
+#include "rollout/change.h"
+#include "rollout/managed.h"
+#include "rollout/plan.h"
+#include "rollout/rolling.h"
 #include "rollout/rollout_int.h"
+#include "rollout/version.h"
 #include "super/health.h"
 #include "super/supervisor.h"
 
 #define INITIAL_VERSION "initial"
 
-/* ---------------------------------------------------------------- versions ------------------ */
-
 static void on_health_change(void *ctx, struct health_check *h, enum health_state state);
+static void on_crash(struct service *s, const char *version, const char *why);
 
-static struct version *version_new(struct service *s, const char *name, const char *const *targets,
-                                   size_t n, int optimistic)
+/* A version of s whose health changes reach the engine. */
+static struct version *version_of(struct service *s, const char *name, const char *const *t,
+                                  size_t n, int optimistic)
 {
-    struct version *v = xcalloc(1, sizeof(*v));
-    v->name = xstrdup(name);
-    v->targets = xcalloc(n ? n : 1, sizeof(*v->targets));
-    v->checks = xcalloc(n ? n : 1, sizeof(*v->checks));
-    for (size_t i = 0; i < n; i++) {
-        struct route_target *t = route_target_new(targets[i], name);
-        if (t == NULL)
-            continue; /* validated by the caller; a bad stored row is skipped */
-        v->targets[v->n] = t;
-        v->checks[v->n] =
-            health_start(s->r->loop, t, &s->cfg->health, optimistic, on_health_change, s);
-        v->n++;
-    }
-    return v;
+    return version_new(s->r->loop, &s->cfg->health, name, t, n, optimistic, on_health_change, s);
 }
 
-void version_add_target(struct service *s, struct version *v, const char *address)
+static struct version *version_stored(struct service *s, const char *name, int optimistic)
 {
-    struct route_target *t = route_target_new(address, v->name);
-    if (t == NULL)
-        return;
-    v->targets = xrealloc(v->targets, (v->n + 1) * sizeof(*v->targets));
-    v->checks = xrealloc(v->checks, (v->n + 1) * sizeof(*v->checks));
-    v->targets[v->n] = t;
-    v->checks[v->n] = health_start(s->r->loop, t, &s->cfg->health, 0, on_health_change, s);
-    v->n++;
+    return version_load(s->r->st, s->cfg->name, s->r->loop, &s->cfg->health, name, optimistic,
+                        on_health_change, s);
 }
 
-void version_remove_target(struct version *v, size_t i)
+struct service *rollout_find(struct rollout *r, const char *name)
 {
-    if (i >= v->n)
-        return;
-    health_stop(v->checks[i]);
-    route_target_unref(v->targets[i]);
-    memmove(&v->targets[i], &v->targets[i + 1], (v->n - i - 1) * sizeof(*v->targets));
-    memmove(&v->checks[i], &v->checks[i + 1], (v->n - i - 1) * sizeof(*v->checks));
-    v->n--;
+    for (size_t i = 0; name && i < r->nservices; i++)
+        if (strcmp(r->services[i].cfg->name, name) == 0)
+            return &r->services[i];
+    return NULL;
 }
 
-void version_free(struct version *v)
+int rollout_service_id(const struct rollout *r, const char *name)
 {
-    if (v == NULL)
-        return;
-    for (size_t i = 0; i < v->n; i++) {
-        health_stop(v->checks[i]);
-        route_target_unref(v->targets[i]);
-    }
-    free(v->targets);
-    free(v->checks);
-    free(v->name);
-    free(v);
-}
-
-int version_all_healthy(const struct version *v)
-{
-    if (v == NULL || v->n == 0)
-        return 0;
-    for (size_t i = 0; i < v->n; i++)
-        if (health_get_state(v->checks[i]) != HEALTH_HEALTHY)
-            return 0;
-    return 1;
-}
-
-/* Describes the targets that are not healthy: "127.0.0.1:9003 unhealthy (status 503)". */
-void version_why_unhealthy(const struct version *v, char *buf, size_t n)
-{
-    size_t pos = 0;
-    buf[0] = '\0';
-    for (size_t i = 0; v && i < v->n && pos + 1 < n; i++) {
-        enum health_state s = health_get_state(v->checks[i]);
-        if (s == HEALTH_HEALTHY)
-            continue;
-        const char *e = health_last_error(v->checks[i]);
-        int w =
-            snprintf(buf + pos, n - pos, "%s%s %s%s%s%s", pos ? "; " : "", v->targets[i]->address,
-                     health_state_name(s), *e ? " (" : "", e, *e ? ")" : "");
-        if (w < 0)
-            break;
-        pos += (size_t)w;
-        if (pos >= n)
-            pos = n - 1;
-    }
+    for (size_t i = 0; i < r->nservices; i++)
+        if (strcmp(r->services[i].cfg->name, name) == 0)
+            return r->services[i].id;
+    return -1;
 }
 
 /* ---------------------------------------------------------------- publication --------------- */
@@ -138,7 +91,7 @@ static struct route_limits limits_from(const struct config_service *c)
     return l;
 }
 
-void rollout_publish(struct rollout *r)
+static void rollout_publish(struct rollout *r)
 {
     struct route_table *t = route_table_new(r->nservices);
     for (size_t i = 0; i < r->nservices; i++) {
@@ -168,273 +121,108 @@ void rollout_publish(struct rollout *r)
             plan_route_fill(s, rs);
         if (rs->canary.version == NULL)
             route_backend_set(&rs->canary, "", NULL, 0);
+        /* Between changes, the previous version that could take over from a failing live one
+         * catches the requests that find no healthy live target (live_failed rolls back). */
+        if (!change_running(&s->ch) && s->roll == NULL &&
+            s->cfg->on_live_failure == CONFIG_ON_LIVE_FAILURE_ROLLBACK && s->previous != NULL &&
+            (s->cfg->run.command == NULL || managed_running(s->previous->ms)) &&
+            (s->failed == NULL || strcmp(s->failed, s->previous->name) != 0))
+            route_backend_set(&rs->fallback, s->previous->name, s->previous->targets,
+                              s->previous->n);
+        else
+            route_backend_set(&rs->fallback, "", NULL, 0);
     }
     route_table_publish(t);
     if (r->on_publish)
         r->on_publish(r->ctx);
 }
 
+/* ---------------------------------------------------------------- loss ---------------------- */
+
+/* What a change cost users: the requests cutover failed or cut for either role between its
+ * start and the end of its drain (or its end, when nothing drained), by reason, and the
+ * long-lived connections its drain deadline closed. Recorded in the change as detail.loss. */
+
+static void sample_roles(struct service *s, struct analysis_sample out[ROUTE_ROLES])
+{
+    for (int role = 0; role < ROUTE_ROLES; role++) {
+        memset(&out[role], 0, sizeof(out[role]));
+        if (s->r->sample)
+            s->r->sample(s->r->ctx, s->id, role, &out[role]);
+    }
+}
+
+static void loss_begin(struct service *s)
+{
+    s->loss_change = s->ch.id;
+    sample_roles(s, s->loss_base);
+}
+
+static void loss_record(struct service *s, int64_t id, unsigned connections)
+{
+    if (s->loss_change != id || id == 0)
+        return;
+    struct analysis_sample now[ROUTE_ROLES];
+    sample_roles(s, now);
+    json_t *by = json_object();
+    uint64_t total = 0;
+    for (unsigned k = 0; k < ANALYSIS_LOSSES; k++) {
+        uint64_t n = 0;
+        for (int role = 0; role < ROUTE_ROLES; role++)
+            n += now[role].lost[k] - s->loss_base[role].lost[k];
+        total += n;
+        json_object_set_new(by, analysis_loss_name(k), json_integer((json_int_t)n));
+    }
+    json_t *loss = json_pack("{s:I, s:i, s:o}", "requests", (json_int_t)total, "connections",
+                             (int)connections, "by_reason", by);
+    if (change_record_merge(&s->ch, id, "loss", loss) < 0)
+        log_error("cannot record the change's loss", "service", s->cfg->name, "error",
+                  store_errmsg(s->r->st));
+    json_decref(loss);
+    s->loss_change = 0;
+}
+
+static void on_drained(void *ctx, int64_t id, unsigned closed)
+{
+    struct service *s = ctx;
+    if (s->drain_pending == id)
+        s->drain_pending = 0;
+    loss_record(s, id, closed);
+}
+
+static void watch_drain(struct service *s, const struct version *v, int64_t id)
+{
+    if (version_watch_drain(v, &s->ch, id, s->r->loop, s->cfg->drain_timeout_ms, on_drained, s))
+        s->drain_pending = id;
+}
+
+static void hook_ended(void *ctx, struct change *c, int64_t id)
+{
+    struct service *s = ctx;
+    (void)c;
+    if (s->drain_pending != id)
+        loss_record(s, id, 0); /* nothing to drain: the loss is complete now */
+}
+
 /* ---------------------------------------------------------------- changes ------------------- */
 
-/* A refused end is written again after 250 ms, then twice as long each time, at most every 5 s.
- * A retry waits at most SAVE_RETRY_WAIT_MS for another process's write lock: the timer is the
- * wait, the control loop (API, health checks, plans of other services) must not stall. */
-#define SAVE_RETRY_FIRST_MS 250
-#define SAVE_RETRY_MAX_MS 5000
-#define SAVE_RETRY_WAIT_MS 50
-
-/* The end of a change that the store refused (see change_record_end). Owns its strings. */
-struct change_unsaved {
-    int64_t change_id;
-    char *state;    /* terminal STORE_CHANGE_* */
-    char *event;    /* type of the event that ends the timeline */
-    char *message;  /* the change's outcome */
-    int has_switch; /* also records live and previous */
-    char *live;
-    char *previous;
-    char *detail;     /* the plan's final detail JSON, or NULL */
-    char *error;      /* the store's last message */
-    int64_t ended_ms; /* when the engine ended the change */
-    unsigned attempts;
-    uint64_t delay_ms; /* before the next attempt */
-};
-
-static void unsaved_free(struct change_unsaved *u)
+/* What the change machine knows of a service whose change has no plan (or before it). */
+static struct change_facts facts_of(const struct service *s)
 {
-    if (u == NULL)
+    struct change_facts f = {0};
+    f.plan = s->run != NULL;
+    f.stable_healthy = version_all_healthy(s->live);
+    f.resumable = s->run != NULL && s->roll == NULL;
+    return f;
+}
+
+/* Ends the change of s in state with message, with nothing else to record. */
+static void change_end(struct service *s, const char *state, const char *message)
+{
+    if (s->ch.id == 0)
         return;
-    free(u->state);
-    free(u->event);
-    free(u->message);
-    free(u->live);
-    free(u->previous);
-    free(u->detail);
-    free(u->error);
-    free(u);
-}
-
-/* Writes the end u of a change of s in one transaction; a late write also notes when the change
- * really ended and why its record waited. wait_ms < 0: the store's usual busy timeout. */
-static int unsaved_write(struct service *s, const struct change_unsaved *u, int wait_ms)
-{
-    struct store *st = s->r->st;
-    int rc = wait_ms < 0 ? store_begin(st) : store_begin_within(st, wait_ms);
-    if (rc == 0 && u->detail != NULL)
-        rc = store_change_set_detail(st, u->change_id, u->detail);
-    if (rc == 0 && u->has_switch)
-        rc = store_service_set(st, s->cfg->name, u->live, u->previous);
-    if (rc == 0)
-        rc = store_change_update(st, u->change_id, u->state, u->message);
-    if (rc == 0)
-        rc = store_event_add(st, u->change_id, u->event, u->message);
-    if (rc == 0 && u->attempts > 0) {
-        char msg[600], when[40];
-        json_t *iso = rollout_iso_time(u->ended_ms);
-        snprintf(when, sizeof(when), "%s", json_string_value(iso));
-        json_decref(iso);
-        snprintf(msg, sizeof(msg),
-                 "the change ended (%s) at %s; the store refused the record until now (%s), "
-                 "after %u retries",
-                 u->state, when, u->error ? u->error : "", u->attempts);
-        rc = store_event_add(st, u->change_id, "saved_late", msg);
-    }
-    if (rc == 0)
-        rc = store_commit(st);
-    if (rc < 0)
-        store_rollback(st);
-    return rc;
-}
-
-static void on_save_retry(uv_timer_t *t)
-{
-    struct service *s = t->data;
-    struct change_unsaved *u = s->unsaved;
-    char idbuf[24];
-    if (u == NULL)
-        return;
-    u->attempts++;
-    snprintf(idbuf, sizeof(idbuf), "%lld", (long long)u->change_id);
-    if (unsaved_write(s, u, SAVE_RETRY_WAIT_MS) == 0) {
-        log_info("the end of the change is saved to the store", "service", s->cfg->name, "change",
-                 idbuf, "state", u->state);
-        s->unsaved = NULL;
-        unsaved_free(u);
-        return;
-    }
-    const char *err = store_errmsg(s->r->st);
-    /* Logged when the reason changes, not on every attempt: a lock held for an hour must not
-     * fill the log. */
-    if (u->error == NULL || strcmp(u->error, err) != 0) {
-        log_error("cannot save to the store; retrying", "service", s->cfg->name, "change", idbuf,
-                  "error", err);
-        free(u->error);
-        u->error = xstrdup(err);
-    }
-    u->delay_ms = u->delay_ms * 2 > SAVE_RETRY_MAX_MS ? SAVE_RETRY_MAX_MS : u->delay_ms * 2;
-    uv_timer_start(&s->save_retry, on_save_retry, u->delay_ms, 0);
-}
-
-int change_record_end(struct service *s, const char *state, const char *event, const char *msg,
-                      const struct version *to, const struct version *from, const char *detail)
-{
-    /* A service takes no change while an end is unsaved, so there is never a second one. */
-    assert(s->unsaved == NULL);
-    struct change_unsaved *u = xcalloc(1, sizeof(*u));
-    u->change_id = s->change_id;
-    u->state = xstrdup(state);
-    u->event = xstrdup(event);
-    u->message = xstrdup(msg);
-    u->has_switch = to != NULL;
-    u->live = to ? xstrdup(to->name) : NULL;
-    u->previous = from ? xstrdup(from->name) : NULL;
-    u->detail = detail ? xstrdup(detail) : NULL;
-    u->ended_ms = store_now_ms();
-    if (unsaved_write(s, u, -1) == 0) {
-        unsaved_free(u);
-        return 0;
-    }
-    char idbuf[24];
-    snprintf(idbuf, sizeof(idbuf), "%lld", (long long)u->change_id);
-    u->error = xstrdup(store_errmsg(s->r->st));
-    log_error("cannot save the end of the change to the store; it stands, the record is retried",
-              "service", s->cfg->name, "change", idbuf, "state", state, "error", u->error);
-    u->delay_ms = SAVE_RETRY_FIRST_MS;
-    s->unsaved = u;
-    uv_timer_start(&s->save_retry, on_save_retry, u->delay_ms, 0);
-    return -EIO;
-}
-
-int change_unsaved_why(const struct service *s, char *buf, size_t n)
-{
-    const struct change_unsaved *u = s->unsaved;
-    if (u == NULL)
-        return 0;
-    snprintf(buf, n,
-             "cannot save to the store: %s; retrying (change %lld ended %s and traffic follows "
-             "it, but its record is not saved yet)",
-             u->error ? u->error : "unknown error", (long long)u->change_id, u->state);
-    return 1;
-}
-
-static json_t *unsaved_json(const struct service *s)
-{
-    const struct change_unsaved *u = s->unsaved;
-    char why[600];
-    if (!change_unsaved_why(s, why, sizeof(why)))
-        return json_null();
-    return json_pack("{s:I, s:s, s:s, s:o, s:i, s:s}", "change", (json_int_t)u->change_id, "state",
-                     u->state, "error", u->error ? u->error : "", "ended",
-                     rollout_iso_time(u->ended_ms), "attempts", (int)u->attempts, "message", why);
-}
-
-/* The daemon stops: one last attempt, waiting the store's busy timeout, then the record is
- * given up with a message that says what the next start will find. */
-static void unsaved_flush(struct service *s)
-{
-    struct change_unsaved *u = s->unsaved;
-    if (u == NULL)
-        return;
-    uv_timer_stop(&s->save_retry);
-    u->attempts++;
-    char idbuf[24];
-    snprintf(idbuf, sizeof(idbuf), "%lld", (long long)u->change_id);
-    if (unsaved_write(s, u, -1) == 0)
-        log_info("the end of the change is saved to the store", "service", s->cfg->name, "change",
-                 idbuf, "state", u->state);
-    else
-        log_error("the daemon stops with the end of a change not saved to the store; the next "
-                  "start finds it running, as last recorded, and resumes or interrupts it",
-                  "service", s->cfg->name, "change", idbuf, "state", u->state, "error",
-                  store_errmsg(s->r->st));
-    s->unsaved = NULL;
-    unsaved_free(u);
-}
-
-void change_done(struct service *s)
-{
-    uv_timer_stop(&s->deadline);
-    change_notify(s);
-    s->change_id = 0;
-}
-
-void change_finish(struct service *s, const char *state, const char *message)
-{
-    if (s->change_id == 0)
-        return;
-    change_record_end(s, state, state, message, NULL, NULL, NULL);
-    change_done(s);
-}
-
-void change_notify(struct service *s)
-{
-    rollout_wait_cb cb = s->waiter;
-    void *ctx = s->waiter_ctx;
-    s->waiter = NULL;
-    s->waiter_ctx = NULL;
-    if (cb)
-        cb(ctx, s->change_id);
-}
-
-/* After a switch away from version v: once its drain deadline has passed, the change record
- * notes how many long-lived connections (tunnels, event streams) had to be closed by it. */
-struct drain_watch {
-    uv_timer_t timer;
-    struct rollout *r;
-    int64_t change_id;
-    char *version;
-    struct route_target **targets;
-    size_t n;
-    unsigned base; /* closed_at_drain before the switch */
-};
-
-static void on_drain_watch_closed(uv_handle_t *h)
-{
-    struct drain_watch *dw = h->data;
-    for (size_t i = 0; i < dw->n; i++)
-        route_target_unref(dw->targets[i]);
-    free(dw->targets);
-    free(dw->version);
-    free(dw);
-}
-
-static void on_drain_watch(uv_timer_t *t)
-{
-    struct drain_watch *dw = t->data;
-    unsigned closed = 0;
-    int still = 0;
-    for (size_t i = 0; i < dw->n; i++) {
-        closed += atomic_load_explicit(&dw->targets[i]->closed_at_drain, memory_order_relaxed);
-        still += atomic_load_explicit(&dw->targets[i]->longlived, memory_order_relaxed);
-    }
-    char msg[256];
-    snprintf(msg, sizeof(msg),
-             "drain of %s done: %u long-lived connection%s closed at the drain deadline, %d "
-             "still open",
-             dw->version, closed - dw->base, closed - dw->base == 1 ? "" : "s", still);
-    store_event_add(dw->r->st, dw->change_id, "drained", msg);
-    uv_close((uv_handle_t *)&dw->timer, on_drain_watch_closed);
-}
-
-void drain_watch(struct service *s, const struct version *v, int64_t change_id)
-{
-    if (v == NULL || v->n == 0 || change_id == 0)
-        return;
-    struct drain_watch *dw = xcalloc(1, sizeof(*dw));
-    dw->r = s->r;
-    dw->change_id = change_id;
-    dw->version = xstrdup(v->name);
-    dw->targets = xcalloc(v->n, sizeof(*dw->targets));
-    dw->n = v->n;
-    for (size_t i = 0; i < v->n; i++) {
-        route_target_ref(v->targets[i]);
-        dw->targets[i] = v->targets[i];
-        dw->base += atomic_load_explicit(&v->targets[i]->closed_at_drain, memory_order_relaxed);
-    }
-    uv_timer_init(s->r->loop, &dw->timer);
-    dw->timer.data = dw;
-    /* Workers arm their deadlines when they see the new table, a few ms after publish. */
-    uv_timer_start(&dw->timer, on_drain_watch, s->cfg->drain_timeout_ms + 500, 0);
-    uv_unref((uv_handle_t *)&dw->timer);
+    change_record_end(&s->ch, state, state, message, NULL, NULL, NULL);
+    change_done(&s->ch);
 }
 
 /* The target version is healthy: record the switch, then make it live. A store that refuses
@@ -442,14 +230,15 @@ void drain_watch(struct service *s, const struct version *v, int64_t change_id)
 static void change_switch(struct service *s)
 {
     struct rollout *r = s->r;
-    struct version *to = s->change_kind == CHANGE_DEPLOY ? s->next : s->previous;
+    struct version *to = service_target(s);
     struct version *from = s->live;
     char msg[256];
     snprintf(msg, sizeof(msg), "switched %s from %s to %s", s->cfg->name,
              from ? from->name : "nothing", to->name);
-
-    change_record_end(s, STORE_CHANGE_COMPLETED, "switched", msg, to, from, NULL);
-    if (s->change_kind == CHANGE_DEPLOY) {
+    int64_t id = s->ch.id;
+    change_record_end(&s->ch, STORE_CHANGE_COMPLETED, "switched", msg, to->name,
+                      from ? from->name : NULL, NULL);
+    if (s->ch.kind == CHANGE_DEPLOY) {
         version_free(s->previous);
         s->previous = from;
         s->live = to;
@@ -458,53 +247,59 @@ static void change_switch(struct service *s)
         s->previous = from;
         s->live = to;
     }
+    free(s->down);
+    s->down = NULL;
     rollout_publish(r);
-    drain_watch(s, from, s->change_id);
+    watch_drain(s, from, id);
     if (from != NULL)
         managed_retire(from->ms, managed_retire_delay(s));
     log_info("switched", "service", s->cfg->name, "from", from ? from->name : "", "to", to->name);
-    change_done(s);
+    change_done(&s->ch);
 }
 
+/* The kick timer, or a health change: is the target version ready? */
 static void change_evaluate(struct service *s)
 {
     if (s->roll != NULL) {
         rolling_evaluate(s);
         return;
     }
-    if (s->change_id == 0)
-        return;
-    struct version *to = s->change_kind == CHANGE_DEPLOY ? s->next : s->previous;
-    if (!version_all_healthy(to))
+    if (!change_running(&s->ch) || !version_all_healthy(service_target(s)))
         return;
     if (s->run != NULL) {
-        uv_timer_stop(&s->deadline);
+        change_stop_deadline(&s->ch);
         plan_health_passed(s);
         return;
     }
-    change_switch(s);
+    struct change_facts f = facts_of(s);
+    struct change_rule rule;
+    char err[256];
+    if (change_fire(&s->ch, CHANGE_IN_HEALTHY, &f, NULL, &rule, err, sizeof(err)) == 0 &&
+        rule.effect == CHANGE_SWITCH)
+        change_switch(s);
 }
 
-static void on_kick(uv_timer_t *t)
+static void hook_evaluate(void *ctx, struct change *c)
 {
-    change_evaluate(t->data);
+    (void)c;
+    change_evaluate(ctx);
 }
 
-void change_kick(struct service *s)
+static void hook_deadline(void *ctx, struct change *c)
 {
-    uv_timer_start(&s->kick, on_kick, 0, 0);
-}
-
-static void on_deadline(uv_timer_t *t)
-{
-    struct service *s = t->data;
-    if (s->change_id == 0)
-        return;
+    struct service *s = ctx;
+    (void)c;
     if (s->roll != NULL) {
         rolling_deadline(s);
         return;
     }
-    struct version *to = s->change_kind == CHANGE_DEPLOY ? s->next : s->previous;
+    struct version *to = service_target(s);
+    struct change_facts f = facts_of(s);
+    struct change_rule rule;
+    char err[256];
+    if (change_fire(&s->ch, CHANGE_IN_DEADLINE, &f, NULL, &rule, err, sizeof(err)) < 0 ||
+        rule.effect != CHANGE_FAIL)
+        return;
     char why[1600], d[24], msg[2048];
     version_why_unhealthy(to, why, sizeof(why));
     const char *crash = managed_last_exit(to ? to->ms : NULL);
@@ -513,18 +308,117 @@ static void on_deadline(uv_timer_t *t)
         snprintf(why + l, sizeof(why) - l, "; last exit: %s", crash);
     }
     snprintf(msg, sizeof(msg), "%s %s: targets not healthy after %s: %s; traffic stays on %s",
-             s->change_kind == CHANGE_DEPLOY ? "deploy of" : "rollback to", to->name,
+             s->ch.kind == CHANGE_DEPLOY ? "deploy of" : "rollback to", to->name,
              duration_format(s->cfg->deploy_timeout_ms, d, sizeof(d)), why,
              s->live ? s->live->name : "nothing");
     log_warn("change failed", "service", s->cfg->name, "reason", msg);
     plan_discard(s);
-    if (s->change_kind == CHANGE_DEPLOY) {
+    if (s->ch.kind == CHANGE_DEPLOY) {
         if (s->next != NULL)
             managed_retire(s->next->ms, 0);
         version_free(s->next);
         s->next = NULL;
     }
-    change_finish(s, STORE_CHANGE_FAILED, msg);
+    change_end(s, STORE_CHANGE_FAILED, msg);
+}
+
+static void hook_publish(void *ctx)
+{
+    struct service *s = ctx;
+    rollout_publish(s->r);
+}
+
+static const struct change_hooks hooks = {
+    .publish = hook_publish,
+    .evaluate = hook_evaluate,
+    .deadline = hook_deadline,
+    .ended = hook_ended,
+};
+
+/* ---------------------------------------------------------------- live failure -------------- */
+
+static int start_rollback(struct service *s, const char *actor, const char *reason,
+                          rollout_wait_cb cb, void *ctx, int64_t *change_id, char *err,
+                          size_t errlen);
+
+/* Records on the service's last change that the service is down (no version can serve) and why;
+ * status, the event stream and /metrics show it until a version serves again. */
+static void service_down(struct service *s, const char *why)
+{
+    if (s->down != NULL && strcmp(s->down, why) == 0)
+        return;
+    free(s->down);
+    s->down = xstrdup(why);
+    log_error("service down", "service", s->cfg->name, "reason", why);
+    struct store_change *last = NULL;
+    size_t n = 0;
+    if (store_change_list(s->r->st, s->cfg->name, 1, &last, &n) == 0 && n == 1)
+        change_record_event_of(&s->ch, last[0].id, "service_down", why);
+    store_change_list_free(last, n);
+}
+
+/* 1 when the previous version could serve at once: its targets pass their health checks and,
+ * when cutover runs it, its processes still run (within the rollback window). */
+static int previous_ready(const struct service *s)
+{
+    const struct version *p = s->previous;
+    if (p == NULL || !version_all_healthy(p))
+        return 0;
+    if (s->cfg->run.command != NULL && !managed_running(p->ms))
+        return 0;
+    /* Never back to the version that failed the same way a moment ago: no ping-pong. */
+    return s->failed == NULL || strcmp(s->failed, p->name) != 0;
+}
+
+/* The live version failed after its switch (its instances crash in a loop, or every target is
+ * unhealthy). Between changes, with on_live_failure: rollback and a previous version that can
+ * serve, cutover rolls back on its own as a recorded change; otherwise it says that the
+ * service is down and why. */
+static void live_failed(struct service *s, const char *why)
+{
+    char reason[1400], err[512];
+    struct change_facts f = facts_of(s);
+    f.previous_running =
+        s->cfg->on_live_failure == CONFIG_ON_LIVE_FAILURE_ROLLBACK && previous_ready(s);
+    struct change_rule rule = change_next(s->ch.state, CHANGE_IN_LIVE_FAILED, &f);
+    if (rule.effect != CHANGE_START) {
+        if (change_running(&s->ch))
+            return; /* the change in progress decides (its gates, its deadline) */
+        snprintf(reason, sizeof(reason), "live version %s failed: %s; %s",
+                 s->live ? s->live->name : "?", why,
+                 s->cfg->on_live_failure != CONFIG_ON_LIVE_FAILURE_ROLLBACK
+                     ? "on_live_failure is alert: no automatic rollback"
+                 : s->previous == NULL ? "no previous version to roll back to"
+                                       : "the previous version cannot serve (not running or "
+                                         "not healthy)");
+        service_down(s, reason);
+        return;
+    }
+    snprintf(reason, sizeof(reason), "live version %s failed after its switch: %s",
+             s->live ? s->live->name : "?", why);
+    int64_t id;
+    free(s->failed);
+    s->failed = xstrdup(s->live->name);
+    if (start_rollback(s, "cutover", reason, NULL, NULL, &id, err, sizeof(err)) < 0) {
+        snprintf(reason + strlen(reason), sizeof(reason) - strlen(reason),
+                 "; automatic rollback refused: %s", err);
+        service_down(s, reason);
+        return;
+    }
+    /* The previous version is healthy: switch now rather than on the next loop turn. */
+    change_evaluate(s);
+}
+
+/* Every target of the live version failed its checks (not merely unknown yet). */
+static int live_all_unhealthy(const struct service *s)
+{
+    const struct version *v = s->live;
+    if (v == NULL || v->n == 0)
+        return 0;
+    for (size_t i = 0; i < v->n; i++)
+        if (health_get_state(v->checks[i]) != HEALTH_UNHEALTHY)
+            return 0;
+    return 1;
 }
 
 static void on_health_change(void *ctx, struct health_check *h, enum health_state state)
@@ -533,9 +427,84 @@ static void on_health_change(void *ctx, struct health_check *h, enum health_stat
     struct route_target *t = health_target(h);
     log_info("health changed", "service", s->cfg->name, "version", t->version, "target", t->address,
              "state", health_state_name(state), "error", health_last_error(h));
-    if (s->change_id != 0 || s->roll != NULL)
+    if (change_running(&s->ch) || s->roll != NULL) {
         change_evaluate(s);
+        return;
+    }
+    if (s->live != NULL && strcmp(t->version, s->live->name) == 0) {
+        if (state == HEALTH_HEALTHY && s->down != NULL) {
+            log_info("service serving again", "service", s->cfg->name, "version", s->live->name);
+            free(s->down);
+            s->down = NULL;
+        } else if (live_all_unhealthy(s)) {
+            char why[1024];
+            version_why_unhealthy(s->live, why, sizeof(why));
+            live_failed(s, why);
+        }
+    }
 }
+
+/* ---------------------------------------------------------------- the audit record ---------- */
+
+/* The sha256 of the config file, hex, into out[65] ("" when it cannot be read). */
+static void config_digest(const char *path, char out[65])
+{
+    out[0] = '\0';
+    FILE *f = path ? fopen(path, "rbe") : NULL;
+    if (f == NULL)
+        return;
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    unsigned char buf[8192], dig[EVP_MAX_MD_SIZE];
+    unsigned int dl = 0;
+    size_t n;
+    int ok = md != NULL && EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1;
+    while (ok && (n = fread(buf, 1, sizeof(buf), f)) > 0)
+        ok = EVP_DigestUpdate(md, buf, n) == 1;
+    ok = ok && !ferror(f) && EVP_DigestFinal_ex(md, dig, &dl) == 1 && dl == 32;
+    for (unsigned i = 0; ok && i < dl; i++)
+        snprintf(out + 2 * i, 3, "%02x", dig[i]);
+    EVP_MD_CTX_free(md);
+    fclose(f);
+}
+
+static json_t *side_json(const char *version, const struct version *v, const char *const *targets,
+                         size_t n)
+{
+    json_t *ts = json_array();
+    if (v != NULL)
+        for (size_t i = 0; i < v->n; i++)
+            json_array_append_new(ts, json_string(v->targets[i]->address));
+    for (size_t i = 0; v == NULL && targets != NULL && i < n; i++)
+        json_array_append_new(ts, json_string(targets[i]));
+    json_t *o = json_pack("{s:o, s:o}", "version", version ? json_string(version) : json_null(),
+                          "targets", ts);
+    if (v != NULL && v->ms != NULL)
+        json_object_set_new(o, "instances", managed_json(v->ms));
+    return o;
+}
+
+/* What an auditor needs to know of a change as it starts: cutover's release, the config it ran
+ * under (path and sha256), the plan with its gate thresholds as they were in force, and the
+ * targets or instances of both versions. New reference. */
+static json_t *audit_json(struct service *s, const struct config_plan *cp, const char *to,
+                          const struct version *tov, const char *const *targets, size_t n)
+{
+    return json_pack("{s:s, s:{s:s, s:s}, s:o, s:o, s:o}", "cutover", CUTOVER_RELEASE, "config",
+                     "path", s->r->cfg->path ? s->r->cfg->path : "", "sha256", s->r->config_sha256,
+                     "plan", cp ? plan_definition_json(cp) : json_null(), "from",
+                     side_json(s->live ? s->live->name : NULL, s->live, NULL, 0), "to",
+                     side_json(to, tov, targets, n));
+}
+
+static char *audit_text(json_t *audit)
+{
+    char *t = json_dumps(audit, JSON_COMPACT);
+    char *d = xasprintf("{\"audit\":%s}", t ? t : "null");
+    free(t);
+    return d;
+}
+
+/* ---------------------------------------------------------------- admission ----------------- */
 
 static int valid_name(const char *s)
 {
@@ -551,88 +520,28 @@ static int valid_name(const char *s)
     return 1;
 }
 
-static struct service *find_service(struct rollout *r, const char *name)
+/* The change machine admits a new change only when none runs and no end waits for the store;
+ * err says why not. */
+static int refuse_busy(const struct service *s, enum change_input in, char *err, size_t errlen)
 {
-    for (size_t i = 0; name && i < r->nservices; i++)
-        if (strcmp(r->services[i].cfg->name, name) == 0)
-            return &r->services[i];
-    return NULL;
-}
-
-int rollout_service_id(const struct rollout *r, const char *name)
-{
-    for (size_t i = 0; i < r->nservices; i++)
-        if (strcmp(r->services[i].cfg->name, name) == 0)
-            return r->services[i].id;
-    return -1;
-}
-
-/* A new change would be written after an end the store has not taken yet, and a restart would
- * then find both running: refused, with why, until the end is saved. */
-static int refuse_unsaved(const struct service *s, char *err, size_t errlen)
-{
+    struct change_facts f = facts_of(s);
+    struct change_rule rule = change_next(s->ch.state, in, &f);
     char why[600];
-    if (!change_unsaved_why(s, why, sizeof(why)))
+    if (rule.effect != CHANGE_REFUSE)
         return 0;
-    snprintf(err, errlen, "no new change on %s until the last one is saved: %s", s->cfg->name, why);
+    if (change_unsaved_why(&s->ch, why, sizeof(why)))
+        snprintf(err, errlen, "no new change on %s until the last one is saved: %s", s->cfg->name,
+                 why);
+    else
+        snprintf(err, errlen, "change %lld is already running on %s: %s", (long long)s->ch.id,
+                 s->cfg->name, rule.why);
     return 1;
-}
-
-/* Records a new running change with its "created" event, in one transaction. */
-static int change_create(struct service *s, const char *kind, const char *to_version,
-                         const char *const *targets, size_t ntargets, const char *plan,
-                         const char *actor, const char *reason, const char *what, int64_t *id)
-{
-    struct rollout *r = s->r;
-    struct store_change c = {0};
-    c.service = (char *)s->cfg->name;
-    c.kind = (char *)kind;
-    c.from_version = s->live ? s->live->name : NULL;
-    c.to_version = (char *)to_version;
-    c.plan = (char *)plan;
-    c.actor = (char *)(actor && *actor ? actor : "unknown");
-    c.reason = (char *)reason;
-    c.state = STORE_CHANGE_RUNNING;
-    c.message = (char *)what;
-    int rc = store_begin(r->st);
-    if (rc == 0 && targets != NULL)
-        rc = store_version_put(r->st, s->cfg->name, to_version, targets, ntargets);
-    if (rc == 0)
-        rc = store_change_insert(r->st, &c);
-    if (rc == 0)
-        rc = store_event_add(r->st, c.id, "created", what);
-    if (rc == 0)
-        rc = store_commit(r->st);
-    if (rc < 0) {
-        store_rollback(r->st);
-        log_error("store write failed", "service", s->cfg->name, "error", store_errmsg(r->st));
-        return -EIO;
-    }
-    *id = c.id;
-    return 0;
-}
-
-static void change_begin(struct service *s, enum change_kind kind, int64_t id, int wait,
-                         rollout_wait_cb cb, void *ctx)
-{
-    s->change_id = id;
-    s->change_kind = kind;
-    s->change_wait = wait;
-    s->waiter = cb;
-    s->waiter_ctx = ctx;
-    change_wait_health(s);
-}
-
-void change_wait_health(struct service *s)
-{
-    uv_timer_start(&s->deadline, on_deadline, s->cfg->deploy_timeout_ms, 0);
-    uv_timer_start(&s->kick, on_kick, 0, 0);
 }
 
 int rollout_deploy(struct rollout *r, const struct rollout_deploy_req *req, rollout_wait_cb cb,
                    void *ctx, int64_t *change_id, char *err, size_t errlen)
 {
-    struct service *s = find_service(r, req->service);
+    struct service *s = rollout_find(r, req->service);
     if (s == NULL) {
         snprintf(err, errlen, "unknown service '%s'", req->service ? req->service : "");
         return -ENOENT;
@@ -672,12 +581,7 @@ int rollout_deploy(struct rollout *r, const struct rollout_deploy_req *req, roll
             return -ENOENT;
         }
     }
-    if (s->change_id != 0) {
-        snprintf(err, errlen, "change %lld is already running on %s", (long long)s->change_id,
-                 s->cfg->name);
-        return -EBUSY;
-    }
-    if (refuse_unsaved(s, err, errlen))
+    if (refuse_busy(s, CHANGE_IN_DEPLOY, err, errlen))
         return -EBUSY;
     if (s->roll != NULL) {
         snprintf(err, errlen, "%s is restoring its instances after a failed rolling replacement",
@@ -734,26 +638,80 @@ int rollout_deploy(struct rollout *r, const struct rollout_deploy_req *req, roll
         snprintf(what, sizeof(what), "deploy %s to %s (%zu %s%s), instant switch once healthy",
                  req->version, s->cfg->name, ntargets, managed ? "instance" : "target",
                  ntargets == 1 ? "" : "s");
-    int64_t id;
-    if (change_create(s, "deploy", req->version, targets, ntargets, cp ? cp->name : NULL,
-                      req->actor, req->reason, what, &id) < 0) {
+    json_t *audit = audit_json(s, cp, req->version, NULL, targets, ntargets);
+    char *detail = cp == NULL ? audit_text(audit) : NULL;
+    struct change_new cn = {
+        .detail = detail,
+        .kind = CHANGE_DEPLOY,
+        .from = s->live ? s->live->name : NULL,
+        .to = req->version,
+        .plan = cp ? cp->name : NULL,
+        .actor = req->actor,
+        .reason = req->reason,
+        .message = what,
+        .targets = targets,
+        .ntargets = ntargets,
+        .wait = req->wait,
+        .deadline_ms = s->cfg->deploy_timeout_ms,
+        .waiter = cb,
+        .waiter_ctx = ctx,
+    };
+    /* A rolling replacement records its targets as its instances start (targets NULL). */
+    int rc = change_record_create(&s->ch, &cn);
+    free(detail);
+    if (rc < 0) {
+        json_decref(audit);
         snprintf(err, errlen, "could not record the change: %s", store_errmsg(r->st));
         managed_retire(ms, 0);
         store_strv_free(own);
         return -EIO;
     }
-    s->next = version_new(s, req->version, targets, ntargets, 0);
+    int64_t id = s->ch.id;
+    loss_begin(s);
+    s->next = version_of(s, req->version, targets, ntargets, 0);
     s->next->ms = ms;
     store_strv_free(own);
+    free(s->failed);
+    s->failed = NULL;
     log_info("deploy started", "service", s->cfg->name, "version", req->version, "plan",
              cp ? cp->name : "", "actor", req->actor, "reason", req->reason);
-    change_begin(s, CHANGE_DEPLOY, id, req->wait, cb, ctx);
     if (cp != NULL)
-        plan_create(s, cp);
+        plan_create(s, cp, audit);
+    json_decref(audit);
     if (rolling)
         rolling_create(s); /* after the plan: its first goal depends on it */
     *change_id = id;
     return 0;
+}
+
+/* Records a rollback change to the previous version and starts waiting for its health. */
+static int record_rollback(struct service *s, const char *actor, const char *reason,
+                           const char *what, const char *const *targets, size_t n,
+                           rollout_wait_cb cb, void *ctx)
+{
+    json_t *audit = audit_json(s, NULL, s->previous->name, s->previous, targets, n);
+    char *detail = audit_text(audit);
+    json_decref(audit);
+    struct change_new cn = {
+        .detail = detail,
+        .kind = CHANGE_ROLLBACK,
+        .from = s->live ? s->live->name : NULL,
+        .to = s->previous->name,
+        .actor = actor,
+        .reason = reason,
+        .message = what,
+        .targets = targets,
+        .ntargets = n,
+        .wait = 1,
+        .deadline_ms = s->cfg->deploy_timeout_ms,
+        .waiter = cb,
+        .waiter_ctx = ctx,
+    };
+    int rc = change_record_create(&s->ch, &cn);
+    free(detail);
+    if (rc == 0)
+        loss_begin(s);
+    return rc;
 }
 
 /* A service that cannot run two full sets rolls back like it deploys: the previous version's
@@ -776,37 +734,26 @@ static int rollback_rolling(struct service *s, const char *actor, const char *re
              "max_unavailable %d)",
              s->cfg->name, s->live->name, to, s->cfg->run.instances, s->cfg->strategy.max_surge,
              s->cfg->strategy.max_unavailable);
-    int64_t id;
-    if (change_create(s, "rollback", to, NULL, 0, NULL, actor, reason, what, &id) < 0) {
+    if (record_rollback(s, actor, reason, what, NULL, 0, cb, ctx) < 0) {
         snprintf(err, errlen, "could not record the change: %s", store_errmsg(s->r->st));
         if (ms != s->previous->ms)
             managed_retire(ms, 0);
         return -EIO;
     }
-    s->next = version_new(s, to, NULL, 0, 0);
+    s->next = version_of(s, to, NULL, 0, 0);
     s->next->ms = ms;
     log_info("rollback started", "service", s->cfg->name, "to", to, "actor", actor, "reason",
              reason);
-    change_begin(s, CHANGE_ROLLBACK, id, 1, cb, ctx);
     rolling_create(s);
-    *change_id = id;
+    *change_id = s->ch.id;
     return 0;
 }
 
-int rollout_rollback(struct rollout *r, const char *service, const char *actor, const char *reason,
-                     rollout_wait_cb cb, void *ctx, int64_t *change_id, char *err, size_t errlen)
+static int start_rollback(struct service *s, const char *actor, const char *reason,
+                          rollout_wait_cb cb, void *ctx, int64_t *change_id, char *err,
+                          size_t errlen)
 {
-    struct service *s = find_service(r, service);
-    if (s == NULL) {
-        snprintf(err, errlen, "unknown service '%s'", service ? service : "");
-        return -ENOENT;
-    }
-    if (s->change_id != 0) {
-        snprintf(err, errlen, "change %lld is already running on %s", (long long)s->change_id,
-                 s->cfg->name);
-        return -EBUSY;
-    }
-    if (refuse_unsaved(s, err, errlen))
+    if (refuse_busy(s, CHANGE_IN_ROLLBACK, err, errlen))
         return -EBUSY;
     if (s->previous == NULL) {
         snprintf(err, errlen, "%s has no previous version to roll back to", s->cfg->name);
@@ -831,7 +778,7 @@ int rollout_rollback(struct rollout *r, const char *service, const char *actor, 
         int rc = managed_start(s, s->previous->name, &ms, &own, &nown, err, errlen);
         if (rc < 0)
             return rc;
-        struct version *nv = version_new(s, s->previous->name, (const char *const *)own, nown, 0);
+        struct version *nv = version_of(s, s->previous->name, (const char *const *)own, nown, 0);
         nv->ms = ms;
         version_free(s->previous);
         s->previous = nv;
@@ -840,51 +787,67 @@ int rollout_rollback(struct rollout *r, const char *service, const char *actor, 
     snprintf(what, sizeof(what), "roll back %s from %s to %s%s", s->cfg->name,
              s->live ? s->live->name : "nothing", s->previous->name,
              own ? " (its instances started again)" : "");
-    int64_t id;
-    if (change_create(s, "rollback", s->previous->name, (const char *const *)own, nown, NULL, actor,
-                      reason, what, &id) < 0) {
-        snprintf(err, errlen, "could not record the change: %s", store_errmsg(r->st));
+    if (record_rollback(s, actor, reason, what, (const char *const *)own, nown, cb, ctx) < 0) {
+        snprintf(err, errlen, "could not record the change: %s", store_errmsg(s->r->st));
         store_strv_free(own);
         return -EIO;
     }
     store_strv_free(own);
     log_info("rollback started", "service", s->cfg->name, "to", s->previous->name, "actor", actor,
              "reason", reason);
-    change_begin(s, CHANGE_ROLLBACK, id, 1, cb, ctx);
-    *change_id = id;
+    *change_id = s->ch.id;
     return 0;
 }
 
-void version_crashed(struct service *s, const char *version, const char *why)
+int rollout_rollback(struct rollout *r, const char *service, const char *actor, const char *reason,
+                     rollout_wait_cb cb, void *ctx, int64_t *change_id, char *err, size_t errlen)
 {
-    if (s->change_id == 0)
-        return;
-    if (s->roll != NULL) {
-        if (s->next != NULL && strcmp(s->next->name, version) == 0) {
-            char msg[1400];
-            snprintf(msg, sizeof(msg), "%s %s failed: %s",
-                     s->change_kind == CHANGE_DEPLOY ? "deploy of" : "rollback to", version, why);
-            rolling_fail(s, NULL, msg);
-        }
+    struct service *s = rollout_find(r, service);
+    if (s == NULL) {
+        snprintf(err, errlen, "unknown service '%s'", service ? service : "");
+        return -ENOENT;
+    }
+    return start_rollback(s, actor, reason, cb, ctx, change_id, err, errlen);
+}
+
+/* A managed version's instance crashes in a loop (managed.c reports it through r->on_crash):
+ * the change bringing it in fails or rolls back; the live version between changes is a live
+ * failure. */
+static void on_crash(struct service *s, const char *version, const char *why)
+{
+    if (!change_running(&s->ch)) {
+        if (s->roll == NULL && s->live != NULL && strcmp(s->live->name, version) == 0)
+            live_failed(s, why);
         return;
     }
-    struct version *to = s->change_kind == CHANGE_DEPLOY ? s->next : s->previous;
-    if (to == NULL || strcmp(to->name, version) != 0)
-        return;
     char msg[1400];
     snprintf(msg, sizeof(msg), "%s %s failed: %s",
-             s->change_kind == CHANGE_DEPLOY ? "deploy of" : "rollback to", version, why);
+             s->ch.kind == CHANGE_DEPLOY ? "deploy of" : "rollback to", version, why);
+    if (s->roll != NULL) {
+        if (s->next != NULL && strcmp(s->next->name, version) == 0)
+            rolling_fail(s, NULL, msg);
+        return;
+    }
+    struct version *to = service_target(s);
+    if (to == NULL || strcmp(to->name, version) != 0)
+        return;
     if (s->run != NULL) {
         plan_fail(s, STORE_CHANGE_ROLLED_BACK, msg);
         return;
     }
+    struct change_facts f = facts_of(s);
+    struct change_rule rule;
+    char err[256];
+    if (change_fire(&s->ch, CHANGE_IN_CRASHED, &f, NULL, &rule, err, sizeof(err)) < 0 ||
+        rule.effect != CHANGE_FAIL)
+        return;
     log_warn("change failed", "service", s->cfg->name, "reason", msg);
-    if (s->change_kind == CHANGE_DEPLOY) {
+    if (s->ch.kind == CHANGE_DEPLOY) {
         managed_retire(s->next->ms, 0);
         version_free(s->next);
         s->next = NULL;
     }
-    change_finish(s, STORE_CHANGE_FAILED, msg);
+    change_end(s, STORE_CHANGE_FAILED, msg);
 }
 
 void rollout_stop_instances(struct rollout *r)
@@ -902,14 +865,14 @@ int rollout_change_action(struct rollout *r, int64_t id, const char *action, con
 {
     struct service *s = NULL;
     for (size_t i = 0; i < r->nservices; i++)
-        if (r->services[i].change_id == id)
+        if (r->services[i].ch.id == id && id != 0)
             s = &r->services[i];
     for (size_t i = 0; s == NULL && i < r->nservices; i++) {
         char why[600];
-        if (r->services[i].unsaved != NULL && r->services[i].unsaved->change_id == id &&
-            change_unsaved_why(&r->services[i], why, sizeof(why))) {
+        const struct change *c = &r->services[i].ch;
+        if (change_unsaved_id(c) == id && change_unsaved_why(c, why, sizeof(why))) {
             snprintf(err, errlen, "change %lld has ended (%s): %s", (long long)id,
-                     r->services[i].unsaved->state, why);
+                     change_unsaved_state(c), why);
             return -EBUSY;
         }
     }
@@ -923,29 +886,33 @@ int rollout_change_action(struct rollout *r, int64_t id, const char *action, con
         store_change_done(&c);
         return -EBUSY;
     }
-    if (strcmp(action, "abort") == 0 && s->run == NULL && s->roll != NULL) {
+    if (s->run != NULL)
+        return plan_action(s, action, actor, all, err, errlen);
+    /* An instant switch (or a replacement without a plan): only abort applies. */
+    struct change_facts f = facts_of(s);
+    int is_abort = strcmp(action, "abort") == 0;
+    struct change_rule rule =
+        change_next(s->ch.state, is_abort ? CHANGE_IN_ABORT : CHANGE_IN_PROMOTE, &f);
+    if (!is_abort || rule.effect == CHANGE_REFUSE) {
+        snprintf(err, errlen, "change %lld: %s", (long long)id,
+                 rule.why ? rule.why : "only abort applies");
+        return -EBUSY;
+    }
+    if (s->roll != NULL) {
         char msg[256];
         snprintf(msg, sizeof(msg), "aborted by %s; %s's instances are restored",
                  actor && *actor ? actor : "unknown", s->live->name);
         rolling_fail(s, STORE_CHANGE_ABORTED, msg);
         return 0;
     }
-    if (strcmp(action, "abort") == 0 && s->run == NULL) {
-        /* An instant switch still waiting for health: stop waiting, nothing moved. */
-        log_info("change aborted", "service", s->cfg->name, "actor", actor);
-        if (s->next != NULL)
-            managed_retire(s->next->ms, 0);
-        version_free(s->next);
-        s->next = NULL;
-        change_finish(s, STORE_CHANGE_ABORTED, "aborted before the switch; traffic never moved");
-        return 0;
-    }
-    if (s->run == NULL) {
-        snprintf(err, errlen, "change %lld is an instant switch, not a plan: only abort applies",
-                 (long long)id);
-        return -EBUSY;
-    }
-    return plan_action(s, action, actor, all, err, errlen);
+    /* An instant switch still waiting for health: stop waiting, nothing moved. */
+    log_info("change aborted", "service", s->cfg->name, "actor", actor);
+    if (s->next != NULL)
+        managed_retire(s->next->ms, 0);
+    version_free(s->next);
+    s->next = NULL;
+    change_end(s, STORE_CHANGE_ABORTED, "aborted before the switch; traffic never moved");
+    return 0;
 }
 
 /* ---------------------------------------------------------------- lifecycle ----------------- */
@@ -967,26 +934,21 @@ struct rollout *rollout_new(uv_loop_t *loop, const struct config *cfg, struct st
         s->r = r;
         s->id = (int)i;
         s->cfg = &cfg->services[i];
-        uv_timer_init(loop, &s->deadline);
-        uv_timer_init(loop, &s->kick);
-        uv_timer_init(loop, &s->save_retry);
-        s->deadline.data = s;
-        s->kick.data = s;
-        s->save_retry.data = s;
+        s->planner = plan_ops();
+        change_init(&s->ch, loop, s->cfg->name, change_store_sqlite(), st, &hooks, s);
+        /* A copy of an end the store refuses, so that a kill -9 does not undo it. */
+        char *path = xasprintf("%s/pending-%s.end", cfg->state_dir, s->cfg->name);
+        int rc = change_journal_open(&s->ch, path);
+        if (rc < 0)
+            log_error("cannot open the journal of kept ends; a kill -9 while the store refuses "
+                      "an end would lose it",
+                      "path", path, "error", strerror(-rc));
+        free(path);
     }
+    config_digest(cfg->path, r->config_sha256);
+    r->on_crash = on_crash;
+    r->watch_drain = watch_drain;
     return r;
-}
-
-/* Loads version name of s from the store, health-checking its targets. */
-struct version *version_load(struct service *s, const char *name, int optimistic)
-{
-    char **targets = NULL;
-    size_t n = 0;
-    if (name == NULL || store_version_targets(s->r->st, s->cfg->name, name, &targets, &n) < 0)
-        return NULL;
-    struct version *v = version_new(s, name, (const char *const *)targets, n, optimistic);
-    store_strv_free(targets);
-    return v;
 }
 
 /* Re-attaches a loaded version to its processes (managed services): the live version's are
@@ -1007,16 +969,110 @@ static void restore_instances(struct service *s, struct version *v, int live)
 
 /* A plan change left running resumes at the next start; an instant switch or a rolling
  * replacement is marked interrupted instead (traffic is where the store says). */
+/* The saved progress of a rolling replacement that can resume (a deploy whose first batch
+ * started, on a service still configured to replace in batches), or NULL. New reference. */
+static json_t *rolling_state_of(struct rollout *r, const struct store_change *c)
+{
+    struct service *s = rollout_find(r, c->service);
+    if (s == NULL || c->kind == NULL || strcmp(c->kind, "deploy") != 0 ||
+        s->cfg->strategy.kind != CONFIG_STRATEGY_ROLLING || s->cfg->run.command == NULL ||
+        (c->plan != NULL && config_plan_find(r->cfg, c->plan) == NULL))
+        return NULL;
+    json_t *d = c->detail ? json_loads(c->detail, 0, NULL) : NULL;
+    json_t *st = json_object_get(d, "rolling_state");
+    if (json_is_object(st))
+        json_incref(st);
+    else
+        st = NULL;
+    json_decref(d);
+    return st;
+}
+
 static int change_resumable(struct rollout *r, const struct store_change *c)
 {
-    if (find_service(r, c->service) == NULL || c->plan == NULL ||
+    json_t *st = rolling_state_of(r, c);
+    if (st != NULL) {
+        json_decref(st);
+        return 1; /* a replacement resumes at its batch */
+    }
+    if (rollout_find(r, c->service) == NULL || c->plan == NULL ||
         config_plan_find(r->cfg, c->plan) == NULL)
         return 0;
-    /* A plan that replaced instances in batches says so in its detail (plan_mark_rolling). */
+    /* A plan that replaced instances in batches before its first batch started (no saved
+     * progress) says so in its detail (mark_rolling): it is interrupted. */
     json_t *d = c->detail ? json_loads(c->detail, 0, NULL) : NULL;
     int rolling = json_is_true(json_object_get(d, "rolling"));
     json_decref(d);
     return !rolling;
+}
+
+/* 1 when address is one of the strings of a. */
+static int listed(json_t *a, const char *address)
+{
+    size_t i;
+    json_t *v;
+    json_array_foreach(a, i, v)
+    {
+        if (json_is_string(v) && strcmp(json_string_value(v), address) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+/* Rebuilds a rolling replacement found running at start from its saved progress: the old
+ * version with the instances still in rotation (any other old instance that still runs was
+ * draining: it is stopped after a drain), the new one with those it started, both adopted, not
+ * started again; then its plan, if any. Returns 0, or -EINVAL (the caller interrupts it). */
+static int resume_rolling(struct service *s, const struct store_change *c, json_t *state,
+                          const char *live)
+{
+    struct rollout *r = s->r;
+    size_t nslots = (size_t)(s->cfg->run.instances > 0 ? s->cfg->run.instances : 1);
+    json_t *old = json_object_get(state, "old");
+    char **all = NULL, **nt = NULL;
+    size_t nall = 0, nnt = 0;
+    if (!json_is_array(old) || store_version_targets(r->st, s->cfg->name, live, &all, &nall) < 0)
+        return -EINVAL;
+    const char **keep = xcalloc(nall ? nall : 1, sizeof(*keep));
+    size_t nkeep = 0;
+    for (size_t i = 0; i < nall; i++)
+        if (listed(old, all[i]))
+            keep[nkeep++] = all[i];
+    s->live = version_of(s, live, keep, nkeep, 1);
+    s->live->ms = managed_resume(s, live, all, nall, nslots);
+    free(keep);
+    for (size_t i = 0; s->live->ms != NULL && i < managed_slots(s->live->ms); i++) {
+        char addr[32];
+        snprintf(addr, sizeof(addr), "127.0.0.1:%d", managed_slot_port(s->live->ms, i));
+        if (managed_slot_used(s->live->ms, i) && !listed(old, addr))
+            managed_stop_one(s->live->ms, i, s->cfg->drain_timeout_ms + 500);
+    }
+    store_strv_free(all);
+    if (store_version_targets(r->st, s->cfg->name, c->to_version, &nt, &nnt) < 0)
+        nnt = 0;
+    s->next = version_of(s, c->to_version, (const char *const *)nt, nnt, 1);
+    s->next->ms = managed_resume(s, c->to_version, nt, nnt, nslots);
+    store_strv_free(nt);
+    change_adopt(&s->ch, c->id, CHANGE_DEPLOY, CHANGE_HEALTH, c->plan != NULL);
+    if (rolling_resume(s, state) < 0)
+        return -EINVAL;
+    if (c->plan != NULL && plan_resume(s, c, config_plan_find(r->cfg, c->plan)) < 0)
+        return -EINVAL;
+    change_record_event(&s->ch, "resumed",
+                        "the daemon restarted; the rolling replacement resumes at its batch");
+    if (c->plan == NULL)
+        change_wait_health(&s->ch, s->cfg->deploy_timeout_ms);
+    return 0;
+}
+
+/* 1 when change id's end is kept by some service (the store refused it): not resumed, not
+ * marked interrupted. */
+static int kept_end(const struct rollout *r, int64_t id)
+{
+    for (size_t i = 0; i < r->nservices; i++)
+        if (change_unsaved_id(&r->services[i].ch) == id)
+            return 1;
+    return 0;
 }
 
 /* Instances recorded for a version that is neither live nor previous (the new version of an
@@ -1035,18 +1091,34 @@ static void reap_leftovers(struct service *s, const struct store_change *running
                    (s->previous != NULL && strcmp(s->previous->name, v) == 0);
         for (size_t j = 0; j < nrunning && !keep; j++)
             keep = strcmp(running[j].service, s->cfg->name) == 0 &&
-                   change_resumable(s->r, &running[j]) && running[j].to_version != NULL &&
-                   strcmp(running[j].to_version, v) == 0;
+                   change_resumable(s->r, &running[j]) && !kept_end(s->r, running[j].id) &&
+                   running[j].to_version != NULL && strcmp(running[j].to_version, v) == 0;
         if (!keep)
             managed_reap(s, v);
     }
     store_strv_free(versions);
 }
 
+static void kept_free(const struct rollout *r, char **live, char **prev)
+{
+    for (size_t i = 0; i < r->nservices; i++) {
+        free(live[i]);
+        free(prev[i]);
+    }
+    free(live);
+    free(prev);
+}
+
 int rollout_start(struct rollout *r, char *err, size_t errlen)
 {
     struct store_change *running = NULL;
     size_t nrunning = 0;
+    /* Ends the last daemon kept in its journals go to the store first: an operator's abort
+     * taken while the store refused it is never undone by a restart. */
+    char **kept_live = xcalloc(r->nservices ? r->nservices : 1, sizeof(*kept_live));
+    char **kept_prev = xcalloc(r->nservices ? r->nservices : 1, sizeof(*kept_prev));
+    for (size_t i = 0; i < r->nservices; i++)
+        change_journal_replay(&r->services[i].ch, &kept_live[i], &kept_prev[i]);
     int rc = store_change_list_running(r->st, &running, &nrunning);
     if (rc < 0) {
         snprintf(err, errlen, "store: %s", store_errmsg(r->st));
@@ -1055,10 +1127,9 @@ int rollout_start(struct rollout *r, char *err, size_t errlen)
     for (size_t i = 0; i < nrunning; i++) {
         const char *msg = "the daemon stopped while this change ran; traffic stayed where the "
                           "store last recorded it";
-        if (change_resumable(r, &running[i]))
+        if (change_resumable(r, &running[i]) || kept_end(r, running[i].id))
             continue; /* a plan resumes where it was, once its service is loaded (below) */
-        store_change_update(r->st, running[i].id, STORE_CHANGE_INTERRUPTED, msg);
-        store_event_add(r->st, running[i].id, "interrupted", msg);
+        change_store_interrupt(change_store_sqlite(), r->st, running[i].id, msg);
         char idbuf[24];
         snprintf(idbuf, sizeof(idbuf), "%lld", (long long)running[i].id);
         log_warn("change interrupted by a restart", "change", idbuf, "service", running[i].service);
@@ -1070,42 +1141,89 @@ int rollout_start(struct rollout *r, char *err, size_t errlen)
         rc = store_service_get(r->st, s->cfg->name, &live, &prev);
         if (rc == -ENOENT && s->cfg->ntargets > 0) {
             /* First start: the configured targets are the live version. */
-            rc = store_begin(r->st);
-            if (rc == 0)
-                rc = store_version_put(r->st, s->cfg->name, INITIAL_VERSION,
+            rc = change_record_initial(&s->ch, INITIAL_VERSION,
                                        (const char *const *)s->cfg->targets, s->cfg->ntargets);
-            if (rc == 0)
-                rc = store_service_set(r->st, s->cfg->name, INITIAL_VERSION, NULL);
-            if (rc == 0)
-                rc = store_commit(r->st);
             if (rc < 0) {
-                store_rollback(r->st);
                 snprintf(err, errlen, "store: %s", store_errmsg(r->st));
                 store_change_list_free(running, nrunning);
+                kept_free(r, kept_live, kept_prev);
                 return rc;
             }
             live = xstrdup(INITIAL_VERSION);
         } else if (rc < 0 && rc != -ENOENT) {
             snprintf(err, errlen, "store: %s", store_errmsg(r->st));
             store_change_list_free(running, nrunning);
+            kept_free(r, kept_live, kept_prev);
             return rc;
         }
-        s->live = version_load(s, live, 1);
-        s->previous = version_load(s, prev, 0);
-        restore_instances(s, s->live, 1);
+        if (kept_live[i] != NULL) {
+            /* The kept end switched versions: serve what it left live. */
+            free(live);
+            free(prev);
+            live = kept_live[i];
+            prev = kept_prev[i];
+            kept_live[i] = kept_prev[i] = NULL;
+        }
+        /* A rolling replacement that resumes loads the old version itself (only what is still
+         * in rotation, nothing started again). */
+        const struct store_change *roll = NULL;
+        json_t *roll_state = NULL;
+        for (size_t j = 0; j < nrunning && roll == NULL; j++) {
+            if (strcmp(running[j].service, s->cfg->name) != 0 || kept_end(r, running[j].id))
+                continue;
+            if ((roll_state = rolling_state_of(r, &running[j])) != NULL)
+                roll = &running[j];
+        }
+        if (roll == NULL) {
+            s->live = version_stored(s, live, 1);
+            restore_instances(s, s->live, 1);
+        }
+        s->previous = version_stored(s, prev, 0);
         restore_instances(s, s->previous, 0);
+        if (roll != NULL) {
+            if (live != NULL && resume_rolling(s, roll, roll_state, live) == 0) {
+                loss_begin(s);
+                log_info("rolling replacement resumed", "service", s->cfg->name, "version",
+                         roll->to_version);
+            } else {
+                /* Cannot resume it: interrupted, and the old version made whole as before. */
+                change_store_interrupt(change_store_sqlite(), r->st, roll->id,
+                                       "the daemon stopped during a rolling replacement whose "
+                                       "progress could not be restored; the version that was "
+                                       "live is made whole again");
+                plan_discard(s);
+                rolling_stop(s);
+                change_forget(&s->ch);
+                version_free(s->live);
+                version_free(s->next);
+                s->next = NULL;
+                s->live = version_stored(s, live, 1);
+                restore_instances(s, s->live, 1);
+            }
+            json_decref(roll_state);
+        }
         reap_leftovers(s, running, nrunning);
         for (size_t j = 0; j < nrunning; j++) {
             const struct config_plan *cp =
                 running[j].plan ? config_plan_find(r->cfg, running[j].plan) : NULL;
-            if (!change_resumable(r, &running[j]) ||
-                strcmp(running[j].service, s->cfg->name) != 0 || s->change_id)
+            if (!change_resumable(r, &running[j]) || kept_end(r, running[j].id) ||
+                strcmp(running[j].service, s->cfg->name) != 0 || s->ch.id != 0)
                 continue;
-            if (plan_resume(s, &running[j], cp) < 0) {
+            /* The canary is loaded (optimistic: it served a moment ago) and its instances
+             * adopted before its plan is rebuilt. */
+            s->next = version_stored(s, running[j].to_version, 1);
+            if (s->next != NULL)
+                restore_instances(s, s->next, 1);
+            if (plan_resume(s, &running[j], cp) == 0) {
+                loss_begin(s); /* the data plane's counters start again with this daemon */
+            } else {
                 const char *msg = "the daemon stopped while this change ran and its plan state "
                                   "could not be restored; traffic is on the stable version";
-                store_change_update(r->st, running[j].id, STORE_CHANGE_INTERRUPTED, msg);
-                store_event_add(r->st, running[j].id, "interrupted", msg);
+                change_store_interrupt(change_store_sqlite(), r->st, running[j].id, msg);
+                if (s->next != NULL)
+                    managed_retire(s->next->ms, 0);
+                version_free(s->next);
+                s->next = NULL;
             }
         }
         log_info("service ready", "service", s->cfg->name, "listen", s->cfg->listen, "live",
@@ -1114,6 +1232,7 @@ int rollout_start(struct rollout *r, char *err, size_t errlen)
         free(prev);
     }
     store_change_list_free(running, nrunning);
+    kept_free(r, kept_live, kept_prev);
     rollout_publish(r);
     return 0;
 }
@@ -1128,31 +1247,44 @@ void rollout_stop(struct rollout *r)
 {
     for (size_t i = 0; i < r->nservices; i++) {
         struct service *s = &r->services[i];
-        if (s->roll != NULL) {
-            /* Batches are not resumed: the next start serves the old version whole again. */
-            plan_discard(s);
-            change_finish(s, STORE_CHANGE_INTERRUPTED,
-                          "the daemon stopped during a rolling replacement; the next start "
-                          "restores the version that was live");
+        struct change_facts f = facts_of(s);
+        struct change_rule rule = change_next(s->ch.state, CHANGE_IN_STOP, &f);
+        if (s->roll != NULL && rolling_resumable(s)) {
+            /* Its progress is saved at every batch: the next daemon resumes it there. */
+            if (s->run != NULL) {
+                plan_stop(s);
+            } else {
+                change_record_event(&s->ch, "suspended",
+                                    "the daemon stopped; the rolling replacement resumes at its "
+                                    "batch on the next start");
+                change_forget(&s->ch);
+            }
             rolling_stop(s);
-        } else if (s->run != NULL)
+        } else if (s->roll != NULL) {
+            /* Not resumable (undoing a failure, a rollback, or instances that stop with the
+             * daemon): the next start serves the old version whole again. */
+            plan_discard(s);
+            change_end(s, STORE_CHANGE_INTERRUPTED,
+                       "the daemon stopped during a rolling replacement; the next start "
+                       "restores the version that was live");
+            rolling_stop(s);
+        } else if (rule.effect == CHANGE_SUSPEND) {
             plan_stop(s); /* the change stays running: the next start resumes it */
-        else if (s->change_id != 0)
-            change_finish(s, STORE_CHANGE_INTERRUPTED,
-                          "the daemon stopped while this change ran; traffic stayed on the "
-                          "version that was live");
-        unsaved_flush(s);
+        } else if (rule.effect == CHANGE_INTERRUPT) {
+            plan_discard(s);
+            change_end(s, STORE_CHANGE_INTERRUPTED,
+                       "the daemon stopped while this change ran; traffic stayed on the "
+                       "version that was live");
+        }
         version_free(s->live);
         version_free(s->previous);
         version_free(s->next);
         s->live = s->previous = s->next = NULL;
-        s->deadline.data = r;
-        s->kick.data = r;
-        s->save_retry.data = r;
+        free(s->down);
+        free(s->failed);
+        s->down = s->failed = NULL;
         r->open_handles += 3;
-        uv_close((uv_handle_t *)&s->deadline, on_handle_closed);
-        uv_close((uv_handle_t *)&s->kick, on_handle_closed);
-        uv_close((uv_handle_t *)&s->save_retry, on_handle_closed);
+        change_close(&s->ch, on_handle_closed, r);
     }
 }
 
@@ -1160,7 +1292,7 @@ int rollout_unsaved(const struct rollout *r, char *why, size_t n)
 {
     for (size_t i = 0; i < r->nservices; i++) {
         char w[600];
-        if (change_unsaved_why(&r->services[i], w, sizeof(w))) {
+        if (change_unsaved_why(&r->services[i].ch, w, sizeof(w))) {
             snprintf(why, n, "%s: %s; hand over once it is saved", r->services[i].cfg->name, w);
             return 1;
         }
@@ -1170,10 +1302,15 @@ int rollout_unsaved(const struct rollout *r, char *why, size_t n)
 
 int rollout_switching(const struct rollout *r)
 {
-    for (size_t i = 0; i < r->nservices; i++)
-        if ((r->services[i].change_id != 0 && r->services[i].run == NULL) ||
-            r->services[i].roll != NULL)
+    for (size_t i = 0; i < r->nservices; i++) {
+        const struct service *s = &r->services[i];
+        if (s->roll != NULL) {
+            if (!rolling_resumable(s))
+                return 1; /* short-lived: restoring, rolling back, or before the first batch */
+        } else if (change_running(&s->ch) && s->run == NULL) {
             return 1;
+        }
+    }
     return 0;
 }
 
@@ -1186,220 +1323,4 @@ void rollout_free(struct rollout *r)
         supervisor_free(r->sv);
     free(r->services);
     free(r);
-}
-
-/* ---------------------------------------------------------------- JSON ---------------------- */
-
-json_t *rollout_iso_time(int64_t ms)
-{
-    if (ms <= 0)
-        return json_null();
-    char buf[40];
-    time_t sec = (time_t)(ms / 1000);
-    struct tm tm;
-    gmtime_r(&sec, &tm);
-    size_t n = strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(buf + n, sizeof(buf) - n, ".%03dZ", (int)(ms % 1000));
-    return json_string(buf);
-}
-
-static json_t *str_or_null(const char *s)
-{
-    return s ? json_string(s) : json_null();
-}
-
-json_t *rollout_event_json(const struct store_event *ev, const char *service)
-{
-    return json_pack("{s:I, s:I, s:o, s:s, s:o, s:o}", "id", (json_int_t)ev->id, "change",
-                     (json_int_t)ev->change_id, "service", str_or_null(service), "type", ev->type,
-                     "message", str_or_null(ev->message), "ts", rollout_iso_time(ev->ts_ms));
-}
-
-json_t *version_json(const struct version *v)
-{
-    if (v == NULL)
-        return json_null();
-    json_t *ts = json_array();
-    int longlived = 0;
-    for (size_t i = 0; i < v->n; i++) {
-        longlived += atomic_load_explicit(&v->targets[i]->longlived, memory_order_relaxed);
-        enum health_state st = health_get_state(v->checks[i]);
-        json_t *t = json_pack("{s:s, s:b, s:s}", "address", v->targets[i]->address, "healthy",
-                              st == HEALTH_HEALTHY, "state", health_state_name(st));
-        const char *e = health_last_error(v->checks[i]);
-        if (*e)
-            json_object_set_new(t, "last_error", json_string(e));
-        json_array_append_new(ts, t);
-    }
-    json_t *o =
-        json_pack("{s:s, s:o, s:i}", "name", v->name, "targets", ts, "longlived", longlived);
-    if (v->ms != NULL)
-        json_object_set_new(o, "instances", managed_json(v->ms));
-    return o;
-}
-
-static json_t *change_to_json(struct rollout *r, const struct store_change *c, int with_events)
-{
-    json_t *o = json_object();
-    json_object_set_new(o, "id", json_integer(c->id));
-    json_object_set_new(o, "service", str_or_null(c->service));
-    json_object_set_new(o, "kind", str_or_null(c->kind));
-    json_object_set_new(o, "from", str_or_null(c->from_version));
-    json_object_set_new(o, "to", str_or_null(c->to_version));
-    json_object_set_new(o, "plan", str_or_null(c->plan));
-    json_object_set_new(o, "state", str_or_null(c->state));
-    json_object_set_new(o, "actor", str_or_null(c->actor));
-    json_object_set_new(o, "reason", str_or_null(c->reason));
-    json_object_set_new(o, "message", str_or_null(c->message));
-    json_object_set_new(o, "created", rollout_iso_time(c->created_ms));
-    json_object_set_new(o, "updated", rollout_iso_time(c->updated_ms));
-    json_object_set_new(o, "ended", rollout_iso_time(c->ended_ms));
-    if (c->detail != NULL) {
-        json_t *d = json_loads(c->detail, 0, NULL);
-        if (d != NULL)
-            json_object_set_new(o, "detail", d);
-    }
-    if (with_events) {
-        struct store_event *ev = NULL;
-        size_t n = 0;
-        json_t *a = json_array();
-        if (store_event_list(r->st, c->id, &ev, &n) == 0) {
-            for (size_t i = 0; i < n; i++)
-                json_array_append_new(a, json_pack("{s:o, s:s, s:s}", "ts",
-                                                   rollout_iso_time(ev[i].ts_ms), "type",
-                                                   ev[i].type ? ev[i].type : "", "message",
-                                                   ev[i].message ? ev[i].message : ""));
-            store_event_list_free(ev, n);
-        }
-        json_object_set_new(o, "events", a);
-    }
-    return o;
-}
-
-/* A change whose end the store has not taken yet reads as the engine ended it (state, message,
- * end time), with `unsaved` saying that the record is still missing. */
-static void change_overlay_unsaved(struct rollout *r, json_t *o, int64_t id)
-{
-    for (size_t i = 0; i < r->nservices; i++) {
-        const struct service *s = &r->services[i];
-        if (s->unsaved == NULL || s->unsaved->change_id != id)
-            continue;
-        json_object_set_new(o, "state", json_string(s->unsaved->state));
-        json_object_set_new(o, "message", json_string(s->unsaved->message));
-        json_object_set_new(o, "ended", rollout_iso_time(s->unsaved->ended_ms));
-        json_object_set_new(o, "unsaved", unsaved_json(s));
-        return;
-    }
-}
-
-json_t *rollout_change_json(struct rollout *r, int64_t id, int with_events)
-{
-    struct store_change c;
-    if (store_change_get(r->st, id, &c) < 0)
-        return NULL;
-    json_t *o = change_to_json(r, &c, with_events);
-    change_overlay_unsaved(r, o, id);
-    store_change_done(&c);
-    return o;
-}
-
-json_t *rollout_changes_json(struct rollout *r, const char *service, size_t limit)
-{
-    struct store_change *v = NULL;
-    size_t n = 0;
-    if (store_change_list(r->st, service, limit, &v, &n) < 0)
-        return NULL;
-    json_t *a = json_array();
-    for (size_t i = 0; i < n; i++) {
-        json_t *o = change_to_json(r, &v[i], 0);
-        change_overlay_unsaved(r, o, v[i].id);
-        json_array_append_new(a, o);
-    }
-    store_change_list_free(v, n);
-    return json_pack("{s:o}", "changes", a);
-}
-
-static json_t *service_to_json(struct rollout *r, struct service *s)
-{
-    json_t *o = json_object();
-    json_object_set_new(o, "name", json_string(s->cfg->name));
-    json_object_set_new(o, "listen", json_string(s->cfg->listen));
-    json_object_set_new(o, "protocol",
-                        json_string(s->cfg->protocol == CONFIG_PROTO_TCP ? "tcp" : "http"));
-    json_object_set_new(o, "live", version_json(s->live));
-    json_object_set_new(o, "previous", version_json(s->previous));
-    json_t *ch = json_null();
-    if (s->change_id != 0) {
-        json_t *c = rollout_change_json(r, s->change_id, 0);
-        if (c != NULL) {
-            json_object_set_new(c, "target_version",
-                                version_json(s->change_kind == CHANGE_DEPLOY || s->roll != NULL
-                                                 ? s->next
-                                                 : s->previous));
-            if (s->run != NULL)
-                json_object_set_new(c, "progress", plan_status_json(s));
-            ch = c;
-        }
-    }
-    json_object_set_new(o, "change", ch);
-    json_object_set_new(o, "rolling", rolling_json(s));
-    json_object_set_new(o, "unsaved", unsaved_json(s));
-    return o;
-}
-
-json_t *rollout_service_json(struct rollout *r, const char *name)
-{
-    struct service *s = find_service(r, name);
-    return s ? service_to_json(r, s) : NULL;
-}
-
-json_t *rollout_services_json(struct rollout *r)
-{
-    json_t *a = json_array();
-    for (size_t i = 0; i < r->nservices; i++)
-        json_array_append_new(a, service_to_json(r, &r->services[i]));
-    return json_pack("{s:o}", "services", a);
-}
-
-static void emit_version(rollout_emit_fn emit, void *ctx, const struct service *s,
-                         const struct version *v, const char *role)
-{
-    char line[512];
-    if (v == NULL)
-        return;
-    snprintf(line, sizeof(line),
-             "cutover_version_info{service=\"%s\",version=\"%s\",role=\"%s\"} 1", s->cfg->name,
-             v->name, role);
-    emit(ctx, line);
-    for (size_t i = 0; i < v->n; i++) {
-        snprintf(line, sizeof(line),
-                 "cutover_target_healthy{service=\"%s\",version=\"%s\",target=\"%s\"} %d",
-                 s->cfg->name, v->name, v->targets[i]->address,
-                 health_get_state(v->checks[i]) == HEALTH_HEALTHY);
-        emit(ctx, line);
-    }
-}
-
-void rollout_metrics(struct rollout *r, rollout_emit_fn emit, void *ctx)
-{
-    emit(ctx, "# HELP cutover_version_info Versions known per service and their role.");
-    emit(ctx, "# TYPE cutover_version_info gauge");
-    emit(ctx, "# HELP cutover_target_healthy 1 when the target passes its health checks.");
-    emit(ctx, "# TYPE cutover_target_healthy gauge");
-    for (size_t i = 0; i < r->nservices; i++) {
-        struct service *s = &r->services[i];
-        emit_version(emit, ctx, s, s->live, "live");
-        emit_version(emit, ctx, s, s->previous, "previous");
-        emit_version(emit, ctx, s, s->next, "next");
-    }
-    /* Something to alert on: the engine acted on a change's end that only memory holds. */
-    emit(ctx, "# HELP cutover_change_unsaved 1 while the end of a change is not saved to the "
-              "store (retrying).");
-    emit(ctx, "# TYPE cutover_change_unsaved gauge");
-    for (size_t i = 0; i < r->nservices; i++) {
-        char line[256];
-        snprintf(line, sizeof(line), "cutover_change_unsaved{service=\"%s\"} %d",
-                 r->services[i].cfg->name, r->services[i].unsaved != NULL);
-        emit(ctx, line);
-    }
 }

@@ -46,9 +46,10 @@ int rollout_start(struct rollout *r, char *err, size_t errlen);
  * Pending waiters are called. */
 void rollout_stop(struct rollout *r);
 
-/* Managed instances at the daemon's end: stopped (stop_signal, then SIGKILL after
- * stop_timeout) when the daemon stops for good, released (left running, recorded in the store
- * for the successor to adopt) when it hands over. */
+/* Managed instances at the daemon's end. When it stops for good: those that serve are released
+ * (left running, recorded in the store for the next daemon to adopt) unless their service sets
+ * run.stop_with_daemon, and the others are stopped (stop_signal, then SIGKILL after
+ * stop_timeout). When it hands over: all are released to the successor. */
 void rollout_stop_instances(struct rollout *r);
 void rollout_release_instances(struct rollout *r);
 

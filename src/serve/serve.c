@@ -236,8 +236,13 @@ static void on_sample(void *ctx, int service_id, int role, struct analysis_sampl
         out->upstream_errors += atomic_load_explicit(&st->upstream_errors, memory_order_relaxed);
         for (unsigned b = 0; b < HIST_BUCKETS; b++)
             out->latency.counts[b] += atomic_load_explicit(&st->latency[b], memory_order_relaxed);
+        for (unsigned k = 0; k < ANALYSIS_LOSSES; k++)
+            out->lost[k] += atomic_load_explicit(&st->lost[k], memory_order_relaxed);
     }
 }
+
+/* The engine names the loss reasons by index (analysis_loss_name). */
+_Static_assert(WORKER_LOSSES == ANALYSIS_LOSSES, "loss reasons differ between proxy and rollout");
 
 static uint64_t max_drain_ms(const struct config *cfg)
 {

@@ -147,7 +147,7 @@ class Managed:
 
     def daemon(self, instances=2, env=None, plans="", stop_timeout="3s", drain="2s",
                deploy_timeout="10s", command=None, port_range=None, health=None, where=None,
-               rollback_window=None, strategy=None, extra=""):
+               rollback_window=None, strategy=None, extra="", run_extra=""):
         cmd = command or [sys.executable, str(self.app), "${PORT}", "${VERSION}"]
         run = ("    run:\n"
                f"      command: [{', '.join(repr(c) if c.startswith('$') else c for c in cmd)}]\n"
@@ -156,6 +156,7 @@ class Managed:
                f"      stop_timeout: {stop_timeout}\n")
         if rollback_window:
             run += f"      rollback_window: {rollback_window}\n"
+        run += run_extra  # more run keys, indented by 6
         if env:
             run += "      env: {" + ", ".join(f"{k}: {v}" for k, v in env.items()) + "}\n"
         if strategy:
@@ -468,9 +469,11 @@ def test_kill9_cutover_restart_adopts_same_pids(managed):
 
 # --- h. SIGTERM to cutover serve ----------------------------------------------------------------
 
-def test_serve_sigterm_leaves_no_instance(managed):
+def test_serve_sigterm_with_stop_with_daemon_leaves_no_instance(managed):
+    # run.stop_with_daemon: true (the default leaves them for the next daemon: test_change.py).
     # v1 ignores SIGTERM: the daemon must still SIGKILL it before it exits.
-    d = managed.daemon(env={"MODE_v1": "ignore_term"}, stop_timeout="2s", drain="1s").start()
+    d = managed.daemon(env={"MODE_v1": "ignore_term"}, stop_timeout="2s", drain="1s",
+                       run_extra="      stop_with_daemon: true\n").start()
     managed.deploy_ok("v1")
     wait_body(d.port, "v1\n")
     managed.deploy_ok("v2")

@@ -226,37 +226,68 @@ def wait_batch(d, k, secs=20):
 SLOW_HEALTH = {"interval": "300ms", "healthy_threshold": 4}
 
 
-def test_kill9_during_rolling_restores_old_version_nothing_twice(managed):
-    d = managed.daemon(instances=3, drain="5s", strategy=ROLLING_1_0,
+def test_kill9_during_rolling_resumes_at_its_batch_nothing_twice(managed):
+    d = managed.daemon(instances=3, drain="2s", strategy=ROLLING_1_0,
                        health=SLOW_HEALTH).start()
     managed.deploy_ok("v1")
     wait_body(d.port, "v1\n")
     v1 = managed.pids("v1")
     r = d.cli_bg("deploy", "web", "v2")
     wait_batch(d, 2)
+    v2_before = managed.pids("v2")
     d.kill9()
     r.wait(10)
     d.start()
-    # The replacement is not resumed: the change is interrupted and v1 is whole again, with
-    # the instances that still ran adopted (same pids), and v2's processes stopped.
+    # The replacement resumes where it was: the v2 instances already started are adopted (same
+    # pids), the batches go on, and the change completes; no v1 instance is started again.
     ch = wait_for(lambda: next((c for c in d.history() if c["to"] == "v2"
-                                and c["state"] == "interrupted"), None), 10, "interrupted")
-    wait_for(lambda: managed.pids("v2") == [], 15, "no v2 process after the restart")
-    svc = wait_for(lambda: (lambda s: s if healthy(s["live"]["targets"]) == 3 else None)(
-        d.status()), 15, "three healthy v1 instances")
-    now = managed.pids("v1")
-    print(f"\nkill -9 during a rolling replacement: change {ch['state']}; v1 pids before "
-          f"{v1}, after {now}; v2 processes {managed.pids('v2')}")
-    assert live_name(svc) == "v1"
-    assert len(now) == 3, now
-    assert len(set(now) & set(v1)) >= 2, f"running v1 instances were not adopted: {v1} -> {now}"
-    assert sorted(i["pid"] for i in svc["live"]["instances"]) == now
-    assert {body_of(d.port) for _ in range(20)} == {"v1\n"}
+                                and c["state"] != "running"), None), 40, "the change to end")
+    now2 = managed.pids("v2")
+    wait_for(lambda: managed.pids("v1") == [], 15, "no v1 process after the replacement")
+    print(f"\nkill -9 during a rolling replacement: change {ch['state']}; v2 pids before "
+          f"{v2_before}, after {now2}; v1 was {v1}")
+    assert ch["state"] == "completed", ch
+    assert len(now2) == 3, now2
+    assert set(v2_before) <= set(now2), f"started v2 instances were not adopted: {v2_before}"
+    assert "rolling replacement resumed" in d.log(), d.log()[-3000:]
+    assert {body_of(d.port) for _ in range(20)} == {"v2\n"}
+
+
+@pytest.fixture
+def reap_successors(procs, tmp_path):
+    """An upgrade's successor is no child the test started: stop everything under tmp_path."""
+    yield
+    from test_selfupgrade import kill_tree_of
+    kill_tree_of(tmp_path)
+
+
+def test_upgrade_during_a_paused_rolling_plan_is_not_refused(reap_successors, managed):
+    d = managed.daemon(instances=2, drain="1s", strategy=ROLLING_1_0, plans=PLAN_HALF).start()
+    managed.deploy_ok("v1")
+    wait_body(d.port, "v1\n")
+    r = managed.deploy("v2", "--plan", "half")
+    assert r.returncode == 0, r.stdout + r.stderr
+    wait_for(lambda: (d.status().get("change") or {}).get("progress", {}).get("step") == 2, 30,
+             "the plan's pause")
+    before = managed.pids()
+    r = d.cli("upgrade", timeout=30)
+    assert r.returncode == 0, f"upgrade refused during a paused rolling plan: {r.stdout}{r.stderr}"
+    time.sleep(1)
+    assert managed.pids() == before, "the hand-over restarted instances"
+    p = wait_for(lambda: (d.status().get("change") or {}).get("progress"), 10, "progress")
+    assert p.get("step") == 2 and p.get("state") == "paused" or p.get("state") == "running", p
+    r = d.cli("promote", "web")
+    assert r.returncode == 0, r.stdout + r.stderr
+    ch = wait_for(lambda: next((c for c in d.history() if c["to"] == "v2"
+                                and c["state"] != "running"), None), 40, "the change to end")
+    assert ch["state"] == "completed", ch
+    wait_for(lambda: managed.pids("v1") == [], 15, "no v1 process left")
+    assert len(managed.pids("v2")) == 2
 
 
 def test_serve_sigterm_during_rolling_leaves_no_process(managed):
     d = managed.daemon(instances=2, drain="5s", strategy=ROLLING_1_0,
-                       health=SLOW_HEALTH).start()
+                       health=SLOW_HEALTH, run_extra="      stop_with_daemon: true\n").start()
     managed.deploy_ok("v1")
     wait_body(d.port, "v1\n")
     d.cli_bg("deploy", "web", "v2")
