@@ -15,6 +15,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "core/release.h"
 #include "core/log.h"
 #include "core/text.h"
 #include "core/xmalloc.h"
@@ -24,7 +25,7 @@
 
 #define API_MAX_HEAD (16 * 1024)
 #define API_MAX_BODY (1024 * 1024)
-#define API_VERSION "0.1.0"
+#define API_VERSION CUTOVER_RELEASE
 /* admin.listen faces a network: a client there gets this long to send each request, and only
  * this many connections of token holders are kept (the unix socket is local and needs
  * neither). */

@@ -22,13 +22,14 @@
 #include <curl/curl.h>
 
 #include "config/config.h"
+#include "core/release.h"
 #include "core/duration.h"
 #include "core/text.h"
 #include "core/xmalloc.h"
 #include "net/addr.h"
 
 #ifndef CUTOVER_VERSION
-#define CUTOVER_VERSION "0.1.0"
+#define CUTOVER_VERSION CUTOVER_RELEASE
 #endif
 
 #define CLI_CONNECT_TIMEOUT_MS 2000L

@@ -24,6 +24,7 @@
 #include "core/duration.h"
 #include "core/log.h"
 #include "core/release.h"
+#include "core/text.h"
 #include "core/xmalloc.h"
 #include "net/addr.h"
 #include "proxy/route.h"
@@ -506,20 +507,6 @@ static char *audit_text(json_t *audit)
 
 /* ---------------------------------------------------------------- admission ----------------- */
 
-static int valid_name(const char *s)
-{
-    size_t n = s ? strlen(s) : 0;
-    if (n == 0 || n > 64)
-        return 0;
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '.' || c == '_' || c == '-'))
-            return 0;
-    }
-    return 1;
-}
-
 /* The change machine admits a new change only when none runs and no end waits for the store;
  * err says why not. */
 static int refuse_busy(const struct service *s, enum change_input in, char *err, size_t errlen)
@@ -546,7 +533,7 @@ int rollout_deploy(struct rollout *r, const struct rollout_deploy_req *req, roll
         snprintf(err, errlen, "unknown service '%s'", req->service ? req->service : "");
         return -ENOENT;
     }
-    if (!valid_name(req->version)) {
+    if (req->version == NULL || !text_is_name(req->version, strlen(req->version))) {
         snprintf(err, errlen, "version: expected 1-64 characters of A-Z a-z 0-9 . _ -, got '%s'",
                  req->version ? req->version : "");
         return -EINVAL;

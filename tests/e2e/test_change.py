@@ -78,6 +78,7 @@ def test_test_step_and_preview_reach_the_new_version_before_any_weight(backend, 
 
 # b ------------------------------------------------------------------------------------------
 
+@pytest.mark.xdist_group("load")
 def test_live_version_turning_unhealthy_is_rolled_back_under_load(backend, daemon, wrk):
     v1, v2 = backend("v1"), backend("v2")
     d = daemon([v1])
@@ -201,6 +202,7 @@ def reap_successors(procs, tmp_path):
     kill_tree_of(tmp_path)
 
 
+@pytest.mark.xdist_group("load")
 def test_pause_keeps_its_time_across_a_hot_upgrade(backend, daemon, reap_successors):
     v1, v2 = backend("v1"), backend("v2")
     d = daemon([v1], drain_timeout="1s",
@@ -230,6 +232,7 @@ def test_pause_keeps_its_time_across_a_hot_upgrade(backend, daemon, reap_success
 
 # j ------------------------------------------------------------------------------------------
 
+@pytest.mark.xdist_group("load")
 def test_step_refused_by_the_store_is_not_taken(backend, daemon):
     v1, v2 = backend("v1"), backend("v2")
     d = daemon([v1], service_extra="    sticky: {header: X-User-Id}\n",
@@ -266,6 +269,7 @@ def test_step_refused_by_the_store_is_not_taken(backend, daemon):
     assert d.cli("abort", "web").returncode == 0
 
 
+@pytest.mark.xdist_group("load")
 def test_abort_while_the_store_is_locked_survives_a_kill9(backend, daemon, wrk):
     """The operator's abort acts at once although another process holds the store's write lock
     (users go back to v1 under load, status answers meanwhile), and a kill -9 before the store
@@ -315,6 +319,7 @@ def wait_loss(d, change_id, secs=10):
     return wait_for(loss, secs, f"change {change_id}'s loss to be recorded", interval=0.2)
 
 
+@pytest.mark.xdist_group("load")
 def test_clean_switch_records_no_loss_and_a_cut_request_records_one(backend, daemon, wrk):
     v1, v2, v3 = backend("v1"), backend("v2"), backend("v3")
     d = daemon([v1], drain_timeout="1s")
@@ -351,6 +356,7 @@ def test_clean_switch_records_no_loss_and_a_cut_request_records_one(backend, dae
 
 # the change record an auditor needs (issue 12, item 3) ----------------------------------------
 
+@pytest.mark.xdist_group("load")
 def test_change_record_says_what_was_in_force(backend, daemon, wrk):
     import hashlib
     v1, v2 = backend("v1"), backend("v2")
