@@ -237,11 +237,12 @@ static int64_t minute_floor(int64_t t)
     return t - ((t % 60) + 60) % 60;
 }
 
-/* Extends the occurrence [from, *to) over the occurrences that start inside it. */
+/* Extends the occurrence [from, *to) over the occurrences that start inside it or right at its
+ * end: a freeze that goes on without a gap ends once. */
 static void run_on(const struct config_freeze *f, int64_t from, int64_t *to)
 {
     int64_t dur = (int64_t)(f->duration_ms / 1000);
-    for (int64_t m = from + 60; m < *to && m < from + FREEZE_SCAN_MAX_S; m += 60)
+    for (int64_t m = from + 60; m <= *to && m < from + FREEZE_SCAN_MAX_S; m += 60)
         if (freeze_cron_match(&f->sched, m) && m + dur > *to)
             *to = m + dur;
 }

@@ -150,13 +150,14 @@ static json_t *hook_name(const char *url)
 {
     const char *p = strstr(url, "://");
     p = p ? p + 3 : url;
+    int scheme = (int)(p - url);
     size_t n = strcspn(p, "/?#");
     const char *at = memchr(p, '@', n); /* user:password@ stays out too */
     if (at != NULL) {
         n -= (size_t)(at + 1 - p);
         p = at + 1;
     }
-    return json_sprintf("webhook %.*s%.*s", (int)(p - url), url, (int)n, p);
+    return json_sprintf("webhook %.*s%.*s", scheme, url, (int)n, p);
 }
 
 static json_t *notify_list(const struct preview_in *in)
