@@ -1019,13 +1019,13 @@ void cli_render_preview(FILE *out, const json_t *p, int md)
 {
     const json_t *t = json_object_get(p, "time_to_full_s"), *h = json_object_get(p, "health");
     const json_t *after = json_object_get(p, "after"), *steps = json_object_get(p, "steps");
-    char d1[32], d2[32], d3[32];
+    char d1[32], d2[32], d3[32], d4[32];
     size_t i;
     json_t *st;
 
-    fprintf(out, md ? "# Plan: %s " : "plan for %s: ", "");
+    fputs(md ? "# Plan: " : "plan for ", out);
     cli_put_clean(out, cli_jstr_or(p, "service", "?"), 0);
-    fputs(" ", out);
+    fputs(": ", out);
     cli_put_clean(out, cli_jstr_or(p, "from", "(nothing live)"), 0);
     fputs(" -> ", out);
     cli_put_clean(out, cli_jstr_or(p, "to", "?"), 0);
@@ -1082,7 +1082,7 @@ void cli_render_preview(FILE *out, const json_t *p, int md)
             "%sworst time to roll back: %s\n",
             md ? "- " : "", cli_secs(t, "fastest", d1, sizeof(d1)),
             cli_secs(t, "expected", d2, sizeof(d2)), cli_secs(t, "worst", d3, sizeof(d3)),
-            md ? "- " : "", cli_secs(p, "time_to_rollback_worst_s", d1, sizeof(d1)));
+            md ? "- " : "", cli_secs(p, "time_to_rollback_worst_s", d4, sizeof(d4)));
     const json_t *fz = json_object_get(p, "freeze_windows");
     fprintf(out, "%sfreeze windows on the way:", md ? "- " : "");
     json_array_foreach(fz, i, st)

@@ -212,7 +212,8 @@ static json_t *plan_b(const struct preview_in *in, int traffic, int after)
         return json_sprintf("abort: no user is on %s yet; %s keeps all traffic; %s is dropped", to,
                             from, to);
     return json_sprintf("abort%s: users back on %s at once; %s drained in drain_timeout %s",
-                        in->plan && in->plan->on_failure == CONFIG_ON_ROLLBACK
+                        in->plan && in->plan->analysis.enabled &&
+                                in->plan->on_failure == CONFIG_ON_ROLLBACK
                             ? " (or a failed gate, by itself)"
                             : "",
                         from, to, dr);
