@@ -256,3 +256,23 @@ def test_plan_prints_the_written_plan_and_changes_nothing(backend, daemon, tmp_p
     assert d.history() == []
     assert body_of(d.port) == "v1\n"
     assert d.status().get("change") is None
+
+
+def test_plan_route_of_the_api(backend, daemon):
+    v1 = backend("v1")
+    d = daemon([v1], deploy_timeout="4s", drain_timeout="2s")
+    d.start(expect="v1\n")
+    # No plan on the service: an instant switch once healthy; no steps, times of the health.
+    st, p = d.api("GET", "/api/v1/services/web/plan?version=v2")
+    assert st == 200 and p["plan"] is None and p["steps"] == [], (st, p)
+    assert p["time_to_full_s"]["worst"] == 4 and p["time_to_rollback_worst_s"] == 6, p
+    assert p["freeze_windows"] == [] and p["notify"] == [], p
+    st, body = d.api("GET", "/api/v1/services/web/plan")
+    assert st == 400 and "version" in body["error"], (st, body)
+    st, body = d.api("GET", "/api/v1/services/web/plan?version=bad%20name")
+    assert st == 400, (st, body)
+    st, body = d.api("GET", "/api/v1/services/nope/plan?version=v2")
+    assert st == 404, (st, body)
+    st, body = d.api("POST", "/api/v1/services/web/plan?version=v2", {})
+    assert st == 405, (st, body)
+    assert d.history() == []
