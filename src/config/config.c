@@ -1547,7 +1547,8 @@ static int parse_step_approval(struct ctx *c, const struct item *it, const char 
 static int parse_step(struct ctx *c, struct fy_node *node, int fallback_line, const char *path,
                       struct config_step *st)
 {
-    static const char what[] = "a map with one key: test, pilot, weight, pause or approval";
+    static const char what[] =
+        "a map with one key: test, pilot, weight, pause or approval (and optionally owner)";
     struct item it = {node, node_line(node, fallback_line)}, v;
     struct fy_node_pair *pair;
     struct fy_node *k;
@@ -1564,7 +1565,7 @@ static int parse_step(struct ctx *c, struct fy_node *node, int fallback_line, co
     int nkeys = fy_node_mapping_item_count(node);
     struct item ov;
     bool has_owner = map_find(node, "owner", &ov);
-    if (nkeys != 1 + (has_owner ? 1 : 0) || (has_owner && nkeys == 1))
+    if (nkeys != 1 + (has_owner ? 1 : 0))
         return fail_type(c, &it, path, what);
     if (has_owner) {
         char op[KEY_PATH_MAX];

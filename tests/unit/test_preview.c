@@ -172,6 +172,30 @@ static void test_bad_windows(void **state)
     "    deploy_timeout: 5s\n"                                                                     \
     "    targets: [127.0.0.1:1]\n"
 
+static void test_step_owner(void **state)
+{
+    (void)state;
+    const char *svc =
+        "services:\n  web: {listen: \"127.0.0.1:18080\", targets: [\"127.0.0.1:1\"]}\n";
+    char y[1024];
+    snprintf(y, sizeof(y), "%splans:\n  p:\n    steps: [{owner: bob}]\n", svc);
+    expect_bad(y, "t.yml:5: plans.p.steps[0]: expected a map with one key");
+    snprintf(y, sizeof(y), "%splans:\n  p:\n    steps: [{weight: 5, pause: 1s}]\n", svc);
+    expect_bad(y, "t.yml:5: plans.p.steps[0]: expected a map with one key");
+    snprintf(y, sizeof(y), "%splans:\n  p:\n    steps: [{owner: \"a b\", weight: 5}]\n", svc);
+    expect_bad(y, "t.yml:5: plans.p.steps[0].owner: expected a name");
+    snprintf(y, sizeof(y), "%splans:\n  p:\n    owner: [x]\n    steps: [{weight: 5}]\n", svc);
+    expect_bad(y, "t.yml:5: plans.p.owner: expected a name");
+    snprintf(y, sizeof(y),
+             "%splans:\n  p:\n    owner: lead\n    steps: [{owner: ops, weight: 5}]\n", svc);
+    struct config *cfg = load(y);
+    assert_string_equal(cfg->plans[0].owner, "lead");
+    assert_string_equal(cfg->plans[0].steps[0].owner, "ops");
+    assert_int_equal(cfg->plans[0].steps[0].kind, CONFIG_STEP_WEIGHT);
+    assert_int_equal(cfg->plans[0].steps[0].weight, 5);
+    config_free(cfg);
+}
+
 static const char governance_yaml[] =
     "state_dir: /tmp\n" GOVERNANCE_SERVICE "plans:\n"
     "  canary:\n"
@@ -273,9 +297,13 @@ static void test_freezes_crossed_and_hooks(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_time_parse), cmocka_unit_test(test_cron),
-        cmocka_unit_test(test_windows),    cmocka_unit_test(test_bad_windows),
-        cmocka_unit_test(test_times),      cmocka_unit_test(test_freezes_crossed_and_hooks),
+        cmocka_unit_test(test_time_parse),
+        cmocka_unit_test(test_cron),
+        cmocka_unit_test(test_windows),
+        cmocka_unit_test(test_bad_windows),
+        cmocka_unit_test(test_times),
+        cmocka_unit_test(test_step_owner),
+        cmocka_unit_test(test_freezes_crossed_and_hooks),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
