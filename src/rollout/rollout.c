@@ -529,6 +529,31 @@ static char *audit_text(json_t *audit)
     return d;
 }
 
+/* The plan preview of deploying version to s with cp, at the service's request rate now. */
+static json_t *preview_of(struct service *s, const char *version, const struct config_plan *cp)
+{
+    /* The request rate: both roles' answers since this engine started (the counters start with
+     * the workers), once there is a little history to average. */
+    struct analysis_sample now[ROUTE_ROLES];
+    sample_roles(s, now);
+    double secs = (double)(store_now_ms() - s->r->started_ms) / 1000.0, rate = -1;
+    uint64_t reqs = 0;
+    for (int k = 0; k < ROUTE_ROLES; k++)
+        reqs += now[k].requests;
+    if (secs >= 5 && reqs > 0)
+        rate = (double)reqs / secs;
+    struct preview_in in = {
+        .cfg = s->r->cfg,
+        .svc = s->cfg,
+        .plan = cp,
+        .from = s->live ? s->live->name : NULL,
+        .to = version,
+        .rate = rate,
+        .now = (int64_t)time(NULL),
+    };
+    return preview_json(&in);
+}
+
 /* ---------------------------------------------------------------- admission ----------------- */
 
 /* The change machine admits a new change only when none runs and no end waits for the store;
@@ -681,6 +706,17 @@ int rollout_deploy(struct rollout *r, const struct rollout_deploy_req *req, roll
     }
     json_t *audit = audit_json(s, cp, req->version, NULL, targets, ntargets);
     audit_governance(audit, req, frozen, until);
+    /* The written plan as it stood when the change started: what was promised (owners, Plan B,
+     * times), to hold the change against afterwards. */
+    if (cp != NULL) {
+        json_t *wp = preview_of(s, req->version, cp);
+        json_object_set_new(
+            audit, "written_plan",
+            json_pack("{s:O, s:O, s:O}", "time_to_full_s", json_object_get(wp, "time_to_full_s"),
+                      "time_to_rollback_worst_s", json_object_get(wp, "time_to_rollback_worst_s"),
+                      "steps", json_object_get(wp, "steps")));
+        json_decref(wp);
+    }
     char *detail = cp == NULL ? audit_text(audit) : NULL;
     struct change_new cn = {
         .detail = detail,
@@ -749,26 +785,7 @@ json_t *rollout_plan_preview(struct rollout *r, const char *service, const char 
         *rc = -ENOENT;
         return NULL;
     }
-    /* The request rate: both roles' answers since this engine started (the counters start with
-     * the workers), once there is a little history to average. */
-    struct analysis_sample now[ROUTE_ROLES];
-    sample_roles(s, now);
-    double secs = (double)(store_now_ms() - r->started_ms) / 1000.0, rate = -1;
-    uint64_t reqs = 0;
-    for (int k = 0; k < ROUTE_ROLES; k++)
-        reqs += now[k].requests;
-    if (secs >= 5 && reqs > 0)
-        rate = (double)reqs / secs;
-    struct preview_in in = {
-        .cfg = r->cfg,
-        .svc = s->cfg,
-        .plan = cp,
-        .from = s->live ? s->live->name : NULL,
-        .to = version,
-        .rate = rate,
-        .now = (int64_t)time(NULL),
-    };
-    return preview_json(&in);
+    return preview_of(s, version, cp);
 }
 
 /* Records a rollback change to the previous version and starts waiting for its health. */

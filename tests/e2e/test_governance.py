@@ -276,3 +276,24 @@ def test_plan_route_of_the_api(backend, daemon):
     st, body = d.api("POST", "/api/v1/services/web/plan?version=v2", {})
     assert st == 405, (st, body)
     assert d.history() == []
+
+
+@pytest.mark.xdist_group("load")
+def test_a_deploy_keeps_its_written_plan_in_the_record(backend, daemon, wrk):
+    v1, v2 = backend("v1"), backend("v2")
+    d = daemon([v1], deploy_timeout="5s", drain_timeout="1s", top_extra=PLAN)
+    d.start(expect="v1\n")
+    r = d.cli("plan", "web", "v2", "--plan", "canary", "--format", "json")
+    assert r.returncode == 0, r.stdout + r.stderr
+    promised = json.loads(r.stdout)
+    load = wrk(d.port, 3)
+    r = d.cli("deploy", "web", "v2", "--target", v2.addr, "--plan", "canary", timeout=20)
+    assert r.returncode == 0, r.stdout + r.stderr
+    ch = d.history()[0]
+    wp = json.loads(report(d, ch["id"], "json"))["change"]["detail"]["audit"]["written_plan"]
+    assert wp["time_to_full_s"] == promised["time_to_full_s"], (wp, promised)
+    assert [s["owner"] for s in wp["steps"]] == ["lead", "lead", "ops", "lead", "lead"]
+    assert "| written plan | time to full traffic 180s at best" in report(d, ch["id"], "md")
+    assert d.cli("abort", "web").returncode == 0
+    wait_body(d.port, "v1\n")
+    assert_clean(load.result())
