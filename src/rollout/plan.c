@@ -637,23 +637,9 @@ static void plan_finish(struct service *s, const char *how)
     /* The plan ends whether or not the store takes the record now: holding users at the last
      * step's split until a disk write succeeds would help nobody (change_record_end retries). */
     char *detail = run_final_detail(s, STORE_CHANGE_COMPLETED);
-    int64_t id = s->ch.id;
-    change_record_end(&s->ch, STORE_CHANGE_COMPLETED, "completed", msg, to->name,
-                      from ? from->name : NULL, detail);
-    free(detail);
-    version_free(s->previous);
-    s->previous = from;
-    s->live = to;
-    s->next = NULL;
-    plan_discard(s);
-    if (s->exec != NULL)
-        s->exec->stop(s);
-    change_publish(&s->ch);
-    R(s)->watch_drain(s, from, id);
-    if (from != NULL)
-        managed_retire(from->ms, managed_retire_delay(s));
     log_info("plan completed", "service", s->cfg->name, "version", to->name);
-    change_done(&s->ch);
+    R(s)->commit(s, to, "completed", msg, detail); /* drops the run */
+    free(detail);
 }
 
 /* Sends all traffic back to the stable version and ends the change in state (the change

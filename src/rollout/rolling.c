@@ -364,16 +364,8 @@ static void roll_complete(struct service *s)
              s->cfg->name, s->roll->n, from->name, to->name, s->roll->batch);
     /* Every user is on the new version by now: a record the store refuses is retried
      * (change_record_end), never undone by moving everyone back. */
-    change_record_end(&s->ch, STORE_CHANGE_COMPLETED, "switched", msg, to->name, from->name, NULL);
-    version_free(s->previous);
-    s->previous = from;
-    s->live = to;
-    s->next = NULL;
-    roll_discard(s);
-    change_publish(&s->ch);
-    managed_retire(from->ms, s->cfg->drain_timeout_ms + 500);
     log_info("rolling replacement completed", "service", s->cfg->name, "version", to->name);
-    change_done(&s->ch);
+    s->r->commit(s, to, "switched", msg, NULL); /* drops the replacement's state */
 }
 
 static void roll_step(struct service *s)

@@ -231,34 +231,46 @@ static void change_end(struct service *s, const char *state, const char *message
 
 /* The target version is healthy: record the switch, then make it live. A store that refuses
  * the record does not stop the switch (change_record_end retries it). */
-static void change_switch(struct service *s)
+/* The one commit of a switch, for an instant switch, a plan's end and a replacement's last
+ * batch alike: the end is recorded (it stands when the store refuses it, see
+ * change_record_end), to becomes live with the version that was live as previous, the plan
+ * and the executor are dropped, the table is published, the old version's connections get
+ * their drain (figures recorded) and its processes are kept for its drain or the rollback
+ * window, whichever is longer. */
+static void commit_switch(struct service *s, struct version *to, const char *event, const char *msg,
+                          const char *detail)
 {
-    struct rollout *r = s->r;
-    struct version *to = service_target(s);
     struct version *from = s->live;
-    char msg[256];
-    snprintf(msg, sizeof(msg), "switched %s from %s to %s", s->cfg->name,
-             from ? from->name : "nothing", to->name);
     int64_t id = s->ch.id;
-    change_record_end(&s->ch, STORE_CHANGE_COMPLETED, "switched", msg, to->name,
-                      from ? from->name : NULL, NULL);
-    if (s->ch.kind == CHANGE_DEPLOY) {
+    change_record_end(&s->ch, STORE_CHANGE_COMPLETED, event, msg, to->name,
+                      from ? from->name : NULL, detail);
+    if (to == s->next) {
         version_free(s->previous);
-        s->previous = from;
-        s->live = to;
         s->next = NULL;
-    } else {
-        s->previous = from;
-        s->live = to;
-    }
+    } /* else a rollback to the previous version object itself */
+    s->previous = from;
+    s->live = to;
     free(s->down);
     s->down = NULL;
-    rollout_publish(r);
+    plan_discard(s);
+    if (s->exec != NULL)
+        s->exec->stop(s);
+    rollout_publish(s->r);
     watch_drain(s, from, id);
     if (from != NULL)
         managed_retire(from->ms, managed_retire_delay(s));
-    log_info("switched", "service", s->cfg->name, "from", from ? from->name : "", "to", to->name);
+    log_info("switched", "service", s->cfg->name, "from", from ? from->name : "", "to", to->name,
+             "event", event);
     change_done(&s->ch);
+}
+
+static void change_switch(struct service *s)
+{
+    struct version *to = service_target(s);
+    char msg[256];
+    snprintf(msg, sizeof(msg), "switched %s from %s to %s", s->cfg->name,
+             s->live ? s->live->name : "nothing", to->name);
+    commit_switch(s, to, "switched", msg, NULL);
 }
 
 /* The kick timer, or a health change: is the target version ready? */
@@ -1053,6 +1065,7 @@ struct rollout *rollout_new(uv_loop_t *loop, const struct config *cfg, struct st
     config_digest(cfg->path, r->config_sha256);
     r->on_crash = on_crash;
     r->watch_drain = watch_drain;
+    r->commit = commit_switch;
     return r;
 }
 

@@ -86,6 +86,10 @@ struct rollout {
     void (*on_crash)(struct service *s, const char *version, const char *why);
     /* after a switch away from v in change id: the drain's figures, then the change's loss */
     void (*watch_drain)(struct service *s, const struct version *v, int64_t id);
+    /* The one commit of a switch, whatever made it (an instant switch, a plan's end, the last
+     * batch of a replacement): to becomes live (see commit_switch in rollout.c). */
+    void (*commit)(struct service *s, struct version *to, const char *event, const char *msg,
+                   const char *detail);
     char config_sha256[65]; /* of the config file as it was read, for the change record */
     int64_t started_ms;     /* when this engine started: the plan preview's request rate */
 };
