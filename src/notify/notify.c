@@ -29,6 +29,7 @@
 #define NOTIFY_BACKOFF_MAX_MS 30000
 #define NOTIFY_POLL_MS 5000 /* looks at the outbox at least this often, kicked or not */
 #define NOTIFY_FILL_BATCH 256
+#define NOTIFY_GONE "the webhook is no longer in the config"
 
 struct hook {
     char *url;
@@ -456,8 +457,7 @@ static int64_t send_due(struct notify *n)
             char err[CURL_ERROR_SIZE + 64] = "";
             if (strcmp(o.url, h->url) != 0) {
                 /* The config changed under it: this webhook is not the one it was for. */
-                store_outbox_result(n->st, o.id, STORE_OUTBOX_FAILED,
-                                    "the webhook is no longer in the config");
+                store_outbox_result(n->st, o.id, STORE_OUTBOX_FAILED, NOTIFY_GONE);
             } else if (now - o.created_ms > n->max_age_ms) {
                 snprintf(err, sizeof(err), "given up after %d tries (notify.max_age): %s",
                          o.attempts, o.last_error ? o.last_error : "never sent");
@@ -482,6 +482,7 @@ static void *run(void *arg)
 {
     struct notify *n = arg;
 
+    store_outbox_orphans(n->st, (int)n->nhooks, NOTIFY_GONE);
     pthread_mutex_lock(&n->mu);
     for (;;) {
         int last = n->stopping; /* one pass after the stop, then out */

@@ -1389,6 +1389,23 @@ int store_outbox_result(struct store *st, int64_t id, const char *state, const c
     return outbox_run(st, s);
 }
 
+int store_outbox_orphans(struct store *st, int nhooks, const char *error)
+{
+    sqlite3_stmt *s = NULL;
+    int rc = outbox_prepare(st,
+                            "UPDATE outbox SET state = '" STORE_OUTBOX_FAILED "', last_error = ?2, "
+                            "done_ms = ?3 WHERE state = '" STORE_OUTBOX_PENDING "' AND hook >= ?1",
+                            &s);
+    if (rc != 0)
+        return rc;
+    if (sqlite3_bind_int(s, 1, nhooks) != SQLITE_OK || bind_text(s, 2, error) != SQLITE_OK ||
+        sqlite3_bind_int64(s, 3, store_now_ms()) != SQLITE_OK) {
+        sqlite3_finalize(s);
+        return sql_fail(st);
+    }
+    return outbox_run(st, s);
+}
+
 int store_outbox_counts(struct store *st, int64_t change_id, struct store_outbox_counts *out)
 {
     sqlite3_stmt *s = NULL;

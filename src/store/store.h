@@ -214,6 +214,10 @@ int store_outbox_next(struct store *st, int hook, struct store_outbox *out);
  * why (NULL keeps the last error). */
 int store_outbox_result(struct store *st, int64_t id, const char *state, const char *error);
 
+/* Gives up (STORE_OUTBOX_FAILED, with error) every pending delivery of a webhook index at or
+ * above nhooks: the config no longer has that webhook. */
+int store_outbox_orphans(struct store *st, int nhooks, const char *error);
+
 struct store_outbox_counts {
     int64_t pending, delivered, failed;
     char *last_error; /* the newest delivery's last error, or NULL; heap */

@@ -968,6 +968,17 @@ static void test_outbox_rows_mark_and_counts(void **state)
     assert_int_equal(n.failed, 1);
     assert_string_equal(n.last_error, "too old");
     free(n.last_error);
+    /* A webhook the config no longer has: its pending rows are given up. */
+    o.event_id = 2;
+    o.hook = 3;
+    o.webhook_id = (char *)"msg_2_3";
+    assert_int_equal(store_outbox_add(st, &o), 0);
+    assert_int_equal(store_outbox_orphans(st, 1, "gone"), 0);
+    assert_int_equal(store_outbox_next(st, 3, &got), -ENOENT);
+    assert_int_equal(store_outbox_counts(st, c, &n), 0);
+    assert_int_equal(n.failed, 2);
+    assert_string_equal(n.last_error, "gone");
+    free(n.last_error);
     assert_int_equal(store_outbox_counts(st, c + 100, &n), 0);
     assert_int_equal(n.pending + n.delivered + n.failed, 0);
     assert_null(n.last_error);
