@@ -361,21 +361,25 @@ static int in_list(char **v, size_t n, const char *s)
     return 0;
 }
 
-/* Writes the deliveries of the events after the mark, with the mark, one transaction per
- * batch. Returns 0, or a negative errno (logged) to try again at the next pass. */
+/* Writes the deliveries of the events after the mark, with the new mark, one transaction per
+ * batch. The bodies are made before the write lock is taken, so that the lock is held for the
+ * inserts only: the control thread waits for it at most 50 ms in places. A second writer (the
+ * other daemon of a hand-over) is harmless: rows are unique per event and webhook, and the mark
+ * never moves back. Returns 0, or a negative errno (logged) to try again at the next pass. */
 static int fill(struct notify *n)
 {
     for (;;) {
         struct store_event *evs = NULL;
-        size_t nev = 0;
+        size_t nev = 0, nrows = 0;
+        struct store_outbox *rows = NULL;
         struct store_change ch = {0};
         int have = 0;
         int64_t mark = 0, now = store_now_ms();
-        int rc = store_begin(n->st);
-        if (rc == 0)
-            rc = store_outbox_mark_get(n->st, &mark);
+        int rc = store_outbox_mark_get(n->st, &mark);
         if (rc == 0)
             rc = store_event_list_since(n->st, mark, NULL, NOTIFY_FILL_BATCH, &evs, &nev);
+        if (nev > 0)
+            rows = xcalloc(nev * n->nhooks, sizeof(*rows));
         for (size_t i = 0; rc == 0 && i < nev; i++) {
             const struct store_event *ev = &evs[i];
             if (!have || ch.id != ev->change_id) {
@@ -386,37 +390,45 @@ static int fill(struct notify *n)
              * may hold such events. */
             if (now - ev->ts_ms > n->max_age_ms)
                 continue;
-            for (size_t j = 0; rc == 0 && j < n->nhooks; j++) {
+            for (size_t j = 0; j < n->nhooks; j++) {
                 const struct hook *h = &n->hooks[j];
                 if (!in_list(h->services, h->nservices, have ? ch.service : NULL) ||
                     !in_list(h->events, h->nevents, ev->type))
                     continue;
-                char wid[64];
-                snprintf(wid, sizeof(wid), "msg_%" PRId64 "_%zu", ev->id, j);
                 char *body = render(h, ev, have ? &ch : NULL);
-                struct store_outbox o = {.event_id = ev->id,
-                                         .change_id = ev->change_id,
-                                         .hook = (int)j,
-                                         .url = h->url,
-                                         .webhook_id = wid,
-                                         .type = ev->type,
-                                         .body = body,
-                                         .created_ms = ev->ts_ms};
-                rc = body != NULL ? store_outbox_add(n->st, &o) : -ENOMEM;
-                free(body);
+                if (body == NULL) {
+                    rc = -ENOMEM;
+                    break;
+                }
+                struct store_outbox *o = &rows[nrows++];
+                o->event_id = ev->id;
+                o->change_id = ev->change_id;
+                o->hook = (int)j;
+                o->url = xstrdup(h->url);
+                o->webhook_id = xasprintf("msg_%" PRId64 "_%zu", ev->id, j);
+                o->type = xstrdup(ev->type);
+                o->body = body;
+                o->created_ms = ev->ts_ms;
             }
         }
-        if (rc == 0 && nev > 0)
-            rc = store_outbox_mark_set(n->st, evs[nev - 1].id);
-        if (rc == 0)
-            rc = store_commit(n->st);
+        if (rc == 0 && nev > 0) {
+            rc = store_begin(n->st);
+            for (size_t i = 0; rc == 0 && i < nrows; i++)
+                rc = store_outbox_add(n->st, &rows[i]);
+            if (rc == 0)
+                rc = store_outbox_mark_set(n->st, evs[nev - 1].id);
+            if (rc == 0)
+                rc = store_commit(n->st);
+        }
         if (rc != 0) {
             log_warn("webhooks: cannot write deliveries to the outbox", "error",
                      store_errmsg(n->st));
             store_rollback(n->st);
         }
-        if (have)
-            store_change_done(&ch);
+        for (size_t i = 0; i < nrows; i++)
+            store_outbox_done(&rows[i]);
+        free(rows);
+        store_change_done(&ch);
         store_event_list_free(evs, nev);
         if (rc != 0 || nev < NOTIFY_FILL_BATCH)
             return rc;
