@@ -10,6 +10,8 @@ import hashlib
 import hmac
 import json
 import os
+import re
+import signal
 import sqlite3
 import subprocess
 import threading
@@ -209,6 +211,42 @@ def test_a_receiver_down_across_a_kill9_gets_every_event_once_signed(backend, da
         r.stdout + r.stderr
     print(f"\n{len(ids)} events, {len(rcv.attempts)} attempts, {len(got)} accepted, "
           f"all signed and delivered once per webhook-id after a kill -9")
+
+
+def test_pending_deliveries_survive_a_reload(backend, daemon, receivers, tmp_path):
+    v1, v2 = backend("v1"), backend("v2")
+    key_file = secret(tmp_path, "k", "reload-secret\n")
+    rcv = Receiver(b"reload-secret")
+    receivers.append(rcv)
+    d = daemon([v1], top_extra=(f"notify:\n  webhooks:\n"
+                                f"    - {{url: \"{rcv.url}\", secret_file: \"{key_file}\"}}\n"))
+    d.start(expect="v1\n")
+    r = d.cli("deploy", "web", "v2", "--target", v2.addr)
+    assert r.returncode == 0, r.stdout + r.stderr
+    cid = d.history()[0]["id"]
+    r = d.cli("reload", timeout=20)
+    assert r.returncode == 0, r.stdout + r.stderr
+    m = re.search(r"handed over to pid (\d+)", r.stdout)
+    assert m, r.stdout
+    successor = int(m.group(1))
+    try:
+        wait_body(d.port, "v2\n")
+        assert change(d, cid)["deliveries"]["pending"] > 0
+        rcv.start()
+        ids = stored_event_ids(d)
+        got = rcv.wait(lambda g: {a["body"]["id"] for a in g} >= set(ids), 45)
+        assert all(a["valid"] for a in rcv.attempts)
+        n = len(change(d, cid)["events"])
+        deadline = time.monotonic() + 10
+        while change(d, cid)["deliveries"]["delivered"] < n and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert change(d, cid)["deliveries"]["delivered"] == n, change(d, cid)
+        print(f"\n{len(got)} deliveries made by the successor of a reload")
+    finally:
+        os.kill(successor, signal.SIGTERM)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and os.path.exists(f"/proc/{successor}"):
+            time.sleep(0.05)
 
 
 def test_slack_and_cloudevents_bodies_and_the_event_filter(backend, daemon, receivers, tmp_path):
