@@ -332,7 +332,8 @@ static json_t *body_cloudevents(const struct store_event *ev, const struct store
     snprintf(source, sizeof(source), "/cutover/services/%.100s", ch ? ch->service : "unknown");
     snprintf(subject, sizeof(subject), "changes/%" PRId64, ev->change_id);
     json_t *data = body_json(ev, ch);
-    json_t *time_iso = json_incref(json_object_get(data, "ts"));
+    json_t *time_iso = json_object_get(data, "ts");
+    time_iso = time_iso != NULL ? json_incref(time_iso) : json_null();
     return json_pack("{s:s, s:s, s:s, s:s, s:s, s:o, s:s, s:o}", "specversion", "1.0", "id", id,
                      "source", source, "type", type, "subject", subject, "time", time_iso,
                      "datacontenttype", "application/json", "data", data);
@@ -344,6 +345,8 @@ static char *render(const struct hook *h, const struct store_event *ev,
     json_t *o = h->format == CONFIG_WEBHOOK_SLACK         ? body_slack(ev, ch)
                 : h->format == CONFIG_WEBHOOK_CLOUDEVENTS ? body_cloudevents(ev, ch)
                                                           : body_json(ev, ch);
+    if (o == NULL)
+        return NULL;
     char *s = json_dumps(o, JSON_COMPACT | JSON_ENSURE_ASCII);
     json_decref(o);
     return s;
@@ -397,8 +400,11 @@ static int fill(struct notify *n)
                     continue;
                 char *body = render(h, ev, have ? &ch : NULL);
                 if (body == NULL) {
-                    rc = -ENOMEM;
-                    break;
+                    /* Never expected; skipped rather than retried, which would stop every
+                     * later event at this one. */
+                    log_warn("webhook body cannot be made: event skipped", "url", h->url, "event",
+                             ev->type);
+                    continue;
                 }
                 struct store_outbox *o = &rows[nrows++];
                 o->event_id = ev->id;
