@@ -355,18 +355,32 @@ static json_t *parse_body(struct api_conn *c, const char *body, size_t n,
 
 static int route_deploy(struct api_conn *c, const char *service, const char *body, size_t n)
 {
-    static const char *const allowed[] = {"version", "targets", "plan", "reason",
-                                          "actor",   "wait",    NULL};
+    static const char *const allowed[] = {"version", "targets",   "plan",   "reason", "actor",
+                                          "wait",    "emergency", "ticket", "risk",   NULL};
     json_t *o = parse_body(c, body, n, allowed);
     if (o == NULL)
         return 0;
-    const char *version, *plan, *reason, *actor;
+    const char *version, *plan, *reason, *actor, *ticket, *risk;
     const char *targets[65];
     size_t nt = 0;
-    int wait = 0;
+    int wait = 0, emergency = 0;
     if (opt_string(c, o, "version", &version) < 0 || opt_string(c, o, "plan", &plan) < 0 ||
-        opt_reason(c, o, &reason) < 0 || opt_actor(c, o, &actor) < 0)
+        opt_reason(c, o, &reason) < 0 || opt_actor(c, o, &actor) < 0 ||
+        opt_string(c, o, "ticket", &ticket) < 0 || opt_string(c, o, "risk", &risk) < 0)
         goto out;
+    if (ticket != NULL && !text_is_name(ticket, strlen(ticket))) {
+        respond_error(c, 400,
+                      "ticket: expected 1-64 characters of A-Z a-z 0-9 . _ - (a ticket id)");
+        goto out;
+    }
+    json_t *je = json_object_get(o, "emergency");
+    if (je != NULL) {
+        if (!json_is_boolean(je)) {
+            respond_error(c, 400, "emergency: expected true or false");
+            goto out;
+        }
+        emergency = json_is_true(je);
+    }
     if (version == NULL) {
         respond_error(c, 400, "version: required");
         goto out;
@@ -411,6 +425,9 @@ static int route_deploy(struct api_conn *c, const char *service, const char *bod
         .actor = actor,
         .reason = reason,
         .wait = wait,
+        .emergency = emergency,
+        .ticket = ticket,
+        .risk = risk,
     };
     char err[512];
     int64_t id;
@@ -956,6 +973,23 @@ static int route(struct api_conn *c, enum http_method m, char *path, char *query
             json_t *o = rollout_service_json(r, parts[3]);
             if (o == NULL)
                 return respond_no_service(c, parts[3]);
+            return respond_json(c, 200, o);
+        }
+        if (np == 5 && strcmp(parts[4], "plan") == 0) {
+            if (m != HTTP_M_GET)
+                return respond_error(c, 405, "use GET");
+            char *ver = query_get(query, "version"), *pl = query_get(query, "plan");
+            char err[512];
+            int rc = 0;
+            json_t *o = ver == NULL
+                            ? NULL
+                            : rollout_plan_preview(r, parts[3], ver, pl, err, sizeof(err), &rc);
+            free(ver);
+            free(pl);
+            if (rc == 0 && o == NULL)
+                return respond_error(c, 400, "version: required (?version=V)");
+            if (o == NULL)
+                return respond_error(c, status_of(rc), err);
             return respond_json(c, 200, o);
         }
         if (np == 5 && (strcmp(parts[4], "deploy") == 0 || strcmp(parts[4], "rollback") == 0)) {

@@ -58,6 +58,7 @@ enum {
     CLI_OPT_BINARY = 1u << 8,
     CLI_OPT_LIMIT = 1u << 9,
     CLI_OPT_FOLLOW = 1u << 10,
+    CLI_OPT_GOVERN = 1u << 12, /* --emergency, --ticket, --risk (deploy) */
     CLI_OPT_LINES = 1u << 11,
 };
 
@@ -82,18 +83,35 @@ static const struct cli_command cli_commands[] = {
      "stderr. Prints each service (listen, protocol, targets, plan) and each plan with\n"
      "its steps. Exit 0 when the config is valid, 2 with the error otherwise.\n"},
     {"deploy", CLI_CMD_DEPLOY,
-     CLI_OPT_JSON | CLI_OPT_TARGET | CLI_OPT_PLAN | CLI_OPT_REASON | CLI_OPT_WAIT, 2, 2,
+     CLI_OPT_JSON | CLI_OPT_TARGET | CLI_OPT_PLAN | CLI_OPT_REASON | CLI_OPT_WAIT | CLI_OPT_GOVERN,
+     2, 2,
      "deploy SERVICE VERSION [--target HOST:PORT ...] [--plan NAME]\n"
-     "               [--reason TEXT] [--wait] [--json]",
+     "               [--reason TEXT] [--emergency] [--ticket ID] [--risk low|medium|high]\n"
+     "               [--wait] [--json]",
      "deploy SERVICE VERSION [options]\tput VERSION of SERVICE into production",
      "Starts a change that puts VERSION (1-64 of A-Za-z0-9._-) of SERVICE live, on the\n"
      "targets given. Prints the change id, from -> to, its state and message.\n"
      "  --target HOST:PORT  an instance of VERSION (repeat for several)\n"
      "  --plan NAME         the rollout plan (default: the service's plan)\n"
      "  --reason TEXT       why, recorded in the change\n"
+     "  --emergency         go through a freeze window (needs --reason); the change\n"
+     "                      record names the window and the reason\n"
+     "  --ticket ID         the change request this carries out, recorded\n"
+     "  --risk LEVEL        low, medium or high, recorded\n"
      "  --wait              return only when the change has ended (no timeout)\n"
      "  --json              print the change as the API returns it\n"
-     "Exit 1 when the change ended failed, rolled_back, aborted or interrupted.\n"},
+     "Exit 1 when the change ended failed, rolled_back, aborted or interrupted, or a\n"
+     "freeze window refused it (the message names the window and when it ends).\n"},
+    {"plan", CLI_CMD_PLAN, CLI_OPT_PLAN | CLI_OPT_FORMAT, 2, 2,
+     "plan SERVICE VERSION [--plan NAME] [--format text|md|json]",
+     "plan SERVICE VERSION [options]\tthe written plan of a deploy; changes nothing",
+     "Prints what a deploy of VERSION to SERVICE would do, before anything starts: each\n"
+     "step (milestone) with the new version's share of traffic, its owner, who is told,\n"
+     "and its Plan B (what a rollback does there and what it needs); the time to full\n"
+     "traffic (fastest, expected, worst), the worst time to roll back, and the freeze\n"
+     "windows it would cross. Changes nothing.\n"
+     "  --plan NAME                the plan (default: the service's plan)\n"
+     "  --format text|md|json      text (default), Markdown or the API's JSON\n"},
     {"status", CLI_CMD_STATUS, CLI_OPT_JSON, 0, 1, "status [SERVICE] [--json]",
      "status [SERVICE] [--json]\tlive/previous versions, target health, change",
      "Shows, per service (or only SERVICE), the live version and each of its targets\n"
@@ -248,7 +266,8 @@ static const struct cli_opt cli_opts[] = {
     {"all", 0, CLI_OPT_ALL, 0},         {"as", 0, CLI_OPT_AS, 1},
     {"format", 0, CLI_OPT_FORMAT, 1},   {"binary", 0, CLI_OPT_BINARY, 1},
     {"limit", 0, CLI_OPT_LIMIT, 1},     {"follow", 'f', CLI_OPT_FOLLOW, 0},
-    {"lines", 'n', CLI_OPT_LINES, 1},
+    {"lines", 'n', CLI_OPT_LINES, 1},   {"emergency", 0, CLI_OPT_GOVERN, 0},
+    {"ticket", 0, CLI_OPT_GOVERN, 1},   {"risk", 0, CLI_OPT_GOVERN, 1},
 };
 
 #define CLI_NOPTS (sizeof(cli_opts) / sizeof(cli_opts[0]))
@@ -340,11 +359,29 @@ static int cli_apply_opt(struct cli_args *a, const struct cli_opt *o, const char
     } else if (strcmp(o->lng, "as") == 0) {
         a->as = val;
     } else if (strcmp(o->lng, "format") == 0) {
-        if (strcmp(val, "md") != 0 && strcmp(val, "json") != 0) {
-            snprintf(err, errlen, "--format must be md or json, got '%s'", val);
+        if (strcmp(val, "md") != 0 && strcmp(val, "json") != 0 &&
+            (a->cmd != CLI_CMD_PLAN || strcmp(val, "text") != 0)) {
+            snprintf(err, errlen, "--format must be %s, got '%s'",
+                     a->cmd == CLI_CMD_PLAN ? "text, md or json" : "md or json", val);
             return -EINVAL;
         }
         a->format = val;
+        a->format_given = 1;
+    } else if (strcmp(o->lng, "emergency") == 0) {
+        a->emergency = 1;
+    } else if (strcmp(o->lng, "ticket") == 0) {
+        if (!cli_version_valid(val)) {
+            snprintf(err, errlen, "--ticket must be 1-64 characters of A-Z a-z 0-9 . _ -, got '%s'",
+                     val);
+            return -EINVAL;
+        }
+        a->ticket = val;
+    } else if (strcmp(o->lng, "risk") == 0) {
+        if (strcmp(val, "low") != 0 && strcmp(val, "medium") != 0 && strcmp(val, "high") != 0) {
+            snprintf(err, errlen, "--risk must be low, medium or high, got '%s'", val);
+            return -EINVAL;
+        }
+        a->risk = val;
     } else if (strcmp(o->lng, "binary") == 0) {
         a->binary = val;
     } else if (strcmp(o->lng, "limit") == 0) {
@@ -415,21 +452,25 @@ static int cli_assign_positional(struct cli_args *a, const struct cli_command *c
         const char *what = "SERVICE";
         if (c->cmd == CLI_CMD_APPROVE || c->cmd == CLI_CMD_REPORT)
             what = "CHANGE_ID";
-        else if (c->cmd == CLI_CMD_DEPLOY && npos == 1)
+        else if ((c->cmd == CLI_CMD_DEPLOY || c->cmd == CLI_CMD_PLAN) && npos == 1)
             what = "VERSION";
         snprintf(err, errlen, "%s: missing %s", c->name, what);
         return -EINVAL;
     }
     switch (c->cmd) {
     case CLI_CMD_DEPLOY:
+    case CLI_CMD_PLAN:
         a->version = pos[1];
         if (!cli_version_valid(a->version)) {
-            snprintf(err, errlen,
-                     "deploy: VERSION '%s' must be 1-64 characters of A-Z a-z 0-9 . _ -",
-                     a->version);
+            snprintf(err, errlen, "%s: VERSION '%s' must be 1-64 characters of A-Z a-z 0-9 . _ -",
+                     c->name, a->version);
             return -EINVAL;
         }
         a->service = pos[0];
+        if (a->emergency && (a->reason == NULL || a->reason[0] == '\0')) {
+            snprintf(err, errlen, "deploy: --emergency needs --reason TEXT (recorded with it)");
+            return -EINVAL;
+        }
         break;
     case CLI_CMD_LOGS:
         a->service = pos[0];
@@ -966,6 +1007,105 @@ static void cli_md_row(FILE *out, const char *key, const char *val)
     fputs(" |\n", out);
 }
 
+/* A number of seconds as a duration: "3m5s", "0s". */
+static const char *cli_secs(const json_t *o, const char *key, char *buf, size_t n)
+{
+    const json_t *v = json_object_get(o, key);
+    double s = json_is_number(v) ? json_number_value(v) : 0;
+    return duration_format(s > 0 ? (uint64_t)(s * 1000 + 0.5) : 0, buf, n);
+}
+
+void cli_render_preview(FILE *out, const json_t *p, int md)
+{
+    const json_t *t = json_object_get(p, "time_to_full_s"), *h = json_object_get(p, "health");
+    const json_t *after = json_object_get(p, "after"), *steps = json_object_get(p, "steps");
+    char d1[32], d2[32], d3[32], d4[32];
+    size_t i;
+    json_t *st;
+
+    fputs(md ? "# Plan: " : "plan for ", out);
+    cli_put_clean(out, cli_jstr_or(p, "service", "?"), 0);
+    fputs(": ", out);
+    cli_put_clean(out, cli_jstr_or(p, "from", "(nothing live)"), 0);
+    fputs(" -> ", out);
+    cli_put_clean(out, cli_jstr_or(p, "to", "?"), 0);
+    fputs(" with plan ", out);
+    cli_put_clean(out, cli_jstr_or(p, "plan", "(none: instant switch)"), 0);
+    fputs(", owner ", out);
+    cli_put_clean(out, cli_jstr_or(p, "owner", "(none named)"), 0);
+    fputs(md ? "\n\n" : "\n", out);
+    fprintf(out, "%shealth checks: %s at best, %s expected, %s at worst (deploy_timeout)\n",
+            md ? "- " : "", cli_secs(h, "fastest", d1, sizeof(d1)),
+            cli_secs(h, "expected", d2, sizeof(d2)), cli_secs(h, "worst", d3, sizeof(d3)));
+    if (md)
+        fputs("\n| # | step | traffic | owner | told | time (best/expected/worst) | Plan B | "
+              "needs |\n|---|---|---|---|---|---|---|---|\n",
+              out);
+    json_array_foreach(steps, i, st)
+    {
+        const json_t *ts = json_object_get(st, "time_s"), *n = json_object_get(st, "notify");
+        size_t j;
+        json_t *who;
+        fprintf(out, md ? "| %zu | " : "%2zu. ", i + 1);
+        cli_put_clean(out, cli_jstr_or(st, "what", "?"), md ? 0 : 22);
+        fprintf(out, md ? " | %lld%%%s | " : "  traffic %3lld%%%s  owner ",
+                (long long)json_integer_value(json_object_get(st, "traffic")),
+                json_is_true(json_object_get(st, "cohort")) ? " + cohort" : "");
+        cli_put_clean(out, cli_jstr_or(st, "owner", "-"), 0);
+        fputs(md ? " | " : "  told ", out);
+        json_array_foreach(n, j, who)
+        {
+            fputs(j ? ", " : "", out);
+            cli_put_clean(out, json_string_value(who), 0);
+        }
+        if (json_array_size(n) == 0)
+            fputs("nobody", out);
+        fprintf(out, md ? " | %s / %s / %s%s | " : "\n      time %s / %s / %s%s\n      Plan B: ",
+                cli_secs(ts, "fastest", d1, sizeof(d1)), cli_secs(ts, "expected", d2, sizeof(d2)),
+                cli_secs(ts, "worst", d3, sizeof(d3)),
+                json_is_true(json_object_get(st, "waits_for_person")) ? " + a person" : "");
+        cli_put_clean(out, cli_jstr_or(st, "plan_b", "-"), 0);
+        fputs(md ? " | " : "\n      needs: ", out);
+        cli_put_clean(out, cli_jstr_or(st, "needs", "-"), 0);
+        if (!md) {
+            fputs("\n      ", out);
+            cli_put_clean(out, cli_jstr_or(st, "note", ""), 0);
+        }
+        fputs(md ? " |\n" : "\n", out);
+    }
+    fputs(md ? "\n- after the plan (100%): " : "after the plan (100%): ", out);
+    cli_put_clean(out, cli_jstr_or(after, "plan_b", "-"), 0);
+    fputs("; needs ", out);
+    cli_put_clean(out, cli_jstr_or(after, "needs", "-"), 0);
+    fprintf(out,
+            "\n%stime to full traffic: %s at best, %s expected, %s at worst\n"
+            "%sworst time to roll back: %s\n",
+            md ? "- " : "", cli_secs(t, "fastest", d1, sizeof(d1)),
+            cli_secs(t, "expected", d2, sizeof(d2)), cli_secs(t, "worst", d3, sizeof(d3)),
+            md ? "- " : "", cli_secs(p, "time_to_rollback_worst_s", d4, sizeof(d4)));
+    const json_t *fz = json_object_get(p, "freeze_windows");
+    fprintf(out, "%sfreeze windows on the way:", md ? "- " : "");
+    json_array_foreach(fz, i, st)
+    {
+        fputs(i ? ";" : "", out);
+        fputc(' ', out);
+        cli_put_clean(out, cli_jstr_or(st, "name", "?"), 0);
+        fprintf(out, " %s to %s%s", cli_jstr_or(st, "from", "?"), cli_jstr_or(st, "to", "?"),
+                json_is_true(json_object_get(st, "in_force_now"))
+                    ? " (in force now: a deploy is refused unless --emergency)"
+                    : "");
+    }
+    fputs(json_array_size(fz) == 0 ? " none\n" : "\n", out);
+    const json_t *rate = json_object_get(p, "request_rate");
+    fprintf(out, "%srequest rate: ", md ? "- " : "");
+    if (json_is_number(json_object_get(rate, "per_s")))
+        fprintf(out, "%.1f/s (", json_number_value(json_object_get(rate, "per_s")));
+    else
+        fputs("(", out);
+    cli_put_clean(out, cli_jstr_or(rate, "source", "-"), 0);
+    fputs(")\n", out);
+}
+
 void cli_render_report_md(FILE *out, const json_t *change)
 {
     const json_t *id = json_object_get(change, "id");
@@ -1281,13 +1421,16 @@ static void cli_render_plan(FILE *out, const struct config_plan *p)
 {
     char d1[32], d2[32];
 
-    fprintf(out, "plan %s (on failure: %s)\n", p->name,
+    fprintf(out, "plan %s (on failure: %s)%s%s\n", p->name,
             p->on_failure == CONFIG_ON_PAUSE     ? "pause"
             : p->on_failure == CONFIG_ON_PROCEED ? "proceed"
-                                                 : "rollback");
+                                                 : "rollback",
+            p->owner ? ", owner " : "", p->owner ? p->owner : "");
     for (size_t i = 0; i < p->nsteps; i++) {
         const struct config_step *s = &p->steps[i];
         fprintf(out, "  %zu. ", i + 1);
+        if (s->owner != NULL)
+            fprintf(out, "(owner %s) ", s->owner);
         switch (s->kind) {
         case CONFIG_STEP_TEST:
             fputs("test:", out);
@@ -1352,6 +1495,19 @@ static void cli_render_config(FILE *out, const struct config *cfg)
         fprintf(out, "admin API also on %s (%zu token%s from %s)\n", cfg->admin_listen,
                 cfg->ntokens, cfg->ntokens == 1 ? "" : "s",
                 cfg->admin_tokens_file ? cfg->admin_tokens_file : "-");
+    for (size_t i = 0; i < cfg->nfreezes; i++) {
+        const struct config_freeze *f = &cfg->freezes[i];
+        char t1[32], t2[32];
+        if (f->recurring)
+            fprintf(out, "freeze %s: cron \"%s\" (UTC) for %s (", f->name, f->cron,
+                    duration_format(f->duration_ms, t1, sizeof(t1)));
+        else
+            fprintf(out, "freeze %s: %s to %s (", f->name, freeze_time_format(f->from, t1, 32),
+                    freeze_time_format(f->to, t2, 32));
+        for (size_t j = 0; j < f->nservices; j++)
+            fprintf(out, "%s%s", j ? ", " : "", f->services[j]);
+        fputs(f->services ? ")\n" : "every service)\n", out);
+    }
     for (size_t i = 0; i < cfg->nwebhooks; i++) {
         fprintf(out, "webhook %s (", cfg->webhooks[i].url);
         for (size_t j = 0; j < cfg->webhooks[i].nservices; j++)
@@ -1895,6 +2051,13 @@ static int cli_cmd_deploy(const struct cli_args *a, struct cli_http *h)
     body =
         json_pack("{s:s, s:o*, s:s*, s:s*, s:s*, s:b}", "version", a->version, "targets", targets,
                   "plan", a->plan, "reason", a->reason, "actor", actor, "wait", a->wait);
+    /* Sent only when given, so that a daemon without them still takes a plain deploy. */
+    if (a->emergency)
+        json_object_set_new(body, "emergency", json_true());
+    if (a->ticket != NULL)
+        json_object_set_new(body, "ticket", json_string(a->ticket));
+    if (a->risk != NULL)
+        json_object_set_new(body, "risk", json_string(a->risk));
     path = xasprintf("/api/v1/services/%s/deploy", svc);
     rc = cli_post_change(a, h, path, body);
     free(path);
@@ -2222,6 +2385,34 @@ static int cli_cmd_approve(const struct cli_args *a, struct cli_http *h)
     return rc;
 }
 
+static int cli_cmd_plan(const struct cli_args *a, struct cli_http *h)
+{
+    char *svc = cli_escape(h, a->service), *ver = cli_escape(h, a->version);
+    char *pl = a->plan ? cli_escape(h, a->plan) : NULL;
+    char *path = xasprintf("/api/v1/services/%s/plan?version=%s%s%s", svc, ver, pl ? "&plan=" : "",
+                           pl ? pl : "");
+    struct cli_resp r;
+    int rc = cli_request(h, "GET", path, NULL, NULL, &r);
+
+    free(path);
+    free(svc);
+    free(ver);
+    free(pl);
+    if (rc != 0)
+        return rc;
+    if (r.status == 404 && r.json != NULL && cli_jstr(r.json, "error") != NULL &&
+        strstr(cli_jstr(r.json, "error"), "no such route") != NULL)
+        rc = cli_unsupported("plan", &r);
+    else if (r.status < 200 || r.status >= 300 || !json_is_object(r.json))
+        rc = cli_api_error(h, &r);
+    else if (a->format_given && strcmp(a->format, "json") == 0)
+        cli_print_json(r.json);
+    else
+        cli_render_preview(stdout, r.json, a->format_given && strcmp(a->format, "md") == 0);
+    cli_resp_done(&r);
+    return rc;
+}
+
 static int cli_cmd_report(const struct cli_args *a, struct cli_http *h)
 {
     int md = strcmp(a->format, "md") == 0;
@@ -2454,6 +2645,9 @@ static int cli_run(const struct cli_args *a)
         break;
     case CLI_CMD_REPORT:
         rc = cli_cmd_report(a, &h);
+        break;
+    case CLI_CMD_PLAN:
+        rc = cli_cmd_plan(a, &h);
         break;
     case CLI_CMD_UPGRADE:
         rc = cli_cmd_upgrade(a, &h, binary);

@@ -42,6 +42,7 @@ enum cli_cmd {
     CLI_CMD_RELOAD,
     CLI_CMD_LOGS, /* reads the instance logs itself; the daemon only names the live version */
     CLI_CMD_EVENTS,
+    CLI_CMD_PLAN, /* the written plan of a deploy, before it starts; changes nothing */
 };
 
 /* What the command line asked for. Strings point into argv (not owned), except targets, an
@@ -65,7 +66,11 @@ struct cli_args {
     int all;             /* --all (promote) */
     const char *as;      /* --as (approve) */
     long long change_id; /* CHANGE_ID positional (approve, report); > 0 */
-    const char *format;  /* --format md|json (report); "md" when absent */
+    const char *format;  /* --format md|json (report), text|md|json (plan); "md" when absent */
+    int format_given;    /* 1 when --format was given (plan's default is text) */
+    int emergency;       /* --emergency (deploy): through a freeze window; needs --reason */
+    const char *ticket;  /* --ticket ID (deploy) */
+    const char *risk;    /* --risk low|medium|high (deploy) */
     const char *binary;  /* --binary PATH (upgrade) */
     long limit;          /* --limit N (history); 0 = the daemon's default */
     int follow;          /* -f/--follow (logs) */
@@ -123,6 +128,9 @@ void cli_render_change(FILE *out, const json_t *change);
 /* Renders a GET /api/v1/changes answer as a table (id, time, service, kind, from -> to, state,
  * actor, message). */
 void cli_render_history(FILE *out, const json_t *root);
+
+/* Renders a plan preview (GET /api/v1/services/NAME/plan) as text (md 0) or Markdown (md 1). */
+void cli_render_preview(FILE *out, const json_t *plan, int md);
 
 /* Renders a Change with its events as a markdown report (used when the daemon has no report
  * route). */

@@ -1548,7 +1548,8 @@ static int parse_step_approval(struct ctx *c, const struct item *it, const char 
 static int parse_step(struct ctx *c, struct fy_node *node, int fallback_line, const char *path,
                       struct config_step *st)
 {
-    static const char what[] = "a map with one key: test, pilot, weight, pause or approval";
+    static const char what[] =
+        "a map with one key: test, pilot, weight, pause or approval (and optionally owner)";
     struct item it = {node, node_line(node, fallback_line)}, v;
     struct fy_node_pair *pair;
     struct fy_node *k;
@@ -1559,10 +1560,25 @@ static int parse_step(struct ctx *c, struct fy_node *node, int fallback_line, co
 
     st->line = it.line;
     st->timeout_ms = 60000;
-    if (node == NULL || fy_node_get_type(node) != FYNT_MAPPING ||
-        fy_node_mapping_item_count(node) != 1)
+    if (node == NULL || fy_node_get_type(node) != FYNT_MAPPING)
         return fail_type(c, &it, path, what);
-    pair = fy_node_mapping_iterate(node, &iter);
+    /* Beside its kind, a step may name its own owner: {weight: 50, owner: NAME}. */
+    int nkeys = fy_node_mapping_item_count(node);
+    struct item ov;
+    bool has_owner = map_find(node, "owner", &ov);
+    if (nkeys != 1 + (has_owner ? 1 : 0))
+        return fail_type(c, &it, path, what);
+    if (has_owner) {
+        char op[KEY_PATH_MAX];
+        int rc = get_string(c, &ov, subpath(op, sizeof(op), path, "owner"), "a name", &st->owner);
+        if (rc != 0)
+            return rc;
+        if (!valid_name(st->owner, strlen(st->owner)))
+            return fail_type(c, &ov, op, "a name of 1-64 characters of A-Z a-z 0-9 . _ -");
+    }
+    do
+        pair = fy_node_mapping_iterate(node, &iter);
+    while (pair != NULL && key_is(fy_node_pair_key(pair), "owner"));
     v = item_of_pair(pair);
     k = fy_node_pair_key(pair);
     if (k == NULL || fy_node_get_type(k) != FYNT_SCALAR || is_alias(k) ||
@@ -1662,7 +1678,8 @@ static int parse_on(struct ctx *c, const struct item *it, const char *path, bool
 
 static int parse_plan(struct ctx *c, struct fy_node_pair *pair, struct config_plan *pl)
 {
-    static const char *const known[] = {"steps", "analysis", "on_failure", "on_inconclusive", NULL};
+    static const char *const known[] = {"steps",           "analysis", "on_failure",
+                                        "on_inconclusive", "owner",    NULL};
     struct item it = item_of_pair(pair), v;
     char path[KEY_PATH_MAX], p[KEY_PATH_MAX];
     struct fy_node *el;
@@ -1700,6 +1717,12 @@ static int parse_plan(struct ctx *c, struct fy_node_pair *pair, struct config_pl
         if ((rc = parse_step(c, el, v.line, sp, &pl->steps[i])) != 0)
             return rc;
         i++;
+    }
+    if (map_find(it.node, "owner", &v)) {
+        if ((rc = get_string(c, &v, subpath(p, sizeof(p), path, "owner"), "a name", &pl->owner)))
+            return rc;
+        if (!valid_name(pl->owner, strlen(pl->owner)))
+            return fail_type(c, &v, p, "a name of 1-64 characters of A-Z a-z 0-9 . _ -");
     }
     if (map_find(it.node, "analysis", &v) &&
         (rc = parse_analysis(c, &v, subpath(p, sizeof(p), path, "analysis"), &pl->analysis)))
@@ -2052,6 +2075,131 @@ static int check_webhook_services(struct ctx *c, const struct config *cfg)
     return 0;
 }
 
+/* ---- freeze windows ---- */
+
+static int parse_freeze(struct ctx *c, const struct item *it, const char *path,
+                        struct config_freeze *f)
+{
+    static const char *const known[] = {"name", "from", "to", "cron", "duration", "services", NULL};
+    static const char rfc[] = "an RFC 3339 time like 2026-12-24T00:00:00Z";
+    char p[KEY_PATH_MAX], msg[200];
+    struct item v, v2;
+    char *text = NULL;
+    int rc;
+
+    f->line = it->line;
+    if ((rc = expect_map(c, it, path, known)) != 0)
+        return rc;
+    if (!map_find(it->node, "name", &v))
+        return fail_missing(c, it->line, path, "name", "a name for the window");
+    if ((rc = get_string(c, &v, subpath(p, sizeof(p), path, "name"), "a name", &f->name)))
+        return rc;
+    if (!valid_name(f->name, strlen(f->name)))
+        return fail_type(c, &v, p, "a name of 1-64 characters of A-Z a-z 0-9 . _ -");
+    bool fixed = map_find(it->node, "from", &v) || map_find(it->node, "to", &v);
+    bool cron = map_find(it->node, "cron", &v) || map_find(it->node, "duration", &v);
+    if (fixed == cron)
+        return fail(c, it->line,
+                    "%s: expected either from and to (RFC 3339 times) or cron and duration", path);
+    if (fixed) {
+        if (!map_find(it->node, "from", &v))
+            return fail_missing(c, it->line, path, "from", rfc);
+        if (!map_find(it->node, "to", &v2))
+            return fail_missing(c, it->line, path, "to", rfc);
+        const struct item *its[2] = {&v, &v2};
+        int64_t *outs[2] = {&f->from, &f->to};
+        for (int k = 0; k < 2; k++) {
+            subpath(p, sizeof(p), path, k ? "to" : "from");
+            if ((rc = get_string(c, its[k], p, rfc, &text)))
+                return rc;
+            rc = freeze_time_parse(text, outs[k]);
+            free(text);
+            text = NULL;
+            if (rc != 0)
+                return fail_type(c, its[k], p, rfc);
+        }
+        if (f->from >= f->to) {
+            subpath(p, sizeof(p), path, "to");
+            return fail(c, v2.line, "%s: expected a time after from, got one %s", p,
+                        f->from == f->to ? "equal to it" : "before it");
+        }
+    } else {
+        f->recurring = true;
+        if (!map_find(it->node, "cron", &v))
+            return fail_missing(c, it->line, path, "cron", "a cron line \"MIN HOUR DOM MON DOW\"");
+        if (!map_find(it->node, "duration", &v2))
+            return fail_missing(c, it->line, path, "duration", "a duration like 2h");
+        if ((rc = get_string(c, &v, subpath(p, sizeof(p), path, "cron"),
+                             "a cron line \"MIN HOUR DOM MON DOW\"", &f->cron)))
+            return rc;
+        if (freeze_cron_parse(f->cron, &f->sched, msg, sizeof(msg)) != 0)
+            return fail(c, v.line, "%s: %s", p, msg);
+        if ((rc = get_duration(c, &v2, subpath(p, sizeof(p), path, "duration"), 60000,
+                               &f->duration_ms)))
+            return rc;
+        if (f->duration_ms > (uint64_t)FREEZE_SCAN_MAX_S * 1000)
+            return fail(c, v2.line, "%s: expected at most 31d, got more", p);
+    }
+    if (map_find(it->node, "services", &v) &&
+        (rc = get_string_list(c, &v, subpath(p, sizeof(p), path, "services"),
+                              "a list of service names", true, true, &f->services, &f->nservices)))
+        return rc;
+    return 0;
+}
+
+/* Two fixed windows that overlap on a service they share are one window written twice, or a
+ * typo in a date: refused. */
+static bool freezes_share_service(const struct config_freeze *a, const struct config_freeze *b)
+{
+    if (a->services == NULL || b->services == NULL)
+        return true;
+    for (size_t i = 0; i < a->nservices; i++)
+        if (freeze_applies(b, a->services[i]))
+            return true;
+    return false;
+}
+
+static int parse_freezes(struct ctx *c, const struct item *it, struct config *cfg)
+{
+    if (it->node == NULL || fy_node_get_type(it->node) != FYNT_SEQUENCE)
+        return fail_type(c, it, "freeze",
+                         "a list of {name, from, to} or {name, cron, duration} windows");
+    cfg->nfreezes = (size_t)fy_node_sequence_item_count(it->node);
+    cfg->freezes = xcalloc(cfg->nfreezes + 1, sizeof(*cfg->freezes));
+    void *iter = NULL;
+    struct fy_node *el;
+    int rc;
+    for (size_t i = 0;
+         (el = fy_node_sequence_iterate(it->node, &iter)) != NULL && i < cfg->nfreezes; i++) {
+        char path[KEY_PATH_MAX];
+        struct item fi = {el, node_line(el, it->line)};
+        struct config_freeze *f = &cfg->freezes[i];
+        subindex(path, sizeof(path), "freeze", i);
+        if ((rc = parse_freeze(c, &fi, path, f)) != 0)
+            return rc;
+        for (size_t j = 0; j < f->nservices; j++)
+            if (config_service_find(cfg, f->services[j]) == NULL)
+                return fail(c, f->line,
+                            "%s.services: expected names of services, got '%.64s', which no "
+                            "service is called",
+                            path, f->services[j]);
+        for (size_t j = 0; j < i; j++) {
+            const struct config_freeze *g = &cfg->freezes[j];
+            if (strcmp(g->name, f->name) == 0)
+                return fail(c, f->line,
+                            "%s.name: '%s' is already the name of the window at line %d", path,
+                            f->name, g->line);
+            if (!f->recurring && !g->recurring && f->from < g->to && g->from < f->to &&
+                freezes_share_service(f, g))
+                return fail(c, f->line,
+                            "%s: overlaps window '%s' (line %d) on the same services; make them "
+                            "one window",
+                            path, g->name, g->line);
+        }
+    }
+    return 0;
+}
+
 static int default_workers(void)
 {
     long n = sysconf(_SC_NPROCESSORS_ONLN);
@@ -2112,8 +2260,9 @@ out:
 
 static int parse_root(struct ctx *c, struct fy_node *root)
 {
-    static const char *const known[] = {"state_dir", "workers",  "io_coalesce_us", "admin",
-                                        "notify",    "services", "plans",          NULL};
+    static const char *const known[] = {"state_dir", "workers", "io_coalesce_us",
+                                        "admin",     "notify",  "freeze",
+                                        "services",  "plans",   NULL};
     struct config *cfg = c->cfg;
     struct item it = {root, node_line(root, 1)}, v;
     struct fy_node_pair *p;
@@ -2173,6 +2322,8 @@ static int parse_root(struct ctx *c, struct fy_node *root)
                 return rc;
     }
     if ((rc = check_webhook_services(c, cfg)) != 0)
+        return rc;
+    if (map_find(root, "freeze", &v) && !is_null(v.node) && (rc = parse_freezes(c, &v, cfg)))
         return rc;
     if (cfg->admin_tokens_file != NULL)
         return load_tokens(c, c->tokens_line);
@@ -2429,8 +2580,10 @@ static void free_service(struct config_service *s)
 static void free_plan(struct config_plan *p)
 {
     free(p->name);
+    free(p->owner);
     for (size_t i = 0; p->steps != NULL && i < p->nsteps; i++) {
         struct config_step *st = &p->steps[i];
+        free(st->owner);
         free_strv(st->command);
         free(st->pilot_name);
         free(st->pilot_value);
@@ -2469,6 +2622,12 @@ void config_free(struct config *cfg)
     for (size_t i = 0; cfg->plans != NULL && i < cfg->nplans; i++)
         free_plan(&cfg->plans[i]);
     free(cfg->plans);
+    for (size_t i = 0; cfg->freezes != NULL && i < cfg->nfreezes; i++) {
+        free(cfg->freezes[i].name);
+        free(cfg->freezes[i].cron);
+        free_strv(cfg->freezes[i].services);
+    }
+    free(cfg->freezes);
     free_strv(cfg->warnings);
     free(cfg);
 }

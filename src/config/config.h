@@ -9,6 +9,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "config/freeze.h"
+
 /* Default of io_coalesce_us: the nap measured to pay on the bench host (docs/benchmarks.md). */
 #define CONFIG_IO_COALESCE_US 100
 
@@ -149,6 +151,7 @@ struct config_step {
     uint64_t duration_ms;
     /* WEIGHT: 0..100 */
     int weight;
+    char *owner; /* the step's own `owner:` (a second key beside the kind), else NULL */
     /* APPROVAL */
     char **approvers; /* NULL-terminated */
     size_t napprovers;
@@ -170,6 +173,7 @@ struct config_analysis {
 struct config_plan {
     char *name;
     int line;
+    char *owner; /* `owner:`, who answers for the plan's milestones; NULL when absent */
     struct config_step *steps;
     size_t nsteps;
     struct config_analysis analysis;
@@ -215,6 +219,21 @@ struct config_webhook {
 /* The event types a change records, NULL-terminated (what notify.webhooks[].events may name). */
 extern const char *const config_event_types[];
 
+/* A freeze window (`freeze:` list): fixed [from, to) or recurring, starting at each minute its
+ * cron line matches (UTC) and lasting duration. Deploys of the services it covers are refused
+ * while it is in force, unless they are emergencies; rollbacks never are. */
+struct config_freeze {
+    char *name; /* unique among the windows */
+    int line;
+    bool recurring;
+    int64_t from, to;         /* fixed: Unix seconds, from < to */
+    char *cron;               /* recurring: the line as written */
+    struct freeze_cron sched; /* recurring: parsed */
+    uint64_t duration_ms;     /* recurring: > 0, at most 31 days */
+    char **services;          /* only these services; NULL: every service */
+    size_t nservices;
+};
+
 struct config {
     char *path;         /* as given to config_load */
     char *state_dir;    /* default "./var"; relative paths are taken relative to the config file */
@@ -235,6 +254,8 @@ struct config {
     size_t nservices;
     struct config_plan *plans;
     size_t nplans;
+    struct config_freeze *freezes;
+    size_t nfreezes;
     char **warnings; /* "file:line: unknown key 'x' in services.web (ignored)"; NULL-terminated */
     size_t nwarnings;
 };

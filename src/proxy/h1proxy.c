@@ -1605,10 +1605,14 @@ static void request_dispatch(struct client *c)
         c->x->role = ROUTE_STABLE;
         t = pick_target(&svc->live, &c->w->rr, now_ms, c->x->last_target);
     }
-    if (t == NULL && svc->fallback.ntargets > 0) {
-        /* The live version has no healthy target left and the previous one can take over: it
-         * serves until the rollback cutover starts is published. */
-        t = pick_target(&svc->fallback, &c->w->rr, now_ms, c->x->last_target);
+    if (svc->fallback.ntargets > 0 &&
+        (t == NULL || (c->x->target_retries > 0 && t == c->x->last_target))) {
+        /* The live version has no healthy target left, or an idempotent request just failed on
+         * its only one, and the previous version can take over: it serves until the rollback
+         * cutover starts is published. */
+        struct route_target *f = pick_target(&svc->fallback, &c->w->rr, now_ms, c->x->last_target);
+        if (f != NULL)
+            t = f;
     }
     if (t == NULL) {
         count_answer(c, 503, 1);

@@ -236,6 +236,29 @@ char *rollout_report_md(struct rollout *r, int64_t id)
         json_t *cfg = json_object_get(audit, "config");
         md_put(&m, "## Audit\n\n| | |\n|---|---|\n| cutover | %s |\n| config | %s (sha256 %s) |\n",
                str(&m, audit, "cutover"), str(&m, cfg, "path"), str(&m, cfg, "sha256"));
+        if (json_is_true(json_object_get(audit, "emergency"))) {
+            if (json_is_string(json_object_get(audit, "freeze")))
+                md_put(&m, "| emergency | during freeze window %s (in force until %s): %s |\n",
+                       str(&m, audit, "freeze"), str(&m, audit, "freeze_until"),
+                       str(&m, audit, "reason"));
+            else
+                md_put(&m, "| emergency | no freeze window in force: %s |\n",
+                       str(&m, audit, "reason"));
+        }
+        json_t *wp = json_object_get(audit, "written_plan");
+        if (json_is_object(wp)) {
+            json_t *t = json_object_get(wp, "time_to_full_s");
+            md_put(&m,
+                   "| written plan | time to full traffic %llds at best, %llds expected, %llds at "
+                   "worst; rollback at worst %llds |\n",
+                   (long long)json_integer_value(json_object_get(t, "fastest")),
+                   (long long)json_integer_value(json_object_get(t, "expected")),
+                   (long long)json_integer_value(json_object_get(t, "worst")),
+                   (long long)json_integer_value(json_object_get(wp, "time_to_rollback_worst_s")));
+        }
+        if (json_object_get(audit, "ticket") != NULL || json_object_get(audit, "risk") != NULL)
+            md_put(&m, "| change request | ticket %s, risk %s |\n", str(&m, audit, "ticket"),
+                   str(&m, audit, "risk"));
         const char *side[2] = {"from", "to"};
         for (int k = 0; k < 2; k++) {
             json_t *v = json_object_get(audit, side[k]);

@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <openssl/evp.h>
 
@@ -25,12 +26,14 @@
 #include "core/log.h"
 #include "core/release.h"
 #include "core/text.h"
+#include "config/freeze.h"
 #include "core/xmalloc.h"
 #include "net/addr.h"
 #include "proxy/route.h"
 #include "rollout/change.h"
 #include "rollout/managed.h"
 #include "rollout/plan.h"
+#include "rollout/preview.h"
 #include "rollout/rolling.h"
 #include "rollout/rollout_int.h"
 #include "rollout/version.h"
@@ -497,12 +500,58 @@ static json_t *audit_json(struct service *s, const struct config_plan *cp, const
                      side_json(to, tov, targets, n));
 }
 
+/* What a deploy request adds to its audit: the emergency (the window it went through, NULL when
+ * none was in force, and the reason), the ticket and the risk. */
+static void audit_governance(json_t *audit, const struct rollout_deploy_req *req,
+                             const struct config_freeze *frozen, int64_t until)
+{
+    if (req->emergency) {
+        json_object_set_new(audit, "emergency", json_true());
+        json_object_set_new(audit, "freeze", frozen ? json_string(frozen->name) : json_null());
+        if (frozen != NULL) {
+            char t[32];
+            json_object_set_new(audit, "freeze_until",
+                                json_string(freeze_time_format(until, t, sizeof(t))));
+        }
+        json_object_set_new(audit, "reason", json_string(req->reason ? req->reason : ""));
+    }
+    if (req->ticket != NULL)
+        json_object_set_new(audit, "ticket", json_string(req->ticket));
+    if (req->risk != NULL)
+        json_object_set_new(audit, "risk", json_string(req->risk));
+}
+
 static char *audit_text(json_t *audit)
 {
     char *t = json_dumps(audit, JSON_COMPACT);
     char *d = xasprintf("{\"audit\":%s}", t ? t : "null");
     free(t);
     return d;
+}
+
+/* The plan preview of deploying version to s with cp, at the service's request rate now. */
+static json_t *preview_of(struct service *s, const char *version, const struct config_plan *cp)
+{
+    /* The request rate: both roles' answers since this engine started (the counters start with
+     * the workers), once there is a little history to average. */
+    struct analysis_sample now[ROUTE_ROLES];
+    sample_roles(s, now);
+    double secs = (double)(store_now_ms() - s->r->started_ms) / 1000.0, rate = -1;
+    uint64_t reqs = 0;
+    for (int k = 0; k < ROUTE_ROLES; k++)
+        reqs += now[k].requests;
+    if (secs >= 5 && reqs > 0)
+        rate = (double)reqs / secs;
+    struct preview_in in = {
+        .cfg = s->r->cfg,
+        .svc = s->cfg,
+        .plan = cp,
+        .from = s->live ? s->live->name : NULL,
+        .to = version,
+        .rate = rate,
+        .now = (int64_t)time(NULL),
+    };
+    return preview_json(&in);
 }
 
 /* ---------------------------------------------------------------- admission ----------------- */
@@ -568,6 +617,29 @@ int rollout_deploy(struct rollout *r, const struct rollout_deploy_req *req, roll
             return -ENOENT;
         }
     }
+    if (req->emergency && (req->reason == NULL || req->reason[0] == '\0')) {
+        snprintf(err, errlen, "reason: an emergency deploy needs a reason");
+        return -EINVAL;
+    }
+    if (req->risk != NULL && strcmp(req->risk, "low") != 0 && strcmp(req->risk, "medium") != 0 &&
+        strcmp(req->risk, "high") != 0) {
+        snprintf(err, errlen, "risk: expected low, medium or high, got '%.32s'", req->risk);
+        return -EINVAL;
+    }
+    /* A freeze window stops deploys, never rollbacks (start_rollback does not ask). */
+    int64_t until = 0;
+    const struct config_freeze *frozen =
+        freeze_find_active(r->cfg, s->cfg->name, (int64_t)time(NULL), &until);
+    if (frozen != NULL && !req->emergency) {
+        char t[32];
+        snprintf(err, errlen,
+                 "%s is frozen by window '%s' until %s; no deploy until then, unless it is an "
+                 "emergency (deploy --emergency --reason TEXT)",
+                 s->cfg->name, frozen->name, freeze_time_format(until, t, sizeof(t)));
+        log_info("deploy refused: freeze window", "service", s->cfg->name, "window", frozen->name,
+                 "actor", req->actor);
+        return -EBUSY;
+    }
     if (refuse_busy(s, CHANGE_IN_DEPLOY, err, errlen))
         return -EBUSY;
     if (s->roll != NULL) {
@@ -625,7 +697,26 @@ int rollout_deploy(struct rollout *r, const struct rollout_deploy_req *req, roll
         snprintf(what, sizeof(what), "deploy %s to %s (%zu %s%s), instant switch once healthy",
                  req->version, s->cfg->name, ntargets, managed ? "instance" : "target",
                  ntargets == 1 ? "" : "s");
+    if (req->emergency) {
+        size_t l = strlen(what);
+        snprintf(what + l, sizeof(what) - l, "; emergency%s%s", frozen ? " during freeze " : "",
+                 frozen ? frozen->name : "");
+        log_info("emergency deploy", "service", s->cfg->name, "window", frozen ? frozen->name : "",
+                 "actor", req->actor, "reason", req->reason);
+    }
     json_t *audit = audit_json(s, cp, req->version, NULL, targets, ntargets);
+    audit_governance(audit, req, frozen, until);
+    /* The written plan as it stood when the change started: what was promised (owners, Plan B,
+     * times), to hold the change against afterwards. */
+    if (cp != NULL) {
+        json_t *wp = preview_of(s, req->version, cp);
+        json_object_set_new(
+            audit, "written_plan",
+            json_pack("{s:O, s:O, s:O}", "time_to_full_s", json_object_get(wp, "time_to_full_s"),
+                      "time_to_rollback_worst_s", json_object_get(wp, "time_to_rollback_worst_s"),
+                      "steps", json_object_get(wp, "steps")));
+        json_decref(wp);
+    }
     char *detail = cp == NULL ? audit_text(audit) : NULL;
     struct change_new cn = {
         .detail = detail,
@@ -669,6 +760,32 @@ int rollout_deploy(struct rollout *r, const struct rollout_deploy_req *req, roll
         rolling_create(s); /* after the plan: its first goal depends on it */
     *change_id = id;
     return 0;
+}
+
+json_t *rollout_plan_preview(struct rollout *r, const char *service, const char *version,
+                             const char *plan, char *err, size_t errlen, int *rc)
+{
+    struct service *s = rollout_find(r, service);
+    *rc = 0;
+    if (s == NULL) {
+        snprintf(err, errlen, "unknown service '%s'", service ? service : "");
+        *rc = -ENOENT;
+        return NULL;
+    }
+    if (version == NULL || !text_is_name(version, strlen(version))) {
+        snprintf(err, errlen, "version: expected 1-64 characters of A-Z a-z 0-9 . _ -, got '%s'",
+                 version ? version : "");
+        *rc = -EINVAL;
+        return NULL;
+    }
+    const char *name = plan ? plan : s->cfg->plan;
+    const struct config_plan *cp = name ? config_plan_find(r->cfg, name) : NULL;
+    if (name != NULL && cp == NULL) {
+        snprintf(err, errlen, "plan: no plan named '%s' in the config", name);
+        *rc = -ENOENT;
+        return NULL;
+    }
+    return preview_of(s, version, cp);
 }
 
 /* Records a rollback change to the previous version and starts waiting for its health. */
@@ -914,6 +1031,7 @@ struct rollout *rollout_new(uv_loop_t *loop, const struct config *cfg, struct st
     r->st = st;
     r->on_publish = on_publish;
     r->ctx = ctx;
+    r->started_ms = store_now_ms();
     r->nservices = cfg->nservices;
     r->services = xcalloc(r->nservices ? r->nservices : 1, sizeof(*r->services));
     for (size_t i = 0; i < r->nservices; i++) {

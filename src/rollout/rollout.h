@@ -76,15 +76,26 @@ struct rollout_deploy_req {
     const char *actor;
     const char *reason; /* may be NULL */
     int wait;           /* call back when the change ended, not when it first took effect */
+    int emergency;      /* goes through a freeze window; needs a reason */
+    const char *ticket; /* the change request it carries out, or NULL */
+    const char *risk;   /* "low", "medium", "high", or NULL */
 };
 
 /* Starts a deploy. On success sets *change_id and will call cb(ctx, id) once: when the change
  * ended (switched, or failed at the health deadline) — for plans, when the first step that
  * moves traffic or waits for a person took effect, unless req->wait. Returns 0, or: -ENOENT
- * unknown service or plan, -EBUSY a change already runs, -EINVAL bad version/targets, -EEXIST
- * the version is already live, -EIO the store failed. err gets a message for the user. */
+ * unknown service or plan, -EBUSY a change already runs or a freeze window is in force (not for
+ * an emergency, which the change record then says, with the window and the reason), -EINVAL bad
+ * version/targets, -EEXIST the version is already live, -EIO the store failed. err gets a message
+ * for the user. */
 int rollout_deploy(struct rollout *r, const struct rollout_deploy_req *req, rollout_wait_cb cb,
                    void *ctx, int64_t *change_id, char *err, size_t errlen);
+
+/* The written plan of a deploy of version to service with plan (NULL: the service's), before
+ * it starts (rollout/preview.h; docs/api.md "Plan preview"); changes nothing. New reference, or
+ * NULL with *rc -ENOENT (unknown service or plan) or -EINVAL (bad version) and err set. */
+json_t *rollout_plan_preview(struct rollout *r, const char *service, const char *version,
+                             const char *plan, char *err, size_t errlen, int *rc);
 
 /* Starts a rollback to the previous version; like rollout_deploy. -ESRCH: no previous version. */
 int rollout_rollback(struct rollout *r, const char *service, const char *actor, const char *reason,

@@ -87,6 +87,7 @@ struct rollout {
     /* after a switch away from v in change id: the drain's figures, then the change's loss */
     void (*watch_drain)(struct service *s, const struct version *v, int64_t id);
     char config_sha256[65]; /* of the config file as it was read, for the change record */
+    int64_t started_ms;     /* when this engine started: the plan preview's request rate */
 };
 
 /* The service named name, or NULL. */

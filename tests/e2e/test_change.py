@@ -106,6 +106,31 @@ def test_live_version_turning_unhealthy_is_rolled_back_under_load(backend, daemo
     assert live_name(d.status()) == "initial" and d.history()[0]["id"] == ch["id"]
 
 
+@pytest.mark.xdist_group("load")
+def test_live_target_killed_is_rolled_back_and_requests_go_to_the_previous(backend, daemon, wrk):
+    """kill -9 of the only live target under load: idempotent requests that meet it dead are
+    sent to the previous version, which takes over as a recorded rollback."""
+    v1, v2 = backend("v1"), backend("v2")
+    d = daemon([v1])
+    d.start(expect="v1\n")
+    assert d.cli("deploy", "web", "v2", "--target", v2.addr, "--wait").returncode == 0
+    wait_body(d.port, "v2\n")
+    load = wrk(d.port, 5, conns=8)
+    time.sleep(1.5)
+    v2.kill()
+
+    def rolled_back():
+        c = d.history()[0]
+        return c if c["kind"] == "rollback" and c["state"] == "completed" else None
+    ch = wait_for(rolled_back, 10, "cutover to roll back on its own")
+    res = load.result()
+    print(f"\nlive target killed under wrk: {res['requests']} requests, socket errors "
+          f"{res['socket_errors']}, non-2xx {res['non2xx']}; rollback {ch['reason']}")
+    assert ch["actor"] == "cutover", ch
+    assert_clean(res)
+    assert body_of(d.port) == "v1\n"
+
+
 def test_live_failure_with_alert_or_nothing_to_go_back_to_says_down(backend, daemon):
     v1, v2 = backend("v1"), backend("v2")
     d = daemon([v1], service_extra="    on_live_failure: alert\n")

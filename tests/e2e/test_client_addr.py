@@ -155,6 +155,7 @@ def test_proxy_header_names_the_client(backend, daemon, version):
     assert d.alive()
 
 
+@pytest.mark.xdist_group("load")
 def test_wrk_through_trusted_xff_has_no_errors(backend, daemon, procs):
     v1 = backend("v1")
     d = daemon([v1], service_extra="    trusted_proxies: [127.0.0.1]\n")
@@ -197,6 +198,7 @@ def test_tcp_service_reads_the_proxy_header_per_connection(backend, daemon):
     assert metric(d, "cutover_proxy_header_refused_total") == before + 3
 
 
+@pytest.mark.xdist_group("load")
 def test_wrk_through_a_tcp_service_has_no_errors(backend, daemon, procs):
     v1 = backend("v1")
     d = daemon([v1], service_extra="    protocol: tcp\n")

@@ -617,8 +617,9 @@ def test_systemd_socket_activate_smoke(backend, daemon, procs):
     wait_body(d.port, "v1\n", secs=10)
     # systemd-socket-activate execs cutover in place: the launcher's pid is the daemon's.
     assert os.readlink(f"/proc/{p.pid}/exe") == str(BIN.resolve())
-    log = p.log_path.read_text()
-    assert "listeners_inherited=yes" in log, log
+    # The data plane may answer before the daemon logs that it serves: wait for the line.
+    wait_until(lambda: "listeners_inherited=yes" in p.log_path.read_text(), 5,
+               "the daemon logs that it inherited its listener")
     assert serve_pids(d.cfg) == [p.pid]
     # The activated socket is handed on by an upgrade like any other.
     r = d.cli("upgrade", timeout=20)

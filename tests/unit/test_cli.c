@@ -77,6 +77,51 @@ static void test_parse_deploy_full(void **state)
     cli_args_done(&a);
 }
 
+/* deploy's governance options and the plan command (issue 15). */
+static void test_parse_governance(void **state)
+{
+    struct cli_args a;
+    char err[256];
+
+    (void)state;
+    assert_int_equal(PARSE(&a, err, "deploy", "web", "v2", "--emergency", "--reason", "sev1",
+                           "--ticket", "INC-42", "--risk", "high"),
+                     0);
+    assert_int_equal(a.emergency, 1);
+    assert_string_equal(a.ticket, "INC-42");
+    assert_string_equal(a.risk, "high");
+    cli_args_done(&a);
+    /* An emergency needs a reason; the risk is one of three; a ticket is a name. */
+    assert_int_equal(PARSE(&a, err, "deploy", "web", "v2", "--emergency"), -EINVAL);
+    assert_non_null(strstr(err, "--reason"));
+    cli_args_done(&a);
+    assert_int_equal(PARSE(&a, err, "deploy", "web", "v2", "--risk", "huge"), -EINVAL);
+    assert_non_null(strstr(err, "low, medium or high"));
+    cli_args_done(&a);
+    assert_int_equal(PARSE(&a, err, "deploy", "web", "v2", "--ticket", "a b"), -EINVAL);
+    cli_args_done(&a);
+    assert_int_equal(PARSE(&a, err, "rollback", "web", "--emergency"), -EINVAL);
+    cli_args_done(&a);
+    /* plan: text by default, md and json on request; text is plan's only. */
+    assert_int_equal(PARSE(&a, err, "plan", "web", "v2"), 0);
+    assert_int_equal(a.cmd, CLI_CMD_PLAN);
+    assert_string_equal(a.version, "v2");
+    assert_int_equal(a.format_given, 0);
+    cli_args_done(&a);
+    assert_int_equal(PARSE(&a, err, "plan", "web", "v2", "--plan", "canary", "--format", "text"),
+                     0);
+    assert_string_equal(a.plan, "canary");
+    assert_string_equal(a.format, "text");
+    cli_args_done(&a);
+    assert_int_equal(PARSE(&a, err, "report", "3", "--format", "text"), -EINVAL);
+    cli_args_done(&a);
+    assert_int_equal(PARSE(&a, err, "plan", "web"), -EINVAL);
+    assert_non_null(strstr(err, "missing VERSION"));
+    cli_args_done(&a);
+    assert_int_equal(PARSE(&a, err, "plan", "web", "v2", "--target", "127.0.0.1:1"), -EINVAL);
+    cli_args_done(&a);
+}
+
 static void test_parse_defaults_and_short_forms(void **state)
 {
     struct cli_args a;
@@ -567,6 +612,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_parse_deploy_full),
+        cmocka_unit_test(test_parse_governance),
         cmocka_unit_test(test_parse_defaults_and_short_forms),
         cmocka_unit_test(test_parse_help_and_version),
         cmocka_unit_test(test_parse_errors),
