@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <libfyaml.h>
 #include <math.h>
+#include <openssl/evp.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -1917,14 +1918,75 @@ static bool valid_url(const char *s)
     return true;
 }
 
+const char *const config_event_types[] = {
+    "created",   "healthy",      "holding",      "step",        "step_done",        "batch",
+    "approved",  "inconclusive", "test_started", "test_passed", "test_failed",      "switched",
+    "completed", "failed",       "rolled_back",  "aborted",     "interrupted",      "drained",
+    "resumed",   "suspended",    "service_down", "saved_late",  "instance_retired", NULL,
+};
+
+/* Reads a webhook's signing key from path, refused like the tokens file when others may read
+ * it. The file's text without its trailing newline is the key; "whsec_" + base64 (the form
+ * Standard Webhooks libraries print) is the decoded bytes. */
+static int load_webhook_key(struct ctx *c, int line, const char *key, struct config_webhook *w)
+{
+    const char *path = w->secret_file;
+    struct stat st;
+    char *buf = NULL;
+    size_t len = 0;
+    int rc;
+
+    if (stat(path, &st) == -1)
+        return fail(c, line, "%s: cannot read %s: %s", key, path, strerror(errno));
+    if ((st.st_mode & 077) != 0)
+        return fail(c, line,
+                    "%s: %s is readable or writable by others (mode %04o); expected mode 0600 "
+                    "(chmod 600 %s)",
+                    key, path, (unsigned)(st.st_mode & 07777), path);
+    if ((rc = read_file(path, &buf, &len)) != 0)
+        return fail(c, line, "%s: cannot read %s: %s", key, path, strerror(-rc));
+    while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == '\r'))
+        len--;
+    if (len >= 6 && memcmp(buf, "whsec_", 6) == 0) {
+        size_t b64 = len - 6;
+        unsigned char *out = xmalloc(b64 / 4 * 3 + 3);
+        int n = b64 % 4 == 0 ? EVP_DecodeBlock(out, (unsigned char *)buf + 6, (int)b64) : -1;
+        if (n > 0) {
+            /* EVP_DecodeBlock counts the padding's zero bytes: take them off. */
+            for (size_t i = len; i > 6 && buf[i - 1] == '='; i--)
+                n--;
+        }
+        free(buf);
+        if (n <= 0) {
+            free(out);
+            return fail(c, line, "%s: %s: expected whsec_ and base64 of the key, got bad base64",
+                        key, path);
+        }
+        w->key = out;
+        w->keylen = (size_t)n;
+        return 0;
+    }
+    if (len == 0) {
+        free(buf);
+        return fail(c, line, "%s: %s is empty; expected the signing key", key, path);
+    }
+    w->key = (unsigned char *)buf;
+    w->keylen = len;
+    return 0;
+}
+
 static int parse_notify(struct ctx *c, const struct item *it, struct config *cfg)
 {
-    static const char *const known[] = {"webhooks", NULL};
-    static const char *const hook_known[] = {"url", "services", NULL};
+    static const char *const known[] = {"webhooks", "max_age", NULL};
+    static const char *const hook_known[] = {"url",    "services",    "events",
+                                             "format", "secret_file", NULL};
     struct item v;
     int rc;
 
     if ((rc = expect_map(c, it, "notify", known)) != 0)
+        return rc;
+    if (map_find(it->node, "max_age", &v) &&
+        (rc = get_duration(c, &v, "notify.max_age", 1000, &cfg->notify_max_age_ms)))
         return rc;
     if (!map_find(it->node, "webhooks", &v) || is_null(v.node))
         return 0;
@@ -1954,6 +2016,45 @@ static int parse_notify(struct ctx *c, const struct item *it, struct config *cfg
             (rc = get_string_list(c, &u, subpath(p, sizeof(p), path, "services"),
                                   "a list of service names", true, true, &w->services,
                                   &w->nservices)))
+            return rc;
+        if (map_find(el, "events", &u)) {
+            if ((rc =
+                     get_string_list(c, &u, subpath(p, sizeof(p), path, "events"),
+                                     "a list of event types", true, true, &w->events, &w->nevents)))
+                return rc;
+            for (size_t j = 0; j < w->nevents; j++) {
+                size_t k = 0;
+                while (config_event_types[k] != NULL &&
+                       strcmp(config_event_types[k], w->events[j]) != 0)
+                    k++;
+                if (config_event_types[k] == NULL)
+                    return fail(c, u.line,
+                                "%s: expected event types (created, switched, completed, "
+                                "failed, rolled_back, ... see docs/config.md), got '%.64s'",
+                                p, w->events[j]);
+            }
+        }
+        if (map_find(el, "format", &u)) {
+            char *f = NULL;
+            if ((rc = get_string(c, &u, subpath(p, sizeof(p), path, "format"),
+                                 "json, slack or cloudevents", &f)))
+                return rc;
+            if (strcmp(f, "json") == 0)
+                w->format = CONFIG_WEBHOOK_JSON;
+            else if (strcmp(f, "slack") == 0)
+                w->format = CONFIG_WEBHOOK_SLACK;
+            else if (strcmp(f, "cloudevents") == 0)
+                w->format = CONFIG_WEBHOOK_CLOUDEVENTS;
+            else
+                rc = fail(c, u.line, "%s: expected json, slack or cloudevents, got '%.64s'", p, f);
+            free(f);
+            if (rc != 0)
+                return rc;
+        }
+        if (map_find(el, "secret_file", &u) &&
+            ((rc = get_file_path(c, &u, subpath(p, sizeof(p), path, "secret_file"), "a file path",
+                                 &w->secret_file)) ||
+             (rc = load_webhook_key(c, u.line, p, w))))
             return rc;
     }
     return 0;
@@ -2170,6 +2271,7 @@ static int parse_root(struct ctx *c, struct fy_node *root)
     int rc;
 
     cfg->workers = default_workers();
+    cfg->notify_max_age_ms = 24ull * 3600 * 1000;
     cfg->io_coalesce_us = CONFIG_IO_COALESCE_US;
     cfg->state_dir = xstrdup("./var");
     if (root == NULL || fy_node_get_type(root) != FYNT_MAPPING)
@@ -2507,6 +2609,11 @@ void config_free(struct config *cfg)
     for (size_t i = 0; cfg->webhooks != NULL && i < cfg->nwebhooks; i++) {
         free(cfg->webhooks[i].url);
         free_strv(cfg->webhooks[i].services);
+        free_strv(cfg->webhooks[i].events);
+        free(cfg->webhooks[i].secret_file);
+        if (cfg->webhooks[i].key != NULL)
+            OPENSSL_cleanse(cfg->webhooks[i].key, cfg->webhooks[i].keylen);
+        free(cfg->webhooks[i].key);
     }
     free(cfg->webhooks);
     for (size_t i = 0; cfg->services != NULL && i < cfg->nservices; i++)

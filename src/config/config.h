@@ -195,13 +195,29 @@ struct config_token {
     enum config_role role;
 };
 
+/* The body a webhook gets (notify.webhooks[].format). */
+enum config_webhook_format {
+    CONFIG_WEBHOOK_JSON,       /* the Event object with the change's fields */
+    CONFIG_WEBHOOK_SLACK,      /* {text, blocks}: Slack and Mattermost incoming webhooks */
+    CONFIG_WEBHOOK_CLOUDEVENTS /* CloudEvents 1.0 structured JSON, CDEvents types */
+};
+
 /* Where the events of changes are POSTed (notify.webhooks). */
 struct config_webhook {
     char *url;       /* http:// or https:// */
     char **services; /* only these services' events; NULL: every service */
     size_t nservices;
+    char **events; /* only these event types (config_event_types); NULL: every type */
+    size_t nevents;
+    enum config_webhook_format format;
+    char *secret_file;  /* NULL: deliveries are not signed */
+    unsigned char *key; /* the signing key read from secret_file (Standard Webhooks) */
+    size_t keylen;
     int line;
 };
+
+/* The event types a change records, NULL-terminated (what notify.webhooks[].events may name). */
+extern const char *const config_event_types[];
 
 /* A freeze window (`freeze:` list): fixed [from, to) or recurring, starting at each minute its
  * cron line matches (UTC) and lasting duration. Deploys of the services it covers are refused
@@ -233,6 +249,7 @@ struct config {
     size_t ntokens;
     struct config_webhook *webhooks;
     size_t nwebhooks;
+    uint64_t notify_max_age_ms; /* a delivery is given up this long after its event; 24h */
     struct config_service *services;
     size_t nservices;
     struct config_plan *plans;

@@ -140,6 +140,19 @@ char *rollout_report_md(struct rollout *r, int64_t id)
     } else {
         md_put(&m, "| requests lost | not known yet (the change or its drain is not over) |\n");
     }
+    json_t *dl = json_object_get(c, "deliveries");
+    long long ndl = (long long)json_integer_value(json_object_get(dl, "delivered")) +
+                    (long long)json_integer_value(json_object_get(dl, "pending")) +
+                    (long long)json_integer_value(json_object_get(dl, "failed"));
+    if (ndl > 0) { /* a line only where webhooks were told */
+        md_put(&m, "| webhook deliveries | %lld delivered, %lld pending, %lld given up",
+               (long long)json_integer_value(json_object_get(dl, "delivered")),
+               (long long)json_integer_value(json_object_get(dl, "pending")),
+               (long long)json_integer_value(json_object_get(dl, "failed")));
+        if (json_is_string(json_object_get(dl, "last_error")))
+            md_put(&m, " (last error: %s)", str(&m, dl, "last_error"));
+        md_put(&m, " |\n");
+    }
     md_put(&m, "\n");
 
     json_t *fail = json_object_get(d, "failure");

@@ -55,6 +55,16 @@ static json_t *change_to_json(struct rollout *r, const struct store_change *c, i
     }
     /* What the change cost users; null until its drain is over (or while it runs). */
     json_object_set_new(o, "loss", loss);
+    /* Where its webhook deliveries stand (the outbox); all 0 without webhooks. */
+    struct store_outbox_counts dc;
+    if (store_outbox_counts(r->st, c->id, &dc) == 0) {
+        json_object_set_new(o, "deliveries",
+                            json_pack("{s:I, s:I, s:I, s:o}", "pending", (json_int_t)dc.pending,
+                                      "delivered", (json_int_t)dc.delivered, "failed",
+                                      (json_int_t)dc.failed, "last_error",
+                                      str_or_null(dc.last_error)));
+        free(dc.last_error);
+    }
     if (with_events) {
         struct store_event *ev = NULL;
         size_t n = 0;

@@ -105,15 +105,12 @@ static void emit_counter(rollout_emit_fn emit, void *ectx, const char *name, con
     emit(ectx, line);
 }
 
-/* Hands each stored event to the webhooks with its service's name. */
+/* Wakes the webhooks' thread: it reads the committed event from the store itself. */
 static void on_event_notify(void *ctx, const struct store_event *ev)
 {
     struct daemon *d = ctx;
-    struct store_change ch = {0};
-    int have = store_change_get(d->st, ev->change_id, &ch) == 0;
-    notify_event(d->nt, ev, have ? ch.service : NULL);
-    if (have)
-        store_change_done(&ch);
+    (void)ev;
+    notify_kick(d->nt);
 }
 
 /* cutover_proxy_lost_total{service, role, reason}: the requests cutover failed or cut, summed
@@ -688,12 +685,13 @@ int serve_main(int argc, char **argv)
     d.lock_fd = rc;
     char *db = xasprintf("%s/cutover.db", d.cfg->state_dir);
     rc = store_open(db, &d.st, err, sizeof(err));
-    free(db);
     if (rc < 0) {
+        free(db);
         start_failed("cannot open the store", err);
         goto out;
     }
-    rc = notify_start(&d.nt, d.cfg, err, sizeof(err));
+    rc = notify_start(&d.nt, d.cfg, db, err, sizeof(err));
+    free(db);
     if (rc < 0) {
         start_failed("cannot start the webhooks", err);
         goto out;

@@ -70,6 +70,30 @@ static const char *const migrations[] = {
     "  port INTEGER NOT NULL,"
     "  updated_ms INTEGER NOT NULL,"
     "  PRIMARY KEY (service, version, idx));",
+    /* 3: the webhook outbox (see "outbox" at the end of this file): one row per delivery of an
+     * event to a webhook, and the last event whose deliveries are written. An existing store
+     * starts its mark at its newest event, so an upgrade does not post its whole history. */
+    "CREATE TABLE outbox ("
+    "  id INTEGER PRIMARY KEY,"
+    "  event_id INTEGER NOT NULL REFERENCES events (id) ON DELETE CASCADE,"
+    "  change_id INTEGER NOT NULL,"
+    "  hook INTEGER NOT NULL,"
+    "  url TEXT NOT NULL,"
+    "  webhook_id TEXT NOT NULL,"
+    "  type TEXT NOT NULL,"
+    "  body TEXT NOT NULL,"
+    "  created_ms INTEGER NOT NULL,"
+    "  state TEXT NOT NULL,"
+    "  attempts INTEGER NOT NULL DEFAULT 0,"
+    "  last_error TEXT,"
+    "  done_ms INTEGER NOT NULL DEFAULT 0,"
+    "  UNIQUE (event_id, hook));"
+    "CREATE INDEX outbox_pending ON outbox (state, hook, id);"
+    "CREATE INDEX outbox_change ON outbox (change_id);"
+    "CREATE TABLE outbox_mark ("
+    "  k INTEGER PRIMARY KEY CHECK (k = 1),"
+    "  event_id INTEGER NOT NULL);"
+    "INSERT INTO outbox_mark SELECT 1, COALESCE(MAX(id), 0) FROM events;",
 };
 
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
@@ -1225,4 +1249,201 @@ out:
     *out = v;
     *n = len;
     return 0;
+}
+
+/* --- outbox ---------------------------------------------------------------------------------- */
+
+/* The statements of this section are prepared per call: they run once per delivery attempt or
+ * per read of a change, far from any hot path. */
+static int outbox_prepare(struct store *st, const char *sql, sqlite3_stmt **s)
+{
+    if (sqlite3_prepare_v2(st->db, sql, -1, s, NULL) != SQLITE_OK) {
+        sqlite3_finalize(*s);
+        *s = NULL;
+        return sql_fail(st);
+    }
+    return 0;
+}
+
+/* Steps s (no rows expected) and finalizes it. */
+static int outbox_run(struct store *st, sqlite3_stmt *s)
+{
+    int rc = sqlite3_step(s) == SQLITE_DONE ? 0 : sql_fail(st);
+    sqlite3_finalize(s);
+    return rc;
+}
+
+int store_outbox_mark_get(struct store *st, int64_t *event_id)
+{
+    sqlite3_stmt *s = NULL;
+    int rc = outbox_prepare(st, "SELECT event_id FROM outbox_mark WHERE k = 1", &s);
+
+    *event_id = 0;
+    if (rc != 0)
+        return rc;
+    int step = sqlite3_step(s);
+    if (step == SQLITE_ROW)
+        *event_id = sqlite3_column_int64(s, 0);
+    else if (step != SQLITE_DONE)
+        rc = sql_fail(st);
+    sqlite3_finalize(s);
+    return rc;
+}
+
+int store_outbox_mark_set(struct store *st, int64_t event_id)
+{
+    sqlite3_stmt *s = NULL;
+    int rc =
+        outbox_prepare(st,
+                       "INSERT INTO outbox_mark (k, event_id) VALUES (1, ?1) "
+                       "ON CONFLICT (k) DO UPDATE SET event_id = MAX(event_id, excluded.event_id)",
+                       &s);
+    if (rc != 0)
+        return rc;
+    if (sqlite3_bind_int64(s, 1, event_id) != SQLITE_OK) {
+        sqlite3_finalize(s);
+        return sql_fail(st);
+    }
+    return outbox_run(st, s);
+}
+
+int store_outbox_add(struct store *st, const struct store_outbox *o)
+{
+    sqlite3_stmt *s = NULL;
+    int rc =
+        outbox_prepare(st,
+                       "INSERT OR IGNORE INTO outbox (event_id, change_id, hook, url, webhook_id, "
+                       "type, body, created_ms, state) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, "
+                       "'" STORE_OUTBOX_PENDING "')",
+                       &s);
+    if (rc != 0)
+        return rc;
+    if (sqlite3_bind_int64(s, 1, o->event_id) != SQLITE_OK ||
+        sqlite3_bind_int64(s, 2, o->change_id) != SQLITE_OK ||
+        sqlite3_bind_int(s, 3, o->hook) != SQLITE_OK || bind_text(s, 4, o->url) != SQLITE_OK ||
+        bind_text(s, 5, o->webhook_id) != SQLITE_OK || bind_text(s, 6, o->type) != SQLITE_OK ||
+        bind_text(s, 7, o->body) != SQLITE_OK ||
+        sqlite3_bind_int64(s, 8, o->created_ms) != SQLITE_OK) {
+        sqlite3_finalize(s);
+        return sql_fail(st);
+    }
+    return outbox_run(st, s);
+}
+
+int store_outbox_next(struct store *st, int hook, struct store_outbox *out)
+{
+    sqlite3_stmt *s = NULL;
+    int rc = outbox_prepare(
+        st,
+        "SELECT id, event_id, change_id, hook, url, webhook_id, type, body, "
+        "created_ms, attempts, last_error FROM outbox WHERE state = '" STORE_OUTBOX_PENDING
+        "' AND hook = ?1 ORDER BY id LIMIT 1",
+        &s);
+    memset(out, 0, sizeof(*out));
+    if (rc != 0)
+        return rc;
+    if (sqlite3_bind_int(s, 1, hook) != SQLITE_OK) {
+        sqlite3_finalize(s);
+        return sql_fail(st);
+    }
+    int step = sqlite3_step(s);
+    if (step == SQLITE_ROW) {
+        out->id = sqlite3_column_int64(s, 0);
+        out->event_id = sqlite3_column_int64(s, 1);
+        out->change_id = sqlite3_column_int64(s, 2);
+        out->hook = sqlite3_column_int(s, 3);
+        out->url = column_strdup(s, 4);
+        out->webhook_id = column_strdup(s, 5);
+        out->type = column_strdup(s, 6);
+        out->body = column_strdup(s, 7);
+        out->created_ms = sqlite3_column_int64(s, 8);
+        out->attempts = sqlite3_column_int(s, 9);
+        out->last_error = sqlite3_column_type(s, 10) == SQLITE_NULL ? NULL : column_strdup(s, 10);
+    } else if (step == SQLITE_DONE) {
+        rc = -ENOENT;
+    } else {
+        rc = sql_fail(st);
+    }
+    sqlite3_finalize(s);
+    return rc;
+}
+
+int store_outbox_result(struct store *st, int64_t id, const char *state, const char *error)
+{
+    sqlite3_stmt *s = NULL;
+    int rc =
+        outbox_prepare(st,
+                       "UPDATE outbox SET state = ?2, attempts = attempts + 1, "
+                       "last_error = COALESCE(?3, last_error), "
+                       "done_ms = CASE WHEN ?2 = '" STORE_OUTBOX_PENDING "' THEN 0 ELSE ?4 END "
+                       "WHERE id = ?1",
+                       &s);
+    if (rc != 0)
+        return rc;
+    if (sqlite3_bind_int64(s, 1, id) != SQLITE_OK || bind_text(s, 2, state) != SQLITE_OK ||
+        bind_text(s, 3, error) != SQLITE_OK ||
+        sqlite3_bind_int64(s, 4, store_now_ms()) != SQLITE_OK) {
+        sqlite3_finalize(s);
+        return sql_fail(st);
+    }
+    return outbox_run(st, s);
+}
+
+int store_outbox_orphans(struct store *st, int nhooks, const char *error)
+{
+    sqlite3_stmt *s = NULL;
+    int rc = outbox_prepare(st,
+                            "UPDATE outbox SET state = '" STORE_OUTBOX_FAILED "', last_error = ?2, "
+                            "done_ms = ?3 WHERE state = '" STORE_OUTBOX_PENDING "' AND hook >= ?1",
+                            &s);
+    if (rc != 0)
+        return rc;
+    if (sqlite3_bind_int(s, 1, nhooks) != SQLITE_OK || bind_text(s, 2, error) != SQLITE_OK ||
+        sqlite3_bind_int64(s, 3, store_now_ms()) != SQLITE_OK) {
+        sqlite3_finalize(s);
+        return sql_fail(st);
+    }
+    return outbox_run(st, s);
+}
+
+int store_outbox_counts(struct store *st, int64_t change_id, struct store_outbox_counts *out)
+{
+    sqlite3_stmt *s = NULL;
+    int rc = outbox_prepare(
+        st,
+        "SELECT SUM(state = '" STORE_OUTBOX_PENDING "'), SUM(state = '" STORE_OUTBOX_DELIVERED
+        "'), SUM(state = '" STORE_OUTBOX_FAILED "'), "
+        "(SELECT last_error FROM outbox WHERE change_id = ?1 AND last_error IS NOT NULL "
+        " ORDER BY id DESC LIMIT 1) FROM outbox WHERE change_id = ?1",
+        &s);
+    memset(out, 0, sizeof(*out));
+    if (rc != 0)
+        return rc;
+    if (sqlite3_bind_int64(s, 1, change_id) != SQLITE_OK) {
+        sqlite3_finalize(s);
+        return sql_fail(st);
+    }
+    if (sqlite3_step(s) == SQLITE_ROW) {
+        out->pending = sqlite3_column_int64(s, 0);
+        out->delivered = sqlite3_column_int64(s, 1);
+        out->failed = sqlite3_column_int64(s, 2);
+        if (sqlite3_column_type(s, 3) != SQLITE_NULL)
+            out->last_error = column_strdup(s, 3);
+    } else {
+        rc = sql_fail(st);
+    }
+    sqlite3_finalize(s);
+    return rc;
+}
+
+void store_outbox_done(struct store_outbox *o)
+{
+    if (o == NULL)
+        return;
+    free(o->url);
+    free(o->webhook_id);
+    free(o->type);
+    free(o->body);
+    free(o->last_error);
+    memset(o, 0, sizeof(*o));
 }

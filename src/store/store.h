@@ -171,4 +171,62 @@ int store_instance_list(struct store *st, const char *service, const char *versi
 /* Current wall-clock time in Unix milliseconds (the timestamps the store writes). */
 int64_t store_now_ms(void);
 
+/* --- webhook outbox ------------------------------------------------------------------------ */
+
+/* The deliveries of events to webhooks (notify/). The notify module writes one row per event
+ * and webhook, together with the mark of the last event it has written rows for (in one
+ * transaction, so none is lost or written twice across a kill -9), then sends the pending rows
+ * oldest first per webhook. */
+
+#define STORE_OUTBOX_PENDING "pending"
+#define STORE_OUTBOX_DELIVERED "delivered"
+#define STORE_OUTBOX_FAILED "failed" /* given up: too old (notify.max_age) or unsendable */
+
+struct store_outbox {
+    int64_t id;
+    int64_t event_id;
+    int64_t change_id;
+    int hook;         /* index in notify.webhooks when written */
+    char *url;        /* the webhook's url when written */
+    char *webhook_id; /* the same on every try */
+    char *type;       /* the event type */
+    char *body;       /* what is POSTed */
+    int64_t created_ms;
+    int attempts;
+    char *last_error; /* may be NULL */
+};
+
+/* The id of the last event whose deliveries are written (0: none). */
+int store_outbox_mark_get(struct store *st, int64_t *event_id);
+
+/* Moves the mark forward to event_id (never back). */
+int store_outbox_mark_set(struct store *st, int64_t event_id);
+
+/* Writes a pending delivery (id, attempts, last_error of o are ignored). A second row for the
+ * same event and hook is ignored: two daemons of one store during a hand-over may both write. */
+int store_outbox_add(struct store *st, const struct store_outbox *o);
+
+/* Reads the oldest pending delivery of hook into *out (free with store_outbox_done); -ENOENT
+ * when there is none. */
+int store_outbox_next(struct store *st, int hook, struct store_outbox *out);
+
+/* Records one try of delivery id: its state after it (STORE_OUTBOX_*) and, when it failed,
+ * why (NULL keeps the last error). */
+int store_outbox_result(struct store *st, int64_t id, const char *state, const char *error);
+
+/* Gives up (STORE_OUTBOX_FAILED, with error) every pending delivery of a webhook index at or
+ * above nhooks: the config no longer has that webhook. */
+int store_outbox_orphans(struct store *st, int nhooks, const char *error);
+
+struct store_outbox_counts {
+    int64_t pending, delivered, failed;
+    char *last_error; /* the newest delivery's last error, or NULL; heap */
+};
+
+/* Counts the deliveries of change_id's events by state. Free out->last_error. */
+int store_outbox_counts(struct store *st, int64_t change_id, struct store_outbox_counts *out);
+
+/* Frees the strings of o (not o). NULL is a no-op. */
+void store_outbox_done(struct store_outbox *o);
+
 #endif

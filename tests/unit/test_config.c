@@ -1204,6 +1204,65 @@ static void write_file(const char *path, const char *text)
     assert_int_equal(fclose(f), 0);
 }
 
+/* A webhook's secret_file: "whsec_" + base64 is the decoded key (padding not counted), other
+ * text is the key without its newline; a file others may read is refused. Also format, events
+ * and notify.max_age. */
+static void test_webhook_keys_formats_events(void **state)
+{
+    char whsec[128], plain[128], loose[128], yaml[1024];
+    struct config *cfg;
+    (void)state;
+    snprintf(whsec, sizeof(whsec), "%s/whsec.key", tmpdir);
+    snprintf(plain, sizeof(plain), "%s/plain.key", tmpdir);
+    snprintf(loose, sizeof(loose), "%s/loose.key", tmpdir);
+    /* 32 bytes 0x00..0x1f: 44 characters of base64, one '=' of padding. */
+    write_file(whsec, "whsec_AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\n");
+    write_file(plain, "s3cret\n");
+    write_file(loose, "s3cret\n");
+    assert_int_equal(chmod(whsec, 0600), 0);
+    assert_int_equal(chmod(plain, 0400), 0);
+    assert_int_equal(chmod(loose, 0640), 0);
+
+    snprintf(yaml, sizeof(yaml),
+             "services:\n  web: {listen: 127.0.0.1:8080}\n"
+             "notify:\n  max_age: 1h\n  webhooks:\n"
+             "    - {url: \"http://a/\", secret_file: %s, format: cloudevents}\n"
+             "    - {url: \"http://b/\", secret_file: %s, format: slack, events: [switched]}\n"
+             "    - {url: \"http://c/\"}\n",
+             whsec, plain);
+    cfg = load_ok(yaml);
+    assert_int_equal(cfg->notify_max_age_ms, 3600 * 1000);
+    assert_int_equal(cfg->nwebhooks, 3);
+    assert_int_equal(cfg->webhooks[0].format, CONFIG_WEBHOOK_CLOUDEVENTS);
+    assert_int_equal(cfg->webhooks[0].keylen, 32);
+    for (int i = 0; i < 32; i++)
+        assert_int_equal(cfg->webhooks[0].key[i], i);
+    assert_int_equal(cfg->webhooks[1].format, CONFIG_WEBHOOK_SLACK);
+    assert_int_equal(cfg->webhooks[1].keylen, 6);
+    assert_memory_equal(cfg->webhooks[1].key, "s3cret", 6);
+    assert_int_equal(cfg->webhooks[1].nevents, 1);
+    assert_string_equal(cfg->webhooks[1].events[0], "switched");
+    assert_int_equal(cfg->webhooks[2].format, CONFIG_WEBHOOK_JSON);
+    assert_null(cfg->webhooks[2].key);
+    assert_null(cfg->webhooks[2].events);
+    config_free(cfg);
+
+    cfg = load_ok("notify: {webhooks: [{url: \"http://a/\"}]}\n");
+    assert_int_equal(cfg->notify_max_age_ms, 24ull * 3600 * 1000);
+    config_free(cfg);
+
+    snprintf(yaml, sizeof(yaml),
+             "notify:\n  webhooks:\n    - {url: \"http://a/\", secret_file: %s}\n", loose);
+    load_err(yaml, "c.yml:3: notify.webhooks[0].secret_file:", "(mode 0640)", "expected mode 0600",
+             NULL);
+    load_err("notify:\n  webhooks:\n    - {url: \"http://a/\", format: xml}\n",
+             "c.yml:3: notify.webhooks[0].format: expected json, slack or cloudevents, got 'xml'",
+             NULL);
+    load_err("notify:\n  webhooks:\n    - {url: \"http://a/\", events: [switched, nope]}\n",
+             "c.yml:3: notify.webhooks[0].events: expected event types", "got 'nope'", NULL);
+    load_err("notify:\n  max_age: 10ms\n", "c.yml:2: notify.max_age", NULL);
+}
+
 static void test_relative_paths_from_file(void **state)
 {
     char path[128], want[160], err[256];
@@ -1460,6 +1519,7 @@ int main(void)
         cmocka_unit_test(test_pilot_ipv6_source_and_test_default_timeout),
         cmocka_unit_test(test_names_allowed),
         cmocka_unit_test(test_unknown_keys_warn),
+        cmocka_unit_test(test_webhook_keys_formats_events),
         cmocka_unit_test(test_err_empty),
         cmocka_unit_test(test_err_not_text),
         cmocka_unit_test(test_err_health_path_injection),

@@ -121,7 +121,7 @@ static void test_open_creates_private_wal_file(void **state)
     /* The WAL file exists while a handle is open and inherits the database's mode. */
     assert_int_equal(stat(db_path("open.db-wal"), &sb), 0);
     assert_int_equal(sb.st_mode & 0777, 0600);
-    assert_int_equal(raw_int(db_path("open.db"), "PRAGMA user_version"), 2);
+    assert_int_equal(raw_int(db_path("open.db"), "PRAGMA user_version"), 3);
     assert_int_equal(
         raw_int(db_path("open.db"), "SELECT journal_mode = 'wal' FROM pragma_journal_mode"), 1);
     assert_int_equal(raw_int(db_path("open.db"),
@@ -147,7 +147,7 @@ static void test_reopen_keeps_data_and_schema(void **state)
     assert_null(prev);
     free(live);
     store_free(st);
-    assert_int_equal(raw_int(db_path("reopen.db"), "PRAGMA user_version"), 2);
+    assert_int_equal(raw_int(db_path("reopen.db"), "PRAGMA user_version"), 3);
 }
 
 static void test_open_existing_empty_file(void **state)
@@ -904,6 +904,87 @@ static void test_kill9_keeps_committed(void **state)
     store_free(st);
 }
 
+/* The outbox: the mark starts at the newest event, rows come back oldest first per webhook, a
+ * second row for one event and webhook is ignored, tries are counted and states counted per
+ * change, and all of it survives a reopen. */
+static void test_outbox_rows_mark_and_counts(void **state)
+{
+    (void)state;
+    struct store *st = open_ok("outbox.db");
+    int64_t mark = -1;
+    int64_t c = insert_change(st, "web", "v2");
+    struct store_outbox o = {.change_id = c,
+                             .hook = 0,
+                             .url = (char *)"http://x/",
+                             .type = (char *)"created",
+                             .body = (char *)"{}",
+                             .created_ms = 1};
+    struct store_outbox got;
+    struct store_outbox_counts n;
+
+    assert_int_equal(store_outbox_mark_get(st, &mark), 0);
+    assert_int_equal(mark, 0);
+    assert_int_equal(store_event_add(st, c, "created", NULL), 0);
+    assert_int_equal(store_event_add(st, c, "switched", NULL), 0);
+    o.event_id = 1;
+    o.webhook_id = (char *)"msg_1_0";
+    assert_int_equal(store_outbox_add(st, &o), 0);
+    o.webhook_id = (char *)"msg_1_0_again";
+    assert_int_equal(store_outbox_add(st, &o), 0); /* ignored: same event and hook */
+    o.event_id = 2;
+    o.webhook_id = (char *)"msg_2_0";
+    assert_int_equal(store_outbox_add(st, &o), 0);
+    assert_int_equal(store_outbox_mark_set(st, 2), 0);
+    assert_int_equal(store_outbox_mark_set(st, 1), 0); /* never back */
+    assert_int_equal(store_outbox_mark_get(st, &mark), 0);
+    assert_int_equal(mark, 2);
+
+    assert_int_equal(store_outbox_next(st, 1, &got), -ENOENT);
+    assert_int_equal(store_outbox_next(st, 0, &got), 0);
+    assert_int_equal(got.event_id, 1);
+    assert_string_equal(got.webhook_id, "msg_1_0");
+    assert_int_equal(got.attempts, 0);
+    assert_null(got.last_error);
+    assert_int_equal(store_outbox_result(st, got.id, STORE_OUTBOX_PENDING, "refused"), 0);
+    store_outbox_done(&got);
+    store_free(st);
+
+    st = open_ok("outbox.db");
+    assert_int_equal(store_outbox_next(st, 0, &got), 0);
+    assert_int_equal(got.event_id, 1);
+    assert_int_equal(got.attempts, 1);
+    assert_string_equal(got.last_error, "refused");
+    assert_int_equal(store_outbox_result(st, got.id, STORE_OUTBOX_DELIVERED, NULL), 0);
+    store_outbox_done(&got);
+    assert_int_equal(store_outbox_next(st, 0, &got), 0);
+    assert_int_equal(got.event_id, 2);
+    assert_int_equal(store_outbox_result(st, got.id, STORE_OUTBOX_FAILED, "too old"), 0);
+    store_outbox_done(&got);
+    assert_int_equal(store_outbox_next(st, 0, &got), -ENOENT);
+
+    assert_int_equal(store_outbox_counts(st, c, &n), 0);
+    assert_int_equal(n.pending, 0);
+    assert_int_equal(n.delivered, 1);
+    assert_int_equal(n.failed, 1);
+    assert_string_equal(n.last_error, "too old");
+    free(n.last_error);
+    /* A webhook the config no longer has: its pending rows are given up. */
+    o.event_id = 2;
+    o.hook = 3;
+    o.webhook_id = (char *)"msg_2_3";
+    assert_int_equal(store_outbox_add(st, &o), 0);
+    assert_int_equal(store_outbox_orphans(st, 1, "gone"), 0);
+    assert_int_equal(store_outbox_next(st, 3, &got), -ENOENT);
+    assert_int_equal(store_outbox_counts(st, c, &n), 0);
+    assert_int_equal(n.failed, 2);
+    assert_string_equal(n.last_error, "gone");
+    free(n.last_error);
+    assert_int_equal(store_outbox_counts(st, c + 100, &n), 0);
+    assert_int_equal(n.pending + n.delivered + n.failed, 0);
+    assert_null(n.last_error);
+    store_free(st);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -928,6 +1009,7 @@ int main(void)
         cmocka_unit_test(test_begin_within_gives_up_on_a_held_lock),
         cmocka_unit_test(test_durable_across_close),
         cmocka_unit_test(test_kill9_keeps_committed),
+        cmocka_unit_test(test_outbox_rows_mark_and_counts),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
