@@ -641,7 +641,10 @@ int store_service_set(struct store *st, const char *service, const char *live, c
         stmt_done(s);
         return rc;
     }
-    return step_done(st, s);
+    int rc = step_done(st, s);
+    if (rc == 0)
+        change_ended(st); /* what is live moved: worth a backup as much as an ended change */
+    return rc;
 }
 
 /* Runs in one savepoint: the version row is kept (with its first created_ms) and its targets
@@ -1360,6 +1363,13 @@ int store_backup(struct store *st, const char *dest, char *err, size_t errlen)
         rc = -EIO;
         goto out;
     }
+    /* The copy says WAL like its source; a rollback journal keeps it one self-contained file
+     * that a read-only check leaves without -wal and -shm beside it. */
+    if (sqlite3_exec(out, "PRAGMA journal_mode = DELETE", NULL, NULL, NULL) != SQLITE_OK) {
+        snprintf(err, errlen, "backup %s: %s", tmp, sqlite3_errmsg(out));
+        rc = -EIO;
+        goto out;
+    }
     if (sqlite3_close(out) != SQLITE_OK) {
         snprintf(err, errlen, "backup %s: %s", tmp, sqlite3_errmsg(out));
         rc = -EIO;
@@ -1437,13 +1447,13 @@ int store_integrity(const char *path, char *report, size_t n)
         code = sqlite3_prepare_v2(db, "PRAGMA integrity_check", -1, &s, NULL);
     while (code == SQLITE_OK && (code = sqlite3_step(s)) == SQLITE_ROW) {
         const char *row = (const char *)sqlite3_column_text(s, 0);
+        code = SQLITE_OK;
         if (row == NULL || strcmp(row, "ok") == 0)
             continue;
         rc = 1;
         int w = snprintf(report + len, n - len, "%s%s", len ? "; " : "", row);
         if (w > 0)
             len = (size_t)w >= n - len ? n - 1 : len + (size_t)w;
-        code = SQLITE_OK;
     }
     if (code != SQLITE_OK && code != SQLITE_DONE) {
         int prim = db ? sqlite3_extended_errcode(db) & 0xff : code;

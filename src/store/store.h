@@ -192,8 +192,9 @@ void store_guard_set(struct store *st, const char *why);
  * or a negative errno, with a message in err. */
 int store_backup(struct store *st, const char *dest, char *err, size_t errlen);
 
-/* After every change that ends (a change updated or inserted in a terminal state, at the
- * commit of its transaction), back up to dest (NULL: no more automatic backups). A failed
+/* After every change that ends (a change updated or inserted in a terminal state) and every
+ * write of a service's live version (store_service_set), at the commit of its transaction,
+ * back up to dest (NULL: no more automatic backups). A failed
  * backup does not fail the write; store_backup_error says why until one succeeds. */
 void store_backup_after_change(struct store *st, const char *dest);
 const char *store_backup_error(const struct store *st);
