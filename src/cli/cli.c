@@ -790,6 +790,17 @@ static void cli_render_unsaved(FILE *out, const char *label, const json_t *u)
     fputc('\n', out);
 }
 
+/* Why the daemon takes no change at all (its store is lost or corrupt), when it says so. */
+static void cli_render_store_problem(FILE *out, const json_t *svc)
+{
+    const char *why = cli_jstr(svc, "store_problem");
+    if (why == NULL)
+        return;
+    fprintf(out, "  %-9s ", "store:");
+    cli_put_clean(out, why, 0);
+    fputs("; deploys and rollbacks are refused\n", out);
+}
+
 void cli_render_service(FILE *out, const json_t *svc)
 {
     const json_t *ch = json_object_get(svc, "change");
@@ -805,6 +816,7 @@ void cli_render_service(FILE *out, const json_t *svc)
         fputs("none in progress\n", out);
         cli_render_rolling(out, json_object_get(svc, "rolling"));
         cli_render_unsaved(out, "store:", json_object_get(svc, "unsaved"));
+        cli_render_store_problem(out, svc);
         return;
     }
     cli_render_change_line(out, ch);
@@ -822,6 +834,7 @@ void cli_render_service(FILE *out, const json_t *svc)
     cli_render_progress(out, json_object_get(ch, "progress"));
     cli_render_rolling(out, json_object_get(svc, "rolling"));
     cli_render_unsaved(out, "store:", json_object_get(svc, "unsaved"));
+    cli_render_store_problem(out, svc);
 }
 
 void cli_render_status(FILE *out, const json_t *root)

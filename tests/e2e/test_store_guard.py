@@ -195,6 +195,8 @@ def test_corrupt_store_without_backup_serves_config_read_only(backend, daemon):
     assert store_ok(d) == 0
     svc = d.status()
     assert "is corrupt" in (svc.get("store_problem") or ""), svc
+    r = d.cli("status", "web")
+    assert "store:" in r.stdout and "deploys and rollbacks are refused" in r.stdout, r.stdout
     assert_changes_refused(d, v2.addr, "is corrupt", "read-only")
     assert body_of(d.port) == "v1\n"
     stop(d)
