@@ -347,6 +347,9 @@ static void control_suspend(struct daemon *d)
     if (d->ro == NULL)
         return;
     rollout_stop(d->ro);
+    /* What a stop wrote (a suspended plan's step) is in the backup too: a store lost before
+     * the next start is restored as this daemon left it. */
+    store_backup_flush(d->st);
     if (d->nretired < MAX_RETIRED)
         d->retired[d->nretired++] = d->ro;
     d->ro = NULL;

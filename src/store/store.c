@@ -1396,6 +1396,14 @@ void store_backup_after_change(struct store *st, const char *dest)
     st->backup_err[0] = '\0';
 }
 
+void store_backup_flush(struct store *st)
+{
+    if (st == NULL || st->backup_to == NULL || !sqlite3_get_autocommit(st->db))
+        return;
+    st->backup_due = 1;
+    backup_if_due(st);
+}
+
 const char *store_backup_error(const struct store *st)
 {
     return st->backup_err[0] ? st->backup_err : NULL;

@@ -199,6 +199,11 @@ int store_backup(struct store *st, const char *dest, char *err, size_t errlen);
 void store_backup_after_change(struct store *st, const char *dest);
 const char *store_backup_error(const struct store *st);
 
+/* Takes the automatic backup now (when one is set, no transaction is open, and the guard allows
+ * it): for the moment the control plane stops, so that the backup has the last word of a plan
+ * that a successor or the next start resumes. */
+void store_backup_flush(struct store *st);
+
 /* Opens path read-only and runs PRAGMA integrity_check. Returns 0 when it is ok, 1 when the
  * file has problems (listed in report, "; "-separated; a file that is not a database is one),
  * or a negative errno when it cannot be checked (missing, unreadable), with report saying so. */

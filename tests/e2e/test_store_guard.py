@@ -21,7 +21,11 @@ import time
 import pytest
 
 from conftest import Procs, body_of, live_name
-from progressive_util import wait_for
+from progressive_util import change_of, split_users, wait_for
+
+STICKY_HEADER = "    sticky: {header: X-User-Id}\n"
+PLAN = "plans:\n  half:\n    steps: [{weight: 50}, {pause: {}}]\n"
+USERS = [f"user-{i}" for i in range(200)]
 
 
 def store_ok(d):
@@ -106,6 +110,33 @@ def test_store_deleted_while_running_refuses_changes_keeps_traffic(backend, daem
     assert "the store was restored from its backup" in d.log(), d.log()[-3000:]
     assert live_name(d.status()) == "v2" and store_ok(d) == 1
     deploy(d, "v3", v3.addr)
+
+
+def test_plan_running_when_store_deleted_resumes_after_restart(backend, daemon):
+    """A plan at weight 50 goes on after the store is deleted (only new changes are refused);
+    the stop's last word goes to the backup, and the restart resumes the plan there."""
+    v1, v2, v3 = backend("v1"), backend("v2"), backend("v3")
+    d = daemon([v1], service_extra=STICKY_HEADER, top_extra=PLAN)
+    d.start(expect="v1\n")
+    r = d.cli("deploy", "web", "v2", "--target", v2.addr, "--plan", "half")
+    assert r.returncode == 0, r.stdout + r.stderr
+    cid = change_of(d)["id"]
+    wait_for(lambda: ((change_of(d) or {}).get("progress") or {}).get("step") == 2, 15,
+             "the plan at its pause (weight 50)")
+    os.unlink(d.state_dir / "cutover.db")
+    wait_for(lambda: store_ok(d) == 0, 5, "cutover_store_ok 0")
+    assert_changes_refused(d, v3.addr, "was deleted")
+    before = split_users(d.port, USERS)
+    assert set(before.values()) == {"v1", "v2"}, before
+    stop(d)
+    d.start()
+    assert "the store was restored from its backup" in d.log(), d.log()[-3000:]
+    ch = wait_for(lambda: change_of(d), 10, "the change resumed", tolerate=True)
+    assert ch["id"] == cid and ch["progress"]["step"] == 2, ch
+    assert split_users(d.port, USERS) == before  # the same users on the same versions
+    r = d.cli("promote", "web")
+    assert r.returncode == 0, r.stdout + r.stderr
+    wait_for(lambda: live_name(d.status()) == "v2", 15, "v2 live after the promote")
 
 
 def test_store_replaced_while_running_refuses_changes(backend, daemon):

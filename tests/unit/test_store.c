@@ -999,6 +999,26 @@ static void test_backup_after_a_change_ends_at_commit(void **state)
     raw_live(bak, live, sizeof(live));
     assert_string_equal(live, "v4");
 
+    /* A flush backs up what no ended change wrote (a plan's step at a stop). */
+    assert_int_equal(store_change_set_detail(st, id2, "{\"step\": 2}"), 0);
+    assert_int_equal(store_begin(st), 0);
+    store_backup_flush(st); /* not with a transaction open: it would not be in the copy */
+    assert_int_equal(store_commit(st), 0);
+    store_backup_flush(st);
+    char detail[64] = "";
+    sqlite3 *db = NULL;
+    sqlite3_stmt *q = NULL;
+    assert_int_equal(sqlite3_open_v2(bak, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    assert_int_equal(
+        sqlite3_prepare_v2(db, "SELECT detail FROM changes WHERE id = ?1", -1, &q, NULL),
+        SQLITE_OK);
+    sqlite3_bind_int64(q, 1, id2);
+    assert_int_equal(sqlite3_step(q), SQLITE_ROW);
+    snprintf(detail, sizeof(detail), "%s", (const char *)sqlite3_column_text(q, 0));
+    sqlite3_finalize(q);
+    sqlite3_close(db);
+    assert_string_equal(detail, "{\"step\": 2}");
+
     /* A failing backup is reported, and the write still succeeds. */
     store_backup_after_change(st, db_path("no-such-dir/auto.backup"));
     assert_int_equal(store_change_update(st, id2, STORE_CHANGE_ABORTED, NULL), 0);
