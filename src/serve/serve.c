@@ -480,6 +480,16 @@ static void begin_handover(void *ctx, const char *binary, int reload, api_done_f
         }
         config_free(n);
     }
+    /* A successor would open what the path names now, beside this daemon's own -wal: only a
+     * stop (then a start, which restores the backup) separates the two. */
+    if (store_guard_why(d->st) != NULL) {
+        snprintf(err, sizeof(err),
+                 "no hand-over while the store is not trusted (%.700s); stop and start the daemon "
+                 "to restore it from its backup",
+                 store_guard_why(d->st));
+        done(req, 409, err, 0);
+        return;
+    }
     /* The successor reads the store: it would find that change running and resume it. */
     if (d->ro != NULL && rollout_unsaved(d->ro, err, sizeof(err))) {
         done(req, 409, err, 0);

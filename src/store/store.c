@@ -528,6 +528,16 @@ void store_free(struct store *st)
     sqlite3_close(st->db);
     st->db = NULL;
     events_drop(st);
+    if (st->guard == GUARD_LOST) {
+        /* SQLite does not checkpoint a file that was deleted or renamed under it, and leaves
+         * its -wal at the path: the next open would replay our pages onto whatever file the
+         * path names now. The held file's content is in the backup (store_guard_check). */
+        char *wal = xasprintf("%s-wal", st->path), *shm = xasprintf("%s-shm", st->path);
+        (void)unlink(wal);
+        (void)unlink(shm);
+        free(wal);
+        free(shm);
+    }
     if (st->guard_fd >= 0)
         close(st->guard_fd);
     free(st->path);
@@ -1535,11 +1545,64 @@ static void drop_sidecars(const char *path, const char *keep_wal_as)
     free(shm);
 }
 
+/* How far the database at path got: its newest change id (ids only grow, unlike clocks) and
+ * whether it records any service. A file without cutover's tables counts as nothing. Returns
+ * -1 when it cannot tell (cannot open or read it): then nothing may be concluded. */
+static int progress_of(const char *path, int64_t *last_change, int *services)
+{
+    sqlite3 *db = NULL;
+    sqlite3_stmt *s = NULL;
+    int rc = -1;
+    *last_change = 0;
+    *services = 0;
+    if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK)
+        goto out;
+    if (sqlite3_prepare_v2(db,
+                           "SELECT (SELECT coalesce(max(id), 0) FROM changes), "
+                           "(SELECT count(*) FROM services)",
+                           -1, &s, NULL) != SQLITE_OK) {
+        /* "no such table": another database; anything else: unknown. */
+        if (sqlite3_extended_errcode(db) == SQLITE_ERROR)
+            rc = 0;
+        goto out;
+    }
+    if (sqlite3_step(s) == SQLITE_ROW) {
+        *last_change = sqlite3_column_int64(s, 0);
+        *services = sqlite3_column_int(s, 1) > 0;
+        rc = 0;
+    }
+out:
+    sqlite3_finalize(s);
+    sqlite3_close(db);
+    return rc;
+}
+
+/* A sound store that knows less than its backup (an older copy put back, another database
+ * written over it): using it would silently serve older versions than the last recorded. */
+static int behind_backup(const char *path, const char *backup, char *problem, size_t n)
+{
+    struct stat sb;
+    char report[256];
+    int64_t mine, theirs;
+    int msvc, tsvc;
+    if (stat(backup, &sb) == -1 || store_integrity(backup, report, sizeof(report)) != 0)
+        return 0;
+    if (progress_of(path, &mine, &msvc) < 0 || progress_of(backup, &theirs, &tsvc) < 0)
+        return 0;
+    if (theirs > mine || (tsvc && !msvc)) {
+        snprintf(problem, n,
+                 "older than its backup: its newest change is %lld, the backup's %lld%s",
+                 (long long)mine, (long long)theirs, msvc ? "" : ", and it records no service");
+        return 1;
+    }
+    return 0;
+}
+
 int store_recover(const char *path, const char *backup, char *what, size_t n)
 {
     struct stat sb;
     char problem[512] = "";
-    int missing = 0, rc;
+    int missing = 0, behind = 0, rc;
 
     what[0] = '\0';
     if (stat(path, &sb) == -1) {
@@ -1556,8 +1619,11 @@ int store_recover(const char *path, const char *backup, char *what, size_t n)
             snprintf(what, n, "%s: %s", path, problem);
             return rc;
         }
-        if (rc == 0)
-            return STORE_RECOVER_NONE;
+        if (rc == 0) {
+            behind = behind_backup(path, backup, problem, sizeof(problem));
+            if (!behind)
+                return STORE_RECOVER_NONE;
+        }
     }
 
     /* Missing or corrupt: the backup is used only when it passes the check itself. */
@@ -1585,11 +1651,11 @@ int store_recover(const char *path, const char *backup, char *what, size_t n)
         struct tm tm;
         gmtime_r(&now, &tm);
         strftime(ts, sizeof(ts), "%Y%m%dT%H%M%SZ", &tm);
-        snprintf(kept, sizeof(kept), "%s.corrupt-%s", path, ts);
+        snprintf(kept, sizeof(kept), "%s.%s-%s", path, behind ? "older" : "corrupt", ts);
         if (rename(path, kept) == -1) {
             rc = -errno;
-            snprintf(what, n, "the store %s is corrupt (%s) and cannot be moved aside: %s", path,
-                     problem, strerror(errno));
+            snprintf(what, n, "the store %s is %s (%s) and cannot be moved aside: %s", path,
+                     behind ? "outdated" : "corrupt", problem, strerror(errno));
             return rc;
         }
         char *kept_wal = xasprintf("%s-wal", kept);
@@ -1605,6 +1671,9 @@ int store_recover(const char *path, const char *backup, char *what, size_t n)
     }
     if (missing)
         snprintf(what, n, "the store %s was missing; restored from the backup %s", path, backup);
+    else if (behind)
+        snprintf(what, n, "the store %s was %s; kept as %s, restored from the backup %s", path,
+                 problem, kept, backup);
     else
         snprintf(what, n, "the store %s was corrupt (%s); kept as %s, restored from the backup %s",
                  path, problem, kept, backup);

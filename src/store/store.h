@@ -210,12 +210,14 @@ void store_backup_flush(struct store *st);
 int store_integrity(const char *path, char *report, size_t n);
 
 #define STORE_RECOVER_NONE 0     /* path is fine, or missing with no backup: a first start */
-#define STORE_RECOVER_RESTORED 1 /* path was missing or corrupt and is now the backup's copy */
+#define STORE_RECOVER_RESTORED 1 /* path was missing, corrupt or behind: now the backup's copy */
 #define STORE_RECOVER_CORRUPT 2  /* path is corrupt (or missing) and no good backup exists */
 
-/* Run before store_open: checks path and, when it is missing (or empty) or corrupt and backup
- * passes the integrity check, copies backup over it; a corrupt file is kept beside it as
- * PATH.corrupt-YYYYMMDDTHHMMSSZ (its -wal too), a stale -wal/-shm is removed. Returns one of
+/* Run before store_open: checks path and, when it is missing (or empty), corrupt, or sound but
+ * behind the backup (the backup has a newer change id, or services where path has none: an
+ * older copy or another database put in its place) and backup passes the integrity check,
+ * copies backup over it; the replaced file is kept beside it as PATH.corrupt-YYYYMMDDTHHMMSSZ
+ * or PATH.older-YYYYMMDDTHHMMSSZ (its -wal too), a stale -wal/-shm is removed. Returns one of
  * STORE_RECOVER_* with a sentence for the log in what, or a negative errno (what says why). */
 int store_recover(const char *path, const char *backup, char *what, size_t n);
 

@@ -154,6 +154,18 @@ def test_store_replaced_while_running_refuses_changes(backend, daemon):
     assert body_of(d.port) == "v2\n"
     assert live_name(d.status()) == "v2"
     assert "the store is not trusted" in d.log()
+    # A successor would open the new file beside this daemon's -wal: no hand-over.
+    r = d.cli("reload")
+    assert r.returncode != 0 and "no hand-over while the store is not trusted" in \
+        r.stdout + r.stderr, r
+    # The file now at the path knows nothing of v2: a restart does not trust it either.
+    stop(d)
+    d.start(expect="v2\n")
+    log = d.log()
+    assert "the store was restored from its backup" in log and "older than its backup" in log, \
+        log[-3000:]
+    assert any(p.name.startswith("cutover.db.older-") for p in d.state_dir.iterdir())
+    assert live_name(d.status()) == "v2" and store_ok(d) == 1
 
 
 def test_backup_written_after_each_ended_change(backend, daemon):

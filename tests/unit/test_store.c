@@ -1181,6 +1181,39 @@ static void test_recover_corrupt_store_keeps_it_aside(void **state)
     assert_int_equal(kept, 1);
 }
 
+static void test_recover_store_behind_its_backup(void **state)
+{
+    (void)state;
+    char db[512], bak[512], what[1024], live[64], err[256];
+    snprintf(db, sizeof(db), "%s", db_path("old.db"));
+    snprintf(bak, sizeof(bak), "%s", db_path("old.db.backup"));
+    struct store *st = open_ok("old.db");
+    int64_t id = insert_change(st, "web", "v2");
+    assert_int_equal(store_change_update(st, id, STORE_CHANGE_COMPLETED, NULL), 0);
+    assert_int_equal(store_service_set(st, "web", "v2", "v1"), 0);
+    assert_int_equal(store_backup(st, bak, err, sizeof(err)), 0);
+    /* Ahead of the backup (a change since): the store is used as it is. */
+    insert_change(st, "web", "v3");
+    store_free(st);
+    assert_int_equal(store_recover(db, bak, what, sizeof(what)), STORE_RECOVER_NONE);
+
+    /* Another (sound, empty) database put in its place. */
+    assert_int_equal(unlink(db), 0);
+    store_free(open_ok("old.db"));
+    assert_int_equal(store_recover(db, bak, what, sizeof(what)), STORE_RECOVER_RESTORED);
+    assert_non_null(strstr(what, "older than its backup"));
+    raw_live(db, live, sizeof(live));
+    assert_string_equal(live, "v2");
+    DIR *dir = opendir(tmpdir);
+    assert_non_null(dir);
+    int kept = 0;
+    for (struct dirent *e; (e = readdir(dir)) != NULL;)
+        if (strncmp(e->d_name, "old.db.older-", 13) == 0 && strlen(e->d_name) == 13 + 16)
+            kept++;
+    closedir(dir);
+    assert_int_equal(kept, 1);
+}
+
 static void test_recover_corrupt_store_without_backup_leaves_it(void **state)
 {
     (void)state;
@@ -1235,6 +1268,7 @@ int main(void)
         cmocka_unit_test(test_integrity_check),
         cmocka_unit_test(test_recover_missing_store_from_backup),
         cmocka_unit_test(test_recover_corrupt_store_keeps_it_aside),
+        cmocka_unit_test(test_recover_store_behind_its_backup),
         cmocka_unit_test(test_recover_corrupt_store_without_backup_leaves_it),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
