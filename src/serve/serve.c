@@ -208,6 +208,19 @@ static void on_metrics(void *ctx, rollout_emit_fn emit, void *ectx)
     emit(ectx, line);
 }
 
+/* An event store_lost on each service's last change, as service_down does: the event streams
+ * and webhooks hear it. Best effort: a store failing for integrity reasons may refuse it. */
+static void store_alarm_events(struct daemon *d, const char *why)
+{
+    for (size_t i = 0; i < d->cfg->nservices; i++) {
+        struct store_change *v = NULL;
+        size_t n = 0;
+        if (store_change_list(d->st, d->cfg->services[i].name, 1, &v, &n) == 0 && n == 1)
+            (void)store_event_add(d->st, v[0].id, "store_lost", why);
+        store_change_list_free(v, n);
+    }
+}
+
 /* Every second: the store's path still names the file the daemon holds (store_guard_check),
  * and the automatic backups work. Each new trouble is logged once. */
 static void on_store_watch(uv_timer_t *t)
@@ -220,6 +233,7 @@ static void on_store_watch(uv_timer_t *t)
         log_error("the store is not trusted: deploys and rollbacks are refused, traffic stays as "
                   "it is; restart the daemon to restore the store from its backup",
                   "why", why);
+        store_alarm_events(d, why);
     }
     const char *berr = store_backup_error(d->st);
     if (berr != NULL && (d->backup_err == NULL || strcmp(berr, d->backup_err) != 0)) {

@@ -102,6 +102,11 @@ def test_store_deleted_while_running_refuses_changes_keeps_traffic(backend, daem
     assert res["requests"] > 500, res["text"]
     assert res["socket_errors"] == 0 and res["non2xx"] == 0, res["text"]
     assert d.log().count("the store is not trusted") == 1, d.log()[-3000:]
+    last = d.history()[0]
+    code, ch = d.api("GET", f"/api/v1/changes/{last['id']}")
+    assert code == 200, ch
+    lost = [e for e in ch["events"] if e["type"] == "store_lost"]
+    assert len(lost) == 1 and "was deleted" in lost[0]["message"], ch["events"]
 
     # The daemon backed the held file up when it noticed: a restart restores v2.
     stop(d)
