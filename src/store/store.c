@@ -538,6 +538,8 @@ void store_free(struct store *st)
         free(wal);
         free(shm);
     }
+    /* Only after SQLite's close: closing any descriptor of the file drops every POSIX lock the
+     * process holds on it, SQLite's included. */
     if (st->guard_fd >= 0)
         close(st->guard_fd);
     free(st->path);
