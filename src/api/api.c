@@ -218,6 +218,8 @@ static int status_of(int rc)
         return 400;
     case -ENOTSUP:
         return 501;
+    case -EROFS: /* the store is lost or corrupt: a fault of the daemon's state (store_guard_why) */
+        return 503;
     default:
         return 500;
     }

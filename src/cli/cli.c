@@ -27,6 +27,7 @@
 #include "core/text.h"
 #include "core/xmalloc.h"
 #include "net/addr.h"
+#include "store/store.h"
 
 #ifndef CUTOVER_VERSION
 #define CUTOVER_VERSION CUTOVER_RELEASE
@@ -60,6 +61,7 @@ enum {
     CLI_OPT_FOLLOW = 1u << 10,
     CLI_OPT_GOVERN = 1u << 12, /* --emergency, --ticket, --risk (deploy) */
     CLI_OPT_LINES = 1u << 11,
+    CLI_OPT_STORE = 1u << 12,
 };
 
 struct cli_command {
@@ -77,11 +79,14 @@ static const struct cli_command cli_commands[] = {
      "serve [-c FILE]\trun the daemon (foreground)",
      "Runs the daemon in the foreground: proxy, rollout engine and admin API on\n"
      "STATE_DIR/cutover.sock. Stop it with SIGTERM or Ctrl-C.\n"},
-    {"check", CLI_CMD_CHECK, 0, 0, 0, "check [-c FILE]",
-     "check [-c FILE]\tvalidate the config, print services and plans",
+    {"check", CLI_CMD_CHECK, CLI_OPT_STORE, 0, 0, "check [-c FILE] [--store]",
+     "check [-c FILE] [--store]\tvalidate the config (or the store), print services and plans",
      "Loads and validates the config without a daemon. Warnings (unknown keys) go to\n"
      "stderr. Prints each service (listen, protocol, targets, plan) and each plan with\n"
-     "its steps. Exit 0 when the config is valid, 2 with the error otherwise.\n"},
+     "its steps. Exit 0 when the config is valid, 2 with the error otherwise.\n"
+     "  --store  instead, run SQLite's integrity check on STATE_DIR/cutover.db and on its\n"
+     "           backup (cutover.db.backup, if there is one), opened read-only (the daemon\n"
+     "           may run); print ok or the problems. Exit 1 when either has problems.\n"},
     {"deploy", CLI_CMD_DEPLOY,
      CLI_OPT_JSON | CLI_OPT_TARGET | CLI_OPT_PLAN | CLI_OPT_REASON | CLI_OPT_WAIT | CLI_OPT_GOVERN,
      2, 2,
@@ -268,6 +273,7 @@ static const struct cli_opt cli_opts[] = {
     {"limit", 0, CLI_OPT_LIMIT, 1},     {"follow", 'f', CLI_OPT_FOLLOW, 0},
     {"lines", 'n', CLI_OPT_LINES, 1},   {"emergency", 0, CLI_OPT_GOVERN, 0},
     {"ticket", 0, CLI_OPT_GOVERN, 1},   {"risk", 0, CLI_OPT_GOVERN, 1},
+    {"store", 0, CLI_OPT_STORE, 0},
 };
 
 #define CLI_NOPTS (sizeof(cli_opts) / sizeof(cli_opts[0]))
@@ -394,6 +400,8 @@ static int cli_apply_opt(struct cli_args *a, const struct cli_opt *o, const char
         a->limit = (long)v;
     } else if (strcmp(o->lng, "follow") == 0) {
         a->follow = 1;
+    } else if (strcmp(o->lng, "store") == 0) {
+        a->store = 1;
     } else if (strcmp(o->lng, "lines") == 0) {
         long long v;
         /* 0 is allowed (print nothing, then follow), so "0" is handled apart. */
@@ -824,6 +832,17 @@ static void cli_render_unsaved(FILE *out, const char *label, const json_t *u)
     fputc('\n', out);
 }
 
+/* Why the daemon takes no change at all (its store is lost or corrupt), when it says so. */
+static void cli_render_store_problem(FILE *out, const json_t *svc)
+{
+    const char *why = cli_jstr(svc, "store_problem");
+    if (why == NULL)
+        return;
+    fprintf(out, "  %-9s ", "store:");
+    cli_put_clean(out, why, 0);
+    fputs("; deploys and rollbacks are refused\n", out);
+}
+
 void cli_render_service(FILE *out, const json_t *svc)
 {
     const json_t *ch = json_object_get(svc, "change");
@@ -839,6 +858,7 @@ void cli_render_service(FILE *out, const json_t *svc)
         fputs("none in progress\n", out);
         cli_render_rolling(out, json_object_get(svc, "rolling"));
         cli_render_unsaved(out, "store:", json_object_get(svc, "unsaved"));
+        cli_render_store_problem(out, svc);
         return;
     }
     cli_render_change_line(out, ch);
@@ -856,6 +876,7 @@ void cli_render_service(FILE *out, const json_t *svc)
     cli_render_progress(out, json_object_get(ch, "progress"));
     cli_render_rolling(out, json_object_get(svc, "rolling"));
     cli_render_unsaved(out, "store:", json_object_get(svc, "unsaved"));
+    cli_render_store_problem(out, svc);
 }
 
 void cli_render_status(FILE *out, const json_t *root)
@@ -1584,6 +1605,35 @@ static int cli_load_config(const struct cli_args *a, int warn, struct config **c
     return 0;
 }
 
+/* Prints "LABEL PATH: ok" or its problems; returns 1 when it has any. */
+static int cli_check_db(const char *label, const char *path)
+{
+    char report[2048];
+    int rc = store_integrity(path, report, sizeof(report));
+    if (rc == 0) {
+        printf("%s %s: ok\n", label, path);
+        return 0;
+    }
+    printf("%s %s: %s%s\n", label, path, rc > 0 ? "corrupt: " : "cannot check: ", report);
+    return 1;
+}
+
+/* check --store: the store and its backup (when there is one), as serve would find them. */
+static int cli_check_store(const struct config *cfg)
+{
+    char *db = xasprintf("%s/cutover.db", cfg->state_dir);
+    char *bak = xasprintf("%s.backup", db);
+    struct stat sb;
+    int bad = cli_check_db("store", db);
+    if (stat(bak, &sb) == 0)
+        bad |= cli_check_db("backup", bak);
+    else
+        printf("backup %s: none yet\n", bak);
+    free(db);
+    free(bak);
+    return bad ? CLI_EXIT_FAILED : CLI_EXIT_OK;
+}
+
 static int cli_cmd_check(const struct cli_args *a)
 {
     struct config *cfg = NULL;
@@ -1591,6 +1641,11 @@ static int cli_cmd_check(const struct cli_args *a)
 
     if (rc != 0)
         return rc;
+    if (a->store) {
+        rc = cli_check_store(cfg);
+        config_free(cfg);
+        return rc;
+    }
     cli_render_config(stdout, cfg);
     config_free(cfg);
     return CLI_EXIT_OK;

@@ -75,6 +75,7 @@ struct cli_args {
     long limit;          /* --limit N (history); 0 = the daemon's default */
     int follow;          /* -f/--follow (logs) */
     long lines;          /* -n/--lines N (logs), 0..CLI_LOGS_MAX_LINES; default 50 */
+    int store;           /* --store (check) */
 };
 
 /* Parses argv (argv[0] the program, argv[1] the subcommand) into *a, which it initialises.

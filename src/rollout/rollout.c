@@ -568,6 +568,21 @@ static json_t *preview_of(struct service *s, const char *version, const struct c
 
 /* ---------------------------------------------------------------- admission ----------------- */
 
+/* A store the daemon no longer trusts (deleted, replaced, failing, or opened in memory in place
+ * of a corrupt file: store_guard_why) takes no new change: its record could not survive a
+ * restart. err says why; -EROFS (the API answers 503). */
+static int refuse_store(const struct rollout *r, char *err, size_t errlen)
+{
+    const char *why = store_guard_why(r->st);
+    if (why == NULL)
+        return 0;
+    snprintf(err, errlen,
+             "no changes are taken: %s. Traffic stays as it is; restart the daemon to restore the "
+             "store from its backup (cutover check --store tells what is wrong)",
+             why);
+    return -EROFS;
+}
+
 /* The change machine admits a new change only when none runs and no end waits for the store;
  * err says why not. */
 static int refuse_busy(const struct service *s, enum change_input in, char *err, size_t errlen)
@@ -594,6 +609,9 @@ int rollout_deploy(struct rollout *r, const struct rollout_deploy_req *req, roll
         snprintf(err, errlen, "unknown service '%s'", req->service ? req->service : "");
         return -ENOENT;
     }
+    int refused = refuse_store(r, err, errlen);
+    if (refused < 0)
+        return refused;
     if (req->version == NULL || !text_is_name(req->version, strlen(req->version))) {
         snprintf(err, errlen, "version: expected 1-64 characters of A-Z a-z 0-9 . _ -, got '%s'",
                  req->version ? req->version : "");
@@ -923,6 +941,9 @@ int rollout_rollback(struct rollout *r, const char *service, const char *actor, 
         snprintf(err, errlen, "unknown service '%s'", service ? service : "");
         return -ENOENT;
     }
+    int rc = refuse_store(r, err, errlen);
+    if (rc < 0)
+        return rc;
     return start_rollback(s, actor, reason, cb, ctx, change_id, err, errlen);
 }
 

@@ -141,6 +141,9 @@ static json_t *service_to_json(struct rollout *r, struct service *s)
     json_object_set_new(o, "unsaved", change_unsaved_json(&s->ch));
     /* Why users get errors when no version of the service can serve (issue 12 b). */
     json_object_set_new(o, "down", s->down ? json_string(s->down) : json_null());
+    /* Why no change is taken (the store is lost or corrupt), null while the store is fine. */
+    const char *bad = store_guard_why(r->st);
+    json_object_set_new(o, "store_problem", bad ? json_string(bad) : json_null());
     return o;
 }
 

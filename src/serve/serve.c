@@ -41,6 +41,7 @@
 #include "store/store.h"
 
 #define HANDOVER_TIMEOUT_MS 10000
+#define STORE_WATCH_MS 1000
 #define MAX_RETIRED 64
 /* The hand-over name of the admin.listen socket: '@' is in no service name. */
 #define ADMIN_FD_NAME "@admin"
@@ -73,6 +74,9 @@ struct daemon {
     uv_signal_t sigterm, sigint, sighup, sigusr2;
     uv_timer_t exit_timer;
     uv_timer_t fd_watch;     /* logs the data plane's accept pauses, once per episode */
+    uv_timer_t store_watch;  /* the store's guard: its file still there, its backups working */
+    int store_alarmed;       /* the guard's trip was logged */
+    char *backup_err;        /* the last backup failure logged, or NULL */
     uint64_t fd_paused_seen; /* the workers' accept_paused sum at the last tick */
     int fd_episode;          /* a pause was seen in the last tick */
     int stopping;
@@ -193,6 +197,94 @@ static void on_metrics(void *ctx, rollout_emit_fn emit, void *ectx)
              (unsigned long long)api_accept_paused(d->api));
     emit(ectx, line);
     emit_lost(d, emit, ectx);
+    emit(ectx, "# HELP cutover_store_ok 0 once the store was deleted, replaced or failed a write "
+               "for integrity reasons, or is corrupt and was opened read-only: changes are refused "
+               "until a restart.");
+    emit(ectx, "# TYPE cutover_store_ok gauge");
+    snprintf(line, sizeof(line), "cutover_store_ok %d", store_guard_why(d->st) == NULL);
+    emit(ectx, line);
+}
+
+/* An event store_lost on each service's last change, as service_down does: the event streams
+ * and webhooks hear it. Best effort: a store failing for integrity reasons may refuse it. */
+static void store_alarm_events(struct daemon *d, const char *why)
+{
+    for (size_t i = 0; i < d->cfg->nservices; i++) {
+        struct store_change *v = NULL;
+        size_t n = 0;
+        if (store_change_list(d->st, d->cfg->services[i].name, 1, &v, &n) == 0 && n == 1)
+            (void)store_event_add(d->st, v[0].id, "store_lost", why);
+        store_change_list_free(v, n);
+    }
+}
+
+/* Every second: the store's path still names the file the daemon holds (store_guard_check),
+ * and the automatic backups work. Each new trouble is logged once. */
+static void on_store_watch(uv_timer_t *t)
+{
+    struct daemon *d = t->data;
+    store_guard_check(d->st);
+    const char *why = store_guard_why(d->st);
+    if (why != NULL && !d->store_alarmed) {
+        d->store_alarmed = 1;
+        log_error("the store is not trusted: deploys and rollbacks are refused, traffic stays as "
+                  "it is; restart the daemon to restore the store from its backup",
+                  "why", why);
+        store_alarm_events(d, why);
+    }
+    const char *berr = store_backup_error(d->st);
+    if (berr != NULL && (d->backup_err == NULL || strcmp(berr, d->backup_err) != 0)) {
+        log_error("cannot back up the store", "error", berr);
+        free(d->backup_err);
+        d->backup_err = xstrdup(berr);
+    } else if (berr == NULL && d->backup_err != NULL) {
+        log_info("the store is backed up again");
+        free(d->backup_err);
+        d->backup_err = NULL;
+    }
+}
+
+/* Opens the store, first restoring it from its backup when it is missing or corrupt
+ * (store_recover). A corrupt store without a usable backup is left as it is and a store in
+ * memory takes its place: the daemon serves the config's targets and refuses changes rather
+ * than serving nothing. */
+static int open_store(struct daemon *d, char *err, size_t errlen)
+{
+    char *db = xasprintf("%s/cutover.db", d->cfg->state_dir);
+    char *bak = xasprintf("%s.backup", db);
+    char what[2048];
+    int rc = store_recover(db, bak, what, sizeof(what));
+    if (rc < 0) {
+        snprintf(err, errlen, "%.900s", what);
+        goto out;
+    }
+    if (rc == STORE_RECOVER_RESTORED)
+        log_error("the store was restored from its backup", "what", what);
+    if (rc == STORE_RECOVER_CORRUPT) {
+        log_error("the store is corrupt and no backup can replace it: serving the config's "
+                  "targets read-only; repair it (cutover check --store) and restart",
+                  "what", what);
+        rc = store_open(":memory:", &d->st, err, errlen);
+        if (rc == 0) {
+            char why[2300];
+            snprintf(why, sizeof(why), "%s; the daemon serves the config's targets read-only",
+                     what);
+            store_guard_set(d->st, why);
+        }
+        goto out;
+    }
+    rc = store_open(db, &d->st, err, errlen);
+    if (rc < 0)
+        goto out;
+    store_backup_after_change(d->st, bak);
+    /* A first backup at once: a store lost before the first change ends is restored too. */
+    char berr[700];
+    if (store_backup(d->st, bak, berr, sizeof(berr)) < 0)
+        log_error("cannot back up the store", "error", berr);
+out:
+    free(db);
+    free(bak);
+    return rc;
 }
 
 /* Once a second: a data-plane episode of accept pauses (proxy/worker.c) is logged when it
@@ -266,6 +358,9 @@ static void control_suspend(struct daemon *d)
     if (d->ro == NULL)
         return;
     rollout_stop(d->ro);
+    /* What a stop wrote (a suspended plan's step) is in the backup too: a store lost before
+     * the next start is restored as this daemon left it. */
+    store_backup_flush(d->st);
     if (d->nretired < MAX_RETIRED)
         d->retired[d->nretired++] = d->ro;
     d->ro = NULL;
@@ -306,6 +401,7 @@ static void on_join_done(uv_work_t *req, int status)
     uv_close((uv_handle_t *)&d->sigusr2, NULL);
     uv_close((uv_handle_t *)&d->exit_timer, NULL);
     uv_close((uv_handle_t *)&d->fd_watch, NULL);
+    uv_close((uv_handle_t *)&d->store_watch, NULL);
 }
 
 /* ---------------------------------------------------------------- hand-over ----------------- */
@@ -394,6 +490,16 @@ static void begin_handover(void *ctx, const char *binary, int reload, api_done_f
             return;
         }
         config_free(n);
+    }
+    /* A successor would open what the path names now, beside this daemon's own -wal: only a
+     * stop (then a start, which restores the backup) separates the two. */
+    if (store_guard_why(d->st) != NULL) {
+        snprintf(err, sizeof(err),
+                 "no hand-over while the store is not trusted (%.700s); stop and start the daemon "
+                 "to restore it from its backup",
+                 store_guard_why(d->st));
+        done(req, 409, err, 0);
+        return;
     }
     /* The successor reads the store: it would find that change running and resume it. */
     if (d->ro != NULL && rollout_unsaved(d->ro, err, sizeof(err))) {
@@ -684,7 +790,7 @@ int serve_main(int argc, char **argv)
     }
     d.lock_fd = rc;
     char *db = xasprintf("%s/cutover.db", d.cfg->state_dir);
-    rc = store_open(db, &d.st, err, sizeof(err));
+    rc = open_store(&d, err, sizeof(err));
     if (rc < 0) {
         free(db);
         start_failed("cannot open the store", err);
@@ -774,6 +880,10 @@ int serve_main(int argc, char **argv)
     d.fd_watch.data = &d;
     uv_timer_start(&d.fd_watch, on_fd_watch, 1000, 1000);
     uv_unref((uv_handle_t *)&d.fd_watch); /* never what keeps the daemon running */
+    uv_timer_init(d.loop, &d.store_watch);
+    d.store_watch.data = &d;
+    uv_timer_start(&d.store_watch, on_store_watch, 0, STORE_WATCH_MS);
+    uv_unref((uv_handle_t *)&d.store_watch);
     d.sigterm.data = d.sigint.data = d.sighup.data = d.sigusr2.data = d.exit_timer.data = &d;
     uv_signal_start(&d.sigterm, on_signal, SIGTERM);
     uv_signal_start(&d.sigint, on_signal, SIGINT);
@@ -830,6 +940,7 @@ out:
     if (d.admin_fd >= 0)
         close(d.admin_fd);
     store_free(d.st);
+    free(d.backup_err);
     if (d.lock_fd >= 0)
         close(d.lock_fd); /* last: the store is closed before another daemon may open it */
     config_free(d.cfg);

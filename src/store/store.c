@@ -8,10 +8,12 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -209,9 +211,26 @@ struct store {
     } listeners[STORE_MAX_LISTENERS];
     struct store_event *held; /* added inside the open transaction: announced at its commit */
     size_t nheld, capheld;
+    /* The guard: the file as opened, to notice when the path names another (or none). */
+    char *path;   /* NULL in memory */
+    int guard_fd; /* O_RDONLY on path, or -1 */
+    int guard;    /* GUARD_*: why changes are refused, GUARD_OK when they are not */
+    char guard_why[700];
+    char *backup_to; /* the automatic backup's file, or NULL */
+    int backup_due;  /* a change ended in the open transaction: back up at its commit */
+    char backup_err[600];
+};
+
+enum {
+    GUARD_OK,
+    GUARD_LOST,      /* the path no longer names the file: backups from the held file go on */
+    GUARD_INTEGRITY, /* a write failed for integrity reasons: the file itself is suspect */
+    GUARD_SET,       /* set by the caller (a corrupt store without a backup) */
 };
 
 static void events_announce(struct store *st);
+static void backup_if_due(struct store *st);
+static void change_ended(struct store *st);
 static void events_drop(struct store *st);
 static void events_tell(struct store *st, const struct store_event *ev);
 static int events_heard(const struct store *st);
@@ -223,10 +242,19 @@ static const char *const change_states[] = {
 
 /* --- helpers ------------------------------------------------------------------------------ */
 
-/* Copies the handle's SQLite message so it survives the resets on the error path. */
+/* Copies the handle's SQLite message so it survives the resets on the error path. A failure
+ * that says the file is damaged or unreadable trips the guard: from then on the store is not
+ * trusted with a change. */
 static int sql_fail(struct store *st)
 {
     snprintf(st->errmsg, sizeof(st->errmsg), "%s", sqlite3_errmsg(st->db));
+    int code = sqlite3_extended_errcode(st->db) & 0xff;
+    if (st->guard == GUARD_OK &&
+        (code == SQLITE_CORRUPT || code == SQLITE_NOTADB || code == SQLITE_IOERR)) {
+        st->guard = GUARD_INTEGRITY;
+        snprintf(st->guard_why, sizeof(st->guard_why), "the store %s failed: %s",
+                 st->path ? st->path : ":memory:", st->errmsg);
+    }
     return -EIO;
 }
 
@@ -466,11 +494,22 @@ int store_open(const char *path, struct store **out, char *err, size_t errlen)
     *out = NULL;
 
     st = xcalloc(1, sizeof(*st));
+    st->guard_fd = -1;
     int in_memory = (path[0] == '\0' || strcmp(path, ":memory:") == 0);
     if (!in_memory) {
         rc = create_private(st, path);
         if (rc != 0)
             goto fail;
+        st->path = xstrdup(path);
+        /* Opened before SQLite opens it: both then name the same file, which store_guard_check
+         * compares with what the path names later. */
+        st->guard_fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (st->guard_fd == -1) {
+            int e = errno;
+            snprintf(st->errmsg, sizeof(st->errmsg), "cannot open: %s", strerror(e));
+            rc = -e;
+            goto fail;
+        }
     }
     if (sqlite3_open_v2(path, &st->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) !=
         SQLITE_OK) {
@@ -513,6 +552,22 @@ void store_free(struct store *st)
     sqlite3_close(st->db);
     st->db = NULL;
     events_drop(st);
+    if (st->guard == GUARD_LOST) {
+        /* SQLite does not checkpoint a file that was deleted or renamed under it, and leaves
+         * its -wal at the path: the next open would replay our pages onto whatever file the
+         * path names now. The held file's content is in the backup (store_guard_check). */
+        char *wal = xasprintf("%s-wal", st->path), *shm = xasprintf("%s-shm", st->path);
+        (void)unlink(wal);
+        (void)unlink(shm);
+        free(wal);
+        free(shm);
+    }
+    /* Only after SQLite's close: closing any descriptor of the file drops every POSIX lock the
+     * process holds on it, SQLite's included. */
+    if (st->guard_fd >= 0)
+        close(st->guard_fd);
+    free(st->path);
+    free(st->backup_to);
     free(st);
 }
 
@@ -553,8 +608,10 @@ int store_begin_within(struct store *st, int wait_ms)
 int store_commit(struct store *st)
 {
     int rc = exec_stmt(st, ST_COMMIT);
-    if (rc == 0)
+    if (rc == 0) {
         events_announce(st);
+        backup_if_due(st);
+    }
     return rc;
 }
 
@@ -563,6 +620,7 @@ int store_commit(struct store *st)
 int store_rollback(struct store *st)
 {
     events_drop(st); /* they were never stored */
+    st->backup_due = 0;
     if (sqlite3_get_autocommit(st->db))
         return 0;
     return exec_stmt(st, ST_ROLLBACK);
@@ -619,7 +677,10 @@ int store_service_set(struct store *st, const char *service, const char *live, c
         stmt_done(s);
         return rc;
     }
-    return step_done(st, s);
+    int rc = step_done(st, s);
+    if (rc == 0)
+        change_ended(st); /* what is live moved: worth a backup as much as an ended change */
+    return rc;
 }
 
 /* Runs in one savepoint: the version row is kept (with its first created_ms) and its targets
@@ -808,6 +869,8 @@ int store_change_insert(struct store *st, struct store_change *c)
     c->created_ms = now;
     c->updated_ms = now;
     c->ended_ms = ended;
+    if (ended != 0)
+        change_ended(st);
     return 0;
 }
 
@@ -831,6 +894,8 @@ int store_change_update(struct store *st, int64_t id, const char *state, const c
     rc = step_done(st, s);
     if (rc == 0 && sqlite3_changes(st->db) == 0)
         rc = set_fail(st, -ENOENT, "no such change");
+    if (rc == 0 && store_change_state_terminal(state))
+        change_ended(st);
     return rc;
 }
 
@@ -1446,4 +1511,411 @@ void store_outbox_done(struct store_outbox *o)
     free(o->body);
     free(o->last_error);
     memset(o, 0, sizeof(*o));
+}
+
+/* --- guard, backup, recovery ---------------------------------------------------------------- */
+
+/* Compares the file the path names now with the one opened at store_open. */
+int store_guard_check(struct store *st)
+{
+    struct stat held, now;
+    if (st->guard_fd < 0 || st->guard != GUARD_OK)
+        return st->guard != GUARD_OK;
+    if (fstat(st->guard_fd, &held) == -1)
+        return 0; /* cannot happen on an open descriptor; nothing to compare with */
+    if (stat(st->path, &now) == -1) {
+        if (errno != ENOENT && errno != ENOTDIR)
+            return 0; /* EACCES and the like say nothing about which file it is */
+        snprintf(st->guard_why, sizeof(st->guard_why),
+                 "the store %s was deleted while the daemon ran", st->path);
+    } else if (now.st_dev != held.st_dev || now.st_ino != held.st_ino) {
+        snprintf(st->guard_why, sizeof(st->guard_why),
+                 "the store %s was replaced by another file while the daemon ran", st->path);
+    } else {
+        return 0;
+    }
+    st->guard = GUARD_LOST;
+    /* The held file is still the true record: copy it out at once, so that a restart restores
+     * what was live rather than what the path names now. */
+    if (st->backup_to != NULL) {
+        st->backup_due = 1;
+        backup_if_due(st);
+    }
+    return 1;
+}
+
+const char *store_guard_why(const struct store *st)
+{
+    if (st == NULL || st->guard == GUARD_OK)
+        return NULL;
+    return st->guard_why;
+}
+
+void store_guard_set(struct store *st, const char *why)
+{
+    st->guard = GUARD_SET;
+    snprintf(st->guard_why, sizeof(st->guard_why), "%s", why);
+}
+
+/* Writes the database into dest.tmp with SQLite's online backup, then renames it over dest:
+ * a reader of dest sees the old backup or the new one, never half of one. */
+int store_backup(struct store *st, const char *dest, char *err, size_t errlen)
+{
+    char *tmp = xasprintf("%s.tmp", dest);
+    sqlite3 *out = NULL;
+    int rc = 0;
+
+    if (err != NULL && errlen > 0)
+        err[0] = '\0';
+    (void)unlink(tmp);
+    int fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd == -1) {
+        rc = -errno;
+        snprintf(err, errlen, "backup %s: %s", tmp, strerror(-rc));
+        goto out;
+    }
+    close(fd);
+    if (sqlite3_open_v2(tmp, &out, SQLITE_OPEN_READWRITE, NULL) != SQLITE_OK) {
+        snprintf(err, errlen, "backup %s: %s", tmp, out ? sqlite3_errmsg(out) : "out of memory");
+        rc = -EIO;
+        goto out;
+    }
+    /* The copy is a new private file, renamed into place only when whole: it needs neither a
+     * journal nor SQLite's syncs, only the one fsync before the rename (below). */
+    if (sqlite3_exec(out, "PRAGMA synchronous = OFF; PRAGMA journal_mode = OFF", NULL, NULL,
+                     NULL) != SQLITE_OK) {
+        snprintf(err, errlen, "backup %s: %s", tmp, sqlite3_errmsg(out));
+        rc = -EIO;
+        goto out;
+    }
+    sqlite3_backup *b = sqlite3_backup_init(out, "main", st->db, "main");
+    if (b == NULL) {
+        snprintf(err, errlen, "backup %s: %s", tmp, sqlite3_errmsg(out));
+        rc = -EIO;
+        goto out;
+    }
+    /* One step copies every page under one read transaction: a consistent snapshot, and the
+     * daemon's writers are not held up (WAL readers never block writers). */
+    int step = sqlite3_backup_step(b, -1);
+    int fin = sqlite3_backup_finish(b);
+    if (step != SQLITE_DONE || fin != SQLITE_OK) {
+        snprintf(err, errlen, "backup %s: %s", tmp,
+                 sqlite3_errstr(step != SQLITE_DONE ? step : fin));
+        rc = -EIO;
+        goto out;
+    }
+    /* The copy says WAL like its source; a rollback journal keeps it one self-contained file
+     * that a read-only check leaves without -wal and -shm beside it. */
+    if (sqlite3_exec(out, "PRAGMA journal_mode = DELETE", NULL, NULL, NULL) != SQLITE_OK) {
+        snprintf(err, errlen, "backup %s: %s", tmp, sqlite3_errmsg(out));
+        rc = -EIO;
+        goto out;
+    }
+    if (sqlite3_close(out) != SQLITE_OK) {
+        snprintf(err, errlen, "backup %s: %s", tmp, sqlite3_errmsg(out));
+        rc = -EIO;
+        goto out;
+    }
+    out = NULL;
+    fd = open(tmp, O_RDONLY | O_CLOEXEC);
+    if (fd == -1 || fsync(fd) == -1) {
+        rc = -errno;
+        snprintf(err, errlen, "backup %s: fsync: %s", tmp, strerror(-rc));
+        if (fd >= 0)
+            close(fd);
+        goto out;
+    }
+    close(fd);
+    if (rename(tmp, dest) == -1) {
+        rc = -errno;
+        snprintf(err, errlen, "backup %s: rename: %s", dest, strerror(-rc));
+    }
+out:
+    if (out != NULL)
+        sqlite3_close(out);
+    if (rc != 0)
+        (void)unlink(tmp);
+    free(tmp);
+    return rc;
+}
+
+void store_backup_after_change(struct store *st, const char *dest)
+{
+    free(st->backup_to);
+    st->backup_to = dest ? xstrdup(dest) : NULL;
+    st->backup_err[0] = '\0';
+}
+
+void store_backup_flush(struct store *st)
+{
+    if (st == NULL || st->backup_to == NULL || !sqlite3_get_autocommit(st->db))
+        return;
+    st->backup_due = 1;
+    backup_if_due(st);
+}
+
+const char *store_backup_error(const struct store *st)
+{
+    return st->backup_err[0] ? st->backup_err : NULL;
+}
+
+static void change_ended(struct store *st)
+{
+    if (st->backup_to == NULL)
+        return;
+    st->backup_due = 1;
+    if (sqlite3_get_autocommit(st->db))
+        backup_if_due(st);
+}
+
+/* A store that failed for integrity reasons or was never the real one (GUARD_SET) must not
+ * overwrite a good backup; a lost path leaves the held file trustworthy. */
+static void backup_if_due(struct store *st)
+{
+    if (!st->backup_due || st->backup_to == NULL)
+        return;
+    st->backup_due = 0;
+    if (st->guard == GUARD_INTEGRITY || st->guard == GUARD_SET)
+        return;
+    char err[sizeof(st->backup_err)];
+    if (store_backup(st, st->backup_to, err, sizeof(err)) == 0)
+        st->backup_err[0] = '\0';
+    else
+        snprintf(st->backup_err, sizeof(st->backup_err), "%s", err);
+}
+
+/* Opens path read-only and runs PRAGMA integrity_check. A file SQLite cannot read as a
+ * database (SQLITE_NOTADB, SQLITE_CORRUPT) is a problem like any the check reports. */
+int store_integrity(const char *path, char *report, size_t n)
+{
+    sqlite3 *db = NULL;
+    sqlite3_stmt *s = NULL;
+    int rc = 0, code;
+    size_t len = 0;
+    struct stat sb;
+
+    report[0] = '\0';
+    if (stat(path, &sb) == -1) {
+        rc = -errno;
+        snprintf(report, n, "%s: %s", path, strerror(errno));
+        return rc;
+    }
+    code = sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL);
+    if (code == SQLITE_OK)
+        code = sqlite3_prepare_v2(db, "PRAGMA integrity_check", -1, &s, NULL);
+    while (code == SQLITE_OK && (code = sqlite3_step(s)) == SQLITE_ROW) {
+        const char *row = (const char *)sqlite3_column_text(s, 0);
+        code = SQLITE_OK;
+        if (row == NULL || strcmp(row, "ok") == 0)
+            continue;
+        rc = 1;
+        int w = snprintf(report + len, n - len, "%s%s", len ? "; " : "", row);
+        if (w > 0)
+            len = (size_t)w >= n - len ? n - 1 : len + (size_t)w;
+    }
+    if (code != SQLITE_OK && code != SQLITE_DONE) {
+        int prim = db ? sqlite3_extended_errcode(db) & 0xff : code;
+        snprintf(report, n, "%s", db ? sqlite3_errmsg(db) : sqlite3_errstr(code));
+        rc = (prim == SQLITE_NOTADB || prim == SQLITE_CORRUPT) ? 1 : -EIO;
+    }
+    sqlite3_finalize(s);
+    sqlite3_close(db);
+    return rc;
+}
+
+/* Copies src to dst.tmp, fsyncs it and renames it over dst. */
+static int copy_file(const char *src, const char *dst)
+{
+    char *tmp = xasprintf("%s.tmp", dst);
+    char buf[65536];
+    int in = -1, out = -1, rc = 0;
+    ssize_t r;
+
+    in = open(src, O_RDONLY | O_CLOEXEC);
+    if (in == -1) {
+        rc = -errno;
+        goto out;
+    }
+    (void)unlink(tmp);
+    out = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (out == -1) {
+        rc = -errno;
+        goto out;
+    }
+    while ((r = read(in, buf, sizeof(buf))) != 0) {
+        if (r == -1) {
+            if (errno == EINTR)
+                continue;
+            rc = -errno;
+            goto out;
+        }
+        for (ssize_t off = 0; off < r;) {
+            ssize_t w = write(out, buf + off, (size_t)(r - off));
+            if (w == -1) {
+                if (errno == EINTR)
+                    continue;
+                rc = -errno;
+                goto out;
+            }
+            off += w;
+        }
+    }
+    if (fsync(out) == -1 || rename(tmp, dst) == -1)
+        rc = -errno;
+out:
+    if (in >= 0)
+        close(in);
+    if (out >= 0)
+        close(out);
+    if (rc != 0)
+        (void)unlink(tmp);
+    free(tmp);
+    return rc;
+}
+
+/* Removes path's -wal and -shm: they belong to the file that is gone, and SQLite would replay
+ * a stale -wal onto the restored one. */
+static void drop_sidecars(const char *path, const char *keep_wal_as)
+{
+    char *wal = xasprintf("%s-wal", path), *shm = xasprintf("%s-shm", path);
+    if (keep_wal_as == NULL || rename(wal, keep_wal_as) == -1)
+        (void)unlink(wal);
+    (void)unlink(shm);
+    free(wal);
+    free(shm);
+}
+
+/* How far the database at path got: its newest change id (ids only grow, unlike clocks) and
+ * whether it records any service. A file without cutover's tables counts as nothing. Returns
+ * -1 when it cannot tell (cannot open or read it): then nothing may be concluded. */
+static int progress_of(const char *path, int64_t *last_change, int *services)
+{
+    sqlite3 *db = NULL;
+    sqlite3_stmt *s = NULL;
+    int rc = -1;
+    *last_change = 0;
+    *services = 0;
+    if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK)
+        goto out;
+    if (sqlite3_prepare_v2(db,
+                           "SELECT (SELECT coalesce(max(id), 0) FROM changes), "
+                           "(SELECT count(*) FROM services)",
+                           -1, &s, NULL) != SQLITE_OK) {
+        /* "no such table": another database; anything else: unknown. */
+        if (sqlite3_extended_errcode(db) == SQLITE_ERROR)
+            rc = 0;
+        goto out;
+    }
+    if (sqlite3_step(s) == SQLITE_ROW) {
+        *last_change = sqlite3_column_int64(s, 0);
+        *services = sqlite3_column_int(s, 1) > 0;
+        rc = 0;
+    }
+out:
+    sqlite3_finalize(s);
+    sqlite3_close(db);
+    return rc;
+}
+
+/* A sound store that knows less than its backup (an older copy put back, another database
+ * written over it): using it would silently serve older versions than the last recorded. */
+static int behind_backup(const char *path, const char *backup, char *problem, size_t n)
+{
+    struct stat sb;
+    char report[256];
+    int64_t mine, theirs;
+    int msvc, tsvc;
+    if (stat(backup, &sb) == -1 || store_integrity(backup, report, sizeof(report)) != 0)
+        return 0;
+    if (progress_of(path, &mine, &msvc) < 0 || progress_of(backup, &theirs, &tsvc) < 0)
+        return 0;
+    if (theirs > mine || (tsvc && !msvc)) {
+        snprintf(problem, n,
+                 "older than its backup: its newest change is %lld, the backup's %lld%s",
+                 (long long)mine, (long long)theirs, msvc ? "" : ", and it records no service");
+        return 1;
+    }
+    return 0;
+}
+
+int store_recover(const char *path, const char *backup, char *what, size_t n)
+{
+    struct stat sb;
+    char problem[512] = "";
+    int missing = 0, behind = 0, rc;
+
+    what[0] = '\0';
+    if (stat(path, &sb) == -1) {
+        if (errno != ENOENT) {
+            snprintf(what, n, "%s: %s", path, strerror(errno));
+            return -errno;
+        }
+        missing = 1;
+    } else if (sb.st_size == 0) {
+        missing = 1; /* what create_private leaves when the first open went no further */
+    } else {
+        rc = store_integrity(path, problem, sizeof(problem));
+        if (rc < 0) {
+            snprintf(what, n, "%s: %s", path, problem);
+            return rc;
+        }
+        if (rc == 0) {
+            behind = behind_backup(path, backup, problem, sizeof(problem));
+            if (!behind)
+                return STORE_RECOVER_NONE;
+        }
+    }
+
+    /* Missing or corrupt: the backup is used only when it passes the check itself. */
+    char bproblem[512] = "";
+    int have = stat(backup, &sb) == 0;
+    int brc = have ? store_integrity(backup, bproblem, sizeof(bproblem)) : 0;
+    if (!have || brc != 0) {
+        if (missing && !have)
+            return STORE_RECOVER_NONE; /* a first start */
+        if (missing)
+            snprintf(what, n, "the store %s is missing and its backup %s is unusable (%s)", path,
+                     backup, bproblem);
+        else if (!have)
+            snprintf(what, n, "the store %s is corrupt (%s) and there is no backup", path, problem);
+        else
+            snprintf(what, n, "the store %s is corrupt (%s) and its backup %s too (%s)", path,
+                     problem, backup, bproblem);
+        return STORE_RECOVER_CORRUPT;
+    }
+
+    char kept[PATH_MAX + 64] = "";
+    if (!missing) {
+        char ts[32];
+        time_t now = time(NULL);
+        struct tm tm;
+        gmtime_r(&now, &tm);
+        strftime(ts, sizeof(ts), "%Y%m%dT%H%M%SZ", &tm);
+        snprintf(kept, sizeof(kept), "%s.%s-%s", path, behind ? "older" : "corrupt", ts);
+        if (rename(path, kept) == -1) {
+            rc = -errno;
+            snprintf(what, n, "the store %s is %s (%s) and cannot be moved aside: %s", path,
+                     behind ? "outdated" : "corrupt", problem, strerror(errno));
+            return rc;
+        }
+        char *kept_wal = xasprintf("%s-wal", kept);
+        drop_sidecars(path, kept_wal);
+        free(kept_wal);
+    } else {
+        drop_sidecars(path, NULL);
+    }
+    rc = copy_file(backup, path);
+    if (rc < 0) {
+        snprintf(what, n, "cannot restore the store %s from %s: %s", path, backup, strerror(-rc));
+        return rc;
+    }
+    if (missing)
+        snprintf(what, n, "the store %s was missing; restored from the backup %s", path, backup);
+    else if (behind)
+        snprintf(what, n, "the store %s was %s; kept as %s, restored from the backup %s", path,
+                 problem, kept, backup);
+    else
+        snprintf(what, n, "the store %s was corrupt (%s); kept as %s, restored from the backup %s",
+                 path, problem, kept, backup);
+    return STORE_RECOVER_RESTORED;
 }

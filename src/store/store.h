@@ -168,6 +168,59 @@ int store_instance_versions(struct store *st, const char *service, char ***out, 
 int store_instance_list(struct store *st, const char *service, const char *version,
                         struct store_instance **out, size_t *n);
 
+/* --- guard, backup, recovery ---------------------------------------------------------------- */
+
+/* Compares the file store_open opened (a descriptor it holds) with the one the path names now.
+ * When the path names none (deleted) or another file (replaced), the guard trips: from then
+ * on store_guard_why says so, and, if automatic backups are on, the held file is backed up at
+ * once. A write that fails with SQLITE_CORRUPT, SQLITE_NOTADB or SQLITE_IOERR trips it too
+ * (without the backup: the file is suspect). The guard stays tripped until the store is freed.
+ * Returns 1 when the guard is tripped, 0 otherwise. Cheap (two stat calls): call it every
+ * second or so. A store in memory only trips by store_guard_set or a failed write. */
+int store_guard_check(struct store *st);
+
+/* A sentence saying why the store cannot be trusted with a change ("the store PATH was
+ * deleted while the daemon ran"), or NULL while it can. Valid until st is freed. */
+const char *store_guard_why(const struct store *st);
+
+/* Trips the guard with the caller's reason (a store opened in memory in place of a corrupt
+ * file). No automatic backup is taken after that. */
+void store_guard_set(struct store *st, const char *why);
+
+/* Writes a consistent copy of the database to dest with SQLite's online backup API (to
+ * dest.tmp, mode 0600, then renamed over dest). Other handles keep writing meanwhile. Returns 0
+ * or a negative errno, with a message in err. */
+int store_backup(struct store *st, const char *dest, char *err, size_t errlen);
+
+/* After every change that ends (a change updated or inserted in a terminal state) and every
+ * write of a service's live version (store_service_set), at the commit of its transaction,
+ * back up to dest (NULL: no more automatic backups). A failed
+ * backup does not fail the write; store_backup_error says why until one succeeds. */
+void store_backup_after_change(struct store *st, const char *dest);
+const char *store_backup_error(const struct store *st);
+
+/* Takes the automatic backup now (when one is set, no transaction is open, and the guard allows
+ * it): for the moment the control plane stops, so that the backup has the last word of a plan
+ * that a successor or the next start resumes. */
+void store_backup_flush(struct store *st);
+
+/* Opens path read-only and runs PRAGMA integrity_check. Returns 0 when it is ok, 1 when the
+ * file has problems (listed in report, "; "-separated; a file that is not a database is one),
+ * or a negative errno when it cannot be checked (missing, unreadable), with report saying so. */
+int store_integrity(const char *path, char *report, size_t n);
+
+#define STORE_RECOVER_NONE 0     /* path is fine, or missing with no backup: a first start */
+#define STORE_RECOVER_RESTORED 1 /* path was missing, corrupt or behind: now the backup's copy */
+#define STORE_RECOVER_CORRUPT 2  /* path is corrupt (or missing) and no good backup exists */
+
+/* Run before store_open: checks path and, when it is missing (or empty), corrupt, or sound but
+ * behind the backup (the backup has a newer change id, or services where path has none: an
+ * older copy or another database put in its place) and backup passes the integrity check,
+ * copies backup over it; the replaced file is kept beside it as PATH.corrupt-YYYYMMDDTHHMMSSZ
+ * or PATH.older-YYYYMMDDTHHMMSSZ (its -wal too), a stale -wal/-shm is removed. Returns one of
+ * STORE_RECOVER_* with a sentence for the log in what, or a negative errno (what says why). */
+int store_recover(const char *path, const char *backup, char *what, size_t n);
+
 /* Current wall-clock time in Unix milliseconds (the timestamps the store writes). */
 int64_t store_now_ms(void);
 

@@ -539,7 +539,9 @@ def test_reload_with_invalid_config_is_refused_and_old_config_serves(backend, da
         print(f"reload onto a taken port: exit {r.returncode}: {r.stderr.strip()}")
         assert r.returncode == 1, f"exit {r.returncode}: {r.stdout}{r.stderr}"
         assert str(taken) in r.stderr and "keeps serving" in r.stderr, r.stderr
-        assert d.alive() and serve_pids(d.cfg) == [d.pid]
+        # The failed successor may take a moment to be reaped.
+        assert d.alive()
+        wait_until(lambda: serve_pids(d.cfg) == [d.pid], 5, "the failed successor to be gone")
         assert body_of(d.port) == "v1\n"
     finally:
         blocker.close()

@@ -985,6 +985,337 @@ static void test_outbox_rows_mark_and_counts(void **state)
     store_free(st);
 }
 
+/* --- guard, backup, recovery ------------------------------------------------------------------ */
+
+/* live of service web in the database at path, read with a bare read-only handle ("" if none). */
+static void raw_live(const char *path, char *out, size_t n)
+{
+    sqlite3 *db = NULL;
+    sqlite3_stmt *s = NULL;
+    out[0] = '\0';
+    assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    assert_int_equal(
+        sqlite3_prepare_v2(db, "SELECT live FROM services WHERE name = 'web'", -1, &s, NULL),
+        SQLITE_OK);
+    if (sqlite3_step(s) == SQLITE_ROW)
+        snprintf(out, n, "%s", (const char *)sqlite3_column_text(s, 0));
+    sqlite3_finalize(s);
+    sqlite3_close(db);
+}
+
+static int exists(const char *path)
+{
+    struct stat sb;
+    return stat(path, &sb) == 0;
+}
+
+static void overwrite_header(const char *path)
+{
+    FILE *f = fopen(path, "r+b");
+    assert_non_null(f);
+    assert_int_equal(fwrite("this is no sqlite", 1, 17, f), 17);
+    fclose(f);
+}
+
+static void test_backup_is_a_consistent_copy(void **state)
+{
+    (void)state;
+    struct store *st = open_ok("bk.db");
+    char bak[512], err[256], live[64];
+    snprintf(bak, sizeof(bak), "%s", db_path("bk.db.backup"));
+    assert_int_equal(store_service_set(st, "web", "v1", NULL), 0);
+    assert_int_equal(store_backup(st, bak, err, sizeof(err)), 0);
+    /* Written after the copy: not in it. */
+    assert_int_equal(store_service_set(st, "web", "v2", "v1"), 0);
+    raw_live(bak, live, sizeof(live));
+    assert_string_equal(live, "v1");
+    struct stat sb;
+    assert_int_equal(stat(bak, &sb), 0);
+    assert_int_equal(sb.st_mode & 0777, 0600);
+    char tmp[600];
+    snprintf(tmp, sizeof(tmp), "%s.tmp", bak);
+    assert_false(exists(tmp));
+    char report[256];
+    assert_int_equal(store_integrity(bak, report, sizeof(report)), 0);
+    /* A self-contained file: a read-only check leaves nothing beside it. */
+    snprintf(tmp, sizeof(tmp), "%s-wal", bak);
+    assert_false(exists(tmp));
+    /* A destination that cannot be written is an error with a message, not a crash. */
+    assert_true(store_backup(st, db_path("no-such-dir/x.backup"), err, sizeof(err)) < 0);
+    assert_non_null(strstr(err, "no-such-dir"));
+    store_free(st);
+}
+
+static void test_backup_after_a_change_ends_at_commit(void **state)
+{
+    (void)state;
+    struct store *st = open_ok("auto.db");
+    char bak[512], live[64];
+    snprintf(bak, sizeof(bak), "%s", db_path("auto.db.backup"));
+    store_backup_after_change(st, bak);
+    int64_t id = insert_change(st, "web", "v2"); /* running: nothing ended */
+    assert_false(exists(bak));
+
+    assert_int_equal(store_begin(st), 0);
+    assert_int_equal(store_service_set(st, "web", "v2", "v1"), 0);
+    assert_int_equal(store_change_update(st, id, STORE_CHANGE_COMPLETED, "done"), 0);
+    assert_false(exists(bak)); /* not before the commit: the end may still be rolled back */
+    assert_int_equal(store_commit(st), 0);
+    assert_true(exists(bak));
+    raw_live(bak, live, sizeof(live));
+    assert_string_equal(live, "v2");
+    assert_null(store_backup_error(st));
+
+    /* A rolled-back end is not backed up. */
+    int64_t id2 = insert_change(st, "web", "v3");
+    assert_int_equal(store_begin(st), 0);
+    assert_int_equal(store_service_set(st, "web", "v3", "v2"), 0);
+    assert_int_equal(store_change_update(st, id2, STORE_CHANGE_COMPLETED, NULL), 0);
+    assert_int_equal(store_rollback(st), 0);
+    raw_live(bak, live, sizeof(live));
+    assert_string_equal(live, "v2");
+
+    /* Outside a transaction: at once. */
+    assert_int_equal(store_service_set(st, "web", "v4", "v2"), 0);
+    raw_live(bak, live, sizeof(live));
+    assert_string_equal(live, "v4");
+
+    /* A flush backs up what no ended change wrote (a plan's step at a stop). */
+    assert_int_equal(store_change_set_detail(st, id2, "{\"step\": 2}"), 0);
+    assert_int_equal(store_begin(st), 0);
+    store_backup_flush(st); /* not with a transaction open: it would not be in the copy */
+    assert_int_equal(store_commit(st), 0);
+    store_backup_flush(st);
+    char detail[64] = "";
+    sqlite3 *db = NULL;
+    sqlite3_stmt *q = NULL;
+    assert_int_equal(sqlite3_open_v2(bak, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    assert_int_equal(
+        sqlite3_prepare_v2(db, "SELECT detail FROM changes WHERE id = ?1", -1, &q, NULL),
+        SQLITE_OK);
+    sqlite3_bind_int64(q, 1, id2);
+    assert_int_equal(sqlite3_step(q), SQLITE_ROW);
+    snprintf(detail, sizeof(detail), "%s", (const char *)sqlite3_column_text(q, 0));
+    sqlite3_finalize(q);
+    sqlite3_close(db);
+    assert_string_equal(detail, "{\"step\": 2}");
+
+    /* A failing backup is reported, and the write still succeeds. */
+    store_backup_after_change(st, db_path("no-such-dir/auto.backup"));
+    assert_int_equal(store_change_update(st, id2, STORE_CHANGE_ABORTED, NULL), 0);
+    assert_non_null(store_backup_error(st));
+    store_free(st);
+}
+
+static void test_guard_notices_a_deleted_store_and_backs_up_the_held_file(void **state)
+{
+    (void)state;
+    struct store *st = open_ok("gone.db");
+    char bak[512], live[64];
+    snprintf(bak, sizeof(bak), "%s", db_path("gone.db.backup"));
+    store_backup_after_change(st, bak);
+    assert_int_equal(store_service_set(st, "web", "v1", NULL), 0);
+    assert_int_equal(store_guard_check(st), 0);
+    assert_null(store_guard_why(st));
+
+    assert_int_equal(unlink(db_path("gone.db")), 0);
+    /* Written after the deletion: only the held file has it. */
+    assert_int_equal(store_service_set(st, "web", "v2", "v1"), 0);
+    assert_int_equal(store_guard_check(st), 1);
+    const char *why = store_guard_why(st);
+    assert_non_null(why);
+    assert_non_null(strstr(why, "gone.db was deleted"));
+    raw_live(bak, live, sizeof(live));
+    assert_string_equal(live, "v2");
+    assert_int_equal(store_guard_check(st), 1); /* it stays tripped */
+    store_free(st);
+}
+
+static void test_guard_notices_a_replaced_store(void **state)
+{
+    (void)state;
+    struct store *st = open_ok("swap.db");
+    struct store *other = open_ok("swap-other.db");
+    store_free(other);
+    assert_int_equal(store_guard_check(st), 0);
+    char from[512];
+    snprintf(from, sizeof(from), "%s", db_path("swap-other.db"));
+    assert_int_equal(rename(from, db_path("swap.db")), 0);
+    assert_int_equal(store_guard_check(st), 1);
+    assert_non_null(strstr(store_guard_why(st), "swap.db was replaced by another file"));
+    store_free(st);
+}
+
+static void test_guard_set_stops_automatic_backups(void **state)
+{
+    (void)state;
+    struct store *st = NULL;
+    char err[256], bak[512];
+    snprintf(bak, sizeof(bak), "%s", db_path("mem.backup"));
+    assert_int_equal(store_open(":memory:", &st, err, sizeof(err)), 0);
+    assert_int_equal(store_guard_check(st), 0); /* nothing to compare in memory */
+    store_backup_after_change(st, bak);
+    store_guard_set(st, "the store X is corrupt");
+    assert_string_equal(store_guard_why(st), "the store X is corrupt");
+    assert_int_equal(store_guard_check(st), 1);
+    assert_int_equal(store_service_set(st, "web", "v1", NULL), 0);
+    assert_false(exists(bak));
+    store_free(st);
+}
+
+static void test_guard_trips_when_sqlite_finds_corruption(void **state)
+{
+    (void)state;
+    store_free(open_ok("bad.db")); /* closed: everything is in the main file, no -wal */
+    struct store *st = open_ok("bad.db");
+    char bak[512];
+    snprintf(bak, sizeof(bak), "%s", db_path("bad.db.backup"));
+    store_backup_after_change(st, bak);
+    /* Every page but the first (the schema) becomes garbage under the open handle. */
+    FILE *f = fopen(db_path("bad.db"), "r+b");
+    assert_non_null(f);
+    assert_int_equal(fseek(f, 0, SEEK_END), 0);
+    long size = ftell(f);
+    assert_true(size > 4096);
+    assert_int_equal(fseek(f, 4096, SEEK_SET), 0);
+    for (long i = 4096; i < size; i++)
+        fputc(0xa5, f);
+    fclose(f);
+    assert_null(store_guard_why(st));
+    char *live = NULL;
+    assert_int_equal(store_service_get(st, "web", &live, NULL), -EIO);
+    const char *why = store_guard_why(st);
+    assert_non_null(why);
+    assert_non_null(strstr(why, "bad.db failed"));
+    /* A suspect file is not copied over a good backup. */
+    assert_int_equal(store_service_set(st, "web", "v1", NULL) == 0, 0);
+    assert_false(exists(bak));
+    store_free(st);
+}
+
+static void test_integrity_check(void **state)
+{
+    (void)state;
+    char report[512];
+    store_free(open_ok("ic.db"));
+    assert_int_equal(store_integrity(db_path("ic.db"), report, sizeof(report)), 0);
+    overwrite_header(db_path("ic.db"));
+    assert_int_equal(store_integrity(db_path("ic.db"), report, sizeof(report)), 1);
+    assert_non_null(strstr(report, "not a database"));
+    assert_int_equal(store_integrity(db_path("ic-missing.db"), report, sizeof(report)), -ENOENT);
+}
+
+/* A store with web live at v2, backed up, closed. */
+static void make_backed_up(const char *name, const char *bak)
+{
+    struct store *st = open_ok(name);
+    char err[256];
+    assert_int_equal(store_service_set(st, "web", "v2", "v1"), 0);
+    assert_int_equal(store_backup(st, bak, err, sizeof(err)), 0);
+    store_free(st);
+}
+
+static void test_recover_missing_store_from_backup(void **state)
+{
+    (void)state;
+    char db[512], bak[512], what[1024], live[64];
+    snprintf(db, sizeof(db), "%s", db_path("miss.db"));
+    snprintf(bak, sizeof(bak), "%s", db_path("miss.db.backup"));
+    /* A first start: nothing, no backup. */
+    assert_int_equal(store_recover(db, bak, what, sizeof(what)), STORE_RECOVER_NONE);
+    make_backed_up("miss.db", bak);
+    assert_int_equal(store_recover(db, bak, what, sizeof(what)), STORE_RECOVER_NONE);
+    assert_int_equal(unlink(db), 0);
+    assert_int_equal(store_recover(db, bak, what, sizeof(what)), STORE_RECOVER_RESTORED);
+    assert_non_null(strstr(what, "was missing"));
+    struct store *st = open_ok("miss.db");
+    char *l = NULL;
+    assert_int_equal(store_service_get(st, "web", &l, NULL), 0);
+    assert_string_equal(l, "v2");
+    free(l);
+    store_free(st);
+    raw_live(bak, live, sizeof(live)); /* the backup itself is left as it was */
+    assert_string_equal(live, "v2");
+}
+
+static void test_recover_corrupt_store_keeps_it_aside(void **state)
+{
+    (void)state;
+    char db[512], bak[512], what[1024];
+    snprintf(db, sizeof(db), "%s", db_path("rot.db"));
+    snprintf(bak, sizeof(bak), "%s", db_path("rot.db.backup"));
+    make_backed_up("rot.db", bak);
+    overwrite_header(db);
+    assert_int_equal(store_recover(db, bak, what, sizeof(what)), STORE_RECOVER_RESTORED);
+    assert_non_null(strstr(what, "was corrupt"));
+    char live[64];
+    raw_live(db, live, sizeof(live));
+    assert_string_equal(live, "v2");
+    /* The bad file is kept as rot.db.corrupt-YYYYMMDDTHHMMSSZ. */
+    DIR *dir = opendir(tmpdir);
+    assert_non_null(dir);
+    int kept = 0;
+    for (struct dirent *e; (e = readdir(dir)) != NULL;)
+        if (strncmp(e->d_name, "rot.db.corrupt-", 15) == 0 && strlen(e->d_name) == 15 + 16)
+            kept++;
+    closedir(dir);
+    assert_int_equal(kept, 1);
+}
+
+static void test_recover_store_behind_its_backup(void **state)
+{
+    (void)state;
+    char db[512], bak[512], what[1024], live[64], err[256];
+    snprintf(db, sizeof(db), "%s", db_path("old.db"));
+    snprintf(bak, sizeof(bak), "%s", db_path("old.db.backup"));
+    struct store *st = open_ok("old.db");
+    int64_t id = insert_change(st, "web", "v2");
+    assert_int_equal(store_change_update(st, id, STORE_CHANGE_COMPLETED, NULL), 0);
+    assert_int_equal(store_service_set(st, "web", "v2", "v1"), 0);
+    assert_int_equal(store_backup(st, bak, err, sizeof(err)), 0);
+    /* Ahead of the backup (a change since): the store is used as it is. */
+    insert_change(st, "web", "v3");
+    store_free(st);
+    assert_int_equal(store_recover(db, bak, what, sizeof(what)), STORE_RECOVER_NONE);
+
+    /* Another (sound, empty) database put in its place. */
+    assert_int_equal(unlink(db), 0);
+    store_free(open_ok("old.db"));
+    assert_int_equal(store_recover(db, bak, what, sizeof(what)), STORE_RECOVER_RESTORED);
+    assert_non_null(strstr(what, "older than its backup"));
+    raw_live(db, live, sizeof(live));
+    assert_string_equal(live, "v2");
+    DIR *dir = opendir(tmpdir);
+    assert_non_null(dir);
+    int kept = 0;
+    for (struct dirent *e; (e = readdir(dir)) != NULL;)
+        if (strncmp(e->d_name, "old.db.older-", 13) == 0 && strlen(e->d_name) == 13 + 16)
+            kept++;
+    closedir(dir);
+    assert_int_equal(kept, 1);
+}
+
+static void test_recover_corrupt_store_without_backup_leaves_it(void **state)
+{
+    (void)state;
+    char db[512], bak[512], what[1024], report[256];
+    snprintf(db, sizeof(db), "%s", db_path("lost.db"));
+    snprintf(bak, sizeof(bak), "%s", db_path("lost.db.backup"));
+    store_free(open_ok("lost.db"));
+    overwrite_header(db);
+    assert_int_equal(store_recover(db, bak, what, sizeof(what)), STORE_RECOVER_CORRUPT);
+    assert_non_null(strstr(what, "no backup"));
+    assert_int_equal(store_integrity(db, report, sizeof(report)), 1); /* untouched */
+    /* A corrupt backup is no backup. */
+    store_free(open_ok("lost2.db"));
+    snprintf(db, sizeof(db), "%s", db_path("lost2.db"));
+    make_backed_up("lost3.db", bak);
+    overwrite_header(bak);
+    overwrite_header(db);
+    assert_int_equal(store_recover(db, bak, what, sizeof(what)), STORE_RECOVER_CORRUPT);
+    assert_non_null(strstr(what, "its backup"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1010,6 +1341,17 @@ int main(void)
         cmocka_unit_test(test_durable_across_close),
         cmocka_unit_test(test_kill9_keeps_committed),
         cmocka_unit_test(test_outbox_rows_mark_and_counts),
+        cmocka_unit_test(test_backup_is_a_consistent_copy),
+        cmocka_unit_test(test_backup_after_a_change_ends_at_commit),
+        cmocka_unit_test(test_guard_notices_a_deleted_store_and_backs_up_the_held_file),
+        cmocka_unit_test(test_guard_notices_a_replaced_store),
+        cmocka_unit_test(test_guard_set_stops_automatic_backups),
+        cmocka_unit_test(test_guard_trips_when_sqlite_finds_corruption),
+        cmocka_unit_test(test_integrity_check),
+        cmocka_unit_test(test_recover_missing_store_from_backup),
+        cmocka_unit_test(test_recover_corrupt_store_keeps_it_aside),
+        cmocka_unit_test(test_recover_store_behind_its_backup),
+        cmocka_unit_test(test_recover_corrupt_store_without_backup_leaves_it),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
