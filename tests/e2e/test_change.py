@@ -412,3 +412,69 @@ analysis: {interval: 500ms, min_requests: 20, max_error_rate: 0.05, max_p99_late
     st, md = d.api("GET", f"/api/v1/changes/{c['id']}/report?format=md")
     assert "## Audit" in md and audit["config"]["sha256"] in md and "| duration |" in md, md
     assert "Decided by the" in md, md
+
+
+# a full disk during a canary (issue 14 item 7) --------------------------------------------------
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 4 MiB tmpfs for the daemon's state_dir (needs CAP_SYS_ADMIN; skipped without)."""
+    import subprocess
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def fill(path):
+    """Fills the file system of path to the last byte; -> the filler file."""
+    import os
+    f = path / "filler"
+    fd = os.open(f, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        for size in (65536, 512, 1):
+            while True:
+                try:
+                    os.write(fd, b"\0" * size)
+                except OSError:
+                    break
+    finally:
+        os.close(fd)
+    return f
+
+
+@pytest.mark.xdist_group("load")
+def test_full_disk_during_a_canary_takes_no_step_and_keeps_an_abort(backend, daemon, small_disk,
+                                                                     wrk):
+    v1, v2 = backend("v1"), backend("v2")
+    d = daemon([v1], top_extra=plans(p="steps: [{weight: 20}, {pause: {}}, {weight: 60}, "
+                                       "{pause: {}}, {weight: 100}]"))
+    d.state_dir = small_disk / "var"
+    d.cfg.write_text(d.cfg.read_text().replace(str(d.tmp / "var"), str(d.state_dir)))
+    d.start(expect="v1\n")
+    assert d.cli("deploy", "web", "v2", "--target", v2.addr, "--plan", "p").returncode == 0
+    wait_for(lambda: progress_of(d).get("step") == 2, 10, "the first pause")
+    # Fill the disk; SQLite may still reuse pages it has, so push writes until one is refused.
+    filler = fill(small_disk)
+    load = wrk(d.port, 6, conns=8)
+    d.cli("promote", "web")
+    p = wait_for(lambda: (lambda q: q if q.get("state") == "holding" or q.get("step") == 4
+                          else None)(progress_of(d)), 15, "the promote to be acted on or held")
+    print(f"\nfull disk, promote: progress {p}")
+    assert "store refused" in p.get("hold_reason", ""), p
+    assert p.get("weight") == 20, f"the refused step moved traffic: {p}"
+    r = d.cli("abort", "web")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert {body_of(d.port) for _ in range(20)} == {"v1\n"}
+    res = load.result()
+    assert res["socket_errors"] == 0 and res["non2xx"] == 0, res["text"]
+    d.kill9()
+    filler.unlink()
+    d.start(expect="v1\n")
+    c = d.history()[0]
+    assert c["state"] == "aborted", f"the abort was undone by the kill -9 on a full disk: {c}"
+    assert {body_of(d.port) for _ in range(10)} == {"v1\n"}
