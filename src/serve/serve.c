@@ -218,7 +218,8 @@ static void vc_flush(struct daemon *d)
             memset(&cur, 0, sizeof(cur));
             for (int i = 0; i < d->nworkers; i++) {
                 const struct worker_role_stats *st =
-                    worker_role_stats(d->workers[i], (int)j, (enum route_role)role);
+                    d->workers[i] ? worker_role_stats(d->workers[i], (int)j, (enum route_role)role)
+                                  : NULL;
                 if (st == NULL)
                     continue;
                 for (int k = 0; k < WORKER_CLASSES; k++)
