@@ -454,7 +454,8 @@ static void on_sample(void *ctx, int service_id, int role, struct analysis_sampl
             worker_role_stats(d->workers[i], service_id, (enum route_role)role);
         if (st == NULL)
             continue;
-        out->requests += atomic_load_explicit(&st->requests, memory_order_relaxed);
+        for (int k = 0; k < WORKER_CLASSES; k++) /* the requests answered, by class */
+            out->requests += atomic_load_explicit(&st->classes[k], memory_order_relaxed);
         out->errors_5xx += atomic_load_explicit(&st->errors_5xx, memory_order_relaxed);
         out->upstream_errors += atomic_load_explicit(&st->upstream_errors, memory_order_relaxed);
         for (unsigned b = 0; b < HIST_BUCKETS; b++)
