@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "cli/cli_internal.h"
+#include "config/config.h"
 #include "core/xmalloc.h"
 
 #define WATCH_MAX_VERSIONS 32
@@ -206,8 +207,45 @@ static void watch_spark(FILE *out, const struct watch_ver *v)
         fputs(bars[max > 0 ? (int)(v->hist[i] / max * 7.0 + 0.5) : 0], out);
 }
 
+/* At an approval step: the approvers of the config's plan who have not approved yet. The
+ * daemon's status names how many approvals a step needs, the config names who may give them
+ * (cfg NULL: the config could not be read, e.g. with --admin only). */
+static void watch_awaited(FILE *out, const struct config *cfg, const json_t *p)
+{
+    const char *plan = watch_str(p, "plan");
+    long step = (long)json_integer_value(json_object_get(p, "step"));
+    const json_t *ap = json_object_get(p, "approvals");
+    for (size_t i = 0; cfg != NULL && plan != NULL && i < cfg->nplans; i++) {
+        const struct config_plan *pl = &cfg->plans[i];
+        if (strcmp(pl->name, plan) != 0 || step < 1 || (size_t)step > pl->nsteps)
+            continue;
+        const struct config_step *st = &pl->steps[step - 1];
+        if (st->kind != CONFIG_STEP_APPROVAL)
+            return;
+        fprintf(out, " (%zu more of:",
+                (size_t)st->count > json_array_size(ap) ? (size_t)st->count - json_array_size(ap)
+                                                        : (size_t)0);
+        for (size_t k = 0; k < st->napprovers; k++) {
+            int done = 0;
+            size_t j;
+            json_t *x;
+            json_array_foreach(ap, j, x)
+            {
+                if (json_string_value(x) && strcmp(json_string_value(x), st->approvers[k]) == 0)
+                    done = 1;
+            }
+            if (!done) {
+                fputc(' ', out);
+                watch_put(out, st->approvers[k]);
+            }
+        }
+        fputc(')', out);
+    }
+}
+
 /* One service: its versions' traffic and its change. tty: several lines; else one line. */
-static void watch_service(FILE *out, const struct watch *w, const json_t *s, int tty)
+static void watch_service(FILE *out, const struct watch *w, const struct config *cfg,
+                          const json_t *s, int tty)
 {
     const char *name = watch_str(s, "name");
     const json_t *live = json_object_get(s, "live");
@@ -256,6 +294,7 @@ static void watch_service(FILE *out, const struct watch *w, const json_t *s, int
             if (desc != NULL && strncmp(desc, "approval", 8) == 0) {
                 fprintf(out, "%c%sawaiting ", sep, ind);
                 watch_put(out, desc);
+                watch_awaited(out, cfg, p);
                 const json_t *ap = json_object_get(p, "approvals");
                 size_t i;
                 json_t *x;
@@ -317,6 +356,12 @@ int cli_watch(const struct cli_args *a, cli_get_fn get, void *ctx)
     int ntracked = 0, first = 1, rc = CLI_EXIT_OK;
     double unreachable_since = 0;
     char *path;
+    struct config *cfg = NULL;
+    char cerr[256];
+
+    /* Who may approve is in the config; without it (--admin only) the view says how many. */
+    if (config_load(a->config, &cfg, cerr, sizeof(cerr)) != 0)
+        cfg = NULL;
 
     if (a->service != NULL) {
         /* Service names are plain (config: A-Za-z0-9._-), but never trust a path blindly. */
@@ -325,6 +370,7 @@ int cli_watch(const struct cli_args *a, cli_get_fn get, void *ctx)
                   (*c >= '0' && *c <= '9') || *c == '.' || *c == '_' || *c == '-')) {
                 fprintf(stderr, "cutover: watch: no service named '%s'\n", a->service);
                 free(w);
+                config_free(cfg);
                 return CLI_EXIT_USAGE;
             }
         path = xasprintf("/api/v1/services/%s", a->service);
@@ -387,7 +433,7 @@ int cli_watch(const struct cli_args *a, cli_get_fn get, void *ctx)
             {
                 if (!tty)
                     printf("%s ", ts);
-                watch_service(stdout, w, s, tty);
+                watch_service(stdout, w, cfg, s, tty);
                 if (tty)
                     fputc('\n', stdout);
             }
@@ -464,5 +510,6 @@ int cli_watch(const struct cli_args *a, cli_get_fn get, void *ctx)
     fflush(stdout);
     free(path);
     free(w);
+    config_free(cfg);
     return rc;
 }

@@ -174,3 +174,23 @@ def test_watch_until_done_without_a_change_exits_at_once(backend, daemon):
     assert "no change in progress" in r.stdout and time.monotonic() - t0 < 5
     r = d.cli("watch", "nosuch", "--until-done", timeout=15)
     assert r.returncode == 2, r.stdout + r.stderr
+
+
+def test_watch_names_the_approvers_still_awaited(backend, daemon, procs):
+    v1, v2 = backend("v1"), backend("v2")
+    d = daemon([v1], top_extra="plans:\n  appr:\n    steps: [{weight: 10}, {approval: "
+               "{approvers: [alice, bob, carol], count: 2}}, {weight: 100}]\n")
+    d.start(expect="v1\n")
+    r = d.cli("deploy", "web", "v2", "--target", v2.addr, "--plan", "appr", timeout=30)
+    assert r.returncode == 0, r.stdout + r.stderr
+    wait_for(lambda: progress_of(d).get("step") == 2, 15, "the plan at its approval")
+    w = procs.start([BIN, "watch", "web", "-c", d.cfg], name="watch")
+    out = w.log_path
+    wait_for(lambda: "(2 more of: alice bob carol)" in out.read_text(), 10,
+             "watch naming the three approvers")
+    cid = str((d.status()["change"] or {})["id"])
+    assert d.cli("approve", cid, "--as", "bob").returncode == 0
+    wait_for(lambda: "(1 more of: alice carol); approved by bob" in out.read_text(), 10,
+             "watch naming who is still awaited")
+    assert w.poll() is None
+    assert d.cli("abort", "web").returncode == 0
