@@ -195,6 +195,36 @@ static void vagg_move(uint64_t *acc, uint64_t *base, uint64_t cur)
     *base = cur;
 }
 
+/* A daemon that lives through many deploys keeps the series of the VC_KEEP versions of each
+ * service seen last (those serving now always among them), so /metrics stays small. */
+#define VC_KEEP 8
+
+static void vc_prune(struct daemon *d)
+{
+    for (size_t j = 0; j < d->cfg->nservices; j++) {
+        size_t n = 0;
+        for (size_t i = 0; i < d->nvc; i++)
+            n += d->vc[i].service == j;
+        /* Entries are in order of first use: drop the oldest not serving now. */
+        for (size_t i = 0; i < d->nvc && n > VC_KEEP;) {
+            struct vcount *v = &d->vc[i];
+            int serving = 0;
+            for (int role = 0; role < ROUTE_ROLES; role++) {
+                const char *name = d->vname[j * ROUTE_ROLES + (size_t)role];
+                serving |= name != NULL && strcmp(name, v->version) == 0;
+            }
+            if (v->service != j || serving) {
+                i++;
+                continue;
+            }
+            free(v->version);
+            memmove(v, v + 1, (d->nvc - i - 1) * sizeof(*v));
+            d->nvc--;
+            n--;
+        }
+    }
+}
+
 /* Hands what each role counted since the last flush to the version it served, then reads which
  * version each role serves now from the published table. Control thread (publish, scrape);
  * requests a worker routed by the old table and counted after a publish go to the new
@@ -250,6 +280,7 @@ static void vc_flush(struct daemon *d)
     }
     if (t != NULL)
         route_table_release(t);
+    vc_prune(d);
 }
 
 static void vc_free(struct daemon *d)

@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from conftest import BIN
+from conftest import BIN, body_of
 from progressive_util import progress_of, wait_for
 
 PLAN = "plans:\n  hold:\n    steps: [{weight: 30}, {pause: {}}, {weight: 100}]\n"
@@ -194,3 +194,20 @@ def test_watch_names_the_approvers_still_awaited(backend, daemon, procs):
              "watch naming who is still awaited")
     assert w.poll() is None
     assert d.cli("abort", "web").returncode == 0
+
+
+def test_metrics_keep_the_last_eight_versions_of_a_service(backend, daemon):
+    v = backend("vx")
+    d = daemon([v])
+    d.start(expect="vx\n")
+    names = [f"r{i}" for i in range(10)]
+    for name in names:
+        r = d.cli("deploy", "web", name, "--target", v.addr, "--wait", timeout=30)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert body_of(d.port) == "vx\n"
+        metrics(d)  # a scrape between deploys, as Prometheus would
+    text = metrics(d)
+    seen = {l["version"] for l, _ in samples(text, "cutover_http_requests_total")
+            if l.get("service") == "web"}
+    assert len(seen) == 8 and "r9" in seen and "initial" not in seen, seen
+    assert seen == set(names[2:]), seen
