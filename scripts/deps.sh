@@ -5,7 +5,7 @@ set -eu
 
 PKGS="gcc make pkg-config clang clang-format libclang-rt-14-dev \
 libuv1-dev libfyaml-dev libjansson-dev libsqlite3-dev libcurl4-openssl-dev libssl-dev libcmocka-dev \
-python3 python3-pytest python3-pytest-xdist curl wrk haproxy nginx-light sqlite3 procps slowhttptest systemd"
+python3 python3-pytest python3-pytest-xdist curl wrk haproxy nginx-light sqlite3 procps slowhttptest systemd prometheus"
 
 missing=""
 for p in $PKGS; do
@@ -20,7 +20,8 @@ SUDO=""
 [ "$(id -u)" -ne 0 ] && SUDO="sudo"
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq >/dev/null
-# nginx-light and haproxy are only run by the benchmark: keep their packaged services from starting.
+# nginx-light and haproxy are only run by the benchmark, prometheus only gives the tests promtool:
+# keep their packaged services from starting.
 if [ ! -e /usr/sbin/policy-rc.d ]; then
     printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
     $SUDO chmod +x /usr/sbin/policy-rc.d

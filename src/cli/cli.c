@@ -60,6 +60,7 @@ enum {
     CLI_OPT_LIMIT = 1u << 9,
     CLI_OPT_FOLLOW = 1u << 10,
     CLI_OPT_GOVERN = 1u << 12, /* --emergency, --ticket, --risk (deploy) */
+    CLI_OPT_UNTIL = 1u << 13,  /* --until-done (watch) */
     CLI_OPT_LINES = 1u << 11,
     CLI_OPT_STORE = 1u << 12,
 };
@@ -172,6 +173,18 @@ static const struct cli_command cli_commands[] = {
      "when the daemon goes away (an upgrade, a restart) it reconnects and first prints\n"
      "what it missed. Exit 1 when the daemon cannot be reached for 30 s.\n"
      "  --json  one JSON Event object per line\n"},
+    {"watch", CLI_CMD_WATCH, CLI_OPT_UNTIL, 0, 1, "watch [SERVICE] [--until-done]",
+     "watch [SERVICE] [--until-done]\tlive view of changes and per-version traffic",
+     "Shows, refreshed every second, each service (or only SERVICE): the live version,\n"
+     "the change in progress with its plan as a progress bar, step, weight and time\n"
+     "left in the step, the last analysis verdict, the approvals awaited, and per\n"
+     "version the request rate, error rate (5xx) and p99 latency over the last second\n"
+     "(from /metrics; a short rate history on a terminal). When stdout is not a\n"
+     "terminal it prints one plain line per service per second instead.\n"
+     "  --until-done  exit when the changes running at the start have ended, with\n"
+     "                deploy --wait's exit code (0 completed, 1 otherwise); at once\n"
+     "                with 0 when no change runs\n"
+     "Exit 1 when the daemon cannot be reached for 30 s.\n"},
     {"report", CLI_CMD_REPORT, CLI_OPT_FORMAT, 1, 1, "report CHANGE_ID [--format md|json]",
      "report CHANGE_ID [--format md|json]\tprint the record of a change",
      "Prints the record of change CHANGE_ID: what changed, who, why, every event.\n"
@@ -264,16 +277,16 @@ struct cli_opt {
 };
 
 static const struct cli_opt cli_opts[] = {
-    {"config", 'c', CLI_OPT_GLOBAL, 1}, {"admin", 0, CLI_OPT_GLOBAL, 1},
-    {"help", 'h', CLI_OPT_GLOBAL, 0},   {"json", 0, CLI_OPT_JSON, 0},
-    {"target", 0, CLI_OPT_TARGET, 1},   {"plan", 0, CLI_OPT_PLAN, 1},
-    {"reason", 0, CLI_OPT_REASON, 1},   {"wait", 0, CLI_OPT_WAIT, 0},
-    {"all", 0, CLI_OPT_ALL, 0},         {"as", 0, CLI_OPT_AS, 1},
-    {"format", 0, CLI_OPT_FORMAT, 1},   {"binary", 0, CLI_OPT_BINARY, 1},
-    {"limit", 0, CLI_OPT_LIMIT, 1},     {"follow", 'f', CLI_OPT_FOLLOW, 0},
-    {"lines", 'n', CLI_OPT_LINES, 1},   {"emergency", 0, CLI_OPT_GOVERN, 0},
-    {"ticket", 0, CLI_OPT_GOVERN, 1},   {"risk", 0, CLI_OPT_GOVERN, 1},
-    {"store", 0, CLI_OPT_STORE, 0},
+    {"config", 'c', CLI_OPT_GLOBAL, 1},  {"admin", 0, CLI_OPT_GLOBAL, 1},
+    {"help", 'h', CLI_OPT_GLOBAL, 0},    {"json", 0, CLI_OPT_JSON, 0},
+    {"target", 0, CLI_OPT_TARGET, 1},    {"plan", 0, CLI_OPT_PLAN, 1},
+    {"reason", 0, CLI_OPT_REASON, 1},    {"wait", 0, CLI_OPT_WAIT, 0},
+    {"all", 0, CLI_OPT_ALL, 0},          {"as", 0, CLI_OPT_AS, 1},
+    {"format", 0, CLI_OPT_FORMAT, 1},    {"binary", 0, CLI_OPT_BINARY, 1},
+    {"limit", 0, CLI_OPT_LIMIT, 1},      {"follow", 'f', CLI_OPT_FOLLOW, 0},
+    {"lines", 'n', CLI_OPT_LINES, 1},    {"emergency", 0, CLI_OPT_GOVERN, 0},
+    {"ticket", 0, CLI_OPT_GOVERN, 1},    {"risk", 0, CLI_OPT_GOVERN, 1},
+    {"until-done", 0, CLI_OPT_UNTIL, 0}, {"store", 0, CLI_OPT_STORE, 0},
 };
 
 #define CLI_NOPTS (sizeof(cli_opts) / sizeof(cli_opts[0]))
@@ -402,6 +415,8 @@ static int cli_apply_opt(struct cli_args *a, const struct cli_opt *o, const char
         a->follow = 1;
     } else if (strcmp(o->lng, "store") == 0) {
         a->store = 1;
+    } else if (strcmp(o->lng, "until-done") == 0) {
+        a->until_done = 1;
     } else if (strcmp(o->lng, "lines") == 0) {
         long long v;
         /* 0 is allowed (print nothing, then follow), so "0" is handled apart. */
@@ -607,28 +622,6 @@ void cli_args_done(struct cli_args *a)
 }
 
 /* --- exit codes and small helpers ------------------------------------------------------------ */
-
-int cli_exit_for_http(long status)
-{
-    if (status >= 200 && status < 300)
-        return CLI_EXIT_OK;
-    /* A conflict or a busy daemon is the operation failing, not the user typing it wrong. */
-    if (status == 409 || status == 408 || status == 429)
-        return CLI_EXIT_FAILED;
-    if (status >= 400 && status < 500)
-        return CLI_EXIT_USAGE;
-    return CLI_EXIT_FAILED;
-}
-
-int cli_exit_for_state(const char *state)
-{
-    static const char *const bad[] = {"failed", "rolled_back", "aborted", "interrupted"};
-
-    for (size_t i = 0; state != NULL && i < sizeof(bad) / sizeof(bad[0]); i++)
-        if (strcmp(state, bad[i]) == 0)
-            return CLI_EXIT_FAILED;
-    return CLI_EXIT_OK;
-}
 
 int cli_admin_parse(const char *url, char **base, char **sock)
 {
@@ -2646,6 +2639,24 @@ static int cli_cmd_upgrade(const struct cli_args *a, struct cli_http *h, const c
     return rc;
 }
 
+/* cli_get_fn for `cutover watch`: quiet, so that a daemon away for an upgrade is retried. */
+static int cli_watch_get(void *ctx, const char *path, long *status, char **body)
+{
+    struct cli_http *h = ctx;
+    struct cli_resp r;
+    int quiet = h->quiet;
+
+    h->quiet = 1;
+    int rc = cli_request(h, "GET", path, NULL, "application/json, text/plain", &r);
+    h->quiet = quiet;
+    *status = r.status;
+    *body = rc == 0 ? r.body : NULL;
+    if (rc == 0)
+        r.body = NULL;
+    cli_resp_done(&r);
+    return rc;
+}
+
 static int cli_run(const struct cli_args *a)
 {
     struct cli_http h;
@@ -2703,6 +2714,10 @@ static int cli_run(const struct cli_args *a)
         break;
     case CLI_CMD_PLAN:
         rc = cli_cmd_plan(a, &h);
+        break;
+    case CLI_CMD_WATCH:
+        h.timeout_ms = 5000;
+        rc = cli_watch(a, cli_watch_get, &h);
         break;
     case CLI_CMD_UPGRADE:
         rc = cli_cmd_upgrade(a, &h, binary);

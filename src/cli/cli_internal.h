@@ -42,7 +42,8 @@ enum cli_cmd {
     CLI_CMD_RELOAD,
     CLI_CMD_LOGS, /* reads the instance logs itself; the daemon only names the live version */
     CLI_CMD_EVENTS,
-    CLI_CMD_PLAN, /* the written plan of a deploy, before it starts; changes nothing */
+    CLI_CMD_PLAN,  /* the written plan of a deploy, before it starts; changes nothing */
+    CLI_CMD_WATCH, /* a live view of status and per-version traffic (cli/watch.c) */
 };
 
 /* What the command line asked for. Strings point into argv (not owned), except targets, an
@@ -76,6 +77,7 @@ struct cli_args {
     int follow;          /* -f/--follow (logs) */
     long lines;          /* -n/--lines N (logs), 0..CLI_LOGS_MAX_LINES; default 50 */
     int store;           /* --store (check) */
+    int until_done;      /* --until-done (watch) */
 };
 
 /* Parses argv (argv[0] the program, argv[1] the subcommand) into *a, which it initialises.
@@ -115,6 +117,15 @@ int cli_version_valid(const char *s);
  * "http://localhost"; "http://HOST:PORT" or "https://..." sets *base (no trailing slash) and
  * *sock to NULL. Both are heap strings the caller frees. Returns 0 or -EINVAL. */
 int cli_admin_parse(const char *url, char **base, char **sock);
+
+/* For `cutover watch`: GETs path from the daemon. Returns 0 when it answered, with *status and
+ * *body (heap, NUL-terminated, or NULL when empty; the caller frees it), else 1 (nothing
+ * printed). */
+typedef int (*cli_get_fn)(void *ctx, const char *path, long *status, char **body);
+
+/* Runs `cutover watch` (cli/watch.c) until interrupted, or with --until-done until the changes
+ * running at its start end; returns the exit code (deploy --wait's for the changes). */
+int cli_watch(const struct cli_args *a, cli_get_fn get, void *ctx);
 
 /* Renders a Service object (docs/api.md) as the human `status` text. */
 void cli_render_service(FILE *out, const json_t *svc);

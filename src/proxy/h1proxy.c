@@ -1579,7 +1579,10 @@ static void count_answer(struct client *c, int status, int own_error)
     if (st == NULL || c->x->counted)
         return;
     c->x->counted = 1;
-    WORKER_STAT_ADD(&st->requests, 1);
+    /* Counted by status class (their sum is the requests answered); anything outside
+     * 100..599 counts as 5xx (a conditional move). */
+    unsigned k = (unsigned)status / 100u - 1u;
+    WORKER_STAT_ADD(&st->classes[k < WORKER_CLASSES ? k : WORKER_CLASSES - 1], 1);
     if (own_error) {
         WORKER_STAT_ADD(&st->upstream_errors, 1);
         return;

@@ -86,15 +86,20 @@ enum worker_loss {
  * "not_retried". */
 const char *worker_loss_name(enum worker_loss why);
 
+/* Status classes counted per role: 1xx .. 5xx. */
+#define WORKER_CLASSES 5
+
 /* What one worker saw of one version role of one service, cumulative. Written only by the
  * worker (load + store, no locked instruction), read by the control thread (relaxed). */
 struct worker_role_stats {
-    _Atomic uint64_t requests;              /* answered, including cutover's own error answers */
     _Atomic uint64_t errors_5xx;            /* 5xx answers from the version */
     _Atomic uint64_t upstream_errors;       /* cutover's 502/503/504 for the version (connect
                                                failure, reset, timeout, no healthy target) */
     _Atomic uint64_t latency[HIST_BUCKETS]; /* us to the response head */
     _Atomic uint64_t lost[WORKER_LOSSES];   /* requests lost, by enum worker_loss */
+    /* answers by status class 1xx..5xx (index status / 100 - 1), cutover's own error answers
+     * included: their sum is the requests answered */
+    _Atomic uint64_t classes[WORKER_CLASSES];
 };
 
 /* Returns the statistics of (service_id, role), or NULL when out of range. */

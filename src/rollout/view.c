@@ -202,6 +202,42 @@ void rollout_metrics(struct rollout *r, rollout_emit_fn emit, void *ctx)
                  r->services[i].cfg->name, r->services[i].ch.unsaved != NULL);
         emit(ctx, line);
     }
+    /* The change in progress: share, step and state, from the plan's status (zeros and
+     * state "idle" when none runs; a change without a plan has step 0). */
+    emit(ctx, "# HELP cutover_change_weight The new version's share of requests (0..100), 0 when "
+              "no change runs.");
+    emit(ctx, "# TYPE cutover_change_weight gauge");
+    for (size_t i = 0; i < r->nservices; i++) {
+        char line[256];
+        json_t *p = r->services[i].run ? plan_status_json(&r->services[i]) : NULL;
+        snprintf(line, sizeof(line), "cutover_change_weight{service=\"%s\"} %d",
+                 r->services[i].cfg->name, (int)json_integer_value(json_object_get(p, "weight")));
+        emit(ctx, line);
+        json_decref(p);
+    }
+    emit(ctx, "# HELP cutover_change_step The plan step in progress (1-based), 0 when no plan "
+              "runs.");
+    emit(ctx, "# TYPE cutover_change_step gauge");
+    for (size_t i = 0; i < r->nservices; i++) {
+        char line[256];
+        json_t *p = r->services[i].run ? plan_status_json(&r->services[i]) : NULL;
+        snprintf(line, sizeof(line), "cutover_change_step{service=\"%s\"} %d",
+                 r->services[i].cfg->name, (int)json_integer_value(json_object_get(p, "step")));
+        emit(ctx, line);
+        json_decref(p);
+    }
+    emit(ctx, "# HELP cutover_change_state 1 for the state the service's change is in (idle when "
+              "none runs).");
+    emit(ctx, "# TYPE cutover_change_state gauge");
+    for (size_t i = 0; i < r->nservices; i++) {
+        for (int st = 0; st < CHANGE_NSTATES; st++) {
+            char line[256];
+            snprintf(line, sizeof(line), "cutover_change_state{service=\"%s\",state=\"%s\"} %d",
+                     r->services[i].cfg->name, change_state_name((enum change_state)st),
+                     r->services[i].ch.state == (enum change_state)st);
+            emit(ctx, line);
+        }
+    }
     emit(ctx, "# HELP cutover_service_down 1 while no version of the service can serve (its live "
               "version failed and no previous one could take over).");
     emit(ctx, "# TYPE cutover_service_down gauge");

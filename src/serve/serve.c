@@ -11,6 +11,7 @@
  * plane restarts here from the store and nothing else changed. */
 #include "serve/serve.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -21,12 +22,14 @@
 #include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 #include <uv.h>
 
 #include "api/api.h"
 #include "config/config.h"
 #include "core/log.h"
+#include "core/release.h"
 #include "core/xmalloc.h"
 #include "net/addr.h"
 #include "net/cidr.h"
@@ -50,6 +53,19 @@
 struct listener {
     int fd;
     char *name; /* "web" or "web.preview" */
+};
+
+/* What a role or a version of a service answered: by status class and, for answers from the
+ * version, latency to the response head (core/hist.h buckets, us). */
+struct vagg {
+    uint64_t classes[WORKER_CLASSES];
+    uint64_t latency[HIST_BUCKETS];
+};
+
+struct vcount {
+    size_t service; /* index in cfg->services */
+    char *version;
+    struct vagg a;
 };
 
 struct daemon {
@@ -85,13 +101,23 @@ struct daemon {
     int sigint_count;
     api_done_fn pending_done;
     void *pending_req;
+    /* /metrics per version: the data plane counts per role; what each role counted is handed
+     * to the version the role served (vc_flush) on each publish and each scrape. */
+    struct vcount *vc;
+    size_t nvc;
+    struct vagg *vbase; /* [nservices * ROUTE_ROLES]: the role's sums at the last flush */
+    char **vname;       /* [nservices * ROUTE_ROLES]: the version the role serves, or NULL */
+    double started;     /* wall-clock seconds at start: process_start_time_seconds */
 };
 
 /* ---------------------------------------------------------------- data plane glue ----------- */
 
+static void vc_flush(struct daemon *d);
+
 static void on_publish(void *ctx)
 {
     struct daemon *d = ctx;
+    vc_flush(d); /* what was counted so far belongs to the versions of the old table */
     for (int i = 0; i < d->nworkers; i++)
         if (d->workers[i] != NULL)
             worker_notify(d->workers[i]);
@@ -145,6 +171,232 @@ static void emit_lost(struct daemon *d, rollout_emit_fn emit, void *ectx)
             }
         }
     }
+}
+
+/* ---------------------------------------------------------------- per-version metrics ------ */
+
+static struct vcount *vc_get(struct daemon *d, size_t service, const char *version)
+{
+    for (size_t i = 0; i < d->nvc; i++)
+        if (d->vc[i].service == service && strcmp(d->vc[i].version, version) == 0)
+            return &d->vc[i];
+    d->vc = xrealloc(d->vc, (d->nvc + 1) * sizeof(*d->vc));
+    struct vcount *v = &d->vc[d->nvc++];
+    memset(v, 0, sizeof(*v));
+    v->service = service;
+    v->version = xstrdup(version);
+    return v;
+}
+
+static void vagg_move(uint64_t *acc, uint64_t *base, uint64_t cur)
+{
+    /* A torn read may run behind an earlier one: count nothing rather than wrap. */
+    if (cur > *base)
+        *acc += cur - *base;
+    *base = cur;
+}
+
+/* A daemon that lives through many deploys keeps the series of the VC_KEEP versions of each
+ * service seen last (those serving now always among them), so /metrics stays small. */
+#define VC_KEEP 8
+
+static void vc_prune(struct daemon *d)
+{
+    for (size_t j = 0; j < d->cfg->nservices; j++) {
+        size_t n = 0;
+        for (size_t i = 0; i < d->nvc; i++)
+            n += d->vc[i].service == j;
+        /* Entries are in order of first use: drop the oldest not serving now. */
+        for (size_t i = 0; i < d->nvc && n > VC_KEEP;) {
+            struct vcount *v = &d->vc[i];
+            int serving = 0;
+            for (int role = 0; role < ROUTE_ROLES; role++) {
+                const char *name = d->vname[j * ROUTE_ROLES + (size_t)role];
+                serving |= name != NULL && strcmp(name, v->version) == 0;
+            }
+            if (v->service != j || serving) {
+                i++;
+                continue;
+            }
+            free(v->version);
+            memmove(v, v + 1, (d->nvc - i - 1) * sizeof(*v));
+            d->nvc--;
+            n--;
+        }
+    }
+}
+
+/* Hands what each role counted since the last flush to the version it served, then reads which
+ * version each role serves now from the published table. Control thread (publish, scrape);
+ * requests a worker routed by the old table and counted after a publish go to the new
+ * version, a handful at most. */
+static void vc_flush(struct daemon *d)
+{
+    size_t n = d->cfg->nservices;
+    if (d->vbase == NULL) {
+        d->vbase = xcalloc(n * ROUTE_ROLES + 1, sizeof(*d->vbase));
+        d->vname = xcalloc(n * ROUTE_ROLES + 1, sizeof(*d->vname));
+    }
+    struct route_table *t = route_table_acquire();
+    for (size_t j = 0; j < n; j++) {
+        const struct route_service *rs = NULL;
+        for (size_t k = 0; t != NULL && k < t->nservices; k++)
+            if (t->services[k].id == (int)j)
+                rs = &t->services[k];
+        for (int role = 0; role < ROUTE_ROLES; role++) {
+            size_t at = j * ROUTE_ROLES + (size_t)role;
+            struct vagg cur;
+            memset(&cur, 0, sizeof(cur));
+            for (int i = 0; i < d->nworkers; i++) {
+                const struct worker_role_stats *st =
+                    d->workers[i] ? worker_role_stats(d->workers[i], (int)j, (enum route_role)role)
+                                  : NULL;
+                if (st == NULL)
+                    continue;
+                for (int k = 0; k < WORKER_CLASSES; k++)
+                    cur.classes[k] += atomic_load_explicit(&st->classes[k], memory_order_relaxed);
+                for (int k = 0; k < HIST_BUCKETS; k++)
+                    cur.latency[k] += atomic_load_explicit(&st->latency[k], memory_order_relaxed);
+            }
+            struct vagg *base = &d->vbase[at];
+            struct vagg *acc = d->vname[at] ? &vc_get(d, j, d->vname[at])->a : NULL;
+            struct vagg sink; /* counts of a role that served no version (nothing is routed) */
+            if (acc == NULL) {
+                memset(&sink, 0, sizeof(sink));
+                acc = &sink;
+            }
+            for (int k = 0; k < WORKER_CLASSES; k++)
+                vagg_move(&acc->classes[k], &base->classes[k], cur.classes[k]);
+            for (int k = 0; k < HIST_BUCKETS; k++)
+                vagg_move(&acc->latency[k], &base->latency[k], cur.latency[k]);
+            const struct route_backend *b = NULL;
+            if (rs != NULL)
+                b = role == ROUTE_STABLE ? &rs->live : &rs->canary;
+            const char *now = b != NULL && b->ntargets > 0 ? b->version : NULL;
+            if (now == NULL || d->vname[at] == NULL || strcmp(now, d->vname[at]) != 0) {
+                free(d->vname[at]);
+                d->vname[at] = now ? xstrdup(now) : NULL;
+            }
+        }
+    }
+    if (t != NULL)
+        route_table_release(t);
+    vc_prune(d);
+}
+
+static void vc_free(struct daemon *d)
+{
+    for (size_t i = 0; i < d->nvc; i++)
+        free(d->vc[i].version);
+    free(d->vc);
+    for (size_t j = 0; d->vname != NULL && j < d->cfg->nservices * ROUTE_ROLES; j++)
+        free(d->vname[j]);
+    free(d->vname);
+    free(d->vbase);
+}
+
+/* The histogram's bounds in seconds; a log-scaled bucket (core/hist.h) that straddles one
+ * counts above it, so a cumulative count is low by at most the samples within 3 % of a bound. */
+static const double le_bounds[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                                   0.1,    0.25,  0.5,    1,     2.5,  5,     10};
+
+/* cutover_http_requests_total{service,version,code} and
+ * cutover_http_request_duration_seconds{service,version}, from the per-version sums. */
+static void emit_http(struct daemon *d, rollout_emit_fn emit, void *ectx)
+{
+    static const char *const classes[WORKER_CLASSES] = {"1xx", "2xx", "3xx", "4xx", "5xx"};
+    char line[512];
+    vc_flush(d);
+    emit(ectx, "# HELP cutover_http_requests_total HTTP requests answered, by service, version "
+               "and status class (cutover's own 502/503/504 included).");
+    emit(ectx, "# TYPE cutover_http_requests_total counter");
+    for (size_t i = 0; i < d->nvc; i++)
+        for (int k = 0; k < WORKER_CLASSES; k++) {
+            snprintf(line, sizeof(line),
+                     "cutover_http_requests_total{service=\"%s\",version=\"%s\",code=\"%s\"} %llu",
+                     d->cfg->services[d->vc[i].service].name, d->vc[i].version, classes[k],
+                     (unsigned long long)d->vc[i].a.classes[k]);
+            emit(ectx, line);
+        }
+    emit(ectx, "# HELP cutover_http_request_duration_seconds Time from the request to the "
+               "version's response head (answers from the version only).");
+    emit(ectx, "# TYPE cutover_http_request_duration_seconds histogram");
+    for (size_t i = 0; i < d->nvc; i++) {
+        const struct vagg *a = &d->vc[i].a;
+        const char *svc = d->cfg->services[d->vc[i].service].name;
+        uint64_t cum = 0, count = 0;
+        double sum = 0;
+        unsigned b = 0;
+        for (unsigned k = 0; k < HIST_BUCKETS; k++) {
+            count += a->latency[k];
+            sum += (double)a->latency[k] * hist_bucket_value(k) / 1e6;
+        }
+        for (size_t q = 0; q < sizeof(le_bounds) / sizeof(le_bounds[0]); q++) {
+            /* The buckets below the one holding bound + 1 us hold values <= bound only. */
+            unsigned end = hist_bucket((uint64_t)(le_bounds[q] * 1e6 + 0.5) + 1);
+            for (; b < end; b++)
+                cum += a->latency[b];
+            snprintf(line, sizeof(line),
+                     "cutover_http_request_duration_seconds_bucket{service=\"%s\",version=\"%s\","
+                     "le=\"%g\"} %llu",
+                     svc, d->vc[i].version, le_bounds[q], (unsigned long long)cum);
+            emit(ectx, line);
+        }
+        snprintf(line, sizeof(line),
+                 "cutover_http_request_duration_seconds_bucket{service=\"%s\",version=\"%s\","
+                 "le=\"+Inf\"} %llu",
+                 svc, d->vc[i].version, (unsigned long long)count);
+        emit(ectx, line);
+        snprintf(line, sizeof(line),
+                 "cutover_http_request_duration_seconds_sum{service=\"%s\",version=\"%s\"} %.6f",
+                 svc, d->vc[i].version, sum);
+        emit(ectx, line);
+        snprintf(line, sizeof(line),
+                 "cutover_http_request_duration_seconds_count{service=\"%s\",version=\"%s\"} "
+                 "%llu",
+                 svc, d->vc[i].version, (unsigned long long)count);
+        emit(ectx, line);
+    }
+}
+
+/* process_* (the names Prometheus client libraries use) and cutover_build_info. */
+static void emit_process(struct daemon *d, rollout_emit_fn emit, void *ectx)
+{
+    char line[256];
+    long fds = 0;
+    DIR *dir = opendir("/proc/self/fd");
+    if (dir != NULL) {
+        struct dirent *e;
+        while ((e = readdir(dir)) != NULL)
+            fds += e->d_name[0] != '.';
+        closedir(dir);
+        fds--; /* the directory's own descriptor */
+    }
+    unsigned long long pages = 0, rss = 0;
+    FILE *f = fopen("/proc/self/statm", "re");
+    if (f != NULL) {
+        if (fscanf(f, "%llu %llu", &pages, &rss) != 2)
+            rss = 0;
+        fclose(f);
+    }
+    emit(ectx, "# HELP process_open_fds Number of open file descriptors.");
+    emit(ectx, "# TYPE process_open_fds gauge");
+    snprintf(line, sizeof(line), "process_open_fds %ld", fds > 0 ? fds : 0);
+    emit(ectx, line);
+    emit(ectx, "# HELP process_resident_memory_bytes Resident memory size in bytes.");
+    emit(ectx, "# TYPE process_resident_memory_bytes gauge");
+    snprintf(line, sizeof(line), "process_resident_memory_bytes %llu",
+             rss * (unsigned long long)sysconf(_SC_PAGESIZE));
+    emit(ectx, line);
+    emit(ectx, "# HELP process_start_time_seconds Start time of the process since the epoch in "
+               "seconds.");
+    emit(ectx, "# TYPE process_start_time_seconds gauge");
+    snprintf(line, sizeof(line), "process_start_time_seconds %.3f", d->started);
+    emit(ectx, line);
+    emit(ectx, "# HELP cutover_build_info The cutover release this daemon runs.");
+    emit(ectx, "# TYPE cutover_build_info gauge");
+    snprintf(line, sizeof(line), "cutover_build_info{version=\"%s\"} 1", CUTOVER_RELEASE);
+    emit(ectx, line);
 }
 
 /* Sums the workers' counters: each is written by one worker only, so relaxed loads suffice. */
@@ -203,6 +455,8 @@ static void on_metrics(void *ctx, rollout_emit_fn emit, void *ectx)
     emit(ectx, "# TYPE cutover_store_ok gauge");
     snprintf(line, sizeof(line), "cutover_store_ok %d", store_guard_why(d->st) == NULL);
     emit(ectx, line);
+    emit_http(d, emit, ectx);
+    emit_process(d, emit, ectx);
 }
 
 /* An event store_lost on each service's last change, as service_down does: the event streams
@@ -320,7 +574,8 @@ static void on_sample(void *ctx, int service_id, int role, struct analysis_sampl
             worker_role_stats(d->workers[i], service_id, (enum route_role)role);
         if (st == NULL)
             continue;
-        out->requests += atomic_load_explicit(&st->requests, memory_order_relaxed);
+        for (int k = 0; k < WORKER_CLASSES; k++) /* the requests answered, by class */
+            out->requests += atomic_load_explicit(&st->classes[k], memory_order_relaxed);
         out->errors_5xx += atomic_load_explicit(&st->errors_5xx, memory_order_relaxed);
         out->upstream_errors += atomic_load_explicit(&st->upstream_errors, memory_order_relaxed);
         for (unsigned b = 0; b < HIST_BUCKETS; b++)
@@ -751,6 +1006,9 @@ int serve_main(int argc, char **argv)
         return rc;
     char err[1024];
     struct daemon d = {.admin_fd = -1, .lock_fd = -1};
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    d.started = (double)now.tv_sec + (double)now.tv_nsec / 1e9;
     int exit_code = 1;
     const char *lvl = getenv("CUTOVER_LOG_LEVEL");
     if (lvl != NULL && strcmp(lvl, "debug") == 0)
@@ -943,6 +1201,7 @@ out:
     free(d.backup_err);
     if (d.lock_fd >= 0)
         close(d.lock_fd); /* last: the store is closed before another daemon may open it */
+    vc_free(&d);
     config_free(d.cfg);
     free(d.cfg_path);
     return exit_code;

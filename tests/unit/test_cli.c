@@ -166,6 +166,17 @@ static void test_parse_defaults_and_short_forms(void **state)
     assert_int_equal(PARSE(&a, err, "events", "--plan", "x"), -EINVAL);
     cli_args_done(&a);
 
+    assert_int_equal(PARSE(&a, err, "watch", "web", "--until-done"), 0);
+    assert_int_equal(a.cmd, CLI_CMD_WATCH);
+    assert_string_equal(a.service, "web");
+    assert_int_equal(a.until_done, 1);
+    cli_args_done(&a);
+    assert_int_equal(PARSE(&a, err, "watch"), 0);
+    assert_true(a.service == NULL && a.until_done == 0);
+    cli_args_done(&a);
+    assert_int_equal(PARSE(&a, err, "deploy", "web", "v2", "--until-done"), -EINVAL);
+    cli_args_done(&a);
+
     assert_int_equal(PARSE(&a, err, "approve", "12", "--as", "lead"), 0);
     assert_int_equal(a.change_id, 12);
     assert_string_equal(a.as, "lead");
