@@ -836,6 +836,17 @@ static void cli_render_store_problem(FILE *out, const json_t *svc)
     fputs("; deploys and rollbacks are refused\n", out);
 }
 
+/* Why no version of the service can serve (its live version failed and nothing took over). */
+static void cli_render_down(FILE *out, const json_t *svc)
+{
+    const char *why = cli_jstr(svc, "down");
+    if (why == NULL)
+        return;
+    fprintf(out, "  %-9s ", "DOWN:");
+    cli_put_clean(out, why, 0);
+    fputc('\n', out);
+}
+
 void cli_render_service(FILE *out, const json_t *svc)
 {
     const json_t *ch = json_object_get(svc, "change");
@@ -846,6 +857,7 @@ void cli_render_service(FILE *out, const json_t *svc)
     fputs(")\n", out);
     cli_render_version(out, "live:", json_object_get(svc, "live"));
     cli_render_version(out, "previous:", json_object_get(svc, "previous"));
+    cli_render_down(out, svc);
     fprintf(out, "  %-9s ", "change:");
     if (!json_is_object(ch)) {
         fputs("none in progress\n", out);

@@ -142,6 +142,8 @@ def test_live_failure_with_alert_or_nothing_to_go_back_to_says_down(backend, dae
     assert "v2" in svc["down"] and "alert" in svc["down"], svc
     assert d.history()[0]["kind"] == "deploy", "on_live_failure: alert rolled back"
     assert 'cutover_service_down{service="web"} 1' in metrics(d)
+    text = d.cli("status", "web").stdout
+    assert "DOWN:" in text and "alert" in text, text
     st, evs = d.api("GET", f"/api/v1/changes/{d.history()[0]['id']}")
     assert st == 200 and any(e["type"] == "service_down" for e in evs["events"]), evs
     v2.set_healthy(True)
