@@ -1512,7 +1512,7 @@ static int parse_step_pause(struct ctx *c, const struct item *it, const char *pa
 static int parse_step_approval(struct ctx *c, const struct item *it, const char *path,
                                struct config_step *st)
 {
-    static const char *const known[] = {"approvers", "count", NULL};
+    static const char *const known[] = {"approvers", "count", "allow_self", NULL};
     char p[KEY_PATH_MAX];
     struct item v;
     int rc;
@@ -1542,6 +1542,9 @@ static int parse_step_approval(struct ctx *c, const struct item *it, const char 
             return fail_type(c, &v, p, what);
         st->count = (int)n;
     }
+    if (map_find(it->node, "allow_self", &v) &&
+        (rc = get_bool(c, &v, subpath(p, sizeof(p), path, "allow_self"), &st->allow_self)))
+        return rc;
     return 0;
 }
 

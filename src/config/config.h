@@ -155,7 +155,8 @@ struct config_step {
     /* APPROVAL */
     char **approvers; /* NULL-terminated */
     size_t napprovers;
-    int count; /* 1..napprovers, default 1 */
+    int count;       /* 1..napprovers, default 1 */
+    bool allow_self; /* `allow_self`: the person who started the change may approve it */
 };
 
 enum config_on_failure { CONFIG_ON_ROLLBACK = 0, CONFIG_ON_PAUSE, CONFIG_ON_PROCEED };

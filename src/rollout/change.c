@@ -452,6 +452,8 @@ int change_record_create(struct change *c, const struct change_new *n)
         return -EIO;
     }
     c->id = sc.id;
+    free(c->actor);
+    c->actor = xstrdup(sc.actor);
     c->kind = n->kind;
     c->plan = n->plan != NULL;
     c->wait = n->wait;
@@ -463,8 +465,10 @@ int change_record_create(struct change *c, const struct change_new *n)
 }
 
 void change_adopt(struct change *c, int64_t id, enum change_kind kind, enum change_state st,
-                  int plan)
+                  int plan, const char *actor)
 {
+    free(c->actor);
+    c->actor = actor ? xstrdup(actor) : NULL;
     c->id = id;
     c->kind = kind;
     c->plan = plan;
@@ -942,6 +946,8 @@ void change_close(struct change *c, uv_close_cb cb, void *handle_data)
         close(c->journal_fd);
         c->journal_fd = -1;
     }
+    free(c->actor);
+    c->actor = NULL;
     c->deadline.data = handle_data;
     c->kick.data = handle_data;
     c->save_retry.data = handle_data;

@@ -151,8 +151,9 @@ struct change {
     enum change_state state;
     int64_t id; /* 0 when idle */
     enum change_kind kind;
-    int plan; /* it has a plan */
-    int wait; /* the requester waits for the end, not for the first step */
+    int plan;    /* it has a plan */
+    char *actor; /* who started it (an approval step refuses them unless allow_self) */
+    int wait;    /* the requester waits for the end, not for the first step */
     void (*waiter)(void *ctx, int64_t id);
     void *waiter_ctx;
     struct change_unsaved *unsaved; /* the end the store refused, while state is UNSAVED */
@@ -214,7 +215,7 @@ int change_record_create(struct change *c, const struct change_new *n);
 
 /* Takes over a change found running in the store at start (its plan resumes). */
 void change_adopt(struct change *c, int64_t id, enum change_kind kind, enum change_state st,
-                  int plan);
+                  int plan, const char *actor);
 
 /* An event of the running change (nothing when idle); logged too. -EIO when refused. */
 int change_record_event(struct change *c, const char *type, const char *msg);

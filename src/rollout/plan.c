@@ -1121,7 +1121,7 @@ int plan_resume(struct service *s, const struct store_change *c, const struct co
     /* A replacement may resume before its first new instance started. */
     if (s->next == NULL || (s->next->n == 0 && s->roll == NULL))
         goto fail;
-    change_adopt(&s->ch, c->id, CHANGE_DEPLOY, CHANGE_HEALTH, 1);
+    change_adopt(&s->ch, c->id, CHANGE_DEPLOY, CHANGE_HEALTH, 1, c->actor);
     struct plan_run *run = run_new(s, plan);
     s->run = run;
     json_decref(run->detail);
@@ -1251,6 +1251,14 @@ int plan_action(struct service *s, const char *action, const char *actor, int al
             listed |= strcmp(st->approvers[i], who) == 0;
         if (!listed) {
             snprintf(err, errlen, "%s is not an approver of step %zu", who, run->step + 1);
+            return -EPERM;
+        }
+        if (!st->allow_self && s->ch.actor != NULL && strcmp(s->ch.actor, who) == 0) {
+            /* Four eyes: who asked for the change does not also approve it. */
+            snprintf(err, errlen,
+                     "%s started change %lld and cannot approve it (allow_self: true on the "
+                     "approval step allows it)",
+                     who, (long long)s->ch.id);
             return -EPERM;
         }
         if (approvals_has(json_object_get(run->detail, "approvals"), who)) {

@@ -1192,7 +1192,7 @@ static int resume_rolling(struct service *s, const struct store_change *c, json_
     s->next = version_of(s, c->to_version, (const char *const *)nt, nnt, 1);
     s->next->ms = managed_resume(s, c->to_version, nt, nnt, nslots);
     store_strv_free(nt);
-    change_adopt(&s->ch, c->id, CHANGE_DEPLOY, CHANGE_HEALTH, c->plan != NULL);
+    change_adopt(&s->ch, c->id, CHANGE_DEPLOY, CHANGE_HEALTH, c->plan != NULL, c->actor);
     if (rolling_resume(s, state) < 0)
         return -EINVAL;
     if (c->plan != NULL && plan_resume(s, c, config_plan_find(r->cfg, c->plan)) < 0)

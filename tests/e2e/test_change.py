@@ -480,3 +480,36 @@ def test_full_disk_during_a_canary_takes_no_step_and_keeps_an_abort(backend, dae
     c = d.history()[0]
     assert c["state"] == "aborted", f"the abort was undone by the kill -9 on a full disk: {c}"
     assert {body_of(d.port) for _ in range(10)} == {"v1\n"}
+
+
+# four eyes (issue 15: the requester cannot approve their own change) ---------------------------
+
+def test_the_requester_cannot_approve_their_own_change_unless_the_step_allows_it(backend,
+                                                                                  daemon):
+    v1, v2, v3 = backend("v1"), backend("v2"), backend("v3")
+    d = daemon([v1], top_extra=plans(
+        strict="steps: [{weight: 10}, {approval: {approvers: [alice, bob]}}, {weight: 100}]",
+        lenient="steps: [{weight: 10}, {approval: {approvers: [alice, bob], allow_self: true}},"
+                " {weight: 100}]"))
+    d.start(expect="v1\n")
+    # Over the unix socket the deploy's actor is whoever the API is told (as --as does for the
+    # other commands).
+    st, body = d.api("POST", "/api/v1/services/web/deploy",
+                     {"version": "v2", "targets": [v2.addr], "plan": "strict", "actor": "alice"})
+    assert st in (200, 201, 202), (st, body)
+    cid = str(body["id"])
+    wait_for(lambda: progress_of(d).get("step") == 2, 10, "the approval step")
+    r = d.cli("approve", cid, "--as", "alice")
+    assert r.returncode != 0 and "cannot approve" in r.stdout + r.stderr, r
+    assert progress_of(d).get("step") == 2
+    r = d.cli("approve", cid, "--as", "bob")
+    assert r.returncode == 0, r.stdout + r.stderr
+    wait_for(lambda: d.history()[0]["state"] == "completed", 10, "the change to complete")
+    st, body = d.api("POST", "/api/v1/services/web/deploy",
+                     {"version": "v3", "targets": [v3.addr], "plan": "lenient", "actor": "alice"})
+    assert st in (200, 201, 202), (st, body)
+    cid = str(body["id"])
+    wait_for(lambda: progress_of(d).get("step") == 2, 10, "the approval step")
+    r = d.cli("approve", cid, "--as", "alice")
+    assert r.returncode == 0, r.stdout + r.stderr
+    wait_for(lambda: d.history()[0]["state"] == "completed", 10, "the change to complete")

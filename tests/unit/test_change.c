@@ -635,7 +635,7 @@ static void test_restart_from_every_persisted_state(void **state)
     for (size_t i = 0; i < sizeof(persisted) / sizeof(persisted[0]); i++) {
         enum change_state st = persisted[i];
         assert_int_equal(change_state_parse(change_state_name(st)), st);
-        change_adopt(&fx->c, 7, CHANGE_DEPLOY, st, 1);
+        change_adopt(&fx->c, 7, CHANGE_DEPLOY, st, 1, "alice");
         assert_true(change_running(&fx->c));
         struct change_facts f = usual();
         assert_int_equal(change_next(fx->c.state, CHANGE_IN_STOP, &f).effect, CHANGE_SUSPEND);
