@@ -106,38 +106,16 @@ int rolling_resumable(const struct service *s)
            !s->cfg->run.stop_with_daemon;
 }
 
-int rolling_resume(struct service *s, json_t *state)
-{
-    if (!json_is_object(state) || s->next == NULL || s->live == NULL)
-        return -EINVAL;
-    struct rolling *ro = xcalloc(1, sizeof(*ro));
-    ro->s = s;
-    ro->n = (size_t)(s->cfg->run.instances > 0 ? s->cfg->run.instances : 1);
-    ro->surge = (size_t)s->cfg->strategy.max_surge;
-    ro->unavail = (size_t)s->cfg->strategy.max_unavailable;
-    ro->goal = (size_t)json_integer_value(json_object_get(state, "goal"));
-    if (ro->goal == 0 || ro->goal > ro->n)
-        ro->goal = s->run != NULL ? 1 : ro->n;
-    ro->batch = (int)json_integer_value(json_object_get(state, "batch"));
-    ro->gated = (int)json_integer_value(json_object_get(state, "gated"));
-    ro->user_traffic = json_is_true(json_object_get(state, "user_traffic"));
-    ro->pub_new = ro->pub_old = (size_t)-1;
-    ro->change_id = s->ch.id;
-    uv_timer_init(s->r->loop, &ro->timer);
-    ro->timer.data = ro;
-    s->roll = ro;
-    s->exec = rolling_exec();
-    return 0;
-}
-
-void rolling_create(struct service *s)
+/* The replacement state of the change of s, with its first goal: a plan starts once one new
+ * instance is healthy and raises the goal step by step; without one the goal is every
+ * instance. Sets s->roll and s->exec. */
+static struct rolling *roll_new(struct service *s)
 {
     struct rolling *ro = xcalloc(1, sizeof(*ro));
     ro->s = s;
     ro->n = (size_t)(s->cfg->run.instances > 0 ? s->cfg->run.instances : 1);
     ro->surge = (size_t)s->cfg->strategy.max_surge;
     ro->unavail = (size_t)s->cfg->strategy.max_unavailable;
-    /* A plan starts once one new instance is healthy and raises the goal step by step. */
     ro->goal = s->run != NULL ? 1 : ro->n;
     ro->pub_new = ro->pub_old = (size_t)-1;
     ro->change_id = s->ch.id;
@@ -145,6 +123,26 @@ void rolling_create(struct service *s)
     ro->timer.data = ro;
     s->roll = ro;
     s->exec = rolling_exec();
+    return ro;
+}
+
+int rolling_resume(struct service *s, json_t *state)
+{
+    if (!json_is_object(state) || s->next == NULL || s->live == NULL)
+        return -EINVAL;
+    struct rolling *ro = roll_new(s);
+    size_t goal = (size_t)json_integer_value(json_object_get(state, "goal"));
+    if (goal > 0 && goal <= ro->n)
+        ro->goal = goal;
+    ro->batch = (int)json_integer_value(json_object_get(state, "batch"));
+    ro->gated = (int)json_integer_value(json_object_get(state, "gated"));
+    ro->user_traffic = json_is_true(json_object_get(state, "user_traffic"));
+    return 0;
+}
+
+void rolling_create(struct service *s)
+{
+    roll_new(s);
     s->planner->mark_rolling(s);
 }
 

@@ -180,6 +180,25 @@ static void emit_version(rollout_emit_fn emit, void *ctx, const struct service *
     }
 }
 
+/* cutover_change_KEY{service} from each running plan's status (0 without one). */
+static void emit_plan_gauge(struct rollout *r, rollout_emit_fn emit, void *ctx, const char *key,
+                            const char *help)
+{
+    char line[256];
+    snprintf(line, sizeof(line), "# HELP cutover_change_%s %s", key, help);
+    emit(ctx, line);
+    snprintf(line, sizeof(line), "# TYPE cutover_change_%s gauge", key);
+    emit(ctx, line);
+    for (size_t i = 0; i < r->nservices; i++) {
+        const struct service *s = &r->services[i];
+        json_t *p = s->run ? plan_status_json(s) : NULL;
+        snprintf(line, sizeof(line), "cutover_change_%s{service=\"%s\"} %d", key, s->cfg->name,
+                 (int)json_integer_value(json_object_get(p, key)));
+        emit(ctx, line);
+        json_decref(p);
+    }
+}
+
 void rollout_metrics(struct rollout *r, rollout_emit_fn emit, void *ctx)
 {
     emit(ctx, "# HELP cutover_version_info Versions known per service and their role.");
@@ -204,28 +223,10 @@ void rollout_metrics(struct rollout *r, rollout_emit_fn emit, void *ctx)
     }
     /* The change in progress: share, step and state, from the plan's status (zeros and
      * state "idle" when none runs; a change without a plan has step 0). */
-    emit(ctx, "# HELP cutover_change_weight The new version's share of requests (0..100), 0 when "
-              "no change runs.");
-    emit(ctx, "# TYPE cutover_change_weight gauge");
-    for (size_t i = 0; i < r->nservices; i++) {
-        char line[256];
-        json_t *p = r->services[i].run ? plan_status_json(&r->services[i]) : NULL;
-        snprintf(line, sizeof(line), "cutover_change_weight{service=\"%s\"} %d",
-                 r->services[i].cfg->name, (int)json_integer_value(json_object_get(p, "weight")));
-        emit(ctx, line);
-        json_decref(p);
-    }
-    emit(ctx, "# HELP cutover_change_step The plan step in progress (1-based), 0 when no plan "
-              "runs.");
-    emit(ctx, "# TYPE cutover_change_step gauge");
-    for (size_t i = 0; i < r->nservices; i++) {
-        char line[256];
-        json_t *p = r->services[i].run ? plan_status_json(&r->services[i]) : NULL;
-        snprintf(line, sizeof(line), "cutover_change_step{service=\"%s\"} %d",
-                 r->services[i].cfg->name, (int)json_integer_value(json_object_get(p, "step")));
-        emit(ctx, line);
-        json_decref(p);
-    }
+    emit_plan_gauge(r, emit, ctx, "weight",
+                    "The new version's share of requests (0..100), 0 when no change runs.");
+    emit_plan_gauge(r, emit, ctx, "step",
+                    "The plan step in progress (1-based), 0 when no plan runs.");
     emit(ctx, "# HELP cutover_change_state 1 for the state the service's change is in (idle when "
               "none runs).");
     emit(ctx, "# TYPE cutover_change_state gauge");
