@@ -174,6 +174,13 @@ BAD_CONFIGS = {
         lambda t: t.replace("    drain_timeout:",
                             "    trusted_proxies: [10.0.0.0/8, lb.internal]\n    drain_timeout:"),
         "trusted_proxies[1]", "trusted_proxies:"),
+    "on-live-failure-unknown": (
+        lambda t: t.replace("    drain_timeout:", "    on_live_failure: retry\n    drain_timeout:"),
+        "on_live_failure", "on_live_failure: retry"),
+    "allow-self-not-a-bool": (
+        lambda t: t.replace("    targets:", "    plan: canary\n    targets:")
+        + "plans:\n  canary:\n    steps:\n      - approval: {approvers: [lead], "
+          "allow_self: sometimes}\n", "allow_self", "allow_self: sometimes"),
 }
 
 

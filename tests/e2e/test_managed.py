@@ -608,6 +608,7 @@ def test_port_range_without_free_port_is_not_a_server_error(managed):
     ("instances: 0", "instances"),
     ('port_range: ""', "port_range"),
     ("port_range: 30010-30000", "port_range"),
+    ("stop_with_daemon: maybe", "stop_with_daemon"),
 ])
 def test_check_rejects_bad_run_keys(tmp_path, run_extra, key):
     lines = ["command: [python3, app.py, '${PORT}']", "instances: 1", "port_range: 30000-30010"]
