@@ -1271,6 +1271,7 @@ static int parse_service(struct ctx *c, struct fy_node_pair *pair, struct config
         "trusted_proxies",
         "proxy_protocol",
         "on_live_failure",
+        "version",
         NULL,
     };
     struct item it = item_of_pair(pair), v;
@@ -1368,6 +1369,18 @@ static int parse_service(struct ctx *c, struct fy_node_pair *pair, struct config
             return rc;
         if (config_plan_find(c->cfg, s->plan) == NULL)
             return fail_type(c, &v, p, "the name of a plan defined under plans");
+    }
+    if (map_find(it.node, "version", &v)) {
+        static const char what[] = "a version name (1-64 of A-Za-z0-9._-)";
+        subpath(p, sizeof(p), path, "version");
+        if ((rc = get_string(c, &v, p, what, &s->version)))
+            return rc;
+        if (!text_is_name(s->version, strlen(s->version)))
+            return fail_type(c, &v, p, what);
+        if (s->ntargets == 0)
+            return fail_type(c, &v, p,
+                             "absent: `version` names the configured targets, and "
+                             "there are none");
     }
     return parse_client_address(c, &it, path, s);
 }
@@ -2577,6 +2590,7 @@ static void free_service(struct config_service *s)
     free(s->run.cwd);
     free(s->sticky.name);
     free(s->plan);
+    free(s->version);
     free_strv(s->trusted_proxies);
 }
 

@@ -96,6 +96,9 @@ struct config_strategy {
                             never both 0, at most run.instances each */
 };
 
+/* The name of the configured targets' version when the service does not set `version`. */
+#define CONFIG_INITIAL_VERSION "v1"
+
 struct config_service {
     char *name;
     int line;             /* where the service starts in the file */
@@ -114,6 +117,10 @@ struct config_service {
     struct config_timeouts timeouts;
     struct config_limits limits;
     char *plan; /* default plan name (must exist in plans), or NULL */
+    /* `version`: the name the configured targets' version gets on the first start (the store
+       keeps the live version's name after that); NULL means CONFIG_INITIAL_VERSION. Only with
+       targets. */
+    char *version;
     /* `trusted_proxies`: the balancers whose word on the client address is believed (their
        X-Forwarded-For, their PROXY header). Texts accepted by cidr_parse, each once,
        NULL-terminated; empty when absent. Load them with cidr_list_add, which cannot fail. */

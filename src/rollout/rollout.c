@@ -40,8 +40,6 @@
 #include "super/health.h"
 #include "super/supervisor.h"
 
-#define INITIAL_VERSION "initial"
-
 static void on_health_change(void *ctx, struct health_check *h, enum health_state state);
 static void on_crash(struct service *s, const char *version, const char *why);
 
@@ -1280,15 +1278,16 @@ int rollout_start(struct rollout *r, char *err, size_t errlen)
         rc = store_service_get(r->st, s->cfg->name, &live, &prev);
         if (rc == -ENOENT && s->cfg->ntargets > 0) {
             /* First start: the configured targets are the live version. */
-            rc = change_record_initial(&s->ch, INITIAL_VERSION,
-                                       (const char *const *)s->cfg->targets, s->cfg->ntargets);
+            const char *first = s->cfg->version ? s->cfg->version : CONFIG_INITIAL_VERSION;
+            rc = change_record_initial(&s->ch, first, (const char *const *)s->cfg->targets,
+                                       s->cfg->ntargets);
             if (rc < 0) {
                 snprintf(err, errlen, "store: %s", store_errmsg(r->st));
                 store_change_list_free(running, nrunning);
                 kept_free(r, kept_live, kept_prev);
                 return rc;
             }
-            live = xstrdup(INITIAL_VERSION);
+            live = xstrdup(first);
         } else if (rc < 0 && rc != -ENOENT) {
             snprintf(err, errlen, "store: %s", store_errmsg(r->st));
             store_change_list_free(running, nrunning);

@@ -36,10 +36,10 @@ typedef void (*rollout_sample_fn)(void *ctx, int service_id, int role, struct an
 struct rollout *rollout_new(uv_loop_t *loop, const struct config *cfg, struct store *st,
                             rollout_publish_cb on_publish, rollout_sample_fn sample, void *ctx);
 
-/* Restores each service from the store (or records its configured targets as version
- * "initial" on first start), marks changes that were running when the daemon died as
- * interrupted, starts health checks and publishes the first route table. Returns 0, or a
- * negative errno with a message in err. */
+/* Restores each service from the store (or records its configured targets as the version
+ * named by the service's `version`, default CONFIG_INITIAL_VERSION, on first start), marks changes
+ * that were running when the daemon died as interrupted, starts health checks and publishes the
+ * first route table. Returns 0, or a negative errno with a message in err. */
 int rollout_start(struct rollout *r, char *err, size_t errlen);
 
 /* Marks running changes interrupted (the daemon is stopping), stops health checks and timers.

@@ -233,8 +233,8 @@ def test_plan_prints_the_written_plan_and_changes_nothing(backend, daemon, tmp_p
     assert [s["owner"] for s in p["steps"]] == ["lead", "lead", "ops", "lead", "lead"]
     assert all(s["notify"] == ["webhook http://127.0.0.1:9"] for s in p["steps"]), p["steps"]
     assert "SECRET" not in r.stdout
-    # The targets of the config are the version "initial".
-    assert "users back on initial at once" in p["steps"][0]["plan_b"], p["steps"][0]
+    # The targets of the config are the version "v1" (the default name).
+    assert "users back on v1 at once" in p["steps"][0]["plan_b"], p["steps"][0]
     assert "drained in drain_timeout 1s" in p["steps"][0]["plan_b"]
     assert "cutover rollback" in p["after"]["plan_b"]
     t = p["time_to_full_s"]
@@ -242,7 +242,7 @@ def test_plan_prints_the_written_plan_and_changes_nothing(backend, daemon, tmp_p
     assert t["worst"] == 185, t  # 60 s + 120 s of pauses, deploy_timeout 5 s for the health
     assert p["time_to_rollback_worst_s"] == 6  # deploy_timeout 5 s + drain 1 s
     assert [w["name"] for w in p["freeze_windows"]] == ["year-end"]  # starts in 60 s
-    assert p["frozen_now"] is None and p["from"] == "initial" and p["plan"] == "canary"
+    assert p["frozen_now"] is None and p["from"] == "v1" and p["plan"] == "canary"
     # Text and Markdown carry the same plan.
     r = d.cli("plan", "web", "v2")
     assert r.returncode == 0 and "Plan B: abort" in r.stdout and "owner ops" in r.stdout, r.stdout

@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from conftest import BIN, body_of
+from conftest import BIN, body_of, live_name
 from progressive_util import progress_of, wait_for
 
 PLAN = "plans:\n  hold:\n    steps: [{weight: 30}, {pause: {}}, {weight: 100}]\n"
@@ -196,6 +196,22 @@ def test_watch_names_the_approvers_still_awaited(backend, daemon, procs):
     assert d.cli("abort", "web").returncode == 0
 
 
+def test_the_configured_targets_are_v1_unless_version_names_them(backend, daemon):
+    """The first version takes the service's `version` key as its name, v1 by default: the
+    name /metrics, status and the change records carry."""
+    v = backend("blue")
+    d = daemon([v], service_extra="    version: blue\n")
+    d.start(expect="blue\n")
+    assert live_name(d.status()) == "blue"
+    for _ in range(5):
+        assert body_of(d.port) == "blue\n"
+    text = metrics(d)
+    got = {l["version"] for l, _ in samples(text, "cutover_http_requests_total")
+           if l.get("service") == "web"}
+    n = total(text, "cutover_http_requests_total", service="web", version="blue", code="2xx")
+    assert n >= 5 and got == {"blue"}, (n, got)
+
+
 def test_metrics_keep_the_last_eight_versions_of_a_service(backend, daemon):
     v = backend("vx")
     d = daemon([v])
@@ -209,5 +225,5 @@ def test_metrics_keep_the_last_eight_versions_of_a_service(backend, daemon):
     text = metrics(d)
     seen = {l["version"] for l, _ in samples(text, "cutover_http_requests_total")
             if l.get("service") == "web"}
-    assert len(seen) == 8 and "r9" in seen and "initial" not in seen, seen
+    assert len(seen) == 8 and "r9" in seen and "v1" not in seen, seen
     assert seen == set(names[2:]), seen
