@@ -44,8 +44,9 @@ int api_start(struct api **out, uv_loop_t *loop, const char *path, struct rollou
 
 /* Also serves the API on the listening TCP socket fd (admin.listen; the API uses a duplicate,
  * fd stays the caller's). Every request there must carry "Authorization: Bearer SECRET" of one
- * of tokens (copied): GET needs the role viewer, other methods operator, upgrade and reload
- * admin; the token's name is the actor of what it does (a different "actor" is refused, 403).
+ * of tokens (copied), of at least the role the route's row in api.c's route table names (GET
+ * routes viewer, other methods operator, upgrade and reload admin); the token's name is the
+ * actor of what it does (a different "actor" is refused, 403).
  * A new connection has 1 s for its first request, later ones 30 s; connections without a token
  * yet are a pool apart from the 64 kept for token holders (see docs/api.md). */
 int api_listen_tcp(struct api *a, int fd, const struct config_token *tokens, size_t ntokens,
