@@ -33,9 +33,13 @@ struct api_hooks {
      * binary's directory), owned by root or the daemon's user, and neither it nor its directory
      * writable by group or others. */
     const char *upgrade_dir;
+    /* The daemon's config (borrowed, for the daemon's life): its people decide who a
+     * unix-socket peer is (api/who.h), admin.socket_group who may connect. NULL: no people. */
+    const struct config *cfg;
 };
 
-/* Listens on the unix socket at path (mode 0600). A stale socket file is replaced; a socket
+/* Listens on the unix socket at path (mode 0600; 0660 and hooks->cfg's admin.socket_group
+ * when set). A stale socket file is replaced; a socket
  * another live daemon answers on is not (-EADDRINUSE, with a message in err) — unless takeover
  * is set (a hot upgrade or reload: this daemon succeeds the one answering there), in which case
  * the new socket is bound beside it and renamed over it, so the path never stops answering. */

@@ -62,7 +62,8 @@ enum {
     CLI_OPT_GOVERN = 1u << 12, /* --emergency, --ticket, --risk (deploy) */
     CLI_OPT_UNTIL = 1u << 13,  /* --until-done (watch) */
     CLI_OPT_LINES = 1u << 11,
-    CLI_OPT_STORE = 1u << 12,
+    CLI_OPT_STORE = 1u << 14, /* was 1u << 12, --emergency's bit: check took --ticket */
+    CLI_OPT_SINCE = 1u << 15,
 };
 
 struct cli_command {
@@ -173,6 +174,17 @@ static const struct cli_command cli_commands[] = {
      "when the daemon goes away (an upgrade, a restart) it reconnects and first prints\n"
      "what it missed. Exit 1 when the daemon cannot be reached for 30 s.\n"
      "  --json  one JSON Event object per line\n"},
+    {"audit", CLI_CMD_AUDIT, CLI_OPT_JSON | CLI_OPT_SINCE | CLI_OPT_LIMIT, 0, 0,
+     "audit [--since D] [--limit N] [--json]",
+     "audit [--since D] [--json]\twho did what through the admin API, and what was refused",
+     "Lists the admin API's audit log, oldest first: every request that changes something\n"
+     "(deploy, rollback, promote, pause, resume, abort, approve, reload, upgrade), whatever\n"
+     "its answer, and every refused attempt (401, 403, 409): time (UTC), who (a person, a\n"
+     "token's name or a unix user; \"alice as bob\" for --as), the channel and peer (unix\n"
+     "uid and login, or TCP address and token), the request, the status and the outcome.\n"
+     "  --since D  only the last D (for example 30m, 24h, 7d)\n"
+     "  --limit N  at most the newest N lines (default 1000)\n"
+     "  --json     print the API answer\n"},
     {"watch", CLI_CMD_WATCH, CLI_OPT_UNTIL, 0, 1, "watch [SERVICE] [--until-done]",
      "watch [SERVICE] [--until-done]\tlive view of changes and per-version traffic",
      "Shows, refreshed every second, each service (or only SERVICE): the live version,\n"
@@ -287,6 +299,7 @@ static const struct cli_opt cli_opts[] = {
     {"lines", 'n', CLI_OPT_LINES, 1},    {"emergency", 0, CLI_OPT_GOVERN, 0},
     {"ticket", 0, CLI_OPT_GOVERN, 1},    {"risk", 0, CLI_OPT_GOVERN, 1},
     {"until-done", 0, CLI_OPT_UNTIL, 0}, {"store", 0, CLI_OPT_STORE, 0},
+    {"since", 0, CLI_OPT_SINCE, 1},
 };
 
 #define CLI_NOPTS (sizeof(cli_opts) / sizeof(cli_opts[0]))
@@ -415,6 +428,14 @@ static int cli_apply_opt(struct cli_args *a, const struct cli_opt *o, const char
         a->follow = 1;
     } else if (strcmp(o->lng, "store") == 0) {
         a->store = 1;
+    } else if (strcmp(o->lng, "since") == 0) {
+        uint64_t ms;
+        if (duration_parse(val, &ms) != 0) {
+            snprintf(err, errlen, "--since must be a duration such as 30m, 24h or 7d, got '%s'",
+                     val);
+            return -EINVAL;
+        }
+        a->since = val;
     } else if (strcmp(o->lng, "until-done") == 0) {
         a->until_done = 1;
     } else if (strcmp(o->lng, "lines") == 0) {
@@ -973,6 +994,37 @@ static void cli_history_cells(const json_t *ch, const char *cells[CLI_NCOLS], ch
     }
     cells[CLI_COL_ACTOR] = cli_jstr_or(ch, "actor", "-");
     cells[CLI_COL_MESSAGE] = cli_jstr_or(ch, "message", "");
+}
+
+static void cli_render_audit(FILE *out, const json_t *root)
+{
+    const json_t *list = json_object_get(root, "audit"), *e;
+    size_t i;
+    if (json_array_size(list) == 0) {
+        fputs("no audit lines recorded\n", out);
+        return;
+    }
+    json_array_foreach(list, i, e)
+    {
+        char t[64], st[16];
+        cli_short_time(cli_jstr(e, "time"), t, sizeof(t));
+        snprintf(st, sizeof(st), "%lld",
+                 (long long)json_integer_value(json_object_get(e, "status")));
+        const char *cells[] = {t,
+                               cli_jstr_or(e, "actor", "-"),
+                               cli_jstr_or(e, "channel", "-"),
+                               cli_jstr_or(e, "peer", "-"),
+                               cli_jstr_or(e, "method", "-"),
+                               cli_jstr_or(e, "path", "-"),
+                               st,
+                               cli_jstr_or(e, "outcome", "")};
+        for (size_t c = 0; c < sizeof(cells) / sizeof(cells[0]); c++) {
+            if (c > 0)
+                fputs(c == 3 ? " [" : c == 4 ? "] " : " ", out);
+            cli_put_clean(out, cells[c], 0);
+        }
+        fputc('\n', out);
+    }
 }
 
 void cli_render_history(FILE *out, const json_t *root)
@@ -2343,6 +2395,15 @@ static int cli_cmd_history(const struct cli_args *a, struct cli_http *h)
     return rc;
 }
 
+static int cli_cmd_audit(const struct cli_args *a, struct cli_http *h)
+{
+    char *path = xasprintf("/api/v1/audit?limit=%ld%s%s", a->limit > 0 ? a->limit : 1000,
+                           a->since ? "&since=" : "", a->since ? a->since : "");
+    int rc = cli_get_and_render(a, h, path, cli_render_audit);
+    free(path);
+    return rc;
+}
+
 /* After a 404 on a route the API may not have yet, tells a missing route from a missing change:
  * when change id exists, says the daemon lacks what and returns 2; otherwise prints why the
  * change cannot be read and returns the exit code for that. */
@@ -2726,6 +2787,9 @@ static int cli_run(const struct cli_args *a)
         break;
     case CLI_CMD_PLAN:
         rc = cli_cmd_plan(a, &h);
+        break;
+    case CLI_CMD_AUDIT:
+        rc = cli_cmd_audit(a, &h);
         break;
     case CLI_CMD_WATCH:
         h.timeout_ms = 5000;

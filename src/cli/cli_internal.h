@@ -44,6 +44,7 @@ enum cli_cmd {
     CLI_CMD_EVENTS,
     CLI_CMD_PLAN,  /* the written plan of a deploy, before it starts; changes nothing */
     CLI_CMD_WATCH, /* a live view of status and per-version traffic (cli/watch.c) */
+    CLI_CMD_AUDIT, /* the audit log of the admin API */
 };
 
 /* What the command line asked for. Strings point into argv (not owned), except targets, an
@@ -78,6 +79,7 @@ struct cli_args {
     long lines;          /* -n/--lines N (logs), 0..CLI_LOGS_MAX_LINES; default 50 */
     int store;           /* --store (check) */
     int until_done;      /* --until-done (watch) */
+    const char *since;   /* --since D (audit): a duration, validated by duration_parse */
 };
 
 /* Parses argv (argv[0] the program, argv[1] the subcommand) into *a, which it initialises.

@@ -96,6 +96,18 @@ static const char *const migrations[] = {
     "  k INTEGER PRIMARY KEY CHECK (k = 1),"
     "  event_id INTEGER NOT NULL);"
     "INSERT INTO outbox_mark SELECT 1, COALESCE(MAX(id), 0) FROM events;",
+    /* 4: the audit log of the admin API (store_audit_add). */
+    "CREATE TABLE audit ("
+    "  id INTEGER PRIMARY KEY,"
+    "  ts_ms INTEGER NOT NULL,"
+    "  actor TEXT,"
+    "  channel TEXT NOT NULL,"
+    "  peer TEXT,"
+    "  method TEXT NOT NULL,"
+    "  path TEXT NOT NULL,"
+    "  status INTEGER NOT NULL,"
+    "  outcome TEXT);"
+    "CREATE INDEX audit_ts ON audit (ts_ms);",
 };
 
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
@@ -1918,4 +1930,104 @@ int store_recover(const char *path, const char *backup, char *what, size_t n)
         snprintf(what, n, "the store %s was corrupt (%s); kept as %s, restored from the backup %s",
                  path, problem, kept, backup);
     return STORE_RECOVER_RESTORED;
+}
+
+/* --- audit log ------------------------------------------------------------------------------ */
+
+int store_audit_add(struct store *st, const struct store_audit *a, int wait_ms)
+{
+    static const char sql[] =
+        "INSERT INTO audit (ts_ms, actor, channel, peer, method, path, status, outcome) "
+        "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
+    sqlite3_stmt *s = NULL;
+    int rc = 0;
+    if (!sqlite3_get_autocommit(st->db))
+        return set_fail(st, -EINVAL, "a transaction is already open");
+    sqlite3_busy_timeout(st->db, wait_ms > 0 ? wait_ms : 0);
+    if (sqlite3_prepare_v2(st->db, sql, -1, &s, NULL) != SQLITE_OK ||
+        sqlite3_bind_int64(s, 1, store_now_ms()) != SQLITE_OK || bind_text(s, 2, a->actor) ||
+        bind_text(s, 3, a->channel) || bind_text(s, 4, a->peer) || bind_text(s, 5, a->method) ||
+        bind_text(s, 6, a->path) || sqlite3_bind_int(s, 7, a->status) != SQLITE_OK ||
+        bind_text(s, 8, a->outcome)) {
+        rc = sql_fail(st);
+    } else if (sqlite3_step(s) != SQLITE_DONE) {
+        rc = sqlite3_errcode(st->db) == SQLITE_BUSY ? set_fail(st, -EBUSY, "the store is locked")
+                                                    : sql_fail(st);
+    }
+    sqlite3_finalize(s);
+    int64_t id = rc == 0 ? sqlite3_last_insert_rowid(st->db) : 0;
+    if (id > STORE_AUDIT_KEEP && id % 1000 == 0) {
+        /* Now and then, not on every row: a flood of refused attempts cannot grow the file
+         * without bound, and the common insert stays one statement. */
+        char *del = sqlite3_mprintf("DELETE FROM audit WHERE id <= %lld",
+                                    (long long)(id - STORE_AUDIT_KEEP));
+        sqlite3_exec(st->db, del, NULL, NULL, NULL);
+        sqlite3_free(del);
+    }
+    sqlite3_busy_timeout(st->db, BUSY_TIMEOUT_MS);
+    return rc;
+}
+
+static char *col_dup(sqlite3_stmt *s, int i)
+{
+    const unsigned char *t = sqlite3_column_text(s, i);
+    return t ? xstrdup((const char *)t) : NULL;
+}
+
+int store_audit_list(struct store *st, int64_t since_ms, size_t limit, struct store_audit **out,
+                     size_t *n)
+{
+    static const char sql[] =
+        "SELECT * FROM (SELECT id, ts_ms, actor, channel, peer, method, path, status, outcome "
+        "FROM audit WHERE ts_ms > ?1 ORDER BY id DESC LIMIT ?2) ORDER BY id";
+    sqlite3_stmt *s = NULL;
+    size_t cap = 0;
+    int rc = 0, step;
+    *out = NULL;
+    *n = 0;
+    if (sqlite3_prepare_v2(st->db, sql, -1, &s, NULL) != SQLITE_OK ||
+        sqlite3_bind_int64(s, 1, since_ms) != SQLITE_OK ||
+        sqlite3_bind_int64(s, 2, limit ? (sqlite3_int64)limit : DEFAULT_LIST_LIMIT) != SQLITE_OK) {
+        rc = sql_fail(st);
+        goto out;
+    }
+    while ((step = sqlite3_step(s)) == SQLITE_ROW) {
+        if (*n == cap) {
+            cap = cap ? cap * 2 : 16;
+            *out = xrealloc(*out, cap * sizeof(**out));
+        }
+        struct store_audit *a = &(*out)[(*n)++];
+        a->id = sqlite3_column_int64(s, 0);
+        a->ts_ms = sqlite3_column_int64(s, 1);
+        a->actor = col_dup(s, 2);
+        a->channel = col_dup(s, 3);
+        a->peer = col_dup(s, 4);
+        a->method = col_dup(s, 5);
+        a->path = col_dup(s, 6);
+        a->status = sqlite3_column_int(s, 7);
+        a->outcome = col_dup(s, 8);
+    }
+    if (step != SQLITE_DONE)
+        rc = sql_fail(st);
+out:
+    sqlite3_finalize(s);
+    if (rc < 0) {
+        store_audit_list_free(*out, *n);
+        *out = NULL;
+        *n = 0;
+    }
+    return rc;
+}
+
+void store_audit_list_free(struct store_audit *v, size_t n)
+{
+    for (size_t i = 0; v != NULL && i < n; i++) {
+        free(v[i].actor);
+        free(v[i].channel);
+        free(v[i].peer);
+        free(v[i].method);
+        free(v[i].path);
+        free(v[i].outcome);
+    }
+    free(v);
 }

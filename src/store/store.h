@@ -282,4 +282,27 @@ int store_outbox_counts(struct store *st, int64_t change_id, struct store_outbox
 /* Frees the strings of o (not o). NULL is a no-op. */
 void store_outbox_done(struct store_outbox *o);
 
+/* --- audit log: every admin API action and every refused attempt (docs/api.md "Audit") --- */
+
+struct store_audit {
+    int64_t id, ts_ms;
+    char *actor;   /* who the request acted as (a person, a token's name, a unix user), or NULL */
+    char *channel; /* "unix" or "tcp" */
+    char *peer;    /* "uid 1000 (alice)" or "127.0.0.1:40412, token lead" */
+    char *method, *path;
+    int status;    /* the HTTP status answered */
+    char *outcome; /* the error sentence, or what it did; may be NULL */
+};
+
+/* Appends a to the audit log, waiting at most wait_ms for another writer; keeps the newest
+ * STORE_AUDIT_KEEP rows. -EBUSY when the store stayed locked. */
+#define STORE_AUDIT_KEEP 100000
+int store_audit_add(struct store *st, const struct store_audit *a, int wait_ms);
+
+/* Lists entries newer than since_ms (0: all), oldest first, the newest limit of them. Free with
+ * store_audit_list_free. */
+int store_audit_list(struct store *st, int64_t since_ms, size_t limit, struct store_audit **out,
+                     size_t *n);
+void store_audit_list_free(struct store_audit *v, size_t n);
+
 #endif
