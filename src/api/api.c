@@ -27,6 +27,7 @@
 #include "http/parse.h"
 #include "net/addr.h"
 #include "rollout/change.h"
+#include "rollout/schedule.h"
 #include "http/status.h"
 #include "store/store.h"
 
@@ -443,19 +444,27 @@ static json_t *parse_body(struct api_conn *c, const char *body, size_t n,
 
 static int route_deploy(struct api_conn *c, const char *service, const char *body, size_t n)
 {
-    static const char *const allowed[] = {"version", "targets",   "plan",   "reason", "actor",
-                                          "wait",    "emergency", "ticket", "risk",   NULL};
+    static const char *const allowed[] = {"version",   "targets", "plan", "reason", "actor", "wait",
+                                          "emergency", "ticket",  "risk", "at",     NULL};
     json_t *o = parse_body(c, body, n, allowed);
     if (o == NULL)
         return 0;
-    const char *version, *plan, *reason, *actor, *ticket, *risk;
+    const char *version, *plan, *reason, *actor, *ticket, *risk, *at;
+    int64_t at_ms = 0;
     const char *targets[65];
     size_t nt = 0;
     int wait = 0, emergency = 0;
     if (opt_string(c, o, "version", &version) < 0 || opt_string(c, o, "plan", &plan) < 0 ||
         opt_reason(c, o, &reason) < 0 || opt_actor(c, o, &actor) < 0 ||
-        opt_string(c, o, "ticket", &ticket) < 0 || opt_string(c, o, "risk", &risk) < 0)
+        opt_string(c, o, "ticket", &ticket) < 0 || opt_string(c, o, "risk", &risk) < 0 ||
+        opt_string(c, o, "at", &at) < 0)
         goto out;
+    if (at != NULL && schedule_parse_at(at, store_now_ms(), &at_ms) != 0) {
+        respond_error(c, 400,
+                      "at: expected an RFC 3339 time (2026-12-07T22:00:00Z, or with an offset "
+                      "such as +01:00) or +DURATION (+30m)");
+        goto out;
+    }
     if (ticket != NULL && !text_is_name(ticket, strlen(ticket))) {
         respond_error(c, 400,
                       "ticket: expected 1-64 characters of A-Z a-z 0-9 . _ - (a ticket id)");
@@ -516,6 +525,7 @@ static int route_deploy(struct api_conn *c, const char *service, const char *bod
         .emergency = emergency,
         .ticket = ticket,
         .risk = risk,
+        .at_ms = at_ms,
     };
     char err[512];
     int64_t id;

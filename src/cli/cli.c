@@ -94,7 +94,7 @@ static const struct cli_command cli_commands[] = {
      2, 2,
      "deploy SERVICE VERSION [--target HOST:PORT ...] [--plan NAME]\n"
      "               [--reason TEXT] [--emergency] [--ticket ID] [--risk low|medium|high]\n"
-     "               [--wait] [--json]",
+     "               [--at TIME] [--wait] [--json]",
      "deploy SERVICE VERSION [options]\tput VERSION of SERVICE into production",
      "Starts a change that puts VERSION (1-64 of A-Za-z0-9._-) of SERVICE live, on the\n"
      "targets given. Prints the change id, from -> to, its state and message.\n"
@@ -105,6 +105,10 @@ static const struct cli_command cli_commands[] = {
      "                      record names the window and the reason\n"
      "  --ticket ID         the change request this carries out, recorded\n"
      "  --risk LEVEL        low, medium or high, recorded\n"
+     "  --at TIME           record the change now and start it then: RFC 3339\n"
+     "                      (2026-12-07T22:00:00Z, or with an offset) or +DURATION;\n"
+     "                      it waits in the daemon (status shows it, abort cancels it,\n"
+     "                      a restart keeps it); freezes are checked at that time\n"
      "  --wait              return only when the change has ended (no timeout)\n"
      "  --json              print the change as the API returns it\n"
      "Exit 1 when the change ended failed, rolled_back, aborted or interrupted, or a\n"
@@ -289,17 +293,17 @@ struct cli_opt {
 };
 
 static const struct cli_opt cli_opts[] = {
-    {"config", 'c', CLI_OPT_GLOBAL, 1},  {"admin", 0, CLI_OPT_GLOBAL, 1},
-    {"help", 'h', CLI_OPT_GLOBAL, 0},    {"json", 0, CLI_OPT_JSON, 0},
-    {"target", 0, CLI_OPT_TARGET, 1},    {"plan", 0, CLI_OPT_PLAN, 1},
-    {"reason", 0, CLI_OPT_REASON, 1},    {"wait", 0, CLI_OPT_WAIT, 0},
-    {"all", 0, CLI_OPT_ALL, 0},          {"as", 0, CLI_OPT_AS, 1},
-    {"format", 0, CLI_OPT_FORMAT, 1},    {"binary", 0, CLI_OPT_BINARY, 1},
-    {"limit", 0, CLI_OPT_LIMIT, 1},      {"follow", 'f', CLI_OPT_FOLLOW, 0},
-    {"lines", 'n', CLI_OPT_LINES, 1},    {"emergency", 0, CLI_OPT_GOVERN, 0},
-    {"ticket", 0, CLI_OPT_GOVERN, 1},    {"risk", 0, CLI_OPT_GOVERN, 1},
-    {"until-done", 0, CLI_OPT_UNTIL, 0}, {"store", 0, CLI_OPT_STORE, 0},
-    {"since", 0, CLI_OPT_SINCE, 1},
+    {"config", 'c', CLI_OPT_GLOBAL, 1}, {"admin", 0, CLI_OPT_GLOBAL, 1},
+    {"help", 'h', CLI_OPT_GLOBAL, 0},   {"json", 0, CLI_OPT_JSON, 0},
+    {"target", 0, CLI_OPT_TARGET, 1},   {"plan", 0, CLI_OPT_PLAN, 1},
+    {"reason", 0, CLI_OPT_REASON, 1},   {"wait", 0, CLI_OPT_WAIT, 0},
+    {"all", 0, CLI_OPT_ALL, 0},         {"as", 0, CLI_OPT_AS, 1},
+    {"format", 0, CLI_OPT_FORMAT, 1},   {"binary", 0, CLI_OPT_BINARY, 1},
+    {"limit", 0, CLI_OPT_LIMIT, 1},     {"follow", 'f', CLI_OPT_FOLLOW, 0},
+    {"lines", 'n', CLI_OPT_LINES, 1},   {"emergency", 0, CLI_OPT_GOVERN, 0},
+    {"ticket", 0, CLI_OPT_GOVERN, 1},   {"risk", 0, CLI_OPT_GOVERN, 1},
+    {"at", 0, CLI_OPT_GOVERN, 1},       {"until-done", 0, CLI_OPT_UNTIL, 0},
+    {"store", 0, CLI_OPT_STORE, 0},     {"since", 0, CLI_OPT_SINCE, 1},
 };
 
 #define CLI_NOPTS (sizeof(cli_opts) / sizeof(cli_opts[0]))
@@ -428,6 +432,8 @@ static int cli_apply_opt(struct cli_args *a, const struct cli_opt *o, const char
         a->follow = 1;
     } else if (strcmp(o->lng, "store") == 0) {
         a->store = 1;
+    } else if (strcmp(o->lng, "at") == 0) {
+        a->at = val; /* RFC 3339 or +DURATION: the daemon reads it (its clock decides) */
     } else if (strcmp(o->lng, "since") == 0) {
         uint64_t ms;
         if (duration_parse(val, &ms) != 0) {
@@ -868,6 +874,26 @@ static void cli_render_down(FILE *out, const json_t *svc)
     fputc('\n', out);
 }
 
+/* A deploy that waits for its time (deploy --at). */
+static void cli_render_scheduled(FILE *out, const json_t *svc)
+{
+    const json_t *q = json_object_get(svc, "scheduled");
+    if (!json_is_object(q))
+        return;
+    fprintf(out, "  %-9s change %lld: deploy ",
+            "scheduled:", (long long)json_integer_value(json_object_get(q, "id")));
+    cli_put_clean(out, cli_jstr_or(q, "version", "?"), 0);
+    fputs(" at ", out);
+    cli_put_clean(out, cli_jstr_or(q, "at", "?"), 0);
+    if (cli_jstr(q, "plan") != NULL) {
+        fputs(" with plan ", out);
+        cli_put_clean(out, cli_jstr(q, "plan"), 0);
+    }
+    fputs(" (by ", out);
+    cli_put_clean(out, cli_jstr_or(q, "actor", "?"), 0);
+    fputs("; cutover abort cancels it)\n", out);
+}
+
 void cli_render_service(FILE *out, const json_t *svc)
 {
     const json_t *ch = json_object_get(svc, "change");
@@ -879,6 +905,7 @@ void cli_render_service(FILE *out, const json_t *svc)
     cli_render_version(out, "live:", json_object_get(svc, "live"));
     cli_render_version(out, "previous:", json_object_get(svc, "previous"));
     cli_render_down(out, svc);
+    cli_render_scheduled(out, svc);
     fprintf(out, "  %-9s ", "change:");
     if (!json_is_object(ch)) {
         fputs("none in progress\n", out);
@@ -2170,6 +2197,8 @@ static int cli_cmd_deploy(const struct cli_args *a, struct cli_http *h)
         json_object_set_new(body, "ticket", json_string(a->ticket));
     if (a->risk != NULL)
         json_object_set_new(body, "risk", json_string(a->risk));
+    if (a->at != NULL)
+        json_object_set_new(body, "at", json_string(a->at));
     path = xasprintf("/api/v1/services/%s/deploy", svc);
     rc = cli_post_change(a, h, path, body);
     free(path);
@@ -2475,6 +2504,8 @@ static int cli_cmd_change_verb(const struct cli_args *a, struct cli_http *h, con
         goto out;
     }
     id = json_object_get(json_object_get(r.json, "change"), "id");
+    if (!json_is_integer(id) && strcmp(action, "abort") == 0)
+        id = json_object_get(json_object_get(r.json, "scheduled"), "id"); /* cancel it */
     if (!json_is_integer(id)) {
         fprintf(stderr, "cutover: no change is running on %s; nothing to %s\n", a->service, action);
         rc = CLI_EXIT_FAILED;

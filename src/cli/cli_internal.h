@@ -73,6 +73,7 @@ struct cli_args {
     int emergency;       /* --emergency (deploy): through a freeze window; needs --reason */
     const char *ticket;  /* --ticket ID (deploy) */
     const char *risk;    /* --risk low|medium|high (deploy) */
+    const char *at;      /* --at TIME (deploy): RFC 3339 or +DURATION, read by the daemon */
     const char *binary;  /* --binary PATH (upgrade) */
     long limit;          /* --limit N (history); 0 = the daemon's default */
     int follow;          /* -f/--follow (logs) */

@@ -140,6 +140,8 @@ enum stmt_id {
     ST_CHANGE_LIST_ALL,
     ST_CHANGE_LIST_SERVICE,
     ST_CHANGE_LIST_RUNNING,
+    ST_CHANGE_LIST_SCHEDULED,
+    ST_CHANGE_START_SCHEDULED,
     ST_EVENT_ADD,
     ST_EVENT_LIST,
     ST_EVENT_SINCE,
@@ -205,6 +207,12 @@ static const char *const stmt_sql[ST_COUNT] = {
                                "ORDER BY id DESC LIMIT ?2",
     [ST_CHANGE_LIST_RUNNING] = "SELECT " CHANGE_COLUMNS
                                " FROM changes WHERE state = '" STORE_CHANGE_RUNNING "' ORDER BY id",
+    [ST_CHANGE_LIST_SCHEDULED] =
+        "SELECT " CHANGE_COLUMNS " FROM changes WHERE state = '" STORE_CHANGE_SCHEDULED
+        "' ORDER BY id",
+    [ST_CHANGE_START_SCHEDULED] = "UPDATE changes SET state = '" STORE_CHANGE_RUNNING
+                                  "', from_version = ?2, message = ?3, updated_ms = ?4 "
+                                  "WHERE id = ?1 AND state = '" STORE_CHANGE_SCHEDULED "'",
     [ST_EVENT_ADD] = "INSERT INTO events (change_id, ts_ms, type, message) VALUES (?1, ?2, ?3, ?4)",
     [ST_EVENT_LIST] = "SELECT id, change_id, ts_ms, type, message FROM events "
                       "WHERE change_id = ?1 ORDER BY id",
@@ -250,6 +258,7 @@ static int events_heard(const struct store *st);
 static const char *const change_states[] = {
     STORE_CHANGE_RUNNING,     STORE_CHANGE_COMPLETED, STORE_CHANGE_FAILED,
     STORE_CHANGE_ROLLED_BACK, STORE_CHANGE_ABORTED,   STORE_CHANGE_INTERRUPTED,
+    STORE_CHANGE_SCHEDULED,
 };
 
 /* --- helpers ------------------------------------------------------------------------------ */
@@ -1017,6 +1026,30 @@ int store_change_list_running(struct store *st, struct store_change **out, size_
     *out = NULL;
     *n = 0;
     return change_collect(st, stmt_get(st, ST_CHANGE_LIST_RUNNING), out, n);
+}
+
+int store_change_list_scheduled(struct store *st, struct store_change **out, size_t *n)
+{
+    *out = NULL;
+    *n = 0;
+    return change_collect(st, stmt_get(st, ST_CHANGE_LIST_SCHEDULED), out, n);
+}
+
+int store_change_start_scheduled(struct store *st, int64_t id, const char *from,
+                                 const char *message)
+{
+    sqlite3_stmt *s = stmt_get(st, ST_CHANGE_START_SCHEDULED);
+    int rc = 0;
+    if (sqlite3_bind_int64(s, 1, id) != SQLITE_OK || bind_text(s, 2, from) != SQLITE_OK ||
+        bind_text(s, 3, message) != SQLITE_OK ||
+        sqlite3_bind_int64(s, 4, store_now_ms()) != SQLITE_OK)
+        rc = sql_fail(st);
+    else if (sqlite3_step(s) != SQLITE_DONE)
+        rc = sql_fail(st);
+    else if (sqlite3_changes(st->db) == 0)
+        rc = set_fail(st, -ENOENT, "no scheduled change with that id");
+    stmt_done(s);
+    return rc;
 }
 
 void store_change_done(struct store_change *c)

@@ -59,6 +59,7 @@ void store_strv_free(char **v);
 
 /* States a change goes through; terminal ones end it. */
 #define STORE_CHANGE_RUNNING "running"
+#define STORE_CHANGE_SCHEDULED "scheduled"     /* deploy --at: waits in the daemon for its time */
 #define STORE_CHANGE_COMPLETED "completed"     /* terminal */
 #define STORE_CHANGE_FAILED "failed"           /* terminal: never took traffic, or gave it back */
 #define STORE_CHANGE_ROLLED_BACK "rolled_back" /* terminal */
@@ -111,6 +112,14 @@ int store_change_list(struct store *st, const char *service, size_t limit,
 
 /* Lists the changes in state "running" (oldest first), for recovery after a restart. */
 int store_change_list_running(struct store *st, struct store_change **out, size_t *n);
+
+/* Lists the changes in state "scheduled" (oldest first): deploys that wait for their time. */
+int store_change_list_scheduled(struct store *st, struct store_change **out, size_t *n);
+
+/* A scheduled change starts: state running, from_version from (what is live now), message.
+ * -ENOENT when id is not a scheduled change. */
+int store_change_start_scheduled(struct store *st, int64_t id, const char *from,
+                                 const char *message);
 
 /* Frees the strings of one change (not the struct itself). NULL is a no-op. */
 void store_change_done(struct store_change *c);
