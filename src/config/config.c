@@ -1252,6 +1252,52 @@ static int parse_on_live_failure(struct ctx *c, const struct item *it, const cha
     return rc;
 }
 
+const char *config_risk_name(enum config_risk r)
+{
+    static const char *const names[CONFIG_NRISKS] = {"low", "medium", "high"};
+    return r < CONFIG_NRISKS ? names[r] : "?";
+}
+
+int config_risk_parse(const char *s)
+{
+    for (int r = 0; s != NULL && r < CONFIG_NRISKS; r++)
+        if (strcmp(s, config_risk_name((enum config_risk)r)) == 0)
+            return r;
+    return -1;
+}
+
+/* risk_policy: {require: BOOL, low|medium|high: {ticket: BOOL, approval_first: BOOL}} */
+static int parse_risk_policy(struct ctx *c, const struct item *it, const char *path,
+                             struct config_risk_policy *rp)
+{
+    static const char *const known[] = {"require", "low", "medium", "high", NULL};
+    static const char *const rule_keys[] = {"ticket", "approval_first", NULL};
+    struct item v, w;
+    char p[KEY_PATH_MAX], q[KEY_PATH_MAX];
+    int rc;
+    if ((rc = expect_map(c, it, path, known)) != 0)
+        return rc;
+    if (map_find(it->node, "require", &v) &&
+        (rc = get_bool(c, &v, subpath(p, sizeof(p), path, "require"), &rp->require)))
+        return rc;
+    for (int r = 0; r < CONFIG_NRISKS; r++) {
+        const char *name = config_risk_name((enum config_risk)r);
+        if (!map_find(it->node, name, &v))
+            continue;
+        subpath(p, sizeof(p), path, name);
+        if ((rc = expect_map(c, &v, p, rule_keys)) != 0)
+            return rc;
+        if (map_find(v.node, "ticket", &w) &&
+            (rc = get_bool(c, &w, subpath(q, sizeof(q), p, "ticket"), &rp->rule[r].ticket)))
+            return rc;
+        if (map_find(v.node, "approval_first", &w) &&
+            (rc = get_bool(c, &w, subpath(q, sizeof(q), p, "approval_first"),
+                           &rp->rule[r].approval_first)))
+            return rc;
+    }
+    return 0;
+}
+
 static int parse_service(struct ctx *c, struct fy_node_pair *pair, struct config_service *s)
 {
     static const char *const known[] = {
@@ -1273,6 +1319,7 @@ static int parse_service(struct ctx *c, struct fy_node_pair *pair, struct config
         "proxy_protocol",
         "on_live_failure",
         "version",
+        "risk_policy",
         NULL,
     };
     struct item it = item_of_pair(pair), v;
@@ -1371,6 +1418,10 @@ static int parse_service(struct ctx *c, struct fy_node_pair *pair, struct config
         if (config_plan_find(c->cfg, s->plan) == NULL)
             return fail_type(c, &v, p, "the name of a plan defined under plans");
     }
+    if (map_find(it.node, "risk_policy", &v) &&
+        (rc =
+             parse_risk_policy(c, &v, subpath(p, sizeof(p), path, "risk_policy"), &s->risk_policy)))
+        return rc;
     if (map_find(it.node, "version", &v)) {
         static const char what[] = "a version name (1-64 of A-Za-z0-9._-)";
         subpath(p, sizeof(p), path, "version");

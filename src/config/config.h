@@ -41,6 +41,18 @@ struct config_limits {
                                 connections of the service; more are answered 503 and closed */
 };
 
+/* `risk_policy`: what a deploy of each risk (deploy --risk) must bring. */
+enum config_risk { CONFIG_RISK_LOW, CONFIG_RISK_MEDIUM, CONFIG_RISK_HIGH, CONFIG_NRISKS };
+struct config_risk_rule {
+    bool ticket;         /* `ticket: true`: a deploy of this risk names its change request */
+    bool approval_first; /* `approval_first: true`: its plan has an approval step before the first
+                            step that moves users' traffic (pilot or weight above 0) */
+};
+struct config_risk_policy {
+    bool require; /* `require: true`: every deploy states its risk */
+    struct config_risk_rule rule[CONFIG_NRISKS];
+};
+
 /* NONE: `sticky` is absent, each request is split on its own; SOURCE: `sticky: {source: true}`,
  * by client address. */
 enum config_sticky_kind {
@@ -116,7 +128,8 @@ struct config_service {
     struct config_sticky sticky;
     struct config_timeouts timeouts;
     struct config_limits limits;
-    char *plan; /* default plan name (must exist in plans), or NULL */
+    char *plan;                            /* default plan name (must exist in plans), or NULL */
+    struct config_risk_policy risk_policy; /* all false when absent */
     /* `version`: the name the configured targets' version gets on the first start (the store
        keeps the live version's name after that); NULL means CONFIG_INITIAL_VERSION. Only with
        targets. */
@@ -335,6 +348,9 @@ const struct config_person *config_person_find(const struct config *cfg, const c
 const struct config_person *config_person_by_unix_user(const struct config *cfg, const char *user);
 /* The duties (enum config_duty bits) person p has for service. */
 unsigned config_person_duties(const struct config_person *p, const char *service);
+/* "low", "medium", "high"; config_risk_parse returns -1 for anything else. */
+const char *config_risk_name(enum config_risk r);
+int config_risk_parse(const char *s);
 /* "owner", "approver", "informed" for one bit. */
 const char *config_duty_name(enum config_duty d);
 

@@ -33,6 +33,7 @@
 #include "rollout/change.h"
 #include "rollout/managed.h"
 #include "rollout/plan.h"
+#include "rollout/policy.h"
 #include "rollout/preview.h"
 #include "rollout/rolling.h"
 #include "rollout/schedule.h"
@@ -655,6 +656,9 @@ int rollout_deploy(struct rollout *r, const struct rollout_deploy_req *req, roll
         snprintf(err, errlen, "risk: expected low, medium or high, got '%.32s'", req->risk);
         return -EINVAL;
     }
+    int prc = policy_check(s->cfg, cp, req->risk, req->ticket, err, errlen);
+    if (prc < 0)
+        return prc;
     if (req->at_ms > 0 && req->scheduled_id == 0) {
         /* deploy --at: checked as far as it can be now; its time decides the rest. */
         if (req->wait) {
