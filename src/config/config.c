@@ -2058,8 +2058,8 @@ static int load_webhook_key(struct ctx *c, int line, const char *key, struct con
 static int parse_notify(struct ctx *c, const struct item *it, struct config *cfg)
 {
     static const char *const known[] = {"webhooks", "max_age", NULL};
-    static const char *const hook_known[] = {"url",    "services",    "events",
-                                             "format", "secret_file", NULL};
+    static const char *const hook_known[] = {"url",         "services", "events", "format",
+                                             "secret_file", "name",     NULL};
     struct item v;
     int rc;
 
@@ -2092,6 +2092,17 @@ static int parse_notify(struct ctx *c, const struct item *it, struct config *cfg
             return rc;
         if (!valid_url(w->url))
             return fail_type(c, &u, p, "an http:// or https:// URL without spaces");
+        if (map_find(el, "name", &u)) {
+            if ((rc = get_string(c, &u, subpath(p, sizeof(p), path, "name"),
+                                 "a name (1-64 of A-Z a-z 0-9 . _ -)", &w->name)))
+                return rc;
+            if (!valid_name(w->name, strlen(w->name)))
+                return fail_type(c, &u, p, "a name (1-64 of A-Z a-z 0-9 . _ -)");
+            for (size_t j = 0; j < i; j++)
+                if (cfg->webhooks[j].name && strcmp(cfg->webhooks[j].name, w->name) == 0)
+                    return fail(c, u.line, "%s: '%s' is already notify.webhooks[%zu]'s name", p,
+                                w->name, j);
+        }
         if (map_find(el, "services", &u) &&
             (rc = get_string_list(c, &u, subpath(p, sizeof(p), path, "services"),
                                   "a list of service names", true, true, &w->services,
@@ -2236,7 +2247,7 @@ static int parse_duties(struct ctx *c, const struct item *it, const char *path,
 
 static int parse_person(struct ctx *c, struct fy_node_pair *pair, struct config_person *pe)
 {
-    static const char *const known[] = {"unix_user", "role", "services", NULL};
+    static const char *const known[] = {"unix_user", "role", "services", "webhooks", NULL};
     struct item it = item_of_pair(pair), v;
     char path[KEY_PATH_MAX], p[KEY_PATH_MAX];
     int rc;
@@ -2263,7 +2274,25 @@ static int parse_person(struct ctx *c, struct fy_node_pair *pair, struct config_
     if (map_find(it.node, "services", &v) &&
         (rc = parse_duties(c, &v, subpath(p, sizeof(p), path, "services"), pe)))
         return rc;
+    if (map_find(it.node, "webhooks", &v)) {
+        subpath(p, sizeof(p), path, "webhooks");
+        if ((rc = get_string_list(c, &v, p, "a list of webhook names (notify.webhooks[].name)",
+                                  true, true, &pe->webhooks, &pe->nwebhooks)))
+            return rc;
+        for (size_t i = 0; i < pe->nwebhooks; i++)
+            if (config_webhook_find(c->cfg, pe->webhooks[i]) < 0)
+                return fail(c, v.line, "%s[%zu]: no webhook named '%s' under notify.webhooks", p, i,
+                            pe->webhooks[i]);
+    }
     return 0;
+}
+
+int config_webhook_find(const struct config *cfg, const char *name)
+{
+    for (size_t i = 0; name != NULL && i < cfg->nwebhooks; i++)
+        if (cfg->webhooks[i].name && strcmp(cfg->webhooks[i].name, name) == 0)
+            return (int)i;
+    return -1;
 }
 
 static int parse_people(struct ctx *c, const struct item *it, struct config *cfg)
@@ -2884,12 +2913,14 @@ void config_free(struct config *cfg)
         free(cfg->people[i].unix_user);
         for (size_t j = 0; j < cfg->people[i].nduties; j++)
             free(cfg->people[i].duties[j].service);
+        free_strv(cfg->people[i].webhooks);
         free(cfg->people[i].duties);
     }
     free(cfg->people);
     free(cfg->admin_socket_group);
     for (size_t i = 0; cfg->webhooks != NULL && i < cfg->nwebhooks; i++) {
         free(cfg->webhooks[i].url);
+        free(cfg->webhooks[i].name);
         free_strv(cfg->webhooks[i].services);
         free_strv(cfg->webhooks[i].events);
         free(cfg->webhooks[i].secret_file);

@@ -20,6 +20,7 @@
 #include "core/xmalloc.h"
 #include "rollout/managed.h"
 #include "rollout/plan.h"
+#include "rollout/policy.h"
 #include "rollout/rollout_int.h"
 #include "rollout/steptest.h"
 #include "store/store.h"
@@ -282,6 +283,38 @@ static char *run_final_detail(struct service *s, const char *state)
 static void event(struct service *s, const char *type, const char *msg)
 {
     change_record_event(&s->ch, type, msg);
+}
+
+/* Tells the people a change now waits for (config people): an `awaiting` event whose message
+ * starts with their names, so that their webhooks get it. Nothing without people. */
+static void awaiting(struct service *s, const char *names, size_t k, const char *what)
+{
+    if (R(s)->cfg->npeople == 0 || k == 0)
+        return;
+    char *msg = xasprintf("%s: %s", names, what);
+    event(s, "awaiting", msg);
+    free(msg);
+}
+
+static void await_approval(struct service *s, const struct config_step *st, size_t i)
+{
+    char names[512], what[256];
+    size_t k = policy_approvers_awaited(st, s->ch.actor, names, sizeof(names));
+    snprintf(what, sizeof(what),
+             "change %lld waits at step %zu for %d approval%s (cutover approve "
+             "%lld)",
+             (long long)s->ch.id, i + 1, st->count, st->count == 1 ? "" : "s", (long long)s->ch.id);
+    awaiting(s, names, k, what);
+}
+
+static void await_owners(struct service *s, const char *why)
+{
+    char names[512];
+    size_t k = policy_people(R(s)->cfg, s->cfg->name, CONFIG_DUTY_OWNER, names, sizeof(names));
+    char *what = xasprintf("change %lld holds for a person (resume, promote or abort): %s",
+                           (long long)s->ch.id, why);
+    awaiting(s, names, k, what);
+    free(what);
 }
 
 static json_t *steps_log(struct plan_run *run)
@@ -726,6 +759,7 @@ static void plan_decide(struct service *s, enum change_input in, const char *sta
     switch (r.effect) {
     case CHANGE_HOLD:
         run_hold(s, held);
+        await_owners(s, held);
         return;
     case CHANGE_UNDO:
         if (close != NULL)
@@ -857,6 +891,8 @@ static void step_enter(struct service *s, size_t i)
     }
     snprintf(msg, sizeof(msg), "step %zu of %zu: %s", i + 1, run->plan->nsteps, desc);
     event(s, "step", msg);
+    if (st->kind == CONFIG_STEP_APPROVAL)
+        await_approval(s, st, i);
     if (publish) {
         for (int k = 0; k < ROUTE_ROLES; k++)
             run->win_base[k] = run->step_base[k];
