@@ -2168,6 +2168,63 @@ static int check_webhook_services(struct ctx *c, const struct config *cfg)
 
 static void free_strv(char **v);
 
+/* ---- describing ---- */
+
+static void appendf(char *buf, size_t n, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void appendf(char *buf, size_t n, const char *fmt, ...)
+{
+    size_t len = strlen(buf);
+    if (len + 1 >= n)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf + len, n - len, fmt, ap);
+    va_end(ap);
+}
+
+char *config_step_describe(const struct config_step *st, char *buf, size_t n)
+{
+    char d[24];
+    if (n == 0)
+        return buf;
+    buf[0] = '\0';
+    switch (st->kind) {
+    case CONFIG_STEP_TEST:
+        appendf(buf, n, "test");
+        for (char **a = st->command; a != NULL && *a != NULL; a++)
+            appendf(buf, n, " %s", *a);
+        appendf(buf, n, " (timeout %s)", duration_format(st->timeout_ms, d, sizeof(d)));
+        break;
+    case CONFIG_STEP_PILOT:
+        appendf(buf, n, "pilot %s %s",
+                st->pilot_kind == CONFIG_PILOT_HEADER   ? "header"
+                : st->pilot_kind == CONFIG_PILOT_COOKIE ? "cookie"
+                                                        : "source",
+                st->pilot_name ? st->pilot_name : "");
+        if (st->pilot_value != NULL)
+            appendf(buf, n, "%s%s", st->pilot_kind == CONFIG_PILOT_COOKIE ? "=" : ": ",
+                    st->pilot_value);
+        appendf(buf, n, " for %s", duration_format(st->duration_ms, d, sizeof(d)));
+        break;
+    case CONFIG_STEP_WEIGHT:
+        appendf(buf, n, "weight %d%%", st->weight);
+        break;
+    case CONFIG_STEP_PAUSE:
+        if (st->duration_ms == 0)
+            appendf(buf, n, "pause until promoted");
+        else
+            appendf(buf, n, "pause %s", duration_format(st->duration_ms, d, sizeof(d)));
+        break;
+    case CONFIG_STEP_APPROVAL:
+        appendf(buf, n, "approval by %d of", st->count);
+        for (size_t j = 0; j < st->napprovers; j++)
+            appendf(buf, n, "%s %s", j ? "," : "", st->approvers[j]);
+        break;
+    }
+    return buf;
+}
+
 /* ---- people ---- */
 
 const char *config_duty_name(enum config_duty d)

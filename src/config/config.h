@@ -352,6 +352,12 @@ const struct config_plan *config_plan_find(const struct config *cfg, const char 
 /* The person named name, or whose unix_user is user; NULL when none. */
 const struct config_person *config_person_find(const struct config *cfg, const char *name);
 const struct config_person *config_person_by_unix_user(const struct config *cfg, const char *user);
+/* One line describing a plan step, the same in events, status, `cutover check` and the written
+ * plan: "test ./smoke.sh --fast (timeout 1m)", "pilot header X-Cohort: pilot for 1m",
+ * "weight 10%", "pause 30s", "pause until promoted", "approval by 1 of lead, alice".
+ * Truncated to n. Returns buf. */
+char *config_step_describe(const struct config_step *st, char *buf, size_t n);
+
 /* The index of the webhook named name, or -1. */
 int config_webhook_find(const struct config *cfg, const char *name);
 /* The duties (enum config_duty bits) person p has for service. */

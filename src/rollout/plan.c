@@ -121,39 +121,10 @@ static const char *step_kind_name(enum config_step_kind k)
     return "?";
 }
 
-/* One line describing a step: "weight 10", "pause 30s", "pilot header X-Cohort: pilot for 1m". */
+/* One line describing a step: config_step_describe, the one wording of every view. */
 static void step_describe(const struct config_step *st, char *buf, size_t n)
 {
-    char d[24];
-    switch (st->kind) {
-    case CONFIG_STEP_TEST:
-        snprintf(buf, n, "test %s (timeout %s)",
-                 st->command && st->command[0] ? st->command[0] : "",
-                 duration_format(st->timeout_ms, d, sizeof(d)));
-        break;
-    case CONFIG_STEP_PILOT:
-        snprintf(buf, n, "pilot %s %s%s%s for %s",
-                 st->pilot_kind == CONFIG_PILOT_HEADER   ? "header"
-                 : st->pilot_kind == CONFIG_PILOT_COOKIE ? "cookie"
-                                                         : "source",
-                 st->pilot_name ? st->pilot_name : "",
-                 st->pilot_value ? (st->pilot_kind == CONFIG_PILOT_HEADER ? ": " : "=") : "",
-                 st->pilot_value ? st->pilot_value : "",
-                 duration_format(st->duration_ms, d, sizeof(d)));
-        break;
-    case CONFIG_STEP_WEIGHT:
-        snprintf(buf, n, "weight %d%%", st->weight);
-        break;
-    case CONFIG_STEP_PAUSE:
-        if (st->duration_ms == 0)
-            snprintf(buf, n, "pause until promoted");
-        else
-            snprintf(buf, n, "pause %s", duration_format(st->duration_ms, d, sizeof(d)));
-        break;
-    case CONFIG_STEP_APPROVAL:
-        snprintf(buf, n, "approval by %d of %zu", st->count, st->napprovers);
-        break;
-    }
+    config_step_describe(st, buf, n);
 }
 
 static void sample_now(struct service *s, struct analysis_sample out[ROUTE_ROLES])
