@@ -1410,6 +1410,23 @@ int plan_action(struct service *s, const char *action, const char *actor, int al
     }
 }
 
+int plan_gate_verdict(const struct service *s, const char *gate)
+{
+    const struct plan_run *run = s->run;
+    if (run == NULL || !run->have_verdict || !run->plan->analysis.enabled)
+        return -1;
+    const struct config_analysis *an = &run->plan->analysis;
+    int checked = strcmp(gate, "min_requests") == 0 ||
+                  (strcmp(gate, "max_error_rate") == 0 && an->max_error_rate >= 0) ||
+                  (strcmp(gate, "max_p99_latency_ratio") == 0 && an->max_p99_latency_ratio >= 0) ||
+                  (strcmp(gate, "max_p99_latency_ms") == 0 && an->max_p99_latency_ms >= 0);
+    if (!checked)
+        return -1;
+    if (run->last.result == ANALYSIS_PASS)
+        return ANALYSIS_PASS;
+    return strcmp(run->last.gate, gate) == 0 ? (int)run->last.result : -1;
+}
+
 json_t *plan_status_json(const struct service *s)
 {
     const struct plan_run *run = s->run;
