@@ -3,7 +3,7 @@
 # Sources are found by folder, so a new module needs no edit here.
 
 CC      ?= gcc
-PKGS    := libuv libfyaml jansson sqlite3 libcurl libcrypto
+PKGS    := libuv libfyaml jansson sqlite3 libcurl libssl libcrypto
 DEPS_OK := build/.deps-ok
 
 WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wformat=2 \
