@@ -228,7 +228,7 @@ static const char cli_global_help[] =
     "Options every command takes, anywhere after the command:\n"
     "  -c, --config FILE  the config (default ./cutover.yml); the daemon is found at\n"
     "                     its state_dir/cutover.sock\n"
-    "  --admin URL        the admin API instead: unix:/path/to.sock or http://HOST:PORT\n"
+    "  --admin URL        the admin API instead: unix:/path/to.sock or http(s)://HOST:PORT\n"
     "  -h, --help         this command's help\n";
 
 void cli_command_usage(FILE *out, enum cli_cmd cmd)
@@ -259,8 +259,9 @@ void cli_usage(FILE *out)
     fputs(cli_global_help, out);
     fputs("\nThe actor recorded in a change is $CUTOVER_USER, else your login name (a name:\n"
           "1 to 64 of A-Z a-z 0-9 . _ -).\n"
-          "$CUTOVER_TOKEN is sent as a bearer token to an http:// admin URL (admin.listen);\n"
-          "the actor is then the token's name in the daemon's tokens file.\n\n"
+          "$CUTOVER_TOKEN is sent as a bearer token to an http:// or https:// admin URL\n"
+          "(admin.listen); the actor is then the token's name in the daemon's tokens file.\n"
+          "$CUTOVER_CACERT names the CA file that an https:// admin URL is verified with.\n\n"
           "exit codes: 0 done; 1 the operation failed (daemon unreachable, change failed,\n"
           "rolled back, aborted or interrupted, conflict, daemon error); 2 bad usage, bad\n"
           "config, or a request the daemon rejected (400, 404).\n",
@@ -1240,6 +1241,14 @@ static size_t cli_on_body(char *ptr, size_t size, size_t nmemb, void *ud)
     return n;
 }
 
+/* An https:// admin URL (admin.tls) with a private CA: $CUTOVER_CACERT names the CA file. */
+static void cli_curl_ca(CURL *curl)
+{
+    const char *ca = getenv("CUTOVER_CACERT");
+    if (ca != NULL && *ca != '\0')
+        curl_easy_setopt(curl, CURLOPT_CAINFO, ca);
+}
+
 /* Resets h's handle for a request to url (owned by the caller, like errbuf): the daemon
  * directly (no proxy), over its socket, with the token, Accept and extra headers; the answer
  * goes to write(ud). Returns the header list to set and free after the transfer. */
@@ -1261,6 +1270,7 @@ static struct curl_slist *cli_curl_base(struct cli_http *h, const char *url, cha
     curl_easy_setopt(h->curl, CURLOPT_WRITEDATA, ud);
     if (h->sock != NULL)
         curl_easy_setopt(h->curl, CURLOPT_UNIX_SOCKET_PATH, h->sock);
+    cli_curl_ca(h->curl);
     hdr = xasprintf("Accept: %s", accept ? accept : "application/json");
     hdrs = curl_slist_append(hdrs, hdr);
     free(hdr);
@@ -1911,6 +1921,7 @@ static char *cli_logs_live_version(const struct cli_args *a, const struct config
     curl_easy_setopt(curl, CURLOPT_WRITEDATA, &r);
     if (sock != NULL)
         curl_easy_setopt(curl, CURLOPT_UNIX_SOCKET_PATH, sock);
+    cli_curl_ca(curl);
     hdrs = curl_slist_append(hdrs, "Accept: application/json");
     if (sock == NULL) {
         const char *t = getenv("CUTOVER_TOKEN");
@@ -2020,7 +2031,8 @@ static int cli_connect(const struct cli_args *a, struct cli_http *h)
     if (a->admin != NULL) {
         if (cli_admin_parse(a->admin, &h->base, &h->sock) != 0) {
             fprintf(stderr,
-                    "cutover: --admin '%s': expected unix:/path/to.sock or http://HOST:PORT\n",
+                    "cutover: --admin '%s': expected unix:/path/to.sock, http://HOST:PORT or "
+                    "https://HOST:PORT\n",
                     a->admin);
             return CLI_EXIT_USAGE;
         }
