@@ -451,12 +451,44 @@ static void on_out_written(uv_write_t *req, int status)
         ucb(ureq, status);
 }
 
-/* Writes whatever ciphertext OpenSSL produced; ucb (with ureq) follows the write. */
-static int flush(struct tls_conn *t, uv_write_t *ureq, uv_write_cb ucb)
+/* Drops the first n bytes of the ciphertext waiting in the write BIO (the socket took them). */
+static void wbio_skip(struct tls_conn *t, size_t n)
 {
-    size_t n = BIO_ctrl_pending(t->wbio);
+    while (n > 0) {
+        int k = BIO_read(t->wbio, tls_rbuf, (int)(n < sizeof(tls_rbuf) ? n : sizeof(tls_rbuf)));
+        if (k <= 0)
+            break;
+        n -= (size_t)k;
+    }
+}
+
+/* Writes whatever ciphertext OpenSSL produced. With now set (or no callback), it first tries
+ * the socket straight from the BIO's memory (no copy, no write request, no change of what the
+ * loop watches: the usual case on a keep-alive connection) and returns 1 when that took it
+ * all, ucb not called. Whatever is left is copied into a chunk and queued with uv_write; ucb
+ * (with ureq) follows that write, and 0 is returned. Or a negative libuv error. */
+static int flush(struct tls_conn *t, uv_write_t *ureq, uv_write_cb ucb, int now)
+{
+    char *p = NULL;
+    long pending = BIO_get_mem_data(t->wbio, &p);
+    size_t n = pending > 0 ? (size_t)pending : 0;
     if (n == 0 && ucb == NULL)
-        return 0;
+        return 1;
+    if (n > 0 && (now || ucb == NULL)) {
+        uv_buf_t b = uv_buf_init(p, (unsigned)n);
+        int w = uv_try_write(t->s, &b, 1);
+        if (w < 0 && w != UV_EAGAIN)
+            return w;
+        if (w > 0 && (size_t)w == n) {
+            (void)BIO_reset(t->wbio);
+            if (ucb == NULL || now)
+                return 1;
+            n = 0;
+        } else if (w > 0) {
+            wbio_skip(t, (size_t)w);
+            n -= (size_t)w;
+        }
+    }
     struct tls_out *o = t->spare;
     if (o != NULL && o->cap >= n)
         t->spare = NULL;
@@ -474,7 +506,7 @@ static int flush(struct tls_conn *t, uv_write_t *ureq, uv_write_cb ucb)
     int rc = uv_write(&o->req, t->s, &b, 1, on_out_written);
     if (rc < 0)
         out_free(t, o);
-    return rc;
+    return rc < 0 ? rc : 0;
 }
 
 static const char plain_http_answer[] =
@@ -524,7 +556,7 @@ static void deliver(struct tls_conn *t)
             ERR_clear_error();
             int r = SSL_do_handshake(t->ssl);
             int e = r == 1 ? SSL_ERROR_NONE : SSL_get_error(t->ssl, r);
-            if (flush(t, NULL, NULL) < 0 && r == 1) {
+            if (flush(t, NULL, NULL, 1) < 0 && r == 1) {
                 fail(t, TLS_FAIL_EOF);
                 return;
             }
@@ -550,7 +582,7 @@ static void deliver(struct tls_conn *t)
         ERR_clear_error();
         int r = SSL_read_ex(t->ssl, b.base, b.len, &n);
         if (BIO_ctrl_pending(t->wbio) > 0)
-            (void)flush(t, NULL, NULL); /* a key update's answer, an alert */
+            (void)flush(t, NULL, NULL, 1); /* a key update's answer, an alert */
         if (r == 1) {
             t->read(t->user, (ssize_t)n, &b);
             continue;
@@ -636,12 +668,25 @@ void tls_read_stop(struct tls_conn *t)
         tcp_read_stop(t);
 }
 
-int tls_write(struct tls_conn *t, uv_write_t *req, const uv_buf_t *bufs, unsigned n, uv_write_cb cb)
+/* Small writes (a response head and a short body) go out as one TLS record: one seal, one
+ * record header, as a proxy that builds the whole answer in one buffer would send. */
+#define TLS_COALESCE_MAX (16 * 1024)
+static _Thread_local char tls_wbuf[TLS_COALESCE_MAX];
+
+static int encrypt(struct tls_conn *t, const uv_buf_t *bufs, unsigned n)
 {
-    if (t->closing)
-        return UV_EINVAL;
-    if (!t->established || t->failed)
-        return UV_ENOTCONN;
+    size_t total = 0;
+    for (unsigned i = 0; i < n; i++)
+        total += bufs[i].len;
+    if (n > 1 && total <= TLS_COALESCE_MAX) {
+        size_t off = 0;
+        for (unsigned i = 0; i < n; i++) {
+            memcpy(tls_wbuf + off, bufs[i].base, bufs[i].len);
+            off += bufs[i].len;
+        }
+        uv_buf_t one = uv_buf_init(tls_wbuf, (unsigned)total);
+        return encrypt(t, &one, 1);
+    }
     for (unsigned i = 0; i < n; i++) {
         if (bufs[i].len == 0)
             continue;
@@ -652,7 +697,30 @@ int tls_write(struct tls_conn *t, uv_write_t *req, const uv_buf_t *bufs, unsigne
             return UV_EPROTO;
         }
     }
-    return flush(t, req, cb);
+    return 0;
+}
+
+int tls_write(struct tls_conn *t, uv_write_t *req, const uv_buf_t *bufs, unsigned n, uv_write_cb cb)
+{
+    if (t->closing)
+        return UV_EINVAL;
+    if (!t->established || t->failed)
+        return UV_ENOTCONN;
+    int rc = encrypt(t, bufs, n);
+    if (rc == 0)
+        rc = flush(t, req, cb, 0);
+    return rc < 0 ? rc : 0;
+}
+
+int tls_write_now(struct tls_conn *t, uv_write_t *req, const uv_buf_t *bufs, unsigned n,
+                  uv_write_cb cb)
+{
+    if (t->closing)
+        return UV_EINVAL;
+    if (!t->established || t->failed)
+        return UV_ENOTCONN;
+    int rc = encrypt(t, bufs, n);
+    return rc < 0 ? rc : flush(t, req, cb, 1);
 }
 
 void tls_handshake_timeout(struct tls_conn *t)

@@ -96,6 +96,12 @@ void tls_read_stop(struct tls_conn *t);
 int tls_write(struct tls_conn *t, uv_write_t *req, const uv_buf_t *bufs, unsigned n,
               uv_write_cb cb);
 
+/* tls_write, but the ciphertext goes to the socket at once when it takes it all: then 1 is
+ * returned and cb is not called (as write_now_or_queue in proxy/h1proxy.c does for plain
+ * connections). 0: queued, cb follows. Or a negative libuv error. */
+int tls_write_now(struct tls_conn *t, uv_write_t *req, const uv_buf_t *bufs, unsigned n,
+                  uv_write_cb cb);
+
 /* 1 once the handshake is over. */
 int tls_established(const struct tls_conn *t);
 

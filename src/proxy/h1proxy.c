@@ -377,15 +377,12 @@ static int write_now_or_queue(uv_stream_t *s, uv_write_t *req, uv_buf_t *bufs, u
     return rc < 0 ? rc : 0;
 }
 
-/* write_now_or_queue to the client; over TLS the ciphertext is always queued (net/tls.h), so
- * the answer is 0 (cb follows) or an error. */
+/* write_now_or_queue to the client, through its TLS when it has one (net/tls.h). */
 static int client_write(struct client *c, uv_write_t *req, uv_buf_t *bufs, unsigned nb,
                         uv_write_cb cb)
 {
-    if (c->tls != NULL) {
-        int rc = tls_write(c->tls, req, bufs, nb, cb);
-        return rc < 0 ? rc : 0;
-    }
+    if (c->tls != NULL)
+        return tls_write_now(c->tls, req, bufs, nb, cb);
     return write_now_or_queue((uv_stream_t *)&c->tcp, req, bufs, nb, cb);
 }
 
