@@ -377,7 +377,8 @@ struct tls_conn {
     unsigned reading : 1;     /* the user wants plaintext */
     unsigned tcp_reading : 1; /* uv_read_start is in effect */
     unsigned eof : 1;         /* the socket said EOF (or failed) */
-    unsigned failed : 1;      /* the handshake failed: counted, the user told */
+    unsigned failed : 1;      /* the handshake failed: counted */
+    unsigned told : 1;        /* the user was told of the failure */
     unsigned sni_bad : 1;     /* on_servername refused the name */
     unsigned sniffed : 1;     /* the first byte was looked at */
     unsigned closing : 1;
@@ -514,6 +515,16 @@ static const char plain_http_answer[] =
     "Connection: close\r\nServer: cutover\r\n\r\n"
     "This port speaks HTTPS: use https:// to talk to it.\n";
 
+/* Tells a reading user, once, that the handshake failed (it closes). */
+static void tell_failed(struct tls_conn *t)
+{
+    if (t->told || !t->reading || t->closing)
+        return;
+    t->told = 1;
+    uv_buf_t b = uv_buf_init(NULL, 0);
+    t->read(t->user, UV_EPROTO, &b);
+}
+
 /* The handshake failed: count it once and tell the user (who closes). */
 static void fail(struct tls_conn *t, enum tls_fail why)
 {
@@ -522,10 +533,7 @@ static void fail(struct tls_conn *t, enum tls_fail why)
     t->failed = 1;
     ERR_clear_error();
     atomic_fetch_add_explicit(&t->srv->failures[why], 1, memory_order_relaxed);
-    if (t->reading) {
-        uv_buf_t b = uv_buf_init(NULL, 0);
-        t->read(t->user, UV_EPROTO, &b);
-    }
+    tell_failed(t);
 }
 
 /* A TLS record starts with its content type: a handshake (22) first. An HTTP method's letters
@@ -547,6 +555,8 @@ static int sniff_plain_http(struct tls_conn *t)
 /* Runs the handshake, then hands plaintext to the user while it reads. */
 static void deliver(struct tls_conn *t)
 {
+    if (t->failed)
+        tell_failed(t); /* it failed while the user was not reading */
     while (!t->closing && !t->failed) {
         if (!t->established) {
             if (!t->sniffed && sniff_plain_http(t)) {
