@@ -4,6 +4,7 @@ wrk over https) on loopback.
 
     /usr/bin/python3 -m pytest -q tests/e2e/test_tls.py
 """
+import hashlib
 import json
 import os
 import re
@@ -14,7 +15,7 @@ import time
 
 import pytest
 
-from conftest import BIN, free_port, parse_wrk, run_cli, wait_port
+from conftest import BIN, free_port, parse_wrk, pattern_sha256, run_cli, wait_port
 
 HEALTH = {"interval": "200ms"}
 
@@ -379,3 +380,36 @@ def test_admin_listen_over_tls(backend, daemon, certs, tmp_path):
                        capture_output=True, text=True, timeout=20)
     assert "https://" in r.stdout, r.stdout
     assert metric(d, "cutover_admin_tls_handshake_failures_total", reason="plain_http") == 1
+
+
+# ---------------------------------------------------------------- big bodies, backpressure --
+
+def test_big_bodies_both_ways_with_slow_peers(backend, daemon, certs, tmp_path):
+    """Bodies many records long cross TLS intact both ways while a slow peer holds them back:
+    a download read slowly by the client (ciphertext queues in cutover), and an upload read
+    slowly by the backend (cutover stops reading the client, then resumes with plaintext
+    OpenSSL already decrypted)."""
+    pem, key = certs.make("web", ["web.test"], 0x71)
+    v1 = backend("v1")
+    d = daemon([v1], health=HEALTH, service_extra=tls_yaml(pem, key),
+               timeouts={"client_idle": "20s"}).start()
+    wait_https(d.port, certs, "v1")
+    n = 6 * 1024 * 1024
+    out = tmp_path / "down.bin"
+    r = subprocess.run(["curl", "-s", "-m", "60", "--cacert", str(certs.ca), "--limit-rate", "3M",
+                        "-o", str(out), f"https://127.0.0.1:{d.port}/download?bytes={n}"],
+                       capture_output=True, timeout=90)
+    assert r.returncode == 0, r.stderr
+    assert out.stat().st_size == n and hashlib.sha256(out.read_bytes()).hexdigest() == \
+        pattern_sha256(n)
+
+    body = os.urandom(4 * 1024 * 1024)
+    src = tmp_path / "up.bin"
+    src.write_bytes(body)
+    r = subprocess.run(["curl", "-s", "-m", "60", "--cacert", str(certs.ca), "--data-binary",
+                        f"@{src}", "-H", "Content-Type: application/octet-stream",
+                        f"https://127.0.0.1:{d.port}/upload?read_delay_ms=20"],
+                       capture_output=True, text=True, timeout=90)
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout)
+    assert got == {"sha256": hashlib.sha256(body).hexdigest(), "length": len(body)}
