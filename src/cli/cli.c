@@ -1531,6 +1531,8 @@ static void cli_render_config(FILE *out, const struct config *cfg)
         fprintf(out, "admin API also on %s (%zu token%s from %s)\n", cfg->admin_listen,
                 cfg->ntokens, cfg->ntokens == 1 ? "" : "s",
                 cfg->admin_tokens_file ? cfg->admin_tokens_file : "-");
+    if (cfg->admin_tls.ncerts > 0)
+        fprintf(out, "admin API over TLS with %s\n", cfg->admin_tls.certs[0].cert);
     for (size_t i = 0; i < cfg->nfreezes; i++) {
         const struct config_freeze *f = &cfg->freezes[i];
         char t1[32], t2[32];
@@ -1554,7 +1556,12 @@ static void cli_render_config(FILE *out, const struct config *cfg)
         const struct config_service *s = &cfg->services[i];
         fprintf(out, "\nservice %s\n", s->name);
         fprintf(out, "  listen:   %s (%s)\n", s->listen,
-                s->protocol == CONFIG_PROTO_TCP ? "tcp" : "http");
+                s->protocol == CONFIG_PROTO_TCP ? "tcp"
+                : s->tls.ncerts > 0             ? "https"
+                                                : "http");
+        for (size_t j = 0; j < s->tls.ncerts; j++)
+            fprintf(out, "  tls:      %s%s\n", s->tls.certs[j].cert,
+                    j == 0 && s->tls.ncerts > 1 ? " (default)" : "");
         if (s->preview_listen != NULL)
             fprintf(out, "  preview:  %s\n", s->preview_listen);
         fputs("  targets: ", out);
