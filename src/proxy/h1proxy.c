@@ -1928,14 +1928,15 @@ static void h1_accept(struct worker_listener *l)
     if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&c->peer_sa, &sl) != 0)
         memset(&c->peer_sa, 0, sizeof(c->peer_sa)); /* its text is "unknown" */
     c->trusted = l->trusted;
-    if (l->tls != NULL && tls_conn_new(&c->tls, l->tls, (uv_stream_t *)&c->tcp, c) < 0) {
-        uv_close((uv_handle_t *)&c->tcp, (uv_close_cb)free);
-        return;
-    }
     if (l->proxy_protocol &&
         (l->trusted == NULL || !cidr_list_contains(l->trusted, (struct sockaddr *)&c->peer_sa))) {
         /* Only a trusted balancer may say who the client is: anyone else is refused unheard. */
         atomic_fetch_add_explicit(&w->stats.client_addr_refused, 1, memory_order_relaxed);
+        uv_close((uv_handle_t *)&c->tcp, (uv_close_cb)free);
+        return;
+    }
+    /* From here on the stream's data is the TLS connection's (net/tls.h). */
+    if (l->tls != NULL && tls_conn_new(&c->tls, l->tls, (uv_stream_t *)&c->tcp, c) < 0) {
         uv_close((uv_handle_t *)&c->tcp, (uv_close_cb)free);
         return;
     }
