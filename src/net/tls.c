@@ -253,6 +253,10 @@ static SSL_CTX *ctx_build(struct tls_server *s, const struct tls_pair *p, char *
     /* An idle keep-alive connection gives its record buffers back. */
     SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
     SSL_CTX_set_session_id_context(ctx, (const unsigned char *)"cutover", 7);
+    /* Resumption by stateless tickets only (TLS 1.2 and 1.3): no server-side session cache,
+     * whose inserts take a lock shared by every worker and whose periodic flush walks the
+     * whole table (every 255 handshakes, up to 20k sessions) on the handshake path. */
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
     SSL_CTX_set_alpn_select_cb(ctx, on_alpn, NULL);
     SSL_CTX_set_tlsext_servername_callback(ctx, on_servername);
     SSL_CTX_set_tlsext_servername_arg(ctx, s);

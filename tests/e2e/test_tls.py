@@ -413,3 +413,25 @@ def test_big_bodies_both_ways_with_slow_peers(backend, daemon, certs, tmp_path):
     assert r.returncode == 0, r.stderr
     got = json.loads(r.stdout)
     assert got == {"sha256": hashlib.sha256(body).hexdigest(), "length": len(body)}
+
+
+def test_sessions_resume_with_tickets(backend, daemon, certs):
+    """A client that kept its session (a ticket: cutover keeps no server-side session cache)
+    resumes it on its next connection, over TLS 1.2 and 1.3 alike."""
+    pem, key = certs.make("web", ["web.test"], 0x81)
+    v1 = backend("v1")
+    d = daemon([v1], health=HEALTH, service_extra=tls_yaml(pem, key)).start()
+    wait_https(d.port, certs, "v1")
+    for version in (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3):
+        ctx = client_ctx(certs)
+        ctx.minimum_version = ctx.maximum_version = version
+        raw = socket.create_connection(("127.0.0.1", d.port), timeout=5)
+        with ctx.wrap_socket(raw, server_hostname="web.test") as s:
+            st, _, _ = https_get(d.port, certs, sock=s)  # TLS 1.3 tickets come after the handshake
+            assert st == 200 and not s.session_reused
+            session = s.session
+        raw = socket.create_connection(("127.0.0.1", d.port), timeout=5)
+        with ctx.wrap_socket(raw, server_hostname="web.test", session=session) as s:
+            st, body, _ = https_get(d.port, certs, sock=s)
+            assert (st, body.strip()) == (200, "v1")
+            assert s.session_reused, version
