@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import re
+import signal
 import socket
 import ssl
 import subprocess
@@ -149,6 +150,33 @@ def wrk_result(p, secs):
 @pytest.fixture
 def certs(tmp_path):
     return Certs(tmp_path)
+
+
+def _serve_pids(tmp_path):
+    r = subprocess.run(["pgrep", "-f", "--", f"serve -c {tmp_path}/"], capture_output=True,
+                       text=True)
+    return [int(x) for x in r.stdout.split()]
+
+
+@pytest.fixture(autouse=True)
+def reap(procs, tmp_path):
+    """A reload or upgrade hands over to a successor that is not the test's child: at teardown
+    (before procs' own), every `serve -c` of this test's config is stopped by pid."""
+    yield
+    pids = _serve_pids(tmp_path)
+    for p in pids:
+        try:
+            os.kill(p, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and _serve_pids(tmp_path):
+        time.sleep(0.05)
+    for p in _serve_pids(tmp_path):
+        try:
+            os.kill(p, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 # ---------------------------------------------------------------- serving ---------------------
