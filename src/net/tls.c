@@ -764,6 +764,14 @@ void tls_close(struct tls_conn *t, uv_close_cb cb)
 {
     if (t->closing)
         return;
+    if (t->established && !t->failed && uv_stream_get_write_queue_size(t->s) == 0) {
+        /* close_notify, best effort (one try, nothing queued): a client reading a body that
+         * ends with the connection can tell the end from a cut (RFC 8446 6.1). */
+        ERR_clear_error();
+        if (SSL_shutdown(t->ssl) >= 0)
+            (void)flush(t, NULL, NULL, 1) /* a remainder is dropped by the close */;
+        ERR_clear_error();
+    }
     t->closing = 1;
     t->reading = 0;
     t->close_cb = cb;

@@ -463,3 +463,24 @@ def test_sessions_resume_with_tickets(backend, daemon, certs):
             st, body, _ = https_get(d.port, certs, sock=s)
             assert (st, body.strip()) == (200, "v1")
             assert s.session_reused, version
+
+
+def test_connection_close_ends_with_close_notify(backend, daemon, certs):
+    """When cutover closes a TLS connection (here after `Connection: close`), it says so with
+    close_notify first: a strict client sees a clean end, not a possible truncation."""
+    pem, key = certs.make("web", ["web.test"], 0x91)
+    v1 = backend("v1")
+    d = daemon([v1], health=HEALTH, service_extra=tls_yaml(pem, key)).start()
+    wait_https(d.port, certs, "v1")
+    ctx = client_ctx(certs)
+    ctx.options &= ~getattr(ssl, "OP_IGNORE_UNEXPECTED_EOF", 0)  # strict, as curl is
+    raw = socket.create_connection(("127.0.0.1", d.port), timeout=5)
+    with ctx.wrap_socket(raw, server_hostname="web.test", suppress_ragged_eofs=False) as s:
+        s.sendall(b"GET / HTTP/1.1\r\nHost: web.test\r\nConnection: close\r\n\r\n")
+        data = b""
+        while True:
+            chunk = s.recv(4096)  # SSLEOFError if the TCP connection ended without close_notify
+            if not chunk:
+                break
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 200 ") and data.endswith(b"v1\n"), data
