@@ -32,6 +32,7 @@ const char *tls_fail_name(enum tls_fail why)
 /* One certificate of a server: its context and the DNS names SNI is matched against. */
 struct tls_cert {
     SSL_CTX *ctx;
+    int64_t not_after; /* Unix seconds */
     char **names;
     size_t nnames;
 };
@@ -42,6 +43,16 @@ struct tls_server {
     _Atomic uint64_t handshakes;
     _Atomic uint64_t failures[TLS_FAILS];
 };
+
+size_t tls_server_ncerts(const struct tls_server *s)
+{
+    return s->ncerts;
+}
+
+int64_t tls_server_not_after(const struct tls_server *s, size_t i)
+{
+    return i < s->ncerts ? s->certs[i].not_after : 0;
+}
 
 uint64_t tls_server_handshakes(const struct tls_server *s)
 {
@@ -285,6 +296,9 @@ static void cert_names(struct tls_cert *c)
     X509 *x = SSL_CTX_get0_certificate(c->ctx);
     if (x == NULL)
         return;
+    struct tm tm;
+    if (ASN1_TIME_to_tm(X509_get0_notAfter(x), &tm) == 1)
+        c->not_after = (int64_t)timegm(&tm);
     GENERAL_NAMES *gens = X509_get_ext_d2i(x, NID_subject_alt_name, NULL, NULL);
     int n = gens ? sk_GENERAL_NAME_num(gens) : 0;
     c->names = xcalloc((size_t)n + 1, sizeof(*c->names));

@@ -51,6 +51,11 @@ int tls_server_new(struct tls_server **out, const struct tls_pair *pairs, size_t
 /* Frees s once no connection uses it any more. NULL is a no-op. */
 void tls_server_free(struct tls_server *s);
 
+/* The certificates of s (as given to tls_server_new): how many, and when the i-th expires
+ * (its notAfter, Unix seconds). */
+size_t tls_server_ncerts(const struct tls_server *s);
+int64_t tls_server_not_after(const struct tls_server *s, size_t i);
+
 /* Counters of s, any thread (relaxed): handshakes completed, and failures by reason. */
 uint64_t tls_server_handshakes(const struct tls_server *s);
 uint64_t tls_server_failures(const struct tls_server *s, enum tls_fail why);

@@ -165,6 +165,18 @@ static void emit_tls(struct daemon *d, void (*emit)(void *, const char *), void 
                      (unsigned long long)tls_server_handshakes(d->tls[j]));
             emit(ectx, line);
         }
+        emit(ectx, "# HELP cutover_tls_certificate_expiry_timestamp_seconds When each served "
+                   "certificate expires (notAfter, Unix time): alert well before it.");
+        emit(ectx, "# TYPE cutover_tls_certificate_expiry_timestamp_seconds gauge");
+        for (size_t j = 0; j < d->cfg->nservices; j++)
+            for (size_t k = 0; d->tls[j] != NULL && k < tls_server_ncerts(d->tls[j]); k++) {
+                snprintf(line, sizeof(line),
+                         "cutover_tls_certificate_expiry_timestamp_seconds{service=\"%s\","
+                         "cert=\"%.300s\"} %lld",
+                         d->cfg->services[j].name, d->cfg->services[j].tls.certs[k].cert,
+                         (long long)tls_server_not_after(d->tls[j], k));
+                emit(ectx, line);
+            }
         emit(ectx, "# HELP cutover_tls_handshake_failures_total TLS connections closed before "
                    "their handshake finished: invalid SNI, plain HTTP, handshake timeout, "
                    "protocol error, client gone.");
@@ -951,6 +963,16 @@ static int open_tls(struct daemon *d, char *err, size_t errlen)
             return -EINVAL;
         }
     }
+    for (size_t j = 0; j < d->cfg->nservices; j++)
+        for (size_t k = 0; d->tls[j] != NULL && k < tls_server_ncerts(d->tls[j]); k++) {
+            int64_t left = tls_server_not_after(d->tls[j], k) - (int64_t)time(NULL);
+            if (left < 14 * 86400) {
+                char days[32];
+                snprintf(days, sizeof(days), "%lld", (long long)(left / 86400));
+                log_warn("TLS certificate expires soon", "service", d->cfg->services[j].name,
+                         "cert", d->cfg->services[j].tls.certs[k].cert, "days_left", days);
+            }
+        }
     if (d->cfg->admin_tls.ncerts > 0) {
         char why[1024];
         if ((d->admin_tls = tls_from_config(&d->cfg->admin_tls, why, sizeof(why))) == NULL) {

@@ -217,6 +217,12 @@ def test_sni_chooses_among_two_certificates_alpn_and_forwarded_proto(backend, da
             for r in v1.requests()]
     assert seen and all(v == ["https"] for v in seen), seen
     assert metric(d, "cutover_tls_handshakes_total", service="web") >= 7
+    # Each certificate's notAfter (made for 2 days), and a warning at start: under 14 days left.
+    for pem in (a_pem, b_pem):
+        exp = metric(d, "cutover_tls_certificate_expiry_timestamp_seconds", service="web",
+                     cert=pem)
+        assert abs(exp - (time.time() + 2 * 86400)) < 3600, exp
+    assert d.log().count("TLS certificate expires soon") == 2, d.log()
 
 
 def test_bad_input_closes_only_that_connection_and_is_counted(backend, daemon, certs):
