@@ -12,11 +12,14 @@ import signal
 import socket
 import ssl
 import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
 from conftest import BIN, free_port, parse_wrk, pattern_sha256, run_cli, wait_port
+from wsutil import ws_frame, ws_parse
 
 HEALTH = {"interval": "200ms"}
 
@@ -490,3 +493,33 @@ def test_connection_close_ends_with_close_notify(backend, daemon, certs):
                 break
             data += chunk
     assert data.startswith(b"HTTP/1.1 200 ") and data.endswith(b"v1\n"), data
+
+
+def test_websocket_over_tls(daemon, certs, procs):
+    """A WebSocket upgrade over TLS becomes a tunnel through the TLS connection: messages go
+    both ways, in frames the client masks and the backend echoes with its version."""
+    class WS:
+        port = free_port()
+        addr = f"127.0.0.1:{port}"
+    p = procs.start([sys.executable, Path(__file__).resolve().parent / "wsutil.py", WS.port,
+                     "v1"], name="wsbackend")
+    assert wait_port(WS.port, 10, p)
+    pem, key = certs.make("web", ["web.test"], 0xA5)
+    d = daemon([WS], health=HEALTH, service_extra=tls_yaml(pem, key)).start()
+    wait_https(d.port, certs, "v1")
+    raw = socket.create_connection(("127.0.0.1", d.port), timeout=5)
+    with client_ctx(certs).wrap_socket(raw, server_hostname="web.test") as s:
+        s.sendall(b"GET /ws HTTP/1.1\r\nHost: web.test\r\nUpgrade: websocket\r\n"
+                  b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                  b"Sec-WebSocket-Version: 13\r\n\r\n")
+        buf = b""
+        while b"\r\n\r\n" not in buf:
+            buf += s.recv(4096)
+        head, _, buf = buf.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 101 "), head
+        for msg in (b"hello", b"x" * 40000):  # the second spans several TLS records
+            s.sendall(ws_frame(1, msg, masked=True))
+            while (f := ws_parse(buf)) is None:
+                buf += s.recv(65536)
+            fin, op, masked, payload, buf = f
+            assert (op, payload) == (1, b"v1:" + msg)
