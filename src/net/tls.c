@@ -397,6 +397,7 @@ struct tls_conn {
     unsigned eof : 1;         /* the socket said EOF (or failed) */
     unsigned failed : 1;      /* the handshake failed: counted */
     unsigned told : 1;        /* the user was told of the failure */
+    unsigned fatal : 1;       /* OpenSSL saw a fatal error after the handshake: no shutdown */
     unsigned sni_bad : 1;     /* on_servername refused the name */
     unsigned sniffed : 1;     /* the first byte was looked at */
     unsigned closing : 1;
@@ -617,6 +618,8 @@ static void deliver(struct tls_conn *t)
         }
         int e = SSL_get_error(t->ssl, r);
         ERR_clear_error();
+        if (e == SSL_ERROR_SSL || e == SSL_ERROR_SYSCALL)
+            t->fatal = 1; /* SSL_shutdown must not follow (its manual page) */
         if (e == SSL_ERROR_WANT_READ && !t->eof) {
             t->read(t->user, 0, &b);
             return;
@@ -722,6 +725,7 @@ static int encrypt(struct tls_conn *t, const uv_buf_t *bufs, unsigned n)
         /* Memory BIOs never push back: one call takes the whole buffer. */
         if (SSL_write_ex(t->ssl, bufs[i].base, bufs[i].len, &done) != 1 || done != bufs[i].len) {
             ERR_clear_error();
+            t->fatal = 1;
             return UV_EPROTO;
         }
     }
@@ -778,7 +782,7 @@ void tls_close(struct tls_conn *t, uv_close_cb cb)
 {
     if (t->closing)
         return;
-    if (t->established && !t->failed && uv_stream_get_write_queue_size(t->s) == 0) {
+    if (t->established && !t->failed && !t->fatal && uv_stream_get_write_queue_size(t->s) == 0) {
         /* close_notify, best effort (one try, nothing queued): a client reading a body that
          * ends with the connection can tell the end from a cut (RFC 8446 6.1). */
         ERR_clear_error();
