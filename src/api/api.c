@@ -1,5 +1,6 @@
 /* Admin API server (see api.h). Control loop only. One request at a time per connection; a
  * deploy or rollback answer may be deferred until the rollout engine calls back. */
+#include "net/tls.h"
 #include "api/api.h"
 
 #include <errno.h>
@@ -70,7 +71,8 @@ struct api_pending {
 struct api {
     uv_loop_t *loop;
     uv_pipe_t server;
-    uv_tcp_t tcp_server; /* admin.listen, when tcp_on */
+    uv_tcp_t tcp_server;    /* admin.listen, when tcp_on */
+    struct tls_server *tls; /* admin.tls (the daemon's), or NULL */
     int tcp_on;
     struct config_token *tokens; /* owned copies */
     size_t ntokens;
@@ -111,7 +113,8 @@ struct api_conn {
         uv_pipe_t pipe;
         uv_tcp_t tcp;
     } io;
-    uv_timer_t deadline; /* TCP only: closes a connection that sends no whole request in time */
+    uv_timer_t deadline;  /* TCP only: closes a connection that sends no whole request in time */
+    struct tls_conn *tls; /* TCP with admin.tls: the connection's TLS; freed by tls_close */
     int tcp;
     struct sockaddr_storage peer;   /* TCP: the client's address (family 0 if unknown) */
     int open_handles;               /* handles to close before the conn is freed */
@@ -141,6 +144,14 @@ struct api_conn {
 };
 
 static void conn_close(struct api_conn *c);
+
+/* uv_write to the connection, through its TLS when it has one. */
+static int conn_write(struct api_conn *c, uv_write_t *req, const uv_buf_t *b, uv_write_cb cb)
+{
+    if (c->tls != NULL)
+        return tls_write(c->tls, req, b, 1, cb);
+    return uv_write(req, &c->io.stream, b, 1, cb);
+}
 static void conn_process(struct api_conn *c);
 static void on_connection(uv_stream_t *server, int status);
 static void unix_identify(struct api_conn *c);
@@ -241,7 +252,7 @@ static void respond_raw(struct api_conn *c, int status, const char *ctype, const
     uv_buf_t b = uv_buf_init(c->out, (unsigned)(hl + bl));
     c->busy = 1;
     c->wreq.data = c;
-    if (uv_write(&c->wreq, &c->io.stream, &b, 1, on_written) < 0) {
+    if (conn_write(c, &c->wreq, &b, on_written) < 0) {
         free(c->out);
         c->out = NULL;
         conn_close(c);
@@ -857,7 +868,7 @@ static void sse_send(struct api_conn *c, const char *text, size_t len)
     sw->req.data = sw;
     sw->c = c;
     uv_buf_t b = uv_buf_init(sw->data, (unsigned)len);
-    if (uv_write(&sw->req, &c->io.stream, &b, 1, on_sse_written) < 0) {
+    if (conn_write(c, &sw->req, &b, on_sse_written) < 0) {
         free(sw);
         conn_close(c);
     }
@@ -1552,15 +1563,17 @@ static void conn_close(struct api_conn *c)
         c->a->conns = c->next;
     if (c->next)
         c->next->prev = c->prev;
-    uv_close(&c->io.handle, on_conn_closed);
+    if (c->tls != NULL)
+        tls_close(c->tls, on_conn_closed); /* frees it, then gives the handle back with c */
+    else
+        uv_close(&c->io.handle, on_conn_closed);
     if (c->tcp)
         uv_close((uv_handle_t *)&c->deadline, on_conn_closed);
 }
 
-static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
+static void conn_alloc(void *user, uv_buf_t *buf)
 {
-    struct api_conn *c = h->data;
-    (void)hint;
+    struct api_conn *c = user;
     if (c->cap - c->len < 4096 && c->cap < API_MAX_HEAD + API_MAX_BODY) {
         c->cap =
             c->cap * 2 > API_MAX_HEAD + API_MAX_BODY ? API_MAX_HEAD + API_MAX_BODY : c->cap * 2;
@@ -1569,9 +1582,15 @@ static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
     *buf = uv_buf_init(c->buf + c->len, (unsigned)(c->cap - c->len));
 }
 
-static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
+static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
 {
-    struct api_conn *c = s->data;
+    (void)hint;
+    conn_alloc(h->data, buf);
+}
+
+static void conn_read(void *user, ssize_t n, const uv_buf_t *buf)
+{
+    struct api_conn *c = user;
     (void)buf;
     if (n == 0)
         return;
@@ -1587,9 +1606,16 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
         conn_process(c);
 }
 
+static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
+{
+    conn_read(s->data, n, buf);
+}
+
 static void on_deadline(uv_timer_t *t)
 {
     struct api_conn *c = t->data;
+    if (c->tls != NULL)
+        tls_handshake_timeout(c->tls); /* counted when the handshake is what was slow */
     if (!c->busy)
         conn_close(c); /* no whole request in time: a slow or idle client */
 }
@@ -1685,6 +1711,15 @@ static void on_connection(uv_stream_t *server, int status)
     if (c->next)
         c->next->prev = c;
     a->conns = c;
+    if (tcp && a->tls != NULL) {
+        if (tls_conn_new(&c->tls, a->tls, &c->io.stream, c) < 0) {
+            conn_close(c);
+            return;
+        }
+        if (tls_read_start(c->tls, conn_alloc, conn_read) < 0)
+            conn_close(c);
+        return;
+    }
     uv_read_start(&c->io.stream, on_alloc, on_read);
 }
 
@@ -1921,6 +1956,11 @@ int api_listen_tcp(struct api *a, int fd, const struct config_token *tokens, siz
     a->ntokens = ntokens;
     a->tcp_fd = fd;
     return 0;
+}
+
+void api_set_tls(struct api *a, struct tls_server *tls)
+{
+    a->tls = tls;
 }
 
 void api_stop_tcp(struct api *a)

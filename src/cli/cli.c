@@ -244,7 +244,7 @@ static const char cli_global_help[] =
     "Options every command takes, anywhere after the command:\n"
     "  -c, --config FILE  the config (default ./cutover.yml); the daemon is found at\n"
     "                     its state_dir/cutover.sock\n"
-    "  --admin URL        the admin API instead: unix:/path/to.sock or http://HOST:PORT\n"
+    "  --admin URL        the admin API instead: unix:/path/to.sock or http(s)://HOST:PORT\n"
     "  -h, --help         this command's help\n";
 
 void cli_command_usage(FILE *out, enum cli_cmd cmd)
@@ -275,8 +275,9 @@ void cli_usage(FILE *out)
     fputs(cli_global_help, out);
     fputs("\nThe actor recorded in a change is $CUTOVER_USER, else your login name (a name:\n"
           "1 to 64 of A-Z a-z 0-9 . _ -).\n"
-          "$CUTOVER_TOKEN is sent as a bearer token to an http:// admin URL (admin.listen);\n"
-          "the actor is then the token's name in the daemon's tokens file.\n\n"
+          "$CUTOVER_TOKEN is sent as a bearer token to an http:// or https:// admin URL\n"
+          "(admin.listen); the actor is then the token's name in the daemon's tokens file.\n"
+          "$CUTOVER_CACERT names the CA file that an https:// admin URL is verified with.\n\n"
           "exit codes: 0 done; 1 the operation failed (daemon unreachable, change failed,\n"
           "rolled back, aborted or interrupted, conflict, daemon error); 2 bad usage, bad\n"
           "config, or a request the daemon rejected (400, 404).\n",
@@ -1319,6 +1320,14 @@ static size_t cli_on_body(char *ptr, size_t size, size_t nmemb, void *ud)
     return n;
 }
 
+/* An https:// admin URL (admin.tls) with a private CA: $CUTOVER_CACERT names the CA file. */
+static void cli_curl_ca(CURL *curl)
+{
+    const char *ca = getenv("CUTOVER_CACERT");
+    if (ca != NULL && *ca != '\0')
+        curl_easy_setopt(curl, CURLOPT_CAINFO, ca);
+}
+
 /* Resets h's handle for a request to url (owned by the caller, like errbuf): the daemon
  * directly (no proxy), over its socket, with the token, Accept and extra headers; the answer
  * goes to write(ud). Returns the header list to set and free after the transfer. */
@@ -1340,6 +1349,7 @@ static struct curl_slist *cli_curl_base(struct cli_http *h, const char *url, cha
     curl_easy_setopt(h->curl, CURLOPT_WRITEDATA, ud);
     if (h->sock != NULL)
         curl_easy_setopt(h->curl, CURLOPT_UNIX_SOCKET_PATH, h->sock);
+    cli_curl_ca(h->curl);
     hdr = xasprintf("Accept: %s", accept ? accept : "application/json");
     hdrs = curl_slist_append(hdrs, hdr);
     free(hdr);
@@ -1570,6 +1580,8 @@ static void cli_render_config(FILE *out, const struct config *cfg)
         fprintf(out, "admin API also on %s (%zu token%s from %s)\n", cfg->admin_listen,
                 cfg->ntokens, cfg->ntokens == 1 ? "" : "s",
                 cfg->admin_tokens_file ? cfg->admin_tokens_file : "-");
+    if (cfg->admin_tls.ncerts > 0)
+        fprintf(out, "admin API over TLS with %s\n", cfg->admin_tls.certs[0].cert);
     for (size_t i = 0; i < cfg->nfreezes; i++) {
         const struct config_freeze *f = &cfg->freezes[i];
         char t1[32], t2[32];
@@ -1593,7 +1605,12 @@ static void cli_render_config(FILE *out, const struct config *cfg)
         const struct config_service *s = &cfg->services[i];
         fprintf(out, "\nservice %s\n", s->name);
         fprintf(out, "  listen:   %s (%s)\n", s->listen,
-                s->protocol == CONFIG_PROTO_TCP ? "tcp" : "http");
+                s->protocol == CONFIG_PROTO_TCP ? "tcp"
+                : s->tls.ncerts > 0             ? "https"
+                                                : "http");
+        for (size_t j = 0; j < s->tls.ncerts; j++)
+            fprintf(out, "  tls:      %s%s\n", s->tls.certs[j].cert,
+                    j == 0 && s->tls.ncerts > 1 ? " (default)" : "");
         if (s->preview_listen != NULL)
             fprintf(out, "  preview:  %s\n", s->preview_listen);
         fputs("  targets: ", out);
@@ -1960,6 +1977,7 @@ static char *cli_logs_live_version(const struct cli_args *a, const struct config
     curl_easy_setopt(curl, CURLOPT_WRITEDATA, &r);
     if (sock != NULL)
         curl_easy_setopt(curl, CURLOPT_UNIX_SOCKET_PATH, sock);
+    cli_curl_ca(curl);
     hdrs = curl_slist_append(hdrs, "Accept: application/json");
     if (sock == NULL) {
         const char *t = getenv("CUTOVER_TOKEN");
@@ -2069,7 +2087,8 @@ static int cli_connect(const struct cli_args *a, struct cli_http *h)
     if (a->admin != NULL) {
         if (cli_admin_parse(a->admin, &h->base, &h->sock) != 0) {
             fprintf(stderr,
-                    "cutover: --admin '%s': expected unix:/path/to.sock or http://HOST:PORT\n",
+                    "cutover: --admin '%s': expected unix:/path/to.sock, http://HOST:PORT or "
+                    "https://HOST:PORT\n",
                     a->admin);
             return CLI_EXIT_USAGE;
         }

@@ -26,6 +26,7 @@
 #include "core/xmalloc.h"
 #include "net/addr.h"
 #include "net/cidr.h"
+#include "net/tls.h"
 
 /* A config file larger than this is a mistake (or not a config file). */
 #define CONFIG_FILE_MAX (16u << 20)
@@ -1233,6 +1234,82 @@ static int parse_client_address(struct ctx *c, const struct item *svc, const cha
     return 0;
 }
 
+/* One `cert` + `key` pair of a `tls` map: both paths, then the files themselves (net/tls.h
+   checks them: readable, key not readable by others, matching, not expired). */
+static int parse_tls_pair(struct ctx *c, const struct item *it, const char *path,
+                          struct config_tls_cert *out)
+{
+    static const char *const known[] = {"cert", "key", NULL};
+    char p[KEY_PATH_MAX], err[1024];
+    struct item v;
+    int rc;
+
+    out->line = it->line;
+    /* The one-pair form's map was checked by parse_tls, with certificates among its keys. */
+    if (strchr(path, '[') != NULL && (rc = expect_map(c, it, path, known)) != 0)
+        return rc;
+    if (!map_find(it->node, "cert", &v))
+        return fail_missing(c, it->line, path, "cert", "a PEM certificate file");
+    if ((rc = get_file_path(c, &v, subpath(p, sizeof(p), path, "cert"), "a file path", &out->cert)))
+        return rc;
+    if (!map_find(it->node, "key", &v))
+        return fail_missing(c, it->line, path, "key", "a PEM private key file");
+    if ((rc = get_file_path(c, &v, subpath(p, sizeof(p), path, "key"), "a file path", &out->key)))
+        return rc;
+    if (tls_check_pair(out->cert, out->key, err, sizeof(err)) < 0)
+        return fail(c, it->line, "%s: %s", path, err);
+    return 0;
+}
+
+/* `tls: {cert, key}` or `tls: {certificates: [{cert, key}, ...]}` (the first is the default,
+   the others are chosen by SNI). */
+static int parse_tls(struct ctx *c, const struct item *it, const char *path, struct config_tls *t)
+{
+    static const char *const known[] = {"cert", "key", "certificates", NULL};
+    char p[KEY_PATH_MAX];
+    struct item v, dummy;
+    int rc;
+
+    if ((rc = expect_map(c, it, path, known)) != 0)
+        return rc;
+    if (!map_find(it->node, "certificates", &v)) {
+        t->certs = xcalloc(1, sizeof(*t->certs));
+        t->ncerts = 1;
+        return parse_tls_pair(c, it, path, &t->certs[0]);
+    }
+    subpath(p, sizeof(p), path, "certificates");
+    if (map_find(it->node, "cert", &dummy) || map_find(it->node, "key", &dummy))
+        return fail(c, it->line, "%s: expected either cert and key or certificates, got both",
+                    path);
+    if (v.node == NULL || fy_node_get_type(v.node) != FYNT_SEQUENCE ||
+        fy_node_sequence_item_count(v.node) == 0)
+        return fail_type(c, &v, p, "a list of {cert, key} maps, the first the default");
+    size_t n = (size_t)fy_node_sequence_item_count(v.node);
+    t->certs = xcalloc(n, sizeof(*t->certs));
+    void *iter = NULL;
+    struct fy_node *el;
+    for (size_t i = 0; i < n && (el = fy_node_sequence_iterate(v.node, &iter)) != NULL; i++) {
+        struct item ei = {el, node_line(el, v.line)};
+        char ip[KEY_PATH_MAX];
+        t->ncerts = i + 1;
+        subindex(ip, sizeof(ip), p, i);
+        if ((rc = parse_tls_pair(c, &ei, ip, &t->certs[i])) != 0)
+            return rc;
+    }
+    return 0;
+}
+
+static void free_tls(struct config_tls *t)
+{
+    for (size_t i = 0; t->certs != NULL && i < t->ncerts; i++) {
+        free(t->certs[i].cert);
+        free(t->certs[i].key);
+    }
+    free(t->certs);
+    t->certs = NULL;
+    t->ncerts = 0;
+}
+
 /* `on_live_failure: rollback | alert`. */
 static int parse_on_live_failure(struct ctx *c, const struct item *it, const char *path,
                                  enum config_on_live_failure *out)
@@ -1320,6 +1397,7 @@ static int parse_service(struct ctx *c, struct fy_node_pair *pair, struct config
         "on_live_failure",
         "version",
         "risk_policy",
+        "tls",
         NULL,
     };
     struct item it = item_of_pair(pair), v;
@@ -1434,7 +1512,21 @@ static int parse_service(struct ctx *c, struct fy_node_pair *pair, struct config
                              "absent: `version` names the configured targets, and "
                              "there are none");
     }
-    return parse_client_address(c, &it, path, s);
+    if ((rc = parse_client_address(c, &it, path, s)) != 0)
+        return rc;
+    if (map_find(it.node, "tls", &v)) {
+        subpath(p, sizeof(p), path, "tls");
+        if (s->protocol == CONFIG_PROTO_TCP)
+            return fail(c, v.line,
+                        "%s: expected protocol http (TLS is terminated for HTTP only), "
+                        "got protocol tcp",
+                        p);
+        if (s->proxy_protocol)
+            return fail(c, v.line, "%s: cannot be combined with proxy_protocol: true", p);
+        if ((rc = parse_tls(c, &v, p, &s->tls)) != 0)
+            return rc;
+    }
+    return 0;
 }
 
 /* ---- plans ---- */
@@ -1937,8 +2029,8 @@ static int load_tokens(struct ctx *c, int line)
 
 static int parse_admin(struct ctx *c, const struct item *it, struct config *cfg)
 {
-    static const char *const known[] = {"listen", "tokens_file", "upgrade_dir", "socket_group",
-                                        NULL};
+    static const char *const known[] = {"listen",       "tokens_file", "upgrade_dir",
+                                        "socket_group", "tls",         NULL};
     struct item v;
     int rc;
 
@@ -1981,6 +2073,12 @@ static int parse_admin(struct ctx *c, const struct item *it, struct config *cfg)
     if (cfg->admin_listen != NULL && cfg->admin_tokens_file == NULL)
         return fail_missing(c, it->line, "admin", "tokens_file",
                             "a file path (required when admin.listen is set)");
+    if (map_find(it->node, "tls", &v)) {
+        if (cfg->admin_listen == NULL)
+            return fail(c, v.line, "admin.tls: needs admin.listen, the TCP listener it secures");
+        if ((rc = parse_tls(c, &v, "admin.tls", &cfg->admin_tls)) != 0)
+            return rc;
+    }
     return 0;
 }
 
@@ -2922,6 +3020,7 @@ static void free_strv(char **v)
 
 static void free_service(struct config_service *s)
 {
+    free_tls(&s->tls);
     free(s->name);
     free(s->listen);
     free(s->preview_listen);
@@ -2960,6 +3059,7 @@ void config_free(struct config *cfg)
     free(cfg->admin_upgrade_dir);
     free(cfg->admin_listen);
     free(cfg->admin_tokens_file);
+    free_tls(&cfg->admin_tls);
     for (size_t i = 0; cfg->tokens != NULL && i < cfg->ntokens; i++) {
         free(cfg->tokens[i].name);
         free(cfg->tokens[i].secret);

@@ -111,6 +111,18 @@ struct config_strategy {
 /* The name of the configured targets' version when the service does not set `version`. */
 #define CONFIG_INITIAL_VERSION "v1"
 
+/* `tls`: the certificates a listener serves (net/tls.h), checked when the config is loaded
+   (readable, key mode 0600 or stricter, matching, not expired). ncerts == 0: plain TCP. */
+struct config_tls_cert {
+    char *cert; /* PEM certificate (and chain), resolved against the config's directory */
+    char *key;  /* PEM private key without passphrase */
+    int line;
+};
+struct config_tls {
+    struct config_tls_cert *certs; /* [0] is the default; the others are chosen by SNI */
+    size_t ncerts;
+};
+
 struct config_service {
     char *name;
     int line;             /* where the service starts in the file */
@@ -144,6 +156,7 @@ struct config_service {
        trusted_proxies. */
     bool proxy_protocol;
     enum config_on_live_failure on_live_failure; /* rollback (default) | alert */
+    struct config_tls tls; /* `tls` on listen and preview_listen (protocol http only) */
 };
 
 enum config_step_kind {
@@ -292,9 +305,10 @@ struct config {
     int io_coalesce_us; /* a busy worker's nap before blocking (proxy/nap.h); 0..1000, 0 = off */
     char *admin_listen; /* optional TCP admin listener "HOST:PORT" */
     char *admin_tokens_file; /* required when admin_listen is set; relative to the config file */
-    char *admin_upgrade_dir; /* upgrade --binary takes binaries under it only; NULL: the running
-                                binary's directory. An existing directory, relative to the
-                                config file */
+    struct config_tls admin_tls; /* `admin.tls` on admin_listen; ncerts 0: plain */
+    char *admin_upgrade_dir;     /* upgrade --binary takes binaries under it only; NULL: the running
+                                    binary's directory. An existing directory, relative to the
+                                    config file */
     struct config_token *tokens; /* read from admin_tokens_file (which must be mode 0600 or
                                     stricter); at least one when admin_listen is set */
     size_t ntokens;
