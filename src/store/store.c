@@ -2194,3 +2194,27 @@ int store_change_ids(struct store *st, int64_t **out, size_t *n)
     *n = len;
     return rc;
 }
+
+/* Prepared per call: the delivery figures are asked for by a person, not on any hot path. */
+int store_change_list_since(struct store *st, const char *service, int64_t since_ms, size_t limit,
+                            struct store_change **out, size_t *n)
+{
+    sqlite3_stmt *s = NULL;
+    int rc = outbox_prepare(st,
+                            "SELECT " CHANGE_COLUMNS " FROM changes WHERE created_ms >= ?1 "
+                            "AND (?2 IS NULL OR service = ?2) ORDER BY id LIMIT ?3",
+                            &s);
+    *out = NULL;
+    *n = 0;
+    if (rc != 0)
+        return rc;
+    if (sqlite3_bind_int64(s, 1, since_ms) != SQLITE_OK || bind_text(s, 2, service) != SQLITE_OK ||
+        sqlite3_bind_int64(s, 3, limit == 0 ? INT64_MAX : clamp_limit(limit)) != SQLITE_OK) {
+        rc = sql_fail(st);
+        sqlite3_finalize(s);
+        return rc;
+    }
+    rc = change_collect(st, s, out, n);
+    sqlite3_finalize(s);
+    return rc;
+}

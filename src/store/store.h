@@ -114,6 +114,12 @@ int store_change_get(struct store *st, int64_t id, struct store_change *out);
 int store_change_list(struct store *st, const char *service, size_t limit,
                       struct store_change **out, size_t *n);
 
+/* Lists the changes created at or after since_ms (Unix ms), oldest first, of service (or all
+ * when NULL), at most limit (0: no limit): the history the delivery figures are taken from.
+ * Free with store_change_list_free. */
+int store_change_list_since(struct store *st, const char *service, int64_t since_ms, size_t limit,
+                            struct store_change **out, size_t *n);
+
 /* Lists the changes in state "running" (oldest first), for recovery after a restart. */
 int store_change_list_running(struct store *st, struct store_change **out, size_t *n);
 
