@@ -68,13 +68,14 @@ int rollout_note(struct rollout *r, int64_t id, const char *actor, const char *t
 static json_t *chain_json(const struct store_chain *ch)
 {
     json_t *bad = json_null();
-    if (ch->bad_event != 0)
-        bad = json_pack("{s:I, s:s, s:o, s:s}", "id", (json_int_t)ch->bad_event, "type",
+    if (ch->broken)
+        bad = json_pack("{s:o, s:s, s:o, s:s}", "id",
+                        ch->bad_event ? json_integer(ch->bad_event) : json_null(), "type",
                         ch->bad_type, "ts", change_iso_time(ch->bad_ts_ms), "why", ch->why);
     return json_pack("{s:I, s:I, s:I, s:I, s:b, s:o}", "change", (json_int_t)ch->change_id,
                      "events", (json_int_t)ch->events, "chained", (json_int_t)ch->chained,
-                     "unchained", (json_int_t)ch->unchained, "intact", ch->bad_event == 0,
-                     "first_bad", bad);
+                     "unchained", (json_int_t)ch->unchained, "intact", !ch->broken, "first_bad",
+                     bad);
 }
 
 json_t *rollout_verify_json(struct rollout *r, int64_t id, int *rc)
@@ -109,7 +110,7 @@ json_t *rollout_verify_json(struct rollout *r, int64_t id, int *rc)
         }
         events += (json_int_t)ch.events;
         unchained += (json_int_t)ch.unchained;
-        bad += ch.bad_event != 0;
+        bad += ch.broken;
         json_array_append_new(a, chain_json(&ch));
     }
     free(ids);
@@ -141,20 +142,16 @@ static int cmp_i64(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-/* The median of v (sorted here), or JSON null when empty; an even count takes the mean of the
- * two middle values. */
-static json_t *median_json(int64_t *v, size_t n)
+/* {"count", "median", "worst"} of v (sorted here); median and worst are null when v is empty.
+ * An even count takes the mean of the two middle values as its median. */
+static json_t *spread_json(int64_t *v, size_t n)
 {
     if (n == 0)
-        return json_null();
+        return json_pack("{s:I, s:n, s:n}", "count", (json_int_t)0, "median", "worst");
     qsort(v, n, sizeof(*v), cmp_i64);
     int64_t m = n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-    return json_integer(m);
-}
-
-static json_t *worst_json(const int64_t *v, size_t n)
-{
-    return n == 0 ? json_null() : json_integer(v[n - 1]); /* after median_json sorted it */
+    return json_pack("{s:I, s:I, s:I}", "count", (json_int_t)n, "median", (json_int_t)m, "worst",
+                     (json_int_t)v[n - 1]);
 }
 
 static int is(const char *a, const char *b)
@@ -286,15 +283,10 @@ json_t *rollout_stats_json(struct rollout *r, const char *service, int64_t since
     json_object_set_new(o, "failures", json_integer(failures));
     json_object_set_new(o, "change_failure_rate",
                         ended > 0 ? json_real((double)failures / (double)ended) : json_null());
-    json_t *med = median_json(f.restore, f.nrestore);
-    json_object_set_new(o, "time_to_restore_ms",
-                        json_pack("{s:I, s:o, s:o, s:I}", "count", (json_int_t)f.nrestore, "median",
-                                  med, "worst", worst_json(f.restore, f.nrestore), "open",
-                                  (json_int_t)f.open));
-    json_object_set_new(o, "time_to_full_traffic_ms",
-                        json_pack("{s:I, s:o, s:o}", "count", (json_int_t)f.nlead, "median",
-                                  median_json(f.lead, f.nlead), "worst",
-                                  worst_json(f.lead, f.nlead)));
+    json_t *ttr = spread_json(f.restore, f.nrestore);
+    json_object_set_new(ttr, "open", json_integer((json_int_t)f.open));
+    json_object_set_new(o, "time_to_restore_ms", ttr);
+    json_object_set_new(o, "time_to_full_traffic_ms", spread_json(f.lead, f.nlead));
     free(f.restore);
     free(f.lead);
     free(failed);

@@ -99,8 +99,10 @@ static const char *const migrations[] = {
     "INSERT INTO outbox_mark SELECT 1, COALESCE(MAX(id), 0) FROM events;",
     /* 4: each change's events are hash-chained (see "chain" at the end of this file). Events
      * recorded before this step have no hash; chain_mark says up to which event and since when,
-     * so that a hash removed later is told from one that never was. */
+     * so that a hash removed later is told from one that never was. changes.chain_head is the
+     * hash of the change's newest event, so that removing the newest events shows too. */
     "ALTER TABLE events ADD COLUMN hash TEXT;"
+    "ALTER TABLE changes ADD COLUMN chain_head TEXT;"
     "CREATE TABLE chain_mark ("
     "  k INTEGER PRIMARY KEY CHECK (k = 1),"
     "  event_id INTEGER NOT NULL,"
@@ -115,7 +117,8 @@ static const char *const migrations[] = {
 #define DEFAULT_LIST_LIMIT 100
 
 /* The immutable fields of a change that its first event's hash chains from (chain_genesis). */
-#define CHAIN_CHANGE_COLUMNS "id, service, kind, from_version, to_version, actor, created_ms"
+#define CHAIN_CHANGE_COLUMNS                                                                       \
+    "id, service, kind, from_version, to_version, actor, created_ms, chain_head"
 
 /* The column order change_read expects. */
 #define CHANGE_COLUMNS                                                                             \
@@ -145,6 +148,7 @@ enum stmt_id {
     ST_EVENT_ADD,
     ST_EVENT_PREV,
     ST_EVENT_HASH,
+    ST_CHAIN_HEAD,
     ST_CHANGE_GENESIS,
     ST_EVENT_LIST,
     ST_EVENT_SINCE,
@@ -215,6 +219,7 @@ static const char *const stmt_sql[ST_COUNT] = {
      * recorded before the chain began; then the change's own fields). */
     [ST_EVENT_PREV] = "SELECT hash FROM events WHERE change_id = ?1 ORDER BY id DESC LIMIT 1",
     [ST_EVENT_HASH] = "UPDATE events SET hash = ?2 WHERE id = ?1",
+    [ST_CHAIN_HEAD] = "UPDATE changes SET chain_head = ?2 WHERE id = ?1",
     [ST_CHANGE_GENESIS] = "SELECT " CHAIN_CHANGE_COLUMNS " FROM changes WHERE id = ?1",
     [ST_EVENT_LIST] = "SELECT id, change_id, ts_ms, type, message, hash FROM events "
                       "WHERE change_id = ?1 ORDER BY id",
@@ -1096,6 +1101,15 @@ int store_event_add(struct store *st, int64_t change_id, const char *type, const
     chain_event_hash(prev, id, change_id, now, type, message, hash);
     s = stmt_get(st, ST_EVENT_HASH);
     if (sqlite3_bind_int64(s, 1, id) != SQLITE_OK || bind_text(s, 2, hash) != SQLITE_OK) {
+        rc = sql_fail(st);
+        stmt_done(s);
+        goto out;
+    }
+    rc = step_done(st, s);
+    if (rc != 0)
+        goto out;
+    s = stmt_get(st, ST_CHAIN_HEAD);
+    if (sqlite3_bind_int64(s, 1, change_id) != SQLITE_OK || bind_text(s, 2, hash) != SQLITE_OK) {
         rc = sql_fail(st);
         stmt_done(s);
         goto out;
@@ -2037,8 +2051,10 @@ static void chain_event_hash(const char *prev, int64_t id, int64_t change_id, in
     chain_end(md, out);
 }
 
-/* Reads the genesis hash of change_id into out; -ENOENT when there is no such change. */
-static int chain_genesis_of(struct store *st, int64_t change_id, char out[])
+/* Reads the genesis hash of change_id into out, and into head (when not NULL) the hash of its
+ * newest event as the change records it ("" when none is); -ENOENT when there is no such
+ * change. */
+static int chain_genesis_of(struct store *st, int64_t change_id, char out[], char head[])
 {
     sqlite3_stmt *s = stmt_get(st, ST_CHANGE_GENESIS);
     int rc = 0;
@@ -2049,6 +2065,10 @@ static int chain_genesis_of(struct store *st, int64_t change_id, char out[])
     switch (sqlite3_step(s)) {
     case SQLITE_ROW:
         chain_genesis(s, out);
+        if (head != NULL) {
+            const char *h = (const char *)sqlite3_column_text(s, 7);
+            snprintf(head, STORE_HASH_HEX, "%s", h != NULL ? h : "");
+        }
         break;
     case SQLITE_DONE:
         rc = set_fail(st, -ENOENT, "no such change");
@@ -2089,7 +2109,7 @@ static int chain_prev(struct store *st, int64_t change_id, char prev[])
 out:
     stmt_done(s);
     if (rc == 0 && !found)
-        rc = chain_genesis_of(st, change_id, prev);
+        rc = chain_genesis_of(st, change_id, prev, NULL);
     return rc;
 }
 
@@ -2115,6 +2135,7 @@ int store_chain_mark(struct store *st, int64_t *since_ms, int64_t *last_unchaine
 /* Marks ev as the first that does not match, with why. */
 static void chain_break(struct store_chain *out, const struct store_event *ev, const char *why)
 {
+    out->broken = 1;
     out->bad_event = ev->id;
     out->bad_ts_ms = ev->ts_ms;
     snprintf(out->bad_type, sizeof(out->bad_type), "%s", ev->type ? ev->type : "");
@@ -2126,13 +2147,13 @@ int store_chain_verify(struct store *st, int64_t change_id, struct store_chain *
     struct store_event *ev = NULL;
     size_t n = 0;
     int64_t since_ms, mark;
-    char prev[STORE_HASH_HEX], want[STORE_HASH_HEX];
+    char prev[STORE_HASH_HEX], want[STORE_HASH_HEX], head[STORE_HASH_HEX];
 
     memset(out, 0, sizeof(*out));
     out->change_id = change_id;
     int rc = store_chain_mark(st, &since_ms, &mark);
     if (rc == 0)
-        rc = chain_genesis_of(st, change_id, prev);
+        rc = chain_genesis_of(st, change_id, prev, head);
     if (rc == 0)
         rc = store_event_list(st, change_id, &ev, &n);
     if (rc != 0)
@@ -2160,6 +2181,18 @@ int store_chain_verify(struct store *st, int64_t change_id, struct store_chain *
         }
         out->chained++;
         snprintf(prev, sizeof(prev), "%s", ev[i].hash);
+    }
+    /* The walk ended where the change says its chain ends, or events were cut off its end. */
+    if (!out->broken && head[0] != '\0' && (out->chained == 0 || strcmp(prev, head) != 0)) {
+        out->broken = 1;
+        if (n > 0) {
+            chain_break(out, &ev[n - 1],
+                        "the change's chain goes on after this event: the events after it were "
+                        "removed");
+        } else {
+            snprintf(out->why, sizeof(out->why),
+                     "the change has a chain but no event: its events were removed");
+        }
     }
     store_event_list_free(ev, n);
     return 0;

@@ -166,8 +166,9 @@ struct store_chain {
     size_t events;    /* all of the change's events */
     size_t chained;   /* those checked against their hash */
     size_t unchained; /* recorded before the chain began: no hash, not checked */
-    /* The first event that does not match (0: the chain is intact), its type and time, and why
-     * it does not match (a sentence). */
+    /* 1 when the chain does not match: bad_event is the first event that does not (0 when
+     * every event of the change was removed), with its type and time, and why (a sentence). */
+    int broken;
     int64_t bad_event;
     int64_t bad_ts_ms;
     char bad_type[65];
@@ -176,7 +177,9 @@ struct store_chain {
 
 /* Recomputes the hash chain of change_id's events and compares it with the stored hashes. An
  * event without a hash recorded after the chain began, or one whose hash differs from the one
- * its fields and its predecessor give, stops the walk (out->bad_event). Returns 0 (whether
+ * its fields and its predecessor give, stops the walk (out->bad_event); so does a chain that
+ * ends before the newest link the change recorded (events removed from its end: the last event
+ * left is named). Returns 0 (whether
  * intact or not), -ENOENT when the change does not exist, -EIO on a store failure. */
 int store_chain_verify(struct store *st, int64_t change_id, struct store_chain *out);
 

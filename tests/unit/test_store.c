@@ -1365,6 +1365,7 @@ static void test_chain_links_each_event_and_names_the_first_altered(void **state
     assert_int_equal(ch.events, 3);
     assert_int_equal(ch.chained, 3);
     assert_int_equal(ch.unchained, 0);
+    assert_int_equal(ch.broken, 0);
     assert_int_equal(ch.bad_event, 0);
     assert_int_equal(store_chain_verify(st, 999, &ch), -ENOENT);
 
@@ -1375,15 +1376,16 @@ static void test_chain_links_each_event_and_names_the_first_altered(void **state
              (long long)second);
     raw_exec(path, sql);
     ch = verify_ok(st, id);
+    assert_int_equal(ch.broken, 1);
     assert_int_equal(ch.bad_event, second);
     assert_string_equal(ch.bad_type, "switched");
     assert_int_equal(ch.chained, 1);
     assert_non_null(strstr(ch.why, "altered"));
-    assert_int_equal(verify_ok(st, other).bad_event, 0);
+    assert_int_equal(verify_ok(st, other).broken, 0);
     snprintf(sql, sizeof(sql), "UPDATE events SET message = 'traffic on v2' WHERE id = %lld",
              (long long)second);
     raw_exec(path, sql);
-    assert_int_equal(verify_ok(st, id).bad_event, 0); /* put back: intact again */
+    assert_int_equal(verify_ok(st, id).broken, 0); /* put back: intact again */
 
     /* The change's own fields are part of the first link. */
     raw_exec(path, "UPDATE changes SET to_version = 'v9' WHERE id = 1");
@@ -1392,14 +1394,32 @@ static void test_chain_links_each_event_and_names_the_first_altered(void **state
     assert_non_null(strstr(ch.why, "change's own"));
     raw_exec(path, "UPDATE changes SET to_version = 'v2' WHERE id = 1");
 
+    /* The newest event removed: the change's own record of its chain's end tells. */
+    assert_int_equal(store_event_add(st, id, "note", "alice: a lesson"), 0);
+    raw_exec(path, "DELETE FROM events WHERE type = 'note'");
+    ch = verify_ok(st, id);
+    assert_int_equal(ch.broken, 1);
+    assert_int_equal(ch.bad_event, third);
+    assert_non_null(strstr(ch.why, "removed"));
+    raw_exec(path, "UPDATE changes SET chain_head = "
+                   "(SELECT hash FROM events WHERE change_id = 1 ORDER BY id DESC LIMIT 1) "
+                   "WHERE id = 1");
+    assert_int_equal(verify_ok(st, id).broken, 0);
+
     /* A removed event breaks the link of the one after it; a removed hash is no way out. */
     snprintf(sql, sizeof(sql), "DELETE FROM events WHERE id = %lld", (long long)second);
     raw_exec(path, sql);
     assert_int_equal(verify_ok(st, id).bad_event, third);
     raw_exec(path, "UPDATE events SET hash = NULL WHERE change_id = 2");
     ch = verify_ok(st, other);
-    assert_int_not_equal(ch.bad_event, 0);
+    assert_int_equal(ch.broken, 1);
     assert_non_null(strstr(ch.why, "no hash"));
+    /* Every event of a change removed: nothing to name, but not intact. */
+    raw_exec(path, "DELETE FROM events WHERE change_id = 2");
+    ch = verify_ok(st, other);
+    assert_int_equal(ch.broken, 1);
+    assert_int_equal(ch.bad_event, 0);
+    assert_int_equal(ch.events, 0);
     store_free(st);
 }
 
@@ -1413,7 +1433,7 @@ static void test_chain_skips_events_recorded_before_it(void **state)
     assert_int_equal(store_event_add(st, id, "step", "weight 10"), 0);
     store_free(st);
     /* As a store migrated from schema 3 has them: no hash, below the mark. */
-    raw_exec(path, "UPDATE events SET hash = NULL; "
+    raw_exec(path, "UPDATE events SET hash = NULL; UPDATE changes SET chain_head = NULL; "
                    "UPDATE chain_mark SET event_id = (SELECT max(id) FROM events), since_ms = 42");
     st = open_ok("prechain.db");
     int64_t since = 0, mark = 0;
@@ -1424,13 +1444,13 @@ static void test_chain_skips_events_recorded_before_it(void **state)
     assert_int_equal(ch.events, 2);
     assert_int_equal(ch.unchained, 2);
     assert_int_equal(ch.chained, 0);
-    assert_int_equal(ch.bad_event, 0);
+    assert_int_equal(ch.broken, 0);
     /* The change goes on after the upgrade: its new events chain from the change itself. */
     assert_int_equal(store_event_add(st, id, "completed", "done"), 0);
     ch = verify_ok(st, id);
     assert_int_equal(ch.unchained, 2);
     assert_int_equal(ch.chained, 1);
-    assert_int_equal(ch.bad_event, 0);
+    assert_int_equal(ch.broken, 0);
     int64_t *ids = NULL;
     size_t n = 0;
     insert_change(st, "api", "v1");
