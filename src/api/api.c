@@ -841,6 +841,7 @@ static void on_store_event(void *ctx, const struct store_event *ev)
     *q = *ev;
     q->type = xstrdup(ev->type);
     q->message = ev->message ? xstrdup(ev->message) : NULL;
+    q->hash = ev->hash ? xstrdup(ev->hash) : NULL;
     uv_timer_start(&a->flush, on_flush, 0, 0);
 }
 
