@@ -117,7 +117,8 @@ json_t *rollout_service_json(struct rollout *r, const char *name);
 /* {"services": [...]}. New reference. */
 json_t *rollout_services_json(struct rollout *r);
 /* An Event object as the event stream and webhooks send it: {"id", "change", "service" (NULL
- * when unknown), "type", "message", "ts"}. New reference. */
+ * when unknown), "type", "message", "ts", "hash" (its link in the change's hash chain, NULL when
+ * recorded before the chain)}. New reference. */
 json_t *rollout_event_json(const struct store_event *ev, const char *service);
 
 /* JSON of change id with its events when with_events, or NULL if unknown. New reference. */

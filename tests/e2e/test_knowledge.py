@@ -76,6 +76,8 @@ def test_a_note_is_in_the_report_and_reaches_a_webhook_that_asks_for_notes(
     assert len(got) == 1, got
     assert got[0]["type"] == "note" and got[0]["change"] == ch["id"], got
     assert got[0]["message"] == f"alice: {lesson}", got
+    # The webhook holds the event's link of the chain: an anchor outside the store.
+    assert got[0]["hash"] == ev["hash"] and len(ev["hash"]) == 64, (got[0], ev)
     # A note on an ended change does not move its end.
     again = d.history()[0]
     assert again["ended"] == ch["ended"] and again["state"] == "completed", (again, ch)
