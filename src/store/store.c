@@ -108,7 +108,14 @@ static const char *const migrations[] = {
     "  event_id INTEGER NOT NULL,"
     "  since_ms INTEGER NOT NULL);"
     "INSERT INTO chain_mark SELECT 1, COALESCE(MAX(id), 0), "
-    "  CAST(strftime('%s', 'now') AS INTEGER) * 1000 FROM events;",
+    "  CAST(strftime('%s', 'now') AS INTEGER) * 1000 FROM events;"
+    /* An older cutover still writing to this file (the one handing over to this binary) writes
+     * events without a hash; they move the mark, so they read as unchained, not as tampered.
+     * This code inserts its rows with an empty hash and sets the real one in the same
+     * savepoint, so its rows never move the mark. */
+    "CREATE TRIGGER events_unchained AFTER INSERT ON events WHEN NEW.hash IS NULL BEGIN"
+    "  UPDATE chain_mark SET event_id = NEW.id WHERE k = 1 AND event_id < NEW.id;"
+    "END;",
 };
 
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
@@ -214,7 +221,10 @@ static const char *const stmt_sql[ST_COUNT] = {
                                "ORDER BY id DESC LIMIT ?2",
     [ST_CHANGE_LIST_RUNNING] = "SELECT " CHANGE_COLUMNS
                                " FROM changes WHERE state = '" STORE_CHANGE_RUNNING "' ORDER BY id",
-    [ST_EVENT_ADD] = "INSERT INTO events (change_id, ts_ms, type, message) VALUES (?1, ?2, ?3, ?4)",
+    /* The empty hash is replaced in the same savepoint (store_event_add); a NULL one would move
+     * the chain's mark (migration 4's trigger). */
+    [ST_EVENT_ADD] = "INSERT INTO events (change_id, ts_ms, type, message, hash) "
+                     "VALUES (?1, ?2, ?3, ?4, '')",
     /* The hash the next event of a change chains from: its newest event's (NULL: none, or
      * recorded before the chain began; then the change's own fields). */
     [ST_EVENT_PREV] = "SELECT hash FROM events WHERE change_id = ?1 ORDER BY id DESC LIMIT 1",
@@ -2160,12 +2170,19 @@ int store_chain_verify(struct store *st, int64_t change_id, struct store_chain *
         return rc;
     out->events = n;
     for (size_t i = 0; i < n; i++) {
-        if (ev[i].hash == NULL && ev[i].id <= mark) {
-            out->unchained++; /* older than the chain: nothing to check it against */
+        /* Older than the chain (or written by an older cutover during the hand-over to this
+         * one): nothing to check it against. Such events only ever come before the chained
+         * ones of a change. */
+        if (ev[i].hash == NULL && ev[i].id <= mark && out->chained == 0) {
+            out->unchained++;
             continue;
         }
         if (ev[i].hash == NULL) {
-            chain_break(out, &ev[i], "it has no hash, but was recorded after the chain began");
+            chain_break(out, &ev[i],
+                        out->chained > 0
+                            ? "it has no hash, but comes after chained events: it was added, or "
+                              "its hash removed"
+                            : "it has no hash, but was recorded after the chain began");
             break;
         }
         chain_event_hash(prev, ev[i].id, ev[i].change_id, ev[i].ts_ms, ev[i].type, ev[i].message,

@@ -1451,11 +1451,28 @@ static void test_chain_skips_events_recorded_before_it(void **state)
     assert_int_equal(ch.unchained, 2);
     assert_int_equal(ch.chained, 1);
     assert_int_equal(ch.broken, 0);
+    /* An older cutover handing over to this one writes an event without a hash: unchained,
+     * not tampered, and the chain goes on from the change itself. */
+    int64_t handed = insert_change(st, "web", "v3");
+    raw_exec(path, "INSERT INTO events (change_id, ts_ms, type, message) "
+                   "VALUES (2, 1, 'suspended', 'handing over')");
+    assert_int_equal(store_event_add(st, handed, "resumed", "taken over"), 0);
+    ch = verify_ok(st, handed);
+    assert_int_equal(ch.unchained, 1);
+    assert_int_equal(ch.chained, 1);
+    assert_int_equal(ch.broken, 0);
+    /* The same insert after chained events is not taken for an old one. */
+    raw_exec(path, "INSERT INTO events (change_id, ts_ms, type, message) "
+                   "VALUES (2, 2, 'completed', 'forged')");
+    ch = verify_ok(st, handed);
+    assert_int_equal(ch.broken, 1);
+    assert_string_equal(ch.bad_type, "completed");
+    assert_non_null(strstr(ch.why, "after chained events"));
     int64_t *ids = NULL;
     size_t n = 0;
     insert_change(st, "api", "v1");
     assert_int_equal(store_change_ids(st, &ids, &n), 0);
-    assert_int_equal(n, 2);
+    assert_int_equal(n, 3);
     assert_int_equal(ids[0], id);
     free(ids);
     store_free(st);
