@@ -292,3 +292,31 @@ def test_events_recorded_before_the_chain_are_not_chained_and_do_not_fail(backen
     sql(d, f"UPDATE events SET hash = NULL WHERE change_id = {new['id']}")
     r = d.cli("verify", str(new["id"]))
     assert r.returncode == 1 and "it has no hash" in r.stdout, r.stdout
+
+
+# roles over admin.listen ----------------------------------------------------------------------
+
+def test_over_tcp_a_viewer_reads_figures_and_chains_and_an_operator_writes_notes_as_itself(
+        backend, daemon, tmp_path):
+    from test_admin_tcp import ALICE, VIEW, admin_daemon, call, tcli
+    v1, v2 = backend("v1"), backend("v2")
+    d = admin_daemon(daemon, [v1], tmp_path)
+    d.start(expect="v1\n")
+    ch = deploy_ok(d, "v2", v2.addr)
+    path = f"/api/v1/changes/{ch['id']}/note"
+    st, body, _ = call(d, "POST", path, body={"text": "a lesson"})
+    assert st == 401, body
+    st, body, _ = call(d, "POST", path, VIEW, body={"text": "a lesson"})
+    assert st == 403 and "needs operator" in body["error"], body
+    st, body, _ = call(d, "POST", path, ALICE, body={"text": "a lesson", "actor": "lead"})
+    assert st == 403 and "acts as 'alice'" in body["error"], body
+    r = tcli(d, ALICE, "note", str(ch["id"]), "canary first next time")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert events_of(d, ch["id"])[-1]["message"] == "alice: canary first next time"
+    for p in ("/api/v1/stats", "/api/v1/verify", f"/api/v1/changes/{ch['id']}/verify"):
+        st, body, _ = call(d, "GET", p, VIEW)
+        assert st == 200, (p, body)
+    r = tcli(d, VIEW, "verify")
+    assert r.returncode == 0 and "1 change, " in r.stdout and "chain intact" in r.stdout, r.stdout
+    r = tcli(d, VIEW, "stats", "web")
+    assert r.returncode == 0 and "(1 deploy completed)" in r.stdout, r.stdout
