@@ -44,6 +44,7 @@ enum cli_cmd {
     CLI_CMD_EVENTS,
     CLI_CMD_PLAN,  /* the written plan of a deploy, before it starts; changes nothing */
     CLI_CMD_WATCH, /* a live view of status and per-version traffic (cli/watch.c) */
+    CLI_CMD_AUDIT, /* the audit log of the admin API */
     CLI_CMD_NOTE,  /* a lessons-learned note on a change */
     CLI_CMD_STATS, /* delivery figures (cli/knowledge.c renders them) */
     CLI_CMD_VERIFY /* the hash chain of the change records */
@@ -75,6 +76,7 @@ struct cli_args {
     int emergency;       /* --emergency (deploy): through a freeze window; needs --reason */
     const char *ticket;  /* --ticket ID (deploy) */
     const char *risk;    /* --risk low|medium|high (deploy) */
+    const char *at;      /* --at TIME (deploy): RFC 3339 or +DURATION, read by the daemon */
     const char *binary;  /* --binary PATH (upgrade) */
     long limit;          /* --limit N (history); 0 = the daemon's default */
     int follow;          /* -f/--follow (logs) */
@@ -82,7 +84,7 @@ struct cli_args {
     int store;           /* --store (check) */
     int until_done;      /* --until-done (watch) */
     const char *text;    /* TEXT positional (note) */
-    const char *since;   /* --since D (stats): a duration such as 7d, validated */
+    const char *since;   /* --since D (audit, stats): a duration, validated by duration_parse */
 };
 
 /* Parses argv (argv[0] the program, argv[1] the subcommand) into *a, which it initialises.

@@ -170,6 +170,16 @@ static int64_t failure_start(const struct store_event *ev, size_t n, const struc
     return c->ended_ms;
 }
 
+/* When a change began to move traffic: a scheduled change (deploy --at) at its "started"
+ * event, any other at its creation. */
+static int64_t change_start(const struct store_event *ev, size_t n, const struct store_change *c)
+{
+    for (size_t i = 0; i < n; i++)
+        if (is(ev[i].type, "started"))
+            return ev[i].ts_ms;
+    return c->created_ms;
+}
+
 /* One service's walk through its changes, oldest first. */
 struct walk {
     const char *service;
@@ -223,7 +233,7 @@ json_t *rollout_stats_json(struct rollout *r, const char *service, int64_t since
             }
             if (deploy) {
                 completed++;
-                push(&f.lead, &f.nlead, c->ended_ms - c->created_ms);
+                push(&f.lead, &f.nlead, c->ended_ms - change_start(ev, nev, c));
                 sw->live_deploy = (ssize_t)i;
             } else {
                 /* A rollback undoes the deploy that made its from-version live: that deploy

@@ -79,6 +79,8 @@ struct rollout_deploy_req {
     int emergency;      /* goes through a freeze window; needs a reason */
     const char *ticket; /* the change request it carries out, or NULL */
     const char *risk;   /* "low", "medium", "high", or NULL */
+    int64_t at_ms;      /* deploy --at: record it now, start it then (rollout/schedule.h); 0 now */
+    int64_t scheduled_id; /* the scheduled change this deploy carries out at its time, or 0 */
 };
 
 /* Starts a deploy. On success sets *change_id and will call cb(ctx, id) once: when the change

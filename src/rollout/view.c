@@ -9,6 +9,7 @@
 #include "rollout/plan.h"
 #include "rollout/rolling.h"
 #include "rollout/rollout_int.h"
+#include "rollout/schedule.h"
 #include "store/store.h"
 
 static json_t *str_or_null(const char *s)
@@ -140,6 +141,7 @@ static json_t *service_to_json(struct rollout *r, struct service *s)
         }
     }
     json_object_set_new(o, "change", ch);
+    json_object_set_new(o, "scheduled", schedule_json(s));
     json_object_set_new(o, "rolling", rolling_json(s));
     json_object_set_new(o, "unsaved", change_unsaved_json(&s->ch));
     /* Why users get errors when no version of the service can serve (issue 12 b). */

@@ -59,6 +59,7 @@ void store_strv_free(char **v);
 
 /* States a change goes through; terminal ones end it. */
 #define STORE_CHANGE_RUNNING "running"
+#define STORE_CHANGE_SCHEDULED "scheduled"     /* deploy --at: waits in the daemon for its time */
 #define STORE_CHANGE_COMPLETED "completed"     /* terminal */
 #define STORE_CHANGE_FAILED "failed"           /* terminal: never took traffic, or gave it back */
 #define STORE_CHANGE_ROLLED_BACK "rolled_back" /* terminal */
@@ -90,7 +91,7 @@ struct store_event {
     char *type; /* e.g. "created", "health", "switched", "failed" */
     char *message;
     char *hash; /* the event's link in its change's hash chain (hex), NULL when recorded before
-                   the chain began (schema 4) */
+                   the chain began (schema 5) */
 };
 
 /* A SHA-256 in hex with its NUL. */
@@ -123,6 +124,14 @@ int store_change_list_since(struct store *st, const char *service, int64_t since
 /* Lists the changes in state "running" (oldest first), for recovery after a restart. */
 int store_change_list_running(struct store *st, struct store_change **out, size_t *n);
 
+/* Lists the changes in state "scheduled" (oldest first): deploys that wait for their time. */
+int store_change_list_scheduled(struct store *st, struct store_change **out, size_t *n);
+
+/* A scheduled change starts: state running, from_version from (what is live now), message.
+ * -ENOENT when id is not a scheduled change. */
+int store_change_start_scheduled(struct store *st, int64_t id, const char *from,
+                                 const char *message);
+
 /* Frees the strings of one change (not the struct itself). NULL is a no-op. */
 void store_change_done(struct store_change *c);
 
@@ -131,7 +140,8 @@ void store_change_list_free(struct store_change *v, size_t n);
 
 /* Appends an event to the timeline of change_id (ts_ms = now), with its hash: SHA-256 over the
  * hash of the change's previous event (the first chains from a hash of the change's immutable
- * fields: id, service, kind, from, to, actor, created_ms) and the event's own fields (id,
+ * fields: id, service, kind, to, actor, created_ms; not from, which a scheduled change learns
+ * when it starts) and the event's own fields (id,
  * change_id, ts_ms, type, message); see docs/internals/store.md "The hash chain". */
 int store_event_add(struct store *st, int64_t change_id, const char *type, const char *message);
 
@@ -327,5 +337,28 @@ int store_outbox_counts(struct store *st, int64_t change_id, struct store_outbox
 
 /* Frees the strings of o (not o). NULL is a no-op. */
 void store_outbox_done(struct store_outbox *o);
+
+/* --- audit log: every admin API action and every refused attempt (docs/api.md "Audit") --- */
+
+struct store_audit {
+    int64_t id, ts_ms;
+    char *actor;   /* who the request acted as (a person, a token's name, a unix user), or NULL */
+    char *channel; /* "unix" or "tcp" */
+    char *peer;    /* "uid 1000 (alice)" or "127.0.0.1:40412, token lead" */
+    char *method, *path;
+    int status;    /* the HTTP status answered */
+    char *outcome; /* the error sentence, or what it did; may be NULL */
+};
+
+/* Appends a to the audit log, waiting at most wait_ms for another writer; keeps the newest
+ * STORE_AUDIT_KEEP rows. -EBUSY when the store stayed locked. */
+#define STORE_AUDIT_KEEP 100000
+int store_audit_add(struct store *st, const struct store_audit *a, int wait_ms);
+
+/* Lists entries newer than since_ms (0: all), oldest first, the newest limit of them. Free with
+ * store_audit_list_free. */
+int store_audit_list(struct store *st, int64_t since_ms, size_t limit, struct store_audit **out,
+                     size_t *n);
+void store_audit_list_free(struct store_audit *v, size_t n);
 
 #endif

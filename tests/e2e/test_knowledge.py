@@ -14,6 +14,8 @@ and admin API:
     /usr/bin/python3 -m pytest -s -q tests/e2e/test_knowledge.py
 """
 import json
+import os
+import pwd
 import subprocess
 import time
 
@@ -105,8 +107,6 @@ def test_a_bad_note_is_refused_and_records_nothing(backend, daemon):
     assert st == 400 and "text: required" in body["error"], body
     st, body = d.api("POST", f"/api/v1/changes/{ch['id']}/note", {"text": "t", "tags": []})
     assert st == 400 and "unknown field 'tags'" in body["error"], body
-    st, body = d.api("POST", f"/api/v1/changes/{ch['id']}/note", {"text": "t"})
-    assert st == 400 and "actor: required" in body["error"], body
     st, body = d.api("POST", f"/api/v1/changes/{ch['id']}/note", {"text": 5, "actor": "bob"})
     assert st == 400 and "text: expected a string" in body["error"], body
     st, body = d.api("GET", f"/api/v1/changes/{ch['id']}/note")
@@ -115,6 +115,10 @@ def test_a_bad_note_is_refused_and_records_nothing(backend, daemon):
     # 4096 bytes exactly is a note.
     assert d.cli("note", str(ch["id"]), "y" * 4096).returncode == 0
     assert len(events_of(d, ch["id"])) == len(before) + 1
+    # Over the socket without an actor, the note is the unix user's (SO_PEERCRED).
+    st, body = d.api("POST", f"/api/v1/changes/{ch['id']}/note", {"text": "t"})
+    login = pwd.getpwuid(os.getuid()).pw_name
+    assert st == 200 and body["events"][-1]["message"] == f"{login}: t", body["events"][-1]
 
 
 # stats ---------------------------------------------------------------------------------------
@@ -273,7 +277,7 @@ def test_events_recorded_before_the_chain_are_not_chained_and_do_not_fail(backen
     d.start(expect="v1\n")
     old = deploy_ok(d, "v2", v2.addr)
     d.kill9()
-    # As a store written by a cutover before schema 4 and migrated: no hashes up to the mark.
+    # As a store written by a cutover before schema 5 and migrated: no hashes up to the mark.
     sql(d, "UPDATE events SET hash = NULL; UPDATE changes SET chain_head = NULL; "
            "UPDATE chain_mark SET event_id = "
            "(SELECT max(id) FROM events), since_ms = 1767225600000")

@@ -104,7 +104,9 @@ static void test_figures_of_a_known_history(void **state)
     change(st, "web", "deploy", "v5", "v6", "alice", "aborted", 25000, 25050);
     /* v5's live version fails: cutover rolls it back in 5 s */
     change(st, "web", "rollback", "v5", "v4", "cutover", "completed", 30000, 30005);
-    change(st, "web", "deploy", "v4", "v7", "alice", "completed", 40000, 40020);
+    /* scheduled at +39000 (deploy --at), started at +40000: 20 s to full traffic */
+    int64_t v7 = change(st, "web", "deploy", "v4", "v7", "alice", "completed", 39000, 40020);
+    event_at(st, v7, "started", 40000);
     /* api: a1 completes, then goes down and stays down */
     int64_t a1 = change(st, "api", "deploy", NULL, "a1", "carol", "completed", 500, 501);
     event_at(st, a1, "service_down", 50000);
