@@ -115,6 +115,12 @@ def test_a_bad_note_is_refused_and_records_nothing(backend, daemon):
     # 4096 bytes exactly is a note.
     assert d.cli("note", str(ch["id"]), "y" * 4096).returncode == 0
     assert len(events_of(d, ch["id"])) == len(before) + 1
+    # A bidi override is text, kept as sent, but never reaches a reader's screen as one.
+    assert d.cli("note", str(ch["id"]), "evil\u202etxt.exe").returncode == 0
+    assert events_of(d, ch["id"])[-1]["message"].endswith("evil\u202etxt.exe")
+    md = d.cli("report", str(ch["id"]))
+    assert md.returncode == 0 and "evil\\u202etxt.exe" in md.stdout, md.stdout[-400:]
+    assert "\u202e" not in md.stdout
     # Over the socket without an actor, the note is the unix user's (SO_PEERCRED).
     st, body = d.api("POST", f"/api/v1/changes/{ch['id']}/note", {"text": "t"})
     login = pwd.getpwuid(os.getuid()).pw_name
