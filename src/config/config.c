@@ -2002,7 +2002,7 @@ const char *const config_event_types[] = {
     "approved",  "inconclusive", "test_started", "test_passed", "test_failed",      "switched",
     "completed", "failed",       "rolled_back",  "aborted",     "interrupted",      "drained",
     "resumed",   "suspended",    "service_down", "saved_late",  "instance_retired", "scheduled",
-    "started",   "note",         NULL,
+    "started",   "note",         "service_up",   NULL,
 };
 
 /* Reads a webhook's signing key from path, refused like the tokens file when others may read

@@ -258,9 +258,14 @@ json_t *rollout_stats_json(struct rollout *r, const char *service, int64_t since
                 push(&f.restore, &f.nrestore, c->ended_ms - failure_start(ev, nev, c));
         }
         /* A live failure recorded on the change after it ended (no automatic rollback): the
-         * service is down from then until a later change completes. */
-        for (size_t k = 0; k < nev && sw->down_since_ms == 0; k++) {
-            if (!is(ev[k].type, "service_down"))
+         * service is down from then until its version serves again (service_up) or a later
+         * change completes. */
+        for (size_t k = 0; k < nev; k++) {
+            if (is(ev[k].type, "service_up") && sw->down_since_ms != 0) {
+                push(&f.restore, &f.nrestore, ev[k].ts_ms - sw->down_since_ms);
+                sw->down_since_ms = 0;
+            }
+            if (!is(ev[k].type, "service_down") || sw->down_since_ms != 0)
                 continue;
             sw->down_since_ms = ev[k].ts_ms;
             if (sw->live_deploy >= 0 && !failed[sw->live_deploy]) {

@@ -5,7 +5,7 @@ and admin API:
   a real webhook receiver filtered on the `note` event type gets it;
 - `cutover stats` gives the delivery figures of a known history (a deploy, a manual rollback, a
   bad canary rolled back by its plan, a deploy whose live version fails and that cutover itself
-  rolls back);
+  rolls back, and a live failure that heals by itself);
 - `cutover verify` checks each change's hash chain: intact, then an event edited with the
   sqlite3 CLI is named (exit 1), and events recorded before the chain began are not chained but
   do not fail the check;
@@ -18,6 +18,7 @@ import os
 import pwd
 import subprocess
 import time
+from datetime import datetime
 
 import pytest
 
@@ -330,3 +331,28 @@ def test_over_tcp_a_viewer_reads_figures_and_chains_and_an_operator_writes_notes
     assert r.returncode == 0 and "1 change, " in r.stdout and "chain intact" in r.stdout, r.stdout
     r = tcli(d, VIEW, "stats", "web")
     assert r.returncode == 0 and "(1 deploy completed)" in r.stdout, r.stdout
+
+
+def test_a_live_failure_that_heals_is_restored_when_its_checks_pass(backend, daemon):
+    v1, v2 = backend("v1"), backend("v2")
+    d = daemon([v1], service_extra="    on_live_failure: alert\n")
+    d.start(expect="v1\n")
+    ch = deploy_ok(d, "v2", v2.addr)
+    wait_body(d.port, "v2\n")
+    v2.set_healthy(False)
+    wait_for(lambda: d.status().get("down"), 10, "the service reported down")
+    s = json.loads(d.cli("stats", "--json").stdout)
+    assert s["time_to_restore_ms"]["open"] == 1 and s["failures"] == 1, s
+    v2.set_healthy(True)
+    wait_for(lambda: not d.status().get("down"), 10, "the service serving again")
+    types = [e["type"] for e in events_of(d, ch["id"])]
+    assert types[-2:] == ["service_down", "service_up"], types
+    ev = events_of(d, ch["id"])
+    s = json.loads(d.cli("stats", "--json").stdout)
+    ttr = s["time_to_restore_ms"]
+    assert ttr["open"] == 0 and ttr["count"] == 1, ttr
+    down_ms = (datetime.fromisoformat(ev[-1]["ts"].replace("Z", "+00:00"))
+               - datetime.fromisoformat(ev[-2]["ts"].replace("Z", "+00:00")))
+    assert ttr["median"] == ttr["worst"] == round(down_ms.total_seconds() * 1000), (ttr, down_ms)
+    assert s["change_failure_rate"] == 1.0 and s["deploys"]["undone_later"] == 1, s
+    assert d.cli("verify", str(ch["id"])).returncode == 0
