@@ -221,7 +221,8 @@ static const struct cli_command cli_commands[] = {
      "note CHANGE_ID TEXT\tadd a lessons-learned note to a change's record",
      "Adds TEXT (1 to 4096 bytes; quote it) to the record of change CHANGE_ID, running\n"
      "or ended, as a `note` event by you: `report` shows it under \"Lessons learned\",\n"
-     "and the webhooks and the event stream carry it like any other event.\n"
+     "and the webhooks and the event stream carry it like any other event. Put -- before\n"
+     "a TEXT that starts with -.\n"
      "Exit 2 for an empty or too long text or an unknown change.\n"},
     {"stats", CLI_CMD_STATS, CLI_OPT_JSON | CLI_OPT_SINCE, 0, 1,
      "stats [SERVICE] [--since D] [--json]",
