@@ -1561,7 +1561,7 @@ static char *cli_actor(const struct cli_http *h)
 
 static void cli_render_plan(FILE *out, const struct config_plan *p)
 {
-    char d1[32], d2[32];
+    char d2[32];
 
     fprintf(out, "plan %s (on failure: %s)%s%s\n", p->name,
             p->on_failure == CONFIG_ON_PAUSE     ? "pause"
@@ -1573,39 +1573,9 @@ static void cli_render_plan(FILE *out, const struct config_plan *p)
         fprintf(out, "  %zu. ", i + 1);
         if (s->owner != NULL)
             fprintf(out, "(owner %s) ", s->owner);
-        switch (s->kind) {
-        case CONFIG_STEP_TEST:
-            fputs("test:", out);
-            for (char **a = s->command; a != NULL && *a != NULL; a++)
-                fprintf(out, " %s", *a);
-            fprintf(out, " (timeout %s)\n", duration_format(s->timeout_ms, d1, sizeof(d1)));
-            break;
-        case CONFIG_STEP_PILOT:
-            fprintf(out, "pilot: %s %s%s%s for %s\n",
-                    s->pilot_kind == CONFIG_PILOT_HEADER   ? "header"
-                    : s->pilot_kind == CONFIG_PILOT_COOKIE ? "cookie"
-                                                           : "source",
-                    s->pilot_name ? s->pilot_name : "",
-                    s->pilot_value ? (s->pilot_kind == CONFIG_PILOT_COOKIE ? "=" : ": ") : "",
-                    s->pilot_value ? s->pilot_value : "",
-                    duration_format(s->duration_ms, d1, sizeof(d1)));
-            break;
-        case CONFIG_STEP_WEIGHT:
-            fprintf(out, "weight: %d%% of traffic to the new version\n", s->weight);
-            break;
-        case CONFIG_STEP_PAUSE:
-            if (s->duration_ms == 0)
-                fputs("pause: until `cutover promote`\n", out);
-            else
-                fprintf(out, "pause: %s\n", duration_format(s->duration_ms, d1, sizeof(d1)));
-            break;
-        case CONFIG_STEP_APPROVAL:
-            fprintf(out, "approval: %d of", s->count);
-            for (size_t j = 0; j < s->napprovers; j++)
-                fprintf(out, "%s %s", j ? "," : "", s->approvers[j]);
-            fputc('\n', out);
-            break;
-        }
+        char desc[512];
+        cli_put_clean(out, config_step_describe(s, desc, sizeof(desc)), 0);
+        fputc('\n', out);
     }
     if (p->analysis.enabled) {
         fprintf(out, "  analysis: every %s, at least %llu requests",

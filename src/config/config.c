@@ -1998,11 +1998,12 @@ static bool valid_url(const char *s)
 }
 
 const char *const config_event_types[] = {
-    "created",   "healthy",      "holding",      "step",        "step_done",        "batch",
-    "approved",  "inconclusive", "test_started", "test_passed", "test_failed",      "switched",
-    "completed", "failed",       "rolled_back",  "aborted",     "interrupted",      "drained",
-    "resumed",   "suspended",    "service_down", "saved_late",  "instance_retired", "scheduled",
-    "started",   "note",         "service_up",   NULL,
+    "created",      "healthy",     "holding",          "step",         "step_done",
+    "batch",        "approved",    "inconclusive",     "test_started", "test_passed",
+    "test_failed",  "switched",    "completed",        "failed",       "rolled_back",
+    "aborted",      "interrupted", "drained",          "resumed",      "suspended",
+    "service_down", "saved_late",  "instance_retired", "scheduled",    "started",
+    "awaiting",     "note",        "service_up",       NULL,
 };
 
 /* Reads a webhook's signing key from path, refused like the tokens file when others may read
@@ -2058,8 +2059,8 @@ static int load_webhook_key(struct ctx *c, int line, const char *key, struct con
 static int parse_notify(struct ctx *c, const struct item *it, struct config *cfg)
 {
     static const char *const known[] = {"webhooks", "max_age", NULL};
-    static const char *const hook_known[] = {"url",    "services",    "events",
-                                             "format", "secret_file", NULL};
+    static const char *const hook_known[] = {"url",         "services", "events", "format",
+                                             "secret_file", "name",     NULL};
     struct item v;
     int rc;
 
@@ -2092,6 +2093,17 @@ static int parse_notify(struct ctx *c, const struct item *it, struct config *cfg
             return rc;
         if (!valid_url(w->url))
             return fail_type(c, &u, p, "an http:// or https:// URL without spaces");
+        if (map_find(el, "name", &u)) {
+            if ((rc = get_string(c, &u, subpath(p, sizeof(p), path, "name"),
+                                 "a name (1-64 of A-Z a-z 0-9 . _ -)", &w->name)))
+                return rc;
+            if (!valid_name(w->name, strlen(w->name)))
+                return fail_type(c, &u, p, "a name (1-64 of A-Z a-z 0-9 . _ -)");
+            for (size_t j = 0; j < i; j++)
+                if (cfg->webhooks[j].name && strcmp(cfg->webhooks[j].name, w->name) == 0)
+                    return fail(c, u.line, "%s: '%s' is already notify.webhooks[%zu]'s name", p,
+                                w->name, j);
+        }
         if (map_find(el, "services", &u) &&
             (rc = get_string_list(c, &u, subpath(p, sizeof(p), path, "services"),
                                   "a list of service names", true, true, &w->services,
@@ -2156,6 +2168,63 @@ static int check_webhook_services(struct ctx *c, const struct config *cfg)
 }
 
 static void free_strv(char **v);
+
+/* ---- describing ---- */
+
+static void appendf(char *buf, size_t n, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void appendf(char *buf, size_t n, const char *fmt, ...)
+{
+    size_t len = strlen(buf);
+    if (len + 1 >= n)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf + len, n - len, fmt, ap);
+    va_end(ap);
+}
+
+char *config_step_describe(const struct config_step *st, char *buf, size_t n)
+{
+    char d[24];
+    if (n == 0)
+        return buf;
+    buf[0] = '\0';
+    switch (st->kind) {
+    case CONFIG_STEP_TEST:
+        appendf(buf, n, "test");
+        for (char **a = st->command; a != NULL && *a != NULL; a++)
+            appendf(buf, n, " %s", *a);
+        appendf(buf, n, " (timeout %s)", duration_format(st->timeout_ms, d, sizeof(d)));
+        break;
+    case CONFIG_STEP_PILOT:
+        appendf(buf, n, "pilot %s %s",
+                st->pilot_kind == CONFIG_PILOT_HEADER   ? "header"
+                : st->pilot_kind == CONFIG_PILOT_COOKIE ? "cookie"
+                                                        : "source",
+                st->pilot_name ? st->pilot_name : "");
+        if (st->pilot_value != NULL)
+            appendf(buf, n, "%s%s", st->pilot_kind == CONFIG_PILOT_COOKIE ? "=" : ": ",
+                    st->pilot_value);
+        appendf(buf, n, " for %s", duration_format(st->duration_ms, d, sizeof(d)));
+        break;
+    case CONFIG_STEP_WEIGHT:
+        appendf(buf, n, "weight %d%%", st->weight);
+        break;
+    case CONFIG_STEP_PAUSE:
+        if (st->duration_ms == 0)
+            appendf(buf, n, "pause until promoted");
+        else
+            appendf(buf, n, "pause %s", duration_format(st->duration_ms, d, sizeof(d)));
+        break;
+    case CONFIG_STEP_APPROVAL:
+        appendf(buf, n, "approval by %d of", st->count);
+        for (size_t j = 0; j < st->napprovers; j++)
+            appendf(buf, n, "%s %s", j ? "," : "", st->approvers[j]);
+        break;
+    }
+    return buf;
+}
 
 /* ---- people ---- */
 
@@ -2236,7 +2305,7 @@ static int parse_duties(struct ctx *c, const struct item *it, const char *path,
 
 static int parse_person(struct ctx *c, struct fy_node_pair *pair, struct config_person *pe)
 {
-    static const char *const known[] = {"unix_user", "role", "services", NULL};
+    static const char *const known[] = {"unix_user", "role", "services", "webhooks", NULL};
     struct item it = item_of_pair(pair), v;
     char path[KEY_PATH_MAX], p[KEY_PATH_MAX];
     int rc;
@@ -2263,7 +2332,25 @@ static int parse_person(struct ctx *c, struct fy_node_pair *pair, struct config_
     if (map_find(it.node, "services", &v) &&
         (rc = parse_duties(c, &v, subpath(p, sizeof(p), path, "services"), pe)))
         return rc;
+    if (map_find(it.node, "webhooks", &v)) {
+        subpath(p, sizeof(p), path, "webhooks");
+        if ((rc = get_string_list(c, &v, p, "a list of webhook names (notify.webhooks[].name)",
+                                  true, true, &pe->webhooks, &pe->nwebhooks)))
+            return rc;
+        for (size_t i = 0; i < pe->nwebhooks; i++)
+            if (config_webhook_find(c->cfg, pe->webhooks[i]) < 0)
+                return fail(c, v.line, "%s[%zu]: no webhook named '%s' under notify.webhooks", p, i,
+                            pe->webhooks[i]);
+    }
     return 0;
+}
+
+int config_webhook_find(const struct config *cfg, const char *name)
+{
+    for (size_t i = 0; name != NULL && i < cfg->nwebhooks; i++)
+        if (cfg->webhooks[i].name && strcmp(cfg->webhooks[i].name, name) == 0)
+            return (int)i;
+    return -1;
 }
 
 static int parse_people(struct ctx *c, const struct item *it, struct config *cfg)
@@ -2884,12 +2971,14 @@ void config_free(struct config *cfg)
         free(cfg->people[i].unix_user);
         for (size_t j = 0; j < cfg->people[i].nduties; j++)
             free(cfg->people[i].duties[j].service);
+        free_strv(cfg->people[i].webhooks);
         free(cfg->people[i].duties);
     }
     free(cfg->people);
     free(cfg->admin_socket_group);
     for (size_t i = 0; cfg->webhooks != NULL && i < cfg->nwebhooks; i++) {
         free(cfg->webhooks[i].url);
+        free(cfg->webhooks[i].name);
         free_strv(cfg->webhooks[i].services);
         free_strv(cfg->webhooks[i].events);
         free(cfg->webhooks[i].secret_file);

@@ -231,6 +231,11 @@ struct config_person {
     int role_set;          /* role was written in the config */
     struct config_person_duty *duties;
     size_t nduties;
+    /* `webhooks`: the names of notify.webhooks that reach this person. Such a webhook gets the
+       events of the services the person owns or is informed of, and the `awaiting` events that
+       name them, instead of every event (its own filters still apply). */
+    char **webhooks;
+    size_t nwebhooks;
     int line;
 };
 
@@ -249,6 +254,7 @@ enum config_webhook_format {
 
 /* Where the events of changes are POSTed (notify.webhooks). */
 struct config_webhook {
+    char *name;      /* `name`, so that people can list it; NULL when absent */
     char *url;       /* http:// or https:// */
     char **services; /* only these services' events; NULL: every service */
     size_t nservices;
@@ -346,6 +352,14 @@ const struct config_plan *config_plan_find(const struct config *cfg, const char 
 /* The person named name, or whose unix_user is user; NULL when none. */
 const struct config_person *config_person_find(const struct config *cfg, const char *name);
 const struct config_person *config_person_by_unix_user(const struct config *cfg, const char *user);
+/* One line describing a plan step, the same in events, status, `cutover check` and the written
+ * plan: "test ./smoke.sh --fast (timeout 1m)", "pilot header X-Cohort: pilot for 1m",
+ * "weight 10%", "pause 30s", "pause until promoted", "approval by 1 of lead, alice".
+ * Truncated to n. Returns buf. */
+char *config_step_describe(const struct config_step *st, char *buf, size_t n);
+
+/* The index of the webhook named name, or -1. */
+int config_webhook_find(const struct config *cfg, const char *name);
 /* The duties (enum config_duty bits) person p has for service. */
 unsigned config_person_duties(const struct config_person *p, const char *service);
 /* "low", "medium", "high"; config_risk_parse returns -1 for anything else. */

@@ -1618,6 +1618,22 @@ int store_outbox_counts(struct store *st, int64_t change_id, struct store_outbox
     return rc;
 }
 
+int store_outbox_pending_total(struct store *st, int64_t *n)
+{
+    sqlite3_stmt *s = NULL;
+    int rc = outbox_prepare(
+        st, "SELECT COUNT(*) FROM outbox WHERE state = '" STORE_OUTBOX_PENDING "'", &s);
+    *n = 0;
+    if (rc != 0)
+        return rc;
+    if (sqlite3_step(s) == SQLITE_ROW)
+        *n = sqlite3_column_int64(s, 0);
+    else
+        rc = sql_fail(st);
+    sqlite3_finalize(s);
+    return rc;
+}
+
 void store_outbox_done(struct store_outbox *o)
 {
     if (o == NULL)

@@ -335,6 +335,9 @@ struct store_outbox_counts {
 /* Counts the deliveries of change_id's events by state. Free out->last_error. */
 int store_outbox_counts(struct store *st, int64_t change_id, struct store_outbox_counts *out);
 
+/* Counts the deliveries of every change still pending (for /metrics). */
+int store_outbox_pending_total(struct store *st, int64_t *n);
+
 /* Frees the strings of o (not o). NULL is a no-op. */
 void store_outbox_done(struct store_outbox *o);
 
