@@ -19,6 +19,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "core/duration.h"
 #include "core/release.h"
 #include "core/log.h"
 #include "core/text.h"
@@ -54,6 +55,8 @@
 /* Free text a person supplies is kept to this many bytes: a reason is a sentence or two, and
  * every byte of it is stored, sent to webhooks and shown in reports. */
 #define API_REASON_MAX 1024
+/* GET /api/v1/stats without ?since=: the last 30 days. */
+#define API_STATS_WINDOW_MS (30LL * 24 * 3600 * 1000)
 /* An event stream gets a comment this often, so proxies and clients see it is alive. */
 #define API_SSE_BEAT_MS 15000
 /* A stream whose client reads less than the events it is sent is closed past this backlog. */
@@ -945,6 +948,7 @@ static void on_store_event(void *ctx, const struct store_event *ev)
     *q = *ev;
     q->type = xstrdup(ev->type);
     q->message = ev->message ? xstrdup(ev->message) : NULL;
+    q->hash = ev->hash ? xstrdup(ev->hash) : NULL;
     uv_timer_start(&a->flush, on_flush, 0, 0);
 }
 
@@ -1007,6 +1011,78 @@ static int route_events(struct api_conn *c, const char *query)
                 c->sse_end = 1;
         }
     }
+    return 0;
+}
+
+/* POST /api/v1/changes/ID/note {"text": ..., "actor": ...}: a lessons-learned note. */
+static int route_note(struct api_conn *c, int64_t id, const char *body, size_t n)
+{
+    static const char *const allowed[] = {"text", "actor", NULL};
+    json_t *o = parse_body(c, body, n, allowed);
+    if (o == NULL)
+        return 0;
+    const char *actor, *text;
+    if (opt_actor(c, o, &actor) < 0 || opt_string(c, o, "text", &text) < 0)
+        goto out;
+    if (text == NULL) {
+        respond_error(c, 400, "text: required (the note)");
+        goto out;
+    }
+    if (actor == NULL) {
+        respond_error(c, 400, "actor: required (who writes the note?)");
+        goto out;
+    }
+    char err[512];
+    int rc = rollout_note(c->a->r, id, actor, text, err, sizeof(err));
+    if (rc < 0) {
+        respond_error(c, status_of(rc), err);
+        goto out;
+    }
+    json_t *ch = rollout_change_json(c->a->r, id, 1);
+    if (ch == NULL)
+        respond_error(c, 500, "the change cannot be read back");
+    else
+        respond_json(c, 200, ch);
+out:
+    json_decref(o);
+    return 0;
+}
+
+/* GET /api/v1/changes/ID/verify (id > 0) and GET /api/v1/verify (id 0): the hash chain. */
+static int route_verify(struct api_conn *c, int64_t id)
+{
+    int rc = 0;
+    json_t *o = rollout_verify_json(c->a->r, id, &rc);
+    if (o == NULL && rc == -ENOENT)
+        return respond_no_change(c, id);
+    if (o == NULL)
+        return respond_error(c, 500, "cannot read the store");
+    return respond_json(c, 200, o);
+}
+
+/* GET /api/v1/stats[?service=NAME&since=DURATION]: the delivery figures (default 30d). */
+static int route_stats(struct api_conn *c, const char *query)
+{
+    char *svc = query_get(query, "service"), *since = query_get(query, "since");
+    uint64_t window = (uint64_t)API_STATS_WINDOW_MS;
+    int64_t now = store_now_ms();
+    if (since != NULL &&
+        (duration_parse(since, &window) != 0 || window == 0 || window > (uint64_t)now)) {
+        respond_error(c, 400, "since: expected a duration such as 7d, 24h or 90m");
+        goto out;
+    }
+    if (svc != NULL && !service_known(c->a->r, svc)) {
+        respond_no_service(c, svc);
+        goto out;
+    }
+    json_t *o = rollout_stats_json(c->a->r, svc, now - (int64_t)window, now);
+    if (o == NULL)
+        respond_error(c, 500, "cannot read the store");
+    else
+        respond_json(c, 200, o);
+out:
+    free(svc);
+    free(since);
     return 0;
 }
 
@@ -1228,6 +1304,27 @@ static int h_approve(struct api_conn *c, const struct api_call *q)
     return route_action(c, q->id, "approve", q->body, q->blen);
 }
 
+static int h_note(struct api_conn *c, const struct api_call *q)
+{
+    return route_note(c, q->id, q->body, q->blen);
+}
+
+static int h_verify(struct api_conn *c, const struct api_call *q)
+{
+    return route_verify(c, q->id);
+}
+
+static int h_verify_all(struct api_conn *c, const struct api_call *q)
+{
+    (void)q;
+    return route_verify(c, 0);
+}
+
+static int h_stats(struct api_conn *c, const struct api_call *q)
+{
+    return route_stats(c, q->query);
+}
+
 static const struct api_route api_routes[] = {
     {HTTP_M_GET, "/metrics", CONFIG_ROLE_VIEWER, 0, h_metrics},
     {HTTP_M_POST, "/api/v1/upgrade", CONFIG_ROLE_ADMIN, 0, h_upgrade},
@@ -1248,6 +1345,10 @@ static const struct api_route api_routes[] = {
     {HTTP_M_POST, "/api/v1/changes/:id/resume", CONFIG_ROLE_OPERATOR, 1, h_resume},
     {HTTP_M_POST, "/api/v1/changes/:id/abort", CONFIG_ROLE_OPERATOR, 1, h_abort},
     {HTTP_M_POST, "/api/v1/changes/:id/approve", CONFIG_ROLE_OPERATOR, 1, h_approve},
+    {HTTP_M_POST, "/api/v1/changes/:id/note", CONFIG_ROLE_OPERATOR, 1, h_note},
+    {HTTP_M_GET, "/api/v1/changes/:id/verify", CONFIG_ROLE_VIEWER, 1, h_verify},
+    {HTTP_M_GET, "/api/v1/verify", CONFIG_ROLE_VIEWER, 1, h_verify_all},
+    {HTTP_M_GET, "/api/v1/stats", CONFIG_ROLE_VIEWER, 1, h_stats},
 };
 
 #define API_MAX_SEGMENTS 8

@@ -217,6 +217,33 @@ static const struct cli_command cli_commands[] = {
      "  -f, --follow   keep printing what is appended (also after a rotation) until\n"
      "                 Ctrl-C or SIGTERM\n"
      "Exit 1 when there is no log file, 2 for an unknown service.\n"},
+    {"note", CLI_CMD_NOTE, 0, 2, 2, "note CHANGE_ID TEXT",
+     "note CHANGE_ID TEXT\tadd a lessons-learned note to a change's record",
+     "Adds TEXT (1 to 4096 bytes; quote it) to the record of change CHANGE_ID, running\n"
+     "or ended, as a `note` event by you: `report` shows it under \"Lessons learned\",\n"
+     "and the webhooks and the event stream carry it like any other event. Put -- before\n"
+     "a TEXT that starts with -.\n"
+     "Exit 2 for an empty or too long text or an unknown change.\n"},
+    {"stats", CLI_CMD_STATS, CLI_OPT_JSON | CLI_OPT_SINCE, 0, 1,
+     "stats [SERVICE] [--since D] [--json]",
+     "stats [SERVICE] [--since D] [--json]\tdelivery figures from the change history",
+     "Prints the delivery figures of the changes of SERVICE (or all) started in the\n"
+     "window: deployment frequency (deploys completed per day), change failure rate\n"
+     "(deploys that failed, were rolled back in their plan, or were rolled back or went\n"
+     "down after they completed), time to restore (median and worst; from the failure\n"
+     "to the next good state) and time to full traffic (median and worst, from the\n"
+     "deploy to its end). docs/decisions.md says what counts as a failure and a restore.\n"
+     "  --since D  the window: the last D (7d, 24h, 90m; default 30d)\n"
+     "  --json     print the API answer\n"},
+    {"verify", CLI_CMD_VERIFY, CLI_OPT_JSON, 0, 1, "verify [CHANGE_ID] [--json]",
+     "verify [CHANGE_ID] [--json]\tcheck the hash chain of the change records",
+     "Checks that the events of change CHANGE_ID (or of every change) are as cutover\n"
+     "recorded them: each event carries a SHA-256 over its predecessor's hash (the first,\n"
+     "over the change's own fields) and its own fields. Prints \"N events, chain intact\",\n"
+     "or names the first event that does not match. Events recorded before the chain\n"
+     "began (an older cutover) are said to be not chained and do not fail the check.\n"
+     "  --json  print the API answer\n"
+     "Exit 1 when a chain does not match.\n"},
     {"demo", CLI_CMD_DEMO, 0, 0, 0, "demo", "demo\tself-contained demonstration",
      "Runs a self-contained demonstration: a daemon, two backend versions and a\n"
      "rollout, on loopback ports, in a temporary directory.\n"},
@@ -501,8 +528,11 @@ static int cli_assign_positional(struct cli_args *a, const struct cli_command *c
     }
     if (npos < c->min_pos) {
         const char *what = "SERVICE";
-        if (c->cmd == CLI_CMD_APPROVE || c->cmd == CLI_CMD_REPORT)
+        if (c->cmd == CLI_CMD_APPROVE || c->cmd == CLI_CMD_REPORT ||
+            (c->cmd == CLI_CMD_NOTE && npos == 0))
             what = "CHANGE_ID";
+        else if (c->cmd == CLI_CMD_NOTE)
+            what = "TEXT";
         else if ((c->cmd == CLI_CMD_DEPLOY || c->cmd == CLI_CMD_PLAN) && npos == 1)
             what = "VERSION";
         snprintf(err, errlen, "%s: missing %s", c->name, what);
@@ -535,8 +565,15 @@ static int cli_assign_positional(struct cli_args *a, const struct cli_command *c
             }
         }
         break;
+    case CLI_CMD_VERIFY:
+        if (npos == 0)
+            break;
+        /* fall through */
+    case CLI_CMD_NOTE:
     case CLI_CMD_APPROVE:
     case CLI_CMD_REPORT:
+        if (c->cmd == CLI_CMD_NOTE)
+            a->text = pos[1];
         if (cli_parse_positive(pos[0], INT64_MAX, &a->change_id) != 0) {
             snprintf(err, errlen, "%s: CHANGE_ID must be a positive whole number, got '%s'",
                      c->name, pos[0]);
@@ -2721,6 +2758,73 @@ out:
     return rc;
 }
 
+/* note: POSTs the text; the daemon checks it (length, characters) and the change. */
+static int cli_cmd_note(const struct cli_args *a, struct cli_http *h)
+{
+    char *actor = cli_actor(h);
+    json_t *body = json_pack("{s:s, s:s*}", "text", a->text, "actor", actor);
+    char path[64];
+    struct cli_resp r;
+
+    free(actor);
+    snprintf(path, sizeof(path), "/api/v1/changes/%lld/note", a->change_id);
+    int rc = cli_request(h, "POST", path, body, NULL, &r);
+    json_decref(body);
+    if (rc == 0) {
+        if (r.status >= 200 && r.status < 300) {
+            printf("change %lld: note recorded\n", a->change_id);
+            rc = CLI_EXIT_OK;
+        } else if (r.status == 404 && cli_jstr(r.json, "error") != NULL &&
+                   strncmp(cli_jstr(r.json, "error"), "no such route", 13) == 0) {
+            rc = cli_unsupported("note", &r);
+        } else {
+            rc = cli_api_error(h, &r);
+        }
+    }
+    cli_resp_done(&r);
+    return rc;
+}
+
+static int cli_cmd_stats(const struct cli_args *a, struct cli_http *h)
+{
+    char *svc = a->service ? cli_escape(h, a->service) : NULL;
+    char *path = xasprintf("/api/v1/stats?since=%s%s%s", a->since ? a->since : "30d",
+                           svc ? "&service=" : "", svc ? svc : "");
+    int rc = cli_get_and_render(a, h, path, cli_render_stats);
+
+    free(path);
+    free(svc);
+    return rc;
+}
+
+/* verify: exit 1 when a chain does not match, with --json too. */
+static int cli_cmd_verify(const struct cli_args *a, struct cli_http *h)
+{
+    char path[64];
+    struct cli_resp r;
+
+    if (a->change_id > 0)
+        snprintf(path, sizeof(path), "/api/v1/changes/%lld/verify", a->change_id);
+    else
+        snprintf(path, sizeof(path), "/api/v1/verify");
+    int rc = cli_request(h, "GET", path, NULL, NULL, &r);
+    if (rc == 0) {
+        if (r.status >= 200 && r.status < 300 && r.json != NULL) {
+            if (a->json) {
+                cli_print_json(r.json);
+                rc =
+                    json_is_true(json_object_get(r.json, "intact")) ? CLI_EXIT_OK : CLI_EXIT_FAILED;
+            } else {
+                rc = cli_render_verify(stdout, r.json);
+            }
+        } else {
+            rc = cli_api_error(h, &r);
+        }
+    }
+    cli_resp_done(&r);
+    return rc;
+}
+
 /* upgrade: the daemon runs elsewhere (another cwd), so it gets an absolute path, checked here
  * before anything is sent. */
 static int cli_cmd_upgrade(const struct cli_args *a, struct cli_http *h, const char *binary)
@@ -2810,6 +2914,15 @@ static int cli_run(const struct cli_args *a)
         break;
     case CLI_CMD_AUDIT:
         rc = cli_cmd_audit(a, &h);
+        break;
+    case CLI_CMD_NOTE:
+        rc = cli_cmd_note(a, &h);
+        break;
+    case CLI_CMD_STATS:
+        rc = cli_cmd_stats(a, &h);
+        break;
+    case CLI_CMD_VERIFY:
+        rc = cli_cmd_verify(a, &h);
         break;
     case CLI_CMD_WATCH:
         h.timeout_ms = 5000;

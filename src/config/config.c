@@ -2096,11 +2096,12 @@ static bool valid_url(const char *s)
 }
 
 const char *const config_event_types[] = {
-    "created",   "healthy",      "holding",      "step",        "step_done",        "batch",
-    "approved",  "inconclusive", "test_started", "test_passed", "test_failed",      "switched",
-    "completed", "failed",       "rolled_back",  "aborted",     "interrupted",      "drained",
-    "resumed",   "suspended",    "service_down", "saved_late",  "instance_retired", "scheduled",
-    "started",   NULL,
+    "created",      "healthy",     "holding",          "step",         "step_done",
+    "batch",        "approved",    "inconclusive",     "test_started", "test_passed",
+    "test_failed",  "switched",    "completed",        "failed",       "rolled_back",
+    "aborted",      "interrupted", "drained",          "resumed",      "suspended",
+    "service_down", "saved_late",  "instance_retired", "scheduled",    "started",
+    "awaiting",     "note",        "service_up",       NULL,
 };
 
 /* Reads a webhook's signing key from path, refused like the tokens file when others may read

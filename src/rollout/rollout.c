@@ -359,6 +359,16 @@ static int start_rollback(struct service *s, const char *actor, const char *reas
 
 /* Records on the service's last change that the service is down (no version can serve) and why;
  * status, the event stream and /metrics show it until a version serves again. */
+/* Records an event on the service's last change (the one that made its live version live). */
+static void last_change_event(struct service *s, const char *type, const char *msg)
+{
+    struct store_change *last = NULL;
+    size_t n = 0;
+    if (store_change_list(s->r->st, s->cfg->name, 1, &last, &n) == 0 && n == 1)
+        change_record_event_of(&s->ch, last[0].id, type, msg);
+    store_change_list_free(last, n);
+}
+
 static void service_down(struct service *s, const char *why)
 {
     if (s->down != NULL && strcmp(s->down, why) == 0)
@@ -366,11 +376,7 @@ static void service_down(struct service *s, const char *why)
     free(s->down);
     s->down = xstrdup(why);
     log_error("service down", "service", s->cfg->name, "reason", why);
-    struct store_change *last = NULL;
-    size_t n = 0;
-    if (store_change_list(s->r->st, s->cfg->name, 1, &last, &n) == 0 && n == 1)
-        change_record_event_of(&s->ch, last[0].id, "service_down", why);
-    store_change_list_free(last, n);
+    last_change_event(s, "service_down", why);
 }
 
 /* 1 when the previous version could serve at once: its targets pass their health checks and,
@@ -452,6 +458,11 @@ static void on_health_change(void *ctx, struct health_check *h, enum health_stat
             log_info("service serving again", "service", s->cfg->name, "version", s->live->name);
             free(s->down);
             s->down = NULL;
+            /* The end of the outage, for the record and the time to restore (cutover stats). */
+            char msg[256];
+            snprintf(msg, sizeof(msg), "live version %.64s serves again: its checks pass",
+                     s->live->name);
+            last_change_event(s, "service_up", msg);
         } else if (live_all_unhealthy(s)) {
             char why[1024];
             version_why_unhealthy(s->live, why, sizeof(why));

@@ -119,13 +119,38 @@ json_t *rollout_service_json(struct rollout *r, const char *name);
 /* {"services": [...]}. New reference. */
 json_t *rollout_services_json(struct rollout *r);
 /* An Event object as the event stream and webhooks send it: {"id", "change", "service" (NULL
- * when unknown), "type", "message", "ts"}. New reference. */
+ * when unknown), "type", "message", "ts", "hash" (its link in the change's hash chain, NULL when
+ * recorded before the chain)}. New reference. */
 json_t *rollout_event_json(const struct store_event *ev, const char *service);
 
 /* JSON of change id with its events when with_events, or NULL if unknown. New reference. */
 json_t *rollout_change_json(struct rollout *r, int64_t id, int with_events);
 /* {"changes": [...]} newest first, of service (or all), at most limit. NULL on store error. */
 json_t *rollout_changes_json(struct rollout *r, const char *service, size_t limit);
+
+/* --- knowledge (rollout/knowledge.c) --------------------------------------------------------- */
+
+/* The longest lessons-learned note, in bytes. */
+#define ROLLOUT_NOTE_MAX 4096
+
+/* Adds a lessons-learned note by actor (a name) to change id, running or ended: an event of
+ * type "note" with the message "ACTOR: TEXT", which the report, the event stream and the
+ * webhooks carry like any other. text: 1 to ROLLOUT_NOTE_MAX bytes of text (not blank; tab and
+ * line feeds allowed, no other control character). Returns 0, or -EINVAL (bad actor or text),
+ * -ENOENT (no such change), -EROFS (the store is lost or corrupt), -EIO, with err set; nothing
+ * is recorded on failure. */
+int rollout_note(struct rollout *r, int64_t id, const char *actor, const char *text, char *err,
+                 size_t errlen);
+
+/* The check of change id's hash chain (id 0: of every change), as docs/api.md "Verify" shows
+ * it. New reference, or NULL with *rc -ENOENT (no such change) or -EIO. */
+json_t *rollout_verify_json(struct rollout *r, int64_t id, int *rc);
+
+/* The delivery figures of the changes of service (NULL: all) created from since_ms to now_ms
+ * (docs/api.md "Stats"; what counts as a failure and a restore: docs/decisions.md). New
+ * reference, or NULL when the store cannot be read. */
+json_t *rollout_stats_json(struct rollout *r, const char *service, int64_t since_ms,
+                           int64_t now_ms);
 
 /* Appends Prometheus lines about services and targets to buf (via the caller's appender). */
 typedef void (*rollout_emit_fn)(void *ctx, const char *line);

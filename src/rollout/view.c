@@ -19,9 +19,11 @@ static json_t *str_or_null(const char *s)
 
 json_t *rollout_event_json(const struct store_event *ev, const char *service)
 {
-    return json_pack("{s:I, s:I, s:o, s:s, s:o, s:o}", "id", (json_int_t)ev->id, "change",
+    /* The hash lets a receiver keep an anchor of the change's chain outside this host. */
+    return json_pack("{s:I, s:I, s:o, s:s, s:o, s:o, s:o}", "id", (json_int_t)ev->id, "change",
                      (json_int_t)ev->change_id, "service", str_or_null(service), "type", ev->type,
-                     "message", str_or_null(ev->message), "ts", change_iso_time(ev->ts_ms));
+                     "message", str_or_null(ev->message), "ts", change_iso_time(ev->ts_ms), "hash",
+                     str_or_null(ev->hash));
 }
 
 static json_t *change_to_json(struct rollout *r, const struct store_change *c, int with_events)
@@ -72,10 +74,11 @@ static json_t *change_to_json(struct rollout *r, const struct store_change *c, i
         json_t *a = json_array();
         if (store_event_list(r->st, c->id, &ev, &n) == 0) {
             for (size_t i = 0; i < n; i++)
-                json_array_append_new(a, json_pack("{s:o, s:s, s:s}", "ts",
-                                                   change_iso_time(ev[i].ts_ms), "type",
-                                                   ev[i].type ? ev[i].type : "", "message",
-                                                   ev[i].message ? ev[i].message : ""));
+                json_array_append_new(
+                    a, json_pack("{s:I, s:o, s:s, s:s, s:o}", "id", (json_int_t)ev[i].id, "ts",
+                                 change_iso_time(ev[i].ts_ms), "type", ev[i].type ? ev[i].type : "",
+                                 "message", ev[i].message ? ev[i].message : "", "hash",
+                                 str_or_null(ev[i].hash)));
             store_event_list_free(ev, n);
         }
         json_object_set_new(o, "events", a);
