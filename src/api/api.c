@@ -15,6 +15,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "core/duration.h"
 #include "core/release.h"
 #include "core/log.h"
 #include "core/text.h"
@@ -357,8 +358,9 @@ static json_t *parse_body(struct api_conn *c, const char *body, size_t n,
 
 static int route_deploy(struct api_conn *c, const char *service, const char *body, size_t n)
 {
-    static const char *const allowed[] = {"version", "targets",   "plan",   "reason", "actor",
-                                          "wait",    "emergency", "ticket", "risk",   NULL};
+    static const char *const allowed[] = {"version", "targets", "plan", "reason",
+                                          "actor",   "wait",    "hold", "emergency",
+                                          "ticket",  "risk",    NULL};
     json_t *o = parse_body(c, body, n, allowed);
     if (o == NULL)
         return 0;
@@ -410,6 +412,15 @@ static int route_deploy(struct api_conn *c, const char *service, const char *bod
             targets[nt++] = json_string_value(e);
         }
     }
+    int hold = 0;
+    json_t *jh = json_object_get(o, "hold");
+    if (jh != NULL) {
+        if (!json_is_boolean(jh)) {
+            respond_error(c, 400, "hold: expected true or false");
+            goto out;
+        }
+        hold = json_is_true(jh);
+    }
     json_t *jw = json_object_get(o, "wait");
     if (jw != NULL) {
         if (!json_is_boolean(jw)) {
@@ -430,6 +441,7 @@ static int route_deploy(struct api_conn *c, const char *service, const char *bod
         .emergency = emergency,
         .ticket = ticket,
         .risk = risk,
+        .hold = hold,
     };
     char err[512];
     int64_t id;
@@ -440,6 +452,64 @@ static int route_deploy(struct api_conn *c, const char *service, const char *bod
         free(p);
         respond_error(c, status_of(rc), err);
     }
+out:
+    json_decref(o);
+    return 0;
+}
+
+/* POST /api/v1/services/NAME/{hold,release,maintenance} (docs/api.md "Hold and maintenance"):
+ * recorded with the actor, applied by the next table; answers the Service. */
+static int route_mode(struct api_conn *c, const char *service, const char *what, const char *body,
+                      size_t n)
+{
+    static const char *const hold_allowed[] = {"max", "actor", NULL};
+    static const char *const release_allowed[] = {"actor", NULL};
+    static const char *const maint_allowed[] = {"on", "message", "actor", NULL};
+    const char *const *allowed = what[0] == 'h'   ? hold_allowed
+                                 : what[0] == 'r' ? release_allowed
+                                                  : maint_allowed;
+    json_t *o = parse_body(c, body, n, allowed);
+    if (o == NULL)
+        return 0;
+    const char *actor, *max = NULL, *message = NULL;
+    char err[1536];
+    int rc;
+    if (opt_actor(c, o, &actor) < 0)
+        goto out;
+    if (what[0] == 'h') {
+        uint64_t ms = ROLLOUT_HOLD_DEFAULT_MS;
+        if (opt_string(c, o, "max", &max) < 0)
+            goto out;
+        if (max != NULL && (duration_parse(max, &ms) != 0 || ms == 0)) {
+            snprintf(err, sizeof(err),
+                     "max: expected a duration like 500ms, 30s or 2m (at most 1h), got '%.64s'",
+                     max);
+            respond_error(c, 400, err);
+            goto out;
+        }
+        rc = rollout_hold(c->a->r, service, ms, actor, err, sizeof(err));
+    } else if (what[0] == 'r') {
+        rc = rollout_release(c->a->r, service, actor, err, sizeof(err));
+    } else {
+        json_t *jo = json_object_get(o, "on");
+        if (!json_is_boolean(jo)) {
+            respond_error(c, 400, "on: required, true or false");
+            goto out;
+        }
+        if (opt_string(c, o, "message", &message) < 0)
+            goto out;
+        if (message != NULL && !json_is_true(jo)) {
+            respond_error(c, 400, "message: only with on: true");
+            goto out;
+        }
+        rc = rollout_maintenance(c->a->r, service, json_is_true(jo), message, actor, err,
+                                 sizeof(err));
+    }
+    if (rc < 0) {
+        respond_error(c, status_of(rc), err);
+        goto out;
+    }
+    respond_json(c, 200, rollout_service_json(c->a->r, service));
 out:
     json_decref(o);
     return 0;
@@ -1000,6 +1070,12 @@ static int route(struct api_conn *c, enum http_method m, char *path, char *query
             if (parts[4][0] == 'd')
                 return route_deploy(c, parts[3], body, blen);
             return route_rollback(c, parts[3], body, blen);
+        }
+        if (np == 5 && (strcmp(parts[4], "hold") == 0 || strcmp(parts[4], "release") == 0 ||
+                        strcmp(parts[4], "maintenance") == 0)) {
+            if (m != HTTP_M_POST)
+                return respond_error(c, 405, "use POST");
+            return route_mode(c, parts[3], parts[4], body, blen);
         }
         return respond_error(c, 404, "no such route; see docs/api.md");
     }

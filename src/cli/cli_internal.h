@@ -6,6 +6,7 @@
 #define CUTOVER_CLI_CLI_INTERNAL_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 
 #include <jansson.h>
@@ -44,6 +45,9 @@ enum cli_cmd {
     CLI_CMD_EVENTS,
     CLI_CMD_PLAN,  /* the written plan of a deploy, before it starts; changes nothing */
     CLI_CMD_WATCH, /* a live view of status and per-version traffic (cli/watch.c) */
+    CLI_CMD_HOLD,  /* hold, release, maintenance: a service's traffic held or answered 503 */
+    CLI_CMD_RELEASE,
+    CLI_CMD_MAINTENANCE,
 };
 
 /* What the command line asked for. Strings point into argv (not owned), except targets, an
@@ -78,6 +82,10 @@ struct cli_args {
     long lines;          /* -n/--lines N (logs), 0..CLI_LOGS_MAX_LINES; default 50 */
     int store;           /* --store (check) */
     int until_done;      /* --until-done (watch) */
+    uint64_t max_ms;     /* --max D (hold), 1 ms..1 h; 0 when absent (the daemon's 30 s) */
+    const char *message; /* --message TEXT (maintenance on) */
+    int on;              /* maintenance: 1 for on, 0 for off */
+    int hold;            /* --hold (deploy): hold requests around the switch */
 };
 
 /* Parses argv (argv[0] the program, argv[1] the subcommand) into *a, which it initialises.

@@ -798,8 +798,8 @@ static int parse_limits(struct ctx *c, const struct item *it, const char *path,
                         struct config_limits *l)
 {
     static const char *const known[] = {
-        "max_header_bytes", "max_headers",     "max_uri_bytes",
-        "max_body_bytes",   "max_connections", NULL,
+        "max_header_bytes",  "max_headers", "max_uri_bytes", "max_body_bytes", "max_connections",
+        "hold_max_requests", NULL,
     };
     char p[KEY_PATH_MAX];
     struct item v;
@@ -832,6 +832,12 @@ static int parse_limits(struct ctx *c, const struct item *it, const char *path,
         if ((rc = get_uint(c, &v, subpath(p, sizeof(p), path, "max_connections"), 0, 10000000, &x)))
             return rc;
         l->max_connections = (size_t)x;
+    }
+    if (map_find(it->node, "hold_max_requests", &v)) {
+        if ((rc =
+                 get_uint(c, &v, subpath(p, sizeof(p), path, "hold_max_requests"), 0, 1000000, &x)))
+            return rc;
+        l->hold_max_requests = (size_t)x;
     }
     return 0;
 }
@@ -1132,6 +1138,7 @@ static void service_defaults(struct config_service *s)
     s->limits.max_headers = 100;
     s->limits.max_uri = 8192;
     s->limits.max_body_bytes = 0;
+    s->limits.hold_max_requests = 10000;
 }
 
 static int parse_targets(struct ctx *c, const struct item *it, const char *path,
@@ -1922,10 +1929,11 @@ static bool valid_url(const char *s)
 }
 
 const char *const config_event_types[] = {
-    "created",   "healthy",      "holding",      "step",        "step_done",        "batch",
-    "approved",  "inconclusive", "test_started", "test_passed", "test_failed",      "switched",
-    "completed", "failed",       "rolled_back",  "aborted",     "interrupted",      "drained",
-    "resumed",   "suspended",    "service_down", "saved_late",  "instance_retired", NULL,
+    "created",   "healthy",        "holding",         "step",        "step_done",        "batch",
+    "approved",  "inconclusive",   "test_started",    "test_passed", "test_failed",      "switched",
+    "completed", "failed",         "rolled_back",     "aborted",     "interrupted",      "drained",
+    "resumed",   "suspended",      "service_down",    "saved_late",  "instance_retired", "hold",
+    "release",   "maintenance_on", "maintenance_off", NULL,
 };
 
 /* Reads a webhook's signing key from path, refused like the tokens file when others may read

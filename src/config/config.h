@@ -33,12 +33,15 @@ struct config_timeouts {
 };
 
 struct config_limits {
-    size_t max_header_bytes; /* `max_header_bytes`, default 65536: request line + fields */
-    size_t max_headers;      /* `max_headers`, default 100 */
-    size_t max_uri;          /* `max_uri_bytes`, default 8192 */
-    uint64_t max_body_bytes; /* `max_body_bytes`, default 0 = unlimited */
-    size_t max_connections;  /* `max_connections`, default 0 = unlimited: open client
-                                connections of the service; more are answered 503 and closed */
+    size_t max_header_bytes;  /* `max_header_bytes`, default 65536: request line + fields */
+    size_t max_headers;       /* `max_headers`, default 100 */
+    size_t max_uri;           /* `max_uri_bytes`, default 8192 */
+    uint64_t max_body_bytes;  /* `max_body_bytes`, default 0 = unlimited */
+    size_t max_connections;   /* `max_connections`, default 0 = unlimited: open client
+                                 connections of the service; more are answered 503 and closed */
+    size_t hold_max_requests; /* `hold_max_requests`, default 10000: requests waiting at once
+                                 while the service is held; more are answered 503 (0: none
+                                 wait, every request is refused while held) */
 };
 
 /* NONE: `sticky` is absent, each request is split on its own; SOURCE: `sticky: {source: true}`,

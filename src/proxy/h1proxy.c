@@ -22,6 +22,7 @@
 #include "net/cidr.h"
 #include "net/proxyproto.h"
 #include "proxy/h1proxy.h"
+#include "proxy/hold.h"
 #include "proxy/pick.h"
 #include "proxy/upstream.h"
 #include "proxy/worker_int.h"
@@ -29,8 +30,9 @@
 #define HDR_CAP 256                           /* header fields parsed per message at most */
 #define RESP_HEAD_MAX (WORKER_BUF_SIZE - 512) /* upstream response head limit: 502 beyond */
 
-/* PH_PPHDR: a proxy_protocol listener's connection before its PROXY header is complete. */
-enum client_phase { PH_HEAD, PH_PROXY, PH_CLOSING, PH_PPHDR };
+/* PH_PPHDR: a proxy_protocol listener's connection before its PROXY header is complete.
+ * PH_HELD: a complete request head waits in the buffer while its service is held. */
+enum client_phase { PH_HEAD, PH_PROXY, PH_CLOSING, PH_PPHDR, PH_HELD };
 
 /* Open client connections per service id, all workers together: max_connections is a limit of
  * the service, not of one worker. */
@@ -75,6 +77,11 @@ struct h1_state {
     struct exchange *exchanges; /* free exchanges */
     size_t nexchanges;          /* length of the exchanges list */
     struct wheel *wheel;        /* the client deadline wheel, created with the first client */
+    /* Clients whose request waits for its service's hold to end, oldest first (linked through
+     * their exchanges), and the timer that lets them go on after a table without the hold. */
+    struct client *held, *held_tail;
+    size_t nheld;
+    uv_timer_t *resume; /* created with the first hold; closed with the loop, freed by h1_done */
 };
 
 /* What a client connection holds only while a request is in progress, or bytes of the next
@@ -122,9 +129,10 @@ struct exchange {
     int uhead_heap;
     char *rhead; /* rewritten response head */
     size_t rhead_len;
-    int resp_started;           /* a response head went to the client */
-    int resp_close;             /* the client connection closes after this response */
-    struct exchange *next_free; /* in the worker's pool */
+    int resp_started;                     /* a response head went to the client */
+    int resp_close;                       /* the client connection closes after this response */
+    struct client *held_prev, *held_next; /* in h1_state.held while PH_HELD */
+    struct exchange *next_free;           /* in the worker's pool */
 };
 
 /* One client connection. Kept small: an idle keep-alive connection costs this struct. */
@@ -152,6 +160,7 @@ struct client {
 
 static void client_close(struct client *c);
 static void client_continue(struct client *c);
+static void hold_unpark(struct client *c, int expired);
 static void upstream_send(struct client *c);
 static void up_close(struct h1_up *u);
 static void response_process(struct h1_up *u);
@@ -330,6 +339,8 @@ static void h1_done(struct worker *w)
         return;
     free(w->h1->wheel);
     w->h1->wheel = NULL;
+    free(w->h1->resume);
+    w->h1->resume = NULL;
     while (w->h1->exchanges != NULL) {
         struct exchange *x = w->h1->exchanges;
         w->h1->exchanges = x->next_free;
@@ -380,6 +391,7 @@ static void on_client_write(uv_write_t *req, int status);
 /* Answers status with a short text body and closes the connection after it. Only when no
  * response was started on this connection; otherwise the only honest thing is to close. */
 static void client_error_as(struct client *c, int status, const char *why, int loss);
+static void client_send_own(struct client *c);
 
 static void client_error(struct client *c, int status, const char *why)
 {
@@ -413,6 +425,13 @@ static void client_error_as(struct client *c, int status, const char *why, int l
     int n = snprintf(c->x->rhead, WORKER_BUF_SIZE, canned_fmt, status, http_status_reason(status),
                      strlen(why) + 1, status == 503 ? "Retry-After: 1\r\n" : "", why);
     c->x->rhead_len = (size_t)n;
+    client_send_own(c);
+}
+
+/* Sends the answer of cutover's own in c->x->rhead (rhead_len bytes) and closes the connection
+ * after it: an upstream connection is let go, and the client is not read any more. */
+static void client_send_own(struct client *c)
+{
     c->x->resp_started = 1;
     c->close_after_write = 1;
     if (c->up != NULL) {
@@ -560,6 +579,8 @@ static void client_close(struct client *c)
     struct worker *w = c->w;
     if (c->phase == PH_CLOSING)
         return;
+    if (c->phase == PH_HELD)
+        hold_unpark(c, 0);
     c->phase = PH_CLOSING;
     longlived_end(c);
     if (c->up != NULL) {
@@ -581,10 +602,15 @@ static void client_close(struct client *c)
 }
 
 static void on_drain_deadline(struct client *c);
+static void hold_expire(struct client *c);
 
 /* c's deadline passed (the wheel unlinked it and cleared it). */
 static void on_client_deadline(struct client *c)
 {
+    if (c->phase == PH_HELD) {
+        hold_expire(c);
+        return;
+    }
     if (c->dl_drain) {
         on_drain_deadline(c);
         return;
@@ -1728,6 +1754,156 @@ static void request_start(struct client *c, const struct http_request *req, size
     request_dispatch(c);
 }
 
+/* ---------------------------------------------------------------- hold and maintenance ------ */
+
+/* A held request is a complete head parked in its client's buffer (PH_HELD), on the worker's
+ * held list, with its hold limit as the client's deadline. Nothing is routed or counted for it
+ * until it goes on: request_try parses it again under the table of that moment, so a release
+ * sends it to the version live then. Body bytes that follow wait in the buffer (reading stops
+ * when it is full); a client that goes away is closed and its place given back. */
+
+static void request_try(struct client *c);
+
+static void hold_park(struct client *c, uint64_t max_ms)
+{
+    struct h1_state *h = c->w->h1;
+    c->phase = PH_HELD;
+    c->x->held_next = NULL;
+    c->x->held_prev = h->held_tail;
+    if (h->held_tail != NULL)
+        h->held_tail->x->held_next = c;
+    else
+        h->held = c;
+    h->held_tail = c;
+    h->nheld++;
+    client_timer(c, max_ms);
+}
+
+/* Takes c off the held list and gives its place back; c is in PH_HEAD after it. */
+static void hold_unpark(struct client *c, int expired)
+{
+    struct h1_state *h = c->w->h1;
+    struct exchange *x = c->x;
+    if (x->held_prev != NULL)
+        x->held_prev->x->held_next = x->held_next;
+    else
+        h->held = x->held_next;
+    if (x->held_next != NULL)
+        x->held_next->x->held_prev = x->held_prev;
+    else
+        h->held_tail = x->held_prev;
+    x->held_prev = x->held_next = NULL;
+    h->nheld--;
+    c->phase = PH_HEAD;
+    hold_leave(c->service_id, expired);
+}
+
+/* Sends an answer hold.c wrote into c's rhead (n bytes; n < 0: it did not fit, closed). */
+static void hold_send(struct client *c, int n)
+{
+    atomic_fetch_add_explicit(&c->w->stats.requests, 1, memory_order_relaxed);
+    if (n < 0) {
+        client_close(c);
+        return;
+    }
+    c->x->rhead_len = (size_t)n;
+    client_send_own(c);
+}
+
+static char *hold_rhead(struct client *c)
+{
+    if (c->x->rhead == NULL)
+        c->x->rhead = worker_buf_get(c->w);
+    return c->x->rhead;
+}
+
+/* The held request's limit passed: 503 with Retry-After, never a backend. */
+static void hold_expire(struct client *c)
+{
+    hold_unpark(c, 1);
+    hold_send(c, hold_refusal_answer(hold_rhead(c), WORKER_BUF_SIZE, 1, c->x->meth == HTTP_M_HEAD));
+}
+
+/* Before a complete request is routed: a service in maintenance answers it, a held service
+ * parks it (or refuses it when hold_max_requests wait already). Returns 1 when it was taken
+ * care of here, 0 when it goes on. */
+static int hold_or_answer(struct client *c, const struct http_request *req)
+{
+    const struct route_service *svc = client_service(c);
+    if (svc == NULL || (!svc->maintenance && svc->hold_ms == 0))
+        return 0;
+    int head_only = req->meth == HTTP_M_HEAD;
+    if (svc->maintenance) {
+        int html = 0;
+        for (size_t i = 0; i < req->num_headers && !html; i++) {
+            const struct http_header *h = &req->headers[i];
+            html = http_token_eq(h->name, h->name_len, "accept") &&
+                   hold_accepts_html(h->value, h->value_len);
+        }
+        hold_count_maintenance(c->service_id);
+        hold_send(c, hold_maintenance_answer(hold_rhead(c), WORKER_BUF_SIZE,
+                                             svc->maintenance_message, html, head_only));
+        return 1;
+    }
+    if (!hold_enter(c->service_id, svc->limits.hold_max_requests)) {
+        hold_send(c, hold_refusal_answer(hold_rhead(c), WORKER_BUF_SIZE, 0, head_only));
+        return 1;
+    }
+    c->x->meth = req->meth;
+    hold_park(c, svc->hold_ms);
+    return 1;
+}
+
+/* A table was published: the requests of services it no longer holds go on, oldest first.
+ * Those still held are kept; going on never touches another held client, so the walk can
+ * resume from the last one kept. */
+static void on_hold_resume(uv_timer_t *t)
+{
+    struct worker *w = t->data;
+    struct h1_state *h = w->h1;
+    struct client *kept = NULL;
+    for (;;) {
+        struct client *c = kept != NULL ? kept->x->held_next : h->held;
+        if (c == NULL)
+            break;
+        const struct route_service *svc = client_service(c);
+        if (svc != NULL && svc->hold_ms > 0 && !svc->maintenance) {
+            kept = c;
+            continue;
+        }
+        hold_unpark(c, 0);
+        c->x->lim = svc != NULL ? svc->limits : default_limits;
+        request_try(c);
+    }
+}
+
+/* proxy_proto.drain with PROXY_DRAIN_TABLE: held requests are looked at on the next turn of
+ * the loop, outside worker_refresh, which runs in the middle of other requests' work. */
+static void hold_table_changed(struct worker *w)
+{
+    struct h1_state *h = w->h1;
+    if (h->nheld == 0)
+        return;
+    if (h->resume == NULL) {
+        h->resume = xcalloc(1, sizeof(*h->resume));
+        uv_timer_init(&w->loop, h->resume);
+        h->resume->data = w;
+    }
+    uv_timer_start(h->resume, on_hold_resume, 0, 0);
+}
+
+/* The worker's stop deadline: a held request gets its 503 (best effort, one try) before its
+ * connection is closed, rather than silence. */
+static void hold_force_end(struct client *c)
+{
+    hold_unpark(c, 1);
+    int n = hold_refusal_answer(hold_rhead(c), WORKER_BUF_SIZE, 1, c->x->meth == HTTP_M_HEAD);
+    if (n > 0 && !c->wpending) {
+        uv_buf_t b = uv_buf_init(c->x->rhead, (unsigned)n);
+        (void)uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+    }
+}
+
 /* Parses the request head in the buffer, if complete; answers the error if it is invalid. */
 static void request_try(struct client *c)
 {
@@ -1755,6 +1931,8 @@ static void request_try(struct client *c)
         return;
     }
     c->dl_at = 0;
+    if (hold_or_answer(c, &req))
+        return;
     request_start(c, &req, (size_t)rc);
 }
 
@@ -1849,6 +2027,8 @@ static void on_client_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         proxy_header_try(c);
         return;
     }
+    if (c->phase == PH_HELD)
+        return; /* body or pipelined bytes wait with the held request */
     if (c->phase == PH_HEAD) {
         if (was_empty)
             client_timer(c, c->x->lim.client_header_ms);
@@ -1993,6 +2173,10 @@ static size_t h1_drain(struct worker *w, enum proxy_drain how)
     }
     if (how == PROXY_DRAIN_IDLE)
         return reap_idle(w, REAP_MAX);
+    if (how == PROXY_DRAIN_TABLE) {
+        hold_table_changed(w);
+        return 0;
+    }
     struct client *c = w->h1->clients, *next;
     for (; c; c = next) {
         next = c->next;
@@ -2000,6 +2184,8 @@ static size_t h1_drain(struct worker *w, enum proxy_drain how)
             /* The stop deadline cuts what is in progress: a request, a stream, a tunnel. */
             if (c->phase == PH_PROXY && c->x != NULL)
                 count_loss(c, WORKER_LOSS_DRAIN);
+            if (c->phase == PH_HELD)
+                hold_force_end(c);
             client_close(c);
         } else
             n++;

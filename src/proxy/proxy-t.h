@@ -113,6 +113,8 @@ enum proxy_drain {
                             still using one */
     PROXY_DRAIN_IDLE,    /* descriptors are short: close some connections idle between
                             requests for a second or more (nginx's ngx_drain_connections) */
+    PROXY_DRAIN_TABLE,   /* a new table was published: requests held for a service it no
+                            longer holds go on (soon, not from within this call) */
 };
 
 /* A protocol served on a listener (HTTP/1.1 today, TCP beside it). The worker hosts the loop,

@@ -89,6 +89,8 @@ void worker_refresh(struct worker *w)
     if (upstream_retire(&w->pools, w->table))
         for (size_t i = 0; i < w->nprotos; i++)
             w->protos[i]->drain(w, PROXY_DRAIN_RETIRED);
+    for (size_t i = 0; i < w->nprotos; i++)
+        w->protos[i]->drain(w, PROXY_DRAIN_TABLE);
 }
 
 static void on_notify(uv_async_t *a)

@@ -67,7 +67,8 @@ struct service {
     /* what the change in progress cost users: the data plane's counters when it began */
     int64_t loss_change;
     struct analysis_sample loss_base[ROUTE_ROLES];
-    int64_t drain_pending; /* the ended change whose loss waits for its drain */
+    int64_t drain_pending;  /* the ended change whose loss waits for its drain */
+    struct store_hold mode; /* hold and maintenance (rollout/mode.c), as recorded */
 };
 
 struct rollout {
@@ -92,6 +93,7 @@ struct rollout {
                    const char *detail);
     char config_sha256[65]; /* of the config file as it was read, for the change record */
     int64_t started_ms;     /* when this engine started: the plan preview's request rate */
+    int stopping;           /* rollout_stop runs: versions are being freed, nothing publishes */
 };
 
 /* The service named name, or NULL. */

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "rollout/managed.h"
+#include "rollout/mode.h"
 #include "rollout/plan.h"
 #include "rollout/rolling.h"
 #include "rollout/rollout_int.h"
@@ -141,6 +142,7 @@ static json_t *service_to_json(struct rollout *r, struct service *s)
     json_object_set_new(o, "unsaved", change_unsaved_json(&s->ch));
     /* Why users get errors when no version of the service can serve (issue 12 b). */
     json_object_set_new(o, "down", s->down ? json_string(s->down) : json_null());
+    mode_json(s, o); /* "hold" and "maintenance" */
     /* Why no change is taken (the store is lost or corrupt), null while the store is fine. */
     const char *bad = store_guard_why(r->st);
     json_object_set_new(o, "store_problem", bad ? json_string(bad) : json_null());
