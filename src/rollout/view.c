@@ -213,6 +213,22 @@ void rollout_metrics(struct rollout *r, rollout_emit_fn emit, void *ctx)
         emit_version(emit, ctx, s, s->previous, "previous");
         emit_version(emit, ctx, s, s->next, "next");
     }
+    /* One group per metric: samples of a family must not be interleaved with another's. */
+    for (int k = 0; k < 2; k++) {
+        const char *name = k == 0 ? "cutover_service_held" : "cutover_service_maintenance";
+        char line[256];
+        snprintf(line, sizeof(line), "# HELP %s 1 while the service is %s.", name,
+                 k == 0 ? "held (cutover hold)" : "in maintenance (cutover maintenance)");
+        emit(ctx, line);
+        snprintf(line, sizeof(line), "# TYPE %s gauge", name);
+        emit(ctx, line);
+        for (size_t i = 0; i < r->nservices; i++) {
+            const struct service *s = &r->services[i];
+            int on = k == 0 ? s->mode.hold_since_ms != 0 : s->mode.maintenance_since_ms != 0;
+            snprintf(line, sizeof(line), "%s{service=\"%s\"} %d", name, s->cfg->name, on);
+            emit(ctx, line);
+        }
+    }
     /* Something to alert on: the engine acted on a change's end that only memory holds. */
     emit(ctx, "# HELP cutover_change_unsaved 1 while the end of a change is not saved to the "
               "store (retrying).");

@@ -38,6 +38,7 @@
 #include "notify/notify.h"
 #include "proxy/route.h"
 #include "proxy/h1proxy.h"
+#include "proxy/hold.h"
 #include "proxy/tcpproxy.h"
 #include "proxy/worker.h"
 #include "rollout/rollout.h"
@@ -169,6 +170,39 @@ static void emit_lost(struct daemon *d, rollout_emit_fn emit, void *ectx)
                          worker_loss_name((enum worker_loss)k), (unsigned long long)lost[k]);
                 emit(ectx, line);
             }
+        }
+    }
+}
+
+/* Hold and maintenance per service (proxy/hold.h): requests waiting now, ever held, answered
+ * 503 past their max or over hold_max_requests, and maintenance answers. */
+static void emit_hold(struct daemon *d, rollout_emit_fn emit, void *ectx)
+{
+    static const struct {
+        const char *name, *type, *help;
+    } m[] = {
+        {"cutover_hold_waiting", "gauge", "Requests waiting now in a hold (cutover hold)."},
+        {"cutover_hold_requests_total", "counter", "Requests that waited in a hold."},
+        {"cutover_hold_expired_total", "counter",
+         "Held requests answered 503 because they waited longer than the hold's max."},
+        {"cutover_hold_refused_total", "counter",
+         "Requests answered 503 because limits.hold_max_requests were waiting already."},
+        {"cutover_maintenance_answers_total", "counter",
+         "Requests answered 503 with the maintenance page (cutover maintenance)."},
+    };
+    char line[512];
+    for (size_t k = 0; k < sizeof(m) / sizeof(m[0]); k++) {
+        snprintf(line, sizeof(line), "# HELP %s %s", m[k].name, m[k].help);
+        emit(ectx, line);
+        snprintf(line, sizeof(line), "# TYPE %s %s", m[k].name, m[k].type);
+        emit(ectx, line);
+        for (size_t j = 0; j < d->cfg->nservices; j++) {
+            struct hold_stats hs;
+            hold_get_stats((int)j, &hs);
+            const uint64_t v[] = {hs.held, hs.total, hs.expired, hs.refused, hs.maintenance};
+            snprintf(line, sizeof(line), "%s{service=\"%s\"} %llu", m[k].name,
+                     d->cfg->services[j].name, (unsigned long long)v[k]);
+            emit(ectx, line);
         }
     }
 }
@@ -449,6 +483,7 @@ static void on_metrics(void *ctx, rollout_emit_fn emit, void *ectx)
              (unsigned long long)api_accept_paused(d->api));
     emit(ectx, line);
     emit_lost(d, emit, ectx);
+    emit_hold(d, emit, ectx);
     emit(ectx, "# HELP cutover_store_ok 0 once the store was deleted, replaced or failed a write "
                "for integrity reasons, or is corrupt and was opened read-only: changes are refused "
                "until a restart.");
