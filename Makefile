@@ -25,7 +25,8 @@ UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=build/tests/%)
 FUZZ_SRC := $(sort $(wildcard tests/fuzz/fuzz_*.c))
 FUZZ_BIN := $(FUZZ_SRC:tests/fuzz/%.c=build/fuzz/%)
 # The fuzz targets link only the allocation-free modules they exercise.
-FUZZ_LIB := $(sort $(wildcard src/http/*.c) src/core/xmalloc.c src/net/cidr.c src/net/proxyproto.c)
+FUZZ_LIB := $(sort $(wildcard src/http/*.c) src/core/xmalloc.c src/net/cidr.c src/net/proxyproto.c \
+                   src/proxy/hold.c)
 
 .PHONY: all test unit e2e demo fuzz fuzz-run bench clean format format-check deps circles
 # The sanitizer objects only feed the unit tests: keep them between runs.
