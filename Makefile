@@ -80,6 +80,7 @@ build/fuzz/%: tests/fuzz/%.c $(FUZZ_LIB) | $(DEPS_OK)
 # The config loader walks a libfyaml document: its target links the loader, the modules it
 # calls and libfyaml, apart from the allocation-free parsers above.
 FUZZ_CONFIG_LIB := src/config/config.c src/config/freeze.c src/core/duration.c src/core/text.c src/core/xmalloc.c \
+                   src/http/vhost.c \
                    src/net/addr.c src/net/cidr.c
 build/fuzz/fuzz_config: tests/fuzz/fuzz_config.c $(FUZZ_CONFIG_LIB) | $(DEPS_OK)
 	@mkdir -p $(@D)

@@ -1641,6 +1641,14 @@ static void cli_render_config(FILE *out, const struct config *cfg)
                 s->protocol == CONFIG_PROTO_TCP ? "tcp" : "http");
         if (s->preview_listen != NULL)
             fprintf(out, "  preview:  %s\n", s->preview_listen);
+        if (s->routed) {
+            fputs("  routes:  ", out);
+            for (size_t j = 0; j < s->nhosts; j++)
+                fprintf(out, " %s%s", s->hosts[j], s->path_prefix ? s->path_prefix : "");
+            if (s->nhosts == 0 && s->path_prefix != NULL)
+                fprintf(out, " (any host)%s", s->path_prefix);
+            fputs(s->is_default ? " (default: what no other service takes)\n" : "\n", out);
+        }
         fputs("  targets: ", out);
         for (size_t j = 0; j < s->ntargets; j++)
             fprintf(out, " %s", s->targets[j]);

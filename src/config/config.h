@@ -127,6 +127,15 @@ struct config_service {
        trusted_proxies. */
     bool proxy_protocol;
     enum config_on_live_failure on_live_failure; /* rollback (default) | alert */
+    /* Routing on a listener several services share (http/vhost.h): `hosts` (patterns like
+       "example.com", "*.example.com"; NULL-terminated, empty when absent), `path_prefix`
+       (NULL when absent), `default: true` (the requests no route takes). A service with any of
+       them may share its `listen` with others that have them too; `routed` says it has one. */
+    char **hosts;
+    size_t nhosts;
+    char *path_prefix;
+    bool is_default;
+    bool routed;
 };
 
 enum config_step_kind {
@@ -293,6 +302,10 @@ void config_free(struct config *cfg);
 const char *config_role_name(enum config_role role);
 
 const struct config_service *config_service_find(const struct config *cfg, const char *name);
+
+/* 1 when the addresses a and b ("HOST:PORT") name the same socket address: services whose
+ * `listen` is the same share one listening socket (they route by host and path). */
+int config_same_listen(const char *a, const char *b);
 
 /* Returns the plan named name, or NULL. */
 const struct config_plan *config_plan_find(const struct config *cfg, const char *name);

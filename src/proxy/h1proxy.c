@@ -18,6 +18,7 @@
 #include "core/xmalloc.h"
 #include "http/parse.h"
 #include "http/status.h"
+#include "http/vhost.h"
 #include "net/addr.h"
 #include "net/cidr.h"
 #include "net/proxyproto.h"
@@ -142,12 +143,14 @@ struct client {
     uint64_t dl_slot;                 /* the wheel slot it is linked in; 0 = not linked */
     struct client *wh_prev, *wh_next; /* in that slot's list */
     struct worker *w;
-    struct client *prev, *next;      /* the worker's client list */
-    struct exchange *x;              /* NULL while idle between requests */
-    struct h1_up *up;                /* the upstream connection of the exchange, if any */
-    struct sockaddr_in6 peer_sa;     /* big enough for IPv4 and IPv6; a PROXY header's source */
-    const struct cidr_list *trusted; /* the listener's trusted proxies; NULL: none (no work) */
-    int service_id;
+    struct client *prev, *next;       /* the worker's client list */
+    struct exchange *x;               /* NULL while idle between requests */
+    struct h1_up *up;                 /* the upstream connection of the exchange, if any */
+    struct sockaddr_in6 peer_sa;      /* big enough for IPv4 and IPv6; a PROXY header's source */
+    const struct cidr_list *trusted;  /* the listener's trusted proxies; NULL: none (no work) */
+    const struct vhost_table *vhosts; /* a shared listener's routes; NULL: one service */
+    int service_id;                   /* the current request's service */
+    int conn_service;                 /* the service whose max_connections counts it */
     enum client_phase phase;
     unsigned char preview;  /* accepted on the service's preview listener */
     unsigned char dl_drain; /* the deadline is the drain deadline of a switched-away version */
@@ -595,8 +598,8 @@ static void client_close(struct client *c)
     if (c->next)
         c->next->prev = c->prev;
     atomic_fetch_sub_explicit(&w->stats.clients, 1, memory_order_relaxed);
-    if (c->service_id >= 0 && c->service_id < MAX_SERVICE_IDS)
-        atomic_fetch_sub_explicit(&service_conns[c->service_id], 1, memory_order_relaxed);
+    if (c->conn_service >= 0 && c->conn_service < MAX_SERVICE_IDS)
+        atomic_fetch_sub_explicit(&service_conns[c->conn_service], 1, memory_order_relaxed);
     wheel_unlink(c->w->h1->wheel, c);
     uv_close((uv_handle_t *)&c->tcp, on_client_closed);
 }
@@ -1904,6 +1907,25 @@ static void hold_force_end(struct client *c)
     }
 }
 
+/* A shared listener: the request's service by its Host and path (http/vhost.h). Returns 1
+ * when one takes it (c->service_id and the exchange's limits are that service's now), 0 after
+ * answering 404. */
+static int route_by_host(struct client *c, const struct http_request *req)
+{
+    int id = vhost_match(c->vhosts, req->host, req->host_len, req->target, req->target_len);
+    if (id < 0) {
+        client_error(c, 404, "no service of this listener takes this host and path");
+        return 0;
+    }
+    if (id != c->service_id) {
+        c->service_id = id;
+        const struct route_service *svc = client_service(c);
+        if (svc != NULL)
+            c->x->lim = svc->limits;
+    }
+    return 1;
+}
+
 /* Parses the request head in the buffer, if complete; answers the error if it is invalid. */
 static void request_try(struct client *c)
 {
@@ -1931,6 +1953,8 @@ static void request_try(struct client *c)
         return;
     }
     c->dl_at = 0;
+    if (c->vhosts != NULL && !route_by_host(c, &req))
+        return;
     if (hold_or_answer(c, &req))
         return;
     request_start(c, &req, (size_t)rc);
@@ -2054,6 +2078,8 @@ static void h1_accept(struct worker_listener *l)
     struct client *c = xcalloc(1, sizeof(*c));
     c->w = w;
     c->service_id = l->service_id;
+    c->conn_service = l->service_id;
+    c->vhosts = l->vhosts;
     c->preview = l->preview;
     uv_tcp_init(&w->loop, &c->tcp);
     c->tcp.data = c;

@@ -104,6 +104,7 @@ struct upstream {
 
 struct worker;
 struct worker_listener;
+struct vhost_table;
 
 /* How proxy/worker asks what a protocol's state machine must do; see proxy_proto's members. */
 enum proxy_drain {
@@ -150,6 +151,7 @@ struct worker_listener {
     int preview;
     const struct cidr_list *trusted; /* NULL when the service trusts no proxy */
     int proxy_protocol;
+    const struct vhost_table *vhosts; /* shared by several services: routes by Host and path */
     const struct proxy_proto *proto;
     struct worker *w;
 };

@@ -34,6 +34,7 @@
 #include "net/addr.h"
 #include "net/cidr.h"
 #include "net/handover.h"
+#include "http/vhost.h"
 #include "net/listen.h"
 #include "notify/notify.h"
 #include "proxy/route.h"
@@ -53,7 +54,8 @@
 
 struct listener {
     int fd;
-    char *name; /* "web" or "web.preview" */
+    char *name; /* "web" or "web.preview"; a shared listen: the first of its services */
+    struct vhost_table vhosts; /* a shared listen's routes (http/vhost.h); n 0: one service */
 };
 
 /* What a role or a version of a service answered: by status class and, for answers from the
@@ -904,6 +906,32 @@ static int take_listener(const char *name, const char *addr, int backlog)
     return fd >= 0 ? fd : listen_tcp(addr, backlog);
 }
 
+/* The first service before i whose listen i shares (both route by host or path), or -1. */
+static int shared_with_earlier(const struct config *cfg, size_t i)
+{
+    const struct config_service *s = &cfg->services[i];
+    for (size_t j = 0; s->routed && j < i; j++)
+        if (cfg->services[j].routed && config_same_listen(cfg->services[j].listen, s->listen))
+            return (int)j;
+    return -1;
+}
+
+/* The routes of the listen socket of service first: every routed service on it. */
+static void build_vhosts(const struct config *cfg, size_t first, struct vhost_table *t)
+{
+    vhost_table_init(t);
+    for (size_t j = first; j < cfg->nservices; j++) {
+        const struct config_service *s = &cfg->services[j];
+        if (!s->routed || !config_same_listen(cfg->services[first].listen, s->listen))
+            continue;
+        for (size_t h = 0; h < (s->nhosts ? s->nhosts : 1); h++)
+            if (s->nhosts > 0 || s->path_prefix != NULL)
+                vhost_table_add(t, s->nhosts ? s->hosts[h] : NULL, s->path_prefix, (int)j);
+        if (s->is_default)
+            t->default_id = (int)j;
+    }
+}
+
 /* Opens (or takes over from a predecessor or systemd) the listening sockets of every service. */
 static int open_listeners(struct daemon *d, char *err, size_t errlen)
 {
@@ -912,8 +940,8 @@ static int open_listeners(struct daemon *d, char *err, size_t errlen)
         const struct config_service *svc = &d->cfg->services[i];
         for (int preview = 0; preview < 2; preview++) {
             const char *addr = preview ? svc->preview_listen : svc->listen;
-            if (addr == NULL)
-                continue;
+            if (addr == NULL || (!preview && shared_with_earlier(d->cfg, i) >= 0))
+                continue; /* a shared listen's socket is its first service's */
             char *name = preview ? xasprintf("%s.preview", svc->name) : xstrdup(svc->name);
             int fd = take_listener(name, addr, 4096);
             if (fd < 0) {
@@ -1149,6 +1177,10 @@ int serve_main(int argc, char **argv)
                 specs[i].proto = &tcp_proto;
             specs[i].trusted = &d.trusted[specs[i].service_id];
             specs[i].proxy_protocol = d.cfg->services[specs[i].service_id].proxy_protocol;
+            if (!specs[i].preview && d.cfg->services[specs[i].service_id].routed) {
+                build_vhosts(d.cfg, (size_t)specs[i].service_id, &d.listeners[i].vhosts);
+                specs[i].vhosts = &d.listeners[i].vhosts;
+            }
         }
     }
     d.workers = xcalloc((size_t)d.cfg->workers, sizeof(*d.workers));
@@ -1228,6 +1260,7 @@ out:
     for (size_t i = 0; i < d.nlisten; i++) {
         close(d.listeners[i].fd);
         free(d.listeners[i].name);
+        vhost_table_done(&d.listeners[i].vhosts);
     }
     free(d.listeners);
     if (d.admin_fd >= 0)
