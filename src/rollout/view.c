@@ -125,6 +125,17 @@ static json_t *service_to_json(struct rollout *r, struct service *s)
     json_object_set_new(o, "listen", json_string(s->cfg->listen));
     json_object_set_new(o, "protocol",
                         json_string(s->cfg->protocol == CONFIG_PROTO_TCP ? "tcp" : "http"));
+    if (s->cfg->routed) {
+        /* A listener it shares with others: what of its requests are its own. */
+        json_t *hosts = json_array();
+        for (size_t i = 0; i < s->cfg->nhosts; i++)
+            json_array_append_new(hosts, json_string(s->cfg->hosts[i]));
+        json_object_set_new(o, "routes",
+                            json_pack("{s:o, s:s?, s:b}", "hosts", hosts, "path_prefix",
+                                      s->cfg->path_prefix, "default", s->cfg->is_default));
+    } else {
+        json_object_set_new(o, "routes", json_null());
+    }
     json_object_set_new(o, "live", version_json(s->live));
     json_object_set_new(o, "previous", version_json(s->previous));
     json_t *ch = json_null();
