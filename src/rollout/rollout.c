@@ -811,7 +811,15 @@ int rollout_deploy(struct rollout *r, const struct rollout_deploy_req *req, roll
     json_decref(audit);
     if (rolling)
         rolling_create(s); /* after the plan: its first goal depends on it */
-    if (req->hold) {
+    if (req->hold && s->mode.hold_since_ms != 0) {
+        /* An operator's hold stays theirs: the switch must not end it behind their back. */
+        char msg[256];
+        snprintf(msg, sizeof(msg),
+                 "%s is held already (by %s): the requests wait until cutover release, not "
+                 "until this switch",
+                 s->cfg->name, s->mode.hold_actor ? s->mode.hold_actor : "unknown");
+        (void)change_record_event(&s->ch, "hold", msg);
+    } else if (req->hold) {
         /* Requests wait from now until the switch (hook_ended releases them, to the new
          * version, or to the old one when the change fails). */
         char herr[256];

@@ -253,6 +253,13 @@ def test_deploy_hold_holds_until_the_switch(backend, daemon):
     # With a plan it is refused: a plan moves traffic in steps, not in one switch.
     r = d.cli("deploy", "web", "v3", "--target", v1.addr, "--hold", "--plan", "nope")
     assert r.returncode == 2, r
+    # An operator's hold stays theirs: a deploy --hold switches under it and leaves it held.
+    ok(d.cli("hold", "web"), "hold")
+    v3 = backend("v3")
+    ok(d.cli("deploy", "web", "v3", "--target", v3.addr, "--hold"), "deploy --hold while held")
+    assert live_is(d, "v3") and d.status()["hold"]["change"] is None, d.status()["hold"]
+    ok(d.cli("release", "web"), "release")
+    assert body_of(d.port) == "v3\n"
 
 
 def test_maintenance_page_html_and_plain_text(backend, daemon):
