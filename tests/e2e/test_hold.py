@@ -326,6 +326,27 @@ def test_hold_and_maintenance_survive_restart_and_upgrade(backend, daemon):
     wait_body(d.port, "v1\n")
 
 
+def test_requests_held_across_an_upgrade_get_503_not_a_reset(backend, daemon):
+    # A request parked in the old daemon cannot move to the successor: it gets 503 with
+    # Retry-After at the old daemon's drain deadline (2 s here, before its --max of 20 s).
+    v1 = backend("v1")
+    d = daemon([v1], drain_timeout="2s").start(expect="v1\n")
+    ok(d.cli("hold", "web", "--max", "20s"), "hold")
+    v1.clear()
+    h = Held(d.port, 2)
+    time.sleep(0.5)
+    ok(d.cli("upgrade", timeout=20), "upgrade")
+    res = h.join()
+    print(f"\nheld across an upgrade: {[(r[0], round(r[2], 2)) for r in res]}")
+    for st, body, secs, hdrs in res:
+        assert st == 503 and "retry-after" in hdrs, (st, body, hdrs)
+        assert secs < 10, secs
+    assert v1.requests() == []
+    assert d.status()["hold"] is not None, "the successor holds"
+    ok(d.cli("release", "web"), "release")
+    assert body_of(d.port) == "v1\n"
+
+
 def test_bad_input_is_refused_clearly(backend, daemon):
     v1 = backend("v1")
     d = daemon([v1]).start(expect="v1\n")
