@@ -4,6 +4,9 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
+#include <netinet/in.h>
+#include <pwd.h>
 #include <limits.h>
 #include <jansson.h>
 #include <stdio.h>
@@ -20,7 +23,12 @@
 #include "core/log.h"
 #include "core/text.h"
 #include "core/xmalloc.h"
+#include "api/who.h"
+#include "core/duration.h"
 #include "http/parse.h"
+#include "net/addr.h"
+#include "rollout/change.h"
+#include "rollout/schedule.h"
 #include "http/status.h"
 #include "store/store.h"
 
@@ -109,12 +117,17 @@ struct api_conn {
     struct sockaddr_storage peer;   /* TCP: the client's address (family 0 if unknown) */
     int open_handles;               /* handles to close before the conn is freed */
     const struct config_token *who; /* TCP: the token the request came with */
-    int authed;                     /* TCP: a request of this connection showed a valid token */
-    int64_t last_event_id;          /* the request's Last-Event-ID, or 0 */
-    int sse;                        /* this connection is an event stream now */
-    int sse_end;                    /* close once what is queued is written */
-    int64_t sse_last_id;            /* the last event sent: later ones only */
-    char *sse_service;              /* only this service's events; NULL: all */
+    struct who_unix unix_who;       /* unix socket: the peer (SO_PEERCRED) and its identity */
+    /* The request being answered, for the audit log (respond_raw writes its line). */
+    char *aud_method, *aud_path;
+    char *aud_actor;       /* the actor it acted as ("alice as bob" for --as), once known */
+    int aud_action;        /* it changes something (not GET or HEAD): logged whatever the answer */
+    int authed;            /* TCP: a request of this connection showed a valid token */
+    int64_t last_event_id; /* the request's Last-Event-ID, or 0 */
+    int sse;               /* this connection is an event stream now */
+    int sse_end;           /* close once what is queued is written */
+    int64_t sse_last_id;   /* the last event sent: later ones only */
+    char *sse_service;     /* only this service's events; NULL: all */
     uv_write_t wreq;
     struct api *a;
     struct api_conn *prev, *next;
@@ -131,9 +144,66 @@ struct api_conn {
 static void conn_close(struct api_conn *c);
 static void conn_process(struct api_conn *c);
 static void on_connection(uv_stream_t *server, int status);
+static void unix_identify(struct api_conn *c);
 static void server_pause(struct api *a, uv_stream_t *server, int status);
 
 /* ---------------------------------------------------------------- responses ----------------- */
+
+/* ---------------------------------------------------------------- audit log ----------------- */
+
+static void audit_forget(struct api_conn *c)
+{
+    free(c->aud_method);
+    free(c->aud_path);
+    free(c->aud_actor);
+    c->aud_method = c->aud_path = c->aud_actor = NULL;
+    c->aud_action = 0;
+}
+
+/* Writes the audit line of the request being answered with status and body: every request that
+ * changes something, and every refusal (401, 403, 409) of any request. A store that stays
+ * locked loses the line (logged), never the answer. */
+static void audit_write(struct api_conn *c, int status, const char *body)
+{
+    struct api *a = c->a;
+    if (c->aud_path == NULL || a->st == NULL)
+        return;
+    if (!c->aud_action && status != 401 && status != 403 && status != 409)
+        return;
+    char peer[160], host[INET6_ADDRSTRLEN + 8] = "?";
+    struct store_audit e = {.channel = c->tcp ? "tcp" : "unix",
+                            .peer = peer,
+                            .method = c->aud_method,
+                            .path = c->aud_path,
+                            .status = status};
+    if (c->tcp) {
+        if (c->peer.ss_family != 0)
+            addr_format((const struct sockaddr *)&c->peer, host, sizeof(host));
+        snprintf(peer, sizeof(peer), "%s, %s%s", host, c->who ? "token " : "no valid token",
+                 c->who ? c->who->name : "");
+        e.actor = c->aud_actor ? c->aud_actor : c->who ? c->who->name : NULL;
+    } else {
+        who_unix_describe(&c->unix_who, peer, sizeof(peer));
+        e.actor = c->aud_actor         ? c->aud_actor
+                  : c->unix_who.person ? c->unix_who.person->name
+                                       : c->unix_who.user;
+    }
+    json_t *o = status >= 400 || c->aud_action ? json_loads(body, 0, NULL) : NULL;
+    char what[96] = "";
+    if (status >= 400) {
+        e.outcome = (char *)json_string_value(json_object_get(o, "error"));
+    } else if (json_integer_value(json_object_get(o, "id")) > 0) {
+        snprintf(what, sizeof(what), "change %lld",
+                 (long long)json_integer_value(json_object_get(o, "id")));
+        e.outcome = what;
+    }
+    int rc = store_audit_add(a->st, &e, 50);
+    if (rc < 0)
+        log_warn("audit log: line not written", "path", c->aud_path, "error", store_errmsg(a->st));
+    json_decref(o);
+    free(c->aud_path);
+    c->aud_path = NULL; /* one line per request */
+}
 
 static void on_written(uv_write_t *w, int status)
 {
@@ -151,6 +221,7 @@ static void on_written(uv_write_t *w, int status)
     c->len -= c->req_len;
     c->req_len = 0;
     c->who = NULL;
+    audit_forget(c);
     if (c->tcp)
         uv_timer_again(&c->deadline);
     conn_process(c);
@@ -158,6 +229,7 @@ static void on_written(uv_write_t *w, int status)
 
 static void respond_raw(struct api_conn *c, int status, const char *ctype, const char *body)
 {
+    audit_write(c, status, body);
     size_t bl = strlen(body);
     c->out = xasprintf("HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
                        "Cache-Control: no-store\r\n%s%s\r\n",
@@ -287,6 +359,21 @@ static int opt_actor(struct api_conn *c, json_t *body, const char **out)
         respond_error(c, 400, msg);
         return -1;
     }
+    if (!c->tcp) {
+        char why[256];
+        const char *as = who_unix_actor(&c->unix_who, *out, why, sizeof(why));
+        if (as == NULL) {
+            respond_error(c, 403, why);
+            return -1;
+        }
+        const char *self = c->unix_who.person ? c->unix_who.person->name : c->unix_who.user;
+        free(c->aud_actor);
+        c->aud_actor = c->unix_who.identified && strcmp(as, self) != 0
+                           ? xasprintf("%s as %s", self, as)
+                           : xstrdup(as);
+        *out = as;
+        return 0;
+    }
     if (c->who == NULL)
         return 0;
     if (*out != NULL && strcmp(*out, c->who->name) != 0) {
@@ -360,18 +447,26 @@ static int route_deploy(struct api_conn *c, const char *service, const char *bod
 {
     static const char *const allowed[] = {"version", "targets", "plan", "reason",
                                           "actor",   "wait",    "hold", "emergency",
-                                          "ticket",  "risk",    NULL};
+                                          "ticket",  "risk",    "at",   NULL};
     json_t *o = parse_body(c, body, n, allowed);
     if (o == NULL)
         return 0;
-    const char *version, *plan, *reason, *actor, *ticket, *risk;
+    const char *version, *plan, *reason, *actor, *ticket, *risk, *at;
+    int64_t at_ms = 0;
     const char *targets[65];
     size_t nt = 0;
     int wait = 0, emergency = 0;
     if (opt_string(c, o, "version", &version) < 0 || opt_string(c, o, "plan", &plan) < 0 ||
         opt_reason(c, o, &reason) < 0 || opt_actor(c, o, &actor) < 0 ||
-        opt_string(c, o, "ticket", &ticket) < 0 || opt_string(c, o, "risk", &risk) < 0)
+        opt_string(c, o, "ticket", &ticket) < 0 || opt_string(c, o, "risk", &risk) < 0 ||
+        opt_string(c, o, "at", &at) < 0)
         goto out;
+    if (at != NULL && schedule_parse_at(at, store_now_ms(), &at_ms) != 0) {
+        respond_error(c, 400,
+                      "at: expected an RFC 3339 time (2026-12-07T22:00:00Z, or with an offset "
+                      "such as +01:00) or +DURATION (+30m)");
+        goto out;
+    }
     if (ticket != NULL && !text_is_name(ticket, strlen(ticket))) {
         respond_error(c, 400,
                       "ticket: expected 1-64 characters of A-Z a-z 0-9 . _ - (a ticket id)");
@@ -442,6 +537,7 @@ static int route_deploy(struct api_conn *c, const char *service, const char *bod
         .ticket = ticket,
         .risk = risk,
         .hold = hold,
+        .at_ms = at_ms,
     };
     char err[512];
     int64_t id;
@@ -973,188 +1069,379 @@ static int route_events(struct api_conn *c, const char *query)
     return 0;
 }
 
-static int route_handover(struct api_conn *c, int reload, const char *body, size_t n);
+/* ---------------------------------------------------------------- the route table ----------- */
 
-static int route(struct api_conn *c, enum http_method m, char *path, char *query, const char *body,
-                 size_t blen)
+/* What a handler gets besides its connection: the route's decoded :name or :id segment, the
+ * raw query string (NULL: none) and the body. */
+struct api_call {
+    const char *name;
+    int64_t id;
+    const char *query;
+    const char *body;
+    size_t blen;
+};
+
+typedef int (*api_handler_cb)(struct api_conn *c, const struct api_call *q);
+
+/* Anyone may ask (the dashboard's page and its login): no token needed. */
+#define API_ROLE_NONE ((enum config_role)0)
+
+/* One row per route: a reader looks here for what a request needs. pattern is matched segment
+ * by segment on the decoded path; ":name" matches any one segment, ":id" a change id. engine:
+ * the handler needs the rollout engine, so the route answers 503 while the daemon hands over
+ * (a retry on a new connection may reach the successor). The unix socket is the daemon user's
+ * own and is not asked for a role. */
+struct api_route {
+    enum http_method method;
+    const char *pattern;
+    enum config_role min_role;
+    int engine;
+    api_handler_cb handler;
+};
+
+static int h_metrics(struct api_conn *c, const struct api_call *q)
 {
-    struct rollout *r = c->a->r;
-    char *parts[6];
-    size_t np = 0;
-    for (char *p = path; *p == '/' && np < 6;) {
-        *p++ = '\0';
-        parts[np++] = p;
-        char *slash = strchr(p, '/');
-        if (slash == NULL)
-            break;
-        p = slash;
-    }
-    for (size_t i = 0; i < np; i++) {
-        /* A decoded NUL would cut a name short of what was asked for, and a decoded slash
-         * would make a name of two segments. */
-        if (strstr(parts[i], "%00") || strcasestr(parts[i], "%2f"))
-            return respond_error(c, 400, "the path has an encoded NUL or slash");
-        url_decode(parts[i]);
-    }
+    (void)q;
+    return route_metrics(c);
+}
 
-    if (np == 1 && strcmp(parts[0], "metrics") == 0) {
-        if (m != HTTP_M_GET)
-            return respond_error(c, 405, "use GET");
-        return route_metrics(c);
-    }
-    if (np < 3 || strcmp(parts[0], "api") != 0 || strcmp(parts[1], "v1") != 0)
-        return respond_error(c, 404, "no such route; see docs/api.md");
-    const char *res = parts[2];
-    if (np == 3 && (strcmp(res, "upgrade") == 0 || strcmp(res, "reload") == 0)) {
-        if (m != HTTP_M_POST)
-            return respond_error(c, 405, "use POST");
-        /* Decided on the decoded route, so no spelling of the path can get around it. */
-        if (c->who != NULL && c->who->role < CONFIG_ROLE_ADMIN) {
-            char msg[256];
-            snprintf(msg, sizeof(msg), "token '%s' has the role %s; this request needs admin",
-                     c->who->name, config_role_name(c->who->role));
-            return respond_error(c, 403, msg);
-        }
-        return route_handover(c, res[0] == 'r', body, blen);
-    }
-    if (r == NULL) {
-        c->close_after = 1; /* a retry on a new connection may reach the successor */
-        return respond_error(c, 503, "the daemon is handing over to its successor; retry");
-    }
-    if (strcmp(res, "events") == 0 && np == 3) {
-        if (m != HTTP_M_GET)
-            return respond_error(c, 405, "use GET");
-        return route_events(c, query);
-    }
-    if (strcmp(res, "health") == 0 && np == 3 && r != NULL) {
-        if (m != HTTP_M_GET)
-            return respond_error(c, 405, "use GET");
-        return respond_json(c, 200,
-                            json_pack("{s:s, s:i, s:s}", "status", "ok", "pid", (int)getpid(),
-                                      "version", API_VERSION));
-    }
-    if (strcmp(res, "services") == 0) {
-        if (np == 3) {
-            if (m != HTTP_M_GET)
-                return respond_error(c, 405, "use GET");
-            return respond_json(c, 200, rollout_services_json(r));
-        }
-        if (np == 4) {
-            if (m != HTTP_M_GET)
-                return respond_error(c, 405, "use GET");
-            json_t *o = rollout_service_json(r, parts[3]);
-            if (o == NULL)
-                return respond_no_service(c, parts[3]);
-            return respond_json(c, 200, o);
-        }
-        if (np == 5 && strcmp(parts[4], "plan") == 0) {
-            if (m != HTTP_M_GET)
-                return respond_error(c, 405, "use GET");
-            char *ver = query_get(query, "version"), *pl = query_get(query, "plan");
-            char err[512];
-            int rc = 0;
-            json_t *o = ver == NULL
-                            ? NULL
-                            : rollout_plan_preview(r, parts[3], ver, pl, err, sizeof(err), &rc);
-            free(ver);
-            free(pl);
-            if (rc == 0 && o == NULL)
-                return respond_error(c, 400, "version: required (?version=V)");
-            if (o == NULL)
-                return respond_error(c, status_of(rc), err);
-            return respond_json(c, 200, o);
-        }
-        if (np == 5 && (strcmp(parts[4], "deploy") == 0 || strcmp(parts[4], "rollback") == 0)) {
-            if (m != HTTP_M_POST)
-                return respond_error(c, 405, "use POST");
-            if (parts[4][0] == 'd')
-                return route_deploy(c, parts[3], body, blen);
-            return route_rollback(c, parts[3], body, blen);
-        }
-        if (np == 5 && (strcmp(parts[4], "hold") == 0 || strcmp(parts[4], "release") == 0 ||
-                        strcmp(parts[4], "maintenance") == 0)) {
-            if (m != HTTP_M_POST)
-                return respond_error(c, 405, "use POST");
-            return route_mode(c, parts[3], parts[4], body, blen);
-        }
-        return respond_error(c, 404, "no such route; see docs/api.md");
-    }
-    if (strcmp(res, "changes") == 0) {
-        if (np == 3) {
-            if (m != HTTP_M_GET)
-                return respond_error(c, 405, "use GET");
-            char *svc = query_get(query, "service");
-            char *lim = query_get(query, "limit");
-            long limit = 100;
-            if (lim != NULL) {
-                char *end;
-                limit = strtol(lim, &end, 10);
-                if (*end != '\0' || limit < 1 || limit > 10000) {
-                    free(svc);
-                    free(lim);
-                    return respond_error(c, 400, "limit: expected an integer 1..10000");
-                }
-            }
-            if (svc != NULL && !service_known(r, svc)) {
-                respond_no_service(c, svc);
-                free(svc);
-                free(lim);
-                return 0;
-            }
-            json_t *o = rollout_changes_json(r, svc, (size_t)limit);
+static int h_upgrade(struct api_conn *c, const struct api_call *q)
+{
+    return route_handover(c, 0, q->body, q->blen);
+}
+
+static int h_reload(struct api_conn *c, const struct api_call *q)
+{
+    return route_handover(c, 1, q->body, q->blen);
+}
+
+static int h_events(struct api_conn *c, const struct api_call *q)
+{
+    return route_events(c, q->query);
+}
+
+static int h_health(struct api_conn *c, const struct api_call *q)
+{
+    (void)q;
+    return respond_json(
+        c, 200,
+        json_pack("{s:s, s:i, s:s}", "status", "ok", "pid", (int)getpid(), "version", API_VERSION));
+}
+
+static int h_services(struct api_conn *c, const struct api_call *q)
+{
+    (void)q;
+    return respond_json(c, 200, rollout_services_json(c->a->r));
+}
+
+static int h_service(struct api_conn *c, const struct api_call *q)
+{
+    json_t *o = rollout_service_json(c->a->r, q->name);
+    if (o == NULL)
+        return respond_no_service(c, q->name);
+    return respond_json(c, 200, o);
+}
+
+static int h_plan(struct api_conn *c, const struct api_call *q)
+{
+    char *ver = query_get(q->query, "version"), *pl = query_get(q->query, "plan");
+    char err[512];
+    int rc = 0;
+    json_t *o =
+        ver == NULL ? NULL : rollout_plan_preview(c->a->r, q->name, ver, pl, err, sizeof(err), &rc);
+    free(ver);
+    free(pl);
+    if (rc == 0 && o == NULL)
+        return respond_error(c, 400, "version: required (?version=V)");
+    if (o == NULL)
+        return respond_error(c, status_of(rc), err);
+    return respond_json(c, 200, o);
+}
+
+static int h_deploy(struct api_conn *c, const struct api_call *q)
+{
+    return route_deploy(c, q->name, q->body, q->blen);
+}
+
+static int h_rollback(struct api_conn *c, const struct api_call *q)
+{
+    return route_rollback(c, q->name, q->body, q->blen);
+}
+
+static int h_changes(struct api_conn *c, const struct api_call *q)
+{
+    char *svc = query_get(q->query, "service");
+    char *lim = query_get(q->query, "limit");
+    long limit = 100;
+    if (lim != NULL) {
+        char *end;
+        limit = strtol(lim, &end, 10);
+        if (*end != '\0' || limit < 1 || limit > 10000) {
             free(svc);
             free(lim);
-            if (o == NULL)
-                return respond_error(c, 500, "cannot read the store");
-            return respond_json(c, 200, o);
+            return respond_error(c, 400, "limit: expected an integer 1..10000");
         }
-        int64_t id;
-        if (parse_id(parts[3], &id) < 0)
-            return respond_error(c, 404, "change id: expected a positive integer");
-        if (np == 4) {
-            if (m != HTTP_M_GET)
-                return respond_error(c, 405, "use GET");
-            json_t *o = rollout_change_json(r, id, 1);
-            if (o == NULL)
-                return respond_no_change(c, id);
-            return respond_json(c, 200, o);
-        }
-        if (np == 5 && strcmp(parts[4], "report") == 0) {
-            if (m != HTTP_M_GET)
-                return respond_error(c, 405, "use GET");
-            char *fmt = query_get(query, "format");
-            int md = fmt != NULL && strcmp(fmt, "md") == 0;
-            int bad = fmt != NULL && !md && strcmp(fmt, "json") != 0;
-            free(fmt);
-            if (bad)
-                return respond_error(c, 400, "format: expected md or json");
-            if (md) {
-                char *text = rollout_report_md(r, id);
-                if (text == NULL)
-                    return respond_no_change(c, id);
-                respond_raw(c, 200, "text/markdown; charset=utf-8", text);
-                free(text);
-                return 0;
-            }
-            json_t *o = rollout_report_json(r, id);
-            if (o == NULL)
-                return respond_no_change(c, id);
-            return respond_json(c, 200, o);
-        }
-        if (np == 5) {
-            static const char *const actions[] = {"promote", "pause",   "resume",
-                                                  "abort",   "approve", NULL};
-            for (size_t i = 0; actions[i]; i++) {
-                if (strcmp(parts[4], actions[i]) != 0)
-                    continue;
-                if (m != HTTP_M_POST)
-                    return respond_error(c, 405, "use POST");
-                return route_action(c, id, actions[i], body, blen);
-            }
-        }
-        return respond_error(c, 404, "no such route; see docs/api.md");
     }
-    return respond_error(c, 404, "no such route; see docs/api.md");
+    if (svc != NULL && !service_known(c->a->r, svc)) {
+        respond_no_service(c, svc);
+        free(svc);
+        free(lim);
+        return 0;
+    }
+    json_t *o = rollout_changes_json(c->a->r, svc, (size_t)limit);
+    free(svc);
+    free(lim);
+    if (o == NULL)
+        return respond_error(c, 500, "cannot read the store");
+    return respond_json(c, 200, o);
+}
+
+/* GET /api/v1/audit[?since=DURATION&limit=N]: the audit log, oldest first. */
+static int h_audit(struct api_conn *c, const struct api_call *q)
+{
+    char *since = query_get(q->query, "since"), *lim = query_get(q->query, "limit");
+    uint64_t ago = 0;
+    long limit = 1000;
+    int bad_since = since != NULL && duration_parse(since, &ago) != 0;
+    char *end = NULL;
+    if (lim != NULL)
+        limit = strtol(lim, &end, 10);
+    int bad_lim = lim != NULL && (*end != '\0' || limit < 1 || limit > 100000);
+    free(since);
+    free(lim);
+    if (bad_since)
+        return respond_error(c, 400, "since: expected a duration such as 30m, 24h or 7d");
+    if (bad_lim)
+        return respond_error(c, 400, "limit: expected an integer 1..100000");
+    if (c->a->st == NULL)
+        return respond_error(c, 503, "no store attached");
+    int64_t from = ago ? store_now_ms() - (int64_t)ago : 0;
+    struct store_audit *v = NULL;
+    size_t n = 0;
+    if (store_audit_list(c->a->st, from, (size_t)limit, &v, &n) < 0)
+        return respond_error(c, 500, "cannot read the store");
+    json_t *arr = json_array();
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(arr,
+                              json_pack("{s:I, s:o, s:s?, s:s, s:s?, s:s, s:s, s:i, s:s?}", "id",
+                                        (json_int_t)v[i].id, "time", change_iso_time(v[i].ts_ms),
+                                        "actor", v[i].actor, "channel", v[i].channel, "peer",
+                                        v[i].peer, "method", v[i].method, "path", v[i].path,
+                                        "status", v[i].status, "outcome", v[i].outcome));
+    store_audit_list_free(v, n);
+    return respond_json(c, 200, json_pack("{s:o}", "audit", arr));
+}
+
+static int h_change(struct api_conn *c, const struct api_call *q)
+{
+    json_t *o = rollout_change_json(c->a->r, q->id, 1);
+    if (o == NULL)
+        return respond_no_change(c, q->id);
+    return respond_json(c, 200, o);
+}
+
+static int h_report(struct api_conn *c, const struct api_call *q)
+{
+    char *fmt = query_get(q->query, "format");
+    int md = fmt != NULL && strcmp(fmt, "md") == 0;
+    int bad = fmt != NULL && !md && strcmp(fmt, "json") != 0;
+    free(fmt);
+    if (bad)
+        return respond_error(c, 400, "format: expected md or json");
+    if (md) {
+        char *text = rollout_report_md(c->a->r, q->id);
+        if (text == NULL)
+            return respond_no_change(c, q->id);
+        respond_raw(c, 200, "text/markdown; charset=utf-8", text);
+        free(text);
+        return 0;
+    }
+    json_t *o = rollout_report_json(c->a->r, q->id);
+    if (o == NULL)
+        return respond_no_change(c, q->id);
+    return respond_json(c, 200, o);
+}
+
+static int h_promote(struct api_conn *c, const struct api_call *q)
+{
+    return route_action(c, q->id, "promote", q->body, q->blen);
+}
+
+static int h_pause(struct api_conn *c, const struct api_call *q)
+{
+    return route_action(c, q->id, "pause", q->body, q->blen);
+}
+
+static int h_resume(struct api_conn *c, const struct api_call *q)
+{
+    return route_action(c, q->id, "resume", q->body, q->blen);
+}
+
+static int h_abort(struct api_conn *c, const struct api_call *q)
+{
+    return route_action(c, q->id, "abort", q->body, q->blen);
+}
+
+static int h_approve(struct api_conn *c, const struct api_call *q)
+{
+    return route_action(c, q->id, "approve", q->body, q->blen);
+}
+
+static int h_hold(struct api_conn *c, const struct api_call *q)
+{
+    return route_mode(c, q->name, "hold", q->body, q->blen);
+}
+
+static int h_release(struct api_conn *c, const struct api_call *q)
+{
+    return route_mode(c, q->name, "release", q->body, q->blen);
+}
+
+static int h_maintenance(struct api_conn *c, const struct api_call *q)
+{
+    return route_mode(c, q->name, "maintenance", q->body, q->blen);
+}
+
+static const struct api_route api_routes[] = {
+    {HTTP_M_GET, "/metrics", CONFIG_ROLE_VIEWER, 0, h_metrics},
+    {HTTP_M_POST, "/api/v1/upgrade", CONFIG_ROLE_ADMIN, 0, h_upgrade},
+    {HTTP_M_POST, "/api/v1/reload", CONFIG_ROLE_ADMIN, 0, h_reload},
+    {HTTP_M_GET, "/api/v1/events", CONFIG_ROLE_VIEWER, 1, h_events},
+    {HTTP_M_GET, "/api/v1/health", CONFIG_ROLE_VIEWER, 1, h_health},
+    {HTTP_M_GET, "/api/v1/services", CONFIG_ROLE_VIEWER, 1, h_services},
+    {HTTP_M_GET, "/api/v1/services/:name", CONFIG_ROLE_VIEWER, 1, h_service},
+    {HTTP_M_GET, "/api/v1/services/:name/plan", CONFIG_ROLE_VIEWER, 1, h_plan},
+    {HTTP_M_POST, "/api/v1/services/:name/deploy", CONFIG_ROLE_OPERATOR, 1, h_deploy},
+    {HTTP_M_POST, "/api/v1/services/:name/rollback", CONFIG_ROLE_OPERATOR, 1, h_rollback},
+    {HTTP_M_POST, "/api/v1/services/:name/hold", CONFIG_ROLE_OPERATOR, 1, h_hold},
+    {HTTP_M_POST, "/api/v1/services/:name/release", CONFIG_ROLE_OPERATOR, 1, h_release},
+    {HTTP_M_POST, "/api/v1/services/:name/maintenance", CONFIG_ROLE_OPERATOR, 1, h_maintenance},
+    {HTTP_M_GET, "/api/v1/audit", CONFIG_ROLE_OPERATOR, 0, h_audit},
+    {HTTP_M_GET, "/api/v1/changes", CONFIG_ROLE_VIEWER, 1, h_changes},
+    {HTTP_M_GET, "/api/v1/changes/:id", CONFIG_ROLE_VIEWER, 1, h_change},
+    {HTTP_M_GET, "/api/v1/changes/:id/report", CONFIG_ROLE_VIEWER, 1, h_report},
+    {HTTP_M_POST, "/api/v1/changes/:id/promote", CONFIG_ROLE_OPERATOR, 1, h_promote},
+    {HTTP_M_POST, "/api/v1/changes/:id/pause", CONFIG_ROLE_OPERATOR, 1, h_pause},
+    {HTTP_M_POST, "/api/v1/changes/:id/resume", CONFIG_ROLE_OPERATOR, 1, h_resume},
+    {HTTP_M_POST, "/api/v1/changes/:id/abort", CONFIG_ROLE_OPERATOR, 1, h_abort},
+    {HTTP_M_POST, "/api/v1/changes/:id/approve", CONFIG_ROLE_OPERATOR, 1, h_approve},
+};
+
+#define API_MAX_SEGMENTS 8
+
+/* A request's path cut into decoded segments ("/" is one empty segment). */
+struct api_path {
+    char *seg[API_MAX_SEGMENTS];
+    size_t n;
+};
+
+/* Cuts path (modified in place) into p. Returns 0, or -1 for a path with more segments than any
+ * route has, or with an encoded NUL or slash (400: a decoded NUL would cut a name short of what
+ * was asked for, and a decoded slash would make a name of two segments). */
+static int path_split(char *path, struct api_path *p, int *bad)
+{
+    *bad = 0;
+    p->n = 0;
+    for (char *s = path; *s == '/';) {
+        if (p->n == API_MAX_SEGMENTS)
+            return -1;
+        *s++ = '\0';
+        p->seg[p->n++] = s;
+        char *slash = strchr(s, '/');
+        if (slash == NULL)
+            break;
+        s = slash;
+    }
+    for (size_t i = 0; i < p->n; i++) {
+        if (strstr(p->seg[i], "%00") || strcasestr(p->seg[i], "%2f")) {
+            *bad = 1;
+            return -1;
+        }
+        url_decode(p->seg[i]);
+    }
+    return p->n == 0 ? -1 : 0;
+}
+
+/* 1 when the decoded path p has the shape of pattern; fills q's name and id. */
+static int route_match(const char *pattern, const struct api_path *p, struct api_call *q)
+{
+    size_t i = 0;
+    const char *s = pattern;
+    while (*s == '/') {
+        s++;
+        size_t len = strcspn(s, "/");
+        if (i == p->n)
+            return 0;
+        const char *seg = p->seg[i++];
+        if (len == 5 && strncmp(s, ":name", 5) == 0)
+            q->name = seg;
+        else if (len == 3 && strncmp(s, ":id", 3) == 0)
+            q->id = parse_id(seg, &q->id) == 0 ? q->id : -1;
+        else if (strlen(seg) != len || strncmp(seg, s, len) != 0)
+            return 0;
+        s += len;
+    }
+    return i == p->n;
+}
+
+/* Finds the route of method on p. Returns it, or NULL with *status 404 (no such path) or 405
+ * (the path is there, for another method: *allow names it). */
+static const struct api_route *route_find(enum http_method m, const struct api_path *p,
+                                          struct api_call *q, int *status, const char **allow)
+{
+    *status = 404;
+    for (size_t i = 0; i < sizeof(api_routes) / sizeof(api_routes[0]); i++) {
+        const struct api_route *rt = &api_routes[i];
+        struct api_call t = *q;
+        if (!route_match(rt->pattern, p, &t))
+            continue;
+        if (rt->method != m) {
+            *status = 405;
+            *allow = rt->method == HTTP_M_GET ? "use GET" : "use POST";
+            continue;
+        }
+        *q = t;
+        return rt;
+    }
+    return NULL;
+}
+
+/* The one place that decides whether the caller may use rt: over admin.listen, a token (or a
+ * dashboard session) of at least the route's role. Answers 401/403 and returns -1 when not. */
+static int route_allowed(struct api_conn *c, const struct api_route *rt)
+{
+    if (rt->min_role == API_ROLE_NONE)
+        return 0;
+    if (!c->tcp) {
+        /* The socket's own users: a person has their role, root and the daemon's user admin,
+         * another member of admin.socket_group viewer (api/who.h). */
+        const struct who_unix *w = &c->unix_who;
+        if (w->role >= rt->min_role)
+            return 0;
+        char msg[256];
+        snprintf(msg, sizeof(msg), "unix user %s (%s) has the role %s; this request needs %s",
+                 w->user, w->person ? w->person->name : "not one of people",
+                 config_role_name(w->role), config_role_name(rt->min_role));
+        c->close_after = 1;
+        respond_error(c, 403, msg);
+        return -1;
+    }
+    if (c->who == NULL) {
+        c->close_after = 1; /* the body of a refused request is not read */
+        respond_error(c, 401,
+                      "send Authorization: Bearer TOKEN (a token of admin.tokens_file; the CLI "
+                      "sends $CUTOVER_TOKEN)");
+        return -1;
+    }
+    if (c->who->role < rt->min_role) {
+        char msg[256];
+        snprintf(msg, sizeof(msg), "token '%s' has the role %s; this request needs %s",
+                 c->who->name, config_role_name(c->who->role), config_role_name(rt->min_role));
+        c->close_after = 1;
+        respond_error(c, 403, msg);
+        return -1;
+    }
+    return 0;
 }
 
 /* ---------------------------------------------------------------- connections --------------- */
@@ -1168,10 +1455,11 @@ static int secret_equal(const char *a, size_t alen, const char *b, size_t blen)
     return d == 0;
 }
 
-/* Finds the token of a request over admin.listen and checks its role against what the request
- * does: reading needs viewer, changing a rollout operator, replacing the daemon admin. Answers
- * 401/403 and returns -1 when the request may not go on. */
-static int authorize(struct api_conn *c, const struct http_request *req)
+/* Finds who sends a request over admin.listen: the token of its Authorization header. A
+ * request without one may go on only to a route anyone may use (rt's role API_ROLE_NONE); what
+ * role the route needs is route_allowed's to decide. Answers 401 and returns -1 when the request
+ * may not go on. */
+static int identify(struct api_conn *c, const struct http_request *req, const struct api_route *rt)
 {
     const char *tok = NULL;
     size_t tlen = 0;
@@ -1191,36 +1479,24 @@ static int authorize(struct api_conn *c, const struct http_request *req)
         if (secret_equal(tok, tlen, t->secret, strlen(t->secret)))
             who = t; /* no early exit: every token is compared */
     }
-    c->close_after = 1; /* the body of a refused request is not read */
-    if (who == NULL) {
+    if (who == NULL && (tok != NULL || rt == NULL || rt->min_role != API_ROLE_NONE)) {
+        c->close_after = 1; /* the body of a refused request is not read */
         respond_error(c, 401,
                       tok == NULL ? "send Authorization: Bearer TOKEN (a token of "
                                     "admin.tokens_file; the CLI sends $CUTOVER_TOKEN)"
                                   : "unknown token");
         return -1;
     }
-    /* Every route that changes something is a POST; upgrade and reload also need admin, which
-     * route() checks on the decoded path. */
-    enum config_role need = req->meth == HTTP_M_GET || req->meth == HTTP_M_HEAD
-                                ? CONFIG_ROLE_VIEWER
-                                : CONFIG_ROLE_OPERATOR;
-    if (who->role < need) {
-        char msg[256];
-        snprintf(msg, sizeof(msg), "token '%s' has the role %s; this request needs %s", who->name,
-                 config_role_name(who->role), config_role_name(need));
-        respond_error(c, 403, msg);
-        return -1;
-    }
-    if (!c->authed) {
+    if (who != NULL && !c->authed) {
         /* Only now does the connection take a token holder's slot. */
         if (c->a->nauthed >= API_TCP_MAX_CONNS) {
+            c->close_after = 1;
             respond_error(c, 503, "too many admin connections; retry later");
             return -1;
         }
         c->authed = 1;
         c->a->nauthed++;
     }
-    c->close_after = 0;
     c->who = who;
     return 0;
 }
@@ -1247,8 +1523,27 @@ static void conn_process(struct api_conn *c)
         return;
     }
     size_t head = (size_t)rc;
-    if (c->tcp && c->who == NULL && authorize(c, &req) < 0)
-        return;
+    /* The route and the caller's right to it are decided on the head: a refused request's body
+     * is not waited for. */
+    char *target = xstrndup(req.target, req.target_len);
+    audit_forget(c);
+    c->aud_method = xstrndup(req.method, req.method_len);
+    c->aud_path = xstrndup(req.target, strcspn(target, "?")); /* not the query: it may be long */
+    c->aud_action = req.meth != HTTP_M_GET && req.meth != HTTP_M_HEAD;
+    char *query = strchr(target, '?');
+    if (query != NULL)
+        *query++ = '\0';
+    struct api_path path;
+    struct api_call call = {.query = query};
+    int bad_path = 0, status = 404;
+    const char *allow = NULL;
+    const struct api_route *rt = NULL;
+    if (path_split(target, &path, &bad_path) == 0)
+        rt = route_find(req.meth, &path, &call, &status, &allow);
+    if (c->tcp && identify(c, &req, rt) < 0)
+        goto out;
+    if (rt != NULL && route_allowed(c, rt) < 0)
+        goto out;
     c->last_event_id = 0;
     for (size_t i = 0; i < req.num_headers; i++) {
         const struct http_header *h = &req.headers[i];
@@ -1263,25 +1558,34 @@ static void conn_process(struct api_conn *c)
     if (req.framing == HTTP_BODY_CHUNKED) {
         c->close_after = 1;
         respond_error(c, 411, "send the body with Content-Length");
-        return;
+        goto out;
     }
     uint64_t blen = req.framing == HTTP_BODY_LENGTH ? req.content_length : 0;
     if (blen > API_MAX_BODY) {
         c->close_after = 1;
         respond_error(c, 413, "body over 1 MiB");
-        return;
+        goto out;
     }
     if (c->len < head + blen)
-        return; /* the rest of the body is on its way */
+        goto out; /* the rest of the body is on its way */
     c->req_len = head + (size_t)blen;
-    char *target = xstrndup(req.target, req.target_len);
-    char *query = strchr(target, '?');
-    if (query != NULL)
-        *query++ = '\0';
     c->busy = 1; /* until a response is written (maybe later, for a deploy) */
     if (c->tcp)
         uv_timer_stop(&c->deadline); /* a deploy may take its time to answer */
-    (void)route(c, req.meth, target, query, c->buf + head, (size_t)blen);
+    call.body = c->buf + head;
+    call.blen = (size_t)blen;
+    if (rt == NULL && bad_path)
+        respond_error(c, 400, "the path has an encoded NUL or slash");
+    else if (rt == NULL)
+        respond_error(c, status, status == 405 ? allow : "no such route; see docs/api.md");
+    else if (rt->engine && c->a->r == NULL) {
+        c->close_after = 1; /* a retry on a new connection may reach the successor */
+        respond_error(c, 503, "the daemon is handing over to its successor; retry");
+    } else if (strstr(rt->pattern, ":id") != NULL && call.id <= 0)
+        respond_error(c, 404, "change id: expected a positive integer");
+    else
+        (void)rt->handler(c, &call);
+out:
     free(target);
 }
 
@@ -1318,6 +1622,7 @@ static void on_conn_closed(uv_handle_t *h)
     free(c->buf);
     free(c->out);
     free(c->sse_service);
+    audit_forget(c);
     free(c);
     api_unref(a);
 }
@@ -1446,6 +1751,8 @@ static void on_connection(uv_stream_t *server, int status)
         uv_close(&c->io.handle, on_conn_closed);
         return;
     }
+    if (!tcp)
+        unix_identify(c);
     if (tcp) {
         int plen = (int)sizeof(c->peer);
         if (uv_tcp_getpeername(&c->io.tcp, (struct sockaddr *)&c->peer, &plen) != 0)
@@ -1467,6 +1774,27 @@ static void on_connection(uv_stream_t *server, int status)
         c->next->prev = c;
     a->conns = c;
     uv_read_start(&c->io.stream, on_alloc, on_read);
+}
+
+/* Who connected to the unix socket: SO_PEERCRED's uid, its login name, and what the config's
+ * people make of it (api/who.h). A peer whose credentials cannot be read gets the least. */
+static void unix_identify(struct api_conn *c)
+{
+    struct ucred cr;
+    socklen_t len = sizeof(cr);
+    uv_os_fd_t fd;
+    const struct config *cfg = c->a->hooks.cfg;
+    if (uv_fileno(&c->io.handle, &fd) != 0 ||
+        getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &len) != 0) {
+        who_unix_resolve(cfg, (uid_t)-1, NULL, geteuid(), &c->unix_who);
+        c->unix_who.role = c->unix_who.identified ? CONFIG_ROLE_VIEWER : CONFIG_ROLE_ADMIN;
+        return;
+    }
+    struct passwd pw, *res = NULL;
+    char buf[2048];
+    if (getpwuid_r(cr.uid, &pw, buf, sizeof(buf), &res) != 0)
+        res = NULL;
+    who_unix_resolve(cfg, cr.uid, res ? res->pw_name : NULL, geteuid(), &c->unix_who);
 }
 
 /* Returns 1 when a daemon answers on the socket at path. */
@@ -1602,6 +1930,16 @@ int api_start(struct api **out, uv_loop_t *loop, const char *path, struct rollou
     mode_t old = umask(0177);
     rc = uv_pipe_bind(&a->server, bind_path);
     umask(old);
+    if (rc == 0 && hooks != NULL && hooks->cfg != NULL && hooks->cfg->admin_socket_group) {
+        /* The group's members connect as themselves: SO_PEERCRED tells them apart. */
+        struct group gr, *res = NULL;
+        char gbuf[4096];
+        if (getgrnam_r(hooks->cfg->admin_socket_group, &gr, gbuf, sizeof(gbuf), &res) != 0 ||
+            res == NULL)
+            rc = -ENOENT;
+        else if (chown(bind_path, (uid_t)-1, gr.gr_gid) == -1 || chmod(bind_path, 0660) == -1)
+            rc = -errno;
+    }
     if (rc == 0)
         rc = uv_listen((uv_stream_t *)&a->server, 64, on_connection);
     /* A successor's socket replaces its predecessor's in one rename: clients never find the

@@ -33,9 +33,13 @@ struct api_hooks {
      * binary's directory), owned by root or the daemon's user, and neither it nor its directory
      * writable by group or others. */
     const char *upgrade_dir;
+    /* The daemon's config (borrowed, for the daemon's life): its people decide who a
+     * unix-socket peer is (api/who.h), admin.socket_group who may connect. NULL: no people. */
+    const struct config *cfg;
 };
 
-/* Listens on the unix socket at path (mode 0600). A stale socket file is replaced; a socket
+/* Listens on the unix socket at path (mode 0600; 0660 and hooks->cfg's admin.socket_group
+ * when set). A stale socket file is replaced; a socket
  * another live daemon answers on is not (-EADDRINUSE, with a message in err) — unless takeover
  * is set (a hot upgrade or reload: this daemon succeeds the one answering there), in which case
  * the new socket is bound beside it and renamed over it, so the path never stops answering. */
@@ -44,8 +48,9 @@ int api_start(struct api **out, uv_loop_t *loop, const char *path, struct rollou
 
 /* Also serves the API on the listening TCP socket fd (admin.listen; the API uses a duplicate,
  * fd stays the caller's). Every request there must carry "Authorization: Bearer SECRET" of one
- * of tokens (copied): GET needs the role viewer, other methods operator, upgrade and reload
- * admin; the token's name is the actor of what it does (a different "actor" is refused, 403).
+ * of tokens (copied), of at least the role the route's row in api.c's route table names (GET
+ * routes viewer, other methods operator, upgrade and reload admin); the token's name is the
+ * actor of what it does (a different "actor" is refused, 403).
  * A new connection has 1 s for its first request, later ones 30 s; connections without a token
  * yet are a pool apart from the 64 kept for token holders (see docs/api.md). */
 int api_listen_tcp(struct api *a, int fd, const struct config_token *tokens, size_t ntokens,

@@ -62,10 +62,11 @@ enum {
     CLI_OPT_GOVERN = 1u << 12, /* --emergency, --ticket, --risk (deploy) */
     CLI_OPT_UNTIL = 1u << 13,  /* --until-done (watch) */
     CLI_OPT_LINES = 1u << 11,
-    CLI_OPT_STORE = 1u << 12,
-    CLI_OPT_MAX = 1u << 14,     /* --max (hold) */
-    CLI_OPT_MESSAGE = 1u << 15, /* --message (maintenance) */
-    CLI_OPT_HOLD = 1u << 16,    /* --hold (deploy) */
+    CLI_OPT_STORE = 1u << 14, /* was 1u << 12, --emergency's bit: check took --ticket */
+    CLI_OPT_SINCE = 1u << 15,
+    CLI_OPT_MAX = 1u << 16,     /* --max (hold) */
+    CLI_OPT_MESSAGE = 1u << 17, /* --message (maintenance) */
+    CLI_OPT_HOLD = 1u << 18,    /* --hold (deploy) */
 };
 
 struct cli_command {
@@ -97,7 +98,7 @@ static const struct cli_command cli_commands[] = {
      2, 2,
      "deploy SERVICE VERSION [--target HOST:PORT ...] [--plan NAME]\n"
      "               [--reason TEXT] [--emergency] [--ticket ID] [--risk low|medium|high]\n"
-     "               [--hold] [--wait] [--json]",
+     "               [--at TIME] [--hold] [--wait] [--json]",
      "deploy SERVICE VERSION [options]\tput VERSION of SERVICE into production",
      "Starts a change that puts VERSION (1-64 of A-Za-z0-9._-) of SERVICE live, on the\n"
      "targets given. Prints the change id, from -> to, its state and message.\n"
@@ -108,6 +109,10 @@ static const struct cli_command cli_commands[] = {
      "                      record names the window and the reason\n"
      "  --ticket ID         the change request this carries out, recorded\n"
      "  --risk LEVEL        low, medium or high, recorded\n"
+     "  --at TIME           record the change now and start it then: RFC 3339\n"
+     "                      (2026-12-07T22:00:00Z, or with an offset) or +DURATION;\n"
+     "                      it waits in the daemon (status shows it, abort cancels it,\n"
+     "                      a restart keeps it); freezes are checked at that time\n"
      "  --hold              hold new requests in cutover from now until the switch, then\n"
      "                      send them to the new version (to the old one if the change\n"
      "                      fails); each waits at most 30s. Instant switches only (no plan)\n"
@@ -203,6 +208,17 @@ static const struct cli_command cli_commands[] = {
      "when the daemon goes away (an upgrade, a restart) it reconnects and first prints\n"
      "what it missed. Exit 1 when the daemon cannot be reached for 30 s.\n"
      "  --json  one JSON Event object per line\n"},
+    {"audit", CLI_CMD_AUDIT, CLI_OPT_JSON | CLI_OPT_SINCE | CLI_OPT_LIMIT, 0, 0,
+     "audit [--since D] [--limit N] [--json]",
+     "audit [--since D] [--json]\twho did what through the admin API, and what was refused",
+     "Lists the admin API's audit log, oldest first: every request that changes something\n"
+     "(deploy, rollback, promote, pause, resume, abort, approve, reload, upgrade), whatever\n"
+     "its answer, and every refused attempt (401, 403, 409): time (UTC), who (a person, a\n"
+     "token's name or a unix user; \"alice as bob\" for --as), the channel and peer (unix\n"
+     "uid and login, or TCP address and token), the request, the status and the outcome.\n"
+     "  --since D  only the last D (for example 30m, 24h, 7d)\n"
+     "  --limit N  at most the newest N lines (default 1000)\n"
+     "  --json     print the API answer\n"},
     {"watch", CLI_CMD_WATCH, CLI_OPT_UNTIL, 0, 1, "watch [SERVICE] [--until-done]",
      "watch [SERVICE] [--until-done]\tlive view of changes and per-version traffic",
      "Shows, refreshed every second, each service (or only SERVICE): the live version,\n"
@@ -307,17 +323,18 @@ struct cli_opt {
 };
 
 static const struct cli_opt cli_opts[] = {
-    {"config", 'c', CLI_OPT_GLOBAL, 1},  {"admin", 0, CLI_OPT_GLOBAL, 1},
-    {"help", 'h', CLI_OPT_GLOBAL, 0},    {"json", 0, CLI_OPT_JSON, 0},
-    {"target", 0, CLI_OPT_TARGET, 1},    {"plan", 0, CLI_OPT_PLAN, 1},
-    {"reason", 0, CLI_OPT_REASON, 1},    {"wait", 0, CLI_OPT_WAIT, 0},
-    {"all", 0, CLI_OPT_ALL, 0},          {"as", 0, CLI_OPT_AS, 1},
-    {"format", 0, CLI_OPT_FORMAT, 1},    {"binary", 0, CLI_OPT_BINARY, 1},
-    {"limit", 0, CLI_OPT_LIMIT, 1},      {"follow", 'f', CLI_OPT_FOLLOW, 0},
-    {"lines", 'n', CLI_OPT_LINES, 1},    {"emergency", 0, CLI_OPT_GOVERN, 0},
-    {"ticket", 0, CLI_OPT_GOVERN, 1},    {"risk", 0, CLI_OPT_GOVERN, 1},
-    {"until-done", 0, CLI_OPT_UNTIL, 0}, {"store", 0, CLI_OPT_STORE, 0},
-    {"max", 0, CLI_OPT_MAX, 1},          {"message", 0, CLI_OPT_MESSAGE, 1},
+    {"config", 'c', CLI_OPT_GLOBAL, 1}, {"admin", 0, CLI_OPT_GLOBAL, 1},
+    {"help", 'h', CLI_OPT_GLOBAL, 0},   {"json", 0, CLI_OPT_JSON, 0},
+    {"target", 0, CLI_OPT_TARGET, 1},   {"plan", 0, CLI_OPT_PLAN, 1},
+    {"reason", 0, CLI_OPT_REASON, 1},   {"wait", 0, CLI_OPT_WAIT, 0},
+    {"all", 0, CLI_OPT_ALL, 0},         {"as", 0, CLI_OPT_AS, 1},
+    {"format", 0, CLI_OPT_FORMAT, 1},   {"binary", 0, CLI_OPT_BINARY, 1},
+    {"limit", 0, CLI_OPT_LIMIT, 1},     {"follow", 'f', CLI_OPT_FOLLOW, 0},
+    {"lines", 'n', CLI_OPT_LINES, 1},   {"emergency", 0, CLI_OPT_GOVERN, 0},
+    {"ticket", 0, CLI_OPT_GOVERN, 1},   {"risk", 0, CLI_OPT_GOVERN, 1},
+    {"at", 0, CLI_OPT_GOVERN, 1},       {"until-done", 0, CLI_OPT_UNTIL, 0},
+    {"store", 0, CLI_OPT_STORE, 0},     {"since", 0, CLI_OPT_SINCE, 1},
+    {"max", 0, CLI_OPT_MAX, 1},         {"message", 0, CLI_OPT_MESSAGE, 1},
     {"hold", 0, CLI_OPT_HOLD, 0},
 };
 
@@ -447,6 +464,16 @@ static int cli_apply_opt(struct cli_args *a, const struct cli_opt *o, const char
         a->follow = 1;
     } else if (strcmp(o->lng, "store") == 0) {
         a->store = 1;
+    } else if (strcmp(o->lng, "at") == 0) {
+        a->at = val; /* RFC 3339 or +DURATION: the daemon reads it (its clock decides) */
+    } else if (strcmp(o->lng, "since") == 0) {
+        uint64_t ms;
+        if (duration_parse(val, &ms) != 0) {
+            snprintf(err, errlen, "--since must be a duration such as 30m, 24h or 7d, got '%s'",
+                     val);
+            return -EINVAL;
+        }
+        a->since = val;
     } else if (strcmp(o->lng, "until-done") == 0) {
         a->until_done = 1;
     } else if (strcmp(o->lng, "hold") == 0) {
@@ -940,6 +967,26 @@ static void cli_render_mode(FILE *out, const json_t *svc)
     }
 }
 
+/* A deploy that waits for its time (deploy --at). */
+static void cli_render_scheduled(FILE *out, const json_t *svc)
+{
+    const json_t *q = json_object_get(svc, "scheduled");
+    if (!json_is_object(q))
+        return;
+    fprintf(out, "  %-9s change %lld: deploy ",
+            "scheduled:", (long long)json_integer_value(json_object_get(q, "id")));
+    cli_put_clean(out, cli_jstr_or(q, "version", "?"), 0);
+    fputs(" at ", out);
+    cli_put_clean(out, cli_jstr_or(q, "at", "?"), 0);
+    if (cli_jstr(q, "plan") != NULL) {
+        fputs(" with plan ", out);
+        cli_put_clean(out, cli_jstr(q, "plan"), 0);
+    }
+    fputs(" (by ", out);
+    cli_put_clean(out, cli_jstr_or(q, "actor", "?"), 0);
+    fputs("; cutover abort cancels it)\n", out);
+}
+
 void cli_render_service(FILE *out, const json_t *svc)
 {
     const json_t *ch = json_object_get(svc, "change");
@@ -952,6 +999,7 @@ void cli_render_service(FILE *out, const json_t *svc)
     cli_render_version(out, "previous:", json_object_get(svc, "previous"));
     cli_render_down(out, svc);
     cli_render_mode(out, svc);
+    cli_render_scheduled(out, svc);
     fprintf(out, "  %-9s ", "change:");
     if (!json_is_object(ch)) {
         fputs("none in progress\n", out);
@@ -1067,6 +1115,37 @@ static void cli_history_cells(const json_t *ch, const char *cells[CLI_NCOLS], ch
     }
     cells[CLI_COL_ACTOR] = cli_jstr_or(ch, "actor", "-");
     cells[CLI_COL_MESSAGE] = cli_jstr_or(ch, "message", "");
+}
+
+static void cli_render_audit(FILE *out, const json_t *root)
+{
+    const json_t *list = json_object_get(root, "audit"), *e;
+    size_t i;
+    if (json_array_size(list) == 0) {
+        fputs("no audit lines recorded\n", out);
+        return;
+    }
+    json_array_foreach(list, i, e)
+    {
+        char t[64], st[16];
+        cli_short_time(cli_jstr(e, "time"), t, sizeof(t));
+        snprintf(st, sizeof(st), "%lld",
+                 (long long)json_integer_value(json_object_get(e, "status")));
+        const char *cells[] = {t,
+                               cli_jstr_or(e, "actor", "-"),
+                               cli_jstr_or(e, "channel", "-"),
+                               cli_jstr_or(e, "peer", "-"),
+                               cli_jstr_or(e, "method", "-"),
+                               cli_jstr_or(e, "path", "-"),
+                               st,
+                               cli_jstr_or(e, "outcome", "")};
+        for (size_t c = 0; c < sizeof(cells) / sizeof(cells[0]); c++) {
+            if (c > 0)
+                fputs(c == 3 ? " [" : c == 4 ? "] " : " ", out);
+            cli_put_clean(out, cells[c], 0);
+        }
+        fputc('\n', out);
+    }
 }
 
 void cli_render_history(FILE *out, const json_t *root)
@@ -1539,7 +1618,7 @@ static char *cli_actor(const struct cli_http *h)
 
 static void cli_render_plan(FILE *out, const struct config_plan *p)
 {
-    char d1[32], d2[32];
+    char d2[32];
 
     fprintf(out, "plan %s (on failure: %s)%s%s\n", p->name,
             p->on_failure == CONFIG_ON_PAUSE     ? "pause"
@@ -1551,39 +1630,9 @@ static void cli_render_plan(FILE *out, const struct config_plan *p)
         fprintf(out, "  %zu. ", i + 1);
         if (s->owner != NULL)
             fprintf(out, "(owner %s) ", s->owner);
-        switch (s->kind) {
-        case CONFIG_STEP_TEST:
-            fputs("test:", out);
-            for (char **a = s->command; a != NULL && *a != NULL; a++)
-                fprintf(out, " %s", *a);
-            fprintf(out, " (timeout %s)\n", duration_format(s->timeout_ms, d1, sizeof(d1)));
-            break;
-        case CONFIG_STEP_PILOT:
-            fprintf(out, "pilot: %s %s%s%s for %s\n",
-                    s->pilot_kind == CONFIG_PILOT_HEADER   ? "header"
-                    : s->pilot_kind == CONFIG_PILOT_COOKIE ? "cookie"
-                                                           : "source",
-                    s->pilot_name ? s->pilot_name : "",
-                    s->pilot_value ? (s->pilot_kind == CONFIG_PILOT_COOKIE ? "=" : ": ") : "",
-                    s->pilot_value ? s->pilot_value : "",
-                    duration_format(s->duration_ms, d1, sizeof(d1)));
-            break;
-        case CONFIG_STEP_WEIGHT:
-            fprintf(out, "weight: %d%% of traffic to the new version\n", s->weight);
-            break;
-        case CONFIG_STEP_PAUSE:
-            if (s->duration_ms == 0)
-                fputs("pause: until `cutover promote`\n", out);
-            else
-                fprintf(out, "pause: %s\n", duration_format(s->duration_ms, d1, sizeof(d1)));
-            break;
-        case CONFIG_STEP_APPROVAL:
-            fprintf(out, "approval: %d of", s->count);
-            for (size_t j = 0; j < s->napprovers; j++)
-                fprintf(out, "%s %s", j ? "," : "", s->approvers[j]);
-            fputc('\n', out);
-            break;
-        }
+        char desc[512];
+        cli_put_clean(out, config_step_describe(s, desc, sizeof(desc)), 0);
+        fputc('\n', out);
     }
     if (p->analysis.enabled) {
         fprintf(out, "  analysis: every %s, at least %llu requests",
@@ -2222,6 +2271,8 @@ static int cli_cmd_deploy(const struct cli_args *a, struct cli_http *h)
         json_object_set_new(body, "risk", json_string(a->risk));
     if (a->hold)
         json_object_set_new(body, "hold", json_true());
+    if (a->at != NULL)
+        json_object_set_new(body, "at", json_string(a->at));
     path = xasprintf("/api/v1/services/%s/deploy", svc);
     rc = cli_post_change(a, h, path, body);
     free(path);
@@ -2499,6 +2550,15 @@ static int cli_cmd_history(const struct cli_args *a, struct cli_http *h)
     return rc;
 }
 
+static int cli_cmd_audit(const struct cli_args *a, struct cli_http *h)
+{
+    char *path = xasprintf("/api/v1/audit?limit=%ld%s%s", a->limit > 0 ? a->limit : 1000,
+                           a->since ? "&since=" : "", a->since ? a->since : "");
+    int rc = cli_get_and_render(a, h, path, cli_render_audit);
+    free(path);
+    return rc;
+}
+
 /* After a 404 on a route the API may not have yet, tells a missing route from a missing change:
  * when change id exists, says the daemon lacks what and returns 2; otherwise prints why the
  * change cannot be read and returns the exit code for that. */
@@ -2570,6 +2630,8 @@ static int cli_cmd_change_verb(const struct cli_args *a, struct cli_http *h, con
         goto out;
     }
     id = json_object_get(json_object_get(r.json, "change"), "id");
+    if (!json_is_integer(id) && strcmp(action, "abort") == 0)
+        id = json_object_get(json_object_get(r.json, "scheduled"), "id"); /* cancel it */
     if (!json_is_integer(id)) {
         fprintf(stderr, "cutover: no change is running on %s; nothing to %s\n", a->service, action);
         rc = CLI_EXIT_FAILED;
@@ -2887,6 +2949,9 @@ static int cli_run(const struct cli_args *a)
     case CLI_CMD_RELEASE:
     case CLI_CMD_MAINTENANCE:
         rc = cli_cmd_mode(a, &h);
+        break;
+    case CLI_CMD_AUDIT:
+        rc = cli_cmd_audit(a, &h);
         break;
     case CLI_CMD_WATCH:
         h.timeout_ms = 5000;

@@ -48,6 +48,7 @@ enum cli_cmd {
     CLI_CMD_HOLD,  /* hold, release, maintenance: a service's traffic held or answered 503 */
     CLI_CMD_RELEASE,
     CLI_CMD_MAINTENANCE,
+    CLI_CMD_AUDIT, /* the audit log of the admin API */
 };
 
 /* What the command line asked for. Strings point into argv (not owned), except targets, an
@@ -76,6 +77,7 @@ struct cli_args {
     int emergency;       /* --emergency (deploy): through a freeze window; needs --reason */
     const char *ticket;  /* --ticket ID (deploy) */
     const char *risk;    /* --risk low|medium|high (deploy) */
+    const char *at;      /* --at TIME (deploy): RFC 3339 or +DURATION, read by the daemon */
     const char *binary;  /* --binary PATH (upgrade) */
     long limit;          /* --limit N (history); 0 = the daemon's default */
     int follow;          /* -f/--follow (logs) */
@@ -86,6 +88,7 @@ struct cli_args {
     const char *message; /* --message TEXT (maintenance on) */
     int on;              /* maintenance: 1 for on, 0 for off */
     int hold;            /* --hold (deploy): hold requests around the switch */
+    const char *since;   /* --since D (audit): a duration, validated by duration_parse */
 };
 
 /* Parses argv (argv[0] the program, argv[1] the subcommand) into *a, which it initialises.

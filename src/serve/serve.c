@@ -1135,7 +1135,8 @@ int serve_main(int argc, char **argv)
     struct api_hooks hooks = {.metrics = on_metrics,
                               .handover = begin_handover,
                               .ctx = &d,
-                              .upgrade_dir = d.cfg->admin_upgrade_dir};
+                              .upgrade_dir = d.cfg->admin_upgrade_dir,
+                              .cfg = d.cfg};
     int takeover = inherited > 0 || getenv("CUTOVER_READY_FD") != NULL;
     rc = api_start(&d.api, d.loop, sock, NULL, &hooks, takeover, err, sizeof(err));
     free(sock);
