@@ -174,7 +174,7 @@ def test_canary_on_one_host_while_the_other_stays_still(three, procs, backend):
     assert counts[("api", "a1")] == 200, "api must stay on a1 whatever web does"
     assert 60 <= counts[("web", "w2")] <= 140 and counts[("web", "w1")] >= 60, counts
     api = json.loads(run_cli("status", "api", "--json", "-c", cfg).stdout)
-    assert api["change"] is None and api["live"]["name"] == "initial", api
+    assert api["change"] is None and api["live"]["name"] == "v1", api
     assert api["routes"] == {"hosts": ["*.example.com"], "path_prefix": "/api", "default": False}
     for p in loads:
         p.wait(20)
