@@ -291,6 +291,8 @@ def test_maintenance_page_html_and_plain_text(backend, daemon):
     assert body_of(d.port) == "v1\n"
     assert [(k, a) for k, a, _ in actions(d)] == [("maintenance_on", "bob"),
                                                   ("maintenance_off", "bob")]
+    audit = ok(d.cli("audit"), "audit").stdout
+    assert "POST /api/v1/services/web/maintenance 200" in audit, audit
     r = d.cli("maintenance", "web", "off")
     assert r.returncode == 1 and "not in maintenance" in r.stderr, r
 
