@@ -916,6 +916,24 @@ static int shared_with_earlier(const struct config *cfg, size_t i)
     return -1;
 }
 
+/* A shared listen's socket from a predecessor that named it after another of the services on
+ * it (the config put a new one first, or removed the first): any sharer's name will do. */
+static int take_shared(const struct config *cfg, size_t first)
+{
+    const char *addr = cfg->services[first].listen;
+    for (size_t j = first; j < cfg->nservices; j++) {
+        const struct config_service *s = &cfg->services[j];
+        if (!s->routed || !config_same_listen(addr, s->listen))
+            continue;
+        int fd = handover_take(s->name, NULL);
+        if (fd >= 0 && bound_to(fd, addr))
+            return fd;
+        if (fd >= 0)
+            close(fd);
+    }
+    return -1;
+}
+
 /* The routes of the listen socket of service first: every routed service on it. */
 static void build_vhosts(const struct config *cfg, size_t first, struct vhost_table *t)
 {
@@ -943,7 +961,9 @@ static int open_listeners(struct daemon *d, char *err, size_t errlen)
             if (addr == NULL || (!preview && shared_with_earlier(d->cfg, i) >= 0))
                 continue; /* a shared listen's socket is its first service's */
             char *name = preview ? xasprintf("%s.preview", svc->name) : xstrdup(svc->name);
-            int fd = take_listener(name, addr, 4096);
+            int fd = !preview && svc->routed ? take_shared(d->cfg, i) : -1;
+            if (fd < 0)
+                fd = take_listener(name, addr, 4096);
             if (fd < 0) {
                 snprintf(err, errlen, "service %s: cannot listen on %s: %s", svc->name, addr,
                          strerror(-fd));

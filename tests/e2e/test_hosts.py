@@ -186,12 +186,23 @@ def test_canary_on_one_host_while_the_other_stays_still(three, procs, backend):
             res["text"]
 
 
-def test_upgrade_keeps_the_shared_listener(three):
+def test_upgrade_and_reload_keep_the_shared_listener(three, backend):
     port, cfg, _ = three
     r = run_cli("upgrade", "-c", cfg, timeout=20)
     assert r.returncode == 0, r.stdout + r.stderr
     wait_answer(port, "web.example.com", "w1\n")
     assert get(port, "shop.example.com", "/api") == (200, "a1\n")
+    assert get(port, "other.org") == (200, "s1\n")
+    # A reload that puts a new service first on the shared listen: the socket (named after the
+    # old first one) is still taken over, and the new service's host is served.
+    blog = backend("b1")
+    text = cfg.read_text().replace("services:\n", "services:\n" + service(
+        "blog", port, blog.addr, "    hosts: [blog.example.com]\n"), 1)
+    cfg.write_text(text)
+    r = run_cli("reload", "-c", cfg, timeout=20)
+    assert r.returncode == 0, r.stdout + r.stderr
+    wait_answer(port, "blog.example.com", "b1\n")
+    assert get(port, "web.example.com") == (200, "w1\n")
     assert get(port, "other.org") == (200, "s1\n")
 
 
