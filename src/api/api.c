@@ -458,8 +458,9 @@ static json_t *parse_body(struct api_conn *c, const char *body, size_t n,
 
 static int route_deploy(struct api_conn *c, const char *service, const char *body, size_t n)
 {
-    static const char *const allowed[] = {"version",   "targets", "plan", "reason", "actor", "wait",
-                                          "emergency", "ticket",  "risk", "at",     NULL};
+    static const char *const allowed[] = {"version", "targets", "plan", "reason",
+                                          "actor",   "wait",    "hold", "emergency",
+                                          "ticket",  "risk",    "at",   NULL};
     json_t *o = parse_body(c, body, n, allowed);
     if (o == NULL)
         return 0;
@@ -519,6 +520,15 @@ static int route_deploy(struct api_conn *c, const char *service, const char *bod
             targets[nt++] = json_string_value(e);
         }
     }
+    int hold = 0;
+    json_t *jh = json_object_get(o, "hold");
+    if (jh != NULL) {
+        if (!json_is_boolean(jh)) {
+            respond_error(c, 400, "hold: expected true or false");
+            goto out;
+        }
+        hold = json_is_true(jh);
+    }
     json_t *jw = json_object_get(o, "wait");
     if (jw != NULL) {
         if (!json_is_boolean(jw)) {
@@ -539,6 +549,7 @@ static int route_deploy(struct api_conn *c, const char *service, const char *bod
         .emergency = emergency,
         .ticket = ticket,
         .risk = risk,
+        .hold = hold,
         .at_ms = at_ms,
     };
     char err[512];
@@ -550,6 +561,64 @@ static int route_deploy(struct api_conn *c, const char *service, const char *bod
         free(p);
         respond_error(c, status_of(rc), err);
     }
+out:
+    json_decref(o);
+    return 0;
+}
+
+/* POST /api/v1/services/NAME/{hold,release,maintenance} (docs/api.md "Hold and maintenance"):
+ * recorded with the actor, applied by the next table; answers the Service. */
+static int route_mode(struct api_conn *c, const char *service, const char *what, const char *body,
+                      size_t n)
+{
+    static const char *const hold_allowed[] = {"max", "actor", NULL};
+    static const char *const release_allowed[] = {"actor", NULL};
+    static const char *const maint_allowed[] = {"on", "message", "actor", NULL};
+    const char *const *allowed = what[0] == 'h'   ? hold_allowed
+                                 : what[0] == 'r' ? release_allowed
+                                                  : maint_allowed;
+    json_t *o = parse_body(c, body, n, allowed);
+    if (o == NULL)
+        return 0;
+    const char *actor, *max = NULL, *message = NULL;
+    char err[1536];
+    int rc;
+    if (opt_actor(c, o, &actor) < 0)
+        goto out;
+    if (what[0] == 'h') {
+        uint64_t ms = ROLLOUT_HOLD_DEFAULT_MS;
+        if (opt_string(c, o, "max", &max) < 0)
+            goto out;
+        if (max != NULL && (duration_parse(max, &ms) != 0 || ms == 0)) {
+            snprintf(err, sizeof(err),
+                     "max: expected a duration like 500ms, 30s or 2m (at most 1h), got '%.64s'",
+                     max);
+            respond_error(c, 400, err);
+            goto out;
+        }
+        rc = rollout_hold(c->a->r, service, ms, actor, err, sizeof(err));
+    } else if (what[0] == 'r') {
+        rc = rollout_release(c->a->r, service, actor, err, sizeof(err));
+    } else {
+        json_t *jo = json_object_get(o, "on");
+        if (!json_is_boolean(jo)) {
+            respond_error(c, 400, "on: required, true or false");
+            goto out;
+        }
+        if (opt_string(c, o, "message", &message) < 0)
+            goto out;
+        if (message != NULL && !json_is_true(jo)) {
+            respond_error(c, 400, "message: only with on: true");
+            goto out;
+        }
+        rc = rollout_maintenance(c->a->r, service, json_is_true(jo), message, actor, err,
+                                 sizeof(err));
+    }
+    if (rc < 0) {
+        respond_error(c, status_of(rc), err);
+        goto out;
+    }
+    respond_json(c, 200, rollout_service_json(c->a->r, service));
 out:
     json_decref(o);
     return 0;
@@ -1325,6 +1394,21 @@ static int h_stats(struct api_conn *c, const struct api_call *q)
     return route_stats(c, q->query);
 }
 
+static int h_hold(struct api_conn *c, const struct api_call *q)
+{
+    return route_mode(c, q->name, "hold", q->body, q->blen);
+}
+
+static int h_release(struct api_conn *c, const struct api_call *q)
+{
+    return route_mode(c, q->name, "release", q->body, q->blen);
+}
+
+static int h_maintenance(struct api_conn *c, const struct api_call *q)
+{
+    return route_mode(c, q->name, "maintenance", q->body, q->blen);
+}
+
 static const struct api_route api_routes[] = {
     {HTTP_M_GET, "/metrics", CONFIG_ROLE_VIEWER, 0, h_metrics},
     {HTTP_M_POST, "/api/v1/upgrade", CONFIG_ROLE_ADMIN, 0, h_upgrade},
@@ -1336,6 +1420,9 @@ static const struct api_route api_routes[] = {
     {HTTP_M_GET, "/api/v1/services/:name/plan", CONFIG_ROLE_VIEWER, 1, h_plan},
     {HTTP_M_POST, "/api/v1/services/:name/deploy", CONFIG_ROLE_OPERATOR, 1, h_deploy},
     {HTTP_M_POST, "/api/v1/services/:name/rollback", CONFIG_ROLE_OPERATOR, 1, h_rollback},
+    {HTTP_M_POST, "/api/v1/services/:name/hold", CONFIG_ROLE_OPERATOR, 1, h_hold},
+    {HTTP_M_POST, "/api/v1/services/:name/release", CONFIG_ROLE_OPERATOR, 1, h_release},
+    {HTTP_M_POST, "/api/v1/services/:name/maintenance", CONFIG_ROLE_OPERATOR, 1, h_maintenance},
     {HTTP_M_GET, "/api/v1/audit", CONFIG_ROLE_OPERATOR, 0, h_audit},
     {HTTP_M_GET, "/api/v1/changes", CONFIG_ROLE_VIEWER, 1, h_changes},
     {HTTP_M_GET, "/api/v1/changes/:id", CONFIG_ROLE_VIEWER, 1, h_change},

@@ -64,6 +64,9 @@ enum {
     CLI_OPT_LINES = 1u << 11,
     CLI_OPT_STORE = 1u << 14, /* was 1u << 12, --emergency's bit: check took --ticket */
     CLI_OPT_SINCE = 1u << 15,
+    CLI_OPT_MAX = 1u << 16,     /* --max (hold) */
+    CLI_OPT_MESSAGE = 1u << 17, /* --message (maintenance) */
+    CLI_OPT_HOLD = 1u << 18,    /* --hold (deploy) */
 };
 
 struct cli_command {
@@ -90,11 +93,12 @@ static const struct cli_command cli_commands[] = {
      "           backup (cutover.db.backup, if there is one), opened read-only (the daemon\n"
      "           may run); print ok or the problems. Exit 1 when either has problems.\n"},
     {"deploy", CLI_CMD_DEPLOY,
-     CLI_OPT_JSON | CLI_OPT_TARGET | CLI_OPT_PLAN | CLI_OPT_REASON | CLI_OPT_WAIT | CLI_OPT_GOVERN,
+     CLI_OPT_JSON | CLI_OPT_TARGET | CLI_OPT_PLAN | CLI_OPT_REASON | CLI_OPT_WAIT | CLI_OPT_GOVERN |
+         CLI_OPT_HOLD,
      2, 2,
      "deploy SERVICE VERSION [--target HOST:PORT ...] [--plan NAME]\n"
      "               [--reason TEXT] [--emergency] [--ticket ID] [--risk low|medium|high]\n"
-     "               [--at TIME] [--wait] [--json]",
+     "               [--at TIME] [--hold] [--wait] [--json]",
      "deploy SERVICE VERSION [options]\tput VERSION of SERVICE into production",
      "Starts a change that puts VERSION (1-64 of A-Za-z0-9._-) of SERVICE live, on the\n"
      "targets given. Prints the change id, from -> to, its state and message.\n"
@@ -109,6 +113,9 @@ static const struct cli_command cli_commands[] = {
      "                      (2026-12-07T22:00:00Z, or with an offset) or +DURATION;\n"
      "                      it waits in the daemon (status shows it, abort cancels it,\n"
      "                      a restart keeps it); freezes are checked at that time\n"
+     "  --hold              hold new requests in cutover from now until the switch, then\n"
+     "                      send them to the new version (to the old one if the change\n"
+     "                      fails); each waits at most 30s. Instant switches only (no plan)\n"
      "  --wait              return only when the change has ended (no timeout)\n"
      "  --json              print the change as the API returns it\n"
      "Exit 1 when the change ended failed, rolled_back, aborted or interrupted, or a\n"
@@ -148,6 +155,29 @@ static const struct cli_command cli_commands[] = {
      "Switches SERVICE back to its previous version once its targets are healthy.\n"
      "  --reason TEXT  why, recorded in the change\n"
      "Exit 1 when there is nothing to roll back to (409) or the rollback failed.\n"},
+    {"hold", CLI_CMD_HOLD, CLI_OPT_JSON | CLI_OPT_MAX, 1, 1, "hold SERVICE [--max D] [--json]",
+     "hold SERVICE [--max D]\tkeep new requests waiting in cutover until release",
+     "Holds SERVICE: new requests, and the next request on open keep-alive connections,\n"
+     "wait in cutover; none reaches a backend and none fails. `cutover release SERVICE`\n"
+     "sends them to the version live at that moment (deploy or switch meanwhile: health\n"
+     "checks go on). A request held longer than --max gets 503 with Retry-After; more\n"
+     "than limits.hold_max_requests waiting at once get 503 at once. Recorded with the\n"
+     "actor; kept across a restart and an upgrade; shown by `cutover status`.\n"
+     "  --max D  how long one request may wait: 500ms, 30s, 2m... (default 30s, at most 1h)\n"
+     "  --json   print the service as the API returns it\n"},
+    {"release", CLI_CMD_RELEASE, CLI_OPT_JSON, 1, 1, "release SERVICE [--json]",
+     "release SERVICE\tend a hold: held requests go to the live version",
+     "Ends the hold of SERVICE: the requests waiting go on, to the version live now.\n"
+     "Exit 1 when SERVICE is not held.\n"},
+    {"maintenance", CLI_CMD_MAINTENANCE, CLI_OPT_JSON | CLI_OPT_MESSAGE, 2, 2,
+     "maintenance SERVICE on [--message TEXT] | off",
+     "maintenance SERVICE on|off\tanswer every request 503 with a page, or stop",
+     "on: every request to SERVICE is answered 503 with Retry-After and a page naming\n"
+     "TEXT (HTML for clients that accept text/html, plain text otherwise); no backend\n"
+     "sees it, health checks go on. off: SERVICE serves again. Recorded with the actor;\n"
+     "kept across a restart and an upgrade; shown by `cutover status`.\n"
+     "  --message TEXT  what the page says (one line, at most 1024 bytes)\n"
+     "Exit 1 for off when SERVICE is not in maintenance.\n"},
     {"upgrade", CLI_CMD_UPGRADE, CLI_OPT_JSON | CLI_OPT_BINARY, 0, 0, "upgrade [--binary PATH]",
      "upgrade [--binary PATH]\thand the daemon over to a new binary, no drops",
      "Asks the daemon to hand its listeners over to a new binary without dropping a\n"
@@ -332,6 +362,8 @@ static const struct cli_opt cli_opts[] = {
     {"ticket", 0, CLI_OPT_GOVERN, 1},   {"risk", 0, CLI_OPT_GOVERN, 1},
     {"at", 0, CLI_OPT_GOVERN, 1},       {"until-done", 0, CLI_OPT_UNTIL, 0},
     {"store", 0, CLI_OPT_STORE, 0},     {"since", 0, CLI_OPT_SINCE, 1},
+    {"max", 0, CLI_OPT_MAX, 1},         {"message", 0, CLI_OPT_MESSAGE, 1},
+    {"hold", 0, CLI_OPT_HOLD, 0},
 };
 
 #define CLI_NOPTS (sizeof(cli_opts) / sizeof(cli_opts[0]))
@@ -472,6 +504,20 @@ static int cli_apply_opt(struct cli_args *a, const struct cli_opt *o, const char
         a->since = val;
     } else if (strcmp(o->lng, "until-done") == 0) {
         a->until_done = 1;
+    } else if (strcmp(o->lng, "hold") == 0) {
+        a->hold = 1;
+    } else if (strcmp(o->lng, "message") == 0) {
+        a->message = val;
+    } else if (strcmp(o->lng, "max") == 0) {
+        uint64_t ms;
+        if (duration_parse(val, &ms) != 0 || ms == 0 || ms > 3600000) {
+            snprintf(err, errlen,
+                     "--max must be a duration like 500ms, 30s or 2m (more than 0, at most 1h), "
+                     "got '%s'",
+                     val);
+            return -EINVAL;
+        }
+        a->max_ms = ms;
     } else if (strcmp(o->lng, "lines") == 0) {
         long long v;
         /* 0 is allowed (print nothing, then follow), so "0" is handled apart. */
@@ -535,6 +581,8 @@ static int cli_assign_positional(struct cli_args *a, const struct cli_command *c
             what = "TEXT";
         else if ((c->cmd == CLI_CMD_DEPLOY || c->cmd == CLI_CMD_PLAN) && npos == 1)
             what = "VERSION";
+        else if (c->cmd == CLI_CMD_MAINTENANCE && npos == 1)
+            what = "on or off";
         snprintf(err, errlen, "%s: missing %s", c->name, what);
         return -EINVAL;
     }
@@ -563,6 +611,19 @@ static int cli_assign_positional(struct cli_args *a, const struct cli_command *c
                          a->version);
                 return -EINVAL;
             }
+        }
+        break;
+    case CLI_CMD_MAINTENANCE:
+        a->service = pos[0];
+        if (strcmp(pos[1], "on") != 0 && strcmp(pos[1], "off") != 0) {
+            snprintf(err, errlen, "maintenance: expected on or off after SERVICE, got '%s'",
+                     pos[1]);
+            return -EINVAL;
+        }
+        a->on = pos[1][1] == 'n';
+        if (!a->on && a->message != NULL) {
+            snprintf(err, errlen, "maintenance: --message goes with on, not off");
+            return -EINVAL;
         }
         break;
     case CLI_CMD_VERIFY:
@@ -912,6 +973,38 @@ static void cli_render_down(FILE *out, const json_t *svc)
     fputc('\n', out);
 }
 
+/* "held:" and "maintenance:" lines while the service is held or in maintenance. */
+static void cli_render_mode(FILE *out, const json_t *svc)
+{
+    const json_t *h = json_object_get(svc, "hold"), *m = json_object_get(svc, "maintenance");
+    char t[32], d[24];
+    if (json_is_object(h)) {
+        const json_t *max = json_object_get(h, "max_ms"), *ch = json_object_get(h, "change");
+        cli_short_time(cli_jstr(h, "since"), t, sizeof(t));
+        fprintf(out, "  %-9s since %s, each request waits at most %s", "HELD:", t,
+                duration_format(json_is_integer(max) ? (uint64_t)json_integer_value(max) : 0, d,
+                                sizeof(d)));
+        if (json_is_integer(ch))
+            fprintf(out, " (deploy --hold, change %" JSON_INTEGER_FORMAT ")",
+                    json_integer_value(ch));
+        fputs(" (by ", out);
+        cli_put_clean(out, cli_jstr_or(h, "actor", "?"), 0);
+        fputs("); cutover release ends it\n", out);
+    }
+    if (json_is_object(m)) {
+        cli_short_time(cli_jstr(m, "since"), t, sizeof(t));
+        fprintf(out, "  %-9s since %s, every request answered 503", "MAINTENANCE:", t);
+        if (cli_jstr(m, "message") != NULL) {
+            fputs(": \"", out);
+            cli_put_clean(out, cli_jstr(m, "message"), 0);
+            fputc('"', out);
+        }
+        fputs(" (by ", out);
+        cli_put_clean(out, cli_jstr_or(m, "actor", "?"), 0);
+        fputs(")\n", out);
+    }
+}
+
 /* A deploy that waits for its time (deploy --at). */
 static void cli_render_scheduled(FILE *out, const json_t *svc)
 {
@@ -943,6 +1036,7 @@ void cli_render_service(FILE *out, const json_t *svc)
     cli_render_version(out, "live:", json_object_get(svc, "live"));
     cli_render_version(out, "previous:", json_object_get(svc, "previous"));
     cli_render_down(out, svc);
+    cli_render_mode(out, svc);
     cli_render_scheduled(out, svc);
     fprintf(out, "  %-9s ", "change:");
     if (!json_is_object(ch)) {
@@ -1650,6 +1744,14 @@ static void cli_render_config(FILE *out, const struct config *cfg)
                     j == 0 && s->tls.ncerts > 1 ? " (default)" : "");
         if (s->preview_listen != NULL)
             fprintf(out, "  preview:  %s\n", s->preview_listen);
+        if (s->routed) {
+            fputs("  routes:  ", out);
+            for (size_t j = 0; j < s->nhosts; j++)
+                fprintf(out, " %s%s", s->hosts[j], s->path_prefix ? s->path_prefix : "");
+            if (s->nhosts == 0 && s->path_prefix != NULL)
+                fprintf(out, " (any host)%s", s->path_prefix);
+            fputs(s->is_default ? " (default: what no other service takes)\n" : "\n", out);
+        }
         fputs("  targets: ", out);
         for (size_t j = 0; j < s->ntargets; j++)
             fprintf(out, " %s", s->targets[j]);
@@ -2223,6 +2325,8 @@ static int cli_cmd_deploy(const struct cli_args *a, struct cli_http *h)
         json_object_set_new(body, "ticket", json_string(a->ticket));
     if (a->risk != NULL)
         json_object_set_new(body, "risk", json_string(a->risk));
+    if (a->hold)
+        json_object_set_new(body, "hold", json_true());
     if (a->at != NULL)
         json_object_set_new(body, "at", json_string(a->at));
     path = xasprintf("/api/v1/services/%s/deploy", svc);
@@ -2240,6 +2344,58 @@ static int cli_cmd_rollback(const struct cli_args *a, struct cli_http *h)
     json_t *body = json_pack("{s:s*, s:s*}", "actor", actor, "reason", a->reason);
     int rc = cli_post_change(a, h, path, body);
 
+    free(path);
+    free(svc);
+    free(actor);
+    return rc;
+}
+
+/* hold, release, maintenance: POSTs to the service's route and says what now happens. */
+static int cli_cmd_mode(const struct cli_args *a, struct cli_http *h)
+{
+    char *actor = cli_actor(h), *svc = cli_escape(h, a->service), *path;
+    json_t *body;
+    char d[24];
+    if (a->cmd == CLI_CMD_HOLD) {
+        body = json_pack("{s:s*}", "actor", actor);
+        if (a->max_ms > 0)
+            json_object_set_new(body, "max", json_string(duration_format(a->max_ms, d, sizeof(d))));
+        path = xasprintf("/api/v1/services/%s/hold", svc);
+    } else if (a->cmd == CLI_CMD_RELEASE) {
+        body = json_pack("{s:s*}", "actor", actor);
+        path = xasprintf("/api/v1/services/%s/release", svc);
+    } else {
+        body = json_pack("{s:s*, s:b, s:s*}", "actor", actor, "on", a->on, "message",
+                         a->on ? a->message : NULL);
+        path = xasprintf("/api/v1/services/%s/maintenance", svc);
+    }
+    struct cli_resp r;
+    int rc = cli_request(h, "POST", path, body, NULL, &r);
+    if (rc == 0 && r.status >= 200 && r.status < 300) {
+        rc = CLI_EXIT_OK;
+        if (a->json && r.json != NULL) {
+            cli_print_json(r.json);
+        } else if (a->cmd == CLI_CMD_HOLD) {
+            printf("%s is held: new requests wait in cutover (at most %s each) until `cutover "
+                   "release %s`\n",
+                   a->service, a->max_ms ? duration_format(a->max_ms, d, sizeof(d)) : "30s",
+                   a->service);
+        } else if (a->cmd == CLI_CMD_RELEASE) {
+            const json_t *live = json_object_get(r.json, "live");
+            printf("%s is released: the held requests go on to %s\n", a->service,
+                   cli_jstr_or(live, "name", "the live version"));
+        } else if (a->on) {
+            printf("%s is in maintenance: every request is answered 503 with the page; `cutover "
+                   "maintenance %s off` ends it\n",
+                   a->service, a->service);
+        } else {
+            printf("%s is out of maintenance and serves again\n", a->service);
+        }
+    } else if (rc == 0) {
+        rc = cli_api_error(h, &r);
+    }
+    cli_resp_done(&r);
+    json_decref(body);
     free(path);
     free(svc);
     free(actor);
@@ -2911,6 +3067,11 @@ static int cli_run(const struct cli_args *a)
         break;
     case CLI_CMD_PLAN:
         rc = cli_cmd_plan(a, &h);
+        break;
+    case CLI_CMD_HOLD:
+    case CLI_CMD_RELEASE:
+    case CLI_CMD_MAINTENANCE:
+        rc = cli_cmd_mode(a, &h);
         break;
     case CLI_CMD_AUDIT:
         rc = cli_cmd_audit(a, &h);

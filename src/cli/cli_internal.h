@@ -6,6 +6,7 @@
 #define CUTOVER_CLI_CLI_INTERNAL_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 
 #include <jansson.h>
@@ -44,6 +45,9 @@ enum cli_cmd {
     CLI_CMD_EVENTS,
     CLI_CMD_PLAN,  /* the written plan of a deploy, before it starts; changes nothing */
     CLI_CMD_WATCH, /* a live view of status and per-version traffic (cli/watch.c) */
+    CLI_CMD_HOLD,  /* hold, release, maintenance: a service's traffic held or answered 503 */
+    CLI_CMD_RELEASE,
+    CLI_CMD_MAINTENANCE,
     CLI_CMD_AUDIT, /* the audit log of the admin API */
     CLI_CMD_NOTE,  /* a lessons-learned note on a change */
     CLI_CMD_STATS, /* delivery figures (cli/knowledge.c renders them) */
@@ -85,6 +89,10 @@ struct cli_args {
     int until_done;      /* --until-done (watch) */
     const char *text;    /* TEXT positional (note) */
     const char *since;   /* --since D (audit, stats): a duration, validated by duration_parse */
+    uint64_t max_ms;     /* --max D (hold), 1 ms..1 h; 0 when absent (the daemon's 30 s) */
+    const char *message; /* --message TEXT (maintenance on) */
+    int on;              /* maintenance: 1 for on, 0 for off */
+    int hold;            /* --hold (deploy): hold requests around the switch */
 };
 
 /* Parses argv (argv[0] the program, argv[1] the subcommand) into *a, which it initialises.

@@ -81,6 +81,8 @@ struct rollout_deploy_req {
     const char *risk;   /* "low", "medium", "high", or NULL */
     int64_t at_ms;      /* deploy --at: record it now, start it then (rollout/schedule.h); 0 now */
     int64_t scheduled_id; /* the scheduled change this deploy carries out at its time, or 0 */
+    int hold; /* hold the service from now until the switch (or the change's end): an instant
+                 switch only (no plan, no rolling replacement); rollout/mode.h */
 };
 
 /* Starts a deploy. On success sets *change_id and will call cb(ctx, id) once: when the change
@@ -92,6 +94,21 @@ struct rollout_deploy_req {
  * for the user. */
 int rollout_deploy(struct rollout *r, const struct rollout_deploy_req *req, rollout_wait_cb cb,
                    void *ctx, int64_t *change_id, char *err, size_t errlen);
+
+/* Hold and maintenance (rollout/mode.h, docs/api.md): recorded with actor, then applied by a
+ * published table. rollout_hold: new requests wait in cutover, at most max_ms each, until
+ * rollout_release sends them to the version live then. rollout_maintenance: every request is
+ * answered 503 with a page naming message (on 1), or served again (on 0). Return 0, or -ENOENT
+ * (unknown service), -EINVAL (bad max or message, a tcp service), -ESRCH (not held, not in
+ * maintenance), -EROFS (the store is not trusted), -EIO (the store refused: nothing changed),
+ * with err set. */
+#define ROLLOUT_HOLD_DEFAULT_MS 30000 /* how long a held request waits when no max is given */
+int rollout_hold(struct rollout *r, const char *service, uint64_t max_ms, const char *actor,
+                 char *err, size_t errlen);
+int rollout_release(struct rollout *r, const char *service, const char *actor, char *err,
+                    size_t errlen);
+int rollout_maintenance(struct rollout *r, const char *service, int on, const char *message,
+                        const char *actor, char *err, size_t errlen);
 
 /* The written plan of a deploy of version to service with plan (NULL: the service's), before
  * it starts (rollout/preview.h; docs/api.md "Plan preview"); changes nothing. New reference, or

@@ -128,6 +128,26 @@ static const char *const migrations[] = {
     "CREATE TRIGGER events_unchained AFTER INSERT ON events WHEN NEW.hash IS NULL BEGIN"
     "  UPDATE chain_mark SET event_id = NEW.id WHERE k = 1 AND event_id < NEW.id;"
     "END;",
+    /* 6: hold and maintenance (see "holds" at the end of this file): each service's current
+     * state, so that a restart or a successor keeps it, and every action with its actor. */
+    "CREATE TABLE holds ("
+    "  service TEXT PRIMARY KEY NOT NULL,"
+    "  hold_since_ms INTEGER NOT NULL DEFAULT 0,"
+    "  hold_max_ms INTEGER NOT NULL DEFAULT 0,"
+    "  hold_actor TEXT,"
+    "  hold_change INTEGER NOT NULL DEFAULT 0,"
+    "  maintenance_since_ms INTEGER NOT NULL DEFAULT 0,"
+    "  maintenance_message TEXT,"
+    "  maintenance_actor TEXT,"
+    "  updated_ms INTEGER NOT NULL);"
+    "CREATE TABLE actions ("
+    "  id INTEGER PRIMARY KEY,"
+    "  service TEXT NOT NULL,"
+    "  ts_ms INTEGER NOT NULL,"
+    "  kind TEXT NOT NULL,"
+    "  actor TEXT NOT NULL,"
+    "  detail TEXT);"
+    "CREATE INDEX actions_service_id ON actions (service, id);",
 };
 
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
@@ -2051,6 +2071,166 @@ int store_recover(const char *path, const char *backup, char *what, size_t n)
         snprintf(what, n, "the store %s was corrupt (%s); kept as %s, restored from the backup %s",
                  path, problem, kept, backup);
     return STORE_RECOVER_RESTORED;
+}
+
+/* --- holds ----------------------------------------------------------------------------------- */
+
+/* Prepared per call, like the outbox's: an operator's hold or maintenance is rare. */
+
+int store_hold_get(struct store *st, const char *service, struct store_hold *out)
+{
+    sqlite3_stmt *s = NULL;
+    memset(out, 0, sizeof(*out));
+    int rc = outbox_prepare(st,
+                            "SELECT hold_since_ms, hold_max_ms, hold_actor, hold_change, "
+                            "maintenance_since_ms, maintenance_message, maintenance_actor "
+                            "FROM holds WHERE service = ?1",
+                            &s);
+    if (rc < 0)
+        return rc;
+    if (bind_text(s, 1, service) != SQLITE_OK) {
+        rc = sql_fail(st);
+        goto out;
+    }
+    int step = sqlite3_step(s);
+    if (step == SQLITE_ROW) {
+        out->hold_since_ms = sqlite3_column_int64(s, 0);
+        out->hold_max_ms = (uint64_t)sqlite3_column_int64(s, 1);
+        out->hold_actor = column_strdup(s, 2);
+        out->hold_change = sqlite3_column_int64(s, 3);
+        out->maintenance_since_ms = sqlite3_column_int64(s, 4);
+        out->maintenance_message = column_strdup(s, 5);
+        out->maintenance_actor = column_strdup(s, 6);
+    } else if (step != SQLITE_DONE) {
+        rc = sql_fail(st);
+    }
+out:
+    sqlite3_finalize(s);
+    return rc;
+}
+
+int store_hold_set(struct store *st, const char *service, const struct store_hold *h)
+{
+    sqlite3_stmt *s = NULL;
+    int rc = outbox_prepare(
+        st,
+        "INSERT INTO holds (service, hold_since_ms, hold_max_ms, hold_actor, hold_change, "
+        "maintenance_since_ms, maintenance_message, maintenance_actor, updated_ms) "
+        "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT (service) DO UPDATE SET "
+        "hold_since_ms = excluded.hold_since_ms, hold_max_ms = excluded.hold_max_ms, "
+        "hold_actor = excluded.hold_actor, hold_change = excluded.hold_change, "
+        "maintenance_since_ms = excluded.maintenance_since_ms, "
+        "maintenance_message = excluded.maintenance_message, "
+        "maintenance_actor = excluded.maintenance_actor, updated_ms = excluded.updated_ms",
+        &s);
+    if (rc < 0)
+        return rc;
+    if (bind_text(s, 1, service) != SQLITE_OK ||
+        sqlite3_bind_int64(s, 2, h->hold_since_ms) != SQLITE_OK ||
+        sqlite3_bind_int64(s, 3, (sqlite3_int64)h->hold_max_ms) != SQLITE_OK ||
+        bind_text(s, 4, h->hold_actor) != SQLITE_OK ||
+        sqlite3_bind_int64(s, 5, h->hold_change) != SQLITE_OK ||
+        sqlite3_bind_int64(s, 6, h->maintenance_since_ms) != SQLITE_OK ||
+        bind_text(s, 7, h->maintenance_message) != SQLITE_OK ||
+        bind_text(s, 8, h->maintenance_actor) != SQLITE_OK ||
+        sqlite3_bind_int64(s, 9, store_now_ms()) != SQLITE_OK) {
+        rc = sql_fail(st);
+        sqlite3_finalize(s);
+        return rc;
+    }
+    return outbox_run(st, s);
+}
+
+void store_hold_done(struct store_hold *h)
+{
+    if (h == NULL)
+        return;
+    free(h->hold_actor);
+    free(h->maintenance_message);
+    free(h->maintenance_actor);
+    memset(h, 0, sizeof(*h));
+}
+
+int store_action_add(struct store *st, const char *service, const char *kind, const char *actor,
+                     const char *detail)
+{
+    sqlite3_stmt *s = NULL;
+    int rc = outbox_prepare(st,
+                            "INSERT INTO actions (service, ts_ms, kind, actor, detail) "
+                            "VALUES (?1, ?2, ?3, ?4, ?5)",
+                            &s);
+    if (rc < 0)
+        return rc;
+    if (bind_text(s, 1, service) != SQLITE_OK ||
+        sqlite3_bind_int64(s, 2, store_now_ms()) != SQLITE_OK ||
+        bind_text(s, 3, kind) != SQLITE_OK || bind_text(s, 4, actor) != SQLITE_OK ||
+        bind_text(s, 5, detail) != SQLITE_OK) {
+        rc = sql_fail(st);
+        sqlite3_finalize(s);
+        return rc;
+    }
+    return outbox_run(st, s);
+}
+
+int store_action_list(struct store *st, const char *service, size_t limit,
+                      struct store_action **out, size_t *n)
+{
+    sqlite3_stmt *s = NULL;
+    struct store_action *v = NULL;
+    size_t cnt = 0, cap = 0;
+    *out = NULL;
+    *n = 0;
+    int rc = outbox_prepare(st,
+                            "SELECT id, service, ts_ms, kind, actor, detail FROM actions "
+                            "WHERE ?1 IS NULL OR service = ?1 ORDER BY id DESC LIMIT ?2",
+                            &s);
+    if (rc < 0)
+        return rc;
+    if (bind_text(s, 1, service) != SQLITE_OK ||
+        sqlite3_bind_int64(s, 2, clamp_limit(limit)) != SQLITE_OK) {
+        rc = sql_fail(st);
+        goto out;
+    }
+    for (;;) {
+        int step = sqlite3_step(s);
+        if (step == SQLITE_DONE)
+            break;
+        if (step != SQLITE_ROW) {
+            rc = sql_fail(st);
+            break;
+        }
+        if (cnt == cap) {
+            cap = cap ? cap * 2 : 8;
+            v = xrealloc(v, cap * sizeof(*v));
+        }
+        struct store_action *a = &v[cnt++];
+        a->id = sqlite3_column_int64(s, 0);
+        a->service = column_strdup(s, 1);
+        a->ts_ms = sqlite3_column_int64(s, 2);
+        a->kind = column_strdup(s, 3);
+        a->actor = column_strdup(s, 4);
+        a->detail = column_strdup(s, 5);
+    }
+out:
+    sqlite3_finalize(s);
+    if (rc < 0) {
+        store_action_list_free(v, cnt);
+        return rc;
+    }
+    *out = v;
+    *n = cnt;
+    return 0;
+}
+
+void store_action_list_free(struct store_action *v, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        free(v[i].service);
+        free(v[i].kind);
+        free(v[i].actor);
+        free(v[i].detail);
+    }
+    free(v);
 }
 
 /* --- chain ----------------------------------------------------------------------------------- */

@@ -341,6 +341,52 @@ int store_outbox_pending_total(struct store *st, int64_t *n);
 /* Frees the strings of o (not o). NULL is a no-op. */
 void store_outbox_done(struct store_outbox *o);
 
+/* --- hold and maintenance -------------------------------------------------------------------- */
+
+/* A service's hold and maintenance as `cutover hold` and `cutover maintenance` left them, so
+ * that a restart and a successor keep them (rollout/hold.c). */
+struct store_hold {
+    int64_t hold_since_ms; /* Unix ms the hold began; 0: not held */
+    uint64_t hold_max_ms;  /* how long each request may wait */
+    char *hold_actor;      /* who holds it */
+    int64_t hold_change;   /* the change whose `deploy --hold` holds it; 0: an operator's hold */
+    int64_t maintenance_since_ms; /* 0: not in maintenance */
+    char *maintenance_message;    /* may be NULL */
+    char *maintenance_actor;
+};
+
+/* Reads service's state into *out (zeroed when none was ever recorded: neither held nor in
+ * maintenance). Free it with store_hold_done. */
+int store_hold_get(struct store *st, const char *service, struct store_hold *out);
+
+/* Records service's state (replacing the last). */
+int store_hold_set(struct store *st, const char *service, const struct store_hold *h);
+
+/* Frees the strings of h and zeroes it. NULL is a no-op. */
+void store_hold_done(struct store_hold *h);
+
+/* An operator's action on a service that is not a change: "hold", "release", "maintenance_on",
+ * "maintenance_off", each with its actor and a sentence. */
+struct store_action {
+    int64_t id;
+    char *service;
+    int64_t ts_ms;
+    char *kind;
+    char *actor;
+    char *detail; /* may be NULL */
+};
+
+/* Appends an action (ts_ms = now). */
+int store_action_add(struct store *st, const char *service, const char *kind, const char *actor,
+                     const char *detail);
+
+/* Lists at most limit (0 = 100) actions of service (NULL: every service), newest first. Free
+ * with store_action_list_free. */
+int store_action_list(struct store *st, const char *service, size_t limit,
+                      struct store_action **out, size_t *n);
+
+void store_action_list_free(struct store_action *v, size_t n);
+
 /* --- audit log: every admin API action and every refused attempt (docs/api.md "Audit") --- */
 
 struct store_audit {

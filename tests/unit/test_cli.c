@@ -77,6 +77,77 @@ static void test_parse_deploy_full(void **state)
     cli_args_done(&a);
 }
 
+/* hold, release, maintenance and deploy --hold (issue 17): what is checked before the daemon. */
+static void test_parse_hold_and_maintenance(void **state)
+{
+    struct cli_args a;
+    char err[256];
+
+    (void)state;
+    assert_int_equal(PARSE(&a, err, "hold", "web"), 0);
+    assert_int_equal(a.cmd, CLI_CMD_HOLD);
+    assert_string_equal(a.service, "web");
+    assert_int_equal(a.max_ms, 0); /* the daemon's default */
+    cli_args_done(&a);
+    assert_int_equal(PARSE(&a, err, "hold", "--max", "1m30s", "web"), 0);
+    assert_int_equal(a.max_ms, 90000);
+    cli_args_done(&a);
+    assert_int_equal(PARSE(&a, err, "hold", "web", "--max", "5parsecs"), -EINVAL);
+    assert_non_null(strstr(err, "--max must be a duration"));
+    cli_args_done(&a);
+    assert_int_equal(PARSE(&a, err, "hold", "web", "--max", "0s"), -EINVAL);
+    cli_args_done(&a);
+    assert_int_equal(PARSE(&a, err, "hold", "web", "--max", "61m"), -EINVAL);
+    assert_non_null(strstr(err, "at most 1h"));
+    cli_args_done(&a);
+    assert_int_equal(PARSE(&a, err, "hold"), -EINVAL);
+    assert_non_null(strstr(err, "missing SERVICE"));
+    cli_args_done(&a);
+    assert_int_equal(PARSE(&a, err, "release", "web", "--max", "1s"), -EINVAL);
+    assert_non_null(strstr(err, "does not apply"));
+    cli_args_done(&a);
+    assert_int_equal(PARSE(&a, err, "maintenance", "web", "on", "--message", "back at 2"), 0);
+    assert_int_equal(a.cmd, CLI_CMD_MAINTENANCE);
+    assert_int_equal(a.on, 1);
+    assert_string_equal(a.message, "back at 2");
+    cli_args_done(&a);
+    assert_int_equal(PARSE(&a, err, "maintenance", "web", "off"), 0);
+    assert_int_equal(a.on, 0);
+    cli_args_done(&a);
+    assert_int_equal(PARSE(&a, err, "maintenance", "web"), -EINVAL);
+    assert_non_null(strstr(err, "missing on or off"));
+    cli_args_done(&a);
+    assert_int_equal(PARSE(&a, err, "maintenance", "web", "On"), -EINVAL);
+    assert_non_null(strstr(err, "expected on or off"));
+    cli_args_done(&a);
+    assert_int_equal(PARSE(&a, err, "maintenance", "web", "off", "--message", "x"), -EINVAL);
+    cli_args_done(&a);
+    assert_int_equal(PARSE(&a, err, "deploy", "web", "v2", "--target", "127.0.0.1:9", "--hold"), 0);
+    assert_int_equal(a.hold, 1);
+    cli_args_done(&a);
+    assert_int_equal(PARSE(&a, err, "rollback", "web", "--hold"), -EINVAL);
+    cli_args_done(&a);
+}
+
+/* status shows a hold and a maintenance, with who and since when; free text is made safe. */
+static void test_render_hold_and_maintenance(void **state)
+{
+    (void)state;
+    char *out = render(cli_render_status,
+                       "{\"name\": \"web\", \"protocol\": \"http\", \"listen\": \"x:1\","
+                       " \"live\": null, \"previous\": null, \"change\": null,"
+                       " \"hold\": {\"since\": \"2026-12-06T10:00:00.000Z\", \"max_ms\": 20000,"
+                       " \"actor\": \"alice\", \"change\": null},"
+                       " \"maintenance\": {\"since\": \"2026-12-06T10:01:00.000Z\","
+                       " \"message\": \"db\\u001b[2J\", \"actor\": \"bob\"}}");
+    assert_non_null(strstr(out, "HELD:"));
+    assert_non_null(strstr(out, "at most 20s (by alice)"));
+    assert_non_null(strstr(out, "MAINTENANCE:"));
+    assert_non_null(strstr(out, "(by bob)"));
+    assert_null(strchr(out, 0x1b));
+    free(out);
+}
+
 /* deploy's governance options and the plan command (issue 15). */
 static void test_parse_governance(void **state)
 {
@@ -695,10 +766,10 @@ static void test_render_stats(void **state)
 
 static void test_usage_lists_every_command(void **state)
 {
-    static const char *const cmds[] = {"serve",  "check",   "deploy",  "status",   "promote",
-                                       "pause",  "resume",  "abort",   "rollback", "upgrade",
-                                       "reload", "approve", "history", "report",   "demo",
-                                       "logs",   "note",    "stats",   "verify"};
+    static const char *const cmds[] = {
+        "serve",    "check",   "deploy", "status",  "promote", "pause",      "resume", "abort",
+        "rollback", "upgrade", "reload", "approve", "history", "report",     "demo",   "logs",
+        "note",     "stats",   "verify", "hold",    "release", "maintenance"};
     char *buf = NULL;
     size_t len = 0;
     FILE *f = open_memstream(&buf, &len);
@@ -739,6 +810,8 @@ int main(void)
         cmocka_unit_test(test_render_unsaved_end),
         cmocka_unit_test(test_render_report_md),
         cmocka_unit_test(test_usage_lists_every_command),
+        cmocka_unit_test(test_parse_hold_and_maintenance),
+        cmocka_unit_test(test_render_hold_and_maintenance),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

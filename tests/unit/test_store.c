@@ -121,7 +121,7 @@ static void test_open_creates_private_wal_file(void **state)
     /* The WAL file exists while a handle is open and inherits the database's mode. */
     assert_int_equal(stat(db_path("open.db-wal"), &sb), 0);
     assert_int_equal(sb.st_mode & 0777, 0600);
-    assert_int_equal(raw_int(db_path("open.db"), "PRAGMA user_version"), 5);
+    assert_int_equal(raw_int(db_path("open.db"), "PRAGMA user_version"), 6);
     assert_int_equal(
         raw_int(db_path("open.db"), "SELECT journal_mode = 'wal' FROM pragma_journal_mode"), 1);
     assert_int_equal(raw_int(db_path("open.db"),
@@ -147,7 +147,7 @@ static void test_reopen_keeps_data_and_schema(void **state)
     assert_null(prev);
     free(live);
     store_free(st);
-    assert_int_equal(raw_int(db_path("reopen.db"), "PRAGMA user_version"), 5);
+    assert_int_equal(raw_int(db_path("reopen.db"), "PRAGMA user_version"), 6);
 }
 
 static void test_open_existing_empty_file(void **state)
@@ -229,6 +229,58 @@ static void test_instances_put_list_delete(void **state)
     assert_int_equal(store_instance_list(st, "web", "v2", &v, &n), 0);
     assert_int_equal(n, 1);
     free(v);
+    store_free(st);
+}
+
+/* Hold and maintenance are kept for a restart, and each action with its actor (issue 17). */
+static void test_hold_state_and_actions(void **state)
+{
+    (void)state;
+    struct store *st = open_ok("hold.db");
+    struct store_hold h;
+    assert_int_equal(store_hold_get(st, "web", &h), 0);
+    assert_int_equal(h.hold_since_ms, 0); /* never recorded: neither held nor in maintenance */
+    assert_null(h.hold_actor);
+    struct store_hold set = {.hold_since_ms = 1000,
+                             .hold_max_ms = 30000,
+                             .hold_actor = (char *)"alice",
+                             .hold_change = 7,
+                             .maintenance_since_ms = 2000,
+                             .maintenance_message = (char *)"back at 2",
+                             .maintenance_actor = (char *)"bob"};
+    assert_int_equal(store_hold_set(st, "web", &set), 0);
+    assert_int_equal(store_action_add(st, "web", "hold", "alice", "held"), 0);
+    assert_int_equal(store_action_add(st, "api", "maintenance_on", "bob", NULL), 0);
+    store_free(st);
+    st = open_ok("hold.db");
+    assert_int_equal(store_hold_get(st, "web", &h), 0);
+    assert_int_equal(h.hold_since_ms, 1000);
+    assert_int_equal(h.hold_max_ms, 30000);
+    assert_string_equal(h.hold_actor, "alice");
+    assert_int_equal(h.hold_change, 7);
+    assert_int_equal(h.maintenance_since_ms, 2000);
+    assert_string_equal(h.maintenance_message, "back at 2");
+    assert_string_equal(h.maintenance_actor, "bob");
+    store_hold_done(&h);
+    /* A release replaces the row. */
+    struct store_hold off = {0};
+    assert_int_equal(store_hold_set(st, "web", &off), 0);
+    assert_int_equal(store_hold_get(st, "web", &h), 0);
+    assert_int_equal(h.hold_since_ms, 0);
+    assert_null(h.maintenance_message);
+    store_hold_done(&h);
+    struct store_action *v = NULL;
+    size_t n = 0;
+    assert_int_equal(store_action_list(st, NULL, 0, &v, &n), 0);
+    assert_int_equal(n, 2);
+    assert_string_equal(v[0].kind, "maintenance_on"); /* newest first */
+    assert_null(v[0].detail);
+    assert_string_equal(v[1].actor, "alice");
+    store_action_list_free(v, n);
+    assert_int_equal(store_action_list(st, "web", 0, &v, &n), 0);
+    assert_int_equal(n, 1);
+    assert_string_equal(v[0].detail, "held");
+    store_action_list_free(v, n);
     store_free(st);
 }
 
@@ -1553,6 +1605,7 @@ int main(void)
         cmocka_unit_test(test_recover_corrupt_store_without_backup_leaves_it),
         cmocka_unit_test(test_chain_links_each_event_and_names_the_first_altered),
         cmocka_unit_test(test_chain_skips_events_recorded_before_it),
+        cmocka_unit_test(test_hold_state_and_actions),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
