@@ -36,7 +36,7 @@ FUZZ_LIB := $(sort $(wildcard src/http/*.c) src/core/xmalloc.c src/net/cidr.c sr
 all: build/cutover
 
 deps: $(DEPS_OK)
-$(DEPS_OK): scripts/deps.sh
+$(DEPS_OK): scripts/deps.sh tests/browser/package-lock.json
 	@sh scripts/deps.sh
 	@mkdir -p build && touch $@
 

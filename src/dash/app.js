@@ -204,7 +204,8 @@ async function act(label, path, body, confirmText) {
   if (confirmText && !(await confirmDialog(confirmText))) return;
   try {
     const ch = await api('POST', path, body);
-    note(label + ': ' + (ch.message || 'done'));
+    const evs = ch.events || [];
+    note(label + ': ' + (evs.length ? evs[evs.length - 1].message : ch.message || 'done'));
   } catch (e) {
     note(label + ' was not done: ' + e.message, true);
   }
@@ -399,6 +400,8 @@ function chart(title, versions, k, from, to, fmt) {
     if (pts.length === 0) return;
     const d = pts.map((pt, j) => `${j ? 'L' : 'M'}${x(pt[0]).toFixed(1)},${y(pt[k]).toFixed(1)}`).join(' ');
     g.append(svg('path', { class: 'line', d, stroke: COLORS[i % COLORS.length] }));
+    const last = pts[pts.length - 1]; // a line of one point would not show: mark the latest
+    g.append(svg('circle', { cx: x(last[0]).toFixed(1), cy: y(last[k]).toFixed(1), r: 2.5, fill: COLORS[i % COLORS.length] }));
   });
   if (versions.every((v) => v.points.length === 0)) {
     g.append(svg('text', { x: (L + W) / 2, y: H / 2, 'text-anchor': 'middle' }, 'no samples yet'));

@@ -1,0 +1,109 @@
+"""The dashboard in a real browser: headless Debian chromium driven by playwright-core
+(tests/browser/dashboard.test.js; scripts/deps.sh installs both). A canary advances from 10 % to
+40 % under light traffic while the page is open; the operator sees it move without a reload,
+cancels an Abort at its confirmation, clicks Pause, and the API says paused, in the operator's
+name; a viewer is offered no action. Screenshots are kept in build/browser/ for a person to look at.
+
+    /usr/bin/python3 -m pytest -q tests/e2e/test_dashboard_browser.py
+"""
+import json
+import os
+import re
+import shutil
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import http_get
+from test_admin_tcp import LEAD, VIEW, admin_daemon, call, reap, write_tokens  # noqa: F401
+
+ROOT = Path(__file__).resolve().parents[2]
+SHOTS = ROOT / "build" / "browser"
+CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+
+PLAN = """plans:
+  canary:
+    steps: [{weight: 10}, {pause: 3s}, {weight: 40}, {pause: 10m}, {weight: 100}]
+"""
+
+TOKENS = f"""tokens:
+  lead: {{role: operator, token: {LEAD}}}
+  grafana: {{role: viewer, token: {VIEW}}}
+"""
+
+
+@pytest.mark.xdist_group("load")  # a browser and a timed plan: not beside other loads
+def test_operator_watches_a_canary_and_pauses_it_a_viewer_gets_no_action(backend, daemon,
+                                                                          tmp_path):
+    assert Path(CHROMIUM).exists(), f"{CHROMIUM} missing: run scripts/deps.sh (Debian chromium)"
+    assert (ROOT / "tests/browser/node_modules/playwright-core").is_dir(), \
+        "playwright-core missing: run scripts/deps.sh (npm ci in tests/browser)"
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    for old in SHOTS.glob("*.png"):
+        old.unlink()
+    v1, v2 = backend("v1"), backend("v2")
+    d = admin_daemon(daemon, [v1], tmp_path, extra_top=PLAN)
+    write_tokens(tmp_path, TOKENS)
+    d.start(expect="v1\n")
+
+    # Light traffic for the charts, for as long as the browser runs.
+    stop = threading.Event()
+
+    def traffic():
+        while not stop.is_set():
+            try:
+                http_get(d.port, "/", timeout=2)
+            except OSError:
+                pass
+            time.sleep(0.01)
+
+    t = threading.Thread(target=traffic, daemon=True)
+    t.start()
+    ready = SHOTS / ".logged-in"
+    ready.unlink(missing_ok=True)
+    deployed = {}
+
+    def deploy():
+        # The change starts once the operator's page is open, so the page sees it from 10 %.
+        deadline = time.monotonic() + 60
+        while not ready.exists() and time.monotonic() < deadline and not stop.is_set():
+            time.sleep(0.05)
+        deployed["r"] = subprocess.run(
+            [str(ROOT / "build/cutover"), "deploy", "web", "v2", "--target", v2.addr, "--plan",
+             "canary", "--admin", d.admin_url], env=dict(os.environ, CUTOVER_TOKEN=LEAD),
+            capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+
+    dt = threading.Thread(target=deploy, daemon=True)
+    dt.start()
+    try:
+        r = subprocess.run(["node", str(ROOT / "tests/browser/dashboard.test.js"),
+                            d.admin_url + "/", LEAD, VIEW, str(SHOTS)],
+                           env=dict(os.environ, CHROMIUM=CHROMIUM), capture_output=True, text=True,
+                           timeout=120, cwd=ROOT)
+    finally:
+        stop.set()
+        t.join(5)
+        dt.join(35)
+    assert deployed.get("r") is not None and deployed["r"].returncode == 0, deployed
+    cid = d.status()["change"]["id"]
+    lines = [ln for ln in r.stdout.splitlines() if ln.startswith("{")]
+    assert lines, f"the browser test printed nothing: exit {r.returncode}\n{r.stdout}\n{r.stderr}"
+    res = json.loads(lines[-1])
+    assert r.returncode == 0 and res["ok"], (res, r.stderr[-2000:])
+    print("\nbrowser:", "; ".join(res["steps"]))
+
+    # What the page showed is what the API says: paused, by lead, at 40 %.
+    ch = d.status()["change"]
+    assert ch["id"] == cid and ch["progress"]["state"] == "paused", ch
+    assert ch["progress"]["weight"] == 40, ch["progress"]
+    st, doc, _ = call(d, "GET", f"/api/v1/changes/{cid}", token=VIEW)
+    assert any(e["type"] == "paused" and "by lead" in e["message"] for e in doc["events"]), doc
+    # The wrong token typed first counted as a refused attempt.
+    _, text, _ = call(d, "GET", "/metrics", token=VIEW)
+    assert re.search(r"^cutover_admin_refused_total 1$", text, re.M), text[-500:]
+    for shot in ["login-refused.png", "canary-10.png", "dashboard.png", "abort-confirm.png",
+                 "viewer.png"]:
+        assert (SHOTS / shot).stat().st_size > 10000, shot
