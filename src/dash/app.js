@@ -12,7 +12,7 @@ const ROLES = { viewer: 1, operator: 2, admin: 3 };
 
 const state = {
   session: null, services: [], changes: [], series: {}, es: null, retry: 1000,
-  refreshTimer: null, fetchedAt: 0, busy: false,
+  refreshTimer: null, fetchedAt: 0, busy: false, opens: 0,
 };
 
 const $ = (id) => document.getElementById(id);
@@ -130,7 +130,13 @@ function openStream() {
   closeStream();
   const es = new EventSource('/api/v1/events');
   state.es = es;
-  es.onopen = () => { state.retry = 1000; setConn('live', 'live'); refresh(); };
+  es.onopen = () => {
+    state.retry = 1000;
+    state.opens += 1;
+    $('conn').dataset.opens = String(state.opens); // how often the stream (re)opened
+    setConn('live', 'live');
+    refresh();
+  };
   es.onmessage = () => scheduleRefresh();
   for (const t of STEP_EVENTS) es.addEventListener(t, () => scheduleRefresh());
   es.onerror = () => {
@@ -224,7 +230,8 @@ function changeActions(s, ch) {
     title: enabled ? null : 'not possible in state ' + st,
   }, name);
   return el('div', { class: 'actions' },
-    btn('Promote', st === 'running' || st === 'paused', () => act('Promote', base + 'promote', exp), 'primary'),
+    btn('Promote', (st === 'running' || st === 'paused') && !p.approval,
+      () => act('Promote', base + 'promote', exp), 'primary'),
     btn('Pause', st === 'running' || st === 'health', () => act('Pause', base + 'pause', exp)),
     btn('Resume', st === 'paused' || st === 'holding', () => act('Resume', base + 'resume', exp)),
     btn('Approve', canApprove, () => act('Approve', base + 'approve', exp)),

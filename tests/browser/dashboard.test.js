@@ -2,13 +2,24 @@
 // package-lock.json; scripts/deps.sh runs `npm ci` here). Run by tests/e2e/test_dashboard_browser.py
 // against a real daemon; once logged in it writes SHOTS_DIR/.logged-in, and the test then starts a
 // change that advances from 10 % to 40 % on its own:
-//   node tests/browser/dashboard.test.js URL OPERATOR_TOKEN VIEWER_TOKEN SHOTS_DIR
+//   node tests/browser/dashboard.test.js URL OPERATOR_TOKEN VIEWER_TOKEN ADMIN_TOKEN SHOTS_DIR
 // Prints one JSON line: {"ok": true, ...} or {"ok": false, "error": "..."}; exit 0 only when ok.
 'use strict';
 const path = require('path');
 const { chromium } = require('playwright-core');
 
-const [url, operator, viewer, shots] = process.argv.slice(2);
+const [url, operator, viewer, admin, shots] = process.argv.slice(2);
+
+// The API with a bearer token, as a tool would call it beside the page.
+async function bearer(method, p, token, body) {
+  const r = await fetch(new URL(p, url), {
+    method, headers: { Authorization: 'Bearer ' + token, 'Content-Type': 'application/json' },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const text = await r.text();
+  if (!r.ok) throw new Error(`${method} ${p}: ${r.status} ${text}`);
+  return (r.headers.get('Content-Type') || '').startsWith('application/json') ? JSON.parse(text) : text;
+}
 const result = { ok: false, steps: [] };
 const step = (s) => result.steps.push(s);
 function done(error) {
@@ -84,13 +95,53 @@ async function login(page, token) {
     await dialog.getByRole('button', { name: 'Cancel' }).click();
     step('abort asked for confirmation, cancelled');
 
-    // Pause: the page says paused, live.
+    // Pause: the page says paused, live, and the API agrees.
     await page.getByRole('button', { name: /^Pause$/ }).click();
     await page.locator('[data-service=web] .badge.paused').waitFor({ timeout: 5000 })
       .catch(() => { throw new Error('after Pause the page never said paused'); });
     await expectText(page, /Pause: paused by lead/, 'after Pause');
+    const svc = await bearer('GET', '/api/v1/services/web', operator);
+    if (svc.change.progress.state !== 'paused') throw new Error('the API says ' + svc.change.progress.state + ' after Pause');
     if (await page.getByRole('button', { name: /^Resume$/ }).isDisabled()) throw new Error('Resume is not offered on a paused change');
-    step('paused');
+    const metrics = await bearer('GET', '/metrics', viewer);
+    if (!/^cutover_admin_refused_total 1$/m.test(metrics)) throw new Error('the wrong token was not counted as refused');
+    step('paused, the API agrees');
+
+    // The daemon upgrades itself: the page's event stream reconnects to the successor and the
+    // session goes on (Resume is sent with the same cookie).
+    const before = (await bearer('GET', '/api/v1/health', viewer)).pid;
+    await bearer('POST', '/api/v1/upgrade', admin, {});
+    let after = before;
+    for (let i = 0; i < 100 && after === before; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      after = await bearer('GET', '/api/v1/health', viewer).then((h) => h.pid, () => before);
+    }
+    if (after === before) throw new Error('the daemon did not upgrade');
+    // The old daemon ends its streams when it exits; the page then opens one to the successor.
+    const opens = await page.evaluate(() => Number(document.getElementById('conn').dataset.opens));
+    for (let i = 0; i < 150; i++) {
+      try { process.kill(before, 0); } catch (e) { break; }
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    await page.waitForFunction((n) => {
+      const c = document.getElementById('conn');
+      return Number(c.dataset.opens) > n && c.textContent === 'live';
+    }, opens, { timeout: 15000 }).catch(() => { throw new Error('the event stream did not come back after the upgrade'); });
+    await page.getByRole('button', { name: /^Resume$/ }).click();
+    await page.locator('[data-service=web] .badge.running').waitFor({ timeout: 5000 })
+      .catch(() => { throw new Error('after the upgrade, Resume did not show running'); });
+    step(`upgraded (pid ${before} -> ${after}), stream back, resumed`);
+
+    // Promote to the approval step: it is waiting for lead, who approves from the list.
+    await page.getByRole('button', { name: /^Promote$/ }).click();
+    const waiting = page.locator('#waiting');
+    await waiting.waitFor({ state: 'visible', timeout: 5000 })
+      .catch(() => { throw new Error('the approval step never showed in "Waiting for me"'); });
+    await page.screenshot({ path: path.join(shots, 'waiting-for-me.png'), fullPage: true });
+    await waiting.getByRole('button', { name: 'Approve' }).click();
+    await page.locator('#history tr', { hasText: 'completed' }).first().waitFor({ timeout: 8000 })
+      .catch(() => { throw new Error('after Approve the change never showed completed'); });
+    step('approved from "Waiting for me", completed');
 
     if (violations.length) throw new Error('CSP violations: ' + violations.join('; '));
     const own = new URL(url).host;
@@ -103,7 +154,7 @@ async function login(page, token) {
     const vpage = await vctx.newPage();
     await login(vpage, viewer);
     await expectText(vpage, 'grafana (viewer)', 'viewer login');
-    await vpage.locator('[data-service=web] .share').waitFor({ timeout: 8000 });
+    await vpage.locator('[data-service=web]').waitFor({ timeout: 8000 });
     const actions = ['Promote', 'Pause', 'Resume', 'Abort', 'Approve', 'Rollback'];
     let offered = 0;
     for (const name of actions) offered += await vpage.getByRole('button', { name, exact: true }).count();
