@@ -7,7 +7,8 @@ const STEP_EVENTS = ['created', 'healthy', 'switched', 'step', 'step_done', 'pau
   'promoted', 'approved', 'aborted', 'rolled_back', 'completed', 'failed', 'interrupted',
   'inconclusive', 'suspended', 'test_started', 'test_passed', 'test_failed', 'batch',
   'instance_retired', 'drained', 'saved_late', 'service_down', 'store_lost', 'event'];
-const COLORS = ['#2f6fde', '#e07b00', '#7a4cc2', '#1a7f37', '#c62828', '#0e8a8a'];
+// The live version is blue and the new one orange everywhere on the page; others are grey.
+const LIVE_COLOR = '#2f6fde', NEW_COLOR = '#e07b00', OTHER_COLORS = ['#98a2b3', '#7a4cc2', '#0e8a8a'];
 const ROLES = { viewer: 1, operator: 2, admin: 3 };
 
 const state = {
@@ -340,13 +341,13 @@ function renderTimeline(ch, p) {
     const info = [];
     if (cur) info.push(p.state);
     else if (rec && rec.outcome) info.push(rec.outcome);
-    if (rec && rec.verdict) info.push(rec.verdict);
+    if (rec && rec.verdict) info.push(rec.verdict.length > 90 ? rec.verdict.slice(0, 88) + '…' : rec.verdict);
     if (cur && p.approval) {
       const got = (p.approvals || []).map((x) => x.by || x.actor || x.name || x);
       info.push(`approvals ${got.length} of ${p.approval.count}` + (got.length ? ` (${got.join(', ')})` : '') +
         `; approvers: ${p.approval.approvers.join(', ')}`);
     }
-    items.push(el('li', { class: cls },
+    items.push(el('li', { class: cls, title: rec && rec.verdict ? rec.verdict : null },
       el('div', { class: 'n' }, 'step ' + (i + 1)),
       el('div', { class: 'what' }, names[i] || (cur ? p.step_description : '')),
       el('div', { class: 'info' }, info.join(' · '))));
@@ -365,11 +366,16 @@ function renderGate(g) {
 
 function renderCharts(s) {
   const data = state.series[s.name];
-  const versions = (data && data.versions) || [];
+  const live = s.live ? s.live.name : null;
+  const next = s.change && s.change.state === 'running' ? s.change.to : null;
+  let other = 0;
+  const versions = ((data && data.versions) || []).map((v) => ({
+    ...v, color: v.version === live ? LIVE_COLOR : v.version === next ? NEW_COLOR : OTHER_COLORS[other++ % OTHER_COLORS.length],
+  }));
   const now = Date.now() / 1000;
   const from = now - ((data && data.window_s) || 900);
-  const legend = el('div', { class: 'legend' }, versions.map((v, i) =>
-    el('span', {}, swatch(COLORS[i % COLORS.length]), v.version)));
+  const legend = el('div', { class: 'legend' }, versions.map((v) =>
+    el('span', {}, swatch(v.color), v.version + (v.version === live ? ' (live)' : v.version === next ? ' (new)' : ''))));
   const wrap = el('div', { class: 'charts' },
     chart('Requests / s', versions, 1, from, now, (x) => x.toFixed(x < 10 ? 1 : 0)),
     chart('Errors (5xx, % of requests)', versions, 2, from, now, (x) => x.toFixed(1) + '%'),
@@ -402,13 +408,13 @@ function chart(title, versions, k, from, to, fmt) {
     g.append(svg('text', { x: x(to - m * 60), y: H - 5, 'text-anchor': m === 15 ? 'start' : m === 0 ? 'end' : 'middle' },
       m === 0 ? 'now' : `-${m}m`));
   }
-  versions.forEach((v, i) => {
+  versions.forEach((v) => {
     const pts = v.points.filter((pt) => pt[0] >= from);
     if (pts.length === 0) return;
     const d = pts.map((pt, j) => `${j ? 'L' : 'M'}${x(pt[0]).toFixed(1)},${y(pt[k]).toFixed(1)}`).join(' ');
-    g.append(svg('path', { class: 'line', d, stroke: COLORS[i % COLORS.length] }));
+    g.append(svg('path', { class: 'line', d, stroke: v.color }));
     const last = pts[pts.length - 1]; // a line of one point would not show: mark the latest
-    g.append(svg('circle', { cx: x(last[0]).toFixed(1), cy: y(last[k]).toFixed(1), r: 2.5, fill: COLORS[i % COLORS.length] }));
+    g.append(svg('circle', { cx: x(last[0]).toFixed(1), cy: y(last[k]).toFixed(1), r: 2.5, fill: v.color }));
   });
   if (versions.every((v) => v.points.length === 0)) {
     g.append(svg('text', { x: (L + W) / 2, y: H / 2, 'text-anchor': 'middle' }, 'no samples yet'));
