@@ -457,8 +457,8 @@ async function showReport(id) {
 // escapes \ | ` * _ [ ] with a backslash and < > & as entities; they are undone here and the text
 // is set with textContent, so nothing in a report can become markup.
 function unescapeMd(s) {
-  return s.replace(/\\(.)/g, '$1').replace(/&lt;/g, '<').replace(/&gt;/g, '>').replace(/&amp;/g, '&')
-    .replace(/\*\*/g, '').replace(/`/g, '');
+  return s.replace(/(?<!\\)[*`]/g, '') // emphasis and code marks, not escaped ones
+    .replace(/\\(.)/g, '$1').replace(/&lt;/g, '<').replace(/&gt;/g, '>').replace(/&amp;/g, '&');
 }
 
 function splitRow(line) {

@@ -80,6 +80,11 @@ async function login(page, token) {
     await page.screenshot({ path: path.join(shots, 'canary-10.png'), fullPage: true });
     await shareIs('40%', 15000);
     if (await page.evaluate(() => window.cutoverTestMarker) !== 1) throw new Error('the page reloaded');
+    // The change's reason is markup-like free text: shown as text, never parsed.
+    await expectText(page, '<img src=x onerror="window.pwned=1"> fix #12', 'the reason as text');
+    if (await page.evaluate(() => window.pwned !== undefined || document.querySelectorAll('img').length > 0)) {
+      throw new Error('the reason became markup');
+    }
     step('canary advanced live from 10% to 40%');
     // The charts have drawn the two versions' lines.
     await page.waitForFunction(() => document.querySelectorAll('[data-service=web] svg path.line').length >= 2,
@@ -142,6 +147,18 @@ async function login(page, token) {
     await page.locator('#history tr', { hasText: 'completed' }).first().waitFor({ timeout: 8000 })
       .catch(() => { throw new Error('after Approve the change never showed completed'); });
     step('approved from "Waiting for me", completed');
+
+    // The change's report, rendered in the page: its title, its approvals and its timeline.
+    await page.locator('#history tr', { hasText: 'completed' }).first().getByRole('button', { name: 'Report' }).click();
+    const report = page.locator('#report');
+    await report.getByRole('heading', { name: /^Change \d+: deploy/ }).waitFor({ timeout: 5000 })
+      .catch(() => { throw new Error('the report was not rendered'); });
+    for (const h of ['Approvals', 'Timeline']) {
+      if (await report.getByRole('heading', { name: h, exact: true }).count() === 0) throw new Error(`the report has no ${h} section`);
+    }
+    if (await report.locator('table td', { hasText: 'approved by lead' }).count() === 0) throw new Error('the report table does not say approved by lead');
+    await report.screenshot({ path: path.join(shots, 'report.png') });
+    step('report rendered');
 
     if (violations.length) throw new Error('CSP violations: ' + violations.join('; '));
     const own = new URL(url).host;

@@ -3,8 +3,8 @@
 40 % under light traffic while the page is open; the operator sees it move without a reload,
 cancels an Abort at its confirmation, clicks Pause and the API says paused; the daemon upgrades
 itself and the page's stream and session carry on (Resume); a Promote reaches an approval step
-that shows in "Waiting for me", where Approve completes the change; a viewer is offered no
-action. Screenshots are kept in build/browser/ for a person to look at.
+that shows in "Waiting for me", where Approve completes the change, whose report the page
+renders; a viewer is offered no action. Screenshots are kept in build/browser/ for a person to look at.
 
     /usr/bin/python3 -m pytest -q tests/e2e/test_dashboard_browser.py
 """
@@ -32,6 +32,9 @@ PLAN = """plans:
     steps: [{weight: 10}, {pause: 3s}, {weight: 40}, {pause: 10m},
             {approval: {approvers: [lead]}}, {weight: 100}]
 """
+
+# A reason is free text from a person: the page must show it as text, never run it.
+HOSTILE = '<img src=x onerror="window.pwned=1"> fix #12'
 
 TOKENS = f"""tokens:
   lead: {{role: operator, token: {LEAD}}}
@@ -79,7 +82,8 @@ def test_operator_watches_a_canary_and_pauses_it_a_viewer_gets_no_action(backend
             time.sleep(0.05)
         deployed["r"] = subprocess.run(
             [str(REPO / "build/cutover"), "deploy", "web", "v2", "--target", v2.addr, "--plan",
-             "canary", "--admin", d.admin_url], env=dict(os.environ, CUTOVER_TOKEN=ALICE),
+             "canary", "--reason", HOSTILE, "--admin", d.admin_url],
+            env=dict(os.environ, CUTOVER_TOKEN=ALICE),
             capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
 
     dt = threading.Thread(target=deploy, daemon=True)
@@ -111,5 +115,5 @@ def test_operator_watches_a_canary_and_pauses_it_a_viewer_gets_no_action(backend
         assert want in said, (want, said.split(" | "))
     assert d.status()["live"]["name"] == "v2"
     for shot in ["login-refused.png", "canary-10.png", "dashboard.png", "abort-confirm.png",
-                 "waiting-for-me.png", "viewer.png"]:
+                 "waiting-for-me.png", "report.png", "viewer.png"]:
         assert (SHOTS / shot).stat().st_size > 10000, shot
