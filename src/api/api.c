@@ -1,9 +1,13 @@
 /* Admin API server (see api.h). Control loop only. One request at a time per connection; a
  * deploy or rollback answer may be deferred until the rollout engine calls back. */
+#include "net/tls.h"
 #include "api/api.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
+#include <netinet/in.h>
+#include <pwd.h>
 #include <limits.h>
 #include <jansson.h>
 #include <stdio.h>
@@ -22,8 +26,13 @@
 #include "core/log.h"
 #include "core/text.h"
 #include "core/xmalloc.h"
+#include "api/who.h"
+#include "core/duration.h"
 #include "dash/dash.h"
 #include "http/parse.h"
+#include "net/addr.h"
+#include "rollout/change.h"
+#include "rollout/schedule.h"
 #include "http/status.h"
 #include "store/store.h"
 
@@ -66,7 +75,8 @@ struct api_pending {
 struct api {
     uv_loop_t *loop;
     uv_pipe_t server;
-    uv_tcp_t tcp_server; /* admin.listen, when tcp_on */
+    uv_tcp_t tcp_server;    /* admin.listen, when tcp_on */
+    struct tls_server *tls; /* admin.tls (the daemon's), or NULL */
     int tcp_on;
     struct config_token *tokens; /* owned copies */
     size_t ntokens;
@@ -109,17 +119,23 @@ struct api_conn {
         uv_pipe_t pipe;
         uv_tcp_t tcp;
     } io;
-    uv_timer_t deadline; /* TCP only: closes a connection that sends no whole request in time */
+    uv_timer_t deadline;  /* TCP only: closes a connection that sends no whole request in time */
+    struct tls_conn *tls; /* TCP with admin.tls: the connection's TLS; freed by tls_close */
     int tcp;
     struct sockaddr_storage peer;   /* TCP: the client's address (family 0 if unknown) */
     int open_handles;               /* handles to close before the conn is freed */
     const struct config_token *who; /* TCP: the token the request came with */
-    int authed;                     /* TCP: a request of this connection showed a valid token */
-    int64_t last_event_id;          /* the request's Last-Event-ID, or 0 */
-    int sse;                        /* this connection is an event stream now */
-    int sse_end;                    /* close once what is queued is written */
-    int64_t sse_last_id;            /* the last event sent: later ones only */
-    char *sse_service;              /* only this service's events; NULL: all */
+    struct who_unix unix_who;       /* unix socket: the peer (SO_PEERCRED) and its identity */
+    /* The request being answered, for the audit log (respond_raw writes its line). */
+    char *aud_method, *aud_path;
+    char *aud_actor;       /* the actor it acted as ("alice as bob" for --as), once known */
+    int aud_action;        /* it changes something (not GET or HEAD): logged whatever the answer */
+    int authed;            /* TCP: a request of this connection showed a valid token */
+    int64_t last_event_id; /* the request's Last-Event-ID, or 0 */
+    int sse;               /* this connection is an event stream now */
+    int sse_end;           /* close once what is queued is written */
+    int64_t sse_last_id;   /* the last event sent: later ones only */
+    char *sse_service;     /* only this service's events; NULL: all */
     uv_write_t wreq;
     struct api *a;
     struct api_conn *prev, *next;
@@ -132,7 +148,7 @@ struct api_conn {
     char *out;
     struct api_pending *pending;
     char *extra_head; /* header lines for the next response (Set-Cookie), or NULL */
-    int secure;       /* the request came over TLS (X-Forwarded-Proto: https) */
+    int secure;       /* the request came over TLS (admin.tls, or X-Forwarded-Proto: https) */
     /* The request came with a dashboard session cookie (not a bearer token): its value, for
      * the CSRF token and a logout. */
     int via_session;
@@ -141,11 +157,76 @@ struct api_conn {
 };
 
 static void conn_close(struct api_conn *c);
+
+/* uv_write to the connection, through its TLS when it has one. */
+static int conn_write(struct api_conn *c, uv_write_t *req, const uv_buf_t *b, uv_write_cb cb)
+{
+    if (c->tls != NULL)
+        return tls_write(c->tls, req, b, 1, cb);
+    return uv_write(req, &c->io.stream, b, 1, cb);
+}
 static void conn_process(struct api_conn *c);
 static void on_connection(uv_stream_t *server, int status);
+static void unix_identify(struct api_conn *c);
 static void server_pause(struct api *a, uv_stream_t *server, int status);
 
 /* ---------------------------------------------------------------- responses ----------------- */
+
+/* ---------------------------------------------------------------- audit log ----------------- */
+
+static void audit_forget(struct api_conn *c)
+{
+    free(c->aud_method);
+    free(c->aud_path);
+    free(c->aud_actor);
+    c->aud_method = c->aud_path = c->aud_actor = NULL;
+    c->aud_action = 0;
+}
+
+/* Writes the audit line of the request being answered with status and body: every request that
+ * changes something, and every refusal (401, 403, 409) of any request. A store that stays
+ * locked loses the line (logged), never the answer. */
+static void audit_write(struct api_conn *c, int status, const char *body)
+{
+    struct api *a = c->a;
+    if (c->aud_path == NULL || a->st == NULL)
+        return;
+    if (!c->aud_action && status != 401 && status != 403 && status != 409)
+        return;
+    char peer[160], host[INET6_ADDRSTRLEN + 8] = "?";
+    struct store_audit e = {.channel = c->tcp ? "tcp" : "unix",
+                            .peer = peer,
+                            .method = c->aud_method,
+                            .path = c->aud_path,
+                            .status = status};
+    if (c->tcp) {
+        if (c->peer.ss_family != 0)
+            addr_format((const struct sockaddr *)&c->peer, host, sizeof(host));
+        snprintf(peer, sizeof(peer), "%s, %s%s", host, c->who ? "token " : "no valid token",
+                 c->who ? c->who->name : "");
+        e.actor = c->aud_actor ? c->aud_actor : c->who ? c->who->name : NULL;
+    } else {
+        who_unix_describe(&c->unix_who, peer, sizeof(peer));
+        e.actor = c->aud_actor         ? c->aud_actor
+                  : c->unix_who.person ? c->unix_who.person->name
+                                       : c->unix_who.user;
+    }
+    json_t *o = status >= 400 || c->aud_action ? json_loads(body, 0, NULL) : NULL;
+    char what[96] = "";
+    if (status >= 400) {
+        e.outcome = (char *)json_string_value(json_object_get(o, "error"));
+    } else if (json_integer_value(json_object_get(o, "id")) > 0) {
+        snprintf(what, sizeof(what), "change %lld",
+                 (long long)json_integer_value(json_object_get(o, "id")));
+        e.outcome = what;
+    }
+    int rc = store_audit_add(a->st, &e, 50);
+    if (rc < 0)
+        log_warn("audit log: line not written", "path", c->aud_path, "error", store_errmsg(a->st));
+    json_decref(o);
+    free(c->aud_path);
+    c->aud_path = NULL; /* one line per request */
+}
 
 static void on_written(uv_write_t *w, int status)
 {
@@ -163,6 +244,7 @@ static void on_written(uv_write_t *w, int status)
     c->len -= c->req_len;
     c->req_len = 0;
     c->who = NULL;
+    audit_forget(c);
     if (c->tcp)
         uv_timer_again(&c->deadline);
     conn_process(c);
@@ -178,6 +260,7 @@ static void on_written(uv_write_t *w, int status)
 
 static void respond_raw(struct api_conn *c, int status, const char *ctype, const char *body)
 {
+    audit_write(c, status, body);
     size_t bl = strlen(body);
     c->out = xasprintf("HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
                        "Cache-Control: no-store\r\n" API_SECURITY_HEADERS "%s%s%s\r\n",
@@ -193,7 +276,7 @@ static void respond_raw(struct api_conn *c, int status, const char *ctype, const
     uv_buf_t b = uv_buf_init(c->out, (unsigned)(hl + bl));
     c->busy = 1;
     c->wreq.data = c;
-    if (uv_write(&c->wreq, &c->io.stream, &b, 1, on_written) < 0) {
+    if (conn_write(c, &c->wreq, &b, on_written) < 0) {
         free(c->out);
         c->out = NULL;
         conn_close(c);
@@ -310,6 +393,21 @@ static int opt_actor(struct api_conn *c, json_t *body, const char **out)
         respond_error(c, 400, msg);
         return -1;
     }
+    if (!c->tcp) {
+        char why[256];
+        const char *as = who_unix_actor(&c->unix_who, *out, why, sizeof(why));
+        if (as == NULL) {
+            respond_error(c, 403, why);
+            return -1;
+        }
+        const char *self = c->unix_who.person ? c->unix_who.person->name : c->unix_who.user;
+        free(c->aud_actor);
+        c->aud_actor = c->unix_who.identified && strcmp(as, self) != 0
+                           ? xasprintf("%s as %s", self, as)
+                           : xstrdup(as);
+        *out = as;
+        return 0;
+    }
     if (c->who == NULL)
         return 0;
     if (*out != NULL && strcmp(*out, c->who->name) != 0) {
@@ -381,19 +479,27 @@ static json_t *parse_body(struct api_conn *c, const char *body, size_t n,
 
 static int route_deploy(struct api_conn *c, const char *service, const char *body, size_t n)
 {
-    static const char *const allowed[] = {"version", "targets",   "plan",   "reason", "actor",
-                                          "wait",    "emergency", "ticket", "risk",   NULL};
+    static const char *const allowed[] = {"version",   "targets", "plan", "reason", "actor", "wait",
+                                          "emergency", "ticket",  "risk", "at",     NULL};
     json_t *o = parse_body(c, body, n, allowed);
     if (o == NULL)
         return 0;
-    const char *version, *plan, *reason, *actor, *ticket, *risk;
+    const char *version, *plan, *reason, *actor, *ticket, *risk, *at;
+    int64_t at_ms = 0;
     const char *targets[65];
     size_t nt = 0;
     int wait = 0, emergency = 0;
     if (opt_string(c, o, "version", &version) < 0 || opt_string(c, o, "plan", &plan) < 0 ||
         opt_reason(c, o, &reason) < 0 || opt_actor(c, o, &actor) < 0 ||
-        opt_string(c, o, "ticket", &ticket) < 0 || opt_string(c, o, "risk", &risk) < 0)
+        opt_string(c, o, "ticket", &ticket) < 0 || opt_string(c, o, "risk", &risk) < 0 ||
+        opt_string(c, o, "at", &at) < 0)
         goto out;
+    if (at != NULL && schedule_parse_at(at, store_now_ms(), &at_ms) != 0) {
+        respond_error(c, 400,
+                      "at: expected an RFC 3339 time (2026-12-07T22:00:00Z, or with an offset "
+                      "such as +01:00) or +DURATION (+30m)");
+        goto out;
+    }
     if (ticket != NULL && !text_is_name(ticket, strlen(ticket))) {
         respond_error(c, 400,
                       "ticket: expected 1-64 characters of A-Z a-z 0-9 . _ - (a ticket id)");
@@ -454,6 +560,7 @@ static int route_deploy(struct api_conn *c, const char *service, const char *bod
         .emergency = emergency,
         .ticket = ticket,
         .risk = risk,
+        .at_ms = at_ms,
     };
     char err[512];
     int64_t id;
@@ -861,7 +968,7 @@ static void sse_send(struct api_conn *c, const char *text, size_t len)
     sw->req.data = sw;
     sw->c = c;
     uv_buf_t b = uv_buf_init(sw->data, (unsigned)len);
-    if (uv_write(&sw->req, &c->io.stream, &b, 1, on_sse_written) < 0) {
+    if (conn_write(c, &sw->req, &b, on_sse_written) < 0) {
         free(sw);
         conn_close(c);
     }
@@ -1130,6 +1237,42 @@ static int h_changes(struct api_conn *c, const struct api_call *q)
     return respond_json(c, 200, o);
 }
 
+/* GET /api/v1/audit[?since=DURATION&limit=N]: the audit log, oldest first. */
+static int h_audit(struct api_conn *c, const struct api_call *q)
+{
+    char *since = query_get(q->query, "since"), *lim = query_get(q->query, "limit");
+    uint64_t ago = 0;
+    long limit = 1000;
+    int bad_since = since != NULL && duration_parse(since, &ago) != 0;
+    char *end = NULL;
+    if (lim != NULL)
+        limit = strtol(lim, &end, 10);
+    int bad_lim = lim != NULL && (*end != '\0' || limit < 1 || limit > 100000);
+    free(since);
+    free(lim);
+    if (bad_since)
+        return respond_error(c, 400, "since: expected a duration such as 30m, 24h or 7d");
+    if (bad_lim)
+        return respond_error(c, 400, "limit: expected an integer 1..100000");
+    if (c->a->st == NULL)
+        return respond_error(c, 503, "no store attached");
+    int64_t from = ago ? store_now_ms() - (int64_t)ago : 0;
+    struct store_audit *v = NULL;
+    size_t n = 0;
+    if (store_audit_list(c->a->st, from, (size_t)limit, &v, &n) < 0)
+        return respond_error(c, 500, "cannot read the store");
+    json_t *arr = json_array();
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(arr,
+                              json_pack("{s:I, s:o, s:s?, s:s, s:s?, s:s, s:s, s:i, s:s?}", "id",
+                                        (json_int_t)v[i].id, "time", change_iso_time(v[i].ts_ms),
+                                        "actor", v[i].actor, "channel", v[i].channel, "peer",
+                                        v[i].peer, "method", v[i].method, "path", v[i].path,
+                                        "status", v[i].status, "outcome", v[i].outcome));
+    store_audit_list_free(v, n);
+    return respond_json(c, 200, json_pack("{s:o}", "audit", arr));
+}
+
 static int h_change(struct api_conn *c, const struct api_call *q)
 {
     json_t *o = rollout_change_json(c->a->r, q->id, 1);
@@ -1302,10 +1445,12 @@ out:
 static int h_session(struct api_conn *c, const struct api_call *q)
 {
     (void)q;
-    if (c->who == NULL) /* the unix socket: the daemon's own user */
+    if (!c->tcp) /* the unix socket: who the kernel says the peer is (api/who.h) */
         return respond_json(
             c, 200,
-            json_pack("{s:s, s:s, s:n, s:n}", "name", "local", "role", "admin", "csrf", "expires"));
+            json_pack("{s:s, s:s, s:n, s:n}", "name",
+                      c->unix_who.person ? c->unix_who.person->name : c->unix_who.user, "role",
+                      config_role_name(c->unix_who.role), "csrf", "expires"));
     return respond_json(c, 200, session_json(c));
 }
 
@@ -1349,6 +1494,7 @@ static const struct api_route api_routes[] = {
     {HTTP_M_GET, "/api/v1/services/:name/series", CONFIG_ROLE_VIEWER, 1, h_series},
     {HTTP_M_POST, "/api/v1/services/:name/deploy", CONFIG_ROLE_OPERATOR, 1, h_deploy},
     {HTTP_M_POST, "/api/v1/services/:name/rollback", CONFIG_ROLE_OPERATOR, 1, h_rollback},
+    {HTTP_M_GET, "/api/v1/audit", CONFIG_ROLE_OPERATOR, 0, h_audit},
     {HTTP_M_GET, "/api/v1/changes", CONFIG_ROLE_VIEWER, 1, h_changes},
     {HTTP_M_GET, "/api/v1/changes/:id", CONFIG_ROLE_VIEWER, 1, h_change},
     {HTTP_M_GET, "/api/v1/changes/:id/report", CONFIG_ROLE_VIEWER, 1, h_report},
@@ -1444,8 +1590,22 @@ static const struct api_route *route_find(enum http_method m, const struct api_p
  * dashboard session) of at least the route's role. Answers 401/403 and returns -1 when not. */
 static int route_allowed(struct api_conn *c, const struct api_route *rt)
 {
-    if (!c->tcp || rt->min_role == API_ROLE_NONE)
+    if (rt->min_role == API_ROLE_NONE)
         return 0;
+    if (!c->tcp) {
+        /* The socket's own users: a person has their role, root and the daemon's user admin,
+         * another member of admin.socket_group viewer (api/who.h). */
+        const struct who_unix *w = &c->unix_who;
+        if (w->role >= rt->min_role)
+            return 0;
+        char msg[256];
+        snprintf(msg, sizeof(msg), "unix user %s (%s) has the role %s; this request needs %s",
+                 w->user, w->person ? w->person->name : "not one of people",
+                 config_role_name(w->role), config_role_name(rt->min_role));
+        c->close_after = 1;
+        respond_error(c, 403, msg);
+        return -1;
+    }
     if (c->who == NULL) {
         c->close_after = 1; /* the body of a refused request is not read */
         respond_error(c, 401,
@@ -1558,7 +1718,7 @@ static int identify(struct api_conn *c, const struct http_request *req, const st
     }
     size_t xl;
     const char *xfp = header_get(req, "x-forwarded-proto", &xl);
-    c->secure = xfp != NULL && xl == 5 && strncasecmp(xfp, "https", 5) == 0;
+    c->secure = c->tls != NULL || (xfp != NULL && xl == 5 && strncasecmp(xfp, "https", 5) == 0);
     c->via_session = 0;
     size_t cl = 0;
     const char *cookie = tok == NULL ? session_cookie(req, &cl) : NULL;
@@ -1640,6 +1800,10 @@ static void conn_process(struct api_conn *c)
     /* The route and the caller's right to it are decided on the head: a refused request's body
      * is not waited for. */
     char *target = xstrndup(req.target, req.target_len);
+    audit_forget(c);
+    c->aud_method = xstrndup(req.method, req.method_len);
+    c->aud_path = xstrndup(req.target, strcspn(target, "?")); /* not the query: it may be long */
+    c->aud_action = req.meth != HTTP_M_GET && req.meth != HTTP_M_HEAD;
     char *query = strchr(target, '?');
     if (query != NULL)
         *query++ = '\0';
@@ -1650,7 +1814,9 @@ static void conn_process(struct api_conn *c)
     const struct api_route *rt = NULL;
     if (path_split(target, &path, &bad_path) == 0)
         rt = route_find(req.meth, &path, &call, &status, &allow);
-    if (c->tcp && (identify(c, &req, rt) < 0 || (rt != NULL && route_allowed(c, rt) < 0)))
+    if (c->tcp && identify(c, &req, rt) < 0)
+        goto out;
+    if (rt != NULL && route_allowed(c, rt) < 0)
         goto out;
     c->last_event_id = 0;
     for (size_t i = 0; i < req.num_headers; i++) {
@@ -1732,6 +1898,7 @@ static void on_conn_closed(uv_handle_t *h)
     free(c->out);
     free(c->sse_service);
     free(c->extra_head);
+    audit_forget(c);
     free(c);
     api_unref(a);
 }
@@ -1749,15 +1916,17 @@ static void conn_close(struct api_conn *c)
         c->a->conns = c->next;
     if (c->next)
         c->next->prev = c->prev;
-    uv_close(&c->io.handle, on_conn_closed);
+    if (c->tls != NULL)
+        tls_close(c->tls, on_conn_closed); /* frees it, then gives the handle back with c */
+    else
+        uv_close(&c->io.handle, on_conn_closed);
     if (c->tcp)
         uv_close((uv_handle_t *)&c->deadline, on_conn_closed);
 }
 
-static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
+static void conn_alloc(void *user, uv_buf_t *buf)
 {
-    struct api_conn *c = h->data;
-    (void)hint;
+    struct api_conn *c = user;
     if (c->cap - c->len < 4096 && c->cap < API_MAX_HEAD + API_MAX_BODY) {
         c->cap =
             c->cap * 2 > API_MAX_HEAD + API_MAX_BODY ? API_MAX_HEAD + API_MAX_BODY : c->cap * 2;
@@ -1766,9 +1935,15 @@ static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
     *buf = uv_buf_init(c->buf + c->len, (unsigned)(c->cap - c->len));
 }
 
-static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
+static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
 {
-    struct api_conn *c = s->data;
+    (void)hint;
+    conn_alloc(h->data, buf);
+}
+
+static void conn_read(void *user, ssize_t n, const uv_buf_t *buf)
+{
+    struct api_conn *c = user;
     (void)buf;
     if (n == 0)
         return;
@@ -1784,9 +1959,16 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
         conn_process(c);
 }
 
+static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
+{
+    conn_read(s->data, n, buf);
+}
+
 static void on_deadline(uv_timer_t *t)
 {
     struct api_conn *c = t->data;
+    if (c->tls != NULL)
+        tls_handshake_timeout(c->tls); /* counted when the handshake is what was slow */
     if (!c->busy)
         conn_close(c); /* no whole request in time: a slow or idle client */
 }
@@ -1860,6 +2042,8 @@ static void on_connection(uv_stream_t *server, int status)
         uv_close(&c->io.handle, on_conn_closed);
         return;
     }
+    if (!tcp)
+        unix_identify(c);
     if (tcp) {
         int plen = (int)sizeof(c->peer);
         if (uv_tcp_getpeername(&c->io.tcp, (struct sockaddr *)&c->peer, &plen) != 0)
@@ -1880,7 +2064,37 @@ static void on_connection(uv_stream_t *server, int status)
     if (c->next)
         c->next->prev = c;
     a->conns = c;
+    if (tcp && a->tls != NULL) {
+        if (tls_conn_new(&c->tls, a->tls, &c->io.stream, c) < 0) {
+            conn_close(c);
+            return;
+        }
+        if (tls_read_start(c->tls, conn_alloc, conn_read) < 0)
+            conn_close(c);
+        return;
+    }
     uv_read_start(&c->io.stream, on_alloc, on_read);
+}
+
+/* Who connected to the unix socket: SO_PEERCRED's uid, its login name, and what the config's
+ * people make of it (api/who.h). A peer whose credentials cannot be read gets the least. */
+static void unix_identify(struct api_conn *c)
+{
+    struct ucred cr;
+    socklen_t len = sizeof(cr);
+    uv_os_fd_t fd;
+    const struct config *cfg = c->a->hooks.cfg;
+    if (uv_fileno(&c->io.handle, &fd) != 0 ||
+        getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &len) != 0) {
+        who_unix_resolve(cfg, (uid_t)-1, NULL, geteuid(), &c->unix_who);
+        c->unix_who.role = c->unix_who.identified ? CONFIG_ROLE_VIEWER : CONFIG_ROLE_ADMIN;
+        return;
+    }
+    struct passwd pw, *res = NULL;
+    char buf[2048];
+    if (getpwuid_r(cr.uid, &pw, buf, sizeof(buf), &res) != 0)
+        res = NULL;
+    who_unix_resolve(cfg, cr.uid, res ? res->pw_name : NULL, geteuid(), &c->unix_who);
 }
 
 /* Returns 1 when a daemon answers on the socket at path. */
@@ -2016,6 +2230,16 @@ int api_start(struct api **out, uv_loop_t *loop, const char *path, struct rollou
     mode_t old = umask(0177);
     rc = uv_pipe_bind(&a->server, bind_path);
     umask(old);
+    if (rc == 0 && hooks != NULL && hooks->cfg != NULL && hooks->cfg->admin_socket_group) {
+        /* The group's members connect as themselves: SO_PEERCRED tells them apart. */
+        struct group gr, *res = NULL;
+        char gbuf[4096];
+        if (getgrnam_r(hooks->cfg->admin_socket_group, &gr, gbuf, sizeof(gbuf), &res) != 0 ||
+            res == NULL)
+            rc = -ENOENT;
+        else if (chown(bind_path, (uid_t)-1, gr.gr_gid) == -1 || chmod(bind_path, 0660) == -1)
+            rc = -errno;
+    }
     if (rc == 0)
         rc = uv_listen((uv_stream_t *)&a->server, 64, on_connection);
     /* A successor's socket replaces its predecessor's in one rename: clients never find the
@@ -2085,6 +2309,11 @@ int api_listen_tcp(struct api *a, int fd, const struct config_token *tokens, siz
     a->ntokens = ntokens;
     a->tcp_fd = fd;
     return 0;
+}
+
+void api_set_tls(struct api *a, struct tls_server *tls)
+{
+    a->tls = tls;
 }
 
 void api_stop_tcp(struct api *a)

@@ -38,9 +38,13 @@ struct api_hooks {
      * binary's directory), owned by root or the daemon's user, and neither it nor its directory
      * writable by group or others. */
     const char *upgrade_dir;
+    /* The daemon's config (borrowed, for the daemon's life): its people decide who a
+     * unix-socket peer is (api/who.h), admin.socket_group who may connect. NULL: no people. */
+    const struct config *cfg;
 };
 
-/* Listens on the unix socket at path (mode 0600). A stale socket file is replaced; a socket
+/* Listens on the unix socket at path (mode 0600; 0660 and hooks->cfg's admin.socket_group
+ * when set). A stale socket file is replaced; a socket
  * another live daemon answers on is not (-EADDRINUSE, with a message in err) — unless takeover
  * is set (a hot upgrade or reload: this daemon succeeds the one answering there), in which case
  * the new socket is bound beside it and renamed over it, so the path never stops answering. */
@@ -56,6 +60,12 @@ int api_start(struct api **out, uv_loop_t *loop, const char *path, struct rollou
  * yet are a pool apart from the 64 kept for token holders (see docs/api.md). */
 int api_listen_tcp(struct api *a, int fd, const struct config_token *tokens, size_t ntokens,
                    char *err, size_t errlen);
+
+struct tls_server;
+
+/* Makes admin.listen speak TLS with tls (net/tls.h; owned by the caller, alive until the api is
+ * freed). Call before api_listen_tcp. */
+void api_set_tls(struct api *a, struct tls_server *tls);
 
 /* Serves GET /api/v1/events from st: every event the store records from now on is sent to the
  * open event streams, and a client that comes back with Last-Event-ID first gets the events it

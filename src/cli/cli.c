@@ -62,7 +62,8 @@ enum {
     CLI_OPT_GOVERN = 1u << 12, /* --emergency, --ticket, --risk (deploy) */
     CLI_OPT_UNTIL = 1u << 13,  /* --until-done (watch) */
     CLI_OPT_LINES = 1u << 11,
-    CLI_OPT_STORE = 1u << 12,
+    CLI_OPT_STORE = 1u << 14, /* was 1u << 12, --emergency's bit: check took --ticket */
+    CLI_OPT_SINCE = 1u << 15,
 };
 
 struct cli_command {
@@ -93,7 +94,7 @@ static const struct cli_command cli_commands[] = {
      2, 2,
      "deploy SERVICE VERSION [--target HOST:PORT ...] [--plan NAME]\n"
      "               [--reason TEXT] [--emergency] [--ticket ID] [--risk low|medium|high]\n"
-     "               [--wait] [--json]",
+     "               [--at TIME] [--wait] [--json]",
      "deploy SERVICE VERSION [options]\tput VERSION of SERVICE into production",
      "Starts a change that puts VERSION (1-64 of A-Za-z0-9._-) of SERVICE live, on the\n"
      "targets given. Prints the change id, from -> to, its state and message.\n"
@@ -104,6 +105,10 @@ static const struct cli_command cli_commands[] = {
      "                      record names the window and the reason\n"
      "  --ticket ID         the change request this carries out, recorded\n"
      "  --risk LEVEL        low, medium or high, recorded\n"
+     "  --at TIME           record the change now and start it then: RFC 3339\n"
+     "                      (2026-12-07T22:00:00Z, or with an offset) or +DURATION;\n"
+     "                      it waits in the daemon (status shows it, abort cancels it,\n"
+     "                      a restart keeps it); freezes are checked at that time\n"
      "  --wait              return only when the change has ended (no timeout)\n"
      "  --json              print the change as the API returns it\n"
      "Exit 1 when the change ended failed, rolled_back, aborted or interrupted, or a\n"
@@ -173,6 +178,17 @@ static const struct cli_command cli_commands[] = {
      "when the daemon goes away (an upgrade, a restart) it reconnects and first prints\n"
      "what it missed. Exit 1 when the daemon cannot be reached for 30 s.\n"
      "  --json  one JSON Event object per line\n"},
+    {"audit", CLI_CMD_AUDIT, CLI_OPT_JSON | CLI_OPT_SINCE | CLI_OPT_LIMIT, 0, 0,
+     "audit [--since D] [--limit N] [--json]",
+     "audit [--since D] [--json]\twho did what through the admin API, and what was refused",
+     "Lists the admin API's audit log, oldest first: every request that changes something\n"
+     "(deploy, rollback, promote, pause, resume, abort, approve, reload, upgrade), whatever\n"
+     "its answer, and every refused attempt (401, 403, 409): time (UTC), who (a person, a\n"
+     "token's name or a unix user; \"alice as bob\" for --as), the channel and peer (unix\n"
+     "uid and login, or TCP address and token), the request, the status and the outcome.\n"
+     "  --since D  only the last D (for example 30m, 24h, 7d)\n"
+     "  --limit N  at most the newest N lines (default 1000)\n"
+     "  --json     print the API answer\n"},
     {"watch", CLI_CMD_WATCH, CLI_OPT_UNTIL, 0, 1, "watch [SERVICE] [--until-done]",
      "watch [SERVICE] [--until-done]\tlive view of changes and per-version traffic",
      "Shows, refreshed every second, each service (or only SERVICE): the live version,\n"
@@ -228,7 +244,7 @@ static const char cli_global_help[] =
     "Options every command takes, anywhere after the command:\n"
     "  -c, --config FILE  the config (default ./cutover.yml); the daemon is found at\n"
     "                     its state_dir/cutover.sock\n"
-    "  --admin URL        the admin API instead: unix:/path/to.sock or http://HOST:PORT\n"
+    "  --admin URL        the admin API instead: unix:/path/to.sock or http(s)://HOST:PORT\n"
     "  -h, --help         this command's help\n";
 
 void cli_command_usage(FILE *out, enum cli_cmd cmd)
@@ -259,8 +275,9 @@ void cli_usage(FILE *out)
     fputs(cli_global_help, out);
     fputs("\nThe actor recorded in a change is $CUTOVER_USER, else your login name (a name:\n"
           "1 to 64 of A-Z a-z 0-9 . _ -).\n"
-          "$CUTOVER_TOKEN is sent as a bearer token to an http:// admin URL (admin.listen);\n"
-          "the actor is then the token's name in the daemon's tokens file.\n\n"
+          "$CUTOVER_TOKEN is sent as a bearer token to an http:// or https:// admin URL\n"
+          "(admin.listen); the actor is then the token's name in the daemon's tokens file.\n"
+          "$CUTOVER_CACERT names the CA file that an https:// admin URL is verified with.\n\n"
           "exit codes: 0 done; 1 the operation failed (daemon unreachable, change failed,\n"
           "rolled back, aborted or interrupted, conflict, daemon error); 2 bad usage, bad\n"
           "config, or a request the daemon rejected (400, 404).\n",
@@ -277,16 +294,17 @@ struct cli_opt {
 };
 
 static const struct cli_opt cli_opts[] = {
-    {"config", 'c', CLI_OPT_GLOBAL, 1},  {"admin", 0, CLI_OPT_GLOBAL, 1},
-    {"help", 'h', CLI_OPT_GLOBAL, 0},    {"json", 0, CLI_OPT_JSON, 0},
-    {"target", 0, CLI_OPT_TARGET, 1},    {"plan", 0, CLI_OPT_PLAN, 1},
-    {"reason", 0, CLI_OPT_REASON, 1},    {"wait", 0, CLI_OPT_WAIT, 0},
-    {"all", 0, CLI_OPT_ALL, 0},          {"as", 0, CLI_OPT_AS, 1},
-    {"format", 0, CLI_OPT_FORMAT, 1},    {"binary", 0, CLI_OPT_BINARY, 1},
-    {"limit", 0, CLI_OPT_LIMIT, 1},      {"follow", 'f', CLI_OPT_FOLLOW, 0},
-    {"lines", 'n', CLI_OPT_LINES, 1},    {"emergency", 0, CLI_OPT_GOVERN, 0},
-    {"ticket", 0, CLI_OPT_GOVERN, 1},    {"risk", 0, CLI_OPT_GOVERN, 1},
-    {"until-done", 0, CLI_OPT_UNTIL, 0}, {"store", 0, CLI_OPT_STORE, 0},
+    {"config", 'c', CLI_OPT_GLOBAL, 1}, {"admin", 0, CLI_OPT_GLOBAL, 1},
+    {"help", 'h', CLI_OPT_GLOBAL, 0},   {"json", 0, CLI_OPT_JSON, 0},
+    {"target", 0, CLI_OPT_TARGET, 1},   {"plan", 0, CLI_OPT_PLAN, 1},
+    {"reason", 0, CLI_OPT_REASON, 1},   {"wait", 0, CLI_OPT_WAIT, 0},
+    {"all", 0, CLI_OPT_ALL, 0},         {"as", 0, CLI_OPT_AS, 1},
+    {"format", 0, CLI_OPT_FORMAT, 1},   {"binary", 0, CLI_OPT_BINARY, 1},
+    {"limit", 0, CLI_OPT_LIMIT, 1},     {"follow", 'f', CLI_OPT_FOLLOW, 0},
+    {"lines", 'n', CLI_OPT_LINES, 1},   {"emergency", 0, CLI_OPT_GOVERN, 0},
+    {"ticket", 0, CLI_OPT_GOVERN, 1},   {"risk", 0, CLI_OPT_GOVERN, 1},
+    {"at", 0, CLI_OPT_GOVERN, 1},       {"until-done", 0, CLI_OPT_UNTIL, 0},
+    {"store", 0, CLI_OPT_STORE, 0},     {"since", 0, CLI_OPT_SINCE, 1},
 };
 
 #define CLI_NOPTS (sizeof(cli_opts) / sizeof(cli_opts[0]))
@@ -415,6 +433,16 @@ static int cli_apply_opt(struct cli_args *a, const struct cli_opt *o, const char
         a->follow = 1;
     } else if (strcmp(o->lng, "store") == 0) {
         a->store = 1;
+    } else if (strcmp(o->lng, "at") == 0) {
+        a->at = val; /* RFC 3339 or +DURATION: the daemon reads it (its clock decides) */
+    } else if (strcmp(o->lng, "since") == 0) {
+        uint64_t ms;
+        if (duration_parse(val, &ms) != 0) {
+            snprintf(err, errlen, "--since must be a duration such as 30m, 24h or 7d, got '%s'",
+                     val);
+            return -EINVAL;
+        }
+        a->since = val;
     } else if (strcmp(o->lng, "until-done") == 0) {
         a->until_done = 1;
     } else if (strcmp(o->lng, "lines") == 0) {
@@ -847,6 +875,26 @@ static void cli_render_down(FILE *out, const json_t *svc)
     fputc('\n', out);
 }
 
+/* A deploy that waits for its time (deploy --at). */
+static void cli_render_scheduled(FILE *out, const json_t *svc)
+{
+    const json_t *q = json_object_get(svc, "scheduled");
+    if (!json_is_object(q))
+        return;
+    fprintf(out, "  %-9s change %lld: deploy ",
+            "scheduled:", (long long)json_integer_value(json_object_get(q, "id")));
+    cli_put_clean(out, cli_jstr_or(q, "version", "?"), 0);
+    fputs(" at ", out);
+    cli_put_clean(out, cli_jstr_or(q, "at", "?"), 0);
+    if (cli_jstr(q, "plan") != NULL) {
+        fputs(" with plan ", out);
+        cli_put_clean(out, cli_jstr(q, "plan"), 0);
+    }
+    fputs(" (by ", out);
+    cli_put_clean(out, cli_jstr_or(q, "actor", "?"), 0);
+    fputs("; cutover abort cancels it)\n", out);
+}
+
 void cli_render_service(FILE *out, const json_t *svc)
 {
     const json_t *ch = json_object_get(svc, "change");
@@ -858,6 +906,7 @@ void cli_render_service(FILE *out, const json_t *svc)
     cli_render_version(out, "live:", json_object_get(svc, "live"));
     cli_render_version(out, "previous:", json_object_get(svc, "previous"));
     cli_render_down(out, svc);
+    cli_render_scheduled(out, svc);
     fprintf(out, "  %-9s ", "change:");
     if (!json_is_object(ch)) {
         fputs("none in progress\n", out);
@@ -973,6 +1022,37 @@ static void cli_history_cells(const json_t *ch, const char *cells[CLI_NCOLS], ch
     }
     cells[CLI_COL_ACTOR] = cli_jstr_or(ch, "actor", "-");
     cells[CLI_COL_MESSAGE] = cli_jstr_or(ch, "message", "");
+}
+
+static void cli_render_audit(FILE *out, const json_t *root)
+{
+    const json_t *list = json_object_get(root, "audit"), *e;
+    size_t i;
+    if (json_array_size(list) == 0) {
+        fputs("no audit lines recorded\n", out);
+        return;
+    }
+    json_array_foreach(list, i, e)
+    {
+        char t[64], st[16];
+        cli_short_time(cli_jstr(e, "time"), t, sizeof(t));
+        snprintf(st, sizeof(st), "%lld",
+                 (long long)json_integer_value(json_object_get(e, "status")));
+        const char *cells[] = {t,
+                               cli_jstr_or(e, "actor", "-"),
+                               cli_jstr_or(e, "channel", "-"),
+                               cli_jstr_or(e, "peer", "-"),
+                               cli_jstr_or(e, "method", "-"),
+                               cli_jstr_or(e, "path", "-"),
+                               st,
+                               cli_jstr_or(e, "outcome", "")};
+        for (size_t c = 0; c < sizeof(cells) / sizeof(cells[0]); c++) {
+            if (c > 0)
+                fputs(c == 3 ? " [" : c == 4 ? "] " : " ", out);
+            cli_put_clean(out, cells[c], 0);
+        }
+        fputc('\n', out);
+    }
 }
 
 void cli_render_history(FILE *out, const json_t *root)
@@ -1240,6 +1320,14 @@ static size_t cli_on_body(char *ptr, size_t size, size_t nmemb, void *ud)
     return n;
 }
 
+/* An https:// admin URL (admin.tls) with a private CA: $CUTOVER_CACERT names the CA file. */
+static void cli_curl_ca(CURL *curl)
+{
+    const char *ca = getenv("CUTOVER_CACERT");
+    if (ca != NULL && *ca != '\0')
+        curl_easy_setopt(curl, CURLOPT_CAINFO, ca);
+}
+
 /* Resets h's handle for a request to url (owned by the caller, like errbuf): the daemon
  * directly (no proxy), over its socket, with the token, Accept and extra headers; the answer
  * goes to write(ud). Returns the header list to set and free after the transfer. */
@@ -1261,6 +1349,7 @@ static struct curl_slist *cli_curl_base(struct cli_http *h, const char *url, cha
     curl_easy_setopt(h->curl, CURLOPT_WRITEDATA, ud);
     if (h->sock != NULL)
         curl_easy_setopt(h->curl, CURLOPT_UNIX_SOCKET_PATH, h->sock);
+    cli_curl_ca(h->curl);
     hdr = xasprintf("Accept: %s", accept ? accept : "application/json");
     hdrs = curl_slist_append(hdrs, hdr);
     free(hdr);
@@ -1445,7 +1534,7 @@ static char *cli_actor(const struct cli_http *h)
 
 static void cli_render_plan(FILE *out, const struct config_plan *p)
 {
-    char d1[32], d2[32];
+    char d2[32];
 
     fprintf(out, "plan %s (on failure: %s)%s%s\n", p->name,
             p->on_failure == CONFIG_ON_PAUSE     ? "pause"
@@ -1457,39 +1546,9 @@ static void cli_render_plan(FILE *out, const struct config_plan *p)
         fprintf(out, "  %zu. ", i + 1);
         if (s->owner != NULL)
             fprintf(out, "(owner %s) ", s->owner);
-        switch (s->kind) {
-        case CONFIG_STEP_TEST:
-            fputs("test:", out);
-            for (char **a = s->command; a != NULL && *a != NULL; a++)
-                fprintf(out, " %s", *a);
-            fprintf(out, " (timeout %s)\n", duration_format(s->timeout_ms, d1, sizeof(d1)));
-            break;
-        case CONFIG_STEP_PILOT:
-            fprintf(out, "pilot: %s %s%s%s for %s\n",
-                    s->pilot_kind == CONFIG_PILOT_HEADER   ? "header"
-                    : s->pilot_kind == CONFIG_PILOT_COOKIE ? "cookie"
-                                                           : "source",
-                    s->pilot_name ? s->pilot_name : "",
-                    s->pilot_value ? (s->pilot_kind == CONFIG_PILOT_COOKIE ? "=" : ": ") : "",
-                    s->pilot_value ? s->pilot_value : "",
-                    duration_format(s->duration_ms, d1, sizeof(d1)));
-            break;
-        case CONFIG_STEP_WEIGHT:
-            fprintf(out, "weight: %d%% of traffic to the new version\n", s->weight);
-            break;
-        case CONFIG_STEP_PAUSE:
-            if (s->duration_ms == 0)
-                fputs("pause: until `cutover promote`\n", out);
-            else
-                fprintf(out, "pause: %s\n", duration_format(s->duration_ms, d1, sizeof(d1)));
-            break;
-        case CONFIG_STEP_APPROVAL:
-            fprintf(out, "approval: %d of", s->count);
-            for (size_t j = 0; j < s->napprovers; j++)
-                fprintf(out, "%s %s", j ? "," : "", s->approvers[j]);
-            fputc('\n', out);
-            break;
-        }
+        char desc[512];
+        cli_put_clean(out, config_step_describe(s, desc, sizeof(desc)), 0);
+        fputc('\n', out);
     }
     if (p->analysis.enabled) {
         fprintf(out, "  analysis: every %s, at least %llu requests",
@@ -1521,6 +1580,8 @@ static void cli_render_config(FILE *out, const struct config *cfg)
         fprintf(out, "admin API also on %s (%zu token%s from %s)\n", cfg->admin_listen,
                 cfg->ntokens, cfg->ntokens == 1 ? "" : "s",
                 cfg->admin_tokens_file ? cfg->admin_tokens_file : "-");
+    if (cfg->admin_tls.ncerts > 0)
+        fprintf(out, "admin API over TLS with %s\n", cfg->admin_tls.certs[0].cert);
     for (size_t i = 0; i < cfg->nfreezes; i++) {
         const struct config_freeze *f = &cfg->freezes[i];
         char t1[32], t2[32];
@@ -1544,7 +1605,12 @@ static void cli_render_config(FILE *out, const struct config *cfg)
         const struct config_service *s = &cfg->services[i];
         fprintf(out, "\nservice %s\n", s->name);
         fprintf(out, "  listen:   %s (%s)\n", s->listen,
-                s->protocol == CONFIG_PROTO_TCP ? "tcp" : "http");
+                s->protocol == CONFIG_PROTO_TCP ? "tcp"
+                : s->tls.ncerts > 0             ? "https"
+                                                : "http");
+        for (size_t j = 0; j < s->tls.ncerts; j++)
+            fprintf(out, "  tls:      %s%s\n", s->tls.certs[j].cert,
+                    j == 0 && s->tls.ncerts > 1 ? " (default)" : "");
         if (s->preview_listen != NULL)
             fprintf(out, "  preview:  %s\n", s->preview_listen);
         fputs("  targets: ", out);
@@ -1911,6 +1977,7 @@ static char *cli_logs_live_version(const struct cli_args *a, const struct config
     curl_easy_setopt(curl, CURLOPT_WRITEDATA, &r);
     if (sock != NULL)
         curl_easy_setopt(curl, CURLOPT_UNIX_SOCKET_PATH, sock);
+    cli_curl_ca(curl);
     hdrs = curl_slist_append(hdrs, "Accept: application/json");
     if (sock == NULL) {
         const char *t = getenv("CUTOVER_TOKEN");
@@ -2020,7 +2087,8 @@ static int cli_connect(const struct cli_args *a, struct cli_http *h)
     if (a->admin != NULL) {
         if (cli_admin_parse(a->admin, &h->base, &h->sock) != 0) {
             fprintf(stderr,
-                    "cutover: --admin '%s': expected unix:/path/to.sock or http://HOST:PORT\n",
+                    "cutover: --admin '%s': expected unix:/path/to.sock, http://HOST:PORT or "
+                    "https://HOST:PORT\n",
                     a->admin);
             return CLI_EXIT_USAGE;
         }
@@ -2118,6 +2186,8 @@ static int cli_cmd_deploy(const struct cli_args *a, struct cli_http *h)
         json_object_set_new(body, "ticket", json_string(a->ticket));
     if (a->risk != NULL)
         json_object_set_new(body, "risk", json_string(a->risk));
+    if (a->at != NULL)
+        json_object_set_new(body, "at", json_string(a->at));
     path = xasprintf("/api/v1/services/%s/deploy", svc);
     rc = cli_post_change(a, h, path, body);
     free(path);
@@ -2343,6 +2413,15 @@ static int cli_cmd_history(const struct cli_args *a, struct cli_http *h)
     return rc;
 }
 
+static int cli_cmd_audit(const struct cli_args *a, struct cli_http *h)
+{
+    char *path = xasprintf("/api/v1/audit?limit=%ld%s%s", a->limit > 0 ? a->limit : 1000,
+                           a->since ? "&since=" : "", a->since ? a->since : "");
+    int rc = cli_get_and_render(a, h, path, cli_render_audit);
+    free(path);
+    return rc;
+}
+
 /* After a 404 on a route the API may not have yet, tells a missing route from a missing change:
  * when change id exists, says the daemon lacks what and returns 2; otherwise prints why the
  * change cannot be read and returns the exit code for that. */
@@ -2414,6 +2493,8 @@ static int cli_cmd_change_verb(const struct cli_args *a, struct cli_http *h, con
         goto out;
     }
     id = json_object_get(json_object_get(r.json, "change"), "id");
+    if (!json_is_integer(id) && strcmp(action, "abort") == 0)
+        id = json_object_get(json_object_get(r.json, "scheduled"), "id"); /* cancel it */
     if (!json_is_integer(id)) {
         fprintf(stderr, "cutover: no change is running on %s; nothing to %s\n", a->service, action);
         rc = CLI_EXIT_FAILED;
@@ -2726,6 +2807,9 @@ static int cli_run(const struct cli_args *a)
         break;
     case CLI_CMD_PLAN:
         rc = cli_cmd_plan(a, &h);
+        break;
+    case CLI_CMD_AUDIT:
+        rc = cli_cmd_audit(a, &h);
         break;
     case CLI_CMD_WATCH:
         h.timeout_ms = 5000;

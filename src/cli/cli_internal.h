@@ -44,6 +44,7 @@ enum cli_cmd {
     CLI_CMD_EVENTS,
     CLI_CMD_PLAN,  /* the written plan of a deploy, before it starts; changes nothing */
     CLI_CMD_WATCH, /* a live view of status and per-version traffic (cli/watch.c) */
+    CLI_CMD_AUDIT, /* the audit log of the admin API */
 };
 
 /* What the command line asked for. Strings point into argv (not owned), except targets, an
@@ -72,12 +73,14 @@ struct cli_args {
     int emergency;       /* --emergency (deploy): through a freeze window; needs --reason */
     const char *ticket;  /* --ticket ID (deploy) */
     const char *risk;    /* --risk low|medium|high (deploy) */
+    const char *at;      /* --at TIME (deploy): RFC 3339 or +DURATION, read by the daemon */
     const char *binary;  /* --binary PATH (upgrade) */
     long limit;          /* --limit N (history); 0 = the daemon's default */
     int follow;          /* -f/--follow (logs) */
     long lines;          /* -n/--lines N (logs), 0..CLI_LOGS_MAX_LINES; default 50 */
     int store;           /* --store (check) */
     int until_done;      /* --until-done (watch) */
+    const char *since;   /* --since D (audit): a duration, validated by duration_parse */
 };
 
 /* Parses argv (argv[0] the program, argv[1] the subcommand) into *a, which it initialises.

@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <grp.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -25,6 +26,7 @@
 #include "core/xmalloc.h"
 #include "net/addr.h"
 #include "net/cidr.h"
+#include "net/tls.h"
 
 /* A config file larger than this is a mistake (or not a config file). */
 #define CONFIG_FILE_MAX (16u << 20)
@@ -1232,6 +1234,82 @@ static int parse_client_address(struct ctx *c, const struct item *svc, const cha
     return 0;
 }
 
+/* One `cert` + `key` pair of a `tls` map: both paths, then the files themselves (net/tls.h
+   checks them: readable, key not readable by others, matching, not expired). */
+static int parse_tls_pair(struct ctx *c, const struct item *it, const char *path,
+                          struct config_tls_cert *out)
+{
+    static const char *const known[] = {"cert", "key", NULL};
+    char p[KEY_PATH_MAX], err[1024];
+    struct item v;
+    int rc;
+
+    out->line = it->line;
+    /* The one-pair form's map was checked by parse_tls, with certificates among its keys. */
+    if (strchr(path, '[') != NULL && (rc = expect_map(c, it, path, known)) != 0)
+        return rc;
+    if (!map_find(it->node, "cert", &v))
+        return fail_missing(c, it->line, path, "cert", "a PEM certificate file");
+    if ((rc = get_file_path(c, &v, subpath(p, sizeof(p), path, "cert"), "a file path", &out->cert)))
+        return rc;
+    if (!map_find(it->node, "key", &v))
+        return fail_missing(c, it->line, path, "key", "a PEM private key file");
+    if ((rc = get_file_path(c, &v, subpath(p, sizeof(p), path, "key"), "a file path", &out->key)))
+        return rc;
+    if (tls_check_pair(out->cert, out->key, err, sizeof(err)) < 0)
+        return fail(c, it->line, "%s: %s", path, err);
+    return 0;
+}
+
+/* `tls: {cert, key}` or `tls: {certificates: [{cert, key}, ...]}` (the first is the default,
+   the others are chosen by SNI). */
+static int parse_tls(struct ctx *c, const struct item *it, const char *path, struct config_tls *t)
+{
+    static const char *const known[] = {"cert", "key", "certificates", NULL};
+    char p[KEY_PATH_MAX];
+    struct item v, dummy;
+    int rc;
+
+    if ((rc = expect_map(c, it, path, known)) != 0)
+        return rc;
+    if (!map_find(it->node, "certificates", &v)) {
+        t->certs = xcalloc(1, sizeof(*t->certs));
+        t->ncerts = 1;
+        return parse_tls_pair(c, it, path, &t->certs[0]);
+    }
+    subpath(p, sizeof(p), path, "certificates");
+    if (map_find(it->node, "cert", &dummy) || map_find(it->node, "key", &dummy))
+        return fail(c, it->line, "%s: expected either cert and key or certificates, got both",
+                    path);
+    if (v.node == NULL || fy_node_get_type(v.node) != FYNT_SEQUENCE ||
+        fy_node_sequence_item_count(v.node) == 0)
+        return fail_type(c, &v, p, "a list of {cert, key} maps, the first the default");
+    size_t n = (size_t)fy_node_sequence_item_count(v.node);
+    t->certs = xcalloc(n, sizeof(*t->certs));
+    void *iter = NULL;
+    struct fy_node *el;
+    for (size_t i = 0; i < n && (el = fy_node_sequence_iterate(v.node, &iter)) != NULL; i++) {
+        struct item ei = {el, node_line(el, v.line)};
+        char ip[KEY_PATH_MAX];
+        t->ncerts = i + 1;
+        subindex(ip, sizeof(ip), p, i);
+        if ((rc = parse_tls_pair(c, &ei, ip, &t->certs[i])) != 0)
+            return rc;
+    }
+    return 0;
+}
+
+static void free_tls(struct config_tls *t)
+{
+    for (size_t i = 0; t->certs != NULL && i < t->ncerts; i++) {
+        free(t->certs[i].cert);
+        free(t->certs[i].key);
+    }
+    free(t->certs);
+    t->certs = NULL;
+    t->ncerts = 0;
+}
+
 /* `on_live_failure: rollback | alert`. */
 static int parse_on_live_failure(struct ctx *c, const struct item *it, const char *path,
                                  enum config_on_live_failure *out)
@@ -1249,6 +1327,52 @@ static int parse_on_live_failure(struct ctx *c, const struct item *it, const cha
         rc = fail(c, it->line, "%s: expected %s, got '%s'", path, what, v);
     free(v);
     return rc;
+}
+
+const char *config_risk_name(enum config_risk r)
+{
+    static const char *const names[CONFIG_NRISKS] = {"low", "medium", "high"};
+    return r < CONFIG_NRISKS ? names[r] : "?";
+}
+
+int config_risk_parse(const char *s)
+{
+    for (int r = 0; s != NULL && r < CONFIG_NRISKS; r++)
+        if (strcmp(s, config_risk_name((enum config_risk)r)) == 0)
+            return r;
+    return -1;
+}
+
+/* risk_policy: {require: BOOL, low|medium|high: {ticket: BOOL, approval_first: BOOL}} */
+static int parse_risk_policy(struct ctx *c, const struct item *it, const char *path,
+                             struct config_risk_policy *rp)
+{
+    static const char *const known[] = {"require", "low", "medium", "high", NULL};
+    static const char *const rule_keys[] = {"ticket", "approval_first", NULL};
+    struct item v, w;
+    char p[KEY_PATH_MAX], q[KEY_PATH_MAX];
+    int rc;
+    if ((rc = expect_map(c, it, path, known)) != 0)
+        return rc;
+    if (map_find(it->node, "require", &v) &&
+        (rc = get_bool(c, &v, subpath(p, sizeof(p), path, "require"), &rp->require)))
+        return rc;
+    for (int r = 0; r < CONFIG_NRISKS; r++) {
+        const char *name = config_risk_name((enum config_risk)r);
+        if (!map_find(it->node, name, &v))
+            continue;
+        subpath(p, sizeof(p), path, name);
+        if ((rc = expect_map(c, &v, p, rule_keys)) != 0)
+            return rc;
+        if (map_find(v.node, "ticket", &w) &&
+            (rc = get_bool(c, &w, subpath(q, sizeof(q), p, "ticket"), &rp->rule[r].ticket)))
+            return rc;
+        if (map_find(v.node, "approval_first", &w) &&
+            (rc = get_bool(c, &w, subpath(q, sizeof(q), p, "approval_first"),
+                           &rp->rule[r].approval_first)))
+            return rc;
+    }
+    return 0;
 }
 
 static int parse_service(struct ctx *c, struct fy_node_pair *pair, struct config_service *s)
@@ -1271,6 +1395,9 @@ static int parse_service(struct ctx *c, struct fy_node_pair *pair, struct config
         "trusted_proxies",
         "proxy_protocol",
         "on_live_failure",
+        "version",
+        "risk_policy",
+        "tls",
         NULL,
     };
     struct item it = item_of_pair(pair), v;
@@ -1369,7 +1496,37 @@ static int parse_service(struct ctx *c, struct fy_node_pair *pair, struct config
         if (config_plan_find(c->cfg, s->plan) == NULL)
             return fail_type(c, &v, p, "the name of a plan defined under plans");
     }
-    return parse_client_address(c, &it, path, s);
+    if (map_find(it.node, "risk_policy", &v) &&
+        (rc =
+             parse_risk_policy(c, &v, subpath(p, sizeof(p), path, "risk_policy"), &s->risk_policy)))
+        return rc;
+    if (map_find(it.node, "version", &v)) {
+        static const char what[] = "a version name (1-64 of A-Za-z0-9._-)";
+        subpath(p, sizeof(p), path, "version");
+        if ((rc = get_string(c, &v, p, what, &s->version)))
+            return rc;
+        if (!text_is_name(s->version, strlen(s->version)))
+            return fail_type(c, &v, p, what);
+        if (s->ntargets == 0)
+            return fail_type(c, &v, p,
+                             "absent: `version` names the configured targets, and "
+                             "there are none");
+    }
+    if ((rc = parse_client_address(c, &it, path, s)) != 0)
+        return rc;
+    if (map_find(it.node, "tls", &v)) {
+        subpath(p, sizeof(p), path, "tls");
+        if (s->protocol == CONFIG_PROTO_TCP)
+            return fail(c, v.line,
+                        "%s: expected protocol http (TLS is terminated for HTTP only), "
+                        "got protocol tcp",
+                        p);
+        if (s->proxy_protocol)
+            return fail(c, v.line, "%s: cannot be combined with proxy_protocol: true", p);
+        if ((rc = parse_tls(c, &v, p, &s->tls)) != 0)
+            return rc;
+    }
+    return 0;
 }
 
 /* ---- plans ---- */
@@ -1872,7 +2029,8 @@ static int load_tokens(struct ctx *c, int line)
 
 static int parse_admin(struct ctx *c, const struct item *it, struct config *cfg)
 {
-    static const char *const known[] = {"listen", "tokens_file", "upgrade_dir", NULL};
+    static const char *const known[] = {"listen",       "tokens_file", "upgrade_dir",
+                                        "socket_group", "tls",         NULL};
     struct item v;
     int rc;
 
@@ -1902,9 +2060,25 @@ static int parse_admin(struct ctx *c, const struct item *it, struct config *cfg)
                         "directory)",
                         cfg->admin_upgrade_dir);
     }
+    if (map_find(it->node, "socket_group", &v)) {
+        if ((rc = get_string(c, &v, "admin.socket_group", "the name of a group",
+                             &cfg->admin_socket_group)))
+            return rc;
+        struct group gr, *res = NULL;
+        char buf[4096];
+        if (getgrnam_r(cfg->admin_socket_group, &gr, buf, sizeof(buf), &res) != 0 || res == NULL)
+            return fail(c, v.line, "admin.socket_group: no group named '%s' on this host",
+                        cfg->admin_socket_group);
+    }
     if (cfg->admin_listen != NULL && cfg->admin_tokens_file == NULL)
         return fail_missing(c, it->line, "admin", "tokens_file",
                             "a file path (required when admin.listen is set)");
+    if (map_find(it->node, "tls", &v)) {
+        if (cfg->admin_listen == NULL)
+            return fail(c, v.line, "admin.tls: needs admin.listen, the TCP listener it secures");
+        if ((rc = parse_tls(c, &v, "admin.tls", &cfg->admin_tls)) != 0)
+            return rc;
+    }
     return 0;
 }
 
@@ -1925,7 +2099,8 @@ const char *const config_event_types[] = {
     "created",   "healthy",      "holding",      "step",        "step_done",        "batch",
     "approved",  "inconclusive", "test_started", "test_passed", "test_failed",      "switched",
     "completed", "failed",       "rolled_back",  "aborted",     "interrupted",      "drained",
-    "resumed",   "suspended",    "service_down", "saved_late",  "instance_retired", NULL,
+    "resumed",   "suspended",    "service_down", "saved_late",  "instance_retired", "scheduled",
+    "started",   NULL,
 };
 
 /* Reads a webhook's signing key from path, refused like the tokens file when others may read
@@ -1981,8 +2156,8 @@ static int load_webhook_key(struct ctx *c, int line, const char *key, struct con
 static int parse_notify(struct ctx *c, const struct item *it, struct config *cfg)
 {
     static const char *const known[] = {"webhooks", "max_age", NULL};
-    static const char *const hook_known[] = {"url",    "services",    "events",
-                                             "format", "secret_file", NULL};
+    static const char *const hook_known[] = {"url",         "services", "events", "format",
+                                             "secret_file", "name",     NULL};
     struct item v;
     int rc;
 
@@ -2015,6 +2190,17 @@ static int parse_notify(struct ctx *c, const struct item *it, struct config *cfg
             return rc;
         if (!valid_url(w->url))
             return fail_type(c, &u, p, "an http:// or https:// URL without spaces");
+        if (map_find(el, "name", &u)) {
+            if ((rc = get_string(c, &u, subpath(p, sizeof(p), path, "name"),
+                                 "a name (1-64 of A-Z a-z 0-9 . _ -)", &w->name)))
+                return rc;
+            if (!valid_name(w->name, strlen(w->name)))
+                return fail_type(c, &u, p, "a name (1-64 of A-Z a-z 0-9 . _ -)");
+            for (size_t j = 0; j < i; j++)
+                if (cfg->webhooks[j].name && strcmp(cfg->webhooks[j].name, w->name) == 0)
+                    return fail(c, u.line, "%s: '%s' is already notify.webhooks[%zu]'s name", p,
+                                w->name, j);
+        }
         if (map_find(el, "services", &u) &&
             (rc = get_string_list(c, &u, subpath(p, sizeof(p), path, "services"),
                                   "a list of service names", true, true, &w->services,
@@ -2076,6 +2262,271 @@ static int check_webhook_services(struct ctx *c, const struct config *cfg)
                             i, w->services[j]);
     }
     return 0;
+}
+
+static void free_strv(char **v);
+
+/* ---- describing ---- */
+
+static void appendf(char *buf, size_t n, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void appendf(char *buf, size_t n, const char *fmt, ...)
+{
+    size_t len = strlen(buf);
+    if (len + 1 >= n)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf + len, n - len, fmt, ap);
+    va_end(ap);
+}
+
+char *config_step_describe(const struct config_step *st, char *buf, size_t n)
+{
+    char d[24];
+    if (n == 0)
+        return buf;
+    buf[0] = '\0';
+    switch (st->kind) {
+    case CONFIG_STEP_TEST:
+        appendf(buf, n, "test");
+        for (char **a = st->command; a != NULL && *a != NULL; a++)
+            appendf(buf, n, " %s", *a);
+        appendf(buf, n, " (timeout %s)", duration_format(st->timeout_ms, d, sizeof(d)));
+        break;
+    case CONFIG_STEP_PILOT:
+        appendf(buf, n, "pilot %s %s",
+                st->pilot_kind == CONFIG_PILOT_HEADER   ? "header"
+                : st->pilot_kind == CONFIG_PILOT_COOKIE ? "cookie"
+                                                        : "source",
+                st->pilot_name ? st->pilot_name : "");
+        if (st->pilot_value != NULL)
+            appendf(buf, n, "%s%s", st->pilot_kind == CONFIG_PILOT_COOKIE ? "=" : ": ",
+                    st->pilot_value);
+        appendf(buf, n, " for %s", duration_format(st->duration_ms, d, sizeof(d)));
+        break;
+    case CONFIG_STEP_WEIGHT:
+        appendf(buf, n, "weight %d%%", st->weight);
+        break;
+    case CONFIG_STEP_PAUSE:
+        if (st->duration_ms == 0)
+            appendf(buf, n, "pause until promoted");
+        else
+            appendf(buf, n, "pause %s", duration_format(st->duration_ms, d, sizeof(d)));
+        break;
+    case CONFIG_STEP_APPROVAL:
+        appendf(buf, n, "approval by %d of", st->count);
+        for (size_t j = 0; j < st->napprovers; j++)
+            appendf(buf, n, "%s %s", j ? "," : "", st->approvers[j]);
+        break;
+    }
+    return buf;
+}
+
+/* ---- people ---- */
+
+const char *config_duty_name(enum config_duty d)
+{
+    switch (d) {
+    case CONFIG_DUTY_OWNER:
+        return "owner";
+    case CONFIG_DUTY_APPROVER:
+        return "approver";
+    case CONFIG_DUTY_INFORMED:
+        return "informed";
+    }
+    return "?";
+}
+
+static int parse_role(struct ctx *c, const struct item *v, const char *path, enum config_role *out)
+{
+    char *role = NULL;
+    int rc = get_string(c, v, path, "viewer, operator or admin", &role);
+    if (rc != 0)
+        return rc;
+    *out = 0;
+    for (enum config_role r = CONFIG_ROLE_VIEWER; r <= CONFIG_ROLE_ADMIN; r++)
+        if (strcmp(role, config_role_name(r)) == 0)
+            *out = r;
+    free(role);
+    return *out == 0 ? fail_type(c, v, path, "viewer, operator or admin") : 0;
+}
+
+/* people.NAME.services: {SERVICE: [owner | approver | informed, ...], "*": [...]} */
+static int parse_duties(struct ctx *c, const struct item *it, const char *path,
+                        struct config_person *pe)
+{
+    static const char *const any[] = {NULL};
+    if (it->node == NULL || fy_node_get_type(it->node) != FYNT_MAPPING)
+        return expect_map(c, it, path, any);
+    pe->nduties = (size_t)fy_node_mapping_item_count(it->node);
+    pe->duties = xcalloc(pe->nduties + 1, sizeof(*pe->duties));
+    void *iter = NULL;
+    struct fy_node_pair *p;
+    for (size_t i = 0; (p = fy_node_mapping_iterate(it->node, &iter)) != NULL && i < pe->nduties;
+         i++) {
+        struct item kv = item_of_pair(p);
+        struct fy_node *k = fy_node_pair_key(p);
+        size_t klen = 0;
+        const char *ks =
+            k && fy_node_get_type(k) == FYNT_SCALAR ? fy_node_get_scalar(k, &klen) : NULL;
+        char sp[KEY_PATH_MAX];
+        if (ks == NULL || !((klen == 1 && ks[0] == '*') || valid_name(ks, klen)))
+            return fail_type(c, &kv, path, "service names (or \"*\" for every service)");
+        pe->duties[i].service = xstrndup(ks, klen);
+        subpath(sp, sizeof(sp), path, pe->duties[i].service);
+        if (strcmp(pe->duties[i].service, "*") != 0 &&
+            config_service_find(c->cfg, pe->duties[i].service) == NULL)
+            return fail(c, kv.line, "%s: no service named '%s' under services", path,
+                        pe->duties[i].service);
+        char **names = NULL;
+        size_t n = 0;
+        int rc = get_string_list(c, &kv, sp, "a list of owner, approver, informed", true, true,
+                                 &names, &n);
+        for (size_t j = 0; rc == 0 && j < n; j++) {
+            unsigned bit = 0;
+            for (unsigned d = CONFIG_DUTY_OWNER; d <= CONFIG_DUTY_INFORMED; d <<= 1)
+                if (strcmp(names[j], config_duty_name((enum config_duty)d)) == 0)
+                    bit = d;
+            if (bit == 0)
+                rc = fail(c, kv.line, "%s[%zu]: expected owner, approver or informed, got '%s'", sp,
+                          j, names[j]);
+            pe->duties[i].duties |= bit;
+        }
+        free_strv(names);
+        if (rc != 0)
+            return rc;
+    }
+    return 0;
+}
+
+static int parse_person(struct ctx *c, struct fy_node_pair *pair, struct config_person *pe)
+{
+    static const char *const known[] = {"unix_user", "role", "services", "webhooks", NULL};
+    struct item it = item_of_pair(pair), v;
+    char path[KEY_PATH_MAX], p[KEY_PATH_MAX];
+    int rc;
+
+    if ((rc = get_name(c, pair, "people", &pe->name)) != 0)
+        return rc;
+    subpath(path, sizeof(path), "people", pe->name);
+    pe->line = it.line;
+    pe->role = CONFIG_ROLE_OPERATOR;
+    if ((rc = expect_map(c, &it, path, known)) != 0)
+        return rc;
+    if (map_find(it.node, "unix_user", &v)) {
+        subpath(p, sizeof(p), path, "unix_user");
+        if ((rc = get_string(c, &v, p, "an OS login name", &pe->unix_user)))
+            return rc;
+        if (!valid_name(pe->unix_user, strlen(pe->unix_user)))
+            return fail_type(c, &v, p, "an OS login name (A-Z a-z 0-9 . _ -)");
+    }
+    if (map_find(it.node, "role", &v)) {
+        if ((rc = parse_role(c, &v, subpath(p, sizeof(p), path, "role"), &pe->role)))
+            return rc;
+        pe->role_set = 1;
+    }
+    if (map_find(it.node, "services", &v) &&
+        (rc = parse_duties(c, &v, subpath(p, sizeof(p), path, "services"), pe)))
+        return rc;
+    if (map_find(it.node, "webhooks", &v)) {
+        subpath(p, sizeof(p), path, "webhooks");
+        if ((rc = get_string_list(c, &v, p, "a list of webhook names (notify.webhooks[].name)",
+                                  true, true, &pe->webhooks, &pe->nwebhooks)))
+            return rc;
+        for (size_t i = 0; i < pe->nwebhooks; i++)
+            if (config_webhook_find(c->cfg, pe->webhooks[i]) < 0)
+                return fail(c, v.line, "%s[%zu]: no webhook named '%s' under notify.webhooks", p, i,
+                            pe->webhooks[i]);
+    }
+    return 0;
+}
+
+int config_webhook_find(const struct config *cfg, const char *name)
+{
+    for (size_t i = 0; name != NULL && i < cfg->nwebhooks; i++)
+        if (cfg->webhooks[i].name && strcmp(cfg->webhooks[i].name, name) == 0)
+            return (int)i;
+    return -1;
+}
+
+static int parse_people(struct ctx *c, const struct item *it, struct config *cfg)
+{
+    static const char *const any[] = {NULL};
+    if (fy_node_get_type(it->node) != FYNT_MAPPING)
+        return expect_map(c, it, "people", any);
+    cfg->npeople = (size_t)fy_node_mapping_item_count(it->node);
+    cfg->people = xcalloc(cfg->npeople + 1, sizeof(*cfg->people));
+    void *iter = NULL;
+    struct fy_node_pair *p;
+    for (size_t i = 0; (p = fy_node_mapping_iterate(it->node, &iter)) != NULL && i < cfg->npeople;
+         i++) {
+        int rc = parse_person(c, p, &cfg->people[i]);
+        if (rc != 0)
+            return rc;
+        for (size_t j = 0; cfg->people[i].unix_user && j < i; j++)
+            if (cfg->people[j].unix_user &&
+                strcmp(cfg->people[j].unix_user, cfg->people[i].unix_user) == 0)
+                return fail(c, cfg->people[i].line,
+                            "people.%s.unix_user: '%s' is already people.%s's (who acted could "
+                            "not be told apart)",
+                            cfg->people[i].name, cfg->people[i].unix_user, cfg->people[j].name);
+    }
+    return 0;
+}
+
+/* Once people and tokens are known: a person's role over the socket defaults to their token's,
+ * and an approval step names people when people are listed. */
+static int check_people(struct ctx *c, struct config *cfg)
+{
+    for (size_t i = 0; i < cfg->npeople; i++) {
+        struct config_person *pe = &cfg->people[i];
+        for (size_t j = 0; !pe->role_set && j < cfg->ntokens; j++)
+            if (strcmp(cfg->tokens[j].name, pe->name) == 0)
+                pe->role = cfg->tokens[j].role;
+    }
+    if (cfg->npeople == 0)
+        return 0;
+    for (size_t i = 0; i < cfg->nplans; i++) {
+        const struct config_plan *pl = &cfg->plans[i];
+        for (size_t j = 0; j < pl->nsteps; j++) {
+            const struct config_step *st = &pl->steps[j];
+            if (st->kind != CONFIG_STEP_APPROVAL)
+                continue;
+            for (size_t k = 0; k < st->napprovers; k++)
+                if (config_person_find(cfg, st->approvers[k]) == NULL)
+                    return fail(c, st->line,
+                                "plans.%s.steps[%zu].approval.approvers[%zu]: '%s' is not one of "
+                                "people",
+                                pl->name, j, k, st->approvers[k]);
+        }
+    }
+    return 0;
+}
+
+const struct config_person *config_person_find(const struct config *cfg, const char *name)
+{
+    for (size_t i = 0; name != NULL && i < cfg->npeople; i++)
+        if (strcmp(cfg->people[i].name, name) == 0)
+            return &cfg->people[i];
+    return NULL;
+}
+
+const struct config_person *config_person_by_unix_user(const struct config *cfg, const char *user)
+{
+    for (size_t i = 0; user != NULL && i < cfg->npeople; i++)
+        if (cfg->people[i].unix_user && strcmp(cfg->people[i].unix_user, user) == 0)
+            return &cfg->people[i];
+    return NULL;
+}
+
+unsigned config_person_duties(const struct config_person *p, const char *service)
+{
+    unsigned d = 0;
+    for (size_t i = 0; p != NULL && i < p->nduties; i++)
+        if (strcmp(p->duties[i].service, "*") == 0 || strcmp(p->duties[i].service, service) == 0)
+            d |= p->duties[i].duties;
+    return d;
 }
 
 /* ---- freeze windows ---- */
@@ -2263,9 +2714,9 @@ out:
 
 static int parse_root(struct ctx *c, struct fy_node *root)
 {
-    static const char *const known[] = {"state_dir", "workers", "io_coalesce_us",
-                                        "admin",     "notify",  "freeze",
-                                        "services",  "plans",   NULL};
+    static const char *const known[] = {"state_dir", "workers", "io_coalesce_us", "admin",
+                                        "notify",    "freeze",  "services",       "plans",
+                                        "people",    NULL};
     struct config *cfg = c->cfg;
     struct item it = {root, node_line(root, 1)}, v;
     struct fy_node_pair *p;
@@ -2328,9 +2779,11 @@ static int parse_root(struct ctx *c, struct fy_node *root)
         return rc;
     if (map_find(root, "freeze", &v) && !is_null(v.node) && (rc = parse_freezes(c, &v, cfg)))
         return rc;
-    if (cfg->admin_tokens_file != NULL)
-        return load_tokens(c, c->tokens_line);
-    return 0;
+    if (map_find(root, "people", &v) && !is_null(v.node) && (rc = parse_people(c, &v, cfg)))
+        return rc;
+    if (cfg->admin_tokens_file != NULL && (rc = load_tokens(c, c->tokens_line)) != 0)
+        return rc;
+    return check_people(c, cfg);
 }
 
 /* ---- loading ---- */
@@ -2567,6 +3020,7 @@ static void free_strv(char **v)
 
 static void free_service(struct config_service *s)
 {
+    free_tls(&s->tls);
     free(s->name);
     free(s->listen);
     free(s->preview_listen);
@@ -2577,6 +3031,7 @@ static void free_service(struct config_service *s)
     free(s->run.cwd);
     free(s->sticky.name);
     free(s->plan);
+    free(s->version);
     free_strv(s->trusted_proxies);
 }
 
@@ -2604,13 +3059,25 @@ void config_free(struct config *cfg)
     free(cfg->admin_upgrade_dir);
     free(cfg->admin_listen);
     free(cfg->admin_tokens_file);
+    free_tls(&cfg->admin_tls);
     for (size_t i = 0; cfg->tokens != NULL && i < cfg->ntokens; i++) {
         free(cfg->tokens[i].name);
         free(cfg->tokens[i].secret);
     }
     free(cfg->tokens);
+    for (size_t i = 0; cfg->people != NULL && i < cfg->npeople; i++) {
+        free(cfg->people[i].name);
+        free(cfg->people[i].unix_user);
+        for (size_t j = 0; j < cfg->people[i].nduties; j++)
+            free(cfg->people[i].duties[j].service);
+        free_strv(cfg->people[i].webhooks);
+        free(cfg->people[i].duties);
+    }
+    free(cfg->people);
+    free(cfg->admin_socket_group);
     for (size_t i = 0; cfg->webhooks != NULL && i < cfg->nwebhooks; i++) {
         free(cfg->webhooks[i].url);
+        free(cfg->webhooks[i].name);
         free_strv(cfg->webhooks[i].services);
         free_strv(cfg->webhooks[i].events);
         free(cfg->webhooks[i].secret_file);

@@ -41,6 +41,18 @@ struct config_limits {
                                 connections of the service; more are answered 503 and closed */
 };
 
+/* `risk_policy`: what a deploy of each risk (deploy --risk) must bring. */
+enum config_risk { CONFIG_RISK_LOW, CONFIG_RISK_MEDIUM, CONFIG_RISK_HIGH, CONFIG_NRISKS };
+struct config_risk_rule {
+    bool ticket;         /* `ticket: true`: a deploy of this risk names its change request */
+    bool approval_first; /* `approval_first: true`: its plan has an approval step before the first
+                            step that moves users' traffic (pilot or weight above 0) */
+};
+struct config_risk_policy {
+    bool require; /* `require: true`: every deploy states its risk */
+    struct config_risk_rule rule[CONFIG_NRISKS];
+};
+
 /* NONE: `sticky` is absent, each request is split on its own; SOURCE: `sticky: {source: true}`,
  * by client address. */
 enum config_sticky_kind {
@@ -96,6 +108,21 @@ struct config_strategy {
                             never both 0, at most run.instances each */
 };
 
+/* The name of the configured targets' version when the service does not set `version`. */
+#define CONFIG_INITIAL_VERSION "v1"
+
+/* `tls`: the certificates a listener serves (net/tls.h), checked when the config is loaded
+   (readable, key mode 0600 or stricter, matching, not expired). ncerts == 0: plain TCP. */
+struct config_tls_cert {
+    char *cert; /* PEM certificate (and chain), resolved against the config's directory */
+    char *key;  /* PEM private key without passphrase */
+    int line;
+};
+struct config_tls {
+    struct config_tls_cert *certs; /* [0] is the default; the others are chosen by SNI */
+    size_t ncerts;
+};
+
 struct config_service {
     char *name;
     int line;             /* where the service starts in the file */
@@ -113,7 +140,12 @@ struct config_service {
     struct config_sticky sticky;
     struct config_timeouts timeouts;
     struct config_limits limits;
-    char *plan; /* default plan name (must exist in plans), or NULL */
+    char *plan;                            /* default plan name (must exist in plans), or NULL */
+    struct config_risk_policy risk_policy; /* all false when absent */
+    /* `version`: the name the configured targets' version gets on the first start (the store
+       keeps the live version's name after that); NULL means CONFIG_INITIAL_VERSION. Only with
+       targets. */
+    char *version;
     /* `trusted_proxies`: the balancers whose word on the client address is believed (their
        X-Forwarded-For, their PROXY header). Texts accepted by cidr_parse, each once,
        NULL-terminated; empty when absent. Load them with cidr_list_add, which cannot fail. */
@@ -124,6 +156,7 @@ struct config_service {
        trusted_proxies. */
     bool proxy_protocol;
     enum config_on_live_failure on_live_failure; /* rollback (default) | alert */
+    struct config_tls tls; /* `tls` on listen and preview_listen (protocol http only) */
 };
 
 enum config_step_kind {
@@ -190,6 +223,35 @@ enum config_role {
     CONFIG_ROLE_ADMIN,      /* + upgrade and reload of the daemon itself */
 };
 
+/* What a person is for a service (people.NAME.services.SERVICE), as bits. */
+enum config_duty {
+    CONFIG_DUTY_OWNER = 1,    /* answers for the service: told of everything, may act */
+    CONFIG_DUTY_APPROVER = 2, /* may be asked to approve its changes */
+    CONFIG_DUTY_INFORMED = 4, /* told of its changes */
+};
+
+struct config_person_duty {
+    char *service; /* a service's name, or "*" for every service */
+    unsigned duties;
+};
+
+/* people.NAME: who is who. A person's name is the actor recorded for what they do (the same
+ * name as their token in admin.tokens_file, when they have one). */
+struct config_person {
+    char *name;
+    char *unix_user;       /* the OS login whose requests over the admin socket are theirs */
+    enum config_role role; /* over the admin socket; default: their token's role, else operator */
+    int role_set;          /* role was written in the config */
+    struct config_person_duty *duties;
+    size_t nduties;
+    /* `webhooks`: the names of notify.webhooks that reach this person. Such a webhook gets the
+       events of the services the person owns or is informed of, and the `awaiting` events that
+       name them, instead of every event (its own filters still apply). */
+    char **webhooks;
+    size_t nwebhooks;
+    int line;
+};
+
 struct config_token {
     char *name;   /* who acts: recorded as the actor of what the token does */
     char *secret; /* the bearer token, 16..256 characters of A-Z a-z 0-9 - . _ ~ + / = */
@@ -205,6 +267,7 @@ enum config_webhook_format {
 
 /* Where the events of changes are POSTed (notify.webhooks). */
 struct config_webhook {
+    char *name;      /* `name`, so that people can list it; NULL when absent */
     char *url;       /* http:// or https:// */
     char **services; /* only these services' events; NULL: every service */
     size_t nservices;
@@ -242,9 +305,10 @@ struct config {
     int io_coalesce_us; /* a busy worker's nap before blocking (proxy/nap.h); 0..1000, 0 = off */
     char *admin_listen; /* optional TCP admin listener "HOST:PORT" */
     char *admin_tokens_file; /* required when admin_listen is set; relative to the config file */
-    char *admin_upgrade_dir; /* upgrade --binary takes binaries under it only; NULL: the running
-                                binary's directory. An existing directory, relative to the
-                                config file */
+    struct config_tls admin_tls; /* `admin.tls` on admin_listen; ncerts 0: plain */
+    char *admin_upgrade_dir;     /* upgrade --binary takes binaries under it only; NULL: the running
+                                    binary's directory. An existing directory, relative to the
+                                    config file */
     struct config_token *tokens; /* read from admin_tokens_file (which must be mode 0600 or
                                     stricter); at least one when admin_listen is set */
     size_t ntokens;
@@ -257,6 +321,11 @@ struct config {
     size_t nplans;
     struct config_freeze *freezes;
     size_t nfreezes;
+    struct config_person *people; /* people: empty when absent */
+    size_t npeople;
+    /* admin.socket_group: the group that may use the admin socket too (mode 0660), so that each
+     * person connects as their own OS user; NULL: only the daemon's user (mode 0600). */
+    char *admin_socket_group;
     char **warnings; /* "file:line: unknown key 'x' in services.web (ignored)"; NULL-terminated */
     size_t nwarnings;
 };
@@ -293,5 +362,24 @@ const struct config_service *config_service_find(const struct config *cfg, const
 
 /* Returns the plan named name, or NULL. */
 const struct config_plan *config_plan_find(const struct config *cfg, const char *name);
+
+/* The person named name, or whose unix_user is user; NULL when none. */
+const struct config_person *config_person_find(const struct config *cfg, const char *name);
+const struct config_person *config_person_by_unix_user(const struct config *cfg, const char *user);
+/* One line describing a plan step, the same in events, status, `cutover check` and the written
+ * plan: "test ./smoke.sh --fast (timeout 1m)", "pilot header X-Cohort: pilot for 1m",
+ * "weight 10%", "pause 30s", "pause until promoted", "approval by 1 of lead, alice".
+ * Truncated to n. Returns buf. */
+char *config_step_describe(const struct config_step *st, char *buf, size_t n);
+
+/* The index of the webhook named name, or -1. */
+int config_webhook_find(const struct config *cfg, const char *name);
+/* The duties (enum config_duty bits) person p has for service. */
+unsigned config_person_duties(const struct config_person *p, const char *service);
+/* "low", "medium", "high"; config_risk_parse returns -1 for anything else. */
+const char *config_risk_name(enum config_risk r);
+int config_risk_parse(const char *s);
+/* "owner", "approver", "informed" for one bit. */
+const char *config_duty_name(enum config_duty d);
 
 #endif

@@ -1641,7 +1641,7 @@ static int demo_run(struct demo *d)
     say(d, "    v1 listens on %s, v2 on %s, v3 on %s.\n", d->addr[V1], d->addr[V2], d->addr[V3]);
     say(d,
         "   Start the daemon (`cutover serve`) with service web on %s. It starts with the\n"
-        "   targets listed in the config, a version it calls \"initial\": here, v1.\n",
+        "   targets listed in the config, a version it calls v1 (the default name).\n",
         d->addr_web);
     if (start_daemon(d) != 0)
         return -1;

@@ -21,6 +21,7 @@
 #include "net/addr.h"
 #include "net/cidr.h"
 #include "net/proxyproto.h"
+#include "net/tls.h"
 #include "proxy/h1proxy.h"
 #include "proxy/pick.h"
 #include "proxy/upstream.h"
@@ -137,6 +138,7 @@ struct client {
     struct client *prev, *next;      /* the worker's client list */
     struct exchange *x;              /* NULL while idle between requests */
     struct h1_up *up;                /* the upstream connection of the exchange, if any */
+    struct tls_conn *tls;            /* a TLS listener's connection (net/tls.h); NULL: plain */
     struct sockaddr_in6 peer_sa;     /* big enough for IPv4 and IPv6; a PROXY header's source */
     const struct cidr_list *trusted; /* the listener's trusted proxies; NULL: none (no work) */
     int service_id;
@@ -375,11 +377,22 @@ static int write_now_or_queue(uv_stream_t *s, uv_write_t *req, uv_buf_t *bufs, u
     return rc < 0 ? rc : 0;
 }
 
+/* write_now_or_queue to the client, through its TLS when it has one (net/tls.h). */
+static int client_write(struct client *c, uv_write_t *req, uv_buf_t *bufs, unsigned nb,
+                        uv_write_cb cb)
+{
+    if (c->tls != NULL)
+        return tls_write_now(c->tls, req, bufs, nb, cb);
+    return write_now_or_queue((uv_stream_t *)&c->tcp, req, bufs, nb, cb);
+}
+
 static void on_client_write(uv_write_t *req, int status);
 
 /* Answers status with a short text body and closes the connection after it. Only when no
  * response was started on this connection; otherwise the only honest thing is to close. */
 static void client_error_as(struct client *c, int status, const char *why, int loss);
+
+static void client_read_stop(struct client *c);
 
 static void client_error(struct client *c, int status, const char *why)
 {
@@ -420,15 +433,14 @@ static void client_error_as(struct client *c, int status, const char *why, int l
         c->up = NULL;
         up_close(u);
     }
-    if (c->reading) {
-        uv_read_stop((uv_stream_t *)&c->tcp);
-        c->reading = 0;
-    }
+    client_read_stop(c);
     c->phase = PH_PROXY;
     uv_buf_t b = uv_buf_init(c->x->rhead, (unsigned)c->x->rhead_len);
     c->wpending = 1;
     c->x->wreq.data = c;
-    if (uv_write(&c->x->wreq, (uv_stream_t *)&c->tcp, &b, 1, on_client_write) < 0) {
+    if ((c->tls != NULL
+             ? tls_write(c->tls, &c->x->wreq, &b, 1, on_client_write)
+             : uv_write(&c->x->wreq, (uv_stream_t *)&c->tcp, &b, 1, on_client_write)) < 0) {
         c->wpending = 0;
         client_close(c);
     }
@@ -577,7 +589,10 @@ static void client_close(struct client *c)
     if (c->service_id >= 0 && c->service_id < MAX_SERVICE_IDS)
         atomic_fetch_sub_explicit(&service_conns[c->service_id], 1, memory_order_relaxed);
     wheel_unlink(c->w->h1->wheel, c);
-    uv_close((uv_handle_t *)&c->tcp, on_client_closed);
+    if (c->tls != NULL)
+        tls_close(c->tls, on_client_closed); /* frees it just before on_client_closed runs */
+    else
+        uv_close((uv_handle_t *)&c->tcp, on_client_closed);
 }
 
 static void on_drain_deadline(struct client *c);
@@ -587,6 +602,12 @@ static void on_client_deadline(struct client *c)
 {
     if (c->dl_drain) {
         on_drain_deadline(c);
+        return;
+    }
+    if (c->tls != NULL && !tls_established(c->tls)) {
+        /* The header deadline covers the TLS handshake too. */
+        tls_handshake_timeout(c->tls);
+        client_close(c);
         return;
     }
     if (c->phase != PH_HEAD || c->x == NULL || c->x->in.end == c->x->in.start) {
@@ -623,7 +644,10 @@ static void on_client_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
 static void client_read_stop(struct client *c)
 {
     if (c->reading) {
-        uv_read_stop((uv_stream_t *)&c->tcp);
+        if (c->tls != NULL)
+            tls_read_stop(c->tls);
+        else
+            uv_read_stop((uv_stream_t *)&c->tcp);
         c->reading = 0;
     }
 }
@@ -642,11 +666,10 @@ static void client_discard_sent(struct client *c)
     c->x->fwd -= shift;
 }
 
-static void on_client_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
+static void client_alloc(void *user, uv_buf_t *buf)
 {
-    struct client *c = h->data;
+    struct client *c = user;
     struct ibuf *b = &exchange_take(c)->in;
-    (void)hint;
     ibuf_ensure(c->w, b, IB_SMALL);
     if (b->end == b->cap) {
         if (c->phase == PH_HEAD) {
@@ -661,11 +684,21 @@ static void on_client_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
     *buf = uv_buf_init(b->data + b->end, (unsigned)(b->cap - b->end));
 }
 
+static void on_client_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
+{
+    (void)hint;
+    client_alloc(h->data, buf);
+}
+
+static void client_read(void *user, ssize_t nread, const uv_buf_t *buf);
+
 static void client_read_start(struct client *c)
 {
     if (c->reading || c->phase == PH_CLOSING)
         return;
-    if (uv_read_start((uv_stream_t *)&c->tcp, on_client_alloc, on_client_read) == 0)
+    if ((c->tls != NULL
+             ? tls_read_start(c->tls, client_alloc, client_read)
+             : uv_read_start((uv_stream_t *)&c->tcp, on_client_alloc, on_client_read)) == 0)
         c->reading = 1;
     else
         client_close(c);
@@ -845,7 +878,8 @@ static void build_request_head(struct client *c, const struct http_request *req)
         }
     }
     out_str(&o, c->x->peer);
-    out_str(&o, "\r\nX-Forwarded-Proto: http\r\n");
+    out_str(&o, c->tls != NULL ? "\r\nX-Forwarded-Proto: https\r\n"
+                               : "\r\nX-Forwarded-Proto: http\r\n");
     if (c->x->ws) /* the one upgrade cutover forwards: a WebSocket becomes a byte tunnel */
         out_str(&o, "Connection: Upgrade\r\nUpgrade: websocket\r\n");
     out_put(&o, "\r\n", 2);
@@ -1081,7 +1115,7 @@ static void tunnel_down(struct client *c)
         return;
     uv_buf_t b = uv_buf_init(u->in.data + u->in.start, (unsigned)(u->in.end - u->in.start));
     c->x->wreq.data = c;
-    int rc = write_now_or_queue((uv_stream_t *)&c->tcp, &c->x->wreq, &b, 1, on_client_write);
+    int rc = client_write(c, &c->x->wreq, &b, 1, on_client_write);
     if (rc < 0) {
         client_close(c);
         return;
@@ -1431,7 +1465,7 @@ static void response_process(struct h1_up *u)
             return;
         }
         c->x->wreq.data = c;
-        int rc = write_now_or_queue((uv_stream_t *)&c->tcp, &c->x->wreq, bufs, nb, on_client_write);
+        int rc = client_write(c, &c->x->wreq, bufs, nb, on_client_write);
         if (rc < 0) {
             client_close(c);
             return;
@@ -1472,7 +1506,7 @@ static void tunnel_begin(struct client *c, struct h1_up *u, size_t head_len)
     if (u->in.end > u->in.start)
         bufs[nb++] = uv_buf_init(u->in.data + u->in.start, (unsigned)(u->in.end - u->in.start));
     c->x->wreq.data = c;
-    int rc = write_now_or_queue((uv_stream_t *)&c->tcp, &c->x->wreq, bufs, nb, on_client_write);
+    int rc = client_write(c, &c->x->wreq, bufs, nb, on_client_write);
     if (rc < 0) {
         client_close(c);
         return;
@@ -1815,7 +1849,12 @@ static void proxy_header_try(struct client *c)
 
 static void on_client_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
-    struct client *c = s->data;
+    client_read(s->data, nread, buf);
+}
+
+static void client_read(void *user, ssize_t nread, const uv_buf_t *buf)
+{
+    struct client *c = user;
     (void)buf;
     c->w->io_events++;
     if (c->phase == PH_CLOSING)
@@ -1896,6 +1935,11 @@ static void h1_accept(struct worker_listener *l)
         uv_close((uv_handle_t *)&c->tcp, (uv_close_cb)free);
         return;
     }
+    /* From here on the stream's data is the TLS connection's (net/tls.h). */
+    if (l->tls != NULL && tls_conn_new(&c->tls, l->tls, (uv_stream_t *)&c->tcp, c) < 0) {
+        uv_close((uv_handle_t *)&c->tcp, (uv_close_cb)free);
+        return;
+    }
     c->next = w->h1->clients;
     if (c->next)
         c->next->prev = c;
@@ -1938,7 +1982,10 @@ static void on_drain_deadline(struct client *c)
          * The frame goes out only between writes of upstream bytes, which end on a frame
          * boundary unless the version itself was cut mid-frame. */
         uv_buf_t b = uv_buf_init((char *)ws_going_away, sizeof(ws_going_away));
-        (void)uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+        if (c->tls != NULL)
+            (void)tls_write(c->tls, NULL, &b, 1, NULL);
+        else
+            (void)uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
     }
     client_close(c);
 }

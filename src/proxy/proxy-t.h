@@ -148,6 +148,7 @@ struct worker_listener {
     int preview;
     const struct cidr_list *trusted; /* NULL when the service trusts no proxy */
     int proxy_protocol;
+    struct tls_server *tls; /* NULL: plain */
     const struct proxy_proto *proto;
     struct worker *w;
 };

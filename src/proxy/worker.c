@@ -359,6 +359,7 @@ int worker_start(struct worker **out, int index, const struct worker_listener_sp
         l->trusted =
             ls[opened].trusted != NULL && ls[opened].trusted->n > 0 ? ls[opened].trusted : NULL;
         l->proxy_protocol = ls[opened].proxy_protocol;
+        l->tls = ls[opened].tls;
         l->proto = ls[opened].proto;
         rc = uv_tcp_open(&l->tcp, fd);
         if (rc == 0)

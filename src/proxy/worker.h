@@ -15,6 +15,7 @@
 
 struct proxy_proto;
 struct cidr_list;
+struct tls_server;
 
 /* One listening socket a worker accepts on. */
 struct worker_listener_spec {
@@ -26,6 +27,9 @@ struct worker_listener_spec {
      * until every worker is freed. A peer in it may name the client (X-Forwarded-For, PROXY). */
     const struct cidr_list *trusted;
     int proxy_protocol; /* every connection starts with a PROXY header from a trusted peer */
+    /* The listener terminates TLS with these certificates (net/tls.h); NULL: plain. Owned by
+     * the caller and unchanged until every worker is freed. */
+    struct tls_server *tls;
 };
 
 struct worker;

@@ -289,6 +289,11 @@ static const char *sq_errmsg(void *ctx)
     return store_errmsg(ctx);
 }
 
+static int sq_start_scheduled(void *ctx, int64_t id, const char *from, const char *message)
+{
+    return store_change_start_scheduled(ctx, id, from, message);
+}
+
 static const struct change_store sqlite_ops = {
     .begin = sq_begin,
     .commit = sq_commit,
@@ -300,6 +305,7 @@ static const struct change_store sqlite_ops = {
     .live = sq_live,
     .targets = sq_targets,
     .merge = sq_merge,
+    .start_scheduled = sq_start_scheduled,
     .errmsg = sq_errmsg,
 };
 
@@ -319,7 +325,7 @@ const struct change_store *change_store_sqlite(void)
 /* Every write of a running change waits at most this long for another process's write lock:
  * a store that is locked refuses at once (the step is not taken, the end is kept and retried),
  * and timers, gates, rollbacks and the admin API never stall behind it. */
-#define WRITE_WAIT_MS 50
+#define WRITE_WAIT_MS CHANGE_WRITE_WAIT_MS
 
 /* The end of a change that the store refused. Owns its strings. */
 struct change_unsaved {
@@ -438,12 +444,17 @@ int change_record_create(struct change *c, const struct change_new *n)
     int rc = st->begin(c->store_ctx, WRITE_WAIT_MS);
     if (rc == 0 && n->targets != NULL)
         rc = st->targets(c->store_ctx, c->service, n->to, n->targets, n->ntargets);
-    if (rc == 0)
+    if (rc == 0 && n->scheduled_id > 0) {
+        sc.id = n->scheduled_id;
+        rc = st->start_scheduled(c->store_ctx, sc.id, n->from, n->message);
+    } else if (rc == 0) {
         rc = st->insert(c->store_ctx, &sc);
+    }
     if (rc == 0 && n->detail != NULL)
         rc = st->detail(c->store_ctx, sc.id, n->detail);
     if (rc == 0)
-        rc = st->event(c->store_ctx, sc.id, "created", n->message);
+        rc =
+            st->event(c->store_ctx, sc.id, n->scheduled_id > 0 ? "started" : "created", n->message);
     if (rc == 0)
         rc = st->commit(c->store_ctx);
     if (rc < 0) {
@@ -461,6 +472,37 @@ int change_record_create(struct change *c, const struct change_new *n)
     c->waiter_ctx = n->waiter_ctx;
     c->state = CHANGE_HEALTH;
     change_wait_health(c, n->deadline_ms);
+    return 0;
+}
+
+int change_record_scheduled(struct change *c, const struct change_new *n, int64_t *id)
+{
+    struct store_change sc = {0};
+    sc.service = (char *)c->service;
+    sc.kind = "deploy";
+    sc.from_version = (char *)n->from;
+    sc.to_version = (char *)n->to;
+    sc.plan = (char *)n->plan;
+    sc.actor = (char *)(n->actor && *n->actor ? n->actor : "unknown");
+    sc.reason = (char *)n->reason;
+    sc.state = STORE_CHANGE_SCHEDULED;
+    sc.message = (char *)n->message;
+    const struct change_store *st = c->store;
+    int rc = st->begin(c->store_ctx, WRITE_WAIT_MS);
+    if (rc == 0)
+        rc = st->insert(c->store_ctx, &sc);
+    if (rc == 0 && n->detail != NULL)
+        rc = st->detail(c->store_ctx, sc.id, n->detail);
+    if (rc == 0)
+        rc = st->event(c->store_ctx, sc.id, "scheduled", n->message);
+    if (rc == 0)
+        rc = st->commit(c->store_ctx);
+    if (rc < 0) {
+        st->rollback(c->store_ctx);
+        log_error("store write failed", "service", c->service, "error", errmsg(c));
+        return -EIO;
+    }
+    *id = sc.id;
     return 0;
 }
 
@@ -581,11 +623,18 @@ int change_record_initial(struct change *c, const char *name, const char *const 
 
 int change_store_interrupt(const struct change_store *ops, void *ctx, int64_t id, const char *msg)
 {
-    int rc = ops->begin(ctx, -1);
+    /* At start: nothing else waits on the loop yet, so the store's full busy timeout. */
+    return change_store_end_other(ops, ctx, id, STORE_CHANGE_INTERRUPTED, "interrupted", msg, -1);
+}
+
+int change_store_end_other(const struct change_store *ops, void *ctx, int64_t id, const char *state,
+                           const char *event, const char *msg, int wait_ms)
+{
+    int rc = ops->begin(ctx, wait_ms);
     if (rc == 0)
-        rc = ops->update(ctx, id, STORE_CHANGE_INTERRUPTED, msg);
+        rc = ops->update(ctx, id, state, msg);
     if (rc == 0)
-        rc = ops->event(ctx, id, "interrupted", msg);
+        rc = ops->event(ctx, id, event, msg);
     if (rc == 0)
         rc = ops->commit(ctx);
     if (rc < 0) {

@@ -123,6 +123,8 @@ struct change_store {
                    size_t n);
     /* sets key of change id's detail JSON object to the JSON text value, keeping the rest */
     int (*merge)(void *ctx, int64_t id, const char *key, const char *value);
+    /* a scheduled change starts: running, from the version live now (deploy --at) */
+    int (*start_scheduled)(void *ctx, int64_t id, const char *from, const char *message);
     const char *(*errmsg)(void *ctx);
 };
 const struct change_store *change_store_sqlite(void);
@@ -210,8 +212,15 @@ struct change_new {
     uint64_t deadline_ms;
     void (*waiter)(void *ctx, int64_t id);
     void *waiter_ctx;
+    int64_t scheduled_id; /* the scheduled record this change carries out (it is started, not
+                             inserted, and gets a `started` event), or 0 */
 };
 int change_record_create(struct change *c, const struct change_new *n);
+
+/* Records n as a change that waits for its time (deploy --at): the row in state scheduled with
+ * n's detail and a `scheduled` event, in one transaction; c's state is not touched. Sets *id.
+ * -EIO when the store refused. */
+int change_record_scheduled(struct change *c, const struct change_new *n, int64_t *id);
 
 /* Takes over a change found running in the store at start (its plan resumes). */
 void change_adopt(struct change *c, int64_t id, enum change_kind kind, enum change_state st,
@@ -235,6 +244,12 @@ int change_record_initial(struct change *c, const char *name, const char *const 
 /* Marks change id interrupted with msg (and its event), outside any service's change: a change
  * found running at start that does not resume. */
 int change_store_interrupt(const struct change_store *ops, void *ctx, int64_t id, const char *msg);
+/* Ends change id, which is not the one c runs (a scheduled change cancelled or refused at its
+ * time), as state with an event of type event, in one transaction, waiting at most wait_ms for
+ * the write lock (< 0: the store's busy timeout). */
+#define CHANGE_WRITE_WAIT_MS 50
+int change_store_end_other(const struct change_store *ops, void *ctx, int64_t id, const char *state,
+                           const char *event, const char *msg, int wait_ms);
 /* A version's target list (a rolling replacement's instances as they come and go). */
 int change_record_targets(struct change *c, const char *version, const char *const *t, size_t n);
 

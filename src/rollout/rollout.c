@@ -33,14 +33,14 @@
 #include "rollout/change.h"
 #include "rollout/managed.h"
 #include "rollout/plan.h"
+#include "rollout/policy.h"
 #include "rollout/preview.h"
 #include "rollout/rolling.h"
+#include "rollout/schedule.h"
 #include "rollout/rollout_int.h"
 #include "rollout/version.h"
 #include "super/health.h"
 #include "super/supervisor.h"
-
-#define INITIAL_VERSION "initial"
 
 static void on_health_change(void *ctx, struct health_check *h, enum health_state state);
 static void on_crash(struct service *s, const char *version, const char *why);
@@ -656,6 +656,20 @@ int rollout_deploy(struct rollout *r, const struct rollout_deploy_req *req, roll
         snprintf(err, errlen, "risk: expected low, medium or high, got '%.32s'", req->risk);
         return -EINVAL;
     }
+    int prc = policy_check(s->cfg, cp, req->risk, req->ticket, err, errlen);
+    if (prc < 0)
+        return prc;
+    if (req->at_ms > 0 && req->scheduled_id == 0) {
+        /* deploy --at: checked as far as it can be now; its time decides the rest. */
+        if (req->wait) {
+            snprintf(err, errlen, "wait: a scheduled deploy answers once it is recorded");
+            return -EINVAL;
+        }
+        int rc = schedule_add(s, req, cp ? cp->name : NULL, change_id, err, errlen);
+        if (rc == 0 && cb != NULL)
+            cb(ctx, *change_id);
+        return rc;
+    }
     /* A freeze window stops deploys, never rollbacks (start_rollback does not ask). */
     int64_t until = 0;
     const struct config_freeze *frozen =
@@ -763,6 +777,7 @@ int rollout_deploy(struct rollout *r, const struct rollout_deploy_req *req, roll
         .deadline_ms = s->cfg->deploy_timeout_ms,
         .waiter = cb,
         .waiter_ctx = ctx,
+        .scheduled_id = req->scheduled_id,
     };
     /* A rolling replacement records its targets as its instances start (targets NULL). */
     int rc = change_record_create(&s->ch, &cn);
@@ -1013,6 +1028,9 @@ int rollout_change_action(struct rollout *r, int64_t id, const char *action, con
             return -EBUSY;
         }
     }
+    int src = 0;
+    if (s == NULL && schedule_action(r, id, action, actor, &src, err, errlen))
+        return src;
     if (s == NULL) {
         struct store_change c;
         if (store_change_get(r->st, id, &c) < 0) {
@@ -1054,6 +1072,14 @@ int rollout_change_action(struct rollout *r, int64_t id, const char *action, con
 
 /* ---------------------------------------------------------------- lifecycle ----------------- */
 
+/* A scheduled deploy's time came (rollout/schedule.c): it starts as any deploy does. */
+static int start_scheduled(struct service *s, const struct rollout_deploy_req *req, char *err,
+                           size_t errlen)
+{
+    int64_t id;
+    return rollout_deploy(s->r, req, NULL, NULL, &id, err, errlen);
+}
+
 struct rollout *rollout_new(uv_loop_t *loop, const struct config *cfg, struct store *st,
                             rollout_publish_cb on_publish, rollout_sample_fn sample, void *ctx)
 {
@@ -1083,6 +1109,9 @@ struct rollout *rollout_new(uv_loop_t *loop, const struct config *cfg, struct st
                       "path", path, "error", strerror(-rc));
         free(path);
     }
+    uv_timer_init(loop, &r->sched_timer);
+    r->sched_timer.data = r;
+    r->start_scheduled = start_scheduled;
     config_digest(cfg->path, r->config_sha256);
     r->on_crash = on_crash;
     r->watch_drain = watch_drain;
@@ -1280,15 +1309,16 @@ int rollout_start(struct rollout *r, char *err, size_t errlen)
         rc = store_service_get(r->st, s->cfg->name, &live, &prev);
         if (rc == -ENOENT && s->cfg->ntargets > 0) {
             /* First start: the configured targets are the live version. */
-            rc = change_record_initial(&s->ch, INITIAL_VERSION,
-                                       (const char *const *)s->cfg->targets, s->cfg->ntargets);
+            const char *first = s->cfg->version ? s->cfg->version : CONFIG_INITIAL_VERSION;
+            rc = change_record_initial(&s->ch, first, (const char *const *)s->cfg->targets,
+                                       s->cfg->ntargets);
             if (rc < 0) {
                 snprintf(err, errlen, "store: %s", store_errmsg(r->st));
                 store_change_list_free(running, nrunning);
                 kept_free(r, kept_live, kept_prev);
                 return rc;
             }
-            live = xstrdup(INITIAL_VERSION);
+            live = xstrdup(first);
         } else if (rc < 0 && rc != -ENOENT) {
             snprintf(err, errlen, "store: %s", store_errmsg(r->st));
             store_change_list_free(running, nrunning);
@@ -1372,6 +1402,7 @@ int rollout_start(struct rollout *r, char *err, size_t errlen)
     }
     store_change_list_free(running, nrunning);
     kept_free(r, kept_live, kept_prev);
+    schedule_load(r);
     rollout_publish(r);
     return 0;
 }
@@ -1384,6 +1415,9 @@ static void on_handle_closed(uv_handle_t *h)
 
 void rollout_stop(struct rollout *r)
 {
+    schedule_stop(r);
+    r->open_handles++;
+    uv_close((uv_handle_t *)&r->sched_timer, on_handle_closed);
     for (size_t i = 0; i < r->nservices; i++) {
         struct service *s = &r->services[i];
         struct change_facts f = facts_of(s);

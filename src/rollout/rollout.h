@@ -36,10 +36,10 @@ typedef void (*rollout_sample_fn)(void *ctx, int service_id, int role, struct an
 struct rollout *rollout_new(uv_loop_t *loop, const struct config *cfg, struct store *st,
                             rollout_publish_cb on_publish, rollout_sample_fn sample, void *ctx);
 
-/* Restores each service from the store (or records its configured targets as version
- * "initial" on first start), marks changes that were running when the daemon died as
- * interrupted, starts health checks and publishes the first route table. Returns 0, or a
- * negative errno with a message in err. */
+/* Restores each service from the store (or records its configured targets as the version
+ * named by the service's `version`, default CONFIG_INITIAL_VERSION, on first start), marks changes
+ * that were running when the daemon died as interrupted, starts health checks and publishes the
+ * first route table. Returns 0, or a negative errno with a message in err. */
 int rollout_start(struct rollout *r, char *err, size_t errlen);
 
 /* Marks running changes interrupted (the daemon is stopping), stops health checks and timers.
@@ -79,6 +79,8 @@ struct rollout_deploy_req {
     int emergency;      /* goes through a freeze window; needs a reason */
     const char *ticket; /* the change request it carries out, or NULL */
     const char *risk;   /* "low", "medium", "high", or NULL */
+    int64_t at_ms;      /* deploy --at: record it now, start it then (rollout/schedule.h); 0 now */
+    int64_t scheduled_id; /* the scheduled change this deploy carries out at its time, or 0 */
 };
 
 /* Starts a deploy. On success sets *change_id and will call cb(ctx, id) once: when the change

@@ -50,6 +50,13 @@ struct plan_ops {
     void (*save_executor)(struct service *s, json_t *state);
 };
 
+/* A deploy that waits for its time (rollout/schedule.h). */
+struct schedule_entry {
+    int64_t id;    /* its change record, in state scheduled */
+    int64_t at_ms; /* when it starts (Unix ms) */
+    json_t *req;   /* the deploy's request, as its record's detail keeps it ("scheduled") */
+};
+
 struct service {
     struct rollout *r;
     int id;
@@ -67,7 +74,8 @@ struct service {
     /* what the change in progress cost users: the data plane's counters when it began */
     int64_t loss_change;
     struct analysis_sample loss_base[ROUTE_ROLES];
-    int64_t drain_pending; /* the ended change whose loss waits for its drain */
+    int64_t drain_pending;        /* the ended change whose loss waits for its drain */
+    struct schedule_entry *sched; /* a deploy waiting for its time, or NULL */
 };
 
 struct rollout {
@@ -90,6 +98,10 @@ struct rollout {
      * batch of a replacement): to becomes live (see commit_switch in rollout.c). */
     void (*commit)(struct service *s, struct version *to, const char *event, const char *msg,
                    const char *detail);
+    /* A scheduled deploy's time came (schedule.c asks, rollout.c deploys). */
+    int (*start_scheduled)(struct service *s, const struct rollout_deploy_req *req, char *err,
+                           size_t errlen);
+    uv_timer_t sched_timer; /* the next scheduled deploy's time (at most a minute ahead) */
     char config_sha256[65]; /* of the config file as it was read, for the change record */
     int64_t started_ms;     /* when this engine started: the plan preview's request rate */
 };

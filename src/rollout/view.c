@@ -9,6 +9,7 @@
 #include "rollout/plan.h"
 #include "rollout/rolling.h"
 #include "rollout/rollout_int.h"
+#include "rollout/schedule.h"
 #include "store/store.h"
 
 static json_t *str_or_null(const char *s)
@@ -137,6 +138,7 @@ static json_t *service_to_json(struct rollout *r, struct service *s)
         }
     }
     json_object_set_new(o, "change", ch);
+    json_object_set_new(o, "scheduled", schedule_json(s));
     json_object_set_new(o, "rolling", rolling_json(s));
     json_object_set_new(o, "unsaved", change_unsaved_json(&s->ch));
     /* Why users get errors when no version of the service can serve (issue 12 b). */
@@ -238,6 +240,33 @@ void rollout_metrics(struct rollout *r, rollout_emit_fn emit, void *ctx)
                      r->services[i].ch.state == (enum change_state)st);
             emit(ctx, line);
         }
+    }
+    /* The last verdict of each gate the running plan checks: 1 on the verdict it gave. */
+    static const char *const gates[] = {"min_requests", "max_error_rate", "max_p99_latency_ratio",
+                                        "max_p99_latency_ms"};
+    static const char *const verdicts[] = {"pass", "fail", "inconclusive"};
+    emit(ctx, "# HELP cutover_change_gate 1 for the last verdict of each gate of the running "
+              "plan (absent before its first verdict).");
+    emit(ctx, "# TYPE cutover_change_gate gauge");
+    for (size_t i = 0; i < r->nservices; i++) {
+        for (size_t g = 0; g < sizeof(gates) / sizeof(gates[0]); g++) {
+            int v = plan_gate_verdict(&r->services[i], gates[g]);
+            for (int k = 0; v >= 0 && k < 3; k++) {
+                char line[256];
+                snprintf(line, sizeof(line),
+                         "cutover_change_gate{service=\"%s\",gate=\"%s\",verdict=\"%s\"} %d",
+                         r->services[i].cfg->name, gates[g], verdicts[k], v == k);
+                emit(ctx, line);
+            }
+        }
+    }
+    int64_t pending = 0;
+    if (store_outbox_pending_total(r->st, &pending) == 0) {
+        char line[96];
+        emit(ctx, "# HELP cutover_notify_pending Webhook deliveries waiting to be made.");
+        emit(ctx, "# TYPE cutover_notify_pending gauge");
+        snprintf(line, sizeof(line), "cutover_notify_pending %lld", (long long)pending);
+        emit(ctx, line);
     }
     emit(ctx, "# HELP cutover_service_down 1 while no version of the service can serve (its live "
               "version failed and no previous one could take over).");

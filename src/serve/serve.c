@@ -35,6 +35,7 @@
 #include "net/cidr.h"
 #include "net/handover.h"
 #include "net/listen.h"
+#include "net/tls.h"
 #include "notify/notify.h"
 #include "proxy/route.h"
 #include "proxy/h1proxy.h"
@@ -86,8 +87,10 @@ struct daemon {
     size_t nlisten;
     struct cidr_list *trusted; /* [cfg->nservices]: each service's trusted_proxies, for workers */
     int admin_fd;              /* admin.listen, or -1 */
-    int lock_fd;               /* state_dir/cutover.lock, flock()ed: one daemon per state_dir */
-    struct notify *nt;         /* webhooks, or NULL */
+    struct tls_server **tls;   /* [cfg->nservices]: each service's certificates, or NULL */
+    struct tls_server *admin_tls; /* admin.tls, or NULL */
+    int lock_fd;                  /* state_dir/cutover.lock, flock()ed: one daemon per state_dir */
+    struct notify *nt;            /* webhooks, or NULL */
     uv_signal_t sigterm, sigint, sighup, sigusr2;
     uv_timer_t exit_timer;
     uv_timer_t fd_watch;     /* logs the data plane's accept pauses, once per episode */
@@ -144,6 +147,65 @@ static void on_event_notify(void *ctx, const struct store_event *ev)
     struct daemon *d = ctx;
     (void)ev;
     notify_kick(d->nt);
+}
+
+/* The TLS listeners' handshakes and failed handshakes, by service and reason (net/tls.h). */
+static void emit_tls(struct daemon *d, void (*emit)(void *, const char *), void *ectx)
+{
+    char line[512];
+    int any = 0;
+    for (size_t j = 0; d->tls != NULL && j < d->cfg->nservices; j++)
+        any |= d->tls[j] != NULL;
+    if (any) {
+        emit(ectx, "# HELP cutover_tls_handshakes_total TLS handshakes completed on a service's "
+                   "listeners.");
+        emit(ectx, "# TYPE cutover_tls_handshakes_total counter");
+        for (size_t j = 0; j < d->cfg->nservices; j++) {
+            if (d->tls[j] == NULL)
+                continue;
+            snprintf(line, sizeof(line), "cutover_tls_handshakes_total{service=\"%s\"} %llu",
+                     d->cfg->services[j].name,
+                     (unsigned long long)tls_server_handshakes(d->tls[j]));
+            emit(ectx, line);
+        }
+        emit(ectx, "# HELP cutover_tls_certificate_expiry_timestamp_seconds When each served "
+                   "certificate expires (notAfter, Unix time): alert well before it.");
+        emit(ectx, "# TYPE cutover_tls_certificate_expiry_timestamp_seconds gauge");
+        for (size_t j = 0; j < d->cfg->nservices; j++)
+            for (size_t k = 0; d->tls[j] != NULL && k < tls_server_ncerts(d->tls[j]); k++) {
+                snprintf(line, sizeof(line),
+                         "cutover_tls_certificate_expiry_timestamp_seconds{service=\"%s\","
+                         "cert=\"%.300s\"} %lld",
+                         d->cfg->services[j].name, d->cfg->services[j].tls.certs[k].cert,
+                         (long long)tls_server_not_after(d->tls[j], k));
+                emit(ectx, line);
+            }
+        emit(ectx, "# HELP cutover_tls_handshake_failures_total TLS connections closed before "
+                   "their handshake finished: invalid SNI, plain HTTP, handshake timeout, "
+                   "protocol error, client gone.");
+        emit(ectx, "# TYPE cutover_tls_handshake_failures_total counter");
+        for (size_t j = 0; j < d->cfg->nservices; j++)
+            for (int r = 0; d->tls[j] != NULL && r < TLS_FAILS; r++) {
+                snprintf(line, sizeof(line),
+                         "cutover_tls_handshake_failures_total{service=\"%s\",reason=\"%s\"} "
+                         "%llu",
+                         d->cfg->services[j].name, tls_fail_name((enum tls_fail)r),
+                         (unsigned long long)tls_server_failures(d->tls[j], (enum tls_fail)r));
+                emit(ectx, line);
+            }
+    }
+    if (d->admin_tls != NULL) {
+        emit(ectx, "# HELP cutover_admin_tls_handshake_failures_total TLS connections to "
+                   "admin.listen closed before their handshake finished.");
+        emit(ectx, "# TYPE cutover_admin_tls_handshake_failures_total counter");
+        for (int r = 0; r < TLS_FAILS; r++) {
+            snprintf(line, sizeof(line),
+                     "cutover_admin_tls_handshake_failures_total{reason=\"%s\"} %llu",
+                     tls_fail_name((enum tls_fail)r),
+                     (unsigned long long)tls_server_failures(d->admin_tls, (enum tls_fail)r));
+            emit(ectx, line);
+        }
+    }
 }
 
 /* cutover_proxy_lost_total{service, role, reason}: the requests cutover failed or cut, summed
@@ -486,6 +548,7 @@ static void on_metrics(void *ctx, rollout_emit_fn emit, void *ectx)
     snprintf(line, sizeof(line), "cutover_accept_paused_total{listener=\"admin\"} %llu",
              (unsigned long long)api_accept_paused(d->api));
     emit(ectx, line);
+    emit_tls(d, emit, ectx);
     emit_lost(d, emit, ectx);
     emit(ectx, "# HELP cutover_store_ok 0 once the store was deleted, replaced or failed a write "
                "for integrity reasons, or is corrupt and was opened read-only: changes are refused "
@@ -908,6 +971,57 @@ static int take_listener(const char *name, const char *addr, int backlog)
     return fd >= 0 ? fd : listen_tcp(addr, backlog);
 }
 
+/* Builds the certificates of every TLS listener (the config checked the files already; they are
+ * read again here, so a file changed in between is caught too). */
+static struct tls_server *tls_from_config(const struct config_tls *t, char *err, size_t errlen)
+{
+    struct tls_server *s = NULL;
+    if (t->ncerts == 0)
+        return NULL;
+    struct tls_pair *pairs = xcalloc(t->ncerts, sizeof(*pairs));
+    for (size_t i = 0; i < t->ncerts; i++) {
+        pairs[i].cert = t->certs[i].cert;
+        pairs[i].key = t->certs[i].key;
+    }
+    if (tls_server_new(&s, pairs, t->ncerts, err, errlen) < 0)
+        s = NULL;
+    free(pairs);
+    return s;
+}
+
+static int open_tls(struct daemon *d, char *err, size_t errlen)
+{
+    d->tls = xcalloc(d->cfg->nservices + 1, sizeof(*d->tls));
+    for (size_t j = 0; j < d->cfg->nservices; j++) {
+        const struct config_service *svc = &d->cfg->services[j];
+        char why[1024];
+        if (svc->tls.ncerts == 0)
+            continue;
+        if ((d->tls[j] = tls_from_config(&svc->tls, why, sizeof(why))) == NULL) {
+            snprintf(err, errlen, "services.%s.tls: %.900s", svc->name, why);
+            return -EINVAL;
+        }
+    }
+    for (size_t j = 0; j < d->cfg->nservices; j++)
+        for (size_t k = 0; d->tls[j] != NULL && k < tls_server_ncerts(d->tls[j]); k++) {
+            int64_t left = tls_server_not_after(d->tls[j], k) - (int64_t)time(NULL);
+            if (left < 14 * 86400) {
+                char days[32];
+                snprintf(days, sizeof(days), "%lld", (long long)(left / 86400));
+                log_warn("TLS certificate expires soon", "service", d->cfg->services[j].name,
+                         "cert", d->cfg->services[j].tls.certs[k].cert, "days_left", days);
+            }
+        }
+    if (d->cfg->admin_tls.ncerts > 0) {
+        char why[1024];
+        if ((d->admin_tls = tls_from_config(&d->cfg->admin_tls, why, sizeof(why))) == NULL) {
+            snprintf(err, errlen, "admin.tls: %.900s", why);
+            return -EINVAL;
+        }
+    }
+    return 0;
+}
+
 /* Opens (or takes over from a predecessor or systemd) the listening sockets of every service. */
 static int open_listeners(struct daemon *d, char *err, size_t errlen)
 {
@@ -1102,6 +1216,10 @@ int serve_main(int argc, char **argv)
     if (d.nt != NULL)
         store_add_listener(d.st, on_event_notify, &d);
     d.loop = uv_default_loop();
+    if (open_tls(&d, err, sizeof(err)) < 0) {
+        start_failed("cannot load the TLS certificates", err);
+        goto out;
+    }
     if (open_listeners(&d, err, sizeof(err)) < 0) {
         start_failed("cannot listen", err);
         goto out;
@@ -1112,12 +1230,15 @@ int serve_main(int argc, char **argv)
                               .series = on_series,
                               .handover = begin_handover,
                               .ctx = &d,
-                              .upgrade_dir = d.cfg->admin_upgrade_dir};
+                              .upgrade_dir = d.cfg->admin_upgrade_dir,
+                              .cfg = d.cfg};
     int takeover = inherited > 0 || getenv("CUTOVER_READY_FD") != NULL;
     rc = api_start(&d.api, d.loop, sock, NULL, &hooks, takeover, err, sizeof(err));
     free(sock);
     if (rc == 0)
         api_attach_store(d.api, d.st);
+    if (rc == 0 && d.admin_fd >= 0 && d.admin_tls != NULL)
+        api_set_tls(d.api, d.admin_tls);
     if (rc == 0 && d.admin_fd >= 0)
         rc = api_listen_tcp(d.api, d.admin_fd, d.cfg->tokens, d.cfg->ntokens, err, sizeof(err));
     if (rc < 0) {
@@ -1154,6 +1275,7 @@ int serve_main(int argc, char **argv)
                 specs[i].proto = &tcp_proto;
             specs[i].trusted = &d.trusted[specs[i].service_id];
             specs[i].proxy_protocol = d.cfg->services[specs[i].service_id].proxy_protocol;
+            specs[i].tls = d.tls[specs[i].service_id];
         }
     }
     d.workers = xcalloc((size_t)d.cfg->workers, sizeof(*d.workers));
@@ -1243,6 +1365,10 @@ out:
     if (d.admin_fd >= 0)
         close(d.admin_fd);
     store_free(d.st);
+    for (size_t j = 0; d.tls != NULL && j < d.cfg->nservices; j++)
+        tls_server_free(d.tls[j]);
+    free(d.tls);
+    tls_server_free(d.admin_tls);
     free(d.backup_err);
     if (d.lock_fd >= 0)
         close(d.lock_fd); /* last: the store is closed before another daemon may open it */

@@ -96,6 +96,18 @@ static const char *const migrations[] = {
     "  k INTEGER PRIMARY KEY CHECK (k = 1),"
     "  event_id INTEGER NOT NULL);"
     "INSERT INTO outbox_mark SELECT 1, COALESCE(MAX(id), 0) FROM events;",
+    /* 4: the audit log of the admin API (store_audit_add). */
+    "CREATE TABLE audit ("
+    "  id INTEGER PRIMARY KEY,"
+    "  ts_ms INTEGER NOT NULL,"
+    "  actor TEXT,"
+    "  channel TEXT NOT NULL,"
+    "  peer TEXT,"
+    "  method TEXT NOT NULL,"
+    "  path TEXT NOT NULL,"
+    "  status INTEGER NOT NULL,"
+    "  outcome TEXT);"
+    "CREATE INDEX audit_ts ON audit (ts_ms);",
 };
 
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
@@ -128,6 +140,8 @@ enum stmt_id {
     ST_CHANGE_LIST_ALL,
     ST_CHANGE_LIST_SERVICE,
     ST_CHANGE_LIST_RUNNING,
+    ST_CHANGE_LIST_SCHEDULED,
+    ST_CHANGE_START_SCHEDULED,
     ST_EVENT_ADD,
     ST_EVENT_LIST,
     ST_EVENT_SINCE,
@@ -193,6 +207,12 @@ static const char *const stmt_sql[ST_COUNT] = {
                                "ORDER BY id DESC LIMIT ?2",
     [ST_CHANGE_LIST_RUNNING] = "SELECT " CHANGE_COLUMNS
                                " FROM changes WHERE state = '" STORE_CHANGE_RUNNING "' ORDER BY id",
+    [ST_CHANGE_LIST_SCHEDULED] =
+        "SELECT " CHANGE_COLUMNS " FROM changes WHERE state = '" STORE_CHANGE_SCHEDULED
+        "' ORDER BY id",
+    [ST_CHANGE_START_SCHEDULED] = "UPDATE changes SET state = '" STORE_CHANGE_RUNNING
+                                  "', from_version = ?2, message = ?3, updated_ms = ?4 "
+                                  "WHERE id = ?1 AND state = '" STORE_CHANGE_SCHEDULED "'",
     [ST_EVENT_ADD] = "INSERT INTO events (change_id, ts_ms, type, message) VALUES (?1, ?2, ?3, ?4)",
     [ST_EVENT_LIST] = "SELECT id, change_id, ts_ms, type, message FROM events "
                       "WHERE change_id = ?1 ORDER BY id",
@@ -238,6 +258,7 @@ static int events_heard(const struct store *st);
 static const char *const change_states[] = {
     STORE_CHANGE_RUNNING,     STORE_CHANGE_COMPLETED, STORE_CHANGE_FAILED,
     STORE_CHANGE_ROLLED_BACK, STORE_CHANGE_ABORTED,   STORE_CHANGE_INTERRUPTED,
+    STORE_CHANGE_SCHEDULED,
 };
 
 /* --- helpers ------------------------------------------------------------------------------ */
@@ -1007,6 +1028,30 @@ int store_change_list_running(struct store *st, struct store_change **out, size_
     return change_collect(st, stmt_get(st, ST_CHANGE_LIST_RUNNING), out, n);
 }
 
+int store_change_list_scheduled(struct store *st, struct store_change **out, size_t *n)
+{
+    *out = NULL;
+    *n = 0;
+    return change_collect(st, stmt_get(st, ST_CHANGE_LIST_SCHEDULED), out, n);
+}
+
+int store_change_start_scheduled(struct store *st, int64_t id, const char *from,
+                                 const char *message)
+{
+    sqlite3_stmt *s = stmt_get(st, ST_CHANGE_START_SCHEDULED);
+    int rc = 0;
+    if (sqlite3_bind_int64(s, 1, id) != SQLITE_OK || bind_text(s, 2, from) != SQLITE_OK ||
+        bind_text(s, 3, message) != SQLITE_OK ||
+        sqlite3_bind_int64(s, 4, store_now_ms()) != SQLITE_OK)
+        rc = sql_fail(st);
+    else if (sqlite3_step(s) != SQLITE_DONE)
+        rc = sql_fail(st);
+    else if (sqlite3_changes(st->db) == 0)
+        rc = set_fail(st, -ENOENT, "no scheduled change with that id");
+    stmt_done(s);
+    return rc;
+}
+
 void store_change_done(struct store_change *c)
 {
     if (c == NULL)
@@ -1501,6 +1546,22 @@ int store_outbox_counts(struct store *st, int64_t change_id, struct store_outbox
     return rc;
 }
 
+int store_outbox_pending_total(struct store *st, int64_t *n)
+{
+    sqlite3_stmt *s = NULL;
+    int rc = outbox_prepare(
+        st, "SELECT COUNT(*) FROM outbox WHERE state = '" STORE_OUTBOX_PENDING "'", &s);
+    *n = 0;
+    if (rc != 0)
+        return rc;
+    if (sqlite3_step(s) == SQLITE_ROW)
+        *n = sqlite3_column_int64(s, 0);
+    else
+        rc = sql_fail(st);
+    sqlite3_finalize(s);
+    return rc;
+}
+
 void store_outbox_done(struct store_outbox *o)
 {
     if (o == NULL)
@@ -1918,4 +1979,104 @@ int store_recover(const char *path, const char *backup, char *what, size_t n)
         snprintf(what, n, "the store %s was corrupt (%s); kept as %s, restored from the backup %s",
                  path, problem, kept, backup);
     return STORE_RECOVER_RESTORED;
+}
+
+/* --- audit log ------------------------------------------------------------------------------ */
+
+int store_audit_add(struct store *st, const struct store_audit *a, int wait_ms)
+{
+    static const char sql[] =
+        "INSERT INTO audit (ts_ms, actor, channel, peer, method, path, status, outcome) "
+        "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
+    sqlite3_stmt *s = NULL;
+    int rc = 0;
+    if (!sqlite3_get_autocommit(st->db))
+        return set_fail(st, -EINVAL, "a transaction is already open");
+    sqlite3_busy_timeout(st->db, wait_ms > 0 ? wait_ms : 0);
+    if (sqlite3_prepare_v2(st->db, sql, -1, &s, NULL) != SQLITE_OK ||
+        sqlite3_bind_int64(s, 1, store_now_ms()) != SQLITE_OK || bind_text(s, 2, a->actor) ||
+        bind_text(s, 3, a->channel) || bind_text(s, 4, a->peer) || bind_text(s, 5, a->method) ||
+        bind_text(s, 6, a->path) || sqlite3_bind_int(s, 7, a->status) != SQLITE_OK ||
+        bind_text(s, 8, a->outcome)) {
+        rc = sql_fail(st);
+    } else if (sqlite3_step(s) != SQLITE_DONE) {
+        rc = sqlite3_errcode(st->db) == SQLITE_BUSY ? set_fail(st, -EBUSY, "the store is locked")
+                                                    : sql_fail(st);
+    }
+    sqlite3_finalize(s);
+    int64_t id = rc == 0 ? sqlite3_last_insert_rowid(st->db) : 0;
+    if (id > STORE_AUDIT_KEEP && id % 1000 == 0) {
+        /* Now and then, not on every row: a flood of refused attempts cannot grow the file
+         * without bound, and the common insert stays one statement. */
+        char *del = sqlite3_mprintf("DELETE FROM audit WHERE id <= %lld",
+                                    (long long)(id - STORE_AUDIT_KEEP));
+        sqlite3_exec(st->db, del, NULL, NULL, NULL);
+        sqlite3_free(del);
+    }
+    sqlite3_busy_timeout(st->db, BUSY_TIMEOUT_MS);
+    return rc;
+}
+
+static char *col_dup(sqlite3_stmt *s, int i)
+{
+    const unsigned char *t = sqlite3_column_text(s, i);
+    return t ? xstrdup((const char *)t) : NULL;
+}
+
+int store_audit_list(struct store *st, int64_t since_ms, size_t limit, struct store_audit **out,
+                     size_t *n)
+{
+    static const char sql[] =
+        "SELECT * FROM (SELECT id, ts_ms, actor, channel, peer, method, path, status, outcome "
+        "FROM audit WHERE ts_ms > ?1 ORDER BY id DESC LIMIT ?2) ORDER BY id";
+    sqlite3_stmt *s = NULL;
+    size_t cap = 0;
+    int rc = 0, step;
+    *out = NULL;
+    *n = 0;
+    if (sqlite3_prepare_v2(st->db, sql, -1, &s, NULL) != SQLITE_OK ||
+        sqlite3_bind_int64(s, 1, since_ms) != SQLITE_OK ||
+        sqlite3_bind_int64(s, 2, limit ? (sqlite3_int64)limit : DEFAULT_LIST_LIMIT) != SQLITE_OK) {
+        rc = sql_fail(st);
+        goto out;
+    }
+    while ((step = sqlite3_step(s)) == SQLITE_ROW) {
+        if (*n == cap) {
+            cap = cap ? cap * 2 : 16;
+            *out = xrealloc(*out, cap * sizeof(**out));
+        }
+        struct store_audit *a = &(*out)[(*n)++];
+        a->id = sqlite3_column_int64(s, 0);
+        a->ts_ms = sqlite3_column_int64(s, 1);
+        a->actor = col_dup(s, 2);
+        a->channel = col_dup(s, 3);
+        a->peer = col_dup(s, 4);
+        a->method = col_dup(s, 5);
+        a->path = col_dup(s, 6);
+        a->status = sqlite3_column_int(s, 7);
+        a->outcome = col_dup(s, 8);
+    }
+    if (step != SQLITE_DONE)
+        rc = sql_fail(st);
+out:
+    sqlite3_finalize(s);
+    if (rc < 0) {
+        store_audit_list_free(*out, *n);
+        *out = NULL;
+        *n = 0;
+    }
+    return rc;
+}
+
+void store_audit_list_free(struct store_audit *v, size_t n)
+{
+    for (size_t i = 0; v != NULL && i < n; i++) {
+        free(v[i].actor);
+        free(v[i].channel);
+        free(v[i].peer);
+        free(v[i].method);
+        free(v[i].path);
+        free(v[i].outcome);
+    }
+    free(v);
 }

@@ -59,6 +59,7 @@ void store_strv_free(char **v);
 
 /* States a change goes through; terminal ones end it. */
 #define STORE_CHANGE_RUNNING "running"
+#define STORE_CHANGE_SCHEDULED "scheduled"     /* deploy --at: waits in the daemon for its time */
 #define STORE_CHANGE_COMPLETED "completed"     /* terminal */
 #define STORE_CHANGE_FAILED "failed"           /* terminal: never took traffic, or gave it back */
 #define STORE_CHANGE_ROLLED_BACK "rolled_back" /* terminal */
@@ -111,6 +112,14 @@ int store_change_list(struct store *st, const char *service, size_t limit,
 
 /* Lists the changes in state "running" (oldest first), for recovery after a restart. */
 int store_change_list_running(struct store *st, struct store_change **out, size_t *n);
+
+/* Lists the changes in state "scheduled" (oldest first): deploys that wait for their time. */
+int store_change_list_scheduled(struct store *st, struct store_change **out, size_t *n);
+
+/* A scheduled change starts: state running, from_version from (what is live now), message.
+ * -ENOENT when id is not a scheduled change. */
+int store_change_start_scheduled(struct store *st, int64_t id, const char *from,
+                                 const char *message);
 
 /* Frees the strings of one change (not the struct itself). NULL is a no-op. */
 void store_change_done(struct store_change *c);
@@ -279,7 +288,33 @@ struct store_outbox_counts {
 /* Counts the deliveries of change_id's events by state. Free out->last_error. */
 int store_outbox_counts(struct store *st, int64_t change_id, struct store_outbox_counts *out);
 
+/* Counts the deliveries of every change still pending (for /metrics). */
+int store_outbox_pending_total(struct store *st, int64_t *n);
+
 /* Frees the strings of o (not o). NULL is a no-op. */
 void store_outbox_done(struct store_outbox *o);
+
+/* --- audit log: every admin API action and every refused attempt (docs/api.md "Audit") --- */
+
+struct store_audit {
+    int64_t id, ts_ms;
+    char *actor;   /* who the request acted as (a person, a token's name, a unix user), or NULL */
+    char *channel; /* "unix" or "tcp" */
+    char *peer;    /* "uid 1000 (alice)" or "127.0.0.1:40412, token lead" */
+    char *method, *path;
+    int status;    /* the HTTP status answered */
+    char *outcome; /* the error sentence, or what it did; may be NULL */
+};
+
+/* Appends a to the audit log, waiting at most wait_ms for another writer; keeps the newest
+ * STORE_AUDIT_KEEP rows. -EBUSY when the store stayed locked. */
+#define STORE_AUDIT_KEEP 100000
+int store_audit_add(struct store *st, const struct store_audit *a, int wait_ms);
+
+/* Lists entries newer than since_ms (0: all), oldest first, the newest limit of them. Free with
+ * store_audit_list_free. */
+int store_audit_list(struct store *st, int64_t since_ms, size_t limit, struct store_audit **out,
+                     size_t *n);
+void store_audit_list_free(struct store_audit *v, size_t n);
 
 #endif

@@ -116,7 +116,7 @@ def test_every_request_needs_a_token_with_the_role_for_it(backend, daemon, tmp_p
     st, _, _ = call(d, "GET", "/api/v1/services", token=VIEW[:-1] + "1")
     assert st == 401
     st, body, _ = call(d, "GET", "/api/v1/services/web", token=VIEW)
-    assert st == 200 and live_name(body) == "initial", (st, body)
+    assert st == 200 and live_name(body) == "v1", (st, body)
     st, body, _ = call(d, "GET", "/metrics", token=VIEW)
     assert st == 200 and "cutover_requests_total" in body
 
@@ -131,7 +131,7 @@ def test_every_request_needs_a_token_with_the_role_for_it(backend, daemon, tmp_p
     # Nor replace the daemon (admin only).
     st, body, _ = call(d, "POST", "/api/v1/upgrade", token=ALICE, body={})
     assert st == 403 and "admin" in body["error"], (st, body)
-    assert d.history() == [] and live_name(d.status()) == "initial"
+    assert d.history() == [] and live_name(d.status()) == "v1"
 
     # The CLI refuses a viewer with the daemon's sentence and a failing exit.
     r = tcli(d, VIEW, "deploy", "web", "v2", "--target", v2.addr)

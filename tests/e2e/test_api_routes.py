@@ -22,6 +22,7 @@ ROUTES = [
     ("GET", "/api/v1/services/web/series", "viewer", None),
     ("GET", "/api/v1/events?service=nope", "viewer", None),
     ("GET", "/api/v1/session", "viewer", None),
+    ("GET", "/api/v1/audit", "operator", None),
     ("DELETE", "/api/v1/session", "viewer", None),
     ("POST", "/api/v1/services/web/deploy", "operator", {"nope": 1}),
     ("POST", "/api/v1/services/web/rollback", "operator", {"nope": 1}),

@@ -177,6 +177,15 @@ BAD_CONFIGS = {
     "on-live-failure-unknown": (
         lambda t: t.replace("    drain_timeout:", "    on_live_failure: retry\n    drain_timeout:"),
         "on_live_failure", "on_live_failure: retry"),
+    "risk-policy-not-a-bool": (
+        lambda t: t.replace("    drain_timeout:",
+                            "    risk_policy: {high: {ticket: sometimes}}\n    drain_timeout:"),
+        "risk_policy.high.ticket", "risk_policy:"),
+    "version-not-a-name": (
+        lambda t: t.replace("    drain_timeout:", "    version: v1 beta\n    drain_timeout:"),
+        "version", "version: v1 beta"),
+    "version-without-targets": (
+        lambda t: re.sub(r"    targets: .*\n", "    version: blue\n", t), "version", "version: blue"),
     "allow-self-not-a-bool": (
         lambda t: t.replace("    targets:", "    plan: canary\n    targets:")
         + "plans:\n  canary:\n    steps:\n      - approval: {approvers: [lead], "

@@ -95,15 +95,15 @@ def test_live_version_turning_unhealthy_is_rolled_back_under_load(backend, daemo
         return c if c["kind"] == "rollback" and c["state"] == "completed" else None
     ch = wait_for(rolled_back, 10, "cutover to roll back on its own")
     assert ch["actor"] == "cutover", ch
-    assert ch["from"] == "v2" and ch["to"] == "initial", ch  # v1 is the configured targets
+    assert ch["from"] == "v2" and ch["to"] == "v1", ch  # v1 is the configured targets
     assert "v2" in (ch.get("reason") or "") and "failed" in ch["reason"], ch
-    assert live_name(d.status()) == "initial"
+    assert live_name(d.status()) == "v1"
     assert_clean(load.result())
     assert body_of(d.port) == "v1\n"
     # It does not ping-pong: v2 healthy again stays previous, v1 stays live.
     v2.set_healthy(True)
     time.sleep(1)
-    assert live_name(d.status()) == "initial" and d.history()[0]["id"] == ch["id"]
+    assert live_name(d.status()) == "v1" and d.history()[0]["id"] == ch["id"]
 
 
 @pytest.mark.xdist_group("load")
@@ -406,7 +406,7 @@ analysis: {interval: 500ms, min_requests: 20, max_error_rate: 0.05, max_p99_late
     assert audit["plan"]["name"] == "g" and len(audit["plan"]["steps"]) == 3, audit
     assert audit["plan"]["analysis"]["max_error_rate"] == 0.05, audit
     assert "max_p99_latency_ratio" not in audit["plan"]["analysis"], audit
-    assert audit["from"] == {"version": "initial", "targets": [v1.addr]}, audit
+    assert audit["from"] == {"version": "v1", "targets": [v1.addr]}, audit
     assert audit["to"]["version"] == "v2" and audit["to"]["targets"] == [v2.addr], audit
     assert isinstance(ch["duration_ms"], int) and ch["duration_ms"] >= 2000, ch
     gates = [s.get("gate") for s in ch["detail"]["steps"] if s.get("gate")]

@@ -154,8 +154,8 @@ def test_an_action_on_a_change_that_moved_on_is_refused_and_says_what_happened(b
     assert st == 409 and "has ended (completed)" in doc["error"] and "nothing was done" in doc["error"], (st, doc)
     # A rollback names the live version it saw: refused once another version went live.
     st, doc, _ = call(d, "POST", "/api/v1/services/web/rollback", token=ALICE,
-                      body={"expect_live": "initial"})
-    assert st == 409 and "is v2 now, not initial" in doc["error"], (st, doc)
+                      body={"expect_live": "v1"})
+    assert st == 409 and "is v2 now, not v1" in doc["error"], (st, doc)
     assert d.status()["live"]["name"] == "v2"
     # A change still running but at another step than the one seen.
     r = tcli(d, LEAD, "deploy", "web", "v3", "--target", v1.addr, "--plan", "hold")
@@ -202,7 +202,7 @@ def test_series_give_each_serving_version_its_rate_errors_and_p99(backend, daemo
     st, doc, _ = call(d, "GET", "/api/v1/services/web/series", token=VIEW)
     assert st == 200 and doc["every_s"] == 2 and doc["window_s"] == 900, doc
     lines = {v["version"]: v["points"] for v in doc["versions"]}
-    assert set(lines) == {"initial", "v2"}, lines
+    assert set(lines) == {"v1", "v2"}, lines
     for name, pts in lines.items():
         assert len(pts) >= 1, (name, pts)
         t, rps, err, p99 = pts[-1]

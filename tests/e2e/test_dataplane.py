@@ -123,7 +123,7 @@ def wait_drained_event(d, change_id, until):
 
 def longlived_of(svc, addr):
     """longlived of the version (live or previous) whose target is `addr`; None if neither.
-    (The config's targets form a version the daemon names itself, e.g. "initial".)"""
+    (The config's targets form a version the daemon names itself, "v1" unless `version:` says otherwise.)"""
     for key in ("live", "previous"):
         v = svc.get(key) or {}
         if addr in [t.get("address") for t in v.get("targets", [])]:

@@ -20,7 +20,7 @@ import time
 
 import pytest
 
-from conftest import body_of, run_cli, wait_body
+from conftest import body_of, live_name, run_cli, wait_body
 
 UTC = datetime.timezone.utc
 
@@ -233,8 +233,8 @@ def test_plan_prints_the_written_plan_and_changes_nothing(backend, daemon, tmp_p
     assert [s["owner"] for s in p["steps"]] == ["lead", "lead", "ops", "lead", "lead"]
     assert all(s["notify"] == ["webhook http://127.0.0.1:9"] for s in p["steps"]), p["steps"]
     assert "SECRET" not in r.stdout
-    # The targets of the config are the version "initial".
-    assert "users back on initial at once" in p["steps"][0]["plan_b"], p["steps"][0]
+    # The targets of the config are the version "v1" (the default name).
+    assert "users back on v1 at once" in p["steps"][0]["plan_b"], p["steps"][0]
     assert "drained in drain_timeout 1s" in p["steps"][0]["plan_b"]
     assert "cutover rollback" in p["after"]["plan_b"]
     t = p["time_to_full_s"]
@@ -242,7 +242,7 @@ def test_plan_prints_the_written_plan_and_changes_nothing(backend, daemon, tmp_p
     assert t["worst"] == 185, t  # 60 s + 120 s of pauses, deploy_timeout 5 s for the health
     assert p["time_to_rollback_worst_s"] == 6  # deploy_timeout 5 s + drain 1 s
     assert [w["name"] for w in p["freeze_windows"]] == ["year-end"]  # starts in 60 s
-    assert p["frozen_now"] is None and p["from"] == "initial" and p["plan"] == "canary"
+    assert p["frozen_now"] is None and p["from"] == "v1" and p["plan"] == "canary"
     # Text and Markdown carry the same plan.
     r = d.cli("plan", "web", "v2")
     assert r.returncode == 0 and "Plan B: abort" in r.stdout and "owner ops" in r.stdout, r.stdout
@@ -297,3 +297,32 @@ def test_a_deploy_keeps_its_written_plan_in_the_record(backend, daemon, wrk):
     assert d.cli("abort", "web").returncode == 0
     wait_body(d.port, "v1\n")
     assert_clean(load.result())
+
+
+def test_risk_policy_refuses_what_it_asks_for_and_changes_nothing(backend, daemon):
+    """risk_policy: every deploy states its risk; medium and high name a ticket; high needs an
+    approval before the first step that moves users' traffic."""
+    v1, v2 = backend("v1"), backend("v2")
+    d = daemon([v1], service_extra="    risk_policy: {require: true, medium: {ticket: true}, "
+               "high: {ticket: true, approval_first: true}}\n",
+               top_extra="plans:\n  fast: {steps: [{weight: 10}, {weight: 100}]}\n"
+               "  careful: {steps: [{approval: {approvers: [lead]}}, {weight: 10}, "
+               "{weight: 100}]}\n")
+    d.start(expect="v1\n")
+    dep = ["deploy", "web", "v2", "--target", v2.addr]
+    for extra, needle in [([], "state its risk"),
+                          (["--risk", "medium"], "--ticket"),
+                          (["--risk", "high", "--ticket", "CHG-9"], "instant switch"),
+                          (["--risk", "high", "--ticket", "CHG-9", "--plan", "fast"],
+                           "plan fast moves traffic at step 1")]:
+        r = d.cli(*dep, *extra)
+        assert r.returncode == 2 and needle in r.stderr, (extra, r.stdout + r.stderr)
+    assert d.history() == [] and live_name(d.status()) == "v1"
+    r = d.cli(*dep, "--risk", "high", "--ticket", "CHG-9", "--plan", "careful", "--json")
+    assert r.returncode == 0, r.stdout + r.stderr
+    c = json.loads(r.stdout)
+    assert c["state"] == "running", c
+    d.cli("abort", "web")
+    r = d.cli(*dep, "--risk", "low")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert live_name(d.status()) == "v2"

@@ -141,7 +141,7 @@ def test_an_actor_that_is_not_a_name_and_a_long_reason_are_refused(backend, daem
     st, body = d.api("POST", "/api/v1/services/web/rollback", {"reason": "r" * 5000})
     assert st == 400 and body["error"].startswith("reason: at most 1024 bytes"), body
     assert d.history() == before, "a refused request recorded a change"
-    assert live_name(d.status()) == "initial"
+    assert live_name(d.status()) == "v1"
     # A reason of exactly the limit, and an approval with a hostile actor.
     r = d.cli("deploy", "web", "v2", "--target", v2.addr, "--plan", "appr", "--reason", "r" * 1024,
               timeout=30)

@@ -179,9 +179,9 @@ def test_backup_written_after_each_ended_change(backend, daemon):
     bak = d.state_dir / "cutover.db.backup"
     wait_for(bak.exists, 5, "a first backup at start")
     assert (bak.stat().st_mode & 0o777) == 0o600, oct(bak.stat().st_mode)
-    assert backup_live(bak)[0] == "initial"
+    assert backup_live(bak)[0] == "v1"
     deploy(d, "v2", v2.addr)
-    wait_for(lambda: backup_live(bak) == ("v2", "initial"), 5, "the backup recording v2 live")
+    wait_for(lambda: backup_live(bak) == ("v2", "v1"), 5, "the backup recording v2 live")
     deploy(d, "v3", v3.addr)
     wait_for(lambda: backup_live(bak) == ("v3", "v2"), 5, "the backup recording v3 live")
     r = d.cli("rollback", "web", timeout=30)
@@ -206,7 +206,7 @@ def test_restart_with_store_deleted_restores_backup(backend, daemon):
     log = d.log()
     assert "the store was restored from its backup" in log and "was missing" in log, log[-3000:]
     svc = d.status()
-    assert live_name(svc) == "v2" and (svc.get("previous") or {}).get("name") == "initial", svc
+    assert live_name(svc) == "v2" and (svc.get("previous") or {}).get("name") == "v1", svc
     assert [c["to"] for c in d.history()][:1] == ["v2"]
     assert store_ok(d) == 1
 

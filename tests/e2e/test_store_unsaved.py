@@ -137,7 +137,7 @@ def test_plan_end_with_the_store_locked_switches_now_and_saves_later(backend, da
         code, body = d.api("POST", f"/api/v1/changes/{cid}/promote", {"actor": "t"})
         assert code == 409 and "has ended (completed)" in body["error"], (code, body)
         # The store is still what it was: the plan's last recorded step.
-        assert stored(d, cid) == ("running", "initial")
+        assert stored(d, cid) == ("running", "v1")
     finally:
         lock.release()
 
@@ -163,12 +163,12 @@ def test_abort_with_the_store_locked_moves_users_back_now_and_saves_later(backen
         u = wait_unsaved(d, "aborted")
         assert u["change"] == cid, u
         wait_all_on(d, "v1")
-        assert live_name(d.status()) == "initial"  # the configured targets
+        assert live_name(d.status()) == "v1"  # the configured targets
         refused_meanwhile(d, v2.addr)
-        assert stored(d, cid) == ("running", "initial")
+        assert stored(d, cid) == ("running", "v1")
     finally:
         lock.release()
 
-    wait_saved(d, cid, "aborted", "initial")
+    wait_saved(d, cid, "aborted", "v1")
     assert Counter(split_users(d.port, USERS).values()) == {"v1": len(USERS)}
     assert d.alive()

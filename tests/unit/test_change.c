@@ -169,6 +169,16 @@ static int fs_merge(void *ctx, int64_t id, const char *key, const char *value)
     return rc;
 }
 
+static int fs_start_scheduled(void *ctx, int64_t id, const char *from, const char *message)
+{
+    struct fake_store *f = ctx;
+    (void)message;
+    int rc = fake_write(f);
+    if (rc == 0)
+        fake_row(f, "start %lld from %s", (long long)id, from ? from : "-");
+    return rc;
+}
+
 static const char *fs_errmsg(void *ctx)
 {
     (void)ctx;
@@ -186,6 +196,7 @@ static const struct change_store fake_ops = {
     .live = fs_live,
     .targets = fs_targets,
     .merge = fs_merge,
+    .start_scheduled = fs_start_scheduled,
     .errmsg = fs_errmsg,
 };
 
@@ -508,6 +519,54 @@ static void test_create_refused_at_every_write(void **state)
     assert_int_equal(fx->eng.deadlines, 1);
 }
 
+/* deploy --at: the record waits in state scheduled without touching the machine; at its time
+ * the same row starts (no second row), and a refused start leaves the machine idle. */
+static void test_scheduled_change_is_recorded_then_started(void **state)
+{
+    struct fixture *fx = *state;
+    struct change_new n = {.kind = CHANGE_DEPLOY,
+                           .from = "v1",
+                           .to = "v2",
+                           .actor = "alice",
+                           .message = "deploy v2 scheduled"};
+    int64_t id = 0;
+    fx->st.fail_at = 2;
+    assert_int_equal(change_record_scheduled(&fx->c, &n, &id), -EIO);
+    assert_int_equal(fx->st.nrows, 0);
+    memset(&fx->st, 0, sizeof(fx->st));
+    assert_int_equal(change_record_scheduled(&fx->c, &n, &id), 0);
+    assert_int_equal(id, 1);
+    assert_true(has_row(&fx->st, "insert 1 deploy v2"));
+    assert_true(has_row(&fx->st, "event 1 scheduled"));
+    assert_int_equal(fx->c.state, CHANGE_IDLE);
+    assert_int_equal(fx->c.id, 0);
+    /* Its time: the start is refused once (nothing taken), then taken on the same row. */
+    static const char *const targets[] = {"127.0.0.1:9001"};
+    struct change_new go = {.kind = CHANGE_DEPLOY,
+                            .from = "v1.5",
+                            .to = "v2",
+                            .actor = "alice",
+                            .message = "deploy v2",
+                            .targets = targets,
+                            .ntargets = 1,
+                            .deadline_ms = 20,
+                            .scheduled_id = id};
+    int rows = fx->st.nrows;
+    fx->st.fail_at = 3;
+    fx->st.writes = 0;
+    assert_int_equal(change_record_create(&fx->c, &go), -EIO);
+    assert_int_equal(fx->c.state, CHANGE_IDLE);
+    assert_int_equal(fx->st.nrows, rows);
+    fx->st.fail_at = 0;
+    assert_int_equal(change_record_create(&fx->c, &go), 0);
+    assert_int_equal(fx->c.id, id);
+    assert_int_equal(fx->c.state, CHANGE_HEALTH);
+    assert_true(has_row(&fx->st, "start 1 from v1.5"));
+    assert_true(has_row(&fx->st, "event 1 started"));
+    assert_false(has_row(&fx->st, "insert 2 deploy v2"));
+    transitions_checked += 2;
+}
+
 /* Every transition that records an event first: refused by the store, it is not taken. */
 static void test_fire_refused_is_not_taken(void **state)
 {
@@ -716,6 +775,8 @@ int main(void)
         cmocka_unit_test(test_every_input_in_every_state),
         cmocka_unit_test(test_rows_that_depend_on_facts),
         cmocka_unit_test_setup_teardown(test_create_refused_at_every_write, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_scheduled_change_is_recorded_then_started, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_fire_refused_is_not_taken, setup, teardown),
         cmocka_unit_test_setup_teardown(test_end_refused_stands_and_is_retried, setup, teardown),
         cmocka_unit_test_setup_teardown(test_end_refused_at_every_write, setup, teardown),

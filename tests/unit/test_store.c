@@ -121,7 +121,7 @@ static void test_open_creates_private_wal_file(void **state)
     /* The WAL file exists while a handle is open and inherits the database's mode. */
     assert_int_equal(stat(db_path("open.db-wal"), &sb), 0);
     assert_int_equal(sb.st_mode & 0777, 0600);
-    assert_int_equal(raw_int(db_path("open.db"), "PRAGMA user_version"), 3);
+    assert_int_equal(raw_int(db_path("open.db"), "PRAGMA user_version"), 4);
     assert_int_equal(
         raw_int(db_path("open.db"), "SELECT journal_mode = 'wal' FROM pragma_journal_mode"), 1);
     assert_int_equal(raw_int(db_path("open.db"),
@@ -147,7 +147,7 @@ static void test_reopen_keeps_data_and_schema(void **state)
     assert_null(prev);
     free(live);
     store_free(st);
-    assert_int_equal(raw_int(db_path("reopen.db"), "PRAGMA user_version"), 3);
+    assert_int_equal(raw_int(db_path("reopen.db"), "PRAGMA user_version"), 4);
 }
 
 static void test_open_existing_empty_file(void **state)
@@ -162,6 +162,42 @@ static void test_open_existing_empty_file(void **state)
 }
 
 /* Managed instances are recorded so a restarted daemon adopts them instead of starting twice. */
+static void test_audit_add_list_and_window(void **state)
+{
+    (void)state;
+    struct store *st = open_ok("audit.db");
+    struct store_audit a = {.actor = "alice",
+                            .channel = "unix",
+                            .peer = "uid 1000 (alice)",
+                            .method = "POST",
+                            .path = "/api/v1/services/web/deploy",
+                            .status = 200,
+                            .outcome = "change 1"};
+    assert_int_equal(store_audit_add(st, &a, 50), 0);
+    a.actor = NULL; /* a refused request without a token has no actor */
+    a.channel = "tcp";
+    a.status = 401;
+    a.outcome = NULL;
+    assert_int_equal(store_audit_add(st, &a, 50), 0);
+    struct store_audit *v = NULL;
+    size_t n = 0;
+    assert_int_equal(store_audit_list(st, 0, 10, &v, &n), 0);
+    assert_int_equal(n, 2);
+    assert_string_equal(v[0].actor, "alice"); /* oldest first */
+    assert_string_equal(v[0].outcome, "change 1");
+    assert_null(v[1].actor);
+    assert_int_equal(v[1].status, 401);
+    store_audit_list_free(v, n);
+    assert_int_equal(store_audit_list(st, 0, 1, &v, &n), 0); /* the newest one */
+    assert_int_equal(n, 1);
+    assert_int_equal(v[0].status, 401);
+    store_audit_list_free(v, n);
+    assert_int_equal(store_audit_list(st, store_now_ms() + 1000, 10, &v, &n), 0);
+    assert_int_equal(n, 0);
+    store_audit_list_free(v, n);
+    store_free(st);
+}
+
 static void test_instances_put_list_delete(void **state)
 {
     (void)state;
@@ -1321,6 +1357,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_open_creates_private_wal_file),
         cmocka_unit_test(test_instances_put_list_delete),
+        cmocka_unit_test(test_audit_add_list_and_window),
         cmocka_unit_test(test_reopen_keeps_data_and_schema),
         cmocka_unit_test(test_open_existing_empty_file),
         cmocka_unit_test(test_refuses_newer_schema),
