@@ -8,10 +8,13 @@ itself is driven by test_dashboard_browser.py.
 """
 import http.client
 import json
+import os
 import re
+import subprocess
 import time
 
-from conftest import http_get
+from conftest import free_port, http_get, wait_port
+from test_tls import Certs
 from test_admin_tcp import ALICE, LEAD, ROOT, VIEW, admin_daemon, call, reap, tcli  # noqa: F401
 
 PLAN = """plans:
@@ -211,3 +214,24 @@ def test_series_give_each_serving_version_its_rate_errors_and_p99(backend, daemo
     assert total <= n * 1.2, (total, n)
     st, doc, _ = call(d, "GET", "/api/v1/services/nope/series", token=VIEW)
     assert st == 404
+
+
+def test_over_admin_tls_the_session_cookie_is_secure(backend, daemon, tmp_path):
+    certs = Certs(tmp_path)
+    pem, key = certs.make("admin", ["admin.test"], 0x62)
+    write = tmp_path / "tokens.yml"
+    write.write_text(f"tokens:\n  alice: {{role: operator, token: {ALICE}}}\n")
+    os.chmod(write, 0o600)
+    aport = free_port()
+    daemon([backend("v1")], top_extra=(
+        f"admin: {{listen: 127.0.0.1:{aport}, tokens_file: {write}, "
+        f"tls: {{cert: {pem}, key: {key}}}}}\n")).start(expect="v1\n")
+    assert wait_port(aport, 10)
+    r = subprocess.run(["curl", "-s", "-i", "-m", "5", "--cacert", str(certs.ca), "-H",
+                        "Content-Type: application/json", "--data", json.dumps({"token": ALICE}),
+                        f"https://127.0.0.1:{aport}/api/v1/session"],
+                       capture_output=True, text=True, timeout=20)
+    head = r.stdout.split("\r\n\r\n")[0]
+    assert " 200 " in head.splitlines()[0], r.stdout + r.stderr
+    cookie = [ln for ln in head.splitlines() if ln.lower().startswith("set-cookie:")]
+    assert cookie and "; Secure" in cookie[0] and "HttpOnly" in cookie[0], head
