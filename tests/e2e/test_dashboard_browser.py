@@ -29,7 +29,7 @@ CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/c
 
 PLAN = """plans:
   canary:
-    steps: [{weight: 10}, {pause: 3s}, {weight: 40}, {pause: 10m},
+    steps: [{weight: 10}, {pause: 5s}, {weight: 40}, {pause: 10m},
             {approval: {approvers: [lead]}}, {weight: 100}]
 """
 
