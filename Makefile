@@ -28,7 +28,8 @@ UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=build/tests/%)
 FUZZ_SRC := $(sort $(wildcard tests/fuzz/fuzz_*.c))
 FUZZ_BIN := $(FUZZ_SRC:tests/fuzz/%.c=build/fuzz/%)
 # The fuzz targets link only the allocation-free modules they exercise.
-FUZZ_LIB := $(sort $(wildcard src/http/*.c) src/core/xmalloc.c src/net/cidr.c src/net/proxyproto.c)
+FUZZ_LIB := $(sort $(wildcard src/http/*.c) src/core/xmalloc.c src/net/cidr.c src/net/proxyproto.c \
+                   src/proxy/hold.c)
 
 .PHONY: all test unit e2e demo fuzz fuzz-run bench clean format format-check deps circles
 # The sanitizer objects only feed the unit tests: keep them between runs.
@@ -86,6 +87,7 @@ build/fuzz/%: tests/fuzz/%.c $(FUZZ_LIB) | $(DEPS_OK)
 # The config loader walks a libfyaml document: its target links the loader, the modules it
 # calls and libfyaml, apart from the allocation-free parsers above.
 FUZZ_CONFIG_LIB := src/config/config.c src/config/freeze.c src/core/duration.c src/core/text.c src/core/xmalloc.c \
+                   src/http/vhost.c \
                    src/net/addr.c src/net/cidr.c src/net/tls.c
 build/fuzz/fuzz_config: tests/fuzz/fuzz_config.c $(FUZZ_CONFIG_LIB) | $(DEPS_OK)
 	@mkdir -p $(@D)

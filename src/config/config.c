@@ -24,6 +24,7 @@
 #include "core/duration.h"
 #include "core/text.h"
 #include "core/xmalloc.h"
+#include "http/vhost.h"
 #include "net/addr.h"
 #include "net/cidr.h"
 #include "net/tls.h"
@@ -46,6 +47,7 @@ struct listener {
     int port;
     char path[KEY_PATH_MAX];
     int line;
+    bool shared; /* a service's listen with hosts, path_prefix or default: may be shared */
 };
 
 struct ctx {
@@ -700,7 +702,8 @@ static bool listeners_collide(const struct listener *a, const struct listener *b
     return a->family == b->family && (is_wildcard(a) || is_wildcard(b));
 }
 
-static int add_listener(struct ctx *c, const struct item *it, const char *path, const char *addr)
+static int add_listener(struct ctx *c, const struct item *it, const char *path, const char *addr,
+                        bool shared)
 {
     struct sockaddr_storage ss;
     socklen_t len;
@@ -714,13 +717,19 @@ static int add_listener(struct ctx *c, const struct item *it, const char *path, 
                                      : ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
     snprintf(l.path, sizeof(l.path), "%s", path);
     l.line = it->line;
+    l.shared = shared;
     for (size_t i = 0; i < c->nlisteners; i++) {
         const struct listener *o = &c->listeners[i];
+        /* Services that route by host or path share one socket: the same address exactly. */
+        if (shared && o->shared && o->port == l.port && o->family == l.family &&
+            strcmp(o->host, l.host) == 0)
+            continue;
         if (listeners_collide(o, &l)) {
             char buf[SHOW_MAX + 32];
             return fail(c, it->line,
                         "%s: expected an address no other listener uses, got %s (%s at line %d "
-                        "binds it too)",
+                        "binds it too; services share a listen address when each has hosts, "
+                        "path_prefix or default: true)",
                         path, describe(it->node, buf, sizeof(buf)), o->path, o->line);
         }
     }
@@ -800,8 +809,8 @@ static int parse_limits(struct ctx *c, const struct item *it, const char *path,
                         struct config_limits *l)
 {
     static const char *const known[] = {
-        "max_header_bytes", "max_headers",     "max_uri_bytes",
-        "max_body_bytes",   "max_connections", NULL,
+        "max_header_bytes",  "max_headers", "max_uri_bytes", "max_body_bytes", "max_connections",
+        "hold_max_requests", NULL,
     };
     char p[KEY_PATH_MAX];
     struct item v;
@@ -834,6 +843,12 @@ static int parse_limits(struct ctx *c, const struct item *it, const char *path,
         if ((rc = get_uint(c, &v, subpath(p, sizeof(p), path, "max_connections"), 0, 10000000, &x)))
             return rc;
         l->max_connections = (size_t)x;
+    }
+    if (map_find(it->node, "hold_max_requests", &v)) {
+        if ((rc =
+                 get_uint(c, &v, subpath(p, sizeof(p), path, "hold_max_requests"), 0, 1000000, &x)))
+            return rc;
+        l->hold_max_requests = (size_t)x;
     }
     return 0;
 }
@@ -1134,6 +1149,7 @@ static void service_defaults(struct config_service *s)
     s->limits.max_headers = 100;
     s->limits.max_uri = 8192;
     s->limits.max_body_bytes = 0;
+    s->limits.hold_max_requests = 10000;
 }
 
 static int parse_targets(struct ctx *c, const struct item *it, const char *path,
@@ -1299,6 +1315,112 @@ static int parse_tls(struct ctx *c, const struct item *it, const char *path, str
     return 0;
 }
 
+int config_same_listen(const char *a, const char *b)
+{
+    struct sockaddr_storage sa, sb;
+    socklen_t la, lb;
+    if (a == NULL || b == NULL || addr_parse(a, &sa, &la) != 0 || addr_parse(b, &sb, &lb) != 0)
+        return 0;
+    return la == lb && memcmp(&sa, &sb, la) == 0;
+}
+
+/* `hosts`, `path_prefix`, `default`: how a request on a shared listener finds the service. */
+static int parse_routing(struct ctx *c, const struct item *svc, const char *path,
+                         struct config_service *s)
+{
+    char p[KEY_PATH_MAX];
+    struct item v;
+    int rc;
+
+    if (map_find(svc->node, "hosts", &v)) {
+        subpath(p, sizeof(p), path, "hosts");
+        if ((rc = get_string_list(c, &v, p,
+                                  "a list of host names like example.com or "
+                                  "*.example.com",
+                                  true, true, &s->hosts, &s->nhosts)) != 0)
+            return rc;
+        struct fy_node *el;
+        void *iter = NULL;
+        for (size_t i = 0; i < s->nhosts && (el = fy_node_sequence_iterate(v.node, &iter)); i++) {
+            struct item ei = {el, node_line(el, v.line)};
+            char ip[KEY_PATH_MAX];
+            subindex(ip, sizeof(ip), p, i);
+            if (!vhost_pattern_valid(s->hosts[i], strlen(s->hosts[i])))
+                return fail_type(c, &ei, ip,
+                                 "a host name like example.com or *.example.com (no port, "
+                                 "no scheme)");
+            for (size_t j = 0; j < i; j++)
+                if (strcasecmp(s->hosts[i], s->hosts[j]) == 0)
+                    return fail_type(c, &ei, ip, "each host listed once");
+        }
+    } else {
+        s->hosts = xcalloc(1, sizeof(*s->hosts));
+    }
+    if (map_find(svc->node, "path_prefix", &v)) {
+        subpath(p, sizeof(p), path, "path_prefix");
+        if ((rc = get_string(c, &v, p, "a path like /api", &s->path_prefix)) != 0)
+            return rc;
+        if (!vhost_prefix_valid(s->path_prefix))
+            return fail_type(c, &v, p,
+                             "a path like /api (starting with /, without ?, #, % or spaces)");
+    }
+    if (map_find(svc->node, "default", &v) &&
+        (rc = get_bool(c, &v, subpath(p, sizeof(p), path, "default"), &s->is_default)) != 0)
+        return rc;
+    if (s->routed && s->protocol == CONFIG_PROTO_TCP)
+        return fail(c, svc->line,
+                    "%s: hosts, path_prefix and default route HTTP requests; expected none with "
+                    "protocol tcp",
+                    path);
+    return 0;
+}
+
+/* Services that share a listen address: their routes must not overlap (the same host pattern
+ * and path prefix in two of them), at most one is the default, and what belongs to the socket
+ * (proxy_protocol, trusted_proxies) is the same for all. */
+static int check_shared_listens(struct ctx *c, struct config *cfg)
+{
+    for (size_t i = 0; i < cfg->nservices; i++) {
+        const struct config_service *a = &cfg->services[i];
+        for (size_t j = i + 1; j < cfg->nservices; j++) {
+            const struct config_service *b = &cfg->services[j];
+            if (!a->routed || !b->routed || !config_same_listen(a->listen, b->listen))
+                continue;
+            if (a->is_default && b->is_default)
+                return fail(c, b->line,
+                            "services.%s.default: expected one default service per listen "
+                            "address, got a second one (services.%s at line %d is the default "
+                            "of %s)",
+                            b->name, a->name, a->line, a->listen);
+            for (size_t x = 0; x < (a->nhosts ? a->nhosts : 1); x++)
+                for (size_t y = 0; y < (b->nhosts ? b->nhosts : 1); y++) {
+                    const char *ha = a->nhosts ? a->hosts[x] : NULL;
+                    const char *hb = b->nhosts ? b->hosts[y] : NULL;
+                    if ((a->nhosts == 0 && a->path_prefix == NULL) ||
+                        (b->nhosts == 0 && b->path_prefix == NULL))
+                        continue; /* a default alone takes no route */
+                    if (vhost_routes_overlap(ha, a->path_prefix, hb, b->path_prefix))
+                        return fail(c, b->line,
+                                    "services.%s: routes overlap services.%s (line %d) on %s: "
+                                    "both take host %s, path %s; expected different hosts or "
+                                    "path_prefix",
+                                    b->name, a->name, a->line, a->listen, hb ? hb : "(any)",
+                                    b->path_prefix ? b->path_prefix : "/");
+                }
+            int same_tp = a->ntrusted_proxies == b->ntrusted_proxies;
+            for (size_t k = 0; same_tp && k < a->ntrusted_proxies; k++)
+                same_tp = strcmp(a->trusted_proxies[k], b->trusted_proxies[k]) == 0;
+            if (a->proxy_protocol != b->proxy_protocol || !same_tp)
+                return fail(c, b->line,
+                            "services.%s: shares %s with services.%s (line %d); expected the "
+                            "same proxy_protocol and trusted_proxies (they belong to the "
+                            "socket), got different ones",
+                            b->name, a->listen, a->name, a->line);
+        }
+    }
+    return 0;
+}
+
 static void free_tls(struct config_tls *t)
 {
     for (size_t i = 0; t->certs != NULL && i < t->ncerts; i++) {
@@ -1395,6 +1517,9 @@ static int parse_service(struct ctx *c, struct fy_node_pair *pair, struct config
         "trusted_proxies",
         "proxy_protocol",
         "on_live_failure",
+        "hosts",
+        "path_prefix",
+        "default",
         "version",
         "risk_policy",
         "tls",
@@ -1416,12 +1541,16 @@ static int parse_service(struct ctx *c, struct fy_node_pair *pair, struct config
     if (!map_find(it.node, "listen", &v))
         return fail_missing(c, it.line, path, "listen", WHAT_ADDR);
     subpath(p, sizeof(p), path, "listen");
-    if ((rc = get_addr(c, &v, p, &s->listen, NULL)) || (rc = add_listener(c, &v, p, s->listen)))
+    struct item r;
+    s->routed = map_find(it.node, "hosts", &r) || map_find(it.node, "path_prefix", &r) ||
+                map_find(it.node, "default", &r);
+    if ((rc = get_addr(c, &v, p, &s->listen, NULL)) ||
+        (rc = add_listener(c, &v, p, s->listen, s->routed)))
         return rc;
     if (map_find(it.node, "preview_listen", &v)) {
         subpath(p, sizeof(p), path, "preview_listen");
         if ((rc = get_addr(c, &v, p, &s->preview_listen, NULL)) ||
-            (rc = add_listener(c, &v, p, s->preview_listen)))
+            (rc = add_listener(c, &v, p, s->preview_listen, false)))
             return rc;
     }
     if (map_find(it.node, "protocol", &v) &&
@@ -1512,6 +1641,8 @@ static int parse_service(struct ctx *c, struct fy_node_pair *pair, struct config
                              "absent: `version` names the configured targets, and "
                              "there are none");
     }
+    if ((rc = parse_routing(c, &it, path, s)) != 0)
+        return rc;
     if ((rc = parse_client_address(c, &it, path, s)) != 0)
         return rc;
     if (map_find(it.node, "tls", &v)) {
@@ -2038,7 +2169,7 @@ static int parse_admin(struct ctx *c, const struct item *it, struct config *cfg)
         return rc;
     if (map_find(it->node, "listen", &v) &&
         ((rc = get_addr(c, &v, "admin.listen", &cfg->admin_listen, NULL)) ||
-         (rc = add_listener(c, &v, "admin.listen", cfg->admin_listen))))
+         (rc = add_listener(c, &v, "admin.listen", cfg->admin_listen, false))))
         return rc;
     if (map_find(it->node, "tokens_file", &v)) {
         if ((rc =
@@ -2096,11 +2227,39 @@ static bool valid_url(const char *s)
 }
 
 const char *const config_event_types[] = {
-    "created",   "healthy",      "holding",      "step",        "step_done",        "batch",
-    "approved",  "inconclusive", "test_started", "test_passed", "test_failed",      "switched",
-    "completed", "failed",       "rolled_back",  "aborted",     "interrupted",      "drained",
-    "resumed",   "suspended",    "service_down", "saved_late",  "instance_retired", "scheduled",
-    "started",   NULL,
+    "created",
+    "healthy",
+    "holding",
+    "step",
+    "step_done",
+    "batch",
+    "approved",
+    "inconclusive",
+    "test_started",
+    "test_passed",
+    "test_failed",
+    "switched",
+    "completed",
+    "failed",
+    "rolled_back",
+    "aborted",
+    "interrupted",
+    "drained",
+    "resumed",
+    "suspended",
+    "service_down",
+    "saved_late",
+    "instance_retired",
+    "scheduled",
+    "started",
+    "awaiting",
+    "note",
+    "service_up",
+    "hold",
+    "release",
+    "maintenance_on",
+    "maintenance_off",
+    NULL,
 };
 
 /* Reads a webhook's signing key from path, refused like the tokens file when others may read
@@ -2777,6 +2936,8 @@ static int parse_root(struct ctx *c, struct fy_node *root)
     }
     if ((rc = check_webhook_services(c, cfg)) != 0)
         return rc;
+    if ((rc = check_shared_listens(c, cfg)) != 0)
+        return rc;
     if (map_find(root, "freeze", &v) && !is_null(v.node) && (rc = parse_freezes(c, &v, cfg)))
         return rc;
     if (map_find(root, "people", &v) && !is_null(v.node) && (rc = parse_people(c, &v, cfg)))
@@ -3033,6 +3194,8 @@ static void free_service(struct config_service *s)
     free(s->plan);
     free(s->version);
     free_strv(s->trusted_proxies);
+    free_strv(s->hosts);
+    free(s->path_prefix);
 }
 
 static void free_plan(struct config_plan *p)

@@ -33,12 +33,15 @@ struct config_timeouts {
 };
 
 struct config_limits {
-    size_t max_header_bytes; /* `max_header_bytes`, default 65536: request line + fields */
-    size_t max_headers;      /* `max_headers`, default 100 */
-    size_t max_uri;          /* `max_uri_bytes`, default 8192 */
-    uint64_t max_body_bytes; /* `max_body_bytes`, default 0 = unlimited */
-    size_t max_connections;  /* `max_connections`, default 0 = unlimited: open client
-                                connections of the service; more are answered 503 and closed */
+    size_t max_header_bytes;  /* `max_header_bytes`, default 65536: request line + fields */
+    size_t max_headers;       /* `max_headers`, default 100 */
+    size_t max_uri;           /* `max_uri_bytes`, default 8192 */
+    uint64_t max_body_bytes;  /* `max_body_bytes`, default 0 = unlimited */
+    size_t max_connections;   /* `max_connections`, default 0 = unlimited: open client
+                                 connections of the service; more are answered 503 and closed */
+    size_t hold_max_requests; /* `hold_max_requests`, default 10000: requests waiting at once
+                                 while the service is held; more are answered 503 (0: none
+                                 wait, every request is refused while held) */
 };
 
 /* `risk_policy`: what a deploy of each risk (deploy --risk) must bring. */
@@ -157,6 +160,15 @@ struct config_service {
     bool proxy_protocol;
     enum config_on_live_failure on_live_failure; /* rollback (default) | alert */
     struct config_tls tls; /* `tls` on listen and preview_listen (protocol http only) */
+    /* Routing on a listener several services share (http/vhost.h): `hosts` (patterns like
+       "example.com", "*.example.com"; NULL-terminated, empty when absent), `path_prefix`
+       (NULL when absent), `default: true` (the requests no route takes). A service with any of
+       them may share its `listen` with others that have them too; `routed` says it has one. */
+    char **hosts;
+    size_t nhosts;
+    char *path_prefix;
+    bool is_default;
+    bool routed;
 };
 
 enum config_step_kind {
@@ -359,6 +371,10 @@ void config_free(struct config *cfg);
 const char *config_role_name(enum config_role role);
 
 const struct config_service *config_service_find(const struct config *cfg, const char *name);
+
+/* 1 when the addresses a and b ("HOST:PORT") name the same socket address: services whose
+ * `listen` is the same share one listening socket (they route by host and path). */
+int config_same_listen(const char *a, const char *b);
 
 /* Returns the plan named name, or NULL. */
 const struct config_plan *config_plan_find(const struct config *cfg, const char *name);

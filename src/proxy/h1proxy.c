@@ -18,11 +18,13 @@
 #include "core/xmalloc.h"
 #include "http/parse.h"
 #include "http/status.h"
+#include "http/vhost.h"
 #include "net/addr.h"
 #include "net/cidr.h"
 #include "net/proxyproto.h"
 #include "net/tls.h"
 #include "proxy/h1proxy.h"
+#include "proxy/hold.h"
 #include "proxy/pick.h"
 #include "proxy/upstream.h"
 #include "proxy/worker_int.h"
@@ -30,8 +32,9 @@
 #define HDR_CAP 256                           /* header fields parsed per message at most */
 #define RESP_HEAD_MAX (WORKER_BUF_SIZE - 512) /* upstream response head limit: 502 beyond */
 
-/* PH_PPHDR: a proxy_protocol listener's connection before its PROXY header is complete. */
-enum client_phase { PH_HEAD, PH_PROXY, PH_CLOSING, PH_PPHDR };
+/* PH_PPHDR: a proxy_protocol listener's connection before its PROXY header is complete.
+ * PH_HELD: a complete request head waits in the buffer while its service is held. */
+enum client_phase { PH_HEAD, PH_PROXY, PH_CLOSING, PH_PPHDR, PH_HELD };
 
 /* Open client connections per service id, all workers together: max_connections is a limit of
  * the service, not of one worker. */
@@ -76,6 +79,11 @@ struct h1_state {
     struct exchange *exchanges; /* free exchanges */
     size_t nexchanges;          /* length of the exchanges list */
     struct wheel *wheel;        /* the client deadline wheel, created with the first client */
+    /* Clients whose request waits for its service's hold to end, oldest first (linked through
+     * their exchanges), and the timer that lets them go on after a table without the hold. */
+    struct client *held, *held_tail;
+    size_t nheld;
+    uv_timer_t *resume; /* created with the first hold; closed with the loop, freed by h1_done */
 };
 
 /* What a client connection holds only while a request is in progress, or bytes of the next
@@ -123,9 +131,10 @@ struct exchange {
     int uhead_heap;
     char *rhead; /* rewritten response head */
     size_t rhead_len;
-    int resp_started;           /* a response head went to the client */
-    int resp_close;             /* the client connection closes after this response */
-    struct exchange *next_free; /* in the worker's pool */
+    int resp_started;                     /* a response head went to the client */
+    int resp_close;                       /* the client connection closes after this response */
+    struct client *held_prev, *held_next; /* in h1_state.held while PH_HELD */
+    struct exchange *next_free;           /* in the worker's pool */
 };
 
 /* One client connection. Kept small: an idle keep-alive connection costs this struct. */
@@ -135,13 +144,15 @@ struct client {
     uint64_t dl_slot;                 /* the wheel slot it is linked in; 0 = not linked */
     struct client *wh_prev, *wh_next; /* in that slot's list */
     struct worker *w;
-    struct client *prev, *next;      /* the worker's client list */
-    struct exchange *x;              /* NULL while idle between requests */
-    struct h1_up *up;                /* the upstream connection of the exchange, if any */
-    struct tls_conn *tls;            /* a TLS listener's connection (net/tls.h); NULL: plain */
-    struct sockaddr_in6 peer_sa;     /* big enough for IPv4 and IPv6; a PROXY header's source */
-    const struct cidr_list *trusted; /* the listener's trusted proxies; NULL: none (no work) */
-    int service_id;
+    struct client *prev, *next;       /* the worker's client list */
+    struct exchange *x;               /* NULL while idle between requests */
+    struct h1_up *up;                 /* the upstream connection of the exchange, if any */
+    struct tls_conn *tls;             /* a TLS listener's connection (net/tls.h); NULL: plain */
+    struct sockaddr_in6 peer_sa;      /* big enough for IPv4 and IPv6; a PROXY header's source */
+    const struct cidr_list *trusted;  /* the listener's trusted proxies; NULL: none (no work) */
+    const struct vhost_table *vhosts; /* a shared listener's routes; NULL: one service */
+    int service_id;                   /* the current request's service */
+    int conn_service;                 /* the service whose max_connections counts it */
     enum client_phase phase;
     unsigned char preview;  /* accepted on the service's preview listener */
     unsigned char dl_drain; /* the deadline is the drain deadline of a switched-away version */
@@ -154,6 +165,7 @@ struct client {
 
 static void client_close(struct client *c);
 static void client_continue(struct client *c);
+static void hold_unpark(struct client *c, int expired);
 static void upstream_send(struct client *c);
 static void up_close(struct h1_up *u);
 static void response_process(struct h1_up *u);
@@ -332,6 +344,8 @@ static void h1_done(struct worker *w)
         return;
     free(w->h1->wheel);
     w->h1->wheel = NULL;
+    free(w->h1->resume);
+    w->h1->resume = NULL;
     while (w->h1->exchanges != NULL) {
         struct exchange *x = w->h1->exchanges;
         w->h1->exchanges = x->next_free;
@@ -391,6 +405,7 @@ static void on_client_write(uv_write_t *req, int status);
 /* Answers status with a short text body and closes the connection after it. Only when no
  * response was started on this connection; otherwise the only honest thing is to close. */
 static void client_error_as(struct client *c, int status, const char *why, int loss);
+static void client_send_own(struct client *c);
 
 static void client_read_stop(struct client *c);
 
@@ -426,6 +441,13 @@ static void client_error_as(struct client *c, int status, const char *why, int l
     int n = snprintf(c->x->rhead, WORKER_BUF_SIZE, canned_fmt, status, http_status_reason(status),
                      strlen(why) + 1, status == 503 ? "Retry-After: 1\r\n" : "", why);
     c->x->rhead_len = (size_t)n;
+    client_send_own(c);
+}
+
+/* Sends the answer of cutover's own in c->x->rhead (rhead_len bytes) and closes the connection
+ * after it: an upstream connection is let go, and the client is not read any more. */
+static void client_send_own(struct client *c)
+{
     c->x->resp_started = 1;
     c->close_after_write = 1;
     if (c->up != NULL) {
@@ -572,6 +594,8 @@ static void client_close(struct client *c)
     struct worker *w = c->w;
     if (c->phase == PH_CLOSING)
         return;
+    if (c->phase == PH_HELD)
+        hold_unpark(c, 0);
     c->phase = PH_CLOSING;
     longlived_end(c);
     if (c->up != NULL) {
@@ -586,8 +610,8 @@ static void client_close(struct client *c)
     if (c->next)
         c->next->prev = c->prev;
     atomic_fetch_sub_explicit(&w->stats.clients, 1, memory_order_relaxed);
-    if (c->service_id >= 0 && c->service_id < MAX_SERVICE_IDS)
-        atomic_fetch_sub_explicit(&service_conns[c->service_id], 1, memory_order_relaxed);
+    if (c->conn_service >= 0 && c->conn_service < MAX_SERVICE_IDS)
+        atomic_fetch_sub_explicit(&service_conns[c->conn_service], 1, memory_order_relaxed);
     wheel_unlink(c->w->h1->wheel, c);
     if (c->tls != NULL)
         tls_close(c->tls, on_client_closed); /* frees it just before on_client_closed runs */
@@ -596,10 +620,15 @@ static void client_close(struct client *c)
 }
 
 static void on_drain_deadline(struct client *c);
+static void hold_expire(struct client *c);
 
 /* c's deadline passed (the wheel unlinked it and cleared it). */
 static void on_client_deadline(struct client *c)
 {
+    if (c->phase == PH_HELD) {
+        hold_expire(c);
+        return;
+    }
     if (c->dl_drain) {
         on_drain_deadline(c);
         return;
@@ -1762,6 +1791,175 @@ static void request_start(struct client *c, const struct http_request *req, size
     request_dispatch(c);
 }
 
+/* ---------------------------------------------------------------- hold and maintenance ------ */
+
+/* A held request is a complete head parked in its client's buffer (PH_HELD), on the worker's
+ * held list, with its hold limit as the client's deadline. Nothing is routed or counted for it
+ * until it goes on: request_try parses it again under the table of that moment, so a release
+ * sends it to the version live then. Body bytes that follow wait in the buffer (reading stops
+ * when it is full); a client that goes away is closed and its place given back. */
+
+static void request_try(struct client *c);
+
+static void hold_park(struct client *c, uint64_t max_ms)
+{
+    struct h1_state *h = c->w->h1;
+    c->phase = PH_HELD;
+    c->x->held_next = NULL;
+    c->x->held_prev = h->held_tail;
+    if (h->held_tail != NULL)
+        h->held_tail->x->held_next = c;
+    else
+        h->held = c;
+    h->held_tail = c;
+    h->nheld++;
+    client_timer(c, max_ms);
+}
+
+/* Takes c off the held list and gives its place back; c is in PH_HEAD after it. */
+static void hold_unpark(struct client *c, int expired)
+{
+    struct h1_state *h = c->w->h1;
+    struct exchange *x = c->x;
+    if (x->held_prev != NULL)
+        x->held_prev->x->held_next = x->held_next;
+    else
+        h->held = x->held_next;
+    if (x->held_next != NULL)
+        x->held_next->x->held_prev = x->held_prev;
+    else
+        h->held_tail = x->held_prev;
+    x->held_prev = x->held_next = NULL;
+    h->nheld--;
+    c->phase = PH_HEAD;
+    hold_leave(c->service_id, expired);
+}
+
+/* Sends an answer hold.c wrote into c's rhead (n bytes; n < 0: it did not fit, closed). */
+static void hold_send(struct client *c, int n)
+{
+    atomic_fetch_add_explicit(&c->w->stats.requests, 1, memory_order_relaxed);
+    if (n < 0) {
+        client_close(c);
+        return;
+    }
+    c->x->rhead_len = (size_t)n;
+    client_send_own(c);
+}
+
+static char *hold_rhead(struct client *c)
+{
+    if (c->x->rhead == NULL)
+        c->x->rhead = worker_buf_get(c->w);
+    return c->x->rhead;
+}
+
+/* The held request's limit passed: 503 with Retry-After, never a backend. */
+static void hold_expire(struct client *c)
+{
+    hold_unpark(c, 1);
+    hold_send(c, hold_refusal_answer(hold_rhead(c), WORKER_BUF_SIZE, 1, c->x->meth == HTTP_M_HEAD));
+}
+
+/* Before a complete request is routed: a service in maintenance answers it, a held service
+ * parks it (or refuses it when hold_max_requests wait already). Returns 1 when it was taken
+ * care of here, 0 when it goes on. */
+static int hold_or_answer(struct client *c, const struct http_request *req)
+{
+    const struct route_service *svc = client_service(c);
+    if (svc == NULL || (!svc->maintenance && svc->hold_ms == 0))
+        return 0;
+    int head_only = req->meth == HTTP_M_HEAD;
+    if (svc->maintenance) {
+        int html = 0;
+        for (size_t i = 0; i < req->num_headers && !html; i++) {
+            const struct http_header *h = &req->headers[i];
+            html = http_token_eq(h->name, h->name_len, "accept") &&
+                   hold_accepts_html(h->value, h->value_len);
+        }
+        hold_count_maintenance(c->service_id);
+        hold_send(c, hold_maintenance_answer(hold_rhead(c), WORKER_BUF_SIZE,
+                                             svc->maintenance_message, html, head_only));
+        return 1;
+    }
+    if (!hold_enter(c->service_id, svc->limits.hold_max_requests)) {
+        hold_send(c, hold_refusal_answer(hold_rhead(c), WORKER_BUF_SIZE, 0, head_only));
+        return 1;
+    }
+    c->x->meth = req->meth;
+    hold_park(c, svc->hold_ms);
+    return 1;
+}
+
+/* A table was published: the requests of services it no longer holds go on, oldest first.
+ * Those still held are kept; going on never touches another held client, so the walk can
+ * resume from the last one kept. */
+static void on_hold_resume(uv_timer_t *t)
+{
+    struct worker *w = t->data;
+    struct h1_state *h = w->h1;
+    struct client *kept = NULL;
+    for (;;) {
+        struct client *c = kept != NULL ? kept->x->held_next : h->held;
+        if (c == NULL)
+            break;
+        const struct route_service *svc = client_service(c);
+        if (svc != NULL && svc->hold_ms > 0 && !svc->maintenance) {
+            kept = c;
+            continue;
+        }
+        hold_unpark(c, 0);
+        c->x->lim = svc != NULL ? svc->limits : default_limits;
+        request_try(c);
+    }
+}
+
+/* proxy_proto.drain with PROXY_DRAIN_TABLE: held requests are looked at on the next turn of
+ * the loop, outside worker_refresh, which runs in the middle of other requests' work. */
+static void hold_table_changed(struct worker *w)
+{
+    struct h1_state *h = w->h1;
+    if (h->nheld == 0)
+        return;
+    if (h->resume == NULL) {
+        h->resume = xcalloc(1, sizeof(*h->resume));
+        uv_timer_init(&w->loop, h->resume);
+        h->resume->data = w;
+    }
+    uv_timer_start(h->resume, on_hold_resume, 0, 0);
+}
+
+/* The worker's stop deadline: a held request gets its 503 (best effort, one try) before its
+ * connection is closed, rather than silence. */
+static void hold_force_end(struct client *c)
+{
+    hold_unpark(c, 1);
+    int n = hold_refusal_answer(hold_rhead(c), WORKER_BUF_SIZE, 1, c->x->meth == HTTP_M_HEAD);
+    if (n > 0 && !c->wpending) {
+        uv_buf_t b = uv_buf_init(c->x->rhead, (unsigned)n);
+        (void)uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+    }
+}
+
+/* A shared listener: the request's service by its Host and path (http/vhost.h). Returns 1
+ * when one takes it (c->service_id and the exchange's limits are that service's now), 0 after
+ * answering 404. */
+static int route_by_host(struct client *c, const struct http_request *req)
+{
+    int id = vhost_match(c->vhosts, req->host, req->host_len, req->target, req->target_len);
+    if (id < 0) {
+        client_error(c, 404, "no service of this listener takes this host and path");
+        return 0;
+    }
+    if (id != c->service_id) {
+        c->service_id = id;
+        const struct route_service *svc = client_service(c);
+        if (svc != NULL)
+            c->x->lim = svc->limits;
+    }
+    return 1;
+}
+
 /* Parses the request head in the buffer, if complete; answers the error if it is invalid. */
 static void request_try(struct client *c)
 {
@@ -1789,6 +1987,10 @@ static void request_try(struct client *c)
         return;
     }
     c->dl_at = 0;
+    if (c->vhosts != NULL && !route_by_host(c, &req))
+        return;
+    if (hold_or_answer(c, &req))
+        return;
     request_start(c, &req, (size_t)rc);
 }
 
@@ -1888,6 +2090,8 @@ static void client_read(void *user, ssize_t nread, const uv_buf_t *buf)
         proxy_header_try(c);
         return;
     }
+    if (c->phase == PH_HELD)
+        return; /* body or pipelined bytes wait with the held request */
     if (c->phase == PH_HEAD) {
         if (was_empty)
             client_timer(c, c->x->lim.client_header_ms);
@@ -1913,6 +2117,8 @@ static void h1_accept(struct worker_listener *l)
     struct client *c = xcalloc(1, sizeof(*c));
     c->w = w;
     c->service_id = l->service_id;
+    c->conn_service = l->service_id;
+    c->vhosts = l->vhosts;
     c->preview = l->preview;
     uv_tcp_init(&w->loop, &c->tcp);
     c->tcp.data = c;
@@ -2040,6 +2246,10 @@ static size_t h1_drain(struct worker *w, enum proxy_drain how)
     }
     if (how == PROXY_DRAIN_IDLE)
         return reap_idle(w, REAP_MAX);
+    if (how == PROXY_DRAIN_TABLE) {
+        hold_table_changed(w);
+        return 0;
+    }
     struct client *c = w->h1->clients, *next;
     for (; c; c = next) {
         next = c->next;
@@ -2047,6 +2257,8 @@ static size_t h1_drain(struct worker *w, enum proxy_drain how)
             /* The stop deadline cuts what is in progress: a request, a stream, a tunnel. */
             if (c->phase == PH_PROXY && c->x != NULL)
                 count_loss(c, WORKER_LOSS_DRAIN);
+            if (c->phase == PH_HELD)
+                hold_force_end(c);
             client_close(c);
         } else
             n++;

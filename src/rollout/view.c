@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "rollout/managed.h"
+#include "rollout/mode.h"
 #include "rollout/plan.h"
 #include "rollout/rolling.h"
 #include "rollout/rollout_int.h"
@@ -19,9 +20,11 @@ static json_t *str_or_null(const char *s)
 
 json_t *rollout_event_json(const struct store_event *ev, const char *service)
 {
-    return json_pack("{s:I, s:I, s:o, s:s, s:o, s:o}", "id", (json_int_t)ev->id, "change",
+    /* The hash lets a receiver keep an anchor of the change's chain outside this host. */
+    return json_pack("{s:I, s:I, s:o, s:s, s:o, s:o, s:o}", "id", (json_int_t)ev->id, "change",
                      (json_int_t)ev->change_id, "service", str_or_null(service), "type", ev->type,
-                     "message", str_or_null(ev->message), "ts", change_iso_time(ev->ts_ms));
+                     "message", str_or_null(ev->message), "ts", change_iso_time(ev->ts_ms), "hash",
+                     str_or_null(ev->hash));
 }
 
 static json_t *change_to_json(struct rollout *r, const struct store_change *c, int with_events)
@@ -72,10 +75,11 @@ static json_t *change_to_json(struct rollout *r, const struct store_change *c, i
         json_t *a = json_array();
         if (store_event_list(r->st, c->id, &ev, &n) == 0) {
             for (size_t i = 0; i < n; i++)
-                json_array_append_new(a, json_pack("{s:o, s:s, s:s}", "ts",
-                                                   change_iso_time(ev[i].ts_ms), "type",
-                                                   ev[i].type ? ev[i].type : "", "message",
-                                                   ev[i].message ? ev[i].message : ""));
+                json_array_append_new(
+                    a, json_pack("{s:I, s:o, s:s, s:s, s:o}", "id", (json_int_t)ev[i].id, "ts",
+                                 change_iso_time(ev[i].ts_ms), "type", ev[i].type ? ev[i].type : "",
+                                 "message", ev[i].message ? ev[i].message : "", "hash",
+                                 str_or_null(ev[i].hash)));
             store_event_list_free(ev, n);
         }
         json_object_set_new(o, "events", a);
@@ -125,6 +129,17 @@ static json_t *service_to_json(struct rollout *r, struct service *s)
     json_object_set_new(o, "listen", json_string(s->cfg->listen));
     json_object_set_new(o, "protocol",
                         json_string(s->cfg->protocol == CONFIG_PROTO_TCP ? "tcp" : "http"));
+    if (s->cfg->routed) {
+        /* A listener it shares with others: what of its requests are its own. */
+        json_t *hosts = json_array();
+        for (size_t i = 0; i < s->cfg->nhosts; i++)
+            json_array_append_new(hosts, json_string(s->cfg->hosts[i]));
+        json_object_set_new(o, "routes",
+                            json_pack("{s:o, s:s?, s:b}", "hosts", hosts, "path_prefix",
+                                      s->cfg->path_prefix, "default", s->cfg->is_default));
+    } else {
+        json_object_set_new(o, "routes", json_null());
+    }
     json_object_set_new(o, "live", version_json(s->live));
     json_object_set_new(o, "previous", version_json(s->previous));
     json_t *ch = json_null();
@@ -143,6 +158,7 @@ static json_t *service_to_json(struct rollout *r, struct service *s)
     json_object_set_new(o, "unsaved", change_unsaved_json(&s->ch));
     /* Why users get errors when no version of the service can serve (issue 12 b). */
     json_object_set_new(o, "down", s->down ? json_string(s->down) : json_null());
+    mode_json(s, o); /* "hold" and "maintenance" */
     /* Why no change is taken (the store is lost or corrupt), null while the store is fine. */
     const char *bad = store_guard_why(r->st);
     json_object_set_new(o, "store_problem", bad ? json_string(bad) : json_null());
@@ -212,6 +228,22 @@ void rollout_metrics(struct rollout *r, rollout_emit_fn emit, void *ctx)
         emit_version(emit, ctx, s, s->live, "live");
         emit_version(emit, ctx, s, s->previous, "previous");
         emit_version(emit, ctx, s, s->next, "next");
+    }
+    /* One group per metric: samples of a family must not be interleaved with another's. */
+    for (int k = 0; k < 2; k++) {
+        const char *name = k == 0 ? "cutover_service_held" : "cutover_service_maintenance";
+        char line[256];
+        snprintf(line, sizeof(line), "# HELP %s 1 while the service is %s.", name,
+                 k == 0 ? "held (cutover hold)" : "in maintenance (cutover maintenance)");
+        emit(ctx, line);
+        snprintf(line, sizeof(line), "# TYPE %s gauge", name);
+        emit(ctx, line);
+        for (size_t i = 0; i < r->nservices; i++) {
+            const struct service *s = &r->services[i];
+            int on = k == 0 ? s->mode.hold_since_ms != 0 : s->mode.maintenance_since_ms != 0;
+            snprintf(line, sizeof(line), "%s{service=\"%s\"} %d", name, s->cfg->name, on);
+            emit(ctx, line);
+        }
     }
     /* Something to alert on: the engine acted on a change's end that only memory holds. */
     emit(ctx, "# HELP cutover_change_unsaved 1 while the end of a change is not saved to the "

@@ -34,11 +34,13 @@
 #include "net/addr.h"
 #include "net/cidr.h"
 #include "net/handover.h"
+#include "http/vhost.h"
 #include "net/listen.h"
 #include "net/tls.h"
 #include "notify/notify.h"
 #include "proxy/route.h"
 #include "proxy/h1proxy.h"
+#include "proxy/hold.h"
 #include "proxy/tcpproxy.h"
 #include "proxy/worker.h"
 #include "rollout/rollout.h"
@@ -54,7 +56,8 @@
 
 struct listener {
     int fd;
-    char *name; /* "web" or "web.preview" */
+    char *name; /* "web" or "web.preview"; a shared listen: the first of its services */
+    struct vhost_table vhosts; /* a shared listen's routes (http/vhost.h); n 0: one service */
 };
 
 /* What a role or a version of a service answered: by status class and, for answers from the
@@ -234,6 +237,39 @@ static void emit_lost(struct daemon *d, rollout_emit_fn emit, void *ectx)
                          worker_loss_name((enum worker_loss)k), (unsigned long long)lost[k]);
                 emit(ectx, line);
             }
+        }
+    }
+}
+
+/* Hold and maintenance per service (proxy/hold.h): requests waiting now, ever held, answered
+ * 503 past their max or over hold_max_requests, and maintenance answers. */
+static void emit_hold(struct daemon *d, rollout_emit_fn emit, void *ectx)
+{
+    static const struct {
+        const char *name, *type, *help;
+    } m[] = {
+        {"cutover_hold_waiting", "gauge", "Requests waiting now in a hold (cutover hold)."},
+        {"cutover_hold_requests_total", "counter", "Requests that waited in a hold."},
+        {"cutover_hold_expired_total", "counter",
+         "Held requests answered 503 because they waited longer than the hold's max."},
+        {"cutover_hold_refused_total", "counter",
+         "Requests answered 503 because limits.hold_max_requests were waiting already."},
+        {"cutover_maintenance_answers_total", "counter",
+         "Requests answered 503 with the maintenance page (cutover maintenance)."},
+    };
+    char line[512];
+    for (size_t k = 0; k < sizeof(m) / sizeof(m[0]); k++) {
+        snprintf(line, sizeof(line), "# HELP %s %s", m[k].name, m[k].help);
+        emit(ectx, line);
+        snprintf(line, sizeof(line), "# TYPE %s %s", m[k].name, m[k].type);
+        emit(ectx, line);
+        for (size_t j = 0; j < d->cfg->nservices; j++) {
+            struct hold_stats hs;
+            hold_get_stats((int)j, &hs);
+            const uint64_t v[] = {hs.held, hs.total, hs.expired, hs.refused, hs.maintenance};
+            snprintf(line, sizeof(line), "%s{service=\"%s\"} %llu", m[k].name,
+                     d->cfg->services[j].name, (unsigned long long)v[k]);
+            emit(ectx, line);
         }
     }
 }
@@ -550,6 +586,7 @@ static void on_metrics(void *ctx, rollout_emit_fn emit, void *ectx)
     emit(ectx, line);
     emit_tls(d, emit, ectx);
     emit_lost(d, emit, ectx);
+    emit_hold(d, emit, ectx);
     emit(ectx, "# HELP cutover_store_ok 0 once the store was deleted, replaced or failed a write "
                "for integrity reasons, or is corrupt and was opened read-only: changes are refused "
                "until a restart.");
@@ -1022,6 +1059,50 @@ static int open_tls(struct daemon *d, char *err, size_t errlen)
     return 0;
 }
 
+/* The first service before i whose listen i shares (both route by host or path), or -1. */
+static int shared_with_earlier(const struct config *cfg, size_t i)
+{
+    const struct config_service *s = &cfg->services[i];
+    for (size_t j = 0; s->routed && j < i; j++)
+        if (cfg->services[j].routed && config_same_listen(cfg->services[j].listen, s->listen))
+            return (int)j;
+    return -1;
+}
+
+/* A shared listen's socket from a predecessor that named it after another of the services on
+ * it (the config put a new one first, or removed the first): any sharer's name will do. */
+static int take_shared(const struct config *cfg, size_t first)
+{
+    const char *addr = cfg->services[first].listen;
+    for (size_t j = first; j < cfg->nservices; j++) {
+        const struct config_service *s = &cfg->services[j];
+        if (!s->routed || !config_same_listen(addr, s->listen))
+            continue;
+        int fd = handover_take(s->name, NULL);
+        if (fd >= 0 && bound_to(fd, addr))
+            return fd;
+        if (fd >= 0)
+            close(fd);
+    }
+    return -1;
+}
+
+/* The routes of the listen socket of service first: every routed service on it. */
+static void build_vhosts(const struct config *cfg, size_t first, struct vhost_table *t)
+{
+    vhost_table_init(t);
+    for (size_t j = first; j < cfg->nservices; j++) {
+        const struct config_service *s = &cfg->services[j];
+        if (!s->routed || !config_same_listen(cfg->services[first].listen, s->listen))
+            continue;
+        for (size_t h = 0; h < (s->nhosts ? s->nhosts : 1); h++)
+            if (s->nhosts > 0 || s->path_prefix != NULL)
+                vhost_table_add(t, s->nhosts ? s->hosts[h] : NULL, s->path_prefix, (int)j);
+        if (s->is_default)
+            t->default_id = (int)j;
+    }
+}
+
 /* Opens (or takes over from a predecessor or systemd) the listening sockets of every service. */
 static int open_listeners(struct daemon *d, char *err, size_t errlen)
 {
@@ -1030,10 +1111,12 @@ static int open_listeners(struct daemon *d, char *err, size_t errlen)
         const struct config_service *svc = &d->cfg->services[i];
         for (int preview = 0; preview < 2; preview++) {
             const char *addr = preview ? svc->preview_listen : svc->listen;
-            if (addr == NULL)
-                continue;
+            if (addr == NULL || (!preview && shared_with_earlier(d->cfg, i) >= 0))
+                continue; /* a shared listen's socket is its first service's */
             char *name = preview ? xasprintf("%s.preview", svc->name) : xstrdup(svc->name);
-            int fd = take_listener(name, addr, 4096);
+            int fd = !preview && svc->routed ? take_shared(d->cfg, i) : -1;
+            if (fd < 0)
+                fd = take_listener(name, addr, 4096);
             if (fd < 0) {
                 snprintf(err, errlen, "service %s: cannot listen on %s: %s", svc->name, addr,
                          strerror(-fd));
@@ -1276,6 +1359,10 @@ int serve_main(int argc, char **argv)
             specs[i].trusted = &d.trusted[specs[i].service_id];
             specs[i].proxy_protocol = d.cfg->services[specs[i].service_id].proxy_protocol;
             specs[i].tls = d.tls[specs[i].service_id];
+            if (!specs[i].preview && d.cfg->services[specs[i].service_id].routed) {
+                build_vhosts(d.cfg, (size_t)specs[i].service_id, &d.listeners[i].vhosts);
+                specs[i].vhosts = &d.listeners[i].vhosts;
+            }
         }
     }
     d.workers = xcalloc((size_t)d.cfg->workers, sizeof(*d.workers));
@@ -1360,6 +1447,7 @@ out:
     for (size_t i = 0; i < d.nlisten; i++) {
         close(d.listeners[i].fd);
         free(d.listeners[i].name);
+        vhost_table_done(&d.listeners[i].vhosts);
     }
     free(d.listeners);
     if (d.admin_fd >= 0)

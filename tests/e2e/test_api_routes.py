@@ -31,6 +31,13 @@ ROUTES = [
     ("POST", "/api/v1/changes/999/resume", "operator", {}),
     ("POST", "/api/v1/changes/999/abort", "operator", {}),
     ("POST", "/api/v1/changes/999/approve", "operator", {}),
+    ("POST", "/api/v1/services/web/hold", "operator", {"nope": 1}),
+    ("POST", "/api/v1/services/web/release", "operator", {"nope": 1}),
+    ("POST", "/api/v1/services/web/maintenance", "operator", {"nope": 1}),
+    ("POST", "/api/v1/changes/999/note", "operator", {"nope": 1}),
+    ("GET", "/api/v1/changes/999/verify", "viewer", None),
+    ("GET", "/api/v1/verify", "viewer", None),
+    ("GET", "/api/v1/stats", "viewer", None),
     ("POST", "/api/v1/upgrade", "admin", {"binary": "relative"}),
     ("POST", "/api/v1/reload", "admin", {"nope": 1}),
 ]
