@@ -17,9 +17,12 @@ CFLAGS_SAN  := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-
 
 SRC      := $(sort $(shell find src -name '*.c'))
 LIB_SRC  := $(filter-out src/main.c,$(SRC))
-OBJ      := $(SRC:%.c=build/obj/%.o)
-LIB_OBJ  := $(LIB_SRC:%.c=build/obj/%.o)
-SAN_OBJ  := $(LIB_SRC:%.c=build/san/%.o)
+# The dashboard's files are compiled into the binary (src/dash/dash.h, scripts/embed.py).
+DASH_FILES := $(sort $(wildcard src/dash/*.html src/dash/*.js src/dash/*.css))
+GEN_SRC  := build/gen/dash_assets.c
+OBJ      := $(SRC:%.c=build/obj/%.o) $(GEN_SRC:%.c=build/obj/%.o)
+LIB_OBJ  := $(LIB_SRC:%.c=build/obj/%.o) $(GEN_SRC:%.c=build/obj/%.o)
+SAN_OBJ  := $(LIB_SRC:%.c=build/san/%.o) $(GEN_SRC:%.c=build/san/%.o)
 UNIT_SRC := $(sort $(wildcard tests/unit/test_*.c))
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=build/tests/%)
 FUZZ_SRC := $(sort $(wildcard tests/fuzz/fuzz_*.c))
@@ -34,12 +37,16 @@ FUZZ_LIB := $(sort $(wildcard src/http/*.c) src/core/xmalloc.c src/net/cidr.c sr
 all: build/cutover
 
 deps: $(DEPS_OK)
-$(DEPS_OK): scripts/deps.sh
+$(DEPS_OK): scripts/deps.sh tests/browser/package-lock.json
 	@sh scripts/deps.sh
 	@mkdir -p build && touch $@
 
 build/cutover: $(OBJ) | $(DEPS_OK)
 	$(CC) -o $@ $(OBJ) $(PKG_LIBS)
+
+$(GEN_SRC): scripts/embed.py $(DASH_FILES)
+	@mkdir -p $(@D)
+	python3 scripts/embed.py $@ $(DASH_FILES)
 
 build/obj/%.o: %.c | $(DEPS_OK)
 	@mkdir -p $(@D)

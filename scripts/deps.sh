@@ -5,7 +5,22 @@ set -eu
 
 PKGS="gcc make pkg-config clang clang-format libclang-rt-14-dev \
 libuv1-dev libfyaml-dev libjansson-dev libsqlite3-dev libcurl4-openssl-dev libssl-dev libcmocka-dev \
-python3 python3-pytest python3-pytest-xdist curl openssl wrk haproxy nginx-light sqlite3 procps slowhttptest systemd prometheus"
+python3 python3-pytest python3-pytest-xdist curl openssl wrk haproxy nginx-light sqlite3 procps slowhttptest systemd prometheus \
+chromium"
+# The browser test (tests/browser) runs node; a node from elsewhere (nodesource) brings its own npm.
+command -v node >/dev/null 2>&1 || PKGS="$PKGS nodejs"
+command -v npm >/dev/null 2>&1 || PKGS="$PKGS npm"
+
+# playwright-core for the browser test, at the version package-lock.json pins (again when the lock
+# changed since the last install).
+browser_deps() {
+    dir="$(dirname "$0")/../tests/browser"
+    mark="$dir/node_modules/.package-lock.json"
+    if [ ! -f "$mark" ] || [ "$dir/package-lock.json" -nt "$mark" ]; then
+        echo "deps: npm ci in tests/browser" >&2
+        (cd "$dir" && npm ci --no-audit --no-fund --silent)
+    fi
+}
 
 missing=""
 for p in $PKGS; do
@@ -13,7 +28,7 @@ for p in $PKGS; do
         missing="$missing $p"
     fi
 done
-[ -z "$missing" ] && exit 0
+[ -z "$missing" ] && { browser_deps; exit 0; }
 
 echo "deps: installing$missing" >&2
 SUDO=""
@@ -28,3 +43,4 @@ if [ ! -e /usr/sbin/policy-rc.d ]; then
     trap '$SUDO rm -f /usr/sbin/policy-rc.d' EXIT
 fi
 $SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null
+browser_deps

@@ -17,8 +17,11 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <arpa/inet.h>
+#include <time.h>
 #include <unistd.h>
 
+#include "api/session.h"
 #include "core/duration.h"
 #include "core/release.h"
 #include "core/log.h"
@@ -26,6 +29,7 @@
 #include "core/xmalloc.h"
 #include "api/who.h"
 #include "core/duration.h"
+#include "dash/dash.h"
 #include "http/parse.h"
 #include "net/addr.h"
 #include "rollout/change.h"
@@ -101,7 +105,9 @@ struct api {
     int paused;  /* API_PAUSED_* bits */
     int episode; /* paused since the last accepted connection: logged once */
     uint64_t pause_ms;
-    uint64_t npaused; /* pauses, for /metrics */
+    uint64_t npaused;                   /* pauses, for /metrics */
+    uint64_t nrefused;                  /* unknown tokens and failed logins, for /metrics */
+    struct session_revoked *logged_out; /* dashboard sessions ended by a logout */
 };
 
 #define API_PAUSED_UNIX 1
@@ -144,6 +150,13 @@ struct api_conn {
     int closing;
     char *out;
     struct api_pending *pending;
+    char *extra_head; /* header lines for the next response (Set-Cookie), or NULL */
+    int secure;       /* the request came over TLS (admin.tls, or X-Forwarded-Proto: https) */
+    /* The request came with a dashboard session cookie (not a bearer token): its value, for
+     * the CSRF token and a logout. */
+    int via_session;
+    char session[SESSION_VALUE_MAX];
+    int64_t session_expires;
 };
 
 static void conn_close(struct api_conn *c);
@@ -240,15 +253,26 @@ static void on_written(uv_write_t *w, int status)
     conn_process(c);
 }
 
+/* Sent with every answer: the dashboard's page may run only its own script and style, load
+ * nothing from another host, be framed by no one, and no answer is sniffed as another type. */
+#define API_SECURITY_HEADERS                                                                       \
+    "Content-Security-Policy: default-src 'none'; script-src 'self'; style-src 'self'; "           \
+    "img-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; "             \
+    "base-uri 'none'\r\n"                                                                          \
+    "X-Content-Type-Options: nosniff\r\nX-Frame-Options: DENY\r\nReferrer-Policy: no-referrer\r\n"
+
 static void respond_raw(struct api_conn *c, int status, const char *ctype, const char *body)
 {
     audit_write(c, status, body);
     size_t bl = strlen(body);
     c->out = xasprintf("HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
-                       "Cache-Control: no-store\r\n%s%s\r\n",
+                       "Cache-Control: no-store\r\n" API_SECURITY_HEADERS "%s%s%s\r\n",
                        status, http_status_reason(status), ctype, bl,
                        status == 401 ? "WWW-Authenticate: Bearer realm=\"cutover\"\r\n" : "",
+                       c->extra_head ? c->extra_head : "",
                        c->close_after ? "Connection: close\r\n" : "");
+    free(c->extra_head);
+    c->extra_head = NULL;
     size_t hl = strlen(c->out);
     c->out = xrealloc(c->out, hl + bl + 1);
     memcpy(c->out + hl, body, bl + 1);
@@ -566,6 +590,28 @@ out:
     return 0;
 }
 
+/* With "expect_live" in a rollback's body: 0 when service's live version is still that one,
+ * else -1 after answering 409 (another change moved it meanwhile). */
+static int live_is(struct api_conn *c, const char *service, const char *expect)
+{
+    if (expect == NULL)
+        return 0;
+    json_t *svc = rollout_service_json(c->a->r, service);
+    const char *live = json_string_value(json_object_get(json_object_get(svc, "live"), "name"));
+    int rc = 0;
+    if (svc != NULL && (live == NULL || strcmp(live, expect) != 0)) {
+        char msg[256];
+        snprintf(msg, sizeof(msg),
+                 "the live version of %.64s is %.64s now, not %.64s; nothing "
+                 "was done",
+                 service, live ? live : "none", expect);
+        respond_error(c, 409, msg);
+        rc = -1;
+    }
+    json_decref(svc);
+    return rc;
+}
+
 /* POST /api/v1/services/NAME/{hold,release,maintenance} (docs/api.md "Hold and maintenance"):
  * recorded with the actor, applied by the next table; answers the Service. */
 static int route_mode(struct api_conn *c, const char *service, const char *what, const char *body,
@@ -626,12 +672,13 @@ out:
 
 static int route_rollback(struct api_conn *c, const char *service, const char *body, size_t n)
 {
-    static const char *const allowed[] = {"reason", "actor", NULL};
+    static const char *const allowed[] = {"reason", "actor", "expect_live", NULL};
     json_t *o = parse_body(c, body, n, allowed);
     if (o == NULL)
         return 0;
-    const char *reason, *actor;
-    if (opt_reason(c, o, &reason) == 0 && opt_actor(c, o, &actor) == 0) {
+    const char *reason, *actor, *expect;
+    if (opt_reason(c, o, &reason) == 0 && opt_actor(c, o, &actor) == 0 &&
+        opt_string(c, o, "expect_live", &expect) == 0 && live_is(c, service, expect) == 0) {
         char err[512];
         int64_t id;
         struct api_pending *p = pending_new(c);
@@ -647,10 +694,49 @@ static int route_rollback(struct api_conn *c, const char *service, const char *b
     return 0;
 }
 
+/* With "expect_step" in an action's body: 0 when change id is running at that step (1-based) of
+ * its plan, else -1 after answering 409 with what it is doing instead. A person acts on what
+ * they saw; a change that moved on meanwhile (a promote, a timer, a gate) must not be acted on
+ * in a step they did not see. */
+static int check_expected_step(struct api_conn *c, int64_t id, json_int_t want)
+{
+    json_t *ch = rollout_change_json(c->a->r, id, 0);
+    if (ch == NULL) {
+        respond_no_change(c, id);
+        return -1;
+    }
+    const char *state = json_string_value(json_object_get(ch, "state"));
+    json_t *svc = rollout_service_json(c->a->r, json_string_value(json_object_get(ch, "service")));
+    json_t *cur = json_object_get(svc, "change");
+    json_t *pr = json_object_get(cur, "progress");
+    int here = json_integer_value(json_object_get(cur, "id")) == id && pr != NULL;
+    json_int_t step = json_integer_value(json_object_get(pr, "step"));
+    char msg[512];
+    int rc = 0;
+    if (state == NULL || strcmp(state, "running") != 0) {
+        snprintf(msg, sizeof(msg), "change %lld has ended (%s) since; nothing was done",
+                 (long long)id, state ? state : "?");
+        rc = -1;
+    } else if (here && step != want) {
+        snprintf(msg, sizeof(msg),
+                 "change %lld has moved on: it is at step %lld (%s, %s) now, not step %lld; "
+                 "nothing was done",
+                 (long long)id, (long long)step,
+                 json_string_value(json_object_get(pr, "step_description")),
+                 json_string_value(json_object_get(pr, "state")), (long long)want);
+        rc = -1;
+    }
+    json_decref(svc);
+    json_decref(ch);
+    if (rc < 0)
+        respond_error(c, 409, msg);
+    return rc;
+}
+
 static int route_action(struct api_conn *c, int64_t id, const char *action, const char *body,
                         size_t n)
 {
-    static const char *const allowed[] = {"actor", "all", "reason", NULL};
+    static const char *const allowed[] = {"actor", "all", "reason", "expect_step", NULL};
     json_t *o = parse_body(c, body, n, allowed);
     if (o == NULL)
         return 0;
@@ -674,6 +760,13 @@ static int route_action(struct api_conn *c, int64_t id, const char *action, cons
         respond_error(c, 400, "actor: required to approve (who approves?)");
         goto out;
     }
+    json_t *je = json_object_get(o, "expect_step");
+    if (je != NULL && (!json_is_integer(je) || json_integer_value(je) < 1)) {
+        respond_error(c, 400, "expect_step: expected the step number (1-based) the action is for");
+        goto out;
+    }
+    if (je != NULL && check_expected_step(c, id, json_integer_value(je)) < 0)
+        goto out;
     char err[512];
     int rc = rollout_change_action(c->a->r, id, action, actor, all, err, sizeof(err));
     if (rc < 0) {
@@ -832,6 +925,13 @@ static int route_metrics(struct api_conn *c)
         c->a->hooks.metrics(c->a->hooks.ctx, text_line, &t);
     if (c->a->r != NULL) /* NULL while the daemon hands over */
         rollout_metrics(c->a->r, text_line, &t);
+    char line[96];
+    text_line(&t, "# HELP cutover_admin_refused_total Requests on admin.listen with an unknown "
+                  "token, and dashboard logins with a wrong one.");
+    text_line(&t, "# TYPE cutover_admin_refused_total counter");
+    snprintf(line, sizeof(line), "cutover_admin_refused_total %llu",
+             (unsigned long long)c->a->nrefused);
+    text_line(&t, line);
     respond_raw(c, 200, "text/plain; version=0.0.4", t.p);
     free(t.p);
     return 0;
@@ -1373,6 +1473,155 @@ static int h_approve(struct api_conn *c, const struct api_call *q)
     return route_action(c, q->id, "approve", q->body, q->blen);
 }
 
+static int secret_equal(const char *a, size_t alen, const char *b, size_t blen);
+
+/* GET / and GET /dash/NAME: the dashboard's page and its files, to anyone (the data they show
+ * needs a session). */
+static int h_dash_file(struct api_conn *c, const char *name)
+{
+    const struct dash_asset *f = dash_asset_find(name);
+    if (f == NULL)
+        return respond_error(c, 404, "no such file of the dashboard");
+    respond_raw(c, 200, f->type, f->data);
+    return 0;
+}
+
+static int h_dash_index(struct api_conn *c, const struct api_call *q)
+{
+    (void)q;
+    return h_dash_file(c, "index.html");
+}
+
+static int h_dash_asset(struct api_conn *c, const struct api_call *q)
+{
+    return h_dash_file(c, q->name);
+}
+
+static int64_t wall_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec;
+}
+
+/* The peer's address as text, for the log. */
+static void peer_text(const struct api_conn *c, char *out, size_t n)
+{
+    snprintf(out, n, "?");
+    if (c->peer.ss_family == AF_INET)
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)&c->peer)->sin_addr, out, (socklen_t)n);
+    else if (c->peer.ss_family == AF_INET6)
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)&c->peer)->sin6_addr, out, (socklen_t)n);
+}
+
+/* A refused token or login: counted (/metrics) and logged with the peer's address. */
+static void refused(struct api_conn *c, const char *what)
+{
+    char peer[64];
+    peer_text(c, peer, sizeof(peer));
+    c->a->nrefused++;
+    log_warn(what, "peer", peer);
+}
+
+/* {"name", "role", "csrf", "expires"} of the session of the request (csrf and expires null
+ * for a bearer token, which needs no CSRF token). */
+static json_t *session_json(const struct api_conn *c)
+{
+    json_t *o =
+        json_pack("{s:s, s:s}", "name", c->who->name, "role", config_role_name(c->who->role));
+    if (c->via_session) {
+        char csrf[SESSION_CSRF_LEN];
+        session_csrf(c->who, c->session, strlen(c->session), csrf);
+        json_object_set_new(o, "csrf", json_string(csrf));
+        json_object_set_new(o, "expires", json_integer((json_int_t)c->session_expires));
+    } else {
+        json_object_set_new(o, "csrf", json_null());
+        json_object_set_new(o, "expires", json_null());
+    }
+    return o;
+}
+
+/* POST /api/v1/session {"token": "..."}: the dashboard's login. A right token gives a session
+ * cookie (HttpOnly, SameSite=Strict, Secure over TLS, SESSION_TTL_S); a wrong one is a refused
+ * attempt (401), counted and logged like an unknown bearer token. */
+static int h_login(struct api_conn *c, const struct api_call *q)
+{
+    static const char *const allowed[] = {"token", NULL};
+    json_t *o = parse_body(c, q->body, q->blen, allowed);
+    if (o == NULL)
+        return 0;
+    const char *tok;
+    if (opt_string(c, o, "token", &tok) < 0)
+        goto out;
+    if (tok == NULL || *tok == '\0') {
+        respond_error(c, 400, "token: required (a token of admin.tokens_file)");
+        goto out;
+    }
+    const struct config_token *who = NULL;
+    for (size_t i = 0; i < c->a->ntokens; i++) {
+        const struct config_token *t = &c->a->tokens[i];
+        if (secret_equal(tok, strlen(tok), t->secret, strlen(t->secret)))
+            who = t; /* no early exit: every token is compared */
+    }
+    if (who == NULL) {
+        refused(c, "dashboard login refused: wrong token");
+        respond_error(c, 401, "wrong token: it is not one of admin.tokens_file");
+        goto out;
+    }
+    int64_t now = wall_s();
+    if (session_issue(who, now, c->session, sizeof(c->session)) < 0) {
+        respond_error(c, 500, "cannot start a session (no randomness)");
+        goto out;
+    }
+    c->who = who;
+    c->via_session = 1;
+    c->session_expires = now + SESSION_TTL_S;
+    c->extra_head = xasprintf("Set-Cookie: " SESSION_COOKIE "=%s; Path=/; Max-Age=%d; HttpOnly; "
+                              "SameSite=Strict%s\r\n",
+                              c->session, SESSION_TTL_S, c->secure ? "; Secure" : "");
+    log_info("dashboard login", "token", who->name);
+    respond_json(c, 200, session_json(c));
+out:
+    json_decref(o);
+    return 0;
+}
+
+/* GET /api/v1/session: who the request's session or token is, and its CSRF token. */
+static int h_session(struct api_conn *c, const struct api_call *q)
+{
+    (void)q;
+    if (!c->tcp) /* the unix socket: who the kernel says the peer is (api/who.h) */
+        return respond_json(
+            c, 200,
+            json_pack("{s:s, s:s, s:n, s:n}", "name",
+                      c->unix_who.person ? c->unix_who.person->name : c->unix_who.user, "role",
+                      config_role_name(c->unix_who.role), "csrf", "expires"));
+    return respond_json(c, 200, session_json(c));
+}
+
+/* DELETE /api/v1/session: the session ends here (and its cookie in the browser). */
+static int h_logout(struct api_conn *c, const struct api_call *q)
+{
+    (void)q;
+    if (c->via_session)
+        session_revoke(&c->a->logged_out, c->session, strlen(c->session), c->session_expires,
+                       wall_s());
+    c->extra_head = xstrdup("Set-Cookie: " SESSION_COOKIE "=; Path=/; Max-Age=0; HttpOnly; "
+                            "SameSite=Strict\r\n");
+    return respond_json(c, 200, json_pack("{s:b}", "logged_out", c->via_session));
+}
+
+/* GET /api/v1/services/NAME/series: the dashboard's charts (serve/series.h). */
+static int h_series(struct api_conn *c, const struct api_call *q)
+{
+    if (c->a->hooks.series == NULL)
+        return respond_error(c, 501, "series are not available");
+    json_t *o = c->a->hooks.series(c->a->hooks.ctx, q->name);
+    if (o == NULL)
+        return respond_no_service(c, q->name);
+    return respond_json(c, 200, o);
+}
+
 static int h_note(struct api_conn *c, const struct api_call *q)
 {
     return route_note(c, q->id, q->body, q->blen);
@@ -1410,6 +1659,11 @@ static int h_maintenance(struct api_conn *c, const struct api_call *q)
 }
 
 static const struct api_route api_routes[] = {
+    {HTTP_M_GET, "/", API_ROLE_NONE, 0, h_dash_index},
+    {HTTP_M_GET, "/dash/:name", API_ROLE_NONE, 0, h_dash_asset},
+    {HTTP_M_POST, "/api/v1/session", API_ROLE_NONE, 0, h_login},
+    {HTTP_M_GET, "/api/v1/session", CONFIG_ROLE_VIEWER, 0, h_session},
+    {HTTP_M_DELETE, "/api/v1/session", CONFIG_ROLE_VIEWER, 0, h_logout},
     {HTTP_M_GET, "/metrics", CONFIG_ROLE_VIEWER, 0, h_metrics},
     {HTTP_M_POST, "/api/v1/upgrade", CONFIG_ROLE_ADMIN, 0, h_upgrade},
     {HTTP_M_POST, "/api/v1/reload", CONFIG_ROLE_ADMIN, 0, h_reload},
@@ -1418,6 +1672,7 @@ static const struct api_route api_routes[] = {
     {HTTP_M_GET, "/api/v1/services", CONFIG_ROLE_VIEWER, 1, h_services},
     {HTTP_M_GET, "/api/v1/services/:name", CONFIG_ROLE_VIEWER, 1, h_service},
     {HTTP_M_GET, "/api/v1/services/:name/plan", CONFIG_ROLE_VIEWER, 1, h_plan},
+    {HTTP_M_GET, "/api/v1/services/:name/series", CONFIG_ROLE_VIEWER, 1, h_series},
     {HTTP_M_POST, "/api/v1/services/:name/deploy", CONFIG_ROLE_OPERATOR, 1, h_deploy},
     {HTTP_M_POST, "/api/v1/services/:name/rollback", CONFIG_ROLE_OPERATOR, 1, h_rollback},
     {HTTP_M_POST, "/api/v1/services/:name/hold", CONFIG_ROLE_OPERATOR, 1, h_hold},
@@ -1508,7 +1763,9 @@ static const struct api_route *route_find(enum http_method m, const struct api_p
             continue;
         if (rt->method != m) {
             *status = 405;
-            *allow = rt->method == HTTP_M_GET ? "use GET" : "use POST";
+            *allow = rt->method == HTTP_M_GET    ? "use GET"
+                     : rt->method == HTTP_M_POST ? "use POST"
+                                                 : "use DELETE";
             continue;
         }
         *q = t;
@@ -1566,10 +1823,67 @@ static int secret_equal(const char *a, size_t alen, const char *b, size_t blen)
     return d == 0;
 }
 
-/* Finds who sends a request over admin.listen: the token of its Authorization header. A
- * request without one may go on only to a route anyone may use (rt's role API_ROLE_NONE); what
- * role the route needs is route_allowed's to decide. Answers 401 and returns -1 when the request
- * may not go on. */
+/* The value of header name (lower case) of req, or NULL; *len gets its length. */
+static const char *header_get(const struct http_request *req, const char *name, size_t *len)
+{
+    size_t nl = strlen(name);
+    for (size_t i = 0; i < req->num_headers; i++) {
+        const struct http_header *h = &req->headers[i];
+        if (h->name_len == nl && strncasecmp(h->name, name, nl) == 0) {
+            *len = h->value_len;
+            return h->value;
+        }
+    }
+    return NULL;
+}
+
+/* The dashboard session cookie's value in req's Cookie header, or NULL. */
+static const char *session_cookie(const struct http_request *req, size_t *len)
+{
+    static const char key[] = SESSION_COOKIE "=";
+    size_t kl = sizeof(key) - 1;
+    for (size_t i = 0; i < req->num_headers; i++) {
+        const struct http_header *h = &req->headers[i];
+        if (h->name_len != 6 || strncasecmp(h->name, "cookie", 6) != 0)
+            continue;
+        const char *p = h->value, *end = h->value + h->value_len;
+        while (p < end) {
+            while (p < end && (*p == ' ' || *p == ';'))
+                p++;
+            const char *semi = memchr(p, ';', (size_t)(end - p));
+            const char *stop = semi ? semi : end;
+            if ((size_t)(stop - p) > kl && memcmp(p, key, kl) == 0) {
+                *len = (size_t)(stop - p - (ptrdiff_t)kl);
+                return p + kl;
+            }
+            p = stop;
+        }
+    }
+    return NULL;
+}
+
+/* 1 when req, which changes something, may come from the dashboard's own page: an Origin
+ * header, if any, names the host the request was sent to (a browser always sends one on a
+ * cross-site POST). */
+static int same_origin(const struct http_request *req)
+{
+    size_t ol;
+    const char *origin = header_get(req, "origin", &ol);
+    if (origin == NULL)
+        return 1;
+    const char *sep = ol > 3 ? memmem(origin, ol, "://", 3) : NULL;
+    if (sep == NULL || req->host == NULL)
+        return 0;
+    size_t hl = ol - (size_t)(sep + 3 - origin);
+    return hl == req->host_len && strncasecmp(sep + 3, req->host, hl) == 0;
+}
+
+/* Finds who sends a request over admin.listen: the token of its Authorization header, or else
+ * the dashboard session of its cookie; a request that changes something with a cookie must
+ * also carry the session's CSRF token (X-CSRF-Token) and come from the same origin. A request
+ * with neither may go on only to a route anyone may use (rt's role API_ROLE_NONE); what role
+ * the route needs is route_allowed's to decide. Answers 401/403 and returns -1 when the
+ * request may not go on. */
 static int identify(struct api_conn *c, const struct http_request *req, const struct api_route *rt)
 {
     const char *tok = NULL;
@@ -1590,12 +1904,49 @@ static int identify(struct api_conn *c, const struct http_request *req, const st
         if (secret_equal(tok, tlen, t->secret, strlen(t->secret)))
             who = t; /* no early exit: every token is compared */
     }
+    size_t xl;
+    const char *xfp = header_get(req, "x-forwarded-proto", &xl);
+    c->secure = c->tls != NULL || (xfp != NULL && xl == 5 && strncasecmp(xfp, "https", 5) == 0);
+    c->via_session = 0;
+    size_t cl = 0;
+    const char *cookie = tok == NULL ? session_cookie(req, &cl) : NULL;
+    int64_t expires = 0;
+    if (cookie != NULL && cl < sizeof(c->session))
+        who = session_check(cookie, cl, c->a->tokens, c->a->ntokens, c->a->logged_out, wall_s(),
+                            &expires);
+    int changes = req->meth != HTTP_M_GET && req->meth != HTTP_M_HEAD;
+    if (who != NULL && cookie != NULL) {
+        c->via_session = 1;
+        memcpy(c->session, cookie, cl);
+        c->session[cl] = '\0';
+        c->session_expires = expires;
+        size_t sl = 0;
+        const char *sent = header_get(req, "x-csrf-token", &sl);
+        /* A login does not act with the session it may still carry: it needs no CSRF token. */
+        int acts = rt == NULL || rt->min_role != API_ROLE_NONE;
+        if (changes && acts &&
+            (!same_origin(req) || sent == NULL || !session_csrf_ok(who, cookie, cl, sent, sl))) {
+            c->close_after = 1;
+            respond_error(c, 403,
+                          "a request of a dashboard session that changes something needs the "
+                          "session's X-CSRF-Token (GET /api/v1/session) and the same origin");
+            return -1;
+        }
+    }
+    if (who == NULL && changes && !same_origin(req)) {
+        c->close_after = 1;
+        respond_error(c, 403, "a request from another origin");
+        return -1;
+    }
     if (who == NULL && (tok != NULL || rt == NULL || rt->min_role != API_ROLE_NONE)) {
         c->close_after = 1; /* the body of a refused request is not read */
+        if (tok != NULL)
+            refused(c, "admin API: unknown token refused");
         respond_error(c, 401,
-                      tok == NULL ? "send Authorization: Bearer TOKEN (a token of "
-                                    "admin.tokens_file; the CLI sends $CUTOVER_TOKEN)"
-                                  : "unknown token");
+                      tok != NULL      ? "unknown token"
+                      : cookie != NULL ? "the session has expired or was logged out; log in again"
+                                       : "send Authorization: Bearer TOKEN (a token of "
+                                         "admin.tokens_file; the CLI sends $CUTOVER_TOKEN)");
         return -1;
     }
     if (who != NULL && !c->authed) {
@@ -1711,6 +2062,7 @@ static void api_unref(struct api *a)
         free(a->tokens[i].secret);
     }
     free(a->tokens);
+    session_revoked_free(a->logged_out);
     store_event_list_free(a->queued, a->nqueued);
     free(a->path);
     if (a->unix_fd >= 0)
@@ -1733,6 +2085,7 @@ static void on_conn_closed(uv_handle_t *h)
     free(c->buf);
     free(c->out);
     free(c->sse_service);
+    free(c->extra_head);
     audit_forget(c);
     free(c);
     api_unref(a);

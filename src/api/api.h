@@ -25,8 +25,13 @@ typedef void (*api_done_fn)(void *req, int status, const char *message, long pid
 typedef void (*api_handover_fn)(void *ctx, const char *binary, int reload, api_done_fn done,
                                 void *req);
 
+/* The dashboard's chart data of service (series.h's series_json), or NULL for an unknown
+ * service. Returns a new reference. */
+typedef json_t *(*api_series_fn)(void *ctx, const char *service);
+
 struct api_hooks {
     api_metrics_fn metrics;
+    api_series_fn series;
     api_handover_fn handover;
     void *ctx;
     /* upgrade --binary takes only a binary under this directory (borrowed; NULL: the running

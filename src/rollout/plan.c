@@ -1449,6 +1449,16 @@ json_t *plan_status_json(const struct service *s)
     json_t *ap = json_object_get(run->detail, "approvals");
     if (ap != NULL)
         json_object_set(o, "approvals", ap);
+    const struct config_step *cur = &run->plan->steps[run->step];
+    if (cur->kind == CONFIG_STEP_APPROVAL) {
+        /* Who may give the approvals still awaited: the dashboard's "waiting for me". */
+        json_t *who = json_array();
+        for (size_t i = 0; i < cur->napprovers; i++)
+            json_array_append_new(who, json_string(cur->approvers[i]));
+        json_object_set_new(o, "approval",
+                            json_pack("{s:o, s:i, s:b}", "approvers", who, "count", cur->count,
+                                      "allow_self", cur->allow_self));
+    }
     if (run->have_verdict)
         json_object_set_new(o, "last_analysis",
                             json_pack("{s:s, s:s, s:s, s:I, s:I, s:f, s:f, s:f, s:f}", "result",

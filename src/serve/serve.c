@@ -44,6 +44,7 @@
 #include "proxy/tcpproxy.h"
 #include "proxy/worker.h"
 #include "rollout/rollout.h"
+#include "serve/series.h"
 #include "store/store.h"
 
 #define HANDOVER_TIMEOUT_MS 10000
@@ -111,9 +112,11 @@ struct daemon {
      * to the version the role served (vc_flush) on each publish and each scrape. */
     struct vcount *vc;
     size_t nvc;
-    struct vagg *vbase; /* [nservices * ROUTE_ROLES]: the role's sums at the last flush */
-    char **vname;       /* [nservices * ROUTE_ROLES]: the version the role serves, or NULL */
-    double started;     /* wall-clock seconds at start: process_start_time_seconds */
+    struct vagg *vbase;    /* [nservices * ROUTE_ROLES]: the role's sums at the last flush */
+    char **vname;          /* [nservices * ROUTE_ROLES]: the version the role serves, or NULL */
+    double started;        /* wall-clock seconds at start: process_start_time_seconds */
+    struct series *series; /* the dashboard's charts: the serving versions' last 15 minutes */
+    uv_timer_t series_tick;
 };
 
 /* ---------------------------------------------------------------- data plane glue ----------- */
@@ -393,6 +396,41 @@ static void vc_free(struct daemon *d)
         free(d->vname[j]);
     free(d->vname);
     free(d->vbase);
+}
+
+/* Every SERIES_EVERY_MS: one point per serving version for the dashboard's charts, from the
+ * same per-version sums as /metrics. */
+static void on_series_tick(uv_timer_t *t)
+{
+    struct daemon *d = t->data;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    double now = (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+    vc_flush(d);
+    for (size_t j = 0; d->vname != NULL && j < d->cfg->nservices; j++)
+        for (int role = 0; role < ROUTE_ROLES; role++) {
+            const char *name = d->vname[j * ROUTE_ROLES + (size_t)role];
+            if (name == NULL)
+                continue;
+            const struct vagg *a = &vc_get(d, j, name)->a;
+            uint64_t requests = 0;
+            for (int k = 0; k < WORKER_CLASSES; k++)
+                requests += a->classes[k];
+            struct hist h;
+            memcpy(h.counts, a->latency, sizeof(h.counts));
+            series_sample(d->series, d->cfg->services[j].name, name, now, requests,
+                          a->classes[WORKER_CLASSES - 1], &h);
+        }
+}
+
+/* The API's GET /api/v1/services/NAME/series: NULL for a service the config does not have. */
+static json_t *on_series(void *ctx, const char *service)
+{
+    struct daemon *d = ctx;
+    for (size_t j = 0; j < d->cfg->nservices; j++)
+        if (strcmp(d->cfg->services[j].name, service) == 0)
+            return series_json(d->series, service);
+    return NULL;
 }
 
 /* The histogram's bounds in seconds; a log-scaled bucket (core/hist.h) that straddles one
@@ -759,6 +797,7 @@ static void on_join_done(uv_work_t *req, int status)
     uv_close((uv_handle_t *)&d->exit_timer, NULL);
     uv_close((uv_handle_t *)&d->fd_watch, NULL);
     uv_close((uv_handle_t *)&d->store_watch, NULL);
+    uv_close((uv_handle_t *)&d->series_tick, NULL);
 }
 
 /* ---------------------------------------------------------------- hand-over ----------------- */
@@ -1300,6 +1339,7 @@ int serve_main(int argc, char **argv)
 
     char *sock = xasprintf("%s/cutover.sock", d.cfg->state_dir);
     struct api_hooks hooks = {.metrics = on_metrics,
+                              .series = on_series,
                               .handover = begin_handover,
                               .ctx = &d,
                               .upgrade_dir = d.cfg->admin_upgrade_dir,
@@ -1376,6 +1416,11 @@ int serve_main(int argc, char **argv)
     d.fd_watch.data = &d;
     uv_timer_start(&d.fd_watch, on_fd_watch, 1000, 1000);
     uv_unref((uv_handle_t *)&d.fd_watch); /* never what keeps the daemon running */
+    d.series = series_new();
+    uv_timer_init(d.loop, &d.series_tick);
+    d.series_tick.data = &d;
+    uv_timer_start(&d.series_tick, on_series_tick, SERIES_EVERY_MS, SERIES_EVERY_MS);
+    uv_unref((uv_handle_t *)&d.series_tick);
     uv_timer_init(d.loop, &d.store_watch);
     d.store_watch.data = &d;
     uv_timer_start(&d.store_watch, on_store_watch, 0, STORE_WATCH_MS);
@@ -1445,6 +1490,7 @@ out:
     if (d.lock_fd >= 0)
         close(d.lock_fd); /* last: the store is closed before another daemon may open it */
     vc_free(&d);
+    series_free(d.series);
     config_free(d.cfg);
     free(d.cfg_path);
     return exit_code;

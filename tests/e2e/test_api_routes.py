@@ -19,6 +19,11 @@ ROUTES = [
     ("GET", "/api/v1/changes", "viewer", None),
     ("GET", "/api/v1/changes/999", "viewer", None),
     ("GET", "/api/v1/changes/999/report", "viewer", None),
+    ("GET", "/api/v1/services/web/series", "viewer", None),
+    ("GET", "/api/v1/events?service=nope", "viewer", None),
+    ("GET", "/api/v1/session", "viewer", None),
+    ("GET", "/api/v1/audit", "operator", None),
+    ("DELETE", "/api/v1/session", "viewer", None),
     ("POST", "/api/v1/services/web/deploy", "operator", {"nope": 1}),
     ("POST", "/api/v1/services/web/rollback", "operator", {"nope": 1}),
     ("POST", "/api/v1/changes/999/promote", "operator", {}),
@@ -26,6 +31,13 @@ ROUTES = [
     ("POST", "/api/v1/changes/999/resume", "operator", {}),
     ("POST", "/api/v1/changes/999/abort", "operator", {}),
     ("POST", "/api/v1/changes/999/approve", "operator", {}),
+    ("POST", "/api/v1/services/web/hold", "operator", {"nope": 1}),
+    ("POST", "/api/v1/services/web/release", "operator", {"nope": 1}),
+    ("POST", "/api/v1/services/web/maintenance", "operator", {"nope": 1}),
+    ("POST", "/api/v1/changes/999/note", "operator", {"nope": 1}),
+    ("GET", "/api/v1/changes/999/verify", "viewer", None),
+    ("GET", "/api/v1/verify", "viewer", None),
+    ("GET", "/api/v1/stats", "viewer", None),
     ("POST", "/api/v1/upgrade", "admin", {"binary": "relative"}),
     ("POST", "/api/v1/reload", "admin", {"nope": 1}),
 ]
@@ -49,6 +61,21 @@ def test_each_route_needs_the_role_of_its_row(backend, daemon, tmp_path):
     assert d.history() == []
     st, doc, _ = call(d, "GET", "/api/v1/health", token=VIEW)
     assert st == 200 and doc["pid"] == pid
+
+
+def test_the_dashboard_and_its_login_need_no_token(backend, daemon, tmp_path):
+    d = admin_daemon(daemon, [backend("v1")], tmp_path)
+    d.start(expect="v1\n")
+    for path in ["/", "/dash/app.js", "/dash/app.css"]:
+        st, _, _ = call(d, "GET", path)
+        assert st == 200, (path, st)
+    st, doc, _ = call(d, "POST", "/api/v1/session", body={})
+    assert st == 400 and "token: required" in doc["error"], (st, doc)
+    # Anything else of /dash/ is no file, and the login takes POST only.
+    st, _, _ = call(d, "GET", "/dash/../api/v1/services")
+    assert st in (401, 404), st
+    st, doc, _ = call(d, "PUT", "/api/v1/session", token=VIEW, body={})
+    assert st == 405, (st, doc)
 
 
 def test_a_path_on_no_row_is_404_and_another_method_405(backend, daemon, tmp_path):
