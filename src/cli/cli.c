@@ -1562,6 +1562,13 @@ static void cli_render_plan(FILE *out, const struct config_plan *p)
             else
                 fprintf(out, "pause: %s\n", duration_format(s->duration_ms, d1, sizeof(d1)));
             break;
+        case CONFIG_STEP_MIRROR:
+            fprintf(out,
+                    "mirror: %d%% of requests copied to the new version for %s, mismatches "
+                    "at most %g\n",
+                    s->mirror->percent, duration_format(s->duration_ms, d1, sizeof(d1)),
+                    s->mirror->max_mismatch_rate);
+            break;
         case CONFIG_STEP_APPROVAL:
             fprintf(out, "approval: %d of", s->count);
             for (size_t j = 0; j < s->napprovers; j++)

@@ -18,6 +18,7 @@
 #include "core/duration.h"
 #include "core/log.h"
 #include "core/xmalloc.h"
+#include "proxy/mirror.h"
 #include "rollout/managed.h"
 #include "rollout/plan.h"
 #include "rollout/rollout_int.h"
@@ -52,11 +53,13 @@ struct plan_run {
     int handles;
     int enter_pending; /* the store refused the record of step enter_step: not taken yet */
     size_t enter_step;
-    int rolling_wait; /* rolling replacement: 1 a weight step, 2 the plan's end waits for the
-                         batches to reach their goal */
-    int skip_gates;   /* promote --all: remaining batches do not wait for analysis */
-    int gate_held;    /* held because a batch's window stayed inconclusive */
-    char *finish_how; /* the plan's end waits for the last batch: how it ended (promoted...) */
+    int rolling_wait;      /* rolling replacement: 1 a weight step, 2 the plan's end waits for the
+                              batches to reach their goal */
+    int skip_gates;        /* promote --all: remaining batches do not wait for analysis */
+    int gate_held;         /* held because a batch's window stayed inconclusive */
+    char *finish_how;      /* the plan's end waits for the last batch: how it ended (promoted...) */
+    int mirror_step;       /* index of the mirror step in force, or -1 */
+    uint64_t mirror_epoch; /* its results in the data plane (proxy/mirror.h) */
 };
 
 static void step_enter(struct service *s, size_t i);
@@ -116,6 +119,8 @@ static const char *step_kind_name(enum config_step_kind k)
         return "pause";
     case CONFIG_STEP_APPROVAL:
         return "approval";
+    case CONFIG_STEP_MIRROR:
+        return "mirror";
     }
     return "?";
 }
@@ -151,6 +156,10 @@ static void step_describe(const struct config_step *st, char *buf, size_t n)
         break;
     case CONFIG_STEP_APPROVAL:
         snprintf(buf, n, "approval by %d of %zu", st->count, st->napprovers);
+        break;
+    case CONFIG_STEP_MIRROR:
+        snprintf(buf, n, "mirror %d%% for %s", st->mirror->percent,
+                 duration_format(st->duration_ms, d, sizeof(d)));
         break;
     }
 }
@@ -338,6 +347,12 @@ void plan_route_fill(const struct service *s, struct route_service *rs)
         return;
     route_backend_set(&rs->canary, s->next->name, s->next->targets, s->next->n);
     rs->canary_buckets = (unsigned)run->weight * (ROUTE_BUCKETS / 100);
+    if (run->mirror_step >= 0) {
+        const struct config_mirror *m = run->plan->steps[run->mirror_step].mirror;
+        rs->mirror =
+            route_mirror_new(run->mirror_epoch, m->percent, m->methods, m->compare, m->headers,
+                             m->ignore_json, m->max_body_bytes, m->max_inflight);
+    }
     if (run->pilot_step >= 0) {
         const struct config_step *st = &run->plan->steps[run->pilot_step];
         if (st->pilot_kind == CONFIG_PILOT_SOURCE) {
@@ -448,6 +463,78 @@ static int judge_window(struct service *s, int step_end)
     return 1;
 }
 
+/* The mirror step's results so far go into its record; its gate judges them. A mismatch rate
+ * over max_mismatch_rate fails the step as soon as min_pairs were compared; at the step's end
+ * (step_end) fewer pairs are inconclusive. Returns 1 when the step ended here (failed or
+ * inconclusive and acted on). */
+static int mirror_judge(struct service *s, int step_end)
+{
+    struct plan_run *run = s->run;
+    if (run->mirror_step < 0 || (size_t)run->mirror_step != run->step)
+        return 0;
+    const struct config_mirror *m = run->plan->steps[run->step].mirror;
+    struct mirror_totals t;
+    json_t *res = mirror_results_json(s->id, run->mirror_epoch, &t);
+    if (res == NULL)
+        return 0;
+    json_object_set_new(res, "max_mismatch_rate", json_real(m->max_mismatch_rate));
+    json_object_set_new(res, "min_pairs", json_integer((json_int_t)m->min_pairs));
+    json_object_set_new(step_record(run, run->step), "mirror", res);
+    double rate = t.pairs ? (double)t.mismatches / (double)t.pairs : 0.0;
+    if (t.pairs >= m->min_pairs && rate > m->max_mismatch_rate) {
+        struct analysis_verdict v;
+        memset(&v, 0, sizeof(v));
+        v.result = ANALYSIS_FAIL;
+        snprintf(v.test, sizeof(v.test), "mirror");
+        snprintf(v.gate, sizeof(v.gate), "max_mismatch_rate");
+        /* The worst route names where to look. */
+        json_t *routes = json_object_get(res, "routes"), *r, *worst = NULL;
+        size_t i;
+        json_array_foreach(routes, i, r)
+        {
+            if (worst == NULL || json_integer_value(json_object_get(r, "mismatches")) >
+                                     json_integer_value(json_object_get(worst, "mismatches")))
+                worst = r;
+        }
+        snprintf(v.detail, sizeof(v.detail),
+                 "mismatch rate %.3f (%llu of %llu compared pairs) > max %g; most on %s (%lld)",
+                 rate, (unsigned long long)t.mismatches, (unsigned long long)t.pairs,
+                 m->max_mismatch_rate,
+                 worst ? json_string_value(json_object_get(worst, "route")) : "?",
+                 worst ? (long long)json_integer_value(json_object_get(worst, "mismatches")) : 0);
+        v.canary_requests = t.pairs;
+        v.pooled_requests = t.pairs;
+        v.pooled_errors = t.mismatches;
+        v.windows = 1;
+        run->mirror_step = -1; /* the copies stop with the rollback's table */
+        on_failure(s, &v);
+        return 1;
+    }
+    if (!step_end)
+        return 0;
+    if (t.pairs < m->min_pairs) {
+        char why[480];
+        snprintf(why, sizeof(why),
+                 "step %zu inconclusive: %llu mirrored pairs compared, fewer than min_pairs %llu "
+                 "(%llu dropped over max_inflight or without a target, %llu not copyable)",
+                 run->step + 1, (unsigned long long)t.pairs, (unsigned long long)m->min_pairs,
+                 (unsigned long long)t.dropped, (unsigned long long)t.skipped);
+        json_t *inc = json_object_get(run->detail, "inconclusive");
+        if (inc == NULL) {
+            inc = json_array();
+            json_object_set_new(run->detail, "inconclusive", inc);
+        }
+        json_array_append_new(inc, json_string(why));
+        json_object_set_new(step_record(run, run->step), "outcome", json_string("inconclusive"));
+        event(s, "inconclusive", why);
+        run->mirror_step = -1;
+        change_publish(&s->ch);
+        inconclusive(s, why, 0);
+        return 1;
+    }
+    return 0;
+}
+
 static void on_tick(uv_timer_t *t)
 {
     struct service *s = t->data;
@@ -459,6 +546,8 @@ static void on_tick(uv_timer_t *t)
         return;
     }
     if (ST(run) == CHANGE_STEP && analysing(run) && judge_window(s, 0))
+        return;
+    if (ST(run) == CHANGE_STEP && mirror_judge(s, 0))
         return;
     run_save(s); /* keeps step_elapsed_ms current: a restart resumes with the time left */
 }
@@ -553,6 +642,8 @@ static void on_step_timer(uv_timer_t *t)
         return;
     step_fold(run);
     if (judge_tail(s))
+        return;
+    if (mirror_judge(s, 1))
         return;
     /* judge_tail left the step's pooled verdict in run->last: too few requests, or a value
      * over its limit without significance, is inconclusive, not a pass. */
@@ -777,6 +868,11 @@ static void step_complete(struct service *s, const char *outcome, const char *no
 {
     struct plan_run *run = s->run;
     uv_timer_stop(&run->step_timer);
+    if (run->mirror_step >= 0) {
+        /* The copies end with the step (the next step may publish nothing). */
+        run->mirror_step = -1;
+        change_publish(&s->ch);
+    }
     step_close_record(s, outcome, note);
     char desc[256], msg[400];
     step_describe(&run->plan->steps[run->step], desc, sizeof(desc));
@@ -830,6 +926,13 @@ static void step_enter(struct service *s, size_t i)
         run->step_duration_ms = st->duration_ms;
         run->step_timed = st->duration_ms > 0;
         break;
+    case CONFIG_STEP_MIRROR:
+        run->mirror_step = (int)i;
+        run->mirror_epoch = mirror_results_start(s->id);
+        run->step_duration_ms = st->duration_ms;
+        run->step_timed = 1;
+        publish = 1;
+        break;
     case CONFIG_STEP_TEST:
     case CONFIG_STEP_APPROVAL:
         break;
@@ -876,6 +979,7 @@ static void step_enter(struct service *s, size_t i)
         return;
     case CONFIG_STEP_PILOT:
     case CONFIG_STEP_PAUSE:
+    case CONFIG_STEP_MIRROR:
         if (run->step_timed)
             start_step_timer(run);
         return;
@@ -996,6 +1100,7 @@ static struct plan_run *run_new(struct service *s, const struct config_plan *pla
     run->plan = plan;
     run->s = s;
     run->pilot_step = -1;
+    run->mirror_step = -1;
     SET(run, CHANGE_HEALTH);
     run->detail = json_object();
     uv_timer_init(R(s)->loop, &run->step_timer);
@@ -1172,6 +1277,14 @@ int plan_resume(struct service *s, const struct store_change *c, const struct co
             start_step_timer(run);
         break;
     case CONFIG_STEP_APPROVAL:
+        break;
+    case CONFIG_STEP_MIRROR:
+        /* The comparisons were in memory: the step's remaining time compares afresh. */
+        run->mirror_step = (int)run->step;
+        run->mirror_epoch = mirror_results_start(s->id);
+        run->step_timed = 1;
+        change_publish(&s->ch);
+        start_step_timer(run);
         break;
     case CONFIG_STEP_TEST:
         /* A test cannot be resumed half-way: it runs again. */

@@ -74,6 +74,12 @@ static void estimate(const struct preview_in *in, size_t i, int weight, struct s
     case CONFIG_STEP_PILOT:
         e->cohort = true;
         break;
+    case CONFIG_STEP_MIRROR:
+        /* Users see none of its answers; its own gate (max_mismatch_rate) decides. */
+        e->fastest = e->expected = e->worst = SEC(st->duration_ms);
+        snprintf(e->note, sizeof(e->note), "copies %d%% of requests to it for %s and compares",
+                 st->mirror->percent, duration_format(st->duration_ms, d, sizeof(d)));
+        return;
     }
     /* A timed step (pause, pilot) holds for its duration; its end judges the analysis. */
     double dur = SEC(st->duration_ms);
@@ -237,6 +243,9 @@ static json_t *step_what(const struct config_step *st)
         return json_sprintf("test %s", st->command && st->command[0] ? st->command[0] : "");
     case CONFIG_STEP_APPROVAL:
         return json_sprintf("approval by %d of %zu", st->count, st->napprovers);
+    case CONFIG_STEP_MIRROR:
+        return json_sprintf("mirror %d%% for %s", st->mirror->percent,
+                            duration_format(st->duration_ms, d, sizeof(d)));
     }
     return json_string("?");
 }
