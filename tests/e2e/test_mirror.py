@@ -1,0 +1,203 @@
+"""Shadow traffic (issue 18), end to end: a `mirror:` step copies live requests to the new
+version after the live answer went out, compares the two answers per route, samples the
+mismatches into the change record, and rolls back through max_mismatch_rate, while users get
+only the live version's answers. Real daemon, real backends (backend.py), wrk on loopback.
+"""
+import json
+import threading
+
+import pytest
+
+from conftest import run_cli
+from progressive_util import Client, change_of, report_json, wait_for
+
+
+def plans(**named):
+    out = "plans:\n"
+    for name, body in named.items():
+        out += f"  {name}:\n" + "".join(f"    {line}\n" for line in body.strip().splitlines())
+    return out
+
+
+def deploy_ok(d, version, target, plan):
+    r = d.cli("deploy", "web", version, "--target", target, "--plan", plan)
+    assert r.returncode == 0, f"deploy exit {r.returncode}: {r.stdout}{r.stderr}\n{d.log()[-3000:]}"
+    return change_of(d)
+
+
+def wait_ended(d, secs):
+    def ended():
+        c = d.history()[0]
+        return c if c["state"] != "running" else None
+    return wait_for(ended, secs, "the change ended")
+
+
+def mirror_record(d, change_id):
+    rep = report_json(d, change_id)
+    text = json.dumps(rep)
+    steps = [s for s in _find_steps(rep) if s.get("kind") == "mirror"]
+    assert steps and "mirror" in steps[0], f"no mirror record in the report: {text[:3000]}"
+    return steps[0]["mirror"], rep
+
+
+def _find_steps(doc):
+    """The steps log wherever the report keeps it (detail.steps)."""
+    if isinstance(doc, dict):
+        if isinstance(doc.get("steps"), list) and doc["steps"] and \
+                isinstance(doc["steps"][0], dict) and "kind" in doc["steps"][0]:
+            return doc["steps"]
+        for v in doc.values():
+            r = _find_steps(v)
+            if r:
+                return r
+    elif isinstance(doc, list):
+        for v in doc:
+            r = _find_steps(v)
+            if r:
+                return r
+    return []
+
+
+class Users(threading.Thread):
+    """A user on one keep-alive connection asking /api/x and /b in turn; keeps every answer."""
+
+    def __init__(self, port):
+        super().__init__(daemon=True)
+        self.c = Client(port)
+        self.stop = threading.Event()
+        self.answers = []
+
+    def run(self):
+        while not self.stop.is_set():
+            for path in ("/api/x?id=7", "/b", "/api/x?id=8"):
+                st, body, hdrs, _ = self.c.get(path, {"Authorization": "Bearer s3cret",
+                                                     "Cookie": "sid=s3cret"})
+                self.answers.append((path, st, body, hdrs.get("x-version")))
+
+    def finish(self):
+        self.stop.set()
+        self.join(15)
+        self.c.close()
+        return self.answers
+
+
+MIRROR_PLAN = """
+steps:
+  - mirror: {percent: 100, duration: 8s, compare: [status, body], headers: [content-type],
+             ignore_json: [/meta], min_pairs: 20, max_mismatch_rate: 0.05}
+  - weight: 100
+"""
+
+
+@pytest.mark.xdist_group("load")
+def test_mismatches_are_counted_sampled_and_roll_back_while_users_get_live_answers(
+        backend, daemon, wrk):
+    v1 = backend("v1")
+    v2 = backend("v2", extra=["--api-x-status", "500", "--b-body", "other\n"])
+    d = daemon([v1], top_extra=plans(shadow=MIRROR_PLAN))
+    d.start(expect="v1\n")
+    users = Users(d.port)
+    users.start()
+    load = wrk(d.port, 20, conns=8, path="/b")
+    ch = deploy_ok(d, "v2", v2.addr, "shadow")
+    c = wait_ended(d, 20)
+    res = load.stop()
+    answers = users.finish()
+
+    # No user ever had the new version: the change ends as failed (the house's word for a
+    # rollback before users), and the live version stays.
+    assert c["id"] == ch["id"] and c["state"] == "failed", c
+    assert d.status()["live"]["name"] == "v1"
+    # Users got only live answers, and no error.
+    assert res["socket_errors"] == 0 and res["non2xx"] == 0, res["text"]
+    assert res["requests"] > 0
+    assert answers, "the user thread got no answer"
+    bad = [a for a in answers if a[1] != 200 or a[3] != "v1"]
+    assert not bad, f"{len(bad)} answers not from the live version: {bad[:5]}"
+    assert all(a[2] == "b\n" for a in answers if a[0] == "/b")
+
+    m, rep = mirror_record(d, ch["id"])
+    print(f"\nmirror record: pairs {m['pairs']}, mismatches {m['mismatches']}, "
+          f"dropped {m['dropped']}, routes {[(r['route'], r['pairs'], r['mismatches']) for r in m['routes']]}")
+    routes = {r["route"]: r for r in m["routes"]}
+    assert routes["GET /b"]["mismatches"] > 0 and routes["GET /b"]["kinds"]["body"] > 0
+    assert routes["GET /b"]["kinds"]["status"] == 0
+    # /api/x?id=7 and ?id=8 are one route; its mismatches are of status.
+    assert routes["GET /api/x"]["kinds"]["status"] > 0
+    assert m["kinds"]["status"] > 0 and m["kinds"]["body"] > 0
+    assert m["pairs"] >= 20 and m["mismatches"] / m["pairs"] > 0.05
+    assert 0 < len(m["samples"]) <= 20
+    kinds = {s["route"]: s for s in m["samples"]}
+    assert "GET /b" in kinds and kinds["GET /b"]["live_status"] == 200
+    assert "other" in kinds["GET /b"]["diff"]
+    xs = [s for s in m["samples"] if s["route"] == "GET /api/x"]
+    if xs:
+        assert xs[0]["live_status"] == 200 and xs[0]["new_status"] == 500
+        assert "s3cret" not in xs[0]["request"] and "***" in xs[0]["request"]
+    assert "s3cret" not in json.dumps(rep)
+    fail = json.dumps(rep)
+    assert "max_mismatch_rate" in fail
+    # The markdown report shows the mirror's figures too.
+    r = d.cli("report", str(ch["id"]), "--format", "md")
+    assert r.returncode == 0 and "Mirrored:" in r.stdout and "GET /b" in r.stdout, r.stdout
+
+
+@pytest.mark.xdist_group("load")
+def test_a_version_differing_only_in_ignored_json_fields_passes(backend, daemon, wrk):
+    v1, v2 = backend("v1"), backend("v2")
+    d = daemon([v1], top_extra=plans(shadow=MIRROR_PLAN.replace("duration: 8s", "duration: 3s")))
+    d.start(expect="v1\n")
+    load = wrk(d.port, 20, conns=8, path="/api/j")
+    ch = deploy_ok(d, "v2", v2.addr, "shadow")
+    c = wait_ended(d, 20)
+    res = load.stop()
+    assert c["id"] == ch["id"] and c["state"] == "completed", c
+    assert res["socket_errors"] == 0 and res["non2xx"] == 0, res["text"]
+    m, _ = mirror_record(d, ch["id"])
+    print(f"\nmirror record: pairs {m['pairs']}, mismatches {m['mismatches']}")
+    assert m["pairs"] >= 20 and m["mismatches"] == 0 and m["samples"] == [], m
+    assert [r["route"] for r in m["routes"]] == ["GET /api/j"]
+
+
+def test_a_quiet_mirror_is_inconclusive(backend, daemon):
+    v1, v2 = backend("v1"), backend("v2")
+    plan = MIRROR_PLAN.replace("duration: 8s", "duration: 1s") + "on_inconclusive: rollback\n"
+    d = daemon([v1], top_extra=plans(shadow=plan))
+    d.start(expect="v1\n")
+    ch = deploy_ok(d, "v2", v2.addr, "shadow")
+    c = wait_ended(d, 15)
+    assert c["id"] == ch["id"] and c["state"] == "failed", c
+    rep = json.dumps(report_json(d, ch["id"]))
+    assert "fewer than min_pairs" in rep, rep[:2000]
+
+
+BAD = [
+    # (what, service extra, plan step, expected text)
+    ("tcp", "    protocol: tcp\n    plan: shadow\n",
+     "{mirror: {percent: 50, duration: 5s}}", "needs protocol http"),
+    ("percent 0", "", "{mirror: {percent: 0, duration: 5s}}", "percent"),
+    ("percent 101", "", "{mirror: {percent: 101, duration: 5s}}", "percent"),
+    ("pointer", "", "{mirror: {duration: 5s, ignore_json: [meta/time]}}", "JSON pointer"),
+    ("escape", "", "{mirror: {duration: 5s, ignore_json: [/a~2b]}}", "JSON pointer"),
+    ("no duration", "", "{mirror: {percent: 10}}", "duration"),
+]
+
+
+@pytest.mark.parametrize("what,svc,step,text", BAD, ids=[b[0] for b in BAD])
+def test_bad_mirror_config_names_file_and_line(tmp_path, what, svc, step, text):
+    cfg = tmp_path / "cutover.yml"
+    cfg.write_text(f"state_dir: {tmp_path}/var\n"
+                   f"plans:\n"
+                   f"  shadow:\n"
+                   f"    steps:\n"
+                   f"      - {step}\n"
+                   f"services:\n"
+                   f"  web:\n"
+                   f"    listen: 127.0.0.1:1\n"
+                   f"    targets: [127.0.0.1:2]\n"
+                   f"{svc}")
+    r = run_cli("check", "-c", cfg)
+    assert r.returncode != 0, r.stdout
+    err = r.stderr + r.stdout
+    line = 5 if what != "tcp" else 11  # the service's `plan:` line
+    assert f"cutover.yml:{line}" in err and text in err, err
