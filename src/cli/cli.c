@@ -1569,6 +1569,10 @@ static void cli_render_plan(FILE *out, const struct config_plan *p)
                     s->mirror->percent, duration_format(s->duration_ms, d1, sizeof(d1)),
                     s->mirror->max_mismatch_rate);
             break;
+        case CONFIG_STEP_LOAD:
+            fprintf(out, "load: %d synthetic requests/s to the new version for %s\n", s->load->rate,
+                    duration_format(s->duration_ms, d1, sizeof(d1)));
+            break;
         case CONFIG_STEP_APPROVAL:
             fprintf(out, "approval: %d of", s->count);
             for (size_t j = 0; j < s->napprovers; j++)

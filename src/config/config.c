@@ -1421,11 +1421,13 @@ static int parse_service(struct ctx *c, struct fy_node_pair *pair, struct config
             return fail_type(c, &v, p, "the name of a plan defined under plans");
         /* A TCP stream has no requests to copy nor answers to compare. */
         for (size_t i = 0; s->protocol == CONFIG_PROTO_TCP && i < pl->nsteps; i++)
-            if (pl->steps[i].kind == CONFIG_STEP_MIRROR)
+            if (pl->steps[i].kind == CONFIG_STEP_MIRROR || pl->steps[i].kind == CONFIG_STEP_LOAD)
                 return fail(c, v.line,
-                            "%s: plan '%s' has a mirror step (line %d), which needs protocol "
+                            "%s: plan '%s' has a %s step (line %d), which needs protocol "
                             "http, got protocol tcp",
-                            p, pl->name, pl->steps[i].line);
+                            p, pl->name,
+                            pl->steps[i].kind == CONFIG_STEP_MIRROR ? "mirror" : "load",
+                            pl->steps[i].line);
     }
     if (map_find(it.node, "risk_policy", &v) &&
         (rc =
@@ -1772,12 +1774,98 @@ static int parse_step_mirror(struct ctx *c, const struct item *it, const char *p
     return 0;
 }
 
+/* A request target we send ourselves: '/' first, visible ASCII only. */
+static bool valid_load_path(const char *s)
+{
+    if (s[0] != '/')
+        return false;
+    for (const char *q = s; *q; q++)
+        if ((unsigned char)*q <= 0x20 || (unsigned char)*q >= 0x7f || *q == '#')
+            return false;
+    return true;
+}
+
+static int parse_step_load(struct ctx *c, const struct item *it, const char *path,
+                           struct config_step *st)
+{
+    static const char *const known[] = {"rate", "duration", "paths", "headers", NULL};
+    char p[KEY_PATH_MAX];
+    struct item v;
+    int rc;
+    struct config_load *l = xcalloc(1, sizeof(*l));
+
+    st->load = l;
+    if ((rc = expect_map(c, it, path, known)) != 0)
+        return rc;
+    if (!map_find(it->node, "rate", &v))
+        return fail_missing(c, it->line, path, "rate", "requests a second, like 20");
+    if ((rc = get_int(c, &v, subpath(p, sizeof(p), path, "rate"), 1, CONFIG_LOAD_MAX_RATE,
+                      &l->rate)))
+        return rc;
+    if (!map_find(it->node, "duration", &v))
+        return fail_missing(c, it->line, path, "duration", "a duration like 60s");
+    if ((rc = get_duration(c, &v, subpath(p, sizeof(p), path, "duration"), 1, &st->duration_ms)))
+        return rc;
+    if (map_find(it->node, "paths", &v)) {
+        subpath(p, sizeof(p), path, "paths");
+        rc = get_string_list(c, &v, p, "a non-empty list of paths like /api/health", true, true,
+                             &l->paths, &l->npaths);
+        if (rc != 0)
+            return rc;
+        for (size_t i = 0; i < l->npaths; i++)
+            if (!valid_load_path(l->paths[i]) || strlen(l->paths[i]) > 1024)
+                return fail(c, v.line,
+                            "%s[%zu]: expected a path starting with / (visible ASCII, at most "
+                            "1024 bytes), got '%.*s'",
+                            p, i, SHOW_MAX, l->paths[i]);
+    } else {
+        l->paths = xcalloc(2, sizeof(*l->paths));
+        l->paths[0] = xstrdup("/");
+        l->npaths = 1;
+    }
+    if (map_find(it->node, "headers", &v)) {
+        struct fy_node_pair *pair;
+        void *iter = NULL;
+        static const char *const any[] = {NULL};
+        subpath(p, sizeof(p), path, "headers");
+        if (fy_node_get_type(v.node) != FYNT_MAPPING)
+            return expect_map(c, &v, p, any);
+        size_t n = (size_t)fy_node_mapping_item_count(v.node);
+        if (n > 32)
+            return fail(c, v.line, "%s: expected at most 32 headers, got %zu", p, n);
+        l->headers = xcalloc(n + 1, sizeof(*l->headers));
+        while ((pair = fy_node_mapping_iterate(v.node, &iter)) != NULL) {
+            char *name = NULL, *value = NULL, hp[KEY_PATH_MAX];
+            struct item vi = item_of_pair(pair);
+            if ((rc = get_name(c, pair, p, &name)) != 0)
+                return rc;
+            subpath(hp, sizeof(hp), p, name);
+            if (!valid_token(name, strlen(name)) ||
+                (rc = get_text(c, &vi, hp, "a header value", &value)) != 0) {
+                free(name);
+                return rc ? rc : fail(c, vi.line, "%s: expected a header name", hp);
+            }
+            for (const char *q = value; *q; q++) {
+                if ((unsigned char)*q < 0x20 || *q == 0x7f) {
+                    free(name);
+                    free(value);
+                    return fail(c, vi.line, "%s: expected a value without control characters", hp);
+                }
+            }
+            l->headers[l->nheaders++] = xasprintf("%s: %s", name, value);
+            free(name);
+            free(value);
+        }
+    }
+    return 0;
+}
+
 static int parse_step(struct ctx *c, struct fy_node *node, int fallback_line, const char *path,
                       struct config_step *st)
 {
     static const char what[] =
-        "a map with one key: test, pilot, weight, pause, approval or mirror (and optionally "
-        "owner)";
+        "a map with one key: test, pilot, weight, pause, approval, mirror or load (and "
+        "optionally owner)";
     struct item it = {node, node_line(node, fallback_line)}, v;
     struct fy_node_pair *pair;
     struct fy_node *k;
@@ -1837,8 +1925,13 @@ static int parse_step(struct ctx *c, struct fy_node *node, int fallback_line, co
         st->kind = CONFIG_STEP_MIRROR;
         return parse_step_mirror(c, &v, p, st);
     }
+    if (key_is(k, "load")) {
+        st->kind = CONFIG_STEP_LOAD;
+        return parse_step_load(c, &v, p, st);
+    }
     struct item ki = {k, node_line(k, it.line)};
-    return fail_type(c, &ki, path, "a step kind: test, pilot, weight, pause, approval or mirror");
+    return fail_type(c, &ki, path,
+                     "a step kind: test, pilot, weight, pause, approval, mirror or load");
 }
 
 static int parse_analysis(struct ctx *c, const struct item *it, const char *path,
@@ -3029,6 +3122,11 @@ static void free_plan(struct config_plan *p)
             free_strv(st->mirror->headers);
             free_strv(st->mirror->ignore_json);
             free(st->mirror);
+        }
+        if (st->load != NULL) {
+            free_strv(st->load->paths);
+            free_strv(st->load->headers);
+            free(st->load);
         }
     }
     free(p->steps);

@@ -153,6 +153,20 @@ enum config_step_kind {
     CONFIG_STEP_PAUSE,
     CONFIG_STEP_APPROVAL,
     CONFIG_STEP_MIRROR,
+    CONFIG_STEP_LOAD,
+};
+
+/* The most synthetic requests a second a `load:` step may send (a sane ceiling: it is there
+ * to let a quiet canary's gates decide, not to load-test). */
+#define CONFIG_LOAD_MAX_RATE 1000
+
+/* A `load:` step (issue 18): synthetic requests to the new version, counted apart from users'. */
+struct config_load {
+    int rate;     /* requests a second, 1..CONFIG_LOAD_MAX_RATE */
+    char **paths; /* request targets, each starting with '/', used in turn; NULL-terminated */
+    size_t npaths;
+    char **headers; /* "Name: value" lines sent with each request; NULL-terminated */
+    size_t nheaders;
 };
 
 /* What a mirror step compares of each pair of answers (bits of config_mirror.compare). */
@@ -204,6 +218,8 @@ struct config_step {
     bool allow_self; /* `allow_self`: the person who started the change may approve it */
     /* MIRROR (duration_ms is the step's duration, > 0) */
     struct config_mirror *mirror;
+    /* LOAD (duration_ms is the step's duration, > 0) */
+    struct config_load *load;
 };
 
 enum config_on_failure { CONFIG_ON_ROLLBACK = 0, CONFIG_ON_PAUSE, CONFIG_ON_PROCEED };

@@ -19,6 +19,7 @@
 #include "core/log.h"
 #include "core/xmalloc.h"
 #include "proxy/mirror.h"
+#include "rollout/load.h"
 #include "rollout/managed.h"
 #include "rollout/plan.h"
 #include "rollout/rollout_int.h"
@@ -60,6 +61,8 @@ struct plan_run {
     char *finish_how;      /* the plan's end waits for the last batch: how it ended (promoted...) */
     int mirror_step;       /* index of the mirror step in force, or -1 */
     uint64_t mirror_epoch; /* its results in the data plane (proxy/mirror.h) */
+    struct loadgen *load;  /* a load step's synthetic requests, while it runs */
+    struct analysis_sample syn_win; /* synthetic figures at the current window's start */
 };
 
 static void step_enter(struct service *s, size_t i);
@@ -121,6 +124,8 @@ static const char *step_kind_name(enum config_step_kind k)
         return "approval";
     case CONFIG_STEP_MIRROR:
         return "mirror";
+    case CONFIG_STEP_LOAD:
+        return "load";
     }
     return "?";
 }
@@ -161,6 +166,10 @@ static void step_describe(const struct config_step *st, char *buf, size_t n)
         snprintf(buf, n, "mirror %d%% for %s", st->mirror->percent,
                  duration_format(st->duration_ms, d, sizeof(d)));
         break;
+    case CONFIG_STEP_LOAD:
+        snprintf(buf, n, "load %d/s for %s", st->load->rate,
+                 duration_format(st->duration_ms, d, sizeof(d)));
+        break;
     }
 }
 
@@ -171,6 +180,14 @@ static void sample_now(struct service *s, struct analysis_sample out[ROUTE_ROLES
         if (R(s)->sample)
             R(s)->sample(R(s)->ctx, s->id, role, &out[role]);
     }
+}
+
+/* The new version's synthetic figures (load steps), cumulative; zero without a new version. */
+static void synthetic_now(struct service *s, struct analysis_sample *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (s->next != NULL)
+        loadgen_sample_add(s->id, s->next->name, out);
 }
 
 static void sample_diff(struct analysis_sample *d, const struct analysis_sample *a,
@@ -380,7 +397,8 @@ static const struct config_analysis *analysis_cfg(const struct plan_run *run)
 /* Users see the canary (pilot or weight) and the gates apply. */
 static int analysing(const struct plan_run *run)
 {
-    return analysis_cfg(run)->enabled && run->traffic && (run->weight > 0 || run->pilot_step >= 0);
+    return analysis_cfg(run)->enabled && run->traffic &&
+           (run->weight > 0 || run->pilot_step >= 0 || run->load != NULL);
 }
 
 /* JSON cannot hold an infinity (a log likelihood ratio with max_error_rate 0). */
@@ -442,6 +460,14 @@ static int judge_window(struct service *s, int step_end)
     sample_now(s, now);
     for (int i = 0; i < ROUTE_ROLES; i++)
         sample_diff(&d[i], &now[i], &run->win_base[i]);
+    /* A load step's synthetic requests are the new version's too, for the gates only. */
+    struct analysis_sample syn, dsyn;
+    synthetic_now(s, &syn);
+    sample_diff(&dsyn, &syn, &run->syn_win);
+    d[ROUTE_CANARY].requests += dsyn.requests;
+    d[ROUTE_CANARY].errors_5xx += dsyn.errors_5xx;
+    d[ROUTE_CANARY].upstream_errors += dsyn.upstream_errors;
+    hist_add(&d[ROUTE_CANARY].latency, &dsyn.latency);
     struct analysis_verdict v;
     analysis_seq_judge(&run->seq, analysis_cfg(run), &d[ROUTE_STABLE], &d[ROUTE_CANARY], step_end,
                        &v);
@@ -452,6 +478,7 @@ static int judge_window(struct service *s, int step_end)
     run->have_verdict = 1;
     for (int i = 0; i < ROUTE_ROLES; i++)
         run->win_base[i] = now[i];
+    run->syn_win = syn;
     if (v.result == ANALYSIS_PASS) {
         if (s->exec != NULL)
             s->exec->gate_passed(s); /* the next batch, if one waited for this window */
@@ -868,6 +895,12 @@ static void step_complete(struct service *s, const char *outcome, const char *no
 {
     struct plan_run *run = s->run;
     uv_timer_stop(&run->step_timer);
+    if (run->load != NULL) {
+        json_object_set_new(step_record(run, run->step), "synthetic",
+                            loadgen_json(s->id, s->next ? s->next->name : NULL));
+        loadgen_stop(run->load);
+        run->load = NULL;
+    }
     if (run->mirror_step >= 0) {
         /* The copies end with the step (the next step may publish nothing). */
         run->mirror_step = -1;
@@ -933,6 +966,11 @@ static void step_enter(struct service *s, size_t i)
         run->step_timed = 1;
         publish = 1;
         break;
+    case CONFIG_STEP_LOAD:
+        run->step_duration_ms = st->duration_ms;
+        run->step_timed = 1;
+        publish = 1; /* a fresh window: the gates judge from this step's start */
+        break;
     case CONFIG_STEP_TEST:
     case CONFIG_STEP_APPROVAL:
         break;
@@ -963,6 +1001,7 @@ static void step_enter(struct service *s, size_t i)
     if (publish) {
         for (int k = 0; k < ROUTE_ROLES; k++)
             run->win_base[k] = run->step_base[k];
+        synthetic_now(s, &run->syn_win);
         change_publish(&s->ch);
     }
     if (st->kind != CONFIG_STEP_TEST)
@@ -976,6 +1015,11 @@ static void step_enter(struct service *s, size_t i)
             return;
         }
         step_complete(s, "done", NULL);
+        return;
+    case CONFIG_STEP_LOAD:
+        run->load =
+            loadgen_start(R(s)->loop, s->id, s->next->name, st->load, s->next->targets, s->next->n);
+        start_step_timer(run);
         return;
     case CONFIG_STEP_PILOT:
     case CONFIG_STEP_PAUSE:
@@ -1031,6 +1075,7 @@ static int ops_gate_begin(struct service *s)
         return 0;
     /* A fresh window: the verdict must be about the split the last batch made. */
     sample_now(s, run->win_base);
+    synthetic_now(s, &run->syn_win);
     return 1;
 }
 
@@ -1195,6 +1240,8 @@ void plan_discard(struct service *s)
         return;
     s->run = NULL;
     test_cancel(run);
+    loadgen_stop(run->load);
+    run->load = NULL;
     run->step_timer.data = run;
     run->tick_timer.data = run;
     uv_close((uv_handle_t *)&run->step_timer, run_handle_closed);
@@ -1247,6 +1294,7 @@ int plan_resume(struct service *s, const struct store_change *c, const struct co
     sample_now(s, run->step_base);
     for (int k = 0; k < ROUTE_ROLES; k++)
         run->win_base[k] = run->step_base[k];
+    synthetic_now(s, &run->syn_win);
     event(s, "resumed", "the daemon restarted; the plan resumes at the step it was in");
     log_info("plan resumed", "service", s->cfg->name, "version", s->next->name, "state",
              state ? state : "");
@@ -1277,6 +1325,12 @@ int plan_resume(struct service *s, const struct store_change *c, const struct co
             start_step_timer(run);
         break;
     case CONFIG_STEP_APPROVAL:
+        break;
+    case CONFIG_STEP_LOAD:
+        run->step_timed = 1;
+        run->load =
+            loadgen_start(R(s)->loop, s->id, s->next->name, st->load, s->next->targets, s->next->n);
+        start_step_timer(run);
         break;
     case CONFIG_STEP_MIRROR:
         /* The comparisons were in memory: the step's remaining time compares afresh. */

@@ -74,6 +74,8 @@ static void estimate(const struct preview_in *in, size_t i, int weight, struct s
     case CONFIG_STEP_PILOT:
         e->cohort = true;
         break;
+    case CONFIG_STEP_LOAD:
+        break; /* timed, and its synthetic requests feed the analysis */
     case CONFIG_STEP_MIRROR:
         /* Users see none of its answers; its own gate (max_mismatch_rate) decides. */
         e->fastest = e->expected = e->worst = SEC(st->duration_ms);
@@ -243,6 +245,9 @@ static json_t *step_what(const struct config_step *st)
         return json_sprintf("test %s", st->command && st->command[0] ? st->command[0] : "");
     case CONFIG_STEP_APPROVAL:
         return json_sprintf("approval by %d of %zu", st->count, st->napprovers);
+    case CONFIG_STEP_LOAD:
+        return json_sprintf("load %d/s for %s", st->load->rate,
+                            duration_format(st->duration_ms, d, sizeof(d)));
     case CONFIG_STEP_MIRROR:
         return json_sprintf("mirror %d%% for %s", st->mirror->percent,
                             duration_format(st->duration_ms, d, sizeof(d)));

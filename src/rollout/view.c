@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/xmalloc.h"
+#include "rollout/load.h"
 #include "rollout/managed.h"
 #include "rollout/plan.h"
 #include "rollout/rolling.h"
@@ -213,6 +215,19 @@ void rollout_metrics(struct rollout *r, rollout_emit_fn emit, void *ctx)
         emit_version(emit, ctx, s, s->previous, "previous");
         emit_version(emit, ctx, s, s->next, "next");
     }
+    /* Synthetic requests of load steps, apart from users' (rollout/load.h). */
+    size_t nid = 0;
+    for (size_t i = 0; i < r->nservices; i++)
+        if (r->services[i].id >= 0 && (size_t)r->services[i].id + 1 > nid)
+            nid = (size_t)r->services[i].id + 1;
+    const char **names = xcalloc(nid ? nid : 1, sizeof(*names));
+    for (size_t i = 0; i < nid; i++)
+        names[i] = "?";
+    for (size_t i = 0; i < r->nservices; i++)
+        if (r->services[i].id >= 0)
+            names[r->services[i].id] = r->services[i].cfg->name;
+    loadgen_metrics(names, nid, emit, ctx);
+    free(names);
     /* Something to alert on: the engine acted on a change's end that only memory holds. */
     emit(ctx, "# HELP cutover_change_unsaved 1 while the end of a change is not saved to the "
               "store (retrying).");

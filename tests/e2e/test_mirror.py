@@ -201,3 +201,82 @@ def test_bad_mirror_config_names_file_and_line(tmp_path, what, svc, step, text):
     err = r.stderr + r.stdout
     line = 5 if what != "tcp" else 11  # the service's `plan:` line
     assert f"cutover.yml:{line}" in err and text in err, err
+
+
+# ---- load: synthetic requests for a quiet canary -------------------------------------------
+
+LOAD_PLAN = """
+steps:
+  - load: {rate: 50, duration: 4s, paths: [/api/x, /b], headers: {X-Probe: yes}}
+  - weight: 100
+analysis: {interval: 1s, min_requests: 40, max_error_rate: 0.05}
+on_inconclusive: rollback
+"""
+
+
+def metric_total(text, name, **want):
+    import re
+    out = 0.0
+    for m in re.finditer(r"^" + re.escape(name) + r"\{([^}]*)\}\s+(\S+)$", text, re.M):
+        labels = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', m.group(1)))
+        if all(labels.get(k) == x for k, x in want.items()):
+            out += float(m.group(2))
+    return out
+
+
+def test_a_quiet_canary_reaches_a_pass_through_load(backend, daemon):
+    v1, v2 = backend("v1"), backend("v2")
+    d = daemon([v1], top_extra=plans(quiet=LOAD_PLAN))
+    d.start(expect="v1\n")
+    v2.clear()
+    ch = deploy_ok(d, "v2", v2.addr, "quiet")
+    c = wait_ended(d, 20)
+    # No user request at all: the synthetic ones let the gates pass the step.
+    assert c["id"] == ch["id"] and c["state"] == "completed", c
+    rep = report_json(d, ch["id"])
+    steps = _find_steps(rep)
+    load = next(s for s in steps if s["kind"] == "load")
+    syn = load["synthetic"]
+    print(f"\nload step: synthetic {syn}, canary (users) {load.get('canary')}, gate {load.get('gate')}")
+    assert syn["requests"] >= 150 and syn["errors_5xx"] == 0 and syn["cutover_errors"] == 0, syn
+    assert load["gate"]["result"] == "pass", load["gate"]
+    # Counted apart: the users' figures of the step have none of them.
+    assert load["canary"]["requests"] == 0, load["canary"]
+    seen = [r for r in v2.requests() if "X-Probe" in dict(r["headers"])]
+    assert len(seen) >= 150 and {r["line"].split()[1] for r in seen} == {"/api/x", "/b"}
+    assert all(dict(r["headers"]).get("X-Cutover-Synthetic") == "1" for r in seen)
+    st, text = d.api("GET", "/metrics")
+    assert st == 200
+    assert metric_total(text, "cutover_synthetic_requests_total", service="web", version="v2",
+                        code="2xx", source="synthetic") == syn["requests"]
+    assert metric_total(text, "cutover_http_requests_total", version="v2") < syn["requests"]
+
+
+def test_a_quiet_canary_that_fails_synthetic_requests_is_stopped(backend, daemon):
+    v1 = backend("v1")
+    v2 = backend("v2", extra=["--api-x-status", "500"])
+    d = daemon([v1], top_extra=plans(quiet=LOAD_PLAN))
+    d.start(expect="v1\n")
+    ch = deploy_ok(d, "v2", v2.addr, "quiet")
+    c = wait_ended(d, 20)
+    assert c["id"] == ch["id"] and c["state"] == "failed", c
+    rep = json.dumps(report_json(d, ch["id"]))
+    assert "max_error_rate" in rep, rep[:2000]
+    assert d.status()["live"]["name"] == "v1"
+
+
+def test_a_load_rate_over_the_ceiling_names_file_and_line(tmp_path):
+    cfg = tmp_path / "cutover.yml"
+    cfg.write_text(f"state_dir: {tmp_path}/var\n"
+                   "plans:\n"
+                   "  quiet:\n"
+                   "    steps:\n"
+                   "      - load: {rate: 100000, duration: 5s}\n"
+                   "services:\n"
+                   "  web:\n"
+                   "    listen: 127.0.0.1:1\n"
+                   "    targets: [127.0.0.1:2]\n")
+    r = run_cli("check", "-c", cfg)
+    assert r.returncode != 0
+    err = r.stderr + r.stdout
+    assert "cutover.yml:5" in err and "rate" in err and "1000" in err, err
