@@ -259,7 +259,8 @@ static json_t *step_json(const struct preview_in *in, size_t i, const struct ste
 {
     const struct config_step *st = &in->plan->steps[i];
     const char *owner = st->owner ? st->owner : in->plan->owner;
-    static const char *const kinds[] = {"test", "pilot", "weight", "pause", "approval"};
+    static const char *const kinds[] = {"test",     "pilot",  "weight", "pause",
+                                        "approval", "mirror", "load"};
     json_t *o = json_pack("{s:i, s:s, s:i, s:b, s:o, s:o, s:o, s:o, s:{s:f, s:f, s:f}, s:b, s:s}",
                           "step", (int)i + 1, "kind", kinds[st->kind], "traffic", e->traffic,
                           "cohort", e->cohort, "owner", owner ? json_string(owner) : json_null(),

@@ -8,8 +8,8 @@ import threading
 
 import pytest
 
-from conftest import run_cli
-from progressive_util import Client, change_of, report_json, wait_for
+from conftest import live_name, run_cli
+from progressive_util import Client, report_json, wait_for
 
 
 def plans(**named):
@@ -22,7 +22,8 @@ def plans(**named):
 def deploy_ok(d, version, target, plan):
     r = d.cli("deploy", "web", version, "--target", target, "--plan", plan)
     assert r.returncode == 0, f"deploy exit {r.returncode}: {r.stdout}{r.stderr}\n{d.log()[-3000:]}"
-    return change_of(d)
+    # The newest change of the history: status may already show none if it ended fast.
+    return d.history()[0]
 
 
 def wait_ended(d, secs):
@@ -107,7 +108,7 @@ def test_mismatches_are_counted_sampled_and_roll_back_while_users_get_live_answe
     # No user ever had the new version: the change ends as failed (the house's word for a
     # rollback before users), and the live version stays.
     assert c["id"] == ch["id"] and c["state"] == "failed", c
-    assert d.status()["live"]["name"] == "v1"
+    assert live_name(d.status()) == "v1"
     # Users got only live answers, and no error.
     assert res["socket_errors"] == 0 and res["non2xx"] == 0, res["text"]
     assert res["requests"] > 0
@@ -262,7 +263,7 @@ def test_a_quiet_canary_that_fails_synthetic_requests_is_stopped(backend, daemon
     assert c["id"] == ch["id"] and c["state"] == "failed", c
     rep = json.dumps(report_json(d, ch["id"]))
     assert "max_error_rate" in rep, rep[:2000]
-    assert d.status()["live"]["name"] == "v1"
+    assert live_name(d.status()) == "v1"
 
 
 def test_a_load_rate_over_the_ceiling_names_file_and_line(tmp_path):
@@ -280,3 +281,67 @@ def test_a_load_rate_over_the_ceiling_names_file_and_line(tmp_path):
     assert r.returncode != 0
     err = r.stderr + r.stdout
     assert "cutover.yml:5" in err and "rate" in err and "1000" in err, err
+
+
+@pytest.mark.xdist_group("load")
+def test_a_slow_new_version_costs_clients_nothing_and_copies_over_max_inflight_are_dropped(
+        backend, daemon, wrk):
+    v1 = backend("v1")
+    v2 = backend("v2", extra=["--delay-ms", "500"])
+    plan = """
+steps:
+  - mirror: {percent: 100, duration: 6s, max_inflight: 4, min_pairs: 5, max_mismatch_rate: 1}
+  - pause: {}
+"""
+    d = daemon([v1], top_extra=plans(slow=plan))
+    d.start(expect="v1\n")
+    ch = deploy_ok(d, "v2", v2.addr, "slow")
+    # Every copy waits 500 ms on v2; clients must not wait with them.
+    res = wrk(d.port, 3, conns=8, path="/b").result()
+    assert res["socket_errors"] == 0 and res["non2xx"] == 0, res["text"]
+    import re
+    # wrk's summary has no percentiles without --latency: bound the average and the max instead.
+    m = re.search(r"Latency\s+([\d.]+)(us|ms|s)\s+[\d.]+\w+\s+([\d.]+)(us|ms|s)", res["text"])
+    assert m, res["text"]
+    scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+    avg, mx = float(m.group(1)) * scale[m.group(2)], float(m.group(3)) * scale[m.group(4)]
+    print(f"\nclients with a mirror to a 500 ms slower version: avg {avg:.2f} ms, max {mx:.2f} ms, "
+          f"{res['requests']} requests")
+    assert avg < 100 and mx < 500, f"clients waited for the copies: avg {avg} ms, max {mx} ms"
+
+    def mirrored():
+        steps = _find_steps(report_json(d, ch["id"]))
+        mm = next((s.get("mirror") for s in steps if s.get("kind") == "mirror"), None)
+        return mm if mm and mm["pairs"] >= 5 else None
+    m = wait_for(mirrored, 10, "mirror results in the record")
+    assert m["dropped"] > 0 and m["mismatches"] == m["kinds"]["body"], m
+    # At most 4 in flight at once, 500 ms each, over ~3 s: a few dozen pairs at most.
+    assert m["pairs"] <= 4 * 2 * 8, m
+    assert d.cli("abort", "web").returncode == 0
+
+
+def test_a_new_version_that_does_not_answer_is_a_mismatch_of_kind_error(backend, daemon):
+    v1, v2 = backend("v1"), backend("v2")
+    plan = """
+steps:
+  - mirror: {percent: 100, duration: 30s, min_pairs: 10, max_mismatch_rate: 0.5}
+  - weight: 100
+"""
+    d = daemon([v1], top_extra=plans(down=plan))
+    d.start(expect="v1\n")
+    ch = deploy_ok(d, "v2", v2.addr, "down")
+    v2.kill()  # healthy long enough to be routed to; now every copy fails to connect
+    c = Client(d.port)
+    answers = []
+
+    def ended():
+        for _ in range(20):
+            answers.append(c.get("/b")[:2])
+        last = d.history()[0]
+        return last if last["state"] != "running" else None
+    last = wait_for(ended, 20, "the change ended")
+    c.close()
+    assert last["id"] == ch["id"] and last["state"] == "failed", last
+    assert answers and all(a == (200, "b\n") for a in answers), answers[:5]
+    m, _ = mirror_record(d, ch["id"])
+    assert m["kinds"]["error"] > 0 and m["kinds"]["error"] + m["dropped"] >= 10, m
