@@ -615,6 +615,9 @@ void mirror_send(struct mirror_copy *m)
 {
     if (m == NULL)
         return;
+    /* Called at the exchange's end: a body delimited by the close of the connection is whole. */
+    if (m->live.status != 0 && m->live.framing == HTTP_BODY_EOF)
+        m->live.done = 1;
     struct worker *w = m->w;
     const struct route_service *svc =
         w->table ? route_table_service(w->table, m->service_id) : NULL;
