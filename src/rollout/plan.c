@@ -572,6 +572,9 @@ static void on_tick(uv_timer_t *t)
         step_enter(s, run->enter_step); /* the store may take the step now */
         return;
     }
+    if (run->load != NULL) /* the record shows the synthetic figures as they grow */
+        json_object_set_new(step_record(run, run->step), "synthetic",
+                            loadgen_json(s->id, s->next ? s->next->name : NULL));
     if (ST(run) == CHANGE_STEP && analysing(run) && judge_window(s, 0))
         return;
     if (ST(run) == CHANGE_STEP && mirror_judge(s, 0))

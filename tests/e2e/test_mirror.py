@@ -261,9 +261,12 @@ def test_a_quiet_canary_that_fails_synthetic_requests_is_stopped(backend, daemon
     ch = deploy_ok(d, "v2", v2.addr, "quiet")
     c = wait_ended(d, 20)
     assert c["id"] == ch["id"] and c["state"] == "failed", c
-    rep = json.dumps(report_json(d, ch["id"]))
+    doc = report_json(d, ch["id"])
+    rep = json.dumps(doc)
     assert "max_error_rate" in rep, rep[:2000]
     assert live_name(d.status()) == "v1"
+    load = next(s for s in _find_steps(doc) if s["kind"] == "load")
+    assert load["synthetic"]["errors_5xx"] > 0, load
 
 
 def test_a_load_rate_over_the_ceiling_names_file_and_line(tmp_path):
