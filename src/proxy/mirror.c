@@ -9,7 +9,6 @@
 #include <string.h>
 #include <strings.h>
 
-#include "config/config.h"
 #include "core/xmalloc.h"
 #include "proxy/mirrordiff.h"
 #include "proxy/pick.h"
@@ -26,8 +25,8 @@ static const char *const kind_names[MIRROR_KINDS] = {"status", "header", "body",
 /* One side's answer as kept for the comparison. */
 struct answer {
     int status; /* 0: none (the new version failed to answer) */
-    char hv[CONFIG_MIRROR_MAX_HEADERS][HDR_VALUE_MAX];
-    unsigned char hset[CONFIG_MIRROR_MAX_HEADERS];
+    char hv[ROUTE_MIRROR_MAX_HEADERS][HDR_VALUE_MAX];
+    unsigned char hset[ROUTE_MIRROR_MAX_HEADERS];
     int json;   /* Content-Type names JSON */
     char *body; /* decoded payload, up to MIRROR_BODY_MAX */
     size_t len, cap;
@@ -272,7 +271,7 @@ static void answer_head(struct answer *a, const struct route_mirror *cfg,
                 if (strncasecmp(h->value + k, "json", 4) == 0)
                     a->json = 1;
         }
-        for (size_t k = 0; k < cfg->nheaders && k < CONFIG_MIRROR_MAX_HEADERS; k++) {
+        for (size_t k = 0; k < cfg->nheaders && k < ROUTE_MIRROR_MAX_HEADERS; k++) {
             if (a->hset[k] || !http_token_eq(h->name, h->name_len, cfg->headers[k]))
                 continue;
             a->hset[k] = 1;
@@ -396,12 +395,12 @@ static void copy_judge(struct mirror_copy *m)
         kinds |= 1u << MK_ERROR;
         snprintf(diff, sizeof(diff), "the new version gave no valid answer");
     } else {
-        if ((cfg->compare & CONFIG_MIRROR_STATUS) && m->live.status != m->shadow.status) {
+        if ((cfg->compare & ROUTE_MIRROR_STATUS) && m->live.status != m->shadow.status) {
             kinds |= 1u << MK_STATUS;
             snprintf(diff, sizeof(diff), "status %d live, %d new", m->live.status,
                      m->shadow.status);
         }
-        for (size_t k = 0; k < cfg->nheaders && k < CONFIG_MIRROR_MAX_HEADERS; k++) {
+        for (size_t k = 0; k < cfg->nheaders && k < ROUTE_MIRROR_MAX_HEADERS; k++) {
             if (m->live.hset[k] == m->shadow.hset[k] &&
                 (!m->live.hset[k] || strcmp(m->live.hv[k], m->shadow.hv[k]) == 0))
                 continue;
@@ -411,12 +410,12 @@ static void copy_judge(struct mirror_copy *m)
                          m->shadow.hset[k] ? m->shadow.hv[k] : "(absent)");
             kinds |= 1u << MK_HEADER;
         }
-        if ((cfg->compare & CONFIG_MIRROR_BODY) && kinds == 0 &&
+        if ((cfg->compare & ROUTE_MIRROR_BODY) && kinds == 0 &&
             (m->live.too_large || m->shadow.too_large)) {
             results_add(m, 0, 1, "");
             return;
         }
-        if ((cfg->compare & CONFIG_MIRROR_BODY) && !m->live.too_large && !m->shadow.too_large) {
+        if ((cfg->compare & ROUTE_MIRROR_BODY) && !m->live.too_large && !m->shadow.too_large) {
             char bd[400];
             if (!mirrordiff_body(m->live.body ? m->live.body : "", m->live.len,
                                  m->shadow.body ? m->shadow.body : "", m->shadow.len,

@@ -90,6 +90,12 @@ enum route_sticky_kind {
     ROUTE_STICKY_SOURCE
 };
 
+/* What a mirror compares besides the named headers (route_mirror.compare), and how many headers
+ * it keeps at most. The same values as config.h's CONFIG_MIRROR_* (the plan checks). */
+#define ROUTE_MIRROR_STATUS 1u
+#define ROUTE_MIRROR_BODY 2u
+#define ROUTE_MIRROR_MAX_HEADERS 16
+
 /* A mirror step in force (issue 18): copies of eligible requests go to the canary and both
  * answers are compared (proxy/mirror.h). Built by the control thread, never changed after
  * publication, shared by reference: a copy in flight keeps it alive past its table. */
@@ -98,7 +104,7 @@ struct route_mirror {
     uint64_t epoch;   /* the step the results belong to (proxy/mirror.h) */
     unsigned buckets; /* of ROUTE_BUCKETS: the share of eligible requests copied */
     unsigned methods; /* bit (1 << enum http_method) for each method copied */
-    unsigned compare; /* CONFIG_MIRROR_STATUS | CONFIG_MIRROR_BODY (config.h) */
+    unsigned compare; /* ROUTE_MIRROR_STATUS | ROUTE_MIRROR_BODY */
     char **headers;   /* lower-case response header names compared, NULL-terminated */
     size_t nheaders;
     char **ignore_json; /* JSON pointers left out of a JSON body comparison */

@@ -364,6 +364,10 @@ void plan_route_fill(const struct service *s, struct route_service *rs)
         return;
     route_backend_set(&rs->canary, s->next->name, s->next->targets, s->next->n);
     rs->canary_buckets = (unsigned)run->weight * (ROUTE_BUCKETS / 100);
+    _Static_assert(CONFIG_MIRROR_STATUS == ROUTE_MIRROR_STATUS &&
+                       CONFIG_MIRROR_BODY == ROUTE_MIRROR_BODY &&
+                       CONFIG_MIRROR_MAX_HEADERS == ROUTE_MIRROR_MAX_HEADERS,
+                   "the config's mirror bits are the route table's");
     if (run->mirror_step >= 0) {
         const struct config_mirror *m = run->plan->steps[run->mirror_step].mirror;
         rs->mirror =
