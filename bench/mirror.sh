@@ -10,7 +10,8 @@
 # tests/e2e/backend.py --delay-ms 500 (a thread per connection, every answer 500 ms late).
 # cutover: `workers: 1`. Load: wrk -t1 -c$BENCH_CONNS (default 32) -d$BENCH_SECONDS (default 5)
 # on GET /, BENCH_ROUNDS (default 2) interleaved rounds a, b, a, b (abort and re-deploy between);
-# medians. The mirror's max_inflight (64) bounds the copies: the rest are dropped and counted,
+# medians, and cutover's CPU time per request (utime+stime of the daemon over the requests wrk
+# completed). The mirror's max_inflight (64) bounds the copies: the rest are dropped and counted,
 # which the record of each (b) change shows. Loopback only, a mktemp dir, every process stopped
 # by pid on exit. Bounded: < 1 min with the defaults.
 set -euo pipefail
@@ -76,7 +77,7 @@ EOF
 start be1.log nginx -e "$WORK/be/err.log" -p "$WORK/be" -c "$WORK/be/nginx.conf"
 start be2.log python3 tests/e2e/backend.py "$B2" v2 --delay-ms 500
 port_up "$B1" && port_up "$B2" || die "backends did not start"
-start cutover.log "$BIN" serve -c "$WORK/cutover.yml"
+start cutover.log "$BIN" serve -c "$WORK/cutover.yml"; CPID=${PIDS[-1]}
 port_up "$CP" || die "cutover did not listen: $(cat "$WORK/cutover.log")"
 for _ in $(seq 1 50); do [ "$(curl -s -m 1 "http://127.0.0.1:$CP/")" = "$BODY1" ] && break; sleep 0.1; done
 
@@ -93,11 +94,16 @@ state() {
     fi
 }
 
+ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{print $12+$13}'; }
+HZ=$(getconf CLK_TCK)
+
 run() {
-    local out="$WORK/wrk-$1-$2.txt"
+    local out="$WORK/wrk-$1-$2.txt" t0 t1
+    t0=$(ticks "$CPID")
     timeout $((SECS + 15)) wrk -t1 -c"$CONNS" -d"${SECS}s" --latency --timeout 5s \
         "http://127.0.0.1:$CP/" >"$out" 2>&1 || true
-    python3 - "$out" "$1" >>"$WORK/results" <<'PY'
+    t1=$(ticks "$CPID")
+    python3 - "$out" "$1" "$t0" "$t1" "$HZ" >>"$WORK/results" <<'PY'
 import re, sys
 t = open(sys.argv[1]).read()
 def ms(label):
@@ -108,7 +114,9 @@ def ms(label):
 n = re.search(r"(\d+) requests in", t)
 se = sum(int(x) for x in re.findall(r"(?:connect|read|write|timeout) (\d+)", t)) if "Socket errors" in t else 0
 nx = re.search(r"Non-2xx or 3xx responses: (\d+)", t)
-print(sys.argv[2], ms("50"), ms("99"), se + (int(nx.group(1)) if nx else 0), n.group(1) if n else 0)
+reqs = int(n.group(1)) if n else 0
+cpu_us = (int(sys.argv[4]) - int(sys.argv[3])) / int(sys.argv[5]) * 1e6 / max(reqs, 1)
+print(sys.argv[2], ms("50"), ms("99"), se + (int(nx.group(1)) if nx else 0), reqs, f"{cpu_us:.2f}")
 PY
 }
 
@@ -131,9 +139,11 @@ rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
 def med(case, i):
     return statistics.median(float(r[i]) for r in rows if r[0] == case)
 for r in rows:
-    print(f"{r[0]}: p50 {float(r[1]):.3f} ms  p99 {float(r[2]):.3f} ms  errors {r[3]}  requests {r[4]}")
+    print(f"{r[0]}: p50 {float(r[1]):.3f} ms  p99 {float(r[2]):.3f} ms  errors {r[3]}  "
+          f"requests {r[4]}  cutover CPU {r[5]} us/request")
 a99, b99 = med("a", 2), med("b", 2)
 errs = sum(int(r[3]) for r in rows)
 print(f"median p99: live alone {a99:.3f} ms, with a mirror to a 500 ms slower version {b99:.3f} ms "
-      f"-> {b99 / a99:.2f}x (claim: <= 1.10x); client errors {errs}")
+      f"-> {b99 / a99:.2f}x (claim: <= 1.10x); client errors {errs}; cutover CPU per request "
+      f"{med('a', 5):.2f} -> {med('b', 5):.2f} us")
 PY
