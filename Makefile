@@ -3,7 +3,7 @@
 # Sources are found by folder, so a new module needs no edit here.
 
 CC      ?= gcc
-PKGS    := libuv libfyaml jansson sqlite3 libcurl libcrypto
+PKGS    := libuv libfyaml jansson sqlite3 libcurl libssl libcrypto
 DEPS_OK := build/.deps-ok
 
 WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wformat=2 \
@@ -25,7 +25,8 @@ UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=build/tests/%)
 FUZZ_SRC := $(sort $(wildcard tests/fuzz/fuzz_*.c))
 FUZZ_BIN := $(FUZZ_SRC:tests/fuzz/%.c=build/fuzz/%)
 # The fuzz targets link only the allocation-free modules they exercise.
-FUZZ_LIB := $(sort $(wildcard src/http/*.c) src/core/xmalloc.c src/net/cidr.c src/net/proxyproto.c)
+FUZZ_LIB := $(sort $(wildcard src/http/*.c) src/core/xmalloc.c src/net/cidr.c src/net/proxyproto.c \
+                   src/proxy/hold.c)
 
 .PHONY: all test unit e2e demo fuzz fuzz-run bench clean format format-check deps circles
 # The sanitizer objects only feed the unit tests: keep them between runs.
@@ -79,11 +80,20 @@ build/fuzz/%: tests/fuzz/%.c $(FUZZ_LIB) | $(DEPS_OK)
 # The config loader walks a libfyaml document: its target links the loader, the modules it
 # calls and libfyaml, apart from the allocation-free parsers above.
 FUZZ_CONFIG_LIB := src/config/config.c src/config/freeze.c src/core/duration.c src/core/text.c src/core/xmalloc.c \
-                   src/net/addr.c src/net/cidr.c
+                   src/http/vhost.c \
+                   src/net/addr.c src/net/cidr.c src/net/tls.c
 build/fuzz/fuzz_config: tests/fuzz/fuzz_config.c $(FUZZ_CONFIG_LIB) | $(DEPS_OK)
 	@mkdir -p $(@D)
-	clang $(BASE) -O1 -g -fsanitize=fuzzer,address,undefined $(shell pkg-config --cflags libfyaml) \
-	    -o $@ $< $(FUZZ_CONFIG_LIB) $(shell pkg-config --libs libfyaml)
+	clang $(BASE) -O1 -g -fsanitize=fuzzer,address,undefined $(shell pkg-config --cflags libfyaml libuv libssl) \
+	    -o $@ $< $(FUZZ_CONFIG_LIB) $(shell pkg-config --libs libfyaml libuv libssl libcrypto)
+
+# The TLS hello path runs the real per-connection code over a socketpair: it links net/tls.c,
+# libuv and OpenSSL.
+FUZZ_TLS_LIB := src/net/tls.c src/core/xmalloc.c
+build/fuzz/fuzz_tls_hello: tests/fuzz/fuzz_tls_hello.c $(FUZZ_TLS_LIB) | $(DEPS_OK)
+	@mkdir -p $(@D)
+	clang $(BASE) -O1 -g -fsanitize=fuzzer,address,undefined $(shell pkg-config --cflags libuv libssl) \
+	    -o $@ $< $(FUZZ_TLS_LIB) $(shell pkg-config --libs libuv libssl libcrypto)
 
 fuzz: $(FUZZ_BIN)
 

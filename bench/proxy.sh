@@ -29,7 +29,12 @@
 # 0 = skip), BENCH_RAW=1 also prints every run's figures, BENCH_CUTOVER (build/cutover) the cutover
 # binary to measure (e.g. an older build, for a before/after in the same conditions),
 # BENCH_CANARY (1 full / 0 quick: the canary rows), BENCH_NAP_CONNS ("1 8 64" full / "" quick:
-# the coalescing rows; "" skips them).
+# the coalescing rows; "" skips them), BENCH_TLS (1: the TLS rows; 0 skips them).
+# TLS rows (issue 17): the three proxies terminate TLS with the same certificate (EC P-256, made
+#   with the openssl CLI), 1 worker: keep-alive requests/s, p99 and CPU per request at 100 B
+#   over https (wrk -c64), and full handshakes per second (BENCH_HS_CLIENTS parallel
+#   `openssl s_time -new`, no resumption; each connection a handshake and nothing else) with
+#   the proxy's CPU per handshake.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -230,7 +235,7 @@ naps() {
 run() {
     local name=$1 out="$WORK/wrk-$1-$2-$3-$4-$5.txt" t0 t1 a0 a1 n0 n1
     a0=$(accepts); n0=$(naps "$name"); t0=$(ticks "$name")
-    timeout $((SECS + 15)) wrk -t1 -c"$3" -d"${SECS}s" --latency "http://127.0.0.1:${PORT[$name]}$(path_of "$4")" >"$out" 2>&1 || true
+    timeout $((SECS + 15)) wrk -t1 -c"$3" -d"${SECS}s" --latency "${SCHEME:-http}://127.0.0.1:${PORT[$name]}$(path_of "$4")" >"$out" 2>&1 || true
     t1=$(ticks "$name"); a1=$(accepts); n1=$(naps "$name")
     echo "$name $2 $3 $4 $5 $t0 $t1 $out $a0 $a1 $n0 $n1" >>"${6:-$WORK/runs}"
 }
@@ -393,7 +398,52 @@ if [ -n "$NAP_CONNS" ] && [ $HAVE_CUTOVER = 1 ]; then
     stop "${PID[cutover]}"; stop "${PID[cutover-nap0]}"
 fi
 
-python3 - "$WORK/runs" "$WORK/idle" "$HZ" "$WORK/runs-canary" "$WORK/runs-nap" <<'PY'
+# TLS termination: the same certificate on the three proxies, 1 worker, 100 B over https with
+# keep-alive (wrk), then full handshakes (openssl s_time -new: a new session every time).
+: >"$WORK/runs-tls"; : >"$WORK/hs"
+TLS=${BENCH_TLS:-1}; HS_CLIENTS=${BENCH_HS_CLIENTS:-2}
+if [ "$TLS" = 1 ]; then
+    mkdir -p "$WORK/tls"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=bench.test \
+        -addext subjectAltName=DNS:bench.test,IP:127.0.0.1 -keyout "$WORK/tls/key.pem" \
+        -out "$WORK/tls/cert.pem" >/dev/null 2>&1 || die "openssl could not make the certificate"
+    chmod 600 "$WORK/tls/key.pem"
+    cat "$WORK/tls/cert.pem" "$WORK/tls/key.pem" >"$WORK/tls/haproxy.pem"; chmod 600 "$WORK/tls/haproxy.pem"
+    configure 1
+    # The same listeners, TLS 1.2 and 1.3, ALPN http/1.1, the default ciphers of each.
+    sed -i "s|^  bind 127.0.0.1:$HP backlog 4096|  bind 127.0.0.1:$HP ssl crt $WORK/tls/haproxy.pem alpn http/1.1 ssl-min-ver TLSv1.2 backlog 4096|" "$WORK/haproxy.cfg"
+    sed -i "s|listen 127.0.0.1:$NP backlog=4096;|listen 127.0.0.1:$NP ssl backlog=4096; ssl_certificate $WORK/tls/cert.pem; ssl_certificate_key $WORK/tls/key.pem; ssl_protocols TLSv1.2 TLSv1.3; ssl_session_cache shared:SSL:10m;|" "$WORK/np/nginx.conf"
+    sed -i "s|^    listen: 127.0.0.1:$CP|&\n    tls: {cert: $WORK/tls/cert.pem, key: $WORK/tls/key.pem}|; s|^state_dir: .*|state_dir: $WORK/var-tls|" "$WORK/cutover.yml"
+    grep -q "ssl crt" "$WORK/haproxy.cfg" && grep -q "ssl_certificate " "$WORK/np/nginx.conf" &&
+        grep -q "tls:" "$WORK/cutover.yml" || die "TLS configuration not applied"
+    SCHEME=https
+    answers() { local b; b=$(curl -sk -m 2 "https://127.0.0.1:${PORT[$1]}/"); [ "$b" = "$BODY" ]; }
+    start_proxies
+    for name in $PROXIES; do timeout 10 wrk -t1 -c64 -d1s "https://127.0.0.1:${PORT[$name]}/" >/dev/null 2>&1 || true; done
+    for r in $(seq 1 "$ROUNDS"); do
+        echo "bench: TLS keep-alive, 1 worker, 64 conns, 100 B, round $r" >&2
+        order=$PROXIES; [ $((r % 2)) = 0 ] && order=$(echo $PROXIES | tr ' ' '\n' | tac | tr '\n' ' ')
+        for name in $order; do run "$name" 1 64 100 "tls$r" "$WORK/runs-tls"; done
+    done
+    for r in $(seq 1 "$ROUNDS"); do
+        echo "bench: TLS full handshakes, $HS_CLIENTS clients, round $r" >&2
+        order=$PROXIES; [ $((r % 2)) = 0 ] && order=$(echo $PROXIES | tr ' ' '\n' | tac | tr '\n' ' ')
+        for name in $order; do
+            t0=$(ticks "$name"); hs_pids=()
+            for k in $(seq 1 "$HS_CLIENTS"); do
+                timeout $((SECS + 15)) openssl s_time -connect "127.0.0.1:${PORT[$name]}" -new -time "$SECS" \
+                    >"$WORK/hs-$name-$r-$k.txt" 2>&1 & hs_pids+=($!)
+            done
+            for p in "${hs_pids[@]}"; do wait "$p" || true; done
+            t1=$(ticks "$name")
+            n=$(cat "$WORK"/hs-"$name"-"$r"-*.txt | awk '/connections in [0-9.]+s;/ {s += $1} END {print s + 0}')
+            echo "$name $r $t0 $t1 $n $SECS" >>"$WORK/hs"
+        done
+    done
+    stop_proxies
+fi
+
+python3 - "$WORK/runs" "$WORK/idle" "$HZ" "$WORK/runs-canary" "$WORK/runs-nap" "$WORK/runs-tls" "$WORK/hs" <<'PY'
 import math, os, re, statistics as st, sys
 hz = int(sys.argv[3])
 def parse(line):   # "name w c s round t0 t1 wrk-output a0 a1 n0 n1" -> one run's figures
@@ -510,5 +560,33 @@ if nap:
             print(f"{c:>5} {label:>4} {m['rps']:>8.0f} {m['p50']:>7.3f} {m['p99']:>7.3f} {m['cpu'] / 10:>10.2f} "
                   f"{m['naps']:>8} {m['err']:>6}{ratio}")
     print("(medians of the rounds; naps: cutover_worker_naps_total over all rounds)")
+tls = medians(load(sys.argv[6]))
+hs = {}
+for line in open(sys.argv[7]):
+    if line.strip():
+        name, r, t0, t1, n, secs = line.split()
+        hs.setdefault(name, []).append((int(n) / float(secs), (int(t1) - int(t0)) * 1e6 / hz / max(int(n), 1), int(n)))
+if tls or hs:
+    print()
+    print("TLS termination, same certificate (EC P-256), 1 worker: keep-alive over https (64 conns, 100 B)")
+    print("and full handshakes (openssl s_time -new, no resumption)")
+    print(f"{'target':<8} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'CPU s/100k':>10} {'errors':>6} "
+          f"{'handshakes/s':>12} {'CPU ms/100 hs':>13}")
+    for n in ("haproxy", "nginx", "cutover"):
+        m, h = tls.get((n, 64)), hs.get(n)
+        if not m and not h: continue
+        ka = (f"{m['rps']:>8.0f} {m['p50']:>7.3f} {m['p99']:>7.3f} {m['cpu'] / 10:>10.2f} {m['err']:>6}"
+              if m else f"{'-':>8} {'-':>7} {'-':>7} {'-':>10} {'-':>6}")
+        hh = (f"{st.median(x[0] for x in h):>12.0f} {st.median(x[1] for x in h) / 10:>13.2f}"
+              if h else f"{'-':>12} {'-':>13}")
+        print(f"{n:<8} {ka} {hh}")
+    cm, hm = tls.get(("cutover", 64)), tls.get(("haproxy", 64))
+    ch, hh = hs.get("cutover"), hs.get("haproxy")
+    if cm and hm and ch and hh:
+        rq = cm["cpu"] / hm["cpu"]
+        rh = st.median(x[1] for x in ch) / st.median(x[1] for x in hh)
+        print(f"cutover/haproxy: CPU per request {rq:.2f}, CPU per handshake {rh:.2f}; target (both <= 1.0x) "
+              f"{'holds' if rq <= 1.0 and rh <= 1.0 else 'misses'}")
+    print("(medians of the rounds; CPU: the proxy's process tree; CPU ms/100 hs = CPU ms per 100 handshakes)")
 PY
 if [ -s "$WORK/idle.err" ]; then echo "bench: idle client errors:" >&2; tail -5 "$WORK/idle.err" >&2; fi

@@ -5,7 +5,7 @@ set -eu
 
 PKGS="gcc make pkg-config clang clang-format libclang-rt-14-dev \
 libuv1-dev libfyaml-dev libjansson-dev libsqlite3-dev libcurl4-openssl-dev libssl-dev libcmocka-dev \
-python3 python3-pytest python3-pytest-xdist curl wrk haproxy nginx-light sqlite3 procps slowhttptest systemd prometheus"
+python3 python3-pytest python3-pytest-xdist curl openssl wrk haproxy nginx-light sqlite3 procps slowhttptest systemd prometheus"
 
 missing=""
 for p in $PKGS; do

@@ -1,5 +1,6 @@
 /* Admin API server (see api.h). Control loop only. One request at a time per connection; a
  * deploy or rollback answer may be deferred until the rollout engine calls back. */
+#include "net/tls.h"
 #include "api/api.h"
 
 #include <errno.h>
@@ -18,6 +19,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "core/duration.h"
 #include "core/release.h"
 #include "core/log.h"
 #include "core/text.h"
@@ -53,6 +55,8 @@
 /* Free text a person supplies is kept to this many bytes: a reason is a sentence or two, and
  * every byte of it is stored, sent to webhooks and shown in reports. */
 #define API_REASON_MAX 1024
+/* GET /api/v1/stats without ?since=: the last 30 days. */
+#define API_STATS_WINDOW_MS (30LL * 24 * 3600 * 1000)
 /* An event stream gets a comment this often, so proxies and clients see it is alive. */
 #define API_SSE_BEAT_MS 15000
 /* A stream whose client reads less than the events it is sent is closed past this backlog. */
@@ -70,7 +74,8 @@ struct api_pending {
 struct api {
     uv_loop_t *loop;
     uv_pipe_t server;
-    uv_tcp_t tcp_server; /* admin.listen, when tcp_on */
+    uv_tcp_t tcp_server;    /* admin.listen, when tcp_on */
+    struct tls_server *tls; /* admin.tls (the daemon's), or NULL */
     int tcp_on;
     struct config_token *tokens; /* owned copies */
     size_t ntokens;
@@ -111,7 +116,8 @@ struct api_conn {
         uv_pipe_t pipe;
         uv_tcp_t tcp;
     } io;
-    uv_timer_t deadline; /* TCP only: closes a connection that sends no whole request in time */
+    uv_timer_t deadline;  /* TCP only: closes a connection that sends no whole request in time */
+    struct tls_conn *tls; /* TCP with admin.tls: the connection's TLS; freed by tls_close */
     int tcp;
     struct sockaddr_storage peer;   /* TCP: the client's address (family 0 if unknown) */
     int open_handles;               /* handles to close before the conn is freed */
@@ -141,6 +147,14 @@ struct api_conn {
 };
 
 static void conn_close(struct api_conn *c);
+
+/* uv_write to the connection, through its TLS when it has one. */
+static int conn_write(struct api_conn *c, uv_write_t *req, const uv_buf_t *b, uv_write_cb cb)
+{
+    if (c->tls != NULL)
+        return tls_write(c->tls, req, b, 1, cb);
+    return uv_write(req, &c->io.stream, b, 1, cb);
+}
 static void conn_process(struct api_conn *c);
 static void on_connection(uv_stream_t *server, int status);
 static void unix_identify(struct api_conn *c);
@@ -241,7 +255,7 @@ static void respond_raw(struct api_conn *c, int status, const char *ctype, const
     uv_buf_t b = uv_buf_init(c->out, (unsigned)(hl + bl));
     c->busy = 1;
     c->wreq.data = c;
-    if (uv_write(&c->wreq, &c->io.stream, &b, 1, on_written) < 0) {
+    if (conn_write(c, &c->wreq, &b, on_written) < 0) {
         free(c->out);
         c->out = NULL;
         conn_close(c);
@@ -444,8 +458,9 @@ static json_t *parse_body(struct api_conn *c, const char *body, size_t n,
 
 static int route_deploy(struct api_conn *c, const char *service, const char *body, size_t n)
 {
-    static const char *const allowed[] = {"version",   "targets", "plan", "reason", "actor", "wait",
-                                          "emergency", "ticket",  "risk", "at",     NULL};
+    static const char *const allowed[] = {"version", "targets", "plan", "reason",
+                                          "actor",   "wait",    "hold", "emergency",
+                                          "ticket",  "risk",    "at",   NULL};
     json_t *o = parse_body(c, body, n, allowed);
     if (o == NULL)
         return 0;
@@ -505,6 +520,15 @@ static int route_deploy(struct api_conn *c, const char *service, const char *bod
             targets[nt++] = json_string_value(e);
         }
     }
+    int hold = 0;
+    json_t *jh = json_object_get(o, "hold");
+    if (jh != NULL) {
+        if (!json_is_boolean(jh)) {
+            respond_error(c, 400, "hold: expected true or false");
+            goto out;
+        }
+        hold = json_is_true(jh);
+    }
     json_t *jw = json_object_get(o, "wait");
     if (jw != NULL) {
         if (!json_is_boolean(jw)) {
@@ -525,6 +549,7 @@ static int route_deploy(struct api_conn *c, const char *service, const char *bod
         .emergency = emergency,
         .ticket = ticket,
         .risk = risk,
+        .hold = hold,
         .at_ms = at_ms,
     };
     char err[512];
@@ -536,6 +561,64 @@ static int route_deploy(struct api_conn *c, const char *service, const char *bod
         free(p);
         respond_error(c, status_of(rc), err);
     }
+out:
+    json_decref(o);
+    return 0;
+}
+
+/* POST /api/v1/services/NAME/{hold,release,maintenance} (docs/api.md "Hold and maintenance"):
+ * recorded with the actor, applied by the next table; answers the Service. */
+static int route_mode(struct api_conn *c, const char *service, const char *what, const char *body,
+                      size_t n)
+{
+    static const char *const hold_allowed[] = {"max", "actor", NULL};
+    static const char *const release_allowed[] = {"actor", NULL};
+    static const char *const maint_allowed[] = {"on", "message", "actor", NULL};
+    const char *const *allowed = what[0] == 'h'   ? hold_allowed
+                                 : what[0] == 'r' ? release_allowed
+                                                  : maint_allowed;
+    json_t *o = parse_body(c, body, n, allowed);
+    if (o == NULL)
+        return 0;
+    const char *actor, *max = NULL, *message = NULL;
+    char err[1536];
+    int rc;
+    if (opt_actor(c, o, &actor) < 0)
+        goto out;
+    if (what[0] == 'h') {
+        uint64_t ms = ROLLOUT_HOLD_DEFAULT_MS;
+        if (opt_string(c, o, "max", &max) < 0)
+            goto out;
+        if (max != NULL && (duration_parse(max, &ms) != 0 || ms == 0)) {
+            snprintf(err, sizeof(err),
+                     "max: expected a duration like 500ms, 30s or 2m (at most 1h), got '%.64s'",
+                     max);
+            respond_error(c, 400, err);
+            goto out;
+        }
+        rc = rollout_hold(c->a->r, service, ms, actor, err, sizeof(err));
+    } else if (what[0] == 'r') {
+        rc = rollout_release(c->a->r, service, actor, err, sizeof(err));
+    } else {
+        json_t *jo = json_object_get(o, "on");
+        if (!json_is_boolean(jo)) {
+            respond_error(c, 400, "on: required, true or false");
+            goto out;
+        }
+        if (opt_string(c, o, "message", &message) < 0)
+            goto out;
+        if (message != NULL && !json_is_true(jo)) {
+            respond_error(c, 400, "message: only with on: true");
+            goto out;
+        }
+        rc = rollout_maintenance(c->a->r, service, json_is_true(jo), message, actor, err,
+                                 sizeof(err));
+    }
+    if (rc < 0) {
+        respond_error(c, status_of(rc), err);
+        goto out;
+    }
+    respond_json(c, 200, rollout_service_json(c->a->r, service));
 out:
     json_decref(o);
     return 0;
@@ -857,7 +940,7 @@ static void sse_send(struct api_conn *c, const char *text, size_t len)
     sw->req.data = sw;
     sw->c = c;
     uv_buf_t b = uv_buf_init(sw->data, (unsigned)len);
-    if (uv_write(&sw->req, &c->io.stream, &b, 1, on_sse_written) < 0) {
+    if (conn_write(c, &sw->req, &b, on_sse_written) < 0) {
         free(sw);
         conn_close(c);
     }
@@ -934,6 +1017,7 @@ static void on_store_event(void *ctx, const struct store_event *ev)
     *q = *ev;
     q->type = xstrdup(ev->type);
     q->message = ev->message ? xstrdup(ev->message) : NULL;
+    q->hash = ev->hash ? xstrdup(ev->hash) : NULL;
     uv_timer_start(&a->flush, on_flush, 0, 0);
 }
 
@@ -996,6 +1080,78 @@ static int route_events(struct api_conn *c, const char *query)
                 c->sse_end = 1;
         }
     }
+    return 0;
+}
+
+/* POST /api/v1/changes/ID/note {"text": ..., "actor": ...}: a lessons-learned note. */
+static int route_note(struct api_conn *c, int64_t id, const char *body, size_t n)
+{
+    static const char *const allowed[] = {"text", "actor", NULL};
+    json_t *o = parse_body(c, body, n, allowed);
+    if (o == NULL)
+        return 0;
+    const char *actor, *text;
+    if (opt_actor(c, o, &actor) < 0 || opt_string(c, o, "text", &text) < 0)
+        goto out;
+    if (text == NULL) {
+        respond_error(c, 400, "text: required (the note)");
+        goto out;
+    }
+    if (actor == NULL) {
+        respond_error(c, 400, "actor: required (who writes the note?)");
+        goto out;
+    }
+    char err[512];
+    int rc = rollout_note(c->a->r, id, actor, text, err, sizeof(err));
+    if (rc < 0) {
+        respond_error(c, status_of(rc), err);
+        goto out;
+    }
+    json_t *ch = rollout_change_json(c->a->r, id, 1);
+    if (ch == NULL)
+        respond_error(c, 500, "the change cannot be read back");
+    else
+        respond_json(c, 200, ch);
+out:
+    json_decref(o);
+    return 0;
+}
+
+/* GET /api/v1/changes/ID/verify (id > 0) and GET /api/v1/verify (id 0): the hash chain. */
+static int route_verify(struct api_conn *c, int64_t id)
+{
+    int rc = 0;
+    json_t *o = rollout_verify_json(c->a->r, id, &rc);
+    if (o == NULL && rc == -ENOENT)
+        return respond_no_change(c, id);
+    if (o == NULL)
+        return respond_error(c, 500, "cannot read the store");
+    return respond_json(c, 200, o);
+}
+
+/* GET /api/v1/stats[?service=NAME&since=DURATION]: the delivery figures (default 30d). */
+static int route_stats(struct api_conn *c, const char *query)
+{
+    char *svc = query_get(query, "service"), *since = query_get(query, "since");
+    uint64_t window = (uint64_t)API_STATS_WINDOW_MS;
+    int64_t now = store_now_ms();
+    if (since != NULL &&
+        (duration_parse(since, &window) != 0 || window == 0 || window > (uint64_t)now)) {
+        respond_error(c, 400, "since: expected a duration such as 7d, 24h or 90m");
+        goto out;
+    }
+    if (svc != NULL && !service_known(c->a->r, svc)) {
+        respond_no_service(c, svc);
+        goto out;
+    }
+    json_t *o = rollout_stats_json(c->a->r, svc, now - (int64_t)window, now);
+    if (o == NULL)
+        respond_error(c, 500, "cannot read the store");
+    else
+        respond_json(c, 200, o);
+out:
+    free(svc);
+    free(since);
     return 0;
 }
 
@@ -1217,6 +1373,42 @@ static int h_approve(struct api_conn *c, const struct api_call *q)
     return route_action(c, q->id, "approve", q->body, q->blen);
 }
 
+static int h_note(struct api_conn *c, const struct api_call *q)
+{
+    return route_note(c, q->id, q->body, q->blen);
+}
+
+static int h_verify(struct api_conn *c, const struct api_call *q)
+{
+    return route_verify(c, q->id);
+}
+
+static int h_verify_all(struct api_conn *c, const struct api_call *q)
+{
+    (void)q;
+    return route_verify(c, 0);
+}
+
+static int h_stats(struct api_conn *c, const struct api_call *q)
+{
+    return route_stats(c, q->query);
+}
+
+static int h_hold(struct api_conn *c, const struct api_call *q)
+{
+    return route_mode(c, q->name, "hold", q->body, q->blen);
+}
+
+static int h_release(struct api_conn *c, const struct api_call *q)
+{
+    return route_mode(c, q->name, "release", q->body, q->blen);
+}
+
+static int h_maintenance(struct api_conn *c, const struct api_call *q)
+{
+    return route_mode(c, q->name, "maintenance", q->body, q->blen);
+}
+
 static const struct api_route api_routes[] = {
     {HTTP_M_GET, "/metrics", CONFIG_ROLE_VIEWER, 0, h_metrics},
     {HTTP_M_POST, "/api/v1/upgrade", CONFIG_ROLE_ADMIN, 0, h_upgrade},
@@ -1228,6 +1420,9 @@ static const struct api_route api_routes[] = {
     {HTTP_M_GET, "/api/v1/services/:name/plan", CONFIG_ROLE_VIEWER, 1, h_plan},
     {HTTP_M_POST, "/api/v1/services/:name/deploy", CONFIG_ROLE_OPERATOR, 1, h_deploy},
     {HTTP_M_POST, "/api/v1/services/:name/rollback", CONFIG_ROLE_OPERATOR, 1, h_rollback},
+    {HTTP_M_POST, "/api/v1/services/:name/hold", CONFIG_ROLE_OPERATOR, 1, h_hold},
+    {HTTP_M_POST, "/api/v1/services/:name/release", CONFIG_ROLE_OPERATOR, 1, h_release},
+    {HTTP_M_POST, "/api/v1/services/:name/maintenance", CONFIG_ROLE_OPERATOR, 1, h_maintenance},
     {HTTP_M_GET, "/api/v1/audit", CONFIG_ROLE_OPERATOR, 0, h_audit},
     {HTTP_M_GET, "/api/v1/changes", CONFIG_ROLE_VIEWER, 1, h_changes},
     {HTTP_M_GET, "/api/v1/changes/:id", CONFIG_ROLE_VIEWER, 1, h_change},
@@ -1237,6 +1432,10 @@ static const struct api_route api_routes[] = {
     {HTTP_M_POST, "/api/v1/changes/:id/resume", CONFIG_ROLE_OPERATOR, 1, h_resume},
     {HTTP_M_POST, "/api/v1/changes/:id/abort", CONFIG_ROLE_OPERATOR, 1, h_abort},
     {HTTP_M_POST, "/api/v1/changes/:id/approve", CONFIG_ROLE_OPERATOR, 1, h_approve},
+    {HTTP_M_POST, "/api/v1/changes/:id/note", CONFIG_ROLE_OPERATOR, 1, h_note},
+    {HTTP_M_GET, "/api/v1/changes/:id/verify", CONFIG_ROLE_VIEWER, 1, h_verify},
+    {HTTP_M_GET, "/api/v1/verify", CONFIG_ROLE_VIEWER, 1, h_verify_all},
+    {HTTP_M_GET, "/api/v1/stats", CONFIG_ROLE_VIEWER, 1, h_stats},
 };
 
 #define API_MAX_SEGMENTS 8
@@ -1552,15 +1751,17 @@ static void conn_close(struct api_conn *c)
         c->a->conns = c->next;
     if (c->next)
         c->next->prev = c->prev;
-    uv_close(&c->io.handle, on_conn_closed);
+    if (c->tls != NULL)
+        tls_close(c->tls, on_conn_closed); /* frees it, then gives the handle back with c */
+    else
+        uv_close(&c->io.handle, on_conn_closed);
     if (c->tcp)
         uv_close((uv_handle_t *)&c->deadline, on_conn_closed);
 }
 
-static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
+static void conn_alloc(void *user, uv_buf_t *buf)
 {
-    struct api_conn *c = h->data;
-    (void)hint;
+    struct api_conn *c = user;
     if (c->cap - c->len < 4096 && c->cap < API_MAX_HEAD + API_MAX_BODY) {
         c->cap =
             c->cap * 2 > API_MAX_HEAD + API_MAX_BODY ? API_MAX_HEAD + API_MAX_BODY : c->cap * 2;
@@ -1569,9 +1770,15 @@ static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
     *buf = uv_buf_init(c->buf + c->len, (unsigned)(c->cap - c->len));
 }
 
-static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
+static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
 {
-    struct api_conn *c = s->data;
+    (void)hint;
+    conn_alloc(h->data, buf);
+}
+
+static void conn_read(void *user, ssize_t n, const uv_buf_t *buf)
+{
+    struct api_conn *c = user;
     (void)buf;
     if (n == 0)
         return;
@@ -1587,9 +1794,16 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
         conn_process(c);
 }
 
+static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
+{
+    conn_read(s->data, n, buf);
+}
+
 static void on_deadline(uv_timer_t *t)
 {
     struct api_conn *c = t->data;
+    if (c->tls != NULL)
+        tls_handshake_timeout(c->tls); /* counted when the handshake is what was slow */
     if (!c->busy)
         conn_close(c); /* no whole request in time: a slow or idle client */
 }
@@ -1685,6 +1899,15 @@ static void on_connection(uv_stream_t *server, int status)
     if (c->next)
         c->next->prev = c;
     a->conns = c;
+    if (tcp && a->tls != NULL) {
+        if (tls_conn_new(&c->tls, a->tls, &c->io.stream, c) < 0) {
+            conn_close(c);
+            return;
+        }
+        if (tls_read_start(c->tls, conn_alloc, conn_read) < 0)
+            conn_close(c);
+        return;
+    }
     uv_read_start(&c->io.stream, on_alloc, on_read);
 }
 
@@ -1921,6 +2144,11 @@ int api_listen_tcp(struct api *a, int fd, const struct config_token *tokens, siz
     a->ntokens = ntokens;
     a->tcp_fd = fd;
     return 0;
+}
+
+void api_set_tls(struct api *a, struct tls_server *tls)
+{
+    a->tls = tls;
 }
 
 void api_stop_tcp(struct api *a)

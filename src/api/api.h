@@ -56,6 +56,12 @@ int api_start(struct api **out, uv_loop_t *loop, const char *path, struct rollou
 int api_listen_tcp(struct api *a, int fd, const struct config_token *tokens, size_t ntokens,
                    char *err, size_t errlen);
 
+struct tls_server;
+
+/* Makes admin.listen speak TLS with tls (net/tls.h; owned by the caller, alive until the api is
+ * freed). Call before api_listen_tcp. */
+void api_set_tls(struct api *a, struct tls_server *tls);
+
 /* Serves GET /api/v1/events from st: every event the store records from now on is sent to the
  * open event streams, and a client that comes back with Last-Event-ID first gets the events it
  * missed. Call once, after api_start; api_stop detaches. */

@@ -64,6 +64,9 @@ enum {
     CLI_OPT_LINES = 1u << 11,
     CLI_OPT_STORE = 1u << 14, /* was 1u << 12, --emergency's bit: check took --ticket */
     CLI_OPT_SINCE = 1u << 15,
+    CLI_OPT_MAX = 1u << 16,     /* --max (hold) */
+    CLI_OPT_MESSAGE = 1u << 17, /* --message (maintenance) */
+    CLI_OPT_HOLD = 1u << 18,    /* --hold (deploy) */
 };
 
 struct cli_command {
@@ -90,11 +93,12 @@ static const struct cli_command cli_commands[] = {
      "           backup (cutover.db.backup, if there is one), opened read-only (the daemon\n"
      "           may run); print ok or the problems. Exit 1 when either has problems.\n"},
     {"deploy", CLI_CMD_DEPLOY,
-     CLI_OPT_JSON | CLI_OPT_TARGET | CLI_OPT_PLAN | CLI_OPT_REASON | CLI_OPT_WAIT | CLI_OPT_GOVERN,
+     CLI_OPT_JSON | CLI_OPT_TARGET | CLI_OPT_PLAN | CLI_OPT_REASON | CLI_OPT_WAIT | CLI_OPT_GOVERN |
+         CLI_OPT_HOLD,
      2, 2,
      "deploy SERVICE VERSION [--target HOST:PORT ...] [--plan NAME]\n"
      "               [--reason TEXT] [--emergency] [--ticket ID] [--risk low|medium|high]\n"
-     "               [--at TIME] [--wait] [--json]",
+     "               [--at TIME] [--hold] [--wait] [--json]",
      "deploy SERVICE VERSION [options]\tput VERSION of SERVICE into production",
      "Starts a change that puts VERSION (1-64 of A-Za-z0-9._-) of SERVICE live, on the\n"
      "targets given. Prints the change id, from -> to, its state and message.\n"
@@ -109,6 +113,9 @@ static const struct cli_command cli_commands[] = {
      "                      (2026-12-07T22:00:00Z, or with an offset) or +DURATION;\n"
      "                      it waits in the daemon (status shows it, abort cancels it,\n"
      "                      a restart keeps it); freezes are checked at that time\n"
+     "  --hold              hold new requests in cutover from now until the switch, then\n"
+     "                      send them to the new version (to the old one if the change\n"
+     "                      fails); each waits at most 30s. Instant switches only (no plan)\n"
      "  --wait              return only when the change has ended (no timeout)\n"
      "  --json              print the change as the API returns it\n"
      "Exit 1 when the change ended failed, rolled_back, aborted or interrupted, or a\n"
@@ -148,6 +155,29 @@ static const struct cli_command cli_commands[] = {
      "Switches SERVICE back to its previous version once its targets are healthy.\n"
      "  --reason TEXT  why, recorded in the change\n"
      "Exit 1 when there is nothing to roll back to (409) or the rollback failed.\n"},
+    {"hold", CLI_CMD_HOLD, CLI_OPT_JSON | CLI_OPT_MAX, 1, 1, "hold SERVICE [--max D] [--json]",
+     "hold SERVICE [--max D]\tkeep new requests waiting in cutover until release",
+     "Holds SERVICE: new requests, and the next request on open keep-alive connections,\n"
+     "wait in cutover; none reaches a backend and none fails. `cutover release SERVICE`\n"
+     "sends them to the version live at that moment (deploy or switch meanwhile: health\n"
+     "checks go on). A request held longer than --max gets 503 with Retry-After; more\n"
+     "than limits.hold_max_requests waiting at once get 503 at once. Recorded with the\n"
+     "actor; kept across a restart and an upgrade; shown by `cutover status`.\n"
+     "  --max D  how long one request may wait: 500ms, 30s, 2m... (default 30s, at most 1h)\n"
+     "  --json   print the service as the API returns it\n"},
+    {"release", CLI_CMD_RELEASE, CLI_OPT_JSON, 1, 1, "release SERVICE [--json]",
+     "release SERVICE\tend a hold: held requests go to the live version",
+     "Ends the hold of SERVICE: the requests waiting go on, to the version live now.\n"
+     "Exit 1 when SERVICE is not held.\n"},
+    {"maintenance", CLI_CMD_MAINTENANCE, CLI_OPT_JSON | CLI_OPT_MESSAGE, 2, 2,
+     "maintenance SERVICE on [--message TEXT] | off",
+     "maintenance SERVICE on|off\tanswer every request 503 with a page, or stop",
+     "on: every request to SERVICE is answered 503 with Retry-After and a page naming\n"
+     "TEXT (HTML for clients that accept text/html, plain text otherwise); no backend\n"
+     "sees it, health checks go on. off: SERVICE serves again. Recorded with the actor;\n"
+     "kept across a restart and an upgrade; shown by `cutover status`.\n"
+     "  --message TEXT  what the page says (one line, at most 1024 bytes)\n"
+     "Exit 1 for off when SERVICE is not in maintenance.\n"},
     {"upgrade", CLI_CMD_UPGRADE, CLI_OPT_JSON | CLI_OPT_BINARY, 0, 0, "upgrade [--binary PATH]",
      "upgrade [--binary PATH]\thand the daemon over to a new binary, no drops",
      "Asks the daemon to hand its listeners over to a new binary without dropping a\n"
@@ -217,6 +247,33 @@ static const struct cli_command cli_commands[] = {
      "  -f, --follow   keep printing what is appended (also after a rotation) until\n"
      "                 Ctrl-C or SIGTERM\n"
      "Exit 1 when there is no log file, 2 for an unknown service.\n"},
+    {"note", CLI_CMD_NOTE, 0, 2, 2, "note CHANGE_ID TEXT",
+     "note CHANGE_ID TEXT\tadd a lessons-learned note to a change's record",
+     "Adds TEXT (1 to 4096 bytes; quote it) to the record of change CHANGE_ID, running\n"
+     "or ended, as a `note` event by you: `report` shows it under \"Lessons learned\",\n"
+     "and the webhooks and the event stream carry it like any other event. Put -- before\n"
+     "a TEXT that starts with -.\n"
+     "Exit 2 for an empty or too long text or an unknown change.\n"},
+    {"stats", CLI_CMD_STATS, CLI_OPT_JSON | CLI_OPT_SINCE, 0, 1,
+     "stats [SERVICE] [--since D] [--json]",
+     "stats [SERVICE] [--since D] [--json]\tdelivery figures from the change history",
+     "Prints the delivery figures of the changes of SERVICE (or all) started in the\n"
+     "window: deployment frequency (deploys completed per day), change failure rate\n"
+     "(deploys that failed, were rolled back in their plan, or were rolled back or went\n"
+     "down after they completed), time to restore (median and worst; from the failure\n"
+     "to the next good state) and time to full traffic (median and worst, from the\n"
+     "deploy to its end). docs/decisions.md says what counts as a failure and a restore.\n"
+     "  --since D  the window: the last D (7d, 24h, 90m; default 30d)\n"
+     "  --json     print the API answer\n"},
+    {"verify", CLI_CMD_VERIFY, CLI_OPT_JSON, 0, 1, "verify [CHANGE_ID] [--json]",
+     "verify [CHANGE_ID] [--json]\tcheck the hash chain of the change records",
+     "Checks that the events of change CHANGE_ID (or of every change) are as cutover\n"
+     "recorded them: each event carries a SHA-256 over its predecessor's hash (the first,\n"
+     "over the change's own fields) and its own fields. Prints \"N events, chain intact\",\n"
+     "or names the first event that does not match. Events recorded before the chain\n"
+     "began (an older cutover) are said to be not chained and do not fail the check.\n"
+     "  --json  print the API answer\n"
+     "Exit 1 when a chain does not match.\n"},
     {"demo", CLI_CMD_DEMO, 0, 0, 0, "demo", "demo\tself-contained demonstration",
      "Runs a self-contained demonstration: a daemon, two backend versions and a\n"
      "rollout, on loopback ports, in a temporary directory.\n"},
@@ -244,7 +301,7 @@ static const char cli_global_help[] =
     "Options every command takes, anywhere after the command:\n"
     "  -c, --config FILE  the config (default ./cutover.yml); the daemon is found at\n"
     "                     its state_dir/cutover.sock\n"
-    "  --admin URL        the admin API instead: unix:/path/to.sock or http://HOST:PORT\n"
+    "  --admin URL        the admin API instead: unix:/path/to.sock or http(s)://HOST:PORT\n"
     "  -h, --help         this command's help\n";
 
 void cli_command_usage(FILE *out, enum cli_cmd cmd)
@@ -275,8 +332,9 @@ void cli_usage(FILE *out)
     fputs(cli_global_help, out);
     fputs("\nThe actor recorded in a change is $CUTOVER_USER, else your login name (a name:\n"
           "1 to 64 of A-Z a-z 0-9 . _ -).\n"
-          "$CUTOVER_TOKEN is sent as a bearer token to an http:// admin URL (admin.listen);\n"
-          "the actor is then the token's name in the daemon's tokens file.\n\n"
+          "$CUTOVER_TOKEN is sent as a bearer token to an http:// or https:// admin URL\n"
+          "(admin.listen); the actor is then the token's name in the daemon's tokens file.\n"
+          "$CUTOVER_CACERT names the CA file that an https:// admin URL is verified with.\n\n"
           "exit codes: 0 done; 1 the operation failed (daemon unreachable, change failed,\n"
           "rolled back, aborted or interrupted, conflict, daemon error); 2 bad usage, bad\n"
           "config, or a request the daemon rejected (400, 404).\n",
@@ -304,6 +362,8 @@ static const struct cli_opt cli_opts[] = {
     {"ticket", 0, CLI_OPT_GOVERN, 1},   {"risk", 0, CLI_OPT_GOVERN, 1},
     {"at", 0, CLI_OPT_GOVERN, 1},       {"until-done", 0, CLI_OPT_UNTIL, 0},
     {"store", 0, CLI_OPT_STORE, 0},     {"since", 0, CLI_OPT_SINCE, 1},
+    {"max", 0, CLI_OPT_MAX, 1},         {"message", 0, CLI_OPT_MESSAGE, 1},
+    {"hold", 0, CLI_OPT_HOLD, 0},
 };
 
 #define CLI_NOPTS (sizeof(cli_opts) / sizeof(cli_opts[0]))
@@ -444,6 +504,20 @@ static int cli_apply_opt(struct cli_args *a, const struct cli_opt *o, const char
         a->since = val;
     } else if (strcmp(o->lng, "until-done") == 0) {
         a->until_done = 1;
+    } else if (strcmp(o->lng, "hold") == 0) {
+        a->hold = 1;
+    } else if (strcmp(o->lng, "message") == 0) {
+        a->message = val;
+    } else if (strcmp(o->lng, "max") == 0) {
+        uint64_t ms;
+        if (duration_parse(val, &ms) != 0 || ms == 0 || ms > 3600000) {
+            snprintf(err, errlen,
+                     "--max must be a duration like 500ms, 30s or 2m (more than 0, at most 1h), "
+                     "got '%s'",
+                     val);
+            return -EINVAL;
+        }
+        a->max_ms = ms;
     } else if (strcmp(o->lng, "lines") == 0) {
         long long v;
         /* 0 is allowed (print nothing, then follow), so "0" is handled apart. */
@@ -500,10 +574,15 @@ static int cli_assign_positional(struct cli_args *a, const struct cli_command *c
     }
     if (npos < c->min_pos) {
         const char *what = "SERVICE";
-        if (c->cmd == CLI_CMD_APPROVE || c->cmd == CLI_CMD_REPORT)
+        if (c->cmd == CLI_CMD_APPROVE || c->cmd == CLI_CMD_REPORT ||
+            (c->cmd == CLI_CMD_NOTE && npos == 0))
             what = "CHANGE_ID";
+        else if (c->cmd == CLI_CMD_NOTE)
+            what = "TEXT";
         else if ((c->cmd == CLI_CMD_DEPLOY || c->cmd == CLI_CMD_PLAN) && npos == 1)
             what = "VERSION";
+        else if (c->cmd == CLI_CMD_MAINTENANCE && npos == 1)
+            what = "on or off";
         snprintf(err, errlen, "%s: missing %s", c->name, what);
         return -EINVAL;
     }
@@ -534,8 +613,28 @@ static int cli_assign_positional(struct cli_args *a, const struct cli_command *c
             }
         }
         break;
+    case CLI_CMD_MAINTENANCE:
+        a->service = pos[0];
+        if (strcmp(pos[1], "on") != 0 && strcmp(pos[1], "off") != 0) {
+            snprintf(err, errlen, "maintenance: expected on or off after SERVICE, got '%s'",
+                     pos[1]);
+            return -EINVAL;
+        }
+        a->on = pos[1][1] == 'n';
+        if (!a->on && a->message != NULL) {
+            snprintf(err, errlen, "maintenance: --message goes with on, not off");
+            return -EINVAL;
+        }
+        break;
+    case CLI_CMD_VERIFY:
+        if (npos == 0)
+            break;
+        /* fall through */
+    case CLI_CMD_NOTE:
     case CLI_CMD_APPROVE:
     case CLI_CMD_REPORT:
+        if (c->cmd == CLI_CMD_NOTE)
+            a->text = pos[1];
         if (cli_parse_positive(pos[0], INT64_MAX, &a->change_id) != 0) {
             snprintf(err, errlen, "%s: CHANGE_ID must be a positive whole number, got '%s'",
                      c->name, pos[0]);
@@ -874,6 +973,38 @@ static void cli_render_down(FILE *out, const json_t *svc)
     fputc('\n', out);
 }
 
+/* "held:" and "maintenance:" lines while the service is held or in maintenance. */
+static void cli_render_mode(FILE *out, const json_t *svc)
+{
+    const json_t *h = json_object_get(svc, "hold"), *m = json_object_get(svc, "maintenance");
+    char t[32], d[24];
+    if (json_is_object(h)) {
+        const json_t *max = json_object_get(h, "max_ms"), *ch = json_object_get(h, "change");
+        cli_short_time(cli_jstr(h, "since"), t, sizeof(t));
+        fprintf(out, "  %-9s since %s, each request waits at most %s", "HELD:", t,
+                duration_format(json_is_integer(max) ? (uint64_t)json_integer_value(max) : 0, d,
+                                sizeof(d)));
+        if (json_is_integer(ch))
+            fprintf(out, " (deploy --hold, change %" JSON_INTEGER_FORMAT ")",
+                    json_integer_value(ch));
+        fputs(" (by ", out);
+        cli_put_clean(out, cli_jstr_or(h, "actor", "?"), 0);
+        fputs("); cutover release ends it\n", out);
+    }
+    if (json_is_object(m)) {
+        cli_short_time(cli_jstr(m, "since"), t, sizeof(t));
+        fprintf(out, "  %-9s since %s, every request answered 503", "MAINTENANCE:", t);
+        if (cli_jstr(m, "message") != NULL) {
+            fputs(": \"", out);
+            cli_put_clean(out, cli_jstr(m, "message"), 0);
+            fputc('"', out);
+        }
+        fputs(" (by ", out);
+        cli_put_clean(out, cli_jstr_or(m, "actor", "?"), 0);
+        fputs(")\n", out);
+    }
+}
+
 /* A deploy that waits for its time (deploy --at). */
 static void cli_render_scheduled(FILE *out, const json_t *svc)
 {
@@ -905,6 +1036,7 @@ void cli_render_service(FILE *out, const json_t *svc)
     cli_render_version(out, "live:", json_object_get(svc, "live"));
     cli_render_version(out, "previous:", json_object_get(svc, "previous"));
     cli_render_down(out, svc);
+    cli_render_mode(out, svc);
     cli_render_scheduled(out, svc);
     fprintf(out, "  %-9s ", "change:");
     if (!json_is_object(ch)) {
@@ -1319,6 +1451,14 @@ static size_t cli_on_body(char *ptr, size_t size, size_t nmemb, void *ud)
     return n;
 }
 
+/* An https:// admin URL (admin.tls) with a private CA: $CUTOVER_CACERT names the CA file. */
+static void cli_curl_ca(CURL *curl)
+{
+    const char *ca = getenv("CUTOVER_CACERT");
+    if (ca != NULL && *ca != '\0')
+        curl_easy_setopt(curl, CURLOPT_CAINFO, ca);
+}
+
 /* Resets h's handle for a request to url (owned by the caller, like errbuf): the daemon
  * directly (no proxy), over its socket, with the token, Accept and extra headers; the answer
  * goes to write(ud). Returns the header list to set and free after the transfer. */
@@ -1340,6 +1480,7 @@ static struct curl_slist *cli_curl_base(struct cli_http *h, const char *url, cha
     curl_easy_setopt(h->curl, CURLOPT_WRITEDATA, ud);
     if (h->sock != NULL)
         curl_easy_setopt(h->curl, CURLOPT_UNIX_SOCKET_PATH, h->sock);
+    cli_curl_ca(h->curl);
     hdr = xasprintf("Accept: %s", accept ? accept : "application/json");
     hdrs = curl_slist_append(hdrs, hdr);
     free(hdr);
@@ -1524,7 +1665,7 @@ static char *cli_actor(const struct cli_http *h)
 
 static void cli_render_plan(FILE *out, const struct config_plan *p)
 {
-    char d1[32], d2[32];
+    char d2[32];
 
     fprintf(out, "plan %s (on failure: %s)%s%s\n", p->name,
             p->on_failure == CONFIG_ON_PAUSE     ? "pause"
@@ -1536,50 +1677,9 @@ static void cli_render_plan(FILE *out, const struct config_plan *p)
         fprintf(out, "  %zu. ", i + 1);
         if (s->owner != NULL)
             fprintf(out, "(owner %s) ", s->owner);
-        switch (s->kind) {
-        case CONFIG_STEP_TEST:
-            fputs("test:", out);
-            for (char **a = s->command; a != NULL && *a != NULL; a++)
-                fprintf(out, " %s", *a);
-            fprintf(out, " (timeout %s)\n", duration_format(s->timeout_ms, d1, sizeof(d1)));
-            break;
-        case CONFIG_STEP_PILOT:
-            fprintf(out, "pilot: %s %s%s%s for %s\n",
-                    s->pilot_kind == CONFIG_PILOT_HEADER   ? "header"
-                    : s->pilot_kind == CONFIG_PILOT_COOKIE ? "cookie"
-                                                           : "source",
-                    s->pilot_name ? s->pilot_name : "",
-                    s->pilot_value ? (s->pilot_kind == CONFIG_PILOT_COOKIE ? "=" : ": ") : "",
-                    s->pilot_value ? s->pilot_value : "",
-                    duration_format(s->duration_ms, d1, sizeof(d1)));
-            break;
-        case CONFIG_STEP_WEIGHT:
-            fprintf(out, "weight: %d%% of traffic to the new version\n", s->weight);
-            break;
-        case CONFIG_STEP_PAUSE:
-            if (s->duration_ms == 0)
-                fputs("pause: until `cutover promote`\n", out);
-            else
-                fprintf(out, "pause: %s\n", duration_format(s->duration_ms, d1, sizeof(d1)));
-            break;
-        case CONFIG_STEP_MIRROR:
-            fprintf(out,
-                    "mirror: %d%% of requests copied to the new version for %s, mismatches "
-                    "at most %g\n",
-                    s->mirror->percent, duration_format(s->duration_ms, d1, sizeof(d1)),
-                    s->mirror->max_mismatch_rate);
-            break;
-        case CONFIG_STEP_LOAD:
-            fprintf(out, "load: %d synthetic requests/s to the new version for %s\n", s->load->rate,
-                    duration_format(s->duration_ms, d1, sizeof(d1)));
-            break;
-        case CONFIG_STEP_APPROVAL:
-            fprintf(out, "approval: %d of", s->count);
-            for (size_t j = 0; j < s->napprovers; j++)
-                fprintf(out, "%s %s", j ? "," : "", s->approvers[j]);
-            fputc('\n', out);
-            break;
-        }
+        char desc[512];
+        cli_put_clean(out, config_step_describe(s, desc, sizeof(desc)), 0);
+        fputc('\n', out);
     }
     if (p->analysis.enabled) {
         fprintf(out, "  analysis: every %s, at least %llu requests",
@@ -1611,6 +1711,8 @@ static void cli_render_config(FILE *out, const struct config *cfg)
         fprintf(out, "admin API also on %s (%zu token%s from %s)\n", cfg->admin_listen,
                 cfg->ntokens, cfg->ntokens == 1 ? "" : "s",
                 cfg->admin_tokens_file ? cfg->admin_tokens_file : "-");
+    if (cfg->admin_tls.ncerts > 0)
+        fprintf(out, "admin API over TLS with %s\n", cfg->admin_tls.certs[0].cert);
     for (size_t i = 0; i < cfg->nfreezes; i++) {
         const struct config_freeze *f = &cfg->freezes[i];
         char t1[32], t2[32];
@@ -1634,9 +1736,22 @@ static void cli_render_config(FILE *out, const struct config *cfg)
         const struct config_service *s = &cfg->services[i];
         fprintf(out, "\nservice %s\n", s->name);
         fprintf(out, "  listen:   %s (%s)\n", s->listen,
-                s->protocol == CONFIG_PROTO_TCP ? "tcp" : "http");
+                s->protocol == CONFIG_PROTO_TCP ? "tcp"
+                : s->tls.ncerts > 0             ? "https"
+                                                : "http");
+        for (size_t j = 0; j < s->tls.ncerts; j++)
+            fprintf(out, "  tls:      %s%s\n", s->tls.certs[j].cert,
+                    j == 0 && s->tls.ncerts > 1 ? " (default)" : "");
         if (s->preview_listen != NULL)
             fprintf(out, "  preview:  %s\n", s->preview_listen);
+        if (s->routed) {
+            fputs("  routes:  ", out);
+            for (size_t j = 0; j < s->nhosts; j++)
+                fprintf(out, " %s%s", s->hosts[j], s->path_prefix ? s->path_prefix : "");
+            if (s->nhosts == 0 && s->path_prefix != NULL)
+                fprintf(out, " (any host)%s", s->path_prefix);
+            fputs(s->is_default ? " (default: what no other service takes)\n" : "\n", out);
+        }
         fputs("  targets: ", out);
         for (size_t j = 0; j < s->ntargets; j++)
             fprintf(out, " %s", s->targets[j]);
@@ -2001,6 +2116,7 @@ static char *cli_logs_live_version(const struct cli_args *a, const struct config
     curl_easy_setopt(curl, CURLOPT_WRITEDATA, &r);
     if (sock != NULL)
         curl_easy_setopt(curl, CURLOPT_UNIX_SOCKET_PATH, sock);
+    cli_curl_ca(curl);
     hdrs = curl_slist_append(hdrs, "Accept: application/json");
     if (sock == NULL) {
         const char *t = getenv("CUTOVER_TOKEN");
@@ -2110,7 +2226,8 @@ static int cli_connect(const struct cli_args *a, struct cli_http *h)
     if (a->admin != NULL) {
         if (cli_admin_parse(a->admin, &h->base, &h->sock) != 0) {
             fprintf(stderr,
-                    "cutover: --admin '%s': expected unix:/path/to.sock or http://HOST:PORT\n",
+                    "cutover: --admin '%s': expected unix:/path/to.sock, http://HOST:PORT or "
+                    "https://HOST:PORT\n",
                     a->admin);
             return CLI_EXIT_USAGE;
         }
@@ -2208,6 +2325,8 @@ static int cli_cmd_deploy(const struct cli_args *a, struct cli_http *h)
         json_object_set_new(body, "ticket", json_string(a->ticket));
     if (a->risk != NULL)
         json_object_set_new(body, "risk", json_string(a->risk));
+    if (a->hold)
+        json_object_set_new(body, "hold", json_true());
     if (a->at != NULL)
         json_object_set_new(body, "at", json_string(a->at));
     path = xasprintf("/api/v1/services/%s/deploy", svc);
@@ -2225,6 +2344,58 @@ static int cli_cmd_rollback(const struct cli_args *a, struct cli_http *h)
     json_t *body = json_pack("{s:s*, s:s*}", "actor", actor, "reason", a->reason);
     int rc = cli_post_change(a, h, path, body);
 
+    free(path);
+    free(svc);
+    free(actor);
+    return rc;
+}
+
+/* hold, release, maintenance: POSTs to the service's route and says what now happens. */
+static int cli_cmd_mode(const struct cli_args *a, struct cli_http *h)
+{
+    char *actor = cli_actor(h), *svc = cli_escape(h, a->service), *path;
+    json_t *body;
+    char d[24];
+    if (a->cmd == CLI_CMD_HOLD) {
+        body = json_pack("{s:s*}", "actor", actor);
+        if (a->max_ms > 0)
+            json_object_set_new(body, "max", json_string(duration_format(a->max_ms, d, sizeof(d))));
+        path = xasprintf("/api/v1/services/%s/hold", svc);
+    } else if (a->cmd == CLI_CMD_RELEASE) {
+        body = json_pack("{s:s*}", "actor", actor);
+        path = xasprintf("/api/v1/services/%s/release", svc);
+    } else {
+        body = json_pack("{s:s*, s:b, s:s*}", "actor", actor, "on", a->on, "message",
+                         a->on ? a->message : NULL);
+        path = xasprintf("/api/v1/services/%s/maintenance", svc);
+    }
+    struct cli_resp r;
+    int rc = cli_request(h, "POST", path, body, NULL, &r);
+    if (rc == 0 && r.status >= 200 && r.status < 300) {
+        rc = CLI_EXIT_OK;
+        if (a->json && r.json != NULL) {
+            cli_print_json(r.json);
+        } else if (a->cmd == CLI_CMD_HOLD) {
+            printf("%s is held: new requests wait in cutover (at most %s each) until `cutover "
+                   "release %s`\n",
+                   a->service, a->max_ms ? duration_format(a->max_ms, d, sizeof(d)) : "30s",
+                   a->service);
+        } else if (a->cmd == CLI_CMD_RELEASE) {
+            const json_t *live = json_object_get(r.json, "live");
+            printf("%s is released: the held requests go on to %s\n", a->service,
+                   cli_jstr_or(live, "name", "the live version"));
+        } else if (a->on) {
+            printf("%s is in maintenance: every request is answered 503 with the page; `cutover "
+                   "maintenance %s off` ends it\n",
+                   a->service, a->service);
+        } else {
+            printf("%s is out of maintenance and serves again\n", a->service);
+        }
+    } else if (rc == 0) {
+        rc = cli_api_error(h, &r);
+    }
+    cli_resp_done(&r);
+    json_decref(body);
     free(path);
     free(svc);
     free(actor);
@@ -2743,6 +2914,73 @@ out:
     return rc;
 }
 
+/* note: POSTs the text; the daemon checks it (length, characters) and the change. */
+static int cli_cmd_note(const struct cli_args *a, struct cli_http *h)
+{
+    char *actor = cli_actor(h);
+    json_t *body = json_pack("{s:s, s:s*}", "text", a->text, "actor", actor);
+    char path[64];
+    struct cli_resp r;
+
+    free(actor);
+    snprintf(path, sizeof(path), "/api/v1/changes/%lld/note", a->change_id);
+    int rc = cli_request(h, "POST", path, body, NULL, &r);
+    json_decref(body);
+    if (rc == 0) {
+        if (r.status >= 200 && r.status < 300) {
+            printf("change %lld: note recorded\n", a->change_id);
+            rc = CLI_EXIT_OK;
+        } else if (r.status == 404 && cli_jstr(r.json, "error") != NULL &&
+                   strncmp(cli_jstr(r.json, "error"), "no such route", 13) == 0) {
+            rc = cli_unsupported("note", &r);
+        } else {
+            rc = cli_api_error(h, &r);
+        }
+    }
+    cli_resp_done(&r);
+    return rc;
+}
+
+static int cli_cmd_stats(const struct cli_args *a, struct cli_http *h)
+{
+    char *svc = a->service ? cli_escape(h, a->service) : NULL;
+    char *path = xasprintf("/api/v1/stats?since=%s%s%s", a->since ? a->since : "30d",
+                           svc ? "&service=" : "", svc ? svc : "");
+    int rc = cli_get_and_render(a, h, path, cli_render_stats);
+
+    free(path);
+    free(svc);
+    return rc;
+}
+
+/* verify: exit 1 when a chain does not match, with --json too. */
+static int cli_cmd_verify(const struct cli_args *a, struct cli_http *h)
+{
+    char path[64];
+    struct cli_resp r;
+
+    if (a->change_id > 0)
+        snprintf(path, sizeof(path), "/api/v1/changes/%lld/verify", a->change_id);
+    else
+        snprintf(path, sizeof(path), "/api/v1/verify");
+    int rc = cli_request(h, "GET", path, NULL, NULL, &r);
+    if (rc == 0) {
+        if (r.status >= 200 && r.status < 300 && r.json != NULL) {
+            if (a->json) {
+                cli_print_json(r.json);
+                rc =
+                    json_is_true(json_object_get(r.json, "intact")) ? CLI_EXIT_OK : CLI_EXIT_FAILED;
+            } else {
+                rc = cli_render_verify(stdout, r.json);
+            }
+        } else {
+            rc = cli_api_error(h, &r);
+        }
+    }
+    cli_resp_done(&r);
+    return rc;
+}
+
 /* upgrade: the daemon runs elsewhere (another cwd), so it gets an absolute path, checked here
  * before anything is sent. */
 static int cli_cmd_upgrade(const struct cli_args *a, struct cli_http *h, const char *binary)
@@ -2830,8 +3068,22 @@ static int cli_run(const struct cli_args *a)
     case CLI_CMD_PLAN:
         rc = cli_cmd_plan(a, &h);
         break;
+    case CLI_CMD_HOLD:
+    case CLI_CMD_RELEASE:
+    case CLI_CMD_MAINTENANCE:
+        rc = cli_cmd_mode(a, &h);
+        break;
     case CLI_CMD_AUDIT:
         rc = cli_cmd_audit(a, &h);
+        break;
+    case CLI_CMD_NOTE:
+        rc = cli_cmd_note(a, &h);
+        break;
+    case CLI_CMD_STATS:
+        rc = cli_cmd_stats(a, &h);
+        break;
+    case CLI_CMD_VERIFY:
+        rc = cli_cmd_verify(a, &h);
         break;
     case CLI_CMD_WATCH:
         h.timeout_ms = 5000;

@@ -6,6 +6,7 @@
 #define CUTOVER_CLI_CLI_INTERNAL_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 
 #include <jansson.h>
@@ -44,7 +45,13 @@ enum cli_cmd {
     CLI_CMD_EVENTS,
     CLI_CMD_PLAN,  /* the written plan of a deploy, before it starts; changes nothing */
     CLI_CMD_WATCH, /* a live view of status and per-version traffic (cli/watch.c) */
+    CLI_CMD_HOLD,  /* hold, release, maintenance: a service's traffic held or answered 503 */
+    CLI_CMD_RELEASE,
+    CLI_CMD_MAINTENANCE,
     CLI_CMD_AUDIT, /* the audit log of the admin API */
+    CLI_CMD_NOTE,  /* a lessons-learned note on a change */
+    CLI_CMD_STATS, /* delivery figures (cli/knowledge.c renders them) */
+    CLI_CMD_VERIFY /* the hash chain of the change records */
 };
 
 /* What the command line asked for. Strings point into argv (not owned), except targets, an
@@ -80,7 +87,12 @@ struct cli_args {
     long lines;          /* -n/--lines N (logs), 0..CLI_LOGS_MAX_LINES; default 50 */
     int store;           /* --store (check) */
     int until_done;      /* --until-done (watch) */
-    const char *since;   /* --since D (audit): a duration, validated by duration_parse */
+    const char *text;    /* TEXT positional (note) */
+    const char *since;   /* --since D (audit, stats): a duration, validated by duration_parse */
+    uint64_t max_ms;     /* --max D (hold), 1 ms..1 h; 0 when absent (the daemon's 30 s) */
+    const char *message; /* --message TEXT (maintenance on) */
+    int on;              /* maintenance: 1 for on, 0 for off */
+    int hold;            /* --hold (deploy): hold requests around the switch */
 };
 
 /* Parses argv (argv[0] the program, argv[1] the subcommand) into *a, which it initialises.
@@ -146,6 +158,14 @@ void cli_render_history(FILE *out, const json_t *root);
 
 /* Renders a plan preview (GET /api/v1/services/NAME/plan) as text (md 0) or Markdown (md 1). */
 void cli_render_preview(FILE *out, const json_t *plan, int md);
+
+/* Renders a GET /api/v1/stats answer as a short table (cli/knowledge.c). */
+void cli_render_stats(FILE *out, const json_t *stats);
+
+/* Renders a GET /api/v1/changes/ID/verify or /api/v1/verify answer: a line per change whose
+ * chain does not match (naming its first event that does not) or was recorded before the chain
+ * began, then a summary. Returns the exit code: 1 when a chain does not match, else 0. */
+int cli_render_verify(FILE *out, const json_t *verify);
 
 /* Renders a Change with its events as a markdown report (used when the daemon has no report
  * route). */

@@ -25,8 +25,10 @@
 #include "core/duration.h"
 #include "core/text.h"
 #include "core/xmalloc.h"
+#include "http/vhost.h"
 #include "net/addr.h"
 #include "net/cidr.h"
+#include "net/tls.h"
 
 /* A config file larger than this is a mistake (or not a config file). */
 #define CONFIG_FILE_MAX (16u << 20)
@@ -46,6 +48,7 @@ struct listener {
     int port;
     char path[KEY_PATH_MAX];
     int line;
+    bool shared; /* a service's listen with hosts, path_prefix or default: may be shared */
 };
 
 struct ctx {
@@ -700,7 +703,8 @@ static bool listeners_collide(const struct listener *a, const struct listener *b
     return a->family == b->family && (is_wildcard(a) || is_wildcard(b));
 }
 
-static int add_listener(struct ctx *c, const struct item *it, const char *path, const char *addr)
+static int add_listener(struct ctx *c, const struct item *it, const char *path, const char *addr,
+                        bool shared)
 {
     struct sockaddr_storage ss;
     socklen_t len;
@@ -714,13 +718,19 @@ static int add_listener(struct ctx *c, const struct item *it, const char *path, 
                                      : ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
     snprintf(l.path, sizeof(l.path), "%s", path);
     l.line = it->line;
+    l.shared = shared;
     for (size_t i = 0; i < c->nlisteners; i++) {
         const struct listener *o = &c->listeners[i];
+        /* Services that route by host or path share one socket: the same address exactly. */
+        if (shared && o->shared && o->port == l.port && o->family == l.family &&
+            strcmp(o->host, l.host) == 0)
+            continue;
         if (listeners_collide(o, &l)) {
             char buf[SHOW_MAX + 32];
             return fail(c, it->line,
                         "%s: expected an address no other listener uses, got %s (%s at line %d "
-                        "binds it too)",
+                        "binds it too; services share a listen address when each has hosts, "
+                        "path_prefix or default: true)",
                         path, describe(it->node, buf, sizeof(buf)), o->path, o->line);
         }
     }
@@ -800,8 +810,8 @@ static int parse_limits(struct ctx *c, const struct item *it, const char *path,
                         struct config_limits *l)
 {
     static const char *const known[] = {
-        "max_header_bytes", "max_headers",     "max_uri_bytes",
-        "max_body_bytes",   "max_connections", NULL,
+        "max_header_bytes",  "max_headers", "max_uri_bytes", "max_body_bytes", "max_connections",
+        "hold_max_requests", NULL,
     };
     char p[KEY_PATH_MAX];
     struct item v;
@@ -834,6 +844,12 @@ static int parse_limits(struct ctx *c, const struct item *it, const char *path,
         if ((rc = get_uint(c, &v, subpath(p, sizeof(p), path, "max_connections"), 0, 10000000, &x)))
             return rc;
         l->max_connections = (size_t)x;
+    }
+    if (map_find(it->node, "hold_max_requests", &v)) {
+        if ((rc =
+                 get_uint(c, &v, subpath(p, sizeof(p), path, "hold_max_requests"), 0, 1000000, &x)))
+            return rc;
+        l->hold_max_requests = (size_t)x;
     }
     return 0;
 }
@@ -1134,6 +1150,7 @@ static void service_defaults(struct config_service *s)
     s->limits.max_headers = 100;
     s->limits.max_uri = 8192;
     s->limits.max_body_bytes = 0;
+    s->limits.hold_max_requests = 10000;
 }
 
 static int parse_targets(struct ctx *c, const struct item *it, const char *path,
@@ -1234,6 +1251,188 @@ static int parse_client_address(struct ctx *c, const struct item *svc, const cha
     return 0;
 }
 
+/* One `cert` + `key` pair of a `tls` map: both paths, then the files themselves (net/tls.h
+   checks them: readable, key not readable by others, matching, not expired). */
+static int parse_tls_pair(struct ctx *c, const struct item *it, const char *path,
+                          struct config_tls_cert *out)
+{
+    static const char *const known[] = {"cert", "key", NULL};
+    char p[KEY_PATH_MAX], err[1024];
+    struct item v;
+    int rc;
+
+    out->line = it->line;
+    /* The one-pair form's map was checked by parse_tls, with certificates among its keys. */
+    if (strchr(path, '[') != NULL && (rc = expect_map(c, it, path, known)) != 0)
+        return rc;
+    if (!map_find(it->node, "cert", &v))
+        return fail_missing(c, it->line, path, "cert", "a PEM certificate file");
+    if ((rc = get_file_path(c, &v, subpath(p, sizeof(p), path, "cert"), "a file path", &out->cert)))
+        return rc;
+    if (!map_find(it->node, "key", &v))
+        return fail_missing(c, it->line, path, "key", "a PEM private key file");
+    if ((rc = get_file_path(c, &v, subpath(p, sizeof(p), path, "key"), "a file path", &out->key)))
+        return rc;
+    if (tls_check_pair(out->cert, out->key, err, sizeof(err)) < 0)
+        return fail(c, it->line, "%s: %s", path, err);
+    return 0;
+}
+
+/* `tls: {cert, key}` or `tls: {certificates: [{cert, key}, ...]}` (the first is the default,
+   the others are chosen by SNI). */
+static int parse_tls(struct ctx *c, const struct item *it, const char *path, struct config_tls *t)
+{
+    static const char *const known[] = {"cert", "key", "certificates", NULL};
+    char p[KEY_PATH_MAX];
+    struct item v, dummy;
+    int rc;
+
+    if ((rc = expect_map(c, it, path, known)) != 0)
+        return rc;
+    if (!map_find(it->node, "certificates", &v)) {
+        t->certs = xcalloc(1, sizeof(*t->certs));
+        t->ncerts = 1;
+        return parse_tls_pair(c, it, path, &t->certs[0]);
+    }
+    subpath(p, sizeof(p), path, "certificates");
+    if (map_find(it->node, "cert", &dummy) || map_find(it->node, "key", &dummy))
+        return fail(c, it->line, "%s: expected either cert and key or certificates, got both",
+                    path);
+    if (v.node == NULL || fy_node_get_type(v.node) != FYNT_SEQUENCE ||
+        fy_node_sequence_item_count(v.node) == 0)
+        return fail_type(c, &v, p, "a list of {cert, key} maps, the first the default");
+    size_t n = (size_t)fy_node_sequence_item_count(v.node);
+    t->certs = xcalloc(n, sizeof(*t->certs));
+    void *iter = NULL;
+    struct fy_node *el;
+    for (size_t i = 0; i < n && (el = fy_node_sequence_iterate(v.node, &iter)) != NULL; i++) {
+        struct item ei = {el, node_line(el, v.line)};
+        char ip[KEY_PATH_MAX];
+        t->ncerts = i + 1;
+        subindex(ip, sizeof(ip), p, i);
+        if ((rc = parse_tls_pair(c, &ei, ip, &t->certs[i])) != 0)
+            return rc;
+    }
+    return 0;
+}
+
+int config_same_listen(const char *a, const char *b)
+{
+    struct sockaddr_storage sa, sb;
+    socklen_t la, lb;
+    if (a == NULL || b == NULL || addr_parse(a, &sa, &la) != 0 || addr_parse(b, &sb, &lb) != 0)
+        return 0;
+    return la == lb && memcmp(&sa, &sb, la) == 0;
+}
+
+/* `hosts`, `path_prefix`, `default`: how a request on a shared listener finds the service. */
+static int parse_routing(struct ctx *c, const struct item *svc, const char *path,
+                         struct config_service *s)
+{
+    char p[KEY_PATH_MAX];
+    struct item v;
+    int rc;
+
+    if (map_find(svc->node, "hosts", &v)) {
+        subpath(p, sizeof(p), path, "hosts");
+        if ((rc = get_string_list(c, &v, p,
+                                  "a list of host names like example.com or "
+                                  "*.example.com",
+                                  true, true, &s->hosts, &s->nhosts)) != 0)
+            return rc;
+        struct fy_node *el;
+        void *iter = NULL;
+        for (size_t i = 0; i < s->nhosts && (el = fy_node_sequence_iterate(v.node, &iter)); i++) {
+            struct item ei = {el, node_line(el, v.line)};
+            char ip[KEY_PATH_MAX];
+            subindex(ip, sizeof(ip), p, i);
+            if (!vhost_pattern_valid(s->hosts[i], strlen(s->hosts[i])))
+                return fail_type(c, &ei, ip,
+                                 "a host name like example.com or *.example.com (no port, "
+                                 "no scheme)");
+            for (size_t j = 0; j < i; j++)
+                if (strcasecmp(s->hosts[i], s->hosts[j]) == 0)
+                    return fail_type(c, &ei, ip, "each host listed once");
+        }
+    } else {
+        s->hosts = xcalloc(1, sizeof(*s->hosts));
+    }
+    if (map_find(svc->node, "path_prefix", &v)) {
+        subpath(p, sizeof(p), path, "path_prefix");
+        if ((rc = get_string(c, &v, p, "a path like /api", &s->path_prefix)) != 0)
+            return rc;
+        if (!vhost_prefix_valid(s->path_prefix))
+            return fail_type(c, &v, p,
+                             "a path like /api (starting with /, without ?, #, % or spaces)");
+    }
+    if (map_find(svc->node, "default", &v) &&
+        (rc = get_bool(c, &v, subpath(p, sizeof(p), path, "default"), &s->is_default)) != 0)
+        return rc;
+    if (s->routed && s->protocol == CONFIG_PROTO_TCP)
+        return fail(c, svc->line,
+                    "%s: hosts, path_prefix and default route HTTP requests; expected none with "
+                    "protocol tcp",
+                    path);
+    return 0;
+}
+
+/* Services that share a listen address: their routes must not overlap (the same host pattern
+ * and path prefix in two of them), at most one is the default, and what belongs to the socket
+ * (proxy_protocol, trusted_proxies) is the same for all. */
+static int check_shared_listens(struct ctx *c, struct config *cfg)
+{
+    for (size_t i = 0; i < cfg->nservices; i++) {
+        const struct config_service *a = &cfg->services[i];
+        for (size_t j = i + 1; j < cfg->nservices; j++) {
+            const struct config_service *b = &cfg->services[j];
+            if (!a->routed || !b->routed || !config_same_listen(a->listen, b->listen))
+                continue;
+            if (a->is_default && b->is_default)
+                return fail(c, b->line,
+                            "services.%s.default: expected one default service per listen "
+                            "address, got a second one (services.%s at line %d is the default "
+                            "of %s)",
+                            b->name, a->name, a->line, a->listen);
+            for (size_t x = 0; x < (a->nhosts ? a->nhosts : 1); x++)
+                for (size_t y = 0; y < (b->nhosts ? b->nhosts : 1); y++) {
+                    const char *ha = a->nhosts ? a->hosts[x] : NULL;
+                    const char *hb = b->nhosts ? b->hosts[y] : NULL;
+                    if ((a->nhosts == 0 && a->path_prefix == NULL) ||
+                        (b->nhosts == 0 && b->path_prefix == NULL))
+                        continue; /* a default alone takes no route */
+                    if (vhost_routes_overlap(ha, a->path_prefix, hb, b->path_prefix))
+                        return fail(c, b->line,
+                                    "services.%s: routes overlap services.%s (line %d) on %s: "
+                                    "both take host %s, path %s; expected different hosts or "
+                                    "path_prefix",
+                                    b->name, a->name, a->line, a->listen, hb ? hb : "(any)",
+                                    b->path_prefix ? b->path_prefix : "/");
+                }
+            int same_tp = a->ntrusted_proxies == b->ntrusted_proxies;
+            for (size_t k = 0; same_tp && k < a->ntrusted_proxies; k++)
+                same_tp = strcmp(a->trusted_proxies[k], b->trusted_proxies[k]) == 0;
+            if (a->proxy_protocol != b->proxy_protocol || !same_tp)
+                return fail(c, b->line,
+                            "services.%s: shares %s with services.%s (line %d); expected the "
+                            "same proxy_protocol and trusted_proxies (they belong to the "
+                            "socket), got different ones",
+                            b->name, a->listen, a->name, a->line);
+        }
+    }
+    return 0;
+}
+
+static void free_tls(struct config_tls *t)
+{
+    for (size_t i = 0; t->certs != NULL && i < t->ncerts; i++) {
+        free(t->certs[i].cert);
+        free(t->certs[i].key);
+    }
+    free(t->certs);
+    t->certs = NULL;
+    t->ncerts = 0;
+}
+
 /* `on_live_failure: rollback | alert`. */
 static int parse_on_live_failure(struct ctx *c, const struct item *it, const char *path,
                                  enum config_on_live_failure *out)
@@ -1319,8 +1518,12 @@ static int parse_service(struct ctx *c, struct fy_node_pair *pair, struct config
         "trusted_proxies",
         "proxy_protocol",
         "on_live_failure",
+        "hosts",
+        "path_prefix",
+        "default",
         "version",
         "risk_policy",
+        "tls",
         NULL,
     };
     struct item it = item_of_pair(pair), v;
@@ -1339,12 +1542,16 @@ static int parse_service(struct ctx *c, struct fy_node_pair *pair, struct config
     if (!map_find(it.node, "listen", &v))
         return fail_missing(c, it.line, path, "listen", WHAT_ADDR);
     subpath(p, sizeof(p), path, "listen");
-    if ((rc = get_addr(c, &v, p, &s->listen, NULL)) || (rc = add_listener(c, &v, p, s->listen)))
+    struct item r;
+    s->routed = map_find(it.node, "hosts", &r) || map_find(it.node, "path_prefix", &r) ||
+                map_find(it.node, "default", &r);
+    if ((rc = get_addr(c, &v, p, &s->listen, NULL)) ||
+        (rc = add_listener(c, &v, p, s->listen, s->routed)))
         return rc;
     if (map_find(it.node, "preview_listen", &v)) {
         subpath(p, sizeof(p), path, "preview_listen");
         if ((rc = get_addr(c, &v, p, &s->preview_listen, NULL)) ||
-            (rc = add_listener(c, &v, p, s->preview_listen)))
+            (rc = add_listener(c, &v, p, s->preview_listen, false)))
             return rc;
     }
     if (map_find(it.node, "protocol", &v) &&
@@ -1445,7 +1652,23 @@ static int parse_service(struct ctx *c, struct fy_node_pair *pair, struct config
                              "absent: `version` names the configured targets, and "
                              "there are none");
     }
-    return parse_client_address(c, &it, path, s);
+    if ((rc = parse_routing(c, &it, path, s)) != 0)
+        return rc;
+    if ((rc = parse_client_address(c, &it, path, s)) != 0)
+        return rc;
+    if (map_find(it.node, "tls", &v)) {
+        subpath(p, sizeof(p), path, "tls");
+        if (s->protocol == CONFIG_PROTO_TCP)
+            return fail(c, v.line,
+                        "%s: expected protocol http (TLS is terminated for HTTP only), "
+                        "got protocol tcp",
+                        p);
+        if (s->proxy_protocol)
+            return fail(c, v.line, "%s: cannot be combined with proxy_protocol: true", p);
+        if ((rc = parse_tls(c, &v, p, &s->tls)) != 0)
+            return rc;
+    }
+    return 0;
 }
 
 /* ---- plans ---- */
@@ -2194,8 +2417,8 @@ static int load_tokens(struct ctx *c, int line)
 
 static int parse_admin(struct ctx *c, const struct item *it, struct config *cfg)
 {
-    static const char *const known[] = {"listen", "tokens_file", "upgrade_dir", "socket_group",
-                                        NULL};
+    static const char *const known[] = {"listen",       "tokens_file", "upgrade_dir",
+                                        "socket_group", "tls",         NULL};
     struct item v;
     int rc;
 
@@ -2203,7 +2426,7 @@ static int parse_admin(struct ctx *c, const struct item *it, struct config *cfg)
         return rc;
     if (map_find(it->node, "listen", &v) &&
         ((rc = get_addr(c, &v, "admin.listen", &cfg->admin_listen, NULL)) ||
-         (rc = add_listener(c, &v, "admin.listen", cfg->admin_listen))))
+         (rc = add_listener(c, &v, "admin.listen", cfg->admin_listen, false))))
         return rc;
     if (map_find(it->node, "tokens_file", &v)) {
         if ((rc =
@@ -2238,6 +2461,12 @@ static int parse_admin(struct ctx *c, const struct item *it, struct config *cfg)
     if (cfg->admin_listen != NULL && cfg->admin_tokens_file == NULL)
         return fail_missing(c, it->line, "admin", "tokens_file",
                             "a file path (required when admin.listen is set)");
+    if (map_find(it->node, "tls", &v)) {
+        if (cfg->admin_listen == NULL)
+            return fail(c, v.line, "admin.tls: needs admin.listen, the TCP listener it secures");
+        if ((rc = parse_tls(c, &v, "admin.tls", &cfg->admin_tls)) != 0)
+            return rc;
+    }
     return 0;
 }
 
@@ -2255,11 +2484,39 @@ static bool valid_url(const char *s)
 }
 
 const char *const config_event_types[] = {
-    "created",   "healthy",      "holding",      "step",        "step_done",        "batch",
-    "approved",  "inconclusive", "test_started", "test_passed", "test_failed",      "switched",
-    "completed", "failed",       "rolled_back",  "aborted",     "interrupted",      "drained",
-    "resumed",   "suspended",    "service_down", "saved_late",  "instance_retired", "scheduled",
-    "started",   NULL,
+    "created",
+    "healthy",
+    "holding",
+    "step",
+    "step_done",
+    "batch",
+    "approved",
+    "inconclusive",
+    "test_started",
+    "test_passed",
+    "test_failed",
+    "switched",
+    "completed",
+    "failed",
+    "rolled_back",
+    "aborted",
+    "interrupted",
+    "drained",
+    "resumed",
+    "suspended",
+    "service_down",
+    "saved_late",
+    "instance_retired",
+    "scheduled",
+    "started",
+    "awaiting",
+    "note",
+    "service_up",
+    "hold",
+    "release",
+    "maintenance_on",
+    "maintenance_off",
+    NULL,
 };
 
 /* Reads a webhook's signing key from path, refused like the tokens file when others may read
@@ -2315,8 +2572,8 @@ static int load_webhook_key(struct ctx *c, int line, const char *key, struct con
 static int parse_notify(struct ctx *c, const struct item *it, struct config *cfg)
 {
     static const char *const known[] = {"webhooks", "max_age", NULL};
-    static const char *const hook_known[] = {"url",    "services",    "events",
-                                             "format", "secret_file", NULL};
+    static const char *const hook_known[] = {"url",         "services", "events", "format",
+                                             "secret_file", "name",     NULL};
     struct item v;
     int rc;
 
@@ -2349,6 +2606,17 @@ static int parse_notify(struct ctx *c, const struct item *it, struct config *cfg
             return rc;
         if (!valid_url(w->url))
             return fail_type(c, &u, p, "an http:// or https:// URL without spaces");
+        if (map_find(el, "name", &u)) {
+            if ((rc = get_string(c, &u, subpath(p, sizeof(p), path, "name"),
+                                 "a name (1-64 of A-Z a-z 0-9 . _ -)", &w->name)))
+                return rc;
+            if (!valid_name(w->name, strlen(w->name)))
+                return fail_type(c, &u, p, "a name (1-64 of A-Z a-z 0-9 . _ -)");
+            for (size_t j = 0; j < i; j++)
+                if (cfg->webhooks[j].name && strcmp(cfg->webhooks[j].name, w->name) == 0)
+                    return fail(c, u.line, "%s: '%s' is already notify.webhooks[%zu]'s name", p,
+                                w->name, j);
+        }
         if (map_find(el, "services", &u) &&
             (rc = get_string_list(c, &u, subpath(p, sizeof(p), path, "services"),
                                   "a list of service names", true, true, &w->services,
@@ -2413,6 +2681,73 @@ static int check_webhook_services(struct ctx *c, const struct config *cfg)
 }
 
 static void free_strv(char **v);
+
+/* ---- describing ---- */
+
+static void appendf(char *buf, size_t n, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void appendf(char *buf, size_t n, const char *fmt, ...)
+{
+    size_t len = strlen(buf);
+    if (len + 1 >= n)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf + len, n - len, fmt, ap);
+    va_end(ap);
+}
+
+char *config_step_describe(const struct config_step *st, char *buf, size_t n)
+{
+    char d[24];
+    if (n == 0)
+        return buf;
+    buf[0] = '\0';
+    switch (st->kind) {
+    case CONFIG_STEP_TEST:
+        appendf(buf, n, "test");
+        for (char **a = st->command; a != NULL && *a != NULL; a++)
+            appendf(buf, n, " %s", *a);
+        appendf(buf, n, " (timeout %s)", duration_format(st->timeout_ms, d, sizeof(d)));
+        break;
+    case CONFIG_STEP_PILOT:
+        appendf(buf, n, "pilot %s %s",
+                st->pilot_kind == CONFIG_PILOT_HEADER   ? "header"
+                : st->pilot_kind == CONFIG_PILOT_COOKIE ? "cookie"
+                                                        : "source",
+                st->pilot_name ? st->pilot_name : "");
+        if (st->pilot_value != NULL)
+            appendf(buf, n, "%s%s", st->pilot_kind == CONFIG_PILOT_COOKIE ? "=" : ": ",
+                    st->pilot_value);
+        appendf(buf, n, " for %s", duration_format(st->duration_ms, d, sizeof(d)));
+        break;
+    case CONFIG_STEP_WEIGHT:
+        appendf(buf, n, "weight %d%%", st->weight);
+        break;
+    case CONFIG_STEP_PAUSE:
+        if (st->duration_ms == 0)
+            appendf(buf, n, "pause until promoted");
+        else
+            appendf(buf, n, "pause %s", duration_format(st->duration_ms, d, sizeof(d)));
+        break;
+    case CONFIG_STEP_APPROVAL:
+        appendf(buf, n, "approval by %d of", st->count);
+        for (size_t j = 0; j < st->napprovers; j++)
+            appendf(buf, n, "%s %s", j ? "," : "", st->approvers[j]);
+        break;
+    case CONFIG_STEP_MIRROR:
+        appendf(buf, n, "mirror %d%% for %s", st->mirror->percent,
+                duration_format(st->duration_ms, d, sizeof(d)));
+        if (st->mirror->max_mismatch_rate > 0)
+            appendf(buf, n, ", mismatches at most %g", st->mirror->max_mismatch_rate);
+        break;
+    case CONFIG_STEP_LOAD:
+        appendf(buf, n, "load %d/s for %s", st->load->rate,
+                duration_format(st->duration_ms, d, sizeof(d)));
+        break;
+    }
+    return buf;
+}
 
 /* ---- people ---- */
 
@@ -2493,7 +2828,7 @@ static int parse_duties(struct ctx *c, const struct item *it, const char *path,
 
 static int parse_person(struct ctx *c, struct fy_node_pair *pair, struct config_person *pe)
 {
-    static const char *const known[] = {"unix_user", "role", "services", NULL};
+    static const char *const known[] = {"unix_user", "role", "services", "webhooks", NULL};
     struct item it = item_of_pair(pair), v;
     char path[KEY_PATH_MAX], p[KEY_PATH_MAX];
     int rc;
@@ -2520,7 +2855,25 @@ static int parse_person(struct ctx *c, struct fy_node_pair *pair, struct config_
     if (map_find(it.node, "services", &v) &&
         (rc = parse_duties(c, &v, subpath(p, sizeof(p), path, "services"), pe)))
         return rc;
+    if (map_find(it.node, "webhooks", &v)) {
+        subpath(p, sizeof(p), path, "webhooks");
+        if ((rc = get_string_list(c, &v, p, "a list of webhook names (notify.webhooks[].name)",
+                                  true, true, &pe->webhooks, &pe->nwebhooks)))
+            return rc;
+        for (size_t i = 0; i < pe->nwebhooks; i++)
+            if (config_webhook_find(c->cfg, pe->webhooks[i]) < 0)
+                return fail(c, v.line, "%s[%zu]: no webhook named '%s' under notify.webhooks", p, i,
+                            pe->webhooks[i]);
+    }
     return 0;
+}
+
+int config_webhook_find(const struct config *cfg, const char *name)
+{
+    for (size_t i = 0; name != NULL && i < cfg->nwebhooks; i++)
+        if (cfg->webhooks[i].name && strcmp(cfg->webhooks[i].name, name) == 0)
+            return (int)i;
+    return -1;
 }
 
 static int parse_people(struct ctx *c, const struct item *it, struct config *cfg)
@@ -2850,6 +3203,8 @@ static int parse_root(struct ctx *c, struct fy_node *root)
     }
     if ((rc = check_webhook_services(c, cfg)) != 0)
         return rc;
+    if ((rc = check_shared_listens(c, cfg)) != 0)
+        return rc;
     if (map_find(root, "freeze", &v) && !is_null(v.node) && (rc = parse_freezes(c, &v, cfg)))
         return rc;
     if (map_find(root, "people", &v) && !is_null(v.node) && (rc = parse_people(c, &v, cfg)))
@@ -3093,6 +3448,7 @@ static void free_strv(char **v)
 
 static void free_service(struct config_service *s)
 {
+    free_tls(&s->tls);
     free(s->name);
     free(s->listen);
     free(s->preview_listen);
@@ -3105,6 +3461,8 @@ static void free_service(struct config_service *s)
     free(s->plan);
     free(s->version);
     free_strv(s->trusted_proxies);
+    free_strv(s->hosts);
+    free(s->path_prefix);
 }
 
 static void free_plan(struct config_plan *p)
@@ -3141,6 +3499,7 @@ void config_free(struct config *cfg)
     free(cfg->admin_upgrade_dir);
     free(cfg->admin_listen);
     free(cfg->admin_tokens_file);
+    free_tls(&cfg->admin_tls);
     for (size_t i = 0; cfg->tokens != NULL && i < cfg->ntokens; i++) {
         free(cfg->tokens[i].name);
         free(cfg->tokens[i].secret);
@@ -3151,12 +3510,14 @@ void config_free(struct config *cfg)
         free(cfg->people[i].unix_user);
         for (size_t j = 0; j < cfg->people[i].nduties; j++)
             free(cfg->people[i].duties[j].service);
+        free_strv(cfg->people[i].webhooks);
         free(cfg->people[i].duties);
     }
     free(cfg->people);
     free(cfg->admin_socket_group);
     for (size_t i = 0; cfg->webhooks != NULL && i < cfg->nwebhooks; i++) {
         free(cfg->webhooks[i].url);
+        free(cfg->webhooks[i].name);
         free_strv(cfg->webhooks[i].services);
         free_strv(cfg->webhooks[i].events);
         free(cfg->webhooks[i].secret_file);

@@ -33,12 +33,15 @@ struct config_timeouts {
 };
 
 struct config_limits {
-    size_t max_header_bytes; /* `max_header_bytes`, default 65536: request line + fields */
-    size_t max_headers;      /* `max_headers`, default 100 */
-    size_t max_uri;          /* `max_uri_bytes`, default 8192 */
-    uint64_t max_body_bytes; /* `max_body_bytes`, default 0 = unlimited */
-    size_t max_connections;  /* `max_connections`, default 0 = unlimited: open client
-                                connections of the service; more are answered 503 and closed */
+    size_t max_header_bytes;  /* `max_header_bytes`, default 65536: request line + fields */
+    size_t max_headers;       /* `max_headers`, default 100 */
+    size_t max_uri;           /* `max_uri_bytes`, default 8192 */
+    uint64_t max_body_bytes;  /* `max_body_bytes`, default 0 = unlimited */
+    size_t max_connections;   /* `max_connections`, default 0 = unlimited: open client
+                                 connections of the service; more are answered 503 and closed */
+    size_t hold_max_requests; /* `hold_max_requests`, default 10000: requests waiting at once
+                                 while the service is held; more are answered 503 (0: none
+                                 wait, every request is refused while held) */
 };
 
 /* `risk_policy`: what a deploy of each risk (deploy --risk) must bring. */
@@ -111,6 +114,18 @@ struct config_strategy {
 /* The name of the configured targets' version when the service does not set `version`. */
 #define CONFIG_INITIAL_VERSION "v1"
 
+/* `tls`: the certificates a listener serves (net/tls.h), checked when the config is loaded
+   (readable, key mode 0600 or stricter, matching, not expired). ncerts == 0: plain TCP. */
+struct config_tls_cert {
+    char *cert; /* PEM certificate (and chain), resolved against the config's directory */
+    char *key;  /* PEM private key without passphrase */
+    int line;
+};
+struct config_tls {
+    struct config_tls_cert *certs; /* [0] is the default; the others are chosen by SNI */
+    size_t ncerts;
+};
+
 struct config_service {
     char *name;
     int line;             /* where the service starts in the file */
@@ -144,6 +159,16 @@ struct config_service {
        trusted_proxies. */
     bool proxy_protocol;
     enum config_on_live_failure on_live_failure; /* rollback (default) | alert */
+    struct config_tls tls; /* `tls` on listen and preview_listen (protocol http only) */
+    /* Routing on a listener several services share (http/vhost.h): `hosts` (patterns like
+       "example.com", "*.example.com"; NULL-terminated, empty when absent), `path_prefix`
+       (NULL when absent), `default: true` (the requests no route takes). A service with any of
+       them may share its `listen` with others that have them too; `routed` says it has one. */
+    char **hosts;
+    size_t nhosts;
+    char *path_prefix;
+    bool is_default;
+    bool routed;
 };
 
 enum config_step_kind {
@@ -274,6 +299,11 @@ struct config_person {
     int role_set;          /* role was written in the config */
     struct config_person_duty *duties;
     size_t nduties;
+    /* `webhooks`: the names of notify.webhooks that reach this person. Such a webhook gets the
+       events of the services the person owns or is informed of, and the `awaiting` events that
+       name them, instead of every event (its own filters still apply). */
+    char **webhooks;
+    size_t nwebhooks;
     int line;
 };
 
@@ -292,6 +322,7 @@ enum config_webhook_format {
 
 /* Where the events of changes are POSTed (notify.webhooks). */
 struct config_webhook {
+    char *name;      /* `name`, so that people can list it; NULL when absent */
     char *url;       /* http:// or https:// */
     char **services; /* only these services' events; NULL: every service */
     size_t nservices;
@@ -329,9 +360,10 @@ struct config {
     int io_coalesce_us; /* a busy worker's nap before blocking (proxy/nap.h); 0..1000, 0 = off */
     char *admin_listen; /* optional TCP admin listener "HOST:PORT" */
     char *admin_tokens_file; /* required when admin_listen is set; relative to the config file */
-    char *admin_upgrade_dir; /* upgrade --binary takes binaries under it only; NULL: the running
-                                binary's directory. An existing directory, relative to the
-                                config file */
+    struct config_tls admin_tls; /* `admin.tls` on admin_listen; ncerts 0: plain */
+    char *admin_upgrade_dir;     /* upgrade --binary takes binaries under it only; NULL: the running
+                                    binary's directory. An existing directory, relative to the
+                                    config file */
     struct config_token *tokens; /* read from admin_tokens_file (which must be mode 0600 or
                                     stricter); at least one when admin_listen is set */
     size_t ntokens;
@@ -383,12 +415,24 @@ const char *config_role_name(enum config_role role);
 
 const struct config_service *config_service_find(const struct config *cfg, const char *name);
 
+/* 1 when the addresses a and b ("HOST:PORT") name the same socket address: services whose
+ * `listen` is the same share one listening socket (they route by host and path). */
+int config_same_listen(const char *a, const char *b);
+
 /* Returns the plan named name, or NULL. */
 const struct config_plan *config_plan_find(const struct config *cfg, const char *name);
 
 /* The person named name, or whose unix_user is user; NULL when none. */
 const struct config_person *config_person_find(const struct config *cfg, const char *name);
 const struct config_person *config_person_by_unix_user(const struct config *cfg, const char *user);
+/* One line describing a plan step, the same in events, status, `cutover check` and the written
+ * plan: "test ./smoke.sh --fast (timeout 1m)", "pilot header X-Cohort: pilot for 1m",
+ * "weight 10%", "pause 30s", "pause until promoted", "approval by 1 of lead, alice".
+ * Truncated to n. Returns buf. */
+char *config_step_describe(const struct config_step *st, char *buf, size_t n);
+
+/* The index of the webhook named name, or -1. */
+int config_webhook_find(const struct config *cfg, const char *name);
 /* The duties (enum config_duty bits) person p has for service. */
 unsigned config_person_duties(const struct config_person *p, const char *service);
 /* "low", "medium", "high"; config_risk_parse returns -1 for anything else. */

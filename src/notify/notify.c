@@ -41,6 +41,10 @@ struct hook {
     unsigned char *key; /* NULL: unsigned */
     size_t keylen;
     int64_t next_ms; /* after a failure: not tried again before this (Unix ms) */
+    /* The people whose `webhooks` list this one (borrowed from the config, which outlives the
+     * thread); none: every event its filters let through. */
+    const struct config_person **people;
+    size_t npeople;
 };
 
 struct notify {
@@ -248,6 +252,46 @@ static json_t *str_or_null(const char *s)
     return s != NULL ? json_string(s) : json_null();
 }
 
+/* The names an `awaiting` event waits for: its message starts "alice, bob: ..." (names are
+ * [A-Za-z0-9._-], so the separators cannot occur in one). Returns a JSON array. */
+static json_t *awaited(const struct store_event *ev)
+{
+    json_t *a = json_array();
+    if (strcmp(ev->type, "awaiting") != 0 || ev->message == NULL)
+        return a;
+    const char *end = strstr(ev->message, ": ");
+    for (const char *p = ev->message; end != NULL && p < end;) {
+        size_t len = strcspn(p, ",:");
+        if (len > 0 && p + len <= end)
+            json_array_append_new(a, json_stringn(p, len));
+        p += len;
+        while (p < end && (*p == ',' || *p == ' '))
+            p++;
+    }
+    return a;
+}
+
+/* 1 when the people a webhook reaches should hear of ev, an event of service (see struct
+ * hook): they own or are informed of the service, or ev waits for one of them. */
+static int routed(const struct hook *h, const struct store_event *ev, const char *service)
+{
+    if (h->npeople == 0)
+        return 1;
+    json_t *names = awaited(ev);
+    int yes = 0;
+    for (size_t i = 0; i < h->npeople && !yes; i++) {
+        const struct config_person *p = h->people[i];
+        if (service != NULL &&
+            (config_person_duties(p, service) & (CONFIG_DUTY_OWNER | CONFIG_DUTY_INFORMED)))
+            yes = 1;
+        for (size_t k = 0; k < json_array_size(names); k++)
+            if (strcmp(json_string_value(json_array_get(names, k)), p->name) == 0)
+                yes = 1;
+    }
+    json_decref(names);
+    return yes;
+}
+
 /* The json format: the Event object of the stream, with the change's fields. */
 static json_t *body_json(const struct store_event *ev, const struct store_change *ch)
 {
@@ -260,6 +304,8 @@ static json_t *body_json(const struct store_event *ev, const struct store_change
     json_object_set_new(o, "actor", str_or_null(ch ? ch->actor : NULL));
     json_object_set_new(o, "reason", str_or_null(ch ? ch->reason : NULL));
     json_object_set_new(o, "state", str_or_null(ch ? ch->state : NULL));
+    if (strcmp(ev->type, "awaiting") == 0)
+        json_object_set_new(o, "awaiting", awaited(ev));
     return o;
 }
 
@@ -396,7 +442,8 @@ static int fill(struct notify *n)
             for (size_t j = 0; j < n->nhooks; j++) {
                 const struct hook *h = &n->hooks[j];
                 if (!in_list(h->services, h->nservices, have ? ch.service : NULL) ||
-                    !in_list(h->events, h->nevents, ev->type))
+                    !in_list(h->events, h->nevents, ev->type) ||
+                    !routed(h, ev, have ? ch.service : NULL))
                     continue;
                 char *body = render(h, ev, have ? &ch : NULL);
                 if (body == NULL) {
@@ -551,6 +598,13 @@ int notify_start(struct notify **out, const struct config *cfg, const char *db_p
             for (size_t j = 0; j < w->nevents; j++)
                 h->events[j] = xstrdup(w->events[j]);
         }
+        for (size_t p = 0; w->name != NULL && p < cfg->npeople; p++)
+            for (size_t k = 0; k < cfg->people[p].nwebhooks; k++)
+                if (strcmp(cfg->people[p].webhooks[k], w->name) == 0) {
+                    h->people = xrealloc(h->people, (h->npeople + 1) * sizeof(*h->people));
+                    h->people[h->npeople++] = &cfg->people[p];
+                    break;
+                }
         if (w->key != NULL) {
             h->key = xmalloc(w->keylen);
             memcpy(h->key, w->key, w->keylen);
@@ -610,6 +664,7 @@ void notify_stop(struct notify *n, unsigned wait_ms)
     for (size_t i = 0; i < n->nhooks; i++) {
         struct hook *h = &n->hooks[i];
         free(h->url);
+        free(h->people);
         for (size_t j = 0; h->services != NULL && j < h->nservices; j++)
             free(h->services[j]);
         free(h->services);

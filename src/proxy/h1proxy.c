@@ -18,10 +18,13 @@
 #include "core/xmalloc.h"
 #include "http/parse.h"
 #include "http/status.h"
+#include "http/vhost.h"
 #include "net/addr.h"
 #include "net/cidr.h"
 #include "net/proxyproto.h"
+#include "net/tls.h"
 #include "proxy/h1proxy.h"
+#include "proxy/hold.h"
 #include "proxy/mirror.h"
 #include "proxy/pick.h"
 #include "proxy/upstream.h"
@@ -30,8 +33,9 @@
 #define HDR_CAP 256                           /* header fields parsed per message at most */
 #define RESP_HEAD_MAX (WORKER_BUF_SIZE - 512) /* upstream response head limit: 502 beyond */
 
-/* PH_PPHDR: a proxy_protocol listener's connection before its PROXY header is complete. */
-enum client_phase { PH_HEAD, PH_PROXY, PH_CLOSING, PH_PPHDR };
+/* PH_PPHDR: a proxy_protocol listener's connection before its PROXY header is complete.
+ * PH_HELD: a complete request head waits in the buffer while its service is held. */
+enum client_phase { PH_HEAD, PH_PROXY, PH_CLOSING, PH_PPHDR, PH_HELD };
 
 /* Open client connections per service id, all workers together: max_connections is a limit of
  * the service, not of one worker. */
@@ -76,6 +80,11 @@ struct h1_state {
     struct exchange *exchanges; /* free exchanges */
     size_t nexchanges;          /* length of the exchanges list */
     struct wheel *wheel;        /* the client deadline wheel, created with the first client */
+    /* Clients whose request waits for its service's hold to end, oldest first (linked through
+     * their exchanges), and the timer that lets them go on after a table without the hold. */
+    struct client *held, *held_tail;
+    size_t nheld;
+    uv_timer_t *resume; /* created with the first hold; closed with the loop, freed by h1_done */
 };
 
 /* What a client connection holds only while a request is in progress, or bytes of the next
@@ -123,8 +132,9 @@ struct exchange {
     int uhead_heap;
     char *rhead; /* rewritten response head */
     size_t rhead_len;
-    int resp_started;           /* a response head went to the client */
-    int resp_close;             /* the client connection closes after this response */
+    int resp_started;                     /* a response head went to the client */
+    int resp_close;                       /* the client connection closes after this response */
+    struct client *held_prev, *held_next; /* in h1_state.held while PH_HELD */
     struct mirror_copy *mirror; /* a copy for the new version waiting for this answer, or NULL */
     struct exchange *next_free; /* in the worker's pool */
 };
@@ -136,12 +146,15 @@ struct client {
     uint64_t dl_slot;                 /* the wheel slot it is linked in; 0 = not linked */
     struct client *wh_prev, *wh_next; /* in that slot's list */
     struct worker *w;
-    struct client *prev, *next;      /* the worker's client list */
-    struct exchange *x;              /* NULL while idle between requests */
-    struct h1_up *up;                /* the upstream connection of the exchange, if any */
-    struct sockaddr_in6 peer_sa;     /* big enough for IPv4 and IPv6; a PROXY header's source */
-    const struct cidr_list *trusted; /* the listener's trusted proxies; NULL: none (no work) */
-    int service_id;
+    struct client *prev, *next;       /* the worker's client list */
+    struct exchange *x;               /* NULL while idle between requests */
+    struct h1_up *up;                 /* the upstream connection of the exchange, if any */
+    struct tls_conn *tls;             /* a TLS listener's connection (net/tls.h); NULL: plain */
+    struct sockaddr_in6 peer_sa;      /* big enough for IPv4 and IPv6; a PROXY header's source */
+    const struct cidr_list *trusted;  /* the listener's trusted proxies; NULL: none (no work) */
+    const struct vhost_table *vhosts; /* a shared listener's routes; NULL: one service */
+    int service_id;                   /* the current request's service */
+    int conn_service;                 /* the service whose max_connections counts it */
     enum client_phase phase;
     unsigned char preview;  /* accepted on the service's preview listener */
     unsigned char dl_drain; /* the deadline is the drain deadline of a switched-away version */
@@ -154,6 +167,7 @@ struct client {
 
 static void client_close(struct client *c);
 static void client_continue(struct client *c);
+static void hold_unpark(struct client *c, int expired);
 static void upstream_send(struct client *c);
 static void up_close(struct h1_up *u);
 static void response_process(struct h1_up *u);
@@ -334,6 +348,8 @@ static void h1_done(struct worker *w)
         return;
     free(w->h1->wheel);
     w->h1->wheel = NULL;
+    free(w->h1->resume);
+    w->h1->resume = NULL;
     while (w->h1->exchanges != NULL) {
         struct exchange *x = w->h1->exchanges;
         w->h1->exchanges = x->next_free;
@@ -379,11 +395,23 @@ static int write_now_or_queue(uv_stream_t *s, uv_write_t *req, uv_buf_t *bufs, u
     return rc < 0 ? rc : 0;
 }
 
+/* write_now_or_queue to the client, through its TLS when it has one (net/tls.h). */
+static int client_write(struct client *c, uv_write_t *req, uv_buf_t *bufs, unsigned nb,
+                        uv_write_cb cb)
+{
+    if (c->tls != NULL)
+        return tls_write_now(c->tls, req, bufs, nb, cb);
+    return write_now_or_queue((uv_stream_t *)&c->tcp, req, bufs, nb, cb);
+}
+
 static void on_client_write(uv_write_t *req, int status);
 
 /* Answers status with a short text body and closes the connection after it. Only when no
  * response was started on this connection; otherwise the only honest thing is to close. */
 static void client_error_as(struct client *c, int status, const char *why, int loss);
+static void client_send_own(struct client *c);
+
+static void client_read_stop(struct client *c);
 
 static void client_error(struct client *c, int status, const char *why)
 {
@@ -417,6 +445,13 @@ static void client_error_as(struct client *c, int status, const char *why, int l
     int n = snprintf(c->x->rhead, WORKER_BUF_SIZE, canned_fmt, status, http_status_reason(status),
                      strlen(why) + 1, status == 503 ? "Retry-After: 1\r\n" : "", why);
     c->x->rhead_len = (size_t)n;
+    client_send_own(c);
+}
+
+/* Sends the answer of cutover's own in c->x->rhead (rhead_len bytes) and closes the connection
+ * after it: an upstream connection is let go, and the client is not read any more. */
+static void client_send_own(struct client *c)
+{
     c->x->resp_started = 1;
     c->close_after_write = 1;
     if (c->up != NULL) {
@@ -424,15 +459,14 @@ static void client_error_as(struct client *c, int status, const char *why, int l
         c->up = NULL;
         up_close(u);
     }
-    if (c->reading) {
-        uv_read_stop((uv_stream_t *)&c->tcp);
-        c->reading = 0;
-    }
+    client_read_stop(c);
     c->phase = PH_PROXY;
     uv_buf_t b = uv_buf_init(c->x->rhead, (unsigned)c->x->rhead_len);
     c->wpending = 1;
     c->x->wreq.data = c;
-    if (uv_write(&c->x->wreq, (uv_stream_t *)&c->tcp, &b, 1, on_client_write) < 0) {
+    if ((c->tls != NULL
+             ? tls_write(c->tls, &c->x->wreq, &b, 1, on_client_write)
+             : uv_write(&c->x->wreq, (uv_stream_t *)&c->tcp, &b, 1, on_client_write)) < 0) {
         c->wpending = 0;
         client_close(c);
     }
@@ -564,6 +598,8 @@ static void client_close(struct client *c)
     struct worker *w = c->w;
     if (c->phase == PH_CLOSING)
         return;
+    if (c->phase == PH_HELD)
+        hold_unpark(c, 0);
     c->phase = PH_CLOSING;
     longlived_end(c);
     if (c->up != NULL) {
@@ -578,19 +614,33 @@ static void client_close(struct client *c)
     if (c->next)
         c->next->prev = c->prev;
     atomic_fetch_sub_explicit(&w->stats.clients, 1, memory_order_relaxed);
-    if (c->service_id >= 0 && c->service_id < MAX_SERVICE_IDS)
-        atomic_fetch_sub_explicit(&service_conns[c->service_id], 1, memory_order_relaxed);
+    if (c->conn_service >= 0 && c->conn_service < MAX_SERVICE_IDS)
+        atomic_fetch_sub_explicit(&service_conns[c->conn_service], 1, memory_order_relaxed);
     wheel_unlink(c->w->h1->wheel, c);
-    uv_close((uv_handle_t *)&c->tcp, on_client_closed);
+    if (c->tls != NULL)
+        tls_close(c->tls, on_client_closed); /* frees it just before on_client_closed runs */
+    else
+        uv_close((uv_handle_t *)&c->tcp, on_client_closed);
 }
 
 static void on_drain_deadline(struct client *c);
+static void hold_expire(struct client *c);
 
 /* c's deadline passed (the wheel unlinked it and cleared it). */
 static void on_client_deadline(struct client *c)
 {
+    if (c->phase == PH_HELD) {
+        hold_expire(c);
+        return;
+    }
     if (c->dl_drain) {
         on_drain_deadline(c);
+        return;
+    }
+    if (c->tls != NULL && !tls_established(c->tls)) {
+        /* The header deadline covers the TLS handshake too. */
+        tls_handshake_timeout(c->tls);
+        client_close(c);
         return;
     }
     if (c->phase != PH_HEAD || c->x == NULL || c->x->in.end == c->x->in.start) {
@@ -627,7 +677,10 @@ static void on_client_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
 static void client_read_stop(struct client *c)
 {
     if (c->reading) {
-        uv_read_stop((uv_stream_t *)&c->tcp);
+        if (c->tls != NULL)
+            tls_read_stop(c->tls);
+        else
+            uv_read_stop((uv_stream_t *)&c->tcp);
         c->reading = 0;
     }
 }
@@ -646,11 +699,10 @@ static void client_discard_sent(struct client *c)
     c->x->fwd -= shift;
 }
 
-static void on_client_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
+static void client_alloc(void *user, uv_buf_t *buf)
 {
-    struct client *c = h->data;
+    struct client *c = user;
     struct ibuf *b = &exchange_take(c)->in;
-    (void)hint;
     ibuf_ensure(c->w, b, IB_SMALL);
     if (b->end == b->cap) {
         if (c->phase == PH_HEAD) {
@@ -665,11 +717,21 @@ static void on_client_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
     *buf = uv_buf_init(b->data + b->end, (unsigned)(b->cap - b->end));
 }
 
+static void on_client_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
+{
+    (void)hint;
+    client_alloc(h->data, buf);
+}
+
+static void client_read(void *user, ssize_t nread, const uv_buf_t *buf);
+
 static void client_read_start(struct client *c)
 {
     if (c->reading || c->phase == PH_CLOSING)
         return;
-    if (uv_read_start((uv_stream_t *)&c->tcp, on_client_alloc, on_client_read) == 0)
+    if ((c->tls != NULL
+             ? tls_read_start(c->tls, client_alloc, client_read)
+             : uv_read_start((uv_stream_t *)&c->tcp, on_client_alloc, on_client_read)) == 0)
         c->reading = 1;
     else
         client_close(c);
@@ -849,7 +911,8 @@ static void build_request_head(struct client *c, const struct http_request *req)
         }
     }
     out_str(&o, c->x->peer);
-    out_str(&o, "\r\nX-Forwarded-Proto: http\r\n");
+    out_str(&o, c->tls != NULL ? "\r\nX-Forwarded-Proto: https\r\n"
+                               : "\r\nX-Forwarded-Proto: http\r\n");
     if (c->x->ws) /* the one upgrade cutover forwards: a WebSocket becomes a byte tunnel */
         out_str(&o, "Connection: Upgrade\r\nUpgrade: websocket\r\n");
     out_put(&o, "\r\n", 2);
@@ -1085,7 +1148,7 @@ static void tunnel_down(struct client *c)
         return;
     uv_buf_t b = uv_buf_init(u->in.data + u->in.start, (unsigned)(u->in.end - u->in.start));
     c->x->wreq.data = c;
-    int rc = write_now_or_queue((uv_stream_t *)&c->tcp, &c->x->wreq, &b, 1, on_client_write);
+    int rc = client_write(c, &c->x->wreq, &b, 1, on_client_write);
     if (rc < 0) {
         client_close(c);
         return;
@@ -1438,7 +1501,7 @@ static void response_process(struct h1_up *u)
             return;
         }
         c->x->wreq.data = c;
-        int rc = write_now_or_queue((uv_stream_t *)&c->tcp, &c->x->wreq, bufs, nb, on_client_write);
+        int rc = client_write(c, &c->x->wreq, bufs, nb, on_client_write);
         if (rc < 0) {
             client_close(c);
             return;
@@ -1479,7 +1542,7 @@ static void tunnel_begin(struct client *c, struct h1_up *u, size_t head_len)
     if (u->in.end > u->in.start)
         bufs[nb++] = uv_buf_init(u->in.data + u->in.start, (unsigned)(u->in.end - u->in.start));
     c->x->wreq.data = c;
-    int rc = write_now_or_queue((uv_stream_t *)&c->tcp, &c->x->wreq, bufs, nb, on_client_write);
+    int rc = client_write(c, &c->x->wreq, bufs, nb, on_client_write);
     if (rc < 0) {
         client_close(c);
         return;
@@ -1744,6 +1807,175 @@ static void request_start(struct client *c, const struct http_request *req, size
     request_dispatch(c);
 }
 
+/* ---------------------------------------------------------------- hold and maintenance ------ */
+
+/* A held request is a complete head parked in its client's buffer (PH_HELD), on the worker's
+ * held list, with its hold limit as the client's deadline. Nothing is routed or counted for it
+ * until it goes on: request_try parses it again under the table of that moment, so a release
+ * sends it to the version live then. Body bytes that follow wait in the buffer (reading stops
+ * when it is full); a client that goes away is closed and its place given back. */
+
+static void request_try(struct client *c);
+
+static void hold_park(struct client *c, uint64_t max_ms)
+{
+    struct h1_state *h = c->w->h1;
+    c->phase = PH_HELD;
+    c->x->held_next = NULL;
+    c->x->held_prev = h->held_tail;
+    if (h->held_tail != NULL)
+        h->held_tail->x->held_next = c;
+    else
+        h->held = c;
+    h->held_tail = c;
+    h->nheld++;
+    client_timer(c, max_ms);
+}
+
+/* Takes c off the held list and gives its place back; c is in PH_HEAD after it. */
+static void hold_unpark(struct client *c, int expired)
+{
+    struct h1_state *h = c->w->h1;
+    struct exchange *x = c->x;
+    if (x->held_prev != NULL)
+        x->held_prev->x->held_next = x->held_next;
+    else
+        h->held = x->held_next;
+    if (x->held_next != NULL)
+        x->held_next->x->held_prev = x->held_prev;
+    else
+        h->held_tail = x->held_prev;
+    x->held_prev = x->held_next = NULL;
+    h->nheld--;
+    c->phase = PH_HEAD;
+    hold_leave(c->service_id, expired);
+}
+
+/* Sends an answer hold.c wrote into c's rhead (n bytes; n < 0: it did not fit, closed). */
+static void hold_send(struct client *c, int n)
+{
+    atomic_fetch_add_explicit(&c->w->stats.requests, 1, memory_order_relaxed);
+    if (n < 0) {
+        client_close(c);
+        return;
+    }
+    c->x->rhead_len = (size_t)n;
+    client_send_own(c);
+}
+
+static char *hold_rhead(struct client *c)
+{
+    if (c->x->rhead == NULL)
+        c->x->rhead = worker_buf_get(c->w);
+    return c->x->rhead;
+}
+
+/* The held request's limit passed: 503 with Retry-After, never a backend. */
+static void hold_expire(struct client *c)
+{
+    hold_unpark(c, 1);
+    hold_send(c, hold_refusal_answer(hold_rhead(c), WORKER_BUF_SIZE, 1, c->x->meth == HTTP_M_HEAD));
+}
+
+/* Before a complete request is routed: a service in maintenance answers it, a held service
+ * parks it (or refuses it when hold_max_requests wait already). Returns 1 when it was taken
+ * care of here, 0 when it goes on. */
+static int hold_or_answer(struct client *c, const struct http_request *req)
+{
+    const struct route_service *svc = client_service(c);
+    if (svc == NULL || (!svc->maintenance && svc->hold_ms == 0))
+        return 0;
+    int head_only = req->meth == HTTP_M_HEAD;
+    if (svc->maintenance) {
+        int html = 0;
+        for (size_t i = 0; i < req->num_headers && !html; i++) {
+            const struct http_header *h = &req->headers[i];
+            html = http_token_eq(h->name, h->name_len, "accept") &&
+                   hold_accepts_html(h->value, h->value_len);
+        }
+        hold_count_maintenance(c->service_id);
+        hold_send(c, hold_maintenance_answer(hold_rhead(c), WORKER_BUF_SIZE,
+                                             svc->maintenance_message, html, head_only));
+        return 1;
+    }
+    if (!hold_enter(c->service_id, svc->limits.hold_max_requests)) {
+        hold_send(c, hold_refusal_answer(hold_rhead(c), WORKER_BUF_SIZE, 0, head_only));
+        return 1;
+    }
+    c->x->meth = req->meth;
+    hold_park(c, svc->hold_ms);
+    return 1;
+}
+
+/* A table was published: the requests of services it no longer holds go on, oldest first.
+ * Those still held are kept; going on never touches another held client, so the walk can
+ * resume from the last one kept. */
+static void on_hold_resume(uv_timer_t *t)
+{
+    struct worker *w = t->data;
+    struct h1_state *h = w->h1;
+    struct client *kept = NULL;
+    for (;;) {
+        struct client *c = kept != NULL ? kept->x->held_next : h->held;
+        if (c == NULL)
+            break;
+        const struct route_service *svc = client_service(c);
+        if (svc != NULL && svc->hold_ms > 0 && !svc->maintenance) {
+            kept = c;
+            continue;
+        }
+        hold_unpark(c, 0);
+        c->x->lim = svc != NULL ? svc->limits : default_limits;
+        request_try(c);
+    }
+}
+
+/* proxy_proto.drain with PROXY_DRAIN_TABLE: held requests are looked at on the next turn of
+ * the loop, outside worker_refresh, which runs in the middle of other requests' work. */
+static void hold_table_changed(struct worker *w)
+{
+    struct h1_state *h = w->h1;
+    if (h->nheld == 0)
+        return;
+    if (h->resume == NULL) {
+        h->resume = xcalloc(1, sizeof(*h->resume));
+        uv_timer_init(&w->loop, h->resume);
+        h->resume->data = w;
+    }
+    uv_timer_start(h->resume, on_hold_resume, 0, 0);
+}
+
+/* The worker's stop deadline: a held request gets its 503 (best effort, one try) before its
+ * connection is closed, rather than silence. */
+static void hold_force_end(struct client *c)
+{
+    hold_unpark(c, 1);
+    int n = hold_refusal_answer(hold_rhead(c), WORKER_BUF_SIZE, 1, c->x->meth == HTTP_M_HEAD);
+    if (n > 0 && !c->wpending) {
+        uv_buf_t b = uv_buf_init(c->x->rhead, (unsigned)n);
+        (void)uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+    }
+}
+
+/* A shared listener: the request's service by its Host and path (http/vhost.h). Returns 1
+ * when one takes it (c->service_id and the exchange's limits are that service's now), 0 after
+ * answering 404. */
+static int route_by_host(struct client *c, const struct http_request *req)
+{
+    int id = vhost_match(c->vhosts, req->host, req->host_len, req->target, req->target_len);
+    if (id < 0) {
+        client_error(c, 404, "no service of this listener takes this host and path");
+        return 0;
+    }
+    if (id != c->service_id) {
+        c->service_id = id;
+        const struct route_service *svc = client_service(c);
+        if (svc != NULL)
+            c->x->lim = svc->limits;
+    }
+    return 1;
+}
+
 /* Parses the request head in the buffer, if complete; answers the error if it is invalid. */
 static void request_try(struct client *c)
 {
@@ -1771,6 +2003,10 @@ static void request_try(struct client *c)
         return;
     }
     c->dl_at = 0;
+    if (c->vhosts != NULL && !route_by_host(c, &req))
+        return;
+    if (hold_or_answer(c, &req))
+        return;
     request_start(c, &req, (size_t)rc);
 }
 
@@ -1831,7 +2067,12 @@ static void proxy_header_try(struct client *c)
 
 static void on_client_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
-    struct client *c = s->data;
+    client_read(s->data, nread, buf);
+}
+
+static void client_read(void *user, ssize_t nread, const uv_buf_t *buf)
+{
+    struct client *c = user;
     (void)buf;
     c->w->io_events++;
     if (c->phase == PH_CLOSING)
@@ -1865,6 +2106,8 @@ static void on_client_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         proxy_header_try(c);
         return;
     }
+    if (c->phase == PH_HELD)
+        return; /* body or pipelined bytes wait with the held request */
     if (c->phase == PH_HEAD) {
         if (was_empty)
             client_timer(c, c->x->lim.client_header_ms);
@@ -1890,6 +2133,8 @@ static void h1_accept(struct worker_listener *l)
     struct client *c = xcalloc(1, sizeof(*c));
     c->w = w;
     c->service_id = l->service_id;
+    c->conn_service = l->service_id;
+    c->vhosts = l->vhosts;
     c->preview = l->preview;
     uv_tcp_init(&w->loop, &c->tcp);
     c->tcp.data = c;
@@ -1909,6 +2154,11 @@ static void h1_accept(struct worker_listener *l)
         (l->trusted == NULL || !cidr_list_contains(l->trusted, (struct sockaddr *)&c->peer_sa))) {
         /* Only a trusted balancer may say who the client is: anyone else is refused unheard. */
         atomic_fetch_add_explicit(&w->stats.client_addr_refused, 1, memory_order_relaxed);
+        uv_close((uv_handle_t *)&c->tcp, (uv_close_cb)free);
+        return;
+    }
+    /* From here on the stream's data is the TLS connection's (net/tls.h). */
+    if (l->tls != NULL && tls_conn_new(&c->tls, l->tls, (uv_stream_t *)&c->tcp, c) < 0) {
         uv_close((uv_handle_t *)&c->tcp, (uv_close_cb)free);
         return;
     }
@@ -1954,7 +2204,10 @@ static void on_drain_deadline(struct client *c)
          * The frame goes out only between writes of upstream bytes, which end on a frame
          * boundary unless the version itself was cut mid-frame. */
         uv_buf_t b = uv_buf_init((char *)ws_going_away, sizeof(ws_going_away));
-        (void)uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+        if (c->tls != NULL)
+            (void)tls_write(c->tls, NULL, &b, 1, NULL);
+        else
+            (void)uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
     }
     client_close(c);
 }
@@ -2009,6 +2262,10 @@ static size_t h1_drain(struct worker *w, enum proxy_drain how)
     }
     if (how == PROXY_DRAIN_IDLE)
         return reap_idle(w, REAP_MAX);
+    if (how == PROXY_DRAIN_TABLE) {
+        hold_table_changed(w);
+        return 0;
+    }
     struct client *c = w->h1->clients, *next;
     for (; c; c = next) {
         next = c->next;
@@ -2016,6 +2273,8 @@ static size_t h1_drain(struct worker *w, enum proxy_drain how)
             /* The stop deadline cuts what is in progress: a request, a stream, a tunnel. */
             if (c->phase == PH_PROXY && c->x != NULL)
                 count_loss(c, WORKER_LOSS_DRAIN);
+            if (c->phase == PH_HELD)
+                hold_force_end(c);
             client_close(c);
         } else
             n++;

@@ -104,6 +104,7 @@ struct upstream {
 
 struct worker;
 struct worker_listener;
+struct vhost_table;
 
 /* How proxy/worker asks what a protocol's state machine must do; see proxy_proto's members. */
 enum proxy_drain {
@@ -113,6 +114,8 @@ enum proxy_drain {
                             still using one */
     PROXY_DRAIN_IDLE,    /* descriptors are short: close some connections idle between
                             requests for a second or more (nginx's ngx_drain_connections) */
+    PROXY_DRAIN_TABLE,   /* a new table was published: requests held for a service it no
+                            longer holds go on (soon, not from within this call) */
 };
 
 /* A protocol served on a listener (HTTP/1.1 today, TCP beside it). The worker hosts the loop,
@@ -148,6 +151,8 @@ struct worker_listener {
     int preview;
     const struct cidr_list *trusted; /* NULL when the service trusts no proxy */
     int proxy_protocol;
+    struct tls_server *tls;           /* NULL: plain */
+    const struct vhost_table *vhosts; /* shared by several services: routes by Host and path */
     const struct proxy_proto *proto;
     struct worker *w;
 };

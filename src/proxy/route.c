@@ -97,6 +97,7 @@ void route_table_release(struct route_table *t)
         free(rs->pilot.name);
         free(rs->pilot.value);
         free(rs->sticky_name);
+        free(rs->maintenance_message);
         route_mirror_unref(rs->mirror);
     }
     free(t->services);

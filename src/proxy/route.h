@@ -53,6 +53,7 @@ struct route_limits {
     size_t max_connections;  /* 0 = unlimited */
     int outlier_failures;    /* consecutive failures that eject a target; 0 = off */
     uint64_t outlier_ejection_ms;
+    size_t hold_max_requests; /* requests held at once while the service is held (proxy/hold.h) */
 };
 
 /* Which version of a service a request is routed to. */
@@ -137,6 +138,14 @@ struct route_service {
     enum route_sticky_kind sticky;
     char *sticky_name; /* cookie or header name */
     struct route_limits limits;
+    /* `cutover hold` (rollout/hold.c): while hold_ms > 0, a new request waits in its worker, at
+     * most hold_ms, until a table without the hold is published; then it is routed by that
+     * table. No backend sees it meanwhile. */
+    uint64_t hold_ms;
+    /* `cutover maintenance`: every request is answered 503 with a page naming the message
+     * (NULL: none given). Takes precedence over a hold. */
+    int maintenance;
+    char *maintenance_message;
     struct route_mirror *mirror; /* a mirror step in force, else NULL; holds a reference */
 };
 

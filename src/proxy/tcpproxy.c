@@ -476,8 +476,8 @@ static void tcp_accept(struct worker_listener *l)
 /* proxy_proto.drain. */
 static size_t tcp_drain(struct worker *w, enum proxy_drain how)
 {
-    if (w->tcp == NULL)
-        return 0;
+    if (w->tcp == NULL || how == PROXY_DRAIN_TABLE)
+        return 0; /* a TCP service is never held: nothing waits for a table */
     size_t n = 0;
     struct tcp_conn *c = w->tcp->conns, *next;
     for (; c != NULL; c = next) {
@@ -502,6 +502,8 @@ static size_t tcp_drain(struct worker *w, enum proxy_drain how)
             break;
         case PROXY_DRAIN_IDLE:
             break; /* a byte stream has no idle state cutover may end */
+        case PROXY_DRAIN_TABLE:
+            break;
         }
     }
     return n;

@@ -91,6 +91,8 @@ void worker_refresh(struct worker *w)
     if (upstream_retire(&w->pools, w->table))
         for (size_t i = 0; i < w->nprotos; i++)
             w->protos[i]->drain(w, PROXY_DRAIN_RETIRED);
+    for (size_t i = 0; i < w->nprotos; i++)
+        w->protos[i]->drain(w, PROXY_DRAIN_TABLE);
 }
 
 static void on_notify(uv_async_t *a)
@@ -363,6 +365,8 @@ int worker_start(struct worker **out, int index, const struct worker_listener_sp
         l->trusted =
             ls[opened].trusted != NULL && ls[opened].trusted->n > 0 ? ls[opened].trusted : NULL;
         l->proxy_protocol = ls[opened].proxy_protocol;
+        l->tls = ls[opened].tls;
+        l->vhosts = ls[opened].vhosts;
         l->proto = ls[opened].proto;
         rc = uv_tcp_open(&l->tcp, fd);
         if (rc == 0)

@@ -15,6 +15,8 @@
 
 struct proxy_proto;
 struct cidr_list;
+struct tls_server;
+struct vhost_table;
 
 /* One listening socket a worker accepts on. */
 struct worker_listener_spec {
@@ -26,6 +28,13 @@ struct worker_listener_spec {
      * until every worker is freed. A peer in it may name the client (X-Forwarded-For, PROXY). */
     const struct cidr_list *trusted;
     int proxy_protocol; /* every connection starts with a PROXY header from a trusted peer */
+    /* The listener terminates TLS with these certificates (net/tls.h); NULL: plain. Owned by
+     * the caller and unchanged until every worker is freed. */
+    struct tls_server *tls;
+    /* Several services share this listener: each request's service is chosen by its Host and
+     * path (http/vhost.h); NULL: every request is service_id's. Owned by the caller, unchanged
+     * until every worker is freed. */
+    const struct vhost_table *vhosts;
 };
 
 struct worker;

@@ -22,6 +22,7 @@
 #include "rollout/load.h"
 #include "rollout/managed.h"
 #include "rollout/plan.h"
+#include "rollout/policy.h"
 #include "rollout/rollout_int.h"
 #include "rollout/steptest.h"
 #include "store/store.h"
@@ -130,47 +131,10 @@ static const char *step_kind_name(enum config_step_kind k)
     return "?";
 }
 
-/* One line describing a step: "weight 10", "pause 30s", "pilot header X-Cohort: pilot for 1m". */
+/* One line describing a step: config_step_describe, the one wording of every view. */
 static void step_describe(const struct config_step *st, char *buf, size_t n)
 {
-    char d[24];
-    switch (st->kind) {
-    case CONFIG_STEP_TEST:
-        snprintf(buf, n, "test %s (timeout %s)",
-                 st->command && st->command[0] ? st->command[0] : "",
-                 duration_format(st->timeout_ms, d, sizeof(d)));
-        break;
-    case CONFIG_STEP_PILOT:
-        snprintf(buf, n, "pilot %s %s%s%s for %s",
-                 st->pilot_kind == CONFIG_PILOT_HEADER   ? "header"
-                 : st->pilot_kind == CONFIG_PILOT_COOKIE ? "cookie"
-                                                         : "source",
-                 st->pilot_name ? st->pilot_name : "",
-                 st->pilot_value ? (st->pilot_kind == CONFIG_PILOT_HEADER ? ": " : "=") : "",
-                 st->pilot_value ? st->pilot_value : "",
-                 duration_format(st->duration_ms, d, sizeof(d)));
-        break;
-    case CONFIG_STEP_WEIGHT:
-        snprintf(buf, n, "weight %d%%", st->weight);
-        break;
-    case CONFIG_STEP_PAUSE:
-        if (st->duration_ms == 0)
-            snprintf(buf, n, "pause until promoted");
-        else
-            snprintf(buf, n, "pause %s", duration_format(st->duration_ms, d, sizeof(d)));
-        break;
-    case CONFIG_STEP_APPROVAL:
-        snprintf(buf, n, "approval by %d of %zu", st->count, st->napprovers);
-        break;
-    case CONFIG_STEP_MIRROR:
-        snprintf(buf, n, "mirror %d%% for %s", st->mirror->percent,
-                 duration_format(st->duration_ms, d, sizeof(d)));
-        break;
-    case CONFIG_STEP_LOAD:
-        snprintf(buf, n, "load %d/s for %s", st->load->rate,
-                 duration_format(st->duration_ms, d, sizeof(d)));
-        break;
-    }
+    config_step_describe(st, buf, n);
 }
 
 static void sample_now(struct service *s, struct analysis_sample out[ROUTE_ROLES])
@@ -308,6 +272,38 @@ static char *run_final_detail(struct service *s, const char *state)
 static void event(struct service *s, const char *type, const char *msg)
 {
     change_record_event(&s->ch, type, msg);
+}
+
+/* Tells the people a change now waits for (config people): an `awaiting` event whose message
+ * starts with their names, so that their webhooks get it. Nothing without people. */
+static void awaiting(struct service *s, const char *names, size_t k, const char *what)
+{
+    if (R(s)->cfg->npeople == 0 || k == 0)
+        return;
+    char *msg = xasprintf("%s: %s", names, what);
+    event(s, "awaiting", msg);
+    free(msg);
+}
+
+static void await_approval(struct service *s, const struct config_step *st, size_t i)
+{
+    char names[512], what[256];
+    size_t k = policy_approvers_awaited(st, s->ch.actor, names, sizeof(names));
+    snprintf(what, sizeof(what),
+             "change %lld waits at step %zu for %d approval%s (cutover approve "
+             "%lld)",
+             (long long)s->ch.id, i + 1, st->count, st->count == 1 ? "" : "s", (long long)s->ch.id);
+    awaiting(s, names, k, what);
+}
+
+static void await_owners(struct service *s, const char *why)
+{
+    char names[512];
+    size_t k = policy_people(R(s)->cfg, s->cfg->name, CONFIG_DUTY_OWNER, names, sizeof(names));
+    char *what = xasprintf("change %lld holds for a person (resume, promote or abort): %s",
+                           (long long)s->ch.id, why);
+    awaiting(s, names, k, what);
+    free(what);
 }
 
 static json_t *steps_log(struct plan_run *run)
@@ -851,6 +847,7 @@ static void plan_decide(struct service *s, enum change_input in, const char *sta
     switch (r.effect) {
     case CHANGE_HOLD:
         run_hold(s, held);
+        await_owners(s, held);
         return;
     case CHANGE_UNDO:
         if (close != NULL)
@@ -1005,6 +1002,8 @@ static void step_enter(struct service *s, size_t i)
     }
     snprintf(msg, sizeof(msg), "step %zu of %zu: %s", i + 1, run->plan->nsteps, desc);
     event(s, "step", msg);
+    if (st->kind == CONFIG_STEP_APPROVAL)
+        await_approval(s, st, i);
     if (publish) {
         for (int k = 0; k < ROUTE_ROLES; k++)
             run->win_base[k] = run->step_base[k];
@@ -1575,6 +1574,23 @@ int plan_action(struct service *s, const char *action, const char *actor, int al
     default:
         return 0;
     }
+}
+
+int plan_gate_verdict(const struct service *s, const char *gate)
+{
+    const struct plan_run *run = s->run;
+    if (run == NULL || !run->have_verdict || !run->plan->analysis.enabled)
+        return -1;
+    const struct config_analysis *an = &run->plan->analysis;
+    int checked = strcmp(gate, "min_requests") == 0 ||
+                  (strcmp(gate, "max_error_rate") == 0 && an->max_error_rate >= 0) ||
+                  (strcmp(gate, "max_p99_latency_ratio") == 0 && an->max_p99_latency_ratio >= 0) ||
+                  (strcmp(gate, "max_p99_latency_ms") == 0 && an->max_p99_latency_ms >= 0);
+    if (!checked)
+        return -1;
+    if (run->last.result == ANALYSIS_PASS)
+        return ANALYSIS_PASS;
+    return strcmp(run->last.gate, gate) == 0 ? (int)run->last.result : -1;
 }
 
 json_t *plan_status_json(const struct service *s)

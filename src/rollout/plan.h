@@ -44,4 +44,10 @@ void plan_discard(struct service *s);
 /* Progress of the run for status: step, state, weight, remaining time, last verdict. */
 json_t *plan_status_json(const struct service *s);
 
+/* The last verdict of s's running plan on gate ("min_requests", "max_error_rate",
+ * "max_p99_latency_ratio", "max_p99_latency_ms"), an enum analysis_result; -1 when no plan
+ * runs, it has judged nothing yet, it does not check that gate, or the verdict does not say
+ * (another gate was in doubt). */
+int plan_gate_verdict(const struct service *s, const char *gate);
+
 #endif

@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <string.h>
 
 size_t policy_first_traffic_step(const struct config_plan *plan)
 {
@@ -56,4 +57,39 @@ int policy_check(const struct config_service *svc, const struct config_plan *pla
              "traffic moves, and plan %s moves traffic at step %zu with no approval before it",
              svc->name, risk, plan->name, first + 1);
     return -EINVAL;
+}
+
+static void add_name(char *buf, size_t n, const char *name)
+{
+    size_t len = strlen(buf);
+    snprintf(buf + len, n > len ? n - len : 0, "%s%s", len ? ", " : "", name);
+}
+
+size_t policy_people(const struct config *cfg, const char *service, unsigned duties, char *buf,
+                     size_t n)
+{
+    size_t k = 0;
+    if (n > 0)
+        buf[0] = '\0';
+    for (size_t i = 0; i < cfg->npeople; i++)
+        if (config_person_duties(&cfg->people[i], service) & duties) {
+            add_name(buf, n, cfg->people[i].name);
+            k++;
+        }
+    return k;
+}
+
+size_t policy_approvers_awaited(const struct config_step *st, const char *requester, char *buf,
+                                size_t n)
+{
+    size_t k = 0;
+    if (n > 0)
+        buf[0] = '\0';
+    for (size_t i = 0; i < st->napprovers; i++) {
+        if (!st->allow_self && requester != NULL && strcmp(st->approvers[i], requester) == 0)
+            continue;
+        add_name(buf, n, st->approvers[i]);
+        k++;
+    }
+    return k;
 }

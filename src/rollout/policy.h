@@ -17,4 +17,15 @@ int policy_check(const struct config_service *svc, const struct config_plan *pla
  * or plan->nsteps when none does. */
 size_t policy_first_traffic_step(const struct config_plan *plan);
 
+/* Who is awaited when a change waits for a person, as "alice, bob" in buf (empty when nobody);
+ * returns how many. These name the people an `awaiting` event goes to (notify routes it by the
+ * names before the first ": " of its message). */
+/* The people of cfg with any of duties (enum config_duty bits) for service. */
+size_t policy_people(const struct config *cfg, const char *service, unsigned duties, char *buf,
+                     size_t n);
+/* The approvers of approval step st who may still approve: all of them but requester, who may
+ * not approve their own change unless the step allows it. */
+size_t policy_approvers_awaited(const struct config_step *st, const char *requester, char *buf,
+                                size_t n);
+
 #endif

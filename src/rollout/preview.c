@@ -227,32 +227,11 @@ static json_t *plan_b(const struct preview_in *in, int traffic, int after)
                         from, to, dr);
 }
 
-/* "weight 10%", "pause 1m", "pause until promoted", "test ./smoke", "pilot for 5m", "approval by
- * 1 of 2". */
+/* The step in the words of every other view (config_step_describe). */
 static json_t *step_what(const struct config_step *st)
 {
-    char d[24];
-    switch (st->kind) {
-    case CONFIG_STEP_WEIGHT:
-        return json_sprintf("weight %d%%", st->weight);
-    case CONFIG_STEP_PAUSE:
-        if (st->duration_ms == 0)
-            return json_string("pause until promoted");
-        return json_sprintf("pause %s", duration_format(st->duration_ms, d, sizeof(d)));
-    case CONFIG_STEP_PILOT:
-        return json_sprintf("pilot for %s", duration_format(st->duration_ms, d, sizeof(d)));
-    case CONFIG_STEP_TEST:
-        return json_sprintf("test %s", st->command && st->command[0] ? st->command[0] : "");
-    case CONFIG_STEP_APPROVAL:
-        return json_sprintf("approval by %d of %zu", st->count, st->napprovers);
-    case CONFIG_STEP_LOAD:
-        return json_sprintf("load %d/s for %s", st->load->rate,
-                            duration_format(st->duration_ms, d, sizeof(d)));
-    case CONFIG_STEP_MIRROR:
-        return json_sprintf("mirror %d%% for %s", st->mirror->percent,
-                            duration_format(st->duration_ms, d, sizeof(d)));
-    }
-    return json_string("?");
+    char buf[512];
+    return json_string(config_step_describe(st, buf, sizeof(buf)));
 }
 
 static json_t *step_json(const struct preview_in *in, size_t i, const struct step_est *e)

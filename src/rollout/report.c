@@ -11,12 +11,27 @@
 #include "core/xmalloc.h"
 #include "rollout/rollout_int.h"
 
+static int is_note(const json_t *ev)
+{
+    const char *t = json_string_value(json_object_get(ev, "type"));
+    return t != NULL && strcmp(t, "note") == 0;
+}
+
 json_t *rollout_report_json(struct rollout *r, int64_t id)
 {
     json_t *c = rollout_change_json(r, id, 1);
     if (c == NULL)
         return NULL;
-    return json_pack("{s:i, s:o}", "report_version", 1, "change", c);
+    /* The lessons-learned notes ("ACTOR: TEXT" events), also in the change's events. */
+    json_t *notes = json_array();
+    size_t i;
+    json_t *ev;
+    json_array_foreach(json_object_get(c, "events"), i, ev)
+    {
+        if (is_note(ev))
+            json_array_append(notes, ev);
+    }
+    return json_pack("{s:i, s:o, s:o}", "report_version", 1, "change", c, "notes", notes);
 }
 
 struct md {
@@ -329,9 +344,21 @@ char *rollout_report_md(struct rollout *r, int64_t id)
         }
         md_put(&m, "\n");
     }
-    md_put(&m, "## Timeline\n\n| time (UTC) | event | message |\n|---|---|---|\n");
     size_t i;
     json_t *ev;
+    /* What was learned, apart from the timeline so that it is found at once. */
+    int notes = 0;
+    json_array_foreach(json_object_get(c, "events"), i, ev)
+    {
+        if (!is_note(ev))
+            continue;
+        if (notes++ == 0)
+            md_put(&m, "## Lessons learned\n\n");
+        md_put(&m, "- %s %s\n", str(&m, ev, "ts"), str(&m, ev, "message"));
+    }
+    if (notes > 0)
+        md_put(&m, "\n");
+    md_put(&m, "## Timeline\n\n| time (UTC) | event | message |\n|---|---|---|\n");
     json_array_foreach(json_object_get(c, "events"), i, ev)
     {
         md_put(&m, "| %s | %s | %s |\n", str(&m, ev, "ts"), str(&m, ev, "type"),

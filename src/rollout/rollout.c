@@ -32,6 +32,7 @@
 #include "proxy/route.h"
 #include "rollout/change.h"
 #include "rollout/managed.h"
+#include "rollout/mode.h"
 #include "rollout/plan.h"
 #include "rollout/policy.h"
 #include "rollout/preview.h"
@@ -91,6 +92,7 @@ static struct route_limits limits_from(const struct config_service *c)
         .max_connections = c->limits.max_connections,
         .outlier_failures = c->outlier.consecutive_failures,
         .outlier_ejection_ms = c->outlier.ejection_ms,
+        .hold_max_requests = c->limits.hold_max_requests,
     };
     return l;
 }
@@ -104,6 +106,7 @@ static void rollout_publish(struct rollout *r)
         rs->id = s->id;
         rs->name = xstrdup(s->cfg->name);
         rs->limits = limits_from(s->cfg);
+        mode_route_fill(s, rs);
         const struct version *lv = s->live;
         /* A replacement that took every old instance out serves from the new ones. */
         if ((lv == NULL || lv->n == 0) && rolling_serving(s) != NULL)
@@ -203,9 +206,18 @@ static void watch_drain(struct service *s, const struct version *v, int64_t id)
 static void hook_ended(void *ctx, struct change *c, int64_t id)
 {
     struct service *s = ctx;
-    (void)c;
     if (s->drain_pending != id)
         loss_record(s, id, 0); /* nothing to drain: the loss is complete now */
+    if (s->mode.hold_change == id && s->mode.hold_since_ms != 0) {
+        /* A deploy --hold: its requests go on to the version live now (the switched one, or
+         * the old one when the change failed). */
+        struct store_change ch = {0};
+        int have = store_change_get(s->r->st, id, &ch) == 0;
+        if (mode_change_ended(s, id, c->actor, have ? ch.state : NULL) && !s->r->stopping)
+            rollout_publish(s->r);
+        if (have)
+            store_change_done(&ch);
+    }
 }
 
 /* ---------------------------------------------------------------- changes ------------------- */
@@ -359,6 +371,16 @@ static int start_rollback(struct service *s, const char *actor, const char *reas
 
 /* Records on the service's last change that the service is down (no version can serve) and why;
  * status, the event stream and /metrics show it until a version serves again. */
+/* Records an event on the service's last change (the one that made its live version live). */
+static void last_change_event(struct service *s, const char *type, const char *msg)
+{
+    struct store_change *last = NULL;
+    size_t n = 0;
+    if (store_change_list(s->r->st, s->cfg->name, 1, &last, &n) == 0 && n == 1)
+        change_record_event_of(&s->ch, last[0].id, type, msg);
+    store_change_list_free(last, n);
+}
+
 static void service_down(struct service *s, const char *why)
 {
     if (s->down != NULL && strcmp(s->down, why) == 0)
@@ -366,11 +388,7 @@ static void service_down(struct service *s, const char *why)
     free(s->down);
     s->down = xstrdup(why);
     log_error("service down", "service", s->cfg->name, "reason", why);
-    struct store_change *last = NULL;
-    size_t n = 0;
-    if (store_change_list(s->r->st, s->cfg->name, 1, &last, &n) == 0 && n == 1)
-        change_record_event_of(&s->ch, last[0].id, "service_down", why);
-    store_change_list_free(last, n);
+    last_change_event(s, "service_down", why);
 }
 
 /* 1 when the previous version could serve at once: its targets pass their health checks and,
@@ -452,6 +470,11 @@ static void on_health_change(void *ctx, struct health_check *h, enum health_stat
             log_info("service serving again", "service", s->cfg->name, "version", s->live->name);
             free(s->down);
             s->down = NULL;
+            /* The end of the outage, for the record and the time to restore (cutover stats). */
+            char msg[256];
+            snprintf(msg, sizeof(msg), "live version %.64s serves again: its checks pass",
+                     s->live->name);
+            last_change_event(s, "service_up", msg);
         } else if (live_all_unhealthy(s)) {
             char why[1024];
             version_why_unhealthy(s->live, why, sizeof(why));
@@ -659,6 +682,13 @@ int rollout_deploy(struct rollout *r, const struct rollout_deploy_req *req, roll
     int prc = policy_check(s->cfg, cp, req->risk, req->ticket, err, errlen);
     if (prc < 0)
         return prc;
+    if (req->at_ms > 0 && req->scheduled_id == 0 && req->hold) {
+        /* A hold taken unattended at some later time is a hold nobody watches. */
+        snprintf(err, errlen,
+                 "hold: not with at (a scheduled deploy does not hold); hold and "
+                 "release by hand around it, or deploy --hold at its time");
+        return -EINVAL;
+    }
     if (req->at_ms > 0 && req->scheduled_id == 0) {
         /* deploy --at: checked as far as it can be now; its time decides the rest. */
         if (req->wait) {
@@ -686,6 +716,17 @@ int rollout_deploy(struct rollout *r, const struct rollout_deploy_req *req, roll
     }
     if (refuse_busy(s, CHANGE_IN_DEPLOY, err, errlen))
         return -EBUSY;
+    if (req->hold &&
+        (cp != NULL || (managed && rolling_applies(s)) || s->cfg->protocol == CONFIG_PROTO_TCP)) {
+        snprintf(err, errlen,
+                 "hold: a deploy holds requests around an instant switch only; %s %s%s",
+                 s->cfg->name,
+                 s->cfg->protocol == CONFIG_PROTO_TCP ? "is a tcp service (no request to hold)"
+                 : cp != NULL                         ? "would follow plan "
+                                                      : "replaces its instances in batches",
+                 cp != NULL && s->cfg->protocol != CONFIG_PROTO_TCP ? cp->name : "");
+        return -EINVAL;
+    }
     if (s->roll != NULL) {
         snprintf(err, errlen, "%s is restoring its instances after a failed rolling replacement",
                  s->cfg->name);
@@ -803,8 +844,82 @@ int rollout_deploy(struct rollout *r, const struct rollout_deploy_req *req, roll
     json_decref(audit);
     if (rolling)
         rolling_create(s); /* after the plan: its first goal depends on it */
+    if (req->hold && s->mode.hold_since_ms != 0) {
+        /* An operator's hold stays theirs: the switch must not end it behind their back. */
+        char msg[256];
+        snprintf(msg, sizeof(msg),
+                 "%s is held already (by %s): the requests wait until cutover release, not "
+                 "until this switch",
+                 s->cfg->name, s->mode.hold_actor ? s->mode.hold_actor : "unknown");
+        (void)change_record_event(&s->ch, "hold", msg);
+    } else if (req->hold) {
+        /* Requests wait from now until the switch (hook_ended releases them, to the new
+         * version, or to the old one when the change fails). */
+        char herr[256];
+        if (mode_hold(s, MODE_HOLD_DEFAULT_MS, req->actor, id, herr, sizeof(herr)) == 0)
+            rollout_publish(r);
+        else
+            (void)change_record_event(&s->ch, "hold", herr);
+    }
     *change_id = id;
     return 0;
+}
+
+/* ---------------------------------------------------------------- hold and maintenance ------ */
+
+/* The service name names, for an operator's hold or maintenance; err set when none. */
+static struct service *mode_service(struct rollout *r, const char *name, char *err, size_t errlen,
+                                    int *rc)
+{
+    struct service *s = rollout_find(r, name);
+    *rc = 0;
+    if (s == NULL) {
+        snprintf(err, errlen, "unknown service '%.64s' (cutover status lists them)",
+                 name ? name : "");
+        *rc = -ENOENT;
+        return NULL;
+    }
+    *rc = refuse_store(r, err, errlen);
+    return *rc < 0 ? NULL : s;
+}
+
+int rollout_hold(struct rollout *r, const char *service, uint64_t max_ms, const char *actor,
+                 char *err, size_t errlen)
+{
+    int rc;
+    struct service *s = mode_service(r, service, err, errlen, &rc);
+    if (s == NULL)
+        return rc;
+    rc = mode_hold(s, max_ms, actor, 0, err, errlen);
+    if (rc == 0)
+        rollout_publish(r);
+    return rc;
+}
+
+int rollout_release(struct rollout *r, const char *service, const char *actor, char *err,
+                    size_t errlen)
+{
+    int rc;
+    struct service *s = mode_service(r, service, err, errlen, &rc);
+    if (s == NULL)
+        return rc;
+    rc = mode_release(s, actor, NULL, err, errlen);
+    if (rc == 0)
+        rollout_publish(r);
+    return rc;
+}
+
+int rollout_maintenance(struct rollout *r, const char *service, int on, const char *message,
+                        const char *actor, char *err, size_t errlen)
+{
+    int rc;
+    struct service *s = mode_service(r, service, err, errlen, &rc);
+    if (s == NULL)
+        return rc;
+    rc = mode_maintenance(s, on, message, actor, err, errlen);
+    if (rc == 0)
+        rollout_publish(r);
+    return rc;
 }
 
 json_t *rollout_plan_preview(struct rollout *r, const char *service, const char *version,
@@ -1395,6 +1510,13 @@ int rollout_start(struct rollout *r, char *err, size_t errlen)
                 s->next = NULL;
             }
         }
+        if (mode_load(s, err, errlen) < 0) {
+            free(live);
+            free(prev);
+            store_change_list_free(running, nrunning);
+            kept_free(r, kept_live, kept_prev);
+            return -EIO;
+        }
         log_info("service ready", "service", s->cfg->name, "listen", s->cfg->listen, "live",
                  live ? live : "none", "previous", prev ? prev : "none");
         free(live);
@@ -1415,6 +1537,7 @@ static void on_handle_closed(uv_handle_t *h)
 
 void rollout_stop(struct rollout *r)
 {
+    r->stopping = 1;
     schedule_stop(r);
     r->open_handles++;
     uv_close((uv_handle_t *)&r->sched_timer, on_handle_closed);
@@ -1456,6 +1579,7 @@ void rollout_stop(struct rollout *r)
         free(s->down);
         free(s->failed);
         s->down = s->failed = NULL;
+        mode_free(s);
         r->open_handles += 3;
         change_close(&s->ch, on_handle_closed, r);
     }

@@ -81,6 +81,8 @@ struct rollout_deploy_req {
     const char *risk;   /* "low", "medium", "high", or NULL */
     int64_t at_ms;      /* deploy --at: record it now, start it then (rollout/schedule.h); 0 now */
     int64_t scheduled_id; /* the scheduled change this deploy carries out at its time, or 0 */
+    int hold; /* hold the service from now until the switch (or the change's end): an instant
+                 switch only (no plan, no rolling replacement); rollout/mode.h */
 };
 
 /* Starts a deploy. On success sets *change_id and will call cb(ctx, id) once: when the change
@@ -92,6 +94,21 @@ struct rollout_deploy_req {
  * for the user. */
 int rollout_deploy(struct rollout *r, const struct rollout_deploy_req *req, rollout_wait_cb cb,
                    void *ctx, int64_t *change_id, char *err, size_t errlen);
+
+/* Hold and maintenance (rollout/mode.h, docs/api.md): recorded with actor, then applied by a
+ * published table. rollout_hold: new requests wait in cutover, at most max_ms each, until
+ * rollout_release sends them to the version live then. rollout_maintenance: every request is
+ * answered 503 with a page naming message (on 1), or served again (on 0). Return 0, or -ENOENT
+ * (unknown service), -EINVAL (bad max or message, a tcp service), -ESRCH (not held, not in
+ * maintenance), -EROFS (the store is not trusted), -EIO (the store refused: nothing changed),
+ * with err set. */
+#define ROLLOUT_HOLD_DEFAULT_MS 30000 /* how long a held request waits when no max is given */
+int rollout_hold(struct rollout *r, const char *service, uint64_t max_ms, const char *actor,
+                 char *err, size_t errlen);
+int rollout_release(struct rollout *r, const char *service, const char *actor, char *err,
+                    size_t errlen);
+int rollout_maintenance(struct rollout *r, const char *service, int on, const char *message,
+                        const char *actor, char *err, size_t errlen);
 
 /* The written plan of a deploy of version to service with plan (NULL: the service's), before
  * it starts (rollout/preview.h; docs/api.md "Plan preview"); changes nothing. New reference, or
@@ -119,13 +136,38 @@ json_t *rollout_service_json(struct rollout *r, const char *name);
 /* {"services": [...]}. New reference. */
 json_t *rollout_services_json(struct rollout *r);
 /* An Event object as the event stream and webhooks send it: {"id", "change", "service" (NULL
- * when unknown), "type", "message", "ts"}. New reference. */
+ * when unknown), "type", "message", "ts", "hash" (its link in the change's hash chain, NULL when
+ * recorded before the chain)}. New reference. */
 json_t *rollout_event_json(const struct store_event *ev, const char *service);
 
 /* JSON of change id with its events when with_events, or NULL if unknown. New reference. */
 json_t *rollout_change_json(struct rollout *r, int64_t id, int with_events);
 /* {"changes": [...]} newest first, of service (or all), at most limit. NULL on store error. */
 json_t *rollout_changes_json(struct rollout *r, const char *service, size_t limit);
+
+/* --- knowledge (rollout/knowledge.c) --------------------------------------------------------- */
+
+/* The longest lessons-learned note, in bytes. */
+#define ROLLOUT_NOTE_MAX 4096
+
+/* Adds a lessons-learned note by actor (a name) to change id, running or ended: an event of
+ * type "note" with the message "ACTOR: TEXT", which the report, the event stream and the
+ * webhooks carry like any other. text: 1 to ROLLOUT_NOTE_MAX bytes of text (not blank; tab and
+ * line feeds allowed, no other control character). Returns 0, or -EINVAL (bad actor or text),
+ * -ENOENT (no such change), -EROFS (the store is lost or corrupt), -EIO, with err set; nothing
+ * is recorded on failure. */
+int rollout_note(struct rollout *r, int64_t id, const char *actor, const char *text, char *err,
+                 size_t errlen);
+
+/* The check of change id's hash chain (id 0: of every change), as docs/api.md "Verify" shows
+ * it. New reference, or NULL with *rc -ENOENT (no such change) or -EIO. */
+json_t *rollout_verify_json(struct rollout *r, int64_t id, int *rc);
+
+/* The delivery figures of the changes of service (NULL: all) created from since_ms to now_ms
+ * (docs/api.md "Stats"; what counts as a failure and a restore: docs/decisions.md). New
+ * reference, or NULL when the store cannot be read. */
+json_t *rollout_stats_json(struct rollout *r, const char *service, int64_t since_ms,
+                           int64_t now_ms);
 
 /* Appends Prometheus lines about services and targets to buf (via the caller's appender). */
 typedef void (*rollout_emit_fn)(void *ctx, const char *line);

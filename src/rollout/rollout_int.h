@@ -76,6 +76,7 @@ struct service {
     struct analysis_sample loss_base[ROUTE_ROLES];
     int64_t drain_pending;        /* the ended change whose loss waits for its drain */
     struct schedule_entry *sched; /* a deploy waiting for its time, or NULL */
+    struct store_hold mode;       /* hold and maintenance (rollout/mode.c), as recorded */
 };
 
 struct rollout {
@@ -104,6 +105,7 @@ struct rollout {
     uv_timer_t sched_timer; /* the next scheduled deploy's time (at most a minute ahead) */
     char config_sha256[65]; /* of the config file as it was read, for the change record */
     int64_t started_ms;     /* when this engine started: the plan preview's request rate */
+    int stopping;           /* rollout_stop runs: versions are being freed, nothing publishes */
 };
 
 /* The service named name, or NULL. */

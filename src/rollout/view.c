@@ -8,6 +8,7 @@
 #include "core/xmalloc.h"
 #include "rollout/load.h"
 #include "rollout/managed.h"
+#include "rollout/mode.h"
 #include "rollout/plan.h"
 #include "rollout/rolling.h"
 #include "rollout/rollout_int.h"
@@ -21,9 +22,11 @@ static json_t *str_or_null(const char *s)
 
 json_t *rollout_event_json(const struct store_event *ev, const char *service)
 {
-    return json_pack("{s:I, s:I, s:o, s:s, s:o, s:o}", "id", (json_int_t)ev->id, "change",
+    /* The hash lets a receiver keep an anchor of the change's chain outside this host. */
+    return json_pack("{s:I, s:I, s:o, s:s, s:o, s:o, s:o}", "id", (json_int_t)ev->id, "change",
                      (json_int_t)ev->change_id, "service", str_or_null(service), "type", ev->type,
-                     "message", str_or_null(ev->message), "ts", change_iso_time(ev->ts_ms));
+                     "message", str_or_null(ev->message), "ts", change_iso_time(ev->ts_ms), "hash",
+                     str_or_null(ev->hash));
 }
 
 static json_t *change_to_json(struct rollout *r, const struct store_change *c, int with_events)
@@ -74,10 +77,11 @@ static json_t *change_to_json(struct rollout *r, const struct store_change *c, i
         json_t *a = json_array();
         if (store_event_list(r->st, c->id, &ev, &n) == 0) {
             for (size_t i = 0; i < n; i++)
-                json_array_append_new(a, json_pack("{s:o, s:s, s:s}", "ts",
-                                                   change_iso_time(ev[i].ts_ms), "type",
-                                                   ev[i].type ? ev[i].type : "", "message",
-                                                   ev[i].message ? ev[i].message : ""));
+                json_array_append_new(
+                    a, json_pack("{s:I, s:o, s:s, s:s, s:o}", "id", (json_int_t)ev[i].id, "ts",
+                                 change_iso_time(ev[i].ts_ms), "type", ev[i].type ? ev[i].type : "",
+                                 "message", ev[i].message ? ev[i].message : "", "hash",
+                                 str_or_null(ev[i].hash)));
             store_event_list_free(ev, n);
         }
         json_object_set_new(o, "events", a);
@@ -127,6 +131,17 @@ static json_t *service_to_json(struct rollout *r, struct service *s)
     json_object_set_new(o, "listen", json_string(s->cfg->listen));
     json_object_set_new(o, "protocol",
                         json_string(s->cfg->protocol == CONFIG_PROTO_TCP ? "tcp" : "http"));
+    if (s->cfg->routed) {
+        /* A listener it shares with others: what of its requests are its own. */
+        json_t *hosts = json_array();
+        for (size_t i = 0; i < s->cfg->nhosts; i++)
+            json_array_append_new(hosts, json_string(s->cfg->hosts[i]));
+        json_object_set_new(o, "routes",
+                            json_pack("{s:o, s:s?, s:b}", "hosts", hosts, "path_prefix",
+                                      s->cfg->path_prefix, "default", s->cfg->is_default));
+    } else {
+        json_object_set_new(o, "routes", json_null());
+    }
     json_object_set_new(o, "live", version_json(s->live));
     json_object_set_new(o, "previous", version_json(s->previous));
     json_t *ch = json_null();
@@ -145,6 +160,7 @@ static json_t *service_to_json(struct rollout *r, struct service *s)
     json_object_set_new(o, "unsaved", change_unsaved_json(&s->ch));
     /* Why users get errors when no version of the service can serve (issue 12 b). */
     json_object_set_new(o, "down", s->down ? json_string(s->down) : json_null());
+    mode_json(s, o); /* "hold" and "maintenance" */
     /* Why no change is taken (the store is lost or corrupt), null while the store is fine. */
     const char *bad = store_guard_why(r->st);
     json_object_set_new(o, "store_problem", bad ? json_string(bad) : json_null());
@@ -215,6 +231,22 @@ void rollout_metrics(struct rollout *r, rollout_emit_fn emit, void *ctx)
         emit_version(emit, ctx, s, s->previous, "previous");
         emit_version(emit, ctx, s, s->next, "next");
     }
+    /* One group per metric: samples of a family must not be interleaved with another's. */
+    for (int k = 0; k < 2; k++) {
+        const char *name = k == 0 ? "cutover_service_held" : "cutover_service_maintenance";
+        char line[256];
+        snprintf(line, sizeof(line), "# HELP %s 1 while the service is %s.", name,
+                 k == 0 ? "held (cutover hold)" : "in maintenance (cutover maintenance)");
+        emit(ctx, line);
+        snprintf(line, sizeof(line), "# TYPE %s gauge", name);
+        emit(ctx, line);
+        for (size_t i = 0; i < r->nservices; i++) {
+            const struct service *s = &r->services[i];
+            int on = k == 0 ? s->mode.hold_since_ms != 0 : s->mode.maintenance_since_ms != 0;
+            snprintf(line, sizeof(line), "%s{service=\"%s\"} %d", name, s->cfg->name, on);
+            emit(ctx, line);
+        }
+    }
     /* Synthetic requests of load steps, apart from users' (rollout/load.h). */
     size_t nid = 0;
     for (size_t i = 0; i < r->nservices; i++)
@@ -255,6 +287,33 @@ void rollout_metrics(struct rollout *r, rollout_emit_fn emit, void *ctx)
                      r->services[i].ch.state == (enum change_state)st);
             emit(ctx, line);
         }
+    }
+    /* The last verdict of each gate the running plan checks: 1 on the verdict it gave. */
+    static const char *const gates[] = {"min_requests", "max_error_rate", "max_p99_latency_ratio",
+                                        "max_p99_latency_ms"};
+    static const char *const verdicts[] = {"pass", "fail", "inconclusive"};
+    emit(ctx, "# HELP cutover_change_gate 1 for the last verdict of each gate of the running "
+              "plan (absent before its first verdict).");
+    emit(ctx, "# TYPE cutover_change_gate gauge");
+    for (size_t i = 0; i < r->nservices; i++) {
+        for (size_t g = 0; g < sizeof(gates) / sizeof(gates[0]); g++) {
+            int v = plan_gate_verdict(&r->services[i], gates[g]);
+            for (int k = 0; v >= 0 && k < 3; k++) {
+                char line[256];
+                snprintf(line, sizeof(line),
+                         "cutover_change_gate{service=\"%s\",gate=\"%s\",verdict=\"%s\"} %d",
+                         r->services[i].cfg->name, gates[g], verdicts[k], v == k);
+                emit(ctx, line);
+            }
+        }
+    }
+    int64_t pending = 0;
+    if (store_outbox_pending_total(r->st, &pending) == 0) {
+        char line[96];
+        emit(ctx, "# HELP cutover_notify_pending Webhook deliveries waiting to be made.");
+        emit(ctx, "# TYPE cutover_notify_pending gauge");
+        snprintf(line, sizeof(line), "cutover_notify_pending %lld", (long long)pending);
+        emit(ctx, line);
     }
     emit(ctx, "# HELP cutover_service_down 1 while no version of the service can serve (its live "
               "version failed and no previous one could take over).");

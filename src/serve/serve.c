@@ -34,10 +34,13 @@
 #include "net/addr.h"
 #include "net/cidr.h"
 #include "net/handover.h"
+#include "http/vhost.h"
 #include "net/listen.h"
+#include "net/tls.h"
 #include "notify/notify.h"
 #include "proxy/route.h"
 #include "proxy/h1proxy.h"
+#include "proxy/hold.h"
 #include "proxy/tcpproxy.h"
 #include "proxy/worker.h"
 #include "rollout/rollout.h"
@@ -52,7 +55,8 @@
 
 struct listener {
     int fd;
-    char *name; /* "web" or "web.preview" */
+    char *name; /* "web" or "web.preview"; a shared listen: the first of its services */
+    struct vhost_table vhosts; /* a shared listen's routes (http/vhost.h); n 0: one service */
 };
 
 /* What a role or a version of a service answered: by status class and, for answers from the
@@ -85,8 +89,10 @@ struct daemon {
     size_t nlisten;
     struct cidr_list *trusted; /* [cfg->nservices]: each service's trusted_proxies, for workers */
     int admin_fd;              /* admin.listen, or -1 */
-    int lock_fd;               /* state_dir/cutover.lock, flock()ed: one daemon per state_dir */
-    struct notify *nt;         /* webhooks, or NULL */
+    struct tls_server **tls;   /* [cfg->nservices]: each service's certificates, or NULL */
+    struct tls_server *admin_tls; /* admin.tls, or NULL */
+    int lock_fd;                  /* state_dir/cutover.lock, flock()ed: one daemon per state_dir */
+    struct notify *nt;            /* webhooks, or NULL */
     uv_signal_t sigterm, sigint, sighup, sigusr2;
     uv_timer_t exit_timer;
     uv_timer_t fd_watch;     /* logs the data plane's accept pauses, once per episode */
@@ -143,6 +149,65 @@ static void on_event_notify(void *ctx, const struct store_event *ev)
     notify_kick(d->nt);
 }
 
+/* The TLS listeners' handshakes and failed handshakes, by service and reason (net/tls.h). */
+static void emit_tls(struct daemon *d, void (*emit)(void *, const char *), void *ectx)
+{
+    char line[512];
+    int any = 0;
+    for (size_t j = 0; d->tls != NULL && j < d->cfg->nservices; j++)
+        any |= d->tls[j] != NULL;
+    if (any) {
+        emit(ectx, "# HELP cutover_tls_handshakes_total TLS handshakes completed on a service's "
+                   "listeners.");
+        emit(ectx, "# TYPE cutover_tls_handshakes_total counter");
+        for (size_t j = 0; j < d->cfg->nservices; j++) {
+            if (d->tls[j] == NULL)
+                continue;
+            snprintf(line, sizeof(line), "cutover_tls_handshakes_total{service=\"%s\"} %llu",
+                     d->cfg->services[j].name,
+                     (unsigned long long)tls_server_handshakes(d->tls[j]));
+            emit(ectx, line);
+        }
+        emit(ectx, "# HELP cutover_tls_certificate_expiry_timestamp_seconds When each served "
+                   "certificate expires (notAfter, Unix time): alert well before it.");
+        emit(ectx, "# TYPE cutover_tls_certificate_expiry_timestamp_seconds gauge");
+        for (size_t j = 0; j < d->cfg->nservices; j++)
+            for (size_t k = 0; d->tls[j] != NULL && k < tls_server_ncerts(d->tls[j]); k++) {
+                snprintf(line, sizeof(line),
+                         "cutover_tls_certificate_expiry_timestamp_seconds{service=\"%s\","
+                         "cert=\"%.300s\"} %lld",
+                         d->cfg->services[j].name, d->cfg->services[j].tls.certs[k].cert,
+                         (long long)tls_server_not_after(d->tls[j], k));
+                emit(ectx, line);
+            }
+        emit(ectx, "# HELP cutover_tls_handshake_failures_total TLS connections closed before "
+                   "their handshake finished: invalid SNI, plain HTTP, handshake timeout, "
+                   "protocol error, client gone.");
+        emit(ectx, "# TYPE cutover_tls_handshake_failures_total counter");
+        for (size_t j = 0; j < d->cfg->nservices; j++)
+            for (int r = 0; d->tls[j] != NULL && r < TLS_FAILS; r++) {
+                snprintf(line, sizeof(line),
+                         "cutover_tls_handshake_failures_total{service=\"%s\",reason=\"%s\"} "
+                         "%llu",
+                         d->cfg->services[j].name, tls_fail_name((enum tls_fail)r),
+                         (unsigned long long)tls_server_failures(d->tls[j], (enum tls_fail)r));
+                emit(ectx, line);
+            }
+    }
+    if (d->admin_tls != NULL) {
+        emit(ectx, "# HELP cutover_admin_tls_handshake_failures_total TLS connections to "
+                   "admin.listen closed before their handshake finished.");
+        emit(ectx, "# TYPE cutover_admin_tls_handshake_failures_total counter");
+        for (int r = 0; r < TLS_FAILS; r++) {
+            snprintf(line, sizeof(line),
+                     "cutover_admin_tls_handshake_failures_total{reason=\"%s\"} %llu",
+                     tls_fail_name((enum tls_fail)r),
+                     (unsigned long long)tls_server_failures(d->admin_tls, (enum tls_fail)r));
+            emit(ectx, line);
+        }
+    }
+}
+
 /* cutover_proxy_lost_total{service, role, reason}: the requests cutover failed or cut, summed
  * over the workers (proxy/worker.h, enum worker_loss). */
 static void emit_lost(struct daemon *d, rollout_emit_fn emit, void *ectx)
@@ -169,6 +234,39 @@ static void emit_lost(struct daemon *d, rollout_emit_fn emit, void *ectx)
                          worker_loss_name((enum worker_loss)k), (unsigned long long)lost[k]);
                 emit(ectx, line);
             }
+        }
+    }
+}
+
+/* Hold and maintenance per service (proxy/hold.h): requests waiting now, ever held, answered
+ * 503 past their max or over hold_max_requests, and maintenance answers. */
+static void emit_hold(struct daemon *d, rollout_emit_fn emit, void *ectx)
+{
+    static const struct {
+        const char *name, *type, *help;
+    } m[] = {
+        {"cutover_hold_waiting", "gauge", "Requests waiting now in a hold (cutover hold)."},
+        {"cutover_hold_requests_total", "counter", "Requests that waited in a hold."},
+        {"cutover_hold_expired_total", "counter",
+         "Held requests answered 503 because they waited longer than the hold's max."},
+        {"cutover_hold_refused_total", "counter",
+         "Requests answered 503 because limits.hold_max_requests were waiting already."},
+        {"cutover_maintenance_answers_total", "counter",
+         "Requests answered 503 with the maintenance page (cutover maintenance)."},
+    };
+    char line[512];
+    for (size_t k = 0; k < sizeof(m) / sizeof(m[0]); k++) {
+        snprintf(line, sizeof(line), "# HELP %s %s", m[k].name, m[k].help);
+        emit(ectx, line);
+        snprintf(line, sizeof(line), "# TYPE %s %s", m[k].name, m[k].type);
+        emit(ectx, line);
+        for (size_t j = 0; j < d->cfg->nservices; j++) {
+            struct hold_stats hs;
+            hold_get_stats((int)j, &hs);
+            const uint64_t v[] = {hs.held, hs.total, hs.expired, hs.refused, hs.maintenance};
+            snprintf(line, sizeof(line), "%s{service=\"%s\"} %llu", m[k].name,
+                     d->cfg->services[j].name, (unsigned long long)v[k]);
+            emit(ectx, line);
         }
     }
 }
@@ -448,7 +546,9 @@ static void on_metrics(void *ctx, rollout_emit_fn emit, void *ectx)
     snprintf(line, sizeof(line), "cutover_accept_paused_total{listener=\"admin\"} %llu",
              (unsigned long long)api_accept_paused(d->api));
     emit(ectx, line);
+    emit_tls(d, emit, ectx);
     emit_lost(d, emit, ectx);
+    emit_hold(d, emit, ectx);
     emit(ectx, "# HELP cutover_store_ok 0 once the store was deleted, replaced or failed a write "
                "for integrity reasons, or is corrupt and was opened read-only: changes are refused "
                "until a restart.");
@@ -869,6 +969,101 @@ static int take_listener(const char *name, const char *addr, int backlog)
     return fd >= 0 ? fd : listen_tcp(addr, backlog);
 }
 
+/* Builds the certificates of every TLS listener (the config checked the files already; they are
+ * read again here, so a file changed in between is caught too). */
+static struct tls_server *tls_from_config(const struct config_tls *t, char *err, size_t errlen)
+{
+    struct tls_server *s = NULL;
+    if (t->ncerts == 0)
+        return NULL;
+    struct tls_pair *pairs = xcalloc(t->ncerts, sizeof(*pairs));
+    for (size_t i = 0; i < t->ncerts; i++) {
+        pairs[i].cert = t->certs[i].cert;
+        pairs[i].key = t->certs[i].key;
+    }
+    if (tls_server_new(&s, pairs, t->ncerts, err, errlen) < 0)
+        s = NULL;
+    free(pairs);
+    return s;
+}
+
+static int open_tls(struct daemon *d, char *err, size_t errlen)
+{
+    d->tls = xcalloc(d->cfg->nservices + 1, sizeof(*d->tls));
+    for (size_t j = 0; j < d->cfg->nservices; j++) {
+        const struct config_service *svc = &d->cfg->services[j];
+        char why[1024];
+        if (svc->tls.ncerts == 0)
+            continue;
+        if ((d->tls[j] = tls_from_config(&svc->tls, why, sizeof(why))) == NULL) {
+            snprintf(err, errlen, "services.%s.tls: %.900s", svc->name, why);
+            return -EINVAL;
+        }
+    }
+    for (size_t j = 0; j < d->cfg->nservices; j++)
+        for (size_t k = 0; d->tls[j] != NULL && k < tls_server_ncerts(d->tls[j]); k++) {
+            int64_t left = tls_server_not_after(d->tls[j], k) - (int64_t)time(NULL);
+            if (left < 14 * 86400) {
+                char days[32];
+                snprintf(days, sizeof(days), "%lld", (long long)(left / 86400));
+                log_warn("TLS certificate expires soon", "service", d->cfg->services[j].name,
+                         "cert", d->cfg->services[j].tls.certs[k].cert, "days_left", days);
+            }
+        }
+    if (d->cfg->admin_tls.ncerts > 0) {
+        char why[1024];
+        if ((d->admin_tls = tls_from_config(&d->cfg->admin_tls, why, sizeof(why))) == NULL) {
+            snprintf(err, errlen, "admin.tls: %.900s", why);
+            return -EINVAL;
+        }
+    }
+    return 0;
+}
+
+/* The first service before i whose listen i shares (both route by host or path), or -1. */
+static int shared_with_earlier(const struct config *cfg, size_t i)
+{
+    const struct config_service *s = &cfg->services[i];
+    for (size_t j = 0; s->routed && j < i; j++)
+        if (cfg->services[j].routed && config_same_listen(cfg->services[j].listen, s->listen))
+            return (int)j;
+    return -1;
+}
+
+/* A shared listen's socket from a predecessor that named it after another of the services on
+ * it (the config put a new one first, or removed the first): any sharer's name will do. */
+static int take_shared(const struct config *cfg, size_t first)
+{
+    const char *addr = cfg->services[first].listen;
+    for (size_t j = first; j < cfg->nservices; j++) {
+        const struct config_service *s = &cfg->services[j];
+        if (!s->routed || !config_same_listen(addr, s->listen))
+            continue;
+        int fd = handover_take(s->name, NULL);
+        if (fd >= 0 && bound_to(fd, addr))
+            return fd;
+        if (fd >= 0)
+            close(fd);
+    }
+    return -1;
+}
+
+/* The routes of the listen socket of service first: every routed service on it. */
+static void build_vhosts(const struct config *cfg, size_t first, struct vhost_table *t)
+{
+    vhost_table_init(t);
+    for (size_t j = first; j < cfg->nservices; j++) {
+        const struct config_service *s = &cfg->services[j];
+        if (!s->routed || !config_same_listen(cfg->services[first].listen, s->listen))
+            continue;
+        for (size_t h = 0; h < (s->nhosts ? s->nhosts : 1); h++)
+            if (s->nhosts > 0 || s->path_prefix != NULL)
+                vhost_table_add(t, s->nhosts ? s->hosts[h] : NULL, s->path_prefix, (int)j);
+        if (s->is_default)
+            t->default_id = (int)j;
+    }
+}
+
 /* Opens (or takes over from a predecessor or systemd) the listening sockets of every service. */
 static int open_listeners(struct daemon *d, char *err, size_t errlen)
 {
@@ -877,10 +1072,12 @@ static int open_listeners(struct daemon *d, char *err, size_t errlen)
         const struct config_service *svc = &d->cfg->services[i];
         for (int preview = 0; preview < 2; preview++) {
             const char *addr = preview ? svc->preview_listen : svc->listen;
-            if (addr == NULL)
-                continue;
+            if (addr == NULL || (!preview && shared_with_earlier(d->cfg, i) >= 0))
+                continue; /* a shared listen's socket is its first service's */
             char *name = preview ? xasprintf("%s.preview", svc->name) : xstrdup(svc->name);
-            int fd = take_listener(name, addr, 4096);
+            int fd = !preview && svc->routed ? take_shared(d->cfg, i) : -1;
+            if (fd < 0)
+                fd = take_listener(name, addr, 4096);
             if (fd < 0) {
                 snprintf(err, errlen, "service %s: cannot listen on %s: %s", svc->name, addr,
                          strerror(-fd));
@@ -1063,6 +1260,10 @@ int serve_main(int argc, char **argv)
     if (d.nt != NULL)
         store_add_listener(d.st, on_event_notify, &d);
     d.loop = uv_default_loop();
+    if (open_tls(&d, err, sizeof(err)) < 0) {
+        start_failed("cannot load the TLS certificates", err);
+        goto out;
+    }
     if (open_listeners(&d, err, sizeof(err)) < 0) {
         start_failed("cannot listen", err);
         goto out;
@@ -1079,6 +1280,8 @@ int serve_main(int argc, char **argv)
     free(sock);
     if (rc == 0)
         api_attach_store(d.api, d.st);
+    if (rc == 0 && d.admin_fd >= 0 && d.admin_tls != NULL)
+        api_set_tls(d.api, d.admin_tls);
     if (rc == 0 && d.admin_fd >= 0)
         rc = api_listen_tcp(d.api, d.admin_fd, d.cfg->tokens, d.cfg->ntokens, err, sizeof(err));
     if (rc < 0) {
@@ -1115,6 +1318,11 @@ int serve_main(int argc, char **argv)
                 specs[i].proto = &tcp_proto;
             specs[i].trusted = &d.trusted[specs[i].service_id];
             specs[i].proxy_protocol = d.cfg->services[specs[i].service_id].proxy_protocol;
+            specs[i].tls = d.tls[specs[i].service_id];
+            if (!specs[i].preview && d.cfg->services[specs[i].service_id].routed) {
+                build_vhosts(d.cfg, (size_t)specs[i].service_id, &d.listeners[i].vhosts);
+                specs[i].vhosts = &d.listeners[i].vhosts;
+            }
         }
     }
     d.workers = xcalloc((size_t)d.cfg->workers, sizeof(*d.workers));
@@ -1194,11 +1402,16 @@ out:
     for (size_t i = 0; i < d.nlisten; i++) {
         close(d.listeners[i].fd);
         free(d.listeners[i].name);
+        vhost_table_done(&d.listeners[i].vhosts);
     }
     free(d.listeners);
     if (d.admin_fd >= 0)
         close(d.admin_fd);
     store_free(d.st);
+    for (size_t j = 0; d.tls != NULL && j < d.cfg->nservices; j++)
+        tls_server_free(d.tls[j]);
+    free(d.tls);
+    tls_server_free(d.admin_tls);
     free(d.backup_err);
     if (d.lock_fd >= 0)
         close(d.lock_fd); /* last: the store is closed before another daemon may open it */

@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <openssl/evp.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -108,12 +109,55 @@ static const char *const migrations[] = {
     "  status INTEGER NOT NULL,"
     "  outcome TEXT);"
     "CREATE INDEX audit_ts ON audit (ts_ms);",
+    /* 5: each change's events are hash-chained (see "chain" at the end of this file). Events
+     * recorded before this step have no hash; chain_mark says up to which event and since when,
+     * so that a hash removed later is told from one that never was. changes.chain_head is the
+     * hash of the change's newest event, so that removing the newest events shows too. */
+    "ALTER TABLE events ADD COLUMN hash TEXT;"
+    "ALTER TABLE changes ADD COLUMN chain_head TEXT;"
+    "CREATE TABLE chain_mark ("
+    "  k INTEGER PRIMARY KEY CHECK (k = 1),"
+    "  event_id INTEGER NOT NULL,"
+    "  since_ms INTEGER NOT NULL);"
+    "INSERT INTO chain_mark SELECT 1, COALESCE(MAX(id), 0), "
+    "  CAST(strftime('%s', 'now') AS INTEGER) * 1000 FROM events;"
+    /* An older cutover still writing to this file (the one handing over to this binary) writes
+     * events without a hash; they move the mark, so they read as unchained, not as tampered.
+     * This code inserts its rows with an empty hash and sets the real one in the same
+     * savepoint, so its rows never move the mark. */
+    "CREATE TRIGGER events_unchained AFTER INSERT ON events WHEN NEW.hash IS NULL BEGIN"
+    "  UPDATE chain_mark SET event_id = NEW.id WHERE k = 1 AND event_id < NEW.id;"
+    "END;",
+    /* 6: hold and maintenance (see "holds" at the end of this file): each service's current
+     * state, so that a restart or a successor keeps it, and every action with its actor. */
+    "CREATE TABLE holds ("
+    "  service TEXT PRIMARY KEY NOT NULL,"
+    "  hold_since_ms INTEGER NOT NULL DEFAULT 0,"
+    "  hold_max_ms INTEGER NOT NULL DEFAULT 0,"
+    "  hold_actor TEXT,"
+    "  hold_change INTEGER NOT NULL DEFAULT 0,"
+    "  maintenance_since_ms INTEGER NOT NULL DEFAULT 0,"
+    "  maintenance_message TEXT,"
+    "  maintenance_actor TEXT,"
+    "  updated_ms INTEGER NOT NULL);"
+    "CREATE TABLE actions ("
+    "  id INTEGER PRIMARY KEY,"
+    "  service TEXT NOT NULL,"
+    "  ts_ms INTEGER NOT NULL,"
+    "  kind TEXT NOT NULL,"
+    "  actor TEXT NOT NULL,"
+    "  detail TEXT);"
+    "CREATE INDEX actions_service_id ON actions (service, id);",
 };
 
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
 
 #define BUSY_TIMEOUT_MS 5000
 #define DEFAULT_LIST_LIMIT 100
+
+/* The immutable fields of a change that its first event's hash chains from (chain_genesis).
+ * Not from_version: a scheduled change learns it when it starts. */
+#define CHAIN_CHANGE_COLUMNS "id, service, kind, to_version, actor, created_ms, chain_head"
 
 /* The column order change_read expects. */
 #define CHANGE_COLUMNS                                                                             \
@@ -143,6 +187,10 @@ enum stmt_id {
     ST_CHANGE_LIST_SCHEDULED,
     ST_CHANGE_START_SCHEDULED,
     ST_EVENT_ADD,
+    ST_EVENT_PREV,
+    ST_EVENT_HASH,
+    ST_CHAIN_HEAD,
+    ST_CHANGE_GENESIS,
     ST_EVENT_LIST,
     ST_EVENT_SINCE,
     ST_INSTANCE_PUT,
@@ -213,10 +261,19 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_CHANGE_START_SCHEDULED] = "UPDATE changes SET state = '" STORE_CHANGE_RUNNING
                                   "', from_version = ?2, message = ?3, updated_ms = ?4 "
                                   "WHERE id = ?1 AND state = '" STORE_CHANGE_SCHEDULED "'",
-    [ST_EVENT_ADD] = "INSERT INTO events (change_id, ts_ms, type, message) VALUES (?1, ?2, ?3, ?4)",
-    [ST_EVENT_LIST] = "SELECT id, change_id, ts_ms, type, message FROM events "
+    /* The empty hash is replaced in the same savepoint (store_event_add); a NULL one would move
+     * the chain's mark (migration 5's trigger). */
+    [ST_EVENT_ADD] = "INSERT INTO events (change_id, ts_ms, type, message, hash) "
+                     "VALUES (?1, ?2, ?3, ?4, '')",
+    /* The hash the next event of a change chains from: its newest event's (NULL: none, or
+     * recorded before the chain began; then the change's own fields). */
+    [ST_EVENT_PREV] = "SELECT hash FROM events WHERE change_id = ?1 ORDER BY id DESC LIMIT 1",
+    [ST_EVENT_HASH] = "UPDATE events SET hash = ?2 WHERE id = ?1",
+    [ST_CHAIN_HEAD] = "UPDATE changes SET chain_head = ?2 WHERE id = ?1",
+    [ST_CHANGE_GENESIS] = "SELECT " CHAIN_CHANGE_COLUMNS " FROM changes WHERE id = ?1",
+    [ST_EVENT_LIST] = "SELECT id, change_id, ts_ms, type, message, hash FROM events "
                       "WHERE change_id = ?1 ORDER BY id",
-    [ST_EVENT_SINCE] = "SELECT e.id, e.change_id, e.ts_ms, e.type, e.message FROM events e "
+    [ST_EVENT_SINCE] = "SELECT e.id, e.change_id, e.ts_ms, e.type, e.message, e.hash FROM events e "
                        "JOIN changes c ON c.id = e.change_id "
                        "WHERE e.id > ?1 AND (?3 IS NULL OR c.service = ?3) ORDER BY e.id LIMIT ?2",
 };
@@ -249,6 +306,9 @@ enum {
 };
 
 static void events_announce(struct store *st);
+static int chain_prev(struct store *st, int64_t change_id, char prev[]);
+static void chain_event_hash(const char *prev, int64_t id, int64_t change_id, int64_t ts_ms,
+                             const char *type, const char *message, char out[]);
 static void backup_if_due(struct store *st);
 static void change_ended(struct store *st);
 static void events_drop(struct store *st);
@@ -1080,19 +1140,28 @@ void store_change_list_free(struct store_change *v, size_t n)
 
 /* --- events ------------------------------------------------------------------------------- */
 
-/* type is required (-EINVAL). Returns -ENOENT when change_id names no change. */
+/* type is required (-EINVAL). Returns -ENOENT when change_id names no change. The row and its
+ * hash are written in one savepoint: the hash needs the id SQLite gives the row. */
 int store_event_add(struct store *st, int64_t change_id, const char *type, const char *message)
 {
-    sqlite3_stmt *s = stmt_get(st, ST_EVENT_ADD);
-    int64_t now = store_now_ms();
+    int64_t now = store_now_ms(), id = 0;
+    char prev[STORE_HASH_HEX], hash[STORE_HASH_HEX];
     int rc = 0;
 
     if (type == NULL)
         return set_fail(st, -EINVAL, "event type missing");
+    rc = op_begin(st);
+    if (rc != 0)
+        return rc;
+    rc = chain_prev(st, change_id, prev);
+    if (rc != 0)
+        goto out;
+    sqlite3_stmt *s = stmt_get(st, ST_EVENT_ADD);
     if (sqlite3_bind_int64(s, 1, change_id) != SQLITE_OK ||
         sqlite3_bind_int64(s, 2, now) != SQLITE_OK || bind_text(s, 3, type) != SQLITE_OK ||
         bind_text(s, 4, message) != SQLITE_OK) {
         rc = sql_fail(st);
+        stmt_done(s);
         goto out;
     }
     if (sqlite3_step(s) != SQLITE_DONE) {
@@ -1100,11 +1169,31 @@ int store_event_add(struct store *st, int64_t change_id, const char *type, const
         if (sqlite3_extended_errcode(st->db) == SQLITE_CONSTRAINT_FOREIGNKEY)
             rc = set_fail(st, -ENOENT, "no such change");
     }
-out:
     stmt_done(s);
+    if (rc != 0)
+        goto out;
+    id = sqlite3_last_insert_rowid(st->db);
+    chain_event_hash(prev, id, change_id, now, type, message, hash);
+    s = stmt_get(st, ST_EVENT_HASH);
+    if (sqlite3_bind_int64(s, 1, id) != SQLITE_OK || bind_text(s, 2, hash) != SQLITE_OK) {
+        rc = sql_fail(st);
+        stmt_done(s);
+        goto out;
+    }
+    rc = step_done(st, s);
+    if (rc != 0)
+        goto out;
+    s = stmt_get(st, ST_CHAIN_HEAD);
+    if (sqlite3_bind_int64(s, 1, change_id) != SQLITE_OK || bind_text(s, 2, hash) != SQLITE_OK) {
+        rc = sql_fail(st);
+        stmt_done(s);
+        goto out;
+    }
+    rc = step_done(st, s);
+out:
+    rc = op_end(st, rc);
     if (rc == 0 && events_heard(st)) {
-        struct store_event ev = {sqlite3_last_insert_rowid(st->db), change_id, now, (char *)type,
-                                 (char *)message};
+        struct store_event ev = {id, change_id, now, (char *)type, (char *)message, hash};
         if (sqlite3_get_autocommit(st->db)) {
             events_tell(st, &ev);
         } else {
@@ -1116,6 +1205,7 @@ out:
             }
             ev.type = xstrdup(type);
             ev.message = message ? xstrdup(message) : NULL;
+            ev.hash = xstrdup(hash);
             st->held[st->nheld++] = ev;
         }
     }
@@ -1154,6 +1244,7 @@ static int event_rows(struct store *st, sqlite3_stmt *s, struct store_event **ou
         v[len].ts_ms = sqlite3_column_int64(s, 2);
         v[len].type = column_strdup(s, 3);
         v[len].message = column_strdup(s, 4);
+        v[len].hash = column_strdup(s, 5);
         len++;
     }
     if (step != SQLITE_DONE) {
@@ -1240,6 +1331,7 @@ void store_event_list_free(struct store_event *v, size_t n)
     for (size_t i = 0; i < n; i++) {
         free(v[i].type);
         free(v[i].message);
+        free(v[i].hash);
     }
     free(v);
 }
@@ -1542,6 +1634,22 @@ int store_outbox_counts(struct store *st, int64_t change_id, struct store_outbox
     } else {
         rc = sql_fail(st);
     }
+    sqlite3_finalize(s);
+    return rc;
+}
+
+int store_outbox_pending_total(struct store *st, int64_t *n)
+{
+    sqlite3_stmt *s = NULL;
+    int rc = outbox_prepare(
+        st, "SELECT COUNT(*) FROM outbox WHERE state = '" STORE_OUTBOX_PENDING "'", &s);
+    *n = 0;
+    if (rc != 0)
+        return rc;
+    if (sqlite3_step(s) == SQLITE_ROW)
+        *n = sqlite3_column_int64(s, 0);
+    else
+        rc = sql_fail(st);
     sqlite3_finalize(s);
     return rc;
 }
@@ -1963,6 +2071,443 @@ int store_recover(const char *path, const char *backup, char *what, size_t n)
         snprintf(what, n, "the store %s was corrupt (%s); kept as %s, restored from the backup %s",
                  path, problem, kept, backup);
     return STORE_RECOVER_RESTORED;
+}
+
+/* --- holds ----------------------------------------------------------------------------------- */
+
+/* Prepared per call, like the outbox's: an operator's hold or maintenance is rare. */
+
+int store_hold_get(struct store *st, const char *service, struct store_hold *out)
+{
+    sqlite3_stmt *s = NULL;
+    memset(out, 0, sizeof(*out));
+    int rc = outbox_prepare(st,
+                            "SELECT hold_since_ms, hold_max_ms, hold_actor, hold_change, "
+                            "maintenance_since_ms, maintenance_message, maintenance_actor "
+                            "FROM holds WHERE service = ?1",
+                            &s);
+    if (rc < 0)
+        return rc;
+    if (bind_text(s, 1, service) != SQLITE_OK) {
+        rc = sql_fail(st);
+        goto out;
+    }
+    int step = sqlite3_step(s);
+    if (step == SQLITE_ROW) {
+        out->hold_since_ms = sqlite3_column_int64(s, 0);
+        out->hold_max_ms = (uint64_t)sqlite3_column_int64(s, 1);
+        out->hold_actor = column_strdup(s, 2);
+        out->hold_change = sqlite3_column_int64(s, 3);
+        out->maintenance_since_ms = sqlite3_column_int64(s, 4);
+        out->maintenance_message = column_strdup(s, 5);
+        out->maintenance_actor = column_strdup(s, 6);
+    } else if (step != SQLITE_DONE) {
+        rc = sql_fail(st);
+    }
+out:
+    sqlite3_finalize(s);
+    return rc;
+}
+
+int store_hold_set(struct store *st, const char *service, const struct store_hold *h)
+{
+    sqlite3_stmt *s = NULL;
+    int rc = outbox_prepare(
+        st,
+        "INSERT INTO holds (service, hold_since_ms, hold_max_ms, hold_actor, hold_change, "
+        "maintenance_since_ms, maintenance_message, maintenance_actor, updated_ms) "
+        "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT (service) DO UPDATE SET "
+        "hold_since_ms = excluded.hold_since_ms, hold_max_ms = excluded.hold_max_ms, "
+        "hold_actor = excluded.hold_actor, hold_change = excluded.hold_change, "
+        "maintenance_since_ms = excluded.maintenance_since_ms, "
+        "maintenance_message = excluded.maintenance_message, "
+        "maintenance_actor = excluded.maintenance_actor, updated_ms = excluded.updated_ms",
+        &s);
+    if (rc < 0)
+        return rc;
+    if (bind_text(s, 1, service) != SQLITE_OK ||
+        sqlite3_bind_int64(s, 2, h->hold_since_ms) != SQLITE_OK ||
+        sqlite3_bind_int64(s, 3, (sqlite3_int64)h->hold_max_ms) != SQLITE_OK ||
+        bind_text(s, 4, h->hold_actor) != SQLITE_OK ||
+        sqlite3_bind_int64(s, 5, h->hold_change) != SQLITE_OK ||
+        sqlite3_bind_int64(s, 6, h->maintenance_since_ms) != SQLITE_OK ||
+        bind_text(s, 7, h->maintenance_message) != SQLITE_OK ||
+        bind_text(s, 8, h->maintenance_actor) != SQLITE_OK ||
+        sqlite3_bind_int64(s, 9, store_now_ms()) != SQLITE_OK) {
+        rc = sql_fail(st);
+        sqlite3_finalize(s);
+        return rc;
+    }
+    return outbox_run(st, s);
+}
+
+void store_hold_done(struct store_hold *h)
+{
+    if (h == NULL)
+        return;
+    free(h->hold_actor);
+    free(h->maintenance_message);
+    free(h->maintenance_actor);
+    memset(h, 0, sizeof(*h));
+}
+
+int store_action_add(struct store *st, const char *service, const char *kind, const char *actor,
+                     const char *detail)
+{
+    sqlite3_stmt *s = NULL;
+    int rc = outbox_prepare(st,
+                            "INSERT INTO actions (service, ts_ms, kind, actor, detail) "
+                            "VALUES (?1, ?2, ?3, ?4, ?5)",
+                            &s);
+    if (rc < 0)
+        return rc;
+    if (bind_text(s, 1, service) != SQLITE_OK ||
+        sqlite3_bind_int64(s, 2, store_now_ms()) != SQLITE_OK ||
+        bind_text(s, 3, kind) != SQLITE_OK || bind_text(s, 4, actor) != SQLITE_OK ||
+        bind_text(s, 5, detail) != SQLITE_OK) {
+        rc = sql_fail(st);
+        sqlite3_finalize(s);
+        return rc;
+    }
+    return outbox_run(st, s);
+}
+
+int store_action_list(struct store *st, const char *service, size_t limit,
+                      struct store_action **out, size_t *n)
+{
+    sqlite3_stmt *s = NULL;
+    struct store_action *v = NULL;
+    size_t cnt = 0, cap = 0;
+    *out = NULL;
+    *n = 0;
+    int rc = outbox_prepare(st,
+                            "SELECT id, service, ts_ms, kind, actor, detail FROM actions "
+                            "WHERE ?1 IS NULL OR service = ?1 ORDER BY id DESC LIMIT ?2",
+                            &s);
+    if (rc < 0)
+        return rc;
+    if (bind_text(s, 1, service) != SQLITE_OK ||
+        sqlite3_bind_int64(s, 2, clamp_limit(limit)) != SQLITE_OK) {
+        rc = sql_fail(st);
+        goto out;
+    }
+    for (;;) {
+        int step = sqlite3_step(s);
+        if (step == SQLITE_DONE)
+            break;
+        if (step != SQLITE_ROW) {
+            rc = sql_fail(st);
+            break;
+        }
+        if (cnt == cap) {
+            cap = cap ? cap * 2 : 8;
+            v = xrealloc(v, cap * sizeof(*v));
+        }
+        struct store_action *a = &v[cnt++];
+        a->id = sqlite3_column_int64(s, 0);
+        a->service = column_strdup(s, 1);
+        a->ts_ms = sqlite3_column_int64(s, 2);
+        a->kind = column_strdup(s, 3);
+        a->actor = column_strdup(s, 4);
+        a->detail = column_strdup(s, 5);
+    }
+out:
+    sqlite3_finalize(s);
+    if (rc < 0) {
+        store_action_list_free(v, cnt);
+        return rc;
+    }
+    *out = v;
+    *n = cnt;
+    return 0;
+}
+
+void store_action_list_free(struct store_action *v, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        free(v[i].service);
+        free(v[i].kind);
+        free(v[i].actor);
+        free(v[i].detail);
+    }
+    free(v);
+}
+
+/* --- chain ----------------------------------------------------------------------------------- */
+
+/* Each field goes into the digest as "LENGTH:BYTES" (NULL as "~"), so that no two different
+ * lists of fields give the same input: a message cannot borrow the start of the next field. */
+static void chain_put(EVP_MD_CTX *md, const char *s)
+{
+    if (s == NULL) {
+        EVP_DigestUpdate(md, "~", 1);
+        return;
+    }
+    char len[24];
+    int n = snprintf(len, sizeof(len), "%zu:", strlen(s));
+    EVP_DigestUpdate(md, len, (size_t)n);
+    EVP_DigestUpdate(md, s, strlen(s));
+}
+
+static void chain_put_int(EVP_MD_CTX *md, int64_t v)
+{
+    char num[24];
+    snprintf(num, sizeof(num), "%lld", (long long)v);
+    chain_put(md, num);
+}
+
+/* Starts a SHA-256 over tag (which keeps a change's hash from ever equalling an event's). */
+static EVP_MD_CTX *chain_begin(const char *tag)
+{
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    if (md == NULL || EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1)
+        abort(); /* out of memory, or a libcrypto without SHA-256: nothing sensible to record */
+    chain_put(md, tag);
+    return md;
+}
+
+static void chain_end(EVP_MD_CTX *md, char out[])
+{
+    unsigned char dig[EVP_MAX_MD_SIZE];
+    unsigned len = 0;
+    if (EVP_DigestFinal_ex(md, dig, &len) != 1 || len != 32)
+        abort();
+    EVP_MD_CTX_free(md);
+    for (unsigned i = 0; i < len; i++)
+        snprintf(out + 2 * i, 3, "%02x", dig[i]);
+}
+
+/* The hash the first event of a change chains from, over the change's immutable fields as
+ * selected by CHAIN_CHANGE_COLUMNS in row s. */
+static void chain_genesis(sqlite3_stmt *s, char out[])
+{
+    EVP_MD_CTX *md = chain_begin("cutover-change-1");
+    chain_put_int(md, sqlite3_column_int64(s, 0));
+    for (int col = 1; col <= 4; col++)
+        chain_put(md, (const char *)sqlite3_column_text(s, col));
+    chain_put_int(md, sqlite3_column_int64(s, 5));
+    chain_end(md, out);
+}
+
+static void chain_event_hash(const char *prev, int64_t id, int64_t change_id, int64_t ts_ms,
+                             const char *type, const char *message, char out[])
+{
+    EVP_MD_CTX *md = chain_begin("cutover-event-1");
+    chain_put(md, prev);
+    chain_put_int(md, id);
+    chain_put_int(md, change_id);
+    chain_put_int(md, ts_ms);
+    chain_put(md, type);
+    chain_put(md, message);
+    chain_end(md, out);
+}
+
+/* Reads the genesis hash of change_id into out, and into head (when not NULL) the hash of its
+ * newest event as the change records it ("" when none is); -ENOENT when there is no such
+ * change. */
+static int chain_genesis_of(struct store *st, int64_t change_id, char out[], char head[])
+{
+    sqlite3_stmt *s = stmt_get(st, ST_CHANGE_GENESIS);
+    int rc = 0;
+    if (sqlite3_bind_int64(s, 1, change_id) != SQLITE_OK) {
+        rc = sql_fail(st);
+        goto out;
+    }
+    switch (sqlite3_step(s)) {
+    case SQLITE_ROW:
+        chain_genesis(s, out);
+        if (head != NULL) {
+            const char *h = (const char *)sqlite3_column_text(s, 6);
+            snprintf(head, STORE_HASH_HEX, "%s", h != NULL ? h : "");
+        }
+        break;
+    case SQLITE_DONE:
+        rc = set_fail(st, -ENOENT, "no such change");
+        break;
+    default:
+        rc = sql_fail(st);
+        break;
+    }
+out:
+    stmt_done(s);
+    return rc;
+}
+
+/* The hash the next event of change_id chains from. */
+static int chain_prev(struct store *st, int64_t change_id, char prev[])
+{
+    sqlite3_stmt *s = stmt_get(st, ST_EVENT_PREV);
+    int rc = 0, found = 0;
+    if (sqlite3_bind_int64(s, 1, change_id) != SQLITE_OK) {
+        rc = sql_fail(st);
+        goto out;
+    }
+    switch (sqlite3_step(s)) {
+    case SQLITE_ROW: {
+        const char *h = (const char *)sqlite3_column_text(s, 0);
+        if (h != NULL) {
+            snprintf(prev, STORE_HASH_HEX, "%s", h);
+            found = 1;
+        }
+        break;
+    }
+    case SQLITE_DONE:
+        break;
+    default:
+        rc = sql_fail(st);
+        break;
+    }
+out:
+    stmt_done(s);
+    if (rc == 0 && !found)
+        rc = chain_genesis_of(st, change_id, prev, NULL);
+    return rc;
+}
+
+int store_chain_mark(struct store *st, int64_t *since_ms, int64_t *last_unchained)
+{
+    sqlite3_stmt *s = NULL;
+    int rc = outbox_prepare(st, "SELECT since_ms, event_id FROM chain_mark WHERE k = 1", &s);
+    *since_ms = 0;
+    *last_unchained = 0;
+    if (rc != 0)
+        return rc;
+    int step = sqlite3_step(s);
+    if (step == SQLITE_ROW) {
+        *since_ms = sqlite3_column_int64(s, 0);
+        *last_unchained = sqlite3_column_int64(s, 1);
+    } else if (step != SQLITE_DONE) {
+        rc = sql_fail(st);
+    }
+    sqlite3_finalize(s);
+    return rc;
+}
+
+/* Marks ev as the first that does not match, with why. */
+static void chain_break(struct store_chain *out, const struct store_event *ev, const char *why)
+{
+    out->broken = 1;
+    out->bad_event = ev->id;
+    out->bad_ts_ms = ev->ts_ms;
+    snprintf(out->bad_type, sizeof(out->bad_type), "%s", ev->type ? ev->type : "");
+    snprintf(out->why, sizeof(out->why), "%s", why);
+}
+
+int store_chain_verify(struct store *st, int64_t change_id, struct store_chain *out)
+{
+    struct store_event *ev = NULL;
+    size_t n = 0;
+    int64_t since_ms, mark;
+    char prev[STORE_HASH_HEX], want[STORE_HASH_HEX], head[STORE_HASH_HEX];
+
+    memset(out, 0, sizeof(*out));
+    out->change_id = change_id;
+    int rc = store_chain_mark(st, &since_ms, &mark);
+    if (rc == 0)
+        rc = chain_genesis_of(st, change_id, prev, head);
+    if (rc == 0)
+        rc = store_event_list(st, change_id, &ev, &n);
+    if (rc != 0)
+        return rc;
+    out->events = n;
+    for (size_t i = 0; i < n; i++) {
+        /* Older than the chain (or written by an older cutover during the hand-over to this
+         * one): nothing to check it against. Such events only ever come before the chained
+         * ones of a change. */
+        if (ev[i].hash == NULL && ev[i].id <= mark && out->chained == 0) {
+            out->unchained++;
+            continue;
+        }
+        if (ev[i].hash == NULL) {
+            chain_break(out, &ev[i],
+                        out->chained > 0
+                            ? "it has no hash, but comes after chained events: it was added, or "
+                              "its hash removed"
+                            : "it has no hash, but was recorded after the chain began");
+            break;
+        }
+        chain_event_hash(prev, ev[i].id, ev[i].change_id, ev[i].ts_ms, ev[i].type, ev[i].message,
+                         want);
+        if (strcmp(want, ev[i].hash) != 0) {
+            chain_break(out, &ev[i],
+                        out->chained == 0
+                            ? "its fields or the change's own (service, kind, versions, actor, "
+                              "creation time) were altered"
+                            : "its fields or its hash were altered, or an event before it was "
+                              "removed");
+            break;
+        }
+        out->chained++;
+        snprintf(prev, sizeof(prev), "%s", ev[i].hash);
+    }
+    /* The walk ended where the change says its chain ends, or events were cut off its end. */
+    if (!out->broken && head[0] != '\0' && (out->chained == 0 || strcmp(prev, head) != 0)) {
+        out->broken = 1;
+        if (n > 0) {
+            chain_break(out, &ev[n - 1],
+                        "the change's chain goes on after this event: the events after it were "
+                        "removed");
+        } else {
+            snprintf(out->why, sizeof(out->why),
+                     "the change has a chain but no event: its events were removed");
+        }
+    }
+    store_event_list_free(ev, n);
+    return 0;
+}
+
+int store_change_ids(struct store *st, int64_t **out, size_t *n)
+{
+    sqlite3_stmt *s = NULL;
+    int64_t *v = NULL;
+    size_t len = 0, cap = 0;
+    int step, rc = outbox_prepare(st, "SELECT id FROM changes ORDER BY id", &s);
+
+    *out = NULL;
+    *n = 0;
+    if (rc != 0)
+        return rc;
+    while ((step = sqlite3_step(s)) == SQLITE_ROW) {
+        if (len == cap) {
+            cap = cap ? cap * 2 : 64;
+            v = xrealloc(v, cap * sizeof(*v));
+        }
+        v[len++] = sqlite3_column_int64(s, 0);
+    }
+    if (step != SQLITE_DONE) {
+        rc = sql_fail(st);
+        free(v);
+        v = NULL;
+        len = 0;
+    }
+    sqlite3_finalize(s);
+    *out = v;
+    *n = len;
+    return rc;
+}
+
+/* Prepared per call: the delivery figures are asked for by a person, not on any hot path. */
+int store_change_list_since(struct store *st, const char *service, int64_t since_ms, size_t limit,
+                            struct store_change **out, size_t *n)
+{
+    sqlite3_stmt *s = NULL;
+    int rc = outbox_prepare(st,
+                            "SELECT " CHANGE_COLUMNS " FROM changes WHERE created_ms >= ?1 "
+                            "AND (?2 IS NULL OR service = ?2) ORDER BY id LIMIT ?3",
+                            &s);
+    *out = NULL;
+    *n = 0;
+    if (rc != 0)
+        return rc;
+    if (sqlite3_bind_int64(s, 1, since_ms) != SQLITE_OK || bind_text(s, 2, service) != SQLITE_OK ||
+        sqlite3_bind_int64(s, 3, limit == 0 ? INT64_MAX : clamp_limit(limit)) != SQLITE_OK) {
+        rc = sql_fail(st);
+        sqlite3_finalize(s);
+        return rc;
+    }
+    rc = change_collect(st, s, out, n);
+    sqlite3_finalize(s);
+    return rc;
 }
 
 /* --- audit log ------------------------------------------------------------------------------ */

@@ -90,7 +90,12 @@ struct store_event {
     int64_t ts_ms;
     char *type; /* e.g. "created", "health", "switched", "failed" */
     char *message;
+    char *hash; /* the event's link in its change's hash chain (hex), NULL when recorded before
+                   the chain began (schema 5) */
 };
+
+/* A SHA-256 in hex with its NUL. */
+#define STORE_HASH_HEX 65
 
 /* Inserts c (id, created/updated/ended are set by the store; c->id is set on return). */
 int store_change_insert(struct store *st, struct store_change *c);
@@ -110,6 +115,12 @@ int store_change_get(struct store *st, int64_t id, struct store_change *out);
 int store_change_list(struct store *st, const char *service, size_t limit,
                       struct store_change **out, size_t *n);
 
+/* Lists the changes created at or after since_ms (Unix ms), oldest first, of service (or all
+ * when NULL), at most limit (0: no limit): the history the delivery figures are taken from.
+ * Free with store_change_list_free. */
+int store_change_list_since(struct store *st, const char *service, int64_t since_ms, size_t limit,
+                            struct store_change **out, size_t *n);
+
 /* Lists the changes in state "running" (oldest first), for recovery after a restart. */
 int store_change_list_running(struct store *st, struct store_change **out, size_t *n);
 
@@ -127,7 +138,11 @@ void store_change_done(struct store_change *c);
 /* Frees an array from store_change_list*. */
 void store_change_list_free(struct store_change *v, size_t n);
 
-/* Appends an event to the timeline of change_id (ts_ms = now). */
+/* Appends an event to the timeline of change_id (ts_ms = now), with its hash: SHA-256 over the
+ * hash of the change's previous event (the first chains from a hash of the change's immutable
+ * fields: id, service, kind, to, actor, created_ms; not from, which a scheduled change learns
+ * when it starts) and the event's own fields (id,
+ * change_id, ts_ms, type, message); see docs/internals/store.md "The hash chain". */
 int store_event_add(struct store *st, int64_t change_id, const char *type, const char *message);
 
 /* Lists the events of change_id, oldest first; free with store_event_list_free. */
@@ -152,6 +167,38 @@ typedef void (*store_event_fn)(void *ctx, const struct store_event *ev);
  * STORE_MAX_LISTENERS. Remove it with the same fn and ctx. */
 int store_add_listener(struct store *st, store_event_fn fn, void *ctx);
 void store_remove_listener(struct store *st, store_event_fn fn, void *ctx);
+
+/* --- the hash chain ---------------------------------------------------------------------- */
+
+/* What store_chain_verify found in one change's events. */
+struct store_chain {
+    int64_t change_id;
+    size_t events;    /* all of the change's events */
+    size_t chained;   /* those checked against their hash */
+    size_t unchained; /* recorded before the chain began: no hash, not checked */
+    /* 1 when the chain does not match: bad_event is the first event that does not (0 when
+     * every event of the change was removed), with its type and time, and why (a sentence). */
+    int broken;
+    int64_t bad_event;
+    int64_t bad_ts_ms;
+    char bad_type[65];
+    char why[256];
+};
+
+/* Recomputes the hash chain of change_id's events and compares it with the stored hashes. An
+ * event without a hash recorded after the chain began, or one whose hash differs from the one
+ * its fields and its predecessor give, stops the walk (out->bad_event); so does a chain that
+ * ends before the newest link the change recorded (events removed from its end: the last event
+ * left is named). Returns 0 (whether
+ * intact or not), -ENOENT when the change does not exist, -EIO on a store failure. */
+int store_chain_verify(struct store *st, int64_t change_id, struct store_chain *out);
+
+/* When this store began chaining events (Unix ms) and the last event recorded before that (0:
+ * none). */
+int store_chain_mark(struct store *st, int64_t *since_ms, int64_t *last_unchained);
+
+/* Lists the ids of every change, oldest first, into a heap array (free()). */
+int store_change_ids(struct store *st, int64_t **out, size_t *n);
 
 /* --- managed instances ----------------------------------------------------------------------- */
 
@@ -288,8 +335,57 @@ struct store_outbox_counts {
 /* Counts the deliveries of change_id's events by state. Free out->last_error. */
 int store_outbox_counts(struct store *st, int64_t change_id, struct store_outbox_counts *out);
 
+/* Counts the deliveries of every change still pending (for /metrics). */
+int store_outbox_pending_total(struct store *st, int64_t *n);
+
 /* Frees the strings of o (not o). NULL is a no-op. */
 void store_outbox_done(struct store_outbox *o);
+
+/* --- hold and maintenance -------------------------------------------------------------------- */
+
+/* A service's hold and maintenance as `cutover hold` and `cutover maintenance` left them, so
+ * that a restart and a successor keep them (rollout/hold.c). */
+struct store_hold {
+    int64_t hold_since_ms; /* Unix ms the hold began; 0: not held */
+    uint64_t hold_max_ms;  /* how long each request may wait */
+    char *hold_actor;      /* who holds it */
+    int64_t hold_change;   /* the change whose `deploy --hold` holds it; 0: an operator's hold */
+    int64_t maintenance_since_ms; /* 0: not in maintenance */
+    char *maintenance_message;    /* may be NULL */
+    char *maintenance_actor;
+};
+
+/* Reads service's state into *out (zeroed when none was ever recorded: neither held nor in
+ * maintenance). Free it with store_hold_done. */
+int store_hold_get(struct store *st, const char *service, struct store_hold *out);
+
+/* Records service's state (replacing the last). */
+int store_hold_set(struct store *st, const char *service, const struct store_hold *h);
+
+/* Frees the strings of h and zeroes it. NULL is a no-op. */
+void store_hold_done(struct store_hold *h);
+
+/* An operator's action on a service that is not a change: "hold", "release", "maintenance_on",
+ * "maintenance_off", each with its actor and a sentence. */
+struct store_action {
+    int64_t id;
+    char *service;
+    int64_t ts_ms;
+    char *kind;
+    char *actor;
+    char *detail; /* may be NULL */
+};
+
+/* Appends an action (ts_ms = now). */
+int store_action_add(struct store *st, const char *service, const char *kind, const char *actor,
+                     const char *detail);
+
+/* Lists at most limit (0 = 100) actions of service (NULL: every service), newest first. Free
+ * with store_action_list_free. */
+int store_action_list(struct store *st, const char *service, size_t limit,
+                      struct store_action **out, size_t *n);
+
+void store_action_list_free(struct store_action *v, size_t n);
 
 /* --- audit log: every admin API action and every refused attempt (docs/api.md "Audit") --- */
 

@@ -6,6 +6,8 @@ shared with its group by admin.socket_group."""
 import json
 import os
 import shutil
+import signal
+import time
 import subprocess
 import tempfile
 
@@ -162,3 +164,36 @@ def test_bad_people_config_is_refused_naming_the_key(backend, daemon, text, need
     r = subprocess.run([str(BIN), "check", "-c", str(d.cfg)], capture_output=True, text=True,
                        timeout=10)
     assert r.returncode == 2 and needle in r.stderr and "cutover.yml:" in r.stderr, r.stderr
+
+
+def test_reload_and_upgrade_are_in_the_audit_log(backend, daemon):
+    d = daemon([backend("v1")])
+    d.start(expect="v1\n")
+    try:
+        for cmd in (["reload"], ["upgrade"]):
+            r = d.cli(*cmd)
+            assert r.returncode == 0, r.stdout + r.stderr
+        lines = wait_audit(d, 2)
+        assert [(l["path"], l["status"]) for l in lines] == [("/api/v1/reload", 200),
+                                                             ("/api/v1/upgrade", 200)], lines
+    finally:
+        # Each hand-over leaves a successor that is not this test's child: stop it by pid.
+        st, body = d.api("GET", "/api/v1/health")
+        if st == 200 and body.get("pid") not in (None, d.proc.pid):
+            os.kill(body["pid"], signal.SIGTERM)
+            for _ in range(100):
+                try:
+                    os.kill(body["pid"], 0)
+                except ProcessLookupError:
+                    break
+                time.sleep(0.05)
+
+
+def wait_audit(d, n, secs=10):
+    import time
+    deadline = time.monotonic() + secs
+    while True:
+        lines = audit(d)
+        if len(lines) >= n or time.monotonic() > deadline:
+            return lines
+        time.sleep(0.2)

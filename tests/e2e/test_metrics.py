@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from conftest import BIN, body_of, live_name
+from conftest import BIN, body_of, free_port, live_name
 from progressive_util import progress_of, wait_for
 
 PLAN = "plans:\n  hold:\n    steps: [{weight: 30}, {pause: {}}, {weight: 100}]\n"
@@ -227,3 +227,37 @@ def test_metrics_keep_the_last_eight_versions_of_a_service(backend, daemon):
             if l.get("service") == "web"}
     assert len(seen) == 8 and "r9" in seen and "v1" not in seen, seen
     assert seen == set(names[2:]), seen
+
+
+def test_gate_verdicts_and_waiting_notifications_are_gauges(backend, daemon):
+    """The last verdict of each gate the running plan checks, and the webhook deliveries still
+    waiting (here to a receiver that is down), both pass promtool."""
+    v1, v2 = backend("v1"), backend("v2")
+    dead = free_port()
+    d = daemon([v1], service_extra=STICKY, top_extra=(
+        f"notify: {{webhooks: [{{url: 'http://127.0.0.1:{dead}/'}}]}}\n"
+        "plans:\n  gated:\n    steps: [{weight: 50}, {pause: 1m}, {weight: 100}]\n"
+        "    analysis: {interval: 300ms, min_requests: 20, max_error_rate: 0.2}\n"))
+    d.start(expect="v1\n")
+    r = d.cli("deploy", "web", "v2", "--target", v2.addr, "--plan", "gated", timeout=30)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+    def gate():
+        c = http.client.HTTPConnection("127.0.0.1", d.port, timeout=5)
+        for i in range(60):
+            c.request("GET", "/", headers={"X-User-Id": f"u{i}"})
+            c.getresponse().read()
+        c.close()
+        return {(l["gate"], l["verdict"]): v for l, v in
+                samples(metrics(d), "cutover_change_gate") if l.get("service") == "web"}
+    wait_for(lambda: gate().get(("max_error_rate", "pass")) == 1, 15, "a passing error gate")
+    g = gate()
+    assert g[("max_error_rate", "fail")] == 0 and ("max_p99_latency_ms", "pass") not in g, g
+    text = metrics(d)
+    m = re.search(r"^cutover_notify_pending (\d+)$", text, re.M)
+    assert m and int(m.group(1)) >= 1, text
+    if shutil.which("promtool"):
+        p = subprocess.run(["promtool", "check", "metrics"], input=text, text=True,
+                           capture_output=True)
+        assert p.returncode == 0, p.stdout + p.stderr
+    d.cli("abort", "web")

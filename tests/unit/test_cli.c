@@ -77,6 +77,77 @@ static void test_parse_deploy_full(void **state)
     cli_args_done(&a);
 }
 
+/* hold, release, maintenance and deploy --hold (issue 17): what is checked before the daemon. */
+static void test_parse_hold_and_maintenance(void **state)
+{
+    struct cli_args a;
+    char err[256];
+
+    (void)state;
+    assert_int_equal(PARSE(&a, err, "hold", "web"), 0);
+    assert_int_equal(a.cmd, CLI_CMD_HOLD);
+    assert_string_equal(a.service, "web");
+    assert_int_equal(a.max_ms, 0); /* the daemon's default */
+    cli_args_done(&a);
+    assert_int_equal(PARSE(&a, err, "hold", "--max", "1m30s", "web"), 0);
+    assert_int_equal(a.max_ms, 90000);
+    cli_args_done(&a);
+    assert_int_equal(PARSE(&a, err, "hold", "web", "--max", "5parsecs"), -EINVAL);
+    assert_non_null(strstr(err, "--max must be a duration"));
+    cli_args_done(&a);
+    assert_int_equal(PARSE(&a, err, "hold", "web", "--max", "0s"), -EINVAL);
+    cli_args_done(&a);
+    assert_int_equal(PARSE(&a, err, "hold", "web", "--max", "61m"), -EINVAL);
+    assert_non_null(strstr(err, "at most 1h"));
+    cli_args_done(&a);
+    assert_int_equal(PARSE(&a, err, "hold"), -EINVAL);
+    assert_non_null(strstr(err, "missing SERVICE"));
+    cli_args_done(&a);
+    assert_int_equal(PARSE(&a, err, "release", "web", "--max", "1s"), -EINVAL);
+    assert_non_null(strstr(err, "does not apply"));
+    cli_args_done(&a);
+    assert_int_equal(PARSE(&a, err, "maintenance", "web", "on", "--message", "back at 2"), 0);
+    assert_int_equal(a.cmd, CLI_CMD_MAINTENANCE);
+    assert_int_equal(a.on, 1);
+    assert_string_equal(a.message, "back at 2");
+    cli_args_done(&a);
+    assert_int_equal(PARSE(&a, err, "maintenance", "web", "off"), 0);
+    assert_int_equal(a.on, 0);
+    cli_args_done(&a);
+    assert_int_equal(PARSE(&a, err, "maintenance", "web"), -EINVAL);
+    assert_non_null(strstr(err, "missing on or off"));
+    cli_args_done(&a);
+    assert_int_equal(PARSE(&a, err, "maintenance", "web", "On"), -EINVAL);
+    assert_non_null(strstr(err, "expected on or off"));
+    cli_args_done(&a);
+    assert_int_equal(PARSE(&a, err, "maintenance", "web", "off", "--message", "x"), -EINVAL);
+    cli_args_done(&a);
+    assert_int_equal(PARSE(&a, err, "deploy", "web", "v2", "--target", "127.0.0.1:9", "--hold"), 0);
+    assert_int_equal(a.hold, 1);
+    cli_args_done(&a);
+    assert_int_equal(PARSE(&a, err, "rollback", "web", "--hold"), -EINVAL);
+    cli_args_done(&a);
+}
+
+/* status shows a hold and a maintenance, with who and since when; free text is made safe. */
+static void test_render_hold_and_maintenance(void **state)
+{
+    (void)state;
+    char *out = render(cli_render_status,
+                       "{\"name\": \"web\", \"protocol\": \"http\", \"listen\": \"x:1\","
+                       " \"live\": null, \"previous\": null, \"change\": null,"
+                       " \"hold\": {\"since\": \"2026-12-06T10:00:00.000Z\", \"max_ms\": 20000,"
+                       " \"actor\": \"alice\", \"change\": null},"
+                       " \"maintenance\": {\"since\": \"2026-12-06T10:01:00.000Z\","
+                       " \"message\": \"db\\u001b[2J\", \"actor\": \"bob\"}}");
+    assert_non_null(strstr(out, "HELD:"));
+    assert_non_null(strstr(out, "at most 20s (by alice)"));
+    assert_non_null(strstr(out, "MAINTENANCE:"));
+    assert_non_null(strstr(out, "(by bob)"));
+    assert_null(strchr(out, 0x1b));
+    free(out);
+}
+
 /* deploy's governance options and the plan command (issue 15). */
 static void test_parse_governance(void **state)
 {
@@ -598,11 +669,107 @@ static void test_log_name_parse(void **state)
     assert_int_equal(cli_log_name_parse("v2-0.log", ver, 2, &idx), 0); /* no room */
 }
 
+static void test_parse_knowledge(void **state)
+{
+    struct cli_args a;
+    char err[256];
+
+    (void)state;
+    assert_int_equal(PARSE(&a, err, "note", "12", "cache warm-up was too short"), 0);
+    assert_int_equal(a.cmd, CLI_CMD_NOTE);
+    assert_int_equal(a.change_id, 12);
+    assert_string_equal(a.text, "cache warm-up was too short");
+    cli_args_done(&a);
+    assert_int_equal(PARSE(&a, err, "note", "12"), -EINVAL);
+    assert_non_null(strstr(err, "missing TEXT"));
+    cli_args_done(&a);
+    assert_int_equal(PARSE(&a, err, "stats", "web", "--since", "7d", "--json"), 0);
+    assert_int_equal(a.cmd, CLI_CMD_STATS);
+    assert_string_equal(a.service, "web");
+    assert_string_equal(a.since, "7d");
+    assert_int_equal(a.json, 1);
+    cli_args_done(&a);
+    assert_int_equal(PARSE(&a, err, "stats", "--since", "soon"), -EINVAL);
+    assert_non_null(strstr(err, "--since must be a duration"));
+    cli_args_done(&a);
+    assert_int_equal(PARSE(&a, err, "deploy", "web", "v2", "--since", "1d"), -EINVAL);
+    cli_args_done(&a);
+    assert_int_equal(PARSE(&a, err, "verify"), 0);
+    assert_int_equal(a.cmd, CLI_CMD_VERIFY);
+    assert_int_equal(a.change_id, 0);
+    cli_args_done(&a);
+    assert_int_equal(PARSE(&a, err, "verify", "7"), 0);
+    assert_int_equal(a.change_id, 7);
+    cli_args_done(&a);
+    assert_int_equal(PARSE(&a, err, "verify", "-3"), -EINVAL);
+    cli_args_done(&a);
+}
+
+static int verify_rc;
+
+static void render_verify(FILE *f, const json_t *j)
+{
+    verify_rc = cli_render_verify(f, j);
+}
+
+static void test_render_verify(void **state)
+{
+    (void)state;
+    char *out = render(render_verify, "{\"change\": 3, \"events\": 7, \"chained\": 7, "
+                                      "\"unchained\": 0, \"intact\": true, \"first_bad\": null, "
+                                      "\"chained_since\": \"2026-12-01T00:00:00.000Z\"}");
+    assert_string_equal(out, "change 3: 7 events, chain intact\n");
+    assert_int_equal(verify_rc, 0);
+    free(out);
+    /* A tampered type is free text: escaped, not sent to the terminal as it is. */
+    out = render(render_verify,
+                 "{\"change\": 3, \"events\": 7, \"chained\": 1, \"unchained\": 0, \"intact\": "
+                 "false, \"first_bad\": {\"id\": 15, \"type\": \"sw\\u001b[2Jitched\", \"ts\": "
+                 "\"2026-12-01T00:00:01.000Z\", \"why\": \"its fields were altered\"}}");
+    assert_string_equal(out, "change 3: event 15 (sw\\x1b[2Jitched, 2026-12-01T00:00:01.000Z) "
+                             "does not match the chain: its fields were altered\n");
+    assert_int_equal(verify_rc, 1);
+    free(out);
+    out = render(render_verify, "{\"changes\": [{\"change\": 1, \"events\": 2, \"chained\": 0, "
+                                "\"unchained\": 2, \"first_bad\": null}, {\"change\": 2, "
+                                "\"events\": 3, \"chained\": 3, \"unchained\": 0, \"first_bad\": "
+                                "null}], \"events\": 5, \"unchained\": 2, \"intact\": true, "
+                                "\"chained_since\": \"2026-12-01T00:00:00.000Z\"}");
+    assert_string_equal(out, "change 1: 2 events, not chained (recorded before "
+                             "2026-12-01T00:00:00.000Z, when this store began chaining)\n"
+                             "2 changes, 5 events, chain intact (2 recorded before "
+                             "2026-12-01T00:00:00.000Z, not chained)\n");
+    assert_int_equal(verify_rc, 0);
+    free(out);
+}
+
+static void test_render_stats(void **state)
+{
+    (void)state;
+    char *out = render(
+        cli_render_stats,
+        "{\"service\": \"web\", \"since\": \"2026-11-07T00:00:00.000Z\", \"window_days\": 30.0, "
+        "\"deploys\": {\"ended\": 4, \"completed\": 3, \"failed\": 0, \"rolled_back\": 1, "
+        "\"undone_later\": 1}, \"deploys_per_day\": 0.1, \"failures\": 2, "
+        "\"change_failure_rate\": 0.5, \"time_to_restore_ms\": {\"count\": 2, \"median\": 1500, "
+        "\"worst\": 95250, \"open\": 1}, \"time_to_full_traffic_ms\": {\"count\": 3, "
+        "\"median\": 12000, \"worst\": 30000}}");
+    assert_string_equal(
+        out, "delivery figures for web, last 30d (since 2026-11-07T00:00:00.000Z)\n"
+             "  deployment frequency   0.10 a day (3 deploys completed)\n"
+             "  change failure rate    50% (2 of 4 deploys failed or were rolled back)\n"
+             "  time to restore        median 1.5s, worst 1m35s (2 restores; 1 service still "
+             "down)\n"
+             "  time to full traffic   median 12s, worst 30s (3 deploys)\n");
+    free(out);
+}
+
 static void test_usage_lists_every_command(void **state)
 {
     static const char *const cmds[] = {
-        "serve",    "check",   "deploy", "status",  "promote", "pause",  "resume", "abort",
-        "rollback", "upgrade", "reload", "approve", "history", "report", "demo",   "logs"};
+        "serve",    "check",   "deploy", "status",  "promote", "pause",      "resume", "abort",
+        "rollback", "upgrade", "reload", "approve", "history", "report",     "demo",   "logs",
+        "note",     "stats",   "verify", "hold",    "release", "maintenance"};
     char *buf = NULL;
     size_t len = 0;
     FILE *f = open_memstream(&buf, &len);
@@ -628,6 +795,9 @@ int main(void)
         cmocka_unit_test(test_parse_help_and_version),
         cmocka_unit_test(test_parse_errors),
         cmocka_unit_test(test_parse_logs),
+        cmocka_unit_test(test_parse_knowledge),
+        cmocka_unit_test(test_render_verify),
+        cmocka_unit_test(test_render_stats),
         cmocka_unit_test(test_log_name_parse),
         cmocka_unit_test(test_exit_for_http),
         cmocka_unit_test(test_exit_for_state),
@@ -640,6 +810,8 @@ int main(void)
         cmocka_unit_test(test_render_unsaved_end),
         cmocka_unit_test(test_render_report_md),
         cmocka_unit_test(test_usage_lists_every_command),
+        cmocka_unit_test(test_parse_hold_and_maintenance),
+        cmocka_unit_test(test_render_hold_and_maintenance),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

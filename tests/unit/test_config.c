@@ -1542,10 +1542,47 @@ static void test_every_truncation(void **state)
     }
 }
 
+/* One wording of a step for events, status, check and the written plan. */
+static void test_step_describe(void **state)
+{
+    (void)state;
+    struct config *cfg = load_ok("state_dir: /tmp\n"
+                                 "plans:\n"
+                                 "  p:\n"
+                                 "    steps:\n"
+                                 "      - test: {command: [./smoke.sh, --fast], timeout: 1m}\n"
+                                 "      - pilot: {header: \"X-Cohort: pilot\", duration: 60s}\n"
+                                 "      - pilot: {cookie: \"beta=1\", duration: 1s}\n"
+                                 "      - pilot: {source: 10.0.0.0/8, duration: 2m}\n"
+                                 "      - weight: 10\n"
+                                 "      - pause: {}\n"
+                                 "      - pause: 30s\n"
+                                 "      - approval: {approvers: [lead, alice], count: 1}\n");
+    const struct config_plan *p = config_plan_find(cfg, "p");
+    static const char *const want[] = {
+        "test ./smoke.sh --fast (timeout 1m)",
+        "pilot header X-Cohort: pilot for 1m",
+        "pilot cookie beta=1 for 1s",
+        "pilot source 10.0.0.0/8 for 2m",
+        "weight 10%",
+        "pause until promoted",
+        "pause 30s",
+        "approval by 1 of lead, alice",
+    };
+    char buf[128];
+    assert_int_equal(p->nsteps, 8);
+    for (size_t i = 0; i < p->nsteps; i++)
+        assert_string_equal(config_step_describe(&p->steps[i], buf, sizeof(buf)), want[i]);
+    char tiny[8];
+    assert_string_equal(config_step_describe(&p->steps[0], tiny, sizeof(tiny)), "test ./");
+    config_free(cfg);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_full_config_top),
+        cmocka_unit_test(test_step_describe),
         cmocka_unit_test(test_tokens_file_errors),
         cmocka_unit_test(test_webhooks),
         cmocka_unit_test(test_full_config_service),

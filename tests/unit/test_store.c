@@ -121,7 +121,7 @@ static void test_open_creates_private_wal_file(void **state)
     /* The WAL file exists while a handle is open and inherits the database's mode. */
     assert_int_equal(stat(db_path("open.db-wal"), &sb), 0);
     assert_int_equal(sb.st_mode & 0777, 0600);
-    assert_int_equal(raw_int(db_path("open.db"), "PRAGMA user_version"), 4);
+    assert_int_equal(raw_int(db_path("open.db"), "PRAGMA user_version"), 6);
     assert_int_equal(
         raw_int(db_path("open.db"), "SELECT journal_mode = 'wal' FROM pragma_journal_mode"), 1);
     assert_int_equal(raw_int(db_path("open.db"),
@@ -147,7 +147,7 @@ static void test_reopen_keeps_data_and_schema(void **state)
     assert_null(prev);
     free(live);
     store_free(st);
-    assert_int_equal(raw_int(db_path("reopen.db"), "PRAGMA user_version"), 4);
+    assert_int_equal(raw_int(db_path("reopen.db"), "PRAGMA user_version"), 6);
 }
 
 static void test_open_existing_empty_file(void **state)
@@ -229,6 +229,58 @@ static void test_instances_put_list_delete(void **state)
     assert_int_equal(store_instance_list(st, "web", "v2", &v, &n), 0);
     assert_int_equal(n, 1);
     free(v);
+    store_free(st);
+}
+
+/* Hold and maintenance are kept for a restart, and each action with its actor (issue 17). */
+static void test_hold_state_and_actions(void **state)
+{
+    (void)state;
+    struct store *st = open_ok("hold.db");
+    struct store_hold h;
+    assert_int_equal(store_hold_get(st, "web", &h), 0);
+    assert_int_equal(h.hold_since_ms, 0); /* never recorded: neither held nor in maintenance */
+    assert_null(h.hold_actor);
+    struct store_hold set = {.hold_since_ms = 1000,
+                             .hold_max_ms = 30000,
+                             .hold_actor = (char *)"alice",
+                             .hold_change = 7,
+                             .maintenance_since_ms = 2000,
+                             .maintenance_message = (char *)"back at 2",
+                             .maintenance_actor = (char *)"bob"};
+    assert_int_equal(store_hold_set(st, "web", &set), 0);
+    assert_int_equal(store_action_add(st, "web", "hold", "alice", "held"), 0);
+    assert_int_equal(store_action_add(st, "api", "maintenance_on", "bob", NULL), 0);
+    store_free(st);
+    st = open_ok("hold.db");
+    assert_int_equal(store_hold_get(st, "web", &h), 0);
+    assert_int_equal(h.hold_since_ms, 1000);
+    assert_int_equal(h.hold_max_ms, 30000);
+    assert_string_equal(h.hold_actor, "alice");
+    assert_int_equal(h.hold_change, 7);
+    assert_int_equal(h.maintenance_since_ms, 2000);
+    assert_string_equal(h.maintenance_message, "back at 2");
+    assert_string_equal(h.maintenance_actor, "bob");
+    store_hold_done(&h);
+    /* A release replaces the row. */
+    struct store_hold off = {0};
+    assert_int_equal(store_hold_set(st, "web", &off), 0);
+    assert_int_equal(store_hold_get(st, "web", &h), 0);
+    assert_int_equal(h.hold_since_ms, 0);
+    assert_null(h.maintenance_message);
+    store_hold_done(&h);
+    struct store_action *v = NULL;
+    size_t n = 0;
+    assert_int_equal(store_action_list(st, NULL, 0, &v, &n), 0);
+    assert_int_equal(n, 2);
+    assert_string_equal(v[0].kind, "maintenance_on"); /* newest first */
+    assert_null(v[0].detail);
+    assert_string_equal(v[1].actor, "alice");
+    store_action_list_free(v, n);
+    assert_int_equal(store_action_list(st, "web", 0, &v, &n), 0);
+    assert_int_equal(n, 1);
+    assert_string_equal(v[0].detail, "held");
+    store_action_list_free(v, n);
     store_free(st);
 }
 
@@ -1352,6 +1404,168 @@ static void test_recover_corrupt_store_without_backup_leaves_it(void **state)
     assert_non_null(strstr(what, "its backup"));
 }
 
+/* --- the hash chain -------------------------------------------------------------------------- */
+
+static void raw_exec(const char *path, const char *sql)
+{
+    sqlite3 *db = NULL;
+    char *err = NULL;
+    assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
+    if (sqlite3_exec(db, sql, NULL, NULL, &err) != SQLITE_OK)
+        fail_msg("%s: %s", sql, err);
+    sqlite3_close(db);
+}
+
+static struct store_chain verify_ok(struct store *st, int64_t id)
+{
+    struct store_chain ch;
+    assert_int_equal(store_chain_verify(st, id, &ch), 0);
+    assert_int_equal(ch.change_id, id);
+    return ch;
+}
+
+static void test_chain_links_each_event_and_names_the_first_altered(void **state)
+{
+    (void)state;
+    const char *path = db_path("chain.db");
+    struct store *st = open_ok("chain.db");
+    int64_t id = insert_change(st, "web", "v2");
+    int64_t other = insert_change(st, "web", "v3");
+    assert_int_equal(store_event_add(st, id, "created", "deploy v2"), 0);
+    assert_int_equal(store_event_add(st, other, "created", "deploy v3"), 0);
+    assert_int_equal(store_event_add(st, id, "switched", "traffic on v2"), 0);
+    assert_int_equal(store_event_add(st, id, "completed", NULL), 0);
+
+    struct store_event *ev = NULL;
+    size_t n = 0;
+    assert_int_equal(store_event_list(st, id, &ev, &n), 0);
+    assert_int_equal(n, 3);
+    for (size_t i = 0; i < n; i++) {
+        assert_non_null(ev[i].hash);
+        assert_int_equal(strlen(ev[i].hash), 64);
+        if (i > 0)
+            assert_string_not_equal(ev[i].hash, ev[i - 1].hash);
+    }
+    int64_t second = ev[1].id, third = ev[2].id;
+    store_event_list_free(ev, n);
+
+    struct store_chain ch = verify_ok(st, id);
+    assert_int_equal(ch.events, 3);
+    assert_int_equal(ch.chained, 3);
+    assert_int_equal(ch.unchained, 0);
+    assert_int_equal(ch.broken, 0);
+    assert_int_equal(ch.bad_event, 0);
+    assert_int_equal(store_chain_verify(st, 999, &ch), -ENOENT);
+
+    /* A message altered behind the store's back: that event is named, the other change is
+     * untouched. */
+    char sql[256];
+    snprintf(sql, sizeof(sql), "UPDATE events SET message = 'all fine' WHERE id = %lld",
+             (long long)second);
+    raw_exec(path, sql);
+    ch = verify_ok(st, id);
+    assert_int_equal(ch.broken, 1);
+    assert_int_equal(ch.bad_event, second);
+    assert_string_equal(ch.bad_type, "switched");
+    assert_int_equal(ch.chained, 1);
+    assert_non_null(strstr(ch.why, "altered"));
+    assert_int_equal(verify_ok(st, other).broken, 0);
+    snprintf(sql, sizeof(sql), "UPDATE events SET message = 'traffic on v2' WHERE id = %lld",
+             (long long)second);
+    raw_exec(path, sql);
+    assert_int_equal(verify_ok(st, id).broken, 0); /* put back: intact again */
+
+    /* The change's own fields are part of the first link. */
+    raw_exec(path, "UPDATE changes SET to_version = 'v9' WHERE id = 1");
+    ch = verify_ok(st, id);
+    assert_int_equal(ch.chained, 0);
+    assert_non_null(strstr(ch.why, "change's own"));
+    raw_exec(path, "UPDATE changes SET to_version = 'v2' WHERE id = 1");
+
+    /* The newest event removed: the change's own record of its chain's end tells. */
+    assert_int_equal(store_event_add(st, id, "note", "alice: a lesson"), 0);
+    raw_exec(path, "DELETE FROM events WHERE type = 'note'");
+    ch = verify_ok(st, id);
+    assert_int_equal(ch.broken, 1);
+    assert_int_equal(ch.bad_event, third);
+    assert_non_null(strstr(ch.why, "removed"));
+    raw_exec(path, "UPDATE changes SET chain_head = "
+                   "(SELECT hash FROM events WHERE change_id = 1 ORDER BY id DESC LIMIT 1) "
+                   "WHERE id = 1");
+    assert_int_equal(verify_ok(st, id).broken, 0);
+
+    /* A removed event breaks the link of the one after it; a removed hash is no way out. */
+    snprintf(sql, sizeof(sql), "DELETE FROM events WHERE id = %lld", (long long)second);
+    raw_exec(path, sql);
+    assert_int_equal(verify_ok(st, id).bad_event, third);
+    raw_exec(path, "UPDATE events SET hash = NULL WHERE change_id = 2");
+    ch = verify_ok(st, other);
+    assert_int_equal(ch.broken, 1);
+    assert_non_null(strstr(ch.why, "no hash"));
+    /* Every event of a change removed: nothing to name, but not intact. */
+    raw_exec(path, "DELETE FROM events WHERE change_id = 2");
+    ch = verify_ok(st, other);
+    assert_int_equal(ch.broken, 1);
+    assert_int_equal(ch.bad_event, 0);
+    assert_int_equal(ch.events, 0);
+    store_free(st);
+}
+
+static void test_chain_skips_events_recorded_before_it(void **state)
+{
+    (void)state;
+    const char *path = db_path("prechain.db");
+    struct store *st = open_ok("prechain.db");
+    int64_t id = insert_change(st, "web", "v2");
+    assert_int_equal(store_event_add(st, id, "created", "deploy v2"), 0);
+    assert_int_equal(store_event_add(st, id, "step", "weight 10"), 0);
+    store_free(st);
+    /* As a store migrated from schema 3 has them: no hash, below the mark. */
+    raw_exec(path, "UPDATE events SET hash = NULL; UPDATE changes SET chain_head = NULL; "
+                   "UPDATE chain_mark SET event_id = (SELECT max(id) FROM events), since_ms = 42");
+    st = open_ok("prechain.db");
+    int64_t since = 0, mark = 0;
+    assert_int_equal(store_chain_mark(st, &since, &mark), 0);
+    assert_int_equal(since, 42);
+    assert_int_equal(mark, 2);
+    struct store_chain ch = verify_ok(st, id);
+    assert_int_equal(ch.events, 2);
+    assert_int_equal(ch.unchained, 2);
+    assert_int_equal(ch.chained, 0);
+    assert_int_equal(ch.broken, 0);
+    /* The change goes on after the upgrade: its new events chain from the change itself. */
+    assert_int_equal(store_event_add(st, id, "completed", "done"), 0);
+    ch = verify_ok(st, id);
+    assert_int_equal(ch.unchained, 2);
+    assert_int_equal(ch.chained, 1);
+    assert_int_equal(ch.broken, 0);
+    /* An older cutover handing over to this one writes an event without a hash: unchained,
+     * not tampered, and the chain goes on from the change itself. */
+    int64_t handed = insert_change(st, "web", "v3");
+    raw_exec(path, "INSERT INTO events (change_id, ts_ms, type, message) "
+                   "VALUES (2, 1, 'suspended', 'handing over')");
+    assert_int_equal(store_event_add(st, handed, "resumed", "taken over"), 0);
+    ch = verify_ok(st, handed);
+    assert_int_equal(ch.unchained, 1);
+    assert_int_equal(ch.chained, 1);
+    assert_int_equal(ch.broken, 0);
+    /* The same insert after chained events is not taken for an old one. */
+    raw_exec(path, "INSERT INTO events (change_id, ts_ms, type, message) "
+                   "VALUES (2, 2, 'completed', 'forged')");
+    ch = verify_ok(st, handed);
+    assert_int_equal(ch.broken, 1);
+    assert_string_equal(ch.bad_type, "completed");
+    assert_non_null(strstr(ch.why, "after chained events"));
+    int64_t *ids = NULL;
+    size_t n = 0;
+    insert_change(st, "api", "v1");
+    assert_int_equal(store_change_ids(st, &ids, &n), 0);
+    assert_int_equal(n, 3);
+    assert_int_equal(ids[0], id);
+    free(ids);
+    store_free(st);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1389,6 +1603,9 @@ int main(void)
         cmocka_unit_test(test_recover_corrupt_store_keeps_it_aside),
         cmocka_unit_test(test_recover_store_behind_its_backup),
         cmocka_unit_test(test_recover_corrupt_store_without_backup_leaves_it),
+        cmocka_unit_test(test_chain_links_each_event_and_names_the_first_altered),
+        cmocka_unit_test(test_chain_skips_events_recorded_before_it),
+        cmocka_unit_test(test_hold_state_and_actions),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
