@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Scripted HTTP/1.1 backend for the end-to-end tests (python3 stdlib only; prints nothing).
 
-    backend.py PORT VERSION [--unhealthy] [--api-x-status N] [--b-body TEXT] [--delay-ms D]
+    backend.py PORT VERSION [--unhealthy] [--mirror-routes [--api-x-status N] [--b-body TEXT]]
+               [--delay-ms D]
 
 A thread per connection, keep-alive, its own small request reader so that it can log exactly
 what reached it (request line and headers, in order, as received) and read chunked bodies.
@@ -19,6 +20,7 @@ what reached it (request line and headers, in order, as received) and read chunk
   GET  /requests           JSON list of what reached it: {"conn", "line", "headers", "complete"}
                            (health checks and /requests itself are not logged)
   POST /admin/clear        empties that list
+  With --mirror-routes only (test_mirror.py; other tests use these paths as plain ones):
   GET  /api/x              200 {"x": 1} (--api-x-status N: N instead)
   GET  /b                  200 "b\n" (--b-body TEXT: TEXT instead)
   GET  /api/j              200 {"data": {"a": 1, "b": [1, 2]}, "meta": {"version": VERSION,
@@ -46,6 +48,7 @@ def _opt(name, default):
 API_X_STATUS = int(_opt("--api-x-status", "200"))
 B_BODY = _opt("--b-body", "b\n").encode()
 DELAY = int(_opt("--delay-ms", "0")) / 1000.0
+MIRROR_ROUTES = "--mirror-routes" in sys.argv
 LOG = []  # dicts, appended under LOCK
 LOCK = threading.Lock()
 LOG_MAX = 20000
@@ -228,12 +231,12 @@ def handle(sock, peer):
             ms = int(q.get("ms", "1000"))
             time.sleep(ms / 1000.0)
             send(sock, 200, f"slept {ms}\n".encode(), extra)
-        elif url.path == "/api/x":
+        elif MIRROR_ROUTES and url.path == "/api/x":
             send(sock, API_X_STATUS, b'{"x": 1}', extra, ctype="application/json",
                  head_only=method == "HEAD")
-        elif url.path == "/b":
+        elif MIRROR_ROUTES and url.path == "/b":
             send(sock, 200, B_BODY, extra, head_only=method == "HEAD")
-        elif url.path == "/api/j":
+        elif MIRROR_ROUTES and url.path == "/api/j":
             doc = {"data": {"a": 1, "b": [1, 2]}, "meta": {"version": VERSION, "time": time.time()}}
             send(sock, 200, json.dumps(doc).encode(), extra, ctype="application/json",
                  head_only=method == "HEAD")

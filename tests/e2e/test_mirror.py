@@ -12,6 +12,9 @@ from conftest import live_name, run_cli
 from progressive_util import Client, report_json, wait_for
 
 
+MR = ["--mirror-routes"]  # backend.py's /api/x, /b and /api/j
+
+
 def plans(**named):
     out = "plans:\n"
     for name, body in named.items():
@@ -93,8 +96,8 @@ steps:
 @pytest.mark.xdist_group("load")
 def test_mismatches_are_counted_sampled_and_roll_back_while_users_get_live_answers(
         backend, daemon, wrk):
-    v1 = backend("v1")
-    v2 = backend("v2", extra=["--api-x-status", "500", "--b-body", "other\n"])
+    v1 = backend("v1", extra=MR)
+    v2 = backend("v2", extra=MR + ["--api-x-status", "500", "--b-body", "other\n"])
     d = daemon([v1], top_extra=plans(shadow=MIRROR_PLAN))
     d.start(expect="v1\n")
     users = Users(d.port)
@@ -145,7 +148,7 @@ def test_mismatches_are_counted_sampled_and_roll_back_while_users_get_live_answe
 
 @pytest.mark.xdist_group("load")
 def test_a_version_differing_only_in_ignored_json_fields_passes(backend, daemon, wrk):
-    v1, v2 = backend("v1"), backend("v2")
+    v1, v2 = backend("v1", extra=MR), backend("v2", extra=MR)
     d = daemon([v1], top_extra=plans(shadow=MIRROR_PLAN.replace("duration: 8s", "duration: 3s")))
     d.start(expect="v1\n")
     load = wrk(d.port, 20, conns=8, path="/api/j")
@@ -161,7 +164,7 @@ def test_a_version_differing_only_in_ignored_json_fields_passes(backend, daemon,
 
 
 def test_a_quiet_mirror_is_inconclusive(backend, daemon):
-    v1, v2 = backend("v1"), backend("v2")
+    v1, v2 = backend("v1", extra=MR), backend("v2", extra=MR)
     plan = MIRROR_PLAN.replace("duration: 8s", "duration: 1s") + "on_inconclusive: rollback\n"
     d = daemon([v1], top_extra=plans(shadow=plan))
     d.start(expect="v1\n")
@@ -226,7 +229,7 @@ def metric_total(text, name, **want):
 
 
 def test_a_quiet_canary_reaches_a_pass_through_load(backend, daemon):
-    v1, v2 = backend("v1"), backend("v2")
+    v1, v2 = backend("v1", extra=MR), backend("v2", extra=MR)
     d = daemon([v1], top_extra=plans(quiet=LOAD_PLAN))
     d.start(expect="v1\n")
     v2.clear()
@@ -254,8 +257,8 @@ def test_a_quiet_canary_reaches_a_pass_through_load(backend, daemon):
 
 
 def test_a_quiet_canary_that_fails_synthetic_requests_is_stopped(backend, daemon):
-    v1 = backend("v1")
-    v2 = backend("v2", extra=["--api-x-status", "500"])
+    v1 = backend("v1", extra=MR)
+    v2 = backend("v2", extra=MR + ["--api-x-status", "500"])
     d = daemon([v1], top_extra=plans(quiet=LOAD_PLAN))
     d.start(expect="v1\n")
     ch = deploy_ok(d, "v2", v2.addr, "quiet")
@@ -289,8 +292,8 @@ def test_a_load_rate_over_the_ceiling_names_file_and_line(tmp_path):
 @pytest.mark.xdist_group("load")
 def test_a_slow_new_version_costs_clients_nothing_and_copies_over_max_inflight_are_dropped(
         backend, daemon, wrk):
-    v1 = backend("v1")
-    v2 = backend("v2", extra=["--delay-ms", "500"])
+    v1 = backend("v1", extra=MR)
+    v2 = backend("v2", extra=MR + ["--delay-ms", "500"])
     plan = """
 steps:
   - mirror: {percent: 100, duration: 6s, max_inflight: 4, min_pairs: 5, max_mismatch_rate: 1}
@@ -324,7 +327,7 @@ steps:
 
 
 def test_a_new_version_that_does_not_answer_is_a_mismatch_of_kind_error(backend, daemon):
-    v1, v2 = backend("v1"), backend("v2")
+    v1, v2 = backend("v1", extra=MR), backend("v2", extra=MR)
     plan = """
 steps:
   - mirror: {percent: 100, duration: 30s, min_pairs: 10, max_mismatch_rate: 0.5}
