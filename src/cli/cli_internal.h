@@ -171,4 +171,74 @@ int cli_render_verify(FILE *out, const json_t *verify);
  * route). */
 void cli_render_report_md(FILE *out, const json_t *change);
 
+/* --- shared between the CLI's files (args, render, http, events, logs, cli) --------------- */
+
+#include <curl/curl.h>
+
+#ifndef CUTOVER_VERSION
+#define CUTOVER_VERSION CUTOVER_RELEASE
+#endif
+#define CLI_CONNECT_TIMEOUT_MS 2000L
+#define CLI_HANDOVER_TRIES 100 /* x CLI_HANDOVER_WAIT_MS: a successor's 10 s to take over */
+#define CLI_HANDOVER_WAIT_MS 100
+#define CLI_EVENTS_GIVE_UP_S 30 /* `events` stops when the daemon is away this long */
+#define CLI_REQUEST_TIMEOUT_MS 120000L
+/* A history of many changes is the largest answer; anything beyond this is not our daemon. */
+#define CLI_MAX_BODY ((size_t)64 * 1024 * 1024)
+#define CLI_MAX_TARGETS 64
+#define CLI_MAX_POSITIONAL 2
+
+struct config;
+
+struct cli_http {
+    CURL *curl;
+    char *base;         /* "http://localhost" for a socket */
+    char *sock;         /* unix socket path or NULL */
+    const char *where;  /* the socket path or URL, for messages */
+    const char *config; /* for the "is serve running?" hint */
+    const char *token;  /* $CUTOVER_TOKEN for a TCP admin URL, or NULL */
+    long timeout_ms;    /* 0: none */
+    int quiet;          /* cli_request does not print why the daemon could not be reached */
+    int once;           /* cli_request does not ask again while the daemon hands over */
+    int fresh;          /* cli_request opens a connection of its own and keeps none open */
+};
+
+struct cli_resp {
+    long status;
+    char *body;
+    size_t len, cap;
+    int too_big;
+    char *ctype;  /* Content-Type, or NULL */
+    json_t *json; /* the parsed body when it is JSON */
+    int cc;       /* curl's result (CURLE_OK once the daemon answered) */
+};
+
+/* Prints "usage: cutover SYNOPSIS" and where the help is, for a command line cmd refused. */
+void cli_usage_hint(FILE *out, enum cli_cmd cmd);
+
+int cli_load_config(const struct cli_args *a, int warn, struct config **cfg);
+const char *cli_jstr(const json_t *o, const char *key);
+const char *cli_jstr_or(const json_t *o, const char *key, const char *dflt);
+void cli_put_clean(FILE *out, const char *s, int width);
+void cli_render_audit(FILE *out, const json_t *root);
+void cli_print_json(const json_t *j);
+void cli_render_config(FILE *out, const struct config *cfg);
+void cli_resp_done(struct cli_resp *r);
+size_t cli_on_body(char *ptr, size_t size, size_t nmemb, void *ud);
+void cli_curl_ca(CURL *curl);
+struct curl_slist *cli_curl_base(struct cli_http *h, const char *url, char *errbuf,
+                                 const char *accept, curl_write_callback write, void *ud);
+void cli_unreachable(const struct cli_http *h, CURLcode cc, const char *errbuf);
+int cli_request(struct cli_http *h, const char *method, const char *path, const json_t *body,
+                const char *accept, struct cli_resp *r);
+int cli_api_error(const struct cli_http *h, const struct cli_resp *r);
+int cli_unsupported(const char *what, const struct cli_resp *r);
+char *cli_escape(struct cli_http *h, const char *s);
+char *cli_actor(const struct cli_http *h);
+int cli_connect(const struct cli_args *a, struct cli_http *h);
+void cli_disconnect(struct cli_http *h);
+int cli_cmd_logs(const struct cli_args *a);
+int cli_cmd_events(const struct cli_args *a, struct cli_http *h);
+;
+
 #endif

@@ -1408,6 +1408,12 @@ static int check_shared_listens(struct ctx *c, struct config *cfg)
                                     b->name, a->name, a->line, a->listen, hb ? hb : "(any)",
                                     b->path_prefix ? b->path_prefix : "/");
                 }
+            if ((a->tls.ncerts > 0) != (b->tls.ncerts > 0))
+                return fail(c, b->line,
+                            "services.%s: shares %s with services.%s (line %d); expected tls on "
+                            "every service of a shared listener or on none (the socket speaks "
+                            "one protocol), got it on one only",
+                            b->name, a->listen, a->name, a->line);
             int same_tp = a->ntrusted_proxies == b->ntrusted_proxies;
             for (size_t k = 0; same_tp && k < a->ntrusted_proxies; k++)
                 same_tp = strcmp(a->trusted_proxies[k], b->trusted_proxies[k]) == 0;

@@ -172,7 +172,9 @@ static void emit_tls(struct daemon *d, void (*emit)(void *, const char *), void 
                    "certificate expires (notAfter, Unix time): alert well before it.");
         emit(ectx, "# TYPE cutover_tls_certificate_expiry_timestamp_seconds gauge");
         for (size_t j = 0; j < d->cfg->nservices; j++)
-            for (size_t k = 0; d->tls[j] != NULL && k < tls_server_ncerts(d->tls[j]); k++) {
+            for (size_t k = 0; d->tls[j] != NULL && k < tls_server_ncerts(d->tls[j]) &&
+                               k < d->cfg->services[j].tls.ncerts;
+                 k++) {
                 snprintf(line, sizeof(line),
                          "cutover_tls_certificate_expiry_timestamp_seconds{service=\"%s\","
                          "cert=\"%.300s\"} %lld",
@@ -969,14 +971,39 @@ static int take_listener(const char *name, const char *addr, int backlog)
     return fd >= 0 ? fd : listen_tcp(addr, backlog);
 }
 
-/* Builds the certificates of every TLS listener (the config checked the files already; they are
- * read again here, so a file changed in between is caught too). */
-static struct tls_server *tls_from_config(const struct config_tls *t, char *err, size_t errlen)
+static int shared_with_earlier(const struct config *cfg, size_t i);
+
+/* Builds the certificates of a TLS listener: those of service first and, on a listener several
+ * services share, of every service on it, so that SNI picks each host's own (the config checked
+ * the files already; they are read again here, so a file changed in between is caught too). */
+static struct tls_server *tls_from_config(const struct config *cfg, size_t first, char *err,
+                                          size_t errlen)
+{
+    const struct config_service *f = &cfg->services[first];
+    struct tls_server *s = NULL;
+    struct tls_pair *pairs = NULL;
+    size_t n = 0;
+    for (size_t j = first; j < cfg->nservices; j++) {
+        const struct config_service *o = &cfg->services[j];
+        if (j != first && !(f->routed && o->routed && config_same_listen(f->listen, o->listen)))
+            continue;
+        pairs = xrealloc(pairs, (n + o->tls.ncerts + 1) * sizeof(*pairs));
+        for (size_t i = 0; i < o->tls.ncerts; i++) {
+            pairs[n].cert = o->tls.certs[i].cert;
+            pairs[n].key = o->tls.certs[i].key;
+            n++;
+        }
+    }
+    if (n > 0 && tls_server_new(&s, pairs, n, err, errlen) < 0)
+        s = NULL;
+    free(pairs);
+    return s;
+}
+
+static struct tls_server *tls_admin(const struct config_tls *t, char *err, size_t errlen)
 {
     struct tls_server *s = NULL;
-    if (t->ncerts == 0)
-        return NULL;
-    struct tls_pair *pairs = xcalloc(t->ncerts, sizeof(*pairs));
+    struct tls_pair *pairs = xcalloc(t->ncerts + 1, sizeof(*pairs));
     for (size_t i = 0; i < t->ncerts; i++) {
         pairs[i].cert = t->certs[i].cert;
         pairs[i].key = t->certs[i].key;
@@ -993,15 +1020,17 @@ static int open_tls(struct daemon *d, char *err, size_t errlen)
     for (size_t j = 0; j < d->cfg->nservices; j++) {
         const struct config_service *svc = &d->cfg->services[j];
         char why[1024];
-        if (svc->tls.ncerts == 0)
-            continue;
-        if ((d->tls[j] = tls_from_config(&svc->tls, why, sizeof(why))) == NULL) {
+        if (svc->tls.ncerts == 0 || shared_with_earlier(d->cfg, j) >= 0)
+            continue; /* a listener several services share has the first one's, with theirs */
+        if ((d->tls[j] = tls_from_config(d->cfg, j, why, sizeof(why))) == NULL) {
             snprintf(err, errlen, "services.%s.tls: %.900s", svc->name, why);
             return -EINVAL;
         }
     }
     for (size_t j = 0; j < d->cfg->nservices; j++)
-        for (size_t k = 0; d->tls[j] != NULL && k < tls_server_ncerts(d->tls[j]); k++) {
+        for (size_t k = 0; d->tls[j] != NULL && k < tls_server_ncerts(d->tls[j]) &&
+                           k < d->cfg->services[j].tls.ncerts;
+             k++) {
             int64_t left = tls_server_not_after(d->tls[j], k) - (int64_t)time(NULL);
             if (left < 14 * 86400) {
                 char days[32];
@@ -1012,7 +1041,7 @@ static int open_tls(struct daemon *d, char *err, size_t errlen)
         }
     if (d->cfg->admin_tls.ncerts > 0) {
         char why[1024];
-        if ((d->admin_tls = tls_from_config(&d->cfg->admin_tls, why, sizeof(why))) == NULL) {
+        if ((d->admin_tls = tls_admin(&d->cfg->admin_tls, why, sizeof(why))) == NULL) {
             snprintf(err, errlen, "admin.tls: %.900s", why);
             return -EINVAL;
         }

@@ -11,6 +11,7 @@ import http.client
 import json
 import os
 import signal
+import ssl
 import subprocess
 import time
 
@@ -224,3 +225,46 @@ def test_check_refuses_overlapping_or_bad_routes(tmp_path, extra_web, extra_api,
     r = run_cli("check", "-c", cfg)
     assert r.returncode == 2 and want in r.stderr, r.stdout + r.stderr
     assert "c.yml:" in r.stderr, r.stderr
+
+
+def test_a_shared_tls_listener_serves_each_host_its_own_certificate(procs, tmp_path, backend):
+    """Several services on one TLS port: the listener holds every sharer's certificates and SNI
+    picks each host's own; a shared listener with TLS on one service only is refused."""
+    from test_tls import Certs, serial_of
+    certs = Certs(tmp_path)
+    wc, wk = certs.make("web", ["web.example.com"], 4001)
+    ac, ak = certs.make("api", ["api.example.com"], 4002)
+    port = free_port()
+    b1, b2 = backend("w1"), backend("a1")
+    text = ("services:\n"
+            + service("web", port, b1.addr, f"    hosts: [web.example.com]\n"
+                      f"    tls: {{cert: {wc}, key: {wk}}}\n")
+            + service("api", port, b2.addr, f"    hosts: [api.example.com]\n"
+                      f"    tls: {{cert: {ac}, key: {ak}}}\n"))
+    start(procs, tmp_path, text, port)
+    assert serial_of(port, "web.example.com") == "0FA1"
+    assert serial_of(port, "api.example.com") == "0FA2"
+    ctx = ssl.create_default_context(cafile=str(certs.ca))
+    ctx.check_hostname = False  # no SNI for an IP address: the Host header routes
+    for host, want in [("web.example.com", "w1\n"), ("api.example.com", "a1\n")]:
+        deadline = time.monotonic() + 10
+        while True:
+            c = http.client.HTTPSConnection("127.0.0.1", port, timeout=5, context=ctx)
+            try:
+                c.request("GET", "/", headers={"Host": host})
+                r = c.getresponse()
+                got = (r.status, r.read().decode())
+            finally:
+                c.close()
+            if got == (200, want) or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert got == (200, want), (host, got)
+    bad = tmp_path / "bad.yml"
+    bad.write_text(f"state_dir: {tmp_path / 'var2'}\nservices:\n"
+                   + service("web", port + 1, b1.addr, f"    hosts: [web.example.com]\n"
+                             f"    tls: {{cert: {wc}, key: {wk}}}\n")
+                   + service("api", port + 1, b2.addr, "    hosts: [api.example.com]\n"))
+    r = subprocess.run([str(BIN), "check", "-c", str(bad)], capture_output=True, text=True,
+                       timeout=10)
+    assert r.returncode == 2 and "tls on every service of a shared listener" in r.stderr, r.stderr
