@@ -6,6 +6,7 @@
 #include "config/config.h"
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <libfyaml.h>
@@ -1628,8 +1629,18 @@ static int parse_service(struct ctx *c, struct fy_node_pair *pair, struct config
         subpath(p, sizeof(p), path, "plan");
         if ((rc = get_string(c, &v, p, "the name of a plan", &s->plan)))
             return rc;
-        if (config_plan_find(c->cfg, s->plan) == NULL)
+        const struct config_plan *pl = config_plan_find(c->cfg, s->plan);
+        if (pl == NULL)
             return fail_type(c, &v, p, "the name of a plan defined under plans");
+        /* A TCP stream has no requests to copy nor answers to compare. */
+        for (size_t i = 0; s->protocol == CONFIG_PROTO_TCP && i < pl->nsteps; i++)
+            if (pl->steps[i].kind == CONFIG_STEP_MIRROR || pl->steps[i].kind == CONFIG_STEP_LOAD)
+                return fail(c, v.line,
+                            "%s: plan '%s' has a %s step (line %d), which needs protocol "
+                            "http, got protocol tcp",
+                            p, pl->name,
+                            pl->steps[i].kind == CONFIG_STEP_MIRROR ? "mirror" : "load",
+                            pl->steps[i].line);
     }
     if (map_find(it.node, "risk_policy", &v) &&
         (rc =
@@ -1670,6 +1681,8 @@ static int parse_service(struct ctx *c, struct fy_node_pair *pair, struct config
 
 /* Splits "NAME<sep>VALUE" (spaces around both trimmed) into two heap strings; NAME must be a
    token and VALUE non-empty. */
+static void free_strv(char **v);
+
 static bool split_pair(const char *s, char sep, char **name, char **value)
 {
     const char *at = strchr(s, sep), *ne, *vs, *ve;
@@ -1842,11 +1855,246 @@ static int parse_step_approval(struct ctx *c, const struct item *it, const char 
     return 0;
 }
 
+/* An RFC 6901 JSON pointer that names something: "/a/b/0", with ~0 and ~1 its only escapes. */
+static bool valid_json_pointer(const char *s)
+{
+    if (s[0] != '/')
+        return false;
+    for (const char *q = s; *q; q++) {
+        if (*q == '~' && q[1] != '0' && q[1] != '1')
+            return false;
+        if ((unsigned char)*q < 0x20)
+            return false;
+    }
+    return true;
+}
+
+/* The methods a mirror may copy, by their bit (enum http_method's value, http/parse.h). */
+static const struct {
+    const char *name;
+    unsigned bit;
+} mirror_methods[] = {
+    {"GET", 1u << 1},    {"HEAD", 1u << 2},    {"POST", 1u << 3},  {"PUT", 1u << 4},
+    {"DELETE", 1u << 5}, {"OPTIONS", 1u << 6}, {"PATCH", 1u << 7},
+};
+
+static int parse_step_mirror(struct ctx *c, const struct item *it, const char *path,
+                             struct config_step *st)
+{
+    static const char *const known[] = {
+        "percent", "duration",       "compare",      "headers",   "ignore_json",
+        "methods", "max_body_bytes", "max_inflight", "min_pairs", "max_mismatch_rate",
+        NULL,
+    };
+    char p[KEY_PATH_MAX];
+    struct item v;
+    int rc;
+    struct config_mirror *m = xcalloc(1, sizeof(*m));
+
+    st->mirror = m;
+    m->percent = 100;
+    m->methods = (1u << 1) | (1u << 2);
+    m->compare = CONFIG_MIRROR_STATUS | CONFIG_MIRROR_BODY;
+    m->max_body_bytes = 64 * 1024;
+    m->max_inflight = 64;
+    m->min_pairs = 100;
+    m->max_mismatch_rate = 0;
+    if ((rc = expect_map(c, it, path, known)) != 0)
+        return rc;
+    if (map_find(it->node, "percent", &v) &&
+        (rc = get_int(c, &v, subpath(p, sizeof(p), path, "percent"), 1, 100, &m->percent)))
+        return rc;
+    if (!map_find(it->node, "duration", &v))
+        return fail_missing(c, it->line, path, "duration", "a duration like 60s");
+    if ((rc = get_duration(c, &v, subpath(p, sizeof(p), path, "duration"), 1, &st->duration_ms)))
+        return rc;
+    if (map_find(it->node, "compare", &v)) {
+        char **list = NULL;
+        size_t n = 0;
+        subpath(p, sizeof(p), path, "compare");
+        rc = get_string_list(c, &v, p, "a non-empty list of status, body", true, true, &list, &n);
+        m->compare = 0;
+        for (size_t i = 0; rc == 0 && i < n; i++) {
+            if (strcmp(list[i], "status") == 0)
+                m->compare |= CONFIG_MIRROR_STATUS;
+            else if (strcmp(list[i], "body") == 0)
+                m->compare |= CONFIG_MIRROR_BODY;
+            else
+                rc = fail(c, v.line, "%s[%zu]: expected status or body, got '%.*s'", p, i, SHOW_MAX,
+                          list[i]);
+        }
+        free_strv(list);
+        if (rc != 0)
+            return rc;
+    }
+    if (map_find(it->node, "headers", &v)) {
+        subpath(p, sizeof(p), path, "headers");
+        rc = get_string_list(c, &v, p, "a list of header names", false, true, &m->headers,
+                             &m->nheaders);
+        if (rc != 0)
+            return rc;
+        if (m->nheaders > CONFIG_MIRROR_MAX_HEADERS)
+            return fail(c, v.line, "%s: expected at most %d header names, got %zu", p,
+                        CONFIG_MIRROR_MAX_HEADERS, m->nheaders);
+        for (size_t i = 0; i < m->nheaders; i++) {
+            if (!valid_token(m->headers[i], strlen(m->headers[i])))
+                return fail(c, v.line, "%s[%zu]: expected a header name, got '%.*s'", p, i,
+                            SHOW_MAX, m->headers[i]);
+            for (char *q = m->headers[i]; *q; q++)
+                *q = (char)tolower((unsigned char)*q);
+        }
+    }
+    if (map_find(it->node, "ignore_json", &v)) {
+        subpath(p, sizeof(p), path, "ignore_json");
+        rc = get_string_list(c, &v, p, "a list of JSON pointers like /meta/time", false, true,
+                             &m->ignore_json, &m->nignore_json);
+        if (rc != 0)
+            return rc;
+        if (m->nignore_json > CONFIG_MIRROR_MAX_IGNORE)
+            return fail(c, v.line, "%s: expected at most %d JSON pointers, got %zu", p,
+                        CONFIG_MIRROR_MAX_IGNORE, m->nignore_json);
+        for (size_t i = 0; i < m->nignore_json; i++)
+            if (!valid_json_pointer(m->ignore_json[i]))
+                return fail(c, v.line,
+                            "%s[%zu]: expected a JSON pointer like /meta/time (RFC 6901), got "
+                            "'%.*s'",
+                            p, i, SHOW_MAX, m->ignore_json[i]);
+    }
+    if (map_find(it->node, "methods", &v)) {
+        char **list = NULL;
+        size_t n = 0;
+        subpath(p, sizeof(p), path, "methods");
+        rc = get_string_list(c, &v, p, "a non-empty list of methods like [GET, POST]", true, true,
+                             &list, &n);
+        m->methods = 0;
+        for (size_t i = 0; rc == 0 && i < n; i++) {
+            size_t k;
+            for (k = 0; k < sizeof(mirror_methods) / sizeof(mirror_methods[0]); k++)
+                if (strcmp(list[i], mirror_methods[k].name) == 0)
+                    break;
+            if (k == sizeof(mirror_methods) / sizeof(mirror_methods[0]))
+                rc = fail(c, v.line,
+                          "%s[%zu]: expected one of GET, HEAD, POST, PUT, DELETE, OPTIONS, "
+                          "PATCH, got '%.*s'",
+                          p, i, SHOW_MAX, list[i]);
+            else
+                m->methods |= mirror_methods[k].bit;
+        }
+        free_strv(list);
+        if (rc != 0)
+            return rc;
+    }
+    if (map_find(it->node, "max_body_bytes", &v) &&
+        (rc = get_size(c, &v, subpath(p, sizeof(p), path, "max_body_bytes"), 0, 1024 * 1024,
+                       &m->max_body_bytes)))
+        return rc;
+    if (map_find(it->node, "max_inflight", &v) &&
+        (rc = get_int(c, &v, subpath(p, sizeof(p), path, "max_inflight"), 1, 10000,
+                      &m->max_inflight)))
+        return rc;
+    if (map_find(it->node, "min_pairs", &v) &&
+        (rc = get_uint(c, &v, subpath(p, sizeof(p), path, "min_pairs"), 1, 100000000,
+                       &m->min_pairs)))
+        return rc;
+    if (map_find(it->node, "max_mismatch_rate", &v) &&
+        (rc = get_double(c, &v, subpath(p, sizeof(p), path, "max_mismatch_rate"), 0, false, 1,
+                         false, "a number from 0 to 1", &m->max_mismatch_rate)))
+        return rc;
+    return 0;
+}
+
+/* A request target we send ourselves: '/' first, visible ASCII only. */
+static bool valid_load_path(const char *s)
+{
+    if (s[0] != '/')
+        return false;
+    for (const char *q = s; *q; q++)
+        if ((unsigned char)*q <= 0x20 || (unsigned char)*q >= 0x7f || *q == '#')
+            return false;
+    return true;
+}
+
+static int parse_step_load(struct ctx *c, const struct item *it, const char *path,
+                           struct config_step *st)
+{
+    static const char *const known[] = {"rate", "duration", "paths", "headers", NULL};
+    char p[KEY_PATH_MAX];
+    struct item v;
+    int rc;
+    struct config_load *l = xcalloc(1, sizeof(*l));
+
+    st->load = l;
+    if ((rc = expect_map(c, it, path, known)) != 0)
+        return rc;
+    if (!map_find(it->node, "rate", &v))
+        return fail_missing(c, it->line, path, "rate", "requests a second, like 20");
+    if ((rc = get_int(c, &v, subpath(p, sizeof(p), path, "rate"), 1, CONFIG_LOAD_MAX_RATE,
+                      &l->rate)))
+        return rc;
+    if (!map_find(it->node, "duration", &v))
+        return fail_missing(c, it->line, path, "duration", "a duration like 60s");
+    if ((rc = get_duration(c, &v, subpath(p, sizeof(p), path, "duration"), 1, &st->duration_ms)))
+        return rc;
+    if (map_find(it->node, "paths", &v)) {
+        subpath(p, sizeof(p), path, "paths");
+        rc = get_string_list(c, &v, p, "a non-empty list of paths like /api/health", true, true,
+                             &l->paths, &l->npaths);
+        if (rc != 0)
+            return rc;
+        for (size_t i = 0; i < l->npaths; i++)
+            if (!valid_load_path(l->paths[i]) || strlen(l->paths[i]) > 1024)
+                return fail(c, v.line,
+                            "%s[%zu]: expected a path starting with / (visible ASCII, at most "
+                            "1024 bytes), got '%.*s'",
+                            p, i, SHOW_MAX, l->paths[i]);
+    } else {
+        l->paths = xcalloc(2, sizeof(*l->paths));
+        l->paths[0] = xstrdup("/");
+        l->npaths = 1;
+    }
+    if (map_find(it->node, "headers", &v)) {
+        struct fy_node_pair *pair;
+        void *iter = NULL;
+        static const char *const any[] = {NULL};
+        subpath(p, sizeof(p), path, "headers");
+        if (fy_node_get_type(v.node) != FYNT_MAPPING)
+            return expect_map(c, &v, p, any);
+        size_t n = (size_t)fy_node_mapping_item_count(v.node);
+        if (n > 32)
+            return fail(c, v.line, "%s: expected at most 32 headers, got %zu", p, n);
+        l->headers = xcalloc(n + 1, sizeof(*l->headers));
+        while ((pair = fy_node_mapping_iterate(v.node, &iter)) != NULL) {
+            char *name = NULL, *value = NULL, hp[KEY_PATH_MAX];
+            struct item vi = item_of_pair(pair);
+            if ((rc = get_name(c, pair, p, &name)) != 0)
+                return rc;
+            subpath(hp, sizeof(hp), p, name);
+            if (!valid_token(name, strlen(name)) ||
+                (rc = get_text(c, &vi, hp, "a header value", &value)) != 0) {
+                free(name);
+                return rc ? rc : fail(c, vi.line, "%s: expected a header name", hp);
+            }
+            for (const char *q = value; *q; q++) {
+                if ((unsigned char)*q < 0x20 || *q == 0x7f) {
+                    free(name);
+                    free(value);
+                    return fail(c, vi.line, "%s: expected a value without control characters", hp);
+                }
+            }
+            l->headers[l->nheaders++] = xasprintf("%s: %s", name, value);
+            free(name);
+            free(value);
+        }
+    }
+    return 0;
+}
+
 static int parse_step(struct ctx *c, struct fy_node *node, int fallback_line, const char *path,
                       struct config_step *st)
 {
     static const char what[] =
-        "a map with one key: test, pilot, weight, pause or approval (and optionally owner)";
+        "a map with one key: test, pilot, weight, pause, approval, mirror or load (and "
+        "optionally owner)";
     struct item it = {node, node_line(node, fallback_line)}, v;
     struct fy_node_pair *pair;
     struct fy_node *k;
@@ -1902,8 +2150,17 @@ static int parse_step(struct ctx *c, struct fy_node *node, int fallback_line, co
         st->kind = CONFIG_STEP_APPROVAL;
         return parse_step_approval(c, &v, p, st);
     }
+    if (key_is(k, "mirror")) {
+        st->kind = CONFIG_STEP_MIRROR;
+        return parse_step_mirror(c, &v, p, st);
+    }
+    if (key_is(k, "load")) {
+        st->kind = CONFIG_STEP_LOAD;
+        return parse_step_load(c, &v, p, st);
+    }
     struct item ki = {k, node_line(k, it.line)};
-    return fail_type(c, &ki, path, "a step kind: test, pilot, weight, pause or approval");
+    return fail_type(c, &ki, path,
+                     "a step kind: test, pilot, weight, pause, approval, mirror or load");
 }
 
 static int parse_analysis(struct ctx *c, const struct item *it, const char *path,
@@ -2483,6 +2740,16 @@ char *config_step_describe(const struct config_step *st, char *buf, size_t n)
         appendf(buf, n, "approval by %d of", st->count);
         for (size_t j = 0; j < st->napprovers; j++)
             appendf(buf, n, "%s %s", j ? "," : "", st->approvers[j]);
+        break;
+    case CONFIG_STEP_MIRROR:
+        appendf(buf, n, "mirror %d%% for %s", st->mirror->percent,
+                duration_format(st->duration_ms, d, sizeof(d)));
+        if (st->mirror->max_mismatch_rate > 0)
+            appendf(buf, n, ", mismatches at most %g", st->mirror->max_mismatch_rate);
+        break;
+    case CONFIG_STEP_LOAD:
+        appendf(buf, n, "load %d/s for %s", st->load->rate,
+                duration_format(st->duration_ms, d, sizeof(d)));
         break;
     }
     return buf;
@@ -3215,6 +3482,16 @@ static void free_plan(struct config_plan *p)
         free(st->pilot_name);
         free(st->pilot_value);
         free_strv(st->approvers);
+        if (st->mirror != NULL) {
+            free_strv(st->mirror->headers);
+            free_strv(st->mirror->ignore_json);
+            free(st->mirror);
+        }
+        if (st->load != NULL) {
+            free_strv(st->load->paths);
+            free_strv(st->load->headers);
+            free(st->load);
+        }
     }
     free(p->steps);
 }

@@ -177,6 +177,45 @@ enum config_step_kind {
     CONFIG_STEP_WEIGHT,
     CONFIG_STEP_PAUSE,
     CONFIG_STEP_APPROVAL,
+    CONFIG_STEP_MIRROR,
+    CONFIG_STEP_LOAD,
+};
+
+/* The most synthetic requests a second a `load:` step may send (a sane ceiling: it is there
+ * to let a quiet canary's gates decide, not to load-test). */
+#define CONFIG_LOAD_MAX_RATE 1000
+
+/* A `load:` step (issue 18): synthetic requests to the new version, counted apart from users'. */
+struct config_load {
+    int rate;     /* requests a second, 1..CONFIG_LOAD_MAX_RATE */
+    char **paths; /* request targets, each starting with '/', used in turn; NULL-terminated */
+    size_t npaths;
+    char **headers; /* "Name: value" lines sent with each request; NULL-terminated */
+    size_t nheaders;
+};
+
+/* What a mirror step compares of each pair of answers (bits of config_mirror.compare). */
+#define CONFIG_MIRROR_STATUS 1u
+#define CONFIG_MIRROR_BODY 2u
+
+/* Methods a mirror copies (bits of config_mirror.methods), in enum http_method's order. */
+#define CONFIG_MIRROR_MAX_HEADERS 16
+#define CONFIG_MIRROR_MAX_IGNORE 32
+
+/* A `mirror:` step (issue 18): copies of live requests go to the new version, and the answers
+ * of both are compared; users are answered by the live version only. */
+struct config_mirror {
+    int percent;      /* 1..100 of eligible requests */
+    unsigned methods; /* bit (1 << enum http_method); default GET and HEAD */
+    unsigned compare; /* CONFIG_MIRROR_STATUS | CONFIG_MIRROR_BODY; default both */
+    char **headers;   /* response headers compared too, lower-case, NULL-terminated */
+    size_t nheaders;
+    char **ignore_json; /* JSON pointers left out of a JSON body comparison */
+    size_t nignore_json;
+    uint64_t max_body_bytes;  /* request bodies copied up to this (default 64 KiB) */
+    int max_inflight;         /* copies in flight at once per service (default 64) */
+    uint64_t min_pairs;       /* fewer compared pairs: inconclusive (default 100) */
+    double max_mismatch_rate; /* the gate: mismatches / pairs above it fails (default 0) */
 };
 
 enum config_pilot_kind { CONFIG_PILOT_HEADER, CONFIG_PILOT_COOKIE, CONFIG_PILOT_SOURCE };
@@ -202,6 +241,10 @@ struct config_step {
     size_t napprovers;
     int count;       /* 1..napprovers, default 1 */
     bool allow_self; /* `allow_self`: the person who started the change may approve it */
+    /* MIRROR (duration_ms is the step's duration, > 0) */
+    struct config_mirror *mirror;
+    /* LOAD (duration_ms is the step's duration, > 0) */
+    struct config_load *load;
 };
 
 enum config_on_failure { CONFIG_ON_ROLLBACK = 0, CONFIG_ON_PAUSE, CONFIG_ON_PROCEED };

@@ -25,6 +25,7 @@
 #include "net/tls.h"
 #include "proxy/h1proxy.h"
 #include "proxy/hold.h"
+#include "proxy/mirror.h"
 #include "proxy/pick.h"
 #include "proxy/upstream.h"
 #include "proxy/worker_int.h"
@@ -134,7 +135,8 @@ struct exchange {
     int resp_started;                     /* a response head went to the client */
     int resp_close;                       /* the client connection closes after this response */
     struct client *held_prev, *held_next; /* in h1_state.held while PH_HELD */
-    struct exchange *next_free;           /* in the worker's pool */
+    struct mirror_copy *mirror; /* a copy for the new version waiting for this answer, or NULL */
+    struct exchange *next_free; /* in the worker's pool */
 };
 
 /* One client connection. Kept small: an idle keep-alive connection costs this struct. */
@@ -322,6 +324,8 @@ static void exchange_put(struct client *c)
         return;
     longlived_end(c);
     c->x = NULL;
+    mirror_abandon(x->mirror);
+    x->mirror = NULL;
     ibuf_release(w, &x->in);
     if (x->uhead_heap)
         free(x->uhead);
@@ -1457,6 +1461,7 @@ static void response_process(struct h1_up *u)
                     atomic_fetch_add_explicit(&c->w->stats.responses_5xx, 1, memory_order_relaxed);
                 count_answer(c, u->resp.status, 0);
                 target_result(c, upstream_target(&u->base), u->resp.status >= 500);
+                mirror_live_head(c->x->mirror, &u->resp);
                 if (is_event_stream(&u->resp))
                     longlived_begin(c, upstream_target(&u->base));
                 if (u->framing == HTTP_BODY_NONE)
@@ -1474,8 +1479,10 @@ static void response_process(struct h1_up *u)
                 client_close(c);
                 return;
             }
-            if (r > 0)
+            if (r > 0) {
                 bufs[nb++] = uv_buf_init(b->data + b->start, (unsigned)r);
+                mirror_live_body(c->x->mirror, b->data + b->start, (size_t)r);
+            }
             b->start += (size_t)r;
             if (done) {
                 u->rphase = R_DONE;
@@ -1589,6 +1596,9 @@ static void exchange_done(struct client *c)
 {
     struct h1_up *u = c->up;
     c->up = NULL;
+    /* The client has its whole answer: only now does the copy go to the new version. */
+    mirror_send(c->x->mirror);
+    c->x->mirror = NULL;
     longlived_end(c);
     c->x->drain_armed = 0;
     if (u != NULL) {
@@ -1788,6 +1798,12 @@ static void request_start(struct client *c, const struct http_request *req, size
         return;
     }
     build_request_head(c, req);
+    const struct route_service *svc = client_service(c);
+    if (svc != NULL && svc->mirror != NULL && c->x->role == ROUTE_STABLE && !c->preview &&
+        c->x->mirror == NULL)
+        c->x->mirror = mirror_begin(w, c->service_id, svc, req, c->x->uhead, c->x->uhead_len,
+                                    c->x->in.data + c->x->in.start + head_len,
+                                    c->x->in.end - c->x->in.start - head_len);
     request_dispatch(c);
 }
 

@@ -159,6 +159,7 @@ struct worker_listener {
 
 struct h1_state;
 struct tcp_state;
+struct mirror_state;
 
 struct worker {
     int index;
@@ -183,13 +184,14 @@ struct worker {
     struct worker_stats stats;
     struct worker_role_stats *role_stats; /* [nservices * ROUTE_ROLES] */
     size_t nservices;
-    uint64_t rng;          /* xorshift state: sticky cookie ids, per-request weight draws */
-    struct h1_state *h1;   /* the HTTP/1.1 protocol's per-worker state (proxy/h1proxy.c) */
-    struct tcp_state *tcp; /* the TCP relay's (proxy/tcpproxy.c) */
-    uint64_t io_events;    /* socket callbacks run: tells the loop whether a turn found work */
-    uint64_t nap_ns;       /* poll coalescing nap (proxy/nap.h); 0 = off */
-    int fd_ceiling;        /* accepting pauses when a new descriptor is at least this; 0: never */
-    int stopped;           /* the drain is over: the loop must return */
+    uint64_t rng;                /* xorshift state: sticky cookie ids, per-request weight draws */
+    struct h1_state *h1;         /* the HTTP/1.1 protocol's per-worker state (proxy/h1proxy.c) */
+    struct tcp_state *tcp;       /* the TCP relay's (proxy/tcpproxy.c) */
+    struct mirror_state *mirror; /* shadow traffic (proxy/mirror.c) */
+    uint64_t io_events; /* socket callbacks run: tells the loop whether a turn found work */
+    uint64_t nap_ns;    /* poll coalescing nap (proxy/nap.h); 0 = off */
+    int fd_ceiling;     /* accepting pauses when a new descriptor is at least this; 0: never */
+    int stopped;        /* the drain is over: the loop must return */
     /* Clients that started a request, counted per NAP_WINDOW_MS window: a client counts once
      * per window (client.win holds the window it was last counted in). */
     uint16_t win;            /* current window number (wraps) */

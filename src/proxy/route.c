@@ -98,6 +98,7 @@ void route_table_release(struct route_table *t)
         free(rs->pilot.value);
         free(rs->sticky_name);
         free(rs->maintenance_message);
+        route_mirror_unref(rs->mirror);
     }
     free(t->services);
     free(t);
@@ -220,4 +221,52 @@ unsigned route_bucket(const char *key, size_t len)
     /* FNV's low bits are weak for short keys: fold the high half in before reducing. */
     h ^= h >> 32;
     return (unsigned)(h % ROUTE_BUCKETS);
+}
+
+static char **strv_dup(char *const *v, size_t *n)
+{
+    size_t k = 0;
+    while (v != NULL && v[k] != NULL)
+        k++;
+    char **out = xcalloc(k + 1, sizeof(*out));
+    for (size_t i = 0; i < k; i++)
+        out[i] = xstrdup(v[i]);
+    *n = k;
+    return out;
+}
+
+struct route_mirror *route_mirror_new(uint64_t epoch, int percent, unsigned methods,
+                                      unsigned compare, char *const *headers,
+                                      char *const *ignore_json, uint64_t max_body_bytes,
+                                      int max_inflight)
+{
+    struct route_mirror *m = xcalloc(1, sizeof(*m));
+    atomic_init(&m->refs, 1);
+    m->epoch = epoch;
+    m->buckets = (unsigned)percent * (ROUTE_BUCKETS / 100);
+    m->methods = methods;
+    m->compare = compare;
+    m->headers = strv_dup(headers, &m->nheaders);
+    m->ignore_json = strv_dup(ignore_json, &m->nignore_json);
+    m->max_body_bytes = max_body_bytes;
+    m->max_inflight = max_inflight;
+    return m;
+}
+
+void route_mirror_ref(struct route_mirror *m)
+{
+    atomic_fetch_add_explicit(&m->refs, 1, memory_order_relaxed);
+}
+
+void route_mirror_unref(struct route_mirror *m)
+{
+    if (m == NULL || atomic_fetch_sub_explicit(&m->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    for (size_t i = 0; i < m->nheaders; i++)
+        free(m->headers[i]);
+    for (size_t i = 0; i < m->nignore_json; i++)
+        free(m->ignore_json[i]);
+    free(m->headers);
+    free(m->ignore_json);
+    free(m);
 }

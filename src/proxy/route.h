@@ -91,6 +91,39 @@ enum route_sticky_kind {
     ROUTE_STICKY_SOURCE
 };
 
+/* What a mirror compares besides the named headers (route_mirror.compare), and how many headers
+ * it keeps at most. The same values as config.h's CONFIG_MIRROR_* (the plan checks). */
+#define ROUTE_MIRROR_STATUS 1u
+#define ROUTE_MIRROR_BODY 2u
+#define ROUTE_MIRROR_MAX_HEADERS 16
+
+/* A mirror step in force (issue 18): copies of eligible requests go to the canary and both
+ * answers are compared (proxy/mirror.h). Built by the control thread, never changed after
+ * publication, shared by reference: a copy in flight keeps it alive past its table. */
+struct route_mirror {
+    atomic_int refs;
+    uint64_t epoch;   /* the step the results belong to (proxy/mirror.h) */
+    unsigned buckets; /* of ROUTE_BUCKETS: the share of eligible requests copied */
+    unsigned methods; /* bit (1 << enum http_method) for each method copied */
+    unsigned compare; /* ROUTE_MIRROR_STATUS | ROUTE_MIRROR_BODY */
+    char **headers;   /* lower-case response header names compared, NULL-terminated */
+    size_t nheaders;
+    char **ignore_json; /* JSON pointers left out of a JSON body comparison */
+    size_t nignore_json;
+    uint64_t max_body_bytes; /* request bodies copied up to this */
+    int max_inflight;        /* copies in flight at once, all workers together */
+};
+
+/* Returns a new mirror with one reference, copying the given settings (lists NULL-terminated,
+ * may be NULL). Control thread. */
+struct route_mirror *route_mirror_new(uint64_t epoch, int percent, unsigned methods,
+                                      unsigned compare, char *const *headers,
+                                      char *const *ignore_json, uint64_t max_body_bytes,
+                                      int max_inflight);
+void route_mirror_ref(struct route_mirror *m);
+/* Drops a reference; frees with the last one. NULL is a no-op. Any thread. */
+void route_mirror_unref(struct route_mirror *m);
+
 struct route_service {
     int id; /* stable for the daemon's life: listeners find their service by it */
     char *name;
@@ -113,6 +146,7 @@ struct route_service {
      * (NULL: none given). Takes precedence over a hold. */
     int maintenance;
     char *maintenance_message;
+    struct route_mirror *mirror; /* a mirror step in force, else NULL; holds a reference */
 };
 
 struct route_table {

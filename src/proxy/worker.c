@@ -16,6 +16,7 @@
 
 #include "core/xmalloc.h"
 #include "net/cidr.h"
+#include "proxy/mirror.h"
 #include "proxy/nap.h"
 #include "proxy/upstream.h"
 #include "proxy/worker_int.h"
@@ -86,6 +87,7 @@ void worker_refresh(struct worker *w)
     w->table_gen = t ? t->gen : 0;
     /* Only targets the new table routes to in no role are retired: a canary that still gets
      * traffic keeps its pooled and long-lived connections across every publish. */
+    mirror_worker_refresh(w);
     if (upstream_retire(&w->pools, w->table))
         for (size_t i = 0; i < w->nprotos; i++)
             w->protos[i]->drain(w, PROXY_DRAIN_RETIRED);
@@ -212,6 +214,7 @@ static void finish_drain(struct worker *w)
     drain_all(w, PROXY_DRAIN_FORCE);
     /* Idle upstream connections go too: the worker is ending. */
     upstream_close_idle_all(&w->pools);
+    mirror_worker_drain(w);
     w->stopped = 1;
     uv_stop(&w->loop);
 }
@@ -331,6 +334,7 @@ int worker_start(struct worker **out, int index, const struct worker_listener_sp
         if (w->fd_ceiling < lim / 2)
             w->fd_ceiling = lim / 2;
     }
+    mirror_worker_init(w);
     w->listeners = xcalloc(n ? n : 1, sizeof(*w->listeners));
     w->protos = xcalloc(n ? n : 1, sizeof(*w->protos));
     for (; opened < n; opened++) {
@@ -393,6 +397,7 @@ fail:
     uv_loop_close(&w->loop);
     route_table_release(w->table);
     upstream_pools_done(&w->pools);
+    mirror_worker_done(w);
     free(w->listeners);
     free(w->protos);
     free(w->role_stats);
@@ -421,6 +426,7 @@ void worker_free(struct worker *w)
     if (w == NULL)
         return;
     upstream_pools_done(&w->pools);
+    mirror_worker_done(w);
     for (size_t i = 0; i < w->nprotos; i++)
         w->protos[i]->done(w);
     bufs_done(&w->bufs);

@@ -18,6 +18,8 @@
 #include "core/duration.h"
 #include "core/log.h"
 #include "core/xmalloc.h"
+#include "proxy/mirror.h"
+#include "rollout/load.h"
 #include "rollout/managed.h"
 #include "rollout/plan.h"
 #include "rollout/policy.h"
@@ -53,11 +55,15 @@ struct plan_run {
     int handles;
     int enter_pending; /* the store refused the record of step enter_step: not taken yet */
     size_t enter_step;
-    int rolling_wait; /* rolling replacement: 1 a weight step, 2 the plan's end waits for the
-                         batches to reach their goal */
-    int skip_gates;   /* promote --all: remaining batches do not wait for analysis */
-    int gate_held;    /* held because a batch's window stayed inconclusive */
-    char *finish_how; /* the plan's end waits for the last batch: how it ended (promoted...) */
+    int rolling_wait;      /* rolling replacement: 1 a weight step, 2 the plan's end waits for the
+                              batches to reach their goal */
+    int skip_gates;        /* promote --all: remaining batches do not wait for analysis */
+    int gate_held;         /* held because a batch's window stayed inconclusive */
+    char *finish_how;      /* the plan's end waits for the last batch: how it ended (promoted...) */
+    int mirror_step;       /* index of the mirror step in force, or -1 */
+    uint64_t mirror_epoch; /* its results in the data plane (proxy/mirror.h) */
+    struct loadgen *load;  /* a load step's synthetic requests, while it runs */
+    struct analysis_sample syn_win; /* synthetic figures at the current window's start */
 };
 
 static void step_enter(struct service *s, size_t i);
@@ -117,6 +123,10 @@ static const char *step_kind_name(enum config_step_kind k)
         return "pause";
     case CONFIG_STEP_APPROVAL:
         return "approval";
+    case CONFIG_STEP_MIRROR:
+        return "mirror";
+    case CONFIG_STEP_LOAD:
+        return "load";
     }
     return "?";
 }
@@ -134,6 +144,14 @@ static void sample_now(struct service *s, struct analysis_sample out[ROUTE_ROLES
         if (R(s)->sample)
             R(s)->sample(R(s)->ctx, s->id, role, &out[role]);
     }
+}
+
+/* The new version's synthetic figures (load steps), cumulative; zero without a new version. */
+static void synthetic_now(struct service *s, struct analysis_sample *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (s->next != NULL)
+        loadgen_sample_add(s->id, s->next->name, out);
 }
 
 static void sample_diff(struct analysis_sample *d, const struct analysis_sample *a,
@@ -342,6 +360,16 @@ void plan_route_fill(const struct service *s, struct route_service *rs)
         return;
     route_backend_set(&rs->canary, s->next->name, s->next->targets, s->next->n);
     rs->canary_buckets = (unsigned)run->weight * (ROUTE_BUCKETS / 100);
+    _Static_assert(CONFIG_MIRROR_STATUS == ROUTE_MIRROR_STATUS &&
+                       CONFIG_MIRROR_BODY == ROUTE_MIRROR_BODY &&
+                       CONFIG_MIRROR_MAX_HEADERS == ROUTE_MIRROR_MAX_HEADERS,
+                   "the config's mirror bits are the route table's");
+    if (run->mirror_step >= 0) {
+        const struct config_mirror *m = run->plan->steps[run->mirror_step].mirror;
+        rs->mirror =
+            route_mirror_new(run->mirror_epoch, m->percent, m->methods, m->compare, m->headers,
+                             m->ignore_json, m->max_body_bytes, m->max_inflight);
+    }
     if (run->pilot_step >= 0) {
         const struct config_step *st = &run->plan->steps[run->pilot_step];
         if (st->pilot_kind == CONFIG_PILOT_SOURCE) {
@@ -369,7 +397,8 @@ static const struct config_analysis *analysis_cfg(const struct plan_run *run)
 /* Users see the canary (pilot or weight) and the gates apply. */
 static int analysing(const struct plan_run *run)
 {
-    return analysis_cfg(run)->enabled && run->traffic && (run->weight > 0 || run->pilot_step >= 0);
+    return analysis_cfg(run)->enabled && run->traffic &&
+           (run->weight > 0 || run->pilot_step >= 0 || run->load != NULL);
 }
 
 /* JSON cannot hold an infinity (a log likelihood ratio with max_error_rate 0). */
@@ -431,6 +460,14 @@ static int judge_window(struct service *s, int step_end)
     sample_now(s, now);
     for (int i = 0; i < ROUTE_ROLES; i++)
         sample_diff(&d[i], &now[i], &run->win_base[i]);
+    /* A load step's synthetic requests are the new version's too, for the gates only. */
+    struct analysis_sample syn, dsyn;
+    synthetic_now(s, &syn);
+    sample_diff(&dsyn, &syn, &run->syn_win);
+    d[ROUTE_CANARY].requests += dsyn.requests;
+    d[ROUTE_CANARY].errors_5xx += dsyn.errors_5xx;
+    d[ROUTE_CANARY].upstream_errors += dsyn.upstream_errors;
+    hist_add(&d[ROUTE_CANARY].latency, &dsyn.latency);
     struct analysis_verdict v;
     analysis_seq_judge(&run->seq, analysis_cfg(run), &d[ROUTE_STABLE], &d[ROUTE_CANARY], step_end,
                        &v);
@@ -441,6 +478,7 @@ static int judge_window(struct service *s, int step_end)
     run->have_verdict = 1;
     for (int i = 0; i < ROUTE_ROLES; i++)
         run->win_base[i] = now[i];
+    run->syn_win = syn;
     if (v.result == ANALYSIS_PASS) {
         if (s->exec != NULL)
             s->exec->gate_passed(s); /* the next batch, if one waited for this window */
@@ -450,6 +488,78 @@ static int judge_window(struct service *s, int step_end)
         return 0; /* over a limit without significance: the next window decides */
     on_failure(s, &v);
     return 1;
+}
+
+/* The mirror step's results so far go into its record; its gate judges them. A mismatch rate
+ * over max_mismatch_rate fails the step as soon as min_pairs were compared; at the step's end
+ * (step_end) fewer pairs are inconclusive. Returns 1 when the step ended here (failed or
+ * inconclusive and acted on). */
+static int mirror_judge(struct service *s, int step_end)
+{
+    struct plan_run *run = s->run;
+    if (run->mirror_step < 0 || (size_t)run->mirror_step != run->step)
+        return 0;
+    const struct config_mirror *m = run->plan->steps[run->step].mirror;
+    struct mirror_totals t;
+    json_t *res = mirror_results_json(s->id, run->mirror_epoch, &t);
+    if (res == NULL)
+        return 0;
+    json_object_set_new(res, "max_mismatch_rate", json_real(m->max_mismatch_rate));
+    json_object_set_new(res, "min_pairs", json_integer((json_int_t)m->min_pairs));
+    json_object_set_new(step_record(run, run->step), "mirror", res);
+    double rate = t.pairs ? (double)t.mismatches / (double)t.pairs : 0.0;
+    if (t.pairs >= m->min_pairs && rate > m->max_mismatch_rate) {
+        struct analysis_verdict v;
+        memset(&v, 0, sizeof(v));
+        v.result = ANALYSIS_FAIL;
+        snprintf(v.test, sizeof(v.test), "mirror");
+        snprintf(v.gate, sizeof(v.gate), "max_mismatch_rate");
+        /* The worst route names where to look. */
+        json_t *routes = json_object_get(res, "routes"), *r, *worst = NULL;
+        size_t i;
+        json_array_foreach(routes, i, r)
+        {
+            if (worst == NULL || json_integer_value(json_object_get(r, "mismatches")) >
+                                     json_integer_value(json_object_get(worst, "mismatches")))
+                worst = r;
+        }
+        snprintf(v.detail, sizeof(v.detail),
+                 "mismatch rate %.3f (%llu of %llu compared pairs) > max %g; most on %s (%lld)",
+                 rate, (unsigned long long)t.mismatches, (unsigned long long)t.pairs,
+                 m->max_mismatch_rate,
+                 worst ? json_string_value(json_object_get(worst, "route")) : "?",
+                 worst ? (long long)json_integer_value(json_object_get(worst, "mismatches")) : 0);
+        v.canary_requests = t.pairs;
+        v.pooled_requests = t.pairs;
+        v.pooled_errors = t.mismatches;
+        v.windows = 1;
+        run->mirror_step = -1; /* the copies stop with the rollback's table */
+        on_failure(s, &v);
+        return 1;
+    }
+    if (!step_end)
+        return 0;
+    if (t.pairs < m->min_pairs) {
+        char why[480];
+        snprintf(why, sizeof(why),
+                 "step %zu inconclusive: %llu mirrored pairs compared, fewer than min_pairs %llu "
+                 "(%llu dropped over max_inflight or without a target, %llu not copyable)",
+                 run->step + 1, (unsigned long long)t.pairs, (unsigned long long)m->min_pairs,
+                 (unsigned long long)t.dropped, (unsigned long long)t.skipped);
+        json_t *inc = json_object_get(run->detail, "inconclusive");
+        if (inc == NULL) {
+            inc = json_array();
+            json_object_set_new(run->detail, "inconclusive", inc);
+        }
+        json_array_append_new(inc, json_string(why));
+        json_object_set_new(step_record(run, run->step), "outcome", json_string("inconclusive"));
+        event(s, "inconclusive", why);
+        run->mirror_step = -1;
+        change_publish(&s->ch);
+        inconclusive(s, why, 0);
+        return 1;
+    }
+    return 0;
 }
 
 static void on_tick(uv_timer_t *t)
@@ -462,7 +572,12 @@ static void on_tick(uv_timer_t *t)
         step_enter(s, run->enter_step); /* the store may take the step now */
         return;
     }
+    if (run->load != NULL) /* the record shows the synthetic figures as they grow */
+        json_object_set_new(step_record(run, run->step), "synthetic",
+                            loadgen_json(s->id, s->next ? s->next->name : NULL));
     if (ST(run) == CHANGE_STEP && analysing(run) && judge_window(s, 0))
+        return;
+    if (ST(run) == CHANGE_STEP && mirror_judge(s, 0))
         return;
     run_save(s); /* keeps step_elapsed_ms current: a restart resumes with the time left */
 }
@@ -557,6 +672,8 @@ static void on_step_timer(uv_timer_t *t)
         return;
     step_fold(run);
     if (judge_tail(s))
+        return;
+    if (mirror_judge(s, 1))
         return;
     /* judge_tail left the step's pooled verdict in run->last: too few requests, or a value
      * over its limit without significance, is inconclusive, not a pass. */
@@ -782,6 +899,17 @@ static void step_complete(struct service *s, const char *outcome, const char *no
 {
     struct plan_run *run = s->run;
     uv_timer_stop(&run->step_timer);
+    if (run->load != NULL) {
+        json_object_set_new(step_record(run, run->step), "synthetic",
+                            loadgen_json(s->id, s->next ? s->next->name : NULL));
+        loadgen_stop(run->load);
+        run->load = NULL;
+    }
+    if (run->mirror_step >= 0) {
+        /* The copies end with the step (the next step may publish nothing). */
+        run->mirror_step = -1;
+        change_publish(&s->ch);
+    }
     step_close_record(s, outcome, note);
     char desc[256], msg[400];
     step_describe(&run->plan->steps[run->step], desc, sizeof(desc));
@@ -835,6 +963,18 @@ static void step_enter(struct service *s, size_t i)
         run->step_duration_ms = st->duration_ms;
         run->step_timed = st->duration_ms > 0;
         break;
+    case CONFIG_STEP_MIRROR:
+        run->mirror_step = (int)i;
+        run->mirror_epoch = mirror_results_start(s->id);
+        run->step_duration_ms = st->duration_ms;
+        run->step_timed = 1;
+        publish = 1;
+        break;
+    case CONFIG_STEP_LOAD:
+        run->step_duration_ms = st->duration_ms;
+        run->step_timed = 1;
+        publish = 1; /* a fresh window: the gates judge from this step's start */
+        break;
     case CONFIG_STEP_TEST:
     case CONFIG_STEP_APPROVAL:
         break;
@@ -867,6 +1007,7 @@ static void step_enter(struct service *s, size_t i)
     if (publish) {
         for (int k = 0; k < ROUTE_ROLES; k++)
             run->win_base[k] = run->step_base[k];
+        synthetic_now(s, &run->syn_win);
         change_publish(&s->ch);
     }
     if (st->kind != CONFIG_STEP_TEST)
@@ -881,8 +1022,14 @@ static void step_enter(struct service *s, size_t i)
         }
         step_complete(s, "done", NULL);
         return;
+    case CONFIG_STEP_LOAD:
+        run->load =
+            loadgen_start(R(s)->loop, s->id, s->next->name, st->load, s->next->targets, s->next->n);
+        start_step_timer(run);
+        return;
     case CONFIG_STEP_PILOT:
     case CONFIG_STEP_PAUSE:
+    case CONFIG_STEP_MIRROR:
         if (run->step_timed)
             start_step_timer(run);
         return;
@@ -934,6 +1081,7 @@ static int ops_gate_begin(struct service *s)
         return 0;
     /* A fresh window: the verdict must be about the split the last batch made. */
     sample_now(s, run->win_base);
+    synthetic_now(s, &run->syn_win);
     return 1;
 }
 
@@ -1003,6 +1151,7 @@ static struct plan_run *run_new(struct service *s, const struct config_plan *pla
     run->plan = plan;
     run->s = s;
     run->pilot_step = -1;
+    run->mirror_step = -1;
     SET(run, CHANGE_HEALTH);
     run->detail = json_object();
     uv_timer_init(R(s)->loop, &run->step_timer);
@@ -1097,6 +1246,8 @@ void plan_discard(struct service *s)
         return;
     s->run = NULL;
     test_cancel(run);
+    loadgen_stop(run->load);
+    run->load = NULL;
     run->step_timer.data = run;
     run->tick_timer.data = run;
     uv_close((uv_handle_t *)&run->step_timer, run_handle_closed);
@@ -1149,6 +1300,7 @@ int plan_resume(struct service *s, const struct store_change *c, const struct co
     sample_now(s, run->step_base);
     for (int k = 0; k < ROUTE_ROLES; k++)
         run->win_base[k] = run->step_base[k];
+    synthetic_now(s, &run->syn_win);
     event(s, "resumed", "the daemon restarted; the plan resumes at the step it was in");
     log_info("plan resumed", "service", s->cfg->name, "version", s->next->name, "state",
              state ? state : "");
@@ -1179,6 +1331,20 @@ int plan_resume(struct service *s, const struct store_change *c, const struct co
             start_step_timer(run);
         break;
     case CONFIG_STEP_APPROVAL:
+        break;
+    case CONFIG_STEP_LOAD:
+        run->step_timed = 1;
+        run->load =
+            loadgen_start(R(s)->loop, s->id, s->next->name, st->load, s->next->targets, s->next->n);
+        start_step_timer(run);
+        break;
+    case CONFIG_STEP_MIRROR:
+        /* The comparisons were in memory: the step's remaining time compares afresh. */
+        run->mirror_step = (int)run->step;
+        run->mirror_epoch = mirror_results_start(s->id);
+        run->step_timed = 1;
+        change_publish(&s->ch);
+        start_step_timer(run);
         break;
     case CONFIG_STEP_TEST:
         /* A test cannot be resumed half-way: it runs again. */

@@ -74,6 +74,14 @@ static void estimate(const struct preview_in *in, size_t i, int weight, struct s
     case CONFIG_STEP_PILOT:
         e->cohort = true;
         break;
+    case CONFIG_STEP_LOAD:
+        break; /* timed, and its synthetic requests feed the analysis */
+    case CONFIG_STEP_MIRROR:
+        /* Users see none of its answers; its own gate (max_mismatch_rate) decides. */
+        e->fastest = e->expected = e->worst = SEC(st->duration_ms);
+        snprintf(e->note, sizeof(e->note), "copies %d%% of requests to it for %s and compares",
+                 st->mirror->percent, duration_format(st->duration_ms, d, sizeof(d)));
+        return;
     }
     /* A timed step (pause, pilot) holds for its duration; its end judges the analysis. */
     double dur = SEC(st->duration_ms);
@@ -230,7 +238,8 @@ static json_t *step_json(const struct preview_in *in, size_t i, const struct ste
 {
     const struct config_step *st = &in->plan->steps[i];
     const char *owner = st->owner ? st->owner : in->plan->owner;
-    static const char *const kinds[] = {"test", "pilot", "weight", "pause", "approval"};
+    static const char *const kinds[] = {"test",     "pilot",  "weight", "pause",
+                                        "approval", "mirror", "load"};
     json_t *o = json_pack("{s:i, s:s, s:i, s:b, s:o, s:o, s:o, s:o, s:{s:f, s:f, s:f}, s:b, s:s}",
                           "step", (int)i + 1, "kind", kinds[st->kind], "traffic", e->traffic,
                           "cohort", e->cohort, "owner", owner ? json_string(owner) : json_null(),

@@ -201,6 +201,36 @@ char *rollout_report_md(struct rollout *r, int64_t id)
                        (long long)json_integer_value(json_object_get(gate, "windows")),
                        (long long)json_integer_value(json_object_get(gate, "requests")));
             md_put(&m, "\n\n");
+            json_t *mr = json_object_get(st, "mirror");
+            if (json_is_object(mr)) {
+                md_put(&m,
+                       "Mirrored: %lld pairs compared, %lld mismatches (gate max %g), %lld too "
+                       "large to compare, %lld copies dropped, %lld not copyable.\n\n",
+                       (long long)json_integer_value(json_object_get(mr, "pairs")),
+                       (long long)json_integer_value(json_object_get(mr, "mismatches")),
+                       json_number_value(json_object_get(mr, "max_mismatch_rate")),
+                       (long long)json_integer_value(json_object_get(mr, "too_large")),
+                       (long long)json_integer_value(json_object_get(mr, "dropped")),
+                       (long long)json_integer_value(json_object_get(mr, "skipped")));
+                size_t k;
+                json_t *row;
+                md_put(&m, "| route | pairs | mismatches |\n|---|---|---|\n");
+                json_array_foreach(json_object_get(mr, "routes"), k, row)
+                {
+                    md_put(&m, "| %s | %lld | %lld |\n", str(&m, row, "route"),
+                           (long long)json_integer_value(json_object_get(row, "pairs")),
+                           (long long)json_integer_value(json_object_get(row, "mismatches")));
+                }
+                md_put(&m, "\n");
+                json_array_foreach(json_object_get(mr, "samples"), k, row)
+                {
+                    md_put(&m, "- `%s`: live %lld, new %lld: %s\n", str(&m, row, "route"),
+                           (long long)json_integer_value(json_object_get(row, "live_status")),
+                           (long long)json_integer_value(json_object_get(row, "new_status")),
+                           str(&m, row, "diff"));
+                }
+                md_put(&m, "\n");
+            }
             if (json_is_object(json_object_get(st, "canary"))) {
                 md_put(&m, "| version | requests | 5xx | cutover errors | error rate | p50 ms | "
                            "p90 ms | p99 ms |\n|---|---|---|---|---|---|---|---|\n");

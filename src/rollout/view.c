@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/xmalloc.h"
+#include "rollout/load.h"
 #include "rollout/managed.h"
 #include "rollout/mode.h"
 #include "rollout/plan.h"
@@ -245,6 +247,19 @@ void rollout_metrics(struct rollout *r, rollout_emit_fn emit, void *ctx)
             emit(ctx, line);
         }
     }
+    /* Synthetic requests of load steps, apart from users' (rollout/load.h). */
+    size_t nid = 0;
+    for (size_t i = 0; i < r->nservices; i++)
+        if (r->services[i].id >= 0 && (size_t)r->services[i].id + 1 > nid)
+            nid = (size_t)r->services[i].id + 1;
+    const char **names = xcalloc(nid ? nid : 1, sizeof(*names));
+    for (size_t i = 0; i < nid; i++)
+        names[i] = "?";
+    for (size_t i = 0; i < r->nservices; i++)
+        if (r->services[i].id >= 0)
+            names[r->services[i].id] = r->services[i].cfg->name;
+    loadgen_metrics(names, nid, emit, ctx);
+    free(names);
     /* Something to alert on: the engine acted on a change's end that only memory holds. */
     emit(ctx, "# HELP cutover_change_unsaved 1 while the end of a change is not saved to the "
               "store (retrying).");

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Scripted HTTP/1.1 backend for the end-to-end tests (python3 stdlib only; prints nothing).
 
-    backend.py PORT VERSION [--unhealthy]
+    backend.py PORT VERSION [--unhealthy] [--mirror-routes [--api-x-status N] [--b-body TEXT]]
+               [--delay-ms D]
 
 A thread per connection, keep-alive, its own small request reader so that it can log exactly
 what reached it (request line and headers, in order, as received) and read chunked bodies.
@@ -19,6 +20,12 @@ what reached it (request line and headers, in order, as received) and read chunk
   GET  /requests           JSON list of what reached it: {"conn", "line", "headers", "complete"}
                            (health checks and /requests itself are not logged)
   POST /admin/clear        empties that list
+  With --mirror-routes only (test_mirror.py; other tests use these paths as plain ones):
+  GET  /api/x              200 {"x": 1} (--api-x-status N: N instead)
+  GET  /b                  200 "b\n" (--b-body TEXT: TEXT instead)
+  GET  /api/j              200 {"data": {"a": 1, "b": [1, 2]}, "meta": {"version": VERSION,
+                           "time": <now>}}: versions differ in /meta only
+  --delay-ms D             every answer but health checks and admin routes waits D ms first
 Any other path answers like GET /. Every answer carries X-Version: VERSION.
 """
 import hashlib
@@ -32,6 +39,16 @@ from urllib.parse import parse_qs, urlsplit
 PORT = int(sys.argv[1])
 VERSION = sys.argv[2]
 STATE = {"healthy": "--unhealthy" not in sys.argv}
+
+
+def _opt(name, default):
+    return sys.argv[sys.argv.index(name) + 1] if name in sys.argv else default
+
+
+API_X_STATUS = int(_opt("--api-x-status", "200"))
+B_BODY = _opt("--b-body", "b\n").encode()
+DELAY = int(_opt("--delay-ms", "0")) / 1000.0
+MIRROR_ROUTES = "--mirror-routes" in sys.argv
 LOG = []  # dicts, appended under LOCK
 LOCK = threading.Lock()
 LOG_MAX = 20000
@@ -189,6 +206,8 @@ def handle(sock, peer):
         if entry is not None:
             entry["complete"] = True
 
+        if DELAY and not url.path.startswith(("/healthz", "/admin/", "/requests")):
+            time.sleep(DELAY)
         if url.path == "/healthz":
             send(sock, 200 if STATE["healthy"] else 503, b"ok\n" if STATE["healthy"] else b"no\n",
                  extra)
@@ -212,6 +231,15 @@ def handle(sock, peer):
             ms = int(q.get("ms", "1000"))
             time.sleep(ms / 1000.0)
             send(sock, 200, f"slept {ms}\n".encode(), extra)
+        elif MIRROR_ROUTES and url.path == "/api/x":
+            send(sock, API_X_STATUS, b'{"x": 1}', extra, ctype="application/json",
+                 head_only=method == "HEAD")
+        elif MIRROR_ROUTES and url.path == "/b":
+            send(sock, 200, B_BODY, extra, head_only=method == "HEAD")
+        elif MIRROR_ROUTES and url.path == "/api/j":
+            doc = {"data": {"a": 1, "b": [1, 2]}, "meta": {"version": VERSION, "time": time.time()}}
+            send(sock, 200, json.dumps(doc).encode(), extra, ctype="application/json",
+                 head_only=method == "HEAD")
         elif url.path == "/download":
             send_download(sock, int(q.get("bytes", "0")))
         elif url.path == "/status":

@@ -206,11 +206,12 @@ class Procs:
 
 
 class Backend:
-    def __init__(self, procs, version, unhealthy=False, port=None):
+    def __init__(self, procs, version, unhealthy=False, port=None, extra=()):
         self.version = version
         self.port = port or free_port()
         self.addr = f"127.0.0.1:{self.port}"
         args = [sys.executable, BACKEND, self.port, version] + (["--unhealthy"] if unhealthy else [])
+        args += list(extra)
         self.proc = procs.start(args, name=f"backend-{version}")
         assert wait_port(self.port, 10, self.proc), f"backend {version} did not start"
 
@@ -417,7 +418,8 @@ def procs(tmp_path, request):
 @pytest.fixture
 def backend(procs):
     """backend(version, unhealthy=False) -> a started Backend."""
-    return lambda version, unhealthy=False, port=None: Backend(procs, version, unhealthy, port)
+    return lambda version, unhealthy=False, port=None, extra=(): Backend(procs, version, unhealthy,
+                                                                         port, extra)
 
 
 @pytest.fixture

@@ -557,6 +557,51 @@ static void test_pilot_ipv6_source_and_test_default_timeout(void **state)
     config_free(cfg);
 }
 
+static void test_mirror_and_load_steps(void **state)
+{
+    struct config *cfg =
+        load_ok("plans:\n"
+                "  p:\n"
+                "    steps:\n"
+                "      - mirror: {duration: 1m}\n"
+                "      - mirror: {percent: 5, duration: 2s, compare: [status],\n"
+                "                 headers: [Content-Type, ETag],\n"
+                "                 ignore_json: [/meta/time, /a~1b], methods: [POST],\n"
+                "                 max_body_bytes: 1KiB, max_inflight: 3,\n"
+                "                 min_pairs: 7, max_mismatch_rate: 0.25}\n"
+                "      - load: {rate: 1000, duration: 3s}\n"
+                "      - load: {rate: 2, duration: 1s, paths: [/a, /b?x=1],\n"
+                "               headers: {X-Probe: yes}}\n");
+    const struct config_plan *p = &cfg->plans[0];
+    const struct config_mirror *m0 = p->steps[0].mirror, *m1 = p->steps[1].mirror;
+    (void)state;
+    assert_int_equal(p->steps[0].kind, CONFIG_STEP_MIRROR);
+    assert_int_equal(p->steps[0].duration_ms, 60000);
+    assert_int_equal(m0->percent, 100);
+    assert_int_equal(m0->methods, (1u << 1) | (1u << 2)); /* GET, HEAD */
+    assert_int_equal(m0->compare, CONFIG_MIRROR_STATUS | CONFIG_MIRROR_BODY);
+    assert_int_equal(m0->max_body_bytes, 65536);
+    assert_int_equal(m0->max_inflight, 64);
+    assert_int_equal(m0->min_pairs, 100);
+    assert_true(m0->max_mismatch_rate == 0);
+    assert_int_equal(m1->percent, 5);
+    assert_int_equal(m1->compare, CONFIG_MIRROR_STATUS);
+    assert_string_equal(m1->headers[0], "content-type");
+    assert_string_equal(m1->headers[1], "etag");
+    assert_string_equal(m1->ignore_json[1], "/a~1b");
+    assert_int_equal(m1->methods, 1u << 3);
+    assert_int_equal(m1->max_body_bytes, 1024);
+    assert_int_equal(m1->max_inflight, 3);
+    assert_int_equal(m1->min_pairs, 7);
+    assert_true(m1->max_mismatch_rate == 0.25);
+    assert_int_equal(p->steps[2].kind, CONFIG_STEP_LOAD);
+    assert_int_equal(p->steps[2].load->rate, 1000);
+    assert_string_equal(p->steps[2].load->paths[0], "/");
+    assert_int_equal(p->steps[3].load->npaths, 2);
+    assert_string_equal(p->steps[3].load->headers[0], "X-Probe: yes");
+    config_free(cfg);
+}
+
 static void test_names_allowed(void **state)
 {
     struct config *cfg =
@@ -1554,6 +1599,7 @@ int main(void)
         cmocka_unit_test(test_stop_signals),
         cmocka_unit_test(test_pause_forms),
         cmocka_unit_test(test_pilot_ipv6_source_and_test_default_timeout),
+        cmocka_unit_test(test_mirror_and_load_steps),
         cmocka_unit_test(test_names_allowed),
         cmocka_unit_test(test_unknown_keys_warn),
         cmocka_unit_test(test_webhook_keys_formats_events),
