@@ -174,6 +174,7 @@ static void response_process(struct h1_up *u);
 static void request_dispatch(struct client *c);
 static void count_answer(struct client *c, int status, int own_error);
 static void count_loss(struct client *c, enum worker_loss why);
+static struct worker_role_stats *role_stats(struct client *c);
 static void longlived_end(struct client *c);
 static void on_upstream_write(uv_write_t *req, int status);
 static size_t reap_idle(struct worker *w, size_t max);
@@ -991,7 +992,14 @@ static void up_read_stop(struct h1_up *u)
     upstream_read_stop(&u->base);
 }
 
-enum up_fail { UF_CONNECT, UF_CONNECT_TIMEOUT, UF_IO, UF_RESPONSE_TIMEOUT, UF_BAD_RESPONSE };
+/* The same order as enum worker_upstream_fail, which counts them. */
+enum up_fail {
+    UF_CONNECT = WORKER_UF_CONNECT,
+    UF_CONNECT_TIMEOUT = WORKER_UF_CONNECT_TIMEOUT,
+    UF_IO = WORKER_UF_IO,
+    UF_RESPONSE_TIMEOUT = WORKER_UF_RESPONSE_TIMEOUT,
+    UF_BAD_RESPONSE = WORKER_UF_BAD_RESPONSE,
+};
 
 static int method_idempotent(enum http_method m)
 {
@@ -1039,6 +1047,9 @@ static void up_failed(struct h1_up *u, enum up_fail why)
     up_close(u);
     if (c == NULL)
         return;
+    struct worker_role_stats *rst = c->x != NULL ? role_stats(c) : NULL;
+    if (rst != NULL)
+        WORKER_STAT_ADD(&rst->upstream_fail[why], 1);
     c->up = NULL;
     int can_replay = c->x->replayable && !c->x->resp_started && got == 0 &&
                      why != UF_RESPONSE_TIMEOUT && why != UF_BAD_RESPONSE;
@@ -1128,6 +1139,9 @@ static void longlived_begin(struct client *c, struct route_target *t)
     route_target_ref(t);
     c->x->ll_target = t;
     atomic_fetch_add_explicit(&t->longlived, 1, memory_order_relaxed);
+    struct worker_role_stats *st = role_stats(c);
+    if (st != NULL)
+        WORKER_STAT_ADD(&st->longlived, 1);
 }
 
 static void longlived_end(struct client *c)
@@ -1138,6 +1152,9 @@ static void longlived_end(struct client *c)
     c->x->ll_target = NULL;
     atomic_fetch_sub_explicit(&t->longlived, 1, memory_order_relaxed);
     route_target_unref(t);
+    struct worker_role_stats *st = role_stats(c);
+    if (st != NULL)
+        WORKER_STAT_ADD(&st->longlived, -1);
 }
 
 /* Tunnel, upstream -> client: what the upstream sent goes out as is, one write in flight. */

@@ -454,6 +454,13 @@ const char *worker_loss_name(enum worker_loss why)
     return (unsigned)why < WORKER_LOSSES ? names[why] : "unknown";
 }
 
+const char *worker_upstream_fail_name(enum worker_upstream_fail why)
+{
+    static const char *const names[WORKER_UPSTREAM_FAILS] = {
+        "connect", "connect_timeout", "connection_lost", "response_timeout", "bad_response"};
+    return (unsigned)why < WORKER_UPSTREAM_FAILS ? names[why] : "unknown";
+}
+
 const struct worker_stats *worker_get_stats(const struct worker *w)
 {
     return &w->stats;

@@ -95,6 +95,21 @@ enum worker_loss {
  * "not_retried". */
 const char *worker_loss_name(enum worker_loss why);
 
+/* How an upstream connection failed a request, retried or not (the request may still have been
+ * answered by a retry): refused or unreachable, connect timeout, connection lost, no response
+ * in time, an invalid response. */
+enum worker_upstream_fail {
+    WORKER_UF_CONNECT = 0,
+    WORKER_UF_CONNECT_TIMEOUT,
+    WORKER_UF_IO,
+    WORKER_UF_RESPONSE_TIMEOUT,
+    WORKER_UF_BAD_RESPONSE,
+};
+#define WORKER_UPSTREAM_FAILS 5
+
+/* "connect", "connect_timeout", "connection_lost", "response_timeout", "bad_response". */
+const char *worker_upstream_fail_name(enum worker_upstream_fail why);
+
 /* Status classes counted per role: 1xx .. 5xx. */
 #define WORKER_CLASSES 5
 
@@ -109,6 +124,9 @@ struct worker_role_stats {
     /* answers by status class 1xx..5xx (index status / 100 - 1), cutover's own error answers
      * included: their sum is the requests answered */
     _Atomic uint64_t classes[WORKER_CLASSES];
+    /* upstream failures by enum worker_upstream_fail, whether a retry saved the request or not */
+    _Atomic uint64_t upstream_fail[WORKER_UPSTREAM_FAILS];
+    _Atomic int64_t longlived; /* open tunnels and event streams routed to the role */
 };
 
 /* Returns the statistics of (service_id, role), or NULL when out of range. */

@@ -243,6 +243,53 @@ static void emit_lost(struct daemon *d, rollout_emit_fn emit, void *ectx)
     }
 }
 
+/* cutover_upstream_failures_total{service, role, reason} and the open long-lived connections
+ * (tunnels, event streams) per role, summed over the workers. */
+static void emit_upstream(struct daemon *d, rollout_emit_fn emit, void *ectx)
+{
+    static const char *const roles[ROUTE_ROLES] = {"stable", "canary"};
+    char line[512];
+    emit(ectx, "# HELP cutover_upstream_failures_total Upstream connections that failed a request, "
+               "by reason, whether a retry then answered it or not.");
+    emit(ectx, "# TYPE cutover_upstream_failures_total counter");
+    for (size_t j = 0; j < d->cfg->nservices; j++)
+        for (int role = 0; role < ROUTE_ROLES; role++) {
+            uint64_t n[WORKER_UPSTREAM_FAILS] = {0};
+            for (int i = 0; i < d->nworkers; i++) {
+                const struct worker_role_stats *st =
+                    worker_role_stats(d->workers[i], (int)j, (enum route_role)role);
+                for (int k = 0; st != NULL && k < WORKER_UPSTREAM_FAILS; k++)
+                    n[k] += atomic_load_explicit(&st->upstream_fail[k], memory_order_relaxed);
+            }
+            for (int k = 0; k < WORKER_UPSTREAM_FAILS; k++) {
+                snprintf(line, sizeof(line),
+                         "cutover_upstream_failures_total{service=\"%s\",role=\"%s\","
+                         "reason=\"%s\"} %llu",
+                         d->cfg->services[j].name, roles[role],
+                         worker_upstream_fail_name((enum worker_upstream_fail)k),
+                         (unsigned long long)n[k]);
+                emit(ectx, line);
+            }
+        }
+    emit(ectx, "# HELP cutover_long_lived_connections Open tunnels (WebSocket, CONNECT) and event "
+               "streams, by the role of the version they reach.");
+    emit(ectx, "# TYPE cutover_long_lived_connections gauge");
+    for (size_t j = 0; j < d->cfg->nservices; j++)
+        for (int role = 0; role < ROUTE_ROLES; role++) {
+            int64_t n = 0;
+            for (int i = 0; i < d->nworkers; i++) {
+                const struct worker_role_stats *st =
+                    worker_role_stats(d->workers[i], (int)j, (enum route_role)role);
+                if (st != NULL)
+                    n += atomic_load_explicit(&st->longlived, memory_order_relaxed);
+            }
+            snprintf(line, sizeof(line),
+                     "cutover_long_lived_connections{service=\"%s\",role=\"%s\"} %lld",
+                     d->cfg->services[j].name, roles[role], (long long)(n > 0 ? n : 0));
+            emit(ectx, line);
+        }
+}
+
 /* Hold and maintenance per service (proxy/hold.h): requests waiting now, ever held, answered
  * 503 past their max or over hold_max_requests, and maintenance answers. */
 static void emit_hold(struct daemon *d, rollout_emit_fn emit, void *ectx)
@@ -588,6 +635,7 @@ static void on_metrics(void *ctx, rollout_emit_fn emit, void *ectx)
     emit(ectx, line);
     emit_tls(d, emit, ectx);
     emit_lost(d, emit, ectx);
+    emit_upstream(d, emit, ectx);
     emit_hold(d, emit, ectx);
     emit(ectx, "# HELP cutover_store_ok 0 once the store was deleted, replaced or failed a write "
                "for integrity reasons, or is corrupt and was opened read-only: changes are refused "

@@ -261,3 +261,46 @@ def test_gate_verdicts_and_waiting_notifications_are_gauges(backend, daemon):
                            capture_output=True)
         assert p.returncode == 0, p.stdout + p.stderr
     d.cli("abort", "web")
+
+
+def test_upstream_failures_by_reason_and_long_lived_connections(backend, daemon, procs):
+    """A target killed behind the live version's back: its connect failures are counted by
+    reason (here saved by a retry on the other target), and the open WebSocket and event
+    stream of the live version show as long-lived connections until they close."""
+    import socket
+    import sys
+    from pathlib import Path
+    from conftest import wait_port
+    from wsutil import SSEClient, WSClient
+    ws_port = free_port()
+    wsb = procs.start([sys.executable, Path(__file__).resolve().parent / "wsutil.py",
+                       ws_port, "v1"], name="wsbackend")
+    assert wait_port(ws_port, 10, wsb)
+    dead = backend("v1")
+    d = daemon([dead, type("T", (), {"addr": f"127.0.0.1:{ws_port}"})()],
+               health={"interval": "30s", "unhealthy_threshold": 10})
+    d.start()
+    wait_for(lambda: body_of(d.port) == "v1\n", 10, "v1 served")
+    dead.kill()
+    fails = 0
+    for _ in range(20):
+        c = http.client.HTTPConnection("127.0.0.1", d.port, timeout=5)
+        c.request("GET", "/")
+        r = c.getresponse()
+        r.read()
+        fails += r.status != 200
+        c.close()
+    assert fails == 0, "a retry on the other target should answer every request"
+    text = metrics(d)
+    got = {l["reason"]: v for l, v in samples(text, "cutover_upstream_failures_total")
+           if l.get("service") == "web" and l.get("role") == "stable"}
+    assert got["connect"] >= 1 and set(got) == {"connect", "connect_timeout", "connection_lost",
+                                                "response_timeout", "bad_response"}, got
+    ws, sse = WSClient(d.port), SSEClient(d.port)
+
+    def longlived():
+        return total(metrics(d), "cutover_long_lived_connections", service="web", role="stable")
+    wait_for(lambda: longlived() == 2, 10, "two long-lived connections counted")
+    ws.close()
+    sse.close()
+    wait_for(lambda: longlived() == 0, 10, "both gone")
