@@ -177,6 +177,10 @@ static void server_pause(struct api *a, uv_stream_t *server, int status);
 
 /* ---------------------------------------------------------------- audit log ----------------- */
 
+/* The audit status of an action whose client closed the connection before its answer (as
+ * nginx logs it). */
+#define API_CLIENT_GONE 499
+
 static void audit_forget(struct api_conn *c)
 {
     free(c->aud_method);
@@ -2096,8 +2100,13 @@ static void conn_close(struct api_conn *c)
     if (c->closing)
         return;
     c->closing = 1;
-    if (c->pending != NULL)
+    if (c->pending != NULL) {
         c->pending->conn = NULL;
+        /* The action goes on without anyone to answer: its line is written now, or never. */
+        audit_write(c, API_CLIENT_GONE,
+                    "{\"error\":\"the client went away before the answer; the action goes "
+                    "on\"}");
+    }
     if (c->prev)
         c->prev->next = c->next;
     else

@@ -197,3 +197,20 @@ def wait_audit(d, n, secs=10):
         if len(lines) >= n or time.monotonic() > deadline:
             return lines
         time.sleep(0.2)
+
+
+def test_an_action_whose_client_went_away_is_still_in_the_audit_log(backend, daemon):
+    v1, v2 = backend("v1"), backend("v2")
+    d = daemon([v1], top_extra="plans:\n  slow: {steps: [{weight: 10}, {pause: 1m}, "
+               "{weight: 100}]}\n")
+    d.start(expect="v1\n")
+    body = json.dumps({"version": "v2", "targets": [v2.addr], "plan": "slow", "wait": True})
+    r = subprocess.run(["curl", "-s", "-m", "1", "--unix-socket", str(d.sock), "-X", "POST",
+                        "-H", "Content-Type: application/json", "--data-binary", body,
+                        "http://localhost/api/v1/services/web/deploy"], capture_output=True)
+    assert r.returncode == 28, r  # curl's timeout: it hung up before the answer
+    lines = wait_audit(d, 1)
+    assert [(l["path"], l["status"]) for l in lines] == [
+        ("/api/v1/services/web/deploy", 499)], lines
+    assert "went away" in lines[0]["outcome"], lines
+    d.cli("abort", "web")
