@@ -30,19 +30,7 @@
 #include "net/addr.h"
 #include "store/store.h"
 
-#ifndef CUTOVER_VERSION
-#define CUTOVER_VERSION CUTOVER_RELEASE
-#endif
-
-#define CLI_CONNECT_TIMEOUT_MS 2000L
-#define CLI_HANDOVER_TRIES 100 /* x CLI_HANDOVER_WAIT_MS: a successor's 10 s to take over */
-#define CLI_HANDOVER_WAIT_MS 100
-#define CLI_EVENTS_GIVE_UP_S 30 /* `events` stops when the daemon is away this long */
-#define CLI_REQUEST_TIMEOUT_MS 120000L
-/* A history of many changes is the largest answer; anything beyond this is not our daemon. */
-#define CLI_MAX_BODY ((size_t)64 * 1024 * 1024)
-#define CLI_MAX_TARGETS 64
-#define CLI_MAX_POSITIONAL 2
+/* Constants shared by the CLI's files: cli_internal.h. */
 
 /* --- commands -------------------------------------------------------------------------------- */
 

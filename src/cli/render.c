@@ -183,15 +183,22 @@ static void cli_render_rolling(FILE *out, const json_t *ro)
             json_integer_value(json_object_get(ro, "max_unavailable")));
 }
 
+/* "  LABEL:    TEXT TAIL", TEXT escaped for the terminal: a status line of a service. */
+static void render_line(FILE *out, const char *label, const char *text, const char *tail)
+{
+    fprintf(out, "  %-9s ", label);
+    cli_put_clean(out, text, 0);
+    fputs(tail, out);
+    fputc('\n', out);
+}
+
 /* The end of a change the daemon could not save to its store yet (it retries): the one line an
  * operator needs to see why the service refuses deploys. */
 static void cli_render_unsaved(FILE *out, const char *label, const json_t *u)
 {
     if (!json_is_object(u))
         return;
-    fprintf(out, "  %-9s ", label);
-    cli_put_clean(out, cli_jstr_or(u, "message", "not saved to the store yet"), 0);
-    fputc('\n', out);
+    render_line(out, label, cli_jstr_or(u, "message", "not saved to the store yet"), "");
 }
 
 /* Why the daemon takes no change at all (its store is lost or corrupt), when it says so. */
@@ -200,9 +207,7 @@ static void cli_render_store_problem(FILE *out, const json_t *svc)
     const char *why = cli_jstr(svc, "store_problem");
     if (why == NULL)
         return;
-    fprintf(out, "  %-9s ", "store:");
-    cli_put_clean(out, why, 0);
-    fputs("; deploys and rollbacks are refused\n", out);
+    render_line(out, "store:", why, "; deploys and rollbacks are refused");
 }
 
 /* Why no version of the service can serve (its live version failed and nothing took over). */
@@ -211,9 +216,7 @@ static void cli_render_down(FILE *out, const json_t *svc)
     const char *why = cli_jstr(svc, "down");
     if (why == NULL)
         return;
-    fprintf(out, "  %-9s ", "DOWN:");
-    cli_put_clean(out, why, 0);
-    fputc('\n', out);
+    render_line(out, "DOWN:", why, "");
 }
 
 /* "held:" and "maintenance:" lines while the service is held or in maintenance. */
