@@ -1844,26 +1844,10 @@ static const char *header_get(const struct http_request *req, const char *name, 
 /* The dashboard session cookie's value in req's Cookie header, or NULL. */
 static const char *session_cookie(const struct http_request *req, size_t *len)
 {
-    static const char key[] = SESSION_COOKIE "=";
-    size_t kl = sizeof(key) - 1;
-    for (size_t i = 0; i < req->num_headers; i++) {
-        const struct http_header *h = &req->headers[i];
-        if (h->name_len != 6 || strncasecmp(h->name, "cookie", 6) != 0)
-            continue;
-        const char *p = h->value, *end = h->value + h->value_len;
-        while (p < end) {
-            while (p < end && (*p == ' ' || *p == ';'))
-                p++;
-            const char *semi = memchr(p, ';', (size_t)(end - p));
-            const char *stop = semi ? semi : end;
-            if ((size_t)(stop - p) > kl && memcmp(p, key, kl) == 0) {
-                *len = (size_t)(stop - p - (ptrdiff_t)kl);
-                return p + kl;
-            }
-            p = stop;
-        }
-    }
-    return NULL;
+    const char *v = NULL;
+    if (!http_cookie_find(req->headers, req->num_headers, SESSION_COOKIE, &v, len) || *len == 0)
+        return NULL;
+    return v;
 }
 
 /* 1 when req, which changes something, may come from the dashboard's own page: an Origin

@@ -61,6 +61,32 @@ int http_token_eq(const char *s, size_t n, const char *lit)
     return lit[n] == '\0';
 }
 
+int http_cookie_find(const struct http_header *headers, size_t n, const char *name, const char **v,
+                     size_t *vl)
+{
+    size_t nl = strlen(name);
+    for (size_t i = 0; i < n; i++) {
+        const struct http_header *h = &headers[i];
+        if (!http_token_eq(h->name, h->name_len, "cookie"))
+            continue;
+        const char *p = h->value, *end = h->value + h->value_len;
+        while (p < end) {
+            while (p < end && (*p == ' ' || *p == ';'))
+                p++;
+            const char *semi = memchr(p, ';', (size_t)(end - p));
+            const char *pe = semi ? semi : end;
+            const char *eq = memchr(p, '=', (size_t)(pe - p));
+            if (eq != NULL && (size_t)(eq - p) == nl && memcmp(p, name, nl) == 0) {
+                *v = eq + 1;
+                *vl = (size_t)(pe - eq - 1);
+                return 1;
+            }
+            p = pe;
+        }
+    }
+    return 0;
+}
+
 int http_err_status(int err)
 {
     switch (err) {

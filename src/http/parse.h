@@ -160,4 +160,10 @@ const char *http_err_str(int err);
  * returns 1 when equal. */
 int http_token_eq(const char *s, size_t n, const char *lit);
 
+/* Finds cookie name among the Cookie fields of headers[0..n): 1 with its value in *v, *vl
+ * (not copied, possibly empty), else 0. The one cookie reader of the data plane (sticky and
+ * pilot cookies) and the admin API (the dashboard session). */
+int http_cookie_find(const struct http_header *headers, size_t n, const char *name, const char **v,
+                     size_t *vl);
+
 #endif

@@ -24,27 +24,7 @@ const struct http_header *pick_find_header(const struct pick_request *rq, const 
 
 int pick_find_cookie(const struct pick_request *rq, const char *name, const char **v, size_t *vl)
 {
-    size_t nl = strlen(name);
-    for (size_t i = 0; i < rq->nheaders; i++) {
-        const struct http_header *h = &rq->headers[i];
-        if (!http_token_eq(h->name, h->name_len, "cookie"))
-            continue;
-        const char *p = h->value, *end = h->value + h->value_len;
-        while (p < end) {
-            while (p < end && (*p == ' ' || *p == ';'))
-                p++;
-            const char *semi = memchr(p, ';', (size_t)(end - p));
-            const char *pe = semi ? semi : end;
-            const char *eq = memchr(p, '=', (size_t)(pe - p));
-            if (eq != NULL && (size_t)(eq - p) == nl && memcmp(p, name, nl) == 0) {
-                *v = eq + 1;
-                *vl = (size_t)(pe - eq - 1);
-                return 1;
-            }
-            p = pe;
-        }
-    }
-    return 0;
+    return http_cookie_find(rq->headers, rq->nheaders, name, v, vl);
 }
 
 static int pilot_match(const struct route_pilot *p, const struct pick_request *rq)

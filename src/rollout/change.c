@@ -428,7 +428,9 @@ int change_fire(struct change *c, enum change_input in, const struct change_fact
     return 0;
 }
 
-int change_record_create(struct change *c, const struct change_new *n)
+/* The row of change n of c's service, in state (its strings borrowed from n). */
+static struct store_change row_of(const struct change *c, const struct change_new *n,
+                                  const char *state)
 {
     struct store_change sc = {0};
     sc.service = (char *)c->service;
@@ -438,8 +440,14 @@ int change_record_create(struct change *c, const struct change_new *n)
     sc.plan = (char *)n->plan;
     sc.actor = (char *)(n->actor && *n->actor ? n->actor : "unknown");
     sc.reason = (char *)n->reason;
-    sc.state = STORE_CHANGE_RUNNING;
+    sc.state = (char *)state;
     sc.message = (char *)n->message;
+    return sc;
+}
+
+int change_record_create(struct change *c, const struct change_new *n)
+{
+    struct store_change sc = row_of(c, n, STORE_CHANGE_RUNNING);
     const struct change_store *st = c->store;
     int rc = st->begin(c->store_ctx, WRITE_WAIT_MS);
     if (rc == 0 && n->targets != NULL)
@@ -477,16 +485,7 @@ int change_record_create(struct change *c, const struct change_new *n)
 
 int change_record_scheduled(struct change *c, const struct change_new *n, int64_t *id)
 {
-    struct store_change sc = {0};
-    sc.service = (char *)c->service;
-    sc.kind = "deploy";
-    sc.from_version = (char *)n->from;
-    sc.to_version = (char *)n->to;
-    sc.plan = (char *)n->plan;
-    sc.actor = (char *)(n->actor && *n->actor ? n->actor : "unknown");
-    sc.reason = (char *)n->reason;
-    sc.state = STORE_CHANGE_SCHEDULED;
-    sc.message = (char *)n->message;
+    struct store_change sc = row_of(c, n, STORE_CHANGE_SCHEDULED);
     const struct change_store *st = c->store;
     int rc = st->begin(c->store_ctx, WRITE_WAIT_MS);
     if (rc == 0)

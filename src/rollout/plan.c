@@ -490,6 +490,21 @@ static int judge_window(struct service *s, int step_end)
     return 1;
 }
 
+/* The current step ends inconclusive: why goes to the change's list of inconclusive verdicts,
+ * the step's record and an event. */
+static void record_inconclusive(struct service *s, const char *why)
+{
+    struct plan_run *run = s->run;
+    json_t *inc = json_object_get(run->detail, "inconclusive");
+    if (inc == NULL) {
+        inc = json_array();
+        json_object_set_new(run->detail, "inconclusive", inc);
+    }
+    json_array_append_new(inc, json_string(why));
+    json_object_set_new(step_record(run, run->step), "outcome", json_string("inconclusive"));
+    event(s, "inconclusive", why);
+}
+
 /* The mirror step's results so far go into its record; its gate judges them. A mismatch rate
  * over max_mismatch_rate fails the step as soon as min_pairs were compared; at the step's end
  * (step_end) fewer pairs are inconclusive. Returns 1 when the step ended here (failed or
@@ -546,14 +561,7 @@ static int mirror_judge(struct service *s, int step_end)
                  "(%llu dropped over max_inflight or without a target, %llu not copyable)",
                  run->step + 1, (unsigned long long)t.pairs, (unsigned long long)m->min_pairs,
                  (unsigned long long)t.dropped, (unsigned long long)t.skipped);
-        json_t *inc = json_object_get(run->detail, "inconclusive");
-        if (inc == NULL) {
-            inc = json_array();
-            json_object_set_new(run->detail, "inconclusive", inc);
-        }
-        json_array_append_new(inc, json_string(why));
-        json_object_set_new(step_record(run, run->step), "outcome", json_string("inconclusive"));
-        event(s, "inconclusive", why);
+        record_inconclusive(s, why);
         run->mirror_step = -1;
         change_publish(&s->ch);
         inconclusive(s, why, 0);
@@ -680,14 +688,7 @@ static void on_step_timer(uv_timer_t *t)
     if (analysing(run) && run->last.result == ANALYSIS_INCONCLUSIVE) {
         char why[480];
         snprintf(why, sizeof(why), "step %zu inconclusive: %s", run->step + 1, run->last.detail);
-        json_t *inc = json_object_get(run->detail, "inconclusive");
-        if (inc == NULL) {
-            inc = json_array();
-            json_object_set_new(run->detail, "inconclusive", inc);
-        }
-        json_array_append_new(inc, json_string(why));
-        json_object_set_new(step_record(run, run->step), "outcome", json_string("inconclusive"));
-        event(s, "inconclusive", why);
+        record_inconclusive(s, why);
         inconclusive(s, why, 0);
         return;
     }
