@@ -803,7 +803,8 @@ def test_bad_upgrade_and_reload_requests_leave_the_daemon_untouched(backend, dae
     # A second upgrade (or a reload) while one is in progress: 409 -> exit 1, the first goes on.
     slow = script(tmp_path / "slow-cutover", f"sleep 3\nexec {BIN} \"$@\"\n")
     first = d.cli_bg("upgrade", "--binary", slow)
-    wait_until(lambda: pgrep(str(slow)), 3, "the slow successor started")
+    # The successor itself: the CLI of `first` names the binary too, and may not have asked yet.
+    wait_until(lambda: pgrep(f"{slow} serve"), 3, "the slow successor started")
     r2 = d.cli("upgrade", timeout=20)
     r3 = d.cli("reload", timeout=20)
     st4, doc4 = d.api("POST", "/api/v1/upgrade", {})
