@@ -1693,8 +1693,9 @@ static void request_dispatch(struct client *c)
     uint64_t now_ms = c->x->t_start / 1000000;
     struct route_target *t =
         pick_target(pick_backend(svc, c->x->role), &c->w->rr, now_ms, c->x->last_target);
-    if (t == NULL && c->x->role == ROUTE_CANARY) {
-        /* The new version has no healthy target: its users go to the stable one meanwhile. */
+    if (t == NULL && c->x->role != ROUTE_STABLE) {
+        /* The new version (or the baseline) has no healthy target: its users go to the stable
+         * one meanwhile. */
         c->x->role = ROUTE_STABLE;
         t = pick_target(&svc->live, &c->w->rr, now_ms, c->x->last_target);
     }

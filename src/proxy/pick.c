@@ -102,13 +102,25 @@ enum route_role pick_role(const struct route_service *svc, const struct pick_req
         return ROUTE_STABLE;
     if (svc->canary_buckets >= ROUTE_BUCKETS)
         return ROUTE_CANARY;
-    return request_bucket(svc, rq, rng, cookie_id) < svc->canary_buckets ? ROUTE_CANARY
-                                                                         : ROUTE_STABLE;
+    unsigned b = request_bucket(svc, rq, rng, cookie_id);
+    if (b < svc->canary_buckets)
+        return ROUTE_CANARY;
+    if (svc->baseline.ntargets > 0 && b >= ROUTE_BUCKETS - svc->baseline_buckets)
+        return ROUTE_BASELINE;
+    return ROUTE_STABLE;
 }
 
 const struct route_backend *pick_backend(const struct route_service *svc, enum route_role role)
 {
-    return role == ROUTE_CANARY ? &svc->canary : &svc->live;
+    switch (role) {
+    case ROUTE_CANARY:
+        return &svc->canary;
+    case ROUTE_BASELINE:
+        return &svc->baseline;
+    case ROUTE_STABLE:
+        break;
+    }
+    return &svc->live;
 }
 
 struct route_target *pick_target(const struct route_backend *b, unsigned *rr, uint64_t now_ms,
@@ -156,7 +168,8 @@ int pick_routes_to(const struct route_table *t, const struct route_target *targe
         const struct route_service *s = &t->services[i];
         /* A canary in the table gets traffic even at weight 0: its preview listener, its pilot
          * cohort, the rollout's tests. Only a version gone from the table is drained. */
-        if (backend_has(&s->live, target) || backend_has(&s->canary, target))
+        if (backend_has(&s->live, target) || backend_has(&s->canary, target) ||
+            backend_has(&s->baseline, target))
             return 1;
     }
     return 0;

@@ -32,7 +32,9 @@ uint64_t pick_rand(uint64_t *rng);
  * match go to the canary whatever the weight. Otherwise the request's bucket, compared with
  * svc->canary_buckets, decides: the sticky key's bucket when the service has one (cookie,
  * header, or the client's address with ROUTE_STICKY_SOURCE), else a fresh random bucket for
- * each request, so that a weight holds whatever the clients' addresses. A sticky-cookie request
+ * each request, so that a weight holds whatever the clients' addresses. Buckets below
+ * canary_buckets go to the canary, the top baseline_buckets to a baseline when the table has
+ * one, the rest to the stable version. A sticky-cookie request
  * without the cookie gets a new random id in cookie_id (PICK_COOKIE_ID_LEN bytes, "" when
  * none), which the caller sets on the answer. */
 enum route_role pick_role(const struct route_service *svc, const struct pick_request *rq,
@@ -48,7 +50,8 @@ struct route_target *pick_target(const struct route_backend *b, unsigned *rr, ui
 const struct route_backend *pick_backend(const struct route_service *svc, enum route_role role);
 
 /* 1 when table t (NULL: none) may send a request to target, or to another target object for
- * the same address, in some role: a service's live version or its canary, at any weight (a
+ * the same address, in some role: a service's live version, its canary or its baseline, at any
+ * weight (a
  * canary at weight 0 still serves its pilot cohort, its preview listener and the plan's
  * tests). A connection to a target it does not route to is drained. */
 int pick_routes_to(const struct route_table *t, const struct route_target *target);

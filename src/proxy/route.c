@@ -92,6 +92,7 @@ void route_table_release(struct route_table *t)
         struct route_service *rs = &t->services[i];
         backend_done(&rs->live);
         backend_done(&rs->canary);
+        backend_done(&rs->baseline);
         backend_done(&rs->fallback);
         free(rs->name);
         free(rs->pilot.name);
@@ -209,6 +210,12 @@ int route_pilot_source_match(const struct route_pilot *p, const struct sockaddr 
             return 0;
     }
     return 1;
+}
+
+const char *route_role_name(enum route_role role)
+{
+    static const char *const names[ROUTE_ROLES] = {"stable", "canary", "baseline"};
+    return (unsigned)role < ROUTE_ROLES ? names[role] : "?";
 }
 
 unsigned route_bucket(const char *key, size_t len)

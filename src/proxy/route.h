@@ -56,13 +56,19 @@ struct route_limits {
     size_t hold_max_requests; /* requests held at once while the service is held (proxy/hold.h) */
 };
 
-/* Which version of a service a request is routed to. */
-enum route_role { ROUTE_STABLE = 0, ROUTE_CANARY = 1 };
-#define ROUTE_ROLES 2
+/* Which version of a service a request is routed to. BASELINE: fresh instances of the stable
+ * version started for a like-for-like comparison with the canary (`analysis: {baseline: true}`);
+ * it serves the same version as STABLE, apart only in the figures. */
+enum route_role { ROUTE_STABLE = 0, ROUTE_CANARY = 1, ROUTE_BASELINE = 2 };
+#define ROUTE_ROLES 3
+
+/* "stable", "canary" or "baseline": the `role` label of /metrics. */
+const char *route_role_name(enum route_role role);
 
 /* Bucket space of the weight split: a request falls in a bucket 0..9999 (fixed for a sticky
  * key, drawn per request without one) and the canary serves the buckets below canary_buckets,
- * so raising the weight only moves sticky clients to it. */
+ * so raising the weight only moves sticky clients to it. A baseline serves the top
+ * baseline_buckets, so its share never takes a bucket from the canary's. */
 #define ROUTE_BUCKETS 10000
 
 enum route_match_kind {
@@ -134,6 +140,11 @@ struct route_service {
      * published. ntargets == 0 when none. Never drained on its account (pick_routes_to). */
     struct route_backend fallback;
     unsigned canary_buckets; /* 0..ROUTE_BUCKETS */
+    /* Fresh instances of the live version that take as large a share as the canary while a plan
+     * with `analysis: {baseline: true}` runs (rollout/baseline.h); ntargets == 0 when none.
+     * Requests that find no healthy baseline target go to the live version. */
+    struct route_backend baseline;
+    unsigned baseline_buckets; /* the top buckets; canary_buckets + baseline_buckets <= ROUTE_BUCKETS */
     struct route_pilot pilot;
     enum route_sticky_kind sticky;
     char *sticky_name; /* cookie or header name */

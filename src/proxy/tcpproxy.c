@@ -345,7 +345,7 @@ static void conn_dispatch(struct tcp_conn *c)
     c->role = pick_role(svc, &rq, &c->w->rng, cookie);
     uint64_t now_ms = uv_hrtime() / 1000000;
     struct route_target *t = pick_target(pick_backend(svc, c->role), &c->w->rr, now_ms, NULL);
-    if (t == NULL && c->role == ROUTE_CANARY) {
+    if (t == NULL && c->role != ROUTE_STABLE) {
         c->role = ROUTE_STABLE;
         t = pick_target(&svc->live, &c->w->rr, now_ms, NULL);
     }

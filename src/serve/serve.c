@@ -41,6 +41,7 @@
 #include "proxy/route.h"
 #include "proxy/h1proxy.h"
 #include "proxy/hold.h"
+#include "proxy/pick.h"
 #include "proxy/tcpproxy.h"
 #include "proxy/worker.h"
 #include "rollout/rollout.h"
@@ -217,7 +218,6 @@ static void emit_tls(struct daemon *d, void (*emit)(void *, const char *), void 
  * over the workers (proxy/worker.h, enum worker_loss). */
 static void emit_lost(struct daemon *d, rollout_emit_fn emit, void *ectx)
 {
-    static const char *const roles[ROUTE_ROLES] = {"stable", "canary"};
     char line[512];
     emit(ectx, "# HELP cutover_proxy_lost_total Requests cutover failed (its own 502/503/504) "
                "or cut (drain or stop deadline, upstream reset mid-response).");
@@ -235,7 +235,7 @@ static void emit_lost(struct daemon *d, rollout_emit_fn emit, void *ectx)
                 snprintf(line, sizeof(line),
                          "cutover_proxy_lost_total{service=\"%s\",role=\"%s\",reason=\"%s\"} "
                          "%llu",
-                         d->cfg->services[j].name, roles[role],
+                         d->cfg->services[j].name, route_role_name((enum route_role)role),
                          worker_loss_name((enum worker_loss)k), (unsigned long long)lost[k]);
                 emit(ectx, line);
             }
@@ -247,7 +247,6 @@ static void emit_lost(struct daemon *d, rollout_emit_fn emit, void *ectx)
  * (tunnels, event streams) per role, summed over the workers. */
 static void emit_upstream(struct daemon *d, rollout_emit_fn emit, void *ectx)
 {
-    static const char *const roles[ROUTE_ROLES] = {"stable", "canary"};
     char line[512];
     emit(ectx, "# HELP cutover_upstream_failures_total Upstream connections that failed a request, "
                "by reason, whether a retry then answered it or not.");
@@ -265,7 +264,7 @@ static void emit_upstream(struct daemon *d, rollout_emit_fn emit, void *ectx)
                 snprintf(line, sizeof(line),
                          "cutover_upstream_failures_total{service=\"%s\",role=\"%s\","
                          "reason=\"%s\"} %llu",
-                         d->cfg->services[j].name, roles[role],
+                         d->cfg->services[j].name, route_role_name((enum route_role)role),
                          worker_upstream_fail_name((enum worker_upstream_fail)k),
                          (unsigned long long)n[k]);
                 emit(ectx, line);
@@ -285,7 +284,7 @@ static void emit_upstream(struct daemon *d, rollout_emit_fn emit, void *ectx)
             }
             snprintf(line, sizeof(line),
                      "cutover_long_lived_connections{service=\"%s\",role=\"%s\"} %lld",
-                     d->cfg->services[j].name, roles[role], (long long)(n > 0 ? n : 0));
+                     d->cfg->services[j].name, route_role_name((enum route_role)role), (long long)(n > 0 ? n : 0));
             emit(ectx, line);
         }
 }
@@ -421,7 +420,7 @@ static void vc_flush(struct daemon *d)
                 vagg_move(&acc->latency[k], &base->latency[k], cur.latency[k]);
             const struct route_backend *b = NULL;
             if (rs != NULL)
-                b = role == ROUTE_STABLE ? &rs->live : &rs->canary;
+                b = pick_backend(rs, (enum route_role)role);
             const char *now = b != NULL && b->ntargets > 0 ? b->version : NULL;
             if (now == NULL || d->vname[at] == NULL || strcmp(now, d->vname[at]) != 0) {
                 free(d->vname[at]);
@@ -457,7 +456,12 @@ static void on_series_tick(uv_timer_t *t)
     for (size_t j = 0; d->vname != NULL && j < d->cfg->nservices; j++)
         for (int role = 0; role < ROUTE_ROLES; role++) {
             const char *name = d->vname[j * ROUTE_ROLES + (size_t)role];
-            if (name == NULL)
+            int seen = 0; /* a baseline serves the stable role's version: one point for both */
+            for (int k = 0; name != NULL && k < role; k++) {
+                const char *other = d->vname[j * ROUTE_ROLES + (size_t)k];
+                seen |= other != NULL && strcmp(other, name) == 0;
+            }
+            if (name == NULL || seen)
                 continue;
             const struct vagg *a = &vc_get(d, j, name)->a;
             uint64_t requests = 0;

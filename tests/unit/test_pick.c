@@ -305,6 +305,92 @@ static void test_cookie_kept(void **state)
     table_free(t, live, can);
 }
 
+/* A baseline (fresh instances of the stable version) takes the top buckets, as many as the
+ * canary's share when both fit, and never a bucket of the canary's: a sticky user on the canary
+ * stays there as the weight grows, and one on the baseline only ever moves to the canary. */
+static void test_baseline_split(void **state)
+{
+    (void)state;
+    static const struct {
+        unsigned weight, base; /* percent of requests */
+    } rows[] = {{0, 0}, {5, 5}, {25, 25}, {50, 50}, {60, 40}, {100, 0}};
+    for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+        struct route_target *live, *can;
+        struct route_table *t = table_new(1, rows[i].weight, &live, &can);
+        struct route_service *s = &t->services[0];
+        struct route_target *b = route_target_new("127.0.0.1:1003", "v1");
+        atomic_store(&b->healthy, 1);
+        route_backend_set(&s->baseline, "v1", &b, 1);
+        s->baseline_buckets = rows[i].base * (ROUTE_BUCKETS / 100);
+        assert_ptr_equal(pick_backend(s, ROUTE_BASELINE), &s->baseline);
+        assert_true(pick_routes_to(t, b));
+        uint64_t rng = 0x9e3779b97f4a7c15ULL;
+        unsigned n[ROUTE_ROLES] = {0};
+        for (unsigned k = 0; k < 20000; k++) {
+            struct pick_request rq = {NULL, 0, NULL, "10.0.0.1", 0};
+            char cookie[PICK_COOKIE_ID_LEN];
+            n[pick_role(s, &rq, &rng, cookie)]++;
+        }
+        /* 20000 draws: a share is within 1.5 points (about 4.5 standard deviations). */
+        unsigned want[ROUTE_ROLES] = {(100 - rows[i].weight - rows[i].base) * 200,
+                                      rows[i].weight * 200, rows[i].base * 200};
+        for (int r = 0; r < ROUTE_ROLES; r++)
+            if (n[r] + 300 < want[r] || n[r] > want[r] + 300)
+                fail_msg("weight %u, baseline %u: %u of 20000 to %s, want about %u",
+                         rows[i].weight, rows[i].base, n[r], route_role_name((enum route_role)r),
+                         want[r]);
+        route_table_release(t);
+        route_target_unref(live);
+        route_target_unref(can);
+        route_target_unref(b);
+    }
+    /* Sticky users as the weight grows 10 -> 30 -> 50 with the baseline beside it. */
+    enum route_role was[1000];
+    for (unsigned w = 10; w <= 50; w += 20) {
+        struct route_target *live, *can;
+        struct route_table *t = table_new(1, w, &live, &can);
+        struct route_service *s = &t->services[0];
+        struct route_target *b = route_target_new("127.0.0.1:1003", "v1");
+        atomic_store(&b->healthy, 1);
+        route_backend_set(&s->baseline, "v1", &b, 1);
+        s->baseline_buckets = w * (ROUTE_BUCKETS / 100);
+        s->sticky = ROUTE_STICKY_HEADER;
+        s->sticky_name = xstrdup("x-user");
+        for (unsigned u = 0; u < 1000; u++) {
+            char user[16];
+            snprintf(user, sizeof(user), "u%u", u);
+            struct http_header h = {"x-user", 6, user, strlen(user), 0};
+            struct pick_request rq = {&h, 1, NULL, "10.0.0.1", 0};
+            uint64_t rng = 1;
+            char cookie[PICK_COOKIE_ID_LEN];
+            enum route_role r = pick_role(s, &rq, &rng, cookie);
+            if (w > 10 && was[u] == ROUTE_CANARY && r != ROUTE_CANARY)
+                fail_msg("user %s left the canary at weight %u", user, w);
+            if (w > 10 && was[u] == ROUTE_BASELINE && r == ROUTE_STABLE)
+                fail_msg("user %s went from the baseline to the stable set at weight %u", user,
+                         w);
+            was[u] = r;
+        }
+        route_table_release(t);
+        route_target_unref(live);
+        route_target_unref(can);
+        route_target_unref(b);
+    }
+    /* An empty baseline backend takes nothing, whatever its buckets say. */
+    struct route_target *live, *can;
+    struct route_table *t = table_new(1, 10, &live, &can);
+    struct route_service *s = &t->services[0];
+    route_backend_set(&s->baseline, "", NULL, 0);
+    s->baseline_buckets = 1000;
+    uint64_t rng = 7;
+    for (unsigned k = 0; k < 2000; k++) {
+        struct pick_request rq = {NULL, 0, NULL, "10.0.0.1", 0};
+        char cookie[PICK_COOKIE_ID_LEN];
+        assert_int_not_equal(pick_role(s, &rq, &rng, cookie), ROUTE_BASELINE);
+    }
+    table_free(t, live, can);
+}
+
 struct target_case {
     const char *what;
     int healthy[3];
@@ -417,7 +503,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_role_table),         cmocka_unit_test(test_weight_share_table),
-        cmocka_unit_test(test_cookie_kept),        cmocka_unit_test(test_target_table),
+        cmocka_unit_test(test_cookie_kept), cmocka_unit_test(test_baseline_split),        cmocka_unit_test(test_target_table),
         cmocka_unit_test(test_target_round_robin), cmocka_unit_test(test_routes_to),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
