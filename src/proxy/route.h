@@ -144,7 +144,8 @@ struct route_service {
      * with `analysis: {baseline: true}` runs (rollout/baseline.h); ntargets == 0 when none.
      * Requests that find no healthy baseline target go to the live version. */
     struct route_backend baseline;
-    unsigned baseline_buckets; /* the top buckets; canary_buckets + baseline_buckets <= ROUTE_BUCKETS */
+    unsigned
+        baseline_buckets; /* the top buckets; canary_buckets + baseline_buckets <= ROUTE_BUCKETS */
     struct route_pilot pilot;
     enum route_sticky_kind sticky;
     char *sticky_name; /* cookie or header name */

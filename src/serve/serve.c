@@ -284,7 +284,8 @@ static void emit_upstream(struct daemon *d, rollout_emit_fn emit, void *ectx)
             }
             snprintf(line, sizeof(line),
                      "cutover_long_lived_connections{service=\"%s\",role=\"%s\"} %lld",
-                     d->cfg->services[j].name, route_role_name((enum route_role)role), (long long)(n > 0 ? n : 0));
+                     d->cfg->services[j].name, route_role_name((enum route_role)role),
+                     (long long)(n > 0 ? n : 0));
             emit(ectx, line);
         }
 }

@@ -336,9 +336,8 @@ static void test_baseline_split(void **state)
                                       rows[i].weight * 200, rows[i].base * 200};
         for (int r = 0; r < ROUTE_ROLES; r++)
             if (n[r] + 300 < want[r] || n[r] > want[r] + 300)
-                fail_msg("weight %u, baseline %u: %u of 20000 to %s, want about %u",
-                         rows[i].weight, rows[i].base, n[r], route_role_name((enum route_role)r),
-                         want[r]);
+                fail_msg("weight %u, baseline %u: %u of 20000 to %s, want about %u", rows[i].weight,
+                         rows[i].base, n[r], route_role_name((enum route_role)r), want[r]);
         route_table_release(t);
         route_target_unref(live);
         route_target_unref(can);
@@ -367,8 +366,7 @@ static void test_baseline_split(void **state)
             if (w > 10 && was[u] == ROUTE_CANARY && r != ROUTE_CANARY)
                 fail_msg("user %s left the canary at weight %u", user, w);
             if (w > 10 && was[u] == ROUTE_BASELINE && r == ROUTE_STABLE)
-                fail_msg("user %s went from the baseline to the stable set at weight %u", user,
-                         w);
+                fail_msg("user %s went from the baseline to the stable set at weight %u", user, w);
             was[u] = r;
         }
         route_table_release(t);
@@ -502,9 +500,10 @@ static void test_routes_to(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_role_table),         cmocka_unit_test(test_weight_share_table),
-        cmocka_unit_test(test_cookie_kept), cmocka_unit_test(test_baseline_split),        cmocka_unit_test(test_target_table),
-        cmocka_unit_test(test_target_round_robin), cmocka_unit_test(test_routes_to),
+        cmocka_unit_test(test_role_table),   cmocka_unit_test(test_weight_share_table),
+        cmocka_unit_test(test_cookie_kept),  cmocka_unit_test(test_baseline_split),
+        cmocka_unit_test(test_target_table), cmocka_unit_test(test_target_round_robin),
+        cmocka_unit_test(test_routes_to),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
