@@ -675,7 +675,9 @@ static void cli_render_plan(FILE *out, const struct config_plan *p)
         if (p->analysis.max_error_rate >= 0)
             fprintf(out, ", error rate <= %g%%", p->analysis.max_error_rate * 100);
         if (p->analysis.max_p99_latency_ratio >= 0)
-            fprintf(out, ", p99 <= %gx the live version", p->analysis.max_p99_latency_ratio);
+            fprintf(out, ", p99 <= %gx %s", p->analysis.max_p99_latency_ratio,
+                    p->analysis.baseline ? "a fresh baseline of the live version"
+                                         : "the live version");
         if (p->analysis.max_p99_latency_ms >= 0)
             fprintf(out, ", p99 <= %gms", p->analysis.max_p99_latency_ms);
         fputc('\n', out);

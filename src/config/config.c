@@ -1641,6 +1641,18 @@ static int parse_service(struct ctx *c, struct fy_node_pair *pair, struct config
                             p, pl->name,
                             pl->steps[i].kind == CONFIG_STEP_MIRROR ? "mirror" : "load",
                             pl->steps[i].line);
+        /* The baseline is started from run.command, beside the canary's instances. */
+        if (pl->analysis.baseline && s->run.command == NULL)
+            return fail(c, v.line,
+                        "%s: plan '%s' has analysis.baseline (line %d), which needs a run: "
+                        "section (cutover starts the baseline's instances), got none",
+                        p, pl->name, pl->analysis.baseline_line);
+        if (pl->analysis.baseline && s->strategy.kind == CONFIG_STRATEGY_ROLLING)
+            return fail(c, v.line,
+                        "%s: plan '%s' has analysis.baseline (line %d), which needs strategy "
+                        "blue_green (a rolling replacement splits users by instances), got "
+                        "rolling",
+                        p, pl->name, pl->analysis.baseline_line);
     }
     if (map_find(it.node, "risk_policy", &v) &&
         (rc =
@@ -2167,13 +2179,8 @@ static int parse_analysis(struct ctx *c, const struct item *it, const char *path
                           struct config_analysis *a)
 {
     static const char *const known[] = {
-        "interval",
-        "min_requests",
-        "max_error_rate",
-        "max_p99_latency_ratio",
-        "max_p99_latency_ms",
-        "confidence",
-        NULL,
+        "interval",           "min_requests", "max_error_rate", "max_p99_latency_ratio",
+        "max_p99_latency_ms", "confidence",   "baseline",       NULL,
     };
     char p[KEY_PATH_MAX];
     struct item v;
@@ -2206,6 +2213,18 @@ static int parse_analysis(struct ctx *c, const struct item *it, const char *path
         (rc = get_double(c, &v, subpath(p, sizeof(p), path, "confidence"), 0.5, false, 1, true,
                          "a number from 0.5 up to (not including) 1", &a->confidence)))
         return rc;
+    if (map_find(it->node, "baseline", &v)) {
+        if ((rc = get_bool(c, &v, subpath(p, sizeof(p), path, "baseline"), &a->baseline)))
+            return rc;
+        a->baseline_line = v.line;
+        /* A baseline only changes what the ratio gate compares with: without that gate it
+         * would cost instances and decide nothing. */
+        if (a->baseline && a->max_p99_latency_ratio <= 0)
+            return fail(c, v.line,
+                        "%s: expected max_p99_latency_ratio beside baseline: true (the gate that "
+                        "compares the canary with the baseline), got none",
+                        p);
+    }
     return 0;
 }
 

@@ -257,6 +257,11 @@ struct config_analysis {
     double max_p99_latency_ratio; /* default -1 = not checked; else > 0 */
     double max_p99_latency_ms;    /* default -1 = not checked; else > 0 */
     double confidence;            /* default 0.99; 0.5 <= c < 1 */
+    /* `baseline: true`: fresh instances of the live version take the canary's share and the
+     * gates compare the canary with them (rollout/baseline.h); needs run:, not rolling, and
+     * max_p99_latency_ratio (the gate that compares) */
+    bool baseline;
+    int baseline_line; /* its line, for the checks of the services that use the plan */
 };
 
 struct config_plan {

@@ -167,13 +167,14 @@ enum { GATE_ERR = 0, GATE_MS, GATE_RATIO, GATES };
 
 /* Fills the window figures of *v and returns the canary's error count (clamped). */
 static uint64_t fill_window(const struct analysis_sample *stable,
-                            const struct analysis_sample *canary, double confidence,
+                            const struct analysis_sample *canary, const struct config_analysis *a,
                             struct analysis_verdict *v)
 {
     uint64_t cerr = canary->errors_5xx + canary->upstream_errors;
     uint64_t serr = stable->errors_5xx + stable->upstream_errors;
 
     memset(v, 0, sizeof(*v));
+    v->reference = a->baseline ? "baseline" : "stable";
     /* Cutover counts its own failed answers as requests too, so errors cannot exceed requests
      * unless two counters were read at different moments; clamp rather than report 103 %. */
     if (cerr > canary->requests)
@@ -184,7 +185,7 @@ static uint64_t fill_window(const struct analysis_sample *stable,
     v->stable_requests = stable->requests;
     v->canary_error_rate = canary->requests ? (double)cerr / (double)canary->requests : 0;
     v->stable_error_rate = stable->requests ? (double)serr / (double)stable->requests : 0;
-    v->canary_error_lower = analysis_wilson_lower(cerr, canary->requests, confidence);
+    v->canary_error_lower = analysis_wilson_lower(cerr, canary->requests, a->confidence);
     v->canary_p50_ms = hist_quantile(&canary->latency, 0.50) / 1000;
     v->canary_p90_ms = hist_quantile(&canary->latency, 0.90) / 1000;
     v->canary_p99_ms = hist_quantile(&canary->latency, 0.99) / 1000;
@@ -210,22 +211,23 @@ static void latency_pass(struct analysis_verdict *v, const struct config_analysi
     if (a->max_p99_latency_ms > 0)
         detail_add(v, " <= max %s ms", fmt_ms(a->max_p99_latency_ms, b1, sizeof(b1)));
     if (a->max_p99_latency_ratio > 0 && stable->requests < a->min_requests) {
-        detail_add(v, "; ratio to stable not judged (stable had %llu requests < %llu)",
-                   (unsigned long long)stable->requests, (unsigned long long)a->min_requests);
+        detail_add(v, "; ratio to %s not judged (%s had %llu requests < %llu)", v->reference,
+                   v->reference, (unsigned long long)stable->requests,
+                   (unsigned long long)a->min_requests);
     } else if (a->max_p99_latency_ratio > 0) {
-        detail_add(v, ", stable %s ms (ratio %.2f <= max %.2f)",
+        detail_add(v, ", %s %s ms (ratio %.2f <= max %.2f)", v->reference,
                    fmt_ms(v->stable_p99_ms, b1, sizeof(b1)),
                    v->stable_p99_ms > 0 ? v->canary_p99_ms / v->stable_p99_ms : 0,
                    a->max_p99_latency_ratio);
     } else if (stable->requests > 0) {
-        detail_add(v, ", stable %s ms", fmt_ms(v->stable_p99_ms, b1, sizeof(b1)));
+        detail_add(v, ", %s %s ms", v->reference, fmt_ms(v->stable_p99_ms, b1, sizeof(b1)));
     }
 }
 
 void analysis_judge(const struct config_analysis *a, const struct analysis_sample *stable,
                     const struct analysis_sample *canary, struct analysis_verdict *v)
 {
-    uint64_t cerr = fill_window(stable, canary, a->confidence, v);
+    uint64_t cerr = fill_window(stable, canary, a, v);
     int stable_enough = stable->requests >= a->min_requests;
     double ratio_ms = a->max_p99_latency_ratio * v->stable_p99_ms;
     int fail[GATES] = {0}, over[GATES] = {0};
@@ -270,10 +272,11 @@ void analysis_judge(const struct config_analysis *a, const struct analysis_sampl
     }
     if (fail[GATE_RATIO]) {
         set_gate(v, ANALYSIS_FAIL, gate_names[GATE_RATIO]);
-        detail_add(v, "p99 latency %s ms is %.2fx stable's %s ms > max ratio %.2f",
+        detail_add(v, "p99 latency %s ms is %.2fx %s's %s ms > max ratio %.2f",
                    fmt_ms(v->canary_p99_ms, b1, sizeof(b1)),
                    v->stable_p99_ms > 0 ? v->canary_p99_ms / v->stable_p99_ms : INFINITY,
-                   fmt_ms(v->stable_p99_ms, b2, sizeof(b2)), a->max_p99_latency_ratio);
+                   v->reference, fmt_ms(v->stable_p99_ms, b2, sizeof(b2)),
+                   a->max_p99_latency_ratio);
         return;
     }
 
@@ -298,11 +301,11 @@ void analysis_judge(const struct config_analysis *a, const struct analysis_sampl
     if (over[GATE_RATIO]) {
         set_gate(v, ANALYSIS_INCONCLUSIVE, gate_names[GATE_RATIO]);
         detail_add(v,
-                   "p99 latency %s ms is %.2fx stable's %s ms, above max ratio %.2f, but only "
+                   "p99 latency %s ms is %.2fx %s's %s ms, above max ratio %.2f, but only "
                    "%llu of %llu requests slower than %s ms: not significant yet",
                    fmt_ms(v->canary_p99_ms, b1, sizeof(b1)),
                    v->stable_p99_ms > 0 ? v->canary_p99_ms / v->stable_p99_ms : INFINITY,
-                   fmt_ms(v->stable_p99_ms, b2, sizeof(b2)), a->max_p99_latency_ratio,
+                   v->reference, fmt_ms(v->stable_p99_ms, b2, sizeof(b2)), a->max_p99_latency_ratio,
                    (unsigned long long)tail_count(&canary->latency, ratio_ms),
                    (unsigned long long)hist_count(&canary->latency),
                    fmt_ms(ratio_ms, b3, sizeof(b3)));
@@ -408,8 +411,9 @@ static void seq_sentence(struct analysis_verdict *v, int g, uint64_t k, uint64_t
                    (unsigned long long)k, (unsigned long long)n,
                    fmt_ms(sg->limit_ms, b1, sizeof(b1)), cmp);
     } else {
-        detail_add(v, "%.1f%% (%llu/%llu) slower than %.2fx stable's p99 %s 1%%", r * 100,
-                   (unsigned long long)k, (unsigned long long)n, a->max_p99_latency_ratio, cmp);
+        detail_add(v, "%.1f%% (%llu/%llu) slower than %.2fx %s's p99 %s 1%%", r * 100,
+                   (unsigned long long)k, (unsigned long long)n, a->max_p99_latency_ratio,
+                   v->reference, cmp);
     }
 }
 
@@ -417,7 +421,7 @@ void analysis_seq_judge(struct analysis_seq *q, const struct config_analysis *a,
                         const struct analysis_sample *stable, const struct analysis_sample *canary,
                         int step_end, struct analysis_verdict *v)
 {
-    uint64_t cerr = fill_window(stable, canary, a->confidence, v);
+    uint64_t cerr = fill_window(stable, canary, a, v);
     int stable_enough = stable->requests >= a->min_requests;
     struct seq_gate sg[GATES];
     int first_over = -1, first_worse = -1;

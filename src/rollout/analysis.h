@@ -1,6 +1,8 @@
 /* Analysis gates of a rollout: compares the new version (canary) with the stable one over the
- * same interval and returns pass, fail or inconclusive with the figures. Pure functions, no
- * allocation; control loop. */
+ * same interval and returns pass, fail or inconclusive with the figures. "Stable" below is the
+ * reference the caller passes: the live version's set, or its fresh baseline when
+ * a->baseline (the sentences then say "baseline"). Pure functions, no allocation; control
+ * loop. */
 #ifndef CUTOVER_ROLLOUT_ANALYSIS_H
 #define CUTOVER_ROLLOUT_ANALYSIS_H
 
@@ -41,6 +43,10 @@ struct analysis_verdict {
                          lower bound 0.258) > max 0.050" */
     int window_done;  /* the window was judged (the caller starts a new one); 0 when it had
                          fewer than min_requests and should keep growing */
+    /* What the stable_* figures are of: "stable" (the live version's long-running set) or
+     * "baseline" (its fresh instances, when a->baseline says so: rollout/baseline.h). A
+     * static string. */
+    const char *reference;
     double canary_error_rate, stable_error_rate;
     double canary_error_lower; /* one-sided lower confidence bound of canary's error rate */
     double canary_p50_ms, canary_p90_ms, canary_p99_ms;

@@ -22,7 +22,8 @@
 struct managed_set {
     struct rollout *r;
     struct service *s;
-    char *version;
+    char *version; /* the set's name: in the store's records, the logs' names, the events */
+    char *runs;    /* the version its processes run (${VERSION}): the name up to a '+' */
     size_t n;
     struct sup_instance **inst;
     int *ports;
@@ -144,6 +145,7 @@ static struct managed_set *set_new(struct service *s, const char *version, size_
     ms->r = s->r;
     ms->s = s;
     ms->version = xstrdup(version);
+    ms->runs = xstrndup(version, strcspn(version, "+"));
     ms->n = n;
     ms->inst = xcalloc(n ? n : 1, sizeof(*ms->inst));
     ms->ports = xcalloc(n ? n : 1, sizeof(*ms->ports));
@@ -263,7 +265,7 @@ int managed_start_one(struct managed_set *ms, size_t i, char **target, char *err
     ms->ports[i] = p;
     char *lp = log_path(s, ms->version, i);
     struct sup_spec sp;
-    spec_fill(&sp, s, ms->version, i, p, lp);
+    spec_fill(&sp, s, ms->runs, i, p, lp);
     ms->inst[i] = sup_instance_start(sv_of(s->r), &sp, on_event, ms, err, errlen);
     free(lp);
     if (ms->inst[i] == NULL)
@@ -383,7 +385,7 @@ static struct managed_set *restore_set(struct service *s, const char *version, c
                 continue;
             char *lp = log_path(s, version, i);
             struct sup_spec sp;
-            spec_fill(&sp, s, version, i, ms->ports[i], lp);
+            spec_fill(&sp, s, ms->runs, i, ms->ports[i], lp);
             ms->inst[i] = sup_instance_adopt(sv_of(s->r), &sp, (pid_t)rec[k].pid,
                                              rec[k].start_ticks, on_event, ms, err, sizeof(err));
             free(lp);
@@ -415,7 +417,7 @@ static struct managed_set *restore_set(struct service *s, const char *version, c
             continue;
         char *lp = log_path(s, version, i);
         struct sup_spec sp;
-        spec_fill(&sp, s, version, i, ms->ports[i], lp);
+        spec_fill(&sp, s, ms->runs, i, ms->ports[i], lp);
         ms->inst[i] = sup_instance_start(sv_of(s->r), &sp, on_event, ms, err, sizeof(err));
         free(lp);
         if (ms->inst[i] == NULL)
@@ -459,7 +461,7 @@ void managed_reap(struct service *s, const char *version)
         size_t i = (size_t)rec[k].idx;
         char *lp = log_path(s, version, i);
         struct sup_spec sp;
-        spec_fill(&sp, s, version, i, rec[k].port, lp);
+        spec_fill(&sp, s, ms->runs, i, rec[k].port, lp);
         char err[256], pid[24];
         ms->ports[i] = rec[k].port;
         ms->inst[i] = sup_instance_adopt(sv_of(s->r), &sp, (pid_t)rec[k].pid, rec[k].start_ticks,
@@ -493,6 +495,7 @@ static void set_handle_closed(struct managed_set *ms)
         return;
     free(ms->slot_stop);
     free(ms->version);
+    free(ms->runs);
     free(ms->inst);
     free(ms->ports);
     free(ms);

@@ -13,6 +13,11 @@ struct managed_set;
 struct rollout;
 struct service;
 
+/* A set is named by the version it runs, or VERSION MANAGED_BASELINE for a plan's baseline
+ * (rollout/baseline.h): fresh instances of that version with records and logs of their own.
+ * Version names never hold a '+'; ${VERSION} is the name up to it. */
+#define MANAGED_BASELINE "+baseline"
+
 /* Starts the service's run.command as version on free ports; *targets gets the instances'
  * "127.0.0.1:PORT" (heap, NULL-terminated). -EINVAL / -EADDRNOTAVAIL with err. */
 int managed_start(struct service *s, const char *version, struct managed_set **out, char ***targets,

@@ -19,6 +19,7 @@
 #include "core/log.h"
 #include "core/xmalloc.h"
 #include "proxy/mirror.h"
+#include "rollout/baseline.h"
 #include "rollout/load.h"
 #include "rollout/managed.h"
 #include "rollout/plan.h"
@@ -360,6 +361,7 @@ void plan_route_fill(const struct service *s, struct route_service *rs)
         return;
     route_backend_set(&rs->canary, s->next->name, s->next->targets, s->next->n);
     rs->canary_buckets = (unsigned)run->weight * (ROUTE_BUCKETS / 100);
+    baseline_route_fill(s, run->weight, rs);
     _Static_assert(CONFIG_MIRROR_STATUS == ROUTE_MIRROR_STATUS &&
                        CONFIG_MIRROR_BODY == ROUTE_MIRROR_BODY &&
                        CONFIG_MIRROR_MAX_HEADERS == ROUTE_MIRROR_MAX_HEADERS,
@@ -410,7 +412,7 @@ static double json_finite(double x)
 /* Which test decided a step's gates, with its figures: the change record an auditor reads. */
 static json_t *verdict_json(const struct analysis_verdict *v)
 {
-    return json_pack("{s:s, s:s, s:s, s:s, s:i, s:I, s:I, s:f, s:I, s:I, s:f, s:f}", "test",
+    return json_pack("{s:s, s:s, s:s, s:s, s:i, s:I, s:I, s:f, s:I, s:I, s:f, s:f, s:s}", "test",
                      v->test, "result",
                      v->result == ANALYSIS_PASS   ? "pass"
                      : v->result == ANALYSIS_FAIL ? "fail"
@@ -419,7 +421,8 @@ static json_t *verdict_json(const struct analysis_verdict *v)
                      (json_int_t)v->pooled_requests, "errors", (json_int_t)v->pooled_errors,
                      "error_log_lr", json_finite(v->error_llr), "slow", (json_int_t)v->pooled_slow,
                      "slow_of", (json_int_t)v->pooled_slow_n, "slow_log_lr",
-                     json_finite(v->slow_llr), "bound", json_finite(v->bound));
+                     json_finite(v->slow_llr), "bound", json_finite(v->bound), "compared_with",
+                     v->reference ? v->reference : "stable");
 }
 
 static void on_failure(struct service *s, const struct analysis_verdict *v)
@@ -439,6 +442,8 @@ static void on_failure(struct service *s, const struct analysis_verdict *v)
                   v->stable_p99_ms, "canary_requests", (json_int_t)v->canary_requests,
                   "stable_requests", (json_int_t)v->stable_requests));
     json_object_set_new(json_object_get(run->detail, "failure"), "test", json_string(v->test));
+    json_object_set_new(json_object_get(run->detail, "failure"), "compared_with",
+                        json_string(v->reference));
     json_t *rec = step_record(run, run->step);
     json_object_set_new(rec, "verdict", json_string(v->detail));
     json_object_set_new(rec, "gate", verdict_json(v));
@@ -468,9 +473,13 @@ static int judge_window(struct service *s, int step_end)
     d[ROUTE_CANARY].errors_5xx += dsyn.errors_5xx;
     d[ROUTE_CANARY].upstream_errors += dsyn.upstream_errors;
     hist_add(&d[ROUTE_CANARY].latency, &dsyn.latency);
+    /* With a baseline running, the canary is compared with it, not with the long-running set
+     * (rollout/baseline.h); without one (nothing was live to start it from) with the stable. */
+    struct config_analysis a = *analysis_cfg(run);
+    a.baseline = s->baseline != NULL;
     struct analysis_verdict v;
-    analysis_seq_judge(&run->seq, analysis_cfg(run), &d[ROUTE_STABLE], &d[ROUTE_CANARY], step_end,
-                       &v);
+    analysis_seq_judge(&run->seq, &a, &d[a.baseline ? ROUTE_BASELINE : ROUTE_STABLE],
+                       &d[ROUTE_CANARY], step_end, &v);
     log_debug("analysis", "service", s->cfg->name, "detail", v.detail);
     if (!v.window_done)
         return 0;
@@ -884,6 +893,10 @@ static void step_close_record(struct service *s, const char *outcome, const char
     json_object_set_new(rec, "stable", sample_json(&d));
     sample_diff(&d, &now[ROUTE_CANARY], &run->step_base[ROUTE_CANARY]);
     json_object_set_new(rec, "canary", sample_json(&d));
+    if (s->baseline != NULL) {
+        sample_diff(&d, &now[ROUTE_BASELINE], &run->step_base[ROUTE_BASELINE]);
+        json_object_set_new(rec, "baseline", sample_json(&d));
+    }
     if (note)
         json_object_set_new(rec, "note", json_string(note));
 }
@@ -1196,6 +1209,8 @@ json_t *plan_definition_json(const struct config_plan *plan)
             json_object_set_new(an, "max_p99_latency_ratio", json_real(a->max_p99_latency_ratio));
         if (a->max_p99_latency_ms >= 0)
             json_object_set_new(an, "max_p99_latency_ms", json_real(a->max_p99_latency_ms));
+        if (a->baseline)
+            json_object_set_new(an, "baseline", json_true());
     }
     return json_pack("{s:s, s:o, s:o, s:s, s:s}", "name", plan->name, "steps", steps, "analysis",
                      an, "on_failure", on_name(plan->on_failure), "on_inconclusive",
@@ -1626,9 +1641,11 @@ json_t *plan_status_json(const struct service *s)
                             json_pack("{s:o, s:i, s:b}", "approvers", who, "count", cur->count,
                                       "allow_self", cur->allow_self));
     }
+    json_object_set_new(o, "baseline", baseline_json(s, run->weight));
     if (run->have_verdict)
         json_object_set_new(o, "last_analysis",
-                            json_pack("{s:s, s:s, s:s, s:I, s:I, s:f, s:f, s:f, s:f}", "result",
+                            json_pack("{s:s, s:s, s:s, s:s, s:I, s:I, s:f, s:f, s:f, s:f}",
+                                      "compared_with", run->last.reference, "result",
                                       run->last.result == ANALYSIS_PASS   ? "pass"
                                       : run->last.result == ANALYSIS_FAIL ? "fail"
                                                                           : "inconclusive",

@@ -30,6 +30,7 @@
 #include "core/xmalloc.h"
 #include "net/addr.h"
 #include "proxy/route.h"
+#include "rollout/baseline.h"
 #include "rollout/change.h"
 #include "rollout/managed.h"
 #include "rollout/mode.h"
@@ -208,6 +209,12 @@ static void hook_ended(void *ctx, struct change *c, int64_t id)
     struct service *s = ctx;
     if (s->drain_pending != id)
         loss_record(s, id, 0); /* nothing to drain: the loss is complete now */
+    if (s->baseline != NULL) {
+        /* The comparison is over: its users go to the version live now. */
+        baseline_end(s, 1);
+        if (!s->r->stopping)
+            rollout_publish(s->r);
+    }
     if (s->mode.hold_change == id && s->mode.hold_since_ms != 0) {
         /* A deploy --hold: its requests go on to the version live now (the switched one, or
          * the old one when the change failed). */
@@ -751,20 +758,29 @@ int rollout_deploy(struct rollout *r, const struct rollout_deploy_req *req, roll
                      : "");
         return -EBUSY;
     }
+    /* A plan that compares with a fresh baseline starts it now, just before the new version's
+     * instances: both are the same age when users reach them. Refused here, nothing started. */
+    int brc = baseline_start(s, cp, err, errlen);
+    if (brc < 0)
+        return brc;
     int rolling = managed && rolling_applies(s);
     if (rolling) {
         /* Instances start batch by batch; refused here when the first one could not. */
         ms = managed_prepare(s, req->version, 1, err, errlen);
-        if (ms == NULL)
+        if (ms == NULL) {
+            baseline_end(s, 0);
             return -EINVAL;
+        }
         targets = NULL;
         ntargets = 0;
     } else if (managed) {
         /* cutover runs this version: start its instances first (a command that cannot start
          * is refused here, before any change is recorded). */
         int rc = managed_start(s, req->version, &ms, &own, &ntargets, err, errlen);
-        if (rc < 0)
+        if (rc < 0) {
+            baseline_end(s, 0);
             return rc;
+        }
         targets = (const char *const *)own;
     }
     char what[512];
@@ -827,6 +843,7 @@ int rollout_deploy(struct rollout *r, const struct rollout_deploy_req *req, roll
         json_decref(audit);
         snprintf(err, errlen, "could not record the change: %s", store_errmsg(r->st));
         managed_retire(ms, 0);
+        baseline_end(s, 0);
         store_strv_free(own);
         return -EIO;
     }
@@ -1229,6 +1246,7 @@ struct rollout *rollout_new(uv_loop_t *loop, const struct config *cfg, struct st
     r->start_scheduled = start_scheduled;
     config_digest(cfg->path, r->config_sha256);
     r->on_crash = on_crash;
+    r->on_health = on_health_change;
     r->watch_drain = watch_drain;
     r->commit = commit_switch;
     return r;
@@ -1372,10 +1390,15 @@ static void reap_leftovers(struct service *s, const struct store_change *running
         const char *v = versions[i];
         int keep = (s->live != NULL && strcmp(s->live->name, v) == 0) ||
                    (s->previous != NULL && strcmp(s->previous->name, v) == 0);
-        for (size_t j = 0; j < nrunning && !keep; j++)
-            keep = strcmp(running[j].service, s->cfg->name) == 0 &&
-                   change_resumable(s->r, &running[j]) && !kept_end(s->r, running[j].id) &&
-                   running[j].to_version != NULL && strcmp(running[j].to_version, v) == 0;
+        for (size_t j = 0; j < nrunning && !keep; j++) {
+            if (strcmp(running[j].service, s->cfg->name) != 0 ||
+                !change_resumable(s->r, &running[j]) || kept_end(s->r, running[j].id))
+                continue;
+            const struct config_plan *cp =
+                running[j].plan ? config_plan_find(s->r->cfg, running[j].plan) : NULL;
+            keep = (running[j].to_version != NULL && strcmp(running[j].to_version, v) == 0) ||
+                   baseline_keeps(s, cp, v);
+        }
         if (!keep)
             managed_reap(s, v);
     }
@@ -1500,6 +1523,7 @@ int rollout_start(struct rollout *r, char *err, size_t errlen)
                 restore_instances(s, s->next, 1);
             if (plan_resume(s, &running[j], cp) == 0) {
                 loss_begin(s); /* the data plane's counters start again with this daemon */
+                baseline_resume(s, cp);
             } else {
                 const char *msg = "the daemon stopped while this change ran and its plan state "
                                   "could not be restored; traffic is on the stable version";
@@ -1510,6 +1534,7 @@ int rollout_start(struct rollout *r, char *err, size_t errlen)
                 s->next = NULL;
             }
         }
+        baseline_reap(s); /* kept for a plan that then could not resume */
         if (mode_load(s, err, errlen) < 0) {
             free(live);
             free(prev);
@@ -1575,7 +1600,8 @@ void rollout_stop(struct rollout *r)
         version_free(s->live);
         version_free(s->previous);
         version_free(s->next);
-        s->live = s->previous = s->next = NULL;
+        version_free(s->baseline); /* its processes: managed_stop_all or the successor */
+        s->live = s->previous = s->next = s->baseline = NULL;
         free(s->down);
         free(s->failed);
         s->down = s->failed = NULL;

@@ -64,6 +64,7 @@ struct service {
     struct version *live;
     struct version *previous;
     struct version *next;           /* being deployed (owned here until it goes live or fails) */
+    struct version *baseline;       /* fresh instances of live beside next (rollout/baseline.h) */
     struct change ch;               /* the change in progress (or an unsaved end) */
     struct plan_run *run;           /* set while a plan change runs */
     struct rolling *roll;           /* set while a rolling replacement runs or is being undone */
@@ -91,6 +92,7 @@ struct rollout {
     struct service *services;
     size_t nservices;
     int open_handles;
+    health_change_cb on_health; /* a target's health changed (versions report, rollout.c) */
     /* a managed version's instance crashes in a loop (managed.c reports, rollout.c decides) */
     void (*on_crash)(struct service *s, const char *version, const char *why);
     /* after a switch away from v in change id: the drain's figures, then the change's loss */

@@ -230,6 +230,7 @@ void rollout_metrics(struct rollout *r, rollout_emit_fn emit, void *ctx)
         emit_version(emit, ctx, s, s->live, "live");
         emit_version(emit, ctx, s, s->previous, "previous");
         emit_version(emit, ctx, s, s->next, "next");
+        emit_version(emit, ctx, s, s->baseline, "baseline");
     }
     /* One group per metric: samples of a family must not be interleaved with another's. */
     for (int k = 0; k < 2; k++) {

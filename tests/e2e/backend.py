@@ -26,6 +26,10 @@ what reached it (request line and headers, in order, as received) and read chunk
   GET  /api/j              200 {"data": {"a": 1, "b": [1, 2]}, "meta": {"version": VERSION,
                            "time": <now>}}: versions differ in /meta only
   --delay-ms D             every answer but health checks and admin routes waits D ms first
+  --cold-ms D --cold-for S the same D ms, only during the first S seconds of the process (a cache
+                           that warms up: test_baseline.py)
+  --slow-version V:D       when VERSION is V, the same D ms always (one slower version of many
+                           started by one command line)
 Any other path answers like GET /. Every answer carries X-Version: VERSION.
 """
 import hashlib
@@ -48,6 +52,11 @@ def _opt(name, default):
 API_X_STATUS = int(_opt("--api-x-status", "200"))
 B_BODY = _opt("--b-body", "b\n").encode()
 DELAY = int(_opt("--delay-ms", "0")) / 1000.0
+_SLOW = _opt("--slow-version", ":0").rsplit(":", 1)
+if _SLOW[0] == VERSION:
+    DELAY += int(_SLOW[1]) / 1000.0
+COLD = int(_opt("--cold-ms", "0")) / 1000.0
+COLD_UNTIL = time.monotonic() + float(_opt("--cold-for", "0"))
 MIRROR_ROUTES = "--mirror-routes" in sys.argv
 LOG = []  # dicts, appended under LOCK
 LOCK = threading.Lock()
@@ -206,8 +215,10 @@ def handle(sock, peer):
         if entry is not None:
             entry["complete"] = True
 
-        if DELAY and not url.path.startswith(("/healthz", "/admin/", "/requests")):
-            time.sleep(DELAY)
+        if (DELAY or COLD) and not url.path.startswith(("/healthz", "/admin/", "/requests")):
+            cold = COLD if time.monotonic() < COLD_UNTIL else 0
+            if DELAY + cold:
+                time.sleep(DELAY + cold)
         if url.path == "/healthz":
             send(sock, 200 if STATE["healthy"] else 503, b"ok\n" if STATE["healthy"] else b"no\n",
                  extra)

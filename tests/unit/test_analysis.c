@@ -289,6 +289,35 @@ static void test_p99_ratio(void **state)
     print_message("ratio pass: %s\n", v.detail);
 }
 
+/* With a baseline the reference is named for what it is, and the figures are the same. */
+static void test_p99_ratio_against_a_baseline(void **state)
+{
+    struct config_analysis a = defaults();
+    struct analysis_sample st, ca;
+    struct analysis_verdict v;
+
+    (void)state;
+    a.max_p99_latency_ratio = 2.0;
+    a.baseline = true;
+    sample_tail(&st, 1000, 5000, 20000);
+    sample_tail_every(&ca, 500, 5000, 50000, 20);
+    analysis_judge(&a, &st, &ca, &v);
+    assert_int_equal(v.result, ANALYSIS_FAIL);
+    assert_string_equal(v.reference, "baseline");
+    assert_non_null(strstr(v.detail, "baseline's"));
+    assert_null(strstr(v.detail, "stable"));
+    assert_near(v.stable_p99_ms, 20, 20 * 0.02);
+    struct analysis_seq q;
+    analysis_seq_reset(&q);
+    analysis_seq_judge(&q, &a, &st, &ca, 1, &v);
+    assert_int_equal(v.result, ANALYSIS_FAIL);
+    assert_non_null(strstr(v.detail, "baseline's"));
+    a.baseline = false;
+    analysis_judge(&a, &st, &ca, &v);
+    assert_string_equal(v.reference, "stable");
+    assert_non_null(strstr(v.detail, "stable's"));
+}
+
 static void test_p99_ratio_skipped_without_stable_traffic(void **state)
 {
     struct config_analysis a = defaults();
@@ -618,6 +647,7 @@ int main(void)
         cmocka_unit_test(test_over_limit_window_is_never_pass),
         cmocka_unit_test(test_error_gate_off),
         cmocka_unit_test(test_p99_ratio),
+        cmocka_unit_test(test_p99_ratio_against_a_baseline),
         cmocka_unit_test(test_p99_ratio_skipped_without_stable_traffic),
         cmocka_unit_test(test_p99_ms),
         cmocka_unit_test(test_p99_hiccup_is_not_a_regression),

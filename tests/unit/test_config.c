@@ -317,6 +317,7 @@ static void test_full_config_plan(void **state)
     assert_true(p->analysis.max_p99_latency_ratio == -1);
     assert_true(p->analysis.max_p99_latency_ms == -1);
     assert_true(p->analysis.confidence == 0.99);
+    assert_false(p->analysis.baseline);
     assert_int_equal(p->on_failure, CONFIG_ON_ROLLBACK);
     assert_int_equal(p->on_inconclusive, CONFIG_ON_PAUSE);
     assert_null(config_plan_find(cfg, "nope"));
@@ -1195,6 +1196,11 @@ static void test_err_analysis(void **state)
              NULL);
     plan_err("      - weight: 1\n    analysis: {max_p99_latency_ratio: 0}\n",
              "plans.p.analysis.max_p99_latency_ratio", NULL);
+    /* A baseline only changes what the ratio gate compares with. */
+    plan_err("      - weight: 1\n    analysis: {max_error_rate: 0.1, baseline: true}\n",
+             "c.yml:7:", "plans.p.analysis.baseline", "max_p99_latency_ratio", NULL);
+    plan_err("      - weight: 1\n    analysis: {max_p99_latency_ratio: 2, baseline: 1}\n",
+             "plans.p.analysis.baseline", NULL);
     plan_err("      - weight: 1\n    analysis: {max_p99_latency_ms: nan}\n",
              "plans.p.analysis.max_p99_latency_ms", NULL);
     plan_err("      - weight: 1\n    analysis: {min_requests: lots}\n",
