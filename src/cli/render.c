@@ -135,6 +135,21 @@ static void cli_render_progress(FILE *out, const json_t *p)
     fprintf(out, "  %-9s %" JSON_INTEGER_FORMAT "%% of traffic to the new version%s\n",
             "split:", json_integer_value(json_object_get(p, "weight")),
             json_is_true(json_object_get(p, "pilot")) ? ", plus the pilot cohort" : "");
+    const json_t *bl = json_object_get(p, "baseline");
+    if (json_is_object(bl)) {
+        /* "baseline: 25% to fresh instances of v1 (2, 2 healthy), compared with the new" */
+        size_t healthy = 0, i;
+        json_t *t;
+        json_array_foreach(json_object_get(bl, "targets"), i, t)
+        {
+            healthy += json_is_true(json_object_get(t, "healthy"));
+        }
+        fprintf(out, "  %-9s %" JSON_INTEGER_FORMAT "%% to fresh instances of ",
+                "baseline:", json_integer_value(json_object_get(bl, "share_percent")));
+        cli_put_clean(out, cli_jstr_or(bl, "name", "?"), 0);
+        fprintf(out, " (%zu, %zu healthy), what the new version's p99 is compared with\n",
+                json_array_size(json_object_get(bl, "targets")), healthy);
+    }
     if (cli_jstr(p, "hold_reason") != NULL) {
         fprintf(out, "  %-9s ", "holding:");
         cli_put_clean(out, cli_jstr(p, "hold_reason"), 0);

@@ -191,6 +191,12 @@ static json_t *needs_of(const struct preview_in *in, int after)
     if (!managed(s))
         return json_sprintf("%s still running at its targets (cutover does not run them)",
                             in->from);
+    if (!after && in->plan != NULL && in->plan->analysis.baseline)
+        return json_sprintf("%s's %d instance%s, which keep running during the plan, and %d "
+                            "fresh ones of %s as its baseline (room for them in port_range "
+                            "%d-%d)",
+                            in->from, s->run.instances, s->run.instances == 1 ? "" : "s",
+                            s->run.instances, in->from, s->run.port_lo, s->run.port_hi);
     if (!after)
         return json_sprintf("%s's %d instance%s, which keep running during the plan", in->from,
                             s->run.instances, s->run.instances == 1 ? "" : "s");

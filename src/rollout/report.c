@@ -235,6 +235,8 @@ char *rollout_report_md(struct rollout *r, int64_t id)
                 md_put(&m, "| version | requests | 5xx | cutover errors | error rate | p50 ms | "
                            "p90 ms | p99 ms |\n|---|---|---|---|---|---|---|---|\n");
                 md_sample(&m, "stable", json_object_get(st, "stable"));
+                if (json_is_object(json_object_get(st, "baseline")))
+                    md_sample(&m, "baseline", json_object_get(st, "baseline"));
                 md_sample(&m, "new", json_object_get(st, "canary"));
                 md_put(&m, "\n");
             }

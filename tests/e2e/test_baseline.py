@@ -155,6 +155,8 @@ def test_baseline_judges_a_new_version_against_fresh_instances_of_the_live_one(
         b, c = step["baseline"]["requests"], step["canary"]["requests"]
         assert b > 30 and c > 30 and 0.6 < b / c < 1.6, step
         assert live_name(d.status()) == "v3"
+        md = d.cli("report", str(c3), "--format", "md")
+        assert md.returncode == 0 and "| baseline |" in md.stdout, md.stdout[-3000:]
         # It stops with the change: its processes are gone after the drain (1 s) and stop.
         wait_for(lambda: not set(pids) & set(app_pids(d.app)), 15, "the baseline stopped")
 
@@ -190,6 +192,10 @@ def test_baseline_is_adopted_after_kill9_and_stops_with_an_abort(procs, tmp_path
                         "the baseline's instances")
         prog = d.status()["change"]["progress"]
         assert prog["baseline"]["name"] == "v1" and prog["baseline"]["share_percent"] == 25, prog
+        text = d.cli("status", "web").stdout
+        assert "baseline: 25% to fresh instances of v1 (2, 2 healthy)" in text, text
+        plan = d.cli("plan", "web", "v3", "--plan", "held").stdout
+        assert "2 fresh ones of v1 as its baseline" in plan, plan
         # The metrics name it by its role.
         code, metrics = d.api("GET", "/metrics")
         assert code == 200 and \
