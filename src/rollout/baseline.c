@@ -39,6 +39,22 @@ static struct version *version_over(struct service *s, char *const *targets, siz
                        optimistic, s->r->on_health, s);
 }
 
+/* Starts a fresh set named name into s->baseline; err set on failure. */
+static int start_set(struct service *s, const char *name, char *err, size_t errlen)
+{
+    struct managed_set *ms = NULL;
+    char **targets = NULL;
+    size_t n = 0;
+    int rc = managed_start(s, name, &ms, &targets, &n, err, errlen);
+    if (rc < 0)
+        return rc;
+    s->baseline = version_over(s, targets, n, 0);
+    s->baseline->ms = ms;
+    store_strv_free(targets);
+    log_info("baseline started", "service", s->cfg->name, "version", s->live->name);
+    return 0;
+}
+
 int baseline_start(struct service *s, const struct config_plan *cp, char *err, size_t errlen)
 {
     if (!wanted(s, cp))
@@ -69,20 +85,11 @@ int baseline_start(struct service *s, const struct config_plan *cp, char *err, s
                  s->live->name, s->cfg->name);
         return -EBUSY;
     }
-    struct managed_set *ms = NULL;
-    char **targets = NULL;
-    size_t n = 0;
     char why[512];
-    int rc = managed_start(s, name, &ms, &targets, &n, why, sizeof(why));
-    if (rc < 0) {
+    int rc = start_set(s, name, why, sizeof(why));
+    if (rc < 0)
         snprintf(err, errlen, "baseline of %s (plan %s): %s", s->live->name, cp->name, why);
-        return rc;
-    }
-    s->baseline = version_over(s, targets, n, 0);
-    s->baseline->ms = ms;
-    store_strv_free(targets);
-    log_info("baseline started", "service", s->cfg->name, "version", s->live->name);
-    return 0;
+    return rc;
 }
 
 void baseline_end(struct service *s, int routed)
@@ -116,9 +123,13 @@ void baseline_resume(struct service *s, const struct config_plan *cp)
     struct store_instance *rec = NULL;
     size_t nrec = 0;
     if (store_instance_list(s->r->st, s->cfg->name, name, &rec, &nrec) < 0 || nrec == 0) {
-        /* None recorded (the live version was not run by cutover, or it never started): the
-         * plan goes on comparing with the stable set, as the status says. */
         free(rec);
+        /* None recorded: they stopped with the daemon (run.stop_with_daemon), as the new
+         * version's did, which start again now: a fresh baseline keeps them the same age. */
+        char err[512];
+        if (s->live->ms != NULL && start_set(s, name, err, sizeof(err)) < 0)
+            log_error("cannot start the baseline again; the plan compares with the live set",
+                      "service", s->cfg->name, "error", err);
         return;
     }
     char **targets = xcalloc(nrec + 1, sizeof(*targets));

@@ -18,7 +18,9 @@
  * | a baseline target unhealthy or crashing     | its users go to the live version; the change  |
  * |                                             | goes on (the canary is not at fault)          |
  * | fewer than min_requests on it in a window   | the ratio gate is not judged in that window   |
+ * | a pilot-only step (weight 0)                | no users: the ratio gate is not judged        |
  * | the change ends (any way)                   | unrouted, stopped after drain_timeout         |
+ * | the daemon restarts during the plan         | adopted; started afresh if it stopped with it |
  *
  * Control loop only. */
 #ifndef CUTOVER_ROLLOUT_BASELINE_H
@@ -41,8 +43,8 @@ int baseline_start(struct service *s, const struct config_plan *cp, char *err, s
  * publishes the table. */
 void baseline_end(struct service *s, int routed);
 /* A plan change with plan cp resumes at the daemon's start: its baseline's recorded instances
- * are adopted (missing ones started again on their ports). Nothing when cp has none or none
- * was recorded. */
+ * are adopted (missing ones started again on their ports), or a fresh set is started when none
+ * is recorded (they stopped with the daemon). Nothing when cp has none. */
 void baseline_resume(struct service *s, const struct config_plan *cp);
 /* 1 when name is the set of s's baseline that a resumable change of plan cp keeps across a
  * restart (reap_leftovers must not stop it). */
