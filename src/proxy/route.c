@@ -218,6 +218,13 @@ const char *route_role_name(enum route_role role)
     return (unsigned)role < ROUTE_ROLES ? names[role] : "?";
 }
 
+const char *route_loss_name(unsigned i)
+{
+    static const char *const names[ROUTE_LOSSES] = {"502",   "503",   "504",
+                                                    "drain", "reset", "not_retried"};
+    return i < ROUTE_LOSSES ? names[i] : "?";
+}
+
 unsigned route_bucket(const char *key, size_t len)
 {
     uint64_t h = 1469598103934665603ULL;

@@ -65,6 +65,12 @@ enum route_role { ROUTE_STABLE = 0, ROUTE_CANARY = 1, ROUTE_BASELINE = 2 };
 /* "stable", "canary" or "baseline": the `role` label of /metrics. */
 const char *route_role_name(enum route_role role);
 
+/* Why cutover failed or cut a request: the workers count them by enum worker_loss (in this
+ * order), the engine records them per change, /metrics labels them. "502", "503", "504",
+ * "drain", "reset", "not_retried"; "?" out of range. The one home of these names. */
+#define ROUTE_LOSSES 6
+const char *route_loss_name(unsigned i);
+
 /* Bucket space of the weight split: a request falls in a bucket 0..9999 (fixed for a sticky
  * key, drawn per request without one) and the canary serves the buckets below canary_buckets,
  * so raising the weight only moves sticky clients to it. A baseline serves the top

@@ -447,13 +447,6 @@ const struct worker_role_stats *worker_role_stats(const struct worker *w, int se
     return &w->role_stats[(size_t)service_id * ROUTE_ROLES + role];
 }
 
-const char *worker_loss_name(enum worker_loss why)
-{
-    static const char *const names[WORKER_LOSSES] = {"502",   "503",   "504",
-                                                     "drain", "reset", "not_retried"};
-    return (unsigned)why < WORKER_LOSSES ? names[why] : "unknown";
-}
-
 const char *worker_upstream_fail_name(enum worker_upstream_fail why)
 {
     static const char *const names[WORKER_UPSTREAM_FAILS] = {

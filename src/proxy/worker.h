@@ -89,11 +89,8 @@ enum worker_loss {
     WORKER_LOSS_NOT_RETRIED, /* 502: the upstream connection failed after the request may have
                                 reached it, and its method is not idempotent */
 };
-#define WORKER_LOSSES 6
-
-/* The name of a loss reason for metrics and records: "502", "503", "504", "drain", "reset",
- * "not_retried". */
-const char *worker_loss_name(enum worker_loss why);
+/* Their names: route_loss_name (proxy/route.h), index for index. */
+_Static_assert(WORKER_LOSS_NOT_RETRIED + 1 == ROUTE_LOSSES, "a loss reason without a name");
 
 /* How an upstream connection failed a request, retried or not (the request may still have been
  * answered by a retry): refused or unreachable, connect timeout, connection lost, no response
@@ -120,7 +117,7 @@ struct worker_role_stats {
     _Atomic uint64_t upstream_errors;       /* cutover's 502/503/504 for the version (connect
                                                failure, reset, timeout, no healthy target) */
     _Atomic uint64_t latency[HIST_BUCKETS]; /* us to the response head */
-    _Atomic uint64_t lost[WORKER_LOSSES];   /* requests lost, by enum worker_loss */
+    _Atomic uint64_t lost[ROUTE_LOSSES];    /* requests lost, by enum worker_loss */
     /* answers by status class 1xx..5xx (index status / 100 - 1), cutover's own error answers
      * included: their sum is the requests answered */
     _Atomic uint64_t classes[WORKER_CLASSES];

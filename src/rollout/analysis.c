@@ -577,10 +577,3 @@ void analysis_seq_judge(struct analysis_seq *q, const struct config_analysis *a,
     }
     latency_pass(v, a, stable);
 }
-
-const char *analysis_loss_name(unsigned i)
-{
-    static const char *const names[ANALYSIS_LOSSES] = {"502",   "503",   "504",
-                                                       "drain", "reset", "not_retried"};
-    return i < ANALYSIS_LOSSES ? names[i] : "?";
-}

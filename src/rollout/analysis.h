@@ -10,8 +10,7 @@
 
 #include "config/config.h"
 #include "core/hist.h"
-
-#define ANALYSIS_LOSSES 6
+#include "proxy/route.h"
 
 /* What one version did over an interval (deltas of cumulative counters). */
 struct analysis_sample {
@@ -20,12 +19,8 @@ struct analysis_sample {
     uint64_t upstream_errors; /* connect failures, resets, timeouts toward the version */
     struct hist latency;      /* time to the response head, us */
     /* requests cutover failed or cut, by reason (the data plane's enum worker_loss, in order) */
-    uint64_t lost[ANALYSIS_LOSSES];
+    uint64_t lost[ROUTE_LOSSES];
 };
-
-/* The names of the loss reasons, index for index: "502", "503", "504", "drain", "reset",
- * "not_retried". */
-const char *analysis_loss_name(unsigned i);
 
 enum analysis_result { ANALYSIS_PASS = 0, ANALYSIS_FAIL, ANALYSIS_INCONCLUSIVE };
 

@@ -174,12 +174,12 @@ static void loss_record(struct service *s, int64_t id, unsigned connections)
     sample_roles(s, now);
     json_t *by = json_object();
     uint64_t total = 0;
-    for (unsigned k = 0; k < ANALYSIS_LOSSES; k++) {
+    for (unsigned k = 0; k < ROUTE_LOSSES; k++) {
         uint64_t n = 0;
         for (int role = 0; role < ROUTE_ROLES; role++)
             n += now[role].lost[k] - s->loss_base[role].lost[k];
         total += n;
-        json_object_set_new(by, analysis_loss_name(k), json_integer((json_int_t)n));
+        json_object_set_new(by, route_loss_name(k), json_integer((json_int_t)n));
     }
     json_t *loss = json_pack("{s:I, s:i, s:o}", "requests", (json_int_t)total, "connections",
                              (int)connections, "by_reason", by);

@@ -224,19 +224,19 @@ static void emit_lost(struct daemon *d, rollout_emit_fn emit, void *ectx)
     emit(ectx, "# TYPE cutover_proxy_lost_total counter");
     for (size_t j = 0; j < d->cfg->nservices; j++) {
         for (int role = 0; role < ROUTE_ROLES; role++) {
-            uint64_t lost[WORKER_LOSSES] = {0};
+            uint64_t lost[ROUTE_LOSSES] = {0};
             for (int i = 0; i < d->nworkers; i++) {
                 const struct worker_role_stats *st =
                     worker_role_stats(d->workers[i], (int)j, (enum route_role)role);
-                for (int k = 0; st != NULL && k < WORKER_LOSSES; k++)
+                for (int k = 0; st != NULL && k < ROUTE_LOSSES; k++)
                     lost[k] += atomic_load_explicit(&st->lost[k], memory_order_relaxed);
             }
-            for (int k = 0; k < WORKER_LOSSES; k++) {
+            for (int k = 0; k < ROUTE_LOSSES; k++) {
                 snprintf(line, sizeof(line),
                          "cutover_proxy_lost_total{service=\"%s\",role=\"%s\",reason=\"%s\"} "
                          "%llu",
                          d->cfg->services[j].name, route_role_name((enum route_role)role),
-                         worker_loss_name((enum worker_loss)k), (unsigned long long)lost[k]);
+                         route_loss_name((unsigned)k), (unsigned long long)lost[k]);
                 emit(ectx, line);
             }
         }
@@ -773,13 +773,10 @@ static void on_sample(void *ctx, int service_id, int role, struct analysis_sampl
         out->upstream_errors += atomic_load_explicit(&st->upstream_errors, memory_order_relaxed);
         for (unsigned b = 0; b < HIST_BUCKETS; b++)
             out->latency.counts[b] += atomic_load_explicit(&st->latency[b], memory_order_relaxed);
-        for (unsigned k = 0; k < ANALYSIS_LOSSES; k++)
+        for (unsigned k = 0; k < ROUTE_LOSSES; k++)
             out->lost[k] += atomic_load_explicit(&st->lost[k], memory_order_relaxed);
     }
 }
-
-/* The engine names the loss reasons by index (analysis_loss_name). */
-_Static_assert(WORKER_LOSSES == ANALYSIS_LOSSES, "loss reasons differ between proxy and rollout");
 
 static uint64_t max_drain_ms(const struct config *cfg)
 {
