@@ -301,11 +301,23 @@ function renderService(s) {
   if (s.down) kids.push(el('p', { class: 'error' }, s.down));
   if (s.store_problem) kids.push(el('p', { class: 'error' }, s.store_problem));
   if (ch) {
-    const split = el('div', { class: 'split', title: `${live} ${100 - share}% · ${ch.to} ${share}%` },
-      el('div', { class: 'live' }), el('div', { class: 'new' }));
-    split.children[0].style.width = (100 - share) + '%';
-    split.children[1].style.width = share + '%';
+    // A baseline (fresh instances of the live version) takes its share out of the live one's.
+    const b = p && p.baseline;
+    const bshare = b ? b.share_percent : 0;
+    const split = el('div', {
+      class: 'split',
+      title: `${live} ${100 - share - bshare}%` + (b ? ` · ${b.name} baseline ${bshare}%` : '') + ` · ${ch.to} ${share}%`,
+    }, el('div', { class: 'live' }), el('div', { class: 'baseline' }), el('div', { class: 'new' }));
+    split.children[0].style.width = (100 - share - bshare) + '%';
+    split.children[1].style.width = bshare + '%';
+    split.children[2].style.width = share + '%';
     kids.push(split);
+    if (b) {
+      const healthy = (b.targets || []).filter((t) => t.healthy).length;
+      kids.push(el('p', { class: 'muted baseline-note' },
+        `baseline: ${bshare}% to fresh instances of ${b.name} (${(b.targets || []).length}, ` +
+        `${healthy} healthy), what ${ch.to}'s p99 is compared with`));
+    }
     kids.push(el('p', { class: 'muted' },
       `change ${ch.id} by ${ch.actor || '?'}` + (ch.reason ? ` — ${ch.reason}` : '') +
       (p ? ` · step ${p.step} of ${p.steps}: ${p.step_description}` : ' · waiting for the new version to be healthy') +
@@ -358,7 +370,7 @@ function renderTimeline(ch, p) {
 function renderGate(g) {
   return el('p', { class: 'gate' }, 'Last gate: ', el('span', { class: g.result }, g.result),
     ` (${g.test}) ${g.detail || ''} · canary ${g.canary_requests} req, ${(100 * g.canary_error_rate).toFixed(2)}% errors, ` +
-    `p99 ${g.canary_p99_ms.toFixed(1)} ms · stable ${g.stable_requests} req, ${(100 * g.stable_error_rate).toFixed(2)}% errors, ` +
+    `p99 ${g.canary_p99_ms.toFixed(1)} ms · ${g.compared_with || 'stable'} ${g.stable_requests} req, ${(100 * g.stable_error_rate).toFixed(2)}% errors, ` +
     `p99 ${g.stable_p99_ms.toFixed(1)} ms`);
 }
 

@@ -14,8 +14,10 @@ import json
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -37,7 +39,7 @@ PLANS = f"""plans:
 """
 
 
-def managed_daemon(procs, tmp_path, daemon, extra=()):
+def managed_daemon(procs, tmp_path, daemon, extra=(), top=""):
     """A daemon whose service `web` runs 2 instances of the backend copy per version."""
     app = tmp_path / "app.py"
     shutil.copy(BACKEND, app)
@@ -49,7 +51,7 @@ def managed_daemon(procs, tmp_path, daemon, extra=()):
            "      instances: 2\n"
            f"      port_range: {lo}-{lo + 60}\n"
            "      stop_timeout: 3s\n")
-    d = daemon([], service_extra=run, top_extra=PLANS, drain_timeout="1s",
+    d = daemon([], service_extra=run, top_extra=top + PLANS, drain_timeout="1s",
                deploy_timeout="10s")
     d.app = app
     return d
@@ -211,6 +213,44 @@ def test_baseline_is_adopted_after_kill9_and_stops_with_an_abort(procs, tmp_path
         assert r.returncode == 0, f"abort: {r.stdout}{r.stderr}"
         assert wait_ended(d, cid, 15)["state"] == "aborted"
         wait_for(lambda: not set(pids) & set(app_pids(d.app)), 15, "the baseline stopped")
+    finally:
+        if d.proc is not None:
+            Procs.stop(d.proc)
+        kill_all(d.app)
+
+
+@pytest.mark.xdist_group(LOAD_GROUP)  # a browser: not beside other loads
+def test_dashboard_shows_the_baseline_and_its_share(procs, tmp_path, daemon):
+    from test_admin_tcp import LEAD, write_tokens
+    repo = Path(__file__).resolve().parents[2]
+    chromium = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+    assert Path(chromium).exists(), f"{chromium} missing: run scripts/deps.sh"
+    shots = repo / "build" / "browser"
+    shots.mkdir(parents=True, exist_ok=True)
+    write_tokens(tmp_path)
+    admin = free_ports(1)
+    d = managed_daemon(procs, tmp_path, daemon,
+                       top=f"admin: {{listen: 127.0.0.1:{admin}, tokens_file: tokens.yml}}\n")
+    try:
+        d.start()
+        deploy(d, "v1")
+        wait_for(lambda: live_name(d.status()) == "v1", 15, "v1 live")
+        deploy(d, "v2", "held")
+        wait_for(lambda: all(t["healthy"] for t in
+                             d.status()["change"]["progress"]["baseline"]["targets"]), 15,
+                 "the baseline healthy")
+        r = subprocess.run(["node", str(repo / "tests/browser/baseline.test.js"),
+                            f"http://127.0.0.1:{admin}/", LEAD, str(shots)],
+                           env=dict(os.environ, CHROMIUM=chromium), capture_output=True,
+                           text=True, timeout=60, cwd=repo)
+        lines = [ln for ln in r.stdout.splitlines() if ln.startswith("{")]
+        assert lines, f"the browser printed nothing: exit {r.returncode}\n{r.stdout}{r.stderr}"
+        res = json.loads(lines[-1])
+        assert r.returncode == 0 and res["ok"], (res, r.stderr[-2000:])
+        assert res["widths"] == {"live": "50%", "baseline": "25%", "new": "25%"}, res
+        assert "baseline: 25% to fresh instances of v1 (2, 2 healthy)" in res["note"], res
+        assert "v1 baseline 25%" in res["title"], res
+        assert (shots / "baseline.png").stat().st_size > 10000
     finally:
         if d.proc is not None:
             Procs.stop(d.proc)
