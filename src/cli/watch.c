@@ -280,6 +280,13 @@ static void watch_service(FILE *out, const struct watch *w, const struct config 
             fprintf(out, "step %d/%d (", step, steps);
             watch_put(out, watch_str(p, "step_description"));
             fprintf(out, ") weight %d%%", weight);
+            const json_t *bl = json_object_get(p, "baseline");
+            if (json_is_object(bl)) {
+                fprintf(out, ", baseline %d%% (",
+                        (int)json_integer_value(json_object_get(bl, "share_percent")));
+                watch_put(out, watch_str(bl, "name"));
+                fputc(')', out);
+            }
             const json_t *left = json_object_get(p, "step_remaining_ms");
             if (json_is_integer(left))
                 fprintf(out, " left %llds", ((long long)json_integer_value(left) + 999) / 1000);

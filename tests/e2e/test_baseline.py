@@ -209,9 +209,13 @@ def test_baseline_is_adopted_after_kill9_and_stops_with_an_abort(procs, tmp_path
         prog = wait_for(lambda: d.status()["change"]["progress"], 15, "the resumed plan")
         assert baseline_pids(d) == pids, "the restarted daemon did not adopt the baseline"
         assert "instance adopted" in d.log() and "v1+baseline" in d.log(), d.log()[-3000:]
+        from conftest import BIN
+        w = procs.start([BIN, "watch", "web", "--until-done", "-c", d.cfg], name="watch")
+        wait_for(lambda: "baseline 25% (v1)" in w.log_path.read_text(), 10, "watch's line")
         r = d.cli("abort", "web")
         assert r.returncode == 0, f"abort: {r.stdout}{r.stderr}"
         assert wait_ended(d, cid, 15)["state"] == "aborted"
+        assert w.wait(10) == 1 and "ended: aborted" in w.log_path.read_text()  # not completed
         wait_for(lambda: not set(pids) & set(app_pids(d.app)), 15, "the baseline stopped")
     finally:
         if d.proc is not None:
