@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BACKEND, LOAD_GROUP, Procs, free_ports, live_name, run_cli
+from conftest import BACKEND, LOAD_GROUP, Procs, free_ports, http_get, live_name, run_cli
 from progressive_util import report_json, wait_for
 
 COLD_FOR_S = 8
@@ -39,10 +39,13 @@ PLANS = f"""plans:
 """
 
 
-def managed_daemon(procs, tmp_path, daemon, extra=(), top=""):
-    """A daemon whose service `web` runs 2 instances of the backend copy per version."""
+def managed_daemon(procs, tmp_path, daemon, extra=(), top="", patch=""):
+    """A daemon whose service `web` runs 2 instances of the backend copy per version (with
+    `patch` inserted before its main())."""
     app = tmp_path / "app.py"
-    shutil.copy(BACKEND, app)
+    src = BACKEND.read_text()
+    assert "\ndef main():" in src
+    app.write_text(src.replace("\ndef main():", patch + "\ndef main():", 1))
     lo = free_ports(61)
     cmd = [sys.executable, str(app), "${PORT}", "${VERSION}", "--cold-ms", "30", "--cold-for",
            str(COLD_FOR_S), *extra]
@@ -255,6 +258,48 @@ def test_dashboard_shows_the_baseline_and_its_share(procs, tmp_path, daemon):
         assert "baseline: 25% to fresh instances of v1 (2, 2 healthy)" in res["note"], res
         assert "v1 baseline 25%" in res["title"], res
         assert (shots / "baseline.png").stat().st_size > 10000
+    finally:
+        if d.proc is not None:
+            Procs.stop(d.proc)
+        kill_all(d.app)
+
+
+# New processes of v1 exit at once while the flag file exists: once v1 serves, only its baseline
+# starts new ones, so only the baseline crashes (in a loop).
+CRASH_PATCH = '''
+import os as _os
+if VERSION == "v1" and _os.path.exists(_os.path.join(_os.path.dirname(__file__), "crash-v1")):
+    sys.exit(3)
+'''
+
+
+def test_a_crashing_baseline_sends_its_users_to_the_live_set_and_the_change_goes_on(
+        procs, tmp_path, daemon):
+    d = managed_daemon(procs, tmp_path, daemon, patch=CRASH_PATCH)
+    try:
+        d.start()
+        deploy(d, "v1")
+        wait_for(lambda: live_name(d.status()) == "v1", 15, "v1 live")
+        (tmp_path / "crash-v1").write_text("")
+        cid = deploy(d, "v2", "held")
+        wait_for(lambda: (d.status()["change"] or {}).get("progress", {}).get("step") == 2, 15,
+                 "the plan at its pause")
+        # Users meanwhile: every answer from v1 (live) or v2, none an error.
+        seen = {}
+        deadline = time.monotonic() + 4
+        while time.monotonic() < deadline:
+            r = http_get(d.port, "/", timeout=5)
+            seen[r[0]] = seen.get(r[0], 0) + 1
+        assert set(seen) == {200}, seen
+        ch = change(d, cid)
+        assert ch["state"] == "running", ch
+        b = d.status()["change"]["progress"]["baseline"]
+        assert not any(t["healthy"] for t in b["targets"]), b
+        assert "crash" in d.log() or "exited" in d.log()
+        r = d.cli("abort", "web")
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert wait_ended(d, cid, 15)["state"] == "aborted"
+        assert live_name(d.status()) == "v1"
     finally:
         if d.proc is not None:
             Procs.stop(d.proc)
