@@ -1,0 +1,173 @@
+"""A like-for-like baseline (issue 18, item 3) across a hot upgrade, end to end: a plan with
+`analysis: {baseline: true}` runs at weight 25 under wrk when `cutover upgrade` hands the daemon
+over; the successor adopts the same baseline processes (not fresh ones), routes them their
+share, carries the plan on to its end, and then stops them; users see no error throughout.
+
+The instances are a copy of backend.py in the test's tmp dir that answers every request after
+a fixed 20 ms (`--delay-ms 20`), so canary and baseline have about the same p99 whatever the
+machine's load and the ratio gate passes. The successor is a child of the first daemon, not of
+this test: it is stopped by pid at the end, and every instance by pid too.
+"""
+import json
+import os
+import re
+import shutil
+import signal
+import sys
+import time
+
+import pytest
+
+from conftest import BACKEND, LOAD_GROUP, Procs, free_ports, live_name
+from progressive_util import report_json, wait_for
+
+PLANS = """plans:
+  like:
+    steps: [{weight: 25}, {pause: 12s}]
+    analysis: {interval: 1s, min_requests: 30, max_p99_latency_ratio: 3, baseline: true}
+"""
+
+
+def managed_daemon(tmp_path, daemon):
+    """A daemon whose service `web` runs 2 instances of the backend copy per version."""
+    app = tmp_path / "app.py"
+    shutil.copy(BACKEND, app)
+    lo = free_ports(61)
+    cmd = [sys.executable, str(app), "${PORT}", "${VERSION}", "--delay-ms", "20"]
+    run = ("    run:\n"
+           f"      command: [{', '.join(json.dumps(c) for c in cmd)}]\n"
+           "      instances: 2\n"
+           f"      port_range: {lo}-{lo + 60}\n"
+           "      stop_timeout: 3s\n")
+    d = daemon([], service_extra=run, top_extra=PLANS, drain_timeout="1s",
+               deploy_timeout="10s")
+    d.app = app
+    return d
+
+
+def alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def app_pids(app):
+    """Live processes running this test's backend copy."""
+    out = []
+    for p in os.listdir("/proc"):
+        if not p.isdigit():
+            continue
+        try:
+            with open(f"/proc/{p}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if str(app).encode() in argv and alive(int(p)):
+            out.append(int(p))
+    return sorted(out)
+
+
+def stop_pid(pid, secs=10):
+    """SIGTERM, then SIGKILL after secs: a process that is not this test's child."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + secs
+    while time.monotonic() < deadline and alive(pid):
+        time.sleep(0.05)
+    if alive(pid):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def deploy(d, version, plan=None):
+    args = ["deploy", "web", version] + (["--plan", plan] if plan else [])
+    r = d.cli(*args, timeout=40)
+    assert r.returncode == 0, f"deploy {version}: exit {r.returncode}: {r.stdout}{r.stderr}\n" \
+                              f"{d.log()[-3000:]}"
+    return d.history()[0]["id"]
+
+
+def change(d, cid):
+    return next(c for c in d.history() if c["id"] == cid)
+
+
+def wait_ended(d, cid, secs):
+    return wait_for(lambda: (lambda c: c if c["state"] != "running" else None)(change(d, cid)),
+                    secs, f"change {cid} ended")
+
+
+def progress(d):
+    return (d.status().get("change") or {}).get("progress") or {}
+
+
+def baseline_pids(d):
+    b = progress(d).get("baseline") or {}
+    return sorted(i["pid"] for i in b.get("instances") or [])
+
+
+@pytest.mark.xdist_group(LOAD_GROUP)
+def test_baseline_is_adopted_by_the_successor_of_a_hot_upgrade(procs, tmp_path, daemon, wrk):
+    d = managed_daemon(tmp_path, daemon)
+    successor = None
+    try:
+        d.start()
+        deploy(d, "v1")
+        wait_for(lambda: live_name(d.status()) == "v1", 15, "v1 live")
+        v1_pids = app_pids(d.app)
+        assert len(v1_pids) == 2, v1_pids
+        load = wrk(d.port, 60, conns=8)
+        cid = deploy(d, "v2", "like")
+        pids = wait_for(lambda: (lambda p: p if len(p) == 2 else None)(baseline_pids(d)), 15,
+                        "the baseline's instances")
+        assert not set(pids) & set(v1_pids), (pids, v1_pids)
+        wait_for(lambda: progress(d).get("step") == 2, 15, "the plan in its pause")
+        assert progress(d)["baseline"]["share_percent"] == 25, progress(d)
+        time.sleep(1.5)  # some windows judged by the first daemon
+
+        r = d.cli("upgrade", timeout=20)
+        assert r.returncode == 0, f"upgrade: exit {r.returncode}: {r.stdout}{r.stderr}"
+        m = re.search(r"handed over to pid (\d+)", r.stdout)
+        assert m, r.stdout
+        successor = int(m.group(1))
+        assert successor != d.pid and alive(successor)
+
+        # The successor resumed the plan with the same baseline processes, routed as before.
+        prog = wait_for(lambda: (lambda p: p if p.get("baseline") else None)(progress(d)), 15,
+                        "the resumed plan's baseline")
+        assert prog["step"] == 2 and prog["weight"] == 25, prog
+        assert baseline_pids(d) == pids, "the successor did not adopt the baseline"
+        assert prog["baseline"]["share_percent"] == 25, prog
+        assert "v1+baseline" in d.log() and "instance adopted" in d.log(), d.log()[-3000:]
+        assert set(pids) <= set(app_pids(d.app)), "the hand-over stopped the baseline"
+
+        end = wait_ended(d, cid, 40)
+        assert end["state"] == "completed", f"{end}\n{d.log()[-4000:]}"
+        assert live_name(d.status()) == "v2"
+        # The successor judged the canary against the baseline, in every judged step.
+        steps = [s for s in ((report_json(d, cid).get("change") or {}).get("detail") or {})
+                 .get("steps") or [] if isinstance(s, dict) and "gate" in s]
+        assert steps, "no judged step in the record"
+        for st in steps:
+            assert st["gate"]["compared_with"] == "baseline", st
+        assert steps[-1]["baseline"]["requests"] > 30, steps[-1]
+        # It stops with the change: gone after the drain (1 s) and the stop.
+        wait_for(lambda: not set(pids) & set(app_pids(d.app)), 15, "the baseline stopped")
+
+        res = load.stop()
+        assert res["requests"] > 1000, res["text"]
+        assert res["socket_errors"] == 0 and res["non2xx"] == 0, res["text"]
+        # The first daemon drained and exited; only the successor serves.
+        wait_for(lambda: not alive(d.pid), 10, "the first daemon exited")
+    finally:
+        if successor is not None:
+            stop_pid(successor)
+        if d.proc is not None:
+            Procs.stop(d.proc)
+        for pid in app_pids(d.app):
+            stop_pid(pid, 3)
