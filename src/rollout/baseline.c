@@ -152,6 +152,10 @@ void baseline_reap(struct service *s)
         return;
     char name[96];
     set_name(s, name, sizeof(name));
+    /* Not kept by reap_leftovers (no change wanted it): that reaper stops it already, and a
+     * second one would adopt and stop the same processes again. */
+    if (managed_version_running(s, name))
+        return;
     managed_reap(s, name);
 }
 

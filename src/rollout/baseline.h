@@ -49,7 +49,8 @@ void baseline_resume(struct service *s, const struct config_plan *cp);
 /* 1 when name is the set of s's baseline that a resumable change of plan cp keeps across a
  * restart (reap_leftovers must not stop it). */
 int baseline_keeps(const struct service *s, const struct config_plan *cp, const char *name);
-/* Stops the recorded instances of a baseline no change resumed (they serve nobody). */
+/* Stops the recorded instances of a baseline no change resumed (they serve nobody), unless
+ * reap_leftovers stops them already (no change kept them). */
 void baseline_reap(struct service *s);
 /* Fills rs's baseline for a canary at weight percent: min(weight, 100 - weight) % of users. */
 void baseline_route_fill(const struct service *s, int weight, struct route_service *rs);

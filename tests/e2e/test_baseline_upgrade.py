@@ -171,3 +171,53 @@ def test_baseline_is_adopted_by_the_successor_of_a_hot_upgrade(procs, tmp_path, 
             Procs.stop(d.proc)
         for pid in app_pids(d.app):
             stop_pid(pid, 3)
+
+
+ABORTABLE = """plans:
+  held:
+    steps: [{weight: 25}, {pause: {}}]
+    analysis: {interval: 1s, min_requests: 30, max_p99_latency_ratio: 3, baseline: true}
+"""
+
+
+def test_a_restart_stops_a_retiring_baseline_once(procs, tmp_path, daemon):
+    # An aborted change's baseline waits out the drain before it stops; a daemon killed in that
+    # wait leaves it recorded, and the next start stops it: once, by one adopter per process
+    # (the leftovers' reaper), not a second time by the baseline's own reaper as well.
+    app = tmp_path / "app.py"
+    shutil.copy(BACKEND, app)
+    lo = free_ports(61)
+    cmd = [sys.executable, str(app), "${PORT}", "${VERSION}"]
+    run = ("    run:\n"
+           f"      command: [{', '.join(json.dumps(c) for c in cmd)}]\n"
+           "      instances: 2\n"
+           f"      port_range: {lo}-{lo + 60}\n"
+           "      stop_timeout: 3s\n")
+    d = daemon([], service_extra=run, top_extra=ABORTABLE, drain_timeout="3s",
+               deploy_timeout="10s")
+    try:
+        d.start()
+        deploy(d, "v1")
+        wait_for(lambda: live_name(d.status()) == "v1", 15, "v1 live")
+        cid = deploy(d, "v2", "held")
+        pids = wait_for(lambda: (lambda p: p if len(p) == 2 else None)(baseline_pids(d)), 15,
+                        "the baseline's instances")
+        r = d.cli("abort", "web")
+        assert r.returncode == 0, f"abort: {r.stdout}{r.stderr}"
+        state = change(d, cid)["state"]
+        d.kill9()  # within the baseline's drain (3 s): it still runs, still recorded
+        assert state == "aborted", state
+        assert set(pids) <= set(app_pids(app)), "the baseline stopped before its drain"
+        d.start()
+        wait_for(lambda: not set(pids) & set(app_pids(app)), 15, "the baseline stopped")
+        time.sleep(0.5)
+        log = d.log()
+        reaped = [ln for ln in log.splitlines()
+                  if "stopping an interrupted change's instance" in ln and "v1+baseline" in ln]
+        assert len(reaped) == 2, "\n".join(reaped) or log[-3000:]
+        assert live_name(d.status()) == "v1"
+    finally:
+        if d.proc is not None:
+            Procs.stop(d.proc)
+        for pid in app_pids(app):
+            stop_pid(pid, 3)
