@@ -21,6 +21,8 @@
  * | a pilot-only step (weight 0)                | no users: the ratio gate is not judged        |
  * | the change ends (any way)                   | unrouted, stopped after drain_timeout         |
  * | the daemon restarts during the plan         | adopted; started afresh if it stopped with it |
+ * | a restart finds it left after the change    | stopped after drain_timeout (a hand-over just |
+ * | ended (or its plan cannot resume)           | after the end: the old daemon still drains)   |
  *
  * Control loop only. */
 #ifndef CUTOVER_ROLLOUT_BASELINE_H
@@ -28,6 +30,7 @@
 
 #include <jansson.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "config/config.h"
 #include "proxy/route.h"
@@ -52,6 +55,11 @@ int baseline_keeps(const struct service *s, const struct config_plan *cp, const 
 /* Stops the recorded instances of a baseline no change resumed (they serve nobody), unless
  * reap_leftovers stops them already (no change kept them). */
 void baseline_reap(struct service *s);
+/* How long a restarted daemon lets the leftover set name serve before it stops it: a
+ * baseline's set, which the daemon it took over from may still drain requests to (a
+ * hand-over just after its change ended), gets the service's drain (then 500 ms); any other
+ * set 0. */
+uint64_t baseline_reap_delay(const struct service *s, const char *name);
 /* Fills rs's baseline for a canary at weight percent: min(weight, 100 - weight) % of users. */
 void baseline_route_fill(const struct service *s, int weight, struct route_service *rs);
 /* {"version", "targets", "instances", "share_percent"}, or JSON null. New reference. */

@@ -51,8 +51,9 @@ struct managed_set *managed_restore(struct service *s, const char *version, char
 struct managed_set *managed_resume(struct service *s, const char *version, char *const *targets,
                                    size_t n, size_t nslots);
 /* Adopts and stops the recorded instances of version (an interrupted change's new version,
- * which no longer has a place in the service); forgets the records of dead ones. */
-void managed_reap(struct service *s, const char *version);
+ * which no longer has a place in the service) after after_ms (0: now); forgets the records of
+ * dead ones. */
+void managed_reap(struct service *s, const char *version, uint64_t after_ms);
 /* Stops the set's processes after after_ms (0: now). */
 void managed_retire(struct managed_set *ms, uint64_t after_ms);
 /* Cancels a pending retirement (a rollback within the rollback window reuses the processes). */

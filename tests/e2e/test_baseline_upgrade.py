@@ -221,3 +221,72 @@ def test_a_restart_stops_a_retiring_baseline_once(procs, tmp_path, daemon):
             Procs.stop(d.proc)
         for pid in app_pids(app):
             stop_pid(pid, 3)
+
+
+def slow_post(port, ms, out, i):
+    """POST /slow?ms=MS on a connection of its own (not idempotent: never retried)."""
+    import http.client
+    try:
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
+        c.request("POST", f"/slow?ms={ms}", body=b"")
+        r = c.getresponse()
+        r.read()
+        out[i] = r.status
+        c.close()
+    except Exception as e:  # noqa: BLE001 - any failure is what the test counts
+        out[i] = type(e).__name__
+
+
+def test_an_upgrade_just_after_the_end_lets_the_baseline_finish_its_requests(procs, tmp_path,
+                                                                             daemon):
+    # The change completes while slow requests are in flight on every version, and the daemon
+    # is upgraded at once: the first daemon still drains them (drain_timeout 5 s), so the
+    # baseline's processes must outlive that drain under the successor too, as the previous
+    # version's do, instead of being stopped as an interrupted change's leftovers.
+    import threading
+    app = tmp_path / "app.py"
+    shutil.copy(BACKEND, app)
+    lo = free_ports(61)
+    cmd = [sys.executable, str(app), "${PORT}", "${VERSION}"]
+    run = ("    run:\n"
+           f"      command: [{', '.join(json.dumps(c) for c in cmd)}]\n"
+           "      instances: 2\n"
+           f"      port_range: {lo}-{lo + 60}\n"
+           "      stop_timeout: 3s\n")
+    d = daemon([], service_extra=run, top_extra=ABORTABLE, drain_timeout="5s",
+               deploy_timeout="10s")
+    successor = None
+    try:
+        d.start()
+        deploy(d, "v1")
+        wait_for(lambda: live_name(d.status()) == "v1", 15, "v1 live")
+        cid = deploy(d, "v2", "held")
+        wait_for(lambda: (lambda b: b and len(b.get("targets") or []) == 2 and
+                          all(t["healthy"] for t in b["targets"]))(progress(d).get("baseline")),
+                 15, "the baseline healthy")
+        pids = baseline_pids(d)
+        wait_for(lambda: progress(d).get("step") == 2, 15, "the plan in its pause")
+        n = 40
+        out = [None] * n
+        threads = [threading.Thread(target=slow_post, args=(d.port, 3000, out, i))
+                   for i in range(n)]
+        for t in threads:
+            t.start()
+        time.sleep(0.5)  # every request is at its version now
+        r = d.cli("promote", "--all", "web")
+        assert r.returncode == 0, f"promote: {r.stdout}{r.stderr}"
+        r = d.cli("upgrade", timeout=20)
+        assert r.returncode == 0, f"upgrade: exit {r.returncode}: {r.stdout}{r.stderr}"
+        successor = int(re.search(r"handed over to pid (\d+)", r.stdout).group(1))
+        for t in threads:
+            t.join(30)
+        assert change(d, cid)["state"] == "completed"
+        assert out == [200] * n, out
+        wait_for(lambda: not set(pids) & set(app_pids(app)), 15, "the baseline stopped")
+    finally:
+        if successor is not None:
+            stop_pid(successor)
+        if d.proc is not None:
+            Procs.stop(d.proc)
+        for pid in app_pids(app):
+            stop_pid(pid, 3)
