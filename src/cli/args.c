@@ -222,8 +222,9 @@ static const struct cli_command cli_commands[] = {
      "Prints the last lines of each instance log of VERSION of SERVICE\n"
      "(STATE_DIR/logs/SERVICE/VERSION-INDEX.log), read straight from the state_dir of\n"
      "the config; no daemon needed. Without VERSION: the live version when the daemon\n"
-     "answers, else every version's logs. Each file gets a \"==> PATH <==\" header\n"
-     "when there are several.\n"
+     "answers, else every version's logs. VERSION+baseline: the fresh instances of\n"
+     "VERSION a plan with analysis.baseline started. Each file gets a \"==> PATH <==\"\n"
+     "header when there are several.\n"
      "  -n, --lines N  the last N lines of each file (default 50; 0: none)\n"
      "  -f, --follow   keep printing what is appended (also after a rotation) until\n"
      "                 Ctrl-C or SIGTERM\n"
@@ -362,6 +363,20 @@ int cli_version_valid(const char *s)
             return 0;
     }
     return n >= 1 && n <= 64;
+}
+
+int cli_log_version_valid(const char *s)
+{
+    size_t n = s ? strlen(s) : 0, k = strlen(CLI_LOG_BASELINE);
+    if (n > k && strcmp(s + n - k, CLI_LOG_BASELINE) == 0) {
+        char v[72];
+        if (n - k >= sizeof(v))
+            return 0;
+        memcpy(v, s, n - k);
+        v[n - k] = '\0';
+        return cli_version_valid(v);
+    }
+    return cli_version_valid(s);
 }
 
 static int cli_parse_positive(const char *s, long long max, long long *out)
@@ -586,9 +601,10 @@ static int cli_assign_positional(struct cli_args *a, const struct cli_command *c
         a->service = pos[0];
         if (npos == 2) {
             a->version = pos[1];
-            if (!cli_version_valid(a->version)) {
+            if (!cli_log_version_valid(a->version)) {
                 snprintf(err, errlen,
-                         "logs: VERSION '%s' must be 1-64 characters of A-Z a-z 0-9 . _ -",
+                         "logs: VERSION '%s' must be 1-64 characters of A-Z a-z 0-9 . _ - "
+                         "(then " CLI_LOG_BASELINE " for a plan's baseline)",
                          a->version);
                 return -EINVAL;
             }

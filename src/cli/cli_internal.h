@@ -103,7 +103,8 @@ struct cli_args {
 int cli_parse(int argc, char **argv, struct cli_args *a, char *err, size_t errlen);
 
 /* For `cutover logs`: when name is an instance log file of the form VERSION-INDEX.log (VERSION
- * a valid version name, INDEX decimal digits; not a rotated ".log.1"), returns 1 and stores the
+ * a valid version name or a baseline's VERSION+baseline, INDEX decimal digits; not a rotated
+ * ".log.1"), returns 1 and stores the
  * version into version (NUL-terminated, at most vlen - 1 bytes) and the index into *idx; else
  * returns 0. */
 int cli_log_name_parse(const char *name, char *version, size_t vlen, long *idx);
@@ -127,6 +128,12 @@ int cli_exit_for_state(const char *state);
 
 /* Returns 1 when s is a version name the API accepts (1-64 of A-Za-z0-9._-), else 0. */
 int cli_version_valid(const char *s);
+/* The suffix of a plan's baseline set (rollout/managed.h MANAGED_BASELINE): its instances' logs
+ * are VERSION+baseline-INDEX.log. */
+#define CLI_LOG_BASELINE "+baseline"
+/* Returns 1 when s names a set of instances with logs: a version, or a version's baseline
+ * (VERSION+baseline), else 0. */
+int cli_log_version_valid(const char *s);
 
 /* Splits an --admin URL: "unix:/path.sock" sets *sock to the path and *base to
  * "http://localhost"; "http://HOST:PORT" or "https://..." sets *base (no trailing slash) and

@@ -50,11 +50,11 @@ int cli_log_name_parse(const char *name, char *version, size_t vlen, long *idx)
         v = v * 10 + (*p - '0');
     }
     vn = (size_t)(dash - name);
-    if (vn == 0 || vn >= vlen || vn > 64)
+    if (vn == 0 || vn >= vlen || vn > 64 + strlen(CLI_LOG_BASELINE))
         return 0;
     memcpy(version, name, vn);
     version[vn] = '\0';
-    if (!cli_version_valid(version))
+    if (!cli_log_version_valid(version))
         return 0;
     *idx = v;
     return 1;
@@ -62,7 +62,7 @@ int cli_log_name_parse(const char *name, char *version, size_t vlen, long *idx)
 
 struct cli_logfile {
     char *path;
-    char version[72];
+    char version[80]; /* VERSION or VERSION+baseline */
     long idx;
     off_t pos; /* bytes already printed (or skipped) */
     dev_t dev;
@@ -107,7 +107,7 @@ static size_t cli_logs_scan(struct cli_logs *L)
     if (d == NULL)
         return 0;
     while ((e = readdir(d)) != NULL) {
-        char ver[72];
+        char ver[80];
         long idx;
         int known = 0;
         if (!cli_log_name_parse(e->d_name, ver, sizeof(ver), &idx))

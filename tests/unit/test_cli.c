@@ -598,6 +598,13 @@ static void test_parse_logs(void **state)
     assert_int_equal(a.lines, CLI_LOGS_DEFAULT_LINES);
     cli_args_done(&a);
 
+    /* A plan's baseline has logs of its own (rollout/baseline.h). */
+    assert_int_equal(PARSE(&a, err, "logs", "web", "v2+baseline"), 0);
+    assert_string_equal(a.version, "v2+baseline");
+    cli_args_done(&a);
+    assert_int_equal(PARSE(&a, err, "logs", "web", "v2+other"), -EINVAL);
+    cli_args_done(&a);
+
     assert_int_equal(PARSE(&a, err, "logs", "-f", "web", "v2", "-n", "7", "-c", "x.yml"), 0);
     assert_string_equal(a.service, "web");
     assert_string_equal(a.version, "v2");
@@ -649,7 +656,7 @@ static void test_parse_logs(void **state)
 
 static void test_log_name_parse(void **state)
 {
-    char ver[72];
+    char ver[80];
     long idx = -1;
 
     (void)state;
@@ -667,6 +674,17 @@ static void test_log_name_parse(void **state)
     assert_int_equal(cli_log_name_parse("v 2-0.log", ver, sizeof(ver), &idx), 0);
     assert_int_equal(cli_log_name_parse(".", ver, sizeof(ver), &idx), 0);
     assert_int_equal(cli_log_name_parse("v2-0.log", ver, 2, &idx), 0); /* no room */
+    /* A plan's baseline (rollout/baseline.h) logs as VERSION+baseline; no other '+' name. */
+    assert_int_equal(cli_log_name_parse("v1+baseline-1.log", ver, sizeof(ver), &idx), 1);
+    assert_string_equal(ver, "v1+baseline");
+    assert_int_equal(idx, 1);
+    char longest[80];
+    memset(longest, 'a', 64);
+    snprintf(longest + 64, sizeof(longest) - 64, "+baseline-0.log");
+    assert_int_equal(cli_log_name_parse(longest, ver, sizeof(ver), &idx), 1);
+    assert_int_equal(strlen(ver), 64 + strlen("+baseline"));
+    assert_int_equal(cli_log_name_parse("v1+other-0.log", ver, sizeof(ver), &idx), 0);
+    assert_int_equal(cli_log_name_parse("+baseline-0.log", ver, sizeof(ver), &idx), 0);
 }
 
 static void test_parse_knowledge(void **state)
