@@ -202,6 +202,10 @@ def test_a_restart_stops_a_retiring_baseline_once(procs, tmp_path, daemon):
         cid = deploy(d, "v2", "held")
         pids = wait_for(lambda: (lambda p: p if len(p) == 2 else None)(baseline_pids(d)), 15,
                         "the baseline's instances")
+        # Its output is where `cutover logs` finds it, under its own name.
+        logs = d.cli("logs", "web", "v1+baseline", "-n", "1")
+        assert logs.returncode == 0 and "v1+baseline-0.log" in logs.stdout and \
+            "v1+baseline-1.log" in logs.stdout, f"{logs.stdout}{logs.stderr}"
         r = d.cli("abort", "web")
         assert r.returncode == 0, f"abort: {r.stdout}{r.stderr}"
         state = change(d, cid)["state"]
