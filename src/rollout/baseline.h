@@ -52,8 +52,8 @@ void baseline_resume(struct service *s, const struct config_plan *cp);
 /* 1 when name is the set of s's baseline that a resumable change of plan cp keeps across a
  * restart (reap_leftovers must not stop it). */
 int baseline_keeps(const struct service *s, const struct config_plan *cp, const char *name);
-/* Stops the recorded instances of a baseline no change resumed (they serve nobody), unless
- * reap_leftovers stops them already (no change kept them). */
+/* Stops the recorded instances of a baseline no change resumed (they serve nobody) after
+ * baseline_reap_delay, unless reap_leftovers stops them already (no change kept them). */
 void baseline_reap(struct service *s);
 /* How long a restarted daemon lets the leftover set name serve before it stops it: a
  * baseline's set, which the daemon it took over from may still drain requests to (a
