@@ -156,17 +156,7 @@ void baseline_reap(struct service *s)
      * second one would adopt and stop the same processes again. */
     if (managed_version_running(s, name))
         return;
-    managed_reap(s, name, baseline_reap_delay(s, name));
-}
-
-uint64_t baseline_reap_delay(const struct service *s, const char *name)
-{
-    size_t n = strlen(name), k = strlen(MANAGED_BASELINE);
-    if (n <= k || strcmp(name + n - k, MANAGED_BASELINE) != 0)
-        return 0;
-    /* A predecessor that handed over just after the change ended still drains the requests it
-     * sent there: the processes outlive that drain, as in baseline_end. */
-    return s->cfg->drain_timeout_ms + 500;
+    managed_reap(s, name);
 }
 
 void baseline_route_fill(const struct service *s, int weight, struct route_service *rs)

@@ -52,14 +52,9 @@ void baseline_resume(struct service *s, const struct config_plan *cp);
 /* 1 when name is the set of s's baseline that a resumable change of plan cp keeps across a
  * restart (reap_leftovers must not stop it). */
 int baseline_keeps(const struct service *s, const struct config_plan *cp, const char *name);
-/* Stops the recorded instances of a baseline no change resumed (they serve nobody) after
- * baseline_reap_delay, unless reap_leftovers stops them already (no change kept them). */
+/* Stops the recorded instances of a baseline no change resumed (they serve nobody) after the
+ * drain (managed_reap), unless reap_leftovers stops them already (no change kept them). */
 void baseline_reap(struct service *s);
-/* How long a restarted daemon lets the leftover set name serve before it stops it: a
- * baseline's set, which the daemon it took over from may still drain requests to (a
- * hand-over just after its change ended), gets the service's drain (then 500 ms); any other
- * set 0. */
-uint64_t baseline_reap_delay(const struct service *s, const char *name);
 /* Fills rs's baseline for a canary at weight percent: min(weight, 100 - weight) % of users. */
 void baseline_route_fill(const struct service *s, int weight, struct route_service *rs);
 /* {"version", "targets", "instances", "share_percent"}, or JSON null. New reference. */

@@ -441,7 +441,7 @@ struct managed_set *managed_resume(struct service *s, const char *version, char 
     return restore_set(s, version, targets, n, nslots, 0, 1);
 }
 
-void managed_reap(struct service *s, const char *version, uint64_t after_ms)
+void managed_reap(struct service *s, const char *version)
 {
     if (s->cfg->run.command == NULL)
         return;
@@ -475,7 +475,7 @@ void managed_reap(struct service *s, const char *version, uint64_t after_ms)
                      "version", version, "pid", pid);
     }
     free(rec);
-    managed_retire(ms, after_ms);
+    managed_retire(ms, s->cfg->drain_timeout_ms + 500);
 }
 
 static void set_unlink(struct managed_set *ms)

@@ -50,10 +50,11 @@ struct managed_set *managed_restore(struct service *s, const char *version, char
  * started. NULL when the service is unmanaged. */
 struct managed_set *managed_resume(struct service *s, const char *version, char *const *targets,
                                    size_t n, size_t nslots);
-/* Adopts and stops the recorded instances of version (an interrupted change's new version,
- * which no longer has a place in the service) after after_ms (0: now); forgets the records of
- * dead ones. */
-void managed_reap(struct service *s, const char *version, uint64_t after_ms);
+/* Adopts and stops the recorded instances of version (an interrupted change's new version, a
+ * rolled-back one, a baseline: none has a place in the service) once the service's drain is
+ * over: a predecessor that handed over just after the change ended may still be draining
+ * requests to them. Forgets the records of dead ones. */
+void managed_reap(struct service *s, const char *version);
 /* Stops the set's processes after after_ms (0: now). */
 void managed_retire(struct managed_set *ms, uint64_t after_ms);
 /* Cancels a pending retirement (a rollback within the rollback window reuses the processes). */

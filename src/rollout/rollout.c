@@ -1400,7 +1400,7 @@ static void reap_leftovers(struct service *s, const struct store_change *running
                    baseline_keeps(s, cp, v);
         }
         if (!keep)
-            managed_reap(s, v, baseline_reap_delay(s, v));
+            managed_reap(s, v);
     }
     store_strv_free(versions);
 }
