@@ -332,6 +332,26 @@ def test_series_outlive_a_hot_upgrade_and_a_stop_and_start(backend, daemon, tmp_
     assert load.failed == [], load.failed[:5]
 
 
+def test_a_failed_hand_over_leaves_no_series_file_and_the_charts_go_on(backend, daemon, tmp_path):
+    d = admin_daemon(daemon, [backend("v1")], tmp_path, extra_admin=f", upgrade_dir: {tmp_path}")
+    d.start(expect="v1\n")
+    bad = tmp_path / "bad-cutover"
+    bad.write_text("#!/bin/sh\nexit 3\n")
+    bad.chmod(0o755)
+    load = Trickle(d.port)
+    try:
+        before = wait_points(d, lambda p: len(p) >= 1)
+        r = tcli(d, ROOT, "upgrade", "--binary", str(bad))
+        assert r.returncode == 1 and "keeps serving" in r.stdout + r.stderr, (r.stdout, r.stderr)
+        # The file written for the successor is gone: a later start must not load it over
+        # what this daemon saves at its own stop.
+        assert not (d.state_dir / "series.json").exists()
+        after = wait_points(d, lambda p: len(p) > len(before))
+    finally:
+        load.stop()
+    assert d.alive() and after[:len(before)] == before and len(after) > len(before), after
+
+
 def test_a_bad_series_file_is_refused_with_a_warning_and_removed(backend, daemon, tmp_path):
     d = admin_daemon(daemon, [backend("v1")], tmp_path)
     d.state_dir.mkdir()
