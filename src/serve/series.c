@@ -208,45 +208,48 @@ int series_save(const struct series *s, const char *path, char *err, size_t errl
 {
     json_t *doc = file_json(s);
     char *text = json_dumps(doc, JSON_COMPACT);
-    char *tmp = NULL;
-    int rc = 0, fd = -1;
+    char *tmp = xasprintf("%s.tmp", path);
+    int rc = 0, fd = -1, renaming = 0;
     json_decref(doc);
     if (text == NULL) {
         rc = -ENOMEM;
-        snprintf(err, errlen, "%s: cannot encode the series", path);
         goto out;
     }
-    tmp = xasprintf("%s.tmp", path);
     /* O_NOFOLLOW: a link planted at the temporary name must not redirect the write. */
     fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (fd == -1) {
         rc = -errno;
-        snprintf(err, errlen, "%s: %s", tmp, strerror(errno));
         goto out;
     }
     /* A file left by a crash keeps its old mode through O_TRUNC. */
-    if (fchmod(fd, 0600) == -1 || (rc = write_all(fd, text, strlen(text))) < 0 || fsync(fd) == -1) {
-        rc = rc < 0 ? rc : -errno;
-        snprintf(err, errlen, "%s: %s", tmp, strerror(-rc));
-        goto out;
-    }
-    if (close(fd) == -1) {
-        fd = -1;
+    if (fchmod(fd, 0600) == -1) {
         rc = -errno;
-        snprintf(err, errlen, "%s: %s", tmp, strerror(errno));
         goto out;
     }
+    rc = write_all(fd, text, strlen(text));
+    if (rc < 0)
+        goto out;
+    /* On disk before the rename, so that the name never points at a file still in the cache
+     * only: a power loss then leaves the old file or the whole new one. */
+    if (fsync(fd) == -1) {
+        rc = -errno;
+        goto out;
+    }
+    rc = close(fd) == -1 ? -errno : 0;
     fd = -1;
-    if (rename(tmp, path) == -1) {
+    renaming = rc == 0;
+    if (renaming && rename(tmp, path) == -1)
         rc = -errno;
-        snprintf(err, errlen, "rename %s to %s: %s", tmp, path, strerror(errno));
-        goto out;
-    }
 out:
+    if (rc < 0) {
+        if (renaming)
+            snprintf(err, errlen, "rename %s to %s: %s", tmp, path, strerror(-rc));
+        else
+            snprintf(err, errlen, "%s: %s", tmp, strerror(-rc));
+        unlink(tmp);
+    }
     if (fd != -1)
         close(fd);
-    if (rc < 0 && tmp != NULL)
-        unlink(tmp);
     free(tmp);
     free(text);
     return rc;

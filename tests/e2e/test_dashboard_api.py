@@ -266,6 +266,16 @@ def daemon_pid(d):
     return doc["pid"]
 
 
+def successor_pid(d, old_pid):
+    """The pid the admin API answers with once the successor took over from old_pid."""
+    deadline = time.monotonic() + 10
+    while daemon_pid(d) == old_pid and time.monotonic() < deadline:
+        time.sleep(0.1)
+    pid = daemon_pid(d)
+    assert pid != old_pid
+    return pid
+
+
 def pid_alive(pid):
     try:
         with open(f"/proc/{pid}/stat") as f:
@@ -274,7 +284,7 @@ def pid_alive(pid):
         return False
 
 
-def test_series_outlive_a_hot_upgrade_and_a_stop_and_start(backend, daemon, tmp_path):
+def test_series_outlive_an_upgrade_a_reload_and_a_stop_and_start(backend, daemon, tmp_path):
     d = admin_daemon(daemon, [backend("v1")], tmp_path)
     d.start(expect="v1\n")
     kept = d.state_dir / "series.json"
@@ -286,11 +296,7 @@ def test_series_outlive_a_hot_upgrade_and_a_stop_and_start(backend, daemon, tmp_
         t_upgrade = time.time()
         r = tcli(d, ROOT, "upgrade")
         assert r.returncode == 0, (r.stdout, r.stderr)
-        deadline = time.monotonic() + 10
-        while daemon_pid(d) == old_pid and time.monotonic() < deadline:
-            time.sleep(0.1)
-        new_pid = daemon_pid(d)
-        assert new_pid != old_pid
+        new_pid = successor_pid(d, old_pid)
         # The successor shows the points from before the upgrade, then its own after them.
         after = wait_points(d, lambda p: any(x[0] > t_upgrade + 1 for x in p))
         assert after[:len(before)] == before, (before, after)
@@ -302,6 +308,18 @@ def test_series_outlive_a_hot_upgrade_and_a_stop_and_start(backend, daemon, tmp_
         # The old daemon drains and exits: it leaves no file behind for a later start.
         d.proc.wait(15)
         assert not kept.exists()
+        # A reload is the same hand-over, with the config read again.
+        t_reload = time.time()
+        r = tcli(d, ROOT, "reload")
+        assert r.returncode == 0, (r.stdout, r.stderr)
+        upgraded = new_pid
+        new_pid = successor_pid(d, upgraded)
+        after = wait_points(d, lambda p: any(x[0] > t_reload + 1 for x in p))
+        assert after[:len(before)] == before and any(x[0] > t_reload + 1 for x in after), after
+        deadline = time.monotonic() + 15
+        while pid_alive(upgraded) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not pid_alive(upgraded) and not kept.exists()
     finally:
         load.stop()
     assert load.ok > 100 and load.failed == [], (load.ok, load.failed[:5])
