@@ -185,9 +185,17 @@ static json_t *file_json(const struct series *s)
     for (size_t i = 0; i < s->n; i++)
         if (s->lines[i]->n > 0) /* a base alone is nothing the next process can use */
             order[n++] = s->lines[i];
-    qsort(order, n, sizeof(*order), line_newer);
-    if (n > SERIES_FILE_LINES)
-        n = SERIES_FILE_LINES;
+    /* Past the bound, the lines sampled last are kept, in the series' own order: the next
+     * process then lists the versions (and the dashboard colours them) as this one did. */
+    double cutoff = -1;
+    if (n > SERIES_FILE_LINES) {
+        qsort(order, n, sizeof(*order), line_newer);
+        cutoff = order[SERIES_FILE_LINES - 1]->last_t;
+    }
+    n = 0;
+    for (size_t i = 0; i < s->n && n < SERIES_FILE_LINES; i++)
+        if (s->lines[i]->n > 0 && s->lines[i]->last_t >= cutoff)
+            order[n++] = s->lines[i];
     json_t *lines = json_array();
     for (size_t i = 0; i < n; i++) {
         const struct series_line *l = order[i];

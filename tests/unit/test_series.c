@@ -148,16 +148,17 @@ static char *dump(const struct series *s, const char *service)
     return text;
 }
 
-/* A series with points for web v1 (n), web v2 (3) and api v1 (2), and a base-only web v3. */
+/* A series with points for web v2 (3), web v1 (n) and api v1 (2), and a base-only web v3. */
 static struct series *filled(double t0, int n)
 {
     struct series *s = series_new();
     struct hist h = {{0}};
     for (int i = 0; i <= n; i++) {
         hist_record(&h, 2000 + (uint64_t)i);
-        series_sample(s, "web", "v1", t0 + 2 * i, (uint64_t)i * 100, (uint64_t)i, &h);
+        /* v2 first: listed before v1, though v1 was sampled last (the order must survive). */
         if (i <= 3)
             series_sample(s, "web", "v2", t0 + 2 * i, (uint64_t)i * 10, 0, &h);
+        series_sample(s, "web", "v1", t0 + 2 * i, (uint64_t)i * 100, (uint64_t)i, &h);
         if (i <= 2)
             series_sample(s, "api", "v1", t0 + 2 * i, (uint64_t)i * 7, (uint64_t)i * 7, &h);
     }
@@ -223,6 +224,36 @@ static void test_save_and_load_round_trip(void **state)
     assert_int_equal(series_save(s, none, err, sizeof(err)), -ENOENT);
     assert_non_null(strstr(err, "no/such/series.json.tmp"));
     series_free(empty);
+    series_free(back);
+    series_free(s);
+    rm_dir(dir);
+}
+
+static void test_a_save_keeps_the_lines_sampled_last(void **state)
+{
+    (void)state;
+    char *dir = tmp_dir(), path[256], err[512];
+    snprintf(path, sizeof(path), "%s/series.json", dir);
+    struct series *s = series_new();
+    struct hist h = {{0}};
+    /* SERIES_FILE_LINES + 10 versions, vN last sampled at 1000 + N: v0..v9 are the oldest. */
+    for (int i = 0; i < SERIES_FILE_LINES + 10; i++) {
+        char v[16];
+        snprintf(v, sizeof(v), "v%d", i);
+        series_sample(s, "web", v, 1000 + i - 2, 0, 0, &h);
+        series_sample(s, "web", v, 1000 + i, 10, 0, &h);
+    }
+    assert_int_equal(series_save(s, path, err, sizeof(err)), 0);
+    struct series *back = series_new();
+    assert_int_equal(series_load(back, path, 1300, err, sizeof(err)), SERIES_FILE_LINES);
+    json_t *o = series_json(back, "web");
+    assert_null(points_of(o, "v9"));
+    assert_non_null(points_of(o, "v10"));
+    /* In the order they were in: v10 first. */
+    assert_string_equal(json_string_value(json_object_get(
+                            json_array_get(json_object_get(o, "versions"), 0), "version")),
+                        "v10");
+    json_decref(o);
     series_free(back);
     series_free(s);
     rm_dir(dir);
@@ -450,6 +481,7 @@ int main(void)
         cmocka_unit_test(test_ring_keeps_fifteen_minutes),
         cmocka_unit_test(test_lines_per_service_and_silent_ones_dropped),
         cmocka_unit_test(test_save_and_load_round_trip),
+        cmocka_unit_test(test_a_save_keeps_the_lines_sampled_last),
         cmocka_unit_test(test_load_drops_old_points_and_keeps_the_newest),
         cmocka_unit_test(test_a_hostile_file_is_refused_and_the_series_unchanged),
         cmocka_unit_test(test_the_first_sample_after_a_load_adds_no_point),
