@@ -118,6 +118,7 @@ struct daemon {
     double started;        /* wall-clock seconds at start: process_start_time_seconds */
     struct series *series; /* the dashboard's charts: the serving versions' last 15 minutes */
     uv_timer_t series_tick;
+    char *series_saved; /* the file a hand-over saved the series to, or NULL */
 };
 
 /* ---------------------------------------------------------------- data plane glue ----------- */
@@ -483,6 +484,44 @@ static json_t *on_series(void *ctx, const char *service)
         if (strcmp(d->cfg->services[j].name, service) == 0)
             return series_json(d->series, service);
     return NULL;
+}
+
+/* The dashboard's series outlive this process in STATE_DIR/series.json: written just before a
+ * hand-over starts the successor, and after the last tick of a stop for good; read, then removed,
+ * at start before the first tick. A kill -9 loses them. */
+static void series_file(char *buf, size_t len, const char *state_dir)
+{
+    snprintf(buf, len, "%s/series.json", state_dir);
+}
+
+static void series_keep(struct daemon *d, const char *path)
+{
+    char err[1024];
+    if (series_save(d->series, path, err, sizeof(err)) < 0)
+        log_warn("cannot save the dashboard's series: the next process's charts start empty",
+                 "error", err);
+}
+
+/* Loads what the process before this one saved, and removes the file whether it loaded or was
+ * refused: a file is never loaded twice, and a bad one is warned about once. */
+static void series_restore(struct daemon *d)
+{
+    char path[PATH_MAX + 16], err[1024], n[16];
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    series_file(path, sizeof(path), d->cfg->state_dir);
+    int rc = series_load(d->series, path, (double)ts.tv_sec + (double)ts.tv_nsec / 1e9, err,
+                         sizeof(err));
+    if (rc == -ENOENT)
+        return;
+    if (rc < 0) {
+        log_warn("the dashboard's series were not loaded: the charts start empty", "error", err);
+    } else {
+        snprintf(n, sizeof(n), "%d", rc);
+        log_info("the dashboard's series were loaded", "file", path, "versions", n);
+    }
+    if (unlink(path) == -1 && errno != ENOENT)
+        log_warn("cannot remove the series file", "file", path, "error", strerror(errno));
 }
 
 /* The histogram's bounds in seconds; a log-scaled bucket (core/hist.h) that straddles one
@@ -904,6 +943,11 @@ static void on_handover(void *ctx, int ok, pid_t pid, const char *message)
         return;
     }
     log_error("hand-over failed; this daemon keeps serving", "error", message);
+    /* This daemon keeps its series in memory; the file, if the successor did not take it,
+     * must not be loaded by a later start on top of what this daemon saves at its stop. */
+    if (d->series_saved != NULL && unlink(d->series_saved) == -1 && errno != ENOENT)
+        log_warn("cannot remove the series file", "file", d->series_saved, "error",
+                 strerror(errno));
     char err[512];
     if (control_start(d, err, sizeof(err)) < 0)
         log_error("cannot restart the control plane", "error", err);
@@ -918,6 +962,8 @@ static void begin_handover(void *ctx, const char *binary, int reload, api_done_f
     struct daemon *d = ctx;
     char err[1024];
     const char *bin = binary ? binary : d->exe;
+    char series_path[PATH_MAX + 16];
+    series_file(series_path, sizeof(series_path), d->cfg->state_dir);
     if (d->handing_over || d->stopping) {
         done(req, 409, "a hand-over is already in progress", 0);
         return;
@@ -935,6 +981,8 @@ static void begin_handover(void *ctx, const char *binary, int reload, api_done_f
             done(req, 400, err, 0);
             return;
         }
+        /* The successor looks for the series in the state_dir it will run with. */
+        series_file(series_path, sizeof(series_path), n->state_dir);
         config_free(n);
     }
     /* A successor would open what the path names now, beside this daemon's own -wal: only a
@@ -981,6 +1029,11 @@ static void begin_handover(void *ctx, const char *binary, int reload, api_done_f
         fds[nfds].fd = d->lock_fd;
         fds[nfds++].name = LOCK_FD_NAME;
     }
+    /* The successor loads the charts before its first tick; what this daemon samples while it
+     * drains is its own, and goes with it. */
+    free(d->series_saved);
+    d->series_saved = xstrdup(series_path);
+    series_keep(d, d->series_saved);
     int rc = handover_start(d->loop, bin, d->argv, fds, nfds, HANDOVER_TIMEOUT_MS, on_handover, d,
                             err, sizeof(err));
     free(fds);
@@ -1467,6 +1520,7 @@ int serve_main(int argc, char **argv)
     uv_timer_start(&d.fd_watch, on_fd_watch, 1000, 1000);
     uv_unref((uv_handle_t *)&d.fd_watch); /* never what keeps the daemon running */
     d.series = series_new();
+    series_restore(&d);
     uv_timer_init(d.loop, &d.series_tick);
     d.series_tick.data = &d;
     uv_timer_start(&d.series_tick, on_series_tick, SERIES_EVERY_MS, SERIES_EVERY_MS);
@@ -1488,6 +1542,13 @@ int serve_main(int argc, char **argv)
     handover_ready();
 
     uv_run(d.loop, UV_RUN_DEFAULT);
+    /* The last tick has run (on_join_done closed its timer). A daemon that handed over keeps
+     * nothing: its successor serves the charts and saves them at its own stop. */
+    if (!d.handed_over && !d.handing_over) {
+        char path[PATH_MAX + 16];
+        series_file(path, sizeof(path), d.cfg->state_dir);
+        series_keep(&d, path);
+    }
     exit_code = 0;
     log_info("stopped");
     goto out_free;
@@ -1541,6 +1602,7 @@ out:
         close(d.lock_fd); /* last: the store is closed before another daemon may open it */
     vc_free(&d);
     series_free(d.series);
+    free(d.series_saved);
     config_free(d.cfg);
     free(d.cfg_path);
     return exit_code;

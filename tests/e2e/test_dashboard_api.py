@@ -1,8 +1,8 @@
 """The dashboard's side of the admin API on admin.listen, end to end without a browser: the
 page and its files with a strict Content-Security-Policy, login with a token to a session
 cookie, CSRF on every action, logout, a session that outlives a hot upgrade, actions that
-refuse a change that moved on (409), and the per-version series behind the charts. The browser
-itself is driven by test_dashboard_browser.py.
+refuse a change that moved on (409), and the per-version series behind the charts, which outlive
+a hot upgrade and a stop and start. The browser itself is driven by test_dashboard_browser.py.
 
     /usr/bin/python3 -m pytest -q tests/e2e/test_dashboard_api.py
 """
@@ -10,7 +10,9 @@ import http.client
 import json
 import os
 import re
+import signal
 import subprocess
+import threading
 import time
 
 from conftest import free_port, http_get, wait_port
@@ -214,6 +216,173 @@ def test_series_give_each_serving_version_its_rate_errors_and_p99(backend, daemo
     assert total <= n * 1.2, (total, n)
     st, doc, _ = call(d, "GET", "/api/v1/services/nope/series", token=VIEW)
     assert st == 404
+
+
+class Trickle:
+    """Light traffic: one GET on a fresh connection every 20 ms until stopped; counts failures."""
+
+    def __init__(self, port):
+        self.port, self.ok, self.failed = port, 0, []
+        self.done = threading.Event()
+        self.t = threading.Thread(target=self.run, daemon=True)
+        self.t.start()
+
+    def run(self):
+        while not self.done.is_set():
+            try:
+                st, _, _ = http_get(self.port, "/")
+                if st == 200:
+                    self.ok += 1
+                else:
+                    self.failed.append(st)
+            except (OSError, http.client.HTTPException) as e:
+                self.failed.append(repr(e))
+            time.sleep(0.02)
+
+    def stop(self):
+        self.done.set()
+        self.t.join(10)
+
+
+def v1_points(d):
+    st, doc, _ = call(d, "GET", "/api/v1/services/web/series", token=VIEW)
+    assert st == 200, (st, doc)
+    return next((v["points"] for v in doc["versions"] if v["version"] == "v1"), [])
+
+
+def wait_points(d, want, secs=20):
+    """Polls the series until want(points of v1) is true -> the points."""
+    deadline = time.monotonic() + secs
+    while True:
+        pts = v1_points(d)
+        if want(pts) or time.monotonic() > deadline:
+            return pts
+        time.sleep(0.2)
+
+
+def daemon_pid(d):
+    st, doc, _ = call(d, "GET", "/api/v1/health", token=VIEW)
+    assert st == 200, (st, doc)
+    return doc["pid"]
+
+
+def successor_pid(d, old_pid):
+    """The pid the admin API answers with once the successor took over from old_pid."""
+    deadline = time.monotonic() + 10
+    while daemon_pid(d) == old_pid and time.monotonic() < deadline:
+        time.sleep(0.1)
+    pid = daemon_pid(d)
+    assert pid != old_pid
+    return pid
+
+
+def pid_alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
+
+
+def test_series_outlive_an_upgrade_a_reload_and_a_stop_and_start(backend, daemon, tmp_path):
+    d = admin_daemon(daemon, [backend("v1")], tmp_path)
+    d.start(expect="v1\n")
+    kept = d.state_dir / "series.json"
+    load = Trickle(d.port)
+    try:
+        before = wait_points(d, lambda p: len(p) >= 2)
+        assert len(before) >= 2 and all(p[1] > 0 for p in before), before
+        old_pid = daemon_pid(d)
+        t_upgrade = time.time()
+        r = tcli(d, ROOT, "upgrade")
+        assert r.returncode == 0, (r.stdout, r.stderr)
+        new_pid = successor_pid(d, old_pid)
+        # The successor shows the points from before the upgrade, then its own after them.
+        after = wait_points(d, lambda p: any(x[0] > t_upgrade + 1 for x in p))
+        assert after[:len(before)] == before, (before, after)
+        assert any(x[0] > t_upgrade + 1 and x[1] > 0 for x in after), after
+        assert [x[0] for x in after] == sorted(x[0] for x in after), after
+        # It took the file: a later start must not load it again.
+        assert not kept.exists()
+        assert "the dashboard's series were loaded" in d.log(), d.log()
+        # The old daemon drains and exits: it leaves no file behind for a later start.
+        d.proc.wait(15)
+        assert not kept.exists()
+        # A reload is the same hand-over, with the config read again.
+        t_reload = time.time()
+        r = tcli(d, ROOT, "reload")
+        assert r.returncode == 0, (r.stdout, r.stderr)
+        upgraded = new_pid
+        new_pid = successor_pid(d, upgraded)
+        after = wait_points(d, lambda p: any(x[0] > t_reload + 1 for x in p))
+        assert after[:len(before)] == before and any(x[0] > t_reload + 1 for x in after), after
+        deadline = time.monotonic() + 15
+        while pid_alive(upgraded) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not pid_alive(upgraded) and not kept.exists()
+    finally:
+        load.stop()
+    assert load.ok > 100 and load.failed == [], (load.ok, load.failed[:5])
+
+    # A stop for good keeps them (the successor is not this test's child: stop it by pid) ...
+    upto = v1_points(d)
+    os.kill(new_pid, signal.SIGTERM)
+    deadline = time.monotonic() + 15
+    while pid_alive(new_pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not pid_alive(new_pid)
+    assert kept.exists() and (kept.stat().st_mode & 0o777) == 0o600
+    saved = json.loads(kept.read_text())
+    saved_pts = [ln["points"] for ln in saved["lines"] if ln["version"] == "v1"][0]
+    assert saved_pts[:len(upto)] == upto, (upto, saved_pts)
+    # ... and a start shows them, then adds its own.
+    d.start(expect="v1\n")
+    assert not kept.exists()
+    t_start = time.time()
+    load = Trickle(d.port)
+    try:
+        again = wait_points(d, lambda p: any(x[0] > t_start + 1 for x in p))
+    finally:
+        load.stop()
+    assert again[:len(saved_pts)] == saved_pts, (saved_pts, again)
+    assert again[:len(before)] == before
+    assert any(x[0] > t_start + 1 and x[1] > 0 for x in again), again
+    assert load.failed == [], load.failed[:5]
+
+
+def test_a_failed_hand_over_leaves_no_series_file_and_the_charts_go_on(backend, daemon, tmp_path):
+    d = admin_daemon(daemon, [backend("v1")], tmp_path, extra_admin=f", upgrade_dir: {tmp_path}")
+    d.start(expect="v1\n")
+    bad = tmp_path / "bad-cutover"
+    bad.write_text("#!/bin/sh\nexit 3\n")
+    bad.chmod(0o755)
+    load = Trickle(d.port)
+    try:
+        before = wait_points(d, lambda p: len(p) >= 1)
+        r = tcli(d, ROOT, "upgrade", "--binary", str(bad))
+        assert r.returncode == 1 and "keeps serving" in r.stdout + r.stderr, (r.stdout, r.stderr)
+        # The file written for the successor is gone: a later start must not load it over
+        # what this daemon saves at its own stop.
+        assert not (d.state_dir / "series.json").exists()
+        after = wait_points(d, lambda p: len(p) > len(before))
+    finally:
+        load.stop()
+    assert d.alive() and after[:len(before)] == before and len(after) > len(before), after
+
+
+def test_a_bad_series_file_is_refused_with_a_warning_and_removed(backend, daemon, tmp_path):
+    d = admin_daemon(daemon, [backend("v1")], tmp_path)
+    d.state_dir.mkdir()
+    kept = d.state_dir / "series.json"
+    now = time.time()
+    kept.write_text(json.dumps({"format": 1, "lines": [
+        {"service": "web", "version": "v1", "points": [[now - 10, 5.0, 0.0, 1.0],
+                                                        [now - 8, -3.0, 0.0, 1.0]]}]}))
+    d.start(expect="v1\n")
+    assert not kept.exists()
+    assert v1_points(d) == []
+    line = [ln for ln in d.log().splitlines() if "series were not loaded" in ln]
+    assert line and str(kept) in line[0] and "rps -3 is out of range" in line[0], d.log()
 
 
 def test_over_admin_tls_the_session_cookie_is_secure(backend, daemon, tmp_path):
