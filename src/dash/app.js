@@ -382,7 +382,7 @@ function renderCharts(s) {
   const next = s.change && s.change.state === 'running' ? s.change.to : null;
   let other = 0;
   const versions = ((data && data.versions) || []).map((v) => ({
-    ...v, color: v.version === live ? LIVE_COLOR : v.version === next ? NEW_COLOR : OTHER_COLORS[other++ % OTHER_COLORS.length],
+    ...v, every_s: data.every_s, color: v.version === live ? LIVE_COLOR : v.version === next ? NEW_COLOR : OTHER_COLORS[other++ % OTHER_COLORS.length],
   }));
   const now = Date.now() / 1000;
   const from = now - ((data && data.window_s) || 900);
@@ -423,7 +423,10 @@ function chart(title, versions, k, from, to, fmt) {
   versions.forEach((v) => {
     const pts = v.points.filter((pt) => pt[0] >= from);
     if (pts.length === 0) return;
-    const d = pts.map((pt, j) => `${j ? 'L' : 'M'}${x(pt[0]).toFixed(1)},${y(pt[k]).toFixed(1)}`).join(' ');
+    // A gap (the daemon was down, or the version got no samples) breaks the line: drawing
+    // across it would invent figures for a time nobody measured.
+    const gap = 3 * (v.every_s || 2);
+    const d = pts.map((pt, j) => `${j && pt[0] - pts[j - 1][0] <= gap ? 'L' : 'M'}${x(pt[0]).toFixed(1)},${y(pt[k]).toFixed(1)}`).join(' ');
     g.append(svg('path', { class: 'line', d, stroke: v.color }));
     const last = pts[pts.length - 1]; // a line of one point would not show: mark the latest
     g.append(svg('circle', { cx: x(last[0]).toFixed(1), cy: y(last[k]).toFixed(1), r: 2.5, fill: v.color }));
