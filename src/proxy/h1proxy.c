@@ -1817,7 +1817,9 @@ static void request_start(struct client *c, const struct http_request *req, size
     }
     build_request_head(c, req);
     const struct route_service *svc = client_service(c);
-    if (svc != NULL && svc->mirror != NULL && c->x->role == ROUTE_STABLE && !c->preview &&
+    /* A request the live version answers is copied, from its long-running set or from a
+     * baseline's fresh one alike: both serve the live version. */
+    if (svc != NULL && svc->mirror != NULL && c->x->role != ROUTE_CANARY && !c->preview &&
         c->x->mirror == NULL)
         c->x->mirror = mirror_begin(w, c->service_id, svc, req, c->x->uhead, c->x->uhead_len,
                                     c->x->in.data + c->x->in.start + head_len,
