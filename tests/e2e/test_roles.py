@@ -208,7 +208,7 @@ def lost_metrics(d):
     for m in re.finditer(r'^cutover_proxy_lost_total\{service="web",role="(\w+)",'
                          r'reason="(\w+)"\} (\d+)$', out, re.M):
         got[(m.group(1), m.group(2))] = int(m.group(3))
-    assert len(got) == 12, f"want 2 roles x 6 reasons, got {got}\n{out}"
+    assert len(got) == 18, f"want 3 roles x 6 reasons, got {got}\n{out}"
     return got
 
 

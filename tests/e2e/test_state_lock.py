@@ -25,12 +25,19 @@ def second_serve(d, tmp_path, name):
 
 
 def gone(pid, secs=10):
+    """The process and all its threads have exited (zombies at most): its files, the lock
+    among them, are closed. A zombie leader alone is not enough: after a SIGKILL the leader of
+    a threaded process can be a zombie while its workers still exit, holding the shared files
+    (a CI run saw the next daemon refused for the lock that way)."""
     deadline = time.monotonic() + secs
     while time.monotonic() < deadline:
         try:
-            with open(f"/proc/{pid}/stat") as f:
-                if f.read().rsplit(")", 1)[1].split()[0] == "Z":
-                    return True
+            states = []
+            for tid in os.listdir(f"/proc/{pid}/task"):
+                with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                    states.append(f.read().rsplit(")", 1)[1].split()[0])
+            if all(st in ("Z", "X") for st in states):
+                return True
         except FileNotFoundError:
             return True
         time.sleep(0.05)
