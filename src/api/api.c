@@ -324,6 +324,7 @@ static int status_of(int rc)
     case -ENOENT:
         return 404;
     case -EBUSY:
+    case -EAGAIN: /* processes of an earlier change still stopping: the same, in a moment */
     case -EEXIST:
     case -ESRCH:
     case -EADDRNOTAVAIL: /* no free port in run.port_range: the machine's state, not a bug */

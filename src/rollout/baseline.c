@@ -83,7 +83,7 @@ int baseline_start(struct service *s, const struct config_plan *cp, char *err, s
                  "the baseline of %s from an earlier change is still stopping on %s; retry "
                  "once it stopped",
                  s->live->name, s->cfg->name);
-        return -EBUSY;
+        return -EAGAIN;
     }
     char why[512];
     int rc = start_set(s, name, why, sizeof(why));

@@ -39,7 +39,8 @@ struct service;
 
 /* A deploy with plan cp (NULL: none) begins: starts its baseline's instances into s->baseline
  * when the plan asks for one and something is live. Returns 0 (started, or none wanted), or
- * -EINVAL / -EBUSY / -EADDRNOTAVAIL with err, having started nothing. */
+ * -EINVAL / -EAGAIN (an earlier baseline still stopping) / -EADDRNOTAVAIL with err, having
+ * started nothing. */
 int baseline_start(struct service *s, const struct config_plan *cp, char *err, size_t errlen);
 /* The change ended (or its deploy was refused after baseline_start): s->baseline is dropped
  * and its processes stop after the drain (now when nothing was routed to them). The caller

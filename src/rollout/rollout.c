@@ -756,7 +756,7 @@ int rollout_deploy(struct rollout *r, const struct rollout_deploy_req *req, roll
                  s->previous && strcmp(s->previous->name, req->version) == 0
                      ? ", or use cutover rollback, which reuses them"
                      : "");
-        return -EBUSY;
+        return -EAGAIN;
     }
     /* A plan that compares with a fresh baseline starts it now, just before the new version's
      * instances: both are the same age when users reach them. Refused here, nothing started. */

@@ -89,9 +89,10 @@ struct rollout_deploy_req {
  * ended (switched, or failed at the health deadline) — for plans, when the first step that
  * moves traffic or waits for a person took effect, unless req->wait. Returns 0, or: -ENOENT
  * unknown service or plan, -EBUSY a change already runs or a freeze window is in force (not for
- * an emergency, which the change record then says, with the window and the reason), -EINVAL bad
- * version/targets, -EEXIST the version is already live, -EIO the store failed. err gets a message
- * for the user. */
+ * an emergency, which the change record then says, with the window and the reason), -EAGAIN
+ * processes of an earlier change that this deploy would start again (the version, or its
+ * baseline) have not stopped yet, -EINVAL bad version/targets, -EEXIST the version is already
+ * live, -EIO the store failed. err gets a message for the user. */
 int rollout_deploy(struct rollout *r, const struct rollout_deploy_req *req, rollout_wait_cb cb,
                    void *ctx, int64_t *change_id, char *err, size_t errlen);
 

@@ -55,6 +55,7 @@ struct schedule_entry {
     int64_t id;    /* its change record, in state scheduled */
     int64_t at_ms; /* when it starts (Unix ms) */
     json_t *req;   /* the deploy's request, as its record's detail keeps it ("scheduled") */
+    char *waiting; /* why its start is being retried (processes still stopping), or NULL */
 };
 
 struct service {

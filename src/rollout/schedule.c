@@ -46,6 +46,7 @@ static void entry_free(struct schedule_entry *e)
     if (e == NULL)
         return;
     json_decref(e->req);
+    free(e->waiting);
     free(e);
 }
 
@@ -98,10 +99,14 @@ static void start_one(struct service *s, int64_t now)
     if (now - e->at_ms > SCHEDULE_GRACE_MS) {
         char late[32];
         duration_format((uint64_t)(now - e->at_ms), late, sizeof(late));
-        snprintf(msg, sizeof(msg),
-                 "not started: its time %s passed %s ago while the daemon was not running; "
-                 "deploy it again when it suits",
-                 at_text(e->at_ms, at, sizeof(at)), late);
+        if (e->waiting != NULL)
+            snprintf(msg, sizeof(msg), "not started within %s of its time %s: %s", late,
+                     at_text(e->at_ms, at, sizeof(at)), e->waiting);
+        else
+            snprintf(msg, sizeof(msg),
+                     "not started: its time %s passed %s ago while the daemon was not running; "
+                     "deploy it again when it suits",
+                     at_text(e->at_ms, at, sizeof(at)), late);
         end_entry(s, STORE_CHANGE_FAILED, "failed", msg);
         return;
     }
@@ -133,6 +138,15 @@ static void start_one(struct service *s, int64_t now)
     }
     if (rc == -EIO)
         return; /* the store refused the start: the entry stays and is tried again */
+    if (rc == -EAGAIN) {
+        /* Processes of an earlier change are still stopping (seconds, a drain): tried again
+         * every second, within the grace. */
+        if (e->waiting == NULL)
+            log_info("scheduled deploy waits", "service", s->cfg->name, "why", err);
+        free(e->waiting);
+        e->waiting = xstrdup(err);
+        return;
+    }
     snprintf(msg, sizeof(msg), "not started at its time %s: %s", at_text(e->at_ms, at, sizeof(at)),
              err);
     end_entry(s, STORE_CHANGE_FAILED, "failed", msg);

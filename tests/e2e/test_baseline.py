@@ -39,7 +39,7 @@ PLANS = f"""plans:
 """
 
 
-def managed_daemon(procs, tmp_path, daemon, extra=(), top="", patch=""):
+def managed_daemon(procs, tmp_path, daemon, extra=(), top="", patch="", run_extra=""):
     """A daemon whose service `web` runs 2 instances of the backend copy per version (with
     `patch` inserted before its main())."""
     app = tmp_path / "app.py"
@@ -53,7 +53,7 @@ def managed_daemon(procs, tmp_path, daemon, extra=(), top="", patch=""):
            f"      command: [{', '.join(json.dumps(c) for c in cmd)}]\n"
            "      instances: 2\n"
            f"      port_range: {lo}-{lo + 60}\n"
-           "      stop_timeout: 3s\n")
+           "      stop_timeout: 3s\n" + run_extra)
     d = daemon([], service_extra=run, top_extra=top + PLANS, drain_timeout="1s",
                deploy_timeout="10s")
     d.app = app
@@ -300,6 +300,31 @@ def test_a_crashing_baseline_sends_its_users_to_the_live_set_and_the_change_goes
         assert r.returncode == 0, r.stdout + r.stderr
         assert wait_ended(d, cid, 15)["state"] == "aborted"
         assert live_name(d.status()) == "v1"
+    finally:
+        if d.proc is not None:
+            Procs.stop(d.proc)
+        kill_all(d.app)
+
+
+def test_a_scheduled_deploy_waits_for_an_earlier_changes_processes_to_stop(procs, tmp_path,
+                                                                          daemon):
+    # v1's processes are kept 4 s after the switch to v2 (rollback_window): a deploy of v1 at
+    # +1 s finds them still running and is tried again each second until they stopped, instead
+    # of failing for good at its time.
+    d = managed_daemon(procs, tmp_path, daemon, run_extra="      rollback_window: 4s\n")
+    try:
+        d.start()
+        deploy(d, "v1")
+        wait_for(lambda: live_name(d.status()) == "v1", 15, "v1 live")
+        deploy(d, "v2")
+        wait_for(lambda: live_name(d.status()) == "v2", 15, "v2 live")
+        r = d.cli("deploy", "web", "v1", "--at", "+1s")
+        assert r.returncode == 0, r.stdout + r.stderr
+        wait_for(lambda: "scheduled deploy waits" in d.log(), 10, "the start retried")
+        assert "still running or stopping" in d.log()
+        wait_for(lambda: live_name(d.status()) == "v1", 20, "v1 live again")
+        ch = d.history()[0]
+        assert ch["to"] == "v1" and ch["state"] == "completed", ch
     finally:
         if d.proc is not None:
             Procs.stop(d.proc)
