@@ -81,6 +81,18 @@ static size_t inst_index(const struct managed_set *ms, const struct sup_instance
     return ms->n;
 }
 
+/* Records slot i's process in the store (an upsert). Done as soon as it is spawned, not only at
+ * its STARTED event a loop turn later: a kill -9 in between would leave a process the next
+ * daemon knows nothing of, neither to adopt nor to stop. */
+static void record(struct managed_set *ms, size_t i)
+{
+    struct sup_instance *inst = ms->inst[i];
+    if (inst != NULL && sup_instance_pid(inst) > 0)
+        store_instance_put(ms->r->st, ms->s->cfg->name, ms->version, (int)i,
+                           (long)sup_instance_pid(inst), sup_instance_start_ticks(inst),
+                           sup_instance_port(inst));
+}
+
 static void on_event(void *ctx, struct sup_instance *inst, enum sup_event ev, const char *detail)
 {
     struct managed_set *ms = ctx;
@@ -92,9 +104,7 @@ static void on_event(void *ctx, struct sup_instance *inst, enum sup_event ev, co
     switch (ev) {
     case SUP_EV_STARTED:
         if (i < ms->n)
-            store_instance_put(r->st, ms->s->cfg->name, ms->version, (int)i,
-                               (long)sup_instance_pid(inst), sup_instance_start_ticks(inst),
-                               sup_instance_port(inst));
+            record(ms, i); /* again: a restart has a new pid */
         log_info("instance started", "service", ms->s->cfg->name, "version", ms->version,
                  "instance", idx, "pid", pid);
         break;
@@ -270,6 +280,7 @@ int managed_start_one(struct managed_set *ms, size_t i, char **target, char *err
     free(lp);
     if (ms->inst[i] == NULL)
         return -EINVAL;
+    record(ms, i);
     /* A stopped set is running again (a rollback reuses it). */
     ms->stop_sent = 0;
     ms->retiring = 0;
@@ -423,6 +434,8 @@ static struct managed_set *restore_set(struct service *s, const char *version, c
         if (ms->inst[i] == NULL)
             log_error("cannot start instance", "service", s->cfg->name, "version", version, "error",
                       err);
+        else
+            record(ms, i);
     }
     free(from);
     free(rec);

@@ -1497,6 +1497,18 @@ int serve_main(int argc, char **argv)
             }
         }
     }
+    /* The signals are caught before the workers open the service ports: a SIGTERM from a
+     * supervisor that saw the port answer must stop the daemon gracefully, not kill it (a CI
+     * run caught the window). libuv queues them until the loop runs, when all is set up. */
+    uv_signal_init(d.loop, &d.sigterm);
+    uv_signal_init(d.loop, &d.sigint);
+    uv_signal_init(d.loop, &d.sighup);
+    uv_signal_init(d.loop, &d.sigusr2);
+    d.sigterm.data = d.sigint.data = d.sighup.data = d.sigusr2.data = &d;
+    uv_signal_start(&d.sigterm, on_signal, SIGTERM);
+    uv_signal_start(&d.sigint, on_signal, SIGINT);
+    uv_signal_start(&d.sighup, on_signal, SIGHUP);
+    uv_signal_start(&d.sigusr2, on_signal, SIGUSR2);
     d.workers = xcalloc((size_t)d.cfg->workers, sizeof(*d.workers));
     for (int i = 0; i < d.cfg->workers; i++) {
         rc = worker_start(&d.workers[i], i, specs, d.nlisten, d.cfg->nservices,
@@ -1510,10 +1522,6 @@ int serve_main(int argc, char **argv)
     }
     free(specs);
 
-    uv_signal_init(d.loop, &d.sigterm);
-    uv_signal_init(d.loop, &d.sigint);
-    uv_signal_init(d.loop, &d.sighup);
-    uv_signal_init(d.loop, &d.sigusr2);
     uv_timer_init(d.loop, &d.exit_timer);
     uv_timer_init(d.loop, &d.fd_watch);
     d.fd_watch.data = &d;
@@ -1529,11 +1537,7 @@ int serve_main(int argc, char **argv)
     d.store_watch.data = &d;
     uv_timer_start(&d.store_watch, on_store_watch, 0, STORE_WATCH_MS);
     uv_unref((uv_handle_t *)&d.store_watch);
-    d.sigterm.data = d.sigint.data = d.sighup.data = d.sigusr2.data = d.exit_timer.data = &d;
-    uv_signal_start(&d.sigterm, on_signal, SIGTERM);
-    uv_signal_start(&d.sigint, on_signal, SIGINT);
-    uv_signal_start(&d.sighup, on_signal, SIGHUP);
-    uv_signal_start(&d.sigusr2, on_signal, SIGUSR2);
+    d.exit_timer.data = &d;
     char nw[16], pid[24];
     snprintf(nw, sizeof(nw), "%d", d.nworkers);
     snprintf(pid, sizeof(pid), "%ld", (long)getpid());
@@ -1554,6 +1558,10 @@ int serve_main(int argc, char **argv)
     goto out_free;
 
 out_workers:
+    uv_close((uv_handle_t *)&d.sigterm, NULL);
+    uv_close((uv_handle_t *)&d.sigint, NULL);
+    uv_close((uv_handle_t *)&d.sighup, NULL);
+    uv_close((uv_handle_t *)&d.sigusr2, NULL);
     for (int i = 0; i < d.nworkers; i++)
         worker_stop(d.workers[i], 0);
     for (int i = 0; i < d.nworkers; i++)

@@ -195,7 +195,9 @@ def test_baseline_is_adopted_after_kill9_and_stops_with_an_abort(procs, tmp_path
         cid = deploy(d, "v2", "held")
         pids = wait_for(lambda: (lambda p: p if len(p) == 2 else None)(baseline_pids(d)), 15,
                         "the baseline's instances")
-        prog = d.status()["change"]["progress"]
+        prog = wait_for(lambda: (lambda p: p if all(t["healthy"] for t in p["baseline"]["targets"])
+                                 else None)(d.status()["change"]["progress"]), 15,
+                        "the baseline healthy")
         assert prog["baseline"]["name"] == "v1" and prog["baseline"]["share_percent"] == 25, prog
         text = d.cli("status", "web").stdout
         assert "baseline: 25% to fresh instances of v1 (2, 2 healthy)" in text, text
