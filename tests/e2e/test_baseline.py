@@ -39,22 +39,25 @@ PLANS = f"""plans:
 """
 
 
-def managed_daemon(procs, tmp_path, daemon, extra=(), top="", patch="", run_extra=""):
-    """A daemon whose service `web` runs 2 instances of the backend copy per version (with
-    `patch` inserted before its main())."""
+COLD = ("--cold-ms", "30", "--cold-for", str(COLD_FOR_S))
+
+
+def managed_daemon(procs, tmp_path, daemon, extra=(), top="", patch="", run_extra="", args=COLD,
+                   plans=PLANS, drain="1s"):
+    """A daemon whose service `web` runs 2 instances of the backend copy per version, started
+    with `args` and `extra` (with `patch` inserted before its main()), and `plans`."""
     app = tmp_path / "app.py"
     src = BACKEND.read_text()
     assert "\ndef main():" in src
     app.write_text(src.replace("\ndef main():", patch + "\ndef main():", 1))
     lo = free_ports(61)
-    cmd = [sys.executable, str(app), "${PORT}", "${VERSION}", "--cold-ms", "30", "--cold-for",
-           str(COLD_FOR_S), *extra]
+    cmd = [sys.executable, str(app), "${PORT}", "${VERSION}", *args, *extra]
     run = ("    run:\n"
            f"      command: [{', '.join(json.dumps(c) for c in cmd)}]\n"
            "      instances: 2\n"
            f"      port_range: {lo}-{lo + 60}\n"
            "      stop_timeout: 3s\n" + run_extra)
-    d = daemon([], service_extra=run, top_extra=top + PLANS, drain_timeout="1s",
+    d = daemon([], service_extra=run, top_extra=top + plans, drain_timeout=drain,
                deploy_timeout="10s")
     d.app = app
     return d

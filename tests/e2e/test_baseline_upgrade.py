@@ -8,18 +8,16 @@ a fixed 20 ms (`--delay-ms 20`), so canary and baseline have about the same p99 
 machine's load and the ratio gate passes. The successor is a child of the first daemon, not of
 this test: it is stopped by pid at the end, and every instance by pid too.
 """
-import json
 import os
 import re
-import shutil
 import signal
-import sys
 import time
 
 import pytest
 
-from conftest import BACKEND, LOAD_GROUP, Procs, free_ports, live_name
+from conftest import LOAD_GROUP, Procs, live_name
 from progressive_util import report_json, wait_for
+from test_baseline import app_pids, baseline_pids, change, deploy, managed_daemon, wait_ended
 
 PLANS = """plans:
   like:
@@ -28,45 +26,12 @@ PLANS = """plans:
 """
 
 
-def managed_daemon(tmp_path, daemon):
-    """A daemon whose service `web` runs 2 instances of the backend copy per version."""
-    app = tmp_path / "app.py"
-    shutil.copy(BACKEND, app)
-    lo = free_ports(61)
-    cmd = [sys.executable, str(app), "${PORT}", "${VERSION}", "--delay-ms", "20"]
-    run = ("    run:\n"
-           f"      command: [{', '.join(json.dumps(c) for c in cmd)}]\n"
-           "      instances: 2\n"
-           f"      port_range: {lo}-{lo + 60}\n"
-           "      stop_timeout: 3s\n")
-    d = daemon([], service_extra=run, top_extra=PLANS, drain_timeout="1s",
-               deploy_timeout="10s")
-    d.app = app
-    return d
-
-
 def alive(pid):
     try:
         with open(f"/proc/{pid}/stat") as f:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except (OSError, IndexError):
         return False
-
-
-def app_pids(app):
-    """Live processes running this test's backend copy."""
-    out = []
-    for p in os.listdir("/proc"):
-        if not p.isdigit():
-            continue
-        try:
-            with open(f"/proc/{p}/cmdline", "rb") as f:
-                argv = f.read().split(b"\0")
-        except OSError:
-            continue
-        if str(app).encode() in argv and alive(int(p)):
-            out.append(int(p))
-    return sorted(out)
 
 
 def stop_pid(pid, secs=10):
@@ -85,35 +50,13 @@ def stop_pid(pid, secs=10):
             pass
 
 
-def deploy(d, version, plan=None):
-    args = ["deploy", "web", version] + (["--plan", plan] if plan else [])
-    r = d.cli(*args, timeout=40)
-    assert r.returncode == 0, f"deploy {version}: exit {r.returncode}: {r.stdout}{r.stderr}\n" \
-                              f"{d.log()[-3000:]}"
-    return d.history()[0]["id"]
-
-
-def change(d, cid):
-    return next(c for c in d.history() if c["id"] == cid)
-
-
-def wait_ended(d, cid, secs):
-    return wait_for(lambda: (lambda c: c if c["state"] != "running" else None)(change(d, cid)),
-                    secs, f"change {cid} ended")
-
-
 def progress(d):
     return (d.status().get("change") or {}).get("progress") or {}
 
 
-def baseline_pids(d):
-    b = progress(d).get("baseline") or {}
-    return sorted(i["pid"] for i in b.get("instances") or [])
-
-
 @pytest.mark.xdist_group(LOAD_GROUP)
 def test_baseline_is_adopted_by_the_successor_of_a_hot_upgrade(procs, tmp_path, daemon, wrk):
-    d = managed_daemon(tmp_path, daemon)
+    d = managed_daemon(procs, tmp_path, daemon, args=("--delay-ms", "20"), plans=PLANS)
     successor = None
     try:
         d.start()
@@ -184,17 +127,8 @@ def test_a_restart_stops_a_retiring_baseline_once(procs, tmp_path, daemon):
     # An aborted change's baseline waits out the drain before it stops; a daemon killed in that
     # wait leaves it recorded, and the next start stops it: once, by one adopter per process
     # (the leftovers' reaper), not a second time by the baseline's own reaper as well.
-    app = tmp_path / "app.py"
-    shutil.copy(BACKEND, app)
-    lo = free_ports(61)
-    cmd = [sys.executable, str(app), "${PORT}", "${VERSION}"]
-    run = ("    run:\n"
-           f"      command: [{', '.join(json.dumps(c) for c in cmd)}]\n"
-           "      instances: 2\n"
-           f"      port_range: {lo}-{lo + 60}\n"
-           "      stop_timeout: 3s\n")
-    d = daemon([], service_extra=run, top_extra=ABORTABLE, drain_timeout="3s",
-               deploy_timeout="10s")
+    d = managed_daemon(procs, tmp_path, daemon, args=(), plans=ABORTABLE, drain="3s")
+    app = d.app
     try:
         d.start()
         deploy(d, "v1")
@@ -248,17 +182,8 @@ def test_an_upgrade_just_after_the_end_lets_the_baseline_finish_its_requests(pro
     # baseline's processes must outlive that drain under the successor too, as the previous
     # version's do, instead of being stopped as an interrupted change's leftovers.
     import threading
-    app = tmp_path / "app.py"
-    shutil.copy(BACKEND, app)
-    lo = free_ports(61)
-    cmd = [sys.executable, str(app), "${PORT}", "${VERSION}"]
-    run = ("    run:\n"
-           f"      command: [{', '.join(json.dumps(c) for c in cmd)}]\n"
-           "      instances: 2\n"
-           f"      port_range: {lo}-{lo + 60}\n"
-           "      stop_timeout: 3s\n")
-    d = daemon([], service_extra=run, top_extra=ABORTABLE, drain_timeout="5s",
-               deploy_timeout="10s")
+    d = managed_daemon(procs, tmp_path, daemon, args=(), plans=ABORTABLE, drain="5s")
+    app = d.app
     successor = None
     try:
         d.start()
