@@ -17,7 +17,8 @@ import pytest
 
 from conftest import LOAD_GROUP, Procs, live_name
 from progressive_util import report_json, wait_for
-from test_baseline import app_pids, baseline_pids, change, deploy, managed_daemon, wait_ended
+from test_baseline import (app_pids, baseline_pids, change, deploy, gate_steps, managed_daemon,
+                           wait_ended)
 
 PLANS = """plans:
   like:
@@ -93,8 +94,7 @@ def test_baseline_is_adopted_by_the_successor_of_a_hot_upgrade(procs, tmp_path, 
         assert end["state"] == "completed", f"{end}\n{d.log()[-4000:]}"
         assert live_name(d.status()) == "v2"
         # The successor judged the canary against the baseline, in every judged step.
-        steps = [s for s in ((report_json(d, cid).get("change") or {}).get("detail") or {})
-                 .get("steps") or [] if isinstance(s, dict) and "gate" in s]
+        steps = gate_steps(report_json(d, cid))
         assert steps, "no judged step in the record"
         for st in steps:
             assert st["gate"]["compared_with"] == "baseline", st
